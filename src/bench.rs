@@ -1,0 +1,365 @@
+//! `leadscore bench`: how fast one core scores and decodes, and how big user state gets.
+//!
+//! Everything runs single-threaded on events from [`crate::generator`], so the numbers are per
+//! core and reproducible for a seed. Absolute rates depend on the machine, so every rate comes
+//! with a ratio against a baseline measured in the same run (`serde_json::Value` parsing of the
+//! same payloads, or the engine alone against the whole partition path): a ratio moves only when
+//! our code does. Each measurement runs once untimed to warm caches, the allocator and branch
+//! predictors, then once timed.
+
+use crate::codec::{self, Format, Limits};
+use crate::engine::Engine;
+use crate::event::{Event, Origin};
+use crate::generator::{self, GeneratorConfig};
+use crate::partition::Partition;
+use crate::rules::{self, Rules};
+use crate::state::UserState;
+use anyhow::{anyhow, bail, Result};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What `leadscore bench` runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BenchOptions {
+    /// Generated input events, duplicates and late events included.
+    pub events: usize,
+    pub users: usize,
+    /// The rules file to score with; `None` for the seed canvas ([`Rules::SEED_CANVAS`]).
+    pub rules: Option<PathBuf>,
+    pub seed: u64,
+}
+
+impl Default for BenchOptions {
+    /// A million events over 100 000 users: ten events per user, enough users that the store
+    /// does not fit in the CPU caches, and a run of well under a minute on two cores.
+    fn default() -> Self {
+        BenchOptions {
+            events: 1_000_000,
+            users: 100_000,
+            rules: None,
+            seed: 42,
+        }
+    }
+}
+
+/// The topic name the benchmark's events are said to come from.
+const TOPIC: &str = "bench";
+
+/// Runs the benchmark and returns its report: a Markdown table and a line of machine facts.
+pub fn run(opts: &BenchOptions) -> Result<String> {
+    let (rules, rules_name) = match &opts.rules {
+        Some(path) => (
+            rules::load_file(path).map_err(|e| anyhow!("invalid rules:\n{e}"))?,
+            path.display().to_string(),
+        ),
+        None => (
+            rules::parse_str(Rules::SEED_CANVAS, "seed-canvas.toml")
+                .map_err(|e| anyhow!("the built-in seed canvas does not load:\n{e}"))?,
+            "seed canvas".to_string(),
+        ),
+    };
+    let engine = Engine::new(rules);
+    let cfg = GeneratorConfig {
+        users: opts.users,
+        events: opts.events,
+        seed: opts.seed,
+        ..GeneratorConfig::default()
+    };
+
+    let started = Instant::now();
+    let events = generator::generate(&cfg);
+    let generate_time = started.elapsed();
+    if events.is_empty() {
+        bail!("nothing to measure: --events is 0");
+    }
+    let n = events.len();
+
+    let json: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| codec::encode_event(Format::Json, e))
+        .collect();
+    let proto: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| codec::encode_event(Format::Protobuf, e))
+        .collect();
+    let limits = Limits::default();
+    // A decoder that rejects our own output would make its rate meaningless: check first.
+    for (format, payloads) in [(Format::Json, &json), (Format::Protobuf, &proto)] {
+        for (e, p) in events.iter().zip(payloads) {
+            match codec::decode_event(format, Some(e.user_id.as_bytes()), p, &limits) {
+                Ok(back) if back == *e => {}
+                Ok(_) => bail!("{format:?} round trip changed event {:?}", e.event_id),
+                Err(err) => bail!("{format:?} decode of a generated event failed: {err}"),
+            }
+        }
+    }
+
+    // The whole-partition path: clock, inactivity timers, duplicate and replay checks, and a
+    // HashMap store as the scorer's in-memory cache would be.
+    let (partition_time, (store, partition_changes)) = measure(|| {
+        let mut partition = Partition::new();
+        let mut store: HashMap<String, UserState> = HashMap::new();
+        let mut out = Vec::new();
+        let mut changes = 0usize;
+        for (i, e) in events.iter().enumerate() {
+            black_box(partition.process(&engine, &mut store, e, origin(i), &mut out));
+            changes += out.len();
+            out.clear();
+        }
+        (store, changes)
+    });
+
+    // The engine alone: states pre-indexed in a Vec, no map lookups, no timer index.
+    let (index, users) = index_users(&events);
+    let (engine_time, engine_changes) = measure(|| {
+        let mut states = vec![UserState::default(); users];
+        let mut out = Vec::new();
+        let mut clock = i64::MIN;
+        let mut changes = 0usize;
+        for (i, (e, &u)) in events.iter().zip(&index).enumerate() {
+            clock = clock.max(e.time);
+            black_box(engine.apply(&mut states[u], e, origin(i), clock, &mut out));
+            changes += out.len();
+            out.clear();
+        }
+        black_box(&states);
+        changes
+    });
+
+    let (baseline_time, _) = measure(|| {
+        for p in &json {
+            let _ = black_box(serde_json::from_slice::<serde_json::Value>(black_box(p)));
+        }
+    });
+    let (json_time, _) = measure(|| decode_all(Format::Json, &events, &json, &limits));
+    let (proto_time, _) = measure(|| decode_all(Format::Protobuf, &events, &proto, &limits));
+
+    let mut sizes: Vec<usize> = store.values().map(|st| st.encode().len()).collect();
+    sizes.sort_unstable();
+    let mean_state = sizes.iter().sum::<usize>() as f64 / sizes.len().max(1) as f64;
+    let nearest_rank = |p: usize| {
+        sizes
+            .get((sizes.len().max(1) - 1) * p / 100)
+            .copied()
+            .unwrap_or(0)
+    };
+    let mean_len = |v: &[Vec<u8>]| v.iter().map(Vec::len).sum::<usize>() as f64 / n as f64;
+
+    let rate = |d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+    let rows: Vec<(&str, String, String)> = vec![
+        (
+            "engine, Partition::process (events/s)",
+            format!("{:.0}", rate(partition_time)),
+            format!("whole-partition path, HashMap store; {partition_changes} score changes incl. inactivity"),
+        ),
+        (
+            "engine, Engine::apply (events/s)",
+            format!("{:.0}", rate(engine_time)),
+            format!("engine only, states in a Vec, no timers; {engine_changes} score changes"),
+        ),
+        (
+            "Partition::process time / Engine::apply time",
+            format!("{:.2}", ratio(partition_time, engine_time)),
+            "cost of the store lookup, clock and timer index".to_string(),
+        ),
+        (
+            "JSON decode (events/s)",
+            format!("{:.0}", rate(json_time)),
+            "codec::decode_event with the key, validated".to_string(),
+        ),
+        (
+            "JSON baseline: serde_json::Value (events/s)",
+            format!("{:.0}", rate(baseline_time)),
+            "serde_json::from_slice::<Value> on the same payloads, no validation".to_string(),
+        ),
+        (
+            "JSON decode time / baseline time",
+            format!("{:.2}", ratio(json_time, baseline_time)),
+            "below 1: faster than parsing into a Value".to_string(),
+        ),
+        (
+            "protobuf decode (events/s)",
+            format!("{:.0}", rate(proto_time)),
+            "codec::decode_event with the key, validated".to_string(),
+        ),
+        (
+            "protobuf decode time / JSON baseline time",
+            format!("{:.2}", ratio(proto_time, baseline_time)),
+            "same events, against the serde_json::Value baseline".to_string(),
+        ),
+        (
+            "state bytes per user, mean",
+            format!("{mean_state:.1}"),
+            "UserState::encode() after the Partition::process run".to_string(),
+        ),
+        (
+            "state bytes per user, p50",
+            nearest_rank(50).to_string(),
+            "nearest rank".to_string(),
+        ),
+        (
+            "state bytes per user, p99",
+            nearest_rank(99).to_string(),
+            "nearest rank".to_string(),
+        ),
+        (
+            "state bytes per user, max",
+            sizes.last().copied().unwrap_or(0).to_string(),
+            String::new(),
+        ),
+        (
+            "users with state",
+            store.len().to_string(),
+            format!("of {} configured", opts.users),
+        ),
+        (
+            "JSON event size, mean (bytes)",
+            format!("{:.1}", mean_len(&json)),
+            "one input message value".to_string(),
+        ),
+        (
+            "protobuf event size, mean (bytes)",
+            format!("{:.1}", mean_len(&proto)),
+            "one input message value".to_string(),
+        ),
+        (
+            "generator (events/s)",
+            format!("{:.0}", rate(generate_time)),
+            "not a product path: how long the input took to make".to_string(),
+        ),
+    ];
+
+    let mut report = String::from("| metric | value | note |\n|---|---|---|\n");
+    for (metric, value, note) in rows {
+        let _ = writeln!(report, "| {metric} | {value} | {note} |");
+    }
+    let cores = std::thread::available_parallelism().map_or(0, |c| c.get());
+    let _ = writeln!(
+        report,
+        "\nmachine: available_parallelism = {cores}; events = {n}; users = {}; rules = {rules_name}; \
+         seed = {}; {} build; single-threaded, one warm-up pass per measurement",
+        opts.users,
+        opts.seed,
+        if cfg!(debug_assertions) { "debug" } else { "release" },
+    );
+    Ok(report)
+}
+
+/// Runs `f` once to warm up, then once timed.
+fn measure<R>(mut f: impl FnMut() -> R) -> (Duration, R) {
+    drop(black_box(f()));
+    let started = Instant::now();
+    let r = f();
+    let elapsed = started.elapsed();
+    (elapsed, black_box(r))
+}
+
+fn origin(i: usize) -> Origin<'static> {
+    Origin {
+        topic: TOPIC,
+        partition: 0,
+        offset: i as i64,
+    }
+}
+
+fn decode_all(format: Format, events: &[Event], payloads: &[Vec<u8>], limits: &Limits) {
+    for (e, p) in events.iter().zip(payloads) {
+        let key = Some(e.user_id.as_bytes());
+        let _ = black_box(codec::decode_event(
+            format,
+            black_box(key),
+            black_box(p),
+            limits,
+        ));
+    }
+}
+
+/// Each event's user as an index into a dense Vec, and the number of users: built before the
+/// engine-only run so its timing holds no map lookup.
+fn index_users(events: &[Event]) -> (Vec<usize>, usize) {
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    let index = events
+        .iter()
+        .map(|e| {
+            let next = ids.len();
+            *ids.entry(e.user_id.as_str()).or_insert(next)
+        })
+        .collect();
+    (index, ids.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const METRICS: [&str; 16] = [
+        "engine, Partition::process (events/s)",
+        "engine, Engine::apply (events/s)",
+        "Partition::process time / Engine::apply time",
+        "JSON decode (events/s)",
+        "JSON baseline: serde_json::Value (events/s)",
+        "JSON decode time / baseline time",
+        "protobuf decode (events/s)",
+        "protobuf decode time / JSON baseline time",
+        "state bytes per user, mean",
+        "state bytes per user, p50",
+        "state bytes per user, p99",
+        "state bytes per user, max",
+        "users with state",
+        "JSON event size, mean (bytes)",
+        "protobuf event size, mean (bytes)",
+        "generator (events/s)",
+    ];
+
+    #[test]
+    fn small_run_reports_every_metric_with_a_positive_value() -> Result<()> {
+        let report = run(&BenchOptions {
+            events: 2_000,
+            users: 200,
+            ..BenchOptions::default()
+        })?;
+        let values: HashMap<&str, &str> = report
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells.len() == 5).then(|| (cells[1], cells[2]))
+            })
+            .collect();
+        for metric in METRICS {
+            let Some(value) = values.get(metric) else {
+                panic!("{metric} missing from\n{report}");
+            };
+            let v: f64 = value
+                .parse()
+                .map_err(|e| anyhow!("{metric}: {value:?}: {e}"))?;
+            assert!(v > 0.0 && v.is_finite(), "{metric} = {v}\n{report}");
+        }
+        assert!(report.contains("available_parallelism = "), "{report}");
+        assert!(report.contains("events = 2000; users = 200"), "{report}");
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_a_missing_rules_file() {
+        let opts = BenchOptions {
+            events: 10,
+            users: 2,
+            rules: Some(PathBuf::from("/nonexistent/rules.toml")),
+            seed: 1,
+        };
+        assert!(run(&opts).is_err());
+    }
+
+    /// The full default run, for the numbers in the docs:
+    /// `cargo test --release --lib bench::tests::default_run -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "takes most of a minute; run in release"]
+    fn default_run() -> Result<()> {
+        println!("{}", run(&BenchOptions::default())?);
+        Ok(())
+    }
+}

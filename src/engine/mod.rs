@@ -1,0 +1,416 @@
+//! The scoring engine: SPEC section 3, semantics 1 to 8, as a pure function.
+//!
+//! [`Engine::apply`] takes a user's state, one event and the partition clock, updates the state
+//! and appends the score changes; [`Engine::fire_timer`] is the inactivity step. Neither does I/O
+//! or reads a clock: time comes in as a value, so the offline simulator, the Kafka scorer and the
+//! property tests all run exactly this code. The partition clock and the timer index live one
+//! level up, in [`crate::partition`].
+
+use crate::change::{Reason, ReasonKind, ScoreChange};
+use crate::event::{Event, EventType, Origin, Scalar, ScoreOp};
+use crate::rules::{Predicate, Rules};
+use crate::state::{stable_hash, CapUsage, SeenEvent, UserState};
+use crate::timestamp::Millis;
+use std::borrow::Cow;
+
+/// At most this many applied event ids are remembered per user; the oldest go first. A bound on
+/// state size against a user flooded with distinct ids.
+pub const MAX_SEEN_IDS: usize = 256;
+
+/// What became of one event, for metrics (`skipped` reasons) and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The score changed.
+    Scored,
+    /// A duplicate of an applied event within the dedupe window: nothing changed.
+    Duplicate,
+    /// The user's state already holds this event (a replay after a restart): nothing changed.
+    Replayed,
+    /// Applied (attributes, enrollment), but the user is not enrolled, so it cannot score.
+    NotEnrolled,
+    /// Applied, but the user is outside the audience.
+    OutsideAudience,
+    /// Applied, but within the re-entry wait after the last score change.
+    ReentryWait,
+    /// Applied, but no group has a matching trigger.
+    NoGroup,
+    /// Applied, but the change came to zero: a spent cap, the score's min/max, or an external
+    /// score equal to the current one.
+    Unchanged,
+    /// An external score older than the last applied one.
+    StaleExternal,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 9] = [
+        Outcome::Scored,
+        Outcome::Duplicate,
+        Outcome::Replayed,
+        Outcome::NotEnrolled,
+        Outcome::OutsideAudience,
+        Outcome::ReentryWait,
+        Outcome::NoGroup,
+        Outcome::Unchanged,
+        Outcome::StaleExternal,
+    ];
+
+    /// A bounded label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Scored => "scored",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Replayed => "replayed",
+            Outcome::NotEnrolled => "not_enrolled",
+            Outcome::OutsideAudience => "outside_audience",
+            Outcome::ReentryWait => "reentry_wait",
+            Outcome::NoGroup => "no_group",
+            Outcome::Unchanged => "unchanged",
+            Outcome::StaleExternal => "stale_external",
+        }
+    }
+}
+
+/// Rules prepared for evaluation.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    rules: Rules,
+    /// `stable_hash` of each group's name, the key of its cap usage in the state.
+    group_keys: Vec<u32>,
+}
+
+impl Engine {
+    pub fn new(rules: Rules) -> Engine {
+        let group_keys = rules
+            .groups
+            .iter()
+            .map(|g| stable_hash(g.name.as_bytes()) as u32)
+            .collect();
+        Engine { rules, group_keys }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Applies one event to a user's state. `clock` is the partition clock after this event was
+    /// counted (so `clock >= event.time`); timers due by then must already have fired.
+    pub fn apply(
+        &self,
+        st: &mut UserState,
+        ev: &Event,
+        origin: Origin<'_>,
+        clock: Millis,
+        out: &mut Vec<ScoreChange>,
+    ) -> Outcome {
+        let rules = &self.rules;
+        let source_id: Cow<'_, str> = match &ev.event_id {
+            Some(id) => Cow::Borrowed(id),
+            None => Cow::Owned(origin.event_id()),
+        };
+
+        // 8. Duplicates. Only explicit ids can repeat: a Kafka position is unique.
+        if let Some(id) = &ev.event_id {
+            if self.is_duplicate_and_record(st, id, ev.time, clock) {
+                return Outcome::Duplicate;
+            }
+        }
+
+        // 1. Attributes, whether or not the user is enrolled.
+        let tracked = &rules.output.tracked_attributes;
+        let attribute_change = match ev.kind {
+            EventType::AttributeChanged => ev.name.as_deref().filter(|name| {
+                st.set_attribute(name, ev.value.as_ref()) && tracked.iter().any(|t| t == name)
+            }),
+            EventType::EmailAdded => Some("email").filter(|name| {
+                st.set_attribute(name, ev.value.as_ref()) && tracked.iter().any(|t| t == name)
+            }),
+            _ => None,
+        }
+        .is_some();
+
+        // 2. Enrollment: the enrolling event is also scored.
+        if !st.enrolled && rules.entry.on.iter().any(|m| m.matches(ev)) {
+            st.enrolled = true;
+        }
+
+        let (outcome, new_score, group) = if let Some(op) = ev.score {
+            // 6. External scores: enrolled or not, whatever the audience, never through a group.
+            if let (Some(at), Some(last)) = (ev.updated_at, st.external_updated_at) {
+                if at < last {
+                    return self.finish(
+                        st,
+                        ev,
+                        &source_id,
+                        attribute_change,
+                        out,
+                        Outcome::StaleExternal,
+                    );
+                }
+            }
+            st.external_updated_at = ev.updated_at;
+            let target = match op {
+                ScoreOp::Set(s) => s,
+                ScoreOp::Increment(d) => st.score.saturating_add(d),
+            };
+            (Outcome::Scored, rules.score.clamp(target), None)
+        } else if !st.enrolled {
+            return self.finish(
+                st,
+                ev,
+                &source_id,
+                attribute_change,
+                out,
+                Outcome::NotEnrolled,
+            );
+        } else if !self.in_audience(st) {
+            // 3. Audience, on the attributes after step 1.
+            return self.finish(
+                st,
+                ev,
+                &source_id,
+                attribute_change,
+                out,
+                Outcome::OutsideAudience,
+            );
+        } else if st
+            .last_change
+            .is_some_and(|t| ev.time < t.saturating_add(rules.entry.reentry_window))
+        {
+            // 5. Re-entry.
+            return self.finish(
+                st,
+                ev,
+                &source_id,
+                attribute_change,
+                out,
+                Outcome::ReentryWait,
+            );
+        } else {
+            // 4. Groups: the first with a matching trigger, cut to its cap, then clamped.
+            let Some(gi) = rules
+                .groups
+                .iter()
+                .position(|g| g.triggers.iter().any(|m| m.matches(ev)))
+            else {
+                return self.finish(st, ev, &source_id, attribute_change, out, Outcome::NoGroup);
+            };
+            let group = &rules.groups[gi];
+            let mut delta = group.delta;
+            let mut usage_slot = None;
+            if let Some(cap) = group.cap {
+                let window = ev.time.div_euclid(cap.per);
+                let key = self.group_keys[gi];
+                // Drop usage of windows that ended more than a whole period before the clock.
+                let oldest = clock.div_euclid(cap.per) - 1;
+                st.caps
+                    .retain(|c| c.group != key || c.window >= oldest.min(window));
+                let slot = match st
+                    .caps
+                    .iter()
+                    .position(|c| c.group == key && c.window == window)
+                {
+                    Some(i) => i,
+                    None => {
+                        st.caps.push(CapUsage {
+                            group: key,
+                            window,
+                            used: 0,
+                        });
+                        st.caps.len() - 1
+                    }
+                };
+                let left = cap.points.saturating_sub(st.caps[slot].used);
+                let cut = delta.unsigned_abs().min(left) as i64;
+                delta = cut * delta.signum();
+                usage_slot = Some(slot);
+            }
+            let new_score = rules.score.clamp(st.score.saturating_add(delta));
+            if let Some(slot) = usage_slot {
+                st.caps[slot].used += (new_score - st.score).unsigned_abs();
+                if st.caps[slot].used == 0 {
+                    st.caps.swap_remove(slot);
+                }
+            }
+            (Outcome::Scored, new_score, Some(group.name.as_str()))
+        };
+
+        if new_score == st.score {
+            // A change of zero is no change.
+            return self.finish(
+                st,
+                ev,
+                &source_id,
+                attribute_change,
+                out,
+                Outcome::Unchanged,
+            );
+        }
+        let kind = if group.is_some() {
+            ReasonKind::Rule
+        } else {
+            ReasonKind::External
+        };
+        out.push(self.change(
+            st,
+            &ev.user_id,
+            ev.time,
+            new_score,
+            Reason {
+                kind,
+                group: group.map(str::to_string),
+                source_event_id: Some(source_id.to_string()),
+            },
+            change_id(&source_id, ev.time, kind),
+        ));
+        outcome
+    }
+
+    /// The inactivity step for a user whose timer is due at `due` (the partition clock has
+    /// reached it). Applies one decay at time `due` and re-arms the timer at `due + window`, or
+    /// ends the timer. The caller re-queues the timer while it stays due.
+    pub fn fire_timer(
+        &self,
+        user_id: &str,
+        st: &mut UserState,
+        due: Millis,
+        out: &mut Vec<ScoreChange>,
+    ) {
+        debug_assert_eq!(st.timer_due, Some(due));
+        st.timer_due = None;
+        let Some(inactivity) = self.rules.inactivity else {
+            return;
+        };
+        if !st.enrolled || !self.in_audience(st) {
+            return;
+        }
+        let new_score = self.rules.score.clamp(inactivity.decay.apply(st.score));
+        if new_score == st.score {
+            return;
+        }
+        let id = format!("inactivity:{user_id}@{due}");
+        out.push(self.change(
+            st,
+            user_id,
+            due,
+            new_score,
+            Reason {
+                kind: ReasonKind::Inactivity,
+                group: None,
+                source_event_id: None,
+            },
+            id,
+        ));
+    }
+
+    /// Whether the user matches every `include` and no `exclude` predicate.
+    pub fn in_audience(&self, st: &UserState) -> bool {
+        let a = &self.rules.audience;
+        let test = |p: &Predicate| p.test.eval(st.attribute(&p.key));
+        a.include.iter().all(test) && !a.exclude.iter().any(test)
+    }
+
+    /// Records the score change in the state (score, re-entry start, timer) and builds the record.
+    fn change(
+        &self,
+        st: &mut UserState,
+        user_id: &str,
+        time: Millis,
+        new_score: i64,
+        reason: Reason,
+        event_id: String,
+    ) -> ScoreChange {
+        let previous = st.score;
+        st.score = new_score;
+        st.last_change = Some(time);
+        st.timer_due = self.rules.inactivity.map(|i| time.saturating_add(i.window));
+        ScoreChange {
+            event_id,
+            user_id: user_id.to_string(),
+            time,
+            previous_score: previous,
+            score: new_score,
+            delta: new_score - previous,
+            reason,
+            attributes: self.snapshot(st),
+        }
+    }
+
+    /// Ends an event that did not change the score: publishes a tracked attribute's change alone.
+    fn finish(
+        &self,
+        st: &UserState,
+        ev: &Event,
+        source_id: &str,
+        attribute_change: bool,
+        out: &mut Vec<ScoreChange>,
+        outcome: Outcome,
+    ) -> Outcome {
+        if attribute_change {
+            out.push(ScoreChange {
+                event_id: change_id(source_id, ev.time, ReasonKind::Attribute),
+                user_id: ev.user_id.clone(),
+                time: ev.time,
+                previous_score: st.score,
+                score: st.score,
+                delta: 0,
+                reason: Reason {
+                    kind: ReasonKind::Attribute,
+                    group: None,
+                    source_event_id: Some(source_id.to_string()),
+                },
+                attributes: self.snapshot(st),
+            });
+        }
+        outcome
+    }
+
+    fn snapshot(&self, st: &UserState) -> Vec<(String, Scalar)> {
+        let mut snap: Vec<(String, Scalar)> = self
+            .rules
+            .output
+            .tracked_attributes
+            .iter()
+            .filter_map(|k| st.attribute(k).map(|v| (k.clone(), v.clone())))
+            .collect();
+        snap.sort_by(|a, b| a.0.cmp(&b.0));
+        snap
+    }
+
+    /// SPEC 3.8: a duplicate is an event whose id the user has applied at a time `t0` with
+    /// `time < t0 + dedupe_window`. Otherwise the id is recorded with this event's time.
+    ///
+    /// Ids are forgotten once the partition clock passes `t0 + 2 × dedupe_window`: a duplicate
+    /// arriving later than that, in partition time, is applied again (docs/semantics.md).
+    fn is_duplicate_and_record(
+        &self,
+        st: &mut UserState,
+        id: &str,
+        time: Millis,
+        clock: Millis,
+    ) -> bool {
+        let window = self.rules.dedupe_window;
+        let horizon = clock.saturating_sub(window.saturating_mul(2));
+        st.seen.retain(|s| s.time > horizon);
+        let h = stable_hash(id.as_bytes());
+        if let Some(i) = st.seen.iter().position(|s| s.id_hash == h) {
+            if time < st.seen[i].time.saturating_add(window) {
+                return true;
+            }
+            st.seen.remove(i);
+        }
+        if st.seen.len() >= MAX_SEEN_IDS {
+            st.seen.remove(0);
+        }
+        st.seen.push(SeenEvent { id_hash: h, time });
+        false
+    }
+}
+
+/// A change's deterministic id: the source event's id and time (an id re-applied after its
+/// dedupe window has another time) and the kind.
+fn change_id(source_id: &str, time: Millis, kind: ReasonKind) -> String {
+    format!("{source_id}@{time}:{}", kind.as_str())
+}
+
+#[cfg(test)]
+mod tests;

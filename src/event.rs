@@ -1,0 +1,194 @@
+//! The input event: what users produce to `lead-events`, decoded from JSON or protobuf.
+//!
+//! Both wire formats decode into [`Event`], so the engine never sees the difference. Decoding and
+//! validation live in [`crate::codec`]; this module only holds the model.
+
+use crate::timestamp::Millis;
+use std::fmt;
+
+/// A JSON scalar: the value of an attribute or of a custom event property.
+#[derive(Clone, Debug)]
+pub enum Scalar {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Scalar {
+    /// The value as a number, for `gt`/`gte`/`lt`/`lte`; `None` for strings and booleans.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Scalar::Int(i) => Some(*i as f64),
+            Scalar::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// Equality as a rules author means it: numbers compare by value (`1 == 1.0`), other kinds
+    /// only to their own kind (`true != "true"`).
+    pub fn loose_eq(&self, other: &Scalar) -> bool {
+        match (self, other) {
+            (Scalar::Str(a), Scalar::Str(b)) => a == b,
+            (Scalar::Bool(a), Scalar::Bool(b)) => a == b,
+            (Scalar::Int(a), Scalar::Int(b)) => a == b,
+            (a, b) => match (a.as_f64(), b.as_f64()) {
+                (Some(x), Some(y)) => x == y,
+                _ => false,
+            },
+        }
+    }
+
+    /// The value as JSON, for output.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Scalar::Str(s) => serde_json::Value::String(s.clone()),
+            Scalar::Int(i) => serde_json::Value::from(*i),
+            Scalar::Float(f) => serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            Scalar::Bool(b) => serde_json::Value::Bool(*b),
+        }
+    }
+}
+
+/// Exact equality (a `Float` equals only a bit-identical `Float`), used by state round-trips.
+impl PartialEq for Scalar {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Scalar::Str(a), Scalar::Str(b)) => a == b,
+            (Scalar::Int(a), Scalar::Int(b)) => a == b,
+            (Scalar::Float(a), Scalar::Float(b)) => a.to_bits() == b.to_bits(),
+            (Scalar::Bool(a), Scalar::Bool(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Str(s) => write!(f, "{s:?}"),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// The event types of SPEC section 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventType {
+    SessionStart,
+    CustomEvent,
+    EmailAdded,
+    AttributeChanged,
+    ExternalScore,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 5] = [
+        EventType::SessionStart,
+        EventType::CustomEvent,
+        EventType::EmailAdded,
+        EventType::AttributeChanged,
+        EventType::ExternalScore,
+    ];
+
+    /// The wire name (`session_start`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::SessionStart => "session_start",
+            EventType::CustomEvent => "custom_event",
+            EventType::EmailAdded => "email_added",
+            EventType::AttributeChanged => "attribute_changed",
+            EventType::ExternalScore => "external_score",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an `external_score` event does to the score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScoreOp {
+    /// `score`: set the score to this value.
+    Set(i64),
+    /// `increment`: add this value.
+    Increment(i64),
+}
+
+/// One validated input event. The decoder guarantees the type-specific invariants documented on
+/// each field, so the engine can rely on them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub user_id: String,
+    /// Event time.
+    pub time: Millis,
+    /// Idempotency key; when absent the event's Kafka position (`topic/partition/offset`) serves.
+    pub event_id: Option<String>,
+    pub kind: EventType,
+    /// Custom event name (`custom_event`, required) or attribute name (`attribute_changed`, required).
+    pub name: Option<String>,
+    /// The app of a `session_start`.
+    pub app_id: Option<String>,
+    /// Custom event properties, in input order, keys unique.
+    pub properties: Vec<(String, Scalar)>,
+    /// `attribute_changed`: the new value, `None` removes the attribute.
+    /// `email_added`: `Some(Scalar::Str(address))`.
+    pub value: Option<Scalar>,
+    /// `external_score`: always `Some`; `None` for every other type.
+    pub score: Option<ScoreOp>,
+    /// `external_score`: when the external model computed it.
+    pub updated_at: Option<Millis>,
+}
+
+impl Event {
+    /// A bare event of `kind` with no optional fields, for building events in code and tests.
+    pub fn new(user_id: impl Into<String>, time: Millis, kind: EventType) -> Event {
+        Event {
+            user_id: user_id.into(),
+            time,
+            event_id: None,
+            kind,
+            name: None,
+            app_id: None,
+            properties: Vec::new(),
+            value: None,
+            score: None,
+            updated_at: None,
+        }
+    }
+
+    /// The property named `key`, if the event has it.
+    pub fn property(&self, key: &str) -> Option<&Scalar> {
+        self.properties
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Where an event was read from. Its position names the event when it has no `event_id`, and
+/// lets a replay after a crash skip what a user's state already holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Origin<'_> {
+    /// The `topic/partition/offset` id of SPEC section 2.
+    pub fn event_id(&self) -> String {
+        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+    }
+}

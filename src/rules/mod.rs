@@ -1,0 +1,277 @@
+//! The scoring rules (SPEC section 3): the model, loaded from TOML by [`parse_str`], and the pure
+//! predicate and matcher tests the engine runs on every event.
+
+mod parse;
+
+pub use parse::{load_file, parse_str, RuleError, RulesErrors};
+
+use crate::event::{Event, EventType, Scalar};
+use crate::timestamp::Millis;
+
+/// A whole rules file, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rules {
+    /// How long an applied `event_id` makes a later event with the same id a duplicate.
+    pub dedupe_window: Millis,
+    pub score: ScoreSettings,
+    pub entry: Entry,
+    pub audience: Audience,
+    /// In file order: an event scores through the first group with a matching trigger.
+    pub groups: Vec<Group>,
+    pub inactivity: Option<Inactivity>,
+    pub output: Output,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreSettings {
+    pub name: String,
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+}
+
+impl ScoreSettings {
+    /// Clamps `score` to `[min, max]`.
+    pub fn clamp(&self, score: i64) -> i64 {
+        let mut s = score;
+        if let Some(max) = self.max {
+            s = s.min(max);
+        }
+        if let Some(min) = self.min {
+            s = s.max(min);
+        }
+        s
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// The first event matching any of these enrolls the user.
+    pub on: Vec<Matcher>,
+    pub reentry_window: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Audience {
+    pub include: Vec<Predicate>,
+    pub exclude: Vec<Predicate>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    pub name: String,
+    /// Non-zero; negative decrements.
+    pub delta: i64,
+    pub triggers: Vec<Matcher>,
+    pub cap: Option<Cap>,
+}
+
+/// At most `points` of change (in absolute value) per epoch-aligned window of `per`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cap {
+    pub points: u64,
+    pub per: Millis,
+}
+
+/// The "Everyone Else" path: what happens to a score left alone for `window`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Inactivity {
+    pub window: Millis,
+    pub decay: Decay,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decay {
+    /// Add this (negative) number.
+    Delta(i64),
+    /// Multiply by a decimal in (0, 1), kept exact as `numerator / 10^scale`, truncating toward
+    /// zero: `0.57 × 100` is `57`, not the `56` a binary float would give.
+    Factor { numerator: i64, scale: u32 },
+}
+
+impl Decay {
+    /// The score after one decay step, before clamping.
+    pub fn apply(self, score: i64) -> i64 {
+        match self {
+            Decay::Delta(d) => score.saturating_add(d),
+            Decay::Factor { numerator, scale } => {
+                let v = score as i128 * numerator as i128 / 10i128.pow(scale);
+                v as i64
+            }
+        }
+    }
+}
+
+/// Which attributes every score change carries a snapshot of, and whose change alone is
+/// published (`kind = attribute`). Not in SPEC's seed example: the `[output]` table is optional.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    pub tracked_attributes: Vec<String>,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output {
+            tracked_attributes: vec!["lead_status".to_string()],
+        }
+    }
+}
+
+/// An event matcher: `type`, optional `name`, `app_id` and property predicates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Matcher {
+    pub kind: EventType,
+    pub name: Option<String>,
+    pub app_id: Option<String>,
+    pub properties: Vec<Predicate>,
+}
+
+impl Matcher {
+    pub fn matches(&self, event: &Event) -> bool {
+        self.kind == event.kind
+            && self
+                .name
+                .as_ref()
+                .is_none_or(|n| event.name.as_deref() == Some(n.as_str()))
+            && self
+                .app_id
+                .as_ref()
+                .is_none_or(|a| event.app_id.as_deref() == Some(a.as_str()))
+            && self
+                .properties
+                .iter()
+                .all(|p| p.test.eval(event.property(&p.key)))
+    }
+}
+
+/// A test of one attribute (audience) or property (matcher).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Predicate {
+    /// The attribute or property name.
+    pub key: String,
+    pub test: Test,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Test {
+    Equals(Scalar),
+    In(Vec<Scalar>),
+    NotIn(Vec<Scalar>),
+    Exists(bool),
+    Gt(i64),
+    Gte(i64),
+    Lt(i64),
+    Lte(i64),
+}
+
+impl Test {
+    /// The operator's name in the rules file.
+    pub fn operator(&self) -> &'static str {
+        match self {
+            Test::Equals(_) => "equals",
+            Test::In(_) => "in",
+            Test::NotIn(_) => "not_in",
+            Test::Exists(_) => "exists",
+            Test::Gt(_) => "gt",
+            Test::Gte(_) => "gte",
+            Test::Lt(_) => "lt",
+            Test::Lte(_) => "lte",
+        }
+    }
+
+    /// Evaluates the test on a value that may be missing. A missing value fails every test but
+    /// `not_in` and `exists = false`; the ordering tests fail on a non-number.
+    pub fn eval(&self, value: Option<&Scalar>) -> bool {
+        let Some(v) = value else {
+            return matches!(self, Test::NotIn(_) | Test::Exists(false));
+        };
+        match self {
+            Test::Equals(x) => v.loose_eq(x),
+            Test::In(xs) => xs.iter().any(|x| v.loose_eq(x)),
+            Test::NotIn(xs) => !xs.iter().any(|x| v.loose_eq(x)),
+            Test::Exists(e) => *e,
+            Test::Gt(n) => v.as_f64().is_some_and(|x| x > *n as f64),
+            Test::Gte(n) => v.as_f64().is_some_and(|x| x >= *n as f64),
+            Test::Lt(n) => v.as_f64().is_some_and(|x| x < *n as f64),
+            Test::Lte(n) => v.as_f64().is_some_and(|x| x <= *n as f64),
+        }
+    }
+}
+
+impl Rules {
+    /// The seed canvas of SPEC section 3, shipped as `examples/rules/seed-canvas.toml`.
+    pub const SEED_CANVAS: &'static str = include_str!("../../examples/rules/seed-canvas.toml");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_value_fails_every_test_but_not_in_and_exists_false() {
+        let all = [
+            Test::Equals(Scalar::Bool(true)),
+            Test::In(vec![Scalar::Str("a".into())]),
+            Test::NotIn(vec![Scalar::Str("a".into())]),
+            Test::Exists(true),
+            Test::Exists(false),
+            Test::Gt(0),
+            Test::Gte(0),
+            Test::Lt(0),
+            Test::Lte(0),
+        ];
+        let passing: Vec<&str> = all
+            .iter()
+            .filter(|t| t.eval(None))
+            .map(|t| t.operator())
+            .collect();
+        assert_eq!(passing, ["not_in", "exists"]);
+        assert!(Test::Exists(false).eval(None));
+    }
+
+    #[test]
+    fn ordering_tests_are_false_on_non_numbers() {
+        let s = Scalar::Str("5".into());
+        for t in [Test::Gt(1), Test::Gte(1), Test::Lt(9), Test::Lte(9)] {
+            assert!(!t.eval(Some(&s)), "{} on a string", t.operator());
+        }
+        assert!(Test::Gt(1).eval(Some(&Scalar::Float(1.5))));
+        assert!(!Test::Gt(1).eval(Some(&Scalar::Int(1))));
+        assert!(Test::Gte(1).eval(Some(&Scalar::Int(1))));
+        assert!(Test::Lt(1).eval(Some(&Scalar::Float(0.5))));
+        assert!(Test::Lte(1).eval(Some(&Scalar::Int(1))));
+    }
+
+    #[test]
+    fn numbers_compare_by_value_other_kinds_strictly() {
+        assert!(Test::Equals(Scalar::Int(1)).eval(Some(&Scalar::Float(1.0))));
+        assert!(!Test::Equals(Scalar::Bool(true)).eval(Some(&Scalar::Str("true".into()))));
+        assert!(Test::NotIn(vec![Scalar::Str("customer".into())])
+            .eval(Some(&Scalar::Str("lead".into()))));
+        assert!(!Test::NotIn(vec![Scalar::Str("customer".into())])
+            .eval(Some(&Scalar::Str("customer".into()))));
+    }
+
+    #[test]
+    fn factor_decay_is_exact_decimal_truncated_toward_zero() {
+        let f = Decay::Factor {
+            numerator: 57,
+            scale: 2,
+        };
+        assert_eq!(f.apply(100), 57);
+        assert_eq!(f.apply(3), 1);
+        assert_eq!(f.apply(-3), -1);
+        assert_eq!(Decay::Delta(-1).apply(5), 4);
+    }
+
+    #[test]
+    fn clamp_applies_min_and_max() {
+        let s = ScoreSettings {
+            name: "x".into(),
+            min: Some(0),
+            max: Some(10),
+        };
+        assert_eq!(s.clamp(-5), 0);
+        assert_eq!(s.clamp(50), 10);
+        assert_eq!(s.clamp(7), 7);
+    }
+}

@@ -1,0 +1,1526 @@
+//! The rules-file loader: TOML text to a validated [`Rules`], reporting every error at once.
+//!
+//! Rules files are written by hand and checked by `leadscore rules check` before a deploy, so the
+//! loader is built for the person fixing the file: it reports *every* problem in one pass, each
+//! with its line, column and the dotted key a user would write (`group[2].delta`). serde's derive
+//! stops at the first error and cannot tell "a float where an integer belongs" from other type
+//! errors, so the file is parsed into toml's spanned document tree ([`DeTable`]) and walked by
+//! hand instead. Only a TOML syntax error stops the walk: there is no tree to walk past it.
+//!
+//! # Key paths
+//!
+//! A key path joins table keys with `.` and writes array elements as `[n]`, **1-based**, the way
+//! people count: `group[1]` is the first `[[group]]` of the file, `audience.exclude[2]` the
+//! second exclude predicate, `entry.on[1].type` the `type` of the first entry matcher. Keys that
+//! are not bare TOML keys are quoted: `score."my key"`.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+
+use toml::de::{DeArray, DeString, DeTable, DeValue};
+use toml::Spanned;
+
+use super::{
+    Audience, Cap, Decay, Entry, Group, Inactivity, Matcher, Output, Predicate, Rules,
+    ScoreSettings, Test,
+};
+use crate::duration;
+use crate::event::{EventType, Scalar};
+use crate::timestamp::Millis;
+
+/// One problem in a rules file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleError {
+    /// The file as given to [`parse_str`] or [`load_file`].
+    pub file: String,
+    /// 1-based; 0 when the error concerns the whole file (it could not be read).
+    pub line: usize,
+    /// 1-based, in characters; 0 with `line`.
+    pub column: usize,
+    /// The dotted path of the offending key (see the module doc); empty for a syntax error or an
+    /// unreadable file.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    /// `file:line:column: key: message`, the shape editors and CI logs turn into links. Without a
+    /// line (an unreadable file) the position is left out rather than printed as `0:0`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.file)?;
+        if self.line > 0 {
+            write!(f, "{}:{}:", self.line, self.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, " {}:", self.key)?;
+        }
+        write!(f, " {}", self.message)
+    }
+}
+
+/// Every error found in a rules file, in file order; never empty when returned by the loader.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct RulesErrors(pub Vec<RuleError>);
+
+impl fmt::Display for RulesErrors {
+    /// One error per line, so the whole report can be printed as is.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and parses the rules file at `path`. An unreadable file is a single error with line 0.
+pub fn load_file(path: &Path) -> Result<Rules, RulesErrors> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(source) => parse_str(&source, &file),
+        Err(e) => Err(RulesErrors(vec![RuleError {
+            file,
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read the rules file: {e}"),
+        }])),
+    }
+}
+
+/// Parses and validates a rules file; `file` names it in the errors.
+pub fn parse_str(source: &str, file: &str) -> Result<Rules, RulesErrors> {
+    let mut loader = Loader::new(source, file);
+    let root = match DeTable::parse(source) {
+        Ok(root) => root,
+        Err(e) => {
+            let (line, column) = match e.span() {
+                Some(span) => loader.position(span.start),
+                None => (0, 0),
+            };
+            return Err(RulesErrors(vec![RuleError {
+                file: file.to_string(),
+                line,
+                column,
+                key: String::new(),
+                message: format!("TOML syntax error: {}", e.message()),
+            }]));
+        }
+    };
+    let rules = loader.rules(root.get_ref());
+    if loader.errors.is_empty() {
+        Ok(rules)
+    } else {
+        // The walk visits tables in key order, not file order; sort so the report reads top down.
+        loader.errors.sort_by_key(|e| (e.line, e.column));
+        Err(RulesErrors(loader.errors))
+    }
+}
+
+type Value<'i> = Spanned<DeValue<'i>>;
+type Key<'i> = Spanned<DeString<'i>>;
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "dedupe_window",
+    "score",
+    "entry",
+    "audience",
+    "group",
+    "inactivity",
+    "output",
+];
+const OPERATORS: &[&str] = &["equals", "in", "not_in", "exists", "gt", "gte", "lt", "lte"];
+const DEFAULT_DEDUPE_WINDOW: Millis = 24 * 3_600_000;
+/// Beyond 18 decimal places `numerator / 10^scale` no longer fits the i64/i128 arithmetic of
+/// [`Decay::apply`]; no sensible decay factor needs that many.
+const MAX_FACTOR_SCALE: u32 = 18;
+const FLOAT_RULE: &str = "every number in a rules file is an integer, except `factor`";
+
+/// The walk's state: where line breaks are (to turn byte offsets into line and column) and the
+/// errors found so far.
+struct Loader<'s> {
+    file: &'s str,
+    source: &'s str,
+    /// Byte offset of the start of each line.
+    line_starts: Vec<usize>,
+    errors: Vec<RuleError>,
+}
+
+impl<'s> Loader<'s> {
+    fn new(source: &'s str, file: &'s str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(source.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Loader {
+            file,
+            source,
+            line_starts,
+            errors: Vec::new(),
+        }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.source.len());
+        let line = self
+            .line_starts
+            .partition_point(|&start| start <= offset)
+            .max(1);
+        let start = self.line_starts.get(line - 1).copied().unwrap_or(0);
+        let column = self
+            .source
+            .get(start..offset)
+            .map_or(offset.saturating_sub(start), |s| s.chars().count());
+        (line, column + 1)
+    }
+
+    fn error(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+        let (line, column) = self.position(span.start);
+        self.errors.push(RuleError {
+            file: self.file.to_string(),
+            line,
+            column,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    // ---- the schema, top down ----
+
+    fn rules(&mut self, root: &DeTable<'_>) -> Rules {
+        self.check_keys(root, "", "at the top level", TOP_LEVEL_KEYS);
+        let dedupe_window = root
+            .get("dedupe_window")
+            .and_then(|v| self.duration(v, "dedupe_window"))
+            .unwrap_or(DEFAULT_DEDUPE_WINDOW);
+        Rules {
+            dedupe_window,
+            score: self.score(root.get("score")),
+            entry: self.entry(root.get("entry")),
+            audience: self.audience(root.get("audience")),
+            groups: self.groups(root.get("group")),
+            inactivity: root.get("inactivity").and_then(|v| self.inactivity(v)),
+            output: self.output(root.get("output")),
+        }
+    }
+
+    fn score(&mut self, value: Option<&Value<'_>>) -> ScoreSettings {
+        let mut score = ScoreSettings {
+            name: "lead score".to_string(),
+            min: None,
+            max: None,
+        };
+        let Some(t) = value.and_then(|v| self.table(v, "score", "a table ([score])")) else {
+            return score;
+        };
+        self.check_keys(t, "score", "in [score]", &["name", "min", "max"]);
+        if let Some(name) = t.get("name").and_then(|v| self.string(v, "score.name")) {
+            score.name = name;
+        }
+        score.min = t.get("min").and_then(|v| self.integer(v, "score.min"));
+        score.max = t.get("max").and_then(|v| self.integer(v, "score.max"));
+        if let (Some(min), Some(max), Some(max_value)) = (score.min, score.max, t.get("max")) {
+            if min > max {
+                self.error(
+                    max_value.span(),
+                    "score.max",
+                    format!("max ({max}) is less than min ({min})"),
+                );
+            }
+        }
+        score
+    }
+
+    fn entry(&mut self, value: Option<&Value<'_>>) -> Entry {
+        let mut entry = Entry {
+            on: default_entry_matchers(),
+            reentry_window: 0,
+        };
+        let Some(t) = value.and_then(|v| self.table(v, "entry", "a table ([entry])")) else {
+            return entry;
+        };
+        self.check_keys(t, "entry", "in [entry]", &["on", "reentry_window"]);
+        if let Some(v) = t.get("on") {
+            entry.on = self.matchers(v, "entry.on");
+        }
+        if let Some(w) = t
+            .get("reentry_window")
+            .and_then(|v| self.duration(v, "entry.reentry_window"))
+        {
+            entry.reentry_window = w;
+        }
+        entry
+    }
+
+    fn audience(&mut self, value: Option<&Value<'_>>) -> Audience {
+        let mut audience = Audience::default();
+        let Some(t) = value.and_then(|v| self.table(v, "audience", "a table ([audience])")) else {
+            return audience;
+        };
+        self.check_keys(t, "audience", "in [audience]", &["include", "exclude"]);
+        if let Some(v) = t.get("include") {
+            audience.include = self.predicates(v, "audience.include", "attribute");
+        }
+        if let Some(v) = t.get("exclude") {
+            audience.exclude = self.predicates(v, "audience.exclude", "attribute");
+        }
+        audience
+    }
+
+    fn groups(&mut self, value: Option<&Value<'_>>) -> Vec<Group> {
+        let Some(value) = value else {
+            return Vec::new();
+        };
+        let Some(items) = self.array(
+            value,
+            "group",
+            "an array of tables ([[group]], not [group])",
+        ) else {
+            return Vec::new();
+        };
+        // Name -> where it was first used, for the duplicate-name error.
+        let mut seen: HashMap<String, (String, usize)> = HashMap::new();
+        let mut groups = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = index("group", i);
+            if let Some(group) = self.group(item, &path, &mut seen) {
+                groups.push(group);
+            }
+        }
+        groups
+    }
+
+    fn group(
+        &mut self,
+        value: &Value<'_>,
+        path: &str,
+        seen: &mut HashMap<String, (String, usize)>,
+    ) -> Option<Group> {
+        let t = self.table(value, path, "a table ([[group]])")?;
+        self.check_keys(
+            t,
+            path,
+            "in a [[group]]",
+            &["name", "delta", "triggers", "cap"],
+        );
+        let name = self.required(t, value, path, "name", "").and_then(|v| {
+            let key = join(path, "name");
+            let name = self.string(v, &key)?;
+            if let Some((first, line)) = seen.get(&name) {
+                let message = format!(
+                    "duplicate group name {name:?} (already used by {first} on line {line})"
+                );
+                self.error(v.span(), &key, message);
+            } else {
+                let line = self.position(v.span().start).0;
+                seen.insert(name.clone(), (path.to_string(), line));
+            }
+            Some(name)
+        });
+        let delta = self.required(t, value, path, "delta", "").and_then(|v| {
+            let key = join(path, "delta");
+            let delta = self.integer(v, &key)?;
+            if delta == 0 {
+                self.error(
+                    v.span(),
+                    &key,
+                    "must not be zero: a group's delta is the (non-zero) change it applies",
+                );
+                return None;
+            }
+            Some(delta)
+        });
+        let triggers = self
+            .required(
+                t,
+                value,
+                path,
+                "triggers",
+                " (a group needs at least one trigger)",
+            )
+            .and_then(|v| {
+                let key = join(path, "triggers");
+                let triggers = self.matchers(v, &key);
+                if v.get_ref().as_array().is_some_and(|a| a.is_empty()) {
+                    self.error(
+                        v.span(),
+                        &key,
+                        "is empty: a group needs at least one trigger",
+                    );
+                    return None;
+                }
+                Some(triggers)
+            });
+        let cap = match t.get("cap") {
+            Some(v) => Some(self.cap(v, &join(path, "cap"))?),
+            None => None,
+        };
+        Some(Group {
+            name: name?,
+            delta: delta?,
+            triggers: triggers?,
+            cap,
+        })
+    }
+
+    fn cap(&mut self, value: &Value<'_>, path: &str) -> Option<Cap> {
+        let t = self.table(value, path, "a table like { points = 20, per = \"1d\" }")?;
+        self.check_keys(t, path, "in a cap", &["points", "per"]);
+        let points = self.required(t, value, path, "points", "").and_then(|v| {
+            let key = join(path, "points");
+            let points = self.integer(v, &key)?;
+            match u64::try_from(points) {
+                Ok(p) if p > 0 => Some(p),
+                _ => {
+                    self.error(v.span(), &key, format!("must be positive, found {points}"));
+                    None
+                }
+            }
+        });
+        let per = self
+            .required(t, value, path, "per", "")
+            .and_then(|v| self.positive_duration(v, &join(path, "per")));
+        Some(Cap {
+            points: points?,
+            per: per?,
+        })
+    }
+
+    fn inactivity(&mut self, value: &Value<'_>) -> Option<Inactivity> {
+        let path = "inactivity";
+        let t = self.table(value, path, "a table ([inactivity])")?;
+        self.check_keys(t, path, "in [inactivity]", &["window", "delta", "factor"]);
+        let window = self
+            .required(t, value, path, "window", "")
+            .and_then(|v| self.positive_duration(v, "inactivity.window"));
+        let delta = t.get_key_value("delta");
+        let factor = t.get_key_value("factor");
+        let delta_decay = delta.and_then(|(_, v)| {
+            let d = self.integer(v, "inactivity.delta")?;
+            if d >= 0 {
+                self.error(
+                    v.span(),
+                    "inactivity.delta",
+                    format!("must be negative (inactivity lowers a score), found {d}"),
+                );
+                return None;
+            }
+            Some(Decay::Delta(d))
+        });
+        let factor_decay = factor.and_then(|(_, v)| self.factor(v, "inactivity.factor"));
+        let decay = match (delta, factor) {
+            (Some((dk, _)), Some((fk, _))) => {
+                let (later, name) = if dk.span().start > fk.span().start {
+                    (dk, "delta")
+                } else {
+                    (fk, "factor")
+                };
+                self.error(
+                    later.span(),
+                    &join(path, name),
+                    "set either `delta` or `factor`, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.error(
+                    value.span(),
+                    path,
+                    "needs either `delta` (a negative integer) or `factor` (a decimal strictly between 0 and 1)",
+                );
+                None
+            }
+            (Some(_), None) => delta_decay,
+            (None, Some(_)) => factor_decay,
+        };
+        Some(Inactivity {
+            window: window?,
+            decay: decay?,
+        })
+    }
+
+    /// The one float of the format, kept exact: `0.57` becomes `57 / 10^2`, so decay never
+    /// suffers binary rounding (see [`Decay::Factor`]).
+    fn factor(&mut self, value: &Value<'_>, key: &str) -> Option<Decay> {
+        const RANGE: &str = "must be a decimal strictly between 0 and 1";
+        let f = match value.get_ref() {
+            DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+            DeValue::Integer(i) => {
+                self.error(value.span(), key, format!("{RANGE}, found {i}"));
+                return None;
+            }
+            _ => {
+                self.wrong_type(value, key, "a decimal between 0 and 1, like 0.9");
+                return None;
+            }
+        };
+        let Some(f) = f.filter(|f| *f > 0.0 && *f < 1.0) else {
+            self.error(
+                value.span(),
+                key,
+                format!("{RANGE}, found {}", source_text(value)),
+            );
+            return None;
+        };
+        match decimal(&format!("{f}")) {
+            Some((numerator, scale)) if scale <= MAX_FACTOR_SCALE => {
+                Some(Decay::Factor { numerator, scale })
+            }
+            _ => {
+                self.error(
+                    value.span(),
+                    key,
+                    format!("{f} has more than {MAX_FACTOR_SCALE} decimal places"),
+                );
+                None
+            }
+        }
+    }
+
+    fn output(&mut self, value: Option<&Value<'_>>) -> Output {
+        let mut output = Output::default();
+        let Some(t) = value.and_then(|v| self.table(v, "output", "a table ([output])")) else {
+            return output;
+        };
+        self.check_keys(t, "output", "in [output]", &["tracked_attributes"]);
+        if let Some(v) = t.get("tracked_attributes") {
+            let key = "output.tracked_attributes";
+            if let Some(items) = self.array(v, key, "an array of attribute names") {
+                output.tracked_attributes = items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| self.string(item, &index(key, i)))
+                    .collect();
+            }
+        }
+        output
+    }
+
+    /// A list of event matchers; elements that fail are reported and left out.
+    fn matchers(&mut self, value: &Value<'_>, path: &str) -> Vec<Matcher> {
+        let Some(items) = self.array(value, path, "an array of event matchers") else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| self.matcher(item, &index(path, i)))
+            .collect()
+    }
+
+    fn matcher(&mut self, value: &Value<'_>, path: &str) -> Option<Matcher> {
+        let t = self.table(
+            value,
+            path,
+            "an event matcher like { type = \"custom_event\", name = \"registered\" }",
+        )?;
+        self.check_keys(
+            t,
+            path,
+            "in an event matcher",
+            &["type", "name", "app_id", "properties"],
+        );
+        let kind = self.required(t, value, path, "type", "").and_then(|v| {
+            let key = join(path, "type");
+            let name = self.string(v, &key)?;
+            let kind = EventType::parse(&name);
+            if kind.is_none() {
+                let valid: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+                let hint = closest(&name, &valid)
+                    .map(|c| format!("did you mean {c:?}? "))
+                    .unwrap_or_default();
+                self.error(
+                    v.span(),
+                    &key,
+                    format!(
+                        "unknown event type {name:?} ({hint}valid: {})",
+                        valid.join(", ")
+                    ),
+                );
+            }
+            kind
+        });
+        let name = t.get("name").map(|v| self.string(v, &join(path, "name")));
+        let app_id = t
+            .get("app_id")
+            .map(|v| self.string(v, &join(path, "app_id")));
+        let properties = t
+            .get("properties")
+            .map(|v| self.predicates(v, &join(path, "properties"), "property"));
+        Some(Matcher {
+            kind: kind?,
+            // An optional key that is present but wrong fails the matcher, not just the key.
+            name: name.map_or(Some(None), |n| n.map(Some))?,
+            app_id: app_id.map_or(Some(None), |a| a.map(Some))?,
+            properties: properties.unwrap_or_default(),
+        })
+    }
+
+    /// A list of predicates on `subject` (`attribute` or `property`).
+    fn predicates(&mut self, value: &Value<'_>, path: &str, subject: &str) -> Vec<Predicate> {
+        let Some(items) = self.array(value, path, "an array of predicates") else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| self.predicate(item, &index(path, i), subject))
+            .collect()
+    }
+
+    fn predicate(&mut self, value: &Value<'_>, path: &str, subject: &str) -> Option<Predicate> {
+        let example = format!("a predicate like {{ {subject} = \"plan\", equals = \"pro\" }}");
+        let t = self.table(value, path, &example)?;
+        let allowed: Vec<&str> = std::iter::once(subject)
+            .chain(OPERATORS.iter().copied())
+            .collect();
+        self.check_keys(t, path, "in a predicate", &allowed);
+        let key = self
+            .required(t, value, path, subject, "")
+            .and_then(|v| self.string(v, &join(path, subject)));
+        let mut ops: Vec<(&Key<'_>, &Value<'_>)> = t
+            .iter()
+            .filter(|(k, _)| OPERATORS.contains(&k.get_ref().as_ref()))
+            .collect();
+        ops.sort_by_key(|(k, _)| k.span().start);
+        // Check every operator's value, even when there are too many, to report all at once.
+        let tests: Vec<Option<Test>> = ops
+            .iter()
+            .map(|(k, v)| self.test(k.get_ref(), v, &join(path, k.get_ref())))
+            .collect();
+        match ops.as_slice() {
+            [] => {
+                self.error(
+                    value.span(),
+                    path,
+                    format!("has no operator; use one of {}", OPERATORS.join(", ")),
+                );
+                None
+            }
+            [_] => Some(Predicate {
+                key: key?,
+                test: tests.into_iter().next().flatten()?,
+            }),
+            [_, (second, _), ..] => {
+                let names: Vec<String> = ops
+                    .iter()
+                    .map(|(k, _)| format!("`{}`", k.get_ref()))
+                    .collect();
+                self.error(
+                    second.span(),
+                    path,
+                    format!(
+                        "has {} operators ({}); use exactly one",
+                        ops.len(),
+                        names.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn test(&mut self, op: &str, value: &Value<'_>, key: &str) -> Option<Test> {
+        match op {
+            "equals" => self.scalar(value, key).map(Test::Equals),
+            "in" | "not_in" => {
+                let items = self.array(value, key, "an array of values")?;
+                if items.is_empty() {
+                    self.error(
+                        value.span(),
+                        key,
+                        format!("`{op}` needs at least one value"),
+                    );
+                    return None;
+                }
+                let scalars: Vec<Option<Scalar>> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.scalar(item, &index(key, i)))
+                    .collect();
+                let scalars: Vec<Scalar> = scalars.into_iter().collect::<Option<_>>()?;
+                Some(if op == "in" {
+                    Test::In(scalars)
+                } else {
+                    Test::NotIn(scalars)
+                })
+            }
+            "exists" => self.boolean(value, key).map(Test::Exists),
+            "gt" => self.integer(value, key).map(Test::Gt),
+            "gte" => self.integer(value, key).map(Test::Gte),
+            "lt" => self.integer(value, key).map(Test::Lt),
+            "lte" => self.integer(value, key).map(Test::Lte),
+            _ => None,
+        }
+    }
+
+    // ---- typed accessors: each reports its own error and returns None on failure ----
+
+    /// Reports unknown keys, naming the allowed ones (and the closest, for a likely typo).
+    fn check_keys(&mut self, table: &DeTable<'_>, path: &str, place: &str, allowed: &[&str]) {
+        for (key, _) in table.iter() {
+            let name: &str = key.get_ref();
+            if allowed.contains(&name) {
+                continue;
+            }
+            let hint = closest(name, allowed)
+                .map(|c| format!("did you mean `{c}`? "))
+                .unwrap_or_default();
+            self.error(
+                key.span(),
+                &join(path, name),
+                format!(
+                    "unknown key ({hint}allowed {place}: {})",
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+
+    /// The value of a required key, or an error at the table (`value`) when it is missing.
+    fn required<'t, 'i>(
+        &mut self,
+        table: &'t DeTable<'i>,
+        value: &Value<'_>,
+        path: &str,
+        name: &str,
+        why: &str,
+    ) -> Option<&'t Value<'i>> {
+        let found = table.get(name);
+        if found.is_none() {
+            self.error(
+                value.span(),
+                &join(path, name),
+                format!("missing required key `{name}`{why}"),
+            );
+        }
+        found
+    }
+
+    fn wrong_type(&mut self, value: &Value<'_>, key: &str, expected: &str) {
+        let found = match value.get_ref() {
+            DeValue::String(_) => "a string",
+            DeValue::Integer(_) => "an integer",
+            DeValue::Float(_) => "a float",
+            DeValue::Boolean(_) => "a boolean",
+            DeValue::Datetime(_) => "a datetime",
+            DeValue::Array(_) => "an array",
+            DeValue::Table(_) => "a table",
+        };
+        self.error(
+            value.span(),
+            key,
+            format!("expected {expected}, found {found}"),
+        );
+    }
+
+    fn table<'v, 'i>(
+        &mut self,
+        value: &'v Value<'i>,
+        key: &str,
+        expected: &str,
+    ) -> Option<&'v DeTable<'i>> {
+        let t = value.get_ref().as_table();
+        if t.is_none() {
+            self.wrong_type(value, key, expected);
+        }
+        t
+    }
+
+    fn array<'v, 'i>(
+        &mut self,
+        value: &'v Value<'i>,
+        key: &str,
+        expected: &str,
+    ) -> Option<&'v DeArray<'i>> {
+        let a = value.get_ref().as_array();
+        if a.is_none() {
+            self.wrong_type(value, key, expected);
+        }
+        a
+    }
+
+    fn string(&mut self, value: &Value<'_>, key: &str) -> Option<String> {
+        let s = value.get_ref().as_str().map(str::to_string);
+        if s.is_none() {
+            self.wrong_type(value, key, "a string");
+        }
+        s
+    }
+
+    fn boolean(&mut self, value: &Value<'_>, key: &str) -> Option<bool> {
+        let b = value.get_ref().as_bool();
+        if b.is_none() {
+            self.wrong_type(value, key, "a boolean (true or false)");
+        }
+        b
+    }
+
+    fn integer(&mut self, value: &Value<'_>, key: &str) -> Option<i64> {
+        match value.get_ref() {
+            DeValue::Integer(i) => {
+                let n = i64::from_str_radix(i.as_str(), i.radix()).ok();
+                if n.is_none() {
+                    self.error(value.span(), key, format!("integer {i} is out of range"));
+                }
+                n
+            }
+            DeValue::Float(_) => {
+                let text = source_text(value);
+                self.error(
+                    value.span(),
+                    key,
+                    format!("expected an integer, found {text}: {FLOAT_RULE}"),
+                );
+                None
+            }
+            _ => {
+                self.wrong_type(value, key, "an integer");
+                None
+            }
+        }
+    }
+
+    /// A predicate operand: string, integer or boolean (a float is refused, see [`FLOAT_RULE`]).
+    fn scalar(&mut self, value: &Value<'_>, key: &str) -> Option<Scalar> {
+        match value.get_ref() {
+            DeValue::String(s) => Some(Scalar::Str(s.to_string())),
+            DeValue::Boolean(b) => Some(Scalar::Bool(*b)),
+            DeValue::Integer(_) | DeValue::Float(_) => self.integer(value, key).map(Scalar::Int),
+            _ => {
+                self.wrong_type(value, key, "a string, an integer or a boolean");
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, value: &Value<'_>, key: &str) -> Option<Millis> {
+        let Some(text) = value.get_ref().as_str() else {
+            self.wrong_type(value, key, "a duration string like \"90m\" or \"7d\"");
+            return None;
+        };
+        match duration::parse(text) {
+            Ok(ms) => Some(ms),
+            Err(e) => {
+                self.error(value.span(), key, format!("invalid duration: {e}"));
+                None
+            }
+        }
+    }
+
+    /// A duration that must be longer than zero: a zero cap window or inactivity window would
+    /// divide time into nothing.
+    fn positive_duration(&mut self, value: &Value<'_>, key: &str) -> Option<Millis> {
+        let ms = self.duration(value, key)?;
+        if ms == 0 {
+            self.error(value.span(), key, "must be longer than 0s");
+            return None;
+        }
+        Some(ms)
+    }
+}
+
+/// What enrolls a user when `[entry]` or its `on` is absent (SPEC section 3, the seed's canvas).
+fn default_entry_matchers() -> Vec<Matcher> {
+    [EventType::EmailAdded, EventType::ExternalScore]
+        .into_iter()
+        .map(|kind| Matcher {
+            kind,
+            name: None,
+            app_id: None,
+            properties: Vec::new(),
+        })
+        .collect()
+}
+
+/// The value as written in the source, for messages (falls back to the parsed text).
+fn source_text(value: &Value<'_>) -> String {
+    match value.get_ref() {
+        DeValue::Float(f) => f.as_str().to_string(),
+        DeValue::Integer(i) => i.to_string(),
+        other => other.type_str().to_string(),
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    let key = quote_key(key);
+    if path.is_empty() {
+        key.into_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// `path[n]` for the element at 0-based `i`, shown 1-based (see the module doc).
+fn index(path: &str, i: usize) -> String {
+    format!("{path}[{}]", i + 1)
+}
+
+/// A key as it would be written in TOML: bare when it can be, quoted otherwise.
+fn quote_key(key: &str) -> Cow<'_, str> {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        Cow::Borrowed(key)
+    } else {
+        Cow::Owned(format!("{key:?}"))
+    }
+}
+
+/// The allowed key closest to a misspelled one, if it is close enough to be a likely typo.
+fn closest<'a>(word: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    allowed
+        .iter()
+        .map(|a| (edit_distance(word, a), *a))
+        .filter(|(d, a)| *d <= 2 && *d < a.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, a)| a)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                diagonal
+            } else {
+                1 + diagonal.min(above).min(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// An exact decimal `numerator / 10^scale` from a decimal string such as `0.57`, `-1.25` or
+/// `1e-5`, normalized (no trailing zeros in the numerator while `scale > 0`). `None` if the
+/// string is not a plain decimal or the numerator does not fit an i64.
+fn decimal(s: &str) -> Option<(i64, u32)> {
+    let (mantissa, exponent) = match s.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().ok()?),
+        None => (s, 0),
+    };
+    let (negative, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa.strip_prefix('+').unwrap_or(mantissa)),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{int_part}{frac_part}");
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut scale = i64::try_from(frac_part.len()).ok()?.checked_sub(exponent)?;
+    let digits = digits.trim_start_matches('0');
+    let mut numerator: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
+    while scale < 0 {
+        numerator = numerator.checked_mul(10)?;
+        scale += 1;
+    }
+    while scale > 0 && numerator != 0 && numerator % 10 == 0 {
+        numerator /= 10;
+        scale -= 1;
+    }
+    if numerator == 0 {
+        scale = 0;
+    }
+    let numerator = i64::try_from(if negative { -numerator } else { numerator }).ok()?;
+    Some((numerator, u32::try_from(scale).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `source`, expecting errors, and returns them.
+    fn errors(source: &str) -> Vec<RuleError> {
+        match parse_str(source, "test.toml") {
+            Ok(rules) => panic!("expected errors, got {rules:?}"),
+            Err(RulesErrors(errors)) => errors,
+        }
+    }
+
+    /// Parses `source` expecting exactly one error, and returns its (line, key, message).
+    fn one_error(source: &str) -> (usize, String, String) {
+        let errs = errors(source);
+        assert_eq!(errs.len(), 1, "expected one error, got {errs:#?}");
+        let e = &errs[0];
+        (e.line, e.key.clone(), e.message.clone())
+    }
+
+    fn parse(source: &str) -> Rules {
+        match parse_str(source, "test.toml") {
+            Ok(rules) => rules,
+            Err(e) => panic!("unexpected errors:\n{e}"),
+        }
+    }
+
+    const MINIMAL_GROUP: &str =
+        "[[group]]\nname = \"g\"\ndelta = 1\ntriggers = [{ type = \"session_start\" }]\n";
+
+    fn str_matcher(kind: EventType, name: &str) -> Matcher {
+        Matcher {
+            kind,
+            name: Some(name.to_string()),
+            app_id: None,
+            properties: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn seed_canvas_loads_as_written() {
+        let rules = parse(Rules::SEED_CANVAS);
+        assert_eq!(rules.dedupe_window, 86_400_000);
+        assert_eq!(rules.score.name, "lead score");
+        assert_eq!((rules.score.min, rules.score.max), (Some(0), None));
+        assert_eq!(rules.entry.on, default_entry_matchers());
+        assert_eq!(rules.entry.reentry_window, 0);
+        assert_eq!(rules.audience.include, []);
+        assert_eq!(
+            rules.audience.exclude,
+            [
+                Predicate {
+                    key: "is_employee".into(),
+                    test: Test::Equals(Scalar::Bool(true)),
+                },
+                Predicate {
+                    key: "lifecycle_stage".into(),
+                    test: Test::In(vec![Scalar::Str("customer".into())]),
+                },
+            ]
+        );
+        let names: Vec<&str> = rules.groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["engaged", "high intent", "unsubscribed"]);
+        let deltas: Vec<i64> = rules.groups.iter().map(|g| g.delta).collect();
+        assert_eq!(deltas, [1, 5, -1]);
+        assert_eq!(rules.groups[0].triggers.len(), 3);
+        assert_eq!(rules.groups[0].cap, None);
+        let high = &rules.groups[1];
+        assert_eq!(
+            high.cap,
+            Some(Cap {
+                points: 20,
+                per: 86_400_000
+            })
+        );
+        assert_eq!(
+            high.triggers[0],
+            str_matcher(EventType::CustomEvent, "demo_requested")
+        );
+        assert_eq!(
+            high.triggers[1].properties,
+            [Predicate {
+                key: "plan".into(),
+                test: Test::In(vec![
+                    Scalar::Str("pro".into()),
+                    Scalar::Str("enterprise".into())
+                ]),
+            }]
+        );
+        assert_eq!(
+            rules.inactivity,
+            Some(Inactivity {
+                window: 7 * 86_400_000,
+                decay: Decay::Delta(-1),
+            })
+        );
+        assert_eq!(rules.output, Output::default());
+    }
+
+    #[test]
+    fn b2b_saas_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules/b2b-saas.toml");
+        let rules = match load_file(&path) {
+            Ok(rules) => rules,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(rules.groups.len() >= 5);
+        assert!(rules.groups.iter().any(|g| g.cap.is_some()));
+        assert!(rules.score.max.is_some());
+        assert!(!rules.audience.include.is_empty() && !rules.audience.exclude.is_empty());
+        assert_eq!(
+            rules.inactivity,
+            Some(Inactivity {
+                window: 14 * 86_400_000,
+                decay: Decay::Factor {
+                    numerator: 9,
+                    scale: 1
+                },
+            })
+        );
+        assert_eq!(
+            rules.output.tracked_attributes,
+            ["lead_status", "salesforce_lead_id"]
+        );
+    }
+
+    #[test]
+    fn empty_file_takes_every_default() {
+        let rules = parse("");
+        assert_eq!(rules.dedupe_window, 86_400_000);
+        assert_eq!(rules.score.name, "lead score");
+        assert_eq!(rules.entry.on, default_entry_matchers());
+        assert_eq!(rules.entry.reentry_window, 0);
+        assert_eq!(rules.audience, Audience::default());
+        assert!(rules.groups.is_empty());
+        assert_eq!(rules.inactivity, None);
+        assert_eq!(rules.output.tracked_attributes, ["lead_status"]);
+    }
+
+    #[test]
+    fn entry_without_on_keeps_the_default_matchers() {
+        let rules = parse("[entry]\nreentry_window = \"1h\"\n");
+        assert_eq!(rules.entry.on, default_entry_matchers());
+        assert_eq!(rules.entry.reentry_window, 3_600_000);
+    }
+
+    #[test]
+    fn every_operator_and_matcher_field_loads() {
+        let rules = parse(
+            r#"
+[audience]
+include = [
+  { attribute = "a", equals = "x" },
+  { attribute = "b", not_in = [1, true, "s"] },
+  { attribute = "c", exists = false },
+  { attribute = "d", gt = -3 },
+  { attribute = "e", gte = 0x10 },
+  { attribute = "f", lt = 1_000 },
+  { attribute = "g", lte = 7 },
+]
+
+[[group]]
+name = "web"
+delta = 2
+triggers = [{ type = "session_start", app_id = "web" }, { type = "attribute_changed", name = "plan" }]
+"#,
+        );
+        let tests: Vec<&Test> = rules.audience.include.iter().map(|p| &p.test).collect();
+        assert_eq!(
+            tests,
+            [
+                &Test::Equals(Scalar::Str("x".into())),
+                &Test::NotIn(vec![
+                    Scalar::Int(1),
+                    Scalar::Bool(true),
+                    Scalar::Str("s".into())
+                ]),
+                &Test::Exists(false),
+                &Test::Gt(-3),
+                &Test::Gte(16),
+                &Test::Lt(1000),
+                &Test::Lte(7),
+            ]
+        );
+        let triggers = &rules.groups[0].triggers;
+        assert_eq!(triggers[0].app_id.as_deref(), Some("web"));
+        assert_eq!(triggers[0].kind, EventType::SessionStart);
+        assert_eq!(
+            triggers[1],
+            str_matcher(EventType::AttributeChanged, "plan")
+        );
+    }
+
+    #[test]
+    fn factor_is_kept_as_an_exact_decimal() {
+        for (text, numerator, scale) in [
+            ("0.9", 9, 1),
+            ("0.57", 57, 2),
+            ("0.500", 5, 1),
+            ("1e-5", 1, 5),
+            ("2.5e-1", 25, 2),
+        ] {
+            let rules = parse(&format!(
+                "[inactivity]\nwindow = \"14d\"\nfactor = {text}\n"
+            ));
+            assert_eq!(
+                rules.inactivity.map(|i| i.decay),
+                Some(Decay::Factor { numerator, scale }),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn decimal_reads_plain_and_exponent_forms() {
+        assert_eq!(decimal("0.57"), Some((57, 2)));
+        assert_eq!(decimal("1e-5"), Some((1, 5)));
+        assert_eq!(decimal("1.5E2"), Some((150, 0)));
+        assert_eq!(decimal("-0.25"), Some((-25, 2)));
+        assert_eq!(decimal("0.0"), Some((0, 0)));
+        assert_eq!(decimal("inf"), None);
+        assert_eq!(decimal("1e99"), None);
+    }
+
+    #[test]
+    fn reports_a_syntax_error_with_its_location() {
+        let (line, key, message) = one_error("a = 1\nb = [1,\n");
+        assert_eq!((line, key.as_str()), (2, ""));
+        assert!(message.starts_with("TOML syntax error: "), "{message}");
+    }
+
+    #[test]
+    fn reports_zero_delta_with_line_and_key() {
+        let (line, key, message) = one_error(
+            "[[group]]\nname = \"a\"\ndelta = 1\ntriggers = [{ type = \"session_start\" }]\n\n\
+             [[group]]\nname = \"b\"\ndelta = 0\ntriggers = [{ type = \"session_start\" }]\n",
+        );
+        assert_eq!((line, key.as_str()), (8, "group[2].delta"));
+        assert!(message.contains("zero"), "{message}");
+    }
+
+    #[test]
+    fn reports_every_error_not_just_the_first() {
+        let errs = errors(
+            r#"dedupe_window = "1w"
+colour = "red"
+
+[score]
+min = 10
+max = 5
+
+[[group]]
+name = "g"
+delta = 0
+triggers = []
+"#,
+        );
+        let found: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (1, "dedupe_window"),
+                (2, "colour"),
+                (6, "score.max"),
+                (10, "group[1].delta"),
+                (11, "group[1].triggers"),
+            ]
+        );
+        let report = RulesErrors(errs).to_string();
+        assert_eq!(report.lines().count(), 5);
+        assert!(
+            report.starts_with("test.toml:1:17: dedupe_window: invalid duration: unknown unit"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn reports_unknown_keys_naming_the_allowed_ones() {
+        let (line, key, message) = one_error("[score]\nname = \"s\"\nmaximum = 3\n");
+        assert_eq!((line, key.as_str()), (3, "score.maximum"));
+        assert!(
+            message.contains("allowed in [score]: name, min, max"),
+            "{message}"
+        );
+        // `property` belongs in matchers; an audience predicate also misses its `attribute`.
+        let errs = errors("[audience]\nexclude = [{ property = \"x\", exists = true }]\n");
+        let found: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (2, "audience.exclude[1].attribute"),
+                (2, "audience.exclude[1].property")
+            ]
+        );
+        assert!(errs[1]
+            .message
+            .contains("allowed in a predicate: attribute, equals"));
+        let (_, key, message) = one_error(&format!("{MINIMAL_GROUP}dleta = 1\n"));
+        assert_eq!(key, "group[1].dleta");
+        assert!(message.contains("did you mean `delta`?"), "{message}");
+    }
+
+    #[test]
+    fn reports_wrong_types() {
+        let errs = errors(
+            "[score]\nname = 3\n\n[entry]\non = { type = \"session_start\" }\n\n[output]\ntracked_attributes = [\"a\", 1]\n",
+        );
+        let found: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (2, "score.name"),
+                (5, "entry.on"),
+                (8, "output.tracked_attributes[2]")
+            ]
+        );
+        assert_eq!(errs[0].message, "expected a string, found an integer");
+        let (_, key, message) = one_error("[group]\nname = \"g\"\n");
+        assert_eq!(key, "group");
+        assert!(message.contains("[[group]]"), "{message}");
+    }
+
+    #[test]
+    fn reports_a_float_outside_factor_naming_the_key() {
+        let (line, key, message) = one_error(
+            "[[group]]\nname = \"g\"\ndelta = 1.5\ntriggers = [{ type = \"session_start\" }]\n",
+        );
+        assert_eq!((line, key.as_str()), (3, "group[1].delta"));
+        assert!(message.contains(FLOAT_RULE), "{message}");
+        let (line, key, _) =
+            one_error("[audience]\ninclude = [{ attribute = \"n\", in = [1, 2.0] }]\n");
+        assert_eq!((line, key.as_str()), (2, "audience.include[1].in[2]"));
+    }
+
+    #[test]
+    fn reports_a_factor_outside_zero_to_one() {
+        for factor in ["1.0", "1.5", "0.0", "-0.5", "1", "nan", "inf"] {
+            let (line, key, message) = one_error(&format!(
+                "[inactivity]\nwindow = \"7d\"\nfactor = {factor}\n"
+            ));
+            assert_eq!((line, key.as_str()), (3, "inactivity.factor"), "{factor}");
+            assert!(message.contains("strictly between 0 and 1"), "{message}");
+        }
+    }
+
+    #[test]
+    fn reports_a_factor_too_precise_to_keep_exact() {
+        let (line, key, message) = one_error("[inactivity]\nwindow = \"7d\"\nfactor = 1e-30\n");
+        assert_eq!((line, key.as_str()), (3, "inactivity.factor"));
+        assert!(message.contains("decimal places"), "{message}");
+    }
+
+    #[test]
+    fn reports_both_delta_and_factor() {
+        let (line, key, message) =
+            one_error("[inactivity]\nwindow = \"7d\"\ndelta = -1\nfactor = 0.5\n");
+        assert_eq!((line, key.as_str()), (4, "inactivity.factor"));
+        assert!(message.contains("not both"), "{message}");
+    }
+
+    #[test]
+    fn reports_neither_delta_nor_factor() {
+        let (line, key, message) = one_error("\n[inactivity]\nwindow = \"7d\"\n");
+        assert_eq!((line, key.as_str()), (2, "inactivity"));
+        assert!(message.contains("either `delta`"), "{message}");
+    }
+
+    #[test]
+    fn reports_a_non_negative_inactivity_delta() {
+        for delta in ["0", "2"] {
+            let (line, key, message) =
+                one_error(&format!("[inactivity]\nwindow = \"7d\"\ndelta = {delta}\n"));
+            assert_eq!((line, key.as_str()), (3, "inactivity.delta"));
+            assert!(message.contains("must be negative"), "{message}");
+        }
+    }
+
+    #[test]
+    fn reports_bad_durations_with_the_duration_error() {
+        let (line, key, message) = one_error("[entry]\nreentry_window = \"2w\"\n");
+        assert_eq!((line, key.as_str()), (2, "entry.reentry_window"));
+        assert_eq!(
+            message,
+            r#"invalid duration: unknown unit "w" in "2w" (use ms, s, m, h or d)"#
+        );
+        let (line, key, message) = one_error("[inactivity]\nwindow = \"0s\"\ndelta = -1\n");
+        assert_eq!((line, key.as_str()), (2, "inactivity.window"));
+        assert!(message.contains("longer than 0s"), "{message}");
+        let (_, key, message) = one_error("dedupe_window = 60\n");
+        assert_eq!(key, "dedupe_window");
+        assert!(message.contains("duration string"), "{message}");
+    }
+
+    #[test]
+    fn reports_unknown_event_types_listing_the_valid_ones() {
+        let (line, key, message) =
+            one_error("[entry]\non = [{ type = \"email_added\" }, { type = \"page_view\" }]\n");
+        assert_eq!((line, key.as_str()), (2, "entry.on[2].type"));
+        assert!(
+            message.contains(
+                "session_start, custom_event, email_added, attribute_changed, external_score"
+            ),
+            "{message}"
+        );
+        let (_, _, message) = one_error("[entry]\non = [{ type = \"sessionstart\" }]\n");
+        assert!(
+            message.contains("did you mean \"session_start\"?"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn reports_a_group_without_triggers() {
+        let (line, key, message) = one_error("[[group]]\nname = \"g\"\ndelta = 1\n");
+        assert_eq!((line, key.as_str()), (1, "group[1].triggers"));
+        assert!(
+            message.contains("missing required key `triggers`"),
+            "{message}"
+        );
+        let (line, key, message) = one_error("[[group]]\nname = \"g\"\ndelta = 1\ntriggers = []\n");
+        assert_eq!((line, key.as_str()), (4, "group[1].triggers"));
+        assert!(message.contains("at least one trigger"), "{message}");
+    }
+
+    #[test]
+    fn reports_a_predicate_with_no_operator() {
+        let (line, key, message) =
+            one_error("[audience]\ninclude = [\n  { attribute = \"plan\" },\n]\n");
+        assert_eq!((line, key.as_str()), (3, "audience.include[1]"));
+        assert!(message.contains("no operator"), "{message}");
+    }
+
+    #[test]
+    fn reports_a_predicate_with_two_operators_naming_them() {
+        let (line, key, message) = one_error(
+            "[[group]]\nname = \"g\"\ndelta = 1\ntriggers = [\n  { type = \"custom_event\", properties = [{ property = \"plan\", equals = \"pro\", in = [\"x\"] }] },\n]\n",
+        );
+        assert_eq!(
+            (line, key.as_str()),
+            (5, "group[1].triggers[1].properties[1]")
+        );
+        assert!(message.contains("(`equals`, `in`)"), "{message}");
+    }
+
+    #[test]
+    fn reports_a_bad_operator_operand() {
+        let errs = errors("[audience]\ninclude = [{ attribute = \"a\", in = [] }, { attribute = \"b\", exists = \"yes\" }, { attribute = \"c\", gt = \"5\" }]\n");
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "audience.include[1].in",
+                "audience.include[2].exists",
+                "audience.include[3].gt"
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_a_duplicate_group_name() {
+        let (line, key, message) = one_error(&format!(
+            "{MINIMAL_GROUP}\n[[group]]\nname = \"g\"\ndelta = 2\ntriggers = [{{ type = \"session_start\" }}]\n"
+        ));
+        assert_eq!((line, key.as_str()), (7, "group[2].name"));
+        assert!(message.contains("group[1] on line 2"), "{message}");
+    }
+
+    #[test]
+    fn reports_min_greater_than_max() {
+        let (line, key, message) = one_error("[score]\nmax = 5\nmin = 10\n");
+        assert_eq!((line, key.as_str()), (2, "score.max"));
+        assert_eq!(message, "max (5) is less than min (10)");
+    }
+
+    #[test]
+    fn reports_missing_required_keys() {
+        let errs = errors("[[group]]\ncap = { per = \"1d\" }\n\n[inactivity]\ndelta = -1\n\n[entry]\non = [{ name = \"x\" }]\n");
+        let found: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (1, "group[1].name"),
+                (1, "group[1].delta"),
+                (1, "group[1].triggers"),
+                (2, "group[1].cap.points"),
+                (4, "inactivity.window"),
+                (8, "entry.on[1].type"),
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_a_bad_cap() {
+        let (line, key, _) = one_error(&MINIMAL_GROUP.replace(
+            "delta = 1\n",
+            "delta = 1\ncap = { points = 0, per = \"1d\" }\n",
+        ));
+        assert_eq!((line, key.as_str()), (4, "group[1].cap.points"));
+    }
+
+    #[test]
+    fn quotes_keys_that_are_not_bare() {
+        let (_, key, _) = one_error("[score]\n\"my key\" = 1\n");
+        assert_eq!(key, "score.\"my key\"");
+    }
+
+    #[test]
+    fn display_is_file_line_column_key_message() {
+        let e = RuleError {
+            file: "r.toml".into(),
+            line: 7,
+            column: 9,
+            key: "group[1].delta".into(),
+            message: "boom".into(),
+        };
+        assert_eq!(e.to_string(), "r.toml:7:9: group[1].delta: boom");
+        let e = RuleError {
+            key: String::new(),
+            ..e
+        };
+        assert_eq!(e.to_string(), "r.toml:7:9: boom");
+    }
+
+    #[test]
+    fn unreadable_file_is_one_error_on_line_zero() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules/no-such-file.toml");
+        let Err(RulesErrors(errs)) = load_file(&path) else {
+            panic!("loaded a missing file");
+        };
+        assert_eq!(errs.len(), 1);
+        assert_eq!((errs[0].line, errs[0].key.as_str()), (0, ""));
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let errs = errors("[audience]\ninclude = [{ attribute = \"été\", gt = 1.5 }]\n");
+        assert_eq!((errs[0].line, errs[0].column), (2, 38));
+    }
+
+    /// Every file in `examples/rules/invalid/` starts with `# expect: LINE KEY` and must produce
+    /// exactly that one error, so the examples cannot drift from the loader.
+    #[test]
+    fn invalid_examples_report_the_expected_error() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules/invalid");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("examples/rules/invalid exists")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 10, "only {} invalid examples", files.len());
+        for path in files {
+            let source = std::fs::read_to_string(&path).expect("readable");
+            let expect = source
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("# expect: "))
+                .unwrap_or_else(|| {
+                    panic!("{}: no `# expect: LINE KEY` first line", path.display())
+                });
+            // A syntax error has an empty key: `# expect: 4`.
+            let (line, key) = expect.trim().split_once(' ').unwrap_or((expect.trim(), ""));
+            let line: usize = line
+                .parse()
+                .unwrap_or_else(|_| panic!("{}: bad expect line", path.display()));
+            match load_file(&path) {
+                Ok(_) => panic!("{} loaded without error", path.display()),
+                Err(RulesErrors(errs)) => {
+                    assert_eq!(errs.len(), 1, "{}: {errs:#?}", path.display());
+                    assert_eq!(
+                        (errs[0].line, errs[0].key.as_str()),
+                        (line, key.trim()),
+                        "{}: {}",
+                        path.display(),
+                        errs[0]
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Property tests of the engine's invariants (SPEC section 3): processing in pieces with the
+//! state encoded in between, and replaying after a crash, equal one uninterrupted run; the score
+//! stays within min and max; how two users' events interleave does not change either user.
+
+use leadscore::change::ScoreChange;
+use leadscore::engine::Engine;
+use leadscore::event::{Event, EventType, Origin, Scalar, ScoreOp};
+use leadscore::partition::Partition;
+use leadscore::rules::parse_str;
+use leadscore::state::UserState;
+use leadscore::timestamp::Millis;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+const H: Millis = 3_600_000;
+const T0: Millis = 1_767_571_200_000;
+
+const RULES: &str = r#"
+dedupe_window = "24h"
+[score]
+min = 0
+max = 40
+[entry]
+on = [{ type = "email_added" }, { type = "external_score" }]
+reentry_window = "1h"
+[audience]
+exclude = [{ attribute = "is_employee", equals = true }]
+[[group]]
+name = "engaged"
+delta = 1
+triggers = [{ type = "session_start" }, { type = "custom_event", name = "webinar_joined" }]
+[[group]]
+name = "high intent"
+delta = 5
+cap = { points = 12, per = "1d" }
+triggers = [{ type = "custom_event", name = "demo_requested" }]
+[[group]]
+name = "unsubscribed"
+delta = -3
+triggers = [{ type = "custom_event", name = "email_unsubscribed" }]
+[inactivity]
+window = "2d"
+delta = -2
+"#;
+
+/// Rules with no coupling between users through the partition clock: no inactivity, no caps,
+/// and a dedupe window longer than any generated sequence.
+const UNCOUPLED_RULES: &str = r#"
+dedupe_window = "400d"
+[score]
+min = -10
+max = 30
+[[group]]
+name = "engaged"
+delta = 2
+triggers = [{ type = "session_start" }, { type = "custom_event", name = "webinar_joined" }]
+[[group]]
+name = "down"
+delta = -3
+triggers = [{ type = "custom_event", name = "email_unsubscribed" }]
+"#;
+
+fn engine(src: &str) -> Engine {
+    Engine::new(parse_str(src, "props.toml").expect("property rules load"))
+}
+
+fn event_strategy(users: &'static [&'static str]) -> impl Strategy<Value = Event> {
+    (
+        0..users.len(),
+        0i64..(20 * 24),
+        0u8..8,
+        proptest::option::weighted(0.4, 0u8..6),
+        -5i64..60,
+        proptest::option::of(0i64..48),
+    )
+        .prop_map(move |(u, hour, kind, id, n, upd)| {
+            let user = users[u];
+            let mut e = Event::new(user, T0 + hour * H, EventType::SessionStart);
+            match kind {
+                0 | 1 => {}
+                2 => {
+                    e.kind = EventType::CustomEvent;
+                    e.name = Some(["webinar_joined", "demo_requested"][(n & 1) as usize].into());
+                }
+                3 => {
+                    e.kind = EventType::CustomEvent;
+                    e.name = Some("demo_requested".into());
+                }
+                4 => {
+                    e.kind = EventType::CustomEvent;
+                    e.name = Some("email_unsubscribed".into());
+                }
+                5 => {
+                    e.kind = EventType::EmailAdded;
+                    e.value = Some(Scalar::Str(format!("{user}@example.com")));
+                }
+                6 => {
+                    e.kind = EventType::AttributeChanged;
+                    e.name = Some("is_employee".into());
+                    e.value = (n % 3 != 0).then_some(Scalar::Bool(n % 2 == 0));
+                }
+                _ => {
+                    e.kind = EventType::ExternalScore;
+                    e.score = Some(if n % 2 == 0 {
+                        ScoreOp::Set(n)
+                    } else {
+                        ScoreOp::Increment(n - 20)
+                    });
+                    e.updated_at = upd.map(|h| T0 + h * H);
+                }
+            }
+            e.event_id = id.map(|i| format!("{user}-e{i}"));
+            e
+        })
+}
+
+struct Outcome {
+    users: BTreeMap<String, UserState>,
+    changes: Vec<ScoreChange>,
+}
+
+fn origin(offset: usize) -> Origin<'static> {
+    Origin {
+        topic: "lead-events",
+        partition: 0,
+        offset: offset as i64,
+    }
+}
+
+fn run_all(engine: &Engine, events: &[Event]) -> Outcome {
+    let mut users = BTreeMap::new();
+    let mut changes = Vec::new();
+    let mut p = Partition::new();
+    for (i, e) in events.iter().enumerate() {
+        p.process(engine, &mut users, e, origin(i), &mut changes);
+    }
+    if let Some(c) = p.clock() {
+        p.advance(engine, &mut users, c, &mut changes);
+    }
+    Outcome { users, changes }
+}
+
+/// States through their binary encoding, as the changelog carries them.
+fn round_trip(users: &BTreeMap<String, UserState>) -> BTreeMap<String, UserState> {
+    users
+        .iter()
+        .map(|(u, st)| {
+            let back = UserState::decode(&st.encode()).expect("state decodes");
+            (u.clone(), back)
+        })
+        .collect()
+}
+
+fn restore(clock: Option<Millis>, users: &BTreeMap<String, UserState>) -> Partition {
+    Partition::restore(clock, users.iter().map(|(u, s)| (u.as_str(), s)))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn processing_in_pieces_with_encoded_state_equals_one_run(
+        events in proptest::collection::vec(event_strategy(&["a", "b", "c"]), 0..80),
+        cuts in proptest::collection::btree_set(0usize..80, 0..5),
+    ) {
+        let e = engine(RULES);
+        let whole = run_all(&e, &events);
+
+        let mut users = BTreeMap::new();
+        let mut changes = Vec::new();
+        let mut p = Partition::new();
+        for (i, ev) in events.iter().enumerate() {
+            if cuts.contains(&i) {
+                users = round_trip(&users);
+                p = restore(p.clock(), &users);
+            }
+            p.process(&e, &mut users, ev, origin(i), &mut changes);
+        }
+        if let Some(c) = p.clock() {
+            p.advance(&e, &mut users, c, &mut changes);
+        }
+        prop_assert_eq!(&users, &whole.users);
+        prop_assert_eq!(&changes, &whole.changes);
+    }
+
+    /// SPEC 3.9: a crash after some users' states were stored at offset `b` but the partition's
+    /// clock and position only at `a < b`; replaying from `a` gives the uninterrupted state, and
+    /// the changes published before and after the crash, deduplicated by id, are exactly the
+    /// uninterrupted run's.
+    #[test]
+    fn replay_after_a_crash_equals_an_uninterrupted_run(
+        events in proptest::collection::vec(event_strategy(&["a", "b", "c", "d"]), 1..80),
+        a in 0usize..80,
+        len in 0usize..40,
+        flushed in proptest::collection::vec(any::<bool>(), 4),
+    ) {
+        let e = engine(RULES);
+        let whole = run_all(&e, &events);
+        let a = a.min(events.len());
+        let b = (a + len).min(events.len());
+
+        let mut users = BTreeMap::new();
+        let mut published = Vec::new();
+        let mut p = Partition::new();
+        let mut at_a = (None, BTreeMap::new());
+        for (i, ev) in events[..b].iter().enumerate() {
+            if i == a {
+                at_a = (p.clock(), round_trip(&users));
+            }
+            p.process(&e, &mut users, ev, origin(i), &mut published);
+        }
+        if a == b {
+            at_a = (p.clock(), round_trip(&users));
+        }
+        let at_b = round_trip(&users);
+        // Each user's stored state is from `a` or, when its write landed before the crash, `b`.
+        let (clock, mut restored) = at_a;
+        for (i, (user, st)) in at_b.iter().enumerate() {
+            if flushed[i % flushed.len()] {
+                restored.insert(user.clone(), st.clone());
+            }
+        }
+        let mut p = restore(clock, &restored);
+        for (i, ev) in events.iter().enumerate().skip(a) {
+            p.process(&e, &mut restored, ev, origin(i), &mut published);
+        }
+        if let Some(c) = p.clock() {
+            p.advance(&e, &mut restored, c, &mut published);
+        }
+        prop_assert_eq!(&restored, &whole.users);
+        let ids = |cs: &[ScoreChange]| cs.iter().map(|c| c.event_id.clone()).collect::<BTreeSet<_>>();
+        prop_assert_eq!(ids(&published), ids(&whole.changes));
+    }
+
+    #[test]
+    fn the_score_stays_within_min_and_max(
+        events in proptest::collection::vec(event_strategy(&["a", "b"]), 0..120),
+    ) {
+        let e = engine(RULES);
+        let out = run_all(&e, &events);
+        for c in &out.changes {
+            prop_assert!((0..=40).contains(&c.score), "change {:?}", c);
+            prop_assert_eq!(c.score - c.previous_score, c.delta);
+        }
+        for st in out.users.values() {
+            prop_assert!((0..=40).contains(&st.score));
+        }
+    }
+
+    /// The partition clock couples users by design (SPEC 3.7: one user's events move the clock
+    /// that fires another's timers), so only orders that show each event the same clock are
+    /// equivalent: any merge of the two users' events that keeps the stream in time order.
+    #[test]
+    fn interleaving_two_users_in_time_order_never_changes_either_user(
+        events in proptest::collection::vec(event_strategy(&["a", "b"]), 0..80),
+        tie_breaks in proptest::collection::vec(any::<u32>(), 80),
+    ) {
+        let e = engine(RULES);
+        let mut sorted = events.clone();
+        sorted.sort_by_key(|ev| ev.time);
+        // Another time-ordered merge: within equal times, users' events in another order
+        // (each user's own events keep their relative order).
+        let mut shuffled: Vec<(Millis, u32, usize)> = Vec::new();
+        for (seq, ev) in sorted.iter().enumerate() {
+            // One bias per (user, time): users swap places within a tie, each user's own
+            // events keep their order (`seq`).
+            let slot = (ev.time / H) as usize + if ev.user_id == "a" { 0 } else { 41 };
+            shuffled.push((ev.time, tie_breaks[slot % tie_breaks.len()], seq));
+        }
+        shuffled.sort();
+        let other: Vec<Event> = shuffled.iter().map(|(.., seq)| sorted[*seq].clone()).collect();
+        // Event positions differ between the orders, so give events ids that do not depend on them.
+        let with_ids = |evs: &[Event]| evs.iter().map(|ev| {
+            let mut ev = ev.clone();
+            ev.event_id.get_or_insert_with(|| format!("{}-{}", ev.user_id, ev.time));
+            ev
+        }).collect::<Vec<_>>();
+        let x = run_all(&e, &with_ids(&sorted));
+        let y = run_all(&e, &with_ids(&other));
+        prop_assert_eq!(strip_offsets(&x.users), strip_offsets(&y.users));
+    }
+
+    #[test]
+    fn without_clock_coupled_rules_any_interleaving_gives_the_same_users(
+        a_events in proptest::collection::vec(event_strategy(&["a"]), 0..40),
+        b_events in proptest::collection::vec(event_strategy(&["b"]), 0..40),
+        choices in proptest::collection::vec(any::<bool>(), 80),
+    ) {
+        let e = engine(UNCOUPLED_RULES);
+        let merge = |choices: &[bool]| {
+            let (mut i, mut j) = (0, 0);
+            let mut out = Vec::new();
+            for c in choices.iter().copied().chain(std::iter::repeat(true)) {
+                if i == a_events.len() && j == b_events.len() { break; }
+                if (c && i < a_events.len()) || j == b_events.len() {
+                    out.push(a_events[i].clone()); i += 1;
+                } else {
+                    out.push(b_events[j].clone()); j += 1;
+                }
+            }
+            out
+        };
+        let first_a: Vec<bool> = vec![true; 80];
+        let x = run_all(&e, &merge(&first_a));
+        let y = run_all(&e, &merge(&choices));
+        prop_assert_eq!(strip_offsets(&x.users), strip_offsets(&y.users));
+    }
+}
+
+/// Input positions differ between interleavings by construction; everything else must not.
+fn strip_offsets(users: &BTreeMap<String, UserState>) -> BTreeMap<String, UserState> {
+    users
+        .iter()
+        .map(|(u, st)| {
+            (
+                u.clone(),
+                UserState {
+                    last_offset: None,
+                    ..st.clone()
+                },
+            )
+        })
+        .collect()
+}
