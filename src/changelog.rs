@@ -1,0 +1,346 @@
+//! Changelog-backed keyed state, shared by the scorer and the handoff.
+//!
+//! A service keeps, per owned partition, a map of key to state bytes in memory. It is durable in
+//! two places: a compacted changelog topic co-partitioned with the input (the source of truth)
+//! and a [`LocalStore`] copy (so a restart reads only the changelog's tail).
+//!
+//! A checkpoint writes the changed keys to changelog partition `p`, then one *checkpoint record*
+//! (key [`CHECKPOINT_KEY`]) holding the input position and the service's own metadata. Records
+//! of one partition stay in order (idempotent producer), so a delivered checkpoint vouches for
+//! every state record before it. A restore applies state records only once a checkpoint after
+//! them is read: records of a checkpoint that never completed (a crash between the two) are
+//! dropped and recomputed from the input. See `docs/crash-safety.md`.
+
+use crate::kafka::{self, ProduceError, Record, ServiceProducer};
+use crate::store::{LocalStore, PartitionMeta, StoreError};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// The key of checkpoint records. Starts with a NUL byte, which the services refuse in keys of
+/// input events, so it can never be a user's key.
+pub const CHECKPOINT_KEY: &[u8] = b"\0leadscore.checkpoint";
+
+/// Encoding version of checkpoint records.
+const CHECKPOINT_VERSION: u8 = 1;
+
+/// What a checkpoint record says: where the input resumes, and service-specific metadata
+/// (the scorer's partition clock).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Checkpoint {
+    /// The next input offset to process on this partition.
+    pub next_input_offset: i64,
+    pub app: Vec<u8>,
+}
+
+impl Checkpoint {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(9 + self.app.len());
+        v.push(CHECKPOINT_VERSION);
+        v.extend_from_slice(&self.next_input_offset.to_be_bytes());
+        v.extend_from_slice(&self.app);
+        v
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Checkpoint, ChangelogError> {
+        match bytes {
+            [CHECKPOINT_VERSION, rest @ ..] if rest.len() >= 8 => {
+                let mut o = [0u8; 8];
+                o.copy_from_slice(&rest[..8]);
+                Ok(Checkpoint {
+                    next_input_offset: i64::from_be_bytes(o),
+                    app: rest[8..].to_vec(),
+                })
+            }
+            _ => Err(ChangelogError::BadCheckpoint),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ChangelogError {
+    #[error("changelog {topic:?} partition {partition}: {source}")]
+    Kafka {
+        topic: String,
+        partition: i32,
+        source: KafkaError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot create the state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("changelog produce: {0}")]
+    Produce(#[from] ProduceError),
+    #[error("a checkpoint record is damaged or of an unknown version")]
+    BadCheckpoint,
+    #[error("changelog {topic:?} partition {partition}: a key is not UTF-8")]
+    BadKey { topic: String, partition: i32 },
+}
+
+/// A partition's state after a restore.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub entries: HashMap<String, Vec<u8>>,
+    /// The last complete checkpoint; `None` for a partition never checkpointed.
+    pub checkpoint: Option<Checkpoint>,
+    /// Changelog records read (the local store supplied the rest).
+    pub records_read: u64,
+    /// Whether the local store was used (a warm restart).
+    pub warm: bool,
+    pub duration: Duration,
+}
+
+/// A service's changelog topic and local store.
+pub struct Changelog {
+    topic: String,
+    dir: PathBuf,
+    store: LocalStore,
+    properties: BTreeMap<String, String>,
+}
+
+impl Changelog {
+    /// Opens the local store under `dir`; a damaged one is deleted (the changelog restores it).
+    pub fn open(
+        dir: &Path,
+        topic: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<Changelog, ChangelogError> {
+        std::fs::create_dir_all(dir).map_err(|source| ChangelogError::StateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let store = match LocalStore::open(dir) {
+            Ok(s) => s,
+            Err(e) if e.is_damaged() => {
+                tracing::warn!(dir = %dir.display(), error = %e, "local store damaged; rebuilding it from the changelog");
+                LocalStore::destroy(dir)?;
+                LocalStore::open(dir)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Changelog {
+            topic: topic.to_string(),
+            dir: dir.to_path_buf(),
+            store,
+            properties: properties.clone(),
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn store(&self) -> &LocalStore {
+        &self.store
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Restores partition `p`: the local copy, then the changelog from where it left off.
+    /// `progress` is called with the number of changelog records read so far.
+    pub fn restore(
+        &self,
+        p: i32,
+        mut progress: impl FnMut(u64),
+    ) -> Result<Restored, ChangelogError> {
+        let started = Instant::now();
+        let kerr = |source| ChangelogError::Kafka {
+            topic: self.topic.clone(),
+            partition: p,
+            source,
+        };
+        let reader = kafka::reader(&self.properties).map_err(kerr)?;
+        let (low, high) = reader
+            .fetch_watermarks(&self.topic, p, kafka::SETUP_TIMEOUT)
+            .map_err(kerr)?;
+
+        let mut out = Restored::default();
+        let (meta, entries) = match self.store.load_partition(p) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "local state unreadable; restoring from the changelog");
+                self.store.clear_partition(p)?;
+                (None, Vec::new())
+            }
+        };
+        let mut from = low;
+        if let Some(meta) = meta {
+            if meta.changelog_offset < high {
+                match Checkpoint::decode(&meta.app) {
+                    Ok(cp) => {
+                        out.entries = entries.into_iter().collect();
+                        out.checkpoint = Some(cp);
+                        out.warm = true;
+                        from = (meta.changelog_offset + 1).max(low);
+                    }
+                    Err(_) => self.store.clear_partition(p)?,
+                }
+            } else {
+                // The local copy is ahead of the changelog: the topic was recreated. Trust Kafka.
+                tracing::warn!(
+                    partition = p,
+                    local = meta.changelog_offset,
+                    high,
+                    "local state is ahead of the changelog; restoring from the changelog"
+                );
+                self.store.clear_partition(p)?;
+            }
+        }
+
+        let mut last_checkpoint_offset = None;
+        let mut applied: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        if from < high {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&self.topic, p, Offset::Offset(from))
+                .map_err(kerr)?;
+            reader.assign(&tpl).map_err(kerr)?;
+            let mut pending: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+            loop {
+                match reader.poll(Duration::from_secs(10)) {
+                    None => {
+                        // No EOF within the timeout: check where the end is now.
+                        let (_, h) = reader
+                            .fetch_watermarks(&self.topic, p, kafka::SETUP_TIMEOUT)
+                            .map_err(kerr)?;
+                        let pos = position(&reader, &self.topic, p);
+                        if pos.is_some_and(|pos| pos >= h) {
+                            break;
+                        }
+                    }
+                    Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    Some(Err(e)) => return Err(kerr(e)),
+                    Some(Ok(m)) => {
+                        out.records_read += 1;
+                        if out.records_read % 10_000 == 0 {
+                            progress(out.records_read);
+                        }
+                        let key = m.key().unwrap_or_default();
+                        if key == CHECKPOINT_KEY {
+                            let cp = Checkpoint::decode(m.payload().unwrap_or_default())?;
+                            for (k, v) in pending.drain(..) {
+                                match &v {
+                                    Some(v) => out.entries.insert(k.clone(), v.clone()),
+                                    None => out.entries.remove(&k),
+                                };
+                                applied.push((k, v));
+                            }
+                            out.checkpoint = Some(cp);
+                            last_checkpoint_offset = Some(m.offset());
+                        } else {
+                            let k = std::str::from_utf8(key)
+                                .map_err(|_| ChangelogError::BadKey {
+                                    topic: self.topic.clone(),
+                                    partition: p,
+                                })?
+                                .to_string();
+                            pending.push((k, m.payload().map(<[u8]>::to_vec)));
+                        }
+                        if m.offset() + 1 >= high {
+                            break;
+                        }
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                tracing::info!(
+                    partition = p,
+                    records = pending.len(),
+                    "dropped changelog records of an incomplete checkpoint"
+                );
+            }
+        }
+        progress(out.records_read);
+
+        // Bring the local copy up to date so the next restart is warm.
+        if let (Some(offset), Some(cp)) = (last_checkpoint_offset, &out.checkpoint) {
+            let changes: Vec<(&str, Option<&[u8]>)> = applied
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_deref()))
+                .collect();
+            self.store.write(
+                p,
+                &changes,
+                &PartitionMeta {
+                    changelog_offset: offset,
+                    app: cp.encode(),
+                },
+            )?;
+        }
+        out.duration = started.elapsed();
+        Ok(out)
+    }
+
+    /// Queues partition `p`'s changed keys (`None` deletes) and then its checkpoint record.
+    pub fn stage(
+        &self,
+        producer: &ServiceProducer,
+        p: i32,
+        changes: &[(&str, Option<&[u8]>)],
+        checkpoint: &Checkpoint,
+    ) -> Result<(), ChangelogError> {
+        for (key, value) in changes {
+            producer.send(
+                Record {
+                    topic: &self.topic,
+                    partition: Some(p),
+                    key: key.as_bytes(),
+                    payload: *value,
+                    headers: None,
+                },
+                false,
+            )?;
+        }
+        let cp = checkpoint.encode();
+        producer.send(
+            Record {
+                topic: &self.topic,
+                partition: Some(p),
+                key: CHECKPOINT_KEY,
+                payload: Some(&cp),
+                headers: None,
+            },
+            true,
+        )?;
+        Ok(())
+    }
+
+    /// After the staged records are delivered (or their transaction committed): the same
+    /// changes into the local store, with the checkpoint's changelog offset.
+    pub fn persist_local(
+        &self,
+        producer: &ServiceProducer,
+        p: i32,
+        changes: &[(&str, Option<&[u8]>)],
+        checkpoint: &Checkpoint,
+    ) -> Result<(), ChangelogError> {
+        let Some(offset) = producer.checkpoint_offset(&self.topic, p) else {
+            // Delivered but no offset known (should not happen): the next restart reads more of
+            // the changelog, nothing is lost.
+            return Ok(());
+        };
+        self.store.write(
+            p,
+            changes,
+            &PartitionMeta {
+                changelog_offset: offset,
+                app: checkpoint.encode(),
+            },
+        )?;
+        Ok(())
+    }
+}
+
+fn position(reader: &BaseConsumer, topic: &str, p: i32) -> Option<i64> {
+    let pos = reader.position().ok()?;
+    pos.find_partition(topic, p)?.offset().to_raw()
+}

@@ -1,0 +1,491 @@
+//! Kafka plumbing shared by the scorer and the handoff: client configuration, topic setup, a
+//! producer that reports delivery failures and the offsets of checkpoint records, and a consumer
+//! context that hands partition assignment and revocation to the service that owns the state.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+
+/// The largest record the services produce (and their dead-letter topics accept when they
+/// create them): dead letters carry whatever the input topic accepted.
+pub const MAX_RECORD_BYTES: &str = "16777216";
+
+/// How long setup calls (metadata, topic creation) may take.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+pub enum KafkaSetupError {
+    #[error("kafka client: {0}")]
+    Client(#[from] KafkaError),
+    #[error("cannot create topic {topic:?}: {reason}")]
+    CreateTopic { topic: String, reason: String },
+    #[error("topic {topic:?} has {found} partitions but {expected_from:?} has {expected}: they must be co-partitioned (same partition count); recreate {topic:?} or fix the topic settings")]
+    PartitionMismatch {
+        topic: String,
+        found: i32,
+        expected_from: String,
+        expected: i32,
+    },
+    #[error("topic {0:?} does not exist after creation")]
+    Missing(String),
+}
+
+/// A client configuration from the `[kafka]` settings, passed through verbatim.
+pub fn client_config(properties: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Sets `key` unless the user's properties already do.
+fn set_default(cfg: &mut ClientConfig, key: &str, value: &str) {
+    if cfg.get(key).is_none() {
+        cfg.set(key, value);
+    }
+}
+
+/// A topic the service needs, created when missing.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication: i32,
+    /// Topic configs set at creation (e.g. `cleanup.policy=compact` for changelogs).
+    pub config: Vec<(String, String)>,
+}
+
+impl TopicSpec {
+    pub fn new(name: &str, partitions: i32, replication: i32) -> TopicSpec {
+        TopicSpec {
+            name: name.to_string(),
+            partitions,
+            replication,
+            config: Vec::new(),
+        }
+    }
+
+    /// A dead-letter topic: accepts records as large as the services produce.
+    pub fn dead_letter(name: &str, partitions: i32, replication: i32) -> TopicSpec {
+        let mut t = TopicSpec::new(name, partitions, replication);
+        t.config
+            .push(("max.message.bytes".into(), MAX_RECORD_BYTES.into()));
+        t
+    }
+
+    /// A compacted changelog topic.
+    pub fn compacted(name: &str, partitions: i32, replication: i32) -> TopicSpec {
+        let mut t = TopicSpec::new(name, partitions, replication);
+        t.config.push(("cleanup.policy".into(), "compact".into()));
+        t
+    }
+}
+
+/// Creates the missing topics and returns every topic's partition count.
+pub async fn ensure_topics(
+    properties: &BTreeMap<String, String>,
+    specs: &[TopicSpec],
+) -> Result<HashMap<String, i32>, KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(properties).create()?;
+    let existing = partition_counts(admin.inner(), specs)?;
+    let missing: Vec<&TopicSpec> = specs
+        .iter()
+        .filter(|s| !existing.contains_key(&s.name))
+        .collect();
+    if !missing.is_empty() {
+        let new: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|s| {
+                let mut t = NewTopic::new(
+                    &s.name,
+                    s.partitions,
+                    TopicReplication::Fixed(s.replication),
+                );
+                for (k, v) in &s.config {
+                    t = t.set(k, v);
+                }
+                t
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(SETUP_TIMEOUT));
+        for result in admin.create_topics(new.iter(), &opts).await? {
+            match result {
+                Ok(_) => tracing::info!(topic = %topic_of(&result), "created topic"),
+                Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    tracing::debug!(%topic, "topic already exists")
+                }
+                Err((topic, code)) => {
+                    return Err(KafkaSetupError::CreateTopic {
+                        topic,
+                        reason: code.to_string(),
+                    })
+                }
+            }
+        }
+    }
+    // Metadata can lag creation briefly.
+    for _ in 0..50 {
+        let counts = partition_counts(admin.inner(), specs)?;
+        if specs.iter().all(|s| counts.contains_key(&s.name)) {
+            return Ok(counts);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let counts = partition_counts(admin.inner(), specs)?;
+    match specs.iter().find(|s| !counts.contains_key(&s.name)) {
+        Some(s) => Err(KafkaSetupError::Missing(s.name.clone())),
+        None => Ok(counts),
+    }
+}
+
+fn topic_of(r: &Result<String, (String, RDKafkaErrorCode)>) -> &str {
+    match r {
+        Ok(t) | Err((t, _)) => t,
+    }
+}
+
+fn partition_counts<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    specs: &[TopicSpec],
+) -> Result<HashMap<String, i32>, KafkaSetupError> {
+    let md = client.fetch_metadata(None, SETUP_TIMEOUT)?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .filter(|t| specs.iter().any(|s| s.name == t.name()))
+        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+        .collect())
+}
+
+/// Checks that `topic` has as many partitions as `reference`.
+pub fn check_copartitioned(
+    counts: &HashMap<String, i32>,
+    reference: &str,
+    topic: &str,
+) -> Result<i32, KafkaSetupError> {
+    let expected = counts
+        .get(reference)
+        .copied()
+        .ok_or_else(|| KafkaSetupError::Missing(reference.to_string()))?;
+    let found = counts
+        .get(topic)
+        .copied()
+        .ok_or_else(|| KafkaSetupError::Missing(topic.to_string()))?;
+    if found != expected {
+        return Err(KafkaSetupError::PartitionMismatch {
+            topic: topic.to_string(),
+            found,
+            expected_from: reference.to_string(),
+            expected,
+        });
+    }
+    Ok(expected)
+}
+
+/// Delivery bookkeeping: failures since the last flush, and the offset of the last checkpoint
+/// record delivered per changelog partition (the local store remembers it).
+#[derive(Default)]
+pub struct DeliveryTracker {
+    failures: AtomicU64,
+    first_failure: Mutex<Option<String>>,
+    checkpoints: Mutex<HashMap<(String, i32), i64>>,
+}
+
+/// The delivery opaque: whether a record is a checkpoint whose offset must be remembered.
+pub type IsCheckpoint = usize;
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = IsCheckpoint;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, is_checkpoint: IsCheckpoint) {
+        match result {
+            Ok(m) => {
+                if is_checkpoint == 1 {
+                    if let Ok(mut c) = self.checkpoints.lock() {
+                        c.insert((m.topic().to_string(), m.partition()), m.offset());
+                    }
+                }
+            }
+            Err((e, m)) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut first) = self.first_failure.lock() {
+                    first.get_or_insert_with(|| {
+                        format!("delivery to {} [{}] failed: {e}", m.topic(), m.partition())
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ProduceError {
+    #[error("kafka producer: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("{count} record(s) were not delivered; first: {first}")]
+    Undelivered { count: u64, first: String },
+}
+
+/// One record to produce.
+pub struct Record<'a> {
+    pub topic: &'a str,
+    /// `None`: the configured partitioner picks by key.
+    pub partition: Option<i32>,
+    pub key: &'a [u8],
+    /// `None` is a tombstone.
+    pub payload: Option<&'a [u8]>,
+    pub headers: Option<OwnedHeaders>,
+}
+
+/// The services' producer: idempotent (at-least-once) or transactional (exactly-once).
+pub struct ServiceProducer {
+    inner: ThreadedProducer<DeliveryTracker>,
+    tracker: Arc<DeliveryTracker>,
+    transactional: bool,
+}
+
+impl ServiceProducer {
+    /// An idempotent producer; with `transactional_id`, a transactional one (transactions
+    /// initialized).
+    pub fn new(
+        properties: &BTreeMap<String, String>,
+        transactional_id: Option<&str>,
+    ) -> Result<ServiceProducer, KafkaError> {
+        let mut cfg = client_config(properties);
+        cfg.set("enable.idempotence", "true");
+        cfg.set("partitioner", "murmur2_random");
+        set_default(&mut cfg, "linger.ms", "5");
+        // Dead letters carry the original record, however large the input allowed it to be.
+        set_default(&mut cfg, "message.max.bytes", MAX_RECORD_BYTES);
+        set_default(&mut cfg, "compression.type", "lz4");
+        if let Some(id) = transactional_id {
+            cfg.set("transactional.id", id);
+        }
+        let inner: ThreadedProducer<DeliveryTracker> =
+            cfg.create_with_context(DeliveryTracker::default())?;
+        let tracker = inner.context().clone();
+        if transactional_id.is_some() {
+            inner.init_transactions(SETUP_TIMEOUT)?;
+        }
+        Ok(ServiceProducer {
+            inner,
+            tracker,
+            transactional: transactional_id.is_some(),
+        })
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.transactional
+    }
+
+    pub fn inner(&self) -> &ThreadedProducer<DeliveryTracker> {
+        &self.inner
+    }
+
+    /// Queues a record, waiting while the local queue is full.
+    pub fn send(&self, r: Record<'_>, is_checkpoint: bool) -> Result<(), ProduceError> {
+        let mut rec: BaseRecord<'_, [u8], [u8], IsCheckpoint> =
+            BaseRecord::with_opaque_to(r.topic, is_checkpoint as usize).key(r.key);
+        if let Some(p) = r.payload {
+            rec = rec.payload(p);
+        }
+        if let Some(p) = r.partition {
+            rec = rec.partition(p);
+        }
+        if let Some(h) = r.headers {
+            rec = rec.headers(h);
+        }
+        loop {
+            match self.inner.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits until every queued record is delivered; an error if any was not since the last
+    /// call. (In a transaction, commit does this.)
+    pub fn flush(&self) -> Result<(), ProduceError> {
+        self.inner.flush(Duration::from_secs(60))?;
+        self.take_failures()
+    }
+
+    /// Returns and clears the delivery failures recorded so far.
+    pub fn take_failures(&self) -> Result<(), ProduceError> {
+        let count = self.tracker.failures.swap(0, Ordering::Relaxed);
+        let first = self
+            .tracker
+            .first_failure
+            .lock()
+            .ok()
+            .and_then(|mut f| f.take());
+        if count > 0 {
+            return Err(ProduceError::Undelivered {
+                count,
+                first: first.unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The offset of the last checkpoint record delivered to `topic` `partition`.
+    pub fn checkpoint_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.tracker
+            .checkpoints
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&(topic.to_string(), partition)).copied())
+    }
+}
+
+/// What a service does when partitions come and go. Called on the consumer's polling thread,
+/// inside `poll`, so the service's own processing is never running at the same time.
+pub trait PartitionOwner: Send + Sync + Sized + 'static {
+    /// Restores the partitions' state; returns, per partition, where to resume consuming
+    /// (`Offset::Stored` to use the group's committed offset).
+    fn assigned(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]) -> Vec<(i32, Offset)>;
+    /// Makes everything processed so far on these partitions durable, then drops them.
+    fn revoked(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]);
+    /// librdkafka statistics (JSON), every `statistics.interval.ms`.
+    fn statistics(&self, _stats: &rdkafka::statistics::Statistics) {}
+}
+
+/// The consumer context: routes rebalances to the [`PartitionOwner`].
+pub struct OwnerContext<O: PartitionOwner> {
+    pub owner: Arc<O>,
+}
+
+pub type ServiceConsumer<O> = BaseConsumer<OwnerContext<O>>;
+
+impl<O: PartitionOwner> ClientContext for OwnerContext<O> {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        self.owner.statistics(&statistics);
+    }
+}
+
+impl<O: PartitionOwner> ConsumerContext for OwnerContext<O> {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let topic = tpl
+            .elements()
+            .first()
+            .map(|e| e.topic().to_string())
+            .unwrap_or_default();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let offsets = self.owner.assigned(consumer, &partitions);
+                for (p, offset) in offsets {
+                    if let Err(e) = tpl.set_partition_offset(&topic, p, offset) {
+                        tracing::error!(partition = p, error = %e, "cannot set start offset");
+                    }
+                }
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "assign failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.owner.revoked(consumer, &partitions);
+                let r = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "unassign failed");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+/// A group consumer on `topic` for `owner`, with offsets stored only by the service.
+pub fn group_consumer<O: PartitionOwner>(
+    properties: &BTreeMap<String, String>,
+    group_id: &str,
+    topic: &str,
+    owner: Arc<O>,
+    read_committed: bool,
+) -> Result<ServiceConsumer<O>, KafkaError> {
+    let mut cfg = client_config(properties);
+    cfg.set("group.id", group_id);
+    cfg.set("enable.auto.commit", "false");
+    cfg.set("enable.auto.offset.store", "false");
+    set_default(&mut cfg, "auto.offset.reset", "earliest");
+    set_default(&mut cfg, "statistics.interval.ms", "5000");
+    if read_committed {
+        cfg.set("isolation.level", "read_committed");
+    }
+    let consumer: ServiceConsumer<O> = cfg.create_with_context(OwnerContext { owner })?;
+    consumer.subscribe(&[topic])?;
+    Ok(consumer)
+}
+
+/// A consumer outside any group, for reading a partition from a given offset to its end
+/// (restoring a changelog).
+pub fn reader(properties: &BTreeMap<String, String>) -> Result<BaseConsumer, KafkaError> {
+    let mut cfg = client_config(properties);
+    cfg.set("group.id", "leadscore-restore");
+    cfg.set("enable.auto.commit", "false");
+    cfg.set("enable.partition.eof", "true");
+    cfg.set("isolation.level", "read_committed");
+    set_default(&mut cfg, "fetch.max.bytes", "52428800");
+    set_default(&mut cfg, "queued.max.messages.kbytes", "262144");
+    cfg.create()
+}
+
+/// Commits `offsets` (next offset to read per partition of `topic`) for the group, without
+/// waiting: the services' own checkpoints say where to resume, the group offsets serve lag
+/// monitoring and tools.
+pub fn commit_async<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    offsets: &[(i32, i64)],
+) {
+    if offsets.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
+    }
+    if let Err(e) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Async) {
+        tracing::debug!(error = %e, "group offset commit failed");
+    }
+}

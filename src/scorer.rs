@@ -1,0 +1,688 @@
+//! The scorer service (`leadscore score`): a consumer group on the input topic; per owned
+//! partition, the users' state in memory, durable in the changelog and the local store; every
+//! score change to the output topic; bad input to the dead-letter topic.
+//!
+//! One thread polls the consumer and processes each record as it arrives; every
+//! `batch_max_events` records or `batch_max_wait` it checkpoints (see [`crate::changelog`] and
+//! `docs/crash-safety.md`). Rebalance callbacks run inside `poll`, on the same thread, so a
+//! revocation always finds the work before it either checkpointed or checkpoints it first.
+
+use crate::admin::Health;
+use crate::changelog::{Changelog, ChangelogError, Checkpoint};
+use crate::codec::{self, Limits};
+use crate::config::{Guarantee, Settings};
+use crate::engine::{Engine, Outcome};
+use crate::event::Origin;
+use crate::kafka::{self, ProduceError, Record, ServiceConsumer, ServiceProducer, TopicSpec};
+use crate::partition::{Partition, UserStore};
+use crate::shutdown::Shutdown;
+use crate::state::UserState;
+use crate::telemetry as t;
+use crate::timestamp::Millis;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ScorerError {
+    #[error("setting scorer.rules is required: the rules file to score with")]
+    NoRules,
+    #[error("rules {path}: {errors}")]
+    Rules {
+        path: String,
+        errors: crate::rules::RulesErrors,
+    },
+    #[error(transparent)]
+    Setup(#[from] kafka::KafkaSetupError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Changelog(#[from] ChangelogError),
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// Checkpoint metadata of a scorer partition: the partition clock.
+fn encode_clock(clock: Option<Millis>) -> Vec<u8> {
+    match clock {
+        Some(c) => c.to_be_bytes().to_vec(),
+        None => Vec::new(),
+    }
+}
+
+fn decode_clock(app: &[u8]) -> Option<Millis> {
+    let b: [u8; 8] = app.try_into().ok()?;
+    Some(Millis::from_be_bytes(b))
+}
+
+/// One owned partition.
+struct Owned {
+    partition: Partition,
+    users: HashMap<String, UserState>,
+    /// Users changed since the last checkpoint.
+    dirty: HashSet<String>,
+    /// The next input offset to process.
+    next_offset: Option<i64>,
+    /// The input offset and clock of the last checkpoint, to skip empty ones.
+    checkpointed: (Option<i64>, Option<Millis>),
+    bytes: u64,
+}
+
+/// Tracks which users an update touched, so a checkpoint writes only those.
+struct Tracked<'a> {
+    users: &'a mut HashMap<String, UserState>,
+    dirty: &'a mut HashSet<String>,
+}
+
+impl UserStore for Tracked<'_> {
+    fn update<R>(&mut self, user_id: &str, f: impl FnOnce(&mut UserState) -> R) -> R {
+        if !self.dirty.contains(user_id) {
+            self.dirty.insert(user_id.to_string());
+        }
+        self.users.update(user_id, f)
+    }
+}
+
+/// A partition's changed users and checkpoint, sent to the changelog, waiting for the local store.
+struct Staged {
+    partition: i32,
+    records: Vec<(String, Vec<u8>)>,
+    checkpoint: Checkpoint,
+}
+
+/// Everything the loop and the rebalance callbacks share.
+pub struct Core {
+    engine: Engine,
+    settings: Settings,
+    producer: ServiceProducer,
+    changelog: Changelog,
+    health: Arc<Health>,
+    limits: Limits,
+    state: Mutex<CoreState>,
+}
+
+#[derive(Default)]
+struct CoreState {
+    owned: HashMap<i32, Owned>,
+    /// A failure inside a callback, reported by the loop.
+    fatal: Option<String>,
+    in_transaction: bool,
+    /// Records processed since the last checkpoint.
+    pending: usize,
+    batch_started: Option<Instant>,
+    changes_buf: Vec<crate::change::ScoreChange>,
+}
+
+impl Core {
+    fn lock(&self) -> MutexGuard<'_, CoreState> {
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn exactly_once(&self) -> bool {
+        self.settings.scorer.guarantee == Guarantee::ExactlyOnce
+    }
+
+    fn ensure_transaction(&self, st: &mut CoreState) -> Result<(), ScorerError> {
+        if self.exactly_once() && !st.in_transaction {
+            self.producer.inner().begin_transaction()?;
+            st.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    /// Processes one input record.
+    fn handle(&self, msg: &BorrowedMessage<'_>) -> Result<(), ScorerError> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let p = msg.partition();
+        let offset = msg.offset();
+        metrics::counter!(t::EVENTS_CONSUMED).increment(1);
+        let Some(owned) = st.owned.get_mut(&p) else {
+            return Ok(()); // Not ours (any more): the new owner will process it.
+        };
+        if owned.next_offset.is_some_and(|n| offset < n) {
+            return Ok(()); // Already processed (a re-delivery after a seek).
+        }
+        if st.pending == 0 {
+            st.batch_started = Some(Instant::now());
+        }
+        st.pending += 1;
+        self.ensure_transaction(st)?;
+        let Some(owned) = st.owned.get_mut(&p) else {
+            return Ok(());
+        };
+        owned.next_offset = Some(offset + 1);
+        let topics = &self.settings.topics;
+        let key = msg.key();
+        let payload = msg.payload().unwrap_or_default();
+        let decoded = codec::decode_event(
+            self.settings.scorer.input_format,
+            key,
+            payload,
+            &self.limits,
+        )
+        .and_then(|e| {
+            if e.user_id.starts_with('\0') {
+                Err(codec::DecodeError::InvalidValue {
+                    field: "user_id".into(),
+                    detail: "must not start with a NUL byte (reserved for checkpoint records)"
+                        .into(),
+                })
+            } else {
+                Ok(e)
+            }
+        });
+        let event = match decoded {
+            Ok(e) => e,
+            Err(err) => {
+                let reason = err.reason();
+                metrics::counter!(t::EVENTS_DEAD_LETTERED, "reason" => reason).increment(1);
+                tracing::debug!(
+                    partition = p,
+                    offset,
+                    reason,
+                    "dead-lettering a bad input record"
+                );
+                let message = err.to_string();
+                let partition = p.to_string();
+                let off = offset.to_string();
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: "leadscore.error.reason",
+                        value: Some(reason),
+                    })
+                    .insert(Header {
+                        key: "leadscore.error.message",
+                        value: Some(&message),
+                    })
+                    .insert(Header {
+                        key: "leadscore.source.topic",
+                        value: Some(msg.topic()),
+                    })
+                    .insert(Header {
+                        key: "leadscore.source.partition",
+                        value: Some(&partition),
+                    })
+                    .insert(Header {
+                        key: "leadscore.source.offset",
+                        value: Some(&off),
+                    });
+                self.producer.send(
+                    Record {
+                        topic: &topics.dlq,
+                        partition: None,
+                        key: key.unwrap_or_default(),
+                        payload: msg.payload(),
+                        headers: Some(headers),
+                    },
+                    false,
+                )?;
+                return Ok(());
+            }
+        };
+        let origin = Origin {
+            topic: msg.topic(),
+            partition: p,
+            offset,
+        };
+        let changes = &mut st.changes_buf;
+        changes.clear();
+        let mut store = Tracked {
+            users: &mut owned.users,
+            dirty: &mut owned.dirty,
+        };
+        let outcome = owned
+            .partition
+            .process(&self.engine, &mut store, &event, origin, changes);
+        if outcome == Outcome::Scored {
+            metrics::counter!(t::EVENTS_APPLIED).increment(1);
+        } else {
+            metrics::counter!(t::EVENTS_SKIPPED, "reason" => outcome.as_str()).increment(1);
+        }
+        let changes = std::mem::take(&mut st.changes_buf);
+        self.publish(&changes)?;
+        st.changes_buf = changes;
+        Ok(())
+    }
+
+    fn publish(&self, changes: &[crate::change::ScoreChange]) -> Result<(), ScorerError> {
+        let now = now_millis();
+        for c in changes {
+            let bytes = codec::encode_change(self.settings.scorer.output_format, c);
+            self.producer.send(
+                Record {
+                    topic: &self.settings.topics.output,
+                    partition: None,
+                    key: c.user_id.as_bytes(),
+                    payload: Some(&bytes),
+                    headers: None,
+                },
+                false,
+            )?;
+            metrics::counter!(t::SCORE_CHANGES, "kind" => c.reason.kind.as_str()).increment(1);
+            metrics::histogram!(t::EVENT_TO_OUTPUT_SECONDS)
+                .record((now - c.time).max(0) as f64 / 1000.0);
+        }
+        Ok(())
+    }
+
+    /// When the input is idle (caught up): with `follow_wall_clock`, each partition's clock
+    /// moves on to the wall clock; either way, the timers due by the clock fire. (A late event
+    /// can arm a timer already due; an idle partition has no next event to fire it.)
+    fn on_idle(&self) -> Result<(), ScorerError> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let wall = self.settings.scorer.follow_wall_clock.then(now_millis);
+        let mut changes = std::mem::take(&mut st.changes_buf);
+        changes.clear();
+        for owned in st.owned.values_mut() {
+            let Some(clock) = owned.partition.clock() else {
+                continue;
+            };
+            let to = wall.map_or(clock, |w| w.max(clock));
+            if to == clock && owned.partition.next_due().is_none_or(|d| d > clock) {
+                continue;
+            }
+            let mut store = Tracked {
+                users: &mut owned.users,
+                dirty: &mut owned.dirty,
+            };
+            owned
+                .partition
+                .advance(&self.engine, &mut store, to, &mut changes);
+        }
+        if !changes.is_empty() {
+            self.ensure_transaction(st)?;
+            self.publish(&changes)?;
+            if st.pending == 0 {
+                st.batch_started = Some(Instant::now());
+            }
+            st.pending += 1;
+        }
+        st.changes_buf = changes;
+        Ok(())
+    }
+
+    /// Makes everything processed so far durable: outputs, then the changed users and each
+    /// partition's checkpoint record, then the local store and the group offsets.
+    fn checkpoint(&self, consumer: &ServiceConsumer<Core>) -> Result<(), ScorerError> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let started = Instant::now();
+        // Outputs and dead letters first: a checkpoint must never vouch for input whose
+        // results could still be lost.
+        if !self.exactly_once() {
+            self.producer.flush()?;
+        } else {
+            self.ensure_transaction(st)?;
+        }
+        let mut staged: Vec<Staged> = Vec::new();
+        for (&p, owned) in st.owned.iter_mut() {
+            let clock = owned.partition.clock();
+            if owned.dirty.is_empty() && (owned.next_offset, clock) == owned.checkpointed {
+                continue;
+            }
+            let Some(next) = owned.next_offset else {
+                continue;
+            };
+            let mut records = Vec::with_capacity(owned.dirty.len());
+            for user in owned.dirty.drain() {
+                if let Some(s) = owned.users.get(&user) {
+                    let bytes = s.encode();
+                    records.push((user, bytes));
+                }
+            }
+            let cp = Checkpoint {
+                next_input_offset: next,
+                app: encode_clock(clock),
+            };
+            let refs: Vec<(&str, Option<&[u8]>)> = records
+                .iter()
+                .map(|(k, v)| (k.as_str(), Some(v.as_slice())))
+                .collect();
+            self.changelog.stage(&self.producer, p, &refs, &cp)?;
+            owned.checkpointed = (Some(next), clock);
+            staged.push(Staged {
+                partition: p,
+                records,
+                checkpoint: cp,
+            });
+        }
+        let offsets: Vec<(i32, i64)> = st
+            .owned
+            .iter()
+            .filter_map(|(p, o)| o.next_offset.map(|n| (*p, n)))
+            .collect();
+        if self.exactly_once() {
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in &offsets {
+                tpl.add_partition_offset(&self.settings.topics.input, *p, Offset::Offset(*o))?;
+            }
+            if let Some(gm) = consumer.group_metadata() {
+                if !offsets.is_empty() {
+                    self.producer.inner().send_offsets_to_transaction(
+                        &tpl,
+                        &gm,
+                        kafka::SETUP_TIMEOUT,
+                    )?;
+                }
+            }
+            self.producer
+                .inner()
+                .commit_transaction(kafka::SETUP_TIMEOUT)?;
+            st.in_transaction = false;
+            self.producer.take_failures()?;
+        } else {
+            self.producer.flush()?;
+            kafka::commit_async(consumer, &self.settings.topics.input, &offsets);
+        }
+        for Staged {
+            partition: p,
+            records,
+            checkpoint: cp,
+        } in &staged
+        {
+            let refs: Vec<(&str, Option<&[u8]>)> = records
+                .iter()
+                .map(|(k, v)| (k.as_str(), Some(v.as_slice())))
+                .collect();
+            self.changelog
+                .persist_local(&self.producer, *p, &refs, cp)?;
+            if let Some(o) = st.owned.get_mut(p) {
+                o.bytes = o.bytes.saturating_add(
+                    records
+                        .iter()
+                        .map(|(k, v)| (k.len() + v.len()) as u64)
+                        .sum(),
+                );
+            }
+        }
+        if let Some(b) = st.batch_started.take() {
+            metrics::histogram!(t::POLL_TO_OUTPUT_SECONDS).record(b.elapsed().as_secs_f64());
+        }
+        st.pending = 0;
+        metrics::histogram!(t::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::counter!(t::CHECKPOINTS).increment(1);
+        self.update_gauges(st);
+        Ok(())
+    }
+
+    fn update_gauges(&self, st: &CoreState) {
+        let users: usize = st.owned.values().map(|o| o.users.len()).sum();
+        let timers: usize = st
+            .owned
+            .values()
+            .map(|o| o.partition.pending_timers())
+            .sum();
+        metrics::gauge!(t::STORE_USERS).set(users as f64);
+        metrics::gauge!(t::PENDING_TIMERS).set(timers as f64);
+        metrics::gauge!(t::ASSIGNED_PARTITIONS).set(st.owned.len() as f64);
+        for (p, o) in &st.owned {
+            if let Some(c) = o.partition.clock() {
+                metrics::gauge!(t::PARTITION_CLOCK, "partition" => p.to_string())
+                    .set(c as f64 / 1000.0);
+            }
+        }
+    }
+
+    fn fail(&self, msg: String) {
+        tracing::error!(error = %msg, "scorer failed");
+        let mut st = self.lock();
+        st.fatal.get_or_insert(msg);
+    }
+
+    fn restore(&self, p: i32) -> Result<(Owned, Offset), ScorerError> {
+        self.health.restoring(p);
+        metrics::gauge!(t::RESTORING_PARTITIONS).increment(1.0);
+        let restored = self.changelog.restore(p, |n| {
+            tracing::debug!(partition = p, records = n, "restoring");
+        });
+        metrics::gauge!(t::RESTORING_PARTITIONS).decrement(1.0);
+        let restored = restored?;
+        metrics::counter!(t::RESTORE_RECORDS).increment(restored.records_read);
+        metrics::histogram!(t::RESTORE_SECONDS).record(restored.duration.as_secs_f64());
+        let mut users = HashMap::with_capacity(restored.entries.len());
+        let mut bytes = 0u64;
+        for (k, v) in restored.entries {
+            bytes += (k.len() + v.len()) as u64;
+            match UserState::decode(&v) {
+                Ok(s) => {
+                    users.insert(k, s);
+                }
+                Err(e) => {
+                    return Err(ScorerError::Fatal(format!(
+                        "partition {p}: the stored state of a user cannot be read ({e}); was it written by a newer leadscore?"
+                    )))
+                }
+            }
+        }
+        let clock = restored
+            .checkpoint
+            .as_ref()
+            .and_then(|c| decode_clock(&c.app));
+        let next = restored.checkpoint.as_ref().map(|c| c.next_input_offset);
+        let partition = Partition::restore(clock, users.iter().map(|(u, s)| (u.as_str(), s)));
+        tracing::info!(
+            partition = p,
+            users = users.len(),
+            changelog_records = restored.records_read,
+            warm = restored.warm,
+            resume_offset = next,
+            duration_ms = restored.duration.as_millis() as u64,
+            "partition restored"
+        );
+        let offset = next.map_or(Offset::Stored, Offset::Offset);
+        Ok((
+            Owned {
+                partition,
+                users,
+                dirty: HashSet::new(),
+                next_offset: next,
+                checkpointed: (next, clock),
+                bytes,
+            },
+            offset,
+        ))
+    }
+}
+
+impl kafka::PartitionOwner for Core {
+    fn assigned(
+        &self,
+        _consumer: &ServiceConsumer<Self>,
+        partitions: &[i32],
+    ) -> Vec<(i32, Offset)> {
+        let mut offsets = Vec::new();
+        for &p in partitions {
+            match self.restore(p) {
+                Ok((owned, offset)) => {
+                    self.lock().owned.insert(p, owned);
+                    self.health.restored(p);
+                    offsets.push((p, offset));
+                }
+                Err(e) => {
+                    self.fail(format!("restoring partition {p}: {e}"));
+                    offsets.push((p, Offset::Stored));
+                }
+            }
+        }
+        tracing::info!(?partitions, "partitions assigned");
+        let st = self.lock();
+        self.update_gauges(&st);
+        offsets
+    }
+
+    fn revoked(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]) {
+        if let Err(e) = self.checkpoint(consumer) {
+            self.fail(format!("checkpoint on revoke: {e}"));
+        }
+        let mut st = self.lock();
+        for p in partitions {
+            st.owned.remove(p);
+            self.health.released(*p);
+        }
+        tracing::info!(?partitions, "partitions revoked");
+        self.update_gauges(&st);
+    }
+
+    fn statistics(&self, stats: &rdkafka::statistics::Statistics) {
+        for topic in stats.topics.values() {
+            if topic.topic != self.settings.topics.input {
+                continue;
+            }
+            for (p, ps) in &topic.partitions {
+                if *p >= 0 && ps.consumer_lag >= 0 {
+                    metrics::gauge!(t::CONSUMER_LAG, "partition" => p.to_string())
+                        .set(ps.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+fn now_millis() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// The topics the scorer needs, created when missing.
+pub fn topic_specs(settings: &Settings) -> Vec<TopicSpec> {
+    let t = &settings.topics;
+    vec![
+        TopicSpec::new(&t.input, t.partitions, t.replication_factor),
+        TopicSpec::compacted(&t.changelog, t.partitions, t.replication_factor),
+        TopicSpec::new(&t.output, t.partitions, t.replication_factor),
+        TopicSpec::dead_letter(&t.dlq, t.partitions, t.replication_factor),
+    ]
+}
+
+/// A running scorer, ready to [`Scorer::run`].
+pub struct Scorer {
+    core: Arc<Core>,
+    consumer: ServiceConsumer<Core>,
+}
+
+impl Scorer {
+    /// Loads the rules, sets up the topics (checking co-partitioning) and the clients.
+    pub async fn start(settings: Settings, health: Arc<Health>) -> Result<Scorer, ScorerError> {
+        let rules_path = settings.scorer.rules.clone().ok_or(ScorerError::NoRules)?;
+        let rules = crate::rules::load_file(&rules_path).map_err(|errors| ScorerError::Rules {
+            path: rules_path.display().to_string(),
+            errors,
+        })?;
+        let props = settings.kafka.properties.clone();
+        let counts = kafka::ensure_topics(&props, &topic_specs(&settings)).await?;
+        kafka::check_copartitioned(&counts, &settings.topics.input, &settings.topics.changelog)?;
+        let transactional_id = (settings.scorer.guarantee == Guarantee::ExactlyOnce).then(|| {
+            settings.scorer.transactional_id.clone().unwrap_or_else(|| {
+                format!(
+                    "{}-{}",
+                    settings.scorer.group_id,
+                    std::env::var("HOSTNAME").unwrap_or_else(|_| std::process::id().to_string())
+                )
+            })
+        });
+        let producer = ServiceProducer::new(&props, transactional_id.as_deref())?;
+        let changelog = Changelog::open(
+            &settings.scorer.state_dir,
+            &settings.topics.changelog,
+            &props,
+        )?;
+        let limits = Limits {
+            max_bytes: settings.scorer.max_event_bytes,
+        };
+        let core = Arc::new(Core {
+            engine: Engine::new(rules),
+            producer,
+            changelog,
+            health,
+            limits,
+            state: Mutex::new(CoreState::default()),
+            settings,
+        });
+        let consumer = kafka::group_consumer(
+            &props,
+            &core.settings.scorer.group_id,
+            &core.settings.topics.input,
+            core.clone(),
+            true,
+        )?;
+        Ok(Scorer { core, consumer })
+    }
+
+    /// Consumes until `shutdown`; then finishes the batch, checkpoints, leaves the group.
+    /// Blocking: run it on its own thread.
+    pub fn run(self, shutdown: Shutdown) -> Result<(), ScorerError> {
+        let core = &self.core;
+        let s = &core.settings.scorer;
+        core.health.set_consuming(true);
+        let result = (|| -> Result<(), ScorerError> {
+            loop {
+                if shutdown.is_triggered() {
+                    break;
+                }
+                let polled = self.consumer.poll(Duration::from_millis(50));
+                let idle = match polled {
+                    Some(Ok(m)) => {
+                        core.handle(&m)?;
+                        false
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        true
+                    }
+                    None => true,
+                };
+                if let Some(f) = core.lock().fatal.take() {
+                    return Err(ScorerError::Fatal(f));
+                }
+                if idle {
+                    core.on_idle()?;
+                }
+                let due = {
+                    let st = core.lock();
+                    st.pending > 0
+                        && (st.pending >= s.batch_max_events
+                            || idle
+                            || st
+                                .batch_started
+                                .is_some_and(|b| b.elapsed() >= s.batch_max_wait))
+                };
+                if due {
+                    core.checkpoint(&self.consumer)?;
+                }
+            }
+            core.checkpoint(&self.consumer)?;
+            Ok(())
+        })();
+        core.health.set_consuming(false);
+        match &result {
+            Ok(()) => {
+                self.consumer.unsubscribe();
+                tracing::info!("scorer stopped cleanly");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "scorer stopping on error");
+                if core.exactly_once() {
+                    let _ = core
+                        .producer
+                        .inner()
+                        .abort_transaction(kafka::SETUP_TIMEOUT);
+                }
+            }
+        }
+        result
+    }
+}

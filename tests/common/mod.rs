@@ -1,0 +1,516 @@
+//! Helpers for the broker tests: a broker process (the embedded mock via `leadscore
+//! dev-broker`, or `tansu` when `LEADSCORE_TEST_BROKER=tansu`), unique topic names, scorer
+//! processes, producing and reading back.
+#![allow(dead_code)]
+
+use leadscore::changelog::Changelog;
+use leadscore::state::UserState;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_leadscore");
+
+/// Which broker the tests run against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerKind {
+    Mock,
+    Tansu,
+}
+
+impl BrokerKind {
+    pub fn from_env() -> BrokerKind {
+        match std::env::var("LEADSCORE_TEST_BROKER").as_deref() {
+            Ok("tansu") => BrokerKind::Tansu,
+            _ => BrokerKind::Mock,
+        }
+    }
+}
+
+/// A broker process, killed on drop.
+pub struct Broker {
+    child: Child,
+    pub bootstrap: String,
+    pub kind: BrokerKind,
+}
+
+impl Broker {
+    /// A broker with `topics` (name, partitions, compacted) created.
+    pub fn start(topics: &[(&str, i32, bool)]) -> Broker {
+        match BrokerKind::from_env() {
+            BrokerKind::Mock => Broker::mock(topics),
+            BrokerKind::Tansu => {
+                let b = Broker::tansu();
+                for (name, partitions, compact) in topics {
+                    b.create_topic(name, *partitions, *compact);
+                }
+                b
+            }
+        }
+    }
+
+    /// `leadscore dev-broker` on a free port; it prints its address first thing. The mock
+    /// does not implement CreateTopics, so the dev-broker makes the topics.
+    pub fn mock(topics: &[(&str, i32, bool)]) -> Broker {
+        let mut args: Vec<String> = ["dev-broker", "--listen", "127.0.0.1:0", "--partitions", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for (name, partitions, _) in topics {
+            args.push("--topic".into());
+            args.push(format!("{name}:{partitions}"));
+        }
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start leadscore dev-broker");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the dev-broker address");
+        let bootstrap = line
+            .trim()
+            .strip_prefix("bootstrap.servers=")
+            .unwrap_or_else(|| panic!("unexpected dev-broker output {line:?}"))
+            .to_string();
+        Broker {
+            child,
+            bootstrap,
+            kind: BrokerKind::Mock,
+        }
+    }
+
+    /// `tansu broker` with its in-memory engine on a free port.
+    pub fn tansu() -> Broker {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new("tansu")
+            .args([
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu (installed by tests/setup)");
+        let bootstrap = format!("127.0.0.1:{port}");
+        wait_until(Duration::from_secs(30), "tansu to listen", || {
+            std::net::TcpStream::connect(&bootstrap).is_ok()
+        });
+        Broker {
+            child,
+            bootstrap,
+            kind: BrokerKind::Tansu,
+        }
+    }
+
+    pub fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        c
+    }
+
+    /// Creates a topic with `partitions` partitions (and compaction when asked), through the
+    /// admin API (not on the mock, which lacks it).
+    pub fn create_topic(&self, topic: &str, partitions: i32, compact: bool) {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<_> = self.client().create().expect("admin client");
+        let mut t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        if compact {
+            t = t.set("cleanup.policy", "compact");
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let r = rt
+            .block_on(admin.create_topics([&t], &AdminOptions::new()))
+            .expect("create topics");
+        for x in r {
+            if let Err((name, code)) = x {
+                if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                    panic!("create topic {name}: {code}");
+                }
+            }
+        }
+        wait_until(Duration::from_secs(20), "topic metadata", || {
+            partition_count(self, topic) == Some(partitions)
+        });
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn partition_count(broker: &Broker, topic: &str) -> Option<i32> {
+    let c: BaseConsumer = broker.client().create().ok()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
+    let t = md.topics().iter().find(|t| t.name() == topic)?;
+    if t.error().is_some() || t.partitions().is_empty() {
+        return None;
+    }
+    Some(t.partitions().len() as i32)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `f` until it holds or `timeout` passes (then panics naming `what`).
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Topic and group names unique to one test.
+#[derive(Clone, Debug)]
+pub struct Names {
+    pub input: String,
+    pub changelog: String,
+    pub output: String,
+    pub dlq: String,
+    pub group: String,
+}
+
+impl Names {
+    pub fn new(test: &str) -> Names {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let tag = format!(
+            "{test}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        Names {
+            input: format!("in-{tag}"),
+            changelog: format!("cl-{tag}"),
+            output: format!("out-{tag}"),
+            dlq: format!("dlq-{tag}"),
+            group: format!("g-{tag}"),
+        }
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "leadscore-test-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The rules file every broker test scores with.
+pub fn rules_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/rules")
+        .join(name)
+}
+
+/// Environment for a scorer process on `broker` with `names`.
+pub fn scorer_env(
+    broker: &Broker,
+    names: &Names,
+    state_dir: &Path,
+    rules: &Path,
+    admin_port: u16,
+) -> Vec<(String, String)> {
+    let v = |k: &str, v: &str| (format!("LEADSCORE__{k}"), v.to_string());
+    vec![
+        v("KAFKA__BOOTSTRAP_SERVERS", &broker.bootstrap),
+        v("KAFKA__SESSION_TIMEOUT_MS", "6000"),
+        v("KAFKA__HEARTBEAT_INTERVAL_MS", "500"),
+        v("TOPICS__INPUT", &names.input),
+        v("TOPICS__CHANGELOG", &names.changelog),
+        v("TOPICS__OUTPUT", &names.output),
+        v("TOPICS__DLQ", &names.dlq),
+        v("SCORER__GROUP_ID", &names.group),
+        v("SCORER__RULES", &rules.display().to_string()),
+        v("SCORER__STATE_DIR", &state_dir.display().to_string()),
+        v("SCORER__FOLLOW_WALL_CLOCK", "false"),
+        v("ADMIN__LISTEN", &format!("127.0.0.1:{admin_port}")),
+        v("LOG__LEVEL", "info"),
+    ]
+}
+
+/// A `leadscore score` process.
+pub struct Service {
+    child: Child,
+    pub admin_port: u16,
+    log: PathBuf,
+}
+
+impl Service {
+    pub fn spawn(
+        command: &str,
+        env: &[(String, String)],
+        admin_port: u16,
+        log: PathBuf,
+    ) -> Service {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(BIN)
+            .arg(command)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().cloned())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn leadscore");
+        Service {
+            child,
+            admin_port,
+            log,
+        }
+    }
+
+    /// SIGKILL: no chance to flush or commit anything.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for leadscore")
+    }
+
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.admin_port, path)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.0 GET (the admin endpoint), returning status and body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// A producer with Kafka's default (murmur2) partitioner, as `simulate --partitions` assumes.
+pub fn producer(broker: &Broker) -> ThreadedProducer<DefaultProducerContext> {
+    broker
+        .client()
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .set("message.max.bytes", "4000000")
+        .create()
+        .expect("producer")
+}
+
+pub fn produce(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+) {
+    let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
+    if let Some(k) = key {
+        rec = rec.key(k);
+    }
+    loop {
+        match p.send(rec) {
+            Ok(()) => return,
+            Err((
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                r,
+            )) => {
+                rec = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => panic!("produce to {topic}: {e}"),
+        }
+    }
+}
+
+/// One record read back.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: HashMap<String, String>,
+}
+
+/// Every record of `topic`, partition by partition in offset order.
+pub fn read_all(broker: &Broker, topic: &str) -> Vec<Read> {
+    let Some(n) = partition_count(broker, topic) else {
+        return Vec::new();
+    };
+    let c: BaseConsumer = broker
+        .client()
+        .set("group.id", "leadscore-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("reader");
+    let mut out = Vec::new();
+    for p in 0..n {
+        let (low, high) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Offset(low))
+            .expect("tpl");
+        c.assign(&tpl).expect("assign");
+        loop {
+            match c.poll(Duration::from_secs(10)) {
+                Some(Ok(m)) => {
+                    let mut headers = HashMap::new();
+                    if let Some(h) = m.headers() {
+                        for hd in h.iter() {
+                            headers.insert(
+                                hd.key.to_string(),
+                                String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+                            );
+                        }
+                    }
+                    out.push(Read {
+                        partition: p,
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                        headers,
+                    });
+                    if m.offset() + 1 >= high {
+                        break;
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => panic!("read {topic}/{p}: {e}"),
+                None => panic!("read {topic}/{p}: no record within 10 s"),
+            }
+        }
+    }
+    out
+}
+
+/// The users' state as the changelog holds it: restored exactly as a new scorer would, into a
+/// scratch local store.
+pub fn states_from_changelog(broker: &Broker, topic: &str) -> BTreeMap<String, UserState> {
+    let dir = TempDir::new("restore");
+    let mut props = BTreeMap::new();
+    props.insert("bootstrap.servers".to_string(), broker.bootstrap.clone());
+    let changelog = Changelog::open(dir.path(), topic, &props).expect("open changelog");
+    let n = partition_count(broker, topic).expect("changelog exists");
+    let mut users = BTreeMap::new();
+    for p in 0..n {
+        let restored = changelog.restore(p, |_| {}).expect("restore");
+        for (k, v) in restored.entries {
+            users.insert(k, UserState::decode(&v).expect("state decodes"));
+        }
+    }
+    users
+}
+
+/// `leadscore simulate --partitions N` over `events` (JSONL) with `rules`: user id to its line.
+pub fn simulate(
+    rules: &Path,
+    events: &Path,
+    partitions: i32,
+) -> BTreeMap<String, serde_json::Value> {
+    let out = Command::new(BIN)
+        .args(["simulate", "--rules"])
+        .arg(rules)
+        .arg("--events")
+        .arg(events)
+        .args(["--partitions", &partitions.to_string()])
+        .output()
+        .expect("run leadscore simulate");
+    assert!(
+        out.status.success(),
+        "simulate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("simulate prints JSON");
+            (v["user_id"].as_str().unwrap_or_default().to_string(), v)
+        })
+        .collect()
+}
+
+/// A user's state as `simulate` prints it, for comparison with the simulator's output.
+pub fn state_json(user: &str, st: &UserState) -> serde_json::Value {
+    leadscore::simulate::user_json(user, st)
+}
