@@ -47,6 +47,21 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Measure the engine, the decoders and the state size (Markdown table).
+    Bench {
+        /// Generated events.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Generated users.
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        /// Rules file (default: the seed canvas).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Generator seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Run the scorer service: input events to score changes, state in a changelog.
     Score {
         /// Settings file (TOML); environment variables LEADSCORE__SECTION__KEY override it.
@@ -112,6 +127,21 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             command: RulesCommand::Check { files },
         } => Ok(rules_check(&files)),
         Command::Score { config } => run_score(config),
+        Command::Bench {
+            events,
+            users,
+            rules,
+            seed,
+        } => {
+            let table = crate::bench::run(&crate::bench::BenchOptions {
+                events,
+                users,
+                rules,
+                seed,
+            })?;
+            println!("{table}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::DevBroker {
             listen,
             partitions,

@@ -384,8 +384,11 @@ impl Core {
             self.producer.take_failures()?;
         } else {
             self.producer.flush()?;
-            kafka::commit_async(consumer, &self.settings.topics.input, &offsets);
         }
+        // The group's offsets also in the group itself (with exactly-once they are already in
+        // the transaction; some brokers only show group commits to offset readers): lag
+        // monitoring and tools read them, resuming never does.
+        kafka::commit_async(consumer, &self.settings.topics.input, &offsets);
         for Staged {
             partition: p,
             records,

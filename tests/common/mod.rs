@@ -242,8 +242,13 @@ impl TempDir {
 }
 
 impl Drop for TempDir {
+    /// Kept when the test fails, with its services' logs, for a post-mortem.
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if std::thread::panicking() {
+            eprintln!("kept {} (logs of the failed test)", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
