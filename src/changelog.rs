@@ -13,7 +13,7 @@
 
 use crate::kafka::{self, ProduceError, Record, ServiceProducer};
 use crate::store::{LocalStore, PartitionMeta, StoreError};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -199,26 +199,25 @@ impl Changelog {
 
         let mut last_checkpoint_offset = None;
         let mut applied: Vec<(String, Option<Vec<u8>>)> = Vec::new();
-        if from < high {
+        // Read to the end even when the high watermark says there is nothing: the end is the
+        // partition-EOF event (some Kafka-compatible brokers under-report the watermark).
+        {
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&self.topic, p, Offset::Offset(from))
+            tpl.add_partition_offset(&self.topic, p, Offset::Offset(kafka::rewound(from, low)))
                 .map_err(kerr)?;
             reader.assign(&tpl).map_err(kerr)?;
             let mut pending: Vec<(String, Option<Vec<u8>>)> = Vec::new();
             loop {
                 match reader.poll(Duration::from_secs(10)) {
-                    None => {
-                        // No EOF within the timeout: check where the end is now.
-                        let (_, h) = reader
-                            .fetch_watermarks(&self.topic, p, kafka::SETUP_TIMEOUT)
-                            .map_err(kerr)?;
-                        let pos = position(&reader, &self.topic, p);
-                        if pos.is_some_and(|pos| pos >= h) {
-                            break;
-                        }
-                    }
+                    // No record and no end-of-partition within the timeout: keep waiting, the
+                    // partition-EOF event (not the high watermark, which some Kafka-compatible
+                    // brokers under-report) says when the end is reached.
+                    None => tracing::debug!(partition = p, "restore: waiting for the changelog"),
                     Some(Err(KafkaError::PartitionEOF(_))) => break,
                     Some(Err(e)) => return Err(kerr(e)),
+                    Some(Ok(m)) if m.offset() < from => {
+                        // Fetched early on purpose (kafka::FETCH_REWIND), or delivered twice.
+                    }
                     Some(Ok(m)) => {
                         out.records_read += 1;
                         if out.records_read % 10_000 == 0 {
@@ -244,9 +243,6 @@ impl Changelog {
                                 })?
                                 .to_string();
                             pending.push((k, m.payload().map(<[u8]>::to_vec)));
-                        }
-                        if m.offset() + 1 >= high {
-                            break;
                         }
                     }
                 }
@@ -340,7 +336,3 @@ impl Changelog {
     }
 }
 
-fn position(reader: &BaseConsumer, topic: &str, p: i32) -> Option<i64> {
-    let pos = reader.position().ok()?;
-    pos.find_partition(topic, p)?.offset().to_raw()
-}

@@ -21,6 +21,18 @@ use thiserror::Error;
 /// create them): dead letters carry whatever the input topic accepted.
 pub const MAX_RECORD_BYTES: &str = "16777216";
 
+/// How far before a resume position the services start fetching, skipping what they already
+/// hold. Kafka returns the whole record batch containing a requested offset; some
+/// Kafka-compatible brokers (tansu 0.6) return only batches starting at or after it, silently
+/// skipping the rest of the batch. Starting a batch's worth early (librdkafka's default
+/// `batch.num.messages` is 10,000) makes the first batch returned contain the position.
+pub const FETCH_REWIND: i64 = 10_000;
+
+/// Where to start fetching to resume at `next` (see [`FETCH_REWIND`]).
+pub fn rewound(next: i64, low: i64) -> i64 {
+    next.saturating_sub(FETCH_REWIND).max(low).max(0)
+}
+
 /// How long setup calls (metadata, topic creation) may take.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -113,6 +113,8 @@ struct CoreState {
     owned: HashMap<i32, Owned>,
     /// A failure inside a callback, reported by the loop.
     fatal: Option<String>,
+    /// The loop stopped on an error: nothing may be checkpointed any more.
+    failed: bool,
     in_transaction: bool,
     /// Records processed since the last checkpoint.
     pending: usize,
@@ -146,13 +148,13 @@ impl Core {
         let st = &mut *st;
         let p = msg.partition();
         let offset = msg.offset();
-        metrics::counter!(t::EVENTS_CONSUMED).increment(1);
         let Some(owned) = st.owned.get_mut(&p) else {
             return Ok(()); // Not ours (any more): the new owner will process it.
         };
         if owned.next_offset.is_some_and(|n| offset < n) {
-            return Ok(()); // Already processed (a re-delivery after a seek).
+            return Ok(()); // Already processed: fetched early on purpose, or delivered twice.
         }
+        metrics::counter!(t::EVENTS_CONSUMED).increment(1);
         if st.pending == 0 {
             st.batch_started = Some(Instant::now());
         }
@@ -441,6 +443,7 @@ impl Core {
     fn fail(&self, msg: String) {
         tracing::error!(error = %msg, "scorer failed");
         let mut st = self.lock();
+        st.failed = true;
         st.fatal.get_or_insert(msg);
     }
 
@@ -484,7 +487,8 @@ impl Core {
             duration_ms = restored.duration.as_millis() as u64,
             "partition restored"
         );
-        let offset = next.map_or(Offset::Stored, Offset::Offset);
+        // Records before `next` are skipped as they arrive (see kafka::FETCH_REWIND).
+        let offset = next.map_or(Offset::Stored, |n| Offset::Offset(kafka::rewound(n, 0)));
         Ok((
             Owned {
                 partition,
@@ -526,8 +530,13 @@ impl kafka::PartitionOwner for Core {
     }
 
     fn revoked(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]) {
-        if let Err(e) = self.checkpoint(consumer) {
-            self.fail(format!("checkpoint on revoke: {e}"));
+        // After a failure the in-memory state may be ahead of what is durable: never checkpoint
+        // it; the next owner replays from the last good checkpoint.
+        let failed = self.lock().failed;
+        if !failed {
+            if let Err(e) = self.checkpoint(consumer) {
+                self.fail(format!("checkpoint on revoke: {e}"));
+            }
         }
         let mut st = self.lock();
         for p in partitions {
@@ -677,6 +686,7 @@ impl Scorer {
                 tracing::info!("scorer stopped cleanly");
             }
             Err(e) => {
+                core.lock().failed = true;
                 tracing::error!(error = %e, "scorer stopping on error");
                 if core.exactly_once() {
                     let _ = core

@@ -66,8 +66,9 @@ impl Setup {
         )
     }
 
-    /// Waits until the group's committed offsets reach the end of every input partition.
-    fn wait_caught_up(&self, timeout: Duration) {
+    /// Waits until the group's committed offsets account for all `produced` input records.
+    /// (Counting, not comparing with high watermarks: tansu under-reports those.)
+    fn wait_caught_up(&self, produced: usize, timeout: Duration) {
         let c: BaseConsumer = self
             .broker
             .client()
@@ -83,19 +84,14 @@ impl Setup {
             let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
                 return false;
             };
-            (0..n).all(|p| {
-                let high = c
-                    .fetch_watermarks(&self.names.input, p, Duration::from_secs(5))
-                    .map(|(_, h)| h)
-                    .unwrap_or(i64::MAX);
-                let done = committed
-                    .find_partition(&self.names.input, p)
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    });
-                high == 0 || done == Some(high)
-            })
+            let done: i64 = (0..n)
+                .filter_map(|p| committed.find_partition(&self.names.input, p))
+                .map(|e| match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                })
+                .sum();
+            done == produced as i64
         });
     }
 
@@ -309,7 +305,7 @@ fn bad_input_lands_in_the_dlq_with_its_reason_and_nothing_else_is_lost() {
     }
     assert!(dlq[3].headers["leadscore.error.message"].contains("user_id"));
     // The good events around them were scored.
-    setup.wait_caught_up(Duration::from_secs(60));
+    setup.wait_caught_up(records.len(), Duration::from_secs(60));
     let states = setup.changelog_states();
     assert_eq!(states["u1"].score, 5);
     assert!(states["u1"].enrolled);
@@ -326,6 +322,7 @@ fn survives_kill_9(test: &str, guarantee: &str, events: usize, kills: usize) {
         ..GeneratorConfig::default()
     };
     let (events_file, records) = generated(setup.dir.path(), &cfg);
+    let produced = records.len();
     let tx = format!("tx-{}", setup.names.group);
     let extra = [
         ("SCORER__GUARANTEE", guarantee),
@@ -366,7 +363,7 @@ fn survives_kill_9(test: &str, guarantee: &str, events: usize, kills: usize) {
         scorer = setup.scorer("s", &extra);
     }
     feeder.join().expect("feeder");
-    setup.wait_caught_up(Duration::from_secs(180));
+    setup.wait_caught_up(produced, Duration::from_secs(240));
     assert!(
         scorer.terminate().success(),
         "SIGTERM exits 0:\n{}",
@@ -382,6 +379,11 @@ fn kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice() {
 
 #[test]
 fn exactly_once_mode_survives_kill_9_with_the_same_final_state() {
+    if BrokerKind::from_env() == BrokerKind::Tansu {
+        // tansu 0.6 answers EndTxn as unsupported, so no transaction can commit (docs/brokers.md).
+        eprintln!("skipped on tansu: it does not implement Kafka transactions");
+        return;
+    }
     survives_kill_9("eos", "exactly_once", 15_000, 3);
 }
 
@@ -415,7 +417,7 @@ fn two_scorers_one_joining_and_one_leaving_give_the_simulated_state() {
         a.log_text()
     );
     send(thirds[2]);
-    setup.wait_caught_up(Duration::from_secs(120));
+    setup.wait_caught_up(records.len(), Duration::from_secs(180));
     assert!(
         b.terminate().success(),
         "b stops cleanly:\n{}",
