@@ -68,6 +68,18 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// The whole pipeline in one process, no setup: embedded broker, scorer, generated events.
+    Demo {
+        /// Generated users.
+        #[arg(long, default_value_t = 300)]
+        users: usize,
+        /// Generated events.
+        #[arg(long, default_value_t = 9_000)]
+        events: usize,
+        /// Seconds the generated traffic takes to produce.
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+    },
     /// Run the embedded Kafka-protocol broker alone, for local development.
     DevBroker {
         /// The address clients connect to (bootstrap.servers).
@@ -127,6 +139,20 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             command: RulesCommand::Check { files },
         } => Ok(rules_check(&files)),
         Command::Score { config } => run_score(config),
+        Command::Demo {
+            users,
+            events,
+            seconds,
+        } => {
+            telemetry::init_logging(false, "warn");
+            runtime()?.block_on(crate::demo::run(crate::demo::DemoOptions {
+                users,
+                events,
+                pace: std::time::Duration::from_secs(seconds),
+                ..Default::default()
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench {
             events,
             users,

@@ -24,6 +24,17 @@
 //! - [`simulate`]: the offline simulator (`leadscore simulate`).
 //! - [`config`]: the services' settings: defaults, then the TOML file, then `LEADSCORE__*`
 //!   environment variables; librdkafka properties pass through.
+//! - [`kafka`]: Kafka plumbing shared by both services: client config, topics, the producer,
+//!   the consumer context that hands rebalances to the state owner.
+//! - [`store`]: the local embedded store (fjall) holding each owned partition's state.
+//! - [`changelog`]: changelog-backed keyed state shared by both services: checkpoints, restore.
+//! - [`scorer`]: the scorer service (`leadscore score`).
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`telemetry`]: metric names and descriptions, logging.
+//! - [`shutdown`]: the one shutdown signal every loop watches.
+//! - [`partitioner`]: Kafka's murmur2 partitioner.
+//! - [`devbroker`]: the embedded mock Kafka broker on a fixed address (`leadscore dev-broker`).
+//! - [`demo`]: `leadscore demo`, everything in one process.
 //! - [`cli`]: the command line; `main` only calls [`cli::run`].
 
 pub mod admin;
@@ -33,6 +44,7 @@ pub mod changelog;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod demo;
 pub mod devbroker;
 pub mod duration;
 pub mod engine;

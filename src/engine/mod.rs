@@ -76,6 +76,8 @@ pub struct Engine {
     rules: Rules,
     /// `stable_hash` of each group's name, the key of its cap usage in the state.
     group_keys: Vec<u32>,
+    /// The tracked attributes sorted by name, the order of a change's snapshot.
+    tracked_sorted: Vec<String>,
 }
 
 impl Engine {
@@ -85,7 +87,14 @@ impl Engine {
             .iter()
             .map(|g| stable_hash(g.name.as_bytes()) as u32)
             .collect();
-        Engine { rules, group_keys }
+        let mut tracked_sorted = rules.output.tracked_attributes.clone();
+        tracked_sorted.sort();
+        tracked_sorted.dedup();
+        Engine {
+            rules,
+            group_keys,
+            tracked_sorted,
+        }
     }
 
     pub fn rules(&self) -> &Rules {
@@ -103,10 +112,6 @@ impl Engine {
         out: &mut Vec<ScoreChange>,
     ) -> Outcome {
         let rules = &self.rules;
-        let source_id: Cow<'_, str> = match &ev.event_id {
-            Some(id) => Cow::Borrowed(id),
-            None => Cow::Owned(origin.event_id()),
-        };
 
         // 8. Duplicates. Only explicit ids can repeat: a Kafka position is unique.
         if let Some(id) = &ev.event_id {
@@ -140,7 +145,7 @@ impl Engine {
                     return self.finish(
                         st,
                         ev,
-                        &source_id,
+                        origin,
                         attribute_change,
                         out,
                         Outcome::StaleExternal,
@@ -157,7 +162,7 @@ impl Engine {
             return self.finish(
                 st,
                 ev,
-                &source_id,
+                origin,
                 attribute_change,
                 out,
                 Outcome::NotEnrolled,
@@ -167,7 +172,7 @@ impl Engine {
             return self.finish(
                 st,
                 ev,
-                &source_id,
+                origin,
                 attribute_change,
                 out,
                 Outcome::OutsideAudience,
@@ -180,7 +185,7 @@ impl Engine {
             return self.finish(
                 st,
                 ev,
-                &source_id,
+                origin,
                 attribute_change,
                 out,
                 Outcome::ReentryWait,
@@ -192,7 +197,7 @@ impl Engine {
                 .iter()
                 .position(|g| g.triggers.iter().any(|m| m.matches(ev)))
             else {
-                return self.finish(st, ev, &source_id, attribute_change, out, Outcome::NoGroup);
+                return self.finish(st, ev, origin, attribute_change, out, Outcome::NoGroup);
             };
             let group = &rules.groups[gi];
             let mut delta = group.delta;
@@ -239,7 +244,7 @@ impl Engine {
             return self.finish(
                 st,
                 ev,
-                &source_id,
+                origin,
                 attribute_change,
                 out,
                 Outcome::Unchanged,
@@ -250,6 +255,8 @@ impl Engine {
         } else {
             ReasonKind::External
         };
+        let source = source_id(ev, origin);
+        let id = change_id(&source, ev.time, kind);
         out.push(self.change(
             st,
             &ev.user_id,
@@ -258,9 +265,9 @@ impl Engine {
             Reason {
                 kind,
                 group: group.map(str::to_string),
-                source_event_id: Some(source_id.to_string()),
+                source_event_id: Some(source.into_owned()),
             },
-            change_id(&source_id, ev.time, kind),
+            id,
         ));
         outcome
     }
@@ -340,14 +347,15 @@ impl Engine {
         &self,
         st: &UserState,
         ev: &Event,
-        source_id: &str,
+        origin: Origin<'_>,
         attribute_change: bool,
         out: &mut Vec<ScoreChange>,
         outcome: Outcome,
     ) -> Outcome {
         if attribute_change {
+            let source_id = source_id(ev, origin);
             out.push(ScoreChange {
-                event_id: change_id(source_id, ev.time, ReasonKind::Attribute),
+                event_id: change_id(&source_id, ev.time, ReasonKind::Attribute),
                 user_id: ev.user_id.clone(),
                 time: ev.time,
                 previous_score: st.score,
@@ -365,15 +373,10 @@ impl Engine {
     }
 
     fn snapshot(&self, st: &UserState) -> Vec<(String, Scalar)> {
-        let mut snap: Vec<(String, Scalar)> = self
-            .rules
-            .output
-            .tracked_attributes
+        self.tracked_sorted
             .iter()
             .filter_map(|k| st.attribute(k).map(|v| (k.clone(), v.clone())))
-            .collect();
-        snap.sort_by(|a, b| a.0.cmp(&b.0));
-        snap
+            .collect()
     }
 
     /// SPEC 3.8: a duplicate is an event whose id the user has applied at a time `t0` with
@@ -409,7 +412,44 @@ impl Engine {
 /// A change's deterministic id: the source event's id and time (an id re-applied after its
 /// dedupe window has another time) and the kind.
 fn change_id(source_id: &str, time: Millis, kind: ReasonKind) -> String {
-    format!("{source_id}@{time}:{}", kind.as_str())
+    let kind = kind.as_str();
+    let mut id = String::with_capacity(source_id.len() + 22 + kind.len());
+    id.push_str(source_id);
+    id.push('@');
+    push_decimal(&mut id, time);
+    id.push(':');
+    id.push_str(kind);
+    id
+}
+
+/// Appends `n` in decimal (what `write!` does, without the formatting machinery: change ids
+/// are built for every score change).
+fn push_decimal(out: &mut String, n: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push('-');
+    }
+    for &b in &buf[i..] {
+        out.push(b as char);
+    }
+}
+
+/// The id naming an event: its `event_id`, else its position (SPEC 2).
+fn source_id<'e>(ev: &'e Event, origin: Origin<'_>) -> Cow<'e, str> {
+    match &ev.event_id {
+        Some(id) => Cow::Borrowed(id),
+        None => Cow::Owned(origin.event_id()),
+    }
 }
 
 #[cfg(test)]

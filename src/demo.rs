@@ -1,0 +1,294 @@
+//! `leadscore demo`: the whole pipeline in one process with no setup. An embedded
+//! Kafka-protocol broker, the scorer, and generated events for a few hundred users over four
+//! simulated weeks; a live view of score changes and leads crossing the MQL threshold, and a
+//! closing summary. Ends by itself in well under a minute.
+
+use crate::admin::{self, Health};
+use crate::change::{ReasonKind, ScoreChange};
+use crate::codec::{self, Format};
+use crate::config::Settings;
+use crate::devbroker::DevBroker;
+use crate::generator::{self, GeneratorConfig};
+use crate::rules::Rules;
+use crate::scorer::Scorer;
+use crate::shutdown::Shutdown;
+use crate::telemetry;
+use crate::timestamp::format_rfc3339;
+use anyhow::{Context, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// What the demo runs.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub users: usize,
+    pub events: usize,
+    /// How long producing the events takes (wall clock), so the view has time to show them.
+    pub pace: Duration,
+    /// The handoff threshold the view highlights.
+    pub threshold: i64,
+    pub seed: u64,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            users: 300,
+            events: 9_000,
+            pace: Duration::from_secs(15),
+            threshold: 100,
+            seed: 2026,
+        }
+    }
+}
+
+/// Runs the demo, printing to stdout.
+pub async fn run(opts: DemoOptions) -> Result<()> {
+    let started = Instant::now();
+    let dir = std::env::temp_dir().join(format!("leadscore-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).context("demo scratch directory")?;
+    let rules_path = dir.join("seed-canvas.toml");
+    std::fs::write(&rules_path, Rules::SEED_CANVAS).context("writing the demo rules")?;
+
+    let broker = DevBroker::start("127.0.0.1:0").await?;
+    let mut settings = Settings::default();
+    settings
+        .kafka
+        .properties
+        .insert("bootstrap.servers".into(), broker.bootstrap_servers());
+    settings.topics.partitions = 3;
+    for (_, name) in settings.topics.names() {
+        broker.create_topic(name, settings.topics.partitions)?;
+    }
+    settings.scorer.rules = Some(rules_path);
+    settings.scorer.state_dir = dir.join("state");
+    // Simulated weeks in the past: the wall clock would decay every score at once.
+    settings.scorer.follow_wall_clock = false;
+    settings.admin.listen = "127.0.0.1:0".into();
+
+    println!("leadscore demo");
+    println!("  broker    embedded Kafka-protocol broker at {}", broker.bootstrap_servers());
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let health = Health::new();
+    let admin_addr = admin::serve(
+        &settings.admin.listen,
+        health.clone(),
+        telemetry::prometheus(),
+        shutdown.clone(),
+    )
+    .await?;
+    println!("  metrics   http://{admin_addr}/metrics   (and /healthz, /readyz)");
+    println!("  rules     the seed canvas (examples/rules/seed-canvas.toml); MQL above {}", opts.threshold);
+
+    let topics = settings.topics.clone();
+    let bootstrap = broker.bootstrap_servers();
+    let scorer = Scorer::start(settings, health).await?;
+    let stop = shutdown.clone();
+    let scorer_thread = tokio::task::spawn_blocking(move || scorer.run(stop));
+
+    let cfg = GeneratorConfig {
+        users: opts.users,
+        events: opts.events,
+        seed: opts.seed,
+        ..GeneratorConfig::default()
+    };
+    let events = generator::generate(&cfg);
+    let first = events.iter().map(|e| e.time).min().unwrap_or(0);
+    let last = events.iter().map(|e| e.time).max().unwrap_or(0);
+    println!(
+        "  traffic   {} events from {} users, {} to {} (late events, duplicates, employees, customers)\n",
+        events.len(),
+        opts.users,
+        &format_rfc3339(first)[..10],
+        &format_rfc3339(last)[..10]
+    );
+
+    // The producer: a plain Kafka client, as any user's would be.
+    let bootstrap_p = bootstrap.clone();
+    let input = topics.input.clone();
+    let pace = opts.pace;
+    let producer_task = tokio::task::spawn_blocking(move || -> Result<usize> {
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap_p)
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .create()?;
+        let per_slice = (events.len() / 60).max(1);
+        let slice_pause = pace / 60;
+        for chunk in events.chunks(per_slice) {
+            for e in chunk {
+                let payload = codec::encode_event(Format::Json, e);
+                let mut rec = BaseRecord::to(&input)
+                    .key(e.user_id.as_bytes())
+                    .payload(&payload);
+                loop {
+                    match producer.send(rec) {
+                        Ok(()) => break,
+                        Err((_, r)) => {
+                            rec = r;
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(slice_pause);
+        }
+        // A few bad records, as real producers send now and then: they go to the dead-letter
+        // topic and scoring goes on.
+        let bad: [&[u8]; 3] = [
+            b"not json at all",
+            br#"{"user_id":"user-000001","type":"session_start"}"#,
+            br#"{"user_id":"user-000002","time":"2026-01-07T10:00:00Z","type":"page_view"}"#,
+        ];
+        for b in bad {
+            let rec = BaseRecord::to(&input).key("user-000001").payload(b);
+            let _ = producer.send(rec);
+        }
+        producer.flush(Duration::from_secs(30))?;
+        Ok(events.len() + bad.len())
+    });
+
+    // The live view: another plain consumer, on the score changes.
+    let view = tokio::task::spawn_blocking({
+        let output = topics.output.clone();
+        let threshold = opts.threshold;
+        let done = shutdown.clone();
+        move || watch(&bootstrap, &output, threshold, done)
+    });
+
+    let produced = producer_task.await.context("producer")??;
+    // Let the scorer drain, then stop everything.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    shutdown.trigger();
+    scorer_thread.await.context("scorer thread")??;
+    let summary = view.await.context("view")??;
+    let dlq = count_records(&broker.bootstrap_servers(), &topics.dlq).unwrap_or(0);
+    summary.print(produced, dlq, opts.threshold, started.elapsed());
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+#[derive(Default)]
+struct Summary {
+    changes: usize,
+    by_kind: BTreeMap<&'static str, usize>,
+    scores: HashMap<String, i64>,
+    mqls: Vec<(String, String)>,
+}
+
+impl Summary {
+    fn print(&self, produced: usize, dlq: usize, threshold: i64, elapsed: Duration) {
+        println!("\nsummary");
+        println!("  records produced     {produced}");
+        println!("  score changes        {}", self.changes);
+        for (k, n) in &self.by_kind {
+            println!("    {k:<18} {n}");
+        }
+        println!("  dead-lettered        {dlq}");
+        println!("  leads over {threshold:<9} {}", self.mqls.len());
+        let mut top: Vec<(&String, &i64)> = self.scores.iter().collect();
+        top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        println!("  top leads");
+        for (user, score) in top.iter().take(8) {
+            let marker = if **score > threshold { "  MQL" } else { "" };
+            println!("    {user:<14} {score:>5}{marker}");
+        }
+        println!("  took                 {:.1} s", elapsed.as_secs_f64());
+        println!("\nNext: `leadscore dev-broker` and `leadscore score --config deploy/config/leadscore.example.toml` run the same pieces as services (README).");
+    }
+}
+
+/// Follows the score changes until shutdown, printing MQL crossings and a periodic tally.
+fn watch(bootstrap: &str, topic: &str, threshold: i64, done: Shutdown) -> Result<Summary> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "leadscore-demo-view")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut s = Summary::default();
+    let mut last_tally = Instant::now();
+    let mut latest_time = 0;
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                idle_since = None;
+                let Ok(c) = codec::decode_change(Format::Json, m.payload().unwrap_or_default())
+                else {
+                    continue;
+                };
+                latest_time = latest_time.max(c.time);
+                s.changes += 1;
+                *s.by_kind.entry(c.reason.kind.as_str()).or_default() += 1;
+                s.scores.insert(c.user_id.clone(), c.score);
+                if c.previous_score <= threshold
+                    && c.score > threshold
+                    && !s.mqls.iter().any(|(u, _)| *u == c.user_id)
+                {
+                    print_mql(&c);
+                    s.mqls.push((c.user_id.clone(), format_rfc3339(c.time)));
+                }
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, "demo view"),
+            None => {
+                if done.is_triggered() {
+                    let since = *idle_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_millis(500) {
+                        break;
+                    }
+                }
+            }
+        }
+        if last_tally.elapsed() >= Duration::from_secs(2) && latest_time > 0 {
+            last_tally = Instant::now();
+            println!(
+                "  .. {}  {} changes, {} leads over {threshold}",
+                &format_rfc3339(latest_time)[..16],
+                s.changes,
+                s.mqls.len()
+            );
+            let _ = std::io::stdout().flush();
+        }
+    }
+    Ok(s)
+}
+
+fn print_mql(c: &ScoreChange) {
+    let why = match (c.reason.kind, &c.reason.group) {
+        (ReasonKind::Rule, Some(g)) => format!("{g} {:+}", c.delta),
+        (k, _) => format!("{k} {:+}", c.delta),
+    };
+    println!(
+        "  MQL  {}  {:<12} {:>4} -> {:<4} ({why})",
+        &format_rfc3339(c.time)[..16],
+        c.user_id,
+        c.previous_score,
+        c.score
+    );
+}
+
+fn count_records(bootstrap: &str, topic: &str) -> Result<usize> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "leadscore-demo-count")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let mut n = 0;
+    for t in md.topics() {
+        for p in t.partitions() {
+            let (lo, hi) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(5))?;
+            n += (hi - lo).max(0) as usize;
+        }
+    }
+    Ok(n)
+}
