@@ -311,8 +311,25 @@ fn bad_input_lands_in_the_dlq_with_its_reason_and_nothing_else_is_lost() {
     assert!(states["u1"].enrolled);
 }
 
+/// Overwrites every file under `dir` with garbage.
+fn damage_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            damage_files(&p);
+        } else {
+            let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0).max(64);
+            let _ = std::fs::write(&p, vec![0xA5u8; len as usize]);
+        }
+    }
+}
+
 /// Kills the scorer with SIGKILL at random moments while events flow, restarting it each time
-/// (once with its local store wiped); the final state must equal the simulator's.
+/// (once with its local store wiped, once with it damaged); the final state must equal the
+/// simulator's.
 fn survives_kill_9(test: &str, guarantee: &str, events: usize, kills: usize) {
     let setup = Setup::new(test, PARTITIONS);
     let cfg = GeneratorConfig {
@@ -359,6 +376,10 @@ fn survives_kill_9(test: &str, guarantee: &str, events: usize, kills: usize) {
         if i == 2 {
             // Lose the local store once: the restore must come wholly from the changelog.
             let _ = std::fs::remove_dir_all(setup.dir.path().join("s"));
+        }
+        if i == 4 {
+            // Damage it once: the scorer must notice, drop it and restore from the changelog.
+            damage_files(&setup.dir.path().join("s"));
         }
         scorer = setup.scorer("s", &extra);
     }
