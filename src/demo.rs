@@ -73,7 +73,10 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     settings.admin.listen = "127.0.0.1:0".into();
 
     println!("leadscore demo");
-    println!("  broker    embedded Kafka-protocol broker at {}", broker.bootstrap_servers());
+    println!(
+        "  broker    embedded Kafka-protocol broker at {}",
+        broker.bootstrap_servers()
+    );
     let shutdown = Shutdown::new();
     shutdown.on_signals();
     let health = Health::new();
@@ -85,7 +88,10 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     )
     .await?;
     println!("  metrics   http://{admin_addr}/metrics   (and /healthz, /readyz)");
-    println!("  rules     the seed canvas (examples/rules/seed-canvas.toml); MQL above {}", opts.threshold);
+    println!(
+        "  rules     the seed canvas (examples/rules/seed-canvas.toml); MQL above {}",
+        opts.threshold
+    );
 
     let topics = settings.topics.clone();
     let bootstrap = broker.bootstrap_servers();

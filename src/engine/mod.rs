@@ -159,14 +159,7 @@ impl Engine {
             };
             (Outcome::Scored, rules.score.clamp(target), None)
         } else if !st.enrolled {
-            return self.finish(
-                st,
-                ev,
-                origin,
-                attribute_change,
-                out,
-                Outcome::NotEnrolled,
-            );
+            return self.finish(st, ev, origin, attribute_change, out, Outcome::NotEnrolled);
         } else if !self.in_audience(st) {
             // 3. Audience, on the attributes after step 1.
             return self.finish(
@@ -182,14 +175,7 @@ impl Engine {
             .is_some_and(|t| ev.time < t.saturating_add(rules.entry.reentry_window))
         {
             // 5. Re-entry.
-            return self.finish(
-                st,
-                ev,
-                origin,
-                attribute_change,
-                out,
-                Outcome::ReentryWait,
-            );
+            return self.finish(st, ev, origin, attribute_change, out, Outcome::ReentryWait);
         } else {
             // 4. Groups: the first with a matching trigger, cut to its cap, then clamped.
             let Some(gi) = rules
@@ -241,14 +227,7 @@ impl Engine {
 
         if new_score == st.score {
             // A change of zero is no change.
-            return self.finish(
-                st,
-                ev,
-                origin,
-                attribute_change,
-                out,
-                Outcome::Unchanged,
-            );
+            return self.finish(st, ev, origin, attribute_change, out, Outcome::Unchanged);
         }
         let kind = if group.is_some() {
             ReasonKind::Rule
