@@ -473,3 +473,57 @@ fn a_partition_count_mismatch_stops_the_start_with_a_clear_error() {
         "error names the problem and the topic:\n{log}"
     );
 }
+
+#[test]
+fn metrics_pass_promtool_and_move_as_events_flow() {
+    let setup = Setup::new("metrics", 2);
+    let scorer = setup.scorer("s", &[]);
+    wait_until(Duration::from_secs(60), "/readyz to say ready", || {
+        scorer.get("/readyz").is_some_and(|(code, _)| code == 200)
+    });
+    let (code, body) = scorer.get("/healthz").expect("healthz answers");
+    assert_eq!(code, 200);
+    assert!(body.contains("ok"));
+    let p = producer(&setup.broker);
+    let cfg = GeneratorConfig {
+        users: 50,
+        events: 500,
+        ..GeneratorConfig::default()
+    };
+    let (_, records) = generated(setup.dir.path(), &cfg);
+    for (k, v) in &records {
+        produce(&p, &setup.names.input, Some(k.as_bytes()), v);
+    }
+    produce(&p, &setup.names.input, Some(b"x"), b"not json");
+    p.flush(Duration::from_secs(30)).expect("flush");
+    setup.wait_caught_up(records.len() + 1, Duration::from_secs(60));
+    let (code, text) = scorer.get("/metrics").expect("metrics answer");
+    assert_eq!(code, 200);
+    let file = setup.dir.path().join("metrics.txt");
+    std::fs::write(&file, &text).expect("write metrics");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("promtool check metrics < {}", file.display()))
+        .output()
+        .expect("promtool is installed by tests/setup");
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        value("leadscore_events_consumed_total"),
+        (records.len() + 1) as f64
+    );
+    assert_eq!(value("leadscore_events_dead_lettered_total"), 1.0);
+    assert!(value("leadscore_score_changes_total") > 0.0);
+    assert!(value("leadscore_checkpoints_total") > 0.0);
+    assert_eq!(value("leadscore_assigned_partitions"), 2.0);
+}
