@@ -848,7 +848,13 @@ fn a_replayed_offset_changes_nothing() {
 
 #[test]
 fn change_ids_spell_the_source_time_and_kind() {
-    assert_eq!(change_id("e-1", T0, ReasonKind::Rule), format!("e-1@{T0}:rule"));
-    assert_eq!(change_id("x", -1_500, ReasonKind::External), "x@-1500:external");
+    assert_eq!(
+        change_id("e-1", T0, ReasonKind::Rule),
+        format!("e-1@{T0}:rule")
+    );
+    assert_eq!(
+        change_id("x", -1_500, ReasonKind::External),
+        "x@-1500:external"
+    );
     assert_eq!(change_id("y", 0, ReasonKind::Attribute), "y@0:attribute");
 }
