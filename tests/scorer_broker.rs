@@ -311,6 +311,20 @@ fn bad_input_lands_in_the_dlq_with_its_reason_and_nothing_else_is_lost() {
     assert!(states["u1"].enrolled);
 }
 
+/// Waits until the scorer reports (on /readyz) that it owns `n` restored partitions.
+fn wait_owns_all(scorer: &Service, n: usize) {
+    wait_until(
+        Duration::from_secs(120),
+        "the scorer to own every partition",
+        || {
+            scorer.get("/readyz").is_some_and(|(code, body)| {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                code == 200 && v["assigned"].as_array().map_or(0, |a| a.len()) == n
+            })
+        },
+    );
+}
+
 /// Overwrites every file under `dir` with garbage.
 fn damage_files(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -369,8 +383,10 @@ fn survives_kill_9(test: &str, guarantee: &str, events: usize, kills: usize) {
     let mut rng = generator::SplitMix64::new(seed);
     eprintln!("{test}: kill schedule seed {seed}");
     for i in 0..kills {
-        // Let it work a little (it needs a few seconds to rejoin the group after a kill).
-        let wait = 1500 + rng.below(3000);
+        // Each kill lands on a scorer that owns every partition (so at most one dead member
+        // is ever in the group), at a random moment of its work.
+        wait_owns_all(&scorer, PARTITIONS as usize);
+        let wait = 300 + rng.below(2500);
         std::thread::sleep(Duration::from_millis(wait));
         scorer.kill9();
         if i == 2 {
