@@ -13,9 +13,10 @@
 
 use crate::kafka::{self, ProduceError, Record, ServiceProducer};
 use crate::store::{LocalStore, PartitionMeta, StoreError};
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -79,6 +80,8 @@ pub enum ChangelogError {
     },
     #[error("changelog produce: {0}")]
     Produce(#[from] ProduceError),
+    #[error("kafka transaction: {0}")]
+    Transaction(KafkaError),
     #[error("a checkpoint record is damaged or of an unknown version")]
     BadCheckpoint,
     #[error("changelog {topic:?} partition {partition}: a key is not UTF-8")]
@@ -96,6 +99,23 @@ pub struct Restored {
     /// Whether the local store was used (a warm restart).
     pub warm: bool,
     pub duration: Duration,
+}
+
+/// One partition's share of a checkpoint: its changed keys (`None` deletes) and its record.
+#[derive(Debug, Clone)]
+pub struct PartitionCheckpoint {
+    pub partition: i32,
+    pub records: Vec<(String, Option<Vec<u8>>)>,
+    pub checkpoint: Checkpoint,
+}
+
+impl PartitionCheckpoint {
+    fn refs(&self) -> Vec<(&str, Option<&[u8]>)> {
+        self.records
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect()
+    }
 }
 
 /// A service's changelog topic and local store.
@@ -274,6 +294,56 @@ impl Changelog {
         }
         out.duration = started.elapsed();
         Ok(out)
+    }
+
+    /// The checkpoint protocol, shared by both services (docs/crash-safety.md): outputs durable
+    /// first (flushed, or in the open transaction), then each partition's changed keys and
+    /// checkpoint record, then (exactly-once) the input offsets and the commit of the
+    /// transaction, then the group offsets and the local store.
+    ///
+    /// With a transactional producer a transaction must be open; it is committed here.
+    pub fn commit<C: ConsumerContext>(
+        &self,
+        producer: &ServiceProducer,
+        consumer: &BaseConsumer<C>,
+        input_topic: &str,
+        parts: &[PartitionCheckpoint],
+        offsets: &[(i32, i64)],
+    ) -> Result<(), ChangelogError> {
+        if !producer.is_transactional() {
+            producer.flush()?;
+        }
+        for part in parts {
+            self.stage(producer, part.partition, &part.refs(), &part.checkpoint)?;
+        }
+        if producer.is_transactional() {
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in offsets {
+                tpl.add_partition_offset(input_topic, *p, Offset::Offset(*o))
+                    .map_err(ChangelogError::Transaction)?;
+            }
+            if let (Some(gm), false) = (consumer.group_metadata(), offsets.is_empty()) {
+                producer
+                    .inner()
+                    .send_offsets_to_transaction(&tpl, &gm, kafka::SETUP_TIMEOUT)
+                    .map_err(ChangelogError::Transaction)?;
+            }
+            producer
+                .inner()
+                .commit_transaction(kafka::SETUP_TIMEOUT)
+                .map_err(ChangelogError::Transaction)?;
+            producer.take_failures()?;
+        } else {
+            producer.flush()?;
+        }
+        // Also in the group itself (with exactly-once they are already in the transaction;
+        // some brokers only show group commits to offset readers): lag monitoring and tools
+        // read them, resuming never does.
+        kafka::commit_async(consumer, input_topic, offsets);
+        for part in parts {
+            self.persist_local(producer, part.partition, &part.refs(), &part.checkpoint)?;
+        }
+        Ok(())
     }
 
     /// Queues partition `p`'s changed keys (`None` deletes) and then its checkpoint record.

@@ -337,7 +337,22 @@ impl ServiceProducer {
     /// Waits until every queued record is delivered; an error if any was not since the last
     /// call. (In a transaction, commit does this.)
     pub fn flush(&self) -> Result<(), ProduceError> {
-        self.inner.flush(Duration::from_secs(60))?;
+        // rdkafka's flush on a ThreadedProducer waits in steps of about 100 ms (its background
+        // thread takes the delivery reports), which dominated every checkpoint: ask librdkafka
+        // to send now, then watch the in-flight count.
+        self.inner.flush(Duration::ZERO).or_else(|e| match e {
+            KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut) => Ok(()),
+            e => Err(e),
+        })?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.inner.in_flight_count() > 0 {
+            if std::time::Instant::now() > deadline {
+                return Err(ProduceError::Kafka(KafkaError::Flush(
+                    RDKafkaErrorCode::OperationTimedOut,
+                )));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
         self.take_failures()
     }
 
@@ -471,7 +486,9 @@ pub fn group_consumer<O: PartitionOwner>(
 
 /// A consumer outside any group, for reading a partition from a given offset to its end
 /// (restoring a changelog).
-pub fn reader(properties: &BTreeMap<String, String>) -> Result<BaseConsumer, KafkaError> {
+pub fn reader(
+    properties: &BTreeMap<String, String>,
+) -> Result<BaseConsumer<ReaderContext>, KafkaError> {
     let mut cfg = client_config(properties);
     cfg.set("group.id", "leadscore-restore");
     cfg.set("enable.auto.commit", "false");
@@ -479,8 +496,25 @@ pub fn reader(properties: &BTreeMap<String, String>) -> Result<BaseConsumer, Kaf
     cfg.set("isolation.level", "read_committed");
     set_default(&mut cfg, "fetch.max.bytes", "52428800");
     set_default(&mut cfg, "queued.max.messages.kbytes", "262144");
-    cfg.create()
+    // A restore ends with a fetch that finds nothing; don't let the broker hold it for the
+    // default 500 ms per partition.
+    set_default(&mut cfg, "fetch.wait.max.ms", "10");
+    cfg.create_with_context(ReaderContext)
 }
+
+/// The restore reader's context: reaching a partition's end is how a restore finishes, not an
+/// error worth logging.
+pub struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!(error = %error, reason, "kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
 
 /// Commits `offsets` (next offset to read per partition of `topic`) for the group, without
 /// waiting: the services' own checkpoints say where to resume, the group offsets serve lag

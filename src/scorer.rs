@@ -8,7 +8,7 @@
 //! revocation always finds the work before it either checkpointed or checkpoints it first.
 
 use crate::admin::Health;
-use crate::changelog::{Changelog, ChangelogError, Checkpoint};
+use crate::changelog::{Changelog, ChangelogError, Checkpoint, PartitionCheckpoint};
 use crate::codec::{self, Limits};
 use crate::config::{Guarantee, Settings};
 use crate::engine::{Engine, Outcome};
@@ -22,7 +22,7 @@ use crate::timestamp::Millis;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::Producer;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -72,7 +72,6 @@ struct Owned {
     next_offset: Option<i64>,
     /// The input offset and clock of the last checkpoint, to skip empty ones.
     checkpointed: (Option<i64>, Option<Millis>),
-    bytes: u64,
 }
 
 /// Tracks which users an update touched, so a checkpoint writes only those.
@@ -88,13 +87,6 @@ impl UserStore for Tracked<'_> {
         }
         self.users.update(user_id, f)
     }
-}
-
-/// A partition's changed users and checkpoint, sent to the changelog, waiting for the local store.
-struct Staged {
-    partition: i32,
-    records: Vec<(String, Vec<u8>)>,
-    checkpoint: Checkpoint,
 }
 
 /// Everything the loop and the rebalance callbacks share.
@@ -321,14 +313,8 @@ impl Core {
         let mut st = self.lock();
         let st = &mut *st;
         let started = Instant::now();
-        // Outputs and dead letters first: a checkpoint must never vouch for input whose
-        // results could still be lost.
-        if !self.exactly_once() {
-            self.producer.flush()?;
-        } else {
-            self.ensure_transaction(st)?;
-        }
-        let mut staged: Vec<Staged> = Vec::new();
+        self.ensure_transaction(st)?;
+        let mut parts = Vec::new();
         for (&p, owned) in st.owned.iter_mut() {
             let clock = owned.partition.clock();
             if owned.dirty.is_empty() && (owned.next_offset, clock) == owned.checkpointed {
@@ -337,27 +323,22 @@ impl Core {
             let Some(next) = owned.next_offset else {
                 continue;
             };
-            let mut records = Vec::with_capacity(owned.dirty.len());
-            for user in owned.dirty.drain() {
-                if let Some(s) = owned.users.get(&user) {
-                    let bytes = s.encode();
-                    records.push((user, bytes));
-                }
-            }
-            let cp = Checkpoint {
-                next_input_offset: next,
-                app: encode_clock(clock),
-            };
-            let refs: Vec<(&str, Option<&[u8]>)> = records
-                .iter()
-                .map(|(k, v)| (k.as_str(), Some(v.as_slice())))
+            let records = owned
+                .dirty
+                .drain()
+                .filter_map(|user| {
+                    let bytes = owned.users.get(&user)?.encode();
+                    Some((user, Some(bytes)))
+                })
                 .collect();
-            self.changelog.stage(&self.producer, p, &refs, &cp)?;
             owned.checkpointed = (Some(next), clock);
-            staged.push(Staged {
+            parts.push(PartitionCheckpoint {
                 partition: p,
                 records,
-                checkpoint: cp,
+                checkpoint: Checkpoint {
+                    next_input_offset: next,
+                    app: encode_clock(clock),
+                },
             });
         }
         let offsets: Vec<(i32, i64)> = st
@@ -365,53 +346,15 @@ impl Core {
             .iter()
             .filter_map(|(p, o)| o.next_offset.map(|n| (*p, n)))
             .collect();
-        if self.exactly_once() {
-            let mut tpl = TopicPartitionList::new();
-            for (p, o) in &offsets {
-                tpl.add_partition_offset(&self.settings.topics.input, *p, Offset::Offset(*o))?;
-            }
-            if let Some(gm) = consumer.group_metadata() {
-                if !offsets.is_empty() {
-                    self.producer.inner().send_offsets_to_transaction(
-                        &tpl,
-                        &gm,
-                        kafka::SETUP_TIMEOUT,
-                    )?;
-                }
-            }
-            self.producer
-                .inner()
-                .commit_transaction(kafka::SETUP_TIMEOUT)?;
-            st.in_transaction = false;
-            self.producer.take_failures()?;
-        } else {
-            self.producer.flush()?;
-        }
-        // The group's offsets also in the group itself (with exactly-once they are already in
-        // the transaction; some brokers only show group commits to offset readers): lag
-        // monitoring and tools read them, resuming never does.
-        kafka::commit_async(consumer, &self.settings.topics.input, &offsets);
-        for Staged {
-            partition: p,
-            records,
-            checkpoint: cp,
-        } in &staged
-        {
-            let refs: Vec<(&str, Option<&[u8]>)> = records
-                .iter()
-                .map(|(k, v)| (k.as_str(), Some(v.as_slice())))
-                .collect();
-            self.changelog
-                .persist_local(&self.producer, *p, &refs, cp)?;
-            if let Some(o) = st.owned.get_mut(p) {
-                o.bytes = o.bytes.saturating_add(
-                    records
-                        .iter()
-                        .map(|(k, v)| (k.len() + v.len()) as u64)
-                        .sum(),
-                );
-            }
-        }
+        let result = self.changelog.commit(
+            &self.producer,
+            consumer,
+            &self.settings.topics.input,
+            &parts,
+            &offsets,
+        );
+        st.in_transaction = false;
+        result?;
         if let Some(b) = st.batch_started.take() {
             metrics::histogram!(t::POLL_TO_OUTPUT_SECONDS).record(b.elapsed().as_secs_f64());
         }
@@ -458,9 +401,7 @@ impl Core {
         metrics::counter!(t::RESTORE_RECORDS).increment(restored.records_read);
         metrics::histogram!(t::RESTORE_SECONDS).record(restored.duration.as_secs_f64());
         let mut users = HashMap::with_capacity(restored.entries.len());
-        let mut bytes = 0u64;
         for (k, v) in restored.entries {
-            bytes += (k.len() + v.len()) as u64;
             match UserState::decode(&v) {
                 Ok(s) => {
                     users.insert(k, s);
@@ -496,7 +437,6 @@ impl Core {
                 dirty: HashSet::new(),
                 next_offset: next,
                 checkpointed: (next, clock),
-                bytes,
             },
             offset,
         ))
