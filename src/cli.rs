@@ -47,23 +47,37 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
-    /// Measure the engine, the decoders and the state size (Markdown table).
+    /// Measure the engine, the decoders and the state size (Markdown table); with --scorer,
+    /// the scorer service on Kafka.
     Bench {
-        /// Generated events.
-        #[arg(long, default_value_t = 1_000_000)]
-        events: usize,
-        /// Generated users.
-        #[arg(long, default_value_t = 100_000)]
-        users: usize,
-        /// Rules file (default: the seed canvas).
+        /// Generated events [default: 1000000; with --scorer 200000, which keeps the input
+        /// within the embedded broker's retention].
         #[arg(long)]
+        events: Option<usize>,
+        /// Generated users [default: 100000; with --scorer 20000].
+        #[arg(long)]
+        users: Option<usize>,
+        /// Rules file (default: the seed canvas).
+        #[arg(long, conflicts_with = "scorer")]
         rules: Option<PathBuf>,
         /// Generator seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Benchmark the scorer service end to end instead, in this process on the embedded
+        /// broker (3 partitions, seed canvas, default scorer settings): throughput against a
+        /// plain consumer, produce-to-score-change latency, changelog restore rate, state on
+        /// disk.
+        #[arg(long)]
+        scorer: bool,
     },
     /// Run the scorer service: input events to score changes, state in a changelog.
     Score {
+        /// Settings file (TOML); environment variables LEADSCORE__SECTION__KEY override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the handoff service: leads crossing the threshold to Salesforce.
+    Handoff {
         /// Settings file (TOML); environment variables LEADSCORE__SECTION__KEY override it.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -79,6 +93,34 @@ enum Command {
         /// Seconds the generated traffic takes to produce.
         #[arg(long, default_value_t = 15)]
         seconds: u64,
+    },
+    /// Run a local stand-in for Salesforce (OAuth token, Lead updates, sObject Collections)
+    /// with injectable faults. The client secret comes from LEADSCORE_SALESFORCE_CLIENT_SECRET.
+    SalesforceStandin {
+        /// The address to serve on; its URL is salesforce.instance_url.
+        #[arg(long, default_value = "127.0.0.1:8089")]
+        listen: String,
+        /// The connected app's consumer key the token endpoint accepts.
+        #[arg(long, default_value = "leadscore-dev")]
+        client_id: String,
+        /// Share of API calls answered 503 SERVER_UNAVAILABLE (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        unavailable_rate: f64,
+        /// Share of records failing with UNABLE_TO_LOCK_ROW (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        lock_rate: f64,
+        /// A token is good for this many API calls, then 401 INVALID_SESSION_ID.
+        #[arg(long)]
+        token_ttl_calls: Option<u32>,
+        /// After this many API calls, 403 REQUEST_LIMIT_EXCEEDED.
+        #[arg(long)]
+        daily_limit: Option<u64>,
+        /// Added before every answer, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Seed of the fault draws.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Run the embedded Kafka-protocol broker alone, for local development.
     DevBroker {
@@ -139,6 +181,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             command: RulesCommand::Check { files },
         } => Ok(rules_check(&files)),
         Command::Score { config } => run_score(config),
+        Command::Handoff { config } => run_handoff(config),
         Command::Demo {
             users,
             events,
@@ -158,13 +201,29 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             users,
             rules,
             seed,
+            scorer,
         } => {
-            let table = crate::bench::run(&crate::bench::BenchOptions {
-                events,
-                users,
-                rules,
-                seed,
-            })?;
+            let table = if scorer {
+                // rdkafka 0.39 also reports every partition-EOF event, which the bench and the
+                // changelog restore read to on purpose, as a client "Global error"; and the
+                // bench's consumer property reaches the scorer's producer too (CONFWARN).
+                telemetry::init_logging(false, "warn,rdkafka::client=off,librdkafka=error");
+                let d = crate::scorer_bench::ScorerBenchOptions::default();
+                crate::scorer_bench::run(&crate::scorer_bench::ScorerBenchOptions {
+                    events: events.unwrap_or(d.events),
+                    users: users.unwrap_or(d.users),
+                    seed,
+                    partitions: d.partitions,
+                })?
+            } else {
+                let d = crate::bench::BenchOptions::default();
+                crate::bench::run(&crate::bench::BenchOptions {
+                    events: events.unwrap_or(d.events),
+                    users: users.unwrap_or(d.users),
+                    rules,
+                    seed,
+                })?
+            };
             println!("{table}");
             Ok(ExitCode::SUCCESS)
         }
@@ -173,6 +232,27 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             partitions,
             topics,
         } => run_dev_broker(&listen, partitions, &topics),
+        Command::SalesforceStandin {
+            listen,
+            client_id,
+            unavailable_rate,
+            lock_rate,
+            token_ttl_calls,
+            daily_limit,
+            latency_ms,
+            seed,
+        } => run_salesforce_standin(
+            &listen,
+            client_id,
+            crate::sfstandin::Faults {
+                token_ttl_calls,
+                unavailable_rate,
+                lock_rate,
+                daily_limit,
+                latency: std::time::Duration::from_millis(latency_ms),
+                seed,
+            },
+        ),
     }
 }
 
@@ -213,6 +293,28 @@ fn run_score(config: Option<PathBuf>) -> Result<ExitCode> {
     })
 }
 
+fn run_handoff(config: Option<PathBuf>) -> Result<ExitCode> {
+    let settings = load_settings(config)?;
+    runtime()?.block_on(async move {
+        let shutdown = Shutdown::new();
+        shutdown.on_signals();
+        let health = Health::new();
+        admin::serve(
+            &settings.admin.listen,
+            health.clone(),
+            telemetry::prometheus(),
+            shutdown.clone(),
+        )
+        .await
+        .with_context(|| format!("admin endpoint on {}", settings.admin.listen))?;
+        let handoff = crate::handoff::Handoff::start(settings, health, shutdown.clone()).await?;
+        let result = tokio::task::spawn_blocking(move || handoff.run()).await;
+        shutdown.trigger();
+        result.context("handoff thread panicked")??;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 fn run_dev_broker(listen: &str, partitions: i32, extra: &[String]) -> Result<ExitCode> {
     telemetry::init_logging(false, "info");
     let mut wanted: Vec<(String, i32)> = Vec::new();
@@ -249,6 +351,50 @@ fn run_dev_broker(listen: &str, partitions: i32, extra: &[String]) -> Result<Exi
         shutdown.on_signals();
         shutdown.wait().await;
         drop(broker);
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `leadscore salesforce-standin`: prints `salesforce.instance_url=URL` first on stdout, so a
+/// script can read where it listens, then serves until Ctrl-C.
+fn run_salesforce_standin(
+    listen: &str,
+    client_id: String,
+    faults: crate::sfstandin::Faults,
+) -> Result<ExitCode> {
+    telemetry::init_logging(false, "info");
+    for (flag, rate) in [
+        ("--unavailable-rate", faults.unavailable_rate),
+        ("--lock-rate", faults.lock_rate),
+    ] {
+        if !(0.0..=1.0).contains(&rate) {
+            anyhow::bail!("{flag} {rate}: a share between 0 and 1");
+        }
+    }
+    const SECRET_ENV: &str = "LEADSCORE_SALESFORCE_CLIENT_SECRET";
+    let secret = match std::env::var(SECRET_ENV) {
+        Ok(s) if !s.is_empty() => s,
+        _ => {
+            eprintln!("salesforce-standin: warning: {SECRET_ENV} is unset; accepting the client secret \"dev-secret\"");
+            "dev-secret".to_string()
+        }
+    };
+    let cfg = crate::sfstandin::StandinConfig {
+        client_id,
+        client_secret: crate::config::Secret::new(secret),
+        faults,
+        ..Default::default()
+    };
+    runtime()?.block_on(async move {
+        let shutdown = Shutdown::new();
+        shutdown.on_signals();
+        let (addr, _standin) = crate::sfstandin::serve(listen, cfg, shutdown.clone())
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        println!("salesforce.instance_url=http://{addr}");
+        io::stdout().flush()?;
+        eprintln!("salesforce-standin: Salesforce stand-in on http://{addr} (GET /standin/leads shows the leads); Ctrl-C stops it");
+        shutdown.wait().await;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -21,6 +21,7 @@
 //!   for the benchmark, the demo and tests.
 //! - [`bench`](mod@bench): `leadscore bench`, single-threaded rates and state sizes, with ratios
 //!   against baselines measured in the same run.
+//! - [`scorer_bench`]: `leadscore bench --scorer`, the scorer end to end on the embedded broker.
 //! - [`simulate`]: the offline simulator (`leadscore simulate`).
 //! - [`config`]: the services' settings: defaults, then the TOML file, then `LEADSCORE__*`
 //!   environment variables; librdkafka properties pass through.
@@ -29,6 +30,11 @@
 //! - [`store`]: the local embedded store (fjall) holding each owned partition's state.
 //! - [`changelog`]: changelog-backed keyed state shared by both services: checkpoints, restore.
 //! - [`scorer`]: the scorer service (`leadscore score`).
+//! - [`salesforce`]: the Salesforce REST client of the handoff: OAuth token, lead updates (one
+//!   row or an sObject Collections call), retry classification and backoff.
+//! - [`sfstandin`]: a local Salesforce stand-in with injectable faults, for tests, the demo and
+//!   `leadscore salesforce-standin`.
+//! - [`handoff`]: the handoff service (`leadscore handoff`): threshold crossings to Salesforce.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`telemetry`]: metric names and descriptions, logging.
 //! - [`shutdown`]: the one shutdown signal every loop watches.
@@ -50,12 +56,16 @@ pub mod duration;
 pub mod engine;
 pub mod event;
 pub mod generator;
+pub mod handoff;
 pub mod kafka;
 pub mod partition;
 pub mod partitioner;
 pub mod proto;
 pub mod rules;
+pub mod salesforce;
 pub mod scorer;
+pub mod scorer_bench;
+pub mod sfstandin;
 pub mod shutdown;
 pub mod simulate;
 pub mod state;

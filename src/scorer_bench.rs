@@ -1,0 +1,907 @@
+//! `leadscore bench --scorer`: the scorer service end to end, on Kafka, in one process.
+//!
+//! [`crate::bench`] measures the engine alone; this measures what an operator sees: how fast
+//! the scorer drains a backlog, how long an event takes to become a score change, how fast a
+//! partition's state restores from the changelog, and what the state costs on disk. Absolute
+//! rates depend on the machine and the broker, so throughput comes with a baseline measured in
+//! the same run on the same broker and records: a plain consumer that only reads. The ratio
+//! moves only when the scorer does.
+//!
+//! Everything runs in this process on librdkafka's mock cluster ([`DevBroker`]), like
+//! `leadscore demo`: no setup, but the broker shares the machine's cores with the scorer and the
+//! measuring clients, so the numbers are a floor, not a forecast for a real cluster. The scorer
+//! runs with its default settings (batch size and wait included): tuning them for the bench
+//! would measure a configuration nobody deploys. One client property differs, to undo a mock
+//! artifact rather than to tune: `fetch.wait.max.ms` (see [`MOCK_FETCH_WAIT_MS`]).
+
+use crate::admin::Health;
+use crate::changelog::Changelog;
+use crate::codec::{self, Format};
+use crate::config::Settings;
+use crate::devbroker::DevBroker;
+use crate::event::Event;
+use crate::generator::{self, GeneratorConfig};
+use crate::rules::Rules;
+use crate::scorer::{self, Scorer, ScorerError};
+use crate::shutdown::Shutdown;
+use crate::state::UserState;
+use anyhow::{anyhow, bail, Context, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message, ToBytes};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// What `leadscore bench --scorer` runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScorerBenchOptions {
+    /// Generated input events for the throughput run (the latency run adds its own).
+    pub events: usize,
+    pub users: usize,
+    pub seed: u64,
+    /// Partitions of every topic (input, changelog, output, dead letters).
+    pub partitions: i32,
+}
+
+impl Default for ScorerBenchOptions {
+    /// 200,000 events over 20,000 users on 3 partitions: the same ten events per user as
+    /// `leadscore bench`, few enough that each input partition stays inside the mock broker's
+    /// retention (about 5 MiB per partition, see docs/brokers.md) and the whole run takes well
+    /// under a minute on two cores.
+    fn default() -> Self {
+        ScorerBenchOptions {
+            events: 200_000,
+            users: 20_000,
+            seed: 42,
+            partitions: 3,
+        }
+    }
+}
+
+/// Events produced while the scorer is caught up, for the latency measurement.
+const LATENCY_EVENTS: usize = 5_000;
+/// Their rate: moderate, so the latency is the scorer's path and not a backlog's queueing.
+const LATENCY_RATE_PER_SEC: f64 = 2_000.0;
+/// The scorer's `fetch.wait.max.ms` on the mock, which answers a fetch that finds no data only
+/// after all of it, even when data arrives meanwhile (Kafka answers when the data arrives).
+/// The measuring readers use it too: reaching the end of a partition is such a fetch.
+const MOCK_FETCH_WAIT_MS: &str = "10";
+/// How often the scorer group's committed offsets are read.
+const COMMIT_POLL: Duration = Duration::from_millis(50);
+/// Per Kafka call of the measuring clients.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the benchmark and returns its report: a Markdown table and a line of machine facts.
+///
+/// Blocking, and it starts its own async runtime (for the broker's forwarder and the scorer's
+/// setup): call it from outside any runtime.
+pub fn run(opts: &ScorerBenchOptions) -> Result<String> {
+    if opts.events == 0 {
+        bail!("nothing to measure: --events is 0");
+    }
+    if opts.partitions < 1 {
+        bail!("partitions must be at least 1");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let dir = ScratchDir::new()?;
+    let broker = runtime.block_on(DevBroker::start("127.0.0.1:0"))?;
+    let result = measure_all(opts, &runtime, &broker, dir.path());
+    // Every client of the run is gone by now; the broker goes before the runtime that serves
+    // its forwarder.
+    drop(broker);
+    drop(runtime);
+    result
+}
+
+/// Everything measured, in the order the steps run.
+struct Measured {
+    baseline_rate: f64,
+    scorer_rate: f64,
+    scorer_changes: i64,
+    latency_ms: Vec<i64>,
+    latency_events: usize,
+    restore_records: u64,
+    restore_time: Duration,
+    changelog_baseline: f64,
+    restored_users: usize,
+    encoded_mean: f64,
+    disk_bytes: u64,
+    store_users: u64,
+    changelog_dropped: i64,
+}
+
+fn measure_all(
+    opts: &ScorerBenchOptions,
+    runtime: &tokio::runtime::Runtime,
+    broker: &DevBroker,
+    dir: &Path,
+) -> Result<String> {
+    let rules_path = dir.join("seed-canvas.toml");
+    std::fs::write(&rules_path, Rules::SEED_CANVAS).context("writing the seed canvas")?;
+    let bootstrap = broker.bootstrap_servers();
+    let defaults: BTreeMap<String, String> =
+        BTreeMap::from([("bootstrap.servers".to_string(), bootstrap.clone())]);
+    let mut settings = Settings::default();
+    settings.kafka.properties = defaults.clone();
+    // Without it a caught-up scorer would see new events in 500 ms steps on the mock, and the
+    // latency would measure the mock. It changes nothing while data is waiting (the
+    // throughput run); the restore below runs with the defaults.
+    settings
+        .kafka
+        .properties
+        .insert("fetch.wait.max.ms".into(), MOCK_FETCH_WAIT_MS.into());
+    settings.topics.partitions = opts.partitions;
+    // The mock cannot create topics through the admin API: create them before anything starts.
+    for spec in scorer::topic_specs(&settings) {
+        broker.create_topic(&spec.name, spec.partitions)?;
+    }
+    settings.scorer.rules = Some(rules_path);
+    settings.scorer.state_dir = dir.join("scorer-state");
+    settings.scorer.group_id = "leadscore-bench-scorer".into();
+    // Generated traffic lies weeks in the past: the wall clock would decay every score at once
+    // and turn the latency run into an inactivity storm.
+    settings.scorer.follow_wall_clock = false;
+    let topics = settings.topics.clone();
+    let parts = opts.partitions;
+    let n = opts.events;
+
+    // One generation for both runs, so the latency events continue the same users' traffic
+    // in event time (the generator sorts by time) instead of starting over.
+    let mut events = generator::generate(&GeneratorConfig {
+        users: opts.users,
+        events: n + LATENCY_EVENTS,
+        seed: opts.seed,
+        ..GeneratorConfig::default()
+    });
+    let tail = events.split_off(n);
+
+    // 1. The input.
+    let producer = producer(&bootstrap)?;
+    for e in &events {
+        let payload = codec::encode_event(Format::Json, e);
+        send(
+            &producer,
+            BaseRecord::to(&topics.input)
+                .key(e.user_id.as_str())
+                .payload(&payload),
+        )?;
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .context("flushing the input")?;
+    drop(events);
+
+    // 2. Baseline: read everything, nothing else.
+    let baseline_rate = baseline(&bootstrap, &topics.input, parts, n)?;
+
+    // 3. Scorer throughput.
+    let scorer_state = settings.scorer.state_dir.clone();
+    let group = settings.scorer.group_id.clone();
+    let out_start = high_watermarks(&bootstrap, &topics.output, parts)?;
+    let first_change = FirstRecord::watch(&bootstrap, &topics.output, parts)?;
+    let scorer = runtime
+        .block_on(Scorer::start(settings.clone(), Health::new()))
+        .context("starting the scorer")?;
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
+    let scorer_thread = std::thread::spawn(move || scorer.run(stop));
+    let mut running = RunningScorer {
+        thread: Some(scorer_thread),
+        shutdown,
+    };
+    let offsets = CommittedOffsets::new(&bootstrap, &group, &topics.input, parts)?;
+    let deadline = Duration::from_secs(60) + Duration::from_millis(n as u64 / 2);
+    offsets.wait_for(n as i64, deadline, &mut running)?;
+    let caught_up = now_millis();
+    let started = first_change.finish()?;
+    let scorer_secs = ((caught_up - started).max(1)) as f64 / 1000.0;
+    let scorer_rate = n as f64 / scorer_secs;
+    let scorer_changes: i64 = high_watermarks(&bootstrap, &topics.output, parts)?
+        .iter()
+        .zip(&out_start)
+        .map(|(h, s)| h - s)
+        .sum();
+
+    // 4. Latency: the scorer is caught up; new events arrive at a moderate rate.
+    let out_before = high_watermarks(&bootstrap, &topics.output, parts)?;
+    let produced_at = paced(&producer, &topics.input, &tail)?;
+    drop(producer);
+    offsets.wait_for(
+        (n + tail.len()) as i64,
+        Duration::from_secs(60),
+        &mut running,
+    )?;
+    let latency_ms = latencies(&bootstrap, &topics.output, &out_before, &produced_at)?;
+    drop(offsets);
+
+    // 5. Stop the scorer, then restore its changelog into an empty directory.
+    running.stop()?;
+    let changelog_dropped: i64 = low_watermarks(&bootstrap, &topics.changelog, parts)?
+        .iter()
+        .sum();
+    // What a restore could reach on this broker: the same records, only read.
+    let changelog_baseline = plain_read_rate(&bootstrap, &topics.changelog, parts)?;
+    // Default client properties: the restore as a deployed scorer runs it (its read to the
+    // end of each partition waits out fetch.wait.max.ms, on Kafka too).
+    let fresh = Changelog::open(&dir.join("restore-state"), &topics.changelog, &defaults)?;
+    let mut restore_records = 0u64;
+    let mut restored = Vec::new();
+    let restore_started = Instant::now();
+    for p in 0..parts {
+        let r = fresh
+            .restore(p, |_| {})
+            .with_context(|| format!("restoring changelog partition {p}"))?;
+        restore_records += r.records_read;
+        restored.push(r.entries);
+    }
+    let restore_time = restore_started.elapsed();
+    drop(fresh);
+    let mut encoded_total = 0usize;
+    let mut restored_users = 0usize;
+    for (user, bytes) in restored.iter().flatten() {
+        let state = UserState::decode(bytes)
+            .map_err(|e| anyhow!("restored state of {user} does not decode: {e}"))?;
+        encoded_total += state.encode().len();
+        restored_users += 1;
+    }
+    let encoded_mean = encoded_total as f64 / restored_users.max(1) as f64;
+
+    // 6. The scorer's own local store, now that nothing holds it open.
+    let own = Changelog::open(&scorer_state, &topics.changelog, &defaults)?;
+    let disk_bytes = own.store().disk_bytes()?;
+    let mut store_users = 0u64;
+    for p in 0..parts {
+        store_users += own.store().partition_stats(p)?.0;
+    }
+    drop(own);
+
+    Ok(report(
+        opts,
+        &settings,
+        &Measured {
+            baseline_rate,
+            scorer_rate,
+            scorer_changes,
+            latency_ms,
+            latency_events: tail.len(),
+            restore_records,
+            restore_time,
+            changelog_baseline,
+            restored_users,
+            encoded_mean,
+            disk_bytes,
+            store_users,
+            changelog_dropped,
+        },
+    ))
+}
+
+fn report(opts: &ScorerBenchOptions, settings: &Settings, m: &Measured) -> String {
+    let n = opts.events;
+    let s = &settings.scorer;
+    let defaults = format!(
+        "scorer defaults, untuned: batch_max_events = {}, batch_max_wait = {} ms, {:?}",
+        s.batch_max_events,
+        s.batch_max_wait.as_millis(),
+        s.guarantee
+    );
+    let mut lat = m.latency_ms.clone();
+    lat.sort_unstable();
+    let nearest_rank = |p: usize| {
+        lat.get((lat.len().max(1) - 1) * p / 100)
+            .copied()
+            .unwrap_or(0)
+    };
+    let restore_rate = m.restore_records as f64 / m.restore_time.as_secs_f64().max(1e-9);
+    let per_user = |bytes: u64| bytes as f64 / m.store_users.max(1) as f64;
+    let mut restore_note = format!(
+        "target >= 500000; a fresh Changelog in an empty directory, all {} partitions, {:.0} ms",
+        opts.partitions,
+        m.restore_time.as_secs_f64() * 1000.0
+    );
+    if m.changelog_dropped > 0 {
+        let _ = write!(
+            restore_note,
+            "; the mock's retention had dropped the oldest {} changelog records (it never compacts)",
+            m.changelog_dropped
+        );
+    }
+    let rows: Vec<(&str, String, String)> = vec![
+        (
+            "baseline: plain consumer (records/s)",
+            format!("{:.0}", m.baseline_rate),
+            format!("BaseConsumer, all partitions assigned from the beginning, timed to the last of the {n} records"),
+        ),
+        (
+            "scorer throughput (events/s)",
+            format!("{:.0}", m.scorer_rate),
+            format!(
+                "from the first score change's CreateTime (group join and restore excluded) until \
+                 the group's committed offsets sum to {n} (read every {} ms); {} score changes; {defaults}",
+                COMMIT_POLL.as_millis(),
+                m.scorer_changes
+            ),
+        ),
+        (
+            "scorer / baseline",
+            format!("{:.2}", m.scorer_rate / m.baseline_rate.max(1e-9)),
+            "target >= 0.60".to_string(),
+        ),
+        (
+            "latency produce -> score change, p50 (ms)",
+            nearest_rank(50).to_string(),
+            format!(
+                "output CreateTime (scorer produces the change) - input CreateTime; {} events at \
+                 {:.0}/s, caught up; scorer fetch.wait.max.ms = {MOCK_FETCH_WAIT_MS} (the mock \
+                 holds an empty fetch for all of it, Kafka does not)",
+                m.latency_events, LATENCY_RATE_PER_SEC
+            ),
+        ),
+        (
+            "latency produce -> score change, p99 (ms)",
+            nearest_rank(99).to_string(),
+            "nearest rank".to_string(),
+        ),
+        (
+            "latency samples",
+            lat.len().to_string(),
+            "score changes matched to their input by reason.source_event_id; events without an event_id skipped".to_string(),
+        ),
+        (
+            "restore (changelog records/s)",
+            format!("{restore_rate:.0}"),
+            restore_note,
+        ),
+        (
+            "baseline: plain consumer on the changelog (records/s)",
+            format!("{:.0}", m.changelog_baseline),
+            format!(
+                "the same records, only read, as in the input baseline; restore / this = {:.2}",
+                restore_rate / m.changelog_baseline.max(1e-9)
+            ),
+        ),
+        (
+            "changelog records read",
+            m.restore_records.to_string(),
+            format!("state and checkpoint records; {} users restored", m.restored_users),
+        ),
+        (
+            "state on disk per user (bytes)",
+            format!("{:.1}", per_user(m.disk_bytes)),
+            format!(
+                "LocalStore::disk_bytes() of the scorer's state dir after it stopped ({} bytes), journal included",
+                m.disk_bytes
+            ),
+        ),
+        (
+            "state encoded per user, mean (bytes)",
+            format!("{:.1}", m.encoded_mean),
+            "UserState::encode() over the restored entries".to_string(),
+        ),
+        (
+            "users with state",
+            m.store_users.to_string(),
+            format!("in the scorer's local store, of {} configured", opts.users),
+        ),
+    ];
+    let mut out = String::from("| metric | value | note |\n|---|---|---|\n");
+    for (metric, value, note) in rows {
+        let _ = writeln!(out, "| {metric} | {value} | {note} |");
+    }
+    let cores = std::thread::available_parallelism().map_or(0, |c| c.get());
+    let _ =
+        writeln!(
+        out,
+        "\nmachine: available_parallelism = {cores}; events = {n} (+{} for latency); users = {}; \
+         partitions = {}; seed = {}; broker = librdkafka mock cluster (in-process, 1 broker); \
+         JSON input; {} build",
+        m.latency_events,
+        opts.users,
+        opts.partitions,
+        opts.seed,
+        if cfg!(debug_assertions) { "debug" } else { "release" },
+    );
+    out
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+/// A producer as an application's would be: keyed by user id with Kafka's default partitioner
+/// (what the scorer's co-partitioning assumes). lz4, as the services use: uncompressed JSON
+/// would overflow the mock's per-partition retention at the default size.
+fn producer(bootstrap: &str) -> Result<ThreadedProducer<DefaultProducerContext>> {
+    client(bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()
+        .context("creating the input producer")
+}
+
+/// Queues a record, waiting while the local queue is full.
+fn send<K, P>(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut rec: BaseRecord<'_, K, P>,
+) -> Result<()>
+where
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                rec = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e).context("producing input"),
+        }
+    }
+}
+
+/// A consumer outside any group (the id is required but nothing is committed).
+fn reader(bootstrap: &str, group: &str) -> Result<BaseConsumer> {
+    client(bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        // Reaching the end is an empty fetch, which the broker holds this long.
+        .set("fetch.wait.max.ms", MOCK_FETCH_WAIT_MS)
+        .create()
+        .context("creating a consumer")
+}
+
+fn watermarks(bootstrap: &str, topic: &str, parts: i32) -> Result<Vec<(i64, i64)>> {
+    let c = reader(bootstrap, "leadscore-bench-watermarks")?;
+    (0..parts)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, CALL_TIMEOUT)
+                .with_context(|| format!("watermarks of {topic} [{p}]"))
+        })
+        .collect()
+}
+
+fn high_watermarks(bootstrap: &str, topic: &str, parts: i32) -> Result<Vec<i64>> {
+    Ok(watermarks(bootstrap, topic, parts)?
+        .into_iter()
+        .map(|w| w.1)
+        .collect())
+}
+
+fn low_watermarks(bootstrap: &str, topic: &str, parts: i32) -> Result<Vec<i64>> {
+    Ok(watermarks(bootstrap, topic, parts)?
+        .into_iter()
+        .map(|w| w.0)
+        .collect())
+}
+
+/// Assigns every partition of `topic` from `from` (per partition).
+fn assign(c: &BaseConsumer, topic: &str, from: &[Offset]) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in from.iter().enumerate() {
+        tpl.add_partition_offset(topic, p as i32, *o)?;
+    }
+    c.assign(&tpl).context("assigning partitions")
+}
+
+/// Reads the input once, only reading, and returns the records/s. It also checks that the
+/// input is complete: the scorer's numbers mean nothing if the mock's retention (or a failed
+/// delivery) lost some of it.
+fn baseline(bootstrap: &str, topic: &str, parts: i32, n: usize) -> Result<f64> {
+    let marks = watermarks(bootstrap, topic, parts)?;
+    let low: i64 = marks.iter().map(|w| w.0).sum();
+    let high: i64 = marks.iter().map(|w| w.1).sum();
+    if low > 0 {
+        bail!(
+            "the mock broker dropped {low} input records (it keeps about 5 MiB per partition): \
+             use fewer --events or more partitions"
+        );
+    }
+    if high != n as i64 {
+        bail!("the input topic holds {high} records, {n} were produced");
+    }
+    plain_read_rate(bootstrap, topic, parts)
+}
+
+/// Reads every partition of `topic` from the beginning, touching each payload and nothing more,
+/// and returns the records/s: what the broker and librdkafka allow, whatever the application
+/// does. The clock stops at the last record, not at the end-of-partition events (an empty
+/// fetch the broker holds for fetch.wait.max.ms).
+fn plain_read_rate(bootstrap: &str, topic: &str, parts: i32) -> Result<f64> {
+    let expected: i64 = watermarks(bootstrap, topic, parts)?
+        .iter()
+        .map(|(lo, hi)| hi - lo)
+        .sum();
+    let c = reader(bootstrap, "leadscore-bench-baseline")?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let started = Instant::now();
+    assign(&c, topic, &vec![Offset::Beginning; parts as usize])?;
+    let (mut records, mut bytes) = (0i64, 0usize);
+    while records < expected {
+        if Instant::now() > deadline {
+            bail!("read {records} of {expected} records of {topic} in two minutes");
+        }
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                records += 1;
+                bytes += m.payload_len();
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => return Err(e).with_context(|| format!("reading {topic}")),
+        }
+    }
+    let elapsed = started.elapsed();
+    black_box(bytes);
+    Ok(records as f64 / elapsed.as_secs_f64().max(1e-9))
+}
+
+/// Polls until every assigned partition reported its end; `each` sees every record.
+fn read_to_end(
+    c: &BaseConsumer,
+    parts: i32,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut ended = std::collections::HashSet::new();
+    while ended.len() < parts as usize {
+        if Instant::now() > deadline {
+            bail!("reading to the end took over two minutes");
+        }
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => each(&m),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            Some(Err(e)) => return Err(e).context("reading"),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Watches a topic from its beginning for the first record of each partition and keeps the
+/// earliest CreateTime: when the scorer produced its first score change, the start of the
+/// throughput measurement. A partition assignment is not visible from outside the scorer; its
+/// first output is.
+struct FirstRecord {
+    done: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Option<i64>>>,
+}
+
+impl FirstRecord {
+    fn watch(bootstrap: &str, topic: &str, parts: i32) -> Result<FirstRecord> {
+        let c: BaseConsumer = client(bootstrap)
+            .set("group.id", "leadscore-bench-first-change")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .context("creating the output watcher")?;
+        assign(&c, topic, &vec![Offset::Beginning; parts as usize])?;
+        let done = Arc::new(AtomicBool::new(false));
+        let stop = done.clone();
+        let thread = std::thread::spawn(move || {
+            let mut first: HashMap<i32, i64> = HashMap::new();
+            // Stops reading once every partition showed its first record: the rest of the
+            // run's CPU belongs to the scorer.
+            while first.len() < parts as usize && !stop.load(Ordering::Relaxed) {
+                match c.poll(Duration::from_millis(20)) {
+                    Some(Ok(m)) => {
+                        if let Some(t) = m.timestamp().to_millis() {
+                            first.entry(m.partition()).or_insert(t);
+                        }
+                    }
+                    Some(Err(e)) => tracing::debug!(error = %e, "output watcher"),
+                    None => {}
+                }
+            }
+            first.into_values().min()
+        });
+        Ok(FirstRecord {
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    /// The earliest first record's CreateTime (epoch ms).
+    fn finish(mut self) -> Result<i64> {
+        // Output is flushed before offsets are committed, so the records are there by now; a
+        // partition may have none, hence the bounded wait.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.thread.as_ref().is_some_and(|t| !t.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.done.store(true, Ordering::Relaxed);
+        let thread = self
+            .thread
+            .take()
+            .ok_or_else(|| anyhow!("the output watcher already finished"))?;
+        thread
+            .join()
+            .map_err(|_| anyhow!("the output watcher panicked"))?
+            .ok_or_else(|| anyhow!("the scorer caught up without publishing a score change"))
+    }
+}
+
+impl Drop for FirstRecord {
+    /// A failed run must not leave the watcher polling a broker that is going away.
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The scorer's thread; stopped (and its error surfaced) by [`RunningScorer::stop`], or on
+/// drop when a measurement fails first.
+struct RunningScorer {
+    thread: Option<JoinHandle<Result<(), ScorerError>>>,
+    shutdown: Shutdown,
+}
+
+impl RunningScorer {
+    /// An error if the scorer already stopped on its own (it only stops on errors).
+    fn check(&mut self) -> Result<()> {
+        if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
+            self.stop()?;
+            bail!("the scorer stopped unexpectedly");
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        self.shutdown.trigger();
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow!("the scorer thread panicked"))?
+                .context("the scorer failed"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningScorer {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// Reads the scorer group's committed input offsets, as lag monitoring would.
+struct CommittedOffsets {
+    consumer: BaseConsumer,
+    topic: String,
+    parts: i32,
+}
+
+impl CommittedOffsets {
+    fn new(bootstrap: &str, group: &str, topic: &str, parts: i32) -> Result<CommittedOffsets> {
+        // Same group id, never subscribed: it reads the group's offsets without joining it.
+        let consumer = client(bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .context("creating the offsets reader")?;
+        Ok(CommittedOffsets {
+            consumer,
+            topic: topic.to_string(),
+            parts,
+        })
+    }
+
+    fn sum(&self) -> Result<i64> {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..self.parts {
+            tpl.add_partition(&self.topic, p);
+        }
+        let got = self.consumer.committed_offsets(tpl, CALL_TIMEOUT)?;
+        Ok(got
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            })
+            .sum())
+    }
+
+    /// Waits until the committed offsets sum to `target`.
+    fn wait_for(&self, target: i64, timeout: Duration, scorer: &mut RunningScorer) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last = 0;
+        loop {
+            scorer.check()?;
+            match self.sum() {
+                Ok(s) if s >= target => return Ok(()),
+                Ok(s) => last = s,
+                // The coordinator may not know the group yet.
+                Err(e) => tracing::debug!(error = %e, "committed offsets"),
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the scorer committed {last} of {target} input records within {} s",
+                    timeout.as_secs()
+                );
+            }
+            std::thread::sleep(COMMIT_POLL);
+        }
+    }
+}
+
+/// Produces `events` at [`LATENCY_RATE_PER_SEC`], each stamped with its produce time (its
+/// CreateTime), and returns that time per `event_id` (the first, for ids sent twice).
+fn paced(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    events: &[Event],
+) -> Result<HashMap<String, i64>> {
+    let mut produced_at = HashMap::with_capacity(events.len());
+    let started = Instant::now();
+    for (i, e) in events.iter().enumerate() {
+        let due = started + Duration::from_secs_f64(i as f64 / LATENCY_RATE_PER_SEC);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let payload = codec::encode_event(Format::Json, e);
+        let at = now_millis();
+        send(
+            producer,
+            BaseRecord::to(topic)
+                .key(e.user_id.as_str())
+                .payload(&payload)
+                .timestamp(at),
+        )?;
+        if let Some(id) = &e.event_id {
+            produced_at.entry(id.clone()).or_insert(at);
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .context("flushing the latency events")?;
+    Ok(produced_at)
+}
+
+/// Output CreateTime minus input CreateTime of every score change since `from` whose source
+/// event is in `produced_at`.
+fn latencies(
+    bootstrap: &str,
+    topic: &str,
+    from: &[i64],
+    produced_at: &HashMap<String, i64>,
+) -> Result<Vec<i64>> {
+    let c = reader(bootstrap, "leadscore-bench-latency")?;
+    let offsets: Vec<Offset> = from.iter().map(|o| Offset::Offset(*o)).collect();
+    assign(&c, topic, &offsets)?;
+    let mut samples = Vec::new();
+    read_to_end(&c, from.len() as i32, |m| {
+        let (Some(out_at), Some(payload)) = (m.timestamp().to_millis(), m.payload()) else {
+            return;
+        };
+        // Inactivity changes have no source event; events without an id are named by their
+        // Kafka position, which this side does not track.
+        let Ok(change) = codec::decode_change(Format::Json, payload) else {
+            return;
+        };
+        let source = change.reason.source_event_id.as_deref();
+        if let Some(&in_at) = source.and_then(|id| produced_at.get(id)) {
+            samples.push(out_at - in_at);
+        }
+    })?;
+    Ok(samples)
+}
+
+/// A scratch directory for the rules file and the state directories, removed on drop.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> Result<ScratchDir> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "leadscore-scorer-bench-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(ScratchDir(dir))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The numbers of a report, by metric: for tests and tools that read the table.
+pub fn parse_report(report: &str) -> BTreeMap<&str, &str> {
+    report
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells.len() == 5 && cells[1] != "metric" && !cells[1].starts_with("---"))
+                .then(|| (cells[1], cells[2]))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const METRICS: [&str; 12] = [
+        "baseline: plain consumer (records/s)",
+        "scorer throughput (events/s)",
+        "scorer / baseline",
+        "latency produce -> score change, p50 (ms)",
+        "latency produce -> score change, p99 (ms)",
+        "latency samples",
+        "restore (changelog records/s)",
+        "baseline: plain consumer on the changelog (records/s)",
+        "changelog records read",
+        "state on disk per user (bytes)",
+        "state encoded per user, mean (bytes)",
+        "users with state",
+    ];
+
+    #[test]
+    fn tiny_run_reports_every_metric_with_a_positive_value() -> Result<()> {
+        let report = run(&ScorerBenchOptions {
+            events: 3_000,
+            users: 300,
+            ..ScorerBenchOptions::default()
+        })?;
+        let values = parse_report(&report);
+        for metric in METRICS {
+            let Some(value) = values.get(metric) else {
+                panic!("{metric} missing from\n{report}");
+            };
+            let v: f64 = value
+                .parse()
+                .map_err(|e| anyhow!("{metric}: {value:?}: {e}"))?;
+            assert!(v > 0.0 && v.is_finite(), "{metric} = {v}\n{report}");
+        }
+        assert_eq!(values.len(), METRICS.len(), "{report}");
+        assert!(
+            report.contains("events = 3000 (+5000 for latency); users = 300; partitions = 3"),
+            "{report}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_zero_events() {
+        let opts = ScorerBenchOptions {
+            events: 0,
+            ..ScorerBenchOptions::default()
+        };
+        assert!(run(&opts).is_err());
+    }
+}

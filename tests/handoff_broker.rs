@@ -1,0 +1,330 @@
+//! The handoff against a broker process and the Salesforce stand-in: who is handed off, the
+//! failure policy, and that a `kill -9` loses no lead.
+
+mod common;
+
+use common::*;
+use leadscore::change::{Reason, ReasonKind, ScoreChange};
+use leadscore::codec::{self, Format};
+use leadscore::config::Secret;
+use leadscore::event::Scalar;
+use leadscore::generator::salesforce_lead_id;
+use leadscore::sfstandin::{self, Faults, Standin, StandinConfig};
+use rdkafka::producer::Producer;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::Duration;
+
+const SECRET: &str = "test-secret-value";
+
+struct Setup {
+    broker: Broker,
+    names: Names,
+    handoffs: String,
+    handoffs_dlq: String,
+    handoff_changelog: String,
+    dir: TempDir,
+    rt: tokio::runtime::Runtime,
+    standin: Standin,
+    instance_url: String,
+}
+
+impl Setup {
+    fn new(test: &str, partitions: i32, cfg: StandinConfig) -> Setup {
+        let names = Names::new(test);
+        let handoffs = format!("ho-{}", names.group);
+        let handoffs_dlq = format!("hodlq-{}", names.group);
+        let handoff_changelog = format!("hocl-{}", names.group);
+        let broker = Broker::start(&[
+            (&names.output, partitions, false),
+            (&handoff_changelog, partitions, true),
+            (&handoffs, partitions, false),
+            (&handoffs_dlq, partitions, false),
+        ]);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (addr, standin) = rt
+            .block_on(sfstandin::serve(
+                "127.0.0.1:0",
+                cfg,
+                leadscore::shutdown::Shutdown::new(),
+            ))
+            .expect("stand-in");
+        Setup {
+            broker,
+            names,
+            handoffs,
+            handoffs_dlq,
+            handoff_changelog,
+            dir: TempDir::new(test),
+            rt,
+            standin,
+            instance_url: format!("http://{addr}"),
+        }
+    }
+
+    fn handoff(&self) -> Service {
+        let port = free_port();
+        let v = |k: &str, v: &str| (format!("LEADSCORE__{k}"), v.to_string());
+        let env = vec![
+            v("KAFKA__BOOTSTRAP_SERVERS", &self.broker.bootstrap),
+            v("KAFKA__SESSION_TIMEOUT_MS", "6000"),
+            v("KAFKA__HEARTBEAT_INTERVAL_MS", "500"),
+            v("TOPICS__OUTPUT", &self.names.output),
+            v("TOPICS__HANDOFFS", &self.handoffs),
+            v("TOPICS__HANDOFFS_DLQ", &self.handoffs_dlq),
+            v("TOPICS__HANDOFF_CHANGELOG", &self.handoff_changelog),
+            v("HANDOFF__GROUP_ID", &self.names.group),
+            v(
+                "HANDOFF__STATE_DIR",
+                &self.dir.path().join("h").display().to_string(),
+            ),
+            v("HANDOFF__LEAD_ID_ATTRIBUTE", "salesforce_lead_id"),
+            v("HANDOFF__LINGER", "50ms"),
+            v("HANDOFF__BACKOFF_INITIAL", "20ms"),
+            v("HANDOFF__BACKOFF_MAX", "200ms"),
+            v("HANDOFF__LIMIT_PAUSE", "1s"),
+            v("SALESFORCE__INSTANCE_URL", &self.instance_url),
+            v("SALESFORCE__CLIENT_ID", "leadscore-dev"),
+            v("ADMIN__LISTEN", &format!("127.0.0.1:{port}")),
+            (
+                "LEADSCORE_SALESFORCE_CLIENT_SECRET".to_string(),
+                SECRET.to_string(),
+            ),
+        ];
+        Service::spawn("handoff", &env, port, self.dir.path().join("h.log"))
+    }
+
+    /// Outcomes published so far: lead id to (status, error code) of each.
+    fn outcomes(&self) -> Vec<serde_json::Value> {
+        read_all(&self.broker, &self.handoffs)
+            .into_iter()
+            .filter_map(|r| serde_json::from_slice(r.payload.as_deref()?).ok())
+            .collect()
+    }
+}
+
+fn config(faults: Faults) -> StandinConfig {
+    StandinConfig {
+        client_id: "leadscore-dev".into(),
+        client_secret: Secret::new(SECRET),
+        faults,
+        ..StandinConfig::default()
+    }
+}
+
+fn change(user: &str, n: u64, score: i64, status: &str, lead_id: &str) -> Vec<u8> {
+    let c = ScoreChange {
+        event_id: format!("{user}-c{n}"),
+        user_id: user.into(),
+        time: 1_767_571_200_000 + n as i64,
+        previous_score: score - 1,
+        score,
+        delta: 1,
+        reason: Reason {
+            kind: ReasonKind::Rule,
+            group: Some("engaged".into()),
+            source_event_id: None,
+        },
+        attributes: vec![
+            ("lead_status".into(), Scalar::Str(status.into())),
+            ("salesforce_lead_id".into(), Scalar::Str(lead_id.into())),
+        ],
+    };
+    codec::encode_change(Format::Json, &c)
+}
+
+#[test]
+fn hands_off_thousands_of_leads_through_faults_and_a_kill_9_losing_none() {
+    let leads = 5_000usize;
+    let mut known: HashSet<String> = HashSet::new();
+    let mut deleted: HashSet<String> = HashSet::new();
+    let mut expect_mql: BTreeSet<String> = BTreeSet::new();
+    let mut expect_dead: BTreeSet<String> = BTreeSet::new();
+    let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..leads {
+        let user = format!("user-{i:06}");
+        let id = salesforce_lead_id(i);
+        // Most cross the threshold; every 7th stays below it; every 11th is already MQL;
+        // every 13th does not exist in the org and every 17th was deleted (permanent failures).
+        let crosses = i % 7 != 0;
+        let already_mql = i % 11 == 0;
+        if i % 13 == 0 {
+            // Unknown to the org.
+        } else {
+            known.insert(id.clone());
+        }
+        if i % 17 == 0 {
+            deleted.insert(id.clone());
+        }
+        let status = if already_mql { "MQL" } else { "Open" };
+        for (n, score) in [
+            (1, 60),
+            (2, 95),
+            (3, if crosses { 101 } else { 100 }),
+            (4, if crosses { 120 } else { 80 }),
+        ] {
+            records.push((user.clone(), change(&user, n, score, status, &id)));
+        }
+        if crosses && !already_mql {
+            if i % 13 == 0 || i % 17 == 0 {
+                expect_dead.insert(id.clone());
+            } else {
+                expect_mql.insert(id.clone());
+            }
+        }
+    }
+    let mut cfg = config(Faults {
+        token_ttl_calls: Some(40),
+        unavailable_rate: 0.05,
+        lock_rate: 0.03,
+        daily_limit: None,
+        latency: Duration::from_millis(2),
+        seed: 7,
+    });
+    cfg.known_leads = Some(known);
+    cfg.deleted_leads = deleted;
+    let setup = Setup::new("handoff5k", 3, cfg);
+
+    let p = producer(&setup.broker);
+    let half = records.len() / 2;
+    for (k, v) in &records[..half] {
+        produce(&p, &setup.names.output, Some(k.as_bytes()), v);
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+
+    let mut h = setup.handoff();
+    wait_until(Duration::from_secs(120), "some leads handed off", || {
+        setup.standin.leads().len() > 200
+    });
+    h.kill9();
+    for (k, v) in &records[half..] {
+        produce(&p, &setup.names.output, Some(k.as_bytes()), v);
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let mut h = setup.handoff();
+
+    let total = expect_mql.len() + expect_dead.len();
+    wait_until(
+        Duration::from_secs(300),
+        "every lead to have an outcome",
+        || {
+            let outcomes = setup.outcomes();
+            let ids: BTreeSet<&str> = outcomes
+                .iter()
+                .filter_map(|o| o["lead_id"].as_str())
+                .collect();
+            ids.len() >= total
+        },
+    );
+    assert!(
+        h.terminate().success(),
+        "SIGTERM exits 0:\n{}",
+        h.log_text()
+    );
+
+    // Every lead that should be MQL is MQL in the org, and no other lead was touched.
+    let org = setup.standin.leads();
+    let mql: BTreeSet<String> = org
+        .iter()
+        .filter(|(_, f)| f.get("lead_status").and_then(|s| s.as_str()) == Some("MQL"))
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(mql, expect_mql, "leads marked MQL in the stand-in");
+    let touched: BTreeSet<String> = org.keys().cloned().collect();
+    assert_eq!(touched, expect_mql, "no other lead was touched");
+
+    // The DLQ holds exactly the permanent failures.
+    let dead: BTreeSet<String> = read_all(&setup.broker, &setup.handoffs_dlq)
+        .into_iter()
+        .filter_map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(r.payload.as_deref()?).ok()?;
+            Some(v["lead_id"].as_str()?.to_string())
+        })
+        .collect();
+    assert_eq!(dead, expect_dead, "dead-lettered leads");
+
+    // Outcomes say what happened; the token was refreshed as it expired.
+    let outcomes = setup.outcomes();
+    let by_status: BTreeMap<String, usize> = outcomes.iter().fold(BTreeMap::new(), |mut m, o| {
+        *m.entry(o["status"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
+        m
+    });
+    assert!(
+        by_status.get("handed_off").copied().unwrap_or(0) >= expect_mql.len(),
+        "{by_status:?}"
+    );
+    assert!(outcomes
+        .iter()
+        .any(|o| o["error"]["errorCode"] == "NOT_FOUND"));
+    assert!(outcomes
+        .iter()
+        .any(|o| o["error"]["errorCode"] == "ENTITY_IS_DELETED"));
+    assert!(
+        setup.standin.tokens_issued() > 2,
+        "tokens issued: {}",
+        setup.standin.tokens_issued()
+    );
+    // Batching: far fewer API calls than leads.
+    let calls = setup.standin.api_calls();
+    assert!(
+        calls < (leads as u64) / 5,
+        "{calls} API calls for {leads} leads"
+    );
+    let log = h.log_text();
+    assert!(!log.contains(SECRET), "the secret never appears in logs");
+    drop(setup.rt);
+}
+
+#[test]
+fn a_lead_whose_status_leaves_mql_is_handed_off_again() {
+    let setup = Setup::new("reelig", 1, config(Faults::default()));
+    let id = salesforce_lead_id(1);
+    let p = producer(&setup.broker);
+    let send = |changes: &[(u64, i64, &str)]| {
+        for (n, score, status) in changes {
+            produce(
+                &p,
+                &setup.names.output,
+                Some(b"u1"),
+                &change("u1", *n, *score, status, &id),
+            );
+        }
+        p.flush(Duration::from_secs(30)).expect("flush");
+    };
+    send(&[(1, 120, "Open")]);
+    let mut h = setup.handoff();
+    wait_until(Duration::from_secs(60), "the first handoff", || {
+        setup.outcomes().len() == 1
+    });
+    // Sales marks it MQL (no handoff while MQL), then sets it back to Nurture: eligible again.
+    send(&[(2, 121, "MQL"), (3, 125, "Nurture"), (4, 126, "Nurture")]);
+    wait_until(Duration::from_secs(60), "the second handoff", || {
+        setup.outcomes().len() >= 2
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(h.terminate().success());
+    assert_eq!(
+        setup.standin.patch_count(&id),
+        2,
+        "handed off, then again after leaving MQL"
+    );
+    let reqs = setup.standin.requests();
+    let patch = reqs
+        .iter()
+        .find(|r| r.method == "PATCH")
+        .expect("a PATCH request");
+    assert_eq!(
+        patch.path,
+        format!("/services/data/v60.0/sobjects/Lead/{id}")
+    );
+    assert!(patch
+        .header("authorization")
+        .is_some_and(|a| a.starts_with("Bearer ")));
+    assert_eq!(patch.header("content-type"), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_str(&patch.body).expect("JSON body");
+    assert_eq!(body, serde_json::json!({"lead_status": "MQL"}));
+}
