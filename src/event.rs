@@ -17,6 +17,7 @@ pub enum Scalar {
 
 impl Scalar {
     /// The value as a number, for `gt`/`gte`/`lt`/`lte`; `None` for strings and booleans.
+    #[inline]
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Scalar::Int(i) => Some(*i as f64),
@@ -27,9 +28,10 @@ impl Scalar {
 
     /// Equality as a rules author means it: numbers compare by value (`1 == 1.0`), other kinds
     /// only to their own kind (`true != "true"`).
+    #[inline]
     pub fn loose_eq(&self, other: &Scalar) -> bool {
         match (self, other) {
-            (Scalar::Str(a), Scalar::Str(b)) => a == b,
+            (Scalar::Str(a), Scalar::Str(b)) => crate::state::bytes_eq(a.as_bytes(), b.as_bytes()),
             (Scalar::Bool(a), Scalar::Bool(b)) => a == b,
             (Scalar::Int(a), Scalar::Int(b)) => a == b,
             (a, b) => match (a.as_f64(), b.as_f64()) {
@@ -169,10 +171,11 @@ impl Event {
     }
 
     /// The property named `key`, if the event has it.
+    #[inline]
     pub fn property(&self, key: &str) -> Option<&Scalar> {
         self.properties
             .iter()
-            .find(|(k, _)| k == key)
+            .find(|(k, _)| crate::state::bytes_eq(k.as_bytes(), key.as_bytes()))
             .map(|(_, v)| v)
     }
 }

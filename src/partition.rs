@@ -10,6 +10,8 @@ use crate::engine::{Engine, Outcome};
 use crate::event::{Event, Origin};
 use crate::state::UserState;
 use crate::timestamp::Millis;
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Where a partition's user states live.
@@ -42,8 +44,60 @@ impl UserStore for HashMap<String, UserState> {
 #[derive(Debug, Default, Clone)]
 pub struct Partition {
     clock: Option<Millis>,
-    timers: BTreeSet<(Millis, String)>,
+    timers: BTreeSet<Timer>,
 }
+
+/// A timer index entry, ordered by due time, then user id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    due: Millis,
+    user: String,
+}
+
+/// A timer entry as `(due, user)` whether it owns the user id or borrows it, so the index can
+/// be searched without allocating a `String` (the `Borrow<dyn TimerKey>` lookup idiom).
+trait TimerKey {
+    fn key(&self) -> (Millis, &str);
+}
+
+impl TimerKey for Timer {
+    fn key(&self) -> (Millis, &str) {
+        (self.due, &self.user)
+    }
+}
+
+impl TimerKey for (Millis, &str) {
+    fn key(&self) -> (Millis, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> Borrow<dyn TimerKey + 'a> for Timer {
+    fn borrow(&self) -> &(dyn TimerKey + 'a) {
+        self
+    }
+}
+
+// The same order as `Timer`'s derived one: due time, then user id.
+impl Ord for dyn TimerKey + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+impl PartialOrd for dyn TimerKey + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for dyn TimerKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for dyn TimerKey + '_ {}
 
 impl Partition {
     pub fn new() -> Partition {
@@ -57,7 +111,12 @@ impl Partition {
     ) -> Partition {
         let timers = users
             .into_iter()
-            .filter_map(|(u, st)| st.timer_due.map(|t| (t, u.to_string())))
+            .filter_map(|(u, st)| {
+                st.timer_due.map(|due| Timer {
+                    due,
+                    user: u.to_string(),
+                })
+            })
             .collect();
         Partition { clock, timers }
     }
@@ -74,7 +133,7 @@ impl Partition {
 
     /// The earliest due timer, if any.
     pub fn next_due(&self) -> Option<Millis> {
-        self.timers.first().map(|(t, _)| *t)
+        self.timers.first().map(|t| t.due)
     }
 
     /// Processes one event: counts its time in the clock, fires the timers due by then, then
@@ -114,11 +173,8 @@ impl Partition {
     ) {
         let to = self.clock.map_or(to, |c| c.max(to));
         self.clock = Some(to);
-        while let Some((due, _)) = self.timers.first() {
-            if *due > to {
-                break;
-            }
-            let Some((due, user)) = self.timers.pop_first() else {
+        while self.timers.first().is_some_and(|t| t.due <= to) {
+            let Some(Timer { due, user }) = self.timers.pop_first() else {
                 break;
             };
             let next = store.update(&user, |st| {
@@ -129,18 +185,19 @@ impl Partition {
                 engine.fire_timer(&user, st, due, out);
                 st.timer_due
             });
-            if let Some(next) = next {
-                self.timers.insert((next, user));
+            if let Some(due) = next {
+                self.timers.insert(Timer { due, user });
             }
         }
     }
 
+    /// Moves the user's index entry from `before` to `after`, reusing its user id: a change
+    /// re-arms the timer, so this runs for about every other event.
     fn reschedule(&mut self, user: &str, before: Option<Millis>, after: Option<Millis>) {
-        if let Some(t) = before {
-            self.timers.remove(&(t, user.to_string()));
-        }
-        if let Some(t) = after {
-            self.timers.insert((t, user.to_string()));
+        let old = before.and_then(|t| self.timers.take(&(t, user) as &dyn TimerKey));
+        if let Some(due) = after {
+            let user = old.map_or_else(|| user.to_string(), |t| t.user);
+            self.timers.insert(Timer { due, user });
         }
     }
 }

@@ -56,20 +56,37 @@ pub struct SeenEvent {
 }
 
 impl UserState {
+    #[inline]
     pub fn attribute(&self, name: &str) -> Option<&Scalar> {
-        self.attributes
-            .binary_search_by(|(k, _)| k.as_str().cmp(name))
-            .ok()
-            .map(|i| &self.attributes[i].1)
+        self.attribute_index(name).map(|i| &self.attributes[i].1)
+    }
+
+    /// Where the attribute `name` sits, if the user has it. Names are unique, so for the usual
+    /// handful of attributes a scan comparing lengths first (in the Vec itself, no pointer
+    /// chasing) reads the bytes of at most a key or two; a long list is binary searched.
+    #[inline]
+    fn attribute_index(&self, name: &str) -> Option<usize> {
+        if self.attributes.len() <= 16 {
+            self.attributes
+                .iter()
+                .position(|(k, _)| bytes_eq(k.as_bytes(), name.as_bytes()))
+        } else {
+            self.attributes
+                .binary_search_by(|(k, _)| k.as_str().cmp(name))
+                .ok()
+        }
     }
 
     /// Sets (or with `None` removes) an attribute. Returns whether its value changed.
     pub fn set_attribute(&mut self, name: &str, value: Option<&Scalar>) -> bool {
-        match (
-            self.attributes
+        let found = match self.attribute_index(name) {
+            Some(i) => Ok(i),
+            None if value.is_none() => return false,
+            None => self
+                .attributes
                 .binary_search_by(|(k, _)| k.as_str().cmp(name)),
-            value,
-        ) {
+        };
+        match (found, value) {
             (Ok(i), Some(v)) => {
                 if &self.attributes[i].1 == v {
                     false
@@ -305,6 +322,30 @@ impl Reader<'_> {
     }
 }
 
+/// Byte equality tuned for the short names of attributes, properties and events: the length
+/// first, then at most two overlapping word loads for up to 16 bytes, without a `memcmp` call.
+#[inline]
+pub(crate) fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n >= 8 {
+        if n > 16 {
+            return a == b;
+        }
+        let w =
+            |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
+        return w(a, 0) == w(b, 0) && w(a, n - 8) == w(b, n - 8);
+    }
+    if n >= 4 {
+        let w =
+            |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]));
+        return w(a, 0) == w(b, 0) && w(a, n - 4) == w(b, n - 4);
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 /// 64-bit FNV-1a: stable across builds and platforms (unlike `std`'s `DefaultHasher`), which
 /// matters because hashes are stored.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
@@ -378,6 +419,37 @@ mod tests {
         let mut long = bytes.clone();
         long.push(0);
         assert!(UserState::decode(&long).is_err());
+    }
+
+    #[test]
+    fn bytes_eq_agrees_with_slice_equality() {
+        let words: Vec<String> = (0..40)
+            .flat_map(|n| ["a".repeat(n), format!("{}b", "a".repeat(n)), "b".repeat(n)])
+            .collect();
+        for a in &words {
+            for b in &words {
+                assert_eq!(bytes_eq(a.as_bytes(), b.as_bytes()), a == b, "{a:?} {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn attribute_lookup_works_for_short_and_long_lists() {
+        let mut st = UserState::default();
+        for n in (0..40).rev() {
+            let name = format!("k{n:02}");
+            assert_eq!(st.attribute(&name), None);
+            assert!(st.set_attribute(&name, Some(&Scalar::Int(n))));
+            assert!(st.attributes.windows(2).all(|w| w[0].0 < w[1].0));
+            for m in n..40 {
+                assert_eq!(st.attribute(&format!("k{m:02}")), Some(&Scalar::Int(m)));
+            }
+        }
+        for n in 0..40 {
+            assert!(st.set_attribute(&format!("k{n:02}"), None));
+            assert_eq!(st.attribute(&format!("k{n:02}")), None);
+        }
+        assert!(st.attributes.is_empty());
     }
 
     #[test]

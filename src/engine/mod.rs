@@ -8,8 +8,8 @@
 
 use crate::change::{Reason, ReasonKind, ScoreChange};
 use crate::event::{Event, EventType, Origin, Scalar, ScoreOp};
-use crate::rules::{Predicate, Rules};
-use crate::state::{stable_hash, CapUsage, SeenEvent, UserState};
+use crate::rules::{Matcher, Predicate, Rules};
+use crate::state::{bytes_eq, stable_hash, CapUsage, SeenEvent, UserState};
 use crate::timestamp::Millis;
 use std::borrow::Cow;
 
@@ -78,6 +78,24 @@ pub struct Engine {
     group_keys: Vec<u32>,
     /// The tracked attributes sorted by name, the order of a change's snapshot.
     tracked_sorted: Vec<String>,
+    /// Per event type (indexed by [`kind_index`]): the group triggers of that type as
+    /// `(group index, matcher)`, in group then trigger order, so an event tests only matchers
+    /// that can match it and the first hit is the first group with a matching trigger.
+    triggers_by_kind: [Vec<(usize, Matcher)>; EventType::ALL.len()],
+    /// Per event type: the `entry.on` matchers of that type.
+    entry_by_kind: [Vec<Matcher>; EventType::ALL.len()],
+}
+
+/// An event type as an index into the per-type tables.
+#[inline]
+fn kind_index(kind: EventType) -> usize {
+    match kind {
+        EventType::SessionStart => 0,
+        EventType::CustomEvent => 1,
+        EventType::EmailAdded => 2,
+        EventType::AttributeChanged => 3,
+        EventType::ExternalScore => 4,
+    }
 }
 
 impl Engine {
@@ -90,10 +108,23 @@ impl Engine {
         let mut tracked_sorted = rules.output.tracked_attributes.clone();
         tracked_sorted.sort();
         tracked_sorted.dedup();
+        let mut triggers_by_kind: [Vec<(usize, Matcher)>; EventType::ALL.len()] =
+            Default::default();
+        for (gi, g) in rules.groups.iter().enumerate() {
+            for m in &g.triggers {
+                triggers_by_kind[kind_index(m.kind)].push((gi, m.clone()));
+            }
+        }
+        let mut entry_by_kind: [Vec<Matcher>; EventType::ALL.len()] = Default::default();
+        for m in &rules.entry.on {
+            entry_by_kind[kind_index(m.kind)].push(m.clone());
+        }
         Engine {
             rules,
             group_keys,
             tracked_sorted,
+            triggers_by_kind,
+            entry_by_kind,
         }
     }
 
@@ -112,6 +143,7 @@ impl Engine {
         out: &mut Vec<ScoreChange>,
     ) -> Outcome {
         let rules = &self.rules;
+        prefetch_inputs(st, ev);
 
         // 8. Duplicates. Only explicit ids can repeat: a Kafka position is unique.
         if let Some(id) = &ev.event_id {
@@ -120,21 +152,22 @@ impl Engine {
             }
         }
 
+        prefetch_attributes(st, ev);
+
         // 1. Attributes, whether or not the user is enrolled.
-        let tracked = &rules.output.tracked_attributes;
         let attribute_change = match ev.kind {
-            EventType::AttributeChanged => ev.name.as_deref().filter(|name| {
-                st.set_attribute(name, ev.value.as_ref()) && tracked.iter().any(|t| t == name)
+            EventType::AttributeChanged => ev.name.as_deref().is_some_and(|name| {
+                st.set_attribute(name, ev.value.as_ref()) && self.is_tracked(name)
             }),
-            EventType::EmailAdded => Some("email").filter(|name| {
-                st.set_attribute(name, ev.value.as_ref()) && tracked.iter().any(|t| t == name)
-            }),
-            _ => None,
-        }
-        .is_some();
+            EventType::EmailAdded => {
+                st.set_attribute("email", ev.value.as_ref()) && self.is_tracked("email")
+            }
+            _ => false,
+        };
 
         // 2. Enrollment: the enrolling event is also scored.
-        if !st.enrolled && rules.entry.on.iter().any(|m| m.matches(ev)) {
+        let kind = kind_index(ev.kind);
+        if !st.enrolled && self.entry_by_kind[kind].iter().any(|m| m.matches(ev)) {
             st.enrolled = true;
         }
 
@@ -178,10 +211,10 @@ impl Engine {
             return self.finish(st, ev, origin, attribute_change, out, Outcome::ReentryWait);
         } else {
             // 4. Groups: the first with a matching trigger, cut to its cap, then clamped.
-            let Some(gi) = rules
-                .groups
+            let Some(gi) = self.triggers_by_kind[kind]
                 .iter()
-                .position(|g| g.triggers.iter().any(|m| m.matches(ev)))
+                .find(|(_, m)| m.matches(ev))
+                .map(|(gi, _)| *gi)
             else {
                 return self.finish(st, ev, origin, attribute_change, out, Outcome::NoGroup);
             };
@@ -288,10 +321,19 @@ impl Engine {
         ));
     }
 
+    /// Whether `name` is a tracked attribute.
+    #[inline]
+    fn is_tracked(&self, name: &str) -> bool {
+        self.tracked_sorted
+            .iter()
+            .any(|t| bytes_eq(t.as_bytes(), name.as_bytes()))
+    }
+
     /// Whether the user matches every `include` and no `exclude` predicate.
+    #[inline]
     pub fn in_audience(&self, st: &UserState) -> bool {
         let a = &self.rules.audience;
-        let test = |p: &Predicate| p.test.eval(st.attribute(&p.key));
+        let test = |p: &Predicate| eval_attribute(st, p);
         a.include.iter().all(test) && !a.exclude.iter().any(test)
     }
 
@@ -388,6 +430,75 @@ impl Engine {
     }
 }
 
+/// `p.test.eval(st.attribute(&p.key))`, reading as few attribute names as possible: they live
+/// on the heap, one cache miss each. Only an attribute whose name has the key's length can be
+/// the key; one whose value gives the same result as a missing value cannot change the answer,
+/// whether or not it is the key, so its name need not be read.
+#[inline]
+fn eval_attribute(st: &UserState, p: &Predicate) -> bool {
+    if st.attributes.len() > 16 {
+        return p.test.eval(st.attribute(&p.key));
+    }
+    let key = p.key.as_bytes();
+    let missing = p.test.eval(None);
+    for (k, v) in &st.attributes {
+        if k.len() == key.len() && p.test.eval(Some(v)) != missing && bytes_eq(k.as_bytes(), key) {
+            return !missing;
+        }
+    }
+    missing
+}
+
+/// Asks the CPU to start loading, all at once, the heap data this event will read: the user's
+/// id lists and attributes and the event's strings. Each is a likely cache miss (states and
+/// events are scattered over memory); issued together they overlap instead of stalling one
+/// after the other. A hint only: nothing is read, so dangling or empty pointers are harmless.
+#[inline(always)]
+fn prefetch_inputs(st: &UserState, ev: &Event) {
+    prefetch(st.seen.as_ptr());
+    prefetch(st.attributes.as_ptr());
+    if let Some(id) = &ev.event_id {
+        prefetch(id.as_ptr());
+    }
+    if let Some(name) = &ev.name {
+        prefetch(name.as_ptr());
+    }
+    prefetch(ev.properties.as_ptr());
+    prefetch(ev.user_id.as_ptr());
+    if let Some(Scalar::Str(v)) = &ev.value {
+        prefetch(v.as_ptr());
+    }
+}
+
+/// The second wave, once the lists themselves have arrived: the names (which lookups compare)
+/// and string values (which tests compare and snapshots copy) of the user's attributes and the
+/// event's properties, when the lists are short.
+#[inline(always)]
+fn prefetch_attributes(st: &UserState, ev: &Event) {
+    for list in [&st.attributes, &ev.properties] {
+        if list.len() <= 16 {
+            for (k, v) in list {
+                prefetch(k.as_ptr());
+                if let Scalar::Str(s) = v {
+                    prefetch(s.as_ptr());
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` is a hint that never faults and reads nothing into the program, for
+    // any address; SSE is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// A change's deterministic id: the source event's id and time (an id re-applied after its
 /// dedupe window has another time) and the kind.
 fn change_id(source_id: &str, time: Millis, kind: ReasonKind) -> String {
@@ -433,3 +544,50 @@ fn source_id<'e>(ev: &'e Event, origin: Origin<'_>) -> Cow<'e, str> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod lookup_tests {
+    use super::*;
+    use crate::rules::Test;
+
+    /// `eval_attribute` skips reading names it can prove irrelevant; it must still agree with
+    /// the plain lookup for every test, including attributes sharing the key's length.
+    #[test]
+    fn eval_attribute_agrees_with_the_plain_lookup() {
+        let values = [
+            None,
+            Some(Scalar::Bool(true)),
+            Some(Scalar::Bool(false)),
+            Some(Scalar::Str("customer".into())),
+            Some(Scalar::Str("lead".into())),
+            Some(Scalar::Int(5)),
+        ];
+        let tests = [
+            Test::Equals(Scalar::Bool(true)),
+            Test::In(vec![Scalar::Str("customer".into())]),
+            Test::NotIn(vec![Scalar::Str("customer".into())]),
+            Test::Exists(true),
+            Test::Exists(false),
+            Test::Gt(3),
+        ];
+        for own in &values {
+            for twin in &values {
+                for test in &tests {
+                    let mut st = UserState::default();
+                    // "is_employee" and "lead_status" have the same length.
+                    st.set_attribute("is_employee", own.as_ref());
+                    st.set_attribute("lead_status", twin.as_ref());
+                    let p = Predicate {
+                        key: "is_employee".into(),
+                        test: test.clone(),
+                    };
+                    assert_eq!(
+                        eval_attribute(&st, &p),
+                        p.test.eval(st.attribute(&p.key)),
+                        "{own:?} {twin:?} {test:?}"
+                    );
+                }
+            }
+        }
+    }
+}

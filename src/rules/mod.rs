@@ -6,6 +6,7 @@ mod parse;
 pub use parse::{load_file, parse_str, RuleError, RulesErrors};
 
 use crate::event::{Event, EventType, Scalar};
+use crate::state::bytes_eq;
 use crate::timestamp::Millis;
 
 /// A whole rules file, validated.
@@ -31,6 +32,7 @@ pub struct ScoreSettings {
 
 impl ScoreSettings {
     /// Clamps `score` to `[min, max]`.
+    #[inline]
     pub fn clamp(&self, score: i64) -> i64 {
         let mut s = score;
         if let Some(max) = self.max {
@@ -126,20 +128,25 @@ pub struct Matcher {
 }
 
 impl Matcher {
+    #[inline]
     pub fn matches(&self, event: &Event) -> bool {
         self.kind == event.kind
-            && self
-                .name
-                .as_ref()
-                .is_none_or(|n| event.name.as_deref() == Some(n.as_str()))
-            && self
-                .app_id
-                .as_ref()
-                .is_none_or(|a| event.app_id.as_deref() == Some(a.as_str()))
+            && opt_eq(self.name.as_deref(), event.name.as_deref())
+            && opt_eq(self.app_id.as_deref(), event.app_id.as_deref())
             && self
                 .properties
                 .iter()
                 .all(|p| p.test.eval(event.property(&p.key)))
+    }
+}
+
+/// A matcher's optional `name` or `app_id` against the event's: no requirement, or equal.
+#[inline]
+fn opt_eq(want: Option<&str>, have: Option<&str>) -> bool {
+    match (want, have) {
+        (None, _) => true,
+        (Some(w), Some(h)) => bytes_eq(w.as_bytes(), h.as_bytes()),
+        (Some(_), None) => false,
     }
 }
 
@@ -180,6 +187,7 @@ impl Test {
 
     /// Evaluates the test on a value that may be missing. A missing value fails every test but
     /// `not_in` and `exists = false`; the ordering tests fail on a non-number.
+    #[inline]
     pub fn eval(&self, value: Option<&Scalar>) -> bool {
         let Some(v) = value else {
             return matches!(self, Test::NotIn(_) | Test::Exists(false));
