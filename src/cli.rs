@@ -69,6 +69,10 @@ enum Command {
         /// disk.
         #[arg(long)]
         scorer: bool,
+        /// Benchmark the handoff instead: leads per second and Salesforce API calls per 1,000
+        /// leads against the stand-in (5,000 leads, embedded broker).
+        #[arg(long, conflicts_with_all = ["scorer", "rules"])]
+        handoff: bool,
     },
     /// Run the scorer service: input events to score changes, state in a changelog.
     Score {
@@ -202,8 +206,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             rules,
             seed,
             scorer,
+            handoff,
         } => {
-            let table = if scorer {
+            let table = if handoff {
+                telemetry::init_logging(false, "warn,rdkafka::client=off,librdkafka=error");
+                runtime()?.block_on(crate::handoff_bench::run(
+                    &crate::handoff_bench::HandoffBenchOptions::default(),
+                ))?
+            } else if scorer {
                 // rdkafka 0.39 also reports every partition-EOF event, which the bench and the
                 // changelog restore read to on purpose, as a client "Global error"; and the
                 // bench's consumer property reaches the scorer's producer too (CONFWARN).

@@ -35,6 +35,7 @@
 //! - [`sfstandin`]: a local Salesforce stand-in with injectable faults, for tests, the demo and
 //!   `leadscore salesforce-standin`.
 //! - [`handoff`]: the handoff service (`leadscore handoff`): threshold crossings to Salesforce.
+//! - [`handoff_bench`]: `leadscore bench --handoff`, leads per second and API calls per lead.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`telemetry`]: metric names and descriptions, logging.
 //! - [`shutdown`]: the one shutdown signal every loop watches.
@@ -57,6 +58,7 @@ pub mod engine;
 pub mod event;
 pub mod generator;
 pub mod handoff;
+pub mod handoff_bench;
 pub mod kafka;
 pub mod partition;
 pub mod partitioner;

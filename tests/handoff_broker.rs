@@ -66,9 +66,13 @@ impl Setup {
     }
 
     fn handoff(&self) -> Service {
+        self.handoff_with(&[])
+    }
+
+    fn handoff_with(&self, extra: &[(&str, &str)]) -> Service {
         let port = free_port();
         let v = |k: &str, v: &str| (format!("LEADSCORE__{k}"), v.to_string());
-        let env = vec![
+        let mut env = vec![
             v("KAFKA__BOOTSTRAP_SERVERS", &self.broker.bootstrap),
             v("KAFKA__SESSION_TIMEOUT_MS", "6000"),
             v("KAFKA__HEARTBEAT_INTERVAL_MS", "500"),
@@ -94,6 +98,7 @@ impl Setup {
                 SECRET.to_string(),
             ),
         ];
+        env.extend(extra.iter().map(|(k, x)| v(k, x)));
         Service::spawn("handoff", &env, port, self.dir.path().join("h.log"))
     }
 
@@ -177,7 +182,7 @@ fn hands_off_thousands_of_leads_through_faults_and_a_kill_9_losing_none() {
         }
     }
     let mut cfg = config(Faults {
-        token_ttl_calls: Some(40),
+        token_ttl_calls: Some(10),
         unavailable_rate: 0.05,
         lock_rate: 0.03,
         daily_limit: None,
@@ -327,4 +332,61 @@ fn a_lead_whose_status_leaves_mql_is_handed_off_again() {
     assert_eq!(patch.header("content-type"), Some("application/json"));
     let body: serde_json::Value = serde_json::from_str(&patch.body).expect("JSON body");
     assert_eq!(body, serde_json::json!({"lead_status": "MQL"}));
+}
+
+#[test]
+fn the_daily_api_limit_pauses_calls_and_keeps_the_leads() {
+    let setup = Setup::new(
+        "limit",
+        1,
+        config(Faults {
+            daily_limit: Some(2),
+            ..Faults::default()
+        }),
+    );
+    let p = producer(&setup.broker);
+    for round in 0..4u64 {
+        for i in 0..10usize {
+            let n = round as usize * 10 + i;
+            let user = format!("u{n}");
+            produce(
+                &p,
+                &setup.names.output,
+                Some(user.as_bytes()),
+                &change(&user, round, 150, "Open", &salesforce_lead_id(n)),
+            );
+        }
+        p.flush(Duration::from_secs(30)).expect("flush");
+    }
+    // Batches of 5: the limit (2 API calls) is hit after 10 leads.
+    let mut h = setup.handoff_with(&[("HANDOFF__MAX_BATCH", "5")]);
+    wait_until(Duration::from_secs(60), "the limit to be reached", || {
+        h.log_text().contains("API limit reached")
+    });
+    let before = setup.standin.leads().len();
+    assert!(
+        before < 40,
+        "calls paused before every lead went through ({before})"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        setup.outcomes().iter().all(|o| o["status"] == "handed_off"),
+        "no lead was given up"
+    );
+    // A new day: the limit lifts.
+    setup.standin.set_faults(Faults::default());
+    setup.standin.reset_limit();
+    wait_until(
+        Duration::from_secs(60),
+        "every lead after the limit lifts",
+        || setup.standin.leads().len() == 40,
+    );
+    wait_until(Duration::from_secs(30), "40 outcomes", || {
+        setup.outcomes().len() >= 40
+    });
+    assert!(h.terminate().success());
+    assert!(
+        read_all(&setup.broker, &setup.handoffs_dlq).is_empty(),
+        "nothing dead-lettered"
+    );
 }

@@ -1,0 +1,157 @@
+//! `leadscore bench --handoff`: leads handed off per second and Salesforce API calls per 1,000
+//! leads, against the Salesforce stand-in, in this process on the embedded broker.
+
+use crate::admin::Health;
+use crate::change::{Reason, ReasonKind, ScoreChange};
+use crate::codec::{self, Format};
+use crate::config::{Secret, Settings};
+use crate::devbroker::DevBroker;
+use crate::event::Scalar;
+use crate::generator::salesforce_lead_id;
+use crate::handoff::Handoff;
+use crate::sfstandin::{self, Faults, StandinConfig};
+use crate::shutdown::Shutdown;
+use anyhow::{Context, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// What the handoff benchmark runs.
+#[derive(Debug, Clone)]
+pub struct HandoffBenchOptions {
+    pub leads: usize,
+    /// Added by the stand-in to every answer: a stand-in for Salesforce's network time.
+    pub latency: Duration,
+}
+
+impl Default for HandoffBenchOptions {
+    fn default() -> Self {
+        HandoffBenchOptions {
+            leads: 5_000,
+            latency: Duration::from_millis(20),
+        }
+    }
+}
+
+const SECRET_ENV: &str = "LEADSCORE_BENCH_SALESFORCE_SECRET";
+
+/// Runs the benchmark and returns a Markdown table.
+pub async fn run(opts: &HandoffBenchOptions) -> Result<String> {
+    let dir = std::env::temp_dir().join(format!("leadscore-handoff-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let broker = DevBroker::start("127.0.0.1:0").await?;
+    let mut settings = Settings::default();
+    settings
+        .kafka
+        .properties
+        .insert("bootstrap.servers".into(), broker.bootstrap_servers());
+    settings.topics.partitions = 3;
+    for (_, name) in settings.topics.names() {
+        broker.create_topic(name, 3)?;
+    }
+    settings.handoff.state_dir = dir.join("handoff");
+    settings.handoff.lead_id_attribute = Some("salesforce_lead_id".into());
+    settings.salesforce.client_id = "leadscore-bench".into();
+    settings.admin.listen = "127.0.0.1:0".into();
+
+    let shutdown = Shutdown::new();
+    let secret = "bench-secret";
+    let (addr, standin) = sfstandin::serve(
+        "127.0.0.1:0",
+        StandinConfig {
+            client_id: settings.salesforce.client_id.clone(),
+            client_secret: Secret::new(secret),
+            faults: Faults {
+                latency: opts.latency,
+                ..Faults::default()
+            },
+            ..StandinConfig::default()
+        },
+        shutdown.clone(),
+    )
+    .await?;
+    settings.salesforce.instance_url = format!("http://{addr}");
+    settings.salesforce.client_secret_env = SECRET_ENV.into();
+    std::env::set_var(SECRET_ENV, secret);
+
+    // Every lead crosses the threshold once.
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    for i in 0..opts.leads {
+        let user = format!("user-{i:06}");
+        let change = ScoreChange {
+            event_id: format!("{user}-c1"),
+            user_id: user.clone(),
+            time: 1_767_571_200_000,
+            previous_score: 95,
+            score: 101,
+            delta: 6,
+            reason: Reason {
+                kind: ReasonKind::Rule,
+                group: Some("high intent".into()),
+                source_event_id: None,
+            },
+            attributes: vec![
+                ("lead_status".into(), Scalar::Str("Open".into())),
+                (
+                    "salesforce_lead_id".into(),
+                    Scalar::Str(salesforce_lead_id(i)),
+                ),
+            ],
+        };
+        let bytes = codec::encode_change(Format::Json, &change);
+        let mut rec = BaseRecord::to(&settings.topics.output)
+            .key(user.as_bytes())
+            .payload(&bytes);
+        while let Err((_, r)) = producer.send(rec) {
+            rec = r;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+
+    let linger = settings.handoff.linger;
+    let max_batch = settings.handoff.max_batch;
+    let handoff = Handoff::start(settings, Health::new(), shutdown.clone()).await?;
+    let started = Instant::now();
+    let thread = tokio::task::spawn_blocking(move || handoff.run());
+    let mut first: Option<Instant> = None;
+    loop {
+        let done = standin.leads().len();
+        if done > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if done >= opts.leads {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            anyhow::bail!("only {done} of {} leads handed off in 120 s", opts.leads);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = first.map_or(started.elapsed(), |f| f.elapsed());
+    shutdown.trigger();
+    thread.await.context("handoff thread")??;
+    let calls = standin.api_calls();
+    let tokens = standin.tokens_issued();
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let per_s = opts.leads as f64 / elapsed.as_secs_f64().max(1e-9);
+    let per_1000 = calls as f64 * 1000.0 / opts.leads as f64;
+    let mut out = String::new();
+    let _ = writeln!(out, "| metric | value | note |\n|---|---|---|");
+    let _ = writeln!(out, "| leads handed off per second | {per_s:.0} | from the first lead the stand-in received to the last; every lead crosses the threshold once |");
+    let _ = writeln!(out, "| Salesforce API calls per 1,000 leads | {per_1000:.1} | {calls} PATCH calls (+{tokens} token request) for {} leads; aim: at most 6 |", opts.leads);
+    let _ = writeln!(
+        out,
+        "| batch settings | max_batch {max_batch}, linger {} ms | defaults |",
+        linger.as_millis()
+    );
+    let _ = writeln!(out, "\nmachine: available_parallelism = {}; leads = {}; stand-in latency {} ms per answer; broker = librdkafka mock cluster (3 partitions); release build",
+        std::thread::available_parallelism().map_or(1, |n| n.get()), opts.leads, opts.latency.as_millis());
+    Ok(out)
+}
