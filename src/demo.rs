@@ -1,16 +1,20 @@
 //! `leadscore demo`: the whole pipeline in one process with no setup. An embedded
-//! Kafka-protocol broker, the scorer, and generated events for a few hundred users over four
-//! simulated weeks; a live view of score changes and leads crossing the MQL threshold, and a
-//! closing summary. Ends by itself in well under a minute.
+//! Kafka-protocol broker, the scorer, the handoff with a local Salesforce stand-in, and
+//! generated events for a few hundred users over four simulated weeks; a live view of leads
+//! crossing the MQL threshold and the stand-in receiving them, and a closing summary. Ends by
+//! itself in well under a minute.
 
 use crate::admin::{self, Health};
 use crate::change::{ReasonKind, ScoreChange};
 use crate::codec::{self, Format};
+use crate::config::Secret;
 use crate::config::Settings;
 use crate::devbroker::DevBroker;
 use crate::generator::{self, GeneratorConfig};
+use crate::handoff::Handoff;
 use crate::rules::Rules;
 use crate::scorer::Scorer;
+use crate::sfstandin::{self, StandinConfig};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 use crate::timestamp::format_rfc3339;
@@ -54,7 +58,12 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).context("demo scratch directory")?;
     let rules_path = dir.join("seed-canvas.toml");
-    std::fs::write(&rules_path, Rules::SEED_CANVAS).context("writing the demo rules")?;
+    // The seed canvas, with the Salesforce lead id carried on every score change for the handoff.
+    let rules = format!(
+        "{}\n[output]\ntracked_attributes = [\"lead_status\", \"salesforce_lead_id\"]\n",
+        Rules::SEED_CANVAS
+    );
+    std::fs::write(&rules_path, rules).context("writing the demo rules")?;
 
     let broker = DevBroker::start("127.0.0.1:0").await?;
     let mut settings = Settings::default();
@@ -93,11 +102,34 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         opts.threshold
     );
 
+    // The Salesforce stand-in, and the handoff pointed at it.
+    let sf_secret = "demo-secret";
+    let (sf_addr, standin) = sfstandin::serve(
+        "127.0.0.1:0",
+        StandinConfig {
+            client_id: "leadscore-demo".into(),
+            client_secret: Secret::new(sf_secret),
+            ..StandinConfig::default()
+        },
+        shutdown.clone(),
+    )
+    .await?;
+    settings.salesforce.instance_url = format!("http://{sf_addr}");
+    settings.salesforce.client_id = "leadscore-demo".into();
+    settings.salesforce.client_secret_env = "LEADSCORE_DEMO_SALESFORCE_SECRET".into();
+    std::env::set_var(&settings.salesforce.client_secret_env, sf_secret);
+    settings.handoff.state_dir = dir.join("handoff");
+    settings.handoff.lead_id_attribute = Some("salesforce_lead_id".into());
+    settings.handoff.threshold = opts.threshold;
+    println!("  salesforce stand-in at http://{sf_addr} (leads: http://{sf_addr}/standin/leads)");
+
     let topics = settings.topics.clone();
     let bootstrap = broker.bootstrap_servers();
+    let handoff = Handoff::start(settings.clone(), Health::new(), shutdown.clone()).await?;
     let scorer = Scorer::start(settings, health).await?;
     let stop = shutdown.clone();
     let scorer_thread = tokio::task::spawn_blocking(move || scorer.run(stop));
+    let handoff_thread = tokio::task::spawn_blocking(move || handoff.run());
 
     let cfg = GeneratorConfig {
         users: opts.users,
@@ -164,9 +196,10 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     // The live view: another plain consumer, on the score changes.
     let view = tokio::task::spawn_blocking({
         let output = topics.output.clone();
+        let handoffs = topics.handoffs.clone();
         let threshold = opts.threshold;
         let done = shutdown.clone();
-        move || watch(&bootstrap, &output, threshold, done)
+        move || watch(&bootstrap, &output, &handoffs, threshold, done)
     });
 
     let produced = producer_task.await.context("producer")??;
@@ -174,9 +207,21 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     shutdown.trigger();
     scorer_thread.await.context("scorer thread")??;
+    handoff_thread.await.context("handoff thread")??;
     let summary = view.await.context("view")??;
     let dlq = count_records(&broker.bootstrap_servers(), &topics.dlq).unwrap_or(0);
+    let in_salesforce = standin
+        .leads()
+        .values()
+        .filter(|f| f.get("lead_status").and_then(|v| v.as_str()) == Some("MQL"))
+        .count();
     summary.print(produced, dlq, opts.threshold, started.elapsed());
+    println!(
+        "  salesforce           {in_salesforce} leads marked MQL by {} API calls ({} token)",
+        standin.api_calls(),
+        standin.tokens_issued()
+    );
+    println!("\nNext: `leadscore dev-broker`, `leadscore score` and `leadscore handoff` run the same pieces as services (README).");
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
@@ -208,25 +253,45 @@ impl Summary {
             println!("    {user:<14} {score:>5}{marker}");
         }
         println!("  took                 {:.1} s", elapsed.as_secs_f64());
-        println!("\nNext: `leadscore dev-broker` and `leadscore score --config deploy/config/leadscore.example.toml` run the same pieces as services (README).");
     }
 }
 
 /// Follows the score changes until shutdown, printing MQL crossings and a periodic tally.
-fn watch(bootstrap: &str, topic: &str, threshold: i64, done: Shutdown) -> Result<Summary> {
+fn watch(
+    bootstrap: &str,
+    topic: &str,
+    handoffs: &str,
+    threshold: i64,
+    done: Shutdown,
+) -> Result<Summary> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "leadscore-demo-view")
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()?;
-    consumer.subscribe(&[topic])?;
+    consumer.subscribe(&[topic, handoffs])?;
     let mut s = Summary::default();
     let mut last_tally = Instant::now();
     let mut latest_time = 0;
     let mut idle_since: Option<Instant> = None;
     loop {
         match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) if m.topic() == handoffs => {
+                idle_since = None;
+                if let Ok(o) =
+                    serde_json::from_slice::<serde_json::Value>(m.payload().unwrap_or_default())
+                {
+                    println!(
+                        "  SF   lead {} ({}) -> {} (HTTP {}, {} attempt(s))",
+                        o["lead_id"].as_str().unwrap_or("?"),
+                        o["user_id"].as_str().unwrap_or("?"),
+                        o["status"].as_str().unwrap_or("?"),
+                        o["http_status"],
+                        o["attempts"]
+                    );
+                }
+            }
             Some(Ok(m)) => {
                 idle_since = None;
                 let Ok(c) = codec::decode_change(Format::Json, m.payload().unwrap_or_default())
