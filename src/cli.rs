@@ -281,29 +281,30 @@ fn load_settings(config: Option<PathBuf>) -> Result<Settings> {
 }
 
 fn run_score(config: Option<PathBuf>) -> Result<ExitCode> {
-    let settings = load_settings(config)?;
-    runtime()?.block_on(async move {
-        let shutdown = Shutdown::new();
-        shutdown.on_signals();
-        let health = Health::new();
-        admin::serve(
-            &settings.admin.listen,
-            health.clone(),
-            telemetry::prometheus(),
-            shutdown.clone(),
-        )
-        .await
-        .with_context(|| format!("admin endpoint on {}", settings.admin.listen))?;
+    run_service(config, |settings, health, shutdown| async move {
         let scorer = Scorer::start(settings, health).await?;
-        let stop = shutdown.clone();
-        let result = tokio::task::spawn_blocking(move || scorer.run(stop)).await;
-        shutdown.trigger();
+        let result = tokio::task::spawn_blocking(move || scorer.run(shutdown)).await;
         result.context("scorer thread panicked")??;
-        Ok(ExitCode::SUCCESS)
+        Ok(())
     })
 }
 
 fn run_handoff(config: Option<PathBuf>) -> Result<ExitCode> {
+    run_service(config, |settings, health, shutdown| async move {
+        let handoff = crate::handoff::Handoff::start(settings, health, shutdown).await?;
+        let result = tokio::task::spawn_blocking(move || handoff.run()).await;
+        result.context("handoff thread panicked")??;
+        Ok(())
+    })
+}
+
+/// What both services share: settings, signals, the admin endpoint, then the service itself;
+/// when it ends, the admin endpoint stops too.
+fn run_service<F, Fut>(config: Option<PathBuf>, service: F) -> Result<ExitCode>
+where
+    F: FnOnce(Settings, std::sync::Arc<Health>, Shutdown) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     let settings = load_settings(config)?;
     runtime()?.block_on(async move {
         let shutdown = Shutdown::new();
@@ -317,10 +318,9 @@ fn run_handoff(config: Option<PathBuf>) -> Result<ExitCode> {
         )
         .await
         .with_context(|| format!("admin endpoint on {}", settings.admin.listen))?;
-        let handoff = crate::handoff::Handoff::start(settings, health, shutdown.clone()).await?;
-        let result = tokio::task::spawn_blocking(move || handoff.run()).await;
+        let result = service(settings, health, shutdown.clone()).await;
         shutdown.trigger();
-        result.context("handoff thread panicked")??;
+        result?;
         Ok(ExitCode::SUCCESS)
     })
 }

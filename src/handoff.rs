@@ -25,7 +25,7 @@ use rdkafka::Offset;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 pub const HANDOFFS: &str = "leadscore_handoffs_total";
@@ -350,7 +350,7 @@ impl Core {
             "score": p.score,
             "change_event_id": p.change_id,
             "error": error.map(|e| json!({"errorCode": e.error_code, "message": e.message, "fields": e.fields})),
-            "time": crate::timestamp::format_rfc3339(now_millis()),
+            "time": crate::timestamp::format_rfc3339(crate::timestamp::wall_clock_millis()),
         });
         let bytes = outcome.to_string().into_bytes();
         self.producer.send(
@@ -582,13 +582,6 @@ impl kafka::PartitionOwner for Core {
         }
         tracing::info!(?partitions, "partitions revoked");
     }
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The topics the handoff needs, created when missing.

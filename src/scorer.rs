@@ -25,7 +25,7 @@ use rdkafka::producer::Producer;
 use rdkafka::Offset;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -250,7 +250,7 @@ impl Core {
     }
 
     fn publish(&self, changes: &[crate::change::ScoreChange]) -> Result<(), ScorerError> {
-        let now = now_millis();
+        let now = crate::timestamp::wall_clock_millis();
         for c in changes {
             let bytes = codec::encode_change(self.settings.scorer.output_format, c);
             self.producer.send(
@@ -276,7 +276,11 @@ impl Core {
     fn on_idle(&self) -> Result<(), ScorerError> {
         let mut st = self.lock();
         let st = &mut *st;
-        let wall = self.settings.scorer.follow_wall_clock.then(now_millis);
+        let wall = self
+            .settings
+            .scorer
+            .follow_wall_clock
+            .then(crate::timestamp::wall_clock_millis);
         let mut changes = std::mem::take(&mut st.changes_buf);
         changes.clear();
         for owned in st.owned.values_mut() {
@@ -500,13 +504,6 @@ impl kafka::PartitionOwner for Core {
             }
         }
     }
-}
-
-fn now_millis() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
 }
 
 /// The topics the scorer needs, created when missing.

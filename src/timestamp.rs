@@ -312,6 +312,15 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// The wall clock as epoch milliseconds. The services use it (latency metrics, a caught-up
+/// partition's clock, outcome times); the engine never does: its time comes in as a value.
+pub fn wall_clock_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
