@@ -8,7 +8,6 @@ use crate::admin::{self, Health};
 use crate::change::{ReasonKind, ScoreChange};
 use crate::codec::{self, Format};
 use crate::config::Secret;
-use crate::config::Settings;
 use crate::devbroker::DevBroker;
 use crate::generator::{self, GeneratorConfig};
 use crate::handoff::Handoff;
@@ -66,15 +65,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     std::fs::write(&rules_path, rules).context("writing the demo rules")?;
 
     let broker = DevBroker::start("127.0.0.1:0").await?;
-    let mut settings = Settings::default();
-    settings
-        .kafka
-        .properties
-        .insert("bootstrap.servers".into(), broker.bootstrap_servers());
-    settings.topics.partitions = 3;
-    for (_, name) in settings.topics.names() {
-        broker.create_topic(name, settings.topics.partitions)?;
-    }
+    let mut settings = broker.settings(3)?;
     settings.scorer.rules = Some(rules_path);
     settings.scorer.state_dir = dir.join("state");
     // Simulated weeks in the past: the wall clock would decay every score at once.

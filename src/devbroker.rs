@@ -138,6 +138,24 @@ impl DevBroker {
     }
 }
 
+impl DevBroker {
+    /// Default settings pointed at this broker, with every leadscore topic created with
+    /// `partitions` partitions (the mock has no CreateTopics, so the services cannot make them):
+    /// what the demo and the benchmarks start from.
+    pub fn settings(&self, partitions: i32) -> Result<crate::config::Settings, DevBrokerError> {
+        let mut settings = crate::config::Settings::default();
+        settings
+            .kafka
+            .properties
+            .insert("bootstrap.servers".into(), self.bootstrap_servers());
+        settings.topics.partitions = partitions;
+        for (_, name) in settings.topics.names() {
+            self.create_topic(name, partitions)?;
+        }
+        Ok(settings)
+    }
+}
+
 impl Drop for DevBroker {
     fn drop(&mut self) {
         // SAFETY: created by rd_kafka_mock_cluster_new and destroyed once, before the handle.

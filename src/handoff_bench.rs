@@ -4,7 +4,7 @@
 use crate::admin::Health;
 use crate::change::{Reason, ReasonKind, ScoreChange};
 use crate::codec::{self, Format};
-use crate::config::{Secret, Settings};
+use crate::config::Secret;
 use crate::devbroker::DevBroker;
 use crate::event::Scalar;
 use crate::generator::salesforce_lead_id;
@@ -41,15 +41,7 @@ pub async fn run(opts: &HandoffBenchOptions) -> Result<String> {
     let dir = std::env::temp_dir().join(format!("leadscore-handoff-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let broker = DevBroker::start("127.0.0.1:0").await?;
-    let mut settings = Settings::default();
-    settings
-        .kafka
-        .properties
-        .insert("bootstrap.servers".into(), broker.bootstrap_servers());
-    settings.topics.partitions = 3;
-    for (_, name) in settings.topics.names() {
-        broker.create_topic(name, 3)?;
-    }
+    let mut settings = broker.settings(3)?;
     settings.handoff.state_dir = dir.join("handoff");
     settings.handoff.lead_id_attribute = Some("salesforce_lead_id".into());
     settings.salesforce.client_id = "leadscore-bench".into();

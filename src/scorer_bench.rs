@@ -22,7 +22,7 @@ use crate::devbroker::DevBroker;
 use crate::event::Event;
 use crate::generator::{self, GeneratorConfig};
 use crate::rules::Rules;
-use crate::scorer::{self, Scorer, ScorerError};
+use crate::scorer::{Scorer, ScorerError};
 use crate::shutdown::Shutdown;
 use crate::state::UserState;
 use anyhow::{anyhow, bail, Context, Result};
@@ -134,8 +134,8 @@ fn measure_all(
     let bootstrap = broker.bootstrap_servers();
     let defaults: BTreeMap<String, String> =
         BTreeMap::from([("bootstrap.servers".to_string(), bootstrap.clone())]);
-    let mut settings = Settings::default();
-    settings.kafka.properties = defaults.clone();
+    // Every leadscore topic exists before anything starts (the mock cannot create them).
+    let mut settings = broker.settings(opts.partitions)?;
     // Without it a caught-up scorer would see new events in 500 ms steps on the mock, and the
     // latency would measure the mock. It changes nothing while data is waiting (the
     // throughput run); the restore below runs with the defaults.
@@ -143,11 +143,6 @@ fn measure_all(
         .kafka
         .properties
         .insert("fetch.wait.max.ms".into(), MOCK_FETCH_WAIT_MS.into());
-    settings.topics.partitions = opts.partitions;
-    // The mock cannot create topics through the admin API: create them before anything starts.
-    for spec in scorer::topic_specs(&settings) {
-        broker.create_topic(&spec.name, spec.partitions)?;
-    }
     settings.scorer.rules = Some(rules_path);
     settings.scorer.state_dir = dir.join("scorer-state");
     settings.scorer.group_id = "leadscore-bench-scorer".into();
