@@ -1,6 +1,10 @@
 //! The admin HTTP endpoint each service serves: `/metrics` (Prometheus text), `/healthz` (the
-//! process is alive) and `/readyz` (every assigned partition restored and consuming; for the
-//! handoff, also a Salesforce token obtained).
+//! process is alive) and `/readyz` (joined its consumer group, every assigned partition restored
+//! and consuming; for the handoff, also a Salesforce token obtained).
+//!
+//! An instance that joined the group and was given no partition (more instances than
+//! partitions) is ready: it is doing all it can. One that has not yet received its first
+//! assignment is not, so a rolling restart waits for each instance to be back at work.
 
 use crate::shutdown::Shutdown;
 use axum::http::StatusCode;
@@ -23,10 +27,21 @@ pub struct Health {
 struct HealthState {
     /// The consumer loop is running.
     consuming: bool,
+    /// The first assignment (possibly empty) arrived from the consumer group.
+    joined: bool,
     /// Partition number to whether it is restored.
     partitions: BTreeMap<i32, bool>,
     /// Other conditions that must hold (e.g. "salesforce token"), by name.
     conditions: BTreeMap<&'static str, bool>,
+}
+
+impl HealthState {
+    fn ready(&self) -> bool {
+        self.consuming
+            && self.joined
+            && self.partitions.values().all(|r| *r)
+            && self.conditions.values().all(|c| *c)
+    }
 }
 
 impl Health {
@@ -46,6 +61,11 @@ impl Health {
         self.with(|h| h.consuming = on);
     }
 
+    /// The group gave this instance its partitions (possibly none); call before restoring them.
+    pub fn joined(&self) {
+        self.with(|h| h.joined = true);
+    }
+
     pub fn restoring(&self, p: i32) {
         self.with(|h| h.partitions.insert(p, false));
     }
@@ -63,9 +83,7 @@ impl Health {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.with(|h| {
-            h.consuming && h.partitions.values().all(|r| *r) && h.conditions.values().all(|c| *c)
-        })
+        self.with(|h| h.ready())
     }
 
     fn body(&self) -> serde_json::Value {
@@ -78,8 +96,9 @@ impl Health {
                 .collect();
             let assigned: Vec<i32> = h.partitions.keys().copied().collect();
             json!({
-                "ready": h.consuming && restoring.is_empty() && h.conditions.values().all(|c| *c),
+                "ready": h.ready(),
                 "consuming": h.consuming,
+                "joined": h.joined,
                 "assigned": assigned,
                 "restoring": restoring,
                 "conditions": h.conditions,
@@ -110,7 +129,7 @@ pub async fn serve(
                             axum::http::header::CONTENT_TYPE,
                             "text/plain; version=0.0.4; charset=utf-8",
                         )],
-                        m.render(),
+                        crate::telemetry::render(&m),
                     )
                 }
             }),
@@ -140,4 +159,40 @@ pub async fn serve(
     });
     tracing::info!(%addr, "admin endpoint listening (/metrics, /healthz, /readyz)");
     Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_once_joined_restored_consuming_and_every_condition_holds() {
+        let h = Health::new();
+        assert!(!h.is_ready(), "nothing yet");
+        h.set_consuming(true);
+        assert!(!h.is_ready(), "no assignment yet");
+        h.joined();
+        assert!(h.is_ready(), "joined with no partition");
+        h.restoring(3);
+        h.restoring(1);
+        assert!(!h.is_ready());
+        let body = h.body();
+        assert_eq!(body["ready"], false);
+        assert_eq!(body["restoring"], json!([1, 3]));
+        assert_eq!(body["assigned"], json!([1, 3]));
+        h.restored(1);
+        assert!(!h.is_ready(), "partition 3 still restoring");
+        h.restored(3);
+        assert!(h.is_ready());
+        assert_eq!(h.body()["restoring"], json!([]));
+        h.set_condition("salesforce_token", false);
+        assert!(!h.is_ready());
+        assert_eq!(h.body()["conditions"]["salesforce_token"], false);
+        h.set_condition("salesforce_token", true);
+        assert!(h.is_ready());
+        h.released(3);
+        assert_eq!(h.body()["assigned"], json!([1]));
+        h.set_consuming(false);
+        assert!(!h.is_ready(), "stopped consuming");
+    }
 }

@@ -13,6 +13,7 @@
 
 use crate::kafka::{self, ProduceError, Record, ServiceProducer};
 use crate::store::{LocalStore, PartitionMeta, StoreError};
+use crate::telemetry::{self as t, PartitionGauges};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -20,6 +21,7 @@ use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -124,6 +126,46 @@ pub struct Changelog {
     dir: PathBuf,
     store: LocalStore,
     properties: BTreeMap<String, String>,
+    /// When the store's disk use was last measured (it walks the directory).
+    disk_measured: Mutex<Option<Instant>>,
+}
+
+/// How often [`Changelog::update_store_gauges`] measures the store's disk use.
+const DISK_MEASURE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Restore metrics of one partition while it restores: counts it in the restoring gauge and
+/// drops its remaining-records series when the restore ends, however it ends.
+struct RestoreGauges {
+    partition: i32,
+    reported: u64,
+}
+
+impl RestoreGauges {
+    fn start(partition: i32) -> RestoreGauges {
+        metrics::gauge!(t::RESTORING_PARTITIONS).increment(1.0);
+        RestoreGauges {
+            partition,
+            reported: 0,
+        }
+    }
+
+    /// `read` records so far; `remaining` to the high watermark seen at the start.
+    fn progress(&mut self, read: u64, remaining: i64) {
+        metrics::counter!(t::RESTORE_RECORDS).increment(read - self.reported);
+        self.reported = read;
+        PartitionGauges::global().set(
+            t::RESTORE_REMAINING,
+            self.partition,
+            remaining.max(0) as f64,
+        );
+    }
+}
+
+impl Drop for RestoreGauges {
+    fn drop(&mut self) {
+        metrics::gauge!(t::RESTORING_PARTITIONS).decrement(1.0);
+        PartitionGauges::global().remove(t::RESTORE_REMAINING, self.partition);
+    }
 }
 
 impl Changelog {
@@ -151,6 +193,7 @@ impl Changelog {
             dir: dir.to_path_buf(),
             store,
             properties: properties.clone(),
+            disk_measured: Mutex::new(None),
         })
     }
 
@@ -166,12 +209,43 @@ impl Changelog {
         &self.dir
     }
 
+    /// Sets the store gauges: `keys` held in memory across owned partitions, and (at most every
+    /// few seconds) the bytes the local store takes on disk.
+    pub fn update_store_gauges(&self, keys: usize) {
+        metrics::gauge!(t::STORE_USERS).set(keys as f64);
+        let due = {
+            let mut last = match self.disk_measured.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let due = last.is_none_or(|at| at.elapsed() >= DISK_MEASURE_INTERVAL);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            match self.store.disk_bytes() {
+                Ok(bytes) => metrics::gauge!(t::STORE_BYTES).set(bytes as f64),
+                Err(e) => tracing::debug!(error = %e, "cannot measure the local store"),
+            }
+        }
+    }
+
     /// Restores partition `p`: the local copy, then the changelog from where it left off.
-    /// `progress` is called with the number of changelog records read so far.
-    pub fn restore(
+    /// Progress shows in the restore metrics (records read, records remaining per partition,
+    /// partitions restoring, duration).
+    pub fn restore(&self, p: i32) -> Result<Restored, ChangelogError> {
+        let mut gauges = RestoreGauges::start(p);
+        let restored = self.restore_partition(p, &mut gauges)?;
+        metrics::histogram!(t::RESTORE_SECONDS).record(restored.duration.as_secs_f64());
+        Ok(restored)
+    }
+
+    fn restore_partition(
         &self,
         p: i32,
-        mut progress: impl FnMut(u64),
+        gauges: &mut RestoreGauges,
     ) -> Result<Restored, ChangelogError> {
         let started = Instant::now();
         let kerr = |source| ChangelogError::Kafka {
@@ -217,6 +291,7 @@ impl Changelog {
             }
         }
 
+        gauges.progress(0, high - from);
         let mut last_checkpoint_offset = None;
         let mut applied: Vec<(String, Option<Vec<u8>>)> = Vec::new();
         // Read to the end even when the high watermark says there is nothing: the end is the
@@ -240,8 +315,8 @@ impl Changelog {
                     }
                     Some(Ok(m)) => {
                         out.records_read += 1;
-                        if out.records_read % 10_000 == 0 {
-                            progress(out.records_read);
+                        if out.records_read % 1_000 == 0 {
+                            gauges.progress(out.records_read, high - m.offset() - 1);
                         }
                         let key = m.key().unwrap_or_default();
                         if key == CHECKPOINT_KEY {
@@ -275,7 +350,7 @@ impl Changelog {
                 );
             }
         }
-        progress(out.records_read);
+        gauges.progress(out.records_read, 0);
 
         // Bring the local copy up to date so the next restart is warm.
         if let (Some(offset), Some(cp)) = (last_checkpoint_offset, &out.checkpoint) {

@@ -138,6 +138,10 @@ enum Command {
         /// does not implement topic creation by clients, so topics are made here.
         #[arg(long = "topic", value_name = "NAME[:PARTITIONS]")]
         topics: Vec<String>,
+        /// Delay every answer of the broker by this many milliseconds, as a distant broker
+        /// would (fault injection for tests: a restore slow enough to watch).
+        #[arg(long, default_value_t = 0)]
+        round_trip_ms: u32,
     },
 }
 
@@ -241,7 +245,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             listen,
             partitions,
             topics,
-        } => run_dev_broker(&listen, partitions, &topics),
+            round_trip_ms,
+        } => run_dev_broker(&listen, partitions, &topics, round_trip_ms),
         Command::SalesforceStandin {
             listen,
             client_id,
@@ -325,7 +330,12 @@ where
     })
 }
 
-fn run_dev_broker(listen: &str, partitions: i32, extra: &[String]) -> Result<ExitCode> {
+fn run_dev_broker(
+    listen: &str,
+    partitions: i32,
+    extra: &[String],
+    round_trip_ms: u32,
+) -> Result<ExitCode> {
     telemetry::init_logging(false, "info");
     let mut wanted: Vec<(String, i32)> = Vec::new();
     for t in extra {
@@ -342,6 +352,9 @@ fn run_dev_broker(listen: &str, partitions: i32, extra: &[String]) -> Result<Exi
     }
     runtime()?.block_on(async move {
         let broker = DevBroker::start(listen).await?;
+        if round_trip_ms > 0 {
+            broker.set_round_trip(std::time::Duration::from_millis(round_trip_ms.into()))?;
+        }
         let topics = crate::config::Topics::default();
         for (_, name) in topics.names() {
             if !wanted.iter().any(|(w, _)| w == name) {

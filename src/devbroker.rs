@@ -117,6 +117,21 @@ impl DevBroker {
         &self.inner_addr
     }
 
+    /// Delays every answer of the broker by `rtt`, as a distant broker would: a fault to test
+    /// against (a restore that takes long enough to be watched, slow group joins).
+    pub fn set_round_trip(&self, rtt: std::time::Duration) -> Result<(), DevBrokerError> {
+        let ms = i32::try_from(rtt.as_millis())
+            .map_err(|_| DevBrokerError::Start(format!("round trip {rtt:?} is too long")))?;
+        // SAFETY: cluster is valid; broker 1 is its only broker.
+        let err = unsafe { rd::rd_kafka_mock_broker_set_rtt(self.cluster, 1, ms) };
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Err(DevBrokerError::Start(format!(
+                "cannot set the round trip: {err:?}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Creates a topic (an existing one is left as it is).
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), DevBrokerError> {
         let name = CString::new(topic).map_err(|e| DevBrokerError::Topic {

@@ -509,7 +509,13 @@ impl Core {
         )?;
         st.processed = 0;
         st.batch_started = None;
+        self.update_gauges(st);
         Ok(())
+    }
+
+    fn update_gauges(&self, st: &CoreState) {
+        let leads: usize = st.owned.values().map(|o| o.leads.len()).sum();
+        self.changelog.update_store_gauges(leads);
     }
 
     fn fail(&self, msg: String) {
@@ -522,10 +528,11 @@ impl Core {
 
 impl kafka::PartitionOwner for Core {
     fn assigned(&self, _c: &ServiceConsumer<Self>, partitions: &[i32]) -> Vec<(i32, Offset)> {
+        self.health.joined();
         let mut out = Vec::new();
         for &p in partitions {
             self.health.restoring(p);
-            match self.changelog.restore(p, |_| {}) {
+            match self.changelog.restore(p) {
                 Ok(r) => {
                     let mut owned = Owned::default();
                     for (k, v) in r.entries {
@@ -566,6 +573,7 @@ impl kafka::PartitionOwner for Core {
             }
         }
         tracing::info!(?partitions, "partitions assigned");
+        self.update_gauges(&self.lock());
         out
     }
 
@@ -581,6 +589,7 @@ impl kafka::PartitionOwner for Core {
             self.health.released(*p);
         }
         tracing::info!(?partitions, "partitions revoked");
+        self.update_gauges(&st);
     }
 }
 

@@ -2,6 +2,7 @@
 //! producer that reports delivery failures and the offsets of checkpoint records, and a consumer
 //! context that hands partition assignment and revocation to the service that owns the state.
 
+use crate::telemetry::{self, PartitionGauges};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
@@ -11,7 +12,7 @@ use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -392,20 +393,42 @@ pub trait PartitionOwner: Send + Sync + Sized + 'static {
     fn assigned(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]) -> Vec<(i32, Offset)>;
     /// Makes everything processed so far on these partitions durable, then drops them.
     fn revoked(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]);
-    /// librdkafka statistics (JSON), every `statistics.interval.ms`.
-    fn statistics(&self, _stats: &rdkafka::statistics::Statistics) {}
 }
 
-/// The consumer context: routes rebalances to the [`PartitionOwner`].
+/// The consumer context: routes rebalances to the [`PartitionOwner`], and keeps the metrics
+/// every service has per owned partition (assigned count, consumer lag), dropping a
+/// partition's series when it is revoked.
 pub struct OwnerContext<O: PartitionOwner> {
     pub owner: Arc<O>,
+    /// The topic the group consumes.
+    topic: String,
+    /// The partitions this instance owns, for the lag gauges.
+    owned: Mutex<BTreeSet<i32>>,
+}
+
+impl<O: PartitionOwner> OwnerContext<O> {
+    fn owned(&self) -> std::sync::MutexGuard<'_, BTreeSet<i32>> {
+        match self.owned.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
 }
 
 pub type ServiceConsumer<O> = BaseConsumer<OwnerContext<O>>;
 
 impl<O: PartitionOwner> ClientContext for OwnerContext<O> {
-    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
-        self.owner.statistics(&statistics);
+    /// Consumer lag of the owned partitions, every `statistics.interval.ms`.
+    fn stats(&self, stats: rdkafka::statistics::Statistics) {
+        let owned = self.owned();
+        let gauges = PartitionGauges::global();
+        for topic in stats.topics.values().filter(|t| t.topic == self.topic) {
+            for (p, ps) in &topic.partitions {
+                if owned.contains(p) && ps.consumer_lag >= 0 {
+                    gauges.set(telemetry::CONSUMER_LAG, *p, ps.consumer_lag as f64);
+                }
+            }
+        }
     }
 }
 
@@ -429,6 +452,15 @@ impl<O: PartitionOwner> ConsumerContext for OwnerContext<O> {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let offsets = self.owner.assigned(consumer, &partitions);
+                let count = {
+                    let mut owned = self.owned();
+                    if !cooperative {
+                        owned.clear();
+                    }
+                    owned.extend(&partitions);
+                    owned.len()
+                };
+                metrics::gauge!(telemetry::ASSIGNED_PARTITIONS).set(count as f64);
                 for (p, offset) in offsets {
                     if let Err(e) = tpl.set_partition_offset(&topic, p, offset) {
                         tracing::error!(partition = p, error = %e, "cannot set start offset");
@@ -445,6 +477,15 @@ impl<O: PartitionOwner> ConsumerContext for OwnerContext<O> {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.owner.revoked(consumer, &partitions);
+                let count = {
+                    let mut owned = self.owned();
+                    for p in &partitions {
+                        owned.remove(p);
+                        PartitionGauges::global().forget_partition(*p);
+                    }
+                    owned.len()
+                };
+                metrics::gauge!(telemetry::ASSIGNED_PARTITIONS).set(count as f64);
                 let r = if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -457,6 +498,10 @@ impl<O: PartitionOwner> ConsumerContext for OwnerContext<O> {
             other => {
                 tracing::error!(error = ?other, "rebalance error");
                 let _ = consumer.unassign();
+                for p in std::mem::take(&mut *self.owned()) {
+                    PartitionGauges::global().forget_partition(p);
+                }
+                metrics::gauge!(telemetry::ASSIGNED_PARTITIONS).set(0.0);
             }
         }
     }
@@ -479,7 +524,11 @@ pub fn group_consumer<O: PartitionOwner>(
     if read_committed {
         cfg.set("isolation.level", "read_committed");
     }
-    let consumer: ServiceConsumer<O> = cfg.create_with_context(OwnerContext { owner })?;
+    let consumer: ServiceConsumer<O> = cfg.create_with_context(OwnerContext {
+        owner,
+        topic: topic.to_string(),
+        owned: Mutex::new(BTreeSet::new()),
+    })?;
     consumer.subscribe(&[topic])?;
     Ok(consumer)
 }

@@ -17,7 +17,7 @@ use crate::kafka::{self, ProduceError, Record, ServiceConsumer, ServiceProducer,
 use crate::partition::{Partition, UserStore};
 use crate::shutdown::Shutdown;
 use crate::state::UserState;
-use crate::telemetry as t;
+use crate::telemetry::{self as t, PartitionGauges};
 use crate::timestamp::Millis;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
@@ -378,13 +378,12 @@ impl Core {
             .sum();
         metrics::gauge!(t::STORE_USERS).set(users as f64);
         metrics::gauge!(t::PENDING_TIMERS).set(timers as f64);
-        metrics::gauge!(t::ASSIGNED_PARTITIONS).set(st.owned.len() as f64);
         for (p, o) in &st.owned {
             if let Some(c) = o.partition.clock() {
-                metrics::gauge!(t::PARTITION_CLOCK, "partition" => p.to_string())
-                    .set(c as f64 / 1000.0);
+                PartitionGauges::global().set(t::PARTITION_CLOCK, *p, c as f64 / 1000.0);
             }
         }
+        self.changelog.update_store_gauges(users);
     }
 
     fn fail(&self, msg: String) {
@@ -396,14 +395,7 @@ impl Core {
 
     fn restore(&self, p: i32) -> Result<(Owned, Offset), ScorerError> {
         self.health.restoring(p);
-        metrics::gauge!(t::RESTORING_PARTITIONS).increment(1.0);
-        let restored = self.changelog.restore(p, |n| {
-            tracing::debug!(partition = p, records = n, "restoring");
-        });
-        metrics::gauge!(t::RESTORING_PARTITIONS).decrement(1.0);
-        let restored = restored?;
-        metrics::counter!(t::RESTORE_RECORDS).increment(restored.records_read);
-        metrics::histogram!(t::RESTORE_SECONDS).record(restored.duration.as_secs_f64());
+        let restored = self.changelog.restore(p)?;
         let mut users = HashMap::with_capacity(restored.entries.len());
         for (k, v) in restored.entries {
             match UserState::decode(&v) {
@@ -453,6 +445,7 @@ impl kafka::PartitionOwner for Core {
         _consumer: &ServiceConsumer<Self>,
         partitions: &[i32],
     ) -> Vec<(i32, Offset)> {
+        self.health.joined();
         let mut offsets = Vec::new();
         for &p in partitions {
             match self.restore(p) {
@@ -489,20 +482,6 @@ impl kafka::PartitionOwner for Core {
         }
         tracing::info!(?partitions, "partitions revoked");
         self.update_gauges(&st);
-    }
-
-    fn statistics(&self, stats: &rdkafka::statistics::Statistics) {
-        for topic in stats.topics.values() {
-            if topic.topic != self.settings.topics.input {
-                continue;
-            }
-            for (p, ps) in &topic.partitions {
-                if *p >= 0 && ps.consumer_lag >= 0 {
-                    metrics::gauge!(t::CONSUMER_LAG, "partition" => p.to_string())
-                        .set(ps.consumer_lag as f64);
-                }
-            }
-        }
     }
 }
 

@@ -237,7 +237,7 @@ fn measure_all(
     let restore_started = Instant::now();
     for p in 0..parts {
         let r = fresh
-            .restore(p, |_| {})
+            .restore(p)
             .with_context(|| format!("restoring changelog partition {p}"))?;
         restore_records += r.records_read;
         restored.push(r.entries);

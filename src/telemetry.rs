@@ -3,7 +3,9 @@
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Mutex, OnceLock};
 
 pub const EVENTS_CONSUMED: &str = "leadscore_events_consumed_total";
 pub const EVENTS_APPLIED: &str = "leadscore_events_applied_total";
@@ -23,6 +25,16 @@ pub const PENDING_TIMERS: &str = "leadscore_pending_timers";
 pub const CHECKPOINT_SECONDS: &str = "leadscore_checkpoint_duration_seconds";
 pub const CHECKPOINTS: &str = "leadscore_checkpoints_total";
 pub const PARTITION_CLOCK: &str = "leadscore_partition_clock_seconds";
+pub const RESTORE_REMAINING: &str = "leadscore_restore_remaining_records";
+
+/// The per-partition gauges, with their descriptions. They live in [`PartitionGauges`], not in
+/// the `metrics` registry, so that a partition's series disappear when it is revoked (the
+/// registry cannot forget a series).
+const PARTITION_GAUGES: &[(&str, &str)] = &[
+    (CONSUMER_LAG, "Consumer lag per owned partition of the consumed topic, from librdkafka statistics."),
+    (PARTITION_CLOCK, "Each owned partition's clock, in Unix seconds."),
+    (RESTORE_REMAINING, "Changelog records left to read per partition being restored (from the high watermark when the restore started)."),
+];
 
 /// Registers every metric's description (once per process).
 pub fn describe() {
@@ -35,17 +47,15 @@ pub fn describe() {
         describe_counter!(SCORE_CHANGES, Unit::Count, "Score changes published, by reason kind (rule, inactivity, external, attribute).");
         describe_histogram!(EVENT_TO_OUTPUT_SECONDS, Unit::Seconds, "From an event's time to its score change being published (wall clock).");
         describe_histogram!(POLL_TO_OUTPUT_SECONDS, Unit::Seconds, "From polling a record to its batch being checkpointed.");
-        describe_gauge!(CONSUMER_LAG, Unit::Count, "Consumer lag per assigned partition, from librdkafka statistics.");
         describe_counter!(RESTORE_RECORDS, Unit::Count, "Changelog records read while restoring partitions.");
-        describe_histogram!(RESTORE_SECONDS, Unit::Seconds, "How long restoring one partition took.");
+        describe_histogram!(RESTORE_SECONDS, Unit::Seconds, "How long restoring one partition (local copy, then changelog) took.");
         describe_gauge!(RESTORING_PARTITIONS, Unit::Count, "Partitions being restored right now.");
         describe_gauge!(ASSIGNED_PARTITIONS, Unit::Count, "Partitions this instance owns.");
         describe_gauge!(STORE_USERS, Unit::Count, "Keys (users) held in state across owned partitions.");
-        describe_gauge!(STORE_BYTES, Unit::Bytes, "Encoded bytes of state across owned partitions.");
+        describe_gauge!(STORE_BYTES, Unit::Bytes, "Bytes the local store takes on disk (all partitions, journal included).");
         describe_gauge!(PENDING_TIMERS, Unit::Count, "Inactivity timers waiting to fire across owned partitions.");
         describe_histogram!(CHECKPOINT_SECONDS, Unit::Seconds, "How long a checkpoint (flush, changelog, commit or transaction) took.");
         describe_counter!(CHECKPOINTS, Unit::Count, "Checkpoints completed.");
-        describe_gauge!(PARTITION_CLOCK, Unit::Seconds, "Each owned partition's clock, in Unix seconds.");
     });
 }
 
@@ -71,6 +81,80 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
+/// Gauges labelled by partition that are dropped, series and all, when the partition leaves
+/// this instance: a revoked partition's lag or clock would otherwise stay on the dashboard with
+/// its last value. Rendered after the registry's metrics on `/metrics`.
+#[derive(Debug, Default)]
+pub struct PartitionGauges {
+    values: Mutex<BTreeMap<(&'static str, i32), f64>>,
+}
+
+impl PartitionGauges {
+    /// The process-wide set, like the `metrics` recorder.
+    pub fn global() -> &'static PartitionGauges {
+        static GLOBAL: OnceLock<PartitionGauges> = OnceLock::new();
+        GLOBAL.get_or_init(PartitionGauges::default)
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<(&'static str, i32), f64>) -> R) -> R {
+        let mut g = match self.values.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut g)
+    }
+
+    /// Sets `name{partition="p"}`. `name` must be one of the per-partition gauges above.
+    pub fn set(&self, name: &'static str, partition: i32, value: f64) {
+        debug_assert!(PARTITION_GAUGES.iter().any(|(n, _)| *n == name));
+        self.with(|v| v.insert((name, partition), value));
+    }
+
+    /// Drops one series.
+    pub fn remove(&self, name: &'static str, partition: i32) {
+        self.with(|v| v.remove(&(name, partition)));
+    }
+
+    /// Drops every series of `partition`.
+    pub fn forget_partition(&self, partition: i32) {
+        self.with(|v| v.retain(|(_, p), _| *p != partition));
+    }
+
+    /// The current value of one series.
+    pub fn get(&self, name: &'static str, partition: i32) -> Option<f64> {
+        self.with(|v| v.get(&(name, partition)).copied())
+    }
+
+    /// Prometheus text format: `# HELP`, `# TYPE` and the samples of each gauge that has any.
+    pub fn render(&self) -> String {
+        let values = self.with(|v| v.clone());
+        let mut out = String::new();
+        for (name, help) in PARTITION_GAUGES {
+            let mut samples = values.iter().filter(|((n, _), _)| n == name).peekable();
+            if samples.peek().is_none() {
+                continue;
+            }
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for ((_, p), value) in samples {
+                let _ = writeln!(out, "{name}{{partition=\"{p}\"}} {value}");
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// The `/metrics` body: the registry's metrics, then the per-partition gauges.
+pub fn render(handle: &PrometheusHandle) -> String {
+    let mut text = handle.render();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&PartitionGauges::global().render());
+    text
+}
+
 /// Logging: human-readable or JSON lines, level from the setting (or `RUST_LOG`).
 pub fn init_logging(json: bool, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -83,4 +167,39 @@ pub fn init_logging(json: bool, level: &str) {
     } else {
         builder.try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forgotten_partition_leaves_no_series_and_no_empty_family() {
+        let g = PartitionGauges::default();
+        g.set(CONSUMER_LAG, 0, 5.0);
+        g.set(CONSUMER_LAG, 2, 7.0);
+        g.set(PARTITION_CLOCK, 2, 1_700_000_000.5);
+        let text = g.render();
+        assert!(text.contains("leadscore_consumer_lag_messages{partition=\"0\"} 5\n"));
+        assert!(text.contains("leadscore_consumer_lag_messages{partition=\"2\"} 7\n"));
+        assert!(text.contains("leadscore_partition_clock_seconds{partition=\"2\"} 1700000000.5\n"));
+        assert_eq!(
+            text.matches("# TYPE leadscore_consumer_lag_messages gauge")
+                .count(),
+            1
+        );
+
+        g.forget_partition(2);
+        let text = g.render();
+        assert!(!text.contains("partition=\"2\""), "{text}");
+        assert!(
+            !text.contains(PARTITION_CLOCK),
+            "no HELP/TYPE without samples: {text}"
+        );
+        assert!(text.contains("leadscore_consumer_lag_messages{partition=\"0\"} 5\n"));
+
+        g.remove(CONSUMER_LAG, 0);
+        assert_eq!(g.render(), "");
+        assert_eq!(g.get(CONSUMER_LAG, 0), None);
+    }
 }

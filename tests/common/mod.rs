@@ -62,8 +62,14 @@ impl Broker {
     /// `leadscore dev-broker` on a free port; it prints its address first thing. The mock
     /// does not implement CreateTopics, so the dev-broker makes the topics.
     pub fn mock(topics: &[(&str, i32, bool)]) -> Broker {
+        Broker::mock_with(topics, &[])
+    }
+
+    /// The mock with more `dev-broker` arguments (e.g. `--round-trip-ms`).
+    pub fn mock_with(topics: &[(&str, i32, bool)], extra: &[&str]) -> Broker {
         let mut args: Vec<String> = ["dev-broker", "--listen", "127.0.0.1:0", "--partitions", "1"]
             .iter()
+            .chain(extra)
             .map(|s| s.to_string())
             .collect();
         for (name, partitions, _) in topics {
@@ -476,7 +482,7 @@ pub fn states_from_changelog(broker: &Broker, topic: &str) -> BTreeMap<String, U
     let n = partition_count(broker, topic).expect("changelog exists");
     let mut users = BTreeMap::new();
     for p in 0..n {
-        let restored = changelog.restore(p, |_| {}).expect("restore");
+        let restored = changelog.restore(p).expect("restore");
         for (k, v) in restored.entries {
             users.insert(k, UserState::decode(&v).expect("state decodes"));
         }
@@ -515,4 +521,56 @@ pub fn simulate(
 /// A user's state as `simulate` prints it, for comparison with the simulator's output.
 pub fn state_json(user: &str, st: &UserState) -> serde_json::Value {
     leadscore::simulate::user_json(user, st)
+}
+
+/// Checks a `/metrics` body with `promtool check metrics` (installed by tests/setup), keeping
+/// it in `dir` for a look after a failure.
+pub fn promtool_check(dir: &Path, name: &str, text: &str) {
+    let file = dir.join(format!("{name}.metrics.txt"));
+    std::fs::write(&file, text).expect("write metrics");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("promtool check metrics < {}", file.display()))
+        .output()
+        .expect("promtool is installed by tests/setup");
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The samples of metric `name` in Prometheus text: (labels as written, value), in order.
+/// Only the series of `name` itself: `name_bucket` and the like are other names.
+pub fn metric_samples(text: &str, name: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labels, value) = if let Some(r) = rest.strip_prefix('{') {
+                let (labels, value) = r.split_once('}')?;
+                (labels.to_string(), value)
+            } else if rest.starts_with(' ') {
+                (String::new(), rest)
+            } else {
+                return None;
+            };
+            Some((labels, value.trim().parse::<f64>().ok()?))
+        })
+        .collect()
+}
+
+/// The sum of every series of metric `name` (0 when it has none).
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    metric_samples(text, name).iter().map(|(_, v)| v).sum()
+}
+
+/// The value of the series of `name` whose labels contain `label` (e.g. `outcome="mql"`).
+pub fn metric_with(text: &str, name: &str, label: &str) -> Option<f64> {
+    metric_samples(text, name)
+        .into_iter()
+        .filter(|(l, _)| l.split(',').any(|kv| kv == label))
+        .map(|(_, v)| v)
+        .reduce(|a, b| a + b)
 }
