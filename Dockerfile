@@ -46,7 +46,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # ---------------------------------------------------------------------------------------------
 FROM debian:bookworm-slim AS runtime
 
-# ca-certificates: the trust store for TLS: HTTPS to Salesforce (the handoff, later) and Kafka
+# ca-certificates: the trust store for TLS: HTTPS to Salesforce (the handoff) and Kafka
 # over TLS once rdkafka is built with its `ssl` feature (it is not today: Cargo.toml enables
 # only `tokio`, so librdkafka has no TLS and no SCRAM).
 # librdkafka is linked statically; zlib and libc are part of the base image.

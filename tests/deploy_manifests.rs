@@ -1,17 +1,20 @@
 //! The deployment files checked against what the binary accepts, so that a renamed setting,
-//! subcommand, port, probe path or metric breaks a test instead of a deployment:
-//! `Dockerfile`, `.dockerignore`, `docker-compose.yml`, `deploy/prometheus/`, `deploy/grafana/`,
-//! `deploy/docker/leadscore.toml`, `deploy/kubernetes/` and the variables `docs/operations.md`
-//! names. Nothing here needs Docker, Kubernetes or a network: the files are parsed, settings are
-//! loaded with `Settings::load_from`, and subcommands are checked by running the built binary
-//! with `--help`.
+//! subcommand, flag, port, probe path, topic or metric breaks a test instead of a deployment:
+//! `Dockerfile`, `.dockerignore`, `docker-compose.yml` (Kafka, the topics, the scorer, the
+//! handoff and the Salesforce stand-in), `deploy/prometheus/`, `deploy/grafana/`,
+//! `deploy/docker/leadscore.toml`, `deploy/kubernetes/` (the scorer's StatefulSet, the
+//! handoff's Deployment, the Salesforce Secret) and the variables `docs/operations.md` names.
+//! Nothing here needs Docker, Kubernetes or a network: the files are parsed, settings are loaded
+//! with `Settings::load_from`, subcommands and flags are checked by running the built binary
+//! with `--help`, and metric names and labels are read from the sources that record them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use leadscore::config::{ConfigError, Settings};
-use leadscore::telemetry;
+use leadscore::kafka::TopicSpec;
+use leadscore::{handoff, salesforce, scorer, telemetry};
 use serde::Deserialize;
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
@@ -95,17 +98,21 @@ fn strings(value: &Yaml) -> Vec<String> {
 // What the binary accepts
 // ---------------------------------------------------------------------------------------------
 
-/// The `LEADSCORE__*` variables among `env`, loaded over `file` as the service would load them.
+/// The variables among `env` loaded over `file` as the service would load them. Every
+/// `LEADSCORE*` variable must be a setting (`LEADSCORE__SECTION__KEY`) or the one
+/// `salesforce.client_secret_env` names, which holds the Salesforce secret and is no setting.
 fn load_settings(origin: &str, file: Option<(&str, &str)>, env: &[(String, String)]) -> Settings {
+    let settings = Settings::load_from(file, env.iter().cloned())
+        .unwrap_or_else(|e| panic!("{origin}: the settings do not load: {e}"));
+    let secret_env = &settings.salesforce.client_secret_env;
     for (name, _) in env {
         assert!(
-            !name.starts_with("LEADSCORE") || name.starts_with("LEADSCORE__"),
-            "{origin}: {name} is not a setting (settings are LEADSCORE__SECTION__KEY) and the \
-             binary would ignore it"
+            !name.starts_with("LEADSCORE") || name.starts_with("LEADSCORE__") || name == secret_env,
+            "{origin}: {name} is neither a setting (settings are LEADSCORE__SECTION__KEY) nor \
+             salesforce.client_secret_env ({secret_env}), and the binary would ignore it"
         );
     }
-    Settings::load_from(file, env.iter().cloned())
-        .unwrap_or_else(|e| panic!("{origin}: the settings do not load: {e}"))
+    settings
 }
 
 /// Whether `var` names a setting, whatever its value: a value of the wrong type is fine here,
@@ -126,8 +133,8 @@ fn admin_port(settings: &Settings) -> u16 {
 }
 
 /// Runs `leadscore ARGS... --help`: succeeds only when the subcommand and the options before
-/// `--help` are ones the binary accepts.
-fn assert_binary_accepts(args: &[String], origin: &str) {
+/// `--help` are ones the binary accepts. Returns the help text.
+fn assert_binary_accepts(args: &[String], origin: &str) -> String {
     assert!(!args.is_empty(), "{origin}: no subcommand");
     let out = Command::new(env!("CARGO_BIN_EXE_leadscore"))
         .args(args)
@@ -140,12 +147,24 @@ fn assert_binary_accepts(args: &[String], origin: &str) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The metric-name constants of `src/telemetry.rs` (`pub const X: &str = "...";`), by
-/// constant name.
-fn telemetry_constants() -> BTreeMap<String, String> {
-    let text = read("src/telemetry.rs");
+/// The value after `--flag` in an argument list.
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .map(|w| w[1].as_str())
+}
+
+/// The sources whose `pub const X: &str = "leadscore_...";` are the metrics the binary exports:
+/// the scorer's and shared ones, the handoff's, the Salesforce client's.
+const METRIC_SOURCES: [&str; 3] = ["src/telemetry.rs", "src/handoff.rs", "src/salesforce.rs"];
+
+/// The metric-name constants of one source file, by constant name (other `&str` constants, such
+/// as Salesforce error codes, left out).
+fn metric_constants_of(file: &str) -> BTreeMap<String, String> {
+    let text = read(file);
     let mut out = BTreeMap::new();
     for line in text.lines() {
         let Some(rest) = line.trim().strip_prefix("pub const ") else {
@@ -157,48 +176,237 @@ fn telemetry_constants() -> BTreeMap<String, String> {
         let Some((value, _)) = rest.split_once('"') else {
             continue;
         };
-        out.insert(name.trim().to_string(), value.to_string());
+        if value.starts_with("leadscore_") {
+            out.insert(name.trim().to_string(), value.to_string());
+        }
     }
-    assert!(
-        out.get("EVENTS_CONSUMED").map(String::as_str) == Some(telemetry::EVENTS_CONSUMED),
-        "the scan of src/telemetry.rs found {out:?}"
-    );
     out
 }
 
-/// The metric names `src/telemetry.rs` registers as histograms (`describe_histogram!(NAME`).
-fn telemetry_histograms() -> BTreeSet<String> {
-    let constants = telemetry_constants();
-    let text = read("src/telemetry.rs");
-    let histograms: BTreeSet<String> = text
-        .split("describe_histogram!(")
-        .skip(1)
-        .filter_map(|rest| rest.split(',').next())
-        .map(|name| constants[name.trim()].clone())
+/// Every metric-name constant of [`METRIC_SOURCES`], by constant name.
+fn metric_constants() -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for file in METRIC_SOURCES {
+        for (name, value) in metric_constants_of(file) {
+            assert!(out.insert(name.clone(), value).is_none(), "{name} twice");
+        }
+    }
+    // The scan finds what the crate exports under those names.
+    for (name, value) in [
+        ("EVENTS_CONSUMED", telemetry::EVENTS_CONSUMED),
+        ("HANDOFFS", handoff::HANDOFFS),
+        ("HANDOFF_BATCH_SECONDS", handoff::HANDOFF_BATCH_SECONDS),
+        ("REQUESTS", salesforce::REQUESTS),
+        ("API_LIMIT", salesforce::API_LIMIT),
+    ] {
+        assert_eq!(
+            out.get(name).map(String::as_str),
+            Some(value),
+            "the scan of {METRIC_SOURCES:?} found {out:?}"
+        );
+    }
+    out
+}
+
+/// The metric names the sources register as histograms (`describe_histogram!(NAME`).
+fn histograms() -> BTreeSet<String> {
+    let constants = metric_constants();
+    let histograms: BTreeSet<String> = METRIC_SOURCES
+        .iter()
+        .flat_map(|file| {
+            read(file)
+                .split("describe_histogram!(")
+                .skip(1)
+                .filter_map(|rest| rest.split(',').next().map(|n| n.trim().to_string()))
+                .collect::<Vec<_>>()
+        })
+        .map(|name| {
+            constants
+                .get(&name)
+                .unwrap_or_else(|| panic!("describe_histogram!({name}): not a metric constant"))
+                .clone()
+        })
         .collect();
     assert!(histograms.contains(telemetry::EVENT_TO_OUTPUT_SECONDS));
+    assert!(histograms.contains(handoff::HANDOFF_BATCH_SECONDS));
     histograms
+}
+
+fn is_ident_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// The library's sources outside their `#[cfg(test)]` modules, comment lines dropped.
+fn library_code() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root().join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("source");
+                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                let code: Vec<&str> = code
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("//"))
+                    .collect();
+                out.push((path.display().to_string(), code.join("\n")));
+            }
+        }
+    }
+    out
+}
+
+/// The argument text of a macro call whose `(` is at the start of `text`.
+fn macro_args(text: &str) -> &str {
+    let mut depth = 0;
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return &text[1..i];
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("unbalanced macro call: {}", &text[..text.len().min(80)])
+}
+
+/// The label names each metric is recorded with, by metric name: the `"label" =>` of every
+/// `counter!`/`gauge!`/`histogram!` call naming the metric's constant. `None` for a metric
+/// whose constant the code also hands elsewhere (a helper that adds its own labels, such as the
+/// per-partition gauges), whose labels this scan cannot see.
+fn recorded_labels() -> BTreeMap<String, Option<BTreeSet<String>>> {
+    let constants = metric_constants();
+    let mut labels: BTreeMap<String, Option<BTreeSet<String>>> = constants
+        .values()
+        .map(|v| (v.clone(), Some(BTreeSet::new())))
+        .collect();
+    for (_, code) in library_code() {
+        for mac in ["counter!(", "gauge!(", "histogram!("] {
+            for (i, _) in code.match_indices(mac) {
+                if code[..i].chars().next_back().is_some_and(is_ident_char) {
+                    continue; // describe_counter!( and the like
+                }
+                let args = macro_args(&code[i + mac.len() - 1..]);
+                let first = args.split(',').next().unwrap_or_default().trim();
+                let constant = first.rsplit("::").next().unwrap_or(first);
+                let Some(metric) = constants.get(constant) else {
+                    continue;
+                };
+                let names = args.split("=>").collect::<Vec<_>>();
+                for piece in &names[..names.len().saturating_sub(1)] {
+                    let piece = piece.trim_end();
+                    let Some(body) = piece.strip_suffix('"') else {
+                        continue;
+                    };
+                    let label = &body[body.rfind('"').expect("a string literal") + 1..];
+                    if let Some(Some(set)) = labels.get_mut(metric) {
+                        set.insert(label.to_string());
+                    }
+                }
+            }
+        }
+        // Any other use of a constant: a definition, a description, a recording macro's first
+        // argument, or something this scan does not follow.
+        for (constant, metric) in &constants {
+            for (i, _) in code.match_indices(constant.as_str()) {
+                let before = &code[..i];
+                let after = &code[i + constant.len()..];
+                if before.chars().next_back().is_some_and(is_ident_char)
+                    || after.chars().next().is_some_and(is_ident_char)
+                {
+                    continue;
+                }
+                let mut head = before.trim_end();
+                while let Some(rest) = head.strip_suffix("::") {
+                    head = rest.trim_end_matches(is_ident_char);
+                }
+                let head = head.trim_end();
+                if !(head.ends_with("!(") || head.ends_with("pub const")) {
+                    labels.insert(metric.clone(), None);
+                }
+            }
+        }
+    }
+    labels
 }
 
 /// The `leadscore_[a-z_]+` names in a PromQL expression, as written (suffixes kept).
 fn metric_names(expr: &str) -> Vec<String> {
-    let mut names = Vec::new();
+    metric_uses(expr).into_iter().map(|u| u.name).collect()
+}
+
+/// One metric in a PromQL expression and its label matchers.
+#[derive(Debug)]
+struct MetricUse {
+    name: String,
+    /// `(label, operator, value)` of the `{...}` after the name.
+    matchers: Vec<(String, String, String)>,
+}
+
+fn metric_uses(expr: &str) -> Vec<MetricUse> {
+    let mut uses = Vec::new();
     let mut rest = expr;
     while let Some(i) = rest.find("leadscore_") {
-        let starts_token = rest[..i]
-            .chars()
-            .next_back()
-            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+        let starts_token = !rest[..i].chars().next_back().is_some_and(is_ident_char);
         let tail = &rest[i..];
         let len = tail
             .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
             .unwrap_or(tail.len());
-        if starts_token {
-            names.push(tail[..len].to_string());
-        }
         rest = &tail[len..];
+        if !starts_token {
+            continue;
+        }
+        let mut matchers = Vec::new();
+        if let Some(selector) = rest.strip_prefix('{') {
+            let end = selector.find('}').expect("a closed selector");
+            for m in selector[..end].split(',').filter(|m| !m.trim().is_empty()) {
+                let op_at = m.find(['=', '!']).expect("a matcher");
+                let op_len = if m[op_at + 1..].starts_with(['=', '~']) {
+                    2
+                } else {
+                    1
+                };
+                let value = m[op_at + op_len..].trim().trim_matches('"');
+                matchers.push((
+                    m[..op_at].trim().to_string(),
+                    m[op_at..op_at + op_len].to_string(),
+                    value.to_string(),
+                ));
+            }
+        }
+        uses.push(MetricUse {
+            name: tail[..len].to_string(),
+            matchers,
+        });
     }
-    names
+    uses
+}
+
+/// The labels of every `by (...)` clause of a PromQL expression.
+fn by_labels(expr: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, _) in expr.match_indices("by") {
+        let before = expr[..i].chars().next_back();
+        let after = expr[i + 2..].trim_start();
+        if before.is_some_and(is_ident_char) || !after.starts_with('(') {
+            continue;
+        }
+        let end = after.find(')').expect("by (...)");
+        out.extend(
+            after[1..end]
+                .split(',')
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty()),
+        );
+    }
+    out
 }
 
 /// A Prometheus series name without the histogram suffixes.
@@ -238,14 +446,23 @@ fn compose_env(service: &Yaml) -> Vec<(String, String)> {
     }
 }
 
-fn compose_scorer_settings() -> Settings {
+/// The settings a compose service runs with: no `--config`, so the defaults and its environment.
+fn compose_settings(service: &str) -> Settings {
     let compose = compose();
-    let env = compose_env(compose_service(&compose, "scorer"));
+    let env = compose_env(compose_service(&compose, service));
     assert!(
         env.iter().any(|(k, _)| k.starts_with("LEADSCORE__")),
-        "the scorer service sets no LEADSCORE__ variable"
+        "the {service} service sets no LEADSCORE__ variable"
     );
-    load_settings("docker-compose.yml scorer", None, &env)
+    load_settings(&format!("docker-compose.yml {service}"), None, &env)
+}
+
+fn compose_scorer_settings() -> Settings {
+    compose_settings("scorer")
+}
+
+fn compose_handoff_settings() -> Settings {
+    compose_settings("handoff")
 }
 
 /// `(source, target)` of a service's volumes in short syntax (`SOURCE:TARGET[:MODE]`).
@@ -279,6 +496,20 @@ fn compose_container_ports(service: &Yaml) -> Vec<u16> {
         .collect()
 }
 
+/// The named volume a service mounts at `dir`.
+fn compose_named_volume_at(compose: &Yaml, service: &str, dir: &Path) -> String {
+    let volumes = compose_volumes(compose_service(compose, service));
+    let (source, _) = volumes
+        .iter()
+        .find(|(_, target)| Path::new(target) == dir)
+        .unwrap_or_else(|| panic!("{service}: no volume at {} in {volumes:?}", dir.display()));
+    assert!(
+        at(compose, "volumes").get(source.as_str()).is_some(),
+        "{service}: the state volume {source} is a named volume"
+    );
+    source.clone()
+}
+
 #[test]
 fn compose_scorer_environment_loads_as_settings() {
     let settings = compose_scorer_settings();
@@ -307,15 +538,7 @@ fn compose_scorer_publishes_the_admin_port_and_keeps_its_state_dir_on_a_volume()
         [admin_port(&settings)],
         "the published port is admin.listen's"
     );
-    let volumes = compose_volumes(scorer);
-    let (source, _) = volumes
-        .iter()
-        .find(|(_, target)| Path::new(target) == settings.scorer.state_dir)
-        .unwrap_or_else(|| panic!("no volume at scorer.state_dir in {volumes:?}"));
-    assert!(
-        at(&compose, "volumes").get(source.as_str()).is_some(),
-        "the state volume {source} is a named volume"
-    );
+    compose_named_volume_at(&compose, "scorer", &settings.scorer.state_dir);
     assert_eq!(str_at(scorer, "build"), ".");
 }
 
@@ -355,12 +578,215 @@ fn compose_scorer_starts_after_the_topics_exist_on_the_advertised_kafka_listener
     );
 }
 
+#[test]
+fn compose_handoff_environment_loads_as_settings_that_agree_with_the_scorer() {
+    let handoff = compose_handoff_settings();
+    let scorer = compose_scorer_settings();
+    assert_eq!(
+        handoff.kafka.get("bootstrap.servers"),
+        scorer.kafka.get("bootstrap.servers"),
+        "one Kafka cluster"
+    );
+    assert_eq!(
+        handoff.topics, scorer.topics,
+        "the handoff reads the topics the scorer writes"
+    );
+    assert_eq!(
+        handoff.scorer.output_format, scorer.scorer.output_format,
+        "the handoff decodes score changes with scorer.output_format"
+    );
+    assert_ne!(handoff.handoff.group_id, scorer.scorer.group_id);
+    assert_ne!(
+        admin_port(&handoff),
+        admin_port(&scorer),
+        "both admin ports are published on the host"
+    );
+    for settings in [&handoff, &scorer] {
+        assert!(
+            settings
+                .admin
+                .listen_addr()
+                .expect("listen")
+                .ip()
+                .is_unspecified(),
+            "{}: published ports and Prometheus reach only 0.0.0.0",
+            settings.admin.listen
+        );
+    }
+}
+
+#[test]
+fn compose_handoff_command_is_a_subcommand_the_binary_accepts() {
+    let compose = compose();
+    let command = strings(at(compose_service(&compose, "handoff"), "command"));
+    assert_eq!(command[0], "handoff");
+    assert_binary_accepts(&command, "docker-compose.yml handoff command");
+}
+
+#[test]
+fn compose_handoff_publishes_its_admin_port_and_keeps_its_state_dir_on_its_own_volume() {
+    let settings = compose_handoff_settings();
+    let compose = compose();
+    assert_eq!(
+        compose_container_ports(compose_service(&compose, "handoff")),
+        [admin_port(&settings)],
+        "the published port is admin.listen's"
+    );
+    let state_dir = &settings.handoff.state_dir;
+    let volume = compose_named_volume_at(&compose, "handoff", state_dir);
+    let scorer_volume = compose_named_volume_at(
+        &compose,
+        "scorer",
+        &compose_scorer_settings().scorer.state_dir,
+    );
+    assert_ne!(volume, scorer_volume, "each service has its own store");
+    // A fresh named volume takes the owner of the image's directory; a directory the image
+    // lacks would be created for root, and the non-root user could not write its store.
+    let image_volumes = find(&runtime_stage(), "VOLUME").join(" ");
+    assert!(
+        image_volumes.contains(&state_dir.display().to_string()),
+        "handoff.state_dir {} is not the image's volume ({image_volumes})",
+        state_dir.display()
+    );
+}
+
+#[test]
+fn compose_handoff_starts_after_the_topics_and_the_salesforce_standin() {
+    let compose = compose();
+    let handoff = compose_service(&compose, "handoff");
+    assert_eq!(
+        str_at(handoff, "depends_on.topics.condition"),
+        "service_completed_successfully"
+    );
+    assert!(
+        at(handoff, "depends_on").get("salesforce").is_some(),
+        "the handoff starts after the stand-in"
+    );
+    let prometheus = strings(at(compose_service(&compose, "prometheus"), "depends_on"));
+    assert!(
+        prometheus.contains(&"handoff".to_string()),
+        "{prometheus:?}"
+    );
+}
+
+#[test]
+fn compose_handoff_stops_and_restarts_like_the_scorer() {
+    let compose = compose();
+    let scorer = compose_service(&compose, "scorer");
+    let handoff = compose_service(&compose, "handoff");
+    for key in ["stop_grace_period", "restart"] {
+        assert_eq!(
+            handoff.get(key).map(scalar),
+            scorer.get(key).map(scalar),
+            "{key}"
+        );
+    }
+    assert_eq!(str_at(handoff, "stop_grace_period"), "60s");
+}
+
+#[test]
+fn compose_handoff_and_standin_run_the_image_the_scorer_builds() {
+    let compose = compose();
+    let scorer = compose_service(&compose, "scorer");
+    let image = str_at(scorer, "image");
+    assert_eq!(str_at(scorer, "build"), ".");
+    for name in ["handoff", "salesforce"] {
+        let service = compose_service(&compose, name);
+        assert_eq!(str_at(service, "image"), image, "{name}");
+        // Compose skips pulling an image another service builds, and builds it once.
+        assert!(
+            service.get("build").is_none(),
+            "{name} builds the image again"
+        );
+    }
+}
+
+/// The stand-in's command line.
+fn compose_standin_command() -> Vec<String> {
+    strings(at(compose_service(&compose(), "salesforce"), "command"))
+}
+
+#[test]
+fn compose_standin_command_is_a_subcommand_with_flags_the_binary_accepts() {
+    let command = compose_standin_command();
+    assert_eq!(command[0], "salesforce-standin");
+    let help = assert_binary_accepts(&command, "docker-compose.yml salesforce command");
+    for name in ["--listen", "--client-id"] {
+        assert!(flag(&command, name).is_some(), "the stand-in sets {name}");
+        assert!(
+            help.contains(name),
+            "{name} is no flag of salesforce-standin"
+        );
+    }
+    let listen: std::net::SocketAddr = flag(&command, "--listen")
+        .expect("--listen")
+        .parse()
+        .expect("--listen is a socket address");
+    assert!(
+        listen.ip().is_unspecified(),
+        "the stand-in listens on {listen}, which other containers cannot reach"
+    );
+}
+
+#[test]
+fn compose_handoff_reaches_the_standin_with_the_credentials_it_accepts() {
+    let settings = compose_handoff_settings();
+    let compose = compose();
+    let command = compose_standin_command();
+    let port: u16 = flag(&command, "--listen")
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .expect("--listen HOST:PORT");
+    assert_eq!(
+        settings.salesforce.instance_url,
+        format!("http://salesforce:{port}"),
+        "salesforce.instance_url is the stand-in's service name and port"
+    );
+    assert!(
+        compose_container_ports(compose_service(&compose, "salesforce")).contains(&port),
+        "the stand-in's port is published, for GET /standin/leads from the host"
+    );
+    assert_eq!(
+        flag(&command, "--client-id"),
+        Some(settings.salesforce.client_id.as_str()),
+        "salesforce.client_id is the id the stand-in accepts"
+    );
+
+    // The secret reaches the handoff through the variable its settings name, and the stand-in
+    // through the one its help names; both hold the same value.
+    let secret_env = &settings.salesforce.client_secret_env;
+    assert!(settings.salesforce.client_secret_file.is_none());
+    let handoff_env: BTreeMap<String, String> = compose_env(compose_service(&compose, "handoff"))
+        .into_iter()
+        .collect();
+    let standin_env: BTreeMap<String, String> =
+        compose_env(compose_service(&compose, "salesforce"))
+            .into_iter()
+            .collect();
+    let help = assert_binary_accepts(&command[..1], "salesforce-standin");
+    assert!(
+        help.contains(secret_env.as_str()),
+        "the stand-in does not read {secret_env}: {help}"
+    );
+    let secret = handoff_env
+        .get(secret_env)
+        .unwrap_or_else(|| panic!("the handoff has no {secret_env}"));
+    assert!(!secret.is_empty());
+    assert_eq!(standin_env.get(secret_env), Some(secret));
+    let secret_in_handoff = settings
+        .salesforce
+        .client_secret_with(|name| handoff_env.get(name).cloned())
+        .expect("the handoff finds its secret");
+    assert_eq!(secret_in_handoff.expose(), secret);
+}
+
 /// One `kafka-topics.sh --create` call of the topics service.
 #[derive(Debug, Default)]
 struct TopicCreate {
     bootstrap: String,
     topic: String,
     partitions: i32,
+    replication: i32,
     configs: BTreeMap<String, String>,
 }
 
@@ -380,6 +806,9 @@ fn compose_topic_creates() -> Vec<TopicCreate> {
                     "--bootstrap-server" => create.bootstrap = pair[1].to_string(),
                     "--topic" => create.topic = pair[1].to_string(),
                     "--partitions" => create.partitions = pair[1].parse().expect("partitions"),
+                    "--replication-factor" => {
+                        create.replication = pair[1].parse().expect("replication")
+                    }
                     "--config" => {
                         let (k, v) = pair[1].split_once('=').expect("--config K=V");
                         create.configs.insert(k.to_string(), v.to_string());
@@ -392,46 +821,95 @@ fn compose_topic_creates() -> Vec<TopicCreate> {
         .collect()
 }
 
-#[test]
-fn compose_creates_the_scorer_topics_as_the_scorer_would() {
-    let settings = compose_scorer_settings();
-    let creates = compose_topic_creates();
-    let t = &settings.topics;
-    let names: BTreeSet<&str> = creates.iter().map(|c| c.topic.as_str()).collect();
-    let wanted: BTreeSet<&str> = [&t.input, &t.changelog, &t.output, &t.dlq]
+/// The topics both services create when missing, by name; a topic both need (the score
+/// changes) must be specified alike by both.
+fn topics_the_services_need(scorer: &Settings, handoff: &Settings) -> BTreeMap<String, TopicSpec> {
+    let mut out: BTreeMap<String, TopicSpec> = BTreeMap::new();
+    for spec in scorer::topic_specs(scorer)
         .into_iter()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(names, wanted);
+        .chain(handoff::topic_specs(handoff))
+    {
+        if let Some(seen) = out.get(&spec.name) {
+            assert_eq!(
+                (seen.partitions, seen.replication, &seen.config),
+                (spec.partitions, spec.replication, &spec.config),
+                "{}: the services would create it differently",
+                spec.name
+            );
+        }
+        out.insert(spec.name.clone(), spec);
+    }
+    out
+}
+
+#[test]
+fn compose_creates_every_topic_the_scorer_and_the_handoff_need_as_they_would() {
+    let scorer = compose_scorer_settings();
+    let handoff = compose_handoff_settings();
+    let wanted = topics_the_services_need(&scorer, &handoff);
+    let creates = compose_topic_creates();
+    let created: BTreeSet<&str> = creates.iter().map(|c| c.topic.as_str()).collect();
+    let names: BTreeSet<&str> = wanted.keys().map(String::as_str).collect();
+    assert_eq!(created, names);
+    assert_eq!(creates.len(), created.len(), "a topic is created twice");
+    for t in [&scorer.topics, &handoff.topics] {
+        for (key, name) in t.names() {
+            assert!(created.contains(name), "{key} {name} is not created");
+        }
+    }
     for c in &creates {
-        assert_eq!(c.partitions, t.partitions, "{}: topics.partitions", c.topic);
+        let spec = &wanted[&c.topic];
+        assert_eq!(c.partitions, spec.partitions, "{}: partitions", c.topic);
+        assert_eq!(c.replication, spec.replication, "{}: replication", c.topic);
+        let configs: BTreeMap<String, String> = spec.config.iter().cloned().collect();
+        assert_eq!(c.configs, configs, "{}: --config", c.topic);
         assert_eq!(
             Some(c.bootstrap.as_str()),
-            settings.kafka.get("bootstrap.servers"),
+            scorer.kafka.get("bootstrap.servers"),
             "{}",
             c.topic
         );
     }
     let by_name = |name: &str| creates.iter().find(|c| c.topic == name).expect(name);
-    assert_eq!(
-        by_name(&t.changelog)
-            .configs
-            .get("cleanup.policy")
-            .map(String::as_str),
-        Some("compact")
-    );
-    assert_eq!(
-        by_name(&t.dlq)
-            .configs
-            .get("max.message.bytes")
-            .map(String::as_str),
-        Some("16777216")
-    );
+    // Each changelog is co-partitioned with what its service consumes, or it refuses to start.
+    for (changelog, consumed) in [
+        (&scorer.topics.changelog, &scorer.topics.input),
+        (&handoff.topics.handoff_changelog, &handoff.topics.output),
+    ] {
+        assert_eq!(
+            by_name(changelog).partitions,
+            by_name(consumed).partitions,
+            "{changelog} and {consumed}"
+        );
+        assert_eq!(
+            by_name(changelog)
+                .configs
+                .get("cleanup.policy")
+                .map(String::as_str),
+            Some("compact"),
+            "{changelog}"
+        );
+    }
+    for dlq in [&scorer.topics.dlq, &handoff.topics.handoffs_dlq] {
+        assert_eq!(
+            by_name(dlq)
+                .configs
+                .get("max.message.bytes")
+                .map(String::as_str),
+            Some("16777216"),
+            "{dlq}"
+        );
+    }
 }
 
+/// The compose services the Prometheus of `deploy/prometheus/` scrapes, with their job names.
+const SCRAPED: [(&str, &str); 2] = [
+    ("scorer", "leadscore-scorer"),
+    ("handoff", "leadscore-handoff"),
+];
+
 #[test]
-fn prometheus_scrapes_the_scorer_admin_port_at_metrics() {
-    let settings = compose_scorer_settings();
+fn prometheus_scrapes_each_service_admin_port_at_metrics_under_its_job() {
     let compose = compose();
     let mount = compose_volumes(compose_service(&compose, "prometheus"))
         .into_iter()
@@ -440,17 +918,28 @@ fn prometheus_scrapes_the_scorer_admin_port_at_metrics() {
     assert_eq!(mount.0, "./deploy/prometheus/prometheus.yml");
 
     let config = yaml("deploy/prometheus/prometheus.yml");
-    let target = format!("scorer:{}", admin_port(&settings));
-    let job = seq_at(&config, "scrape_configs")
-        .iter()
-        .find(|job| {
-            seq_at(job, "static_configs")
-                .iter()
-                .any(|sc| strings(at(sc, "targets")).contains(&target))
-        })
-        .unwrap_or_else(|| panic!("no scrape job targets {target}"));
-    let path = job.get("metrics_path").and_then(Yaml::as_str);
-    assert_eq!(path.unwrap_or("/metrics"), "/metrics");
+    let jobs = seq_at(&config, "scrape_configs");
+    assert_eq!(jobs.len(), SCRAPED.len());
+    for (service, job_name) in SCRAPED {
+        let settings = compose_settings(service);
+        let target = format!("{service}:{}", admin_port(&settings));
+        let job = jobs
+            .iter()
+            .find(|job| {
+                seq_at(job, "static_configs")
+                    .iter()
+                    .any(|sc| strings(at(sc, "targets")).contains(&target))
+            })
+            .unwrap_or_else(|| panic!("no scrape job targets {target}"));
+        assert_eq!(str_at(job, "job_name"), job_name, "{target}");
+        let path = job.get("metrics_path").and_then(Yaml::as_str);
+        assert_eq!(path.unwrap_or("/metrics"), "/metrics");
+        assert!(
+            compose_container_ports(compose_service(&compose, service))
+                .contains(&admin_port(&settings)),
+            "{service} publishes what Prometheus scrapes"
+        );
+    }
 }
 
 #[test]
@@ -536,18 +1025,73 @@ fn dashboard_datasource_uids() -> BTreeSet<String> {
         .collect()
 }
 
+/// Every panel that is not a row, with the title of the row it sits under.
+fn dashboard_panels(dashboard: &Json) -> Vec<(String, &Json)> {
+    let mut out = Vec::new();
+    let mut row = String::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        if panel["type"] == "row" {
+            row = panel["title"].as_str().expect("row title").to_string();
+            for inner in panel["panels"].as_array().into_iter().flatten() {
+                out.push((row.clone(), inner));
+            }
+        } else {
+            out.push((row.clone(), panel));
+        }
+    }
+    out
+}
+
+fn panel_exprs(panel: &Json) -> Vec<&str> {
+    panel["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["expr"].as_str())
+        .collect()
+}
+
+/// The base names of every metric the dashboard queries.
+fn dashboard_metrics(dashboard: &Json) -> BTreeSet<String> {
+    dashboard_queries(dashboard)
+        .iter()
+        .flat_map(|e| metric_names(e))
+        .map(|n| base_metric(&n).to_string())
+        .collect()
+}
+
+/// The job matcher each service's queries carry: `job=~"$<variable>"`.
+const SCORER_JOB: &str = "$scorer_job";
+const HANDOFF_JOB: &str = "$handoff_job";
+
+/// The job a query selects, from its `job=~"$..."` matchers; every metric must have one.
+fn selected_job(expr: &str) -> String {
+    let jobs: BTreeSet<String> = metric_uses(expr)
+        .into_iter()
+        .map(|u| {
+            u.matchers
+                .iter()
+                .find(|(label, op, _)| label == "job" && op == "=~")
+                .map(|(_, _, value)| value.clone())
+                .unwrap_or_else(|| panic!("{} has no job=~ matcher in {expr}", u.name))
+        })
+        .collect();
+    assert_eq!(jobs.len(), 1, "one service per query: {expr}");
+    jobs.into_iter().next().expect("one")
+}
+
 #[test]
-fn dashboard_queries_only_metrics_the_scorer_exports() {
+fn dashboard_queries_only_metrics_the_binary_exports() {
     let dashboard = dashboard();
     assert_eq!(dashboard["uid"], "leadscore");
-    let known: BTreeSet<String> = telemetry_constants().into_values().collect();
+    let known: BTreeSet<String> = metric_constants().into_values().collect();
     let queries = dashboard_queries(&dashboard);
     assert!(queries.len() > 10, "{queries:?}");
     for expr in &queries {
         for name in metric_names(expr) {
             assert!(
                 known.contains(base_metric(&name)),
-                "{name} (in {expr}) is not a metric of src/telemetry.rs"
+                "{name} (in {expr}) is not a metric of {METRIC_SOURCES:?}"
             );
         }
     }
@@ -555,7 +1099,7 @@ fn dashboard_queries_only_metrics_the_scorer_exports() {
 
 #[test]
 fn dashboard_queries_histograms_by_their_series_and_other_metrics_by_name() {
-    let histograms = telemetry_histograms();
+    let histograms = histograms();
     for expr in dashboard_queries(&dashboard()) {
         for name in metric_names(&expr) {
             let base = base_metric(&name);
@@ -582,11 +1126,7 @@ fn dashboard_queries_histograms_by_their_series_and_other_metrics_by_name() {
 
 #[test]
 fn dashboard_shows_the_operational_metrics() {
-    let shown: BTreeSet<String> = dashboard_queries(&dashboard())
-        .iter()
-        .flat_map(|e| metric_names(e))
-        .map(|n| base_metric(&n).to_string())
-        .collect();
+    let shown = dashboard_metrics(&dashboard());
     for wanted in [
         telemetry::EVENTS_CONSUMED,
         telemetry::EVENTS_APPLIED,
@@ -611,6 +1151,237 @@ fn dashboard_shows_the_operational_metrics() {
     }
 }
 
+#[test]
+fn dashboard_shows_every_handoff_and_salesforce_metric() {
+    let dashboard = dashboard();
+    let shown = dashboard_metrics(&dashboard);
+    let own: BTreeMap<String, String> = metric_constants_of("src/handoff.rs")
+        .into_iter()
+        .chain(metric_constants_of("src/salesforce.rs"))
+        .collect();
+    assert!(own.len() >= 10, "{own:?}");
+    for (constant, metric) in &own {
+        assert!(
+            shown.contains(metric),
+            "no panel shows {constant} ({metric})"
+        );
+    }
+
+    // The handoff's side of what both services export: its lag and its restores.
+    let handoff_exprs: Vec<String> = dashboard_queries(&dashboard)
+        .into_iter()
+        .filter(|e| !metric_names(e).is_empty() && selected_job(e) == HANDOFF_JOB)
+        .collect();
+    let handoff_shown: BTreeSet<String> = handoff_exprs
+        .iter()
+        .flat_map(|e| metric_names(e))
+        .map(|n| base_metric(&n).to_string())
+        .collect();
+    for shared in [
+        telemetry::CONSUMER_LAG,
+        telemetry::ASSIGNED_PARTITIONS,
+        telemetry::RESTORING_PARTITIONS,
+        telemetry::RESTORE_SECONDS,
+    ] {
+        assert!(
+            handoff_shown.contains(shared),
+            "no handoff panel shows {shared}"
+        );
+    }
+    let joined = handoff_exprs.join("\n");
+    for by in [
+        "sum by (outcome)",
+        "sum by (status_class)",
+        "sum by (endpoint)",
+        "sum by (reason)",
+        "by (partition)",
+    ] {
+        assert!(joined.contains(by), "no handoff panel breaks down {by}");
+    }
+    // API usage against the org's allowance, as a ratio.
+    assert!(
+        handoff_exprs.iter().any(|e| {
+            let names = metric_names(e);
+            e.contains(" / ")
+                && names.first().map(String::as_str) == Some(salesforce::API_USAGE)
+                && names.last().map(String::as_str) == Some(salesforce::API_LIMIT)
+        }),
+        "no panel divides {} by {}",
+        salesforce::API_USAGE,
+        salesforce::API_LIMIT
+    );
+}
+
+#[test]
+fn dashboard_tells_the_scorer_and_the_handoff_apart_by_job() {
+    let dashboard = dashboard();
+    // The job variables, and the Prometheus job names they must match.
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
+    let variable = |name: &str| {
+        variables
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no variable {name}"))
+    };
+    let jobs = SCRAPED.map(|(_, job)| job);
+    for (var, (job_name, other_job)) in ["scorer_job", "handoff_job"]
+        .into_iter()
+        .zip([(jobs[0], jobs[1]), (jobs[1], jobs[0])])
+    {
+        let v = variable(var);
+        assert_eq!(v["type"], "textbox", "{var}: editable, for other job names");
+        let value = v["query"].as_str().expect("default value");
+        assert_eq!(v["current"]["value"], value, "{var}");
+        let prefix = value.strip_suffix(".*").expect("a prefix regex");
+        assert!(
+            prefix.chars().all(|c| c.is_ascii_lowercase() || c == '-'),
+            "{var}: {value}"
+        );
+        assert!(
+            job_name.starts_with(prefix),
+            "{var}={value} misses {job_name}"
+        );
+        assert!(
+            !other_job.starts_with(prefix),
+            "{var}={value} matches {other_job}"
+        );
+        // With the Prometheus Operator, a ServiceMonitor's job is the Service name.
+        let service = format!("{job_name}-metrics");
+        assert!(k8s_objects().contains_key(&("Service".to_string(), service.clone())));
+        assert!(
+            service.starts_with(prefix),
+            "{var}={value} misses {service}"
+        );
+    }
+
+    // Every query names its service; the handoff's own metrics and the panels under the
+    // handoff rows select the handoff, all others the scorer.
+    let own: BTreeSet<String> = metric_constants_of("src/handoff.rs")
+        .into_values()
+        .chain(metric_constants_of("src/salesforce.rs").into_values())
+        .collect();
+    let mut handoff_panels = 0;
+    for (row, panel) in dashboard_panels(&dashboard) {
+        let title = panel["title"].as_str().unwrap_or_default();
+        let want = if row.starts_with("Handoff") {
+            handoff_panels += 1;
+            HANDOFF_JOB
+        } else {
+            assert!(row.starts_with("Scorer"), "row {row:?}: Scorer or Handoff");
+            SCORER_JOB
+        };
+        let exprs = panel_exprs(panel);
+        assert!(!exprs.is_empty(), "{title}: no query");
+        for expr in exprs {
+            if metric_names(expr).is_empty() {
+                continue; // e.g. up{...}
+            }
+            assert_eq!(selected_job(expr), want, "{row} / {title}: {expr}");
+            for name in metric_names(expr) {
+                if own.contains(base_metric(&name)) {
+                    assert_eq!(want, HANDOFF_JOB, "{row} / {title}: {name}");
+                }
+            }
+        }
+    }
+    assert!(handoff_panels >= 10, "{handoff_panels} handoff panels");
+    let instance = variable("instance");
+    let query = instance["definition"].as_str().expect("definition");
+    assert_eq!(selected_job(query), SCORER_JOB, "{query}");
+}
+
+#[test]
+fn dashboard_breaks_down_and_filters_only_by_labels_the_metrics_carry() {
+    let labels = recorded_labels();
+    // The scan sees the labels where they are recorded.
+    let set = |names: &[&str]| -> Option<BTreeSet<String>> {
+        Some(names.iter().map(|n| n.to_string()).collect())
+    };
+    assert_eq!(labels[handoff::HANDOFFS], set(&["outcome"]));
+    assert_eq!(labels[handoff::HANDOFF_DEAD_LETTERED], set(&["reason"]));
+    assert_eq!(labels[handoff::HANDOFF_RETRIES], set(&[]));
+    assert_eq!(
+        labels[salesforce::REQUESTS],
+        set(&["endpoint", "status_class"])
+    );
+    assert_eq!(labels[salesforce::API_USAGE], set(&[]));
+    assert_eq!(labels[telemetry::SCORE_CHANGES], set(&["kind"]));
+
+    let source = library_code()
+        .into_iter()
+        .map(|(_, code)| code)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut checked = 0;
+    for expr in dashboard_queries(&dashboard()) {
+        let uses = metric_uses(&expr);
+        for by in by_labels(&expr) {
+            if ["le", "instance", "job"].contains(&by.as_str()) {
+                continue;
+            }
+            for u in &uses {
+                if let Some(Some(carried)) = labels.get(base_metric(&u.name)) {
+                    assert!(
+                        carried.contains(&by),
+                        "{} has no label {by}: {expr}",
+                        u.name
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        for u in &uses {
+            for (label, op, value) in &u.matchers {
+                if ["instance", "job"].contains(&label.as_str()) {
+                    continue;
+                }
+                if let Some(Some(carried)) = labels.get(base_metric(&u.name)) {
+                    assert!(
+                        carried.contains(label),
+                        "{} has no label {label}: {expr}",
+                        u.name
+                    );
+                    checked += 1;
+                }
+                if op == "=" {
+                    assert!(
+                        source.contains(&format!("\"{value}\"")),
+                        "{label}=\"{value}\": no such value in the sources: {expr}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(checked >= 8, "only {checked} labels checked");
+}
+
+#[test]
+fn dashboard_panels_have_unique_ids_and_do_not_overlap() {
+    let dashboard = dashboard();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut ids = BTreeSet::new();
+    let mut cells: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap_or_default().to_string();
+        assert!(
+            ids.insert(panel["id"].as_u64().expect("id")),
+            "{title}: id twice"
+        );
+        let g = &panel["gridPos"];
+        let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| g[k].as_u64().expect("gridPos"));
+        assert!(x + w <= 24, "{title}: wider than the grid");
+        for cx in x..x + w {
+            for cy in y..y + h {
+                if let Some(other) = cells.insert((cx, cy), title.clone()) {
+                    panic!("{title} overlaps {other}");
+                }
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Kubernetes
 // ---------------------------------------------------------------------------------------------
@@ -632,7 +1403,9 @@ fn k8s_objects() -> BTreeMap<(String, String), Yaml> {
     out
 }
 
-fn k8s<'a>(objects: &'a BTreeMap<(String, String), Yaml>, kind: &str, name: &str) -> &'a Yaml {
+type Objects = BTreeMap<(String, String), Yaml>;
+
+fn k8s<'a>(objects: &'a Objects, kind: &str, name: &str) -> &'a Yaml {
     objects
         .get(&(kind.to_string(), name.to_string()))
         .unwrap_or_else(|| panic!("no {kind} {name}"))
@@ -642,27 +1415,65 @@ fn kustomization_resources() -> Vec<String> {
     strings(at(&yaml(&format!("{K8S}/kustomization.yaml")), "resources"))
 }
 
-fn statefulset(objects: &BTreeMap<(String, String), Yaml>) -> &Yaml {
-    k8s(objects, "StatefulSet", "leadscore-scorer")
+/// One of leadscore's workloads and the names that go with it.
+struct Workload {
+    kind: &'static str,
+    name: &'static str,
+    container: &'static str,
+    subcommand: &'static str,
+    /// The ConfigMap holding its `leadscore.toml`.
+    config: &'static str,
+    /// The ConfigMap of its `LEADSCORE__*` overrides.
+    env: &'static str,
+    /// Services that must route to its pods, and only to them.
+    services: &'static [&'static str],
 }
 
-fn scorer_container(sts: &Yaml) -> &Yaml {
-    seq_at(sts, "spec.template.spec.containers")
+const SCORER: Workload = Workload {
+    kind: "StatefulSet",
+    name: "leadscore-scorer",
+    container: "scorer",
+    subcommand: "score",
+    config: "leadscore-scorer-config",
+    env: "leadscore-scorer-env",
+    services: &["leadscore-scorer", "leadscore-scorer-metrics"],
+};
+
+const HANDOFF: Workload = Workload {
+    kind: "Deployment",
+    name: "leadscore-handoff",
+    container: "handoff",
+    subcommand: "handoff",
+    config: "leadscore-handoff-config",
+    env: "leadscore-handoff-env",
+    services: &["leadscore-handoff-metrics"],
+};
+
+const WORKLOADS: [&Workload; 2] = [&SCORER, &HANDOFF];
+
+fn workload<'a>(objects: &'a Objects, w: &Workload) -> &'a Yaml {
+    k8s(objects, w.kind, w.name)
+}
+
+fn container<'a>(objects: &'a Objects, w: &Workload) -> &'a Yaml {
+    seq_at(workload(objects, w), "spec.template.spec.containers")
         .iter()
-        .find(|c| str_at(c, "name") == "scorer")
-        .expect("container scorer")
+        .find(|c| str_at(c, "name") == w.container)
+        .unwrap_or_else(|| panic!("{}: no container {}", w.name, w.container))
 }
 
-fn configmap_data<'a>(objects: &'a BTreeMap<(String, String), Yaml>, name: &str) -> &'a Yaml {
+fn pod_volumes<'a>(objects: &'a Objects, w: &Workload) -> &'a [Yaml] {
+    seq_at(workload(objects, w), "spec.template.spec.volumes")
+}
+
+fn configmap_data<'a>(objects: &'a Objects, name: &str) -> &'a Yaml {
     at(k8s(objects, "ConfigMap", name), "data")
 }
 
-/// The container's environment: `envFrom` ConfigMaps, then `env` (a `valueFrom` stands for a
-/// value the manifests cannot show; its name must still be a setting).
-fn k8s_container_env(
-    objects: &BTreeMap<(String, String), Yaml>,
-    container: &Yaml,
-) -> Vec<(String, String)> {
+/// The container's environment: `envFrom` ConfigMaps, then `env`. A `valueFrom` stands for a
+/// value the manifests cannot show: a setting's is left out (its name must still be a
+/// setting), any other is kept with a placeholder so that [`load_settings`] checks its name.
+fn k8s_container_env(objects: &Objects, container: &Yaml) -> Vec<(String, String)> {
     let mut env = Vec::new();
     for source in container
         .get("envFrom")
@@ -685,50 +1496,69 @@ fn k8s_container_env(
         let name = str_at(var, "name").to_string();
         match var.get("value") {
             Some(v) => env.push((name, scalar(v))),
-            None => assert_setting_name(&name, "the StatefulSet's env"),
+            None if name.starts_with("LEADSCORE__") => {
+                assert_setting_name(&name, "a container's env")
+            }
+            None => env.push((name, "(valueFrom)".to_string())),
         }
     }
     env
 }
 
-/// The volume mount of a ConfigMap key (`subPath`), by key.
-fn config_mount<'a>(sts: &'a Yaml, configmap: &str, key: &str) -> &'a str {
-    let volume = seq_at(sts, "spec.template.spec.volumes")
+/// The mount path of a ConfigMap key (`subPath`) in the workload's container.
+fn config_mount<'a>(objects: &'a Objects, w: &Workload, configmap: &str, key: &str) -> &'a str {
+    let volume = pod_volumes(objects, w)
         .iter()
         .find(|v| v.get("configMap").map(|c| str_at(c, "name")) == Some(configmap))
         .map(|v| str_at(v, "name"))
-        .unwrap_or_else(|| panic!("no volume of ConfigMap {configmap}"));
-    seq_at(scorer_container(sts), "volumeMounts")
+        .unwrap_or_else(|| panic!("{}: no volume of ConfigMap {configmap}", w.name));
+    seq_at(container(objects, w), "volumeMounts")
         .iter()
         .find(|m| {
             str_at(m, "name") == volume && m.get("subPath").and_then(Yaml::as_str) == Some(key)
         })
         .map(|m| str_at(m, "mountPath"))
-        .unwrap_or_else(|| panic!("{configmap}/{key} is not mounted"))
+        .unwrap_or_else(|| panic!("{}: {configmap}/{key} is not mounted", w.name))
 }
 
-/// The settings a scorer pod runs with: the ConfigMap's file named by `--config`, then the
+/// The settings a workload's pods run with: the ConfigMap's file named by `--config`, then the
 /// container's environment.
-fn k8s_scorer_settings(objects: &BTreeMap<(String, String), Yaml>) -> Settings {
-    let sts = statefulset(objects);
-    let container = scorer_container(sts);
-    let args = strings(at(container, "args"));
-    let config_path = args
-        .windows(2)
-        .find(|w| w[0] == "--config")
-        .map(|w| w[1].clone())
-        .expect("--config");
+fn k8s_settings(objects: &Objects, w: &Workload) -> Settings {
+    let c = container(objects, w);
+    let args = strings(at(c, "args"));
+    let config_path = flag(&args, "--config").expect("--config");
     assert_eq!(
-        config_mount(sts, "leadscore-scorer-config", "leadscore.toml"),
+        config_mount(objects, w, w.config, "leadscore.toml"),
         config_path,
-        "--config names the mounted leadscore.toml"
+        "{}: --config names the mounted leadscore.toml",
+        w.name
     );
-    let text = str_key(
-        configmap_data(objects, "leadscore-scorer-config"),
-        "leadscore.toml",
-    );
-    let env = k8s_container_env(objects, container);
-    load_settings("the scorer StatefulSet", Some(("configmap", text)), &env)
+    let text = str_key(configmap_data(objects, w.config), "leadscore.toml");
+    let env = k8s_container_env(objects, c);
+    load_settings(w.name, Some((w.config, text)), &env)
+}
+
+/// The volume mounted at `path` in the workload's container, with its mount.
+fn volume_at<'a>(objects: &'a Objects, w: &Workload, path: &Path) -> (&'a Yaml, &'a Yaml) {
+    let mount = seq_at(container(objects, w), "volumeMounts")
+        .iter()
+        .find(|m| Path::new(str_at(m, "mountPath")) == path)
+        .unwrap_or_else(|| panic!("{}: nothing mounted at {}", w.name, path.display()));
+    let name = str_at(mount, "name");
+    let volume = pod_volumes(objects, w)
+        .iter()
+        .find(|v| str_at(v, "name") == name)
+        .or_else(|| {
+            workload(objects, w)
+                .get("spec")
+                .and_then(|s| s.get("volumeClaimTemplates"))
+                .and_then(Yaml::as_sequence)
+                .into_iter()
+                .flatten()
+                .find(|t| str_at(t, "metadata.name") == name)
+        })
+        .unwrap_or_else(|| panic!("{}: no volume {name}", w.name));
+    (volume, mount)
 }
 
 #[test]
@@ -743,6 +1573,7 @@ fn kustomization_lists_every_manifest_in_the_directory() {
     let objects = k8s_objects();
     for kind in [
         "StatefulSet",
+        "Deployment",
         "Service",
         "ConfigMap",
         "PodDisruptionBudget",
@@ -750,27 +1581,33 @@ fn kustomization_lists_every_manifest_in_the_directory() {
     ] {
         assert!(objects.keys().any(|(k, _)| k == kind), "no {kind}");
     }
+    for w in WORKLOADS {
+        workload(&objects, w);
+    }
 }
 
 #[test]
-fn configmap_settings_file_and_rules_load() {
+fn configmap_settings_files_and_rules_load() {
     let objects = k8s_objects();
-    let data = configmap_data(&objects, "leadscore-scorer-config");
-    let settings = Settings::load_from(Some(("configmap", str_key(data, "leadscore.toml"))), [])
-        .unwrap_or_else(|e| panic!("the ConfigMap's leadscore.toml: {e}"));
-    assert!(settings.scorer.rules.is_some());
+    for w in WORKLOADS {
+        let data = configmap_data(&objects, w.config);
+        let settings = Settings::load_from(Some((w.config, str_key(data, "leadscore.toml"))), [])
+            .unwrap_or_else(|e| panic!("{}'s leadscore.toml: {e}", w.config));
+        assert_eq!(settings.scorer.rules.is_some(), w.subcommand == "score");
+        let env = configmap_data(&objects, w.env);
+        for (k, _) in env.as_mapping().expect("data") {
+            assert!(scalar(k).starts_with("LEADSCORE__"), "{k:?} is no setting");
+        }
+    }
+    let data = configmap_data(&objects, SCORER.config);
     leadscore::rules::parse_str(str_key(data, "rules.toml"), "rules.toml")
         .unwrap_or_else(|e| panic!("the ConfigMap's rules.toml: {e}"));
-    let env = configmap_data(&objects, "leadscore-scorer-env");
-    for (k, _) in env.as_mapping().expect("data") {
-        assert!(scalar(k).starts_with("LEADSCORE__"), "{k:?} is no setting");
-    }
 }
 
 #[test]
 fn statefulset_environment_over_the_configmap_file_loads_as_settings() {
     let objects = k8s_objects();
-    let settings = k8s_scorer_settings(&objects);
+    let settings = k8s_settings(&objects, &SCORER);
     assert_ne!(
         settings.kafka.get("bootstrap.servers"),
         Some("localhost:9092"),
@@ -779,23 +1616,55 @@ fn statefulset_environment_over_the_configmap_file_loads_as_settings() {
 }
 
 #[test]
-fn statefulset_args_are_a_subcommand_the_binary_accepts() {
+fn handoff_deployment_settings_agree_with_the_scorer_and_point_at_a_real_org() {
     let objects = k8s_objects();
-    let args = strings(at(scorer_container(statefulset(&objects)), "args"));
-    assert_eq!(args[0], "score");
-    assert_binary_accepts(&args, "the StatefulSet's args");
+    let handoff = k8s_settings(&objects, &HANDOFF);
+    let scorer = k8s_settings(&objects, &SCORER);
+    assert_eq!(
+        handoff.kafka.get("bootstrap.servers"),
+        scorer.kafka.get("bootstrap.servers"),
+        "one Kafka cluster"
+    );
+    assert_eq!(
+        handoff.topics, scorer.topics,
+        "the same topics, created alike by whichever service starts first"
+    );
+    assert_eq!(
+        handoff.scorer.output_format, scorer.scorer.output_format,
+        "the handoff decodes score changes with scorer.output_format"
+    );
+    assert_ne!(handoff.handoff.group_id, scorer.scorer.group_id);
+    let defaults = Settings::default().salesforce;
+    let sf = &handoff.salesforce;
+    assert!(
+        sf.instance_url.starts_with("https://") && sf.instance_url != defaults.instance_url,
+        "salesforce.instance_url {}: the org, over TLS",
+        sf.instance_url
+    );
+    assert!(!sf.client_id.is_empty(), "salesforce.client_id");
+}
+
+#[test]
+fn workload_args_are_subcommands_the_binary_accepts() {
+    let objects = k8s_objects();
+    for w in WORKLOADS {
+        let args = strings(at(container(&objects, w), "args"));
+        assert_eq!(args[0], w.subcommand, "{}", w.name);
+        assert_binary_accepts(&args, &format!("the {} args", w.name));
+    }
 }
 
 #[test]
 fn statefulset_mounts_the_rules_and_the_state_volume_where_the_settings_point() {
     let objects = k8s_objects();
-    let settings = k8s_scorer_settings(&objects);
-    let sts = statefulset(&objects);
+    let settings = k8s_settings(&objects, &SCORER);
+    let sts = workload(&objects, &SCORER);
     assert_eq!(
         settings.scorer.rules.as_deref(),
         Some(Path::new(config_mount(
-            sts,
-            "leadscore-scorer-config",
+            &objects,
+            &SCORER,
+            SCORER.config,
             "rules.toml"
         )))
     );
@@ -803,12 +1672,8 @@ fn statefulset_mounts_the_rules_and_the_state_volume_where_the_settings_point() 
         &seq_at(sts, "spec.volumeClaimTemplates")[0],
         "metadata.name",
     );
-    let state = seq_at(scorer_container(sts), "volumeMounts")
-        .iter()
-        .find(|m| str_at(m, "name") == claim)
-        .map(|m| str_at(m, "mountPath"))
-        .expect("the claim is mounted");
-    assert_eq!(Path::new(state), settings.scorer.state_dir);
+    let (volume, _) = volume_at(&objects, &SCORER, &settings.scorer.state_dir);
+    assert_eq!(str_at(volume, "metadata.name"), claim);
     assert_eq!(
         at(sts, "spec.template.spec.terminationGracePeriodSeconds").as_u64(),
         Some(60),
@@ -817,95 +1682,167 @@ fn statefulset_mounts_the_rules_and_the_state_volume_where_the_settings_point() 
 }
 
 #[test]
-fn probes_container_port_and_services_use_the_admin_port_and_health_paths() {
+fn handoff_deployment_keeps_its_state_dir_on_a_writable_volume_and_surges_on_updates() {
     let objects = k8s_objects();
-    let port = admin_port(&k8s_scorer_settings(&objects));
-    let container = scorer_container(statefulset(&objects));
-    let admin = seq_at(container, "ports")
-        .iter()
-        .find(|p| str_at(p, "name") == "admin")
-        .expect("a container port named admin");
-    assert_eq!(at(admin, "containerPort").as_u64(), Some(u64::from(port)));
-    let resolves = |p: &Yaml| p.as_str() == Some("admin") || p.as_u64() == Some(u64::from(port));
+    let settings = k8s_settings(&objects, &HANDOFF);
+    let deployment = workload(&objects, &HANDOFF);
+    // The root filesystem is read-only: without a volume there the store cannot open.
+    let (volume, mount) = volume_at(&objects, &HANDOFF, &settings.handoff.state_dir);
+    assert!(
+        volume.get("emptyDir").is_some() || volume.get("persistentVolumeClaim").is_some(),
+        "handoff.state_dir is on {volume:?}"
+    );
+    assert_ne!(mount.get("readOnly").and_then(Yaml::as_bool), Some(true));
+    let grace = at(
+        deployment,
+        "spec.template.spec.terminationGracePeriodSeconds",
+    )
+    .as_u64()
+    .expect("terminationGracePeriodSeconds");
+    assert!(
+        grace >= 60 && grace > 2 * settings.salesforce.timeout.as_secs(),
+        "{grace} s: time for the Salesforce call in flight and the checkpoint"
+    );
+    // An old pod stops only once its replacement is Ready (restored, holding a token).
+    let rolling = at(deployment, "spec.strategy.rollingUpdate");
+    assert_eq!(scalar(at(rolling, "maxUnavailable")), "0");
+    assert_ne!(scalar(at(rolling, "maxSurge")), "0");
+    let replicas = at(deployment, "spec.replicas").as_i64().expect("replicas");
+    assert!(
+        (2..=i64::from(settings.topics.partitions)).contains(&replicas),
+        "{replicas} replicas: two for availability, no more than partitions"
+    );
+    let readme = read(&format!("{K8S}/README.md"));
+    assert!(
+        readme.contains("## Why the handoff is a Deployment"),
+        "the README says why"
+    );
+}
 
-    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
-        let get = at(container, &format!("{probe}.httpGet"));
-        assert_eq!(str_at(get, "path"), path, "{probe}");
-        assert!(resolves(at(get, "port")), "{probe} port");
-    }
+#[test]
+fn probes_container_ports_and_services_use_each_admin_port_and_the_health_paths() {
+    let objects = k8s_objects();
+    let mut ports = BTreeSet::new();
+    for w in WORKLOADS {
+        let port = admin_port(&k8s_settings(&objects, w));
+        assert!(ports.insert(port), "{}: admin port {port} twice", w.name);
+        let c = container(&objects, w);
+        let admin = seq_at(c, "ports")
+            .iter()
+            .find(|p| str_at(p, "name") == "admin")
+            .unwrap_or_else(|| panic!("{}: a container port named admin", w.name));
+        assert_eq!(at(admin, "containerPort").as_u64(), Some(u64::from(port)));
+        let resolves =
+            |p: &Yaml| p.as_str() == Some("admin") || p.as_u64() == Some(u64::from(port));
 
-    for name in ["leadscore-scorer", "leadscore-scorer-metrics"] {
-        let service = k8s(&objects, "Service", name);
-        let ports = seq_at(service, "spec.ports");
-        assert!(
-            ports.iter().any(|p| str_at(p, "name") == "admin"
-                && at(p, "port").as_u64() == Some(u64::from(port))
-                && resolves(at(p, "targetPort"))),
-            "{name}: port admin {port}"
+        for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+            let get = at(c, &format!("{probe}.httpGet"));
+            assert_eq!(str_at(get, "path"), path, "{}: {probe}", w.name);
+            assert!(resolves(at(get, "port")), "{}: {probe} port", w.name);
+        }
+
+        for name in w.services {
+            let service = k8s(&objects, "Service", name);
+            let ports = seq_at(service, "spec.ports");
+            assert!(
+                ports.iter().any(|p| str_at(p, "name") == "admin"
+                    && at(p, "port").as_u64() == Some(u64::from(port))
+                    && resolves(at(p, "targetPort"))),
+                "{name}: port admin {port}"
+            );
+        }
+        let metrics = format!("{}-metrics", w.name);
+        let annotations = at(k8s(&objects, "Service", &metrics), "metadata.annotations");
+        let annotation = |key: &str| annotations.get(key).map(scalar).unwrap_or_default();
+        assert_eq!(annotation("prometheus.io/scrape"), "true", "{metrics}");
+        assert_eq!(
+            annotation("prometheus.io/port"),
+            port.to_string(),
+            "{metrics}"
         );
+        assert_eq!(annotation("prometheus.io/path"), "/metrics", "{metrics}");
     }
     let headless = k8s(&objects, "Service", "leadscore-scorer");
     assert_eq!(str_at(headless, "spec.clusterIP"), "None");
     assert_eq!(
-        str_at(statefulset(&objects), "spec.serviceName"),
+        str_at(workload(&objects, &SCORER), "spec.serviceName"),
         "leadscore-scorer"
     );
-
-    let annotations = at(
-        k8s(&objects, "Service", "leadscore-scorer-metrics"),
-        "metadata.annotations",
-    );
-    let annotation = |key: &str| annotations.get(key).map(scalar).unwrap_or_default();
-    assert_eq!(annotation("prometheus.io/scrape"), "true");
-    assert_eq!(annotation("prometheus.io/port"), port.to_string());
-    assert_eq!(annotation("prometheus.io/path"), "/metrics");
 }
 
 #[test]
-fn services_and_disruption_budget_select_the_scorer_pods() {
+fn services_and_disruption_budgets_select_their_own_pods_only() {
     let objects = k8s_objects();
-    let sts = statefulset(&objects);
-    let labels = at(sts, "spec.template.metadata.labels")
-        .as_mapping()
-        .expect("pod labels");
-    let selects_pods = |selector: &Yaml, what: &str| {
-        let selector = selector.as_mapping().expect("selector");
-        assert!(!selector.is_empty(), "{what}: empty selector");
-        for (k, v) in selector {
-            assert_eq!(labels.get(k), Some(v), "{what}: {k:?}");
-        }
+    let pod_labels = |w: &Workload| {
+        at(workload(&objects, w), "spec.template.metadata.labels")
+            .as_mapping()
+            .expect("pod labels")
+            .clone()
     };
-    selects_pods(at(sts, "spec.selector.matchLabels"), "StatefulSet");
-    for name in ["leadscore-scorer", "leadscore-scorer-metrics"] {
-        selects_pods(at(k8s(&objects, "Service", name), "spec.selector"), name);
+    let selects = |selector: &Yaml, labels: &serde_yaml_ng::Mapping| {
+        let selector = selector.as_mapping().expect("selector");
+        assert!(!selector.is_empty(), "empty selector");
+        selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    };
+    for (w, other) in [(&SCORER, &HANDOFF), (&HANDOFF, &SCORER)] {
+        let own = pod_labels(w);
+        let theirs = pod_labels(other);
+        let mut selectors = vec![(
+            format!("{} {}", w.kind, w.name),
+            at(workload(&objects, w), "spec.selector.matchLabels"),
+        )];
+        for name in w.services {
+            selectors.push((
+                format!("Service {name}"),
+                at(k8s(&objects, "Service", name), "spec.selector"),
+            ));
+        }
+        let pdb = k8s(&objects, "PodDisruptionBudget", w.name);
+        assert_eq!(at(pdb, "spec.maxUnavailable").as_u64(), Some(1));
+        selectors.push((
+            format!("PodDisruptionBudget {}", w.name),
+            at(pdb, "spec.selector.matchLabels"),
+        ));
+        for (what, selector) in selectors {
+            assert!(selects(selector, &own), "{what} misses the {} pods", w.name);
+            assert!(
+                !selects(selector, &theirs),
+                "{what} also selects the {} pods",
+                other.name
+            );
+        }
     }
-    let pdb = k8s(&objects, "PodDisruptionBudget", "leadscore-scorer");
-    selects_pods(at(pdb, "spec.selector.matchLabels"), "PodDisruptionBudget");
-    assert_eq!(at(pdb, "spec.maxUnavailable").as_u64(), Some(1));
 }
 
 #[test]
-fn scorer_pods_run_as_the_image_non_root_user_with_a_read_only_root() {
+fn pods_run_as_the_image_non_root_user_with_a_read_only_root() {
     let objects = k8s_objects();
-    let sts = statefulset(&objects);
-    let pod = at(sts, "spec.template.spec.securityContext");
-    assert_eq!(at(pod, "runAsNonRoot").as_bool(), Some(true));
-    let uid = at(pod, "runAsUser").as_u64().expect("runAsUser");
-    assert_eq!(uid.to_string(), dockerfile_runtime_uid());
-    assert_eq!(
-        at(pod, "fsGroup").as_u64(),
-        Some(uid),
-        "the PVC is writable"
-    );
-    let container = at(scorer_container(sts), "securityContext");
-    assert_eq!(
-        at(container, "readOnlyRootFilesystem").as_bool(),
-        Some(true)
-    );
-    assert_eq!(
-        at(container, "allowPrivilegeEscalation").as_bool(),
-        Some(false)
-    );
+    for w in WORKLOADS {
+        let pod = at(workload(&objects, w), "spec.template.spec.securityContext");
+        assert_eq!(at(pod, "runAsNonRoot").as_bool(), Some(true), "{}", w.name);
+        let uid = at(pod, "runAsUser").as_u64().expect("runAsUser");
+        assert_eq!(uid.to_string(), dockerfile_runtime_uid(), "{}", w.name);
+        assert_eq!(
+            at(pod, "fsGroup").as_u64(),
+            Some(uid),
+            "{}: volumes are writable and the Secret readable",
+            w.name
+        );
+        let c = at(container(&objects, w), "securityContext");
+        assert_eq!(
+            at(c, "readOnlyRootFilesystem").as_bool(),
+            Some(true),
+            "{}",
+            w.name
+        );
+        assert_eq!(
+            at(c, "allowPrivilegeEscalation").as_bool(),
+            Some(false),
+            "{}",
+            w.name
+        );
+        assert_eq!(strings(at(c, "capabilities.drop")), ["ALL"], "{}", w.name);
+    }
 }
 
 #[test]
@@ -924,6 +1861,161 @@ fn salesforce_secret_template_has_the_client_secret_key_the_settings_can_read() 
         "the template names the default variable {default_env}"
     );
     assert!(text.contains("LEADSCORE__SALESFORCE__CLIENT_SECRET_FILE"));
+}
+
+/// `(key, where it reaches the container)` for every use of Secret `secret` by a workload's
+/// container: `env:NAME` for a `secretKeyRef`, the file path for a mounted key.
+fn secret_uses(objects: &Objects, w: &Workload, secret: &str) -> Vec<(String, String)> {
+    let c = container(objects, w);
+    let mut uses = Vec::new();
+    for var in c
+        .get("env")
+        .and_then(Yaml::as_sequence)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(r) = var.get("valueFrom").and_then(|v| v.get("secretKeyRef")) {
+            if str_at(r, "name") == secret {
+                uses.push((
+                    str_at(r, "key").to_string(),
+                    format!("env:{}", str_at(var, "name")),
+                ));
+            }
+        }
+    }
+    for source in c
+        .get("envFrom")
+        .and_then(Yaml::as_sequence)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(r) = source.get("secretRef") {
+            assert_ne!(
+                str_at(r, "name"),
+                secret,
+                "{}: envFrom the Secret makes each key a variable no setting names",
+                w.name
+            );
+        }
+    }
+    for volume in pod_volumes(objects, w) {
+        let Some(s) = volume.get("secret") else {
+            continue;
+        };
+        if str_at(s, "secretName") != secret {
+            continue;
+        }
+        let mount = seq_at(c, "volumeMounts")
+            .iter()
+            .find(|m| str_at(m, "name") == str_at(volume, "name"))
+            .unwrap_or_else(|| panic!("{}: the Secret's volume is not mounted", w.name));
+        assert_eq!(
+            mount.get("readOnly").and_then(Yaml::as_bool),
+            Some(true),
+            "{}: the Secret is mounted read-only",
+            w.name
+        );
+        assert!(
+            mount.get("subPath").is_none(),
+            "{}: a subPath never updates",
+            w.name
+        );
+        let mode = s.get("defaultMode").and_then(Yaml::as_u64).unwrap_or(0o644);
+        let dir = Path::new(str_at(mount, "mountPath"));
+        let items = s.get("items").and_then(Yaml::as_sequence);
+        let keys: Vec<(String, String, u64)> = match items {
+            Some(items) => items
+                .iter()
+                .map(|i| {
+                    let m = i.get("mode").and_then(Yaml::as_u64).unwrap_or(mode);
+                    (
+                        str_at(i, "key").to_string(),
+                        str_at(i, "path").to_string(),
+                        m,
+                    )
+                })
+                .collect(),
+            None => vec![("client-secret".into(), "client-secret".into(), mode)],
+        };
+        for (key, path, mode) in keys {
+            // Files are root's, group fsGroup: the group must read, the world must not.
+            assert_eq!(mode & 0o040, 0o040, "{}: mode {mode:o} hides {key}", w.name);
+            assert_eq!(
+                mode & 0o007,
+                0,
+                "{}: mode {mode:o} shows {key} to all",
+                w.name
+            );
+            uses.push((key, dir.join(path).display().to_string()));
+        }
+    }
+    uses
+}
+
+#[test]
+fn handoff_pods_get_the_salesforce_secret_only_where_the_settings_read_it() {
+    let objects = k8s_objects();
+    let settings = k8s_settings(&objects, &HANDOFF);
+    let secret = k8s(&objects, "Secret", "leadscore-salesforce");
+    let keys: BTreeSet<String> = secret
+        .get("stringData")
+        .or_else(|| secret.get("data"))
+        .and_then(Yaml::as_mapping)
+        .expect("data")
+        .keys()
+        .map(scalar)
+        .collect();
+    let uses = secret_uses(&objects, &HANDOFF, "leadscore-salesforce");
+    assert!(!uses.is_empty(), "the handoff pods do not use the Secret");
+    let sf = &settings.salesforce;
+    let file = sf
+        .client_secret_file
+        .as_ref()
+        .map(|p| p.display().to_string());
+    for (key, place) in &uses {
+        assert!(keys.contains(key), "the Secret has no key {key} ({keys:?})");
+        let read = match place.strip_prefix("env:") {
+            Some(var) => var == sf.client_secret_env,
+            None => Some(place) == file.as_ref(),
+        };
+        assert!(
+            read,
+            "{key} reaches the pod at {place}, where the handoff does not look \
+             (salesforce.client_secret_env {}, client_secret_file {file:?})",
+            sf.client_secret_env
+        );
+    }
+    // One way only: a variable of that name would win over the file.
+    if let Some(file) = &file {
+        assert!(uses.iter().any(|(_, place)| place == file));
+        let env = k8s_container_env(&objects, container(&objects, &HANDOFF));
+        assert!(
+            !env.iter().any(|(name, _)| *name == sf.client_secret_env),
+            "{} is set and would win over {file}",
+            sf.client_secret_env
+        );
+    }
+    // Nowhere else: not in the arguments, not in a ConfigMap, not in the scorer.
+    let placeholder = scalar(
+        at(secret, "stringData")
+            .get("client-secret")
+            .expect("client-secret"),
+    );
+    let args = strings(at(container(&objects, &HANDOFF), "args")).join(" ");
+    assert!(
+        !args.contains(&placeholder) && !args.contains("secret"),
+        "{args}"
+    );
+    for ((kind, name), object) in &objects {
+        if kind == "ConfigMap" {
+            let text = serde_yaml_ng::to_string(object).expect("yaml");
+            assert!(
+                !text.contains(&placeholder),
+                "ConfigMap {name} holds the secret"
+            );
+        }
+    }
+    assert!(secret_uses(&objects, &SCORER, "leadscore-salesforce").is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1149,12 +2241,13 @@ fn dockerfile_copies_only_files_the_build_context_keeps() {
 // Variables named anywhere
 // ---------------------------------------------------------------------------------------------
 
-/// `LEADSCORE__...` names in a text (placeholders like `LEADSCORE__SECTION__KEY` and prefixes
-/// like `LEADSCORE__KAFKA__*` left out).
+/// `LEADSCORE_...` names in a text: settings (`LEADSCORE__...`) and others, such as the
+/// Salesforce secret's variable (placeholders like `LEADSCORE__SECTION__KEY` and prefixes like
+/// `LEADSCORE__KAFKA__*` left out).
 fn mentioned_variables(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut rest = text;
-    while let Some(i) = rest.find("LEADSCORE__") {
+    while let Some(i) = rest.find("LEADSCORE_") {
         let tail = &rest[i..];
         let len = tail
             .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
@@ -1190,14 +2283,28 @@ fn every_variable_the_deployment_files_and_operations_doc_name_is_a_setting() {
             files.push(format!("{dir}/{name}"));
         }
     }
+    let secret_env = Settings::default().salesforce.client_secret_env;
     let mut checked = 0;
+    let mut secret_mentions = 0;
     for file in &files {
         for var in mentioned_variables(&read(file)) {
-            assert_setting_name(&var, file);
-            checked += 1;
+            if var.starts_with("LEADSCORE__") {
+                assert_setting_name(&var, file);
+                checked += 1;
+            } else {
+                assert_eq!(
+                    var, secret_env,
+                    "{file} names {var}: neither a setting nor salesforce.client_secret_env"
+                );
+                secret_mentions += 1;
+            }
         }
     }
     assert!(checked > 5, "only {checked} variables found");
+    assert!(
+        secret_mentions >= 3,
+        "the secret's variable named {secret_mentions} times"
+    );
     // The check itself rejects a misspelt name.
     let typo = Settings::load_from(
         None,
