@@ -10,7 +10,7 @@ use leadscore::state::UserState;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -311,6 +311,33 @@ fn bad_input_lands_in_the_dlq_with_its_reason_and_nothing_else_is_lost() {
     assert!(states["u1"].enrolled);
 }
 
+/// The partitions a scorer owns, from /readyz.
+fn assigned(scorer: &Service) -> Option<BTreeSet<i32>> {
+    let (_, body) = scorer.get("/readyz")?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    Some(
+        v["assigned"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| p.as_i64().map(|p| p as i32))
+            .collect(),
+    )
+}
+
+/// The partitions metric `name` has a series for.
+fn partitions_of(text: &str, name: &str) -> BTreeSet<i32> {
+    metric_samples(text, name)
+        .iter()
+        .filter_map(|(labels, _)| {
+            labels
+                .strip_prefix("partition=\"")?
+                .strip_suffix('"')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 /// Waits until the scorer reports (on /readyz) that it owns `n` restored partitions.
 fn wait_owns_all(scorer: &Service, n: usize) {
     wait_until(
@@ -442,12 +469,38 @@ fn two_scorers_one_joining_and_one_leaving_give_the_simulated_state() {
         }
         p.flush(Duration::from_secs(30)).expect("flush");
     };
-    let mut a = setup.scorer("a", &[]);
+    let stats = [("KAFKA__STATISTICS_INTERVAL_MS", "500")];
+    let mut a = setup.scorer("a", &stats);
     send(thirds[0]);
-    std::thread::sleep(Duration::from_secs(2));
-    let mut b = setup.scorer("b", &[]);
+    // a owns all four partitions, and has their per-partition gauges.
+    wait_until(
+        Duration::from_secs(60),
+        "a's gauges of 4 partitions",
+        || {
+            a.get("/metrics").is_some_and(|(_, text)| {
+                let all: BTreeSet<i32> = (0..4).collect();
+                partitions_of(&text, "leadscore_partition_clock_seconds") == all
+                    && partitions_of(&text, "leadscore_consumer_lag_messages") == all
+            })
+        },
+    );
+    let mut b = setup.scorer("b", &stats);
     send(thirds[1]);
-    std::thread::sleep(Duration::from_secs(3));
+    // Once b has its share, a's revoked partitions have no series left on a's /metrics.
+    wait_until(Duration::from_secs(90), "a to drop b's partitions", || {
+        let (Some(before), Some((_, text)), Some(after)) =
+            (assigned(&a), a.get("/metrics"), assigned(&a))
+        else {
+            return false;
+        };
+        let theirs = assigned(&b).unwrap_or_default();
+        before == after
+            && !theirs.is_empty()
+            && before.len() + theirs.len() == 4
+            && partitions_of(&text, "leadscore_partition_clock_seconds").is_subset(&before)
+            && partitions_of(&text, "leadscore_consumer_lag_messages").is_subset(&before)
+            && metric_sum(&text, "leadscore_assigned_partitions") == before.len() as f64
+    });
     assert!(
         a.terminate().success(),
         "a leaves cleanly:\n{}",
