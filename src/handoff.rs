@@ -204,6 +204,8 @@ struct CoreState {
     batch_started: Option<Instant>,
     fatal: Option<String>,
     failed: bool,
+    /// When a token was last asked for while idle without one.
+    token_asked: Option<Instant>,
 }
 
 pub struct Core {
@@ -454,6 +456,30 @@ impl Core {
         Ok(true)
     }
 
+    /// Without a token the handoff is not ready. While idle, ask again every `backoff_max`: a
+    /// pod that started while Salesforce was unreachable must become ready without waiting for
+    /// a lead to hand off.
+    fn ask_for_missing_token(&self) {
+        if self.client.has_token() {
+            return;
+        }
+        {
+            let mut st = self.lock();
+            let every = self.settings.handoff.backoff_max;
+            if st.token_asked.is_some_and(|t| t.elapsed() < every) {
+                return;
+            }
+            st.token_asked = Some(Instant::now());
+        }
+        match self.runtime.block_on(self.client.ensure_token()) {
+            Ok(()) => {
+                tracing::info!("Salesforce token obtained");
+                self.health.set_condition("salesforce_token", true);
+            }
+            Err(e) => tracing::warn!(error = %e, "still no Salesforce token; asking again"),
+        }
+    }
+
     /// Sleeps, waking early on shutdown.
     fn sleep(&self, d: Duration) {
         let until = Instant::now() + d;
@@ -694,6 +720,8 @@ impl Handoff {
                 };
                 if due {
                     core.flush(&self.consumer)?;
+                } else if idle {
+                    core.ask_for_missing_token();
                 }
             }
             core.flush(&self.consumer)

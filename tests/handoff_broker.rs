@@ -390,3 +390,171 @@ fn the_daily_api_limit_pauses_calls_and_keeps_the_leads() {
         "nothing dead-lettered"
     );
 }
+
+/// Started while Salesforce cannot be reached, the handoff is alive but not ready; it becomes
+/// ready once a token can be had, with no lead to hand off. Then its /metrics pass promtool and
+/// move as leads are handed off, retried and dead-lettered.
+#[test]
+fn readiness_waits_for_a_token_and_metrics_pass_promtool_and_move() {
+    let mut cfg = config(Faults {
+        unavailable_rate: 0.3,
+        token_ttl_calls: Some(2),
+        seed: 7,
+        ..Faults::default()
+    });
+    let deleted = salesforce_lead_id(999);
+    cfg.deleted_leads.insert(deleted.clone());
+    let setup = Setup::new("homet", 2, config(Faults::default()));
+    // Nothing listens on `late` until the stand-in below starts.
+    let late = format!("127.0.0.1:{}", free_port());
+    let late_url = format!("http://{late}");
+    let mut h = setup.handoff_with(&[
+        ("SALESFORCE__INSTANCE_URL", &late_url),
+        ("KAFKA__STATISTICS_INTERVAL_MS", "500"),
+        ("HANDOFF__MAX_BATCH", "10"),
+    ]);
+    wait_until(Duration::from_secs(60), "the handoff to join", || {
+        h.get("/readyz").is_some_and(|(_, body)| {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            v["joined"] == true && v["restoring"] == serde_json::json!([])
+        })
+    });
+    let (code, body) = h.get("/readyz").expect("readyz answers");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(code, 503, "{v}");
+    assert_eq!(v["conditions"]["salesforce_token"], false, "{v}");
+    assert_eq!(
+        h.get("/healthz").map(|(c, _)| c),
+        Some(200),
+        "alive all along"
+    );
+
+    let (_, standin) = setup
+        .rt
+        .block_on(sfstandin::serve(
+            &late,
+            cfg,
+            leadscore::shutdown::Shutdown::new(),
+        ))
+        .expect("the late stand-in");
+    wait_until(Duration::from_secs(30), "ready once a token is had", || {
+        h.get("/readyz").is_some_and(|(code, _)| code == 200)
+    });
+    assert_eq!(standin.tokens_issued(), 1);
+    assert!(h.log_text().contains("Salesforce token obtained"));
+
+    let p = producer(&setup.broker);
+    let leads = 40usize;
+    for n in 0..leads {
+        let user = format!("u{n}");
+        produce(
+            &p,
+            &setup.names.output,
+            Some(user.as_bytes()),
+            &change(&user, 1, 150, "Open", &salesforce_lead_id(n)),
+        );
+    }
+    produce(
+        &p,
+        &setup.names.output,
+        Some(b"gone"),
+        &change("gone", 1, 150, "Open", &deleted),
+    );
+    // Below the threshold: consumed, not handed off.
+    produce(
+        &p,
+        &setup.names.output,
+        Some(b"cold"),
+        &change("cold", 1, 10, "Open", &salesforce_lead_id(500)),
+    );
+    p.flush(Duration::from_secs(30)).expect("flush");
+    wait_until(Duration::from_secs(60), "every outcome", || {
+        setup.outcomes().len() == leads + 1
+    });
+    wait_until(Duration::from_secs(30), "lag of both partitions", || {
+        h.get("/metrics").is_some_and(|(_, text)| {
+            metric_samples(&text, "leadscore_consumer_lag_messages").len() == 2
+        })
+    });
+    let (code, text) = h.get("/metrics").expect("metrics answer");
+    assert_eq!(code, 200);
+    promtool_check(setup.dir.path(), "handoff", &text);
+
+    let sum = |name: &str| metric_sum(&text, name);
+    assert_eq!(
+        sum("leadscore_handoff_changes_consumed_total"),
+        (leads + 2) as f64
+    );
+    assert_eq!(
+        metric_with(&text, "leadscore_handoffs_total", "outcome=\"handed_off\""),
+        Some(leads as f64),
+        "{text}"
+    );
+    assert_eq!(
+        metric_with(&text, "leadscore_handoffs_total", "outcome=\"failed\""),
+        Some(1.0)
+    );
+    assert_eq!(sum("leadscore_handoff_dead_lettered_total"), 1.0);
+    assert_eq!(read_all(&setup.broker, &setup.handoffs_dlq).len(), 1);
+    // 30% of calls answered 503: retried, and counted by status class.
+    assert!(sum("leadscore_handoff_retries_total") > 0.0);
+    assert!(
+        metric_with(
+            &text,
+            "leadscore_salesforce_requests_total",
+            "status_class=\"5xx\""
+        )
+        .unwrap_or(0.0)
+            > 0.0
+    );
+    let ok_calls = metric_with(
+        &text,
+        "leadscore_salesforce_requests_total",
+        "status_class=\"2xx\"",
+    )
+    .unwrap_or(0.0);
+    assert!(ok_calls > 0.0);
+    assert!(
+        metric_with(
+            &text,
+            "leadscore_salesforce_requests_total",
+            "endpoint=\"token\""
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    // Tokens last two calls here: refreshed after each 401, one fetch per refresh.
+    let refreshes = sum("leadscore_salesforce_token_refreshes_total");
+    assert!(refreshes > 0.0);
+    assert_eq!(standin.tokens_issued() as f64, 1.0 + refreshes);
+    assert!(
+        metric_with(
+            &text,
+            "leadscore_salesforce_requests_total",
+            "status_class=\"4xx\""
+        )
+        .unwrap_or(0.0)
+            >= refreshes
+    );
+    // API usage as the stand-in reported it in Sforce-Limit-Info.
+    assert_eq!(
+        sum("leadscore_salesforce_api_limit_calls"),
+        sfstandin::DEFAULT_API_LIMIT as f64
+    );
+    let usage = sum("leadscore_salesforce_api_usage_calls");
+    assert!(
+        usage > 0.0 && usage <= standin.api_calls() as f64,
+        "{usage}"
+    );
+    assert!(sum("leadscore_handoff_batch_duration_seconds_count") > 0.0);
+    // The shared plumbing: partitions, restores, store, lag.
+    assert_eq!(sum("leadscore_assigned_partitions"), 2.0);
+    assert_eq!(sum("leadscore_restore_duration_seconds_count"), 2.0);
+    assert!(sum("leadscore_store_keys") >= (leads + 1) as f64);
+    assert!(sum("leadscore_store_bytes") > 0.0);
+    assert!(h.terminate().success());
+    assert!(
+        !h.log_text().contains(SECRET),
+        "the secret stays out of the logs"
+    );
+}
