@@ -18,8 +18,8 @@ use crate::config::{HandoffSettings, Settings};
 use crate::event::Scalar;
 use crate::kafka::{self, ProduceError, Record, ServiceConsumer, ServiceProducer, TopicSpec};
 use crate::salesforce::{self, Backoff, LeadUpdate, RetryHint, SalesforceClient, SfError};
+use crate::service::{self, Faults, Service};
 use crate::shutdown::Shutdown;
-use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::Offset;
 use serde_json::json;
@@ -202,8 +202,6 @@ struct CoreState {
     /// Records processed since the last checkpoint.
     processed: usize,
     batch_started: Option<Instant>,
-    fatal: Option<String>,
-    failed: bool,
     /// When a token was last asked for while idle without one.
     token_asked: Option<Instant>,
 }
@@ -217,6 +215,7 @@ pub struct Core {
     body: serde_json::Map<String, serde_json::Value>,
     backoff: Backoff,
     health: Arc<Health>,
+    faults: Faults,
     runtime: tokio::runtime::Handle,
     shutdown: Shutdown,
     state: Mutex<CoreState>,
@@ -228,57 +227,6 @@ impl Core {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
-    }
-
-    fn handle(&self, msg: &BorrowedMessage<'_>) -> Result<(), HandoffError> {
-        let mut st = self.lock();
-        let st = &mut *st;
-        let p = msg.partition();
-        let offset = msg.offset();
-        let Some(owned) = st.owned.get_mut(&p) else {
-            return Ok(());
-        };
-        if owned.next_offset.is_some_and(|n| offset < n) {
-            return Ok(());
-        }
-        metrics::counter!(HANDOFF_CHANGES).increment(1);
-        owned.next_offset = Some(offset + 1);
-        st.processed += 1;
-        if st.batch_started.is_none() {
-            st.batch_started = Some(Instant::now());
-        }
-        let change = match codec::decode_change(self.format, msg.payload().unwrap_or_default()) {
-            Ok(c) => c,
-            Err(e) => {
-                self.dead_letter(
-                    msg.key().unwrap_or_default(),
-                    msg.payload(),
-                    e.reason(),
-                    &e.to_string(),
-                    Some((msg.topic(), p, offset)),
-                )?;
-                return Ok(());
-            }
-        };
-        let Some(owned) = st.owned.get_mut(&p) else {
-            return Ok(());
-        };
-        let lead = owned.leads.entry(change.user_id.clone()).or_default();
-        let before = lead.clone();
-        let decision = decide(lead, &change, &self.settings.handoff);
-        if *lead != before {
-            owned.dirty.insert(change.user_id.clone());
-        }
-        if let Ok(lead_id) = decision {
-            st.pending.push(Pending {
-                user_id: change.user_id.clone(),
-                lead_id,
-                score: change.score,
-                change_id: change.event_id.clone(),
-                attempts: 0,
-            });
-        }
-        Ok(())
     }
 
     fn dead_letter(
@@ -456,30 +404,6 @@ impl Core {
         Ok(true)
     }
 
-    /// Without a token the handoff is not ready. While idle, ask again every `backoff_max`: a
-    /// pod that started while Salesforce was unreachable must become ready without waiting for
-    /// a lead to hand off.
-    fn ask_for_missing_token(&self) {
-        if self.client.has_token() {
-            return;
-        }
-        {
-            let mut st = self.lock();
-            let every = self.settings.handoff.backoff_max;
-            if st.token_asked.is_some_and(|t| t.elapsed() < every) {
-                return;
-            }
-            st.token_asked = Some(Instant::now());
-        }
-        match self.runtime.block_on(self.client.ensure_token()) {
-            Ok(()) => {
-                tracing::info!("Salesforce token obtained");
-                self.health.set_condition("salesforce_token", true);
-            }
-            Err(e) => tracing::warn!(error = %e, "still no Salesforce token; asking again"),
-        }
-    }
-
     /// Sleeps, waking early on shutdown.
     fn sleep(&self, d: Duration) {
         let until = Instant::now() + d;
@@ -488,67 +412,13 @@ impl Core {
         }
     }
 
-    /// Resolves the pending leads, then checkpoints every partition.
-    fn flush(&self, consumer: &ServiceConsumer<Core>) -> Result<(), HandoffError> {
-        let mut st = self.lock();
-        let st = &mut *st;
-        if !st.pending.is_empty() && !self.resolve(st)? {
-            return Ok(()); // interrupted: replay will redo it
-        }
-        let mut parts = Vec::new();
-        for (&p, owned) in st.owned.iter_mut() {
-            let Some(next) = owned.next_offset else {
-                continue;
-            };
-            if owned.dirty.is_empty() && owned.checkpointed == Some(next) {
-                continue;
-            }
-            let records = owned
-                .dirty
-                .drain()
-                .filter_map(|u| {
-                    let v = owned.leads.get(&u)?.encode();
-                    Some((u, Some(v)))
-                })
-                .collect();
-            owned.checkpointed = Some(next);
-            parts.push(PartitionCheckpoint {
-                partition: p,
-                records,
-                checkpoint: Checkpoint {
-                    next_input_offset: next,
-                    app: Vec::new(),
-                },
-            });
-        }
-        let offsets: Vec<(i32, i64)> = st
-            .owned
-            .iter()
-            .filter_map(|(p, o)| o.next_offset.map(|n| (*p, n)))
-            .collect();
-        self.changelog.commit(
-            &self.producer,
-            consumer,
-            &self.settings.topics.output,
-            &parts,
-            &offsets,
-        )?;
-        st.processed = 0;
-        st.batch_started = None;
-        self.update_gauges(st);
-        Ok(())
-    }
-
     fn update_gauges(&self, st: &CoreState) {
         let leads: usize = st.owned.values().map(|o| o.leads.len()).sum();
         self.changelog.update_store_gauges(leads);
     }
 
     fn fail(&self, msg: String) {
-        tracing::error!(error = %msg, "handoff failed");
-        let mut st = self.lock();
-        st.failed = true;
-        st.fatal.get_or_insert(msg);
+        self.faults.fail(<Core as Service>::NAME, msg);
     }
 }
 
@@ -604,8 +474,8 @@ impl kafka::PartitionOwner for Core {
     }
 
     fn revoked(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]) {
-        if !self.lock().failed {
-            if let Err(e) = self.flush(consumer) {
+        if !self.faults.failed() {
+            if let Err(e) = self.checkpoint(consumer) {
                 self.fail(format!("checkpoint on revoke: {e}"));
             }
         }
@@ -677,6 +547,7 @@ impl Handoff {
             client,
             body,
             health,
+            faults: Faults::default(),
             runtime: tokio::runtime::Handle::current(),
             shutdown,
             state: Mutex::new(CoreState::default()),
@@ -694,50 +565,158 @@ impl Handoff {
 
     /// Consumes until shutdown; blocking, run it on its own thread.
     pub fn run(self) -> Result<(), HandoffError> {
-        let core = &self.core;
-        let h = &core.settings.handoff;
-        core.health.set_consuming(true);
-        let result = (|| -> Result<(), HandoffError> {
-            while !core.shutdown.is_triggered() {
-                let idle = match self.consumer.poll(Duration::from_millis(50)) {
-                    Some(Ok(m)) => {
-                        core.handle(&m)?;
-                        false
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "consumer error");
-                        true
-                    }
-                    None => true,
-                };
-                if let Some(f) = core.lock().fatal.take() {
-                    return Err(HandoffError::Fatal(f));
-                }
-                let due = {
-                    let st = core.lock();
-                    let waited = st.batch_started.is_some_and(|b| b.elapsed() >= h.linger);
-                    st.pending.len() >= h.max_batch || (st.processed > 0 && (idle || waited))
-                };
-                if due {
-                    core.flush(&self.consumer)?;
-                } else if idle {
-                    core.ask_for_missing_token();
-                }
-            }
-            core.flush(&self.consumer)
-        })();
-        core.health.set_consuming(false);
-        match &result {
-            Ok(()) => {
-                self.consumer.unsubscribe();
-                tracing::info!("handoff stopped cleanly");
-            }
-            Err(e) => {
-                core.lock().failed = true;
-                tracing::error!(error = %e, "handoff stopping on error");
-            }
+        service::run(&*self.core, &self.consumer, &self.core.shutdown)
+    }
+}
+
+impl Service for Core {
+    type Error = HandoffError;
+    const NAME: &'static str = "handoff";
+
+    fn health(&self) -> &Health {
+        &self.health
+    }
+
+    fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    fn handle(&self, msg: &BorrowedMessage<'_>) -> Result<(), HandoffError> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let p = msg.partition();
+        let offset = msg.offset();
+        let Some(owned) = st.owned.get_mut(&p) else {
+            return Ok(());
+        };
+        if owned.next_offset.is_some_and(|n| offset < n) {
+            return Ok(());
         }
-        result
+        metrics::counter!(HANDOFF_CHANGES).increment(1);
+        owned.next_offset = Some(offset + 1);
+        st.processed += 1;
+        if st.batch_started.is_none() {
+            st.batch_started = Some(Instant::now());
+        }
+        let change = match codec::decode_change(self.format, msg.payload().unwrap_or_default()) {
+            Ok(c) => c,
+            Err(e) => {
+                self.dead_letter(
+                    msg.key().unwrap_or_default(),
+                    msg.payload(),
+                    e.reason(),
+                    &e.to_string(),
+                    Some((msg.topic(), p, offset)),
+                )?;
+                return Ok(());
+            }
+        };
+        let Some(owned) = st.owned.get_mut(&p) else {
+            return Ok(());
+        };
+        let lead = owned.leads.entry(change.user_id.clone()).or_default();
+        let before = lead.clone();
+        let decision = decide(lead, &change, &self.settings.handoff);
+        if *lead != before {
+            owned.dirty.insert(change.user_id.clone());
+        }
+        if let Ok(lead_id) = decision {
+            st.pending.push(Pending {
+                user_id: change.user_id.clone(),
+                lead_id,
+                score: change.score,
+                change_id: change.event_id.clone(),
+                attempts: 0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Without a token the handoff is not ready. While idle, ask again every `backoff_max`: a
+    /// pod that started while Salesforce was unreachable must become ready without waiting for
+    /// a lead to hand off.
+    fn on_idle(&self) -> Result<(), HandoffError> {
+        if self.client.has_token() {
+            return Ok(());
+        }
+        {
+            let mut st = self.lock();
+            let every = self.settings.handoff.backoff_max;
+            if st.token_asked.is_some_and(|t| t.elapsed() < every) {
+                return Ok(());
+            }
+            st.token_asked = Some(Instant::now());
+        }
+        match self.runtime.block_on(self.client.ensure_token()) {
+            Ok(()) => {
+                tracing::info!("Salesforce token obtained");
+                self.health.set_condition("salesforce_token", true);
+            }
+            Err(e) => tracing::warn!(error = %e, "still no Salesforce token; asking again"),
+        }
+        Ok(())
+    }
+
+    fn checkpoint_due(&self, idle: bool) -> bool {
+        let h = &self.settings.handoff;
+        let st = self.lock();
+        let waited = st.batch_started.is_some_and(|b| b.elapsed() >= h.linger);
+        st.pending.len() >= h.max_batch || (st.processed > 0 && (idle || waited))
+    }
+
+    /// Resolves the pending leads, then checkpoints every partition.
+    fn checkpoint(&self, consumer: &ServiceConsumer<Core>) -> Result<(), HandoffError> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        if !st.pending.is_empty() && !self.resolve(st)? {
+            return Ok(()); // interrupted: replay will redo it
+        }
+        let mut parts = Vec::new();
+        for (&p, owned) in st.owned.iter_mut() {
+            let Some(next) = owned.next_offset else {
+                continue;
+            };
+            if owned.dirty.is_empty() && owned.checkpointed == Some(next) {
+                continue;
+            }
+            let records = owned
+                .dirty
+                .drain()
+                .filter_map(|u| {
+                    let v = owned.leads.get(&u)?.encode();
+                    Some((u, Some(v)))
+                })
+                .collect();
+            owned.checkpointed = Some(next);
+            parts.push(PartitionCheckpoint {
+                partition: p,
+                records,
+                checkpoint: Checkpoint {
+                    next_input_offset: next,
+                    app: Vec::new(),
+                },
+            });
+        }
+        let offsets: Vec<(i32, i64)> = st
+            .owned
+            .iter()
+            .filter_map(|(p, o)| o.next_offset.map(|n| (*p, n)))
+            .collect();
+        self.changelog.commit(
+            &self.producer,
+            consumer,
+            &self.settings.topics.output,
+            &parts,
+            &offsets,
+        )?;
+        st.processed = 0;
+        st.batch_started = None;
+        self.update_gauges(st);
+        Ok(())
+    }
+
+    fn fatal(message: String) -> HandoffError {
+        HandoffError::Fatal(message)
     }
 }
 

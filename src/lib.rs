@@ -27,8 +27,8 @@
 //!   environment variables; librdkafka properties pass through.
 //! - [`kafka`]: Kafka plumbing shared by both services: client config, topics, the producer,
 //!   the consumer context that hands rebalances to the state owner.
-//! - [`store`]: the local embedded store (fjall) holding each owned partition's state.
 //! - [`changelog`]: changelog-backed keyed state shared by both services: checkpoints, restore.
+//! - [`service`]: the consumer loop both services run (poll, idle work, checkpoints, shutdown).
 //! - [`scorer`]: the scorer service (`leadscore score`).
 //! - [`salesforce`]: the Salesforce REST client of the handoff: OAuth token, lead updates (one
 //!   row or an sObject Collections call), retry classification and backoff.
@@ -67,6 +67,7 @@ pub mod rules;
 pub mod salesforce;
 pub mod scorer;
 pub mod scorer_bench;
+pub mod service;
 pub mod sfstandin;
 pub mod shutdown;
 pub mod simulate;

@@ -15,17 +15,17 @@ use crate::engine::{Engine, Outcome};
 use crate::event::Origin;
 use crate::kafka::{self, ProduceError, Record, ServiceConsumer, ServiceProducer, TopicSpec};
 use crate::partition::{Partition, UserStore};
+use crate::service::{self, Faults, Service};
 use crate::shutdown::Shutdown;
 use crate::state::UserState;
 use crate::telemetry::{self as t, PartitionGauges};
 use crate::timestamp::Millis;
-use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::Producer;
 use rdkafka::Offset;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -97,16 +97,13 @@ pub struct Core {
     changelog: Changelog,
     health: Arc<Health>,
     limits: Limits,
+    faults: Faults,
     state: Mutex<CoreState>,
 }
 
 #[derive(Default)]
 struct CoreState {
     owned: HashMap<i32, Owned>,
-    /// A failure inside a callback, reported by the loop.
-    fatal: Option<String>,
-    /// The loop stopped on an error: nothing may be checkpointed any more.
-    failed: bool,
     in_transaction: bool,
     /// Records processed since the last checkpoint.
     pending: usize,
@@ -132,6 +129,224 @@ impl Core {
             st.in_transaction = true;
         }
         Ok(())
+    }
+
+    fn publish(&self, changes: &[crate::change::ScoreChange]) -> Result<(), ScorerError> {
+        let now = crate::timestamp::wall_clock_millis();
+        for c in changes {
+            let bytes = codec::encode_change(self.settings.scorer.output_format, c);
+            self.producer.send(
+                Record {
+                    topic: &self.settings.topics.output,
+                    partition: None,
+                    key: c.user_id.as_bytes(),
+                    payload: Some(&bytes),
+                    headers: None,
+                },
+                false,
+            )?;
+            metrics::counter!(t::SCORE_CHANGES, "kind" => c.reason.kind.as_str()).increment(1);
+            metrics::histogram!(t::EVENT_TO_OUTPUT_SECONDS)
+                .record((now - c.time).max(0) as f64 / 1000.0);
+        }
+        Ok(())
+    }
+
+    fn update_gauges(&self, st: &CoreState) {
+        let users: usize = st.owned.values().map(|o| o.users.len()).sum();
+        let timers: usize = st
+            .owned
+            .values()
+            .map(|o| o.partition.pending_timers())
+            .sum();
+        metrics::gauge!(t::STORE_USERS).set(users as f64);
+        metrics::gauge!(t::PENDING_TIMERS).set(timers as f64);
+        for (p, o) in &st.owned {
+            if let Some(c) = o.partition.clock() {
+                PartitionGauges::global().set(t::PARTITION_CLOCK, *p, c as f64 / 1000.0);
+            }
+        }
+        self.changelog.update_store_gauges(users);
+    }
+
+    fn fail(&self, msg: String) {
+        self.faults.fail(<Core as Service>::NAME, msg);
+    }
+
+    fn restore(&self, p: i32) -> Result<(Owned, Offset), ScorerError> {
+        self.health.restoring(p);
+        let restored = self.changelog.restore(p)?;
+        let mut users = HashMap::with_capacity(restored.entries.len());
+        for (k, v) in restored.entries {
+            match UserState::decode(&v) {
+                Ok(s) => {
+                    users.insert(k, s);
+                }
+                Err(e) => {
+                    return Err(ScorerError::Fatal(format!(
+                        "partition {p}: the stored state of a user cannot be read ({e}); was it written by a newer leadscore?"
+                    )))
+                }
+            }
+        }
+        let clock = restored
+            .checkpoint
+            .as_ref()
+            .and_then(|c| decode_clock(&c.app));
+        let next = restored.checkpoint.as_ref().map(|c| c.next_input_offset);
+        let partition = Partition::restore(clock, users.iter().map(|(u, s)| (u.as_str(), s)));
+        tracing::info!(
+            partition = p,
+            users = users.len(),
+            changelog_records = restored.records_read,
+            warm = restored.warm,
+            resume_offset = next,
+            duration_ms = restored.duration.as_millis() as u64,
+            "partition restored"
+        );
+        // Records before `next` are skipped as they arrive (see kafka::FETCH_REWIND).
+        let offset = next.map_or(Offset::Stored, |n| Offset::Offset(kafka::rewound(n, 0)));
+        Ok((
+            Owned {
+                partition,
+                users,
+                dirty: HashSet::new(),
+                next_offset: next,
+                checkpointed: (next, clock),
+            },
+            offset,
+        ))
+    }
+}
+
+impl kafka::PartitionOwner for Core {
+    fn assigned(
+        &self,
+        _consumer: &ServiceConsumer<Self>,
+        partitions: &[i32],
+    ) -> Vec<(i32, Offset)> {
+        self.health.joined();
+        let mut offsets = Vec::new();
+        for &p in partitions {
+            match self.restore(p) {
+                Ok((owned, offset)) => {
+                    self.lock().owned.insert(p, owned);
+                    self.health.restored(p);
+                    offsets.push((p, offset));
+                }
+                Err(e) => {
+                    self.fail(format!("restoring partition {p}: {e}"));
+                    offsets.push((p, Offset::Stored));
+                }
+            }
+        }
+        tracing::info!(?partitions, "partitions assigned");
+        let st = self.lock();
+        self.update_gauges(&st);
+        offsets
+    }
+
+    fn revoked(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]) {
+        // After a failure the in-memory state may be ahead of what is durable: never checkpoint
+        // it; the next owner replays from the last good checkpoint.
+        if !self.faults.failed() {
+            if let Err(e) = self.checkpoint(consumer) {
+                self.fail(format!("checkpoint on revoke: {e}"));
+            }
+        }
+        let mut st = self.lock();
+        for p in partitions {
+            st.owned.remove(p);
+            self.health.released(*p);
+        }
+        tracing::info!(?partitions, "partitions revoked");
+        self.update_gauges(&st);
+    }
+}
+
+/// The topics the scorer needs, created when missing.
+pub fn topic_specs(settings: &Settings) -> Vec<TopicSpec> {
+    let t = &settings.topics;
+    vec![
+        TopicSpec::new(&t.input, t.partitions, t.replication_factor),
+        TopicSpec::compacted(&t.changelog, t.partitions, t.replication_factor),
+        TopicSpec::new(&t.output, t.partitions, t.replication_factor),
+        TopicSpec::dead_letter(&t.dlq, t.partitions, t.replication_factor),
+    ]
+}
+
+/// A running scorer, ready to [`Scorer::run`].
+pub struct Scorer {
+    core: Arc<Core>,
+    consumer: ServiceConsumer<Core>,
+}
+
+impl Scorer {
+    /// Loads the rules, sets up the topics (checking co-partitioning) and the clients.
+    pub async fn start(settings: Settings, health: Arc<Health>) -> Result<Scorer, ScorerError> {
+        let rules_path = settings.scorer.rules.clone().ok_or(ScorerError::NoRules)?;
+        let rules = crate::rules::load_file(&rules_path).map_err(|errors| ScorerError::Rules {
+            path: rules_path.display().to_string(),
+            errors,
+        })?;
+        let props = settings.kafka.properties.clone();
+        let counts = kafka::ensure_topics(&props, &topic_specs(&settings)).await?;
+        kafka::check_copartitioned(&counts, &settings.topics.input, &settings.topics.changelog)?;
+        let transactional_id = (settings.scorer.guarantee == Guarantee::ExactlyOnce).then(|| {
+            settings.scorer.transactional_id.clone().unwrap_or_else(|| {
+                format!(
+                    "{}-{}",
+                    settings.scorer.group_id,
+                    std::env::var("HOSTNAME").unwrap_or_else(|_| std::process::id().to_string())
+                )
+            })
+        });
+        let producer = ServiceProducer::new(&props, transactional_id.as_deref())?;
+        let changelog = Changelog::open(
+            &settings.scorer.state_dir,
+            &settings.topics.changelog,
+            &props,
+        )?;
+        let limits = Limits {
+            max_bytes: settings.scorer.max_event_bytes,
+        };
+        let core = Arc::new(Core {
+            engine: Engine::new(rules),
+            producer,
+            changelog,
+            health,
+            limits,
+            faults: Faults::default(),
+            state: Mutex::new(CoreState::default()),
+            settings,
+        });
+        let consumer = kafka::group_consumer(
+            &props,
+            &core.settings.scorer.group_id,
+            &core.settings.topics.input,
+            core.clone(),
+            true,
+        )?;
+        Ok(Scorer { core, consumer })
+    }
+
+    /// Consumes until `shutdown`; then finishes the batch, checkpoints, leaves the group.
+    /// Blocking: run it on its own thread.
+    pub fn run(self, shutdown: Shutdown) -> Result<(), ScorerError> {
+        service::run(&*self.core, &self.consumer, &shutdown)
+    }
+}
+
+impl Service for Core {
+    type Error = ScorerError;
+    const NAME: &'static str = "scorer";
+
+    fn health(&self) -> &Health {
+        &self.health
+    }
+
+    fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// Processes one input record.
@@ -249,27 +464,6 @@ impl Core {
         Ok(())
     }
 
-    fn publish(&self, changes: &[crate::change::ScoreChange]) -> Result<(), ScorerError> {
-        let now = crate::timestamp::wall_clock_millis();
-        for c in changes {
-            let bytes = codec::encode_change(self.settings.scorer.output_format, c);
-            self.producer.send(
-                Record {
-                    topic: &self.settings.topics.output,
-                    partition: None,
-                    key: c.user_id.as_bytes(),
-                    payload: Some(&bytes),
-                    headers: None,
-                },
-                false,
-            )?;
-            metrics::counter!(t::SCORE_CHANGES, "kind" => c.reason.kind.as_str()).increment(1);
-            metrics::histogram!(t::EVENT_TO_OUTPUT_SECONDS)
-                .record((now - c.time).max(0) as f64 / 1000.0);
-        }
-        Ok(())
-    }
-
     /// When the input is idle (caught up): with `follow_wall_clock`, each partition's clock
     /// moves on to the wall clock; either way, the timers due by the clock fire. (A late event
     /// can arm a timer already due; an idle partition has no next event to fire it.)
@@ -309,6 +503,17 @@ impl Core {
         }
         st.changes_buf = changes;
         Ok(())
+    }
+
+    fn checkpoint_due(&self, idle: bool) -> bool {
+        let s = &self.settings.scorer;
+        let st = self.lock();
+        st.pending > 0
+            && (st.pending >= s.batch_max_events
+                || idle
+                || st
+                    .batch_started
+                    .is_some_and(|b| b.elapsed() >= s.batch_max_wait))
     }
 
     /// Makes everything processed so far durable: outputs, then the changed users and each
@@ -369,249 +574,16 @@ impl Core {
         Ok(())
     }
 
-    fn update_gauges(&self, st: &CoreState) {
-        let users: usize = st.owned.values().map(|o| o.users.len()).sum();
-        let timers: usize = st
-            .owned
-            .values()
-            .map(|o| o.partition.pending_timers())
-            .sum();
-        metrics::gauge!(t::STORE_USERS).set(users as f64);
-        metrics::gauge!(t::PENDING_TIMERS).set(timers as f64);
-        for (p, o) in &st.owned {
-            if let Some(c) = o.partition.clock() {
-                PartitionGauges::global().set(t::PARTITION_CLOCK, *p, c as f64 / 1000.0);
-            }
-        }
-        self.changelog.update_store_gauges(users);
+    fn fatal(message: String) -> ScorerError {
+        ScorerError::Fatal(message)
     }
 
-    fn fail(&self, msg: String) {
-        tracing::error!(error = %msg, "scorer failed");
-        let mut st = self.lock();
-        st.failed = true;
-        st.fatal.get_or_insert(msg);
-    }
-
-    fn restore(&self, p: i32) -> Result<(Owned, Offset), ScorerError> {
-        self.health.restoring(p);
-        let restored = self.changelog.restore(p)?;
-        let mut users = HashMap::with_capacity(restored.entries.len());
-        for (k, v) in restored.entries {
-            match UserState::decode(&v) {
-                Ok(s) => {
-                    users.insert(k, s);
-                }
-                Err(e) => {
-                    return Err(ScorerError::Fatal(format!(
-                        "partition {p}: the stored state of a user cannot be read ({e}); was it written by a newer leadscore?"
-                    )))
-                }
-            }
+    fn abandon(&self) {
+        if self.exactly_once() {
+            let _ = self
+                .producer
+                .inner()
+                .abort_transaction(kafka::SETUP_TIMEOUT);
         }
-        let clock = restored
-            .checkpoint
-            .as_ref()
-            .and_then(|c| decode_clock(&c.app));
-        let next = restored.checkpoint.as_ref().map(|c| c.next_input_offset);
-        let partition = Partition::restore(clock, users.iter().map(|(u, s)| (u.as_str(), s)));
-        tracing::info!(
-            partition = p,
-            users = users.len(),
-            changelog_records = restored.records_read,
-            warm = restored.warm,
-            resume_offset = next,
-            duration_ms = restored.duration.as_millis() as u64,
-            "partition restored"
-        );
-        // Records before `next` are skipped as they arrive (see kafka::FETCH_REWIND).
-        let offset = next.map_or(Offset::Stored, |n| Offset::Offset(kafka::rewound(n, 0)));
-        Ok((
-            Owned {
-                partition,
-                users,
-                dirty: HashSet::new(),
-                next_offset: next,
-                checkpointed: (next, clock),
-            },
-            offset,
-        ))
-    }
-}
-
-impl kafka::PartitionOwner for Core {
-    fn assigned(
-        &self,
-        _consumer: &ServiceConsumer<Self>,
-        partitions: &[i32],
-    ) -> Vec<(i32, Offset)> {
-        self.health.joined();
-        let mut offsets = Vec::new();
-        for &p in partitions {
-            match self.restore(p) {
-                Ok((owned, offset)) => {
-                    self.lock().owned.insert(p, owned);
-                    self.health.restored(p);
-                    offsets.push((p, offset));
-                }
-                Err(e) => {
-                    self.fail(format!("restoring partition {p}: {e}"));
-                    offsets.push((p, Offset::Stored));
-                }
-            }
-        }
-        tracing::info!(?partitions, "partitions assigned");
-        let st = self.lock();
-        self.update_gauges(&st);
-        offsets
-    }
-
-    fn revoked(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]) {
-        // After a failure the in-memory state may be ahead of what is durable: never checkpoint
-        // it; the next owner replays from the last good checkpoint.
-        let failed = self.lock().failed;
-        if !failed {
-            if let Err(e) = self.checkpoint(consumer) {
-                self.fail(format!("checkpoint on revoke: {e}"));
-            }
-        }
-        let mut st = self.lock();
-        for p in partitions {
-            st.owned.remove(p);
-            self.health.released(*p);
-        }
-        tracing::info!(?partitions, "partitions revoked");
-        self.update_gauges(&st);
-    }
-}
-
-/// The topics the scorer needs, created when missing.
-pub fn topic_specs(settings: &Settings) -> Vec<TopicSpec> {
-    let t = &settings.topics;
-    vec![
-        TopicSpec::new(&t.input, t.partitions, t.replication_factor),
-        TopicSpec::compacted(&t.changelog, t.partitions, t.replication_factor),
-        TopicSpec::new(&t.output, t.partitions, t.replication_factor),
-        TopicSpec::dead_letter(&t.dlq, t.partitions, t.replication_factor),
-    ]
-}
-
-/// A running scorer, ready to [`Scorer::run`].
-pub struct Scorer {
-    core: Arc<Core>,
-    consumer: ServiceConsumer<Core>,
-}
-
-impl Scorer {
-    /// Loads the rules, sets up the topics (checking co-partitioning) and the clients.
-    pub async fn start(settings: Settings, health: Arc<Health>) -> Result<Scorer, ScorerError> {
-        let rules_path = settings.scorer.rules.clone().ok_or(ScorerError::NoRules)?;
-        let rules = crate::rules::load_file(&rules_path).map_err(|errors| ScorerError::Rules {
-            path: rules_path.display().to_string(),
-            errors,
-        })?;
-        let props = settings.kafka.properties.clone();
-        let counts = kafka::ensure_topics(&props, &topic_specs(&settings)).await?;
-        kafka::check_copartitioned(&counts, &settings.topics.input, &settings.topics.changelog)?;
-        let transactional_id = (settings.scorer.guarantee == Guarantee::ExactlyOnce).then(|| {
-            settings.scorer.transactional_id.clone().unwrap_or_else(|| {
-                format!(
-                    "{}-{}",
-                    settings.scorer.group_id,
-                    std::env::var("HOSTNAME").unwrap_or_else(|_| std::process::id().to_string())
-                )
-            })
-        });
-        let producer = ServiceProducer::new(&props, transactional_id.as_deref())?;
-        let changelog = Changelog::open(
-            &settings.scorer.state_dir,
-            &settings.topics.changelog,
-            &props,
-        )?;
-        let limits = Limits {
-            max_bytes: settings.scorer.max_event_bytes,
-        };
-        let core = Arc::new(Core {
-            engine: Engine::new(rules),
-            producer,
-            changelog,
-            health,
-            limits,
-            state: Mutex::new(CoreState::default()),
-            settings,
-        });
-        let consumer = kafka::group_consumer(
-            &props,
-            &core.settings.scorer.group_id,
-            &core.settings.topics.input,
-            core.clone(),
-            true,
-        )?;
-        Ok(Scorer { core, consumer })
-    }
-
-    /// Consumes until `shutdown`; then finishes the batch, checkpoints, leaves the group.
-    /// Blocking: run it on its own thread.
-    pub fn run(self, shutdown: Shutdown) -> Result<(), ScorerError> {
-        let core = &self.core;
-        let s = &core.settings.scorer;
-        core.health.set_consuming(true);
-        let result = (|| -> Result<(), ScorerError> {
-            loop {
-                if shutdown.is_triggered() {
-                    break;
-                }
-                let polled = self.consumer.poll(Duration::from_millis(50));
-                let idle = match polled {
-                    Some(Ok(m)) => {
-                        core.handle(&m)?;
-                        false
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "consumer error");
-                        true
-                    }
-                    None => true,
-                };
-                if let Some(f) = core.lock().fatal.take() {
-                    return Err(ScorerError::Fatal(f));
-                }
-                if idle {
-                    core.on_idle()?;
-                }
-                let due = {
-                    let st = core.lock();
-                    st.pending > 0
-                        && (st.pending >= s.batch_max_events
-                            || idle
-                            || st
-                                .batch_started
-                                .is_some_and(|b| b.elapsed() >= s.batch_max_wait))
-                };
-                if due {
-                    core.checkpoint(&self.consumer)?;
-                }
-            }
-            core.checkpoint(&self.consumer)?;
-            Ok(())
-        })();
-        core.health.set_consuming(false);
-        match &result {
-            Ok(()) => {
-                self.consumer.unsubscribe();
-                tracing::info!("scorer stopped cleanly");
-            }
-            Err(e) => {
-                core.lock().failed = true;
-                tracing::error!(error = %e, "scorer stopping on error");
-                if core.exactly_once() {
-                    let _ = core
-                        .producer
-                        .inner()
-                        .abort_transaction(kafka::SETUP_TIMEOUT);
-                }
-            }
-        }
-        result
     }
 }

@@ -1,0 +1,158 @@
+//! The consumer loop the scorer and the handoff share: poll a record and hand it to the
+//! service, let the service work while the input is idle, checkpoint when its batch is due, and
+//! on shutdown finish the batch, checkpoint and leave the group.
+//!
+//! A failure inside a rebalance callback, which cannot return an error, is parked in
+//! [`Faults`]: the loop ends on it at its next turn, and from then on nothing may be
+//! checkpointed (the in-memory state may be ahead of what is durable; the next owner replays
+//! from the last good checkpoint).
+
+use crate::admin::Health;
+use crate::kafka::{PartitionOwner, ServiceConsumer};
+use crate::shutdown::Shutdown;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::BorrowedMessage;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How long one poll waits for a record before the service counts the input as idle.
+const POLL: Duration = Duration::from_millis(50);
+
+/// What the loop drives. Implemented by each service's core, which is also the
+/// [`PartitionOwner`] its consumer's rebalances go to.
+pub trait Service: PartitionOwner {
+    type Error: std::fmt::Display;
+    /// The service's name in log lines ("scorer", "handoff").
+    const NAME: &'static str;
+
+    fn health(&self) -> &Health;
+    fn faults(&self) -> &Faults;
+    /// Processes one input record.
+    fn handle(&self, msg: &BorrowedMessage<'_>) -> Result<(), Self::Error>;
+    /// Called when a poll found nothing: the input is caught up.
+    fn on_idle(&self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    /// Whether the batch processed so far should be checkpointed now.
+    fn checkpoint_due(&self, idle: bool) -> bool;
+    /// Makes everything processed so far durable, input position included.
+    fn checkpoint(&self, consumer: &ServiceConsumer<Self>) -> Result<(), Self::Error>;
+    /// A failure parked by a callback, as this service's error.
+    fn fatal(message: String) -> Self::Error;
+    /// After the loop ended on an error, before it returns (the scorer aborts an open
+    /// transaction here).
+    fn abandon(&self) {}
+}
+
+/// Failures a service could not return where they happened.
+#[derive(Debug, Default)]
+pub struct Faults {
+    inner: Mutex<FaultState>,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    /// The first failure not yet reported by the loop.
+    fatal: Option<String>,
+    /// The service failed: nothing may be checkpointed any more.
+    failed: bool,
+}
+
+impl Faults {
+    fn lock(&self) -> MutexGuard<'_, FaultState> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Records a failure of `service`; the loop ends on it at its next turn.
+    pub fn fail(&self, service: &str, message: String) {
+        tracing::error!(error = %message, "{service} failed");
+        let mut f = self.lock();
+        f.failed = true;
+        f.fatal.get_or_insert(message);
+    }
+
+    /// Whether the service failed (then nothing may be checkpointed).
+    pub fn failed(&self) -> bool {
+        self.lock().failed
+    }
+
+    fn set_failed(&self) {
+        self.lock().failed = true;
+    }
+
+    fn take_fatal(&self) -> Option<String> {
+        self.lock().fatal.take()
+    }
+}
+
+/// Consumes until `shutdown`, then finishes the batch, checkpoints and leaves the group.
+/// Blocking: run it on its own thread.
+pub fn run<S: Service>(
+    service: &S,
+    consumer: &ServiceConsumer<S>,
+    shutdown: &Shutdown,
+) -> Result<(), S::Error> {
+    service.health().set_consuming(true);
+    let result = (|| {
+        while !shutdown.is_triggered() {
+            let idle = match consumer.poll(POLL) {
+                Some(Ok(m)) => {
+                    service.handle(&m)?;
+                    false
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    true
+                }
+                None => true,
+            };
+            if let Some(f) = service.faults().take_fatal() {
+                return Err(S::fatal(f));
+            }
+            if idle {
+                service.on_idle()?;
+            }
+            if service.checkpoint_due(idle) {
+                service.checkpoint(consumer)?;
+            }
+        }
+        service.checkpoint(consumer)
+    })();
+    service.health().set_consuming(false);
+    match &result {
+        Ok(()) => {
+            consumer.unsubscribe();
+            tracing::info!("{} stopped cleanly", S::NAME);
+        }
+        Err(e) => {
+            service.faults().set_failed();
+            tracing::error!(error = %e, "{} stopping on error", S::NAME);
+            service.abandon();
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_failure_is_reported_once_and_failed_sticks() {
+        let f = Faults::default();
+        assert!(!f.failed());
+        assert_eq!(f.take_fatal(), None);
+        f.fail("scorer", "restoring partition 1: boom".into());
+        f.fail("scorer", "a later one".into());
+        assert!(f.failed());
+        assert_eq!(
+            f.take_fatal().as_deref(),
+            Some("restoring partition 1: boom")
+        );
+        assert_eq!(f.take_fatal(), None);
+        assert!(f.failed(), "failed stays set after the report");
+    }
+}
