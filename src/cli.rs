@@ -142,6 +142,13 @@ enum Command {
         /// would (fault injection for tests: a restore slow enough to watch).
         #[arg(long, default_value_t = 0)]
         round_trip_ms: u32,
+        /// Serve TLS with this certificate chain (PEM); clients then connect with
+        /// security.protocol=ssl. Needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -246,7 +253,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             partitions,
             topics,
             round_trip_ms,
-        } => run_dev_broker(&listen, partitions, &topics, round_trip_ms),
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = tls_cert
+                .zip(tls_key)
+                .map(|(cert, key)| crate::devbroker::Tls { cert, key });
+            run_dev_broker(&listen, partitions, &topics, round_trip_ms, tls.as_ref())
+        }
         Command::SalesforceStandin {
             listen,
             client_id,
@@ -335,6 +349,7 @@ fn run_dev_broker(
     partitions: i32,
     extra: &[String],
     round_trip_ms: u32,
+    tls: Option<&crate::devbroker::Tls>,
 ) -> Result<ExitCode> {
     telemetry::init_logging(false, "info");
     let mut wanted: Vec<(String, i32)> = Vec::new();
@@ -351,7 +366,7 @@ fn run_dev_broker(
         wanted.push((name.to_string(), n));
     }
     runtime()?.block_on(async move {
-        let broker = DevBroker::start(listen).await?;
+        let broker = DevBroker::start_with(listen, tls).await?;
         if round_trip_ms > 0 {
             broker.set_round_trip(std::time::Duration::from_millis(round_trip_ms.into()))?;
         }
@@ -367,8 +382,9 @@ fn run_dev_broker(
         println!("bootstrap.servers={}", broker.bootstrap_servers());
         io::stdout().flush()?;
         eprintln!(
-            "dev-broker: mock Kafka cluster on {} with leadscore's topics ({partitions} partitions each); Ctrl-C stops it",
-            broker.bootstrap_servers()
+            "dev-broker: mock Kafka cluster on {}{} with leadscore's topics ({partitions} partitions each); Ctrl-C stops it",
+            broker.bootstrap_servers(),
+            if tls.is_some() { " (TLS)" } else { "" }
         );
         let shutdown = Shutdown::new();
         shutdown.on_signals();

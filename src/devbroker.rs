@@ -6,6 +6,10 @@
 //! (`rd_kafka_mock_broker_set_host_port`). For development and tests only: the mock keeps
 //! roughly the last 5 MiB or 100,000 message sets per partition, does not compact, and shows
 //! aborted transactional records to `read_committed` consumers (docs/brokers.md).
+//!
+//! With a certificate and key ([`Tls`]) the forwarder terminates TLS, so clients connect with
+//! `security.protocol=ssl` as they would to a TLS-only Kafka: how the tests check that the
+//! services really speak TLS.
 
 use rdkafka::bindings as rd;
 use rdkafka::config::ClientConfig;
@@ -13,8 +17,14 @@ use rdkafka::producer::BaseProducer;
 use rdkafka::producer::Producer;
 use std::ffi::{CStr, CString};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, Error)]
 pub enum DevBrokerError {
@@ -27,6 +37,47 @@ pub enum DevBrokerError {
     },
     #[error("cannot create topic {topic:?} on the mock cluster: {code}")]
     Topic { topic: String, code: String },
+    #[error("TLS {what} {path}: {detail}")]
+    Tls {
+        what: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
+}
+
+/// The certificate chain and private key (PEM files) the forwarder serves TLS with.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Tls {
+    fn acceptor(&self) -> Result<TlsAcceptor, DevBrokerError> {
+        let err = |what: &'static str, path: &Path, detail: String| DevBrokerError::Tls {
+            what,
+            path: path.to_path_buf(),
+            detail,
+        };
+        let certs = CertificateDer::pem_file_iter(&self.cert)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| err("certificate", &self.cert, e.to_string()))?;
+        if certs.is_empty() {
+            return Err(err(
+                "certificate",
+                &self.cert,
+                "no certificate in it".into(),
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key)
+            .map_err(|e| err("key", &self.key, e.to_string()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+            .map_err(|e| err("certificate and key", &self.cert, e.to_string()))?;
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
 }
 
 /// A running mock cluster with one broker. Dropping it stops the broker.
@@ -47,6 +98,12 @@ unsafe impl Sync for DevBroker {}
 impl DevBroker {
     /// Starts the mock broker and a forwarder on `listen` (port 0 picks a free port).
     pub async fn start(listen: &str) -> Result<DevBroker, DevBrokerError> {
+        DevBroker::start_with(listen, None).await
+    }
+
+    /// [`DevBroker::start`], terminating TLS on `listen` when `tls` is given.
+    pub async fn start_with(listen: &str, tls: Option<&Tls>) -> Result<DevBroker, DevBrokerError> {
+        let acceptor = tls.map(Tls::acceptor).transpose()?;
         let handle: BaseProducer = ClientConfig::new()
             .create()
             .map_err(|e| DevBrokerError::Start(e.to_string()))?;
@@ -90,11 +147,24 @@ impl DevBroker {
                     continue;
                 };
                 let target = target.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    if let Ok(mut upstream) = TcpStream::connect(&target).await {
-                        let _ = client.set_nodelay(true);
-                        let _ = upstream.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    let _ = client.set_nodelay(true);
+                    let Ok(mut upstream) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let _ = upstream.set_nodelay(true);
+                    match acceptor {
+                        None => {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        }
+                        Some(acceptor) => match acceptor.accept(client).await {
+                            Ok(mut tls) => {
+                                let _ =
+                                    tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+                            }
+                            Err(e) => tracing::info!(error = %e, "TLS handshake failed"),
+                        },
                     }
                 });
             }

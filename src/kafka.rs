@@ -584,3 +584,54 @@ pub fn commit_async<C: ConsumerContext>(
         tracing::debug!(error = %e, "group offset commit failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::producer::BaseProducer;
+
+    fn create(props: &[(&str, &str)]) -> Result<BaseProducer, KafkaError> {
+        let props: BTreeMap<String, String> = props
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        client_config(&props).create()
+    }
+
+    /// librdkafka refuses, when the client is created, security settings it was built without:
+    /// these are the ones a managed Kafka asks for.
+    #[test]
+    fn clients_accept_tls_and_the_sasl_mechanisms_managed_kafkas_use() {
+        for (protocol, mechanism) in [
+            ("ssl", None),
+            ("sasl_ssl", Some("PLAIN")),
+            ("sasl_ssl", Some("SCRAM-SHA-512")),
+            ("sasl_ssl", Some("OAUTHBEARER")),
+        ] {
+            let mut props = vec![
+                ("bootstrap.servers", "127.0.0.1:1"),
+                ("security.protocol", protocol),
+            ];
+            if let Some(m) = mechanism {
+                props.extend([
+                    ("sasl.mechanism", m),
+                    ("sasl.username", "u"),
+                    ("sasl.password", "p"),
+                ]);
+                if m == "OAUTHBEARER" {
+                    props.retain(|(k, _)| !k.starts_with("sasl.user") && *k != "sasl.password");
+                    props.push(("enable.sasl.oauthbearer.unsecure.jwt", "true"));
+                }
+            }
+            if let Err(e) = create(&props) {
+                panic!("{protocol} {mechanism:?}: {e}");
+            }
+        }
+        // Kerberos needs Cyrus SASL, which this build leaves out.
+        let gssapi = create(&[
+            ("security.protocol", "sasl_plaintext"),
+            ("sasl.mechanism", "GSSAPI"),
+        ]);
+        assert!(gssapi.is_err(), "GSSAPI is not built in");
+    }
+}

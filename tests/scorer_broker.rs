@@ -759,3 +759,87 @@ fn readyz_is_not_ready_while_restoring_and_ready_after() {
     let log = second.log_text();
     assert!(log.contains("partition restored"), "{log}");
 }
+
+/// Against a broker that only speaks TLS (the dev-broker terminating TLS with a self-signed
+/// certificate): a plaintext client gets nowhere, and the scorer, given `security.protocol=ssl`
+/// and the CA as `[kafka]` properties, scores everything. Mock only: the TLS listener is the
+/// dev-broker's.
+#[test]
+fn the_scorer_speaks_tls_to_a_tls_only_broker() {
+    if BrokerKind::from_env() == BrokerKind::Tansu {
+        eprintln!("skipped on tansu: the TLS listener is the dev-broker's");
+        return;
+    }
+    let names = Names::new("tls");
+    let dir = TempDir::new("tls");
+    let cert = dir.path().join("broker.pem");
+    let key = dir.path().join("broker.key");
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost", "-addext"])
+        .arg("subjectAltName=IP:127.0.0.1,DNS:localhost")
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed by tests/setup");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut broker = Broker::mock_with(
+        &[
+            (&names.input, 2, false),
+            (&names.changelog, 2, true),
+            (&names.output, 2, false),
+            (&names.dlq, 2, false),
+        ],
+        &[
+            "--tls-cert",
+            cert.to_str().expect("utf-8 path"),
+            "--tls-key",
+            key.to_str().expect("utf-8 path"),
+        ],
+    );
+    // Plaintext: no metadata.
+    let plain: BaseConsumer = broker.client().create().expect("plaintext client");
+    assert!(
+        plain
+            .fetch_metadata(Some(&names.input), Duration::from_secs(3))
+            .is_err(),
+        "a plaintext client must not reach a TLS-only broker"
+    );
+    let ca = cert.display().to_string();
+    broker.client_properties = vec![
+        ("security.protocol".into(), "ssl".into()),
+        ("ssl.ca.location".into(), ca.clone()),
+    ];
+    let setup = Setup { broker, names, dir };
+    let scorer = setup.scorer(
+        "s",
+        &[
+            ("KAFKA__SECURITY_PROTOCOL", "ssl"),
+            ("KAFKA__SSL_CA_LOCATION", &ca),
+        ],
+    );
+    let cfg = GeneratorConfig {
+        users: 100,
+        events: 1_000,
+        seed: 11,
+        ..GeneratorConfig::default()
+    };
+    let (events_file, records) = generated(setup.dir.path(), &cfg);
+    let p = producer(&setup.broker);
+    for (k, v) in &records {
+        produce(&p, &setup.names.input, Some(k.as_bytes()), v);
+    }
+    p.flush(Duration::from_secs(30)).expect("flush over TLS");
+    setup.wait_caught_up(records.len(), Duration::from_secs(120));
+    let mut scorer = scorer;
+    assert!(scorer.terminate().success(), "{}", scorer.log_text());
+    assert_matches_simulation(&setup, &events_file, 2);
+}

@@ -42,6 +42,8 @@ pub struct Broker {
     pub child: Child,
     pub bootstrap: String,
     pub kind: BrokerKind,
+    /// More client properties every test client needs (TLS settings).
+    pub client_properties: Vec<(String, String)>,
 }
 
 impl Broker {
@@ -96,6 +98,7 @@ impl Broker {
             child,
             bootstrap,
             kind: BrokerKind::Mock,
+            client_properties: Vec::new(),
         }
     }
 
@@ -125,12 +128,16 @@ impl Broker {
             child,
             bootstrap,
             kind: BrokerKind::Tansu,
+            client_properties: Vec::new(),
         }
     }
 
     pub fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.client_properties {
+            c.set(k, v);
+        }
         c
     }
 
@@ -478,6 +485,7 @@ pub fn states_from_changelog(broker: &Broker, topic: &str) -> BTreeMap<String, U
     let dir = TempDir::new("restore");
     let mut props = BTreeMap::new();
     props.insert("bootstrap.servers".to_string(), broker.bootstrap.clone());
+    props.extend(broker.client_properties.iter().cloned());
     let changelog = Changelog::open(dir.path(), topic, &props).expect("open changelog");
     let n = partition_count(broker, topic).expect("changelog exists");
     let mut users = BTreeMap::new();
