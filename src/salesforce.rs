@@ -1448,6 +1448,9 @@ mod tests {
             .with_writer(logs.clone())
             .finish();
         let _logging = tracing::subscriber::set_default(subscriber);
+        // Other tests' threads may have registered log call sites while this subscriber was
+        // being set up, leaving them marked "never"; ask every call site again.
+        tracing::callsite::rebuild_interest_cache();
 
         let org = org(StandinConfig {
             known_leads: Some(HashSet::from([lead(1)])),
