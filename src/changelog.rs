@@ -376,8 +376,24 @@ impl Changelog {
     /// checkpoint record, then (exactly-once) the input offsets and the commit of the
     /// transaction, then the group offsets and the local store.
     ///
-    /// With a transactional producer a transaction must be open; it is committed here.
+    /// With a transactional producer a transaction must be open; it is committed here. Each
+    /// completed checkpoint is counted and timed (the checkpoint metrics of both services).
     pub fn commit<C: ConsumerContext>(
+        &self,
+        producer: &ServiceProducer,
+        consumer: &BaseConsumer<C>,
+        input_topic: &str,
+        parts: &[PartitionCheckpoint],
+        offsets: &[(i32, i64)],
+    ) -> Result<(), ChangelogError> {
+        let started = Instant::now();
+        self.commit_untimed(producer, consumer, input_topic, parts, offsets)?;
+        metrics::histogram!(t::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::counter!(t::CHECKPOINTS).increment(1);
+        Ok(())
+    }
+
+    fn commit_untimed<C: ConsumerContext>(
         &self,
         producer: &ServiceProducer,
         consumer: &BaseConsumer<C>,

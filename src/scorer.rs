@@ -521,7 +521,6 @@ impl Service for Core {
     fn checkpoint(&self, consumer: &ServiceConsumer<Core>) -> Result<(), ScorerError> {
         let mut st = self.lock();
         let st = &mut *st;
-        let started = Instant::now();
         self.ensure_transaction(st)?;
         let mut parts = Vec::new();
         for (&p, owned) in st.owned.iter_mut() {
@@ -568,8 +567,6 @@ impl Service for Core {
             metrics::histogram!(t::POLL_TO_OUTPUT_SECONDS).record(b.elapsed().as_secs_f64());
         }
         st.pending = 0;
-        metrics::histogram!(t::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
-        metrics::counter!(t::CHECKPOINTS).increment(1);
         self.update_gauges(st);
         Ok(())
     }

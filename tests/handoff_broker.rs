@@ -547,6 +547,11 @@ fn readiness_waits_for_a_token_and_metrics_pass_promtool_and_move() {
         "{usage}"
     );
     assert!(sum("leadscore_handoff_batch_duration_seconds_count") > 0.0);
+    assert!(sum("leadscore_checkpoints_total") > 0.0);
+    assert_eq!(
+        sum("leadscore_checkpoint_duration_seconds_count"),
+        sum("leadscore_checkpoints_total")
+    );
     // The shared plumbing: partitions, restores, store, lag.
     assert_eq!(sum("leadscore_assigned_partitions"), 2.0);
     assert_eq!(sum("leadscore_restore_duration_seconds_count"), 2.0);
