@@ -12,18 +12,19 @@
 
 use crate::admin::Health;
 use crate::change::ScoreChange;
-use crate::changelog::{Changelog, ChangelogError, Checkpoint, PartitionCheckpoint};
+use crate::changelog::{Changelog, ChangelogError, PartitionCheckpoint};
 use crate::codec::{self, Format};
 use crate::config::{HandoffSettings, Settings};
 use crate::event::Scalar;
 use crate::kafka::{self, ProduceError, Record, ServiceConsumer, ServiceProducer, TopicSpec};
+use crate::keyed_state::KeyedState;
 use crate::salesforce::{self, Backoff, LeadUpdate, RetryHint, SalesforceClient, SfError};
 use crate::service::{self, Faults, Service};
 use crate::shutdown::Shutdown;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::Offset;
 use serde_json::json;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -187,13 +188,7 @@ struct Pending {
     attempts: u32,
 }
 
-#[derive(Default)]
-struct Owned {
-    leads: HashMap<String, LeadState>,
-    dirty: HashSet<String>,
-    next_offset: Option<i64>,
-    checkpointed: Option<i64>,
-}
+type Owned = KeyedState<LeadState>;
 
 #[derive(Default)]
 struct CoreState {
@@ -413,7 +408,7 @@ impl Core {
     }
 
     fn update_gauges(&self, st: &CoreState) {
-        let leads: usize = st.owned.values().map(|o| o.leads.len()).sum();
+        let leads: usize = st.owned.values().map(KeyedState::len).sum();
         self.changelog.update_store_gauges(leads);
     }
 
@@ -430,29 +425,27 @@ impl kafka::PartitionOwner for Core {
             self.health.restoring(p);
             match self.changelog.restore(p) {
                 Ok(r) => {
-                    let mut owned = Owned::default();
-                    for (k, v) in r.entries {
-                        match LeadState::decode(&v) {
-                            Some(s) => {
-                                owned.leads.insert(k, s);
-                            }
-                            None => {
-                                self.fail(format!(
-                                    "partition {p}: a stored handoff state cannot be read"
-                                ));
-                            }
+                    let (records_read, warm, duration) = (r.records_read, r.warm, r.duration);
+                    let decode = |b: &[u8]| LeadState::decode(b).ok_or(());
+                    let owned = match KeyedState::restore(r, decode) {
+                        Ok(owned) => owned,
+                        Err(bad) => {
+                            self.fail(format!(
+                                "partition {p}: the stored handoff state of user {:?} cannot be read",
+                                bad.key
+                            ));
+                            out.push((p, Offset::Stored));
+                            continue;
                         }
-                    }
-                    let next = r.checkpoint.as_ref().map(|c| c.next_input_offset);
-                    owned.next_offset = next;
-                    owned.checkpointed = next;
+                    };
+                    let next = owned.next_offset();
                     tracing::info!(
                         partition = p,
-                        leads = owned.leads.len(),
-                        changelog_records = r.records_read,
-                        warm = r.warm,
+                        leads = owned.len(),
+                        changelog_records = records_read,
+                        warm,
                         resume_offset = next,
-                        duration_ms = r.duration.as_millis() as u64,
+                        duration_ms = duration.as_millis() as u64,
                         "partition restored"
                     );
                     self.lock().owned.insert(p, owned);
@@ -589,11 +582,11 @@ impl Service for Core {
         let Some(owned) = st.owned.get_mut(&p) else {
             return Ok(());
         };
-        if owned.next_offset.is_some_and(|n| offset < n) {
+        if owned.is_processed(offset) {
             return Ok(());
         }
         metrics::counter!(HANDOFF_CHANGES).increment(1);
-        owned.next_offset = Some(offset + 1);
+        owned.processing(offset);
         st.processed += 1;
         if st.batch_started.is_none() {
             st.batch_started = Some(Instant::now());
@@ -614,12 +607,9 @@ impl Service for Core {
         let Some(owned) = st.owned.get_mut(&p) else {
             return Ok(());
         };
-        let lead = owned.leads.entry(change.user_id.clone()).or_default();
-        let before = lead.clone();
-        let decision = decide(lead, &change, &self.settings.handoff);
-        if *lead != before {
-            owned.dirty.insert(change.user_id.clone());
-        }
+        let decision = owned.update_if_changed(&change.user_id, |lead| {
+            decide(lead, &change, &self.settings.handoff)
+        });
         if let Ok(lead_id) = decision {
             st.pending.push(Pending {
                 user_id: change.user_id.clone(),
@@ -671,36 +661,15 @@ impl Service for Core {
         if !st.pending.is_empty() && !self.resolve(st)? {
             return Ok(()); // interrupted: replay will redo it
         }
-        let mut parts = Vec::new();
-        for (&p, owned) in st.owned.iter_mut() {
-            let Some(next) = owned.next_offset else {
-                continue;
-            };
-            if owned.dirty.is_empty() && owned.checkpointed == Some(next) {
-                continue;
-            }
-            let records = owned
-                .dirty
-                .drain()
-                .filter_map(|u| {
-                    let v = owned.leads.get(&u)?.encode();
-                    Some((u, Some(v)))
-                })
-                .collect();
-            owned.checkpointed = Some(next);
-            parts.push(PartitionCheckpoint {
-                partition: p,
-                records,
-                checkpoint: Checkpoint {
-                    next_input_offset: next,
-                    app: Vec::new(),
-                },
-            });
-        }
+        let parts: Vec<PartitionCheckpoint> = st
+            .owned
+            .iter_mut()
+            .filter_map(|(&p, owned)| owned.checkpoint(p, Vec::new(), LeadState::encode))
+            .collect();
         let offsets: Vec<(i32, i64)> = st
             .owned
             .iter()
-            .filter_map(|(p, o)| o.next_offset.map(|n| (*p, n)))
+            .filter_map(|(p, o)| o.next_offset().map(|n| (*p, n)))
             .collect();
         self.changelog.commit(
             &self.producer,

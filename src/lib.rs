@@ -28,6 +28,8 @@
 //! - [`kafka`]: Kafka plumbing shared by both services: client config, topics, the producer,
 //!   the consumer context that hands rebalances to the state owner.
 //! - [`changelog`]: changelog-backed keyed state shared by both services: checkpoints, restore.
+//! - [`keyed_state`]: one owned partition's keyed state in memory, what changed since the last
+//!   checkpoint, and the input position; shared by both services.
 //! - [`service`]: the consumer loop both services run (poll, idle work, checkpoints, shutdown).
 //! - [`scorer`]: the scorer service (`leadscore score`).
 //! - [`salesforce`]: the Salesforce REST client of the handoff: OAuth token, lead updates (one
@@ -60,6 +62,7 @@ pub mod generator;
 pub mod handoff;
 pub mod handoff_bench;
 pub mod kafka;
+pub mod keyed_state;
 pub mod partition;
 pub mod partitioner;
 pub mod proto;

@@ -8,13 +8,14 @@
 //! revocation always finds the work before it either checkpointed or checkpoints it first.
 
 use crate::admin::Health;
-use crate::changelog::{Changelog, ChangelogError, Checkpoint, PartitionCheckpoint};
+use crate::changelog::{Changelog, ChangelogError, PartitionCheckpoint};
 use crate::codec::{self, Limits};
 use crate::config::{Guarantee, Settings};
 use crate::engine::{Engine, Outcome};
 use crate::event::Origin;
 use crate::kafka::{self, ProduceError, Record, ServiceConsumer, ServiceProducer, TopicSpec};
-use crate::partition::{Partition, UserStore};
+use crate::keyed_state::KeyedState;
+use crate::partition::Partition;
 use crate::service::{self, Faults, Service};
 use crate::shutdown::Shutdown;
 use crate::state::UserState;
@@ -23,7 +24,7 @@ use crate::timestamp::Millis;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::Producer;
 use rdkafka::Offset;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use thiserror::Error;
@@ -62,31 +63,10 @@ fn decode_clock(app: &[u8]) -> Option<Millis> {
     Some(Millis::from_be_bytes(b))
 }
 
-/// One owned partition.
+/// One owned partition: its clock and timers, and its users' state.
 struct Owned {
     partition: Partition,
-    users: HashMap<String, UserState>,
-    /// Users changed since the last checkpoint.
-    dirty: HashSet<String>,
-    /// The next input offset to process.
-    next_offset: Option<i64>,
-    /// The input offset and clock of the last checkpoint, to skip empty ones.
-    checkpointed: (Option<i64>, Option<Millis>),
-}
-
-/// Tracks which users an update touched, so a checkpoint writes only those.
-struct Tracked<'a> {
-    users: &'a mut HashMap<String, UserState>,
-    dirty: &'a mut HashSet<String>,
-}
-
-impl UserStore for Tracked<'_> {
-    fn update<R>(&mut self, user_id: &str, f: impl FnOnce(&mut UserState) -> R) -> R {
-        if !self.dirty.contains(user_id) {
-            self.dirty.insert(user_id.to_string());
-        }
-        self.users.update(user_id, f)
-    }
+    users: KeyedState<UserState>,
 }
 
 /// Everything the loop and the rebalance callbacks share.
@@ -176,46 +156,29 @@ impl Core {
     fn restore(&self, p: i32) -> Result<(Owned, Offset), ScorerError> {
         self.health.restoring(p);
         let restored = self.changelog.restore(p)?;
-        let mut users = HashMap::with_capacity(restored.entries.len());
-        for (k, v) in restored.entries {
-            match UserState::decode(&v) {
-                Ok(s) => {
-                    users.insert(k, s);
-                }
-                Err(e) => {
-                    return Err(ScorerError::Fatal(format!(
-                        "partition {p}: the stored state of a user cannot be read ({e}); was it written by a newer leadscore?"
-                    )))
-                }
-            }
-        }
-        let clock = restored
-            .checkpoint
-            .as_ref()
-            .and_then(|c| decode_clock(&c.app));
-        let next = restored.checkpoint.as_ref().map(|c| c.next_input_offset);
-        let partition = Partition::restore(clock, users.iter().map(|(u, s)| (u.as_str(), s)));
+        let (records_read, warm, duration) =
+            (restored.records_read, restored.warm, restored.duration);
+        let users = KeyedState::restore(restored, UserState::decode).map_err(|bad| {
+            ScorerError::Fatal(format!(
+                "partition {p}: the stored state of user {:?} cannot be read ({}); was it written by a newer leadscore?",
+                bad.key, bad.error
+            ))
+        })?;
+        let clock = users.checkpointed_app().and_then(decode_clock);
+        let next = users.next_offset();
+        let partition = Partition::restore(clock, users.entries());
         tracing::info!(
             partition = p,
             users = users.len(),
-            changelog_records = restored.records_read,
-            warm = restored.warm,
+            changelog_records = records_read,
+            warm,
             resume_offset = next,
-            duration_ms = restored.duration.as_millis() as u64,
+            duration_ms = duration.as_millis() as u64,
             "partition restored"
         );
         // Records before `next` are skipped as they arrive (see kafka::FETCH_REWIND).
         let offset = next.map_or(Offset::Stored, |n| Offset::Offset(kafka::rewound(n, 0)));
-        Ok((
-            Owned {
-                partition,
-                users,
-                dirty: HashSet::new(),
-                next_offset: next,
-                checkpointed: (next, clock),
-            },
-            offset,
-        ))
+        Ok((Owned { partition, users }, offset))
     }
 }
 
@@ -358,7 +321,7 @@ impl Service for Core {
         let Some(owned) = st.owned.get_mut(&p) else {
             return Ok(()); // Not ours (any more): the new owner will process it.
         };
-        if owned.next_offset.is_some_and(|n| offset < n) {
+        if owned.users.is_processed(offset) {
             return Ok(()); // Already processed: fetched early on purpose, or delivered twice.
         }
         metrics::counter!(t::EVENTS_CONSUMED).increment(1);
@@ -370,7 +333,7 @@ impl Service for Core {
         let Some(owned) = st.owned.get_mut(&p) else {
             return Ok(());
         };
-        owned.next_offset = Some(offset + 1);
+        owned.users.processing(offset);
         let topics = &self.settings.topics;
         let key = msg.key();
         let payload = msg.payload().unwrap_or_default();
@@ -446,13 +409,10 @@ impl Service for Core {
         };
         let changes = &mut st.changes_buf;
         changes.clear();
-        let mut store = Tracked {
-            users: &mut owned.users,
-            dirty: &mut owned.dirty,
-        };
-        let outcome = owned
-            .partition
-            .process(&self.engine, &mut store, &event, origin, changes);
+        let outcome =
+            owned
+                .partition
+                .process(&self.engine, &mut owned.users, &event, origin, changes);
         if outcome == Outcome::Scored {
             metrics::counter!(t::EVENTS_APPLIED).increment(1);
         } else {
@@ -485,13 +445,9 @@ impl Service for Core {
             if to == clock && owned.partition.next_due().is_none_or(|d| d > clock) {
                 continue;
             }
-            let mut store = Tracked {
-                users: &mut owned.users,
-                dirty: &mut owned.dirty,
-            };
             owned
                 .partition
-                .advance(&self.engine, &mut store, to, &mut changes);
+                .advance(&self.engine, &mut owned.users, to, &mut changes);
         }
         if !changes.is_empty() {
             self.ensure_transaction(st)?;
@@ -522,37 +478,18 @@ impl Service for Core {
         let mut st = self.lock();
         let st = &mut *st;
         self.ensure_transaction(st)?;
-        let mut parts = Vec::new();
-        for (&p, owned) in st.owned.iter_mut() {
-            let clock = owned.partition.clock();
-            if owned.dirty.is_empty() && (owned.next_offset, clock) == owned.checkpointed {
-                continue;
-            }
-            let Some(next) = owned.next_offset else {
-                continue;
-            };
-            let records = owned
-                .dirty
-                .drain()
-                .filter_map(|user| {
-                    let bytes = owned.users.get(&user)?.encode();
-                    Some((user, Some(bytes)))
-                })
-                .collect();
-            owned.checkpointed = (Some(next), clock);
-            parts.push(PartitionCheckpoint {
-                partition: p,
-                records,
-                checkpoint: Checkpoint {
-                    next_input_offset: next,
-                    app: encode_clock(clock),
-                },
-            });
-        }
+        let parts: Vec<PartitionCheckpoint> = st
+            .owned
+            .iter_mut()
+            .filter_map(|(&p, o)| {
+                let clock = encode_clock(o.partition.clock());
+                o.users.checkpoint(p, clock, UserState::encode)
+            })
+            .collect();
         let offsets: Vec<(i32, i64)> = st
             .owned
             .iter()
-            .filter_map(|(p, o)| o.next_offset.map(|n| (*p, n)))
+            .filter_map(|(p, o)| o.users.next_offset().map(|n| (*p, n)))
             .collect();
         let result = self.changelog.commit(
             &self.producer,
