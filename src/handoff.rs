@@ -232,7 +232,8 @@ impl Core {
         message: &str,
         source: Option<(&str, i32, i64)>,
     ) -> Result<(), HandoffError> {
-        metrics::counter!(HANDOFF_DEAD_LETTERED, "reason" => reason.to_string()).increment(1);
+        metrics::counter!(HANDOFF_DEAD_LETTERED, "reason" => dead_letter_label(reason))
+            .increment(1);
         let mut headers = OwnedHeaders::new()
             .insert(Header {
                 key: "leadscore.error.reason",
@@ -482,6 +483,48 @@ impl kafka::PartitionOwner for Core {
     }
 }
 
+/// Dead-letter reasons that are metric label values as they are: the input's decode errors,
+/// and the Salesforce error codes (lower case) a lead can end on. Any other code a server sends
+/// counts as `other` on the metric (labels come from bounded sets); the dead letter's header
+/// keeps the code itself.
+const DEAD_LETTER_LABELS: &[&str] = &[
+    "oversized",
+    "malformed",
+    "missing_field",
+    "wrong_type",
+    "invalid_value",
+    "key_mismatch",
+    "not_found",
+    "malformed_id",
+    "entity_is_deleted",
+    "invalid_field",
+    "invalid_cross_reference_key",
+    "field_custom_validation_exception",
+    "required_field_missing",
+    "string_too_long",
+    "invalid_or_null_for_restricted_picklist",
+    "json_parser_error",
+    "insufficient_access_or_readonly",
+    "insufficient_access_on_cross_reference_entity",
+    "method_not_allowed",
+    "server_unavailable",
+    "unable_to_lock_row",
+    "request_timeout",
+    "too_many_requests",
+    "unknown_exception",
+    "timeout",
+    "connection_error",
+    "unexpected_response",
+];
+
+fn dead_letter_label(reason: &str) -> &'static str {
+    DEAD_LETTER_LABELS
+        .iter()
+        .find(|l| **l == reason)
+        .copied()
+        .unwrap_or("other")
+}
+
 /// The topics the handoff needs, created when missing.
 pub fn topic_specs(settings: &Settings) -> Vec<TopicSpec> {
     let t = &settings.topics;
@@ -693,6 +736,25 @@ impl Service for Core {
 mod tests {
     use super::*;
     use crate::change::{Reason, ReasonKind};
+
+    #[test]
+    fn dead_letter_labels_are_a_bounded_set() {
+        assert_eq!(dead_letter_label("entity_is_deleted"), "entity_is_deleted");
+        assert_eq!(dead_letter_label("malformed"), "malformed");
+        assert_eq!(dead_letter_label("some_code_a_server_made_up"), "other");
+        assert_eq!(dead_letter_label(""), "other");
+        for code in [
+            salesforce::TIMEOUT,
+            salesforce::CONNECTION_ERROR,
+            salesforce::UNEXPECTED_RESPONSE,
+        ] {
+            assert_ne!(
+                dead_letter_label(&code.to_ascii_lowercase()),
+                "other",
+                "{code}"
+            );
+        }
+    }
 
     fn settings() -> HandoffSettings {
         Settings::default().handoff
