@@ -193,7 +193,7 @@ mod tests {
         let text = g.render();
         assert!(!text.contains("partition=\"2\""), "{text}");
         assert!(
-            !text.contains(PARTITION_CLOCK),
+            !text.contains("leadscore_partition_clock_seconds"),
             "no HELP/TYPE without samples: {text}"
         );
         assert!(text.contains("leadscore_consumer_lag_messages{partition=\"0\"} 5\n"));

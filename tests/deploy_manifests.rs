@@ -287,6 +287,7 @@ fn recorded_labels() -> BTreeMap<String, Option<BTreeSet<String>>> {
         .values()
         .map(|v| (v.clone(), Some(BTreeSet::new())))
         .collect();
+    let mut per_partition = BTreeSet::new();
     for (_, code) in library_code() {
         for mac in ["counter!(", "gauge!(", "histogram!("] {
             for (i, _) in code.match_indices(mac) {
@@ -328,10 +329,27 @@ fn recorded_labels() -> BTreeMap<String, Option<BTreeSet<String>>> {
                     head = rest.trim_end_matches(is_ident_char);
                 }
                 let head = head.trim_end();
-                if !(head.ends_with("!(") || head.ends_with("pub const")) {
+                // telemetry::PartitionGauges renders one series per partition.
+                if [".set(", ".remove(", ".get("]
+                    .iter()
+                    .any(|m| head.ends_with(m))
+                {
+                    per_partition.insert(metric.clone());
+                    continue;
+                }
+                // An entry of a table of (name, description).
+                let tuple = head
+                    .strip_suffix('(')
+                    .is_some_and(|h| !h.chars().next_back().is_some_and(is_ident_char));
+                if !(head.ends_with("!(") || head.ends_with("pub const") || tuple) {
                     labels.insert(metric.clone(), None);
                 }
             }
+        }
+    }
+    for metric in per_partition {
+        if let Some(Some(set)) = labels.get_mut(&metric) {
+            set.insert("partition".to_string());
         }
     }
     labels
@@ -1308,6 +1326,13 @@ fn dashboard_breaks_down_and_filters_only_by_labels_the_metrics_carry() {
     );
     assert_eq!(labels[salesforce::API_USAGE], set(&[]));
     assert_eq!(labels[telemetry::SCORE_CHANGES], set(&["kind"]));
+    for gauge in [
+        telemetry::CONSUMER_LAG,
+        telemetry::PARTITION_CLOCK,
+        telemetry::RESTORE_REMAINING,
+    ] {
+        assert_eq!(labels[gauge], set(&["partition"]), "{gauge}");
+    }
 
     let source = library_code()
         .into_iter()
