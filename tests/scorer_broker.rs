@@ -546,7 +546,13 @@ fn a_partition_count_mismatch_stops_the_start_with_a_clear_error() {
 #[test]
 fn metrics_pass_promtool_and_move_as_events_flow() {
     let setup = Setup::new("metrics", 2);
-    let scorer = setup.scorer("s", &[("KAFKA__STATISTICS_INTERVAL_MS", "500")]);
+    let mut scorer = setup.scorer(
+        "s",
+        &[
+            ("KAFKA__STATISTICS_INTERVAL_MS", "500"),
+            ("LOG__FORMAT", "json"),
+        ],
+    );
     wait_until(Duration::from_secs(60), "/readyz to say ready", || {
         scorer.get("/readyz").is_some_and(|(code, _)| code == 200)
     });
@@ -631,6 +637,46 @@ fn metrics_pass_promtool_and_move_as_events_flow() {
     assert_eq!(clocks.len(), 2, "{clocks:?}");
     assert!(clocks.iter().all(|(_, v)| *v > 1.7e9), "{clocks:?}");
     assert_eq!(sum("leadscore_assigned_partitions"), 2.0);
+
+    // Logs: JSON lines (log.format = json), one per lifecycle event, no payloads at info.
+    assert!(scorer.terminate().success());
+    let log = scorer.log_text();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let message = |l: &serde_json::Value| l["fields"]["message"].as_str().unwrap_or("").to_string();
+    let restored: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| message(l) == "partition restored")
+        .collect();
+    assert_eq!(restored.len(), 2, "{log}");
+    for l in &restored {
+        for field in [
+            "partition",
+            "users",
+            "changelog_records",
+            "duration_ms",
+            "warm",
+        ] {
+            assert!(!l["fields"][field].is_null(), "{field} in {l}");
+        }
+    }
+    for m in [
+        "partitions assigned",
+        "partitions revoked",
+        "scorer stopped cleanly",
+    ] {
+        assert!(lines.iter().any(|l| message(l) == m), "{m}: {log}");
+    }
+    let (user, _) = &records[0];
+    for l in lines.iter().filter(|l| l["level"] == "INFO") {
+        assert!(
+            !l.to_string().contains(user.as_str()),
+            "a user id at info: {l}"
+        );
+    }
 }
 
 /// A scorer that restores answers 503 on /readyz, with the partitions it is restoring, and its
