@@ -21,7 +21,7 @@ use crate::keyed_state::KeyedState;
 use crate::salesforce::{self, Backoff, LeadUpdate, RetryHint, SalesforceClient, SfError};
 use crate::service::{self, Faults, Service};
 use crate::shutdown::Shutdown;
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
 use serde_json::json;
 use std::collections::HashMap;
@@ -230,37 +230,11 @@ impl Core {
         payload: Option<&[u8]>,
         reason: &str,
         message: &str,
-        source: Option<(&str, i32, i64)>,
+        source: Option<kafka::Source<'_>>,
     ) -> Result<(), HandoffError> {
         metrics::counter!(HANDOFF_DEAD_LETTERED, "reason" => dead_letter_label(reason))
             .increment(1);
-        let mut headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "leadscore.error.reason",
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: "leadscore.error.message",
-                value: Some(message),
-            });
-        let (sp, so);
-        if let Some((topic, p, o)) = source {
-            sp = p.to_string();
-            so = o.to_string();
-            headers = headers
-                .insert(Header {
-                    key: "leadscore.source.topic",
-                    value: Some(topic),
-                })
-                .insert(Header {
-                    key: "leadscore.source.partition",
-                    value: Some(&sp),
-                })
-                .insert(Header {
-                    key: "leadscore.source.offset",
-                    value: Some(&so),
-                });
-        }
+        let headers = kafka::dead_letter_headers(reason, message, source);
         self.producer.send(
             Record {
                 topic: &self.settings.topics.handoffs_dlq,

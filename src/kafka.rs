@@ -8,7 +8,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
@@ -383,6 +383,44 @@ impl ServiceProducer {
             .ok()
             .and_then(|c| c.get(&(topic.to_string(), partition)).copied())
     }
+}
+
+/// Where a record came from: topic, partition, offset.
+pub type Source<'a> = (&'a str, i32, i64);
+
+/// The headers of a dead letter, the same in every service's dead-letter topic:
+/// `leadscore.error.reason` (a short code), `leadscore.error.message`, and where the record
+/// came from (`leadscore.source.topic`, `.partition`, `.offset`) when it came from Kafka.
+pub fn dead_letter_headers(
+    reason: &str,
+    message: &str,
+    source: Option<Source<'_>>,
+) -> OwnedHeaders {
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "leadscore.error.reason",
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: "leadscore.error.message",
+            value: Some(message),
+        });
+    let Some((topic, partition, offset)) = source else {
+        return headers;
+    };
+    headers
+        .insert(Header {
+            key: "leadscore.source.topic",
+            value: Some(topic),
+        })
+        .insert(Header {
+            key: "leadscore.source.partition",
+            value: Some(&partition.to_string()),
+        })
+        .insert(Header {
+            key: "leadscore.source.offset",
+            value: Some(&offset.to_string()),
+        })
 }
 
 /// What a service does when partitions come and go. Called on the consumer's polling thread,

@@ -21,7 +21,7 @@ use crate::shutdown::Shutdown;
 use crate::state::UserState;
 use crate::telemetry::{self as t, PartitionGauges};
 use crate::timestamp::Millis;
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::Producer;
 use rdkafka::Offset;
 use std::collections::HashMap;
@@ -365,30 +365,11 @@ impl Service for Core {
                     reason,
                     "dead-lettering a bad input record"
                 );
-                let message = err.to_string();
-                let partition = p.to_string();
-                let off = offset.to_string();
-                let headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: "leadscore.error.reason",
-                        value: Some(reason),
-                    })
-                    .insert(Header {
-                        key: "leadscore.error.message",
-                        value: Some(&message),
-                    })
-                    .insert(Header {
-                        key: "leadscore.source.topic",
-                        value: Some(msg.topic()),
-                    })
-                    .insert(Header {
-                        key: "leadscore.source.partition",
-                        value: Some(&partition),
-                    })
-                    .insert(Header {
-                        key: "leadscore.source.offset",
-                        value: Some(&off),
-                    });
+                let headers = kafka::dead_letter_headers(
+                    reason,
+                    &err.to_string(),
+                    Some((msg.topic(), p, offset)),
+                );
                 self.producer.send(
                     Record {
                         topic: &topics.dlq,

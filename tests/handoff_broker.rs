@@ -495,7 +495,17 @@ fn readiness_waits_for_a_token_and_metrics_pass_promtool_and_move() {
         Some(1.0)
     );
     assert_eq!(sum("leadscore_handoff_dead_lettered_total"), 1.0);
-    assert_eq!(read_all(&setup.broker, &setup.handoffs_dlq).len(), 1);
+    let dlq = read_all(&setup.broker, &setup.handoffs_dlq);
+    assert_eq!(dlq.len(), 1);
+    // The dead letter says why, with Salesforce's code, and carries the lead's handoff.
+    assert_eq!(
+        dlq[0].headers["leadscore.error.reason"],
+        "entity_is_deleted"
+    );
+    assert!(dlq[0].headers["leadscore.error.message"].contains("ENTITY_IS_DELETED"));
+    assert!(
+        String::from_utf8_lossy(dlq[0].payload.as_deref().unwrap_or_default()).contains(&deleted)
+    );
     // 30% of calls answered 503: retried, and counted by status class.
     assert!(sum("leadscore_handoff_retries_total") > 0.0);
     assert!(
