@@ -944,7 +944,6 @@ mod tests {
     use crate::shutdown::Shutdown;
     use serde_json::json;
     use std::collections::HashSet;
-    use std::sync::Arc;
 
     /// Distinctive, so any leak is found by a plain substring search.
     const SECRET: &str = "s3cr3t-Sh0uld-N3v3r-Leak";
@@ -1416,42 +1415,11 @@ mod tests {
         assert_ne!(jitter(), jitter(), "fresh randomness per call");
     }
 
-    /// Collects what a tracing subscriber writes.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            if let Ok(mut out) = self.0.lock() {
-                out.extend_from_slice(buf);
-            }
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-        type Writer = Captured;
-        fn make_writer(&'a self) -> Captured {
-            self.clone()
-        }
-    }
-
     #[tokio::test]
-    async fn secret_never_appears_in_debug_errors_requests_or_logs() {
-        let logs = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(logs.clone())
-            .finish();
-        let _logging = tracing::subscriber::set_default(subscriber);
-        // Other tests' threads may have registered log call sites while this subscriber was
-        // being set up, leaving them marked "never"; ask every call site again.
-        tracing::callsite::rebuild_interest_cache();
-
+    /// The logs are checked in a process of their own (tests/handoff_broker.rs, at trace
+    /// level): a log capture inside this multi-threaded test binary missed call sites that other
+    /// tests registered at the same time.
+    async fn secret_never_appears_in_debug_errors_or_requests() {
         let org = org(StandinConfig {
             known_leads: Some(HashSet::from([lead(1)])),
             ..standin_config()
@@ -1488,13 +1456,6 @@ mod tests {
                 shown.push(e.to_string());
             }
         }
-        let logged = String::from_utf8_lossy(&logs.0.lock().map(|l| l.clone()).unwrap_or_default())
-            .into_owned();
-        assert!(
-            logged.contains("Salesforce access token obtained"),
-            "the capture works: {logged}"
-        );
-        shown.push(logged);
         for text in &shown {
             assert!(!text.contains(SECRET), "the secret leaked: {text}");
             assert!(!text.contains(wrong_secret), "the secret leaked: {text}");

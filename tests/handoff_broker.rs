@@ -412,6 +412,8 @@ fn readiness_waits_for_a_token_and_metrics_pass_promtool_and_move() {
         ("SALESFORCE__INSTANCE_URL", &late_url),
         ("KAFKA__STATISTICS_INTERVAL_MS", "500"),
         ("HANDOFF__MAX_BATCH", "10"),
+        // Every level of leadscore and its HTTP client: no secret is logged at any.
+        ("LOG__LEVEL", "trace,rdkafka=info,librdkafka=info"),
     ]);
     wait_until(Duration::from_secs(60), "the handoff to join", || {
         h.get("/readyz").is_some_and(|(_, body)| {
@@ -568,8 +570,12 @@ fn readiness_waits_for_a_token_and_metrics_pass_promtool_and_move() {
     assert!(sum("leadscore_store_keys") >= (leads + 1) as f64);
     assert!(sum("leadscore_store_bytes") > 0.0);
     assert!(h.terminate().success());
+    let log = h.log_text();
     assert!(
-        !h.log_text().contains(SECRET),
-        "the secret stays out of the logs"
+        log.contains("Salesforce answered") && log.contains("hyper"),
+        "debug and trace lines are in the log"
     );
+    assert!(!log.contains(SECRET), "the secret stays out of the logs");
+    // Access tokens neither (the stand-in's look like "00D...!AQ.standin.<n>.<nonce>").
+    assert!(!log.contains("!AQ.standin."), "an access token in the log");
 }
