@@ -387,20 +387,6 @@ impl Changelog {
         offsets: &[(i32, i64)],
     ) -> Result<(), ChangelogError> {
         let started = Instant::now();
-        self.commit_untimed(producer, consumer, input_topic, parts, offsets)?;
-        metrics::histogram!(t::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
-        metrics::counter!(t::CHECKPOINTS).increment(1);
-        Ok(())
-    }
-
-    fn commit_untimed<C: ConsumerContext>(
-        &self,
-        producer: &ServiceProducer,
-        consumer: &BaseConsumer<C>,
-        input_topic: &str,
-        parts: &[PartitionCheckpoint],
-        offsets: &[(i32, i64)],
-    ) -> Result<(), ChangelogError> {
         if !producer.is_transactional() {
             producer.flush()?;
         }
@@ -434,6 +420,8 @@ impl Changelog {
         for part in parts {
             self.persist_local(producer, part.partition, &part.refs(), &part.checkpoint)?;
         }
+        metrics::histogram!(t::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::counter!(t::CHECKPOINTS).increment(1);
         Ok(())
     }
 
