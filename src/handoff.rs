@@ -457,17 +457,11 @@ impl kafka::PartitionOwner for Core {
     }
 }
 
-/// Dead-letter reasons that are metric label values as they are: the input's decode errors,
-/// and the Salesforce error codes (lower case) a lead can end on. Any other code a server sends
-/// counts as `other` on the metric (labels come from bounded sets); the dead letter's header
-/// keeps the code itself.
-const DEAD_LETTER_LABELS: &[&str] = &[
-    "oversized",
-    "malformed",
-    "missing_field",
-    "wrong_type",
-    "invalid_value",
-    "key_mismatch",
+/// The Salesforce error codes (lower case) a lead can end on, which are metric label values as
+/// they are, like the input's decode errors ([`codec::DecodeError::REASONS`]). Any other code a
+/// server sends counts as `other` on the metric (labels come from bounded sets); the dead
+/// letter's header keeps the code itself.
+const SALESFORCE_DEAD_LETTER_LABELS: &[&str] = &[
     "not_found",
     "malformed_id",
     "entity_is_deleted",
@@ -492,8 +486,9 @@ const DEAD_LETTER_LABELS: &[&str] = &[
 ];
 
 fn dead_letter_label(reason: &str) -> &'static str {
-    DEAD_LETTER_LABELS
+    codec::DecodeError::REASONS
         .iter()
+        .chain(SALESFORCE_DEAD_LETTER_LABELS)
         .find(|l| **l == reason)
         .copied()
         .unwrap_or("other")
