@@ -596,24 +596,31 @@ fn compose_scorer_starts_after_the_topics_exist_on_the_advertised_kafka_listener
     );
 }
 
-#[test]
-fn compose_handoff_environment_loads_as_settings_that_agree_with_the_scorer() {
-    let handoff = compose_handoff_settings();
-    let scorer = compose_scorer_settings();
+/// The handoff's settings next to the scorer's in one deployment: the same cluster and topics
+/// (`topics_why` says why the topics must agree), the scorer's output format, its own group.
+fn assert_handoff_agrees_with_scorer(handoff: &Settings, scorer: &Settings, topics_why: &str) {
     assert_eq!(
         handoff.kafka.get("bootstrap.servers"),
         scorer.kafka.get("bootstrap.servers"),
         "one Kafka cluster"
     );
-    assert_eq!(
-        handoff.topics, scorer.topics,
-        "the handoff reads the topics the scorer writes"
-    );
+    assert_eq!(handoff.topics, scorer.topics, "{topics_why}");
     assert_eq!(
         handoff.scorer.output_format, scorer.scorer.output_format,
         "the handoff decodes score changes with scorer.output_format"
     );
     assert_ne!(handoff.handoff.group_id, scorer.scorer.group_id);
+}
+
+#[test]
+fn compose_handoff_environment_loads_as_settings_that_agree_with_the_scorer() {
+    let handoff = compose_handoff_settings();
+    let scorer = compose_scorer_settings();
+    assert_handoff_agrees_with_scorer(
+        &handoff,
+        &scorer,
+        "the handoff reads the topics the scorer writes",
+    );
     assert_ne!(
         admin_port(&handoff),
         admin_port(&scorer),
@@ -1645,20 +1652,11 @@ fn handoff_deployment_settings_agree_with_the_scorer_and_point_at_a_real_org() {
     let objects = k8s_objects();
     let handoff = k8s_settings(&objects, &HANDOFF);
     let scorer = k8s_settings(&objects, &SCORER);
-    assert_eq!(
-        handoff.kafka.get("bootstrap.servers"),
-        scorer.kafka.get("bootstrap.servers"),
-        "one Kafka cluster"
+    assert_handoff_agrees_with_scorer(
+        &handoff,
+        &scorer,
+        "the same topics, created alike by whichever service starts first",
     );
-    assert_eq!(
-        handoff.topics, scorer.topics,
-        "the same topics, created alike by whichever service starts first"
-    );
-    assert_eq!(
-        handoff.scorer.output_format, scorer.scorer.output_format,
-        "the handoff decodes score changes with scorer.output_format"
-    );
-    assert_ne!(handoff.handoff.group_id, scorer.scorer.group_id);
     let defaults = Settings::default().salesforce;
     let sf = &handoff.salesforce;
     assert!(
