@@ -292,6 +292,18 @@ fn index_users(events: &[Event]) -> (Vec<usize>, usize) {
     (index, ids.len())
 }
 
+/// The numbers of a report, by metric: for tests and tools that read the table.
+pub fn parse_report(report: &str) -> std::collections::BTreeMap<&str, &str> {
+    report
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells.len() == 5 && cells[1] != "metric" && !cells[1].starts_with("---"))
+                .then(|| (cells[1], cells[2]))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,13 +334,7 @@ mod tests {
             users: 200,
             ..BenchOptions::default()
         })?;
-        let values: HashMap<&str, &str> = report
-            .lines()
-            .filter_map(|l| {
-                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-                (cells.len() == 5).then(|| (cells[1], cells[2]))
-            })
-            .collect();
+        let values = parse_report(&report);
         for metric in METRICS {
             let Some(value) = values.get(metric) else {
                 panic!("{metric} missing from\n{report}");

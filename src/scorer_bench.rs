@@ -835,18 +835,6 @@ impl Drop for ScratchDir {
     }
 }
 
-/// The numbers of a report, by metric: for tests and tools that read the table.
-pub fn parse_report(report: &str) -> BTreeMap<&str, &str> {
-    report
-        .lines()
-        .filter_map(|l| {
-            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-            (cells.len() == 5 && cells[1] != "metric" && !cells[1].starts_with("---"))
-                .then(|| (cells[1], cells[2]))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -873,7 +861,7 @@ mod tests {
             users: 300,
             ..ScorerBenchOptions::default()
         })?;
-        let values = parse_report(&report);
+        let values = crate::bench::parse_report(&report);
         for metric in METRICS {
             let Some(value) = values.get(metric) else {
                 panic!("{metric} missing from\n{report}");
