@@ -473,14 +473,7 @@ fn readiness_waits_for_a_token_and_metrics_pass_promtool_and_move() {
     wait_until(Duration::from_secs(60), "every outcome", || {
         setup.outcomes().len() == leads + 1
     });
-    wait_until(Duration::from_secs(30), "lag of both partitions", || {
-        h.get("/metrics").is_some_and(|(_, text)| {
-            metric_samples(&text, "leadscore_consumer_lag_messages").len() == 2
-        })
-    });
-    let (code, text) = h.get("/metrics").expect("metrics answer");
-    assert_eq!(code, 200);
-    promtool_check(setup.dir.path(), "handoff", &text);
+    let text = scrape_with_lag(&h, setup.dir.path(), "handoff", 2);
 
     let sum = |name: &str| metric_sum(&text, name);
     assert_eq!(

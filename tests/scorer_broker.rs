@@ -572,15 +572,7 @@ fn metrics_pass_promtool_and_move_as_events_flow() {
     produce(&p, &setup.names.input, Some(b"x"), b"not json");
     p.flush(Duration::from_secs(30)).expect("flush");
     setup.wait_caught_up(records.len() + 1, Duration::from_secs(60));
-    // Lag comes from librdkafka statistics (every 500 ms here): wait for both partitions'.
-    wait_until(Duration::from_secs(30), "lag of both partitions", || {
-        scorer.get("/metrics").is_some_and(|(_, text)| {
-            metric_samples(&text, "leadscore_consumer_lag_messages").len() == 2
-        })
-    });
-    let (code, text) = scorer.get("/metrics").expect("metrics answer");
-    assert_eq!(code, 200);
-    promtool_check(setup.dir.path(), "scorer", &text);
+    let text = scrape_with_lag(&scorer, setup.dir.path(), "scorer", 2);
 
     let sum = |name: &str| metric_sum(&text, name);
     let consumed = sum("leadscore_events_consumed_total");

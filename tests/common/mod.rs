@@ -582,3 +582,17 @@ pub fn metric_with(text: &str, name: &str, label: &str) -> Option<f64> {
         .map(|(_, v)| v)
         .reduce(|a, b| a + b)
 }
+
+/// The `/metrics` of `service` once it shows consumer lag for `partitions` partitions (lag comes
+/// from librdkafka statistics, every `statistics.interval.ms`), checked with promtool.
+pub fn scrape_with_lag(service: &Service, dir: &Path, name: &str, partitions: usize) -> String {
+    wait_until(Duration::from_secs(30), "lag of every partition", || {
+        service.get("/metrics").is_some_and(|(_, text)| {
+            metric_samples(&text, "leadscore_consumer_lag_messages").len() == partitions
+        })
+    });
+    let (code, text) = service.get("/metrics").expect("metrics answer");
+    assert_eq!(code, 200);
+    promtool_check(dir, name, &text);
+    text
+}
