@@ -304,6 +304,24 @@ pub fn parse_report(report: &str) -> std::collections::BTreeMap<&str, &str> {
         .collect()
 }
 
+/// Asserts that a report has each of `metrics`, each a positive, finite number.
+#[cfg(test)]
+pub fn assert_positive(
+    values: &std::collections::BTreeMap<&str, &str>,
+    metrics: &[&str],
+    report: &str,
+) {
+    for metric in metrics {
+        let Some(value) = values.get(metric) else {
+            panic!("{metric} missing from\n{report}");
+        };
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|e| panic!("{metric}: {value:?}: {e}"));
+        assert!(v > 0.0 && v.is_finite(), "{metric} = {v}\n{report}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,15 +353,7 @@ mod tests {
             ..BenchOptions::default()
         })?;
         let values = parse_report(&report);
-        for metric in METRICS {
-            let Some(value) = values.get(metric) else {
-                panic!("{metric} missing from\n{report}");
-            };
-            let v: f64 = value
-                .parse()
-                .map_err(|e| anyhow!("{metric}: {value:?}: {e}"))?;
-            assert!(v > 0.0 && v.is_finite(), "{metric} = {v}\n{report}");
-        }
+        assert_positive(&values, &METRICS, &report);
         assert!(report.contains("available_parallelism = "), "{report}");
         assert!(report.contains("events = 2000; users = 200"), "{report}");
         Ok(())

@@ -862,15 +862,7 @@ mod tests {
             ..ScorerBenchOptions::default()
         })?;
         let values = crate::bench::parse_report(&report);
-        for metric in METRICS {
-            let Some(value) = values.get(metric) else {
-                panic!("{metric} missing from\n{report}");
-            };
-            let v: f64 = value
-                .parse()
-                .map_err(|e| anyhow!("{metric}: {value:?}: {e}"))?;
-            assert!(v > 0.0 && v.is_finite(), "{metric} = {v}\n{report}");
-        }
+        crate::bench::assert_positive(&values, &METRICS, &report);
         assert_eq!(values.len(), METRICS.len(), "{report}");
         assert!(
             report.contains("events = 3000 (+5000 for latency); users = 300; partitions = 3"),
