@@ -65,6 +65,10 @@ pub struct ScoreChange {
     pub score: i64,
     pub delta: i64,
     pub reason: Reason,
+    /// For an inactivity change: how many inactivity windows it covers (SPEC 3.7: one clock
+    /// advance that fires the timer several times publishes one change with the total delta).
+    /// 0 for every other kind.
+    pub windows: u32,
     /// Snapshot of the tracked attributes the user has, sorted by name.
     pub attributes: Vec<(String, Scalar)>,
 }

@@ -41,6 +41,10 @@ enum Command {
         /// partitioner), each with its own clock, as the scorer would see them.
         #[arg(long, default_value_t = 1)]
         partitions: i32,
+        /// A line whose `time` is further than this ahead of the wall clock is a bad line and
+        /// moves no clock, as the scorer dead-letters it (scorer.max_future_skew).
+        #[arg(long, default_value = "1h")]
+        max_future_skew: String,
     },
     /// Work with rules files.
     Rules {
@@ -191,7 +195,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             now,
             changes,
             partitions,
-        } => run_simulate(rules, events, now, changes, partitions),
+            max_future_skew,
+        } => run_simulate(rules, events, now, changes, partitions, &max_future_skew),
         Command::Rules {
             command: RulesCommand::Check { files },
         } => Ok(rules_check(&files)),
@@ -448,15 +453,25 @@ fn run_simulate(
     now: Option<String>,
     changes: bool,
     partitions: i32,
+    max_future_skew: &str,
 ) -> Result<ExitCode> {
     let engine = Engine::new(load_rules(&rules_path)?);
+    let max_future_skew = crate::duration::parse(max_future_skew)
+        .with_context(|| format!("--max-future-skew {max_future_skew:?}"))?;
     let now = now
         .map(|s| timestamp::parse_rfc3339(&s).with_context(|| format!("--now {s:?}")))
         .transpose()?;
     let file = std::fs::File::open(&events)
         .with_context(|| format!("cannot open events file {}", events.display()))?;
-    let sim = simulate::run_partitioned(&engine, BufReader::new(file), now, partitions)
-        .with_context(|| format!("reading {}", events.display()))?;
+    let sim = simulate::run_guarded(
+        &engine,
+        BufReader::new(file),
+        now,
+        partitions,
+        timestamp::wall_clock_millis(),
+        max_future_skew,
+    )
+    .with_context(|| format!("reading {}", events.display()))?;
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     if changes {

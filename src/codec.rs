@@ -177,6 +177,26 @@ pub enum DecodeError {
     KeyNotUtf8 { user_id: String },
 }
 
+/// SPEC 2: an event whose `time` is more than `max_skew` ahead of `now` (the wall clock) is bad
+/// input (`invalid_value`). One mis-dated record would otherwise move its partition's clock
+/// years ahead and decay every lead on it.
+pub fn check_not_future(event: &Event, now: Millis, max_skew: Millis) -> Result<(), DecodeError> {
+    let limit = now.saturating_add(max_skew.max(0));
+    if event.time > limit {
+        return Err(invalid(
+            "time",
+            format!(
+                "{} is more than {} ahead of the wall clock ({}); check the producer's clock \
+                 or the field's unit (scorer.max_future_skew)",
+                format_rfc3339(event.time),
+                crate::duration::format(max_skew),
+                format_rfc3339(now),
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl DecodeError {
     /// Every value [`DecodeError::reason`] can return, e.g. to register metric series up front.
     pub const REASONS: [&'static str; 6] = [
@@ -1036,6 +1056,7 @@ struct RawChange<'a> {
     score: Loose<'a>,
     delta: Loose<'a>,
     reason: Loose<'a>,
+    windows: Loose<'a>,
     attributes: Loose<'a>,
 }
 
@@ -1105,6 +1126,7 @@ fn raw_change_from_json(payload: &[u8]) -> Result<RawChange<'_>, DecodeError> {
         score: take(&mut entries, "score"),
         delta: take(&mut entries, "delta"),
         reason,
+        windows: take(&mut entries, "windows"),
         attributes: take(&mut entries, "attributes"),
     })
 }
@@ -1149,6 +1171,11 @@ fn raw_change_from_proto(m: pb::ScoreChange) -> RawChange<'static> {
         score: Loose::Int(m.score),
         delta: Loose::Int(m.delta),
         reason,
+        windows: if m.windows == 0 {
+            Loose::Absent
+        } else {
+            Loose::Int(m.windows.into())
+        },
         attributes: loose_from_scalar_map(m.attributes),
     }
 }
@@ -1186,6 +1213,13 @@ fn validate_change(raw: RawChange<'_>) -> Result<ScoreChange, DecodeError> {
     };
     let group = optional_str("reason.group", take(&mut reason_entries, "group"))?;
     let source = optional_str("reason.event_id", take(&mut reason_entries, "event_id"))?;
+    let windows = match optional_int("windows", raw.windows)? {
+        Some(n) => u32::try_from(n)
+            .map_err(|_| invalid("windows", format!("{n} is not a count of windows")))?,
+        // Written by a scorer before collapsed decays: one window each.
+        None if kind == ReasonKind::Inactivity => 1,
+        None => 0,
+    };
     let mut attributes = scalar_map("attributes", raw.attributes)?;
     attributes.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(ScoreChange {
@@ -1200,6 +1234,7 @@ fn validate_change(raw: RawChange<'_>) -> Result<ScoreChange, DecodeError> {
             group: group.map(Cow::into_owned),
             source_event_id: source.map(Cow::into_owned),
         },
+        windows,
         attributes,
     })
 }
@@ -1213,6 +1248,9 @@ struct ChangeOut<'a> {
     score: i64,
     delta: i64,
     reason: ReasonOut<'a>,
+    /// Inactivity changes only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    windows: Option<u32>,
     attributes: ScalarMapOut<'a>,
 }
 
@@ -1239,6 +1277,7 @@ impl<'a> ChangeOut<'a> {
                 group: c.reason.group.as_deref(),
                 event_id: c.reason.source_event_id.as_deref(),
             },
+            windows: (c.reason.kind == ReasonKind::Inactivity).then_some(c.windows),
             attributes: ScalarMapOut(&c.attributes),
         }
     }
@@ -1264,6 +1303,7 @@ fn change_to_proto(c: &ScoreChange) -> pb::ScoreChange {
             event_id: c.reason.source_event_id.clone(),
         }),
         attributes: scalar_map_to_proto(&c.attributes),
+        windows: c.windows,
     }
 }
 
@@ -1387,6 +1427,7 @@ mod tests {
                 group: Some("engaged".into()),
                 source_event_id: Some("lead-events/0/42".into()),
             },
+            windows: 0,
             attributes: vec![
                 ("lead_status".into(), Scalar::Str("Open".into())),
                 ("sf_lead_id".into(), Scalar::Str("00Q5".into())),
@@ -2261,9 +2302,41 @@ mod tests {
             source_event_id: None,
         };
         c.attributes.clear();
+        c.windows = 4;
         let v = change_to_json(&c);
         assert_eq!(v["reason"], serde_json::json!({"kind": "inactivity"}));
         assert_eq!(v["attributes"], serde_json::json!({}));
+        assert_eq!(v["windows"], 4);
+        // Only inactivity changes carry a window count.
+        assert!(change_to_json(&sample_change()).get("windows").is_none());
+    }
+
+    /// A change written before collapsed decays (no `windows`) covers one window.
+    #[test]
+    fn an_inactivity_change_without_windows_covers_one() {
+        let json = br#"{"event_id":"inactivity:u@1","user_id":"u","time":"2026-01-05T10:00:00Z","previous_score":3,"score":2,"delta":-1,"reason":{"kind":"inactivity"},"attributes":{}}"#;
+        assert_eq!(decode_change(Format::Json, json).map(|c| c.windows), Ok(1));
+    }
+
+    #[test]
+    fn a_time_further_ahead_than_the_skew_is_invalid_and_names_the_time() {
+        let now = t0();
+        let mut e = Event::new("u", now + 3_600_000, EventType::SessionStart);
+        assert_eq!(check_not_future(&e, now, 3_600_000), Ok(()));
+        e.time = now + 3_600_001;
+        let err = check_not_future(&e, now, 3_600_000).expect_err("too far ahead");
+        assert_eq!(err.reason(), "invalid_value");
+        e.time = match parse_rfc3339("2099-01-01T00:00:00Z") {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        let msg = check_not_future(&e, now, 3_600_000)
+            .expect_err("2099")
+            .to_string();
+        assert!(
+            msg.contains("time") && msg.contains("2099-01-01T00:00:00"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -2281,6 +2354,7 @@ mod tests {
             let mut c = sample_change();
             c.reason.kind = kind;
             c.reason.group = None;
+            c.windows = if kind == ReasonKind::Inactivity { 3 } else { 0 };
             c.previous_score = 0;
             c.delta = 0;
             c.score = 0;

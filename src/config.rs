@@ -417,6 +417,11 @@ pub struct ScorerSettings {
     /// Once a partition has caught up, its clock follows the wall clock, so inactivity timers
     /// fire even when no events arrive. Tests turn it off to keep time in event time only.
     pub follow_wall_clock: bool,
+    /// An event whose `time` is further than this ahead of the wall clock is dead-lettered
+    /// (`invalid_value`) and never moves a partition clock: one mis-dated record (a year typed
+    /// as 2099) would otherwise decay every lead of its partition and be checkpointed.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub max_future_skew: Duration,
     /// The producer's transactional id with `exactly_once`; it must be stable across restarts
     /// of one instance and unique between instances. Unset: see
     /// [`ScorerSettings::transactional_id_for`].
@@ -436,6 +441,7 @@ impl Default for ScorerSettings {
             batch_max_events: 5_000,
             batch_max_wait: Duration::from_millis(100),
             follow_wall_clock: true,
+            max_future_skew: Duration::from_secs(3600),
             transactional_id: None,
         }
     }

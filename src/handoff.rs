@@ -742,6 +742,7 @@ mod tests {
                 group: None,
                 source_event_id: None,
             },
+            windows: 0,
             attributes: status
                 .map(|s| vec![("lead_status".to_string(), Scalar::Str(s.into()))])
                 .unwrap_or_default(),

@@ -86,6 +86,7 @@ pub async fn run(opts: &HandoffBenchOptions) -> Result<String> {
                 group: Some("high intent".into()),
                 source_event_id: None,
             },
+            windows: 0,
             attributes: vec![
                 ("lead_status".into(), Scalar::Str("Open".into())),
                 (

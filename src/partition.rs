@@ -173,6 +173,9 @@ impl Partition {
     ) {
         let to = self.clock.map_or(to, |c| c.max(to));
         self.clock = Some(to);
+        // Each user's timer fires at most once per advance: `fire_timer` covers every window
+        // due by `to` in one step and leaves the timer due after `to` or ended, so this loop
+        // runs at most once per timer, however far the clock moves.
         while self.timers.first().is_some_and(|t| t.due <= to) {
             let Some(Timer { due, user }) = self.timers.pop_first() else {
                 break;
@@ -182,7 +185,7 @@ impl Partition {
                     // Stale index entry; the state is the truth.
                     return st.timer_due;
                 }
-                engine.fire_timer(&user, st, due, out);
+                engine.fire_timer(&user, st, due, to, out);
                 st.timer_due
             });
             if let Some(due) = next {

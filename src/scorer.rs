@@ -16,12 +16,13 @@ use crate::event::Origin;
 use crate::kafka::{self, ProduceError, Record, ServiceConsumer, ServiceProducer, TopicSpec};
 use crate::keyed_state::KeyedState;
 use crate::partition::Partition;
+use crate::partitioner::partition_for;
 use crate::service::{self, Faults, Service};
 use crate::shutdown::Shutdown;
 use crate::state::UserState;
 use crate::telemetry::{self as t, PartitionGauges};
 use crate::timestamp::Millis;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::Producer;
 use rdkafka::Offset;
 use std::collections::HashMap;
@@ -77,6 +78,9 @@ pub struct Core {
     changelog: Changelog,
     health: Arc<Health>,
     limits: Limits,
+    /// The input topic's partition count: a user's home partition is murmur2 of the user id
+    /// modulo this (SPEC 2, partitioning).
+    input_partitions: i32,
     faults: Faults,
     state: Mutex<CoreState>,
 }
@@ -182,6 +186,113 @@ impl Core {
     }
 }
 
+impl Core {
+    /// Sends a bad input record to the dead-letter topic with its reason. It changes no state
+    /// and no clock: only its offset counts as processed.
+    fn dead_letter(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        err: &codec::DecodeError,
+    ) -> Result<(), ScorerError> {
+        let (p, offset) = (msg.partition(), msg.offset());
+        let reason = err.reason();
+        metrics::counter!(t::EVENTS_DEAD_LETTERED, "reason" => reason).increment(1);
+        tracing::debug!(
+            partition = p,
+            offset,
+            reason,
+            "dead-lettering a bad input record"
+        );
+        let headers =
+            kafka::dead_letter_headers(reason, &err.to_string(), Some((msg.topic(), p, offset)));
+        self.producer.send(
+            Record {
+                topic: &self.settings.topics.dlq,
+                partition: None,
+                key: msg.key().unwrap_or_default(),
+                payload: msg.payload(),
+                headers: Some(headers),
+            },
+            false,
+        )?;
+        Ok(())
+    }
+
+    /// Re-produces a record found off its user's home partition to the home partition of the
+    /// input topic, keyed by the user, with the original bytes and a header naming its original
+    /// position (or the one it already carried). The home partition's owner scores it there, in
+    /// the order the copies arrive; the copy is part of this batch, so it is durable before this
+    /// offset is committed, and a copy re-sent after a crash is a duplicate of the first
+    /// (docs/crash-safety.md, "Records off their home partition").
+    fn reroute(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        event: &crate::event::Event,
+        home: i32,
+        reason: MisroutedReason,
+        already_from: Option<&str>,
+    ) -> Result<(), ScorerError> {
+        metrics::counter!(t::EVENTS_MISROUTED, "reason" => reason.as_str()).increment(1);
+        let origin = match already_from {
+            Some(o) => o.to_string(),
+            None => format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset()),
+        };
+        let headers = OwnedHeaders::new().insert(Header {
+            key: REROUTED_FROM_HEADER,
+            value: Some(origin.as_bytes()),
+        });
+        self.producer.send(
+            Record {
+                topic: msg.topic(),
+                partition: Some(home),
+                key: event.user_id.as_bytes(),
+                payload: msg.payload(),
+                headers: Some(headers),
+            },
+            false,
+        )?;
+        Ok(())
+    }
+}
+
+/// Why a record was not on its user's home partition (a bounded label set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MisroutedReason {
+    /// Keyed, but produced with another partitioner than Kafka's murmur2 default, or to an
+    /// explicit partition.
+    WrongPartition,
+    /// No key: the producer spread it over the partitions.
+    NoKey,
+}
+
+impl MisroutedReason {
+    pub const ALL: [MisroutedReason; 2] = [MisroutedReason::WrongPartition, MisroutedReason::NoKey];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MisroutedReason::WrongPartition => "wrong_partition",
+            MisroutedReason::NoKey => "no_key",
+        }
+    }
+}
+
+/// The header a re-routed input record carries: the `topic/partition/offset` it was first
+/// consumed at, which stands as its `event_id` when it has none.
+pub const REROUTED_FROM_HEADER: &str = "leadscore-rerouted-from";
+
+/// The original position a re-routed record names, if it is one.
+fn rerouted_from(msg: &BorrowedMessage<'_>) -> Option<String> {
+    let headers = msg.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == REROUTED_FROM_HEADER)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        // Bounded: a topic name is at most 249 bytes.
+        .filter(|v| !v.is_empty() && v.len() <= 300)
+        .map(str::to_string)
+}
+
 impl kafka::PartitionOwner for Core {
     fn assigned(
         &self,
@@ -254,7 +365,11 @@ impl Scorer {
         })?;
         let props = settings.kafka.properties.clone();
         let counts = kafka::ensure_topics(&props, &topic_specs(&settings)).await?;
-        kafka::check_copartitioned(&counts, &settings.topics.input, &settings.topics.changelog)?;
+        let input_partitions = kafka::check_copartitioned(
+            &counts,
+            &settings.topics.input,
+            &settings.topics.changelog,
+        )?;
         let transactional_id = (settings.scorer.guarantee == Guarantee::ExactlyOnce).then(|| {
             settings.scorer.transactional_id.clone().unwrap_or_else(|| {
                 format!(
@@ -279,6 +394,7 @@ impl Scorer {
             changelog,
             health,
             limits,
+            input_partitions,
             faults: Faults::default(),
             state: Mutex::new(CoreState::default()),
             settings,
@@ -334,9 +450,11 @@ impl Service for Core {
             return Ok(());
         };
         owned.users.processing(offset);
-        let topics = &self.settings.topics;
         let key = msg.key();
         let payload = msg.payload().unwrap_or_default();
+        let rerouted_from = rerouted_from(msg);
+        let now = crate::timestamp::wall_clock_millis();
+        let max_skew = self.settings.scorer.max_future_skew.as_millis() as Millis;
         let decoded = codec::decode_event(
             self.settings.scorer.input_format,
             key,
@@ -353,36 +471,34 @@ impl Service for Core {
             } else {
                 Ok(e)
             }
-        });
-        let event = match decoded {
+        })
+        // SPEC 2: a time too far ahead of the wall clock is bad input; checked before the
+        // event can touch any partition clock.
+        .and_then(|e| codec::check_not_future(&e, now, max_skew).map(|()| e));
+        let mut event = match decoded {
             Ok(e) => e,
-            Err(err) => {
-                let reason = err.reason();
-                metrics::counter!(t::EVENTS_DEAD_LETTERED, "reason" => reason).increment(1);
-                tracing::debug!(
-                    partition = p,
-                    offset,
-                    reason,
-                    "dead-lettering a bad input record"
-                );
-                let headers = kafka::dead_letter_headers(
-                    reason,
-                    &err.to_string(),
-                    Some((msg.topic(), p, offset)),
-                );
-                self.producer.send(
-                    Record {
-                        topic: &topics.dlq,
-                        partition: None,
-                        key: key.unwrap_or_default(),
-                        payload: msg.payload(),
-                        headers: Some(headers),
-                    },
-                    false,
-                )?;
-                return Ok(());
-            }
+            Err(err) => return self.dead_letter(msg, &err),
         };
+        let home = partition_for(event.user_id.as_bytes(), self.input_partitions);
+        if home != p {
+            // SPEC 2: scored in the user's home partition, never in a second copy of its state.
+            let reason = if key.is_none() {
+                MisroutedReason::NoKey
+            } else {
+                MisroutedReason::WrongPartition
+            };
+            return self.reroute(msg, &event, home, reason, rerouted_from.as_deref());
+        }
+        if key.is_none() {
+            // On its home partition already: scored here, only counted.
+            metrics::counter!(t::EVENTS_MISROUTED, "reason" => MisroutedReason::NoKey.as_str())
+                .increment(1);
+        }
+        if event.event_id.is_none() {
+            // A re-routed record keeps the identity of its original position, so a second copy
+            // (re-produced after a crash) is a duplicate (docs/crash-safety.md).
+            event.event_id = rerouted_from;
+        }
         let origin = Origin {
             topic: msg.topic(),
             partition: p,

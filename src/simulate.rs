@@ -49,12 +49,36 @@ pub fn run(engine: &Engine, input: impl BufRead, now: Option<Millis>) -> io::Res
     run_partitioned(engine, input, now, 1)
 }
 
+/// The scorer's default `scorer.max_future_skew`: events dated further ahead of the wall clock
+/// are bad lines here, as they are dead letters there.
+pub const DEFAULT_MAX_FUTURE_SKEW: Millis = 3_600_000;
+
 /// Runs the engine over JSONL `input` split into `partitions` partitions by user id.
 pub fn run_partitioned(
     engine: &Engine,
     input: impl BufRead,
     now: Option<Millis>,
     partitions: i32,
+) -> io::Result<Simulation> {
+    run_guarded(
+        engine,
+        input,
+        now,
+        partitions,
+        crate::timestamp::wall_clock_millis(),
+        DEFAULT_MAX_FUTURE_SKEW,
+    )
+}
+
+/// [`run_partitioned`] with the time guard explicit: a line whose `time` is more than
+/// `max_skew` after `wall` is a bad line and moves no clock, as in the scorer (SPEC 2).
+pub fn run_guarded(
+    engine: &Engine,
+    input: impl BufRead,
+    now: Option<Millis>,
+    partitions: i32,
+    wall: Millis,
+    max_skew: Millis,
 ) -> io::Result<Simulation> {
     let partitions = partitions.max(1);
     let mut sim = Simulation::default();
@@ -65,7 +89,9 @@ pub fn run_partitioned(
         if line.trim().is_empty() {
             continue;
         }
-        let event = match codec::decode_event(Format::Json, None, line.as_bytes(), &limits) {
+        let decoded = codec::decode_event(Format::Json, None, line.as_bytes(), &limits)
+            .and_then(|e| codec::check_not_future(&e, wall, max_skew).map(|()| e));
+        let event = match decoded {
             Ok(e) => e,
             Err(e) => {
                 sim.bad_lines.push(BadLine {

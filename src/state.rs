@@ -11,7 +11,7 @@ use crate::timestamp::Millis;
 use thiserror::Error;
 
 /// The encoding version this build writes. Readers accept every version up to this one.
-pub const STATE_VERSION: u8 = 1;
+pub const STATE_VERSION: u8 = 2;
 
 /// Everything the engine remembers about one user.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -52,7 +52,11 @@ pub struct SeenEvent {
     /// 64-bit FNV-1a hash of the event id: ids can be long, a collision within one user's
     /// window is about one in 10^17.
     pub id_hash: u64,
+    /// The event's time: the start of its dedupe window.
     pub time: Millis,
+    /// The partition clock when the id was recorded (never before `time`): retention counts
+    /// from here, so a late event's id is not forgotten as soon as it is recorded (SPEC 3.8).
+    pub recorded: Millis,
 }
 
 impl UserState {
@@ -167,6 +171,9 @@ impl UserState {
         for s in &self.seen {
             out.extend_from_slice(&s.id_hash.to_le_bytes());
             put_i64(out, s.time - prev);
+            // Version 2: how far the clock was past the event time when it was recorded; zero
+            // (one byte) for an event that arrived in order.
+            put_u64(out, s.recorded.saturating_sub(s.time).max(0) as u64);
             prev = s.time;
         }
     }
@@ -231,7 +238,17 @@ impl UserState {
             let id_hash = u64::from_le_bytes(r.array()?);
             let time = prev.wrapping_add(r.i64()?);
             prev = time;
-            st.seen.push(SeenEvent { id_hash, time });
+            // Version 1 did not keep the recording clock: its retention counted from `time`.
+            let recorded = if version >= 2 {
+                time.saturating_add(i64::try_from(r.u64()?).unwrap_or(i64::MAX))
+            } else {
+                time
+            };
+            st.seen.push(SeenEvent {
+                id_hash,
+                time,
+                recorded,
+            });
         }
         if r.pos != bytes.len() {
             return Err(StateError::Corrupt("trailing bytes"));
@@ -384,14 +401,36 @@ mod tests {
                 SeenEvent {
                     id_hash: 1,
                     time: 1_789_999_000_000,
+                    recorded: 1_789_999_000_000,
                 },
                 SeenEvent {
                     id_hash: u64::MAX,
                     time: 1_790_000_000_000,
+                    recorded: 1_790_900_000_000,
                 },
             ],
             last_offset: Some(123_456),
         }
+    }
+
+    /// A record written before version 2 (no recording clock per seen id) still reads: its
+    /// ids count their retention from their event time, as that version did.
+    #[test]
+    fn version_1_records_still_decode() {
+        let mut v1 = vec![1u8, 0, 84]; // version 1, no flags, score 42 (zigzag)
+        v1.extend([0, 0, 1]); // no attributes, no caps, one seen id
+        v1.extend(7u64.to_le_bytes());
+        v1.extend([0xd0, 0x0f]); // time 1000 (zigzag 2000 as a varint)
+        let st = UserState::decode(&v1).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(st.score, 42);
+        assert_eq!(
+            st.seen,
+            vec![SeenEvent {
+                id_hash: 7,
+                time: 1000,
+                recorded: 1000
+            }]
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub const EVENTS_CONSUMED: &str = "leadscore_events_consumed_total";
 pub const EVENTS_APPLIED: &str = "leadscore_events_applied_total";
 pub const EVENTS_SKIPPED: &str = "leadscore_events_skipped_total";
 pub const EVENTS_DEAD_LETTERED: &str = "leadscore_events_dead_lettered_total";
+pub const EVENTS_MISROUTED: &str = "leadscore_events_misrouted_total";
 pub const SCORE_CHANGES: &str = "leadscore_score_changes_total";
 pub const EVENT_TO_OUTPUT_SECONDS: &str = "leadscore_event_to_output_seconds";
 pub const POLL_TO_OUTPUT_SECONDS: &str = "leadscore_poll_to_output_seconds";
@@ -44,6 +45,7 @@ pub fn describe() {
         describe_counter!(EVENTS_APPLIED, Unit::Count, "Input events that changed a user's score.");
         describe_counter!(EVENTS_SKIPPED, Unit::Count, "Input events that changed no score, by reason (duplicate, not_enrolled, outside_audience, reentry_wait, no_group, unchanged, stale_external, replayed).");
         describe_counter!(EVENTS_DEAD_LETTERED, Unit::Count, "Bad input records sent to the dead-letter topic, by reason.");
+        describe_counter!(EVENTS_MISROUTED, Unit::Count, "Input records found off their user's home partition (murmur2 of the user id), by reason (wrong_partition, no_key): re-routed to it, or for a keyless record already there, scored in place.");
         describe_counter!(SCORE_CHANGES, Unit::Count, "Score changes published, by reason kind (rule, inactivity, external, attribute).");
         describe_histogram!(EVENT_TO_OUTPUT_SECONDS, Unit::Seconds, "From an event's time to its score change being published (wall clock).");
         describe_histogram!(POLL_TO_OUTPUT_SECONDS, Unit::Seconds, "From polling a record to its batch being checkpointed.");

@@ -133,6 +133,7 @@ fn change(user: &str, n: u64, score: i64, status: &str, lead_id: &str) -> Vec<u8
             group: Some("engaged".into()),
             source_event_id: None,
         },
+        windows: 0,
         attributes: vec![
             ("lead_status".into(), Scalar::Str(status.into())),
             ("salesforce_lead_id".into(), Scalar::Str(lead_id.into())),

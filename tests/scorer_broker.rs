@@ -881,3 +881,207 @@ fn the_scorer_speaks_tls_to_a_tls_only_broker() {
     assert!(scorer.terminate().success(), "{}", scorer.log_text());
     assert_matches_simulation(&setup, &events_file, 2);
 }
+
+/// Issue 9.1: one valid record dated 2099 must not move its partition's clock: it goes to the
+/// DLQ as `invalid_value` naming the time, and the leads around it keep their scores.
+#[test]
+fn a_far_future_record_is_dead_lettered_and_moves_no_clock() {
+    let setup = Setup::new("future", 1);
+    let _scorer = setup.scorer("s", &[]);
+    let p = producer(&setup.broker);
+    let ev = |user: &str, time: &str, rest: &str| {
+        format!(r#"{{"user_id":"{user}","time":"{time}",{rest}}}"#).into_bytes()
+    };
+    let records: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "u1",
+            ev(
+                "u1",
+                "2026-01-05T10:00:00Z",
+                r#""type":"email_added","value":"u1@x.io""#,
+            ),
+        ),
+        (
+            "u1",
+            ev(
+                "u1",
+                "2026-01-05T10:01:00Z",
+                r#""type":"custom_event","name":"demo_requested""#,
+            ),
+        ),
+        // Never enrolled, any user: still must not move the clock.
+        (
+            "zz",
+            ev("zz", "2099-01-01T00:00:00Z", r#""type":"session_start""#),
+        ),
+        (
+            "u1",
+            ev("u1", "2026-01-05T10:05:00Z", r#""type":"session_start""#),
+        ),
+    ];
+    for (k, v) in &records {
+        produce(&p, &setup.names.input, Some(k.as_bytes()), v);
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let mut dlq = Vec::new();
+    wait_until(Duration::from_secs(60), "the dead letter", || {
+        dlq = read_all(&setup.broker, &setup.names.dlq);
+        !dlq.is_empty()
+    });
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].headers["leadscore.error.reason"], "invalid_value");
+    let message = &dlq[0].headers["leadscore.error.message"];
+    assert!(message.contains("2099-01-01T00:00:00"), "{message}");
+    assert_eq!(dlq[0].payload.as_deref(), Some(records[2].1.as_slice()));
+    setup.wait_caught_up(records.len(), Duration::from_secs(60));
+    let states = setup.changelog_states();
+    // 5 for the demo request, 1 for the session: no decay, no re-entry wait from 2099.
+    assert_eq!(states["u1"].score, 6);
+    assert!(!states.contains_key("zz"));
+}
+
+/// Issue 9.4: records produced with librdkafka's default partitioner (CRC32, not Kafka's
+/// murmur2) and keyless records are scored in their user's home partition, once, even across a
+/// `kill -9`: the final state equals `simulate --partitions N`, and every user's state lives in
+/// its home changelog partition only.
+#[test]
+fn misrouted_and_keyless_records_are_scored_once_in_the_home_partition() {
+    let setup = Setup::new("misrouted", PARTITIONS);
+    // Without the inactivity rule, the result does not depend on how the re-routed copies of
+    // different users interleave with each other on the home partition.
+    let seed = std::fs::read_to_string(rules_path("seed-canvas.toml")).expect("seed rules");
+    let cut = seed.find("[inactivity]").unwrap_or(seed.len());
+    let rules = setup.dir.path().join("no-inactivity.toml");
+    std::fs::write(&rules, &seed[..cut]).expect("write rules");
+    let cfg = GeneratorConfig {
+        users: 300,
+        events: 4_000,
+        seed: 23,
+        ..GeneratorConfig::default()
+    };
+    let (events_file, records) = generated(setup.dir.path(), &cfg);
+    // Keyless events for users of their own, one each, so their order cannot matter.
+    let mut keyless = Vec::new();
+    let mut lines = std::fs::read_to_string(&events_file).expect("events");
+    for i in 0..40 {
+        let line = format!(
+            r#"{{"user_id":"keyless-{i}","time":"2026-01-05T12:00:00Z","type":"external_score","score":{}}}"#,
+            i * 3 + 1
+        );
+        lines.push_str(&line);
+        lines.push('\n');
+        keyless.push(line.into_bytes());
+    }
+    std::fs::write(&events_file, lines).expect("events with keyless ones");
+
+    let env = |k: &str, v: &str| (k.to_string(), v.to_string());
+    let extra_env = [env("SCORER__RULES", &rules.display().to_string())];
+    let extra: Vec<(&str, &str)> = extra_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut scorer = setup.scorer("s", &extra);
+    let crc32: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        setup
+            .broker
+            .client()
+            .set("partitioner", "consistent_random")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+    let misplaced = records
+        .iter()
+        .filter(|(k, _)| {
+            leadscore::partitioner::partition_for(k.as_bytes(), PARTITIONS)
+                != crc32_partition(k.as_bytes(), PARTITIONS)
+        })
+        .count();
+    assert!(
+        misplaced > records.len() / 3,
+        "the test needs misrouted records"
+    );
+    let (first, second) = records.split_at(records.len() / 2);
+    for (k, v) in first {
+        produce(&crc32, &setup.names.input, Some(k.as_bytes()), v);
+    }
+    for v in &keyless {
+        produce(&crc32, &setup.names.input, None, v);
+    }
+    crc32.flush(Duration::from_secs(30)).expect("flush");
+    wait_owns_all(&scorer, PARTITIONS as usize);
+    std::thread::sleep(Duration::from_millis(700));
+    scorer.kill9();
+    let mut scorer = setup.scorer("s", &extra);
+    for (k, v) in second {
+        produce(&crc32, &setup.names.input, Some(k.as_bytes()), v);
+    }
+    crc32.flush(Duration::from_secs(30)).expect("flush");
+
+    let expected = simulate(&rules, &events_file, PARTITIONS);
+    let mut actual = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while Instant::now() < deadline {
+        actual = setup
+            .changelog_states()
+            .iter()
+            .map(|(u, st)| (u.clone(), state_json(u, st)))
+            .collect::<BTreeMap<String, serde_json::Value>>();
+        if actual == expected {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let diffs: Vec<String> = expected
+        .iter()
+        .filter(|(u, want)| actual.get(*u) != Some(*want))
+        .map(|(u, want)| format!("{u}: simulate {want}\n  scorer   {:?}", actual.get(u)))
+        .collect();
+    assert!(
+        diffs.is_empty() && actual.len() == expected.len(),
+        "{} of {} users differ ({} in the changelog), first:\n{}",
+        diffs.len(),
+        expected.len(),
+        actual.len(),
+        diffs.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
+    );
+    // One state per user, in its home partition.
+    for r in read_all(&setup.broker, &setup.names.changelog) {
+        let Some(key) = r.key.as_deref() else {
+            continue;
+        };
+        if key.first() == Some(&0) {
+            continue; // checkpoint records
+        }
+        assert_eq!(
+            r.partition,
+            leadscore::partitioner::partition_for(key, PARTITIONS),
+            "{} in a second partition",
+            String::from_utf8_lossy(key)
+        );
+    }
+    let metrics = scorer.get("/metrics").map(|(_, b)| b).unwrap_or_default();
+    let misrouted = metric_samples(&metrics, "leadscore_events_misrouted_total");
+    assert!(
+        misrouted
+            .iter()
+            .any(|(l, v)| l.contains("wrong_partition") && *v > 0.0),
+        "{misrouted:?}"
+    );
+    assert!(scorer.terminate().success(), "SIGTERM exits 0");
+}
+
+/// librdkafka's `consistent_random` partition of a key: CRC32 modulo the partition count.
+fn crc32_partition(key: &[u8], partitions: i32) -> i32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in key {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    ((!crc) % partitions as u32) as i32
+}

@@ -8,7 +8,7 @@
 
 use crate::change::{Reason, ReasonKind, ScoreChange};
 use crate::event::{Event, EventType, Origin, Scalar, ScoreOp};
-use crate::rules::{Matcher, Predicate, Rules};
+use crate::rules::{Decay, Matcher, Predicate, Rules};
 use crate::state::{bytes_eq, stable_hash, CapUsage, SeenEvent, UserState};
 use crate::timestamp::Millis;
 use std::borrow::Cow;
@@ -284,14 +284,19 @@ impl Engine {
         outcome
     }
 
-    /// The inactivity step for a user whose timer is due at `due` (the partition clock has
-    /// reached it). Applies one decay at time `due` and re-arms the timer at `due + window`, or
-    /// ends the timer. The caller re-queues the timer while it stays due.
+    /// The inactivity step for a user whose timer is due at `due`, with the partition clock at
+    /// `to >= due`. SPEC 3.7: the timer fires at `due`, `due + window`, ... while those are due by
+    /// `to`, each step a decay at its due time, until a step clamps to no change (which ends the
+    /// timer). All the steps of one clock advance are published as one change carrying the total
+    /// delta, the time of the last step and how many windows it covers; the state ends exactly as
+    /// step-by-step firing leaves it. The work is bounded: a closed form for `delta`, and for
+    /// `factor` a loop that stops as soon as the score stops changing.
     pub fn fire_timer(
         &self,
         user_id: &str,
         st: &mut UserState,
         due: Millis,
+        to: Millis,
         out: &mut Vec<ScoreChange>,
     ) {
         debug_assert_eq!(st.timer_due, Some(due));
@@ -299,26 +304,86 @@ impl Engine {
         let Some(inactivity) = self.rules.inactivity else {
             return;
         };
-        if !st.enrolled || !self.in_audience(st) {
+        // Events change attributes and enrollment, timers never do: checking once at `due`
+        // is checking at every step of this advance.
+        if !st.enrolled || !self.in_audience(st) || to < due {
             return;
         }
-        let new_score = self.rules.score.clamp(inactivity.decay.apply(st.score));
-        if new_score == st.score {
+        let window = inactivity.window.max(1);
+        // Windows due by `to`: `due`, `due + window`, ... (at least one).
+        let due_count = ((to - due) / window).saturating_add(1);
+        let (score, steps) = self.decay_steps(inactivity.decay, st.score, due_count);
+        if steps == 0 {
             return;
         }
-        let id = format!("inactivity:{user_id}@{due}");
-        out.push(self.change(
+        let last = due.saturating_add((steps - 1).saturating_mul(window));
+        let id = format!("inactivity:{user_id}@{last}");
+        let mut change = self.change(
             st,
             user_id,
-            due,
-            new_score,
+            last,
+            score,
             Reason {
                 kind: ReasonKind::Inactivity,
                 group: None,
                 source_event_id: None,
             },
             id,
-        ));
+        );
+        change.windows = u32::try_from(steps).unwrap_or(u32::MAX);
+        out.push(change);
+        if steps < due_count {
+            // The next window is due by `to` too, and changes nothing: the timer ends there.
+            st.timer_due = None;
+        }
+    }
+
+    /// Applies up to `max_steps` decays to `score`, each clamped, stopping at the first step
+    /// that changes nothing. Returns the final score and how many steps changed it.
+    fn decay_steps(&self, decay: Decay, score: i64, max_steps: i64) -> (i64, i64) {
+        let bounds = &self.rules.score;
+        // The first step on its own: a score outside [min, max] (rules changed since it was
+        // set) is clamped into range by it, after which every step stays in range.
+        let first = bounds.clamp(decay.apply(score));
+        if first == score || max_steps <= 0 {
+            return (score, 0);
+        }
+        let (mut s, mut steps) = (first, 1i64);
+        match decay {
+            Decay::Delta(d) => {
+                // s, s + d, s + 2d, ... until a bound (or the i64 range) stops it; the step that
+                // reaches the bound is the last one that changes anything.
+                let remaining = max_steps - 1;
+                let bound = if d < 0 {
+                    bounds.min.unwrap_or(i64::MIN)
+                } else {
+                    bounds.max.unwrap_or(i64::MAX)
+                };
+                let room = (bound as i128 - s as i128).unsigned_abs();
+                let step = d.unsigned_abs() as u128;
+                let to_bound = room.div_ceil(step) as i128; // steps until the bound is reached
+                let taken = to_bound.min(remaining as i128);
+                let moved = s as i128 + taken * d as i128;
+                s = if taken == to_bound {
+                    bound
+                } else {
+                    moved as i64
+                };
+                steps += taken as i64;
+            }
+            Decay::Factor { .. } => {
+                // |score| shrinks at every changing step, so this ends; `max_steps` bounds it too.
+                while steps < max_steps {
+                    let next = bounds.clamp(decay.apply(s));
+                    if next == s {
+                        break;
+                    }
+                    s = next;
+                    steps += 1;
+                }
+            }
+        }
+        (s, steps)
     }
 
     /// Whether `name` is a tracked attribute.
@@ -359,6 +424,7 @@ impl Engine {
             score: new_score,
             delta: new_score - previous,
             reason,
+            windows: 0,
             attributes: self.snapshot(st),
         }
     }
@@ -387,6 +453,7 @@ impl Engine {
                     group: None,
                     source_event_id: Some(source_id.to_string()),
                 },
+                windows: 0,
                 attributes: self.snapshot(st),
             });
         }
@@ -401,10 +468,12 @@ impl Engine {
     }
 
     /// SPEC 3.8: a duplicate is an event whose id the user has applied at a time `t0` with
-    /// `time < t0 + dedupe_window`. Otherwise the id is recorded with this event's time.
+    /// `time < t0 + dedupe_window`. Otherwise the id is recorded with this event's time and the
+    /// partition clock.
     ///
-    /// Ids are forgotten once the partition clock passes `t0 + 2 × dedupe_window`: a duplicate
-    /// arriving later than that, in partition time, is applied again (docs/semantics.md).
+    /// An id is forgotten once the partition clock passes the later of `t0` and the clock when it
+    /// was recorded by two windows: counting from the recording clock, a producer's retry of an
+    /// event that arrived late is still caught (docs/semantics.md).
     fn is_duplicate_and_record(
         &self,
         st: &mut UserState,
@@ -414,7 +483,7 @@ impl Engine {
     ) -> bool {
         let window = self.rules.dedupe_window;
         let horizon = clock.saturating_sub(window.saturating_mul(2));
-        st.seen.retain(|s| s.time > horizon);
+        st.seen.retain(|s| s.recorded.max(s.time) > horizon);
         let h = stable_hash(id.as_bytes());
         if let Some(i) = st.seen.iter().position(|s| s.id_hash == h) {
             if time < st.seen[i].time.saturating_add(window) {
@@ -425,7 +494,11 @@ impl Engine {
         if st.seen.len() >= MAX_SEEN_IDS {
             st.seen.remove(0);
         }
-        st.seen.push(SeenEvent { id_hash: h, time });
+        st.seen.push(SeenEvent {
+            id_hash: h,
+            time,
+            recorded: clock.max(time),
+        });
         false
     }
 }

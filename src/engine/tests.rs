@@ -591,17 +591,139 @@ fn the_timer_repeats_every_window_until_the_change_clamps_to_zero() {
     let e = rules(&format!("[score]\nmin = 0\n{DECAY}"));
     let mut events = vec![email("u", T0)];
     events.extend((0..3).map(|i| session("u", T0 + i)));
-    let r = run_until(&e, &events, Some(T0 + 100 * D));
+    // Clock advances one window at a time: one change per window.
+    let mut r = run(&e, &events);
+    for w in 1..=5 {
+        r.partition
+            .advance(&e, &mut r.users, T0 + 2 + w * 7 * D, &mut r.changes);
+    }
     assert_eq!(r.score("u"), 0);
-    let decays: Vec<Millis> = r
+    let decays: Vec<(Millis, u32)> = r
         .changes
         .iter()
         .filter(|c| c.reason.kind == ReasonKind::Inactivity)
-        .map(|c| c.time)
+        .map(|c| (c.time, c.windows))
         .collect();
-    assert_eq!(decays, [T0 + 2 + 7 * D, T0 + 2 + 14 * D, T0 + 2 + 21 * D]);
+    assert_eq!(
+        decays,
+        [
+            (T0 + 2 + 7 * D, 1),
+            (T0 + 2 + 14 * D, 1),
+            (T0 + 2 + 21 * D, 1)
+        ]
+    );
     assert_eq!(r.user("u").timer_due, None);
     assert_eq!(r.partition.pending_timers(), 0);
+}
+
+#[test]
+fn one_clock_advance_over_many_windows_publishes_one_change_with_their_total() {
+    let e = rules(&format!("[score]\nmin = 0\n{DECAY}"));
+    let mut events = vec![email("u", T0)];
+    events.extend((0..3).map(|i| session("u", T0 + i)));
+    let r = run_until(&e, &events, Some(T0 + 100 * D));
+    let decays: Vec<&ScoreChange> = r
+        .changes
+        .iter()
+        .filter(|c| c.reason.kind == ReasonKind::Inactivity)
+        .collect();
+    assert_eq!(decays.len(), 1);
+    let c = decays[0];
+    assert_eq!((c.previous_score, c.score, c.delta), (3, 0, -3));
+    // The time of the last window applied, and how many windows the change covers.
+    assert_eq!((c.time, c.windows), (T0 + 2 + 21 * D, 3));
+    assert_eq!(c.event_id, format!("inactivity:u@{}", T0 + 2 + 21 * D));
+    assert_eq!(r.user("u").last_change, Some(T0 + 2 + 21 * D));
+    assert_eq!(r.user("u").timer_due, None);
+    assert_eq!(r.partition.pending_timers(), 0);
+}
+
+/// Issue 9.2: a score of 10^12 with a one-minute window and a year of silence is one change,
+/// computed in closed form, not half a million.
+#[test]
+fn a_year_of_one_minute_windows_costs_one_change() {
+    let e = rules("[inactivity]\nwindow = \"1m\"\ndelta = -1\n");
+    let r = run_until(
+        &e,
+        &[external("u", T0, ScoreOp::Set(1_000_000_000_000), None)],
+        Some(T0 + 365 * D),
+    );
+    let windows = 365 * 24 * 60;
+    assert_eq!(r.changes.len(), 2, "the external score and one decay");
+    let c = &r.changes[1];
+    assert_eq!(c.reason.kind, ReasonKind::Inactivity);
+    assert_eq!(c.windows, windows as u32);
+    assert_eq!(c.delta, -windows);
+    assert_eq!(r.score("u"), 1_000_000_000_000 - windows);
+    assert_eq!(c.time, T0 + 365 * D);
+    // Due again one window after the last one applied.
+    assert_eq!(r.user("u").timer_due, Some(T0 + 365 * D + M));
+}
+
+/// The collapsed decay ends exactly where firing window by window ends, for every shape of
+/// decay and bounds, and however far the clock jumps.
+#[test]
+fn a_collapsed_decay_equals_firing_window_by_window() {
+    let decays = [
+        "window = \"1h\"\ndelta = -1",
+        "window = \"1h\"\ndelta = -7",
+        "window = \"1h\"\nfactor = 0.5",
+        "window = \"1h\"\nfactor = 0.93",
+    ];
+    let bounds = [
+        "",
+        "[score]\nmin = 0",
+        "[score]\nmin = -20\nmax = 50",
+        "[score]\nmin = 3",
+    ];
+    for decay in decays {
+        for bound in bounds {
+            let e = rules(&format!("{bound}\n[inactivity]\n{decay}\n"));
+            for start in [-30, 0, 1, 5, 49, 1_000, 1 << 40] {
+                for jump in [1, 2, 3, 7, 40, 500] {
+                    let events = [external("u", T0, ScoreOp::Set(start), None)];
+                    let at = T0 + jump * H + 17 * M;
+                    let collapsed = run_until(&e, &events, Some(at));
+                    let mut stepped = run(&e, &events);
+                    for w in 1..=jump {
+                        stepped.partition.advance(
+                            &e,
+                            &mut stepped.users,
+                            T0 + w * H,
+                            &mut stepped.changes,
+                        );
+                    }
+                    stepped
+                        .partition
+                        .advance(&e, &mut stepped.users, at, &mut stepped.changes);
+                    let what = format!("{bound} / {decay} / start {start} / {jump} windows");
+                    assert_eq!(collapsed.users, stepped.users, "{what}");
+                    let decays = |r: &Run| -> (i64, u32, Option<Millis>) {
+                        let d: Vec<&ScoreChange> = r
+                            .changes
+                            .iter()
+                            .filter(|c| c.reason.kind == ReasonKind::Inactivity)
+                            .collect();
+                        (
+                            d.iter().map(|c| c.delta).sum(),
+                            d.iter().map(|c| c.windows).sum(),
+                            d.last().map(|c| c.time),
+                        )
+                    };
+                    assert_eq!(decays(&collapsed), decays(&stepped), "{what}");
+                    assert!(
+                        collapsed
+                            .changes
+                            .iter()
+                            .filter(|c| c.reason.kind == ReasonKind::Inactivity)
+                            .count()
+                            <= 1,
+                        "{what}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -642,11 +764,11 @@ fn the_timer_ends_for_a_user_not_enrolled_at_due_time() {
 #[test]
 fn factor_decay_multiplies_and_truncates_toward_zero() {
     let e = rules("[inactivity]\nwindow = \"1d\"\nfactor = 0.5\n");
-    let r = run_until(
-        &e,
-        &[external("u", T0, ScoreOp::Set(7), None)],
-        Some(T0 + 10 * D),
-    );
+    let mut r = run(&e, &[external("u", T0, ScoreOp::Set(7), None)]);
+    for d in 1..=10 {
+        r.partition
+            .advance(&e, &mut r.users, T0 + d * D, &mut r.changes);
+    }
     let scores: Vec<i64> = r.changes.iter().map(|c| c.score).collect();
     assert_eq!(scores, [7, 3, 1, 0]);
     assert_eq!(r.user("u").timer_due, None);
@@ -718,6 +840,70 @@ fn a_redelivered_event_is_a_duplicate_even_much_later_in_the_log() {
     let r = run(&rules(""), &events);
     assert_eq!(r.outcomes.last(), Some(&Outcome::Duplicate));
     assert_eq!(r.score("u"), 1);
+}
+
+/// Issue 9.3: an event that arrives more than two windows behind the partition clock, sent
+/// twice back to back (a producer's retry), is applied once: its id's retention counts from
+/// the clock when it was recorded, not from its own time.
+#[test]
+fn a_late_event_retried_by_its_producer_is_a_duplicate() {
+    let r = run(
+        &rules(""),
+        &[
+            email("u", T0),
+            session("v", T0 + 10 * D),
+            with_id(session("u", T0 + H), "late"),
+            with_id(session("u", T0 + H), "late"),
+        ],
+    );
+    assert_eq!(r.outcomes[2..], [Outcome::Scored, Outcome::Duplicate]);
+    assert_eq!(r.score("u"), 1);
+}
+
+#[test]
+fn a_late_events_id_is_forgotten_two_windows_after_it_was_recorded() {
+    let e = rules("");
+    let late = with_id(session("u", T0 + H), "late");
+    let mut r = run(
+        &e,
+        &[email("u", T0), session("v", T0 + 10 * D), late.clone()],
+    );
+    let recorded = T0 + 10 * D;
+    assert_eq!(r.user("u").seen.last().map(|s| s.recorded), Some(recorded));
+    // Kept while the clock is within two windows of the recording clock ...
+    for (i, at) in [(3, recorded + 2 * D - 1), (4, recorded + 2 * D + 1)] {
+        r.partition.process(
+            &e,
+            &mut r.users,
+            &with_id(session("v", at), &format!("v{i}")),
+            Origin {
+                topic: "t",
+                partition: 0,
+                offset: i,
+            },
+            &mut r.changes,
+        );
+        let kept = r.user("u").seen.len();
+        let o = r.partition.process(
+            &e,
+            &mut r.users,
+            &with_id(attr("u", at, "x", s("y")), &format!("probe{i}")),
+            Origin {
+                topic: "t",
+                partition: 0,
+                offset: 10 + i,
+            },
+            &mut r.changes,
+        );
+        assert_ne!(o, Outcome::Duplicate);
+        let has_late = r
+            .user("u")
+            .seen
+            .iter()
+            .any(|s| s.id_hash == crate::state::stable_hash(b"late"));
+        // ... and forgotten once it is past them.
+        assert_eq!(has_late, i == 3, "clock {at}, {kept} ids before");
+    }
 }
 
 #[test]
