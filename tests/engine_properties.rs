@@ -228,8 +228,27 @@ proptest! {
             p.advance(&e, &mut restored, c, &mut published);
         }
         prop_assert_eq!(&restored, &whole.users);
+        // Deduplicated by id, the published changes add up, user by user, to the uninterrupted
+        // run's: nothing applied twice, nothing lost.
+        let net = |cs: &[ScoreChange]| {
+            let mut seen = BTreeSet::new();
+            let mut net: BTreeMap<String, i64> = BTreeMap::new();
+            for c in cs {
+                if seen.insert(c.event_id.clone()) {
+                    *net.entry(c.user_id.clone()).or_default() += c.delta;
+                }
+            }
+            net
+        };
+        prop_assert_eq!(net(&published), net(&whole.changes));
+        // When every stored state is from the same checkpoint as the clock (what the changelog
+        // restore guarantees), the replay makes the same clock advances, so the very same
+        // changes. (A user stored from later may have its collapsed decays split differently:
+        // a timer armed already due fires at an earlier advance, with other ids, same sum.)
         let ids = |cs: &[ScoreChange]| cs.iter().map(|c| c.event_id.clone()).collect::<BTreeSet<_>>();
-        prop_assert_eq!(ids(&published), ids(&whole.changes));
+        if flushed.iter().all(|f| !f) {
+            prop_assert_eq!(ids(&published), ids(&whole.changes));
+        }
     }
 
     #[test]
@@ -316,6 +335,16 @@ fn strip_offsets(users: &BTreeMap<String, UserState>) -> BTreeMap<String, UserSt
                 u.clone(),
                 UserState {
                     last_offset: None,
+                    // When an id was recorded is partition-clock bookkeeping (SPEC 3.8
+                    // retention), which interleavings change by design.
+                    seen: st
+                        .seen
+                        .iter()
+                        .map(|s| leadscore::state::SeenEvent {
+                            recorded: s.time,
+                            ..*s
+                        })
+                        .collect(),
                     ..st.clone()
                 },
             )
