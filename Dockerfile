@@ -26,9 +26,11 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
-# What the build reads: the manifest and lockfile, the build script and its .proto inputs, the
-# sources, and the files the sources include (examples/, deploy/config/).
-COPY Cargo.toml Cargo.lock build.rs ./
+# What the build reads: the workspace manifest and lockfile, the engine crate (with its build
+# script) and its .proto inputs, the sources, and the files the sources include (examples/,
+# deploy/config/).
+COPY Cargo.toml Cargo.lock ./
+COPY crates ./crates
 COPY proto ./proto
 COPY src ./src
 COPY examples ./examples

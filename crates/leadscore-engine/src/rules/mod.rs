@@ -207,7 +207,8 @@ impl Test {
 
 impl Rules {
     /// The seed canvas of SPEC section 3, shipped as `examples/rules/seed-canvas.toml`.
-    pub const SEED_CANVAS: &'static str = include_str!("../../examples/rules/seed-canvas.toml");
+    pub const SEED_CANVAS: &'static str =
+        include_str!("../../../../examples/rules/seed-canvas.toml");
 }
 
 #[cfg(test)]

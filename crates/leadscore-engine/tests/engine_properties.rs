@@ -2,13 +2,13 @@
 //! state encoded in between, and replaying after a crash, equal one uninterrupted run; the score
 //! stays within min and max; how two users' events interleave does not change either user.
 
-use leadscore::change::ScoreChange;
-use leadscore::engine::Engine;
-use leadscore::event::{Event, EventType, Origin, Scalar, ScoreOp};
-use leadscore::partition::Partition;
-use leadscore::rules::parse_str;
-use leadscore::state::UserState;
-use leadscore::timestamp::Millis;
+use leadscore_engine::change::ScoreChange;
+use leadscore_engine::engine::Engine;
+use leadscore_engine::event::{Event, EventType, Origin, Scalar, ScoreOp};
+use leadscore_engine::partition::Partition;
+use leadscore_engine::rules::parse_str;
+use leadscore_engine::state::UserState;
+use leadscore_engine::timestamp::Millis;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -340,7 +340,7 @@ fn strip_offsets(users: &BTreeMap<String, UserState>) -> BTreeMap<String, UserSt
                     seen: st
                         .seen
                         .iter()
-                        .map(|s| leadscore::state::SeenEvent {
+                        .map(|s| leadscore_engine::state::SeenEvent {
                             recorded: s.time,
                             ..*s
                         })

@@ -1043,7 +1043,7 @@ mod tests {
 
     #[test]
     fn b2b_saas_example_loads() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules/b2b-saas.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/rules/b2b-saas.toml");
         let rules = match load_file(&path) {
             Ok(rules) => rules,
             Err(e) => panic!("{e}"),
@@ -1467,7 +1467,8 @@ triggers = []
 
     #[test]
     fn unreadable_file_is_one_error_on_line_zero() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules/no-such-file.toml");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/rules/no-such-file.toml");
         let Err(RulesErrors(errs)) = load_file(&path) else {
             panic!("loaded a missing file");
         };
@@ -1485,7 +1486,7 @@ triggers = []
     /// exactly that one error, so the examples cannot drift from the loader.
     #[test]
     fn invalid_examples_report_the_expected_error() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules/invalid");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/rules/invalid");
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .expect("examples/rules/invalid exists")
             .filter_map(Result::ok)

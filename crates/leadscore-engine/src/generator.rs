@@ -1109,11 +1109,11 @@ mod tests {
         for (name, text) in [
             (
                 "sample.jsonl",
-                include_str!("../examples/events/sample.jsonl"),
+                include_str!("../../../examples/events/sample.jsonl"),
             ),
             (
                 "quickstart.jsonl",
-                include_str!("../examples/events/quickstart.jsonl"),
+                include_str!("../../../examples/events/quickstart.jsonl"),
             ),
         ] {
             let mut lines = 0;
@@ -1129,7 +1129,7 @@ mod tests {
 
     #[test]
     fn quickstart_example_scores_as_documented() {
-        let input = include_str!("../examples/events/quickstart.jsonl");
+        let input = include_str!("../../../examples/events/quickstart.jsonl");
         let engine = seed_canvas();
         let run = |now: Option<&str>| {
             let now = now.map(|s| match crate::timestamp::parse_rfc3339(s) {
@@ -1168,7 +1168,10 @@ mod tests {
     #[test]
     #[ignore = "writes examples/events/sample.jsonl"]
     fn write_sample_jsonl() -> io::Result<()> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/events/sample.jsonl");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/events/sample.jsonl"
+        );
         let file = std::fs::File::create(path)?;
         write_jsonl(&generate(&sample_config()), io::BufWriter::new(file))
     }

@@ -320,7 +320,7 @@ enum Loose<'a> {
     /// An object whose entries were kept, in input order.
     Map(Vec<(Cow<'a, str>, Loose<'a>)>),
     /// A protobuf `google.protobuf.Timestamp`, range-checked by the validator.
-    Timestamp(prost_types::Timestamp),
+    Timestamp(crate::proto::google::protobuf::Timestamp),
     /// A protobuf enum number this schema version does not know.
     UnknownEnum(i32),
 }
@@ -805,7 +805,7 @@ fn time_value(field: &'static str, v: Loose<'_>) -> Result<Millis, DecodeError> 
 
 /// A protobuf timestamp as epoch milliseconds (truncated), within the range RFC 3339 can print,
 /// so that both formats accept the same instants.
-fn millis_from_timestamp(ts: &prost_types::Timestamp) -> Result<Millis, String> {
+fn millis_from_timestamp(ts: &crate::proto::google::protobuf::Timestamp) -> Result<Millis, String> {
     if !(0..1_000_000_000).contains(&ts.nanos) {
         return Err(format!("nanos {} out of range 0..=999999999", ts.nanos));
     }
@@ -819,8 +819,8 @@ fn millis_from_timestamp(ts: &prost_types::Timestamp) -> Result<Millis, String> 
     }
 }
 
-fn timestamp_from_millis(ms: Millis) -> prost_types::Timestamp {
-    prost_types::Timestamp {
+fn timestamp_from_millis(ms: Millis) -> crate::proto::google::protobuf::Timestamp {
+    crate::proto::google::protobuf::Timestamp {
         seconds: ms.div_euclid(1000),
         // In 0..1_000_000_000, which fits an i32.
         nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
@@ -2103,7 +2103,7 @@ mod tests {
     #[test]
     fn protobuf_rejects_out_of_range_timestamps() {
         let mut m = pb_event(pb::EventType::SessionStart);
-        m.time = Some(prost_types::Timestamp {
+        m.time = Some(crate::proto::google::protobuf::Timestamp {
             seconds: 0,
             nanos: -1,
         });
@@ -2111,12 +2111,12 @@ mod tests {
             proto_rejects(&m, "invalid_value"),
             r#"field "time": invalid timestamp: nanos -1 out of range 0..=999999999"#
         );
-        m.time = Some(prost_types::Timestamp {
+        m.time = Some(crate::proto::google::protobuf::Timestamp {
             seconds: i64::MAX,
             nanos: 0,
         });
         proto_rejects(&m, "invalid_value");
-        m.time = Some(prost_types::Timestamp {
+        m.time = Some(crate::proto::google::protobuf::Timestamp {
             seconds: MAX_MILLIS / 1000 + 1,
             nanos: 0,
         });
@@ -2148,7 +2148,7 @@ mod tests {
 
         let mut m = pb_event(pb::EventType::ExternalScore);
         m.score_op = Some(pb::event::ScoreOp::Increment(-3));
-        m.updated_at = Some(prost_types::Timestamp {
+        m.updated_at = Some(crate::proto::google::protobuf::Timestamp {
             seconds: 1,
             nanos: 2_000_000,
         });

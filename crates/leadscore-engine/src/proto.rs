@@ -8,3 +8,11 @@
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/leadscore.v1.rs"));
 }
+
+/// The well-known types the schemas use (`google.protobuf.Timestamp`), generated beside them.
+#[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
+pub mod google {
+    pub mod protobuf {
+        include!(concat!(env!("OUT_DIR"), "/google.protobuf.rs"));
+    }
+}
