@@ -159,9 +159,13 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum RulesCommand {
     /// Validate rules files: a one-line summary each, or every error with its line and key.
+    /// Rules that can never do anything are warned about (exit status 0 unless --strict).
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Fail (exit status 1) when any file has a warning, not only on errors.
+        #[arg(long)]
+        strict: bool,
     },
 }
 
@@ -198,8 +202,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             max_future_skew,
         } => run_simulate(rules, events, now, changes, partitions, &max_future_skew),
         Command::Rules {
-            command: RulesCommand::Check { files },
-        } => Ok(rules_check(&files)),
+            command: RulesCommand::Check { files, strict },
+        } => Ok(rules_check(&files, strict)),
         Command::Score { config } => run_score(config),
         Command::Handoff { config } => run_handoff(config),
         Command::Demo {
@@ -498,22 +502,34 @@ fn run_simulate(
     })
 }
 
-fn rules_check(files: &[PathBuf]) -> ExitCode {
+/// Exit status 1 when a file has errors, or (with `strict`) warnings; 0 otherwise.
+fn rules_check(files: &[PathBuf], strict: bool) -> ExitCode {
     let mut ok = true;
     for f in files {
-        match rules::load_file(f) {
-            Ok(r) => println!(
-                "{}: ok: score {:?}, {} entry matcher(s), {} group(s), {} audience predicate(s), inactivity {}",
-                f.display(),
-                r.score.name,
-                r.entry.on.len(),
-                r.groups.len(),
-                r.audience.include.len() + r.audience.exclude.len(),
-                match r.inactivity {
-                    Some(i) => format!("every {}", crate::duration::format(i.window)),
-                    None => "off".to_string(),
+        match rules::check_file(f) {
+            Ok(rules::Checked { rules: r, warnings }) => {
+                for w in &warnings {
+                    eprintln!("{w}");
                 }
-            ),
+                // --strict: a warning fails the check like an error.
+                ok &= !strict || warnings.is_empty();
+                println!(
+                    "{}: ok{}: score {:?}, {} entry matcher(s), {} group(s), {} audience predicate(s), inactivity {}",
+                    f.display(),
+                    match warnings.len() {
+                        0 => String::new(),
+                        n => format!(" with {n} warning(s)"),
+                    },
+                    r.score.name,
+                    r.entry.on.len(),
+                    r.groups.len(),
+                    r.audience.include.len() + r.audience.exclude.len(),
+                    match r.inactivity {
+                        Some(i) => format!("every {}", crate::duration::format(i.window)),
+                        None => "off".to_string(),
+                    }
+                )
+            }
             Err(errors) => {
                 ok = false;
                 eprintln!("{errors}");

@@ -338,6 +338,24 @@ impl kafka::PartitionOwner for Core {
     }
 }
 
+/// Loads the rules file, logging one warning per rule that can never do anything (what
+/// `leadscore rules check` prints), so an operator sees them in the scorer's log too.
+fn load_rules_logging_warnings(
+    path: &std::path::Path,
+) -> Result<crate::rules::Rules, crate::rules::RulesErrors> {
+    let checked = crate::rules::check_file(path)?;
+    for w in &checked.warnings {
+        tracing::warn!(
+            file = %w.file,
+            line = w.line,
+            key = %w.key,
+            "rules warning: {}",
+            w.message
+        );
+    }
+    Ok(checked.rules)
+}
+
 /// The topics the scorer needs, created when missing.
 pub fn topic_specs(settings: &Settings) -> Vec<TopicSpec> {
     let t = &settings.topics;
@@ -359,10 +377,11 @@ impl Scorer {
     /// Loads the rules, sets up the topics (checking co-partitioning) and the clients.
     pub async fn start(settings: Settings, health: Arc<Health>) -> Result<Scorer, ScorerError> {
         let rules_path = settings.scorer.rules.clone().ok_or(ScorerError::NoRules)?;
-        let rules = crate::rules::load_file(&rules_path).map_err(|errors| ScorerError::Rules {
-            path: rules_path.display().to_string(),
-            errors,
-        })?;
+        let rules =
+            load_rules_logging_warnings(&rules_path).map_err(|errors| ScorerError::Rules {
+                path: rules_path.display().to_string(),
+                errors,
+            })?;
         let props = settings.kafka.properties.clone();
         let counts = kafka::ensure_topics(&props, &topic_specs(&settings)).await?;
         let input_partitions = kafka::check_copartitioned(

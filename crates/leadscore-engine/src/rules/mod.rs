@@ -1,9 +1,13 @@
 //! The scoring rules (SPEC section 3): the model, loaded from TOML by [`parse_str`], and the pure
 //! predicate and matcher tests the engine runs on every event.
 
+mod lint;
 mod parse;
 
-pub use parse::{load_file, parse_str, RuleError, RulesErrors};
+pub use parse::{
+    check_file, check_str, load_file, parse_str, Checked, RuleError, RuleWarning, RulesErrors,
+    MAX_RULES_BYTES,
+};
 
 use crate::event::{Event, EventType, Scalar};
 use crate::state::bytes_eq;

@@ -24,7 +24,7 @@ use toml::de::{DeArray, DeString, DeTable, DeValue};
 use toml::Spanned;
 
 use super::{
-    Audience, Cap, Decay, Entry, Group, Inactivity, Matcher, Output, Predicate, Rules,
+    lint, Audience, Cap, Decay, Entry, Group, Inactivity, Matcher, Output, Predicate, Rules,
     ScoreSettings, Test,
 };
 use crate::duration;
@@ -50,15 +50,56 @@ impl fmt::Display for RuleError {
     /// `file:line:column: key: message`, the shape editors and CI logs turn into links. Without a
     /// line (an unreadable file) the position is left out rather than printed as `0:0`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:", self.file)?;
-        if self.line > 0 {
-            write!(f, "{}:{}:", self.line, self.column)?;
-        }
-        if !self.key.is_empty() {
-            write!(f, " {}:", self.key)?;
-        }
+        write_location(f, &self.file, self.line, self.column, &self.key)?;
         write!(f, " {}", self.message)
     }
+}
+
+/// `file:line:column: key:`, shared by errors and warnings so both link the same way.
+fn write_location(
+    f: &mut fmt::Formatter<'_>,
+    file: &str,
+    line: usize,
+    column: usize,
+    key: &str,
+) -> fmt::Result {
+    write!(f, "{file}:")?;
+    if line > 0 {
+        write!(f, "{line}:{column}:")?;
+    }
+    if !key.is_empty() {
+        write!(f, " {key}:")?;
+    }
+    Ok(())
+}
+
+/// A rule that loads but can never do anything (the checks are in `rules/lint.rs`), located
+/// like a [`RuleError`]. The rules still run as written; `rules check --strict` fails on these.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleWarning {
+    pub file: String,
+    /// 1-based; 0 when the rule has no place in the file (a default).
+    pub line: usize,
+    /// 1-based, in characters; 0 with `line`.
+    pub column: usize,
+    /// The dotted key path, as in [`RuleError::key`].
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for RuleWarning {
+    /// `file:line:column: key: warning: message`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_location(f, &self.file, self.line, self.column, &self.key)?;
+        write!(f, " warning: {}", self.message)
+    }
+}
+
+/// A rules file that loaded, with the warnings about it, in file order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    pub rules: Rules,
+    pub warnings: Vec<RuleWarning>,
 }
 
 /// Every error found in a rules file, in file order; never empty when returned by the loader.
@@ -78,23 +119,64 @@ impl fmt::Display for RulesErrors {
     }
 }
 
+/// The largest rules file read. Real ones are a few kilobytes; the cap keeps a wrong path
+/// (`/dev/zero`, a log file) from being read until memory runs out.
+pub const MAX_RULES_BYTES: usize = 1 << 20;
+
 /// Reads and parses the rules file at `path`. An unreadable file is a single error with line 0.
 pub fn load_file(path: &Path) -> Result<Rules, RulesErrors> {
+    check_file(path).map(|c| c.rules)
+}
+
+/// [`load_file`] keeping the warnings.
+pub fn check_file(path: &Path) -> Result<Checked, RulesErrors> {
     let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(source) => parse_str(&source, &file),
-        Err(e) => Err(RulesErrors(vec![RuleError {
+    match read_capped(path) {
+        Ok(source) => check_str(&source, &file),
+        Err(message) => Err(RulesErrors(vec![RuleError {
             file,
             line: 0,
             column: 0,
             key: String::new(),
-            message: format!("cannot read the rules file: {e}"),
+            message,
         }])),
     }
 }
 
+/// The file's text, at most [`MAX_RULES_BYTES`] of it, or why not.
+fn read_capped(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read the rules file: {e}");
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    if file.metadata().map_err(cannot)?.is_dir() {
+        return Err("cannot read the rules file: it is a directory".into());
+    }
+    let mut bytes = Vec::new();
+    // One byte past the cap tells "exactly at the cap" from "larger".
+    file.take(MAX_RULES_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() > MAX_RULES_BYTES {
+        return Err(format!(
+            "is larger than {} MiB, the limit for a rules file (is this the right file?)",
+            MAX_RULES_BYTES >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 /// Parses and validates a rules file; `file` names it in the errors.
 pub fn parse_str(source: &str, file: &str) -> Result<Rules, RulesErrors> {
+    check_str(source, file).map(|c| c.rules)
+}
+
+/// [`parse_str`] keeping the warnings about rules that can never do anything.
+pub fn check_str(source: &str, file: &str) -> Result<Checked, RulesErrors> {
     let mut loader = Loader::new(source, file);
     let root = match DeTable::parse(source) {
         Ok(root) => root,
@@ -113,13 +195,27 @@ pub fn parse_str(source: &str, file: &str) -> Result<Rules, RulesErrors> {
         }
     };
     let rules = loader.rules(root.get_ref());
-    if loader.errors.is_empty() {
-        Ok(rules)
-    } else {
+    if !loader.errors.is_empty() {
         // The walk visits tables in key order, not file order; sort so the report reads top down.
         loader.errors.sort_by_key(|e| (e.line, e.column));
-        Err(RulesErrors(loader.errors))
+        return Err(RulesErrors(loader.errors));
     }
+    let line_of = |key: &str| loader.locate(key).map(|(line, _)| line);
+    let mut warnings: Vec<RuleWarning> = lint::lint(&rules, &line_of)
+        .into_iter()
+        .map(|f| {
+            let (line, column) = loader.locate(&f.key).unwrap_or((0, 0));
+            RuleWarning {
+                file: file.to_string(),
+                line,
+                column,
+                key: f.key,
+                message: f.message,
+            }
+        })
+        .collect();
+    warnings.sort_by_key(|w| (w.line, w.column));
+    Ok(Checked { rules, warnings })
 }
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -149,6 +245,8 @@ struct Loader<'s> {
     /// Byte offset of the start of each line.
     line_starts: Vec<usize>,
     errors: Vec<RuleError>,
+    /// Where each key path's value starts (byte offset), for locating warnings after the walk.
+    starts: HashMap<String, usize>,
 }
 
 impl<'s> Loader<'s> {
@@ -161,7 +259,13 @@ impl<'s> Loader<'s> {
             source,
             line_starts,
             errors: Vec::new(),
+            starts: HashMap::new(),
         }
+    }
+
+    /// Line and column of the value at a key path the walk visited.
+    fn locate(&self, key: &str) -> Option<(usize, usize)> {
+        self.starts.get(key).map(|&offset| self.position(offset))
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -663,8 +767,9 @@ impl<'s> Loader<'s> {
 
     /// Reports unknown keys, naming the allowed ones (and the closest, for a likely typo).
     fn check_keys(&mut self, table: &DeTable<'_>, path: &str, place: &str, allowed: &[&str]) {
-        for (key, _) in table.iter() {
+        for (key, value) in table.iter() {
             let name: &str = key.get_ref();
+            self.starts.insert(join(path, name), value.span().start);
             if allowed.contains(&name) {
                 continue;
             }
@@ -726,8 +831,12 @@ impl<'s> Loader<'s> {
         expected: &str,
     ) -> Option<&'v DeTable<'i>> {
         let t = value.get_ref().as_table();
-        if t.is_none() {
-            self.wrong_type(value, key, expected);
+        match t {
+            // Array elements are located here; keys of tables by `check_keys`.
+            Some(_) => {
+                self.starts.insert(key.to_string(), value.span().start);
+            }
+            None => self.wrong_type(value, key, expected),
         }
         t
     }
@@ -1474,6 +1583,63 @@ triggers = []
         };
         assert_eq!(errs.len(), 1);
         assert_eq!((errs[0].line, errs[0].key.as_str()), (0, ""));
+    }
+
+    /// The one error of loading `path`.
+    fn load_error(path: &Path) -> RuleError {
+        match load_file(path) {
+            Ok(rules) => panic!("{} loaded: {rules:?}", path.display()),
+            Err(RulesErrors(mut errs)) => {
+                assert_eq!(errs.len(), 1, "{errs:#?}");
+                errs.remove(0)
+            }
+        }
+    }
+
+    /// Without the cap this reads zeros (valid UTF-8) until memory runs out.
+    #[test]
+    fn an_endless_file_stops_at_the_size_cap() {
+        let e = load_error(Path::new("/dev/zero"));
+        assert_eq!((e.file.as_str(), e.line), ("/dev/zero", 0));
+        assert!(e.message.contains("larger than 1 MiB"), "{e}");
+        assert!(e.to_string().starts_with("/dev/zero: "), "{e}");
+    }
+
+    #[test]
+    fn a_directory_is_refused_naming_it() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/rules");
+        let e = load_error(&dir);
+        assert_eq!(e.file, dir.display().to_string());
+        assert!(e.message.contains("is a directory"), "{e}");
+    }
+
+    #[test]
+    fn a_file_at_the_cap_loads_and_one_byte_more_does_not() {
+        let path =
+            std::env::temp_dir().join(format!("leadscore-rules-cap-{}.toml", std::process::id()));
+        let mut text = "#".repeat(MAX_RULES_BYTES - 1);
+        text.push('\n');
+        std::fs::write(&path, &text).expect("write the temporary file");
+        let at_cap = load_file(&path);
+        text.push('\n');
+        std::fs::write(&path, &text).expect("write the temporary file");
+        let over = load_file(&path);
+        let _ = std::fs::remove_file(&path);
+        assert!(at_cap.is_ok(), "{at_cap:?}");
+        assert!(over.is_err());
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_refused() {
+        let path =
+            std::env::temp_dir().join(format!("leadscore-rules-utf8-{}.toml", std::process::id()));
+        std::fs::write(&path, b"[score]\nname = \"\xff\"\n").expect("write the temporary file");
+        let result = load_file(&path);
+        let _ = std::fs::remove_file(&path);
+        let Err(RulesErrors(errs)) = result else {
+            panic!("loaded")
+        };
+        assert!(errs[0].message.contains("not UTF-8"), "{}", errs[0]);
     }
 
     #[test]

@@ -1,0 +1,149 @@
+//! `leadscore rules check` as a user runs it: exit status with and without `--strict`, warnings
+//! on stderr with file, line and key, and files that must be refused at once (`/dev/zero`, a
+//! directory), also when the scorer is pointed at them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn leadscore() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_leadscore"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Waits for `child`, killing it if it runs for a minute: a guard so a regression (reading
+/// `/dev/zero` forever) fails the test instead of hanging the suite. Not a timing assertion.
+fn finish(mut child: Child) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "still running after a minute; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn check(args: &[&str]) -> Output {
+    finish(
+        leadscore()
+            .args(["rules", "check"])
+            .args(args)
+            .spawn()
+            .expect("run leadscore"),
+    )
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A rules file in this test binary's scratch directory.
+fn rules_file(name: &str, text: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, text).expect("write the rules file");
+    path
+}
+
+#[test]
+fn warnings_exit_zero_unless_strict() {
+    let path = rules_file(
+        "rules-cli-warnings.toml",
+        "[score]\nmin = 5\nmax = 5\n\n[entry]\non = []\n",
+    );
+    let file = path.to_str().expect("UTF-8 path");
+
+    let out = check(&[file]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("{file}:3:7: score.max: warning: ")),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{file}:6:6: entry.on: warning: ")),
+        "{err}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(": ok with 2 warning(s):"), "{stdout}");
+
+    let out = check(&["--strict", file]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 2, "{}", stderr(&out));
+}
+
+#[test]
+fn strict_passes_files_without_warnings() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let seed = root.join("examples/rules/seed-canvas.toml");
+    let b2b = root.join("examples/rules/b2b-saas.toml");
+    let out = check(&[
+        "--strict",
+        seed.to_str().expect("UTF-8"),
+        b2b.to_str().expect("UTF-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+}
+
+#[test]
+fn errors_fail_with_or_without_strict() {
+    let path = rules_file("rules-cli-error.toml", "[score]\nmin = 6\nmax = 5\n");
+    let file = path.to_str().expect("UTF-8 path");
+    for args in [vec![file], vec!["--strict", file]] {
+        let out = check(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).starts_with(&format!("{file}:3:7: score.max: ")),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn rules_check_refuses_dev_zero_and_a_directory_at_once() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules");
+    let dir = dir.to_str().expect("UTF-8");
+    for (file, why) in [("/dev/zero", "larger than 1 MiB"), (dir, "is a directory")] {
+        let out = check(&[file]);
+        assert_eq!(out.status.code(), Some(1), "{file}");
+        let err = stderr(&out);
+        assert!(err.starts_with(&format!("{file}: ")), "{err}");
+        assert!(err.contains(why), "{err}");
+    }
+}
+
+/// The scorer loads its rules before it contacts Kafka, so a bad `scorer.rules` ends it at once
+/// with an error naming the file (no broker needed).
+#[test]
+fn scorer_refuses_dev_zero_and_a_directory_as_rules_at_once() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules");
+    let dir = dir.to_str().expect("UTF-8");
+    for (file, why) in [("/dev/zero", "larger than 1 MiB"), (dir, "is a directory")] {
+        let child = leadscore()
+            .arg("score")
+            .env("LEADSCORE__SCORER__RULES", file)
+            .env("LEADSCORE__ADMIN__LISTEN", "127.0.0.1:0")
+            // Nothing listens here: if the rules loaded, the scorer would fail on Kafka instead,
+            // and the message check below would catch it.
+            .env("LEADSCORE__KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+            .spawn()
+            .expect("run leadscore score");
+        let out = finish(child);
+        assert_ne!(out.status.code(), Some(0), "{file}");
+        let err = stderr(&out);
+        assert!(err.contains(&format!("rules {file}: {file}: ")), "{err}");
+        assert!(err.contains(why), "{err}");
+    }
+}
