@@ -49,22 +49,18 @@ pub use leadscore_engine::{
     simulate, state, timestamp,
 };
 
-pub mod admin;
 pub mod bench;
-pub mod changelog;
 pub mod cli;
 pub mod config;
-pub mod demo;
-pub mod devbroker;
+pub mod dev;
 pub mod handoff;
-pub mod handoff_bench;
-pub mod kafka;
-pub mod keyed_state;
-pub mod salesforce;
+pub mod ops;
+pub mod runtime;
 pub mod scorer;
-pub mod scorer_bench;
-pub mod service;
-pub mod sfstandin;
-pub mod shutdown;
-pub mod store;
-pub mod telemetry;
+
+// Module paths from before the folders (kept while branches in flight merge; to be removed).
+pub use bench::{handoff as handoff_bench, scorer as scorer_bench};
+pub use dev::{broker as devbroker, demo, standin as sfstandin};
+pub use handoff::salesforce;
+pub use ops::{admin, telemetry};
+pub use runtime::{changelog, kafka, keyed_state, service, shutdown, store};

@@ -7,6 +7,9 @@
 //! our code does. Each measurement runs once untimed to warm caches, the allocator and branch
 //! predictors, then once timed.
 
+pub mod handoff;
+pub mod scorer;
+
 use crate::codec::{self, Format, Limits};
 use crate::engine::Engine;
 use crate::event::{Event, Origin};

@@ -10,6 +10,8 @@
 //! input position checkpointed: an offset is never committed before every lead before it has an
 //! outcome recorded.
 
+pub mod salesforce;
+
 use crate::admin::Health;
 use crate::change::ScoreChange;
 use crate::changelog::{Changelog, ChangelogError, PartitionCheckpoint};
@@ -18,7 +20,7 @@ use crate::config::{HandoffSettings, Settings};
 use crate::event::Scalar;
 use crate::kafka::{self, ProduceError, Record, ServiceConsumer, ServiceProducer, TopicSpec};
 use crate::keyed_state::KeyedState;
-use crate::salesforce::{self, Backoff, LeadUpdate, RetryHint, SalesforceClient, SfError};
+use crate::salesforce::{Backoff, LeadUpdate, RetryHint, SalesforceClient, SfError};
 use crate::service::{self, Faults, Service};
 use crate::shutdown::Shutdown;
 use rdkafka::message::{BorrowedMessage, Message};

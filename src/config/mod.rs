@@ -1216,7 +1216,7 @@ fn section<T: DeserializeOwned + Default>(
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../deploy/config/leadscore.example.toml");
+    const EXAMPLE: &str = include_str!("../../deploy/config/leadscore.example.toml");
 
     fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
         vars.iter()

@@ -1,0 +1,9 @@
+//! The Kafka runtime both services stand on: clients and topics, owned partitions' keyed state
+//! backed by a changelog and a local store, the consumer loop, shutdown.
+
+pub mod changelog;
+pub mod kafka;
+pub mod keyed_state;
+pub mod service;
+pub mod shutdown;
+pub mod store;
