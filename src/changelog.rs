@@ -10,6 +10,14 @@
 //! every state record before it. A restore applies state records only once a checkpoint after
 //! them is read: records of a checkpoint that never completed (a crash between the two) are
 //! dropped and recomputed from the input. See `docs/crash-safety.md`.
+//!
+//! A checkpoint record also carries the partition's key count and an order-independent digest
+//! of its (key, value) pairs ([`StateDigest`]), kept up to date per changed key by
+//! [`KeyedState`](crate::keyed_state::KeyedState). A warm restart trusts its local copy only if
+//! the copy plus the changelog's tail matches the last checkpoint read; otherwise it restores
+//! the partition wholly from the changelog, with a warning and
+//! `leadscore_store_verify_failures_total{reason}` (docs/crash-safety.md, "Verifying the local
+//! store").
 
 use crate::kafka::{self, ProduceError, Record, ServiceProducer};
 use crate::store::{LocalStore, PartitionMeta, StoreError};
@@ -548,7 +556,6 @@ impl Changelog {
                     .is_some_and(|c| c.state.is_some())
                 {
                     if let Err((reason, detail)) = replay.verify() {
-                        // Nothing better to restore from: use it, and say so.
                         tracing::warn!(
                             partition = p,
                             reason = reason.as_str(),

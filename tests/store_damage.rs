@@ -11,7 +11,7 @@
 mod common;
 
 use common::{metric_with, Broker, Names, TempDir};
-use leadscore::changelog::Changelog;
+use leadscore::changelog::{Changelog, Restored};
 use leadscore::kafka::{self, ServiceProducer};
 use leadscore::keyed_state::KeyedState;
 use leadscore::telemetry;
@@ -53,7 +53,8 @@ struct Setup {
     dir: TempDir,
 }
 
-/// Partition number, warm, and every user with its value, of one restore of every partition.
+/// What one restore of every partition gave: the partitions restored warm, and every user with
+/// its value.
 struct Restore {
     warm: BTreeSet<i32>,
     users: BTreeMap<String, String>,
@@ -86,17 +87,22 @@ impl Setup {
 
     /// Instance `name` runs as a service does: restores every partition, then checkpoints
     /// `BATCHES` batches (each changes some users and adds others), then stops cleanly.
-    /// `round` keeps the values of one run apart from another's. Returns what it restored.
+    /// `round` keeps the users and values of one run apart from another's. Returns what it
+    /// restored.
     fn run(&self, name: &str, round: usize) -> Restore {
         let changelog = Changelog::open(&self.state(name), &self.topic, &self.props).expect("open");
         let producer = ServiceProducer::new(&self.props, None).expect("producer");
         let consumer = kafka::reader(&self.props).expect("consumer");
-        let restore = restore_all(&changelog);
-        let mut states: Vec<KeyedState<String>> = (0..PARTITIONS)
-            .map(|p| {
-                KeyedState::restore(changelog.restore(p).expect("restore"), utf8).expect("utf8")
-            })
-            .collect();
+        let mut restore = Restore {
+            warm: BTreeSet::new(),
+            users: BTreeMap::new(),
+        };
+        let mut states: Vec<KeyedState<String>> = Vec::new();
+        for p in 0..PARTITIONS {
+            let r = changelog.restore(p).expect("restore");
+            restore.add(p, &r);
+            states.push(KeyedState::restore(r, utf8).expect("utf8"));
+        }
         for batch in 0..BATCHES {
             let mut parts = Vec::new();
             for (p, st) in states.iter_mut().enumerate() {
@@ -115,6 +121,23 @@ impl Setup {
         restore
     }
 
+    /// A crash in the middle of a checkpoint: user records reach the changelog, the checkpoint
+    /// record after them never does.
+    fn orphans(&self, records: &[(i32, &str, &str)]) {
+        let producer = ServiceProducer::new(&self.props, None).expect("producer");
+        for (p, key, value) in records {
+            let record = kafka::Record {
+                topic: &self.topic,
+                partition: Some(*p),
+                key: key.as_bytes(),
+                payload: Some(value.as_bytes()),
+                headers: None,
+            };
+            producer.send(record, false).expect("send");
+        }
+        producer.flush().expect("flush");
+    }
+
     /// Instance `name` restores every partition and stops.
     fn restore(&self, name: &str) -> Restore {
         let changelog = Changelog::open(&self.state(name), &self.topic, &self.props).expect("open");
@@ -131,19 +154,26 @@ impl Setup {
     }
 }
 
-fn restore_all(changelog: &Changelog) -> Restore {
-    let mut warm = BTreeSet::new();
-    let mut users = BTreeMap::new();
-    for p in 0..PARTITIONS {
-        let r = changelog.restore(p).expect("restore");
+impl Restore {
+    fn add(&mut self, p: i32, r: &Restored) {
         if r.warm {
-            warm.insert(p);
+            self.warm.insert(p);
         }
-        for (k, v) in r.entries {
-            users.insert(k, utf8(&v).expect("utf8"));
+        for (k, v) in &r.entries {
+            self.users.insert(k.clone(), utf8(v).expect("utf8"));
         }
     }
-    Restore { warm, users }
+}
+
+fn restore_all(changelog: &Changelog) -> Restore {
+    let mut restore = Restore {
+        warm: BTreeSet::new(),
+        users: BTreeMap::new(),
+    };
+    for p in 0..PARTITIONS {
+        restore.add(p, &changelog.restore(p).expect("restore"));
+    }
+    restore
 }
 
 fn all_partitions() -> BTreeSet<i32> {
@@ -247,4 +277,32 @@ fn keys_whose_meta_was_lost_are_not_trusted() {
     let before = failures("no_meta");
     remove(&setup.fjall("a").join("partitions/meta/manifest"));
     assert_recovers(&setup, &[0, 1, 2], "no_meta", before);
+}
+
+#[test]
+fn records_of_an_incomplete_checkpoint_do_not_make_a_later_restart_distrust_its_copy() {
+    let _serial = serial();
+    let setup = Setup::new("store-orphans");
+    setup.run("a", 0);
+    let before: f64 = REASONS.iter().map(|r| failures(r)).sum();
+    // An owner crashes mid-checkpoint: a changed user and a new one reach the changelog only.
+    setup.orphans(&[
+        (0, "user-0-0", "never checkpointed"),
+        (1, "user-1-new", "never checkpointed"),
+    ]);
+    // The next owner drops them (they follow the last checkpoint), then checkpoints users of
+    // its own, not these two.
+    setup.run("c", 1);
+    let c = setup.restore("c");
+    assert_eq!(c.users["user-0-0"], "round 0 batch 0");
+    assert!(!c.users.contains_key("user-1-new"));
+
+    // a's copy predates all of it: its restart reads the dropped records and then c's
+    // checkpoints, which must have superseded them, or the state would differ from c's.
+    let a = setup.restore("a");
+    assert_eq!(a.warm, all_partitions(), "a's copy distrusted");
+    assert_eq!(a.users, c.users);
+    assert_eq!(setup.changelog_users(), c.users);
+    let after: f64 = REASONS.iter().map(|r| failures(r)).sum();
+    assert_eq!(after, before, "nothing counted as a failure");
 }
