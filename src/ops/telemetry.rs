@@ -22,6 +22,7 @@ pub const RESTORING_PARTITIONS: &str = "leadscore_restoring_partitions";
 pub const ASSIGNED_PARTITIONS: &str = "leadscore_assigned_partitions";
 pub const STORE_USERS: &str = "leadscore_store_keys";
 pub const STORE_BYTES: &str = "leadscore_store_bytes";
+pub const STORE_VERIFY_FAILURES: &str = "leadscore_store_verify_failures_total";
 pub const PENDING_TIMERS: &str = "leadscore_pending_timers";
 pub const CHECKPOINT_SECONDS: &str = "leadscore_checkpoint_duration_seconds";
 pub const CHECKPOINTS: &str = "leadscore_checkpoints_total";
@@ -55,6 +56,7 @@ pub fn describe() {
         describe_gauge!(ASSIGNED_PARTITIONS, Unit::Count, "Partitions this instance owns.");
         describe_gauge!(STORE_USERS, Unit::Count, "Keys (users) held in state across owned partitions.");
         describe_gauge!(STORE_BYTES, Unit::Bytes, "Bytes the local store takes on disk (all partitions, journal included).");
+        describe_counter!(STORE_VERIFY_FAILURES, Unit::Count, "Local store copies not trusted at a restore (restored wholly from the changelog instead), by reason (unreadable, no_meta, ahead, no_checkpoint, unverifiable, key_count, digest).");
         describe_gauge!(PENDING_TIMERS, Unit::Count, "Inactivity timers waiting to fire across owned partitions.");
         describe_histogram!(CHECKPOINT_SECONDS, Unit::Seconds, "How long a checkpoint (flush, changelog, commit or transaction) took.");
         describe_counter!(CHECKPOINTS, Unit::Count, "Checkpoints completed.");

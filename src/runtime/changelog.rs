@@ -10,6 +10,14 @@
 //! every state record before it. A restore applies state records only once a checkpoint after
 //! them is read: records of a checkpoint that never completed (a crash between the two) are
 //! dropped and recomputed from the input. See `docs/crash-safety.md`.
+//!
+//! A checkpoint record also carries the partition's key count and an order-independent digest
+//! of its (key, value) pairs ([`StateDigest`]), kept up to date per changed key by
+//! [`KeyedState`](crate::keyed_state::KeyedState). A warm restart trusts its local copy only if
+//! the copy plus the changelog's tail matches the last checkpoint read; otherwise it restores
+//! the partition wholly from the changelog, with a warning and
+//! `leadscore_store_verify_failures_total{reason}` (docs/crash-safety.md, "Verifying the local
+//! store").
 
 use crate::kafka::{self, ProduceError, Record, ServiceProducer};
 use crate::store::{LocalStore, PartitionMeta, StoreError};
@@ -29,38 +37,189 @@ use thiserror::Error;
 /// input events, so it can never be a user's key.
 pub const CHECKPOINT_KEY: &[u8] = b"\0leadscore.checkpoint";
 
-/// Encoding version of checkpoint records.
-const CHECKPOINT_VERSION: u8 = 1;
+/// Encoding version of checkpoint records written now. Version 1 (`[1][next input offset]
+/// [app]`) had no [`StateDigest`]; version 2 (`[2][next input offset][keys][digest][app]`, all
+/// integers big-endian) has. Both decode.
+const CHECKPOINT_VERSION: u8 = 2;
 
-/// What a checkpoint record says: where the input resumes, and service-specific metadata
-/// (the scorer's partition clock).
+/// The first checkpoint version, still decoded (a restart after an upgrade reads them).
+const CHECKPOINT_V1: u8 = 1;
+
+/// What a checkpoint record says: where the input resumes, what the partition's state is as of
+/// it, and service-specific metadata (the scorer's partition clock).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Checkpoint {
     /// The next input offset to process on this partition.
     pub next_input_offset: i64,
+    /// The partition's whole state as of this checkpoint (what a restore from the changelog
+    /// yields), so that a warm restart can check its local copy against it; `None` in records
+    /// of version 1, which predate it.
+    pub state: Option<StateDigest>,
     pub app: Vec<u8>,
 }
 
 impl Checkpoint {
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(9 + self.app.len());
-        v.push(CHECKPOINT_VERSION);
-        v.extend_from_slice(&self.next_input_offset.to_be_bytes());
+        let mut v = Vec::with_capacity(25 + self.app.len());
+        match self.state {
+            Some(state) => {
+                v.push(CHECKPOINT_VERSION);
+                v.extend_from_slice(&self.next_input_offset.to_be_bytes());
+                v.extend_from_slice(&state.keys.to_be_bytes());
+                v.extend_from_slice(&state.sum.to_be_bytes());
+            }
+            // Nothing to vouch for: the old layout says exactly that.
+            None => {
+                v.push(CHECKPOINT_V1);
+                v.extend_from_slice(&self.next_input_offset.to_be_bytes());
+            }
+        }
         v.extend_from_slice(&self.app);
         v
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Checkpoint, ChangelogError> {
+        let be = |b: &[u8]| {
+            let mut o = [0u8; 8];
+            o.copy_from_slice(b);
+            o
+        };
         match bytes {
-            [CHECKPOINT_VERSION, rest @ ..] if rest.len() >= 8 => {
-                let mut o = [0u8; 8];
-                o.copy_from_slice(&rest[..8]);
-                Ok(Checkpoint {
-                    next_input_offset: i64::from_be_bytes(o),
-                    app: rest[8..].to_vec(),
-                })
-            }
+            [CHECKPOINT_VERSION, rest @ ..] if rest.len() >= 24 => Ok(Checkpoint {
+                next_input_offset: i64::from_be_bytes(be(&rest[..8])),
+                state: Some(StateDigest {
+                    keys: u64::from_be_bytes(be(&rest[8..16])),
+                    sum: u64::from_be_bytes(be(&rest[16..24])),
+                }),
+                app: rest[24..].to_vec(),
+            }),
+            [CHECKPOINT_V1, rest @ ..] if rest.len() >= 8 => Ok(Checkpoint {
+                next_input_offset: i64::from_be_bytes(be(&rest[..8])),
+                state: None,
+                app: rest[8..].to_vec(),
+            }),
             _ => Err(ChangelogError::BadCheckpoint),
+        }
+    }
+}
+
+/// A partition's state in two numbers: how many keys it has, and the wrapping sum of
+/// [`entry_hash`] over its (key, value) pairs. The sum does not depend on order and one entry
+/// can be added, removed or replaced in O(1), so the services keep it up to date as keys change
+/// (checkpoints stay cheap) and a restore computes it while it reads every entry anyway.
+///
+/// It detects accidental loss or damage (a missing partition, missing files, a stale or
+/// foreign copy), not tampering: the hash is fast, not cryptographic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct StateDigest {
+    pub keys: u64,
+    pub sum: u64,
+}
+
+impl StateDigest {
+    /// A key with value hash `hash` was added.
+    pub fn insert(&mut self, hash: u64) {
+        self.keys = self.keys.wrapping_add(1);
+        self.sum = self.sum.wrapping_add(hash);
+    }
+
+    /// A key whose value hashed to `hash` was removed.
+    pub fn remove(&mut self, hash: u64) {
+        self.keys = self.keys.wrapping_sub(1);
+        self.sum = self.sum.wrapping_sub(hash);
+    }
+
+    /// A key's value changed from one hashing to `old` to one hashing to `new`.
+    pub fn replace(&mut self, old: u64, new: u64) {
+        self.sum = self.sum.wrapping_sub(old).wrapping_add(new);
+    }
+
+    /// The digest of `entries`.
+    pub fn of<'a>(entries: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> StateDigest {
+        let mut d = StateDigest::default();
+        for (k, v) in entries {
+            d.insert(entry_hash(k, v));
+        }
+        d
+    }
+}
+
+/// The 64-bit hash of one (key, value bytes) pair that [`StateDigest`] sums; never 0, so a
+/// caller can use 0 for "no entry".
+///
+/// It is part of the checkpoint format (version 2): changing it makes every stored digest
+/// disagree, so a change needs a new checkpoint version. Eight bytes at a time (an FxHash-style
+/// rotate, xor, multiply), the lengths mixed in so that key and value cannot trade bytes, then
+/// MurmurHash3's finalizer so every input bit reaches every output bit. About as fast as
+/// copying the value, which matters at a million keys per restore.
+pub fn entry_hash(key: &str, value: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    fn absorb(mut h: u64, bytes: &[u8]) -> u64 {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(K);
+        }
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            let mut b = [0u8; 8];
+            b[..tail.len()].copy_from_slice(tail);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(K);
+        }
+        (h.rotate_left(5) ^ bytes.len() as u64).wrapping_mul(K)
+    }
+    let mut h = absorb(absorb(0x6c65_6164_7363_6f72, key.as_bytes()), value);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h.max(1)
+}
+
+/// Why a warm restart did not trust its local copy (the `reason` label of
+/// [`t::STORE_VERIFY_FAILURES`]). A bounded set: see [`VerifyFailure::REASONS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyFailure {
+    /// The local copy could not be read (an engine error, or its checkpoint does not decode).
+    Unreadable,
+    /// Keys without the partition's meta: the meta was lost.
+    NoMeta,
+    /// The local copy claims a changelog offset at or past the changelog's end (the topic was
+    /// recreated or truncated).
+    Ahead,
+    /// No checkpoint record at or after the local copy's changelog offset.
+    NoCheckpoint,
+    /// The last checkpoint predates digests (version 1): nothing to verify against.
+    Unverifiable,
+    /// The number of keys differs from the last checkpoint's.
+    KeyCount,
+    /// Same number of keys, different digest: some value or key differs.
+    Digest,
+}
+
+impl VerifyFailure {
+    /// Every reason label, for exporting the counter at 0 from start-up.
+    pub const REASONS: [&'static str; 7] = [
+        "unreadable",
+        "no_meta",
+        "ahead",
+        "no_checkpoint",
+        "unverifiable",
+        "key_count",
+        "digest",
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyFailure::Unreadable => "unreadable",
+            VerifyFailure::NoMeta => "no_meta",
+            VerifyFailure::Ahead => "ahead",
+            VerifyFailure::NoCheckpoint => "no_checkpoint",
+            VerifyFailure::Unverifiable => "unverifiable",
+            VerifyFailure::KeyCount => "key_count",
+            VerifyFailure::Digest => "digest",
         }
     }
 }
@@ -98,9 +257,98 @@ pub struct Restored {
     pub checkpoint: Option<Checkpoint>,
     /// Changelog records read (the local store supplied the rest).
     pub records_read: u64,
-    /// Whether the local store was used (a warm restart).
+    /// Whether the local store was used (a warm restart): it was, and it matched the last
+    /// checkpoint's [`StateDigest`].
     pub warm: bool,
     pub duration: Duration,
+    /// Keys of changelog records after the last checkpoint (one that never completed), which
+    /// the restore dropped. They are still in the changelog, where a later restore would apply
+    /// them with the next checkpoint: the next checkpoint must write these keys again (their
+    /// restored value, or a tombstone for a key the state lacks) so that the changelog's last
+    /// record of every key is the state's.
+    pub unconfirmed: Vec<String>,
+}
+
+/// A partition's local copy, as a warm restart starts from it.
+struct LocalCopy {
+    entries: HashMap<String, Vec<u8>>,
+    /// Of `entries`, computed while loading them.
+    state: StateDigest,
+    /// The offset of the checkpoint record the copy reflects.
+    changelog_offset: i64,
+    checkpoint: Checkpoint,
+}
+
+/// A partition's state as a read of the changelog to its end leaves it.
+#[derive(Default)]
+struct Replay {
+    entries: HashMap<String, Vec<u8>>,
+    /// Of `entries`, kept up to date record by record.
+    state: StateDigest,
+    /// The last complete checkpoint (read, or the local copy's).
+    checkpoint: Option<Checkpoint>,
+    /// The offset of the last checkpoint record read; `None` if none was.
+    checkpoint_offset: Option<i64>,
+    /// The changes applied, in order, for the local store.
+    applied: Vec<(String, Option<Vec<u8>>)>,
+    /// Keys of the records after the last checkpoint, dropped.
+    unconfirmed: Vec<String>,
+    /// Changelog records read, over every pass of this restore.
+    records_read: u64,
+}
+
+impl Replay {
+    /// Applies one change, keeping the digest up to date.
+    fn apply(&mut self, key: String, value: Option<Vec<u8>>) {
+        let new = value.as_deref().map(|v| entry_hash(&key, v));
+        let old = match &value {
+            Some(v) => self.entries.insert(key.clone(), v.clone()),
+            None => self.entries.remove(&key),
+        };
+        match (old.map(|o| entry_hash(&key, &o)), new) {
+            (None, Some(n)) => self.state.insert(n),
+            (Some(o), Some(n)) => self.state.replace(o, n),
+            (Some(o), None) => self.state.remove(o),
+            (None, None) => {}
+        }
+        self.applied.push((key, value));
+    }
+
+    /// Whether the state matches the last checkpoint read; what differs if not.
+    fn verify(&self) -> Result<(), (VerifyFailure, String)> {
+        let (Some(offset), Some(cp)) = (self.checkpoint_offset, &self.checkpoint) else {
+            return Err((
+                VerifyFailure::NoCheckpoint,
+                "no checkpoint record at or after the local copy's changelog offset".to_owned(),
+            ));
+        };
+        let Some(want) = cp.state else {
+            return Err((
+                VerifyFailure::Unverifiable,
+                format!("the checkpoint at changelog offset {offset} predates state digests"),
+            ));
+        };
+        let got = self.state;
+        if got.keys != want.keys {
+            Err((
+                VerifyFailure::KeyCount,
+                format!(
+                    "{} keys, the checkpoint at changelog offset {offset} says {}",
+                    got.keys, want.keys
+                ),
+            ))
+        } else if got.sum != want.sum {
+            Err((
+                VerifyFailure::Digest,
+                format!(
+                    "digest {:016x}, the checkpoint at changelog offset {offset} says {:016x}",
+                    got.sum, want.sum
+                ),
+            ))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// One partition's share of a checkpoint: its changed keys (`None` deletes) and its record.
@@ -183,6 +431,7 @@ impl Changelog {
             Ok(s) => s,
             Err(e) if e.is_damaged() => {
                 tracing::warn!(dir = %dir.display(), error = %e, "local store damaged; rebuilding it from the changelog");
+                metrics::counter!(t::STORE_VERIFY_FAILURES, "reason" => VerifyFailure::Unreadable.as_str()).increment(1);
                 LocalStore::destroy(dir)?;
                 LocalStore::open(dir)?
             }
@@ -242,6 +491,12 @@ impl Changelog {
         Ok(restored)
     }
 
+    /// The local copy is trusted only once verified: it is read (its [`StateDigest`] computed
+    /// on the way), then the changelog from the copy's own checkpoint record (not the record
+    /// after it) to the end, applying the tail. The last checkpoint read then describes exactly
+    /// the state the copy plus the tail should be, whether it is the copy's own record or a
+    /// later one (compaction may have removed the copy's, never the latest). On any mismatch
+    /// the partition is restored wholly from the changelog.
     fn restore_partition(
         &self,
         p: i32,
@@ -258,116 +513,224 @@ impl Changelog {
             .fetch_watermarks(&self.topic, p, kafka::SETUP_TIMEOUT)
             .map_err(kerr)?;
 
-        let mut out = Restored::default();
+        let mut read_before = 0;
+        let mut warm = None;
+        if let Some(local) = self.local_copy(p, high)? {
+            let local_offset = local.changelog_offset;
+            let start = Replay {
+                entries: local.entries,
+                state: local.state,
+                checkpoint: Some(local.checkpoint),
+                ..Replay::default()
+            };
+            let replay = self.replay(
+                &reader,
+                p,
+                (low, high),
+                local_offset.max(low),
+                start,
+                gauges,
+            )?;
+            match replay.verify() {
+                Ok(()) => warm = Some((replay, local_offset)),
+                Err((reason, detail)) => {
+                    self.distrust(p, reason, &detail);
+                    self.store.clear_partition(p)?;
+                    read_before = replay.records_read;
+                }
+            }
+        }
+        let (replay, warm_from) = match warm {
+            Some((replay, offset)) => (replay, Some(offset)),
+            None => {
+                let start = Replay {
+                    records_read: read_before,
+                    ..Replay::default()
+                };
+                let replay = self.replay(&reader, p, (low, high), low, start, gauges)?;
+                // Checked too, though there is no better source to fall back to: a mismatch
+                // here means the changelog's history is inconsistent, worth a warning.
+                if replay
+                    .checkpoint
+                    .as_ref()
+                    .is_some_and(|c| c.state.is_some())
+                {
+                    if let Err((reason, detail)) = replay.verify() {
+                        tracing::warn!(
+                            partition = p,
+                            reason = reason.as_str(),
+                            %detail,
+                            "the changelog does not match its own last checkpoint; using it as it is"
+                        );
+                    }
+                }
+                (replay, None)
+            }
+        };
+
+        // Bring the local copy up to date so the next restart is warm (nothing to write when
+        // the verified copy was already the latest checkpoint).
+        if let (Some(offset), Some(cp)) = (replay.checkpoint_offset, &replay.checkpoint) {
+            if warm_from != Some(offset) || !replay.applied.is_empty() {
+                let changes: Vec<(&str, Option<&[u8]>)> = replay
+                    .applied
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_deref()))
+                    .collect();
+                self.store.write(
+                    p,
+                    &changes,
+                    &PartitionMeta {
+                        changelog_offset: offset,
+                        app: cp.encode(),
+                    },
+                )?;
+            }
+        }
+        Ok(Restored {
+            entries: replay.entries,
+            checkpoint: replay.checkpoint,
+            records_read: replay.records_read,
+            warm: warm_from.is_some(),
+            duration: started.elapsed(),
+            unconfirmed: replay.unconfirmed,
+        })
+    }
+
+    /// Partition `p`'s local copy, if there is one worth verifying. A copy that cannot be used
+    /// at all is counted, logged and cleared here.
+    fn local_copy(&self, p: i32, high: i64) -> Result<Option<LocalCopy>, ChangelogError> {
         let (meta, entries) = match self.store.load_partition(p) {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!(partition = p, error = %e, "local state unreadable; restoring from the changelog");
+                self.distrust(p, VerifyFailure::Unreadable, &e.to_string());
                 self.store.clear_partition(p)?;
-                (None, Vec::new())
+                return Ok(None);
             }
         };
-        let mut from = low;
-        if let Some(meta) = meta {
-            if meta.changelog_offset < high {
-                match Checkpoint::decode(&meta.app) {
-                    Ok(cp) => {
-                        out.entries = entries.into_iter().collect();
-                        out.checkpoint = Some(cp);
-                        out.warm = true;
-                        from = (meta.changelog_offset + 1).max(low);
-                    }
-                    Err(_) => self.store.clear_partition(p)?,
-                }
-            } else {
-                // The local copy is ahead of the changelog: the topic was recreated. Trust Kafka.
-                tracing::warn!(
-                    partition = p,
-                    local = meta.changelog_offset,
-                    high,
-                    "local state is ahead of the changelog; restoring from the changelog"
-                );
+        let Some(meta) = meta else {
+            // The meta is written atomically with every change: keys without it mean it was
+            // lost, and with it what the keys reflect.
+            if !entries.is_empty() {
+                let detail = format!("{} keys but no meta", entries.len());
+                self.distrust(p, VerifyFailure::NoMeta, &detail);
                 self.store.clear_partition(p)?;
             }
+            return Ok(None);
+        };
+        if meta.changelog_offset >= high {
+            // The topic was recreated (or truncated). Trust Kafka.
+            let detail = format!(
+                "the local copy is at changelog offset {}, the changelog ends before {high}",
+                meta.changelog_offset
+            );
+            self.distrust(p, VerifyFailure::Ahead, &detail);
+            self.store.clear_partition(p)?;
+            return Ok(None);
         }
+        let checkpoint = match Checkpoint::decode(&meta.app) {
+            Ok(cp) => cp,
+            Err(e) => {
+                self.distrust(p, VerifyFailure::Unreadable, &e.to_string());
+                self.store.clear_partition(p)?;
+                return Ok(None);
+            }
+        };
+        let mut state = StateDigest::default();
+        let mut map = HashMap::with_capacity(entries.len());
+        for (k, v) in entries {
+            state.insert(entry_hash(&k, &v));
+            map.insert(k, v);
+        }
+        Ok(Some(LocalCopy {
+            entries: map,
+            state,
+            changelog_offset: meta.changelog_offset,
+            checkpoint,
+        }))
+    }
 
-        gauges.progress(0, high - from);
-        let mut last_checkpoint_offset = None;
-        let mut applied: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+    /// A local copy not to be trusted: a warning naming the partition and what is wrong, and
+    /// the counter by reason.
+    fn distrust(&self, p: i32, reason: VerifyFailure, detail: &str) {
+        tracing::warn!(
+            partition = p,
+            reason = reason.as_str(),
+            detail,
+            "local state does not match the changelog; restoring the partition wholly from the changelog"
+        );
+        metrics::counter!(t::STORE_VERIFY_FAILURES, "reason" => reason.as_str()).increment(1);
+    }
+
+    /// Reads changelog partition `p` from `from` to its end into `out`. User records are held
+    /// back until a checkpoint record follows them.
+    fn replay<C: ConsumerContext>(
+        &self,
+        reader: &BaseConsumer<C>,
+        p: i32,
+        (low, high): (i64, i64),
+        from: i64,
+        mut out: Replay,
+        gauges: &mut RestoreGauges,
+    ) -> Result<Replay, ChangelogError> {
+        let kerr = |source| ChangelogError::Kafka {
+            topic: self.topic.clone(),
+            partition: p,
+            source,
+        };
+        gauges.progress(out.records_read, high - from);
         // Read to the end even when the high watermark says there is nothing: the end is the
         // partition-EOF event (some Kafka-compatible brokers under-report the watermark).
-        {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&self.topic, p, Offset::Offset(kafka::rewound(from, low)))
-                .map_err(kerr)?;
-            reader.assign(&tpl).map_err(kerr)?;
-            let mut pending: Vec<(String, Option<Vec<u8>>)> = Vec::new();
-            loop {
-                match reader.poll(Duration::from_secs(10)) {
-                    // No record and no end-of-partition within the timeout: keep waiting, the
-                    // partition-EOF event (not the high watermark, which some Kafka-compatible
-                    // brokers under-report) says when the end is reached.
-                    None => tracing::debug!(partition = p, "restore: waiting for the changelog"),
-                    Some(Err(KafkaError::PartitionEOF(_))) => break,
-                    Some(Err(e)) => return Err(kerr(e)),
-                    Some(Ok(m)) if m.offset() < from => {
-                        // Fetched early on purpose (kafka::FETCH_REWIND), or delivered twice.
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, p, Offset::Offset(kafka::rewound(from, low)))
+            .map_err(kerr)?;
+        reader.assign(&tpl).map_err(kerr)?;
+        let mut pending: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        loop {
+            match reader.poll(Duration::from_secs(10)) {
+                // No record and no end-of-partition within the timeout: keep waiting, the
+                // partition-EOF event (not the high watermark, which some Kafka-compatible
+                // brokers under-report) says when the end is reached.
+                None => tracing::debug!(partition = p, "restore: waiting for the changelog"),
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => return Err(kerr(e)),
+                Some(Ok(m)) if m.offset() < from => {
+                    // Fetched early on purpose (kafka::FETCH_REWIND), or delivered twice.
+                }
+                Some(Ok(m)) => {
+                    out.records_read += 1;
+                    if out.records_read % 1_000 == 0 {
+                        gauges.progress(out.records_read, high - m.offset() - 1);
                     }
-                    Some(Ok(m)) => {
-                        out.records_read += 1;
-                        if out.records_read % 1_000 == 0 {
-                            gauges.progress(out.records_read, high - m.offset() - 1);
+                    let key = m.key().unwrap_or_default();
+                    if key == CHECKPOINT_KEY {
+                        let cp = Checkpoint::decode(m.payload().unwrap_or_default())?;
+                        for (k, v) in pending.drain(..) {
+                            out.apply(k, v);
                         }
-                        let key = m.key().unwrap_or_default();
-                        if key == CHECKPOINT_KEY {
-                            let cp = Checkpoint::decode(m.payload().unwrap_or_default())?;
-                            for (k, v) in pending.drain(..) {
-                                match &v {
-                                    Some(v) => out.entries.insert(k.clone(), v.clone()),
-                                    None => out.entries.remove(&k),
-                                };
-                                applied.push((k, v));
-                            }
-                            out.checkpoint = Some(cp);
-                            last_checkpoint_offset = Some(m.offset());
-                        } else {
-                            let k = std::str::from_utf8(key)
-                                .map_err(|_| ChangelogError::BadKey {
-                                    topic: self.topic.clone(),
-                                    partition: p,
-                                })?
-                                .to_string();
-                            pending.push((k, m.payload().map(<[u8]>::to_vec)));
-                        }
+                        out.checkpoint = Some(cp);
+                        out.checkpoint_offset = Some(m.offset());
+                    } else {
+                        let k = std::str::from_utf8(key)
+                            .map_err(|_| ChangelogError::BadKey {
+                                topic: self.topic.clone(),
+                                partition: p,
+                            })?
+                            .to_string();
+                        pending.push((k, m.payload().map(<[u8]>::to_vec)));
                     }
                 }
             }
-            if !pending.is_empty() {
-                tracing::info!(
-                    partition = p,
-                    records = pending.len(),
-                    "dropped changelog records of an incomplete checkpoint"
-                );
-            }
+        }
+        if !pending.is_empty() {
+            tracing::info!(
+                partition = p,
+                records = pending.len(),
+                "dropped changelog records of an incomplete checkpoint"
+            );
+            out.unconfirmed = pending.into_iter().map(|(k, _)| k).collect();
         }
         gauges.progress(out.records_read, 0);
-
-        // Bring the local copy up to date so the next restart is warm.
-        if let (Some(offset), Some(cp)) = (last_checkpoint_offset, &out.checkpoint) {
-            let changes: Vec<(&str, Option<&[u8]>)> = applied
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_deref()))
-                .collect();
-            self.store.write(
-                p,
-                &changes,
-                &PartitionMeta {
-                    changelog_offset: offset,
-                    app: cp.encode(),
-                },
-            )?;
-        }
-        out.duration = started.elapsed();
         Ok(out)
     }
 
@@ -482,5 +845,132 @@ impl Changelog {
             },
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_of_both_versions_decode() {
+        let cp = Checkpoint {
+            next_input_offset: 42,
+            state: Some(StateDigest { keys: 3, sum: 7 }),
+            app: b"clock".to_vec(),
+        };
+        let bytes = cp.encode();
+        assert_eq!(bytes[0], 2);
+        assert_eq!(Checkpoint::decode(&bytes).expect("v2"), cp);
+
+        // A version 1 record, as the previous release wrote it.
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&42i64.to_be_bytes());
+        v1.extend_from_slice(b"clock");
+        let old = Checkpoint::decode(&v1).expect("v1");
+        assert_eq!(
+            old,
+            Checkpoint {
+                state: None,
+                ..cp.clone()
+            }
+        );
+        assert_eq!(
+            old.encode(),
+            v1,
+            "nothing to vouch for: written as version 1"
+        );
+
+        for bad in [&b""[..], &[2, 0, 0][..], &bytes[..20], &[3; 40][..]] {
+            assert!(matches!(
+                Checkpoint::decode(bad),
+                Err(ChangelogError::BadCheckpoint)
+            ));
+        }
+    }
+
+    #[test]
+    fn the_entry_hash_is_fixed_and_separates_key_from_value() {
+        // Part of the stored format: these values must never change (an independent
+        // implementation of the same steps gave them).
+        assert_eq!(entry_hash("user-1", b"state"), 0x1b62_2583_a4ed_8af3);
+        assert_eq!(entry_hash("", b""), 0x4d94_28e3_c1cc_ccdc);
+        assert_ne!(entry_hash("ab", b"c"), entry_hash("a", b"bc"));
+        assert_ne!(entry_hash("a", b"\0"), entry_hash("a", b""));
+        assert_ne!(entry_hash("k", b"12345678"), entry_hash("k", b"12345679"));
+    }
+
+    #[test]
+    fn the_digest_adds_removes_and_replaces_in_any_order() {
+        let e = |k: &str, v: &str| entry_hash(k, v.as_bytes());
+        let mut d = StateDigest::default();
+        d.insert(e("b", "2"));
+        d.insert(e("a", "1"));
+        d.insert(e("c", "3"));
+        d.replace(e("a", "1"), e("a", "9"));
+        d.remove(e("c", "3"));
+        assert_eq!(
+            d,
+            StateDigest::of([("a", b"9".as_slice()), ("b", b"2".as_slice())])
+        );
+        assert_eq!(d.keys, 2);
+    }
+
+    fn replay_of(entries: &[(&str, &str)], checkpoint: Option<StateDigest>) -> Replay {
+        let mut r = Replay::default();
+        for (k, v) in entries {
+            r.apply(k.to_string(), Some(v.as_bytes().to_vec()));
+        }
+        r.checkpoint = Some(Checkpoint {
+            state: checkpoint,
+            ..Checkpoint::default()
+        });
+        r.checkpoint_offset = Some(7);
+        r
+    }
+
+    #[test]
+    fn a_replay_verifies_against_the_last_checkpoint_read() {
+        let pairs = [("a", "1"), ("b", "2")];
+        let digest = StateDigest::of(pairs.iter().map(|(k, v)| (*k, v.as_bytes())));
+        assert_eq!(replay_of(&pairs, Some(digest)).verify(), Ok(()));
+
+        let reason = |r: Replay| r.verify().expect_err("mismatch").0;
+        assert_eq!(
+            reason(replay_of(&pairs[..1], Some(digest))),
+            VerifyFailure::KeyCount
+        );
+        assert_eq!(
+            reason(replay_of(&[("a", "1"), ("b", "3")], Some(digest))),
+            VerifyFailure::Digest
+        );
+        assert_eq!(reason(replay_of(&pairs, None)), VerifyFailure::Unverifiable);
+        let mut none_read = replay_of(&pairs, Some(digest));
+        none_read.checkpoint_offset = None;
+        assert_eq!(reason(none_read), VerifyFailure::NoCheckpoint);
+
+        // Changes and deletes keep the digest of what is held.
+        let mut r = replay_of(&[("a", "0"), ("c", "3")], Some(digest));
+        r.apply("a".into(), Some(b"1".to_vec()));
+        r.apply("b".into(), Some(b"2".to_vec()));
+        r.apply("c".into(), None);
+        r.apply("never".into(), None);
+        assert_eq!(r.verify(), Ok(()));
+        assert_eq!(r.applied.len(), 6);
+    }
+
+    #[test]
+    fn failure_reasons_are_a_bounded_set() {
+        let all = [
+            VerifyFailure::Unreadable,
+            VerifyFailure::NoMeta,
+            VerifyFailure::Ahead,
+            VerifyFailure::NoCheckpoint,
+            VerifyFailure::Unverifiable,
+            VerifyFailure::KeyCount,
+            VerifyFailure::Digest,
+        ];
+        let labels: Vec<&str> = all.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels, VerifyFailure::REASONS);
     }
 }

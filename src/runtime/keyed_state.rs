@@ -3,7 +3,7 @@
 //! state and the state into the next checkpoint ([`PartitionCheckpoint`]) for
 //! [`Changelog::commit`](crate::changelog::Changelog::commit).
 
-use crate::changelog::{Checkpoint, PartitionCheckpoint, Restored};
+use crate::changelog::{entry_hash, Checkpoint, PartitionCheckpoint, Restored, StateDigest};
 use crate::partition::UserStore;
 use crate::state::UserState;
 use std::collections::{HashMap, HashSet};
@@ -11,14 +11,28 @@ use std::collections::{HashMap, HashSet};
 /// The state of one owned partition.
 #[derive(Debug, Default)]
 pub struct KeyedState<V> {
-    entries: HashMap<String, V>,
+    entries: HashMap<String, Slot<V>>,
     /// Keys changed since the last checkpoint.
     dirty: HashSet<String>,
+    /// Of what the changelog holds for this partition as of the last checkpoint built: every
+    /// entry's `logged` hash summed. Each checkpoint record carries it, so that a warm restart
+    /// can verify its local copy; kept up to date per written key, so a checkpoint costs no
+    /// scan of the partition.
+    digest: StateDigest,
     /// The next input offset to process; `None` until the first record (or a checkpoint).
     next_offset: Option<i64>,
     /// The input position and metadata of the last checkpoint, to skip one that would repeat
     /// it.
     checkpointed: Option<(i64, Vec<u8>)>,
+}
+
+/// One key's value and the [`entry_hash`] of the bytes the changelog holds for it: 8 bytes per
+/// key buy a checkpoint that updates the digest from the changed keys alone.
+#[derive(Debug, Default)]
+struct Slot<V> {
+    value: V,
+    /// 0: the changelog has no record of this key (it was only ever read, never changed).
+    logged: u64,
 }
 
 /// A value of the restored state that cannot be read: the key and why.
@@ -30,16 +44,22 @@ pub struct Unreadable<E> {
 
 impl<V> KeyedState<V> {
     /// The state a restore found: every entry decoded, the position and metadata of its last
-    /// checkpoint.
+    /// checkpoint. The keys of records the restore dropped count as changed, so the next
+    /// checkpoint writes them again over those records.
     pub fn restore<E>(
         restored: Restored,
         decode: impl Fn(&[u8]) -> Result<V, E>,
     ) -> Result<KeyedState<V>, Unreadable<E>> {
         let mut entries = HashMap::with_capacity(restored.entries.len());
+        let mut digest = StateDigest::default();
         for (key, bytes) in restored.entries {
             match decode(&bytes) {
-                Ok(v) => {
-                    entries.insert(key, v);
+                Ok(value) => {
+                    // The hash of the bytes as stored, not of a re-encoding: that is what the
+                    // changelog holds until the key changes.
+                    let logged = entry_hash(&key, &bytes);
+                    digest.insert(logged);
+                    entries.insert(key, Slot { value, logged });
                 }
                 Err(error) => return Err(Unreadable { key, error }),
             }
@@ -47,7 +67,8 @@ impl<V> KeyedState<V> {
         let checkpointed = restored.checkpoint.map(|c| (c.next_input_offset, c.app));
         Ok(KeyedState {
             entries,
-            dirty: HashSet::new(),
+            dirty: restored.unconfirmed.into_iter().collect(),
+            digest,
             next_offset: checkpointed.as_ref().map(|(next, _)| *next),
             checkpointed,
         })
@@ -62,7 +83,12 @@ impl<V> KeyedState<V> {
     }
 
     pub fn entries(&self) -> impl Iterator<Item = (&str, &V)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v))
+        self.entries.iter().map(|(k, s)| (k.as_str(), &s.value))
+    }
+
+    /// Of the partition's state in the changelog as of the last checkpoint built.
+    pub fn state_digest(&self) -> StateDigest {
+        self.digest
     }
 
     /// The application metadata of the last checkpoint (restored or written).
@@ -92,7 +118,7 @@ impl<V> KeyedState<V> {
     where
         V: Default + Clone + PartialEq,
     {
-        let value = self.entries.entry(key.to_string()).or_default();
+        let value = &mut self.entries.entry(key.to_string()).or_default().value;
         let before = value.clone();
         let r = f(value);
         if *value != before && !self.dirty.contains(key) {
@@ -102,8 +128,9 @@ impl<V> KeyedState<V> {
     }
 
     /// The checkpoint of partition `p`: the changed keys, encoded, and a checkpoint record with
-    /// the input position and `app`; `None` before any record, or when nothing changed since
-    /// the last checkpoint. Once written, the keys count as unchanged.
+    /// the input position, the state's digest and `app`; `None` before any record, or when
+    /// nothing changed since the last checkpoint. Once written, the keys count as unchanged.
+    /// A changed key the state lacks (a dropped record's) is written as a tombstone.
     pub fn checkpoint(
         &mut self,
         p: i32,
@@ -119,20 +146,30 @@ impl<V> KeyedState<V> {
         {
             return None;
         }
-        let records = self
-            .dirty
-            .drain()
-            .filter_map(|key| {
-                let bytes = encode(self.entries.get(&key)?);
-                Some((key, Some(bytes)))
-            })
-            .collect();
+        let mut records = Vec::with_capacity(self.dirty.len());
+        for key in self.dirty.drain() {
+            match self.entries.get_mut(&key) {
+                Some(slot) => {
+                    let bytes = encode(&slot.value);
+                    let hash = entry_hash(&key, &bytes);
+                    if slot.logged == 0 {
+                        self.digest.insert(hash);
+                    } else {
+                        self.digest.replace(slot.logged, hash);
+                    }
+                    slot.logged = hash;
+                    records.push((key, Some(bytes)));
+                }
+                None => records.push((key, None)),
+            }
+        }
         self.checkpointed = Some((next, app.clone()));
         Some(PartitionCheckpoint {
             partition: p,
             records,
             checkpoint: Checkpoint {
                 next_input_offset: next,
+                state: Some(self.digest),
                 app,
             },
         })
@@ -146,7 +183,10 @@ impl UserStore for KeyedState<UserState> {
         if !self.dirty.contains(user_id) {
             self.dirty.insert(user_id.to_string());
         }
-        self.entries.update(user_id, f)
+        match self.entries.get_mut(user_id) {
+            Some(slot) => f(&mut slot.value),
+            None => f(&mut self.entries.entry(user_id.to_string()).or_default().value),
+        }
     }
 }
 
@@ -162,6 +202,9 @@ mod tests {
                 .collect(),
             checkpoint: checkpoint.map(|(n, app)| Checkpoint {
                 next_input_offset: n,
+                state: Some(StateDigest::of(
+                    entries.iter().map(|(k, v)| (*k, v.as_bytes())),
+                )),
                 app: app.to_vec(),
             }),
             ..Restored::default()
@@ -222,5 +265,60 @@ mod tests {
         bad.entries.insert("k".into(), vec![0xff]);
         let err = KeyedState::restore(bad, utf8).expect_err("not UTF-8");
         assert_eq!(err.key, "k");
+    }
+
+    #[test]
+    fn the_digest_follows_the_changed_keys_and_equals_a_full_recount() {
+        let enc = |v: &String| v.as_bytes().to_vec();
+        let mut s = KeyedState::restore(restored(&[("a", "1"), ("b", "2")], Some((10, b""))), utf8)
+            .expect("readable");
+        let full =
+            |pairs: &[(&str, &str)]| StateDigest::of(pairs.iter().map(|(k, v)| (*k, v.as_bytes())));
+        assert_eq!(s.state_digest(), full(&[("a", "1"), ("b", "2")]));
+
+        s.processing(10);
+        s.update_if_changed("b", |v| *v = "3".into());
+        s.update_if_changed("c", |v| *v = "4".into());
+        // Only read: not in the changelog, so neither counted nor hashed.
+        s.update_if_changed("d", |v| v.clone());
+        let cp = s.checkpoint(0, Vec::new(), enc).expect("changes");
+        let want = full(&[("a", "1"), ("b", "3"), ("c", "4")]);
+        assert_eq!(cp.checkpoint.state, Some(want));
+        assert_eq!(s.state_digest(), want);
+        assert_eq!(want.keys, 3);
+
+        // A value changed back and forth between checkpoints counts once, as it ends.
+        s.processing(11);
+        s.update_if_changed("a", |v| *v = "x".into());
+        s.update_if_changed("a", |v| *v = "5".into());
+        let cp = s.checkpoint(0, Vec::new(), enc).expect("changes");
+        assert_eq!(
+            cp.checkpoint.state,
+            Some(full(&[("a", "5"), ("b", "3"), ("c", "4")]))
+        );
+    }
+
+    #[test]
+    fn keys_of_dropped_records_are_written_again_at_the_next_checkpoint() {
+        let mut r = restored(&[("a", "1")], Some((5, b"")));
+        r.unconfirmed = vec!["a".to_string(), "gone".to_string()];
+        let mut s = KeyedState::restore(r, utf8).expect("readable");
+        // Nothing else changed, yet the checkpoint supersedes the dropped records.
+        let cp = s
+            .checkpoint(0, Vec::new(), |v: &String| v.as_bytes().to_vec())
+            .expect("the dropped keys are due");
+        let mut records = cp.records.clone();
+        records.sort();
+        assert_eq!(
+            records,
+            [
+                ("a".to_string(), Some(b"1".to_vec())),
+                ("gone".to_string(), None)
+            ]
+        );
+        assert_eq!(
+            cp.checkpoint.state,
+            Some(StateDigest::of([("a", b"1".as_slice())]))
+        );
     }
 }

@@ -6,7 +6,9 @@
 //! processed batch the service calls [`LocalStore::write`] once per partition: the changed keys
 //! and the partition's new meta go in one atomic write, so a reader never sees keys of one batch
 //! with the offset of another. On assignment, [`LocalStore::load_partition`] returns the whole
-//! key set plus its meta, and the caller replays the changelog from the stored offset. When
+//! key set plus its meta, and the caller replays the changelog from the stored offset and checks
+//! the result against the changelog's last checkpoint (`changelog.rs`): a store that lost files
+//! (a partition's directory, its manifest) still opens cleanly, just with fewer keys. When
 //! [`LocalStore::open`] (or any later call) reports [`StoreError::Damaged`], the caller
 //! [`LocalStore::destroy`]s the store and restores wholly from the changelog.
 //!

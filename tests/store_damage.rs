@@ -1,0 +1,308 @@
+//! A damaged local store is detected, never trusted: after a clean stop, the store is damaged on
+//! disk the ways an operator or a bad disk does it, and the next restore must not be warm, must
+//! restore every user, and must count the failure. Against the embedded mock broker (or tansu).
+//!
+//! The store is fjall's: `state.fjall/partitions/<name>/` per partition (`p<N>` per Kafka
+//! partition, `meta` for every partition's changelog position), each with a `manifest` file
+//! without which fjall treats the partition as never created and deletes it; and
+//! `state.fjall/journals/`. Removing a partition's directory or its manifest loses its keys
+//! while its meta survives: the old code then restored it warm with nothing in it.
+
+mod common;
+
+use common::{metric_with, Broker, Names, TempDir};
+use leadscore::changelog::{Changelog, Restored};
+use leadscore::kafka::{self, ServiceProducer};
+use leadscore::keyed_state::KeyedState;
+use leadscore::telemetry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+const PARTITIONS: i32 = 3;
+/// Users changed per partition and batch; each batch also adds new ones.
+const USERS: usize = 40;
+const BATCHES: usize = 4;
+
+/// The failure counter is process-wide: the tests that read it run one at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `leadscore_store_verify_failures_total{reason}` now.
+fn failures(reason: &str) -> f64 {
+    let text = telemetry::render(&telemetry::prometheus());
+    metric_with(
+        &text,
+        telemetry::STORE_VERIFY_FAILURES,
+        &format!("reason=\"{reason}\""),
+    )
+    .unwrap_or(0.0)
+}
+
+fn utf8(b: &[u8]) -> Result<String, std::str::Utf8Error> {
+    std::str::from_utf8(b).map(str::to_string)
+}
+
+/// A broker with a compacted changelog topic, and a service's state directories.
+struct Setup {
+    _broker: Broker,
+    topic: String,
+    props: BTreeMap<String, String>,
+    dir: TempDir,
+}
+
+/// What one restore of every partition gave: the partitions restored warm, and every user with
+/// its value.
+struct Restore {
+    warm: BTreeSet<i32>,
+    users: BTreeMap<String, String>,
+}
+
+impl Setup {
+    fn new(test: &str) -> Setup {
+        let names = Names::new(test);
+        let broker = Broker::start(&[(&names.changelog, PARTITIONS, true)]);
+        let mut props = BTreeMap::new();
+        props.insert("bootstrap.servers".to_string(), broker.bootstrap.clone());
+        props.extend(broker.client_properties.iter().cloned());
+        Setup {
+            _broker: broker,
+            topic: names.changelog,
+            props,
+            dir: TempDir::new(test),
+        }
+    }
+
+    /// The state directory of instance `name`.
+    fn state(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The fjall directory of instance `name`.
+    fn fjall(&self, name: &str) -> PathBuf {
+        self.state(name).join("state.fjall")
+    }
+
+    /// Instance `name` runs as a service does: restores every partition, then checkpoints
+    /// `BATCHES` batches (each changes some users and adds others), then stops cleanly.
+    /// `round` keeps the users and values of one run apart from another's. Returns what it
+    /// restored.
+    fn run(&self, name: &str, round: usize) -> Restore {
+        let changelog = Changelog::open(&self.state(name), &self.topic, &self.props).expect("open");
+        let producer = ServiceProducer::new(&self.props, None).expect("producer");
+        let consumer = kafka::reader(&self.props).expect("consumer");
+        let mut restore = Restore {
+            warm: BTreeSet::new(),
+            users: BTreeMap::new(),
+        };
+        let mut states: Vec<KeyedState<String>> = Vec::new();
+        for p in 0..PARTITIONS {
+            let r = changelog.restore(p).expect("restore");
+            restore.add(p, &r);
+            states.push(KeyedState::restore(r, utf8).expect("utf8"));
+        }
+        for batch in 0..BATCHES {
+            let mut parts = Vec::new();
+            for (p, st) in states.iter_mut().enumerate() {
+                let first = st.next_offset().unwrap_or(0);
+                for i in 0..USERS {
+                    st.processing(first + i as i64);
+                    let user = format!("user-{p}-{}", (round * BATCHES + batch) * USERS / 2 + i);
+                    st.update_if_changed(&user, |v| *v = format!("round {round} batch {batch}"));
+                }
+                parts.extend(st.checkpoint(p as i32, Vec::new(), |v| v.as_bytes().to_vec()));
+            }
+            changelog
+                .commit(&producer, &consumer, "input", &parts, &[])
+                .expect("checkpoint");
+        }
+        restore
+    }
+
+    /// A crash in the middle of a checkpoint: user records reach the changelog, the checkpoint
+    /// record after them never does.
+    fn orphans(&self, records: &[(i32, &str, &str)]) {
+        let producer = ServiceProducer::new(&self.props, None).expect("producer");
+        for (p, key, value) in records {
+            let record = kafka::Record {
+                topic: &self.topic,
+                partition: Some(*p),
+                key: key.as_bytes(),
+                payload: Some(value.as_bytes()),
+                headers: None,
+            };
+            producer.send(record, false).expect("send");
+        }
+        producer.flush().expect("flush");
+    }
+
+    /// Instance `name` restores every partition and stops.
+    fn restore(&self, name: &str) -> Restore {
+        let changelog = Changelog::open(&self.state(name), &self.topic, &self.props).expect("open");
+        restore_all(&changelog)
+    }
+
+    /// Every user as the changelog holds it, restored into a scratch directory.
+    fn changelog_users(&self) -> BTreeMap<String, String> {
+        let scratch = TempDir::new("store-damage-scratch");
+        let changelog = Changelog::open(scratch.path(), &self.topic, &self.props).expect("open");
+        let restore = restore_all(&changelog);
+        assert!(restore.warm.is_empty());
+        restore.users
+    }
+}
+
+impl Restore {
+    fn add(&mut self, p: i32, r: &Restored) {
+        if r.warm {
+            self.warm.insert(p);
+        }
+        for (k, v) in &r.entries {
+            self.users.insert(k.clone(), utf8(v).expect("utf8"));
+        }
+    }
+}
+
+fn restore_all(changelog: &Changelog) -> Restore {
+    let mut restore = Restore {
+        warm: BTreeSet::new(),
+        users: BTreeMap::new(),
+    };
+    for p in 0..PARTITIONS {
+        restore.add(p, &changelog.restore(p).expect("restore"));
+    }
+    restore
+}
+
+fn all_partitions() -> BTreeSet<i32> {
+    (0..PARTITIONS).collect()
+}
+
+/// After damage to partition(s) `damaged`: the restore is cold there and warm elsewhere, every
+/// user is back, `reason` counted once per damaged partition, and the restart after is warm.
+fn assert_recovers(setup: &Setup, damaged: &[i32], reason: &str, before: f64) {
+    let want = setup.changelog_users();
+    let restore = setup.restore("a");
+    let warm: BTreeSet<i32> = all_partitions()
+        .into_iter()
+        .filter(|p| !damaged.contains(p))
+        .collect();
+    assert_eq!(
+        restore.warm, warm,
+        "damaged partitions {damaged:?} restored warm"
+    );
+    assert_eq!(restore.users.len(), want.len(), "users lost");
+    assert_eq!(restore.users, want);
+    assert_eq!(
+        failures(reason) - before,
+        damaged.len() as f64,
+        "{reason} counted"
+    );
+
+    // The store was rebuilt: the next restart is warm everywhere, with the same users.
+    let again = setup.restore("a");
+    assert_eq!(again.warm, all_partitions());
+    assert_eq!(again.users, want);
+}
+
+/// Removes `path` (a file or a directory), which must exist.
+fn remove(path: &Path) {
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if meta.is_dir() {
+        std::fs::remove_dir_all(path).expect("remove dir");
+    } else {
+        std::fs::remove_file(path).expect("remove file");
+    }
+}
+
+#[test]
+fn an_undamaged_warm_restart_stays_warm_even_after_another_owner_moved_on() {
+    let _serial = serial();
+    let setup = Setup::new("store-intact");
+    setup.run("a", 0);
+    let before: f64 = (REASONS.iter().map(|r| failures(r))).sum();
+
+    // Instance b owns the partitions for a while (a cold start from the changelog), so a's
+    // copy is behind: its warm restart verifies against the checkpoints b wrote.
+    let b = setup.run("b", 1);
+    assert!(b.warm.is_empty());
+    let want = setup.changelog_users();
+    assert!(want.len() > (PARTITIONS as usize) * USERS * BATCHES / 2);
+    let restore = setup.restore("a");
+    assert_eq!(restore.warm, all_partitions());
+    assert_eq!(restore.users, want);
+
+    // And up to date, it stays warm.
+    let again = setup.restore("a");
+    assert_eq!(again.warm, all_partitions());
+    assert_eq!(again.users, want);
+    let after: f64 = (REASONS.iter().map(|r| failures(r))).sum();
+    assert_eq!(after, before, "nothing counted as a failure");
+}
+
+/// Every reason label.
+const REASONS: [&str; 7] = leadscore::changelog::VerifyFailure::REASONS;
+
+#[test]
+fn a_removed_partition_directory_is_not_trusted() {
+    let _serial = serial();
+    let setup = Setup::new("store-rm-partition");
+    setup.run("a", 0);
+    let before = failures("key_count");
+    remove(&setup.fjall("a").join("partitions/p1"));
+    assert_recovers(&setup, &[1], "key_count", before);
+}
+
+#[test]
+fn removed_manifest_files_are_not_trusted() {
+    let _serial = serial();
+    let setup = Setup::new("store-rm-manifests");
+    setup.run("a", 0);
+    let before = failures("key_count");
+    // The manifest of every Kafka partition's fjall partition: fjall deletes those partitions
+    // at open, while the meta partition still says where each copy stood.
+    for p in 0..PARTITIONS {
+        remove(&setup.fjall("a").join(format!("partitions/p{p}/manifest")));
+    }
+    assert_recovers(&setup, &[0, 1, 2], "key_count", before);
+}
+
+#[test]
+fn keys_whose_meta_was_lost_are_not_trusted() {
+    let _serial = serial();
+    let setup = Setup::new("store-rm-meta");
+    setup.run("a", 0);
+    let before = failures("no_meta");
+    remove(&setup.fjall("a").join("partitions/meta/manifest"));
+    assert_recovers(&setup, &[0, 1, 2], "no_meta", before);
+}
+
+#[test]
+fn records_of_an_incomplete_checkpoint_do_not_make_a_later_restart_distrust_its_copy() {
+    let _serial = serial();
+    let setup = Setup::new("store-orphans");
+    setup.run("a", 0);
+    let before: f64 = REASONS.iter().map(|r| failures(r)).sum();
+    // An owner crashes mid-checkpoint: a changed user and a new one reach the changelog only.
+    setup.orphans(&[
+        (0, "user-0-0", "never checkpointed"),
+        (1, "user-1-new", "never checkpointed"),
+    ]);
+    // The next owner drops them (they follow the last checkpoint), then checkpoints users of
+    // its own, not these two.
+    setup.run("c", 1);
+    let c = setup.restore("c");
+    assert_eq!(c.users["user-0-0"], "round 0 batch 0");
+    assert!(!c.users.contains_key("user-1-new"));
+
+    // a's copy predates all of it: its restart reads the dropped records and then c's
+    // checkpoints, which must have superseded them, or the state would differ from c's.
+    let a = setup.restore("a");
+    assert_eq!(a.warm, all_partitions(), "a's copy distrusted");
+    assert_eq!(a.users, c.users);
+    assert_eq!(setup.changelog_users(), c.users);
+    let after: f64 = REASONS.iter().map(|r| failures(r)).sum();
+    assert_eq!(after, before, "nothing counted as a failure");
+}
