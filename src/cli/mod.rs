@@ -1,16 +1,17 @@
 //! The command line. `main` calls [`run`]; each subcommand parses its arguments into ready
 //! values and hands them to the library.
 
-use crate::admin::{self, Health};
-use crate::config::{LogFormat, Settings};
-use crate::devbroker::DevBroker;
-use crate::engine::Engine;
-use crate::scorer::Scorer;
-use crate::shutdown::Shutdown;
-use crate::{codec, rules, simulate, telemetry, timestamp};
-use anyhow::{Context, Result};
+mod bench;
+mod dev;
+mod offline;
+mod services;
+
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use std::io::{self, BufReader, Write};
+use dev::{run_dev_broker, run_salesforce_standin};
+use offline::{rules_check, run_simulate};
+use services::{run_handoff, run_score};
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -210,16 +211,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             users,
             events,
             seconds,
-        } => {
-            telemetry::init_logging(false, "warn");
-            runtime()?.block_on(crate::demo::run(crate::demo::DemoOptions {
-                users,
-                events,
-                pace: std::time::Duration::from_secs(seconds),
-                ..Default::default()
-            }))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        } => dev::run_demo(users, events, seconds),
         Command::Bench {
             events,
             users,
@@ -227,36 +219,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             seed,
             scorer,
             handoff,
-        } => {
-            let table = if handoff {
-                telemetry::init_logging(false, "warn,rdkafka::client=off,librdkafka=error");
-                runtime()?.block_on(crate::handoff_bench::run(
-                    &crate::handoff_bench::HandoffBenchOptions::default(),
-                ))?
-            } else if scorer {
-                // rdkafka 0.39 also reports every partition-EOF event, which the bench and the
-                // changelog restore read to on purpose, as a client "Global error"; and the
-                // bench's consumer property reaches the scorer's producer too (CONFWARN).
-                telemetry::init_logging(false, "warn,rdkafka::client=off,librdkafka=error");
-                let d = crate::scorer_bench::ScorerBenchOptions::default();
-                crate::scorer_bench::run(&crate::scorer_bench::ScorerBenchOptions {
-                    events: events.unwrap_or(d.events),
-                    users: users.unwrap_or(d.users),
-                    seed,
-                    partitions: d.partitions,
-                })?
-            } else {
-                let d = crate::bench::BenchOptions::default();
-                crate::bench::run(&crate::bench::BenchOptions {
-                    events: events.unwrap_or(d.events),
-                    users: users.unwrap_or(d.users),
-                    rules,
-                    seed,
-                })?
-            };
-            println!("{table}");
-            Ok(ExitCode::SUCCESS)
-        }
+        } => bench::run_bench(events, users, rules, seed, scorer, handoff),
         Command::DevBroker {
             listen,
             partitions,
@@ -291,254 +254,5 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 seed,
             },
         ),
-    }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
-fn load_settings(config: Option<PathBuf>) -> Result<Settings> {
-    let settings = Settings::load(config.as_deref())?;
-    telemetry::init_logging(settings.log.format == LogFormat::Json, &settings.log.level);
-    Ok(settings)
-}
-
-fn run_score(config: Option<PathBuf>) -> Result<ExitCode> {
-    run_service(config, |settings, health, shutdown| async move {
-        let scorer = Scorer::start(settings, health).await?;
-        let result = tokio::task::spawn_blocking(move || scorer.run(shutdown)).await;
-        result.context("scorer thread panicked")??;
-        Ok(())
-    })
-}
-
-fn run_handoff(config: Option<PathBuf>) -> Result<ExitCode> {
-    run_service(config, |settings, health, shutdown| async move {
-        let handoff = crate::handoff::Handoff::start(settings, health, shutdown).await?;
-        let result = tokio::task::spawn_blocking(move || handoff.run()).await;
-        result.context("handoff thread panicked")??;
-        Ok(())
-    })
-}
-
-/// What both services share: settings, signals, the admin endpoint, then the service itself;
-/// when it ends, the admin endpoint stops too.
-fn run_service<F, Fut>(config: Option<PathBuf>, service: F) -> Result<ExitCode>
-where
-    F: FnOnce(Settings, std::sync::Arc<Health>, Shutdown) -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    let settings = load_settings(config)?;
-    runtime()?.block_on(async move {
-        let shutdown = Shutdown::new();
-        shutdown.on_signals();
-        let health = Health::new();
-        admin::serve(
-            &settings.admin.listen,
-            health.clone(),
-            telemetry::prometheus(),
-            shutdown.clone(),
-        )
-        .await
-        .with_context(|| format!("admin endpoint on {}", settings.admin.listen))?;
-        let result = service(settings, health, shutdown.clone()).await;
-        shutdown.trigger();
-        result?;
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
-fn run_dev_broker(
-    listen: &str,
-    partitions: i32,
-    extra: &[String],
-    round_trip_ms: u32,
-    tls: Option<&crate::devbroker::Tls>,
-) -> Result<ExitCode> {
-    telemetry::init_logging(false, "info");
-    let mut wanted: Vec<(String, i32)> = Vec::new();
-    for t in extra {
-        let (name, n) = match t.rsplit_once(':') {
-            Some((name, n)) => (
-                name,
-                n.parse::<i32>().ok().filter(|n| *n > 0).with_context(|| {
-                    format!("--topic {t:?}: PARTITIONS must be a positive integer")
-                })?,
-            ),
-            None => (t.as_str(), partitions),
-        };
-        wanted.push((name.to_string(), n));
-    }
-    runtime()?.block_on(async move {
-        let broker = DevBroker::start_with(listen, tls).await?;
-        if round_trip_ms > 0 {
-            broker.set_round_trip(std::time::Duration::from_millis(round_trip_ms.into()))?;
-        }
-        let topics = crate::config::Topics::default();
-        for (_, name) in topics.names() {
-            if !wanted.iter().any(|(w, _)| w == name) {
-                broker.create_topic(name, partitions)?;
-            }
-        }
-        for (name, n) in &wanted {
-            broker.create_topic(name, *n)?;
-        }
-        println!("bootstrap.servers={}", broker.bootstrap_servers());
-        io::stdout().flush()?;
-        eprintln!(
-            "dev-broker: mock Kafka cluster on {}{} with leadscore's topics ({partitions} partitions each); Ctrl-C stops it",
-            broker.bootstrap_servers(),
-            if tls.is_some() { " (TLS)" } else { "" }
-        );
-        let shutdown = Shutdown::new();
-        shutdown.on_signals();
-        shutdown.wait().await;
-        drop(broker);
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
-/// `leadscore salesforce-standin`: prints `salesforce.instance_url=URL` first on stdout, so a
-/// script can read where it listens, then serves until Ctrl-C.
-fn run_salesforce_standin(
-    listen: &str,
-    client_id: String,
-    faults: crate::sfstandin::Faults,
-) -> Result<ExitCode> {
-    telemetry::init_logging(false, "info");
-    for (flag, rate) in [
-        ("--unavailable-rate", faults.unavailable_rate),
-        ("--lock-rate", faults.lock_rate),
-    ] {
-        if !(0.0..=1.0).contains(&rate) {
-            anyhow::bail!("{flag} {rate}: a share between 0 and 1");
-        }
-    }
-    const SECRET_ENV: &str = "LEADSCORE_SALESFORCE_CLIENT_SECRET";
-    let secret = match std::env::var(SECRET_ENV) {
-        Ok(s) if !s.is_empty() => s,
-        _ => {
-            eprintln!("salesforce-standin: warning: {SECRET_ENV} is unset; accepting the client secret \"dev-secret\"");
-            "dev-secret".to_string()
-        }
-    };
-    let cfg = crate::sfstandin::StandinConfig {
-        client_id,
-        client_secret: crate::config::Secret::new(secret),
-        faults,
-        ..Default::default()
-    };
-    runtime()?.block_on(async move {
-        let shutdown = Shutdown::new();
-        shutdown.on_signals();
-        let (addr, _standin) = crate::sfstandin::serve(listen, cfg, shutdown.clone())
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        println!("salesforce.instance_url=http://{addr}");
-        io::stdout().flush()?;
-        eprintln!("salesforce-standin: Salesforce stand-in on http://{addr} (GET /standin/leads shows the leads); Ctrl-C stops it");
-        shutdown.wait().await;
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
-fn load_rules(path: &std::path::Path) -> Result<rules::Rules> {
-    rules::load_file(path).map_err(|e| anyhow::anyhow!("invalid rules:\n{e}"))
-}
-
-fn run_simulate(
-    rules_path: PathBuf,
-    events: PathBuf,
-    now: Option<String>,
-    changes: bool,
-    partitions: i32,
-    max_future_skew: &str,
-) -> Result<ExitCode> {
-    let engine = Engine::new(load_rules(&rules_path)?);
-    let max_future_skew = crate::duration::parse(max_future_skew)
-        .with_context(|| format!("--max-future-skew {max_future_skew:?}"))?;
-    let now = now
-        .map(|s| timestamp::parse_rfc3339(&s).with_context(|| format!("--now {s:?}")))
-        .transpose()?;
-    let file = std::fs::File::open(&events)
-        .with_context(|| format!("cannot open events file {}", events.display()))?;
-    let sim = simulate::run_guarded(
-        &engine,
-        BufReader::new(file),
-        now,
-        partitions,
-        timestamp::wall_clock_millis(),
-        max_future_skew,
-    )
-    .with_context(|| format!("reading {}", events.display()))?;
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
-    if changes {
-        for c in &sim.changes {
-            writeln!(out, "{}", codec::change_to_json(c))?;
-        }
-    } else {
-        for (user, st) in &sim.users {
-            writeln!(out, "{}", simulate::user_json(user, st))?;
-        }
-    }
-    out.flush()?;
-    for bad in &sim.bad_lines {
-        eprintln!("{}:{}: {}", events.display(), bad.line, bad.reason);
-    }
-    Ok(if sim.bad_lines.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!(
-            "{} of the input lines were bad and skipped",
-            sim.bad_lines.len()
-        );
-        ExitCode::from(1)
-    })
-}
-
-/// Exit status 1 when a file has errors, or (with `strict`) warnings; 0 otherwise.
-fn rules_check(files: &[PathBuf], strict: bool) -> ExitCode {
-    let mut ok = true;
-    for f in files {
-        match rules::check_file(f) {
-            Ok(rules::Checked { rules: r, warnings }) => {
-                for w in &warnings {
-                    eprintln!("{w}");
-                }
-                // --strict: a warning fails the check like an error.
-                ok &= !strict || warnings.is_empty();
-                println!(
-                    "{}: ok{}: score {:?}, {} entry matcher(s), {} group(s), {} audience predicate(s), inactivity {}",
-                    f.display(),
-                    match warnings.len() {
-                        0 => String::new(),
-                        n => format!(" with {n} warning(s)"),
-                    },
-                    r.score.name,
-                    r.entry.on.len(),
-                    r.groups.len(),
-                    r.audience.include.len() + r.audience.exclude.len(),
-                    match r.inactivity {
-                        Some(i) => format!("every {}", crate::duration::format(i.window)),
-                        None => "off".to_string(),
-                    }
-                )
-            }
-            Err(errors) => {
-                ok = false;
-                eprintln!("{errors}");
-            }
-        }
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
     }
 }

@@ -1,0 +1,104 @@
+//! The offline commands: `leadscore simulate` and `leadscore rules check`.
+
+use crate::engine::Engine;
+use crate::{codec, rules, simulate, timestamp};
+use anyhow::{Context, Result};
+use std::io::{self, BufReader, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn load_rules(path: &std::path::Path) -> Result<rules::Rules> {
+    rules::load_file(path).map_err(|e| anyhow::anyhow!("invalid rules:\n{e}"))
+}
+
+pub(super) fn run_simulate(
+    rules_path: PathBuf,
+    events: PathBuf,
+    now: Option<String>,
+    changes: bool,
+    partitions: i32,
+    max_future_skew: &str,
+) -> Result<ExitCode> {
+    let engine = Engine::new(load_rules(&rules_path)?);
+    let max_future_skew = crate::duration::parse(max_future_skew)
+        .with_context(|| format!("--max-future-skew {max_future_skew:?}"))?;
+    let now = now
+        .map(|s| timestamp::parse_rfc3339(&s).with_context(|| format!("--now {s:?}")))
+        .transpose()?;
+    let file = std::fs::File::open(&events)
+        .with_context(|| format!("cannot open events file {}", events.display()))?;
+    let sim = simulate::run_guarded(
+        &engine,
+        BufReader::new(file),
+        now,
+        partitions,
+        timestamp::wall_clock_millis(),
+        max_future_skew,
+    )
+    .with_context(|| format!("reading {}", events.display()))?;
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    if changes {
+        for c in &sim.changes {
+            writeln!(out, "{}", codec::change_to_json(c))?;
+        }
+    } else {
+        for (user, st) in &sim.users {
+            writeln!(out, "{}", simulate::user_json(user, st))?;
+        }
+    }
+    out.flush()?;
+    for bad in &sim.bad_lines {
+        eprintln!("{}:{}: {}", events.display(), bad.line, bad.reason);
+    }
+    Ok(if sim.bad_lines.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "{} of the input lines were bad and skipped",
+            sim.bad_lines.len()
+        );
+        ExitCode::from(1)
+    })
+}
+
+/// Exit status 1 when a file has errors, or (with `strict`) warnings; 0 otherwise.
+pub(super) fn rules_check(files: &[PathBuf], strict: bool) -> ExitCode {
+    let mut ok = true;
+    for f in files {
+        match rules::check_file(f) {
+            Ok(rules::Checked { rules: r, warnings }) => {
+                for w in &warnings {
+                    eprintln!("{w}");
+                }
+                // --strict: a warning fails the check like an error.
+                ok &= !strict || warnings.is_empty();
+                println!(
+                    "{}: ok{}: score {:?}, {} entry matcher(s), {} group(s), {} audience predicate(s), inactivity {}",
+                    f.display(),
+                    match warnings.len() {
+                        0 => String::new(),
+                        n => format!(" with {n} warning(s)"),
+                    },
+                    r.score.name,
+                    r.entry.on.len(),
+                    r.groups.len(),
+                    r.audience.include.len() + r.audience.exclude.len(),
+                    match r.inactivity {
+                        Some(i) => format!("every {}", crate::duration::format(i.window)),
+                        None => "off".to_string(),
+                    }
+                )
+            }
+            Err(errors) => {
+                ok = false;
+                eprintln!("{errors}");
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
