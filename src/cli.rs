@@ -280,6 +280,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 daily_limit,
                 latency: std::time::Duration::from_millis(latency_ms),
                 seed,
+                ..Default::default()
             },
         ),
     }

@@ -3,20 +3,26 @@
 //! generated events for a few hundred users over four simulated weeks; a live view of leads
 //! crossing the MQL threshold and the stand-in receiving them, and a closing summary. Ends by
 //! itself in well under a minute.
+//!
+//! The generated funnel moves leads forward only (Open, Working, and for some MQL and SQL), so
+//! each qualified lead is handed off once. On top of it the demo scripts a few recycled leads
+//! ([`recycled_leads`]): handed off, qualified by sales (SQL), then sent back to Nurture, which
+//! makes them eligible again, so each of them is handed off twice. The summary counts both.
 
 use crate::admin::{self, Health};
 use crate::change::{ReasonKind, ScoreChange};
 use crate::codec::{self, Format};
-use crate::config::Secret;
+use crate::config::{HandoffSettings, Secret};
 use crate::devbroker::DevBroker;
+use crate::event::{Event, EventType, Scalar, ScoreOp};
 use crate::generator::{self, GeneratorConfig};
-use crate::handoff::Handoff;
+use crate::handoff::{Funnel, Handoff};
 use crate::rules::Rules;
 use crate::scorer::Scorer;
 use crate::sfstandin::{self, StandinConfig};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
-use crate::timestamp::format_rfc3339;
+use crate::timestamp::{format_rfc3339, Millis};
 use anyhow::{Context, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -35,6 +41,8 @@ pub struct DemoOptions {
     pub pace: Duration,
     /// The handoff threshold the view highlights.
     pub threshold: i64,
+    /// Scripted leads handed off, qualified, then recycled to Nurture (handed off twice).
+    pub recycled: usize,
     pub seed: u64,
 }
 
@@ -45,6 +53,7 @@ impl Default for DemoOptions {
             events: 9_000,
             pace: Duration::from_secs(15),
             threshold: 100,
+            recycled: 2,
             seed: 2026,
         }
     }
@@ -115,6 +124,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     println!("  salesforce stand-in at http://{sf_addr} (leads: http://{sf_addr}/standin/leads)");
 
     let topics = settings.topics.clone();
+    let handoff_settings: HandoffSettings = settings.handoff.clone();
     let bootstrap = broker.bootstrap_servers();
     let handoff = Handoff::start(settings.clone(), Health::new(), shutdown.clone()).await?;
     let scorer = Scorer::start(settings, health).await?;
@@ -128,15 +138,17 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         seed: opts.seed,
         ..GeneratorConfig::default()
     };
-    let events = generator::generate(&cfg);
+    let mut events = generator::generate(&cfg);
     let first = events.iter().map(|e| e.time).min().unwrap_or(0);
     let last = events.iter().map(|e| e.time).max().unwrap_or(0);
+    events.extend(recycled_leads(opts.users, opts.recycled, last));
     println!(
-        "  traffic   {} events from {} users, {} to {} (late events, duplicates, employees, customers)\n",
+        "  traffic   {} events from {} users, {} to {} (late events, duplicates, employees, customers,\n            and {} lead(s) recycled to Nurture after sales took them)\n",
         events.len(),
-        opts.users,
+        opts.users + opts.recycled,
         &format_rfc3339(first)[..10],
-        &format_rfc3339(last)[..10]
+        &format_rfc3339(last)[..10],
+        opts.recycled
     );
 
     // The producer: a plain Kafka client, as any user's would be.
@@ -190,7 +202,8 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         let handoffs = topics.handoffs.clone();
         let threshold = opts.threshold;
         let done = shutdown.clone();
-        move || watch(&bootstrap, &output, &handoffs, threshold, done)
+        let funnel = Funnel::new(&handoff_settings);
+        move || watch(&bootstrap, &output, &handoffs, threshold, &funnel, done)
     });
 
     let produced = producer_task.await.context("producer")??;
@@ -218,12 +231,54 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     Ok(())
 }
 
+/// Scripted recycled leads, numbered after the generated users, their story starting an hour
+/// after the generated traffic: signed up with a high external score (handed off while Open),
+/// qualified by sales a day later (SQL: never moved back to MQL), then recycled to Nurture (a
+/// move back before MQL: eligible again, so handed off a second time).
+fn recycled_leads(users: usize, count: usize, after: Millis) -> Vec<Event> {
+    const MINUTE: Millis = 60_000;
+    const DAY: Millis = 24 * 60 * MINUTE;
+    let mut events = Vec::new();
+    for k in 0..count {
+        let n = users + k;
+        let user = generator::user_id(n);
+        let t = after + 60 * MINUTE + k as Millis * MINUTE;
+        let attribute = |time: Millis, name: &str, value: String| {
+            let mut e = Event::new(user.clone(), time, EventType::AttributeChanged);
+            e.name = Some(name.to_string());
+            e.value = Some(Scalar::Str(value));
+            e
+        };
+        let mut email = Event::new(user.clone(), t, EventType::EmailAdded);
+        email.value = Some(Scalar::Str(format!("recycled{n}@initech.example")));
+        events.push(email);
+        events.push(attribute(t + 1, "lead_status", "Open".into()));
+        events.push(attribute(
+            t + 2,
+            "salesforce_lead_id",
+            generator::salesforce_lead_id(n),
+        ));
+        let mut score = Event::new(user.clone(), t + 3, EventType::ExternalScore);
+        score.score = Some(ScoreOp::Set(150));
+        events.push(score);
+        events.push(attribute(t + DAY, "lead_status", "SQL".into()));
+        events.push(attribute(t + 2 * DAY, "lead_status", "Nurture".into()));
+    }
+    events
+}
+
 #[derive(Default)]
 struct Summary {
     changes: usize,
     by_kind: BTreeMap<&'static str, usize>,
     scores: HashMap<String, i64>,
     mqls: Vec<(String, String)>,
+    /// Handoffs (`handed_off` outcomes) per user.
+    handoffs: HashMap<String, usize>,
+    /// Users whose status was seen moving back before MQL (a recycle).
+    recycled: HashMap<String, usize>,
+    /// The last status seen per user, to notice a recycle.
+    statuses: HashMap<String, String>,
 }
 
 impl Summary {
@@ -236,6 +291,21 @@ impl Summary {
         }
         println!("  dead-lettered        {dlq}");
         println!("  leads over {threshold:<9} {}", self.mqls.len());
+        let handed = self.handoffs.len();
+        let once = self.handoffs.values().filter(|n| **n == 1).count();
+        let mut again: Vec<(&String, &usize)> =
+            self.handoffs.iter().filter(|(_, n)| **n > 1).collect();
+        again.sort();
+        let (recycled, unexplained): (Vec<_>, Vec<_>) = again
+            .iter()
+            .partition(|(u, n)| self.recycled.get(*u).is_some_and(|r| **n <= r + 1));
+        println!("  handed off           {handed} leads: {once} once");
+        for (user, n) in &recycled {
+            println!("    {user:<18} {n} times: recycled to an earlier status after its handoff");
+        }
+        for (user, n) in &unexplained {
+            println!("    {user:<18} {n} times WITHOUT a recycle (a bug: please report it)");
+        }
         let mut top: Vec<(&String, &i64)> = self.scores.iter().collect();
         top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         println!("  top leads");
@@ -253,6 +323,7 @@ fn watch(
     topic: &str,
     handoffs: &str,
     threshold: i64,
+    funnel: &Funnel,
     done: Shutdown,
 ) -> Result<Summary> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -273,6 +344,10 @@ fn watch(
                 if let Ok(o) =
                     serde_json::from_slice::<serde_json::Value>(m.payload().unwrap_or_default())
                 {
+                    if o["status"] == "handed_off" {
+                        let user = o["user_id"].as_str().unwrap_or("?").to_string();
+                        *s.handoffs.entry(user).or_default() += 1;
+                    }
                     println!(
                         "  SF   lead {} ({}) -> {} (HTTP {}, {} attempt(s))",
                         o["lead_id"].as_str().unwrap_or("?"),
@@ -291,6 +366,18 @@ fn watch(
                 };
                 latest_time = latest_time.max(c.time);
                 s.changes += 1;
+                if let Some(Scalar::Str(status)) = c.attribute("lead_status") {
+                    let before = s.statuses.insert(c.user_id.clone(), status.clone());
+                    if funnel.is_recycle(before.as_deref(), Some(status)) {
+                        println!(
+                            "  RECYCLED  {}  {:<12} {} -> {status}: eligible for a handoff again",
+                            &format_rfc3339(c.time)[..16],
+                            c.user_id,
+                            before.as_deref().unwrap_or("?")
+                        );
+                        *s.recycled.entry(c.user_id.clone()).or_default() += 1;
+                    }
+                }
                 *s.by_kind.entry(c.reason.kind.as_str()).or_default() += 1;
                 s.scores.insert(c.user_id.clone(), c.score);
                 if c.previous_score <= threshold
