@@ -279,6 +279,9 @@ struct Summary {
     recycled: HashMap<String, usize>,
     /// The last status seen per user, to notice a recycle.
     statuses: HashMap<String, String>,
+    /// Leads over the threshold never handed off because sales had them already (at MQL or
+    /// beyond).
+    with_sales: usize,
 }
 
 impl Summary {
@@ -300,6 +303,12 @@ impl Summary {
             .iter()
             .partition(|(u, n)| self.recycled.get(*u).is_some_and(|r| **n <= r + 1));
         println!("  handed off           {handed} leads: {once} once");
+        if self.with_sales > 0 {
+            println!(
+                "    {:<18} already at MQL or beyond, so not touched",
+                format!("{} lead(s)", self.with_sales)
+            );
+        }
         for (user, n) in &recycled {
             println!("    {user:<18} {n} times: recycled to an earlier status after its handoff");
         }
@@ -409,6 +418,12 @@ fn watch(
             let _ = std::io::stdout().flush();
         }
     }
+    s.with_sales = s
+        .mqls
+        .iter()
+        .filter(|(u, _)| !s.handoffs.contains_key(u))
+        .filter(|(u, _)| funnel.at_or_beyond(s.statuses.get(u).map(String::as_str)))
+        .count();
     Ok(s)
 }
 
