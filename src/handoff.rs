@@ -1,6 +1,7 @@
 //! The handoff service (`leadscore handoff`, SPEC section 6): reads the score changes, picks the
-//! leads that cross the threshold and are not already MQL, and updates their Lead records in
-//! Salesforce, batched, retried, never lost.
+//! leads that cross the threshold and are not already at MQL or beyond (the funnel of
+//! `handoff.status_order`, [`Funnel`]), and updates their Lead records in Salesforce, batched,
+//! retried, never lost, and only on what Salesforce answered.
 //!
 //! Per-user handoff state ([`LeadState`]) lives in the same changelog-backed store as the
 //! scorer's ([`crate::changelog`]). One thread polls the consumer; leads to hand off collect in

@@ -1,6 +1,8 @@
 //! A local stand-in for Salesforce (`leadscore salesforce-standin`), for tests and the demo: the
 //! three endpoints the handoff uses, with Salesforce's documented answers and error shapes, and
-//! injectable faults (expiring tokens, outages, row locks, the daily API limit, latency).
+//! injectable faults (expiring tokens, outages, row locks, the daily API limit, latency, and
+//! answers a broken proxy could give: short, long or mismatched collection results, non-JSON
+//! successes, oversized bodies).
 //!
 //! It is strict where a lenient fake would hide client bugs: ids must look like Salesforce ids,
 //! `PATCH` bodies must be JSON objects sent as `application/json`, collections must say
@@ -1439,6 +1441,74 @@ mod tests {
         let count = runs[0].iter().filter(|l| **l).count();
         assert!((60..=140).contains(&count), "about half locked: {count}");
         assert_eq!(runs[0], runs[1], "the same seed locks the same records");
+    }
+
+    #[tokio::test]
+    async fn garbled_answer_faults_apply_the_records_then_garble_the_answer() {
+        let s = start(config()).await;
+        let token = s.token().await;
+        let body = json!({ "allOrNone": false, "records": [record(&lead(1)), record(&lead(2))] });
+        let ids = |a: &Answer| -> Vec<Value> {
+            a.body
+                .as_array()
+                .expect("results")
+                .iter()
+                .map(|r| r["id"].clone())
+                .collect()
+        };
+        let cases = [
+            (CollectionAnswer::Short, vec![json!(lead(1))]),
+            (
+                CollectionAnswer::Long,
+                vec![json!(lead(1)), json!(lead(2)), json!(STRAY_LEAD_ID)],
+            ),
+            (
+                CollectionAnswer::Mismatched,
+                vec![json!(lead(2)), json!(lead(1))],
+            ),
+        ];
+        for (fault, want) in cases {
+            s.standin.set_faults(Faults {
+                collection_answer: fault,
+                ..Faults::default()
+            });
+            let a = s.patch_collection(&token, &body).await;
+            assert_eq!(a.status, 200, "{fault:?}");
+            assert_eq!(ids(&a), want, "{fault:?}");
+        }
+        assert_eq!(s.standin.patch_count(&lead(2)), 3, "applied every time");
+
+        // A lone lead's raw answer, status and text.
+        let raw = |faults: Faults| {
+            s.standin.set_faults(faults);
+            let path = format!("{}/services/data/v60.0/sobjects/Lead/{}", s.base, lead(1));
+            let request = s
+                .http
+                .patch(path)
+                .bearer_auth(&token)
+                .header(CONTENT_TYPE, "application/json")
+                .body("{}");
+            async move {
+                let response = request.send().await.expect("sent");
+                let status = response.status().as_u16();
+                (status, response.text().await.expect("a body"))
+            }
+        };
+        let (status, padded) = raw(Faults {
+            answer_padding: 1000,
+            ..Faults::default()
+        })
+        .await;
+        assert_eq!((status, padded.len()), (200, 1000));
+        assert!(padded.trim().is_empty());
+        let (status, html) = raw(Faults {
+            non_json_success: true,
+            ..Faults::default()
+        })
+        .await;
+        assert_eq!(status, 200);
+        assert!(html.starts_with("<html>"), "{html}");
+        assert_eq!(s.standin.patch_count(&lead(1)), 5, "applied every time");
     }
 
     #[tokio::test]
