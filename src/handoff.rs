@@ -794,6 +794,11 @@ impl Service for Core {
         let decision = owned.update_if_changed(&change.user_id, |lead| {
             decide(lead, &change, &self.settings.handoff, &self.funnel)
         });
+        if decision == Err(Skip::AtOrBeyondHandoffStatus) {
+            // Sales took the lead while its handoff waited for its batch: the PATCH would move
+            // it back, so it is not sent.
+            st.pending.retain(|p| p.user_id != change.user_id);
+        }
         if let Ok(lead_id) = decision {
             let lead = Pending {
                 user_id: change.user_id.clone(),

@@ -337,6 +337,43 @@ fn a_lead_whose_status_leaves_mql_is_handed_off_again() {
 }
 
 #[test]
+fn a_lead_that_reaches_sql_before_its_batch_is_sent_is_not_moved_back() {
+    let setup = Setup::new("sqlbatch", 1, config(Faults::default()));
+    let (taken, control) = (salesforce_lead_id(1), salesforce_lead_id(2));
+    let p = producer(&setup.broker);
+    for (n, score, status) in [(1, 150, "Open"), (2, 151, "SQL"), (3, 152, "SQL")] {
+        produce(
+            &p,
+            &setup.names.output,
+            Some(b"u1"),
+            &change("u1", n, score, status, &taken),
+        );
+    }
+    produce(
+        &p,
+        &setup.names.output,
+        Some(b"u2"),
+        &change("u2", 1, 150, "Open", &control),
+    );
+    p.flush(Duration::from_secs(30)).expect("flush");
+    // All four in one batch: u1 qualifies while Open, then sales takes it before the call.
+    let mut h = setup.handoff_with(&[("HANDOFF__LINGER", "2s")]);
+    wait_until(Duration::from_secs(60), "the control lead", || {
+        setup.standin.patch_count(&control) == 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(h.terminate().success());
+    assert_eq!(
+        setup.standin.patch_count(&taken),
+        0,
+        "an SQL lead is never PATCHed"
+    );
+    let outcomes = setup.outcomes();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0]["lead_id"], control.as_str());
+}
+
+#[test]
 fn the_daily_api_limit_pauses_calls_and_keeps_the_leads() {
     let setup = Setup::new(
         "limit",
