@@ -138,13 +138,14 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         seed: opts.seed,
         ..GeneratorConfig::default()
     };
-    let mut events = generator::generate(&cfg);
+    let events = generator::generate(&cfg);
     let first = events.iter().map(|e| e.time).min().unwrap_or(0);
     let last = events.iter().map(|e| e.time).max().unwrap_or(0);
-    events.extend(recycled_leads(opts.users, opts.recycled, last));
+    let story = recycled_leads(opts.users, opts.recycled, last);
+    let story_len: usize = story.iter().map(Vec::len).sum();
     println!(
         "  traffic   {} events from {} users, {} to {} (late events, duplicates, employees, customers,\n            and {} lead(s) recycled to Nurture after sales took them)\n",
-        events.len(),
+        events.len() + story_len,
         opts.users + opts.recycled,
         &format_rfc3339(first)[..10],
         &format_rfc3339(last)[..10],
@@ -161,25 +162,33 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "5")
             .create()?;
-        let per_slice = (events.len() / 60).max(1);
-        let slice_pause = pace / 60;
-        for chunk in events.chunks(per_slice) {
-            for e in chunk {
-                let payload = codec::encode_event(Format::Json, e);
-                let mut rec = BaseRecord::to(&input)
-                    .key(e.user_id.as_bytes())
-                    .payload(&payload);
-                loop {
-                    match producer.send(rec) {
-                        Ok(()) => break,
-                        Err((_, r)) => {
-                            rec = r;
-                            std::thread::sleep(Duration::from_millis(2));
-                        }
+        let send = |e: &Event| {
+            let payload = codec::encode_event(Format::Json, e);
+            let mut rec = BaseRecord::to(&input)
+                .key(e.user_id.as_bytes())
+                .payload(&payload);
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        rec = r;
+                        std::thread::sleep(Duration::from_millis(2));
                     }
                 }
             }
+        };
+        let per_slice = (events.len() / 60).max(1);
+        let slice_pause = pace / 60;
+        for chunk in events.chunks(per_slice) {
+            chunk.iter().for_each(send);
             std::thread::sleep(slice_pause);
+        }
+        // The recycle story in its three acts, each given time to reach Salesforce, as sales
+        // would take a day: a lead that reaches SQL before its handoff is sent is not sent.
+        for act in &story {
+            act.iter().for_each(send);
+            producer.flush(Duration::from_secs(30))?;
+            std::thread::sleep(STORY_PAUSE);
         }
         // A few bad records, as real producers send now and then: they go to the dead-letter
         // topic and scoring goes on.
@@ -193,7 +202,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
             let _ = producer.send(rec);
         }
         producer.flush(Duration::from_secs(30))?;
-        Ok(events.len() + bad.len())
+        Ok(events.len() + story_len + bad.len())
     });
 
     // The live view: another plain consumer, on the score changes.
@@ -231,14 +240,19 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     Ok(())
 }
 
+/// Wall-clock time between the acts of the recycle story: enough for a score change to go
+/// through the scorer and the handoff's batch (`handoff.linger`) to Salesforce.
+const STORY_PAUSE: Duration = Duration::from_millis(1500);
+
 /// Scripted recycled leads, numbered after the generated users, their story starting an hour
-/// after the generated traffic: signed up with a high external score (handed off while Open),
-/// qualified by sales a day later (SQL: never moved back to MQL), then recycled to Nurture (a
-/// move back before MQL: eligible again, so handed off a second time).
-fn recycled_leads(users: usize, count: usize, after: Millis) -> Vec<Event> {
+/// after the generated traffic, in three acts: signed up with a high external score (handed
+/// off while Open); qualified by sales a day later (SQL: never moved back to MQL); recycled to
+/// Nurture a day after that (a move back before MQL: eligible again, so handed off a second
+/// time).
+fn recycled_leads(users: usize, count: usize, after: Millis) -> Vec<Vec<Event>> {
     const MINUTE: Millis = 60_000;
     const DAY: Millis = 24 * 60 * MINUTE;
-    let mut events = Vec::new();
+    let mut acts = vec![Vec::new(), Vec::new(), Vec::new()];
     for k in 0..count {
         let n = users + k;
         let user = generator::user_id(n);
@@ -251,20 +265,22 @@ fn recycled_leads(users: usize, count: usize, after: Millis) -> Vec<Event> {
         };
         let mut email = Event::new(user.clone(), t, EventType::EmailAdded);
         email.value = Some(Scalar::Str(format!("recycled{n}@initech.example")));
-        events.push(email);
-        events.push(attribute(t + 1, "lead_status", "Open".into()));
-        events.push(attribute(
-            t + 2,
-            "salesforce_lead_id",
-            generator::salesforce_lead_id(n),
-        ));
         let mut score = Event::new(user.clone(), t + 3, EventType::ExternalScore);
         score.score = Some(ScoreOp::Set(150));
-        events.push(score);
-        events.push(attribute(t + DAY, "lead_status", "SQL".into()));
-        events.push(attribute(t + 2 * DAY, "lead_status", "Nurture".into()));
+        acts[0].extend([
+            email,
+            attribute(t + 1, "lead_status", "Open".into()),
+            attribute(
+                t + 2,
+                "salesforce_lead_id",
+                generator::salesforce_lead_id(n),
+            ),
+            score,
+        ]);
+        acts[1].push(attribute(t + DAY, "lead_status", "SQL".into()));
+        acts[2].push(attribute(t + 2 * DAY, "lead_status", "Nurture".into()));
     }
-    events
+    acts
 }
 
 #[derive(Default)]
