@@ -9,7 +9,8 @@ use leadscore::codec::{self, Format};
 use leadscore::config::Secret;
 use leadscore::event::Scalar;
 use leadscore::generator::salesforce_lead_id;
-use leadscore::sfstandin::{self, Faults, Standin, StandinConfig};
+use leadscore::salesforce::MAX_ANSWER_BYTES_PER_LEAD;
+use leadscore::sfstandin::{self, CollectionAnswer, Faults, Standin, StandinConfig};
 use rdkafka::producer::Producer;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
@@ -189,6 +190,7 @@ fn hands_off_thousands_of_leads_through_faults_and_a_kill_9_losing_none() {
         daily_limit: None,
         latency: Duration::from_millis(2),
         seed: 7,
+        ..Faults::default()
     });
     cfg.known_leads = Some(known);
     cfg.deleted_leads = deleted;
@@ -333,6 +335,43 @@ fn a_lead_whose_status_leaves_mql_is_handed_off_again() {
     assert_eq!(patch.header("content-type"), Some("application/json"));
     let body: serde_json::Value = serde_json::from_str(&patch.body).expect("JSON body");
     assert_eq!(body, serde_json::json!({"lead_status": "MQL"}));
+}
+
+#[test]
+fn a_lead_that_reaches_sql_before_its_batch_is_sent_is_not_moved_back() {
+    let setup = Setup::new("sqlbatch", 1, config(Faults::default()));
+    let (taken, control) = (salesforce_lead_id(1), salesforce_lead_id(2));
+    let p = producer(&setup.broker);
+    for (n, score, status) in [(1, 150, "Open"), (2, 151, "SQL"), (3, 152, "SQL")] {
+        produce(
+            &p,
+            &setup.names.output,
+            Some(b"u1"),
+            &change("u1", n, score, status, &taken),
+        );
+    }
+    produce(
+        &p,
+        &setup.names.output,
+        Some(b"u2"),
+        &change("u2", 1, 150, "Open", &control),
+    );
+    p.flush(Duration::from_secs(30)).expect("flush");
+    // All four in one batch: u1 qualifies while Open, then sales takes it before the call.
+    let mut h = setup.handoff_with(&[("HANDOFF__LINGER", "2s")]);
+    wait_until(Duration::from_secs(60), "the control lead", || {
+        setup.standin.patch_count(&control) == 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(h.terminate().success());
+    assert_eq!(
+        setup.standin.patch_count(&taken),
+        0,
+        "an SQL lead is never PATCHed"
+    );
+    let outcomes = setup.outcomes();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0]["lead_id"], control.as_str());
 }
 
 #[test]
@@ -572,4 +611,221 @@ fn readiness_waits_for_a_token_and_metrics_pass_promtool_and_move() {
     assert!(!log.contains(SECRET), "the secret stays out of the logs");
     // Access tokens neither (the stand-in's look like "00D...!AQ.standin.<n>.<nonce>").
     assert!(!log.contains("!AQ.standin."), "an access token in the log");
+}
+
+/// The dead letters of the handoff: (reason header, lead id of the outcome or the key).
+fn dead_letters(setup: &Setup) -> Vec<(String, String)> {
+    read_all(&setup.broker, &setup.handoffs_dlq)
+        .into_iter()
+        .map(|r| {
+            let v: serde_json::Value = r
+                .payload
+                .as_deref()
+                .and_then(|p| serde_json::from_slice(p).ok())
+                .unwrap_or_default();
+            let id = v["lead_id"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| String::from_utf8_lossy(&r.key.unwrap_or_default()).into());
+            (r.headers["leadscore.error.reason"].clone(), id)
+        })
+        .collect()
+}
+
+#[test]
+fn bad_lead_ids_and_mismatched_keys_are_dead_lettered_without_a_call() {
+    let setup = Setup::new("badids", 1, config(Faults::default()));
+    let good = salesforce_lead_id(1);
+    let bad = [
+        "..",
+        ".",
+        "",
+        "a/b",
+        "00Q00000000000",    // 14
+        "00Q0000000000001",  // 16
+        "00Q00000000000001", // 17
+        "../../sobjects/Account/001000000000001",
+    ];
+    let p = producer(&setup.broker);
+    for (n, id) in bad.iter().enumerate() {
+        let user = format!("bad{n}");
+        let c = change(&user, 1, 150, "Open", id);
+        produce(&p, &setup.names.output, Some(user.as_bytes()), &c);
+    }
+    // Keyed by another user than its own: the scorer never writes that.
+    let stray = change("u-km", 1, 150, "Open", &salesforce_lead_id(2));
+    produce(&p, &setup.names.output, Some(b"someone-else"), &stray);
+    produce(
+        &p,
+        &setup.names.output,
+        Some(b"u-good"),
+        &change("u-good", 1, 150, "Open", &good),
+    );
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let mut h = setup.handoff();
+    wait_until(Duration::from_secs(60), "every dead letter", || {
+        dead_letters(&setup).len() == bad.len() + 1
+    });
+    wait_until(Duration::from_secs(60), "the good lead", || {
+        setup.standin.patch_count(&good) == 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(h.terminate().success());
+
+    let mut dead = dead_letters(&setup);
+    dead.sort();
+    let mut want: Vec<(String, String)> = bad
+        .iter()
+        .map(|id| ("invalid_lead_id".to_string(), id.to_string()))
+        .collect();
+    want.push(("key_mismatch".to_string(), "someone-else".to_string()));
+    want.sort();
+    assert_eq!(dead, want);
+    // No call for any of them: the only API call is the good lead's.
+    let calls: Vec<String> = setup
+        .standin
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/services/data/"))
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        calls,
+        vec![format!("/services/data/v60.0/sobjects/Lead/{good}")]
+    );
+    assert_eq!(setup.standin.leads().len(), 1);
+    // Each invalid id has its outcome, failed, with the reason.
+    let failed: Vec<serde_json::Value> = setup
+        .outcomes()
+        .into_iter()
+        .filter(|o| o["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), bad.len());
+    assert!(failed
+        .iter()
+        .all(|o| o["error"]["errorCode"] == "INVALID_LEAD_ID" && o["http_status"].is_null()));
+}
+
+#[test]
+fn a_refused_token_is_an_authentication_failure_not_an_api_limit() {
+    let setup = Setup::new("authfail", 1, config(Faults::default()));
+    let p = producer(&setup.broker);
+    let id = salesforce_lead_id(3);
+    produce(
+        &p,
+        &setup.names.output,
+        Some(b"u1"),
+        &change("u1", 1, 150, "Open", &id),
+    );
+    p.flush(Duration::from_secs(30)).expect("flush");
+    // A client id the org does not know: every token request is refused.
+    let mut h = setup.handoff_with(&[("SALESFORCE__CLIENT_ID", "not-the-app")]);
+    wait_until(
+        Duration::from_secs(60),
+        "the authentication failure",
+        || {
+            h.log_text()
+                .contains("Salesforce authentication failure (check")
+        },
+    );
+    let (_, metrics) = h.get("/metrics").expect("metrics");
+    let refused = metric_with(
+        &metrics,
+        "leadscore_salesforce_auth_failures_total",
+        "cause=\"token_refused\"",
+    )
+    .unwrap_or(0.0);
+    assert!(refused >= 1.0, "{metrics}");
+    assert_eq!(
+        metric_sum(&metrics, "leadscore_handoff_limit_pauses_total"),
+        0.0
+    );
+    assert!(h.terminate().success());
+    let log = h.log_text();
+    assert!(log.contains("invalid_client_id"), "the cause is logged");
+    assert!(
+        !log.contains("API limit reached"),
+        "not an API limit:\n{log}"
+    );
+    assert!(setup.outcomes().is_empty(), "the lead is kept, not failed");
+    assert!(read_all(&setup.broker, &setup.handoffs_dlq).is_empty());
+}
+
+#[test]
+fn answers_that_do_not_match_the_records_are_retried_and_oversized_ones_dead_lettered() {
+    let setup = Setup::new(
+        "garbled",
+        1,
+        config(Faults {
+            collection_answer: CollectionAnswer::Short,
+            ..Faults::default()
+        }),
+    );
+    let p = producer(&setup.broker);
+    let ids: Vec<String> = (0..5).map(salesforce_lead_id).collect();
+    for (n, id) in ids.iter().enumerate() {
+        let user = format!("u{n}");
+        produce(
+            &p,
+            &setup.names.output,
+            Some(user.as_bytes()),
+            &change(&user, 1, 150, "Open", id),
+        );
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    // One collection of five, answered with four results: four are handed off, the fifth is
+    // retried (alone, so as a lone PATCH) rather than failed or assumed.
+    let mut h = setup.handoff_with(&[("HANDOFF__LINGER", "1s"), ("HANDOFF__MAX_ATTEMPTS", "2")]);
+    wait_until(Duration::from_secs(60), "five outcomes", || {
+        setup.outcomes().len() >= 5
+    });
+    let outcomes = setup.outcomes();
+    assert!(
+        outcomes.iter().all(|o| o["status"] == "handed_off"),
+        "{outcomes:?}"
+    );
+    // The last record of each call had no result: it alone took a second attempt.
+    let retried: Vec<&serde_json::Value> = outcomes.iter().filter(|o| o["attempts"] == 2).collect();
+    assert!(!retried.is_empty(), "{outcomes:?}");
+    assert!(
+        retried.iter().any(|o| o["lead_id"] == ids[4].as_str()),
+        "{outcomes:?}"
+    );
+    for id in &ids {
+        assert_eq!(
+            setup.standin.patch_count(id),
+            if retried.iter().any(|o| o["lead_id"] == id.as_str()) {
+                2
+            } else {
+                1
+            },
+            "{id}"
+        );
+    }
+
+    // An answer over its cap, every time: dead-lettered after max_attempts.
+    setup.standin.set_faults(Faults {
+        answer_padding: MAX_ANSWER_BYTES_PER_LEAD + 1,
+        ..Faults::default()
+    });
+    let big = salesforce_lead_id(9);
+    produce(
+        &p,
+        &setup.names.output,
+        Some(b"u9"),
+        &change("u9", 1, 150, "Open", &big),
+    );
+    p.flush(Duration::from_secs(30)).expect("flush");
+    wait_until(Duration::from_secs(60), "the dead letter", || {
+        !dead_letters(&setup).is_empty()
+    });
+    assert!(h.terminate().success());
+    assert_eq!(
+        dead_letters(&setup),
+        vec![("response_too_large".to_string(), big.clone())]
+    );
+    let last = setup.outcomes().pop().expect("an outcome");
+    assert_eq!(last["status"], "failed");
+    assert_eq!(last["attempts"], 2);
+    assert_eq!(last["error"]["errorCode"], "RESPONSE_TOO_LARGE");
 }

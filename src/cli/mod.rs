@@ -252,6 +252,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 daily_limit,
                 latency: std::time::Duration::from_millis(latency_ms),
                 seed,
+                ..Default::default()
             },
         ),
     }

@@ -101,6 +101,13 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A secret file larger than any secret: most likely the wrong path (a device, a log).
+    #[error(
+        "Salesforce client secret file {}: larger than {max} bytes, so not a secret; \
+         check salesforce.client_secret_file",
+        .path.display()
+    )]
+    SecretFileTooLarge { path: PathBuf, max: u64 },
 }
 
 fn missing_secret_message(env_var: &str, file: Option<&Path>) -> String {
@@ -478,13 +485,25 @@ pub struct HandoffSettings {
     pub state_dir: PathBuf,
     /// A lead is handed off when its score is above this.
     pub threshold: i64,
-    /// Statuses meaning the lead is already with sales; such leads are not handed off.
+    /// The lead funnel, earliest status first: a lead at `handoff_status` or beyond is never
+    /// handed off (never moved back), and a move back to a status before it (a recycle)
+    /// makes the lead eligible again. Compared as [`status_key`]s.
+    pub status_order: Vec<String>,
+    /// The status the handoff puts leads in (the one `patch_body` sets); one of `status_order`.
+    pub handoff_status: String,
+    /// Statuses outside `status_order` that also count as at or beyond the handoff status (a
+    /// status missing from the order otherwise counts as before it). Kept from the releases
+    /// before `status_order`; a status listed before `handoff_status` cannot be here.
     pub skip_statuses: Vec<String>,
-    /// The snapshot attribute holding the lead's status, compared with `skip_statuses`.
+    /// The snapshot attribute holding the lead's status, placed in `status_order`.
     pub status_attribute: String,
     /// The snapshot attribute holding the Salesforce lead id, for sources whose user ids are
     /// not lead ids; `None`: the user id is the lead id.
     pub lead_id_attribute: Option<String>,
+    /// What a lead id must look like, as `[CLASS]{MIN,MAX}` (see [`LeadIdPattern`]); `None`: a
+    /// Salesforce record id, 15 or 18 ASCII letters and digits. A lead whose id does not match
+    /// is dead-lettered (`invalid_lead_id`) without a call.
+    pub lead_id_pattern: Option<String>,
     /// The JSON object sent as each lead's update. TOML may write it as an inline table or as a
     /// JSON string, since Salesforce field names and values are easiest to copy as JSON.
     #[serde(deserialize_with = "deserialize_json_object")]
@@ -515,9 +534,12 @@ impl Default for HandoffSettings {
             group_id: "leadscore-handoff".to_string(),
             state_dir: PathBuf::from("./state/handoff"),
             threshold: 100,
-            skip_statuses: vec!["MQL".to_string()],
+            status_order: DEFAULT_STATUS_ORDER.iter().map(|s| s.to_string()).collect(),
+            handoff_status: "MQL".to_string(),
+            skip_statuses: Vec::new(),
             status_attribute: "lead_status".to_string(),
             lead_id_attribute: None,
+            lead_id_pattern: None,
             patch_body: serde_json::json!({ "lead_status": "MQL" }),
             linger: Duration::from_millis(200),
             max_batch: 200,
@@ -528,6 +550,163 @@ impl Default for HandoffSettings {
         }
     }
 }
+
+/// The default `handoff.status_order`: the statuses of the common Salesforce lead funnels,
+/// earliest first, with `MQL` the handoff status. Recycle buckets (`Nurture`, `Recycled`) come
+/// first, so a move there from any later status is a recycle. Everything after `MQL` is with
+/// sales or done, so never moved back to MQL: accepted and qualified (`SAL`, `SQL`),
+/// `Opportunity`, converted (`Converted`, Salesforce's default `Closed - Converted`,
+/// `Customer`) and closed or disqualified (`Closed`, `Closed - Not Converted`, `Unqualified`,
+/// `Disqualified`). `Open - Not Contacted` and `Working - Contacted` are Salesforce's default
+/// picklist values for new and worked leads.
+pub const DEFAULT_STATUS_ORDER: &[&str] = &[
+    "Nurture",
+    "Recycled",
+    "New",
+    "Open",
+    "Open - Not Contacted",
+    "Working",
+    "Working - Contacted",
+    "MQL",
+    "SAL",
+    "SQL",
+    "Opportunity",
+    "Converted",
+    "Closed - Converted",
+    "Customer",
+    "Closed",
+    "Closed - Not Converted",
+    "Unqualified",
+    "Disqualified",
+];
+
+/// How statuses are compared: surrounding whitespace dropped, inner runs of whitespace made one
+/// space, and case folded, so `"Closed -  Converted "` from a CRM sync is `Closed - Converted`
+/// and `mql` is `MQL`. Picklist values that differ only in case are one status to the handoff.
+pub fn status_key(status: &str) -> String {
+    status
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// What a lead id must look like: `handoff.lead_id_pattern`, a deliberately small subset of
+/// regular expressions with no regex engine behind it: one character class and a length,
+/// `[CLASS]{MIN,MAX}` or `[CLASS]{N}`. The class lists characters and ranges (`A-Za-z0-9_-`; a
+/// `-` first or last is itself). Whatever the pattern, an id is at most
+/// [`LeadIdPattern::MAX_LEN`] long, and `/ ? # % \` and whitespace can never be in the class,
+/// nor can an id be only dots: the id is a URL path segment and must not change the path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeadIdPattern {
+    /// A Salesforce record id: 15 or 18 ASCII letters and digits (the default).
+    SalesforceId,
+    /// A `[CLASS]{MIN,MAX}` pattern.
+    Class {
+        /// Allowed bytes (ASCII only).
+        allowed: Vec<bool>,
+        min: usize,
+        max: usize,
+    },
+}
+
+impl LeadIdPattern {
+    /// The longest lead id any pattern accepts.
+    pub const MAX_LEN: usize = 255;
+
+    /// Parses `[CLASS]{MIN,MAX}`; the error says what is wrong with it.
+    pub fn parse(pattern: &str) -> Result<LeadIdPattern, String> {
+        let usage = "expected [CLASS]{MIN,MAX} or [CLASS]{N}, e.g. \"[A-Za-z0-9_-]{1,80}\"";
+        let rest = pattern
+            .strip_prefix('[')
+            .ok_or_else(|| format!("{pattern:?}: {usage}"))?;
+        let (class, count) = rest
+            .split_once("]{")
+            .ok_or_else(|| format!("{pattern:?}: {usage}"))?;
+        let count = count
+            .strip_suffix('}')
+            .ok_or_else(|| format!("{pattern:?}: {usage}"))?;
+        let number = |s: &str| {
+            s.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("{pattern:?}: {s:?} is not a length; {usage}"))
+        };
+        let (min, max) = match count.split_once(',') {
+            Some((lo, hi)) => (number(lo)?, number(hi)?),
+            None => (number(count)?, number(count)?),
+        };
+        if min == 0 || min > max || max > Self::MAX_LEN {
+            return Err(format!(
+                "{pattern:?}: the length must be 1 to {} with MIN <= MAX",
+                Self::MAX_LEN
+            ));
+        }
+        let mut allowed = vec![false; 128];
+        let chars: Vec<char> = class.chars().collect();
+        if chars.is_empty() {
+            return Err(format!("{pattern:?}: the character class is empty"));
+        }
+        let mut i = 0;
+        while i < chars.len() {
+            let (lo, hi) = if i + 2 < chars.len() && chars[i + 1] == '-' {
+                i += 3;
+                (chars[i - 3], chars[i - 1])
+            } else {
+                i += 1;
+                (chars[i - 1], chars[i - 1])
+            };
+            if !lo.is_ascii() || !hi.is_ascii() || lo > hi {
+                return Err(format!(
+                    "{pattern:?}: {lo}-{hi} is not an ASCII range (ids are ASCII)"
+                ));
+            }
+            for c in lo..=hi {
+                if c.is_ascii_control()
+                    || c.is_ascii_whitespace()
+                    || matches!(c, '/' | '?' | '#' | '%' | '\\')
+                {
+                    return Err(format!(
+                        "{pattern:?}: {c:?} cannot be in a lead id (it is a URL path segment)"
+                    ));
+                }
+                allowed[c as usize] = true;
+            }
+        }
+        Ok(LeadIdPattern::Class { allowed, min, max })
+    }
+
+    /// Whether `id` is a lead id of this shape.
+    pub fn matches(&self, id: &str) -> bool {
+        if id.bytes().all(|b| b == b'.') {
+            return false; // `.` and `..` (and empty) would be normalised out of the URL
+        }
+        match self {
+            LeadIdPattern::SalesforceId => {
+                (id.len() == 15 || id.len() == 18) && id.bytes().all(|b| b.is_ascii_alphanumeric())
+            }
+            LeadIdPattern::Class { allowed, min, max } => {
+                (*min..=*max).contains(&id.len())
+                    && id
+                        .bytes()
+                        .all(|b| allowed.get(usize::from(b)).copied().unwrap_or(false))
+            }
+        }
+    }
+}
+
+impl HandoffSettings {
+    /// The compiled `lead_id_pattern` (checked at load, so an error here names the setting).
+    pub fn lead_id_pattern(&self) -> Result<LeadIdPattern, String> {
+        match &self.lead_id_pattern {
+            None => Ok(LeadIdPattern::SalesforceId),
+            Some(p) => LeadIdPattern::parse(p),
+        }
+    }
+}
+
+/// The largest client secret file read: a secret is a few dozen bytes, and a mistaken path
+/// (`/dev/zero`, a log file) must fail with a clear error rather than fill the memory.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 
 /// The Salesforce org. The client secret is not here: see [`SalesforceSettings::client_secret`].
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -584,9 +763,31 @@ impl SalesforceSettings {
             file: self.client_secret_file.clone(),
         };
         let path = self.client_secret_file.as_ref().ok_or_else(missing)?;
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+        let file_error = |source| ConfigError::SecretFile {
             path: path.clone(),
             source,
+        };
+        // Read at most one byte past the cap: enough to tell a secret from a wrong file.
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(
+                std::fs::File::open(path).map_err(file_error)?,
+                MAX_SECRET_FILE_BYTES + 1,
+            ),
+            &mut bytes,
+        )
+        .map_err(file_error)?;
+        if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+            return Err(ConfigError::SecretFileTooLarge {
+                path: path.clone(),
+                max: MAX_SECRET_FILE_BYTES,
+            });
+        }
+        let text = String::from_utf8(bytes).map_err(|_| {
+            file_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not UTF-8 text",
+            ))
         })?;
         let secret = text.trim();
         if secret.is_empty() {
@@ -998,6 +1199,10 @@ impl Settings {
         )?;
         let status = &["handoff.status_attribute"];
         ensure(!handoff.status_attribute.is_empty(), status, non_empty)?;
+        self.check_funnel(sources)?;
+        if let Err(message) = handoff.lead_id_pattern() {
+            return Err(sources.invalid(&["handoff.lead_id_pattern"], message));
+        }
         ensure(
             handoff.lead_id_attribute.as_deref() != Some(""),
             &["handoff.lead_id_attribute"],
@@ -1029,6 +1234,51 @@ impl Settings {
             return Err(sources.invalid(&["admin.listen"], message));
         }
         ensure(!self.log.level.is_empty(), &["log.level"], non_empty)
+    }
+}
+
+impl Settings {
+    /// `handoff.status_order`, `handoff_status` and `skip_statuses` must describe one funnel.
+    fn check_funnel(&self, sources: &Sources<'_>) -> Result<(), ConfigError> {
+        let h = &self.handoff;
+        let order = "handoff.status_order";
+        if h.status_order.is_empty() {
+            return Err(sources.invalid(&[order], "must list the lead funnel's statuses"));
+        }
+        let keys: Vec<String> = h.status_order.iter().map(|s| status_key(s)).collect();
+        for (i, key) in keys.iter().enumerate() {
+            if key.is_empty() {
+                return Err(sources.invalid(&[order], format!("entry {i} is empty")));
+            }
+            if let Some(j) = keys[..i].iter().position(|k| k == key) {
+                let message = format!(
+                    "{:?} and {:?} are the same status (statuses compare without case and extra \
+                     whitespace)",
+                    h.status_order[j], h.status_order[i]
+                );
+                return Err(sources.invalid(&[order], message));
+            }
+        }
+        let handoff_key = status_key(&h.handoff_status);
+        let Some(at) = keys.iter().position(|k| *k == handoff_key) else {
+            let message = format!("{:?} is not in handoff.status_order", h.handoff_status);
+            return Err(sources.invalid(&["handoff.handoff_status", order], message));
+        };
+        for skip in &h.skip_statuses {
+            let key = status_key(skip);
+            if key.is_empty() {
+                return Err(sources.invalid(&["handoff.skip_statuses"], "has an empty entry"));
+            }
+            if keys[..at].contains(&key) {
+                let message = format!(
+                    "{skip:?} is before handoff.handoff_status {:?} in handoff.status_order; \
+                     remove it from one of them",
+                    h.handoff_status
+                );
+                return Err(sources.invalid(&["handoff.skip_statuses", order], message));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1263,9 +1513,12 @@ mod tests {
         assert_eq!(s.handoff.group_id, "leadscore-handoff");
         assert_eq!(s.handoff.state_dir, PathBuf::from("./state/handoff"));
         assert_eq!(s.handoff.threshold, 100);
-        assert_eq!(s.handoff.skip_statuses, ["MQL"]);
+        assert_eq!(s.handoff.status_order, DEFAULT_STATUS_ORDER);
+        assert_eq!(s.handoff.handoff_status, "MQL");
+        assert!(s.handoff.skip_statuses.is_empty());
         assert_eq!(s.handoff.status_attribute, "lead_status");
         assert_eq!(s.handoff.lead_id_attribute, None);
+        assert_eq!(s.handoff.lead_id_pattern, None);
         assert_eq!(
             s.handoff.patch_body,
             serde_json::json!({"lead_status": "MQL"})
@@ -1513,6 +1766,116 @@ mod tests {
     }
 
     #[test]
+    fn the_funnel_settings_must_describe_one_funnel() {
+        let s = load(
+            "[handoff]\nstatus_order = [\"Lead\", \"Qualified\", \"Won\"]\nhandoff_status = \" qualified\"\nskip_statuses = [\"Lost\"]\n",
+            &[],
+        )
+        .expect("an org's own funnel loads");
+        assert_eq!(s.handoff.status_order, ["Lead", "Qualified", "Won"]);
+        let cases = [
+            ("status_order = []", "handoff.status_order: must list"),
+            (
+                "status_order = [\"Open\", \" \", \"MQL\"]",
+                "handoff.status_order: entry 1 is empty",
+            ),
+            (
+                "status_order = [\"Open\", \"MQL\", \"open\"]",
+                "handoff.status_order: \"Open\" and \"open\" are the same status",
+            ),
+            (
+                "handoff_status = \"Qualified\"",
+                "handoff.handoff_status: \"Qualified\" is not in handoff.status_order",
+            ),
+            (
+                "skip_statuses = [\"MQL\", \"working\"]",
+                "handoff.skip_statuses: \"working\" is before handoff.handoff_status",
+            ),
+            (
+                "lead_id_pattern = \"[a-z]+\"",
+                "handoff.lead_id_pattern: \"[a-z]+\": expected [CLASS]{MIN,MAX}",
+            ),
+        ];
+        for (line, want) in cases {
+            let e = load_err(&format!("[handoff]\n{line}\n"), &[]);
+            assert!(e.contains(want), "{line}: {e}");
+        }
+        // Skipping a status at or after the handoff status is redundant, not wrong.
+        load("[handoff]\nskip_statuses = [\"MQL\", \"SQL\"]\n", &[]).expect("compatible");
+    }
+
+    #[test]
+    fn statuses_compare_without_case_or_extra_whitespace() {
+        assert_eq!(status_key("  Closed -   Converted "), "closed - converted");
+        assert_eq!(status_key("MQL"), status_key("mql"));
+        assert_eq!(status_key("\tWorking\n"), "working");
+        assert_eq!(status_key("   "), "");
+    }
+
+    #[test]
+    fn lead_ids_are_salesforce_ids_by_default() {
+        let ids = LeadIdPattern::SalesforceId;
+        for good in [
+            "00Q000000000001",
+            "00Q000000000001AAA",
+            "00Q5g000004nuOjEAI",
+        ] {
+            assert!(ids.matches(good), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "00Q00000000000/",
+            "00Q0000000000",       // 13
+            "00Q00000000000",      // 14
+            "00Q0000000000001",    // 16
+            "00Q00000000000001",   // 17
+            "00Q0000000000000001", // 19
+            "00Q-00000000001AA",
+            "00Q 000000000001",
+            "00Q00000000000ü",
+        ] {
+            assert!(!ids.matches(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_lead_id_pattern_is_one_class_and_a_length() {
+        let p = LeadIdPattern::parse("[A-Za-z0-9_-]{1,40}").expect("valid");
+        for good in ["ext-42", "A_b-9", "x"] {
+            assert!(p.matches(good), "{good}");
+        }
+        for bad in ["", "a/b", "a b", "a.b", "é", &"x".repeat(41)] {
+            assert!(!p.matches(bad), "{bad:?}");
+        }
+        let dots = LeadIdPattern::parse("[a-z.]{1,10}").expect("valid");
+        assert!(dots.matches("a.b"));
+        assert!(!dots.matches(".") && !dots.matches(".."), "never only dots");
+        let exact = LeadIdPattern::parse("[0-9]{6}").expect("valid");
+        assert!(exact.matches("123456") && !exact.matches("12345"));
+        for (bad, why) in [
+            ("a-z{1,2}", "expected [CLASS]"),
+            ("[a-z]", "expected [CLASS]"),
+            ("[a-z]{1,2", "expected [CLASS]"),
+            ("[a-z]{x}", "is not a length"),
+            ("[a-z]{0,5}", "the length must be 1 to 255"),
+            ("[a-z]{5,2}", "the length must be 1 to 255"),
+            ("[a-z]{1,1000}", "the length must be 1 to 255"),
+            ("[]{1,2}", "the character class is empty"),
+            ("[z-a]{1,2}", "not an ASCII range"),
+            ("[a-zé]{1,2}", "not an ASCII range"),
+            ("[a-z/]{1,2}", "cannot be in a lead id"),
+            ("[%]{1,2}", "cannot be in a lead id"),
+            ("[ -~]{1,2}", "cannot be in a lead id"),
+        ] {
+            let e = LeadIdPattern::parse(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn rules_are_required_only_when_asked_for() {
         let s = load("", &[]).expect("loads without rules");
         let e = s.scorer.rules_path().expect_err("no rules").to_string();
@@ -1587,6 +1950,37 @@ mod tests {
             .expect_err("file gone")
             .to_string();
         assert!(e.starts_with("Salesforce client secret file"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_file_is_read_only_up_to_its_cap() {
+        let zero = SalesforceSettings {
+            client_secret_env: "TEST_SECRET".to_string(),
+            client_secret_file: Some(PathBuf::from("/dev/zero")),
+            ..SalesforceSettings::default()
+        };
+        let e = zero
+            .client_secret_with(|_| None)
+            .expect_err("/dev/zero is not a secret")
+            .to_string();
+        assert_eq!(
+            e,
+            "Salesforce client secret file /dev/zero: larger than 65536 bytes, so not a secret; \
+             check salesforce.client_secret_file"
+        );
+        let path = std::env::temp_dir().join(format!(
+            "leadscore-config-test-secret-cap-{}",
+            std::process::id()
+        ));
+        let at_cap = "s".repeat(MAX_SECRET_FILE_BYTES as usize);
+        std::fs::write(&path, &at_cap).expect("write secret file");
+        let file = SalesforceSettings {
+            client_secret_file: Some(path.clone()),
+            ..zero.clone()
+        };
+        let read = file.client_secret_with(|_| None);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(read.expect("at the cap").expose(), at_cap);
     }
 
     #[test]

@@ -3,20 +3,26 @@
 //! generated events for a few hundred users over four simulated weeks; a live view of leads
 //! crossing the MQL threshold and the stand-in receiving them, and a closing summary. Ends by
 //! itself in well under a minute.
+//!
+//! The generated funnel moves leads forward only (Open, Working, and for some MQL and SQL), so
+//! each qualified lead is handed off once. On top of it the demo scripts a few recycled leads
+//! ([`recycled_leads`]): handed off, qualified by sales (SQL), then sent back to Nurture, which
+//! makes them eligible again, so each of them is handed off twice. The summary counts both.
 
 use crate::admin::{self, Health};
 use crate::change::{ReasonKind, ScoreChange};
 use crate::codec::{self, Format};
-use crate::config::Secret;
+use crate::config::{HandoffSettings, Secret};
 use crate::devbroker::DevBroker;
+use crate::event::{Event, EventType, Scalar, ScoreOp};
 use crate::generator::{self, GeneratorConfig};
-use crate::handoff::Handoff;
+use crate::handoff::{Funnel, Handoff};
 use crate::rules::Rules;
 use crate::scorer::Scorer;
 use crate::sfstandin::{self, StandinConfig};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
-use crate::timestamp::format_rfc3339;
+use crate::timestamp::{format_rfc3339, Millis};
 use anyhow::{Context, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -35,6 +41,8 @@ pub struct DemoOptions {
     pub pace: Duration,
     /// The handoff threshold the view highlights.
     pub threshold: i64,
+    /// Scripted leads handed off, qualified, then recycled to Nurture (handed off twice).
+    pub recycled: usize,
     pub seed: u64,
 }
 
@@ -45,6 +53,7 @@ impl Default for DemoOptions {
             events: 9_000,
             pace: Duration::from_secs(15),
             threshold: 100,
+            recycled: 2,
             seed: 2026,
         }
     }
@@ -115,6 +124,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     println!("  salesforce stand-in at http://{sf_addr} (leads: http://{sf_addr}/standin/leads)");
 
     let topics = settings.topics.clone();
+    let handoff_settings: HandoffSettings = settings.handoff.clone();
     let bootstrap = broker.bootstrap_servers();
     let handoff = Handoff::start(settings.clone(), Health::new(), shutdown.clone()).await?;
     let scorer = Scorer::start(settings, health).await?;
@@ -131,12 +141,15 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     let events = generator::generate(&cfg);
     let first = events.iter().map(|e| e.time).min().unwrap_or(0);
     let last = events.iter().map(|e| e.time).max().unwrap_or(0);
+    let story = recycled_leads(opts.users, opts.recycled, last);
+    let story_len: usize = story.iter().map(Vec::len).sum();
     println!(
-        "  traffic   {} events from {} users, {} to {} (late events, duplicates, employees, customers)\n",
-        events.len(),
-        opts.users,
+        "  traffic   {} events from {} users, {} to {} (late events, duplicates, employees, customers,\n            and {} lead(s) recycled to Nurture after sales took them)\n",
+        events.len() + story_len,
+        opts.users + opts.recycled,
         &format_rfc3339(first)[..10],
-        &format_rfc3339(last)[..10]
+        &format_rfc3339(last)[..10],
+        opts.recycled
     );
 
     // The producer: a plain Kafka client, as any user's would be.
@@ -149,25 +162,33 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "5")
             .create()?;
-        let per_slice = (events.len() / 60).max(1);
-        let slice_pause = pace / 60;
-        for chunk in events.chunks(per_slice) {
-            for e in chunk {
-                let payload = codec::encode_event(Format::Json, e);
-                let mut rec = BaseRecord::to(&input)
-                    .key(e.user_id.as_bytes())
-                    .payload(&payload);
-                loop {
-                    match producer.send(rec) {
-                        Ok(()) => break,
-                        Err((_, r)) => {
-                            rec = r;
-                            std::thread::sleep(Duration::from_millis(2));
-                        }
+        let send = |e: &Event| {
+            let payload = codec::encode_event(Format::Json, e);
+            let mut rec = BaseRecord::to(&input)
+                .key(e.user_id.as_bytes())
+                .payload(&payload);
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        rec = r;
+                        std::thread::sleep(Duration::from_millis(2));
                     }
                 }
             }
+        };
+        let per_slice = (events.len() / 60).max(1);
+        let slice_pause = pace / 60;
+        for chunk in events.chunks(per_slice) {
+            chunk.iter().for_each(send);
             std::thread::sleep(slice_pause);
+        }
+        // The recycle story in its three acts, each given time to reach Salesforce, as sales
+        // would take a day: a lead that reaches SQL before its handoff is sent is not sent.
+        for act in &story {
+            act.iter().for_each(send);
+            producer.flush(Duration::from_secs(30))?;
+            std::thread::sleep(STORY_PAUSE);
         }
         // A few bad records, as real producers send now and then: they go to the dead-letter
         // topic and scoring goes on.
@@ -181,7 +202,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
             let _ = producer.send(rec);
         }
         producer.flush(Duration::from_secs(30))?;
-        Ok(events.len() + bad.len())
+        Ok(events.len() + story_len + bad.len())
     });
 
     // The live view: another plain consumer, on the score changes.
@@ -190,7 +211,8 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         let handoffs = topics.handoffs.clone();
         let threshold = opts.threshold;
         let done = shutdown.clone();
-        move || watch(&bootstrap, &output, &handoffs, threshold, done)
+        let funnel = Funnel::new(&handoff_settings);
+        move || watch(&bootstrap, &output, &handoffs, threshold, &funnel, done)
     });
 
     let produced = producer_task.await.context("producer")??;
@@ -218,12 +240,64 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     Ok(())
 }
 
+/// Wall-clock time between the acts of the recycle story: enough for a score change to go
+/// through the scorer and the handoff's batch (`handoff.linger`) to Salesforce.
+const STORY_PAUSE: Duration = Duration::from_millis(1500);
+
+/// Scripted recycled leads, numbered after the generated users, their story starting an hour
+/// after the generated traffic, in three acts: signed up with a high external score (handed
+/// off while Open); qualified by sales a day later (SQL: never moved back to MQL); recycled to
+/// Nurture a day after that (a move back before MQL: eligible again, so handed off a second
+/// time).
+fn recycled_leads(users: usize, count: usize, after: Millis) -> Vec<Vec<Event>> {
+    const MINUTE: Millis = 60_000;
+    const DAY: Millis = 24 * 60 * MINUTE;
+    let mut acts = vec![Vec::new(), Vec::new(), Vec::new()];
+    for k in 0..count {
+        let n = users + k;
+        let user = generator::user_id(n);
+        let t = after + 60 * MINUTE + k as Millis * MINUTE;
+        let attribute = |time: Millis, name: &str, value: String| {
+            let mut e = Event::new(user.clone(), time, EventType::AttributeChanged);
+            e.name = Some(name.to_string());
+            e.value = Some(Scalar::Str(value));
+            e
+        };
+        let mut email = Event::new(user.clone(), t, EventType::EmailAdded);
+        email.value = Some(Scalar::Str(format!("recycled{n}@initech.example")));
+        let mut score = Event::new(user.clone(), t + 3, EventType::ExternalScore);
+        score.score = Some(ScoreOp::Set(150));
+        acts[0].extend([
+            email,
+            attribute(t + 1, "lead_status", "Open".into()),
+            attribute(
+                t + 2,
+                "salesforce_lead_id",
+                generator::salesforce_lead_id(n),
+            ),
+            score,
+        ]);
+        acts[1].push(attribute(t + DAY, "lead_status", "SQL".into()));
+        acts[2].push(attribute(t + 2 * DAY, "lead_status", "Nurture".into()));
+    }
+    acts
+}
+
 #[derive(Default)]
 struct Summary {
     changes: usize,
     by_kind: BTreeMap<&'static str, usize>,
     scores: HashMap<String, i64>,
     mqls: Vec<(String, String)>,
+    /// Handoffs (`handed_off` outcomes) per user.
+    handoffs: HashMap<String, usize>,
+    /// Users whose status was seen moving back before MQL (a recycle).
+    recycled: HashMap<String, usize>,
+    /// The last status seen per user, to notice a recycle.
+    statuses: HashMap<String, String>,
+    /// Leads over the threshold never handed off because sales had them already (at MQL or
+    /// beyond).
+    with_sales: usize,
 }
 
 impl Summary {
@@ -236,6 +310,27 @@ impl Summary {
         }
         println!("  dead-lettered        {dlq}");
         println!("  leads over {threshold:<9} {}", self.mqls.len());
+        let handed = self.handoffs.len();
+        let once = self.handoffs.values().filter(|n| **n == 1).count();
+        let mut again: Vec<(&String, &usize)> =
+            self.handoffs.iter().filter(|(_, n)| **n > 1).collect();
+        again.sort();
+        let (recycled, unexplained): (Vec<_>, Vec<_>) = again
+            .iter()
+            .partition(|(u, n)| self.recycled.get(*u).is_some_and(|r| **n <= r + 1));
+        println!("  handed off           {handed} leads: {once} once");
+        if self.with_sales > 0 {
+            println!(
+                "    {:<18} already at MQL or beyond, so not touched",
+                format!("{} lead(s)", self.with_sales)
+            );
+        }
+        for (user, n) in &recycled {
+            println!("    {user:<18} {n} times: recycled to an earlier status after its handoff");
+        }
+        for (user, n) in &unexplained {
+            println!("    {user:<18} {n} times WITHOUT a recycle (a bug: please report it)");
+        }
         let mut top: Vec<(&String, &i64)> = self.scores.iter().collect();
         top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         println!("  top leads");
@@ -253,6 +348,7 @@ fn watch(
     topic: &str,
     handoffs: &str,
     threshold: i64,
+    funnel: &Funnel,
     done: Shutdown,
 ) -> Result<Summary> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -273,6 +369,10 @@ fn watch(
                 if let Ok(o) =
                     serde_json::from_slice::<serde_json::Value>(m.payload().unwrap_or_default())
                 {
+                    if o["status"] == "handed_off" {
+                        let user = o["user_id"].as_str().unwrap_or("?").to_string();
+                        *s.handoffs.entry(user).or_default() += 1;
+                    }
                     println!(
                         "  SF   lead {} ({}) -> {} (HTTP {}, {} attempt(s))",
                         o["lead_id"].as_str().unwrap_or("?"),
@@ -291,6 +391,18 @@ fn watch(
                 };
                 latest_time = latest_time.max(c.time);
                 s.changes += 1;
+                if let Some(Scalar::Str(status)) = c.attribute("lead_status") {
+                    let before = s.statuses.insert(c.user_id.clone(), status.clone());
+                    if funnel.is_recycle(before.as_deref(), Some(status)) {
+                        println!(
+                            "  RECYCLED  {}  {:<12} {} -> {status}: eligible for a handoff again",
+                            &format_rfc3339(c.time)[..16],
+                            c.user_id,
+                            before.as_deref().unwrap_or("?")
+                        );
+                        *s.recycled.entry(c.user_id.clone()).or_default() += 1;
+                    }
+                }
                 *s.by_kind.entry(c.reason.kind.as_str()).or_default() += 1;
                 s.scores.insert(c.user_id.clone(), c.score);
                 if c.previous_score <= threshold
@@ -322,6 +434,12 @@ fn watch(
             let _ = std::io::stdout().flush();
         }
     }
+    s.with_sales = s
+        .mqls
+        .iter()
+        .filter(|(u, _)| !s.handoffs.contains_key(u))
+        .filter(|(u, _)| funnel.at_or_beyond(s.statuses.get(u).map(String::as_str)))
+        .count();
     Ok(s)
 }
 

@@ -1,6 +1,8 @@
 //! A local stand-in for Salesforce (`leadscore salesforce-standin`), for tests and the demo: the
 //! three endpoints the handoff uses, with Salesforce's documented answers and error shapes, and
-//! injectable faults (expiring tokens, outages, row locks, the daily API limit, latency).
+//! injectable faults (expiring tokens, outages, row locks, the daily API limit, latency, and
+//! answers a broken proxy could give: short, long or mismatched collection results, non-JSON
+//! successes, oversized bodies).
 //!
 //! It is strict where a lenient fake would hide client bugs: ids must look like Salesforce ids,
 //! `PATCH` bodies must be JSON objects sent as `application/json`, collections must say
@@ -58,7 +60,35 @@ pub struct Faults {
     pub latency: Duration,
     /// Seeds the draws of the rates, so a faulty run can be repeated.
     pub seed: u64,
+    /// How sObject Collections answers are garbled, after the records were applied (a broken
+    /// proxy or a buggy org): a client must not take such an answer's word for any record.
+    pub collection_answer: CollectionAnswer,
+    /// Successful updates answer `200` with an HTML page instead of `204` or the JSON
+    /// results, after the records were applied (a proxy rewriting answers).
+    pub non_json_success: bool,
+    /// Successful updates answer with this many bytes of whitespace after their JSON (still
+    /// valid JSON, a `200` for a lone lead), to test a client's cap on answers.
+    pub answer_padding: usize,
 }
+
+/// Garbled sObject Collections answers ([`Faults::collection_answer`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CollectionAnswer {
+    /// One result per record, in request order, as Salesforce answers.
+    #[default]
+    Exact,
+    /// The last result is missing.
+    Short,
+    /// An extra success result for a record nobody sent is added at the end.
+    Long,
+    /// Each result is moved one place up (the first goes last), so every result sits at
+    /// another record's position; a lone result names another id.
+    Mismatched,
+}
+
+/// The id of the extra result of [`CollectionAnswer::Long`] and of a lone
+/// [`CollectionAnswer::Mismatched`] result: a well-formed Lead id no test sends.
+pub const STRAY_LEAD_ID: &str = "00Q999999999999ZZZ";
 
 /// The org the stand-in pretends to be.
 #[derive(Clone, Debug)]
@@ -659,7 +689,33 @@ fn patch_lead(inner: &mut Inner, id: &str, body: &[u8]) -> Response {
         return rest_error(status, code, &message, &blamed);
     }
     apply(inner, id, fields);
-    StatusCode::NO_CONTENT.into_response()
+    success(inner, None)
+}
+
+/// A successful update's answer: `204` for a lone lead, or `200` with the collection results,
+/// as garbled by [`Faults::non_json_success`] and [`Faults::answer_padding`].
+fn success(inner: &Inner, results: Option<Value>) -> Response {
+    let faults = &inner.cfg.faults;
+    if faults.non_json_success {
+        let page = "<html><body><h1>OK</h1>Request processed.</body></html>";
+        return (
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, "text/html")],
+            page,
+        )
+            .into_response();
+    }
+    let mut body = results.map(|r| r.to_string()).unwrap_or_default();
+    if body.is_empty() && faults.answer_padding == 0 {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    body.push_str(&" ".repeat(faults.answer_padding));
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// `PATCH .../composite/sobjects`. Problems with the request as a whole (not JSON, no
@@ -765,7 +821,22 @@ fn patch_collection(inner: &mut Inner, body: &[u8]) -> Response {
             })),
         }
     }
-    Json(Value::Array(answer)).into_response()
+    match inner.cfg.faults.collection_answer {
+        CollectionAnswer::Exact => {}
+        CollectionAnswer::Short => {
+            answer.pop();
+        }
+        CollectionAnswer::Long => {
+            answer.push(json!({ "id": STRAY_LEAD_ID, "success": true, "errors": [] }));
+        }
+        CollectionAnswer::Mismatched if answer.len() > 1 => answer.rotate_left(1),
+        CollectionAnswer::Mismatched => {
+            for result in &mut answer {
+                result["id"] = json!(STRAY_LEAD_ID);
+            }
+        }
+    }
+    success(inner, Some(Value::Array(answer)))
 }
 
 /// `GET /standin/leads`: what the org holds now, for a person watching the demo.
@@ -1370,6 +1441,74 @@ mod tests {
         let count = runs[0].iter().filter(|l| **l).count();
         assert!((60..=140).contains(&count), "about half locked: {count}");
         assert_eq!(runs[0], runs[1], "the same seed locks the same records");
+    }
+
+    #[tokio::test]
+    async fn garbled_answer_faults_apply_the_records_then_garble_the_answer() {
+        let s = start(config()).await;
+        let token = s.token().await;
+        let body = json!({ "allOrNone": false, "records": [record(&lead(1)), record(&lead(2))] });
+        let ids = |a: &Answer| -> Vec<Value> {
+            a.body
+                .as_array()
+                .expect("results")
+                .iter()
+                .map(|r| r["id"].clone())
+                .collect()
+        };
+        let cases = [
+            (CollectionAnswer::Short, vec![json!(lead(1))]),
+            (
+                CollectionAnswer::Long,
+                vec![json!(lead(1)), json!(lead(2)), json!(STRAY_LEAD_ID)],
+            ),
+            (
+                CollectionAnswer::Mismatched,
+                vec![json!(lead(2)), json!(lead(1))],
+            ),
+        ];
+        for (fault, want) in cases {
+            s.standin.set_faults(Faults {
+                collection_answer: fault,
+                ..Faults::default()
+            });
+            let a = s.patch_collection(&token, &body).await;
+            assert_eq!(a.status, 200, "{fault:?}");
+            assert_eq!(ids(&a), want, "{fault:?}");
+        }
+        assert_eq!(s.standin.patch_count(&lead(2)), 3, "applied every time");
+
+        // A lone lead's raw answer, status and text.
+        let raw = |faults: Faults| {
+            s.standin.set_faults(faults);
+            let path = format!("{}/services/data/v60.0/sobjects/Lead/{}", s.base, lead(1));
+            let request = s
+                .http
+                .patch(path)
+                .bearer_auth(&token)
+                .header(CONTENT_TYPE, "application/json")
+                .body("{}");
+            async move {
+                let response = request.send().await.expect("sent");
+                let status = response.status().as_u16();
+                (status, response.text().await.expect("a body"))
+            }
+        };
+        let (status, padded) = raw(Faults {
+            answer_padding: 1000,
+            ..Faults::default()
+        })
+        .await;
+        assert_eq!((status, padded.len()), (200, 1000));
+        assert!(padded.trim().is_empty());
+        let (status, html) = raw(Faults {
+            non_json_success: true,
+            ..Faults::default()
+        })
+        .await;
+        assert_eq!(status, 200);
+        assert!(html.starts_with("<html>"), "{html}");
+        assert_eq!(s.standin.patch_count(&lead(1)), 5, "applied every time");
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The handoff service (`leadscore handoff`, SPEC section 6): reads the score changes, picks the
-//! leads that cross the threshold and are not already MQL, and updates their Lead records in
-//! Salesforce, batched, retried, never lost.
+//! leads that cross the threshold and are not already at MQL or beyond (the funnel of
+//! `handoff.status_order`, [`Funnel`]), and updates their Lead records in Salesforce, batched,
+//! retried, never lost, and only on what Salesforce answered.
 //!
 //! Per-user handoff state ([`LeadState`]) lives in the same changelog-backed store as the
 //! scorer's ([`crate::changelog`]). One thread polls the consumer; leads to hand off collect in
@@ -16,7 +17,7 @@ use crate::admin::Health;
 use crate::change::ScoreChange;
 use crate::changelog::{Changelog, ChangelogError, PartitionCheckpoint};
 use crate::codec::{self, Format};
-use crate::config::{HandoffSettings, Settings};
+use crate::config::{status_key, HandoffSettings, LeadIdPattern, Settings};
 use crate::event::Scalar;
 use crate::kafka::{self, ProduceError, Record, ServiceConsumer, ServiceProducer, TopicSpec};
 use crate::keyed_state::KeyedState;
@@ -26,7 +27,7 @@ use crate::shutdown::Shutdown;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -132,9 +133,82 @@ impl LeadState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Skip {
     AtOrBelowThreshold,
-    SkipStatus,
+    /// The lead is at the handoff status or beyond: handing it off would move it back.
+    AtOrBeyondHandoffStatus,
     AlreadyHandedOff,
     NoLeadId,
+}
+
+/// Where a status stands in the funnel (`handoff.status_order`, `handoff_status`,
+/// `skip_statuses`), compared as [`status_key`]s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// Listed before the handoff status, at this index of the order.
+    Before(usize),
+    /// Not listed: before the handoff status, but with no place relative to listed ones.
+    Unlisted,
+    /// The handoff status, a listed status after it, or one of `skip_statuses`.
+    AtOrBeyond,
+}
+
+/// The funnel of `handoff.status_order`, ready for lookups.
+#[derive(Clone, Debug)]
+pub struct Funnel {
+    index: HashMap<String, usize>,
+    handoff_at: usize,
+    skip: HashSet<String>,
+}
+
+impl Funnel {
+    /// The funnel of checked settings; a `handoff_status` missing from the order (which
+    /// [`Settings`] loading rejects) makes every listed status count as before it.
+    pub fn new(s: &HandoffSettings) -> Funnel {
+        let index: HashMap<String, usize> = s
+            .status_order
+            .iter()
+            .enumerate()
+            .map(|(i, status)| (status_key(status), i))
+            .collect();
+        let handoff_at = index
+            .get(&status_key(&s.handoff_status))
+            .copied()
+            .unwrap_or(usize::MAX);
+        Funnel {
+            index,
+            handoff_at,
+            skip: s.skip_statuses.iter().map(|k| status_key(k)).collect(),
+        }
+    }
+
+    fn place(&self, status: &str) -> Place {
+        let key = status_key(status);
+        match self.index.get(&key) {
+            Some(&i) if i < self.handoff_at => Place::Before(i),
+            Some(_) => Place::AtOrBeyond,
+            None if self.skip.contains(&key) => Place::AtOrBeyond,
+            None => Place::Unlisted,
+        }
+    }
+
+    /// At the handoff status or beyond: never handed off. No status counts as before it.
+    pub fn at_or_beyond(&self, status: Option<&str>) -> bool {
+        status.is_some_and(|s| self.place(s) == Place::AtOrBeyond)
+    }
+
+    /// A recycle: a move back to a status before the handoff status, from the handoff status or
+    /// beyond, or from a later listed status. Moves forward (`Open` to `Working`), moves
+    /// between unlisted statuses and a status disappearing are not: a lead handed off while
+    /// `Open` whose CRM then shows `Working` was not sent back by anyone.
+    pub fn is_recycle(&self, from: Option<&str>, to: Option<&str>) -> bool {
+        let (Some(from), Some(to)) = (from, to) else {
+            return false;
+        };
+        match (self.place(from), self.place(to)) {
+            (Place::AtOrBeyond, Place::Before(_) | Place::Unlisted) => true,
+            (Place::Before(was), Place::Before(now)) => now < was,
+            _ => false,
+        }
+    }
 }
 
 /// SPEC 6 "Who", as a pure function: updates the user's handoff state for one score change and
@@ -143,19 +217,16 @@ pub fn decide(
     st: &mut LeadState,
     change: &ScoreChange,
     s: &HandoffSettings,
+    funnel: &Funnel,
 ) -> Result<String, Skip> {
     let status = match change.attribute(&s.status_attribute) {
         Some(Scalar::Str(v)) => Some(v.clone()),
         Some(other) => Some(other.to_string()),
         None => None,
     };
-    let skipped = |st: &Option<String>| {
-        st.as_ref()
-            .is_some_and(|v| s.skip_statuses.iter().any(|k| k == v))
-    };
-    if status != st.status {
-        // A status change to a value outside the skip list makes the lead eligible again.
-        if !skipped(&status) {
+    let key = |v: &Option<String>| v.as_deref().map(status_key);
+    if key(&status) != key(&st.status) {
+        if funnel.is_recycle(st.status.as_deref(), status.as_deref()) {
             st.handed_off = false;
         }
         st.status = status.clone();
@@ -163,8 +234,8 @@ pub fn decide(
     if change.score <= s.threshold {
         return Err(Skip::AtOrBelowThreshold);
     }
-    if skipped(&status) {
-        return Err(Skip::SkipStatus);
+    if funnel.at_or_beyond(status.as_deref()) {
+        return Err(Skip::AtOrBeyondHandoffStatus);
     }
     if st.handed_off {
         return Err(Skip::AlreadyHandedOff);
@@ -172,13 +243,24 @@ pub fn decide(
     let lead_id = match &s.lead_id_attribute {
         None => change.user_id.clone(),
         Some(attr) => match change.attribute(attr) {
-            Some(Scalar::Str(id)) if !id.is_empty() => id.clone(),
+            // Any value is the id: one that is not a lead id (empty, `..`) is dead-lettered
+            // as `invalid_lead_id` rather than waited on for ever.
+            Some(Scalar::Str(id)) => id.clone(),
+            Some(other) => other.to_string(),
             // Not known yet: a later change that carries it hands the lead off.
-            _ => return Err(Skip::NoLeadId),
+            None => return Err(Skip::NoLeadId),
         },
     };
     st.handed_off = true;
     Ok(lead_id)
+}
+
+/// Why a round of calls stops all calls for a while.
+enum Pause {
+    /// `REQUEST_LIMIT_EXCEEDED`: the org's API allowance is spent.
+    ApiLimit,
+    /// The token request was refused, or a session was refused after a fresh token.
+    Auth(String),
 }
 
 /// A lead waiting for its Salesforce outcome.
@@ -209,6 +291,8 @@ pub struct Core {
     producer: ServiceProducer,
     changelog: Changelog,
     client: SalesforceClient,
+    funnel: Funnel,
+    lead_ids: LeadIdPattern,
     body: serde_json::Map<String, serde_json::Value>,
     backoff: Backoff,
     health: Arc<Health>,
@@ -311,7 +395,7 @@ impl Core {
             }
             round += 1;
             let mut retry = Vec::new();
-            let mut pause = false;
+            let mut pause: Option<Pause> = None;
             for chunk in queue.chunks(self.settings.handoff.max_batch.clamp(1, 200)) {
                 let updates: Vec<LeadUpdate> = chunk
                     .iter()
@@ -323,7 +407,20 @@ impl Core {
                 let report = self.runtime.block_on(self.client.update_leads(&updates));
                 self.health
                     .set_condition("salesforce_token", self.client.has_token());
-                for (p, o) in chunk.iter().zip(report.outcomes) {
+                // One outcome per lead is the client's contract; a lead without one is retried
+                // rather than dropped.
+                let mut outcomes = report.outcomes.into_iter();
+                for p in chunk {
+                    let o = outcomes.next().unwrap_or_else(|| salesforce::LeadOutcome {
+                        http_status: None,
+                        result: Err(SfError {
+                            error_code: salesforce::UNEXPECTED_RESPONSE.to_string(),
+                            message: "the Salesforce client reported no outcome for this lead"
+                                .to_string(),
+                            fields: Vec::new(),
+                            hint: RetryHint::Retry,
+                        }),
+                    });
                     let mut p = Pending {
                         user_id: p.user_id.clone(),
                         lead_id: p.lead_id.clone(),
@@ -338,8 +435,15 @@ impl Core {
                                 self.record_outcome(&p, o.http_status, Some(&e))?
                             }
                             RetryHint::PauseForLimit => {
-                                pause = true;
+                                pause = Some(Pause::ApiLimit);
                                 p.attempts -= 1; // a paused call is not a failed attempt
+                                retry.push(p);
+                            }
+                            RetryHint::AuthFailure => {
+                                if pause.is_none() {
+                                    pause = Some(Pause::Auth(e.to_string()));
+                                }
+                                p.attempts -= 1; // the credentials failed, not the lead
                                 retry.push(p);
                             }
                             RetryHint::Retry
@@ -359,16 +463,30 @@ impl Core {
             if queue.is_empty() {
                 break;
             }
-            let wait = if pause {
-                metrics::counter!(HANDOFF_LIMIT_PAUSES).increment(1);
-                tracing::warn!(
-                    leads = queue.len(),
-                    pause_s = self.settings.handoff.limit_pause.as_secs(),
-                    "Salesforce API limit reached: pausing calls, keeping the leads"
-                );
-                self.settings.handoff.limit_pause
-            } else {
-                self.backoff.delay(round, salesforce::jitter())
+            let wait = match pause {
+                Some(Pause::ApiLimit) => {
+                    metrics::counter!(HANDOFF_LIMIT_PAUSES).increment(1);
+                    tracing::warn!(
+                        leads = queue.len(),
+                        pause_s = self.settings.handoff.limit_pause.as_secs(),
+                        "Salesforce API limit reached: pausing calls, keeping the leads"
+                    );
+                    self.settings.handoff.limit_pause
+                }
+                Some(Pause::Auth(error)) => {
+                    // Counted by the client (leadscore_salesforce_auth_failures_total); a
+                    // refused credential is probed as often as a long outage.
+                    let wait = self.settings.handoff.backoff_max;
+                    tracing::error!(
+                        leads = queue.len(),
+                        pause_s = wait.as_secs_f64(),
+                        %error,
+                        "Salesforce authentication failure (check salesforce.client_id and the \
+                         client secret): pausing calls, keeping the leads"
+                    );
+                    wait
+                }
+                None => self.backoff.delay(round, salesforce::jitter()),
             };
             self.sleep(wait);
         }
@@ -485,6 +603,8 @@ const SALESFORCE_DEAD_LETTER_LABELS: &[&str] = &[
     "timeout",
     "connection_error",
     "unexpected_response",
+    "response_too_large",
+    "invalid_lead_id",
 ];
 
 fn dead_letter_label(reason: &str) -> &'static str {
@@ -494,6 +614,40 @@ fn dead_letter_label(reason: &str) -> &'static str {
         .find(|l| **l == reason)
         .copied()
         .unwrap_or("other")
+}
+
+/// The `errorCode` of a lead whose id is not a lead id (`handoff.lead_id_pattern`); its dead
+/// letter's reason is the same in lower case.
+pub const INVALID_LEAD_ID: &str = "INVALID_LEAD_ID";
+
+fn invalid_lead_id(lead_id: &str) -> SfError {
+    let shown: String = lead_id.chars().take(100).collect();
+    SfError {
+        error_code: INVALID_LEAD_ID.to_string(),
+        message: format!(
+            "lead id {shown:?} is not a lead id (handoff.lead_id_pattern; default: a Salesforce \
+             id, 15 or 18 letters and digits); no call made"
+        ),
+        fields: Vec::new(),
+        hint: RetryHint::Permanent,
+    }
+}
+
+/// The score change's key, when present, must be its user id (SPEC 2, as for input events).
+fn key_mismatch(key: Option<&[u8]>, user_id: &str) -> Option<codec::DecodeError> {
+    let key = key?;
+    if key == user_id.as_bytes() {
+        return None;
+    }
+    Some(match std::str::from_utf8(key) {
+        Ok(k) => codec::DecodeError::KeyMismatch {
+            key: k.to_string(),
+            user_id: user_id.to_string(),
+        },
+        Err(_) => codec::DecodeError::KeyNotUtf8 {
+            user_id: user_id.to_string(),
+        },
+    })
 }
 
 /// The topics the handoff needs, created when missing.
@@ -528,6 +682,10 @@ impl Handoff {
             .as_object()
             .cloned()
             .ok_or(HandoffError::PatchBody)?;
+        let lead_ids = settings
+            .handoff
+            .lead_id_pattern()
+            .map_err(|m| HandoffError::Fatal(format!("handoff.lead_id_pattern: {m}")))?;
         let props = settings.kafka.properties.clone();
         let counts = kafka::ensure_topics(&props, &topic_specs(&settings)).await?;
         kafka::check_copartitioned(
@@ -552,6 +710,8 @@ impl Handoff {
             producer,
             changelog,
             client,
+            funnel: Funnel::new(&settings.handoff),
+            lead_ids,
             body,
             health,
             faults: Faults::default(),
@@ -618,20 +778,44 @@ impl Service for Core {
                 return Ok(());
             }
         };
+        // As the scorer checks its input: a record keyed by another user would be handed off
+        // under one user's state while its partition holds the other's.
+        if let Some(e) = key_mismatch(msg.key(), &change.user_id) {
+            self.dead_letter(
+                msg.key().unwrap_or_default(),
+                msg.payload(),
+                e.reason(),
+                &e.to_string(),
+                Some((msg.topic(), p, offset)),
+            )?;
+            return Ok(());
+        }
         let Some(owned) = st.owned.get_mut(&p) else {
             return Ok(());
         };
         let decision = owned.update_if_changed(&change.user_id, |lead| {
-            decide(lead, &change, &self.settings.handoff)
+            decide(lead, &change, &self.settings.handoff, &self.funnel)
         });
+        if decision == Err(Skip::AtOrBeyondHandoffStatus) {
+            // Sales took the lead while its handoff waited for its batch: the PATCH would move
+            // it back, so it is not sent.
+            st.pending.retain(|p| p.user_id != change.user_id);
+        }
         if let Ok(lead_id) = decision {
-            st.pending.push(Pending {
+            let lead = Pending {
                 user_id: change.user_id.clone(),
                 lead_id,
                 score: change.score,
                 change_id: change.event_id.clone(),
                 attempts: 0,
-            });
+            };
+            if self.lead_ids.matches(&lead.lead_id) {
+                st.pending.push(lead);
+            } else {
+                // No call: an id like `..` or `a/b` would change the request's path. The lead
+                // is given up on (decide marked it) until it becomes eligible again.
+                self.record_outcome(&lead, None, Some(&invalid_lead_id(&lead.lead_id)))?;
+            }
         }
         Ok(())
     }
@@ -714,10 +898,19 @@ mod tests {
         assert_eq!(dead_letter_label("malformed"), "malformed");
         assert_eq!(dead_letter_label("some_code_a_server_made_up"), "other");
         assert_eq!(dead_letter_label(""), "other");
+        // The handoff's own reasons.
+        for reason in ["invalid_lead_id", "key_mismatch", "response_too_large"] {
+            assert_eq!(dead_letter_label(reason), reason);
+        }
+        assert_eq!(
+            dead_letter_label(&INVALID_LEAD_ID.to_ascii_lowercase()),
+            "invalid_lead_id"
+        );
         for code in [
             salesforce::TIMEOUT,
             salesforce::CONNECTION_ERROR,
             salesforce::UNEXPECTED_RESPONSE,
+            salesforce::RESPONSE_TOO_LARGE,
         ] {
             assert_ne!(
                 dead_letter_label(&code.to_ascii_lowercase()),
@@ -751,49 +944,226 @@ mod tests {
         }
     }
 
+    /// `decide` with the funnel of `s`.
+    fn run(st: &mut LeadState, c: &ScoreChange, s: &HandoffSettings) -> Result<String, Skip> {
+        decide(st, c, s, &Funnel::new(s))
+    }
+
+    /// The outcome of each `(score, status)` change in turn, for one lead.
+    fn story(s: &HandoffSettings, steps: &[(i64, &str)]) -> Vec<Result<String, Skip>> {
+        let mut st = LeadState::default();
+        steps
+            .iter()
+            .map(|(score, status)| run(&mut st, &change("u", *score, Some(status)), s))
+            .collect()
+    }
+
+    const HANDED: Result<String, Skip> = Ok(String::new());
+
+    /// `Ok(lead id)` as `Ok("")`, to write stories short.
+    fn short(outcomes: Vec<Result<String, Skip>>) -> Vec<Result<String, Skip>> {
+        outcomes
+            .into_iter()
+            .map(|o| o.map(|_| String::new()))
+            .collect()
+    }
+
     #[test]
     fn hands_off_once_when_the_score_passes_the_threshold() {
         let s = settings();
         let mut st = LeadState::default();
         assert_eq!(
-            decide(&mut st, &change("u", 100, None), &s),
+            run(&mut st, &change("u", 100, None), &s),
             Err(Skip::AtOrBelowThreshold)
         );
         assert_eq!(
-            decide(&mut st, &change("u", 101, None), &s),
+            run(&mut st, &change("u", 101, None), &s),
             Ok("u".to_string())
         );
         assert_eq!(
-            decide(&mut st, &change("u", 105, None), &s),
+            run(&mut st, &change("u", 105, None), &s),
             Err(Skip::AlreadyHandedOff)
         );
     }
 
     #[test]
-    fn leads_in_a_skip_status_are_not_handed_off() {
+    fn a_lead_at_or_beyond_the_handoff_status_is_never_handed_off() {
         let s = settings();
-        let mut st = LeadState::default();
+        for status in [
+            "MQL",
+            "SAL",
+            "SQL",
+            "Opportunity",
+            "Customer",
+            "Converted",
+            "Closed",
+            "Closed - Converted",
+            "Closed - Not Converted",
+            // Compared without case and extra whitespace.
+            "sql",
+            "  closed -   Converted ",
+        ] {
+            let mut st = LeadState::default();
+            assert_eq!(
+                run(&mut st, &change("u", 150, Some(status)), &s),
+                Err(Skip::AtOrBeyondHandoffStatus),
+                "{status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn moving_to_sql_after_the_handoff_never_moves_the_lead_back() {
+        let s = settings();
+        // Handed off while Open; sales qualifies it; more points come in.
+        let outcomes = story(
+            &s,
+            &[(120, "Open"), (125, "SQL"), (130, "SQL"), (140, "Customer")],
+        );
         assert_eq!(
-            decide(&mut st, &change("u", 150, Some("MQL")), &s),
-            Err(Skip::SkipStatus)
+            short(outcomes),
+            vec![
+                HANDED,
+                Err(Skip::AtOrBeyondHandoffStatus),
+                Err(Skip::AtOrBeyondHandoffStatus),
+                Err(Skip::AtOrBeyondHandoffStatus),
+            ]
+        );
+        // The generated demo funnel: Open, Working, MQL, SQL: handed off once.
+        let outcomes = story(
+            &s,
+            &[(110, "Open"), (120, "Working"), (130, "MQL"), (140, "SQL")],
+        );
+        assert_eq!(
+            short(outcomes),
+            vec![
+                HANDED,
+                Err(Skip::AlreadyHandedOff),
+                Err(Skip::AtOrBeyondHandoffStatus),
+                Err(Skip::AtOrBeyondHandoffStatus),
+            ]
         );
     }
 
     #[test]
-    fn a_status_change_outside_the_skip_list_makes_the_lead_eligible_again() {
+    fn a_recycle_to_a_status_before_the_handoff_status_re_arms_the_lead() {
         let s = settings();
-        let mut st = LeadState::default();
-        assert!(decide(&mut st, &change("u", 120, Some("Open")), &s).is_ok());
-        assert_eq!(
-            decide(&mut st, &change("u", 121, Some("MQL")), &s),
-            Err(Skip::SkipStatus)
+        let outcomes = story(
+            &s,
+            &[
+                (120, "Open"),
+                (121, "MQL"),
+                (122, "SQL"),
+                (123, "Nurture"), // recycled: handed off again
+                (124, "Nurture"),
+                (125, "Working"), // forward again: no second handoff
+                (126, "MQL"),
+                (127, "Working"), // back from MQL: a recycle
+            ],
         );
-        // Back to a status outside the list: eligible again.
-        assert!(decide(&mut st, &change("u", 122, Some("Nurture")), &s).is_ok());
-        // The same status again is no change.
         assert_eq!(
-            decide(&mut st, &change("u", 123, Some("Nurture")), &s),
-            Err(Skip::AlreadyHandedOff)
+            short(outcomes),
+            vec![
+                HANDED,
+                Err(Skip::AtOrBeyondHandoffStatus),
+                Err(Skip::AtOrBeyondHandoffStatus),
+                HANDED,
+                Err(Skip::AlreadyHandedOff),
+                Err(Skip::AlreadyHandedOff),
+                Err(Skip::AtOrBeyondHandoffStatus),
+                HANDED,
+            ]
+        );
+        // A move back between statuses before MQL is a recycle too (Nurture is listed first).
+        let outcomes = story(&s, &[(120, "Working"), (121, "Nurture")]);
+        assert_eq!(short(outcomes), vec![HANDED, HANDED]);
+        // A recycled lead below the threshold waits for its score.
+        let outcomes = story(
+            &s,
+            &[
+                (120, "Open"),
+                (121, "SQL"),
+                (90, "Nurture"),
+                (101, "Nurture"),
+            ],
+        );
+        assert_eq!(
+            short(outcomes),
+            vec![
+                HANDED,
+                Err(Skip::AtOrBeyondHandoffStatus),
+                Err(Skip::AtOrBelowThreshold),
+                HANDED,
+            ]
+        );
+    }
+
+    #[test]
+    fn moving_forward_before_the_handoff_status_does_not_re_arm() {
+        let s = settings();
+        let outcomes = story(&s, &[(120, "New"), (121, "Open"), (122, "Working")]);
+        assert_eq!(
+            short(outcomes),
+            vec![
+                HANDED,
+                Err(Skip::AlreadyHandedOff),
+                Err(Skip::AlreadyHandedOff)
+            ]
+        );
+    }
+
+    #[test]
+    fn unlisted_statuses_count_as_before_the_handoff_status_unless_skipped() {
+        let mut s = settings();
+        s.skip_statuses = vec!["Sales Accepted".to_string()];
+        // Unlisted: handed off; moves among unlisted or to a listed earlier status are no
+        // recycle, a move from beyond is.
+        let outcomes = story(
+            &s,
+            &[
+                (120, "Contacted"),
+                (121, "Engaged"),
+                (122, "Open"),
+                (123, "sales accepted"),
+                (124, "Engaged"),
+            ],
+        );
+        assert_eq!(
+            short(outcomes),
+            vec![
+                HANDED,
+                Err(Skip::AlreadyHandedOff),
+                Err(Skip::AlreadyHandedOff),
+                Err(Skip::AtOrBeyondHandoffStatus),
+                HANDED,
+            ]
+        );
+    }
+
+    #[test]
+    fn an_orgs_own_funnel_and_handoff_status_are_followed() {
+        let mut s = settings();
+        s.status_order = ["Lead", "Marketing Qualified", "Sales Qualified", "Won"]
+            .map(String::from)
+            .to_vec();
+        s.handoff_status = "marketing qualified".to_string();
+        let outcomes = story(
+            &s,
+            &[
+                (120, "Lead"),
+                (121, "Sales Qualified"),
+                (122, "MQL"), // not in this org's funnel: before the handoff status
+                (123, "Won"),
+            ],
+        );
+        assert_eq!(
+            short(outcomes),
+            vec![
+                HANDED,
+                Err(Skip::AtOrBeyondHandoffStatus),
+                HANDED,
+                Err(Skip::AtOrBeyondHandoffStatus),
+            ]
         );
     }
 
@@ -803,7 +1173,7 @@ mod tests {
         s.lead_id_attribute = Some("salesforce_lead_id".into());
         let mut st = LeadState::default();
         assert_eq!(
-            decide(&mut st, &change("u", 120, None), &s),
+            run(&mut st, &change("u", 120, None), &s),
             Err(Skip::NoLeadId)
         );
         assert!(!st.handed_off, "waits for a change carrying the id");
@@ -812,9 +1182,34 @@ mod tests {
             "salesforce_lead_id".into(),
             Scalar::Str("00Q5g000004nuOjEAI".into()),
         ));
-        assert_eq!(
-            decide(&mut st, &c, &s),
-            Ok("00Q5g000004nuOjEAI".to_string())
+        assert_eq!(run(&mut st, &c, &s), Ok("00Q5g000004nuOjEAI".to_string()));
+    }
+
+    #[test]
+    fn a_key_other_than_the_user_id_is_a_key_mismatch() {
+        assert!(
+            key_mismatch(None, "u1").is_none(),
+            "no key: nothing to compare"
+        );
+        assert!(key_mismatch(Some(b"u1"), "u1").is_none());
+        let e = key_mismatch(Some(b"u2"), "u1").expect("a mismatch");
+        assert_eq!(e.reason(), "key_mismatch");
+        assert!(e.to_string().contains("u2"), "{e}");
+        let e = key_mismatch(Some(&[0xff, 0xfe]), "u1").expect("not UTF-8");
+        assert_eq!(e.reason(), "key_mismatch");
+    }
+
+    #[test]
+    fn an_invalid_lead_id_is_a_permanent_failure_naming_the_id() {
+        let e = invalid_lead_id("..");
+        assert_eq!(e.error_code, INVALID_LEAD_ID);
+        assert_eq!(e.hint, RetryHint::Permanent);
+        assert!(e.message.contains("\"..\""), "{}", e.message);
+        let long = invalid_lead_id(&"x".repeat(10_000));
+        assert!(
+            long.message.len() < 400,
+            "the id is cut: {}",
+            long.message.len()
         );
     }
 

@@ -30,6 +30,9 @@ pub const TOKEN_REFRESHES: &str = "leadscore_salesforce_token_refreshes_total";
 pub const API_USAGE: &str = "leadscore_salesforce_api_usage_calls";
 /// The org's 24-hour API call allowance, from `Sforce-Limit-Info`.
 pub const API_LIMIT: &str = "leadscore_salesforce_api_limit_calls";
+/// Credentials Salesforce refused, by `cause`: `token_refused` (the token request was
+/// answered with an OAuth error) or `session_refused` (a `401` even after a fresh token).
+pub const AUTH_FAILURES: &str = "leadscore_salesforce_auth_failures_total";
 
 /// Records per sObject Collections call: Salesforce rejects more with `EXCEEDED_ID_LIMIT`.
 pub const MAX_COLLECTION_RECORDS: usize = 200;
@@ -40,6 +43,16 @@ pub const UNEXPECTED_RESPONSE: &str = "UNEXPECTED_RESPONSE";
 pub const TIMEOUT: &str = "TIMEOUT";
 /// The `errorCode` of a request that got no answer for another reason (refused, reset, DNS).
 pub const CONNECTION_ERROR: &str = "CONNECTION_ERROR";
+/// The `errorCode` of an answer whose body is over its cap ([`MAX_ANSWER_BYTES_PER_LEAD`],
+/// [`MAX_ANSWER_BYTES_PER_CALL`]); retried, since no sane Salesforce answer is that large.
+pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
+
+/// The largest answer read per lead of a call (and for a token request): a real answer is a few
+/// hundred bytes per record, so this only stops a broken proxy or a hostile server from
+/// filling the memory. Bodies are read piece by piece and the read stops at the cap.
+pub const MAX_ANSWER_BYTES_PER_LEAD: usize = 1024 * 1024;
+/// The largest answer read for one call, however many leads it carries.
+pub const MAX_ANSWER_BYTES_PER_CALL: usize = 16 * 1024 * 1024;
 
 /// Longest excerpt of an unexpected body kept in an error: enough to recognise a proxy's error
 /// page, short enough for a Kafka record and a log line.
@@ -69,6 +82,11 @@ pub fn describe() {
             Unit::Count,
             "The org's 24-hour API call allowance (Sforce-Limit-Info api-usage)."
         );
+        describe_counter!(
+            AUTH_FAILURES,
+            Unit::Count,
+            "Credentials Salesforce refused, by cause (token_refused, session_refused)."
+        );
     });
 }
 
@@ -81,10 +99,14 @@ pub fn describe() {
 pub enum RetryHint {
     /// A transient failure: try again after a [`Backoff`] delay.
     Retry,
-    /// The org refuses every call for now (`403 REQUEST_LIMIT_EXCEEDED`, or credentials it
-    /// rejects): pause all calls and keep the leads, since retrying would only spend a limit
-    /// that is exhausted, and no lead is at fault.
+    /// The org refuses every call for now (`403 REQUEST_LIMIT_EXCEEDED`): pause all calls and
+    /// keep the leads, since retrying would only spend a limit that is exhausted, and no lead
+    /// is at fault.
     PauseForLimit,
+    /// The org refuses the credentials (a token request refused, or a session refused even
+    /// after a fresh token): pause all calls and keep the leads, since no lead is at fault;
+    /// an operator must fix the client id or secret.
+    AuthFailure,
     /// Salesforce rejected this lead's update for good (`NOT_FOUND`, `MALFORMED_ID`, validation,
     /// ...): the lead goes to the dead-letter topic with the answer.
     Permanent,
@@ -96,6 +118,7 @@ impl RetryHint {
         match self {
             RetryHint::Retry => "retry",
             RetryHint::PauseForLimit => "pause_for_limit",
+            RetryHint::AuthFailure => "auth_failure",
             RetryHint::Permanent => "permanent",
         }
     }
@@ -108,9 +131,10 @@ impl RetryHint {
 ///   status (another transaction holds the row; it comes with `400` alone or `200` in a
 ///   collection).
 /// - [`RetryHint::PauseForLimit`]: `REQUEST_LIMIT_EXCEEDED` (Salesforce sends it with `403`;
-///   the code decides, so a collection record carrying it pauses too), and `401`: a session
-///   refused even after the one refresh-and-replay means the org refuses these credentials,
-///   which no lead is to blame for, so the leads are kept rather than dead-lettered.
+///   the code decides, so a collection record carrying it pauses too).
+/// - [`RetryHint::AuthFailure`]: `401`: a session refused even after the one
+///   refresh-and-replay means the org refuses these credentials, which no lead is to blame
+///   for, so the leads are kept rather than dead-lettered.
 /// - [`RetryHint::Permanent`]: every other answer (`NOT_FOUND`, `MALFORMED_ID`,
 ///   `ENTITY_IS_DELETED`, `FIELD_CUSTOM_VALIDATION_EXCEPTION`, `INVALID_FIELD`, ...).
 pub fn classify(http_status: Option<u16>, error_code: &str) -> RetryHint {
@@ -122,7 +146,7 @@ pub fn classify(http_status: Option<u16>, error_code: &str) -> RetryHint {
     }
     match http_status {
         None | Some(408) | Some(429) | Some(500..=599) => RetryHint::Retry,
-        Some(401) => RetryHint::PauseForLimit,
+        Some(401) => RetryHint::AuthFailure,
         Some(_) => RetryHint::Permanent,
     }
 }
@@ -162,6 +186,16 @@ impl SfError {
             error_code,
             message: message.into(),
             fields,
+        }
+    }
+
+    /// A 2xx answer Salesforce would not send (not JSON, results that do not match the
+    /// records): the update may or may not have happened, so it is retried (PATCH is
+    /// idempotent) and never taken as an outcome.
+    fn unexpected_transient(status: u16, what: &str, body: &str) -> SfError {
+        SfError {
+            hint: RetryHint::Retry,
+            ..SfError::unexpected(status, what, body)
         }
     }
 
@@ -486,14 +520,21 @@ impl SalesforceClient {
                 Err(f) => return every(chunk.len(), f),
             },
         };
-        let mut answer = self.send_data(endpoint, &url, &body, &token, report).await;
+        let limit = answer_limit(chunk.len());
+        let mut answer = self
+            .send_data(endpoint, &url, &body, &token, limit, report)
+            .await;
         if matches!(&answer, Ok(reply) if is_invalid_session(reply)) {
             tracing::info!(
                 endpoint = endpoint.label(),
                 "Salesforce session expired or invalid; fetching a new token and replaying once"
             );
             match self.refresh_token(&token, report).await {
-                Ok(fresh) => answer = self.send_data(endpoint, &url, &body, &fresh, report).await,
+                Ok(fresh) => {
+                    answer = self
+                        .send_data(endpoint, &url, &body, &fresh, limit, report)
+                        .await
+                }
                 Err(f) => return every(chunk.len(), f),
             }
         }
@@ -501,8 +542,19 @@ impl SalesforceClient {
             Ok(reply) => reply,
             Err(f) => return every(chunk.len(), f),
         };
+        if reply.status == 401 {
+            counter!(AUTH_FAILURES, "cause" => "session_refused").increment(1);
+            tracing::error!(
+                endpoint = endpoint.label(),
+                error = %rest_error(&reply),
+                "Salesforce authentication failure: a session was refused even with a fresh token"
+            );
+        }
         let outcomes = match endpoint {
-            Endpoint::Collection => collection_outcomes(&reply, chunk.len()),
+            Endpoint::Collection => {
+                let ids: Vec<&str> = chunk.iter().map(|l| l.lead_id.as_str()).collect();
+                collection_outcomes(&reply, &ids)
+            }
             _ => vec![sobject_outcome(&reply)],
         };
         for (lead, outcome) in chunk.iter().zip(&outcomes) {
@@ -520,6 +572,7 @@ impl SalesforceClient {
         url: &str,
         body: &str,
         token: &Secret,
+        limit: usize,
         report: &mut CallReport,
     ) -> Result<Reply, CallFailure> {
         let request = self
@@ -532,15 +585,17 @@ impl SalesforceClient {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::ACCEPT, "application/json")
             .body(body.to_string());
-        self.send(endpoint, request, report).await
+        self.send(endpoint, request, limit, report).await
     }
 
-    /// Sends a request and reads the whole answer, counting it (report and metrics) and
-    /// recording `Sforce-Limit-Info`.
+    /// Sends a request and reads the answer, at most `max_body` bytes of it, counting it
+    /// (report and metrics) and recording `Sforce-Limit-Info`. A longer body is a
+    /// [`RESPONSE_TOO_LARGE`] failure, found without reading more than `max_body` + one piece.
     async fn send(
         &self,
         endpoint: Endpoint,
         request: reqwest::RequestBuilder,
+        max_body: usize,
         report: &mut CallReport,
     ) -> Result<Reply, CallFailure> {
         report.api_calls += 1;
@@ -552,7 +607,9 @@ impl SalesforceClient {
                     .get("sforce-limit-info")
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_limit_info);
-                response.text().await.map(|body| (status, limit, body))
+                read_capped(response, max_body)
+                    .await
+                    .map(|body| (status, limit, body))
             }
             Err(e) => Err(e),
         };
@@ -565,7 +622,24 @@ impl SalesforceClient {
                     gauge!(API_LIMIT).set(max as f64);
                 }
                 tracing::debug!(endpoint = endpoint.label(), status, "Salesforce answered");
-                Ok(Reply { status, body })
+                match body {
+                    Some(body) => Ok(Reply { status, body }),
+                    None => {
+                        let error = SfError {
+                            error_code: RESPONSE_TOO_LARGE.to_string(),
+                            message: format!(
+                                "HTTP {status}: the answer is over {max_body} bytes; not read"
+                            ),
+                            fields: Vec::new(),
+                            hint: RetryHint::Retry,
+                        };
+                        tracing::warn!(endpoint = endpoint.label(), status, error = %error, "Salesforce answer too large");
+                        Err(CallFailure {
+                            status: Some(status),
+                            error,
+                        })
+                    }
+                }
             }
             Err(e) => {
                 counter!(REQUESTS, "endpoint" => endpoint.label(), "status_class" => "error")
@@ -636,7 +710,10 @@ impl SalesforceClient {
             .post(url)
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&form);
-        let reply = match self.send(Endpoint::Token, request, report).await {
+        let reply = match self
+            .send(Endpoint::Token, request, MAX_ANSWER_BYTES_PER_LEAD, report)
+            .await
+        {
             Ok(reply) => reply,
             Err(f) => return Err(f),
         };
@@ -647,7 +724,12 @@ impl SalesforceClient {
                 Ok(token)
             }
             Err(error) => {
-                tracing::warn!(status = reply.status, error = %error, "Salesforce refused a token");
+                if error.hint == RetryHint::AuthFailure {
+                    counter!(AUTH_FAILURES, "cause" => "token_refused").increment(1);
+                    tracing::error!(status = reply.status, error = %error, "Salesforce authentication failure: the token request was refused");
+                } else {
+                    tracing::warn!(status = reply.status, error = %error, "Salesforce gave no token");
+                }
                 Err(CallFailure {
                     status: Some(reply.status),
                     error,
@@ -711,6 +793,9 @@ struct RestError {
 /// One result of an sObject Collections call.
 #[derive(Deserialize)]
 struct RecordResult {
+    /// The record's id; Salesforce sends it with every success.
+    #[serde(default)]
+    id: Option<String>,
     success: bool,
     #[serde(default)]
     errors: Vec<RecordError>,
@@ -772,7 +857,8 @@ fn token_from_reply(reply: &Reply) -> Result<Secret, SfError> {
     };
     let hint = match error.hint {
         RetryHint::Retry => RetryHint::Retry,
-        _ => RetryHint::PauseForLimit,
+        RetryHint::PauseForLimit => RetryHint::PauseForLimit,
+        RetryHint::AuthFailure | RetryHint::Permanent => RetryHint::AuthFailure,
     };
     Err(SfError { hint, ..error })
 }
@@ -806,13 +892,10 @@ fn rest_error(reply: &Reply) -> SfError {
 }
 
 fn sobject_outcome(reply: &Reply) -> LeadOutcome {
+    // Salesforce answers 204; any 2xx means the update was accepted, whatever a proxy put
+    // in the body, so it is not read.
     let result = match reply.status {
-        204 => Ok(()),
-        200..=299 => Err(SfError::unexpected(
-            reply.status,
-            "a lead update answers 204 No Content",
-            &reply.body,
-        )),
+        200..=299 => Ok(()),
         _ => Err(rest_error(reply)),
     };
     LeadOutcome {
@@ -821,7 +904,14 @@ fn sobject_outcome(reply: &Reply) -> LeadOutcome {
     }
 }
 
-fn collection_outcomes(reply: &Reply, n: usize) -> Vec<LeadOutcome> {
+/// The outcome of each record of an sObject Collections call, in the order of `ids`, the
+/// records sent. Salesforce answers one result per record in request order; an answer that is
+/// not that (too few or too many results, or a success naming another record) is not in
+/// request order, so only its successes that name the record at their position are taken, and
+/// every other record is retried ([`RetryHint::Retry`]): no lead is marked handed off, or
+/// dead-lettered, on a guess.
+fn collection_outcomes(reply: &Reply, ids: &[&str]) -> Vec<LeadOutcome> {
+    let n = ids.len();
     let call_error = |error: SfError| {
         every(
             n,
@@ -831,61 +921,109 @@ fn collection_outcomes(reply: &Reply, n: usize) -> Vec<LeadOutcome> {
             },
         )
     };
-    if reply.status != 200 {
-        let error = if (200..300).contains(&reply.status) {
-            SfError::unexpected(
-                reply.status,
-                "an sObject Collections call answers 200",
-                &reply.body,
-            )
-        } else {
-            rest_error(reply)
-        };
-        return call_error(error);
+    if !(200..300).contains(&reply.status) {
+        return call_error(rest_error(reply));
     }
-    let results = match serde_json::from_str::<Vec<RecordResult>>(&reply.body) {
+    let results = match serde_json::from_str::<Vec<Value>>(&reply.body) {
         Ok(results) => results,
         Err(e) => {
-            return call_error(SfError::unexpected(
-                200,
-                &format!("not an array of {{\"success\", \"errors\"}} results ({e})"),
+            return call_error(SfError::unexpected_transient(
+                reply.status,
+                &format!("not an array of {{\"id\", \"success\", \"errors\"}} results ({e})"),
                 &reply.body,
             ))
         }
     };
-    if results.len() != n {
-        return call_error(SfError::unexpected(
-            200,
-            &format!("{} results for {n} records", results.len()),
-            &reply.body,
-        ));
-    }
-    results
+    let parsed: Vec<Option<RecordResult>> = results
         .into_iter()
-        .map(|r| {
-            let result = if r.success {
+        .map(|v| serde_json::from_value(v).ok())
+        .collect();
+    let names_its_record = |i: usize| match parsed.get(i) {
+        Some(Some(r)) if r.success => r.id.as_deref().is_some_and(|id| same_id(id, ids[i])),
+        _ => false,
+    };
+    let in_order = parsed.len() == n
+        && (0..n).all(|i| names_its_record(i) || parsed[i].as_ref().is_some_and(|r| !r.success));
+    let mismatch = |i: usize| {
+        let what = match parsed.get(i) {
+            _ if parsed.len() != n => format!(
+                "{} results for {n} records, so the results cannot be matched to records",
+                parsed.len()
+            ),
+            Some(None) => format!("result {i} is not a {{\"success\", \"errors\"}} result"),
+            Some(Some(r)) if r.success && !names_its_record(i) => format!(
+                "result {i} is a success for {:?}, but record {i} is {:?}",
+                r.id.as_deref().unwrap_or("(no id)"),
+                ids[i]
+            ),
+            _ => "a success names another record, so the results are not in request order"
+                .to_string(),
+        };
+        SfError::unexpected_transient(reply.status, &what, &reply.body)
+    };
+    (0..n)
+        .map(|i| {
+            let result = if names_its_record(i) {
                 Ok(())
+            } else if !in_order {
+                Err(mismatch(i))
             } else {
-                match r.errors.into_iter().next() {
+                // In order and not a success: a failure with its errors.
+                let errors = parsed[i].as_ref().map(|r| &r.errors);
+                match errors.and_then(|e| e.first()) {
                     Some(e) => Err(SfError::classified(
-                        Some(200),
-                        e.status_code,
-                        e.message,
-                        e.fields,
+                        Some(reply.status),
+                        e.status_code.clone(),
+                        e.message.clone(),
+                        e.fields.clone(),
                     )),
-                    None => Err(SfError::unexpected(
-                        200,
+                    None => Err(SfError::unexpected_transient(
+                        reply.status,
                         "a record result with success false and no errors",
                         &reply.body,
                     )),
                 }
             };
             LeadOutcome {
-                http_status: Some(200),
+                http_status: Some(reply.status),
                 result,
             }
         })
         .collect()
+}
+
+/// Whether a result's id names the record sent with `sent`: equal, or the 18-character form
+/// Salesforce answers for a 15-character id sent (the same id with a case-checksum suffix).
+fn same_id(answered: &str, sent: &str) -> bool {
+    answered == sent
+        || (sent.len() == 15 && answered.len() == 18 && answered.starts_with(sent))
+        || (sent.len() == 18 && answered.len() == 15 && sent.starts_with(answered))
+}
+
+/// The body cap of a call carrying `leads` leads.
+fn answer_limit(leads: usize) -> usize {
+    MAX_ANSWER_BYTES_PER_LEAD
+        .saturating_mul(leads.max(1))
+        .min(MAX_ANSWER_BYTES_PER_CALL)
+}
+
+/// The body, read piece by piece; `None` when it is over `max` bytes (by its `Content-Length`
+/// or as read), so an endless or huge answer costs at most `max` bytes and one piece.
+async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Option<String>, reqwest::Error> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Ok(None);
+    }
+    let mut body: Vec<u8> = Vec::new();
+    while let Some(piece) = response.chunk().await? {
+        if body.len() + piece.len() > max {
+            return Ok(None);
+        }
+        body.extend_from_slice(&piece);
+    }
+    Ok(Some(String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// `(used, allowed)` from `Sforce-Limit-Info: api-usage=18/15000`, which may carry further
@@ -1199,11 +1337,7 @@ mod tests {
             assert_eq!(outcome.http_status, Some(401));
             let e = error_of(outcome);
             assert_eq!(e.error_code, "INVALID_SESSION_ID");
-            assert_eq!(
-                e.hint,
-                RetryHint::PauseForLimit,
-                "credentials, not the lead"
-            );
+            assert_eq!(e.hint, RetryHint::AuthFailure, "credentials, not the lead");
         }
     }
 
@@ -1228,7 +1362,7 @@ mod tests {
             (Some(403), "REQUEST_LIMIT_EXCEEDED", PauseForLimit),
             (Some(200), "REQUEST_LIMIT_EXCEEDED", PauseForLimit),
             // A session refused after the replay: credentials, not the lead.
-            (Some(401), "INVALID_SESSION_ID", PauseForLimit),
+            (Some(401), "INVALID_SESSION_ID", AuthFailure),
             // Other 4xx, and record errors inside a 200: no retry.
             (Some(404), "NOT_FOUND", Permanent),
             (Some(200), "NOT_FOUND", Permanent),
@@ -1512,7 +1646,7 @@ mod tests {
             }) => {
                 assert_eq!(error.error_code, "invalid_client");
                 assert_eq!(error.message, "invalid client credentials");
-                assert_eq!(error.hint, RetryHint::PauseForLimit);
+                assert_eq!(error.hint, RetryHint::AuthFailure);
             }
             other => panic!("expected invalid_client, got {other:?}"),
         }
@@ -1521,7 +1655,7 @@ mod tests {
         assert_eq!(report.api_calls, 1, "no data call without a token");
         for outcome in &report.outcomes {
             assert_eq!(outcome.http_status, Some(400));
-            assert_eq!(error_of(outcome).hint, RetryHint::PauseForLimit);
+            assert_eq!(error_of(outcome).hint, RetryHint::AuthFailure);
         }
     }
 
@@ -1640,13 +1774,14 @@ mod tests {
             "{}",
             empty.message
         );
-        let ok_with_body = error_of(&sobject_outcome(&reply(200, "{}"))).clone();
-        assert!(
-            ok_with_body.message.contains("answers 204"),
-            "{}",
-            ok_with_body.message
-        );
-        assert_eq!(ok_with_body.hint, RetryHint::Permanent);
+        // Any 2xx on a lone PATCH is success, whatever its body.
+        for (status, body) in [(200, "{}"), (200, "<html>OK</html>"), (201, ""), (299, "x")] {
+            assert_eq!(
+                sobject_outcome(&reply(status, body)),
+                ok(status),
+                "{status} {body}"
+            );
+        }
 
         // A validation error keeps its fields; further errors are named.
         let validation = error_of(&sobject_outcome(&reply(
@@ -1664,14 +1799,19 @@ mod tests {
         assert_eq!(validation.hint, RetryHint::Permanent);
 
         // Collections: wrong count, wrong shape, failure without errors, errorCode spelling.
-        let short =
-            collection_outcomes(&reply(200, r#"[{"id":"a","success":true,"errors":[]}]"#), 3);
+        let short = collection_outcomes(
+            &reply(200, r#"[{"id":"a","success":true,"errors":[]}]"#),
+            &["a", "b", "c"],
+        );
         assert_eq!(short.len(), 3);
+        assert_eq!(short[0], ok(200), "a success naming its record is taken");
         assert!(error_of(&short[2])
             .message
             .contains("1 results for 3 records"));
-        let object_body = collection_outcomes(&reply(200, r#"{"success":true}"#), 2);
+        assert_eq!(error_of(&short[2]).hint, RetryHint::Retry);
+        let object_body = collection_outcomes(&reply(200, r#"{"success":true}"#), &["a", "b"]);
         assert!(error_of(&object_body[0]).message.contains("not an array"));
+        assert_eq!(error_of(&object_body[0]).hint, RetryHint::Retry);
         let mixed = collection_outcomes(
             &reply(
                 200,
@@ -1679,11 +1819,12 @@ mod tests {
                     {"success":false,"errors":[{"errorCode":"MALFORMED_ID","message":"bad id","fields":["Id"]}]},
                     {"id":"x","success":true,"errors":[]}]"#,
             ),
-            3,
+            &["v", "w", "x"],
         );
         assert!(error_of(&mixed[0])
             .message
             .contains("success false and no errors"));
+        assert_eq!(error_of(&mixed[0]).hint, RetryHint::Retry);
         assert_eq!(error_of(&mixed[1]).error_code, "MALFORMED_ID");
         assert_eq!(error_of(&mixed[1]).fields, vec!["Id".to_string()]);
         assert_eq!(mixed[2], ok(200));
@@ -1692,7 +1833,7 @@ mod tests {
                 400,
                 r#"[{"message":"too many","errorCode":"EXCEEDED_ID_LIMIT"}]"#,
             ),
-            2,
+            &["a", "b"],
         );
         assert!(whole
             .iter()
@@ -1700,7 +1841,7 @@ mod tests {
 
         // Token answers: never Permanent, and a 200 body is never quoted (it may hold a token).
         let no_token = token_from_reply(&reply(200, r#"{"token":"abc"}"#)).expect_err("no token");
-        assert_eq!(no_token.hint, RetryHint::PauseForLimit);
+        assert_eq!(no_token.hint, RetryHint::AuthFailure);
         assert!(!no_token.message.contains("abc"));
         let down = token_from_reply(&reply(503, "down")).expect_err("down");
         assert_eq!(
@@ -1758,6 +1899,255 @@ mod tests {
         };
         let client = SalesforceClient::new(&trailing, Secret::new("s")).expect("valid");
         assert_eq!(client.instance_url, "https://example.my.salesforce.com");
+    }
+
+    #[test]
+    fn collection_results_are_matched_to_records_by_position_and_id() {
+        let sent = [
+            "00Q000000000001AAA",
+            "00Q000000000002AAA",
+            "00Q000000000003",
+        ];
+        let success = |id: &str| format!(r#"{{"id":"{id}","success":true,"errors":[]}}"#);
+        let failure = r#"{"success":false,"errors":[{"statusCode":"NOT_FOUND","message":"gone"}]}"#;
+        // In order: each result is taken, a 15-character id answered in its 18-character form.
+        let body = format!(
+            "[{},{failure},{}]",
+            success(sent[0]),
+            success("00Q000000000003ABC")
+        );
+        let exact = collection_outcomes(&reply(200, &body), &sent);
+        assert_eq!(exact[0], ok(200));
+        assert_eq!(error_of(&exact[1]).error_code, "NOT_FOUND");
+        assert_eq!(error_of(&exact[1]).hint, RetryHint::Permanent);
+        assert_eq!(exact[2], ok(200));
+        // A success naming another record: the order is not to be trusted, so the failure
+        // cannot be attributed either; only the success at its own position is taken.
+        let body = format!("[{},{failure},{}]", success(sent[0]), success(sent[1]));
+        let swapped = collection_outcomes(&reply(200, &body), &sent);
+        assert_eq!(swapped[0], ok(200));
+        for o in &swapped[1..] {
+            assert_eq!(error_of(o).hint, RetryHint::Retry, "{o:?}");
+            assert_eq!(error_of(o).error_code, UNEXPECTED_RESPONSE);
+        }
+        assert!(error_of(&swapped[2]).message.contains("is a success for"));
+        // A success without an id is not a success for anyone.
+        let body = r#"[{"success":true,"errors":[]}]"#;
+        let anonymous = collection_outcomes(&reply(200, body), &sent[..1]);
+        assert_eq!(error_of(&anonymous[0]).hint, RetryHint::Retry);
+        // One unreadable result: the rest cannot be placed with confidence.
+        let body = format!("[{},17,{failure}]", success(sent[0]));
+        let odd = collection_outcomes(&reply(200, &body), &sent);
+        assert_eq!(odd[0], ok(200));
+        assert_eq!(error_of(&odd[1]).hint, RetryHint::Retry);
+        assert_eq!(error_of(&odd[2]).hint, RetryHint::Retry);
+    }
+
+    #[tokio::test]
+    async fn garbled_collection_answers_mark_no_lead_on_a_guess() {
+        use crate::sfstandin::CollectionAnswer;
+        let cases = [
+            // The last result missing: the others name their records.
+            (CollectionAnswer::Short, vec![true, true, false]),
+            // An extra result: the three that name their records are taken.
+            (CollectionAnswer::Long, vec![true, true, true]),
+            // Every result at another record's position: none is taken.
+            (CollectionAnswer::Mismatched, vec![false, false, false]),
+        ];
+        for (fault, want) in cases {
+            let org = org(StandinConfig {
+                faults: Faults {
+                    collection_answer: fault,
+                    ..Faults::default()
+                },
+                ..standin_config()
+            })
+            .await;
+            let report = org
+                .client
+                .update_leads(&[update(1), update(2), update(3)])
+                .await;
+            let taken: Vec<bool> = report.outcomes.iter().map(|o| o.result.is_ok()).collect();
+            assert_eq!(taken, want, "{fault:?}");
+            for o in report.outcomes.iter().filter(|o| o.result.is_err()) {
+                let e = error_of(o);
+                assert_eq!(
+                    (e.error_code.as_str(), e.hint),
+                    (UNEXPECTED_RESPONSE, RetryHint::Retry),
+                    "{fault:?}: {e}"
+                );
+            }
+        }
+        // With a failing record, a short answer dead-letters nobody: the failure may belong to
+        // any record.
+        let org = org(StandinConfig {
+            known_leads: Some(HashSet::from([lead(1), lead(3)])),
+            faults: Faults {
+                collection_answer: CollectionAnswer::Short,
+                ..Faults::default()
+            },
+            ..standin_config()
+        })
+        .await;
+        let report = org
+            .client
+            .update_leads(&[update(1), update(2), update(3)])
+            .await;
+        assert_eq!(report.outcomes[0], ok(200));
+        for o in &report.outcomes[1..] {
+            assert_eq!(error_of(o).hint, RetryHint::Retry, "{o:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_non_json_success_is_a_success_for_a_lone_lead_and_a_retry_for_a_collection() {
+        let org = org(StandinConfig {
+            faults: Faults {
+                non_json_success: true,
+                ..Faults::default()
+            },
+            ..standin_config()
+        })
+        .await;
+        let lone = org.client.update_leads(&[update(1)]).await;
+        assert_eq!(lone.outcomes, vec![ok(200)]);
+        let several = org.client.update_leads(&[update(2), update(3)]).await;
+        for o in &several.outcomes {
+            let e = error_of(o);
+            assert_eq!(
+                (e.error_code.as_str(), e.hint),
+                (UNEXPECTED_RESPONSE, RetryHint::Retry)
+            );
+            assert!(e.message.contains("<html>"), "{}", e.message);
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_answers_are_transient_failures() {
+        let org = org(standin_config()).await;
+        let pad = |bytes: usize| {
+            org.standin.set_faults(Faults {
+                answer_padding: bytes,
+                ..Faults::default()
+            })
+        };
+        // A lone lead: 1 MiB.
+        pad(MAX_ANSWER_BYTES_PER_LEAD - 10);
+        assert_eq!(
+            org.client.update_leads(&[update(1)]).await.outcomes,
+            vec![ok(200)]
+        );
+        pad(MAX_ANSWER_BYTES_PER_LEAD + 1);
+        let big = org.client.update_leads(&[update(1)]).await;
+        let e = error_of(&big.outcomes[0]);
+        assert_eq!(
+            (e.error_code.as_str(), e.hint),
+            (RESPONSE_TOO_LARGE, RetryHint::Retry)
+        );
+        assert_eq!(big.outcomes[0].http_status, Some(200));
+        // Two leads: 2 MiB.
+        pad(MAX_ANSWER_BYTES_PER_LEAD * 3 / 2);
+        let two = org.client.update_leads(&[update(1), update(2)]).await;
+        assert_eq!(two.outcomes, vec![ok(200), ok(200)]);
+        // Twenty leads: 16 MiB, not 20.
+        pad(MAX_ANSWER_BYTES_PER_CALL + 1);
+        let leads: Vec<LeadUpdate> = (0..20).map(update).collect();
+        let many = org.client.update_leads(&leads).await;
+        assert!(many
+            .outcomes
+            .iter()
+            .all(|o| error_of(o).error_code == RESPONSE_TOO_LARGE));
+        assert_eq!(answer_limit(0), MAX_ANSWER_BYTES_PER_LEAD);
+        assert_eq!(answer_limit(200), MAX_ANSWER_BYTES_PER_CALL);
+    }
+
+    /// A server whose answer never ends (chunked, no length): the client stops reading at its
+    /// cap instead of buffering it. Returns the address and the bytes it managed to send.
+    async fn endless_server() -> (String, tokio::task::JoinHandle<usize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return 0;
+            };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return 0,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                return 0;
+            }
+            let piece = vec![b' '; 64 * 1024];
+            let mut sent = 0usize;
+            while sent < 50 * 1024 * 1024 {
+                let size = format!("{:x}\r\n", piece.len());
+                let frame = [size.as_bytes(), &piece[..], &b"\r\n"[..]].concat();
+                if socket.write_all(&frame).await.is_err() {
+                    break;
+                }
+                sent += piece.len();
+            }
+            sent
+        });
+        (format!("http://{addr}"), task)
+    }
+
+    #[tokio::test]
+    async fn a_50_mb_answer_is_never_read_whole() {
+        let (url, server) = endless_server().await;
+        let client = client_for(&url, SECRET, Duration::from_secs(30));
+        match client.ensure_token().await {
+            Err(SalesforceError::Token {
+                status: Some(200),
+                error,
+            }) => {
+                assert_eq!(error.error_code, RESPONSE_TOO_LARGE);
+                assert_eq!(error.hint, RetryHint::Retry);
+            }
+            other => panic!("expected an answer too large, got {other:?}"),
+        }
+        drop(client);
+        let sent = server.await.expect("the server task");
+        assert!(
+            sent < 50 * 1024 * 1024,
+            "the client stopped reading: the server could send only {sent} bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_are_counted_as_authentication_failures() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let _metrics = metrics::set_default_local_recorder(&recorder);
+        describe();
+        let org = org(StandinConfig {
+            faults: Faults {
+                token_ttl_calls: Some(0),
+                ..Faults::default()
+            },
+            ..standin_config()
+        })
+        .await;
+        let wrong = client_for(&org.standin.instance_url(), "nope", Duration::from_secs(5));
+        let refused = wrong.update_leads(&[update(1)]).await;
+        assert_eq!(error_of(&refused.outcomes[0]).hint, RetryHint::AuthFailure);
+        let expired = org.client.update_leads(&[update(1)]).await;
+        assert_eq!(error_of(&expired.outcomes[0]).hint, RetryHint::AuthFailure);
+        let rendered = handle.render();
+        for line in [
+            r#"leadscore_salesforce_auth_failures_total{cause="token_refused"} 1"#,
+            r#"leadscore_salesforce_auth_failures_total{cause="session_refused"} 1"#,
+        ] {
+            assert!(rendered.contains(line), "missing {line} in:\n{rendered}");
+        }
     }
 
     #[test]
