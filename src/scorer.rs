@@ -247,6 +247,7 @@ pub struct Scorer {
 impl Scorer {
     /// Loads the rules, sets up the topics (checking co-partitioning) and the clients.
     pub async fn start(settings: Settings, health: Arc<Health>) -> Result<Scorer, ScorerError> {
+        t::register_scorer_counters();
         let rules_path = settings.scorer.rules.clone().ok_or(ScorerError::NoRules)?;
         let rules = crate::rules::load_file(&rules_path).map_err(|errors| ScorerError::Rules {
             path: rules_path.display().to_string(),
