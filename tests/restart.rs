@@ -8,6 +8,8 @@
 mod common;
 
 use common::*;
+use leadscore::config::Secret;
+use leadscore::sfstandin::{self, StandinConfig};
 use rdkafka::producer::Producer;
 use std::time::{Duration, Instant};
 
@@ -155,5 +157,96 @@ fn a_cleanly_stopped_static_member_is_back_and_scoring_within_seconds() {
         "restart-term-static",
         |s| assert!(s.terminate().success(), "clean stop"),
         &[("KAFKA__GROUP_INSTANCE_ID", "scorer-0")],
+    );
+}
+
+/// The handoff too: killed, restarted, ready and reading score changes within seconds.
+#[test]
+fn a_killed_handoff_is_back_and_reading_within_seconds() {
+    const SECRET: &str = "restart-test-secret";
+    let names = Names::new("restart-handoff");
+    let handoffs = format!("ho-{}", names.group);
+    let handoffs_dlq = format!("hodlq-{}", names.group);
+    let handoff_changelog = format!("hocl-{}", names.group);
+    let broker = Broker::start(&[
+        (&names.output, PARTITIONS, false),
+        (&handoff_changelog, PARTITIONS, true),
+        (&handoffs, PARTITIONS, false),
+        (&handoffs_dlq, PARTITIONS, false),
+    ]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (addr, _standin) = rt
+        .block_on(sfstandin::serve(
+            "127.0.0.1:0",
+            StandinConfig {
+                client_id: "leadscore-dev".into(),
+                client_secret: Secret::new(SECRET),
+                ..StandinConfig::default()
+            },
+            leadscore::shutdown::Shutdown::new(),
+        ))
+        .expect("stand-in");
+    let dir = TempDir::new("restart-handoff");
+    let port = free_port();
+    let v = |k: &str, v: &str| (format!("LEADSCORE__{k}"), v.to_string());
+    let env = vec![
+        v("KAFKA__BOOTSTRAP_SERVERS", &broker.bootstrap),
+        v("TOPICS__OUTPUT", &names.output),
+        v("TOPICS__HANDOFFS", &handoffs),
+        v("TOPICS__HANDOFFS_DLQ", &handoffs_dlq),
+        v("TOPICS__HANDOFF_CHANGELOG", &handoff_changelog),
+        v("HANDOFF__GROUP_ID", &names.group),
+        v(
+            "HANDOFF__STATE_DIR",
+            &dir.path().join("h").display().to_string(),
+        ),
+        v("SALESFORCE__INSTANCE_URL", &format!("http://{addr}")),
+        v("SALESFORCE__CLIENT_ID", "leadscore-dev"),
+        v("ADMIN__LISTEN", &format!("127.0.0.1:{port}")),
+        (
+            "LEADSCORE_SALESFORCE_CLIENT_SECRET".to_string(),
+            SECRET.to_string(),
+        ),
+    ];
+    let log = dir.path().join("handoff.log");
+    let mut first = Service::spawn("handoff", &env, port, log.clone());
+    wait_until(
+        Duration::from_secs(60),
+        "the first handoff to be ready",
+        || ready(&first),
+    );
+    first.kill9();
+    drop(first);
+
+    let restarted_at = Instant::now();
+    let second = Service::spawn("handoff", &env, port, log);
+    wait_until(BACK_WITHIN, "the restarted handoff to be ready", || {
+        ready(&second)
+    });
+    // Any record counts as read (a bad one goes to the dead-letter topic).
+    let p = producer(&broker);
+    for i in 0..10 {
+        let key = format!("u{i}");
+        produce(
+            &p,
+            &names.output,
+            Some(key.as_bytes()),
+            b"not a score change",
+        );
+    }
+    p.flush(Duration::from_secs(10)).expect("flush");
+    let left = BACK_WITHIN.saturating_sub(restarted_at.elapsed());
+    wait_until(left, "the restarted handoff to read new records", || {
+        second.get("/metrics").is_some_and(|(_, text)| {
+            metric_sum(&text, "leadscore_handoff_changes_consumed_total") >= 10.0
+        })
+    });
+    eprintln!(
+        "restart-handoff: restart to ready and reading: {:.1} s",
+        restarted_at.elapsed().as_secs_f64()
     );
 }
