@@ -202,12 +202,16 @@ impl KafkaSettings {
     }
 }
 
-/// Whether a librdkafka property holds a credential (`sasl.password`, `ssl.key.password`,
-/// `ssl.key.pem`, ...), whose value must not reach logs.
+/// Whether a librdkafka property may hold a credential, whose value must not reach an error or
+/// a log: any name containing `password`, `secret`, `token` or `key` in any case
+/// (`sasl.password`, `ssl.key.pem`, `sasl.oauthbearer.client.secret`, ...), and
+/// `sasl.oauthbearer.config`. Broad on purpose: hiding a key file's path costs little.
+/// [`crate::kafka::is_redacted_property`] adds the properties librdkafka does not know.
 pub fn is_sensitive_kafka_property(key: &str) -> bool {
-    key.contains("password")
-        || key.contains("secret")
-        || key == "ssl.key.pem"
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "token", "key"]
+        .iter()
+        .any(|word| key.contains(word))
         || key == "sasl.oauthbearer.config"
 }
 
@@ -216,7 +220,7 @@ impl fmt::Debug for KafkaSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
             .entries(self.properties.iter().map(|(k, v)| {
-                let shown = if is_sensitive_kafka_property(k) {
+                let shown = if crate::kafka::is_redacted_property(k) {
                     "***"
                 } else {
                     v.as_str()
@@ -1884,6 +1888,27 @@ mod tests {
             s.scorer.transactional_id_for("host1"),
             "leadscore-scorer-host1"
         );
+    }
+
+    #[test]
+    fn a_misspelt_kafka_credential_is_never_printed() {
+        let s = load(
+            "",
+            &[
+                ("LEADSCORE__KAFKA__SASL_PASWORD", "typo-hunter2"),
+                (
+                    "LEADSCORE__KAFKA__SASL_OAUTHBEARER_CLIENT_SECRET",
+                    "oauth-hunter2",
+                ),
+            ],
+        )
+        .expect("loads: librdkafka judges the properties");
+        let shown = format!("{s:?} {s:#?}");
+        for secret in ["typo-hunter2", "oauth-hunter2"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("sasl.pasword"), "{shown}");
+        assert!(shown.contains("localhost:9092"), "{shown}");
     }
 
     #[test]

@@ -581,7 +581,7 @@ impl kafka::PartitionOwner for Core {
 /// they are, like the input's decode errors ([`codec::DecodeError::REASONS`]). Any other code a
 /// server sends counts as `other` on the metric (labels come from bounded sets); the dead
 /// letter's header keeps the code itself.
-const SALESFORCE_DEAD_LETTER_LABELS: &[&str] = &[
+pub(crate) const SALESFORCE_DEAD_LETTER_LABELS: &[&str] = &[
     "not_found",
     "malformed_id",
     "entity_is_deleted",
@@ -674,6 +674,7 @@ impl Handoff {
         shutdown: Shutdown,
     ) -> Result<Handoff, HandoffError> {
         describe();
+        crate::telemetry::register_handoff_counters();
         let secret = settings.salesforce.client_secret()?;
         let client = SalesforceClient::new(&settings.salesforce, secret)?;
         let body = settings

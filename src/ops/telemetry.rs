@@ -63,6 +63,100 @@ pub fn describe() {
     });
 }
 
+// ---------------------------------------------------------------------------------------------
+// Labelled counters, exported at 0 from start-up
+// ---------------------------------------------------------------------------------------------
+
+/// A counter whose one label takes its values from a bounded set: (name, label, every value
+/// the code can give the label). The values come from the lists the code itself draws from, so
+/// a value added there is registered here too.
+pub type LabelledCounter = (&'static str, &'static str, Vec<&'static str>);
+
+/// The scorer's labelled counters. A labelled counter must be listed here (or in
+/// [`handoff_counters`]) for its series to exist before the first occurrence; the test
+/// `every_labelled_counter_is_registered_at_zero` finds the ones missing.
+pub fn scorer_counters() -> Vec<LabelledCounter> {
+    use crate::engine::Outcome;
+    let skips = Outcome::ALL
+        .iter()
+        .filter(|o| **o != Outcome::Scored)
+        .map(|o| o.as_str())
+        .collect();
+    let kinds = crate::change::ReasonKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    vec![
+        (
+            EVENTS_DEAD_LETTERED,
+            "reason",
+            crate::codec::DecodeError::REASONS.to_vec(),
+        ),
+        (EVENTS_SKIPPED, "reason", skips),
+        (SCORE_CHANGES, "kind", kinds),
+    ]
+}
+
+/// The handoff's labelled counters (see [`scorer_counters`]).
+pub fn handoff_counters() -> Vec<LabelledCounter> {
+    // As `handoff::dead_letter_label` maps reasons: decode errors, Salesforce codes, the rest
+    // as `other`.
+    let dead_letter_reasons = crate::codec::DecodeError::REASONS
+        .iter()
+        .chain(crate::handoff::SALESFORCE_DEAD_LETTER_LABELS)
+        .copied()
+        .chain(["other"])
+        .collect();
+    vec![
+        (
+            crate::handoff::HANDOFFS,
+            "outcome",
+            vec!["handed_off", "failed"],
+        ),
+        (
+            crate::handoff::HANDOFF_DEAD_LETTERED,
+            "reason",
+            dead_letter_reasons,
+        ),
+    ]
+}
+
+/// Registers every series of `counters` at 0. A series that first appears at 1 shows Prometheus
+/// no increase, so an `increase(...) > 0` alert would miss the first dead letter, skip or
+/// failed handoff; registered up front, the first occurrence is a step from 0. Registering does
+/// not change a series that already counts.
+pub fn register_at_zero(counters: &[LabelledCounter]) {
+    for (name, label, values) in counters {
+        for value in values {
+            metrics::counter!(*name, *label => *value).increment(0);
+        }
+    }
+}
+
+/// The scorer's labelled counters at 0: called once as the scorer starts.
+pub fn register_scorer_counters() {
+    register_at_zero(&scorer_counters());
+}
+
+/// The Salesforce calls counter's series (endpoint, status class), as `salesforce.rs` labels
+/// them; `1xx` and `3xx` are left out: the HTTP client answers neither (it follows redirects).
+pub const SALESFORCE_REQUEST_SERIES: (&[&str], &[&str]) = (
+    &["token", "sobject", "collection"],
+    &["2xx", "4xx", "5xx", "error"],
+);
+
+/// The handoff's labelled counters at 0: called once as the handoff starts.
+pub fn register_handoff_counters() {
+    register_at_zero(&handoff_counters());
+    let (endpoints, classes) = SALESFORCE_REQUEST_SERIES;
+    for endpoint in endpoints {
+        for class in classes {
+            metrics::counter!(crate::salesforce::REQUESTS, "endpoint" => *endpoint, "status_class" => *class)
+                .increment(0);
+        }
+    }
+}
+
 /// Installs the Prometheus recorder once per process and returns its handle for `/metrics`.
 pub fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -176,6 +270,114 @@ pub fn init_logging(json: bool, level: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The labelled counters the services' code increments: `counter!(NAME, "label" => ...)`
+    /// in each source file, by constant name.
+    fn labelled_counters_in(source: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut rest = source;
+        while let Some(i) = rest.find("counter!(") {
+            rest = &rest[i + "counter!(".len()..];
+            let Some(end) = rest.find(')') else { break };
+            let args = &rest[..end];
+            if let Some((name, labels)) = args.split_once(',') {
+                if labels.contains("=>") {
+                    let name = name.trim();
+                    let name = name.rsplit("::").next().unwrap_or(name).trim();
+                    found.push(name.to_string());
+                }
+            }
+        }
+        found
+    }
+
+    /// A new labelled counter (or a new file's) must be added to the zero-registration, or its
+    /// first occurrence goes unseen by `increase()` alerts.
+    #[test]
+    fn every_labelled_counter_is_registered_at_zero() {
+        let constants: &[(&str, &str)] = &[
+            ("EVENTS_DEAD_LETTERED", EVENTS_DEAD_LETTERED),
+            ("EVENTS_SKIPPED", EVENTS_SKIPPED),
+            ("SCORE_CHANGES", SCORE_CHANGES),
+            ("HANDOFFS", crate::handoff::HANDOFFS),
+            (
+                "HANDOFF_DEAD_LETTERED",
+                crate::handoff::HANDOFF_DEAD_LETTERED,
+            ),
+            ("REQUESTS", crate::salesforce::REQUESTS),
+        ];
+        let registered: Vec<&str> = scorer_counters()
+            .iter()
+            .chain(&handoff_counters())
+            .map(|(name, _, _)| *name)
+            .chain([crate::salesforce::REQUESTS])
+            .collect();
+        let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+        let mut files = Vec::new();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("src/") {
+                let path = entry.expect("src/ entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        let mut seen = 0;
+        for path in files {
+            // This file registers the counters (and its test names them).
+            if path.extension().is_none_or(|e| e != "rs") || path.ends_with("telemetry.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("source file");
+            for constant in labelled_counters_in(&text) {
+                seen += 1;
+                let name = constants
+                    .iter()
+                    .find(|(c, _)| *c == constant)
+                    .map(|(_, n)| *n)
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{}: labelled counter {constant} is not registered at zero: add it to telemetry::scorer_counters or handoff_counters (and to this test's table)",
+                            path.display()
+                        )
+                    });
+                assert!(registered.contains(&name), "{constant} ({name})");
+            }
+        }
+        assert!(seen >= 5, "the scan found the known labelled counters");
+    }
+
+    #[test]
+    fn labelled_counters_render_at_zero_before_anything_happens() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            register_scorer_counters();
+            register_handoff_counters();
+        });
+        let text = handle.render();
+        for line in [
+            "leadscore_events_dead_lettered_total{reason=\"malformed\"} 0",
+            "leadscore_events_skipped_total{reason=\"duplicate\"} 0",
+            "leadscore_events_skipped_total{reason=\"stale_external\"} 0",
+            "leadscore_score_changes_total{kind=\"inactivity\"} 0",
+            "leadscore_handoffs_total{outcome=\"failed\"} 0",
+            "leadscore_handoff_dead_lettered_total{reason=\"entity_is_deleted\"} 0",
+            "leadscore_handoff_dead_lettered_total{reason=\"other\"} 0",
+            "leadscore_salesforce_requests_total{endpoint=\"collection\",status_class=\"5xx\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("reason=\"scored\""),
+            "a scored event is no skip: {text}"
+        );
+    }
 
     #[test]
     fn a_forgotten_partition_leaves_no_series_and_no_empty_family() {

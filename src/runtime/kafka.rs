@@ -13,9 +13,10 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// The largest record the services produce (and their dead-letter topics accept when they
@@ -54,13 +55,127 @@ pub enum KafkaSetupError {
     Missing(String),
 }
 
-/// A client configuration from the `[kafka]` settings, passed through verbatim.
+/// The consumer group session timeout unless `[kafka]` sets `session.timeout.ms`: how long the
+/// group waits for a member that stopped heartbeating (a `kill -9`, a lost node) before its
+/// partitions move on. librdkafka's default, 45 s, is also how long a restarted instance waited
+/// for its own partitions wherever the broker has no static membership (the dev-broker, where a
+/// restart right after a kill can take two session timeouts). 6 s is the least every stock
+/// broker accepts (Kafka's `group.min.session.timeout.ms`); the heartbeat goes with it
+/// ([`HEARTBEAT_INTERVAL_MS`]). With static membership on Kafka a restart within the session
+/// timeout does not wait at all, so a larger value there only buys tolerance of network pauses
+/// at the price of slower failover. docs/brokers.md has the restart times.
+pub const SESSION_TIMEOUT_MS: &str = "6000";
+
+/// The heartbeat unless `[kafka]` sets `heartbeat.interval.ms`: a third of
+/// [`SESSION_TIMEOUT_MS`], as Kafka recommends, so two lost heartbeats do not end the session.
+pub const HEARTBEAT_INTERVAL_MS: &str = "2000";
+
+/// Properties only a group member acts on: given to the group consumer alone, so the producer,
+/// the admin client and the restore reader neither warn about them nor use them.
+/// `group.instance.id` (static membership) names one member of one group.
+const GROUP_MEMBER_PROPERTIES: &[&str] = &["group.instance.id"];
+
+/// A client configuration from the `[kafka]` settings, passed through verbatim (but for the
+/// [`GROUP_MEMBER_PROPERTIES`], which only [`group_consumer`] sets).
 pub fn client_config(properties: &BTreeMap<String, String>) -> ClientConfig {
     let mut c = ClientConfig::new();
     for (k, v) in properties {
-        c.set(k, v);
+        if !GROUP_MEMBER_PROPERTIES.contains(&k.as_str()) {
+            c.set(k, v);
+        }
     }
     c
+}
+
+/// What replaces a value that must not be shown.
+pub const REDACTED: &str = "[redacted]";
+
+/// Whether librdkafka knows the property `name`, as a client or a topic property: setting it
+/// to an empty value on a scratch configuration fails as "unknown" only for a name librdkafka
+/// does not have. (Reading it back cannot tell: an unset property reads as unknown too.)
+pub fn is_known_property(name: &str) -> bool {
+    use rdkafka::bindings as rd;
+    // The one property whose setter acts (it loads plugins): known, and never set here.
+    if name == "plugin.library.paths" {
+        return true;
+    }
+    let (Ok(c_name), Ok(empty)) = (CString::new(name), CString::new("")) else {
+        return false;
+    };
+    let mut errstr = [0 as std::os::raw::c_char; 512];
+    // SAFETY: the configuration is created, used and destroyed here; errstr is a writable
+    // buffer of the size given.
+    unsafe {
+        let conf = rd::rd_kafka_conf_new();
+        let res = rd::rd_kafka_conf_set(
+            conf,
+            c_name.as_ptr(),
+            empty.as_ptr(),
+            errstr.as_mut_ptr(),
+            errstr.len(),
+        );
+        rd::rd_kafka_conf_destroy(conf);
+        res != rd::rd_kafka_conf_res_t::RD_KAFKA_CONF_UNKNOWN
+    }
+}
+
+/// Whether the value of property `name` must never appear in an error or a log line: a
+/// credential by its name (see [`crate::config::is_sensitive_kafka_property`]), or a property
+/// librdkafka does not know, which is most often a misspelt one (`sasl.pasword`) holding a
+/// credential all the same.
+pub fn is_redacted_property(name: &str) -> bool {
+    crate::config::is_sensitive_kafka_property(name) || !is_known_property(name)
+}
+
+/// `text` without `value`: quoted (as librdkafka quotes values) and, when long enough not to
+/// garble the message, bare.
+fn scrub(text: &str, value: &str) -> String {
+    if value.is_empty() {
+        return text.to_string();
+    }
+    let mut out = text.replace(&format!("\"{value}\""), &format!("\"{REDACTED}\""));
+    if value.len() >= 4 {
+        out = out.replace(value, REDACTED);
+    }
+    out
+}
+
+/// `error` from creating a client with `cfg`, without the value of any redacted property.
+/// librdkafka's configuration errors quote the value (rdkafka's message appends it too), so a
+/// typo in `LEADSCORE__KAFKA__SASL_PASWORD` would print the password.
+pub fn redact_error(error: KafkaError, cfg: &ClientConfig) -> KafkaError {
+    // (`config_map` hides a few known credentials itself: the values come from `get`.)
+    let scrub_all = |text: &str| {
+        cfg.config_map()
+            .into_keys()
+            .filter(|k| is_redacted_property(k))
+            .filter_map(|k| cfg.get(k))
+            .fold(text.to_string(), |t, v| scrub(&t, v))
+    };
+    match error {
+        KafkaError::ClientConfig(res, desc, key, value) => {
+            let hide = res == rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN
+                || is_redacted_property(&key);
+            let (desc, value) = if hide {
+                (scrub(&desc, &value), REDACTED.to_string())
+            } else {
+                (desc, value)
+            };
+            KafkaError::ClientConfig(res, scrub_all(&desc), key, value)
+        }
+        KafkaError::ClientCreation(text) => KafkaError::ClientCreation(scrub_all(&text)),
+        other => other,
+    }
+}
+
+/// Creates a client from `cfg` with `context`; a failure never shows a redacted value.
+fn create<C, T>(cfg: &ClientConfig, context: C) -> Result<T, KafkaError>
+where
+    C: ClientContext,
+    T: rdkafka::config::FromClientConfigAndContext<C>,
+{
+    cfg.create_with_context(context)
+        .map_err(|e| redact_error(e, cfg))
 }
 
 /// Sets `key` unless the user's properties already do.
@@ -111,7 +226,8 @@ pub async fn ensure_topics(
     properties: &BTreeMap<String, String>,
     specs: &[TopicSpec],
 ) -> Result<HashMap<String, i32>, KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(properties).create()?;
+    let admin: AdminClient<DefaultClientContext> =
+        create(&client_config(properties), DefaultClientContext)?;
     let existing = partition_counts(admin.inner(), specs)?;
     let missing: Vec<&TopicSpec> = specs
         .iter()
@@ -289,8 +405,7 @@ impl ServiceProducer {
         if let Some(id) = transactional_id {
             cfg.set("transactional.id", id);
         }
-        let inner: ThreadedProducer<DeliveryTracker> =
-            cfg.create_with_context(DeliveryTracker::default())?;
+        let inner: ThreadedProducer<DeliveryTracker> = create(&cfg, DeliveryTracker::default())?;
         let tracker = inner.context().clone();
         if transactional_id.is_some() {
             inner.init_transactions(SETUP_TIMEOUT)?;
@@ -546,6 +661,12 @@ impl<O: PartitionOwner> ConsumerContext for OwnerContext<O> {
 }
 
 /// A group consumer on `topic` for `owner`, with offsets stored only by the service.
+///
+/// With `group.instance.id` in `[kafka]` it is a static member (KIP-345): a broker that
+/// supports it hands a member restarting under the same id its partitions back at once, with
+/// no rebalance and no wait for the old session to time out. Two live instances must never
+/// share an id (the second fences the first), so there is no default: the Kubernetes manifests
+/// set it to the pod name. See [`leave_group`] for a clean stop.
 pub fn group_consumer<O: PartitionOwner>(
     properties: &BTreeMap<String, String>,
     group_id: &str,
@@ -554,7 +675,14 @@ pub fn group_consumer<O: PartitionOwner>(
     read_committed: bool,
 ) -> Result<ServiceConsumer<O>, KafkaError> {
     let mut cfg = client_config(properties);
+    for key in GROUP_MEMBER_PROPERTIES {
+        if let Some(v) = properties.get(*key) {
+            cfg.set(*key, v);
+        }
+    }
     cfg.set("group.id", group_id);
+    set_default(&mut cfg, "session.timeout.ms", SESSION_TIMEOUT_MS);
+    set_default(&mut cfg, "heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS);
     cfg.set("enable.auto.commit", "false");
     cfg.set("enable.auto.offset.store", "false");
     set_default(&mut cfg, "auto.offset.reset", "earliest");
@@ -562,13 +690,63 @@ pub fn group_consumer<O: PartitionOwner>(
     if read_committed {
         cfg.set("isolation.level", "read_committed");
     }
-    let consumer: ServiceConsumer<O> = cfg.create_with_context(OwnerContext {
-        owner,
-        topic: topic.to_string(),
-        owned: Mutex::new(BTreeSet::new()),
-    })?;
+    let consumer: ServiceConsumer<O> = create(
+        &cfg,
+        OwnerContext {
+            owner,
+            topic: topic.to_string(),
+            owned: Mutex::new(BTreeSet::new()),
+        },
+    )?;
     consumer.subscribe(&[topic])?;
     Ok(consumer)
+}
+
+/// How long a clean stop waits for the group to be told this member is leaving.
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Leaves the consumer group now, on a clean stop, so the partitions move on (or come back to
+/// this instance's successor) without waiting for the session timeout.
+///
+/// librdkafka sends no LeaveGroup when a static member (`group.instance.id`) closes (KIP-345:
+/// the member is expected back), but it does when one unsubscribes. So: unsubscribe, then poll
+/// (serving the revocation, which checkpoints) until librdkafka has issued the LeaveGroup,
+/// which it marks by dropping the member id. Closing the consumer afterwards waits for the
+/// broker's answer. Records a poll still returns are dropped: they are past the checkpoint, and
+/// the next owner reads them again.
+pub fn leave_group<C: ConsumerContext>(consumer: &BaseConsumer<C>, timeout: Duration) {
+    consumer.unsubscribe();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let _ = consumer.poll(Duration::from_millis(20));
+        if member_id(consumer).is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            tracing::warn!(
+                timeout_s = timeout.as_secs(),
+                "the consumer group was not told of this member leaving; its partitions wait for the session timeout"
+            );
+            return;
+        }
+    }
+}
+
+/// The consumer's current group member id (empty when not a member).
+fn member_id<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> String {
+    use rdkafka::bindings as rd;
+    let rk = consumer.client().native_ptr();
+    // SAFETY: rk is a live consumer handle; the returned string (or null) is owned by the
+    // caller and freed with rd_kafka_mem_free.
+    unsafe {
+        let p = rd::rd_kafka_memberid(rk);
+        if p.is_null() {
+            return String::new();
+        }
+        let id = std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned();
+        rd::rd_kafka_mem_free(rk, p.cast());
+        id
+    }
 }
 
 /// A consumer outside any group, for reading a partition from a given offset to its end
@@ -586,7 +764,7 @@ pub fn reader(
     // A restore ends with a fetch that finds nothing; don't let the broker hold it for the
     // default 500 ms per partition.
     set_default(&mut cfg, "fetch.wait.max.ms", "10");
-    cfg.create_with_context(ReaderContext)
+    create(&cfg, ReaderContext)
 }
 
 /// The restore reader's context: reaching a partition's end is how a restore finishes, not an
@@ -634,6 +812,103 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         client_config(&props).create()
+    }
+
+    fn redacted_create(props: &[(&str, &str)]) -> Result<BaseProducer, KafkaError> {
+        let props: BTreeMap<String, String> = props
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        super::create(
+            &client_config(&props),
+            rdkafka::producer::DefaultProducerContext,
+        )
+    }
+
+    #[test]
+    fn credentials_and_unknown_properties_are_redacted_known_ones_are_not() {
+        for name in [
+            "sasl.password",
+            "SASL.PASSWORD",
+            "ssl.key.password",
+            "ssl.key.pem",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.token.endpoint.url",
+            "sasl.oauthbearer.config",
+            "sasl.pasword",
+            "no.such.property",
+        ] {
+            assert!(is_redacted_property(name), "{name}");
+        }
+        for name in [
+            "bootstrap.servers",
+            "session.timeout.ms",
+            "security.protocol",
+            "sasl.username",
+            // Topic-level properties are known too.
+            "auto.offset.reset",
+            "acks",
+        ] {
+            assert!(!is_redacted_property(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_misspelt_password_is_named_but_its_value_is_not_shown() {
+        let e = redacted_create(&[
+            ("bootstrap.servers", "127.0.0.1:1"),
+            ("sasl.pasword", "hunter2-typo"),
+        ])
+        .err()
+        .expect("an unknown property fails");
+        let text = format!("{e} {e:?}");
+        assert!(text.contains("sasl.pasword"), "{text}");
+        assert!(!text.contains("hunter2-typo"), "{text}");
+        assert!(text.contains(REDACTED), "{text}");
+        // Unredacted, rdkafka shows it: what this guards against.
+        let raw = create(&[("sasl.pasword", "hunter2-typo")])
+            .err()
+            .expect("fails");
+        assert!(raw.to_string().contains("hunter2-typo"), "{raw}");
+    }
+
+    #[test]
+    fn an_invalid_value_of_an_ordinary_property_is_shown() {
+        let e = redacted_create(&[("session.timeout.ms", "soon")])
+            .err()
+            .expect("an invalid value fails");
+        assert!(e.to_string().contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn creation_errors_lose_every_redacted_value() {
+        let mut cfg = ClientConfig::new();
+        cfg.set("sasl.password", "p4ssw0rd-value");
+        cfg.set("bootstrap.servers", "broker-1:9092");
+        let e = redact_error(
+            KafkaError::ClientCreation("cannot use \"p4ssw0rd-value\" with broker-1:9092".into()),
+            &cfg,
+        );
+        let text = e.to_string();
+        assert!(!text.contains("p4ssw0rd-value"), "{text}");
+        assert!(text.contains("broker-1:9092"), "{text}");
+    }
+
+    #[test]
+    fn the_instance_id_goes_to_the_group_consumer_only() {
+        let props: BTreeMap<String, String> = [
+            ("bootstrap.servers", "127.0.0.1:1"),
+            ("group.instance.id", "scorer-0"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(client_config(&props).get("group.instance.id"), None);
+        assert_eq!(
+            client_config(&props).get("bootstrap.servers"),
+            Some("127.0.0.1:1")
+        );
     }
 
     /// librdkafka refuses, when the client is created, security settings it was built without:

@@ -8,7 +8,7 @@
 //! from the last good checkpoint).
 
 use crate::admin::Health;
-use crate::kafka::{PartitionOwner, ServiceConsumer};
+use crate::kafka::{self, PartitionOwner, ServiceConsumer};
 use crate::shutdown::Shutdown;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
@@ -104,6 +104,11 @@ pub fn run<S: Service>(
                     false
                 }
                 Some(Err(e)) => {
+                    // A fatal error (another instance took this one's `group.instance.id`)
+                    // ends the consumer for good: stop rather than sit idle and look ready.
+                    if let Some((code, reason)) = consumer.client().fatal_error() {
+                        return Err(S::fatal(fatal_message(code, &reason)));
+                    }
                     tracing::warn!(error = %e, "consumer error");
                     true
                 }
@@ -124,7 +129,7 @@ pub fn run<S: Service>(
     service.health().set_consuming(false);
     match &result {
         Ok(()) => {
-            consumer.unsubscribe();
+            kafka::leave_group(consumer, kafka::LEAVE_TIMEOUT);
             tracing::info!("{} stopped cleanly", S::NAME);
         }
         Err(e) => {
@@ -134,6 +139,17 @@ pub fn run<S: Service>(
         }
     }
     result
+}
+
+/// The error a fatal consumer error ends the service with.
+fn fatal_message(code: rdkafka::types::RDKafkaErrorCode, reason: &str) -> String {
+    if code == rdkafka::types::RDKafkaErrorCode::FencedInstanceId {
+        format!(
+            "another instance joined the consumer group with this instance's kafka.group.instance.id ({reason}): every instance needs its own id"
+        )
+    } else {
+        format!("fatal consumer error: {code}: {reason}")
+    }
 }
 
 #[cfg(test)]

@@ -376,6 +376,7 @@ pub struct Scorer {
 impl Scorer {
     /// Loads the rules, sets up the topics (checking co-partitioning) and the clients.
     pub async fn start(settings: Settings, health: Arc<Health>) -> Result<Scorer, ScorerError> {
+        t::register_scorer_counters();
         let rules_path = settings.scorer.rules.clone().ok_or(ScorerError::NoRules)?;
         let rules =
             load_rules_logging_warnings(&rules_path).map_err(|errors| ScorerError::Rules {

@@ -1,0 +1,157 @@
+//! Every labelled counter with a bounded label set is on `/metrics` at 0 from start-up, before
+//! the first event: a series that first appears at 1 shows Prometheus no increase, and an
+//! `increase(...) > 0` alert would miss the first dead letter, skip or failed handoff.
+
+mod common;
+
+use common::*;
+use leadscore::config::Secret;
+use leadscore::sfstandin::{self, StandinConfig};
+use std::time::Duration;
+
+/// `/metrics` once the service is ready, checked with promtool.
+fn scrape_when_ready(service: &Service, dir: &TempDir, name: &str) -> String {
+    wait_until(Duration::from_secs(60), "the service to be ready", || {
+        service.get("/readyz").is_some_and(|(code, _)| code == 200)
+    });
+    let (code, text) = service.get("/metrics").expect("metrics answer");
+    assert_eq!(code, 200);
+    promtool_check(dir.path(), name, &text);
+    text
+}
+
+fn assert_at_zero(text: &str, name: &str, label: &str, values: &[&str]) {
+    assert!(!values.is_empty(), "{name}: no values to check");
+    for value in values {
+        let want = format!("{label}=\"{value}\"");
+        assert_eq!(
+            metric_with(text, name, &want),
+            Some(0.0),
+            "{name}{{{want}}} is not exported at 0 before the first event:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_fresh_scorer_exports_every_reason_and_kind_at_zero() {
+    let names = Names::new("zero-scorer");
+    let broker = Broker::start(&[
+        (&names.input, 1, false),
+        (&names.changelog, 1, true),
+        (&names.output, 1, false),
+        (&names.dlq, 1, false),
+    ]);
+    let dir = TempDir::new("zero-scorer");
+    let port = free_port();
+    let env = scorer_env(
+        &broker,
+        &names,
+        &dir.path().join("state"),
+        &rules_path("seed-canvas.toml"),
+        port,
+    );
+    let scorer = Service::spawn("score", &env, port, dir.path().join("scorer.log"));
+    let text = scrape_when_ready(&scorer, &dir, "scorer");
+
+    assert!(
+        text.lines()
+            .any(|l| l == "leadscore_events_dead_lettered_total{reason=\"malformed\"} 0"),
+        "{text}"
+    );
+    assert_at_zero(
+        &text,
+        "leadscore_events_dead_lettered_total",
+        "reason",
+        &leadscore::codec::DecodeError::REASONS,
+    );
+    let skips: Vec<&str> = leadscore::engine::Outcome::ALL
+        .iter()
+        .filter(|o| **o != leadscore::engine::Outcome::Scored)
+        .map(|o| o.as_str())
+        .collect();
+    assert_at_zero(&text, "leadscore_events_skipped_total", "reason", &skips);
+    let kinds: Vec<&str> = leadscore::change::ReasonKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    assert_at_zero(&text, "leadscore_score_changes_total", "kind", &kinds);
+}
+
+#[test]
+fn a_fresh_handoff_exports_every_outcome_and_reason_at_zero() {
+    const SECRET: &str = "zero-test-secret";
+    let names = Names::new("zero-handoff");
+    let handoffs = format!("ho-{}", names.group);
+    let handoffs_dlq = format!("hodlq-{}", names.group);
+    let handoff_changelog = format!("hocl-{}", names.group);
+    let broker = Broker::start(&[
+        (&names.output, 1, false),
+        (&handoff_changelog, 1, true),
+        (&handoffs, 1, false),
+        (&handoffs_dlq, 1, false),
+    ]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (addr, _standin) = rt
+        .block_on(sfstandin::serve(
+            "127.0.0.1:0",
+            StandinConfig {
+                client_id: "leadscore-dev".into(),
+                client_secret: Secret::new(SECRET),
+                ..StandinConfig::default()
+            },
+            leadscore::shutdown::Shutdown::new(),
+        ))
+        .expect("stand-in");
+    let dir = TempDir::new("zero-handoff");
+    let port = free_port();
+    let v = |k: &str, v: &str| (format!("LEADSCORE__{k}"), v.to_string());
+    let env = vec![
+        v("KAFKA__BOOTSTRAP_SERVERS", &broker.bootstrap),
+        v("TOPICS__OUTPUT", &names.output),
+        v("TOPICS__HANDOFFS", &handoffs),
+        v("TOPICS__HANDOFFS_DLQ", &handoffs_dlq),
+        v("TOPICS__HANDOFF_CHANGELOG", &handoff_changelog),
+        v("HANDOFF__GROUP_ID", &names.group),
+        v(
+            "HANDOFF__STATE_DIR",
+            &dir.path().join("h").display().to_string(),
+        ),
+        v("SALESFORCE__INSTANCE_URL", &format!("http://{addr}")),
+        v("SALESFORCE__CLIENT_ID", "leadscore-dev"),
+        v("ADMIN__LISTEN", &format!("127.0.0.1:{port}")),
+        (
+            "LEADSCORE_SALESFORCE_CLIENT_SECRET".to_string(),
+            SECRET.to_string(),
+        ),
+    ];
+    let handoff = Service::spawn("handoff", &env, port, dir.path().join("handoff.log"));
+    let text = scrape_when_ready(&handoff, &dir, "handoff");
+
+    assert_at_zero(
+        &text,
+        "leadscore_handoffs_total",
+        "outcome",
+        &["handed_off", "failed"],
+    );
+    let mut reasons: Vec<&str> = leadscore::codec::DecodeError::REASONS.to_vec();
+    reasons.extend(["not_found", "entity_is_deleted", "timeout", "other"]);
+    assert_at_zero(
+        &text,
+        "leadscore_handoff_dead_lettered_total",
+        "reason",
+        &reasons,
+    );
+    assert_eq!(
+        metric_with(
+            &text,
+            "leadscore_salesforce_requests_total",
+            "status_class=\"5xx\""
+        ),
+        Some(0.0),
+        "{text}"
+    );
+}
