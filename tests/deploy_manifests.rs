@@ -14,7 +14,7 @@ use std::process::Command;
 
 use leadscore::config::{ConfigError, Settings};
 use leadscore::kafka::TopicSpec;
-use leadscore::{handoff, salesforce, scorer, telemetry};
+use leadscore::{handoff, scorer, telemetry};
 use serde::Deserialize;
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
@@ -157,78 +157,32 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
         .map(|w| w[1].as_str())
 }
 
-/// The sources whose `pub const X: &str = "leadscore_...";` are the metrics the binary exports:
-/// the scorer's and shared ones, the handoff's, the Salesforce client's.
-const METRIC_SOURCES: [&str; 3] = ["src/telemetry.rs", "src/handoff.rs", "src/salesforce.rs"];
-
-/// The metric-name constants of one source file, by constant name (other `&str` constants, such
-/// as Salesforce error codes, left out).
-fn metric_constants_of(file: &str) -> BTreeMap<String, String> {
-    let text = read(file);
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.trim().strip_prefix("pub const ") else {
-            continue;
-        };
-        let Some((name, rest)) = rest.split_once(": &str = \"") else {
-            continue;
-        };
-        let Some((value, _)) = rest.split_once('"') else {
-            continue;
-        };
-        if value.starts_with("leadscore_") {
-            out.insert(name.trim().to_string(), value.to_string());
-        }
-    }
-    out
-}
-
-/// Every metric-name constant of [`METRIC_SOURCES`], by constant name.
-fn metric_constants() -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for file in METRIC_SOURCES {
-        for (name, value) in metric_constants_of(file) {
-            assert!(out.insert(name.clone(), value).is_none(), "{name} twice");
-        }
-    }
-    // The scan finds what the crate exports under those names.
-    for (name, value) in [
-        ("EVENTS_CONSUMED", telemetry::EVENTS_CONSUMED),
-        ("HANDOFFS", handoff::HANDOFFS),
-        ("HANDOFF_BATCH_SECONDS", handoff::HANDOFF_BATCH_SECONDS),
-        ("REQUESTS", salesforce::REQUESTS),
-        ("API_LIMIT", salesforce::API_LIMIT),
-    ] {
-        assert_eq!(
-            out.get(name).map(String::as_str),
-            Some(value),
-            "the scan of {METRIC_SOURCES:?} found {out:?}"
-        );
-    }
-    out
-}
-
-/// The metric names the sources register as histograms (`describe_histogram!(NAME`).
-fn histograms() -> BTreeSet<String> {
-    let constants = metric_constants();
-    let histograms: BTreeSet<String> = METRIC_SOURCES
+/// Every metric the binary exports, from its one table (`telemetry::METRICS`).
+fn known_metrics() -> BTreeSet<String> {
+    telemetry::METRICS
         .iter()
-        .flat_map(|file| {
-            read(file)
-                .split("describe_histogram!(")
-                .skip(1)
-                .filter_map(|rest| rest.split(',').next().map(|n| n.trim().to_string()))
-                .collect::<Vec<_>>()
-        })
-        .map(|name| {
-            constants
-                .get(&name)
-                .unwrap_or_else(|| panic!("describe_histogram!({name}): not a metric constant"))
-                .clone()
-        })
+        .map(|m| m.name.to_string())
+        .collect()
+}
+
+/// The metrics of the handoff (and its Salesforce client) alone.
+fn handoff_metrics() -> BTreeSet<String> {
+    telemetry::METRICS
+        .iter()
+        .filter(|m| m.owner == telemetry::Owner::Handoff)
+        .map(|m| m.name.to_string())
+        .collect()
+}
+
+/// The metric names the table declares as histograms.
+fn histograms() -> BTreeSet<String> {
+    let histograms: BTreeSet<String> = telemetry::METRICS
+        .iter()
+        .filter(|m| m.kind == telemetry::Kind::Histogram)
+        .map(|m| m.name.to_string())
         .collect();
     assert!(histograms.contains(telemetry::EVENT_TO_OUTPUT_SECONDS));
-    assert!(histograms.contains(handoff::HANDOFF_BATCH_SECONDS));
+    assert!(histograms.contains(telemetry::HANDOFF_BATCH_SECONDS));
     histograms
 }
 
@@ -236,123 +190,27 @@ fn is_ident_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
-/// The library's sources outside their `#[cfg(test)]` modules, comment lines dropped.
-fn library_code() -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root().join("src")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("src") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                let text = std::fs::read_to_string(&path).expect("source");
-                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-                let code: Vec<&str> = code
-                    .lines()
-                    .filter(|l| !l.trim_start().starts_with("//"))
-                    .collect();
-                out.push((path.display().to_string(), code.join("\n")));
-            }
-        }
-    }
-    out
-}
-
-/// The argument text of a macro call whose `(` is at the start of `text`.
-fn macro_args(text: &str) -> &str {
-    let mut depth = 0;
-    for (i, c) in text.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => {
-                depth -= 1;
-                if depth == 0 {
-                    return &text[1..i];
-                }
-            }
-            _ => {}
-        }
-    }
-    panic!("unbalanced macro call: {}", &text[..text.len().min(80)])
-}
-
-/// The label names each metric is recorded with, by metric name: the `"label" =>` of every
-/// `counter!`/`gauge!`/`histogram!` call naming the metric's constant. `None` for a metric
-/// whose constant the code also hands elsewhere (a helper that adds its own labels, such as the
-/// per-partition gauges), whose labels this scan cannot see.
+/// The label names each metric carries, by metric name, from the table.
 fn recorded_labels() -> BTreeMap<String, Option<BTreeSet<String>>> {
-    let constants = metric_constants();
-    let mut labels: BTreeMap<String, Option<BTreeSet<String>>> = constants
-        .values()
-        .map(|v| (v.clone(), Some(BTreeSet::new())))
-        .collect();
-    let mut per_partition = BTreeSet::new();
-    for (_, code) in library_code() {
-        for mac in ["counter!(", "gauge!(", "histogram!("] {
-            for (i, _) in code.match_indices(mac) {
-                if code[..i].chars().next_back().is_some_and(is_ident_char) {
-                    continue; // describe_counter!( and the like
-                }
-                let args = macro_args(&code[i + mac.len() - 1..]);
-                let first = args.split(',').next().unwrap_or_default().trim();
-                let constant = first.rsplit("::").next().unwrap_or(first);
-                let Some(metric) = constants.get(constant) else {
-                    continue;
-                };
-                let names = args.split("=>").collect::<Vec<_>>();
-                for piece in &names[..names.len().saturating_sub(1)] {
-                    let piece = piece.trim_end();
-                    let Some(body) = piece.strip_suffix('"') else {
-                        continue;
-                    };
-                    let label = &body[body.rfind('"').expect("a string literal") + 1..];
-                    if let Some(Some(set)) = labels.get_mut(metric) {
-                        set.insert(label.to_string());
-                    }
-                }
-            }
-        }
-        // Any other use of a constant: a definition, a description, a recording macro's first
-        // argument, or something this scan does not follow.
-        for (constant, metric) in &constants {
-            for (i, _) in code.match_indices(constant.as_str()) {
-                let before = &code[..i];
-                let after = &code[i + constant.len()..];
-                if before.chars().next_back().is_some_and(is_ident_char)
-                    || after.chars().next().is_some_and(is_ident_char)
-                {
-                    continue;
-                }
-                let mut head = before.trim_end();
-                while let Some(rest) = head.strip_suffix("::") {
-                    head = rest.trim_end_matches(is_ident_char);
-                }
-                let head = head.trim_end();
-                // telemetry::PartitionGauges renders one series per partition.
-                if [".set(", ".remove(", ".get("]
-                    .iter()
-                    .any(|m| head.ends_with(m))
-                {
-                    per_partition.insert(metric.clone());
-                    continue;
-                }
-                // An entry of a table of (name, description).
-                let tuple = head
-                    .strip_suffix('(')
-                    .is_some_and(|h| !h.chars().next_back().is_some_and(is_ident_char));
-                if !(head.ends_with("!(") || head.ends_with("pub const") || tuple) {
-                    labels.insert(metric.clone(), None);
-                }
-            }
-        }
-    }
-    for metric in per_partition {
-        if let Some(Some(set)) = labels.get_mut(&metric) {
-            set.insert("partition".to_string());
-        }
-    }
-    labels
+    telemetry::METRICS
+        .iter()
+        .map(|m| {
+            (
+                m.name.to_string(),
+                Some(m.labels.iter().map(|l| l.name.to_string()).collect()),
+            )
+        })
+        .collect()
+}
+
+/// Whether `value` is one of the bounded values the table gives label `label` of `metric`.
+fn label_value_exists(metric: &str, label: &str, value: &str) -> bool {
+    telemetry::METRICS
+        .iter()
+        .filter(|m| m.name == metric)
+        .flat_map(|m| m.labels.iter())
+        .filter(|l| l.name == label)
+        .any(|l| l.values.list().is_none_or(|values| values.contains(&value)))
 }
 
 /// The `leadscore_[a-z_]+` names in a PromQL expression, as written (suffixes kept).
@@ -1109,14 +967,14 @@ fn selected_job(expr: &str) -> String {
 fn dashboard_queries_only_metrics_the_binary_exports() {
     let dashboard = dashboard();
     assert_eq!(dashboard["uid"], "leadscore");
-    let known: BTreeSet<String> = metric_constants().into_values().collect();
+    let known = known_metrics();
     let queries = dashboard_queries(&dashboard);
     assert!(queries.len() > 10, "{queries:?}");
     for expr in &queries {
         for name in metric_names(expr) {
             assert!(
                 known.contains(base_metric(&name)),
-                "{name} (in {expr}) is not a metric of {METRIC_SOURCES:?}"
+                "{name} (in {expr}) is not a metric of telemetry::METRICS"
             );
         }
     }
@@ -1180,16 +1038,10 @@ fn dashboard_shows_the_operational_metrics() {
 fn dashboard_shows_every_handoff_and_salesforce_metric() {
     let dashboard = dashboard();
     let shown = dashboard_metrics(&dashboard);
-    let own: BTreeMap<String, String> = metric_constants_of("src/handoff.rs")
-        .into_iter()
-        .chain(metric_constants_of("src/salesforce.rs"))
-        .collect();
+    let own = handoff_metrics();
     assert!(own.len() >= 10, "{own:?}");
-    for (constant, metric) in &own {
-        assert!(
-            shown.contains(metric),
-            "no panel shows {constant} ({metric})"
-        );
+    for metric in &own {
+        assert!(shown.contains(metric), "no panel shows {metric}");
     }
 
     // The handoff's side of what both services export: its lag and its restores.
@@ -1228,12 +1080,12 @@ fn dashboard_shows_every_handoff_and_salesforce_metric() {
         handoff_exprs.iter().any(|e| {
             let names = metric_names(e);
             e.contains(" / ")
-                && names.first().map(String::as_str) == Some(salesforce::API_USAGE)
-                && names.last().map(String::as_str) == Some(salesforce::API_LIMIT)
+                && names.first().map(String::as_str) == Some(telemetry::SALESFORCE_API_USAGE)
+                && names.last().map(String::as_str) == Some(telemetry::SALESFORCE_API_LIMIT)
         }),
         "no panel divides {} by {}",
-        salesforce::API_USAGE,
-        salesforce::API_LIMIT
+        telemetry::SALESFORCE_API_USAGE,
+        telemetry::SALESFORCE_API_LIMIT
     );
 }
 
@@ -1283,10 +1135,7 @@ fn dashboard_tells_the_scorer_and_the_handoff_apart_by_job() {
 
     // Every query names its service; the handoff's own metrics and the panels under the
     // handoff rows select the handoff, all others the scorer.
-    let own: BTreeSet<String> = metric_constants_of("src/handoff.rs")
-        .into_values()
-        .chain(metric_constants_of("src/salesforce.rs").into_values())
-        .collect();
+    let own = handoff_metrics();
     let mut handoff_panels = 0;
     for (row, panel) in dashboard_panels(&dashboard) {
         let title = panel["title"].as_str().unwrap_or_default();
@@ -1320,18 +1169,18 @@ fn dashboard_tells_the_scorer_and_the_handoff_apart_by_job() {
 #[test]
 fn dashboard_breaks_down_and_filters_only_by_labels_the_metrics_carry() {
     let labels = recorded_labels();
-    // The scan sees the labels where they are recorded.
+    // The table's labels, as the dashboard relies on them.
     let set = |names: &[&str]| -> Option<BTreeSet<String>> {
         Some(names.iter().map(|n| n.to_string()).collect())
     };
-    assert_eq!(labels[handoff::HANDOFFS], set(&["outcome"]));
-    assert_eq!(labels[handoff::HANDOFF_DEAD_LETTERED], set(&["reason"]));
-    assert_eq!(labels[handoff::HANDOFF_RETRIES], set(&[]));
+    assert_eq!(labels[telemetry::HANDOFFS], set(&["outcome"]));
+    assert_eq!(labels[telemetry::HANDOFF_DEAD_LETTERED], set(&["reason"]));
+    assert_eq!(labels[telemetry::HANDOFF_RETRIES], set(&[]));
     assert_eq!(
-        labels[salesforce::REQUESTS],
+        labels[telemetry::SALESFORCE_REQUESTS],
         set(&["endpoint", "status_class"])
     );
-    assert_eq!(labels[salesforce::API_USAGE], set(&[]));
+    assert_eq!(labels[telemetry::SALESFORCE_API_USAGE], set(&[]));
     assert_eq!(labels[telemetry::SCORE_CHANGES], set(&["kind"]));
     for gauge in [
         telemetry::CONSUMER_LAG,
@@ -1341,11 +1190,6 @@ fn dashboard_breaks_down_and_filters_only_by_labels_the_metrics_carry() {
         assert_eq!(labels[gauge], set(&["partition"]), "{gauge}");
     }
 
-    let source = library_code()
-        .into_iter()
-        .map(|(_, code)| code)
-        .collect::<Vec<_>>()
-        .join("\n");
     let mut checked = 0;
     for expr in dashboard_queries(&dashboard()) {
         let uses = metric_uses(&expr);
@@ -1379,8 +1223,9 @@ fn dashboard_breaks_down_and_filters_only_by_labels_the_metrics_carry() {
                 }
                 if op == "=" {
                     assert!(
-                        source.contains(&format!("\"{value}\"")),
-                        "{label}=\"{value}\": no such value in the sources: {expr}"
+                        label_value_exists(base_metric(&u.name), label, value),
+                        "{label}=\"{value}\": no such value of {}: {expr}",
+                        u.name
                     );
                 }
             }

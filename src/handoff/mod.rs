@@ -24,6 +24,10 @@ use crate::keyed_state::KeyedState;
 use crate::salesforce::{Backoff, LeadUpdate, RetryHint, SalesforceClient, SfError};
 use crate::service::{self, Faults, Service};
 use crate::shutdown::Shutdown;
+use crate::telemetry::{
+    HANDOFFS, HANDOFF_BATCH_SECONDS, HANDOFF_CHANGES, HANDOFF_DEAD_LETTERED, HANDOFF_LIMIT_PAUSES,
+    HANDOFF_RETRIES,
+};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
 use serde_json::json;
@@ -31,48 +35,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use thiserror::Error;
-
-pub const HANDOFFS: &str = "leadscore_handoffs_total";
-pub const HANDOFF_CHANGES: &str = "leadscore_handoff_changes_consumed_total";
-pub const HANDOFF_RETRIES: &str = "leadscore_handoff_retries_total";
-pub const HANDOFF_DEAD_LETTERED: &str = "leadscore_handoff_dead_lettered_total";
-pub const HANDOFF_LIMIT_PAUSES: &str = "leadscore_handoff_limit_pauses_total";
-pub const HANDOFF_BATCH_SECONDS: &str = "leadscore_handoff_batch_duration_seconds";
-
-fn describe() {
-    use metrics::{describe_counter, describe_histogram, Unit};
-    describe_counter!(
-        HANDOFFS,
-        Unit::Count,
-        "Leads with a handoff outcome, by outcome (handed_off, failed)."
-    );
-    describe_counter!(
-        HANDOFF_CHANGES,
-        Unit::Count,
-        "Score change records read by the handoff."
-    );
-    describe_counter!(
-        HANDOFF_RETRIES,
-        Unit::Count,
-        "Lead updates retried after a transient Salesforce failure."
-    );
-    describe_counter!(
-        HANDOFF_DEAD_LETTERED,
-        Unit::Count,
-        "Records sent to the handoff dead-letter topic, by reason."
-    );
-    describe_counter!(
-        HANDOFF_LIMIT_PAUSES,
-        Unit::Count,
-        "Pauses after Salesforce's REQUEST_LIMIT_EXCEEDED."
-    );
-    describe_histogram!(
-        HANDOFF_BATCH_SECONDS,
-        Unit::Seconds,
-        "How long resolving one batch of leads took, retries included."
-    );
-    salesforce::describe();
-}
 
 #[derive(Debug, Error)]
 pub enum HandoffError {
@@ -607,6 +569,17 @@ pub(crate) const SALESFORCE_DEAD_LETTER_LABELS: &[&str] = &[
     "invalid_lead_id",
 ];
 
+/// Every value of the handoff dead-letter `reason` label: decode errors, the Salesforce codes
+/// kept, and `other` for a code a server invents.
+pub(crate) fn dead_letter_labels() -> Vec<&'static str> {
+    codec::DecodeError::REASONS
+        .iter()
+        .chain(SALESFORCE_DEAD_LETTER_LABELS)
+        .copied()
+        .chain(["other"])
+        .collect()
+}
+
 fn dead_letter_label(reason: &str) -> &'static str {
     codec::DecodeError::REASONS
         .iter()
@@ -673,7 +646,7 @@ impl Handoff {
         health: Arc<Health>,
         shutdown: Shutdown,
     ) -> Result<Handoff, HandoffError> {
-        describe();
+        crate::telemetry::describe();
         crate::telemetry::register_handoff_counters();
         let secret = settings.salesforce.client_secret()?;
         let client = SalesforceClient::new(&settings.salesforce, secret)?;

@@ -2,4 +2,5 @@
 //! (the metrics table, logging).
 
 pub mod admin;
+pub mod metrics;
 pub mod telemetry;

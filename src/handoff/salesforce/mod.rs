@@ -12,27 +12,18 @@
 //! line of this module contains them.
 
 use crate::config::{HandoffSettings, SalesforceSettings, Secret};
-use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
+use crate::telemetry::{
+    SALESFORCE_API_LIMIT, SALESFORCE_API_USAGE, SALESFORCE_AUTH_FAILURES, SALESFORCE_REQUESTS,
+    SALESFORCE_TOKEN_REFRESHES,
+};
+use metrics::{counter, gauge};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
-
-/// HTTP requests to Salesforce, by `endpoint` (`token`, `sobject`, `collection`) and
-/// `status_class` (`2xx`, `4xx`, `5xx`, ..., or `error` when no answer came back).
-pub const REQUESTS: &str = "leadscore_salesforce_requests_total";
-/// Tokens fetched again because Salesforce answered `401 INVALID_SESSION_ID`.
-pub const TOKEN_REFRESHES: &str = "leadscore_salesforce_token_refreshes_total";
-/// API calls used in the org's current 24-hour window, from `Sforce-Limit-Info`.
-pub const API_USAGE: &str = "leadscore_salesforce_api_usage_calls";
-/// The org's 24-hour API call allowance, from `Sforce-Limit-Info`.
-pub const API_LIMIT: &str = "leadscore_salesforce_api_limit_calls";
-/// Credentials Salesforce refused, by `cause`: `token_refused` (the token request was
-/// answered with an OAuth error) or `session_refused` (a `401` even after a fresh token).
-pub const AUTH_FAILURES: &str = "leadscore_salesforce_auth_failures_total";
 
 /// Records per sObject Collections call: Salesforce rejects more with `EXCEEDED_ID_LIMIT`.
 pub const MAX_COLLECTION_RECORDS: usize = 200;
@@ -57,38 +48,6 @@ pub const MAX_ANSWER_BYTES_PER_CALL: usize = 16 * 1024 * 1024;
 /// Longest excerpt of an unexpected body kept in an error: enough to recognise a proxy's error
 /// page, short enough for a Kafka record and a log line.
 const BODY_EXCERPT_CHARS: usize = 300;
-
-/// Registers the descriptions of this module's metrics (once per process).
-pub fn describe() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        describe_counter!(
-            REQUESTS,
-            Unit::Count,
-            "HTTP requests to Salesforce, by endpoint (token, sobject, collection) and status class (2xx, 4xx, 5xx, error = no answer)."
-        );
-        describe_counter!(
-            TOKEN_REFRESHES,
-            Unit::Count,
-            "Access tokens fetched again after Salesforce answered 401 INVALID_SESSION_ID."
-        );
-        describe_gauge!(
-            API_USAGE,
-            Unit::Count,
-            "API calls used in the org's 24-hour window (Sforce-Limit-Info api-usage)."
-        );
-        describe_gauge!(
-            API_LIMIT,
-            Unit::Count,
-            "The org's 24-hour API call allowance (Sforce-Limit-Info api-usage)."
-        );
-        describe_counter!(
-            AUTH_FAILURES,
-            Unit::Count,
-            "Credentials Salesforce refused, by cause (token_refused, session_refused)."
-        );
-    });
-}
 
 // ---------------------------------------------------------------------------------------------
 // Outcomes and their classification
@@ -317,7 +276,7 @@ pub fn jitter() -> u64 {
 // The client
 // ---------------------------------------------------------------------------------------------
 
-/// Which endpoint a request went to: the `endpoint` label of [`REQUESTS`].
+/// Which endpoint a request went to: the `endpoint` label of [`SALESFORCE_REQUESTS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Endpoint {
     Token,
@@ -543,7 +502,7 @@ impl SalesforceClient {
             Err(f) => return every(chunk.len(), f),
         };
         if reply.status == 401 {
-            counter!(AUTH_FAILURES, "cause" => "session_refused").increment(1);
+            counter!(SALESFORCE_AUTH_FAILURES, "cause" => "session_refused").increment(1);
             tracing::error!(
                 endpoint = endpoint.label(),
                 error = %rest_error(&reply),
@@ -615,11 +574,11 @@ impl SalesforceClient {
         };
         match answer {
             Ok((status, limit, body)) => {
-                counter!(REQUESTS, "endpoint" => endpoint.label(), "status_class" => status_class(status)).increment(1);
+                counter!(SALESFORCE_REQUESTS, "endpoint" => endpoint.label(), "status_class" => status_class(status)).increment(1);
                 if let Some((used, max)) = limit {
                     report.limit_info = Some((used, max));
-                    gauge!(API_USAGE).set(used as f64);
-                    gauge!(API_LIMIT).set(max as f64);
+                    gauge!(SALESFORCE_API_USAGE).set(used as f64);
+                    gauge!(SALESFORCE_API_LIMIT).set(max as f64);
                 }
                 tracing::debug!(endpoint = endpoint.label(), status, "Salesforce answered");
                 match body {
@@ -642,7 +601,7 @@ impl SalesforceClient {
                 }
             }
             Err(e) => {
-                counter!(REQUESTS, "endpoint" => endpoint.label(), "status_class" => "error")
+                counter!(SALESFORCE_REQUESTS, "endpoint" => endpoint.label(), "status_class" => "error")
                     .increment(1);
                 let code = if e.is_timeout() {
                     TIMEOUT
@@ -690,7 +649,7 @@ impl SalesforceClient {
                 _ => *cached = None,
             }
         }
-        counter!(TOKEN_REFRESHES).increment(1);
+        counter!(SALESFORCE_TOKEN_REFRESHES).increment(1);
         report.token_refreshed = true;
         self.fetch_token(report).await
     }
@@ -725,7 +684,7 @@ impl SalesforceClient {
             }
             Err(error) => {
                 if error.hint == RetryHint::AuthFailure {
-                    counter!(AUTH_FAILURES, "cause" => "token_refused").increment(1);
+                    counter!(SALESFORCE_AUTH_FAILURES, "cause" => "token_refused").increment(1);
                     tracing::error!(status = reply.status, error = %error, "Salesforce authentication failure: the token request was refused");
                 } else {
                     tracing::warn!(status = reply.status, error = %error, "Salesforce gave no token");
@@ -1707,7 +1666,7 @@ mod tests {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let _metrics = metrics::set_default_local_recorder(&recorder);
-        describe();
+        crate::telemetry::describe_to_current_recorder();
 
         let org = org(StandinConfig {
             known_leads: Some(HashSet::from([lead(1), lead(2)])),
@@ -2127,7 +2086,7 @@ mod tests {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let _metrics = metrics::set_default_local_recorder(&recorder);
-        describe();
+        crate::telemetry::describe_to_current_recorder();
         let org = org(StandinConfig {
             faults: Faults {
                 token_ttl_calls: Some(0),
