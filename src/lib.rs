@@ -57,10 +57,3 @@ pub mod handoff;
 pub mod ops;
 pub mod runtime;
 pub mod scorer;
-
-// Module paths from before the folders (kept while branches in flight merge; to be removed).
-pub use bench::{handoff as handoff_bench, scorer as scorer_bench};
-pub use dev::{broker as devbroker, demo, standin as sfstandin};
-pub use handoff::salesforce;
-pub use ops::{admin, telemetry};
-pub use runtime::{changelog, kafka, keyed_state, service, shutdown, store};

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use leadscore::config::Secret;
-use leadscore::sfstandin::{self, StandinConfig};
+use leadscore::dev::standin::{self, StandinConfig};
 use std::time::Duration;
 
 /// `/metrics` once the service is ready, checked with promtool.
@@ -96,14 +96,14 @@ fn a_fresh_handoff_exports_every_outcome_and_reason_at_zero() {
         .build()
         .expect("runtime");
     let (addr, _standin) = rt
-        .block_on(sfstandin::serve(
+        .block_on(standin::serve(
             "127.0.0.1:0",
             StandinConfig {
                 client_id: "leadscore-dev".into(),
                 client_secret: Secret::new(SECRET),
                 ..StandinConfig::default()
             },
-            leadscore::shutdown::Shutdown::new(),
+            leadscore::runtime::shutdown::Shutdown::new(),
         ))
         .expect("stand-in");
     let dir = TempDir::new("zero-handoff");

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use leadscore::config::{ConfigError, Settings};
-use leadscore::kafka::TopicSpec;
-use leadscore::{handoff, scorer, telemetry};
+use leadscore::ops::telemetry;
+use leadscore::runtime::kafka::TopicSpec;
+use leadscore::{handoff, scorer};
 use serde::Deserialize;
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;

@@ -7,10 +7,10 @@ use common::*;
 use leadscore::change::{Reason, ReasonKind, ScoreChange};
 use leadscore::codec::{self, Format};
 use leadscore::config::Secret;
+use leadscore::dev::standin::{self, CollectionAnswer, Faults, Standin, StandinConfig};
 use leadscore::event::Scalar;
 use leadscore::generator::salesforce_lead_id;
-use leadscore::salesforce::MAX_ANSWER_BYTES_PER_LEAD;
-use leadscore::sfstandin::{self, CollectionAnswer, Faults, Standin, StandinConfig};
+use leadscore::handoff::salesforce::MAX_ANSWER_BYTES_PER_LEAD;
 use rdkafka::producer::Producer;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
@@ -47,10 +47,10 @@ impl Setup {
             .build()
             .expect("runtime");
         let (addr, standin) = rt
-            .block_on(sfstandin::serve(
+            .block_on(standin::serve(
                 "127.0.0.1:0",
                 cfg,
-                leadscore::shutdown::Shutdown::new(),
+                leadscore::runtime::shutdown::Shutdown::new(),
             ))
             .expect("stand-in");
         Setup {
@@ -473,10 +473,10 @@ fn readiness_waits_for_a_token_and_metrics_pass_promtool_and_move() {
 
     let (_, standin) = setup
         .rt
-        .block_on(sfstandin::serve(
+        .block_on(standin::serve(
             &late,
             cfg,
-            leadscore::shutdown::Shutdown::new(),
+            leadscore::runtime::shutdown::Shutdown::new(),
         ))
         .expect("the late stand-in");
     wait_until(Duration::from_secs(30), "ready once a token is had", || {
@@ -584,7 +584,7 @@ fn readiness_waits_for_a_token_and_metrics_pass_promtool_and_move() {
     // API usage as the stand-in reported it in Sforce-Limit-Info.
     assert_eq!(
         sum("leadscore_salesforce_api_limit_calls"),
-        sfstandin::DEFAULT_API_LIMIT as f64
+        standin::DEFAULT_API_LIMIT as f64
     );
     let usage = sum("leadscore_salesforce_api_usage_calls");
     assert!(

@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use leadscore::config::Secret;
-use leadscore::sfstandin::{self, StandinConfig};
+use leadscore::dev::standin::{self, StandinConfig};
 use rdkafka::producer::Producer;
 use std::time::{Duration, Instant};
 
@@ -180,14 +180,14 @@ fn a_killed_handoff_is_back_and_reading_within_seconds() {
         .build()
         .expect("runtime");
     let (addr, _standin) = rt
-        .block_on(sfstandin::serve(
+        .block_on(standin::serve(
             "127.0.0.1:0",
             StandinConfig {
                 client_id: "leadscore-dev".into(),
                 client_secret: Secret::new(SECRET),
                 ..StandinConfig::default()
             },
-            leadscore::shutdown::Shutdown::new(),
+            leadscore::runtime::shutdown::Shutdown::new(),
         ))
         .expect("stand-in");
     let dir = TempDir::new("restart-handoff");

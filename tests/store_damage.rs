@@ -11,10 +11,10 @@
 mod common;
 
 use common::{metric_with, Broker, Names, TempDir};
-use leadscore::changelog::{Changelog, Restored};
-use leadscore::kafka::{self, ServiceProducer};
-use leadscore::keyed_state::KeyedState;
-use leadscore::telemetry;
+use leadscore::ops::telemetry;
+use leadscore::runtime::changelog::{Changelog, Restored};
+use leadscore::runtime::kafka::{self, ServiceProducer};
+use leadscore::runtime::keyed_state::KeyedState;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -243,7 +243,7 @@ fn an_undamaged_warm_restart_stays_warm_even_after_another_owner_moved_on() {
 }
 
 /// Every reason label.
-const REASONS: [&str; 7] = leadscore::changelog::VerifyFailure::REASONS;
+const REASONS: [&str; 7] = leadscore::runtime::changelog::VerifyFailure::REASONS;
 
 #[test]
 fn a_removed_partition_directory_is_not_trusted() {

@@ -1,16 +1,16 @@
 //! `leadscore bench --handoff`: leads handed off per second and Salesforce API calls per 1,000
 //! leads, against the Salesforce stand-in, in this process on the embedded broker.
 
-use crate::admin::Health;
 use crate::change::{Reason, ReasonKind, ScoreChange};
 use crate::codec::{self, Format};
 use crate::config::Secret;
-use crate::devbroker::DevBroker;
+use crate::dev::broker::DevBroker;
+use crate::dev::standin::{Faults, StandinConfig};
 use crate::event::Scalar;
 use crate::generator::salesforce_lead_id;
 use crate::handoff::Handoff;
-use crate::sfstandin::{self, Faults, StandinConfig};
-use crate::shutdown::Shutdown;
+use crate::ops::admin::Health;
+use crate::runtime::shutdown::Shutdown;
 use anyhow::{Context, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -49,7 +49,7 @@ pub async fn run(opts: &HandoffBenchOptions) -> Result<String> {
 
     let shutdown = Shutdown::new();
     let secret = "bench-secret";
-    let (addr, standin) = sfstandin::serve(
+    let (addr, standin) = standin::serve(
         "127.0.0.1:0",
         StandinConfig {
             client_id: settings.salesforce.client_id.clone(),

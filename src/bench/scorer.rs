@@ -14,16 +14,16 @@
 //! would measure a configuration nobody deploys. One client property differs, to undo a mock
 //! artifact rather than to tune: `fetch.wait.max.ms` (see [`MOCK_FETCH_WAIT_MS`]).
 
-use crate::admin::Health;
-use crate::changelog::Changelog;
 use crate::codec::{self, Format};
 use crate::config::Settings;
-use crate::devbroker::DevBroker;
+use crate::dev::broker::DevBroker;
 use crate::event::Event;
 use crate::generator::{self, GeneratorConfig};
+use crate::ops::admin::Health;
 use crate::rules::Rules;
+use crate::runtime::changelog::Changelog;
+use crate::runtime::shutdown::Shutdown;
 use crate::scorer::{Scorer, ScorerError};
-use crate::shutdown::Shutdown;
 use crate::state::UserState;
 use anyhow::{anyhow, bail, Context, Result};
 use rdkafka::config::ClientConfig;

@@ -2,7 +2,7 @@
 //! embedded broker.
 
 use super::services::runtime;
-use crate::telemetry;
+use crate::ops::telemetry;
 use anyhow::Result;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,16 +17,16 @@ pub(super) fn run_bench(
 ) -> Result<ExitCode> {
     let table = if handoff {
         telemetry::init_logging(false, "warn,rdkafka::client=off,librdkafka=error");
-        runtime()?.block_on(crate::handoff_bench::run(
-            &crate::handoff_bench::HandoffBenchOptions::default(),
+        runtime()?.block_on(crate::bench::handoff::run(
+            &crate::bench::handoff::HandoffBenchOptions::default(),
         ))?
     } else if scorer {
         // rdkafka 0.39 also reports every partition-EOF event, which the bench and the
         // changelog restore read to on purpose, as a client "Global error"; and the
         // bench's consumer property reaches the scorer's producer too (CONFWARN).
         telemetry::init_logging(false, "warn,rdkafka::client=off,librdkafka=error");
-        let d = crate::scorer_bench::ScorerBenchOptions::default();
-        crate::scorer_bench::run(&crate::scorer_bench::ScorerBenchOptions {
+        let d = crate::bench::scorer::ScorerBenchOptions::default();
+        crate::bench::scorer::run(&crate::bench::scorer::ScorerBenchOptions {
             events: events.unwrap_or(d.events),
             users: users.unwrap_or(d.users),
             seed,

@@ -2,16 +2,16 @@
 //! `leadscore salesforce-standin`.
 
 use super::services::runtime;
-use crate::devbroker::DevBroker;
-use crate::shutdown::Shutdown;
-use crate::telemetry;
+use crate::dev::broker::DevBroker;
+use crate::ops::telemetry;
+use crate::runtime::shutdown::Shutdown;
 use anyhow::{Context, Result};
 use std::io::{self, Write};
 use std::process::ExitCode;
 
 pub(super) fn run_demo(users: usize, events: usize, seconds: u64) -> Result<ExitCode> {
     telemetry::init_logging(false, "warn");
-    runtime()?.block_on(crate::demo::run(crate::demo::DemoOptions {
+    runtime()?.block_on(crate::dev::demo::run(crate::dev::demo::DemoOptions {
         users,
         events,
         pace: std::time::Duration::from_secs(seconds),
@@ -25,7 +25,7 @@ pub(super) fn run_dev_broker(
     partitions: i32,
     extra: &[String],
     round_trip_ms: u32,
-    tls: Option<&crate::devbroker::Tls>,
+    tls: Option<&crate::dev::broker::Tls>,
 ) -> Result<ExitCode> {
     telemetry::init_logging(false, "info");
     let mut wanted: Vec<(String, i32)> = Vec::new();
@@ -75,7 +75,7 @@ pub(super) fn run_dev_broker(
 pub(super) fn run_salesforce_standin(
     listen: &str,
     client_id: String,
-    faults: crate::sfstandin::Faults,
+    faults: crate::dev::standin::Faults,
 ) -> Result<ExitCode> {
     telemetry::init_logging(false, "info");
     for (flag, rate) in [
@@ -94,7 +94,7 @@ pub(super) fn run_salesforce_standin(
             "dev-secret".to_string()
         }
     };
-    let cfg = crate::sfstandin::StandinConfig {
+    let cfg = crate::dev::standin::StandinConfig {
         client_id,
         client_secret: crate::config::Secret::new(secret),
         faults,
@@ -103,7 +103,7 @@ pub(super) fn run_salesforce_standin(
     runtime()?.block_on(async move {
         let shutdown = Shutdown::new();
         shutdown.on_signals();
-        let (addr, _standin) = crate::sfstandin::serve(listen, cfg, shutdown.clone())
+        let (addr, _standin) = crate::dev::standin::serve(listen, cfg, shutdown.clone())
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         println!("salesforce.instance_url=http://{addr}");

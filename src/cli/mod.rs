@@ -230,7 +230,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => {
             let tls = tls_cert
                 .zip(tls_key)
-                .map(|(cert, key)| crate::devbroker::Tls { cert, key });
+                .map(|(cert, key)| crate::dev::broker::Tls { cert, key });
             run_dev_broker(&listen, partitions, &topics, round_trip_ms, tls.as_ref())
         }
         Command::SalesforceStandin {
@@ -245,7 +245,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => run_salesforce_standin(
             &listen,
             client_id,
-            crate::sfstandin::Faults {
+            crate::dev::standin::Faults {
                 token_ttl_calls,
                 unavailable_rate,
                 lock_rate,

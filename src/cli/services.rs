@@ -1,11 +1,11 @@
 //! `leadscore score` and `leadscore handoff`: settings, logging, the admin port and the
 //! service thread, until a signal.
 
-use crate::admin::{self, Health};
 use crate::config::{LogFormat, Settings};
+use crate::ops::admin::{self, Health};
+use crate::ops::telemetry;
+use crate::runtime::shutdown::Shutdown;
 use crate::scorer::Scorer;
-use crate::shutdown::Shutdown;
-use crate::telemetry;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;

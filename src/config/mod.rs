@@ -206,7 +206,7 @@ impl KafkaSettings {
 /// a log: any name containing `password`, `secret`, `token` or `key` in any case
 /// (`sasl.password`, `ssl.key.pem`, `sasl.oauthbearer.client.secret`, ...), and
 /// `sasl.oauthbearer.config`. Broad on purpose: hiding a key file's path costs little.
-/// [`crate::kafka::is_redacted_property`] adds the properties librdkafka does not know.
+/// [`crate::runtime::kafka::is_redacted_property`] adds the properties librdkafka does not know.
 pub fn is_sensitive_kafka_property(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     ["password", "secret", "token", "key"]
@@ -220,7 +220,7 @@ impl fmt::Debug for KafkaSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
             .entries(self.properties.iter().map(|(k, v)| {
-                let shown = if crate::kafka::is_redacted_property(k) {
+                let shown = if crate::runtime::kafka::is_redacted_property(k) {
                     "***"
                 } else {
                     v.as_str()

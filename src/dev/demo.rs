@@ -9,19 +9,19 @@
 //! ([`recycled_leads`]): handed off, qualified by sales (SQL), then sent back to Nurture, which
 //! makes them eligible again, so each of them is handed off twice. The summary counts both.
 
-use crate::admin::{self, Health};
 use crate::change::{ReasonKind, ScoreChange};
 use crate::codec::{self, Format};
 use crate::config::{HandoffSettings, Secret};
-use crate::devbroker::DevBroker;
+use crate::dev::broker::DevBroker;
+use crate::dev::standin::StandinConfig;
 use crate::event::{Event, EventType, Scalar, ScoreOp};
 use crate::generator::{self, GeneratorConfig};
 use crate::handoff::{Funnel, Handoff};
+use crate::ops::admin::{self, Health};
+use crate::ops::telemetry;
 use crate::rules::Rules;
+use crate::runtime::shutdown::Shutdown;
 use crate::scorer::Scorer;
-use crate::sfstandin::{self, StandinConfig};
-use crate::shutdown::Shutdown;
-use crate::telemetry;
 use crate::timestamp::{format_rfc3339, Millis};
 use anyhow::{Context, Result};
 use rdkafka::config::ClientConfig;
@@ -104,7 +104,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
 
     // The Salesforce stand-in, and the handoff pointed at it.
     let sf_secret = "demo-secret";
-    let (sf_addr, standin) = sfstandin::serve(
+    let (sf_addr, standin) = standin::serve(
         "127.0.0.1:0",
         StandinConfig {
             client_id: "leadscore-demo".into(),

@@ -19,7 +19,7 @@
 //! Every `/services/data` answer carries `Sforce-Limit-Info: api-usage=USED/LIMIT`.
 
 use crate::config::Secret;
-use crate::shutdown::Shutdown;
+use crate::runtime::shutdown::Shutdown;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};

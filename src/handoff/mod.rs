@@ -4,7 +4,7 @@
 //! retried, never lost, and only on what Salesforce answered.
 //!
 //! Per-user handoff state ([`LeadState`]) lives in the same changelog-backed store as the
-//! scorer's ([`crate::changelog`]). One thread polls the consumer; leads to hand off collect in
+//! scorer's ([`crate::runtime::changelog`]). One thread polls the consumer; leads to hand off collect in
 //! a batch (up to `handoff.max_batch`, or `handoff.linger`), the batch is resolved against
 //! Salesforce (retries and limit pauses included) until every lead has an outcome, the outcomes
 //! go to `lead-handoffs` (and permanent failures to `lead-handoffs-dlq`), and only then is the
@@ -13,21 +13,23 @@
 
 pub mod salesforce;
 
-use crate::admin::Health;
 use crate::change::ScoreChange;
-use crate::changelog::{Changelog, ChangelogError, PartitionCheckpoint};
 use crate::codec::{self, Format};
 use crate::config::{status_key, HandoffSettings, LeadIdPattern, Settings};
 use crate::event::Scalar;
-use crate::kafka::{self, ProduceError, Record, ServiceConsumer, ServiceProducer, TopicSpec};
-use crate::keyed_state::KeyedState;
-use crate::salesforce::{Backoff, LeadUpdate, RetryHint, SalesforceClient, SfError};
-use crate::service::{self, Faults, Service};
-use crate::shutdown::Shutdown;
-use crate::telemetry::{
+use crate::handoff::salesforce::{Backoff, LeadUpdate, RetryHint, SalesforceClient, SfError};
+use crate::ops::admin::Health;
+use crate::ops::telemetry::{
     HANDOFFS, HANDOFF_BATCH_SECONDS, HANDOFF_CHANGES, HANDOFF_DEAD_LETTERED, HANDOFF_LIMIT_PAUSES,
     HANDOFF_RETRIES,
 };
+use crate::runtime::changelog::{Changelog, ChangelogError, PartitionCheckpoint};
+use crate::runtime::kafka::{
+    self, ProduceError, Record, ServiceConsumer, ServiceProducer, TopicSpec,
+};
+use crate::runtime::keyed_state::KeyedState;
+use crate::runtime::service::{self, Faults, Service};
+use crate::runtime::shutdown::Shutdown;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
 use serde_json::json;
@@ -646,8 +648,8 @@ impl Handoff {
         health: Arc<Health>,
         shutdown: Shutdown,
     ) -> Result<Handoff, HandoffError> {
-        crate::telemetry::describe();
-        crate::telemetry::register_handoff_counters();
+        crate::ops::telemetry::describe();
+        crate::ops::telemetry::register_handoff_counters();
         let secret = settings.salesforce.client_secret()?;
         let client = SalesforceClient::new(&settings.salesforce, secret)?;
         let body = settings

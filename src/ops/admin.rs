@@ -6,7 +6,7 @@
 //! partitions) is ready: it is doing all it can. One that has not yet received its first
 //! assignment is not, so a rolling restart waits for each instance to be back at work.
 
-use crate::shutdown::Shutdown;
+use crate::runtime::shutdown::Shutdown;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -129,7 +129,7 @@ pub async fn serve(
                             axum::http::header::CONTENT_TYPE,
                             "text/plain; version=0.0.4; charset=utf-8",
                         )],
-                        crate::telemetry::render(&m),
+                        crate::ops::telemetry::render(&m),
                     )
                 }
             }),

@@ -170,7 +170,7 @@ fn misrouted_reasons() -> Vec<&'static str> {
 }
 
 fn verify_failures() -> Vec<&'static str> {
-    crate::changelog::VerifyFailure::REASONS.to_vec()
+    crate::runtime::changelog::VerifyFailure::REASONS.to_vec()
 }
 
 fn handoff_dead_letter_reasons() -> Vec<&'static str> {

@@ -13,15 +13,15 @@
 //!
 //! A checkpoint record also carries the partition's key count and an order-independent digest
 //! of its (key, value) pairs ([`StateDigest`]), kept up to date per changed key by
-//! [`KeyedState`](crate::keyed_state::KeyedState). A warm restart trusts its local copy only if
+//! [`KeyedState`](crate::runtime::keyed_state::KeyedState). A warm restart trusts its local copy only if
 //! the copy plus the changelog's tail matches the last checkpoint read; otherwise it restores
 //! the partition wholly from the changelog, with a warning and
 //! `leadscore_store_verify_failures_total{reason}` (docs/crash-safety.md, "Verifying the local
 //! store").
 
-use crate::kafka::{self, ProduceError, Record, ServiceProducer};
-use crate::store::{LocalStore, PartitionMeta, StoreError};
-use crate::telemetry::{self as t, PartitionGauges};
+use crate::ops::telemetry::{self as t, PartitionGauges};
+use crate::runtime::kafka::{self, ProduceError, Record, ServiceProducer};
+use crate::runtime::store::{LocalStore, PartitionMeta, StoreError};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;

@@ -2,7 +2,7 @@
 //! producer that reports delivery failures and the offsets of checkpoint records, and a consumer
 //! context that hands partition assignment and revocation to the service that owns the state.
 
-use crate::telemetry::{self, PartitionGauges};
+use crate::ops::telemetry::{self, PartitionGauges};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;

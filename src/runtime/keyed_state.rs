@@ -1,10 +1,12 @@
 //! One owned partition's keyed state, as both services keep it in memory: values by key, the
 //! keys changed since the last checkpoint, and the input position. It turns a restore into
 //! state and the state into the next checkpoint ([`PartitionCheckpoint`]) for
-//! [`Changelog::commit`](crate::changelog::Changelog::commit).
+//! [`Changelog::commit`](crate::runtime::changelog::Changelog::commit).
 
-use crate::changelog::{entry_hash, Checkpoint, PartitionCheckpoint, Restored, StateDigest};
 use crate::partition::UserStore;
+use crate::runtime::changelog::{
+    entry_hash, Checkpoint, PartitionCheckpoint, Restored, StateDigest,
+};
 use crate::state::UserState;
 use std::collections::{HashMap, HashSet};
 

@@ -7,9 +7,9 @@
 //! checkpointed (the in-memory state may be ahead of what is durable; the next owner replays
 //! from the last good checkpoint).
 
-use crate::admin::Health;
-use crate::kafka::{self, PartitionOwner, ServiceConsumer};
-use crate::shutdown::Shutdown;
+use crate::ops::admin::Health;
+use crate::runtime::kafka::{self, PartitionOwner, ServiceConsumer};
+use crate::runtime::shutdown::Shutdown;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
 use std::sync::{Mutex, MutexGuard};

@@ -3,24 +3,26 @@
 //! score change to the output topic; bad input to the dead-letter topic.
 //!
 //! One thread polls the consumer and processes each record as it arrives; every
-//! `batch_max_events` records or `batch_max_wait` it checkpoints (see [`crate::changelog`] and
+//! `batch_max_events` records or `batch_max_wait` it checkpoints (see [`crate::runtime::changelog`] and
 //! `docs/crash-safety.md`). Rebalance callbacks run inside `poll`, on the same thread, so a
 //! revocation always finds the work before it either checkpointed or checkpoints it first.
 
-use crate::admin::Health;
-use crate::changelog::{Changelog, ChangelogError, PartitionCheckpoint};
 use crate::codec::{self, Limits};
 use crate::config::{Guarantee, Settings};
 use crate::engine::{Engine, Outcome};
 use crate::event::Origin;
-use crate::kafka::{self, ProduceError, Record, ServiceConsumer, ServiceProducer, TopicSpec};
-use crate::keyed_state::KeyedState;
+use crate::ops::admin::Health;
+use crate::ops::telemetry::{self as t, PartitionGauges};
 use crate::partition::Partition;
 use crate::partitioner::partition_for;
-use crate::service::{self, Faults, Service};
-use crate::shutdown::Shutdown;
+use crate::runtime::changelog::{Changelog, ChangelogError, PartitionCheckpoint};
+use crate::runtime::kafka::{
+    self, ProduceError, Record, ServiceConsumer, ServiceProducer, TopicSpec,
+};
+use crate::runtime::keyed_state::KeyedState;
+use crate::runtime::service::{self, Faults, Service};
+use crate::runtime::shutdown::Shutdown;
 use crate::state::UserState;
-use crate::telemetry::{self as t, PartitionGauges};
 use crate::timestamp::Millis;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::Producer;

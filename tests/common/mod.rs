@@ -3,7 +3,7 @@
 //! processes, producing and reading back.
 #![allow(dead_code)]
 
-use leadscore::changelog::Changelog;
+use leadscore::runtime::changelog::Changelog;
 use leadscore::state::UserState;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};

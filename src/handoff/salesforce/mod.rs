@@ -12,7 +12,7 @@
 //! line of this module contains them.
 
 use crate::config::{HandoffSettings, SalesforceSettings, Secret};
-use crate::telemetry::{
+use crate::ops::telemetry::{
     SALESFORCE_API_LIMIT, SALESFORCE_API_USAGE, SALESFORCE_AUTH_FAILURES, SALESFORCE_REQUESTS,
     SALESFORCE_TOKEN_REFRESHES,
 };
@@ -1037,8 +1037,8 @@ fn excerpt(body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sfstandin::{self, Faults, Standin, StandinConfig};
-    use crate::shutdown::Shutdown;
+    use crate::dev::standin::{Faults, Standin, StandinConfig};
+    use crate::runtime::shutdown::Shutdown;
     use serde_json::json;
     use std::collections::HashSet;
 
@@ -1093,7 +1093,7 @@ mod tests {
 
     async fn org(cfg: StandinConfig) -> Org {
         let shutdown = Shutdown::new();
-        let (_, standin) = sfstandin::serve("127.0.0.1:0", cfg, shutdown.clone())
+        let (_, standin) = standin::serve("127.0.0.1:0", cfg, shutdown.clone())
             .await
             .expect("the stand-in starts");
         let client = client_for(&standin.instance_url(), SECRET, Duration::from_secs(5));
@@ -1666,7 +1666,7 @@ mod tests {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let _metrics = metrics::set_default_local_recorder(&recorder);
-        crate::telemetry::describe_to_current_recorder();
+        crate::ops::telemetry::describe_to_current_recorder();
 
         let org = org(StandinConfig {
             known_leads: Some(HashSet::from([lead(1), lead(2)])),
@@ -1904,7 +1904,7 @@ mod tests {
 
     #[tokio::test]
     async fn garbled_collection_answers_mark_no_lead_on_a_guess() {
-        use crate::sfstandin::CollectionAnswer;
+        use crate::dev::standin::CollectionAnswer;
         let cases = [
             // The last result missing: the others name their records.
             (CollectionAnswer::Short, vec![true, true, false]),
@@ -2086,7 +2086,7 @@ mod tests {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let _metrics = metrics::set_default_local_recorder(&recorder);
-        crate::telemetry::describe_to_current_recorder();
+        crate::ops::telemetry::describe_to_current_recorder();
         let org = org(StandinConfig {
             faults: Faults {
                 token_ttl_calls: Some(0),
