@@ -9,8 +9,8 @@ use crate::change::{Reason, ReasonKind, ScoreChange};
 use crate::event::{Event, EventType, Scalar, ScoreOp};
 use crate::proto::v1 as pb;
 use crate::timestamp::{parse_rfc3339, Millis, MAX_MILLIS};
-use prost::Message as _;
 use proptest::prelude::*;
+use prost::Message as _;
 
 mod change;
 mod encoding;
