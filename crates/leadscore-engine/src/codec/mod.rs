@@ -41,7 +41,7 @@
 //! Every input event goes through [`decode_event`], so JSON is parsed in one pass by a
 //! hand-written serde visitor into strings borrowed from the payload (copied only when they
 //! contain escapes); nested values that are only going to be rejected or skipped are walked
-//! without being stored. The only allocations are the owned strings of the resulting [`Event`].
+//! without being stored. The only allocations are the owned strings of the resulting [`Event`](crate::event::Event).
 
 mod change;
 mod error;

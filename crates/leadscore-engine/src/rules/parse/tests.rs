@@ -1,4 +1,7 @@
+use super::schema::{decimal, default_entry_matchers};
 use super::*;
+use crate::event::{EventType, Scalar};
+use crate::rules::{Audience, Cap, Decay, Inactivity, Matcher, Output, Predicate, Test};
 
 /// Parses `source`, expecting errors, and returns them.
 fn errors(source: &str) -> Vec<RuleError> {
