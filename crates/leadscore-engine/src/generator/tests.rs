@@ -1,7 +1,7 @@
 use super::*;
 use crate::codec::{self, Format, Limits};
 use crate::engine::Engine;
-use crate::event::Origin;
+use crate::event::{EventType, Origin, ScoreOp};
 use crate::partition::Partition;
 use crate::rules::{self, Rules};
 use crate::state::UserState;
