@@ -23,7 +23,8 @@
 //! - All users' events are merged in time order. Then a fraction is moved back in time by a
 //!   minute to three days while keeping its place in the sequence (late events), a fraction
 //!   gets an `event_id` (`evt-000123`), and a fraction of those with an id is sent again up to an
-//!   hour of event time later in the sequence (producer retries).//!
+//!   hour of event time later in the sequence (producer retries).
+//!
 //! # Layout
 //!
 //! This file has the configuration, the random numbers, the merge into one stream (late and
