@@ -42,6 +42,12 @@
 //! hand-written serde visitor into strings borrowed from the payload (copied only when they
 //! contain escapes); nested values that are only going to be rejected or skipped are walked
 //! without being stored. The only allocations are the owned strings of the resulting [`Event`](crate::event::Event).
+//!
+//! # Layout
+//!
+//! This file has the formats and limits; `error` the [`DecodeError`] and its builders, `loose` the
+//! loose intermediate and its serde visitor, `event` the decoding and encoding of input events,
+//! `change` those of score changes. Tests are in `tests/`, one file per area.
 
 mod change;
 mod error;
