@@ -8,7 +8,7 @@
 
 use crate::change::{Reason, ReasonKind, ScoreChange};
 use crate::event::{Event, EventType, Origin, Scalar, ScoreOp};
-use crate::rules::{Decay, Matcher, Predicate, Rules};
+use crate::rules::{Cap, Decay, Matcher, Predicate, Rules};
 use crate::state::{bytes_eq, stable_hash, CapUsage, SeenEvent, UserState};
 use crate::timestamp::Millis;
 use std::borrow::Cow;
@@ -219,42 +219,12 @@ impl Engine {
                 return self.finish(st, ev, origin, attribute_change, out, Outcome::NoGroup);
             };
             let group = &rules.groups[gi];
-            let mut delta = group.delta;
-            let mut usage_slot = None;
-            if let Some(cap) = group.cap {
-                let window = ev.time.div_euclid(cap.per);
-                let key = self.group_keys[gi];
-                // Drop usage of windows that ended more than a whole period before the clock.
-                let oldest = clock.div_euclid(cap.per) - 1;
-                st.caps
-                    .retain(|c| c.group != key || c.window >= oldest.min(window));
-                let slot = match st
-                    .caps
-                    .iter()
-                    .position(|c| c.group == key && c.window == window)
-                {
-                    Some(i) => i,
-                    None => {
-                        st.caps.push(CapUsage {
-                            group: key,
-                            window,
-                            used: 0,
-                        });
-                        st.caps.len() - 1
-                    }
-                };
-                let left = cap.points.saturating_sub(st.caps[slot].used);
-                let cut = delta.unsigned_abs().min(left) as i64;
-                delta = cut * delta.signum();
-                usage_slot = Some(slot);
-            }
-            let new_score = rules.score.clamp(st.score.saturating_add(delta));
-            if let Some(slot) = usage_slot {
-                st.caps[slot].used += (new_score - st.score).unsigned_abs();
-                if st.caps[slot].used == 0 {
-                    st.caps.swap_remove(slot);
+            let new_score = match group.cap {
+                Some(cap) => {
+                    self.score_within_cap(st, cap, self.group_keys[gi], group.delta, ev.time, clock)
                 }
-            }
+                None => rules.score.clamp(st.score.saturating_add(group.delta)),
+            };
             (Outcome::Scored, new_score, Some(group.name.as_str()))
         };
 
@@ -282,6 +252,52 @@ impl Engine {
             id,
         ));
         outcome
+    }
+
+    /// SPEC 3.4, a group with a cap: the new score after `delta`, cut to what is left of the cap
+    /// in the event's window and then clamped. Records in `st.caps` what was applied after
+    /// clamping (so a delta eaten by the score's min/max does not spend the cap), and drops that
+    /// group's usage of windows that ended more than a whole period before the clock.
+    fn score_within_cap(
+        &self,
+        st: &mut UserState,
+        cap: Cap,
+        key: u32,
+        delta: i64,
+        time: Millis,
+        clock: Millis,
+    ) -> i64 {
+        let window = time.div_euclid(cap.per);
+        // Drop usage of windows that ended more than a whole period before the clock.
+        let oldest = clock.div_euclid(cap.per) - 1;
+        st.caps
+            .retain(|c| c.group != key || c.window >= oldest.min(window));
+        let slot = match st
+            .caps
+            .iter()
+            .position(|c| c.group == key && c.window == window)
+        {
+            Some(i) => i,
+            None => {
+                st.caps.push(CapUsage {
+                    group: key,
+                    window,
+                    used: 0,
+                });
+                st.caps.len() - 1
+            }
+        };
+        let left = cap.points.saturating_sub(st.caps[slot].used);
+        let cut = delta.unsigned_abs().min(left) as i64;
+        let new_score = self
+            .rules
+            .score
+            .clamp(st.score.saturating_add(cut * delta.signum()));
+        st.caps[slot].used += (new_score - st.score).unsigned_abs();
+        if st.caps[slot].used == 0 {
+            st.caps.swap_remove(slot);
+        }
+        new_score
     }
 
     /// The inactivity step for a user whose timer is due at `due`, with the partition clock at

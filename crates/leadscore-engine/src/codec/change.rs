@@ -1,0 +1,278 @@
+//! Score changes: encoding, and decoding with validation (for the handoff and the tools).
+
+use super::error::{invalid, malformed, missing, wrong_type, DecodeError, Quoted};
+use super::event::{
+    json_text, loose_from_opt_string, loose_from_scalar_map, loose_from_string, optional_int,
+    optional_str, required_int, required_str, required_time, scalar_map, scalar_map_to_proto,
+    timestamp_from_millis, to_json_vec, ScalarMapOut,
+};
+use super::loose::{find_duplicate, Loose, LooseSeed};
+use super::Format;
+use crate::change::{Reason, ReasonKind, ScoreChange};
+use crate::proto::v1 as pb;
+use crate::timestamp::format_rfc3339;
+use prost::Message as _;
+use serde::de::DeserializeSeed;
+use serde::Serialize;
+use std::borrow::Cow;
+
+/// A score change as it came off the wire. `reason` holds the reason object's entries.
+#[derive(Debug, Default)]
+struct RawChange<'a> {
+    event_id: Loose<'a>,
+    user_id: Loose<'a>,
+    time: Loose<'a>,
+    previous_score: Loose<'a>,
+    score: Loose<'a>,
+    delta: Loose<'a>,
+    reason: Loose<'a>,
+    windows: Loose<'a>,
+    attributes: Loose<'a>,
+}
+
+/// Encodes a score change (SPEC section 4): the JSON shape of [`change_to_json`] with keys in
+/// that order, or the `leadscore.v1.ScoreChange` message.
+pub fn encode_change(format: Format, change: &ScoreChange) -> Vec<u8> {
+    match format {
+        Format::Json => to_json_vec(&ChangeOut::new(change)),
+        Format::Protobuf => change_to_proto(change).encode_to_vec(),
+    }
+}
+
+/// The JSON form of a score change:
+/// `{"event_id":..,"user_id":..,"time":"RFC 3339","previous_score":..,"score":..,"delta":..,
+/// "reason":{"kind":"rule","group":"engaged","event_id":".."},"attributes":{"lead_status":"Open"}}`,
+/// with a null `group` or source `event_id` left out.
+pub fn change_to_json(change: &ScoreChange) -> serde_json::Value {
+    serde_json::to_value(ChangeOut::new(change))
+        .expect("JSON encoding of codec output types cannot fail")
+}
+
+/// Decodes a score change, as a consumer of `lead-score-changes` (the handoff) does. Unknown
+/// fields are ignored; the attributes come sorted by name, as the scorer writes them.
+pub fn decode_change(format: Format, payload: &[u8]) -> Result<ScoreChange, DecodeError> {
+    let raw = match format {
+        Format::Json => raw_change_from_json(payload)?,
+        Format::Protobuf => raw_change_from_proto(
+            pb::ScoreChange::decode(payload).map_err(|e| malformed(format, e))?,
+        ),
+    };
+    validate_change(raw)
+}
+
+fn raw_change_from_json(payload: &[u8]) -> Result<RawChange<'_>, DecodeError> {
+    let mut de = serde_json::Deserializer::from_str(json_text(payload)?);
+    // Two levels: the change object, and the `reason` and `attributes` objects inside it.
+    let top = LooseSeed::new(2)
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| malformed(Format::Json, e))?;
+    let Loose::Map(mut entries) = top else {
+        return Err(malformed(
+            Format::Json,
+            format_args!("expected a score change object, found {}", top.found()),
+        ));
+    };
+    if let Some(dup) = find_duplicate(&entries) {
+        return Err(malformed(
+            Format::Json,
+            format_args!("duplicate field `{dup}`"),
+        ));
+    }
+    let reason = take(&mut entries, "reason");
+    if let Loose::Map(reason_entries) = &reason {
+        if let Some(dup) = find_duplicate(reason_entries) {
+            return Err(malformed(
+                Format::Json,
+                format_args!("duplicate field `reason.{dup}`"),
+            ));
+        }
+    }
+    Ok(RawChange {
+        event_id: take(&mut entries, "event_id"),
+        user_id: take(&mut entries, "user_id"),
+        time: take(&mut entries, "time"),
+        previous_score: take(&mut entries, "previous_score"),
+        score: take(&mut entries, "score"),
+        delta: take(&mut entries, "delta"),
+        reason,
+        windows: take(&mut entries, "windows"),
+        attributes: take(&mut entries, "attributes"),
+    })
+}
+
+/// Removes the entry `name` from an object's entries (absent when it is not there).
+fn take<'a>(entries: &mut [(Cow<'a, str>, Loose<'a>)], name: &str) -> Loose<'a> {
+    entries
+        .iter_mut()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| std::mem::take(v))
+        .unwrap_or_default()
+}
+
+fn raw_change_from_proto(m: pb::ScoreChange) -> RawChange<'static> {
+    let reason = m.reason.map_or(Loose::Absent, |r| {
+        let kind = match pb::ReasonKind::try_from(r.kind) {
+            Ok(pb::ReasonKind::Unspecified) => Loose::Absent,
+            Ok(pb::ReasonKind::Rule) => Loose::Str(Cow::Borrowed(ReasonKind::Rule.as_str())),
+            Ok(pb::ReasonKind::Inactivity) => {
+                Loose::Str(Cow::Borrowed(ReasonKind::Inactivity.as_str()))
+            }
+            Ok(pb::ReasonKind::External) => {
+                Loose::Str(Cow::Borrowed(ReasonKind::External.as_str()))
+            }
+            Ok(pb::ReasonKind::Attribute) => {
+                Loose::Str(Cow::Borrowed(ReasonKind::Attribute.as_str()))
+            }
+            Err(_) => Loose::UnknownEnum(r.kind),
+        };
+        Loose::Map(vec![
+            (Cow::Borrowed("kind"), kind),
+            (Cow::Borrowed("group"), loose_from_opt_string(r.group)),
+            (Cow::Borrowed("event_id"), loose_from_opt_string(r.event_id)),
+        ])
+    });
+    RawChange {
+        event_id: loose_from_string(m.event_id),
+        user_id: loose_from_string(m.user_id),
+        time: m.time.map_or(Loose::Absent, Loose::Timestamp),
+        // proto3 integers have no presence: zero is a value.
+        previous_score: Loose::Int(m.previous_score),
+        score: Loose::Int(m.score),
+        delta: Loose::Int(m.delta),
+        reason,
+        windows: if m.windows == 0 {
+            Loose::Absent
+        } else {
+            Loose::Int(m.windows.into())
+        },
+        attributes: loose_from_scalar_map(m.attributes),
+    }
+}
+
+fn validate_change(raw: RawChange<'_>) -> Result<ScoreChange, DecodeError> {
+    let event_id = required_str("event_id", raw.event_id, None)?.into_owned();
+    let user_id = required_str("user_id", raw.user_id, None)?.into_owned();
+    let time = required_time("time", raw.time)?;
+    let previous_score = required_int("previous_score", raw.previous_score)?;
+    let score = required_int("score", raw.score)?;
+    let delta = required_int("delta", raw.delta)?;
+    let mut reason_entries = match raw.reason.given() {
+        None => return Err(missing("reason", None)),
+        Some(Loose::Map(entries)) => entries,
+        Some(other) => return Err(wrong_type("reason", "an object", &other)),
+    };
+    let kind = match take(&mut reason_entries, "kind").given() {
+        None => return Err(missing("reason.kind", None)),
+        Some(Loose::Str(s)) => ReasonKind::parse(&s).ok_or_else(|| {
+            invalid(
+                "reason.kind",
+                format!(
+                    "unknown reason kind {}, expected one of rule, inactivity, external, attribute",
+                    Quoted(&s)
+                ),
+            )
+        })?,
+        Some(Loose::UnknownEnum(n)) => {
+            return Err(invalid(
+                "reason.kind",
+                format!("unknown reason kind number {n}"),
+            ))
+        }
+        Some(other) => return Err(wrong_type("reason.kind", "a string", &other)),
+    };
+    let group = optional_str("reason.group", take(&mut reason_entries, "group"))?;
+    let source = optional_str("reason.event_id", take(&mut reason_entries, "event_id"))?;
+    let windows = match optional_int("windows", raw.windows)? {
+        Some(n) => u32::try_from(n)
+            .map_err(|_| invalid("windows", format!("{n} is not a count of windows")))?,
+        // Written by a scorer before collapsed decays: one window each.
+        None if kind == ReasonKind::Inactivity => 1,
+        None => 0,
+    };
+    let mut attributes = scalar_map("attributes", raw.attributes)?;
+    attributes.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(ScoreChange {
+        event_id,
+        user_id,
+        time,
+        previous_score,
+        score,
+        delta,
+        reason: Reason {
+            kind,
+            group: group.map(Cow::into_owned),
+            source_event_id: source.map(Cow::into_owned),
+        },
+        windows,
+        attributes,
+    })
+}
+
+#[derive(Serialize)]
+struct ChangeOut<'a> {
+    event_id: &'a str,
+    user_id: &'a str,
+    time: String,
+    previous_score: i64,
+    score: i64,
+    delta: i64,
+    reason: ReasonOut<'a>,
+    /// Inactivity changes only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    windows: Option<u32>,
+    attributes: ScalarMapOut<'a>,
+}
+
+#[derive(Serialize)]
+struct ReasonOut<'a> {
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<&'a str>,
+}
+
+impl<'a> ChangeOut<'a> {
+    fn new(c: &'a ScoreChange) -> ChangeOut<'a> {
+        ChangeOut {
+            event_id: &c.event_id,
+            user_id: &c.user_id,
+            time: format_rfc3339(c.time),
+            previous_score: c.previous_score,
+            score: c.score,
+            delta: c.delta,
+            reason: ReasonOut {
+                kind: c.reason.kind.as_str(),
+                group: c.reason.group.as_deref(),
+                event_id: c.reason.source_event_id.as_deref(),
+            },
+            windows: (c.reason.kind == ReasonKind::Inactivity).then_some(c.windows),
+            attributes: ScalarMapOut(&c.attributes),
+        }
+    }
+}
+
+pub(super) fn change_to_proto(c: &ScoreChange) -> pb::ScoreChange {
+    let kind = match c.reason.kind {
+        ReasonKind::Rule => pb::ReasonKind::Rule,
+        ReasonKind::Inactivity => pb::ReasonKind::Inactivity,
+        ReasonKind::External => pb::ReasonKind::External,
+        ReasonKind::Attribute => pb::ReasonKind::Attribute,
+    };
+    pb::ScoreChange {
+        event_id: c.event_id.clone(),
+        user_id: c.user_id.clone(),
+        time: Some(timestamp_from_millis(c.time)),
+        previous_score: c.previous_score,
+        score: c.score,
+        delta: c.delta,
+        reason: Some(pb::Reason {
+            kind: kind as i32,
+            group: c.reason.group.clone(),
+            event_id: c.reason.source_event_id.clone(),
+        }),
+        attributes: scalar_map_to_proto(&c.attributes),
+        windows: c.windows,
+    }
+}

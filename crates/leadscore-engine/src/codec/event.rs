@@ -1,0 +1,572 @@
+//! Input events: decoding (JSON and protobuf into one validator) and encoding.
+
+use super::error::{
+    check_size, invalid, malformed, missing, truncate, wrong_type, DecodeError, Quoted,
+};
+use super::loose::{find_duplicate, KeySeed, Loose, LooseSeed};
+use super::{Format, Limits};
+use crate::event::{Event, EventType, Scalar, ScoreOp};
+use crate::proto::v1 as pb;
+use crate::timestamp::{format_rfc3339, parse_rfc3339, Millis, MAX_MILLIS, MIN_MILLIS};
+use prost::Message as _;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+/// An input event as it came off the wire, one slot per field of SPEC section 2.
+#[derive(Debug, Default)]
+struct RawEvent<'a> {
+    user_id: Loose<'a>,
+    time: Loose<'a>,
+    event_id: Loose<'a>,
+    kind: Loose<'a>,
+    name: Loose<'a>,
+    app_id: Loose<'a>,
+    properties: Loose<'a>,
+    value: Loose<'a>,
+    score: Loose<'a>,
+    increment: Loose<'a>,
+    updated_at: Loose<'a>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawEvent<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawEvent<'a>, D::Error> {
+        d.deserialize_map(RawEventVisitor(PhantomData))
+    }
+}
+
+struct RawEventVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for RawEventVisitor<'a> {
+    type Value = RawEvent<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEvent<'a>, A::Error> {
+        let mut raw = RawEvent::default();
+        while let Some(key) = map.next_key_seed(KeySeed(PhantomData))? {
+            let (slot, depth) = match key.as_ref() {
+                "user_id" => (&mut raw.user_id, 0),
+                "time" => (&mut raw.time, 0),
+                "event_id" => (&mut raw.event_id, 0),
+                "type" => (&mut raw.kind, 0),
+                "name" => (&mut raw.name, 0),
+                "app_id" => (&mut raw.app_id, 0),
+                "properties" => (&mut raw.properties, 1),
+                "value" => (&mut raw.value, 0),
+                "score" => (&mut raw.score, 0),
+                "increment" => (&mut raw.increment, 0),
+                "updated_at" => (&mut raw.updated_at, 0),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if !matches!(slot, Loose::Absent) {
+                return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+            }
+            *slot = map.next_value_seed(LooseSeed::new(depth))?;
+        }
+        Ok(raw)
+    }
+}
+
+/// Decodes and validates one input event.
+///
+/// `key` is the Kafka key: when present it must be valid UTF-8 and equal `user_id`, since the
+/// key decides the partition and so which instance holds the user's state. Payloads over
+/// `limits.max_bytes` are rejected before parsing. See the module doc for what is lenient and
+/// what is strict; every rejection names the field at fault.
+pub fn decode_event(
+    format: Format,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    limits: &Limits,
+) -> Result<Event, DecodeError> {
+    check_size(payload, limits)?;
+    let raw = match format {
+        Format::Json => serde_json::from_str::<RawEvent<'_>>(json_text(payload)?)
+            .map_err(|e| malformed(format, e))?,
+        Format::Protobuf => {
+            raw_event_from_proto(pb::Event::decode(payload).map_err(|e| malformed(format, e))?)
+        }
+    };
+    validate_event(raw, key)
+}
+
+/// The payload as text. JSON must be UTF-8 as a whole, and serde_json does not check the parts
+/// it skips (unknown fields), so the check comes first; after it, serde_json need not re-check.
+pub(super) fn json_text(payload: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(payload)
+        .map_err(|e| malformed(Format::Json, format_args!("not UTF-8: {e}")))
+}
+
+/// Moves a decoded protobuf event into the intermediate, marking what proto3 cannot tell apart
+/// from absence (empty strings, enum 0) as absent.
+fn raw_event_from_proto(m: pb::Event) -> RawEvent<'static> {
+    let kind = match pb::EventType::try_from(m.r#type) {
+        Ok(pb::EventType::Unspecified) => None,
+        Ok(pb::EventType::SessionStart) => Some(EventType::SessionStart),
+        Ok(pb::EventType::CustomEvent) => Some(EventType::CustomEvent),
+        Ok(pb::EventType::EmailAdded) => Some(EventType::EmailAdded),
+        Ok(pb::EventType::AttributeChanged) => Some(EventType::AttributeChanged),
+        Ok(pb::EventType::ExternalScore) => Some(EventType::ExternalScore),
+        Err(_) => None,
+    };
+    let kind_slot = match kind {
+        Some(k) => Loose::Str(Cow::Borrowed(k.as_str())),
+        None if m.r#type == 0 => Loose::Absent,
+        None => Loose::UnknownEnum(m.r#type),
+    };
+    // A message field cannot be null, only unset: for attribute_changed unset means null.
+    let value = match m.value {
+        Some(s) => loose_from_scalar(s),
+        None if kind == Some(EventType::AttributeChanged) => Loose::Null,
+        None => Loose::Absent,
+    };
+    let (score, increment) = match m.score_op {
+        Some(pb::event::ScoreOp::Score(s)) => (Loose::Int(s), Loose::Absent),
+        Some(pb::event::ScoreOp::Increment(i)) => (Loose::Absent, Loose::Int(i)),
+        None => (Loose::Absent, Loose::Absent),
+    };
+    RawEvent {
+        user_id: loose_from_string(m.user_id),
+        time: m.time.map_or(Loose::Absent, Loose::Timestamp),
+        event_id: loose_from_opt_string(m.event_id),
+        kind: kind_slot,
+        name: loose_from_opt_string(m.name),
+        app_id: loose_from_opt_string(m.app_id),
+        properties: loose_from_scalar_map(m.properties),
+        value,
+        score,
+        increment,
+        updated_at: m.updated_at.map_or(Loose::Absent, Loose::Timestamp),
+    }
+}
+
+/// A proto3 string without presence: empty means not set.
+pub(super) fn loose_from_string(s: String) -> Loose<'static> {
+    if s.is_empty() {
+        Loose::Absent
+    } else {
+        Loose::Str(Cow::Owned(s))
+    }
+}
+
+pub(super) fn loose_from_opt_string(s: Option<String>) -> Loose<'static> {
+    s.map_or(Loose::Absent, |s| Loose::Str(Cow::Owned(s)))
+}
+
+fn loose_from_scalar(s: pb::Scalar) -> Loose<'static> {
+    use pb::scalar::Kind;
+    match s.kind {
+        None => Loose::Null,
+        Some(Kind::StringValue(v)) => Loose::Str(Cow::Owned(v)),
+        Some(Kind::IntValue(v)) => Loose::Int(v),
+        Some(Kind::DoubleValue(v)) => Loose::Float(v),
+        Some(Kind::BoolValue(v)) => Loose::Bool(v),
+    }
+}
+
+pub(super) fn loose_from_scalar_map(
+    m: std::collections::BTreeMap<String, pb::Scalar>,
+) -> Loose<'static> {
+    if m.is_empty() {
+        return Loose::Absent;
+    }
+    Loose::Map(
+        m.into_iter()
+            .map(|(k, v)| (Cow::Owned(k), loose_from_scalar(v)))
+            .collect(),
+    )
+}
+
+/// The rules of SPEC section 2, shared by both formats.
+fn validate_event(raw: RawEvent<'_>, key: Option<&[u8]>) -> Result<Event, DecodeError> {
+    let user_id = required_str("user_id", raw.user_id, None)?;
+    if let Some(key) = key {
+        check_key(key, &user_id)?;
+    }
+    let time = required_time("time", raw.time)?;
+    let event_id = match optional_str("event_id", raw.event_id)? {
+        Some(id) if id.is_empty() => return Err(invalid("event_id", "must not be empty")),
+        id => id,
+    };
+    let kind = match raw.kind.given() {
+        None => return Err(missing("type", None)),
+        Some(Loose::Str(s)) => EventType::parse(&s).ok_or_else(|| {
+            invalid(
+                "type",
+                format!(
+                    "unknown event type {}, expected one of session_start, custom_event, \
+                     email_added, attribute_changed, external_score",
+                    Quoted(&s)
+                ),
+            )
+        })?,
+        Some(Loose::UnknownEnum(n)) => {
+            return Err(invalid("type", format!("unknown event type number {n}")))
+        }
+        Some(other) => return Err(wrong_type("type", "a string", &other)),
+    };
+
+    let mut event = Event::new(user_id.into_owned(), time, kind);
+    event.event_id = event_id.map(Cow::into_owned);
+    match kind {
+        EventType::SessionStart => {
+            event.app_id = optional_str("app_id", raw.app_id)?.map(Cow::into_owned);
+        }
+        EventType::CustomEvent => {
+            event.name = Some(required_str("name", raw.name, Some(kind))?.into_owned());
+            event.properties = properties(raw.properties)?;
+        }
+        EventType::EmailAdded => {
+            let address = match raw.value {
+                Loose::Absent => return Err(missing("value", Some(kind))),
+                Loose::Str(s) if s.is_empty() => return Err(invalid("value", "must not be empty")),
+                Loose::Str(s) => s,
+                other => return Err(wrong_type("value", "a string", &other)),
+            };
+            event.value = Some(Scalar::Str(address.into_owned()));
+        }
+        EventType::AttributeChanged => {
+            event.name = Some(required_str("name", raw.name, Some(kind))?.into_owned());
+            event.value = match raw.value {
+                // Only an explicit null removes: a forgotten field must not delete data.
+                Loose::Absent => return Err(missing("value", Some(kind))),
+                Loose::Null => None,
+                v => Some(scalar(
+                    || "value".to_owned(),
+                    v,
+                    "a string, number, boolean or null",
+                )?),
+            };
+        }
+        EventType::ExternalScore => {
+            let score = optional_int("score", raw.score)?;
+            let increment = optional_int("increment", raw.increment)?;
+            event.score = Some(match (score, increment) {
+                (Some(s), None) => ScoreOp::Set(s),
+                (None, Some(i)) => ScoreOp::Increment(i),
+                (Some(_), Some(_)) => return Err(DecodeError::ScoreAndIncrement),
+                (None, None) => return Err(DecodeError::MissingScoreOp),
+            });
+            event.updated_at = match raw.updated_at.given() {
+                Some(v) => Some(time_value("updated_at", v)?),
+                None => None,
+            };
+        }
+    }
+    Ok(event)
+}
+
+fn check_key(key: &[u8], user_id: &str) -> Result<(), DecodeError> {
+    // Equal bytes imply valid UTF-8, so the common case needs no UTF-8 check.
+    if key == user_id.as_bytes() {
+        return Ok(());
+    }
+    match std::str::from_utf8(key) {
+        Ok(k) => Err(DecodeError::KeyMismatch {
+            key: k.to_owned(),
+            user_id: user_id.to_owned(),
+        }),
+        Err(_) => Err(DecodeError::KeyNotUtf8 {
+            user_id: user_id.to_owned(),
+        }),
+    }
+}
+
+/// A required, non-empty string.
+pub(super) fn required_str<'a>(
+    field: &'static str,
+    v: Loose<'a>,
+    required_for: Option<EventType>,
+) -> Result<Cow<'a, str>, DecodeError> {
+    match v.given() {
+        None => Err(missing(field, required_for)),
+        Some(Loose::Str(s)) if s.is_empty() => Err(invalid(field, "must not be empty")),
+        Some(Loose::Str(s)) => Ok(s),
+        Some(other) => Err(wrong_type(field, "a string", &other)),
+    }
+}
+
+pub(super) fn optional_str<'a>(
+    field: &'static str,
+    v: Loose<'a>,
+) -> Result<Option<Cow<'a, str>>, DecodeError> {
+    match v.given() {
+        None => Ok(None),
+        Some(Loose::Str(s)) => Ok(Some(s)),
+        Some(other) => Err(wrong_type(field, "a string", &other)),
+    }
+}
+
+pub(super) fn required_time(field: &'static str, v: Loose<'_>) -> Result<Millis, DecodeError> {
+    match v.given() {
+        None => Err(missing(field, None)),
+        Some(v) => time_value(field, v),
+    }
+}
+
+fn time_value(field: &'static str, v: Loose<'_>) -> Result<Millis, DecodeError> {
+    match v {
+        Loose::Str(s) => parse_rfc3339(&s).map_err(|e| {
+            invalid(
+                field,
+                format!("invalid RFC 3339 timestamp {}: {e}", Quoted(&s)),
+            )
+        }),
+        Loose::Timestamp(ts) => millis_from_timestamp(&ts)
+            .map_err(|detail| invalid(field, format!("invalid timestamp: {detail}"))),
+        other => Err(wrong_type(field, "an RFC 3339 timestamp string", &other)),
+    }
+}
+
+/// A protobuf timestamp as epoch milliseconds (truncated), within the range RFC 3339 can print,
+/// so that both formats accept the same instants.
+fn millis_from_timestamp(ts: &crate::proto::google::protobuf::Timestamp) -> Result<Millis, String> {
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return Err(format!("nanos {} out of range 0..=999999999", ts.nanos));
+    }
+    let ms = ts
+        .seconds
+        .checked_mul(1000)
+        .map(|ms| ms + i64::from(ts.nanos / 1_000_000));
+    match ms {
+        Some(ms) if (MIN_MILLIS..=MAX_MILLIS).contains(&ms) => Ok(ms),
+        _ => Err(format!("seconds {} is outside years 0000-9999", ts.seconds)),
+    }
+}
+
+pub(super) fn timestamp_from_millis(ms: Millis) -> crate::proto::google::protobuf::Timestamp {
+    crate::proto::google::protobuf::Timestamp {
+        seconds: ms.div_euclid(1000),
+        // In 0..1_000_000_000, which fits an i32.
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+pub(super) fn optional_int(field: &'static str, v: Loose<'_>) -> Result<Option<i64>, DecodeError> {
+    match v.given() {
+        None => Ok(None),
+        Some(Loose::Int(i)) => Ok(Some(i)),
+        Some(Loose::BigUint(u)) => Err(invalid(
+            field,
+            format!("{u} is out of the 64-bit integer range"),
+        )),
+        Some(other) => Err(wrong_type(field, "an integer", &other)),
+    }
+}
+
+pub(super) fn required_int(field: &'static str, v: Loose<'_>) -> Result<i64, DecodeError> {
+    optional_int(field, v)?.ok_or_else(|| missing(field, None))
+}
+
+/// A property or attribute value. `field` builds the name for a message, only on error.
+fn scalar(
+    field: impl FnOnce() -> String,
+    v: Loose<'_>,
+    expected: &'static str,
+) -> Result<Scalar, DecodeError> {
+    match v {
+        Loose::Str(s) => Ok(Scalar::Str(s.into_owned())),
+        Loose::Int(i) => Ok(Scalar::Int(i)),
+        // Above i64::MAX: the nearest float, as for any other number that is not an i64.
+        Loose::BigUint(u) => Ok(Scalar::Float(u as f64)),
+        Loose::Float(f) if f.is_finite() => Ok(Scalar::Float(f)),
+        Loose::Float(f) => Err(invalid(field(), format!("{f} is not a finite number"))),
+        Loose::Bool(b) => Ok(Scalar::Bool(b)),
+        other => Err(wrong_type(field(), expected, &other)),
+    }
+}
+
+/// The entries of a string-to-scalar object (`properties`, `attributes`), in input order.
+pub(super) fn scalar_map(
+    field: &'static str,
+    v: Loose<'_>,
+) -> Result<Vec<(String, Scalar)>, DecodeError> {
+    let entries = match v.given() {
+        None => return Ok(Vec::new()),
+        Some(Loose::Map(entries)) => entries,
+        Some(other) => return Err(wrong_type(field, "an object", &other)),
+    };
+    if let Some(dup) = find_duplicate(&entries) {
+        return Err(invalid(
+            field,
+            format!("{} appears more than once", Quoted(dup)),
+        ));
+    }
+    entries
+        .into_iter()
+        .map(|(k, v)| {
+            let value = scalar(
+                || {
+                    let (head, cut) = truncate(&k);
+                    format!("{field}.{head}{}", if cut { "..." } else { "" })
+                },
+                v,
+                "a string, number or boolean",
+            )?;
+            Ok((k.into_owned(), value))
+        })
+        .collect()
+}
+
+fn properties(v: Loose<'_>) -> Result<Vec<(String, Scalar)>, DecodeError> {
+    scalar_map("properties", v)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events: encoding
+// ---------------------------------------------------------------------------------------------
+
+/// Encodes an event with SPEC section 2's field names (JSON) or the `leadscore.v1.Event`
+/// message (protobuf), for generators, tests and replays. Absent optional fields are omitted;
+/// an `attribute_changed` without a value is written with `"value": null` (its removal form).
+pub fn encode_event(format: Format, event: &Event) -> Vec<u8> {
+    match format {
+        Format::Json => to_json_vec(&EventOut::new(event)),
+        Format::Protobuf => event_to_proto(event).encode_to_vec(),
+    }
+}
+
+/// `serde_json` fails only on maps with non-string keys, which these types never have.
+pub(super) fn to_json_vec<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("JSON encoding of codec output types cannot fail")
+}
+
+#[derive(Serialize)]
+struct EventOut<'a> {
+    user_id: &'a str,
+    time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "ScalarMapOut::is_empty")]
+    properties: ScalarMapOut<'a>,
+    /// `Some(None)` writes `null`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Option<ScalarOut<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    score: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    increment: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    updated_at: Option<String>,
+}
+
+impl<'a> EventOut<'a> {
+    fn new(e: &'a Event) -> EventOut<'a> {
+        let value = match (&e.value, e.kind) {
+            (Some(v), _) => Some(Some(ScalarOut(v))),
+            (None, EventType::AttributeChanged) => Some(None),
+            (None, _) => None,
+        };
+        EventOut {
+            user_id: &e.user_id,
+            time: format_rfc3339(e.time),
+            event_id: e.event_id.as_deref(),
+            kind: e.kind.as_str(),
+            name: e.name.as_deref(),
+            app_id: e.app_id.as_deref(),
+            properties: ScalarMapOut(&e.properties),
+            value,
+            score: match e.score {
+                Some(ScoreOp::Set(s)) => Some(s),
+                _ => None,
+            },
+            increment: match e.score {
+                Some(ScoreOp::Increment(i)) => Some(i),
+                _ => None,
+            },
+            updated_at: e.updated_at.map(format_rfc3339),
+        }
+    }
+}
+
+struct ScalarOut<'a>(&'a Scalar);
+
+impl Serialize for ScalarOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Scalar::Str(v) => s.serialize_str(v),
+            Scalar::Int(v) => s.serialize_i64(*v),
+            // serde_json writes a non-finite float as null; decoders never produce one.
+            Scalar::Float(v) => s.serialize_f64(*v),
+            Scalar::Bool(v) => s.serialize_bool(*v),
+        }
+    }
+}
+
+pub(super) struct ScalarMapOut<'a>(pub(super) &'a [(String, Scalar)]);
+
+impl ScalarMapOut<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for ScalarMapOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k, &ScalarOut(v))?;
+        }
+        map.end()
+    }
+}
+
+fn scalar_to_proto(v: &Scalar) -> pb::Scalar {
+    use pb::scalar::Kind;
+    pb::Scalar {
+        kind: Some(match v {
+            Scalar::Str(s) => Kind::StringValue(s.clone()),
+            Scalar::Int(i) => Kind::IntValue(*i),
+            Scalar::Float(f) => Kind::DoubleValue(*f),
+            Scalar::Bool(b) => Kind::BoolValue(*b),
+        }),
+    }
+}
+
+pub(super) fn scalar_map_to_proto(
+    m: &[(String, Scalar)],
+) -> std::collections::BTreeMap<String, pb::Scalar> {
+    m.iter()
+        .map(|(k, v)| (k.clone(), scalar_to_proto(v)))
+        .collect()
+}
+
+fn event_to_proto(e: &Event) -> pb::Event {
+    let kind = match e.kind {
+        EventType::SessionStart => pb::EventType::SessionStart,
+        EventType::CustomEvent => pb::EventType::CustomEvent,
+        EventType::EmailAdded => pb::EventType::EmailAdded,
+        EventType::AttributeChanged => pb::EventType::AttributeChanged,
+        EventType::ExternalScore => pb::EventType::ExternalScore,
+    };
+    pb::Event {
+        user_id: e.user_id.clone(),
+        time: Some(timestamp_from_millis(e.time)),
+        event_id: e.event_id.clone(),
+        r#type: kind as i32,
+        name: e.name.clone(),
+        app_id: e.app_id.clone(),
+        properties: scalar_map_to_proto(&e.properties),
+        value: e.value.as_ref().map(scalar_to_proto),
+        score_op: e.score.map(|op| match op {
+            ScoreOp::Set(s) => pb::event::ScoreOp::Score(s),
+            ScoreOp::Increment(i) => pb::event::ScoreOp::Increment(i),
+        }),
+        updated_at: e.updated_at.map(timestamp_from_millis),
+    }
+}

@@ -1,0 +1,206 @@
+//! Score changes: their JSON shape, round trips and validation.
+use super::*;
+
+// --- Score changes -----------------------------------------------------------------------
+
+#[test]
+fn change_json_has_the_spec_shape() {
+    let text = String::from_utf8(encode_change(Format::Json, &sample_change())).ok();
+    assert_eq!(
+        text.as_deref(),
+        Some(concat!(
+            r#"{"event_id":"c-9f2","user_id":"u1","time":"2026-01-05T10:00:00.123Z","#,
+            r#""previous_score":10,"score":25,"delta":15,"#,
+            r#""reason":{"kind":"rule","group":"engaged","event_id":"lead-events/0/42"},"#,
+            r#""attributes":{"lead_status":"Open","sf_lead_id":"00Q5","visits":7}}"#
+        ))
+    );
+}
+
+#[test]
+fn change_json_omits_a_null_group_and_source_event() {
+    let mut c = sample_change();
+    c.reason = Reason {
+        kind: ReasonKind::Inactivity,
+        group: None,
+        source_event_id: None,
+    };
+    c.attributes.clear();
+    c.windows = 4;
+    let v = change_to_json(&c);
+    assert_eq!(v["reason"], serde_json::json!({"kind": "inactivity"}));
+    assert_eq!(v["attributes"], serde_json::json!({}));
+    assert_eq!(v["windows"], 4);
+    // Only inactivity changes carry a window count.
+    assert!(change_to_json(&sample_change()).get("windows").is_none());
+}
+
+/// A change written before collapsed decays (no `windows`) covers one window.
+#[test]
+fn an_inactivity_change_without_windows_covers_one() {
+    let json = br#"{"event_id":"inactivity:u@1","user_id":"u","time":"2026-01-05T10:00:00Z","previous_score":3,"score":2,"delta":-1,"reason":{"kind":"inactivity"},"attributes":{}}"#;
+    assert_eq!(decode_change(Format::Json, json).map(|c| c.windows), Ok(1));
+}
+
+#[test]
+fn a_time_further_ahead_than_the_skew_is_invalid_and_names_the_time() {
+    let now = t0();
+    let mut e = Event::new("u", now + 3_600_000, EventType::SessionStart);
+    assert_eq!(check_not_future(&e, now, 3_600_000), Ok(()));
+    e.time = now + 3_600_001;
+    let err = check_not_future(&e, now, 3_600_000).expect_err("too far ahead");
+    assert_eq!(err.reason(), "invalid_value");
+    e.time = match parse_rfc3339("2099-01-01T00:00:00Z") {
+        Ok(t) => t,
+        Err(e) => panic!("{e}"),
+    };
+    let msg = check_not_future(&e, now, 3_600_000)
+        .expect_err("2099")
+        .to_string();
+    assert!(
+        msg.contains("time") && msg.contains("2099-01-01T00:00:00"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn change_to_json_matches_the_encoded_json() {
+    let c = sample_change();
+    let parsed: Result<serde_json::Value, _> =
+        serde_json::from_slice(&encode_change(Format::Json, &c));
+    assert_eq!(parsed.ok(), Some(change_to_json(&c)));
+}
+
+#[test]
+fn change_round_trips_in_both_formats() {
+    let mut changes = vec![sample_change()];
+    for kind in ReasonKind::ALL {
+        let mut c = sample_change();
+        c.reason.kind = kind;
+        c.reason.group = None;
+        c.windows = if kind == ReasonKind::Inactivity { 3 } else { 0 };
+        c.previous_score = 0;
+        c.delta = 0;
+        c.score = 0;
+        c.time = -1;
+        c.attributes.push(("zz_ratio".into(), Scalar::Float(0.5)));
+        c.attributes.push(("zz_vip".into(), Scalar::Bool(false)));
+        changes.push(c);
+    }
+    for c in changes {
+        for format in [Format::Json, Format::Protobuf] {
+            assert_eq!(
+                decode_change(format, &encode_change(format, &c)),
+                Ok(c.clone()),
+                "{format}"
+            );
+        }
+    }
+}
+
+#[test]
+fn decode_change_sorts_attributes_and_ignores_unknown_fields() {
+    let c = decode_change(
+        Format::Json,
+        br#"{"v":2,"event_id":"c","user_id":"u","time":"2026-01-05T10:00:00Z","previous_score":0,
+                 "score":1,"delta":1,"reason":{"kind":"external","extra":[1]},"attributes":{"b":1,"a":"x"}}"#,
+    );
+    let names: Option<Vec<String>> = c
+        .ok()
+        .map(|c| c.attributes.into_iter().map(|(k, _)| k).collect());
+    assert_eq!(names, Some(vec!["a".to_owned(), "b".to_owned()]));
+}
+
+#[test]
+fn decode_change_rejects_bad_changes_naming_the_field() {
+    let good = String::from_utf8(encode_change(Format::Json, &sample_change())).unwrap_or_default();
+    let cases = [
+        (
+            good.replace(r#""kind":"rule""#, r#""kind":"bonus""#),
+            "invalid_value",
+            "reason.kind",
+        ),
+        (
+            good.replace(r#""kind":"rule","#, ""),
+            "missing_field",
+            "reason.kind",
+        ),
+        (good.replace(r#""score":25,"#, ""), "missing_field", "score"),
+        (
+            good.replace(r#""score":25"#, r#""score":2.5"#),
+            "wrong_type",
+            "score",
+        ),
+        (
+            good.replace("2026-01-05T10:00:00.123Z", "yesterday"),
+            "invalid_value",
+            "time",
+        ),
+        (
+            good.replace(r#""visits":7"#, r#""visits":[7]"#),
+            "wrong_type",
+            "attributes.visits",
+        ),
+        (
+            good.replace(r#""user_id":"u1","#, ""),
+            "missing_field",
+            "user_id",
+        ),
+        (
+            good.replace(
+                r#""event_id":"c-9f2","#,
+                r#""event_id":"c-9f2","event_id":"x","#,
+            ),
+            "malformed",
+            "event_id",
+        ),
+        ("[]".to_owned(), "malformed", "score change object"),
+    ];
+    for (payload, reason, field) in cases {
+        let err = decode_change(Format::Json, payload.as_bytes());
+        let err = err.err().map(|e| (e.reason(), e.to_string()));
+        assert!(
+            matches!(&err, Some((r, m)) if *r == reason && m.contains(field)),
+            "{payload}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn decode_change_rejects_bad_protobuf_changes() {
+    let good = change_to_proto(&sample_change());
+    let decode = |m: &pb::ScoreChange| {
+        decode_change(Format::Protobuf, &m.encode_to_vec())
+            .err()
+            .map(|e| (e.reason(), e.to_string()))
+    };
+    let mut m = good.clone();
+    m.reason = None;
+    assert_eq!(
+        decode(&m),
+        Some(("missing_field", r#"missing field "reason""#.to_owned()))
+    );
+    let mut m = good.clone();
+    if let Some(r) = m.reason.as_mut() {
+        r.kind = 0;
+    }
+    assert_eq!(decode(&m).map(|e| e.0), Some("missing_field"));
+    let mut m = good.clone();
+    if let Some(r) = m.reason.as_mut() {
+        r.kind = 42;
+    }
+    assert_eq!(
+        decode(&m),
+        Some((
+            "invalid_value",
+            r#"field "reason.kind": unknown reason kind number 42"#.to_owned()
+        ))
+    );
+    let mut m = good;
+    m.user_id.clear();
+    assert_eq!(decode(&m).map(|e| e.0), Some("missing_field"));
+    assert_eq!(
+        decode_change(Format::Protobuf, b"\xff").map_err(|e| e.reason()),
+        Err("malformed")
+    );
+}

@@ -1,0 +1,481 @@
+//! Decoding events from JSON: what is accepted, and what is rejected with which error.
+use super::*;
+
+// --- JSON: accepted events ---------------------------------------------------------------
+
+#[test]
+fn decodes_every_event_type_from_json() {
+    let e = ok(
+        r#"{"user_id":"u1","time":"2026-01-05T10:00:00Z","type":"session_start","app_id":"web","event_id":"e-1"}"#,
+    );
+    assert_eq!(e, sample_events()[0]);
+
+    let e = ok(
+        r#"{"user_id":"u1","time":"2026-01-05T10:00:00.001Z","type":"custom_event","name":"pricing_viewed",
+                       "properties":{"count":3,"plan":"pro \"annual\"","ratio":0.25,"trial":true}}"#,
+    );
+    assert_eq!(e, sample_events()[1]);
+
+    let e = ok(
+        r#"{"user_id":"u2","time":"2026-01-05T10:00:00.002Z","type":"email_added","value":"a@example.com"}"#,
+    );
+    assert_eq!(e, sample_events()[2]);
+
+    let e = ok(
+        r#"{"user_id":"u3","time":"2026-01-05T10:00:00.003Z","type":"attribute_changed","name":"lead_status","value":"Open"}"#,
+    );
+    assert_eq!(e, sample_events()[3]);
+
+    let e = ok(
+        r#"{"user_id":"u4","time":"1969-12-31T23:59:58.500Z","type":"external_score","score":-40,"updated_at":"2026-01-05T09:59:00Z"}"#,
+    );
+    assert_eq!(e, sample_events()[5]);
+
+    let e = ok(
+        r#"{"user_id":"u4","time":"2026-01-05T10:00:00.005Z","type":"external_score","increment":9223372036854775807}"#,
+    );
+    assert_eq!(e, sample_events()[6]);
+}
+
+#[test]
+fn attribute_changed_with_null_value_removes_the_attribute() {
+    let e = ok(
+        r#"{"user_id":"u3","time":"2026-01-05T10:00:00.004Z","type":"attribute_changed","name":"lead_status","value":null}"#,
+    );
+    assert_eq!(e, sample_events()[4]);
+}
+
+#[test]
+fn attribute_values_keep_their_scalar_kind() {
+    for (v, want) in [
+        ("7", Scalar::Int(7)),
+        ("-7", Scalar::Int(-7)),
+        ("7.5", Scalar::Float(7.5)),
+        ("7.0", Scalar::Float(7.0)),
+        ("1e3", Scalar::Float(1000.0)),
+        (
+            "18446744073709551615",
+            Scalar::Float(18_446_744_073_709_551_615.0),
+        ),
+        ("false", Scalar::Bool(false)),
+        ("\"\"", Scalar::Str(String::new())),
+    ] {
+        let e = ok(&format!(
+            r#"{{"user_id":"u","time":"{T0}","type":"attribute_changed","name":"a","value":{v}}}"#
+        ));
+        assert_eq!(e.value, Some(want), "{v}");
+    }
+}
+
+#[test]
+fn keeps_json_property_order() {
+    let e = ok(&format!(
+        r#"{{"user_id":"u","time":"{T0}","type":"custom_event","name":"n","properties":{{"z":1,"a":2,"m":3}}}}"#
+    ));
+    let keys: Vec<&str> = e.properties.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["z", "a", "m"]);
+}
+
+#[test]
+fn decodes_escaped_strings() {
+    let e = ok(&format!(
+        r#"{{"user\u005fid":"u\u00e9\n1","time":"{T0}","type":"custom_event","name":"caf\u00e9","properties":{{"k\"ey":"v\\al"}}}}"#
+    ));
+    assert_eq!(e.user_id, "u\u{e9}\n1");
+    assert_eq!(e.name.as_deref(), Some("caf\u{e9}"));
+    assert_eq!(e.property("k\"ey"), Some(&Scalar::Str("v\\al".into())));
+}
+
+#[test]
+fn ignores_unknown_fields() {
+    let e = ok(&format!(
+        r#"{{"schema":2,"user_id":"u1","nested":{{"a":[1,{{"b":null}}]}},"time":"{T0}","type":"session_start","tags":["x"]}}"#
+    ));
+    assert_eq!(e, Event::new("u1", t0(), EventType::SessionStart));
+}
+
+#[test]
+fn ignores_fields_that_do_not_belong_to_the_type() {
+    let e = ok(&format!(
+        r#"{{"user_id":"u1","time":"{T0}","type":"session_start","score":1.5,"increment":2,"name":5,
+                 "properties":[1],"value":{{"x":1}},"updated_at":"not a time"}}"#
+    ));
+    assert_eq!(e, Event::new("u1", t0(), EventType::SessionStart));
+
+    let e = ok(&format!(
+        r#"{{"user_id":"u1","time":"{T0}","type":"email_added","value":"a@b","app_id":7,"properties":null}}"#
+    ));
+    assert_eq!(e.app_id, None);
+    assert!(e.properties.is_empty());
+}
+
+#[test]
+fn treats_null_as_absent_for_optional_fields() {
+    let e = ok(&format!(
+        r#"{{"user_id":"u1","time":"{T0}","type":"session_start","event_id":null,"app_id":null}}"#
+    ));
+    assert_eq!(e, Event::new("u1", t0(), EventType::SessionStart));
+    let e = ok(&format!(
+        r#"{{"user_id":"u1","time":"{T0}","type":"external_score","score":3,"increment":null,"updated_at":null}}"#
+    ));
+    assert_eq!(e.score, Some(ScoreOp::Set(3)));
+    assert_eq!(e.updated_at, None);
+}
+
+#[test]
+fn applies_time_offsets() {
+    let e = ok(r#"{"user_id":"u1","time":"2026-01-05T12:00:00+02:00","type":"session_start"}"#);
+    assert_eq!(e.time, t0());
+}
+
+// --- JSON: rejected events ---------------------------------------------------------------
+
+#[test]
+fn rejects_missing_user_id() {
+    let msg = rejects(
+        &format!(r#"{{"time":"{T0}","type":"session_start"}}"#),
+        "missing_field",
+    );
+    assert_eq!(msg, r#"missing field "user_id""#);
+    rejects(
+        &format!(r#"{{"user_id":null,"time":"{T0}","type":"session_start"}}"#),
+        "missing_field",
+    );
+}
+
+#[test]
+fn rejects_empty_or_non_string_user_id() {
+    let msg = rejects(
+        &format!(r#"{{"user_id":"","time":"{T0}","type":"session_start"}}"#),
+        "invalid_value",
+    );
+    assert_eq!(msg, r#"field "user_id": must not be empty"#);
+    let msg = rejects(
+        &format!(r#"{{"user_id":42,"time":"{T0}","type":"session_start"}}"#),
+        "wrong_type",
+    );
+    assert_eq!(
+        msg,
+        r#"field "user_id": expected a string, found an integer"#
+    );
+}
+
+#[test]
+fn rejects_missing_time() {
+    let msg = rejects(
+        r#"{"user_id":"u1","type":"session_start"}"#,
+        "missing_field",
+    );
+    assert_eq!(msg, r#"missing field "time""#);
+}
+
+#[test]
+fn rejects_invalid_time_naming_what_is_wrong() {
+    let msg = rejects(
+        r#"{"user_id":"u1","time":"2026-13-01T00:00:00Z","type":"session_start"}"#,
+        "invalid_value",
+    );
+    assert_eq!(
+        msg,
+        r#"field "time": invalid RFC 3339 timestamp "2026-13-01T00:00:00Z": month 13 out of range"#
+    );
+    let msg = rejects(
+        r#"{"user_id":"u1","time":1767607200000,"type":"session_start"}"#,
+        "wrong_type",
+    );
+    assert_eq!(
+        msg,
+        r#"field "time": expected an RFC 3339 timestamp string, found an integer"#
+    );
+}
+
+#[test]
+fn cuts_long_input_strings_in_messages() {
+    let long = "9".repeat(1000);
+    let msg = rejects(
+        &format!(r#"{{"user_id":"u1","time":"{long}","type":"session_start"}}"#),
+        "invalid_value",
+    );
+    assert!(msg.len() < 200, "{msg}");
+    assert!(msg.contains(&format!("\"{}\"...", "9".repeat(64))), "{msg}");
+}
+
+#[test]
+fn rejects_missing_unknown_or_non_string_type() {
+    let msg = rejects(
+        &format!(r#"{{"user_id":"u1","time":"{T0}"}}"#),
+        "missing_field",
+    );
+    assert_eq!(msg, r#"missing field "type""#);
+    let msg = rejects(
+        &format!(r#"{{"user_id":"u1","time":"{T0}","type":"page_view"}}"#),
+        "invalid_value",
+    );
+    assert_eq!(
+        msg,
+        "field \"type\": unknown event type \"page_view\", expected one of session_start, \
+             custom_event, email_added, attribute_changed, external_score"
+    );
+    rejects(
+        &format!(r#"{{"user_id":"u1","time":"{T0}","type":1}}"#),
+        "wrong_type",
+    );
+}
+
+#[test]
+fn rejects_empty_event_id() {
+    let msg = rejects(
+        &format!(r#"{{"user_id":"u1","time":"{T0}","type":"session_start","event_id":""}}"#),
+        "invalid_value",
+    );
+    assert_eq!(msg, r#"field "event_id": must not be empty"#);
+}
+
+#[test]
+fn rejects_custom_event_without_name() {
+    let msg = rejects(
+        &format!(r#"{{"user_id":"u1","time":"{T0}","type":"custom_event"}}"#),
+        "missing_field",
+    );
+    assert_eq!(msg, r#"missing field "name" (required for custom_event)"#);
+    rejects(
+        &format!(r#"{{"user_id":"u1","time":"{T0}","type":"custom_event","name":""}}"#),
+        "invalid_value",
+    );
+}
+
+#[test]
+fn rejects_attribute_changed_without_name() {
+    let msg = rejects(
+        &format!(r#"{{"user_id":"u1","time":"{T0}","type":"attribute_changed","value":1}}"#),
+        "missing_field",
+    );
+    assert_eq!(
+        msg,
+        r#"missing field "name" (required for attribute_changed)"#
+    );
+}
+
+#[test]
+fn rejects_attribute_changed_without_a_value_key() {
+    let msg = rejects(
+        &format!(r#"{{"user_id":"u1","time":"{T0}","type":"attribute_changed","name":"a"}}"#),
+        "missing_field",
+    );
+    assert_eq!(
+        msg,
+        r#"missing field "value" (required for attribute_changed)"#
+    );
+}
+
+#[test]
+fn rejects_attribute_values_that_are_not_scalars() {
+    let msg = rejects(
+        &format!(
+            r#"{{"user_id":"u1","time":"{T0}","type":"attribute_changed","name":"a","value":{{"x":1}}}}"#
+        ),
+        "wrong_type",
+    );
+    assert_eq!(
+        msg,
+        r#"field "value": expected a string, number, boolean or null, found an object"#
+    );
+    rejects(
+        &format!(
+            r#"{{"user_id":"u1","time":"{T0}","type":"attribute_changed","name":"a","value":[1]}}"#
+        ),
+        "wrong_type",
+    );
+}
+
+#[test]
+fn rejects_email_added_without_a_string_value() {
+    let base = format!(r#""user_id":"u1","time":"{T0}","type":"email_added""#);
+    let msg = rejects(&format!("{{{base}}}"), "missing_field");
+    assert_eq!(msg, r#"missing field "value" (required for email_added)"#);
+    let msg = rejects(&format!(r#"{{{base},"value":null}}"#), "wrong_type");
+    assert_eq!(msg, r#"field "value": expected a string, found null"#);
+    rejects(&format!(r#"{{{base},"value":5}}"#), "wrong_type");
+    let msg = rejects(&format!(r#"{{{base},"value":""}}"#), "invalid_value");
+    assert_eq!(msg, r#"field "value": must not be empty"#);
+}
+
+#[test]
+fn rejects_external_score_with_both_score_and_increment() {
+    let msg = rejects(
+        &format!(
+            r#"{{"user_id":"u1","time":"{T0}","type":"external_score","score":1,"increment":2}}"#
+        ),
+        "invalid_value",
+    );
+    assert_eq!(
+        msg,
+        r#"fields "score" and "increment" are both set (external_score needs exactly one)"#
+    );
+}
+
+#[test]
+fn rejects_external_score_with_neither_score_nor_increment() {
+    let msg = rejects(
+        &format!(r#"{{"user_id":"u1","time":"{T0}","type":"external_score"}}"#),
+        "missing_field",
+    );
+    assert_eq!(
+        msg,
+        r#"missing field "score" or "increment" (external_score needs exactly one)"#
+    );
+}
+
+#[test]
+fn rejects_non_integer_scores() {
+    let base = format!(r#""user_id":"u1","time":"{T0}","type":"external_score""#);
+    let msg = rejects(&format!(r#"{{{base},"score":5.0}}"#), "wrong_type");
+    assert_eq!(msg, r#"field "score": expected an integer, found a float"#);
+    let msg = rejects(&format!(r#"{{{base},"increment":"5"}}"#), "wrong_type");
+    assert_eq!(
+        msg,
+        r#"field "increment": expected an integer, found a string"#
+    );
+    let msg = rejects(
+        &format!(r#"{{{base},"score":9223372036854775808}}"#),
+        "invalid_value",
+    );
+    assert_eq!(
+        msg,
+        r#"field "score": 9223372036854775808 is out of the 64-bit integer range"#
+    );
+}
+
+#[test]
+fn rejects_invalid_updated_at() {
+    let msg = rejects(
+        &format!(
+            r#"{{"user_id":"u1","time":"{T0}","type":"external_score","score":1,"updated_at":"2026-02-30T00:00:00Z"}}"#
+        ),
+        "invalid_value",
+    );
+    assert_eq!(
+        msg,
+        r#"field "updated_at": invalid RFC 3339 timestamp "2026-02-30T00:00:00Z": day 30 out of range for 2026-02"#
+    );
+}
+
+#[test]
+fn rejects_properties_that_are_not_scalars_naming_the_property() {
+    let base = format!(r#""user_id":"u1","time":"{T0}","type":"custom_event","name":"n""#);
+    for (v, found) in [
+        ("{\"a\":1}", "an object"),
+        ("[1,2]", "an array"),
+        ("null", "null"),
+    ] {
+        let msg = rejects(
+            &format!(r#"{{{base},"properties":{{"ok":1,"plan":{v}}}}}"#),
+            "wrong_type",
+        );
+        assert_eq!(
+            msg,
+            format!(
+                r#"field "properties.plan": expected a string, number or boolean, found {found}"#
+            )
+        );
+    }
+}
+
+#[test]
+fn rejects_properties_that_are_not_an_object() {
+    let msg = rejects(
+        &format!(
+            r#"{{"user_id":"u1","time":"{T0}","type":"custom_event","name":"n","properties":[]}}"#
+        ),
+        "wrong_type",
+    );
+    assert_eq!(
+        msg,
+        r#"field "properties": expected an object, found an array"#
+    );
+}
+
+#[test]
+fn rejects_repeated_property_names() {
+    let msg = rejects(
+        &format!(
+            r#"{{"user_id":"u1","time":"{T0}","type":"custom_event","name":"n","properties":{{"a":1,"b":2,"a":3}}}}"#
+        ),
+        "invalid_value",
+    );
+    assert_eq!(msg, r#"field "properties": "a" appears more than once"#);
+
+    let many: Vec<String> = (0..40).map(|i| format!("\"p{}\":{i}", i % 39)).collect();
+    rejects(
+        &format!(
+            r#"{{"user_id":"u1","time":"{T0}","type":"custom_event","name":"n","properties":{{{}}}}}"#,
+            many.join(",")
+        ),
+        "invalid_value",
+    );
+}
+
+#[test]
+fn rejects_repeated_top_level_keys_as_malformed() {
+    let msg = rejects(
+        &format!(r#"{{"user_id":"u1","user_id":"u2","time":"{T0}","type":"session_start"}}"#),
+        "malformed",
+    );
+    assert!(msg.contains("duplicate field `user_id`"), "{msg}");
+}
+
+#[test]
+fn rejects_payloads_that_are_not_a_json_object_as_malformed() {
+    for p in [
+        "",
+        "not json",
+        "{\"user_id\":",
+        "[1,2]",
+        "\"u1\"",
+        "null",
+        "{} {}",
+        "{\"user_id\":\"u1\"}x",
+    ] {
+        let msg = rejects(p, "malformed");
+        assert!(msg.starts_with("malformed JSON payload: "), "{msg}");
+    }
+}
+
+#[test]
+fn rejects_invalid_utf8_as_malformed() {
+    let mut payload =
+        format!(r#"{{"user_id":"u1","time":"{T0}","type":"session_start","x":"#).into_bytes();
+    payload.extend_from_slice(b"\"\xff\xfe\"}");
+    let err = decode_event(Format::Json, None, &payload, &Limits::default());
+    assert_eq!(err.map_err(|e| e.reason()), Err("malformed"));
+}
+
+#[test]
+fn rejects_oversized_payloads_before_parsing() {
+    let payload = vec![b'x'; 1_048_576];
+    let err = decode_event(Format::Json, None, &payload, &Limits::default());
+    let err = err.err().map(|e| (e.reason(), e.to_string()));
+    assert_eq!(
+        err,
+        Some((
+            "oversized",
+            "payload is 1048576 bytes, over the 65536-byte limit".to_owned()
+        ))
+    );
+    let err = decode_event(Format::Protobuf, None, &payload, &Limits::default());
+    assert_eq!(err.map_err(|e| e.reason()), Err("oversized"));
+}
+
+#[test]
+fn accepts_a_payload_exactly_at_the_limit() {
+    let payload = format!(r#"{{"user_id":"u1","time":"{T0}","type":"session_start"}}"#);
+    let limits = Limits {
+        max_bytes: payload.len(),
+    };
+    assert!(decode_event(Format::Json, None, payload.as_bytes(), &limits).is_ok());
+    let limits = Limits {
+        max_bytes: payload.len() - 1,
+    };
+    let err = decode_event(Format::Json, None, payload.as_bytes(), &limits);
+    assert_eq!(err.map_err(|e| e.reason()), Err("oversized"));
+}

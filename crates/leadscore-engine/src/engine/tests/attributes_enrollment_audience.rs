@@ -1,0 +1,124 @@
+//! SPEC section 3 rules 1 to 3: attributes, enrollment and the audience.
+
+use super::*;
+
+// 1. Attributes
+
+#[test]
+fn attributes_update_whether_or_not_the_user_is_enrolled() {
+    let e = rules("");
+    let r = run(
+        &e,
+        &[
+            attr("u", T0, "lead_status", s("Open")),
+            attr("u", T0 + 1, "seats", Some(Scalar::Int(5))),
+            attr("u", T0 + 2, "seats", None),
+        ],
+    );
+    let st = r.user("u");
+    assert!(!st.enrolled);
+    assert_eq!(st.attribute("lead_status"), s("Open").as_ref());
+    assert_eq!(st.attribute("seats"), None);
+}
+
+#[test]
+fn email_added_sets_the_email_attribute() {
+    let r = run(&rules(""), &[email("u", T0)]);
+    assert_eq!(r.user("u").attribute("email"), s("u@example.com").as_ref());
+}
+
+// 2. Enrollment
+
+#[test]
+fn events_before_enrollment_never_score() {
+    let r = run(
+        &rules(""),
+        &[session("u", T0), custom("u", T0 + 1, "demo_requested")],
+    );
+    assert_eq!(r.score("u"), 0);
+    assert_eq!(r.outcomes, [Outcome::NotEnrolled, Outcome::NotEnrolled]);
+    assert!(!r.user("u").enrolled);
+}
+
+#[test]
+fn the_enrolling_event_is_also_scored() {
+    let e = rules("");
+    // With a session_start entry, the enrolling session scores through "engaged".
+    let src = BASE.replace(
+        r#"on = [{ type = "email_added" }, { type = "external_score" }]"#,
+        r#"on = [{ type = "session_start" }]"#,
+    );
+    let e2 = Engine::new(crate::rules::parse_str(&src, "t.toml").expect("rules"));
+    let r = run(&e2, &[session("u", T0)]);
+    assert_eq!(r.score("u"), 1);
+    assert!(r.user("u").enrolled);
+    // email_added enrolls but matches no group: enrolled, no score.
+    let r = run(&e, &[email("u", T0), session("u", T0 + 1)]);
+    assert_eq!(r.outcomes, [Outcome::NoGroup, Outcome::Scored]);
+    assert_eq!(r.score("u"), 1);
+}
+
+// 3. Audience
+
+#[test]
+fn excluded_users_do_not_score() {
+    let r = run(
+        &rules(""),
+        &[
+            email("u", T0),
+            attr("u", T0 + 1, "is_employee", Some(Scalar::Bool(true))),
+            session("u", T0 + 2),
+        ],
+    );
+    assert_eq!(r.score("u"), 0);
+    assert_eq!(r.outcomes[2], Outcome::OutsideAudience);
+}
+
+#[test]
+fn audience_is_evaluated_on_the_attributes_after_the_event() {
+    let src = format!(
+        "{}\n[[group]]\nname = \"became lead\"\ndelta = 3\ntriggers = [{{ type = \"attribute_changed\", name = \"lifecycle_stage\" }}]\n",
+        BASE
+    );
+    let e = Engine::new(crate::rules::parse_str(&src, "t.toml").expect("rules"));
+    let r = run(
+        &e,
+        &[
+            email("u", T0),
+            attr("u", T0 + 1, "lifecycle_stage", s("customer")),
+            attr("u", T0 + 2, "lifecycle_stage", s("lead")),
+        ],
+    );
+    assert_eq!(r.outcomes[1], Outcome::OutsideAudience);
+    assert_eq!(r.outcomes[2], Outcome::Scored);
+    assert_eq!(r.score("u"), 3);
+}
+
+#[test]
+fn include_predicates_must_all_hold() {
+    let mut r = rules("").rules().clone();
+    r.audience.include = vec![
+        Predicate {
+            key: "country".into(),
+            test: crate::rules::Test::In(vec![Scalar::Str("DE".into())]),
+        },
+        Predicate {
+            key: "employees".into(),
+            test: crate::rules::Test::Gte(50),
+        },
+    ];
+    let e = Engine::new(r);
+    let r = run(
+        &e,
+        &[
+            email("u", T0),
+            attr("u", T0 + 1, "country", s("DE")),
+            session("u", T0 + 2),
+            attr("u", T0 + 3, "employees", Some(Scalar::Int(50))),
+            session("u", T0 + 4),
+        ],
+    );
+    assert_eq!(r.outcomes[2], Outcome::OutsideAudience);
+    assert_eq!(r.outcomes[4], Outcome::Scored);
+    assert_eq!(r.score("u"), 1);
+}

@@ -1,0 +1,250 @@
+//! SPEC section 3 rules 8 and 9 (duplicates, replays) and the score change records of section 4.
+
+use super::*;
+
+// 8. Duplicates
+
+#[test]
+fn a_duplicate_just_inside_the_window_changes_nothing() {
+    let r = run(
+        &rules(""),
+        &[
+            email("u", T0),
+            with_id(session("u", T0 + H), "e1"),
+            with_id(session("u", T0 + H + D - 1), "e1"),
+        ],
+    );
+    assert_eq!(r.outcomes[2], Outcome::Duplicate);
+    assert_eq!(r.score("u"), 1);
+}
+
+#[test]
+fn the_same_id_just_outside_the_window_applies_again() {
+    let r = run(
+        &rules(""),
+        &[
+            email("u", T0),
+            with_id(session("u", T0 + H), "e1"),
+            with_id(session("u", T0 + H + D), "e1"),
+            with_id(session("u", T0 + H + D + 1), "e1"),
+        ],
+    );
+    assert_eq!(r.outcomes[2..], [Outcome::Scored, Outcome::Duplicate]);
+    assert_eq!(r.score("u"), 2);
+}
+
+#[test]
+fn a_redelivered_event_is_a_duplicate_even_much_later_in_the_log() {
+    let mut events = vec![
+        email("u", T0),
+        with_id(custom("u", T0 + H, "webinar_joined"), "w"),
+    ];
+    events.extend((0..20).map(|i| session("v", T0 + i * H)));
+    events.push(with_id(custom("u", T0 + H, "webinar_joined"), "w"));
+    let r = run(&rules(""), &events);
+    assert_eq!(r.outcomes.last(), Some(&Outcome::Duplicate));
+    assert_eq!(r.score("u"), 1);
+}
+
+/// Issue 9.3: an event that arrives more than two windows behind the partition clock, sent
+/// twice back to back (a producer's retry), is applied once: its id's retention counts from
+/// the clock when it was recorded, not from its own time.
+#[test]
+fn a_late_event_retried_by_its_producer_is_a_duplicate() {
+    let r = run(
+        &rules(""),
+        &[
+            email("u", T0),
+            session("v", T0 + 10 * D),
+            with_id(session("u", T0 + H), "late"),
+            with_id(session("u", T0 + H), "late"),
+        ],
+    );
+    assert_eq!(r.outcomes[2..], [Outcome::Scored, Outcome::Duplicate]);
+    assert_eq!(r.score("u"), 1);
+}
+
+#[test]
+fn a_late_events_id_is_forgotten_two_windows_after_it_was_recorded() {
+    let e = rules("");
+    let late = with_id(session("u", T0 + H), "late");
+    let mut r = run(
+        &e,
+        &[email("u", T0), session("v", T0 + 10 * D), late.clone()],
+    );
+    let recorded = T0 + 10 * D;
+    assert_eq!(r.user("u").seen.last().map(|s| s.recorded), Some(recorded));
+    // Kept while the clock is within two windows of the recording clock ...
+    for (i, at) in [(3, recorded + 2 * D - 1), (4, recorded + 2 * D + 1)] {
+        r.partition.process(
+            &e,
+            &mut r.users,
+            &with_id(session("v", at), &format!("v{i}")),
+            Origin {
+                topic: "t",
+                partition: 0,
+                offset: i,
+            },
+            &mut r.changes,
+        );
+        let kept = r.user("u").seen.len();
+        let o = r.partition.process(
+            &e,
+            &mut r.users,
+            &with_id(attr("u", at, "x", s("y")), &format!("probe{i}")),
+            Origin {
+                topic: "t",
+                partition: 0,
+                offset: 10 + i,
+            },
+            &mut r.changes,
+        );
+        assert_ne!(o, Outcome::Duplicate);
+        let has_late = r
+            .user("u")
+            .seen
+            .iter()
+            .any(|s| s.id_hash == crate::state::stable_hash(b"late"));
+        // ... and forgotten once it is past them.
+        assert_eq!(has_late, i == 3, "clock {at}, {kept} ids before");
+    }
+}
+
+#[test]
+fn duplicates_are_per_user() {
+    let r = run(
+        &rules(""),
+        &[
+            email("u", T0),
+            email("v", T0),
+            with_id(session("u", T0 + 1), "same"),
+            with_id(session("v", T0 + 2), "same"),
+        ],
+    );
+    assert_eq!((r.score("u"), r.score("v")), (1, 1));
+}
+
+#[test]
+fn a_duplicate_does_not_update_attributes() {
+    let r = run(
+        &rules(""),
+        &[
+            with_id(attr("u", T0, "lead_status", s("Open")), "a"),
+            attr("u", T0 + 1, "lead_status", s("MQL")),
+            with_id(attr("u", T0 + 2, "lead_status", s("Open")), "a"),
+        ],
+    );
+    assert_eq!(r.user("u").attribute("lead_status"), s("MQL").as_ref());
+}
+
+// Score change records (SPEC section 4)
+
+#[test]
+fn a_tracked_attribute_change_alone_is_published_with_delta_zero() {
+    let r = run(
+        &rules(""),
+        &[
+            attr("u", T0, "lead_status", s("Open")),
+            attr("u", T0 + 1, "lead_status", s("Open")),
+            attr("u", T0 + 2, "city", s("Berlin")),
+        ],
+    );
+    assert_eq!(r.kinds(), [(ReasonKind::Attribute, 0)]);
+    assert_eq!(r.changes[0].attribute("lead_status"), s("Open").as_ref());
+}
+
+#[test]
+fn changes_carry_ids_reasons_and_a_snapshot_of_tracked_attributes() {
+    let r = run(
+        &rules(""),
+        &[
+            attr("u", T0, "lead_status", s("Working")),
+            email("u", T0 + 1),
+            with_id(custom("u", T0 + 2, "demo_requested"), "d-1"),
+        ],
+    );
+    let c = r.changes.last().expect("a change");
+    assert_eq!((c.previous_score, c.score, c.delta), (0, 5, 5));
+    assert_eq!(c.reason.kind, ReasonKind::Rule);
+    assert_eq!(c.reason.group.as_deref(), Some("high intent"));
+    assert_eq!(c.reason.source_event_id.as_deref(), Some("d-1"));
+    assert_eq!(
+        c.attributes,
+        vec![("lead_status".to_string(), Scalar::Str("Working".into()))]
+    );
+    // An event without an id is named by its position.
+    let first = &r.changes[0];
+    assert_eq!(first.reason.source_event_id.as_deref(), Some("t/0/0"));
+}
+
+#[test]
+fn change_ids_are_deterministic_and_unique() {
+    let e = rules(DECAY);
+    let events = [
+        email("u", T0),
+        session("u", T0 + 1),
+        with_id(session("u", T0 + 2), "x"),
+        with_id(session("u", T0 + 2 + D), "x"),
+        session("v", T0 + 30 * D),
+    ];
+    let a = run(&e, &events);
+    let b = run(&e, &events);
+    let ids: Vec<&str> = a.changes.iter().map(|c| c.event_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        b.changes
+            .iter()
+            .map(|c| c.event_id.as_str())
+            .collect::<Vec<_>>()
+    );
+    let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "{ids:?}");
+}
+
+// 9. Replays
+
+#[test]
+fn a_replayed_offset_changes_nothing() {
+    let e = rules("");
+    let mut users = BTreeMap::new();
+    let mut changes = Vec::new();
+    let mut p = Partition::new();
+    let origin = Origin {
+        topic: "t",
+        partition: 0,
+        offset: 7,
+    };
+    for ev in [email("u", T0), session("u", T0 + 1)] {
+        let o = Origin {
+            offset: origin.offset + ev.time - T0,
+            ..origin
+        };
+        p.process(&e, &mut users, &ev, o, &mut changes);
+    }
+    let before = users.clone();
+    let o = p.process(
+        &e,
+        &mut users,
+        &session("u", T0 + 1),
+        Origin {
+            offset: 8,
+            ..origin
+        },
+        &mut changes,
+    );
+    assert_eq!(o, Outcome::Replayed);
+    assert_eq!(users, before);
+}
+
+#[test]
+fn change_ids_spell_the_source_time_and_kind() {
+    assert_eq!(
+        change_id("e-1", T0, ReasonKind::Rule),
+        format!("e-1@{T0}:rule")
+    );
+    assert_eq!(
+        change_id("x", -1_500, ReasonKind::External),
+        "x@-1500:external"
+    );
+    assert_eq!(change_id("y", 0, ReasonKind::Attribute), "y@0:attribute");
+}

@@ -1,0 +1,275 @@
+//! SPEC section 3 rule 7: inactivity decay and its timer.
+
+use super::*;
+
+// 7. Inactivity
+
+#[test]
+fn inactivity_decays_the_score_a_window_after_the_last_change() {
+    let e = rules(DECAY);
+    let events = [
+        email("u", T0),
+        session("u", T0),
+        session("u", T0 + H),
+        session("v", T0 + 7 * D + H),
+    ];
+    let r = run(&e, &events);
+    assert_eq!(r.score("u"), 1);
+    let c = &r.changes[2];
+    assert_eq!(
+        (c.reason.kind, c.time, c.delta),
+        (ReasonKind::Inactivity, T0 + H + 7 * D, -1)
+    );
+    assert_eq!(r.user("u").timer_due, Some(T0 + H + 14 * D));
+}
+
+#[test]
+fn an_event_at_exactly_the_decay_time_sees_the_decay_first() {
+    let e = rules(DECAY);
+    let r = run(
+        &e,
+        &[
+            email("u", T0),
+            session("u", T0),
+            session("u", T0 + 1),
+            session("u", T0 + 1 + 7 * D),
+        ],
+    );
+    assert_eq!(
+        r.kinds(),
+        [
+            (ReasonKind::Rule, 1),
+            (ReasonKind::Rule, 1),
+            (ReasonKind::Inactivity, -1),
+            (ReasonKind::Rule, 1)
+        ]
+    );
+    assert_eq!(r.score("u"), 2);
+}
+
+#[test]
+fn one_millisecond_before_the_decay_time_nothing_decays() {
+    let e = rules(DECAY);
+    let r = run(
+        &e,
+        &[
+            email("u", T0),
+            session("u", T0),
+            session("v", T0 + 7 * D - 1),
+        ],
+    );
+    assert_eq!(r.score("u"), 1);
+    assert_eq!(r.changes.len(), 1);
+}
+
+#[test]
+fn the_timer_repeats_every_window_until_the_change_clamps_to_zero() {
+    let e = rules(&format!("[score]\nmin = 0\n{DECAY}"));
+    let mut events = vec![email("u", T0)];
+    events.extend((0..3).map(|i| session("u", T0 + i)));
+    // Clock advances one window at a time: one change per window.
+    let mut r = run(&e, &events);
+    for w in 1..=5 {
+        r.partition
+            .advance(&e, &mut r.users, T0 + 2 + w * 7 * D, &mut r.changes);
+    }
+    assert_eq!(r.score("u"), 0);
+    let decays: Vec<(Millis, u32)> = r
+        .changes
+        .iter()
+        .filter(|c| c.reason.kind == ReasonKind::Inactivity)
+        .map(|c| (c.time, c.windows))
+        .collect();
+    assert_eq!(
+        decays,
+        [
+            (T0 + 2 + 7 * D, 1),
+            (T0 + 2 + 14 * D, 1),
+            (T0 + 2 + 21 * D, 1)
+        ]
+    );
+    assert_eq!(r.user("u").timer_due, None);
+    assert_eq!(r.partition.pending_timers(), 0);
+}
+
+#[test]
+fn one_clock_advance_over_many_windows_publishes_one_change_with_their_total() {
+    let e = rules(&format!("[score]\nmin = 0\n{DECAY}"));
+    let mut events = vec![email("u", T0)];
+    events.extend((0..3).map(|i| session("u", T0 + i)));
+    let r = run_until(&e, &events, Some(T0 + 100 * D));
+    let decays: Vec<&ScoreChange> = r
+        .changes
+        .iter()
+        .filter(|c| c.reason.kind == ReasonKind::Inactivity)
+        .collect();
+    assert_eq!(decays.len(), 1);
+    let c = decays[0];
+    assert_eq!((c.previous_score, c.score, c.delta), (3, 0, -3));
+    // The time of the last window applied, and how many windows the change covers.
+    assert_eq!((c.time, c.windows), (T0 + 2 + 21 * D, 3));
+    assert_eq!(c.event_id, format!("inactivity:u@{}", T0 + 2 + 21 * D));
+    assert_eq!(r.user("u").last_change, Some(T0 + 2 + 21 * D));
+    assert_eq!(r.user("u").timer_due, None);
+    assert_eq!(r.partition.pending_timers(), 0);
+}
+
+/// Issue 9.2: a score of 10^12 with a one-minute window and a year of silence is one change,
+/// computed in closed form, not half a million.
+#[test]
+fn a_year_of_one_minute_windows_costs_one_change() {
+    let e = rules("[inactivity]\nwindow = \"1m\"\ndelta = -1\n");
+    let r = run_until(
+        &e,
+        &[external("u", T0, ScoreOp::Set(1_000_000_000_000), None)],
+        Some(T0 + 365 * D),
+    );
+    let windows = 365 * 24 * 60;
+    assert_eq!(r.changes.len(), 2, "the external score and one decay");
+    let c = &r.changes[1];
+    assert_eq!(c.reason.kind, ReasonKind::Inactivity);
+    assert_eq!(c.windows, windows as u32);
+    assert_eq!(c.delta, -windows);
+    assert_eq!(r.score("u"), 1_000_000_000_000 - windows);
+    assert_eq!(c.time, T0 + 365 * D);
+    // Due again one window after the last one applied.
+    assert_eq!(r.user("u").timer_due, Some(T0 + 365 * D + M));
+}
+
+/// The collapsed decay ends exactly where firing window by window ends, for every shape of
+/// decay and bounds, and however far the clock jumps.
+#[test]
+fn a_collapsed_decay_equals_firing_window_by_window() {
+    let decays = [
+        "window = \"1h\"\ndelta = -1",
+        "window = \"1h\"\ndelta = -7",
+        "window = \"1h\"\nfactor = 0.5",
+        "window = \"1h\"\nfactor = 0.93",
+    ];
+    let bounds = [
+        "",
+        "[score]\nmin = 0",
+        "[score]\nmin = -20\nmax = 50",
+        "[score]\nmin = 3",
+    ];
+    for decay in decays {
+        for bound in bounds {
+            let e = rules(&format!("{bound}\n[inactivity]\n{decay}\n"));
+            for start in [-30, 0, 1, 5, 49, 1_000, 1 << 40] {
+                for jump in [1, 2, 3, 7, 40, 500] {
+                    let events = [external("u", T0, ScoreOp::Set(start), None)];
+                    let at = T0 + jump * H + 17 * M;
+                    let collapsed = run_until(&e, &events, Some(at));
+                    let mut stepped = run(&e, &events);
+                    for w in 1..=jump {
+                        stepped.partition.advance(
+                            &e,
+                            &mut stepped.users,
+                            T0 + w * H,
+                            &mut stepped.changes,
+                        );
+                    }
+                    stepped
+                        .partition
+                        .advance(&e, &mut stepped.users, at, &mut stepped.changes);
+                    let what = format!("{bound} / {decay} / start {start} / {jump} windows");
+                    assert_eq!(collapsed.users, stepped.users, "{what}");
+                    let decays = |r: &Run| -> (i64, u32, Option<Millis>) {
+                        let d: Vec<&ScoreChange> = r
+                            .changes
+                            .iter()
+                            .filter(|c| c.reason.kind == ReasonKind::Inactivity)
+                            .collect();
+                        (
+                            d.iter().map(|c| c.delta).sum(),
+                            d.iter().map(|c| c.windows).sum(),
+                            d.last().map(|c| c.time),
+                        )
+                    };
+                    assert_eq!(decays(&collapsed), decays(&stepped), "{what}");
+                    assert!(
+                        collapsed
+                            .changes
+                            .iter()
+                            .filter(|c| c.reason.kind == ReasonKind::Inactivity)
+                            .count()
+                            <= 1,
+                        "{what}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_timer_ends_for_a_user_excluded_at_due_time() {
+    let e = rules(DECAY);
+    let r = run_until(
+        &e,
+        &[
+            email("u", T0),
+            session("u", T0),
+            attr("u", T0 + D, "lifecycle_stage", s("customer")),
+        ],
+        Some(T0 + 30 * D),
+    );
+    assert_eq!(r.score("u"), 1);
+    assert_eq!(r.user("u").timer_due, None);
+}
+
+#[test]
+fn the_timer_ends_for_a_user_not_enrolled_at_due_time() {
+    let no_entry = format!(
+        "{DECAY}{}",
+        BASE.replace(
+            r#"on = [{ type = "email_added" }, { type = "external_score" }]"#,
+            r#"on = [{ type = "email_added" }]"#,
+        )
+    );
+    let e = Engine::new(crate::rules::parse_str(&no_entry, "t.toml").expect("rules"));
+    let r = run_until(
+        &e,
+        &[external("u", T0, ScoreOp::Set(10), None)],
+        Some(T0 + 30 * D),
+    );
+    assert_eq!(r.score("u"), 10);
+    assert_eq!(r.user("u").timer_due, None);
+}
+
+#[test]
+fn factor_decay_multiplies_and_truncates_toward_zero() {
+    let e = rules("[inactivity]\nwindow = \"1d\"\nfactor = 0.5\n");
+    let mut r = run(&e, &[external("u", T0, ScoreOp::Set(7), None)]);
+    for d in 1..=10 {
+        r.partition
+            .advance(&e, &mut r.users, T0 + d * D, &mut r.changes);
+    }
+    let scores: Vec<i64> = r.changes.iter().map(|c| c.score).collect();
+    assert_eq!(scores, [7, 3, 1, 0]);
+    assert_eq!(r.user("u").timer_due, None);
+}
+
+#[test]
+fn inactivity_changes_ignore_caps_and_reentry_but_restart_reentry() {
+    let src = format!(
+        "{DECAY}{}",
+        BASE.replace(
+            "{ type = \"external_score\" }]",
+            "{ type = \"external_score\" }]\nreentry_window = \"1h\""
+        )
+    );
+    let e = Engine::new(crate::rules::parse_str(&src, "t.toml").expect("rules"));
+    let r = run(
+        &e,
+        &[
+            email("u", T0),
+            session("u", T0),
+            session("u", T0 + 7 * D + 30 * M),
+            session("u", T0 + 7 * D + H),
+        ],
+    );
+    // Decay at T0+7d; the session 30 minutes later waits; the one an hour later scores.
+    assert_eq!(r.outcomes[2..], [Outcome::ReentryWait, Outcome::Scored]);
+    assert_eq!(r.score("u"), 1);
+}

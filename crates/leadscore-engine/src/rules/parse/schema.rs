@@ -1,0 +1,375 @@
+//! The walk of the rules file's schema, top down: one method per table of the format.
+
+use super::access::{index, join, source_text};
+use super::{Loader, Value, DEFAULT_DEDUPE_WINDOW, MAX_FACTOR_SCALE, TOP_LEVEL_KEYS};
+use std::collections::HashMap;
+
+use toml::de::{DeTable, DeValue};
+
+use crate::event::EventType;
+use crate::rules::{
+    Audience, Cap, Decay, Entry, Group, Inactivity, Matcher, Output, Rules, ScoreSettings,
+};
+
+impl Loader<'_> {
+    pub(super) fn rules(&mut self, root: &DeTable<'_>) -> Rules {
+        self.check_keys(root, "", "at the top level", TOP_LEVEL_KEYS);
+        let dedupe_window = root
+            .get("dedupe_window")
+            .and_then(|v| self.duration(v, "dedupe_window"))
+            .unwrap_or(DEFAULT_DEDUPE_WINDOW);
+        Rules {
+            dedupe_window,
+            score: self.score(root.get("score")),
+            entry: self.entry(root.get("entry")),
+            audience: self.audience(root.get("audience")),
+            groups: self.groups(root.get("group")),
+            inactivity: root.get("inactivity").and_then(|v| self.inactivity(v)),
+            output: self.output(root.get("output")),
+        }
+    }
+
+    fn score(&mut self, value: Option<&Value<'_>>) -> ScoreSettings {
+        let mut score = ScoreSettings {
+            name: "lead score".to_string(),
+            min: None,
+            max: None,
+        };
+        let Some(t) = value.and_then(|v| self.table(v, "score", "a table ([score])")) else {
+            return score;
+        };
+        self.check_keys(t, "score", "in [score]", &["name", "min", "max"]);
+        if let Some(name) = t.get("name").and_then(|v| self.string(v, "score.name")) {
+            score.name = name;
+        }
+        score.min = t.get("min").and_then(|v| self.integer(v, "score.min"));
+        score.max = t.get("max").and_then(|v| self.integer(v, "score.max"));
+        if let (Some(min), Some(max), Some(max_value)) = (score.min, score.max, t.get("max")) {
+            if min > max {
+                self.error(
+                    max_value.span(),
+                    "score.max",
+                    format!("max ({max}) is less than min ({min})"),
+                );
+            }
+        }
+        score
+    }
+
+    fn entry(&mut self, value: Option<&Value<'_>>) -> Entry {
+        let mut entry = Entry {
+            on: default_entry_matchers(),
+            reentry_window: 0,
+        };
+        let Some(t) = value.and_then(|v| self.table(v, "entry", "a table ([entry])")) else {
+            return entry;
+        };
+        self.check_keys(t, "entry", "in [entry]", &["on", "reentry_window"]);
+        if let Some(v) = t.get("on") {
+            entry.on = self.matchers(v, "entry.on");
+        }
+        if let Some(w) = t
+            .get("reentry_window")
+            .and_then(|v| self.duration(v, "entry.reentry_window"))
+        {
+            entry.reentry_window = w;
+        }
+        entry
+    }
+
+    fn audience(&mut self, value: Option<&Value<'_>>) -> Audience {
+        let mut audience = Audience::default();
+        let Some(t) = value.and_then(|v| self.table(v, "audience", "a table ([audience])")) else {
+            return audience;
+        };
+        self.check_keys(t, "audience", "in [audience]", &["include", "exclude"]);
+        if let Some(v) = t.get("include") {
+            audience.include = self.predicates(v, "audience.include", "attribute");
+        }
+        if let Some(v) = t.get("exclude") {
+            audience.exclude = self.predicates(v, "audience.exclude", "attribute");
+        }
+        audience
+    }
+
+    fn groups(&mut self, value: Option<&Value<'_>>) -> Vec<Group> {
+        let Some(value) = value else {
+            return Vec::new();
+        };
+        let Some(items) = self.array(
+            value,
+            "group",
+            "an array of tables ([[group]], not [group])",
+        ) else {
+            return Vec::new();
+        };
+        // Name -> where it was first used, for the duplicate-name error.
+        let mut seen: HashMap<String, (String, usize)> = HashMap::new();
+        let mut groups = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = index("group", i);
+            if let Some(group) = self.group(item, &path, &mut seen) {
+                groups.push(group);
+            }
+        }
+        groups
+    }
+
+    fn group(
+        &mut self,
+        value: &Value<'_>,
+        path: &str,
+        seen: &mut HashMap<String, (String, usize)>,
+    ) -> Option<Group> {
+        let t = self.table(value, path, "a table ([[group]])")?;
+        self.check_keys(
+            t,
+            path,
+            "in a [[group]]",
+            &["name", "delta", "triggers", "cap"],
+        );
+        let name = self.required(t, value, path, "name", "").and_then(|v| {
+            let key = join(path, "name");
+            let name = self.string(v, &key)?;
+            if let Some((first, line)) = seen.get(&name) {
+                let message = format!(
+                    "duplicate group name {name:?} (already used by {first} on line {line})"
+                );
+                self.error(v.span(), &key, message);
+            } else {
+                let line = self.position(v.span().start).0;
+                seen.insert(name.clone(), (path.to_string(), line));
+            }
+            Some(name)
+        });
+        let delta = self.required(t, value, path, "delta", "").and_then(|v| {
+            let key = join(path, "delta");
+            let delta = self.integer(v, &key)?;
+            if delta == 0 {
+                self.error(
+                    v.span(),
+                    &key,
+                    "must not be zero: a group's delta is the (non-zero) change it applies",
+                );
+                return None;
+            }
+            Some(delta)
+        });
+        let triggers = self
+            .required(
+                t,
+                value,
+                path,
+                "triggers",
+                " (a group needs at least one trigger)",
+            )
+            .and_then(|v| {
+                let key = join(path, "triggers");
+                let triggers = self.matchers(v, &key);
+                if v.get_ref().as_array().is_some_and(|a| a.is_empty()) {
+                    self.error(
+                        v.span(),
+                        &key,
+                        "is empty: a group needs at least one trigger",
+                    );
+                    return None;
+                }
+                Some(triggers)
+            });
+        let cap = match t.get("cap") {
+            Some(v) => Some(self.cap(v, &join(path, "cap"))?),
+            None => None,
+        };
+        Some(Group {
+            name: name?,
+            delta: delta?,
+            triggers: triggers?,
+            cap,
+        })
+    }
+
+    fn cap(&mut self, value: &Value<'_>, path: &str) -> Option<Cap> {
+        let t = self.table(value, path, "a table like { points = 20, per = \"1d\" }")?;
+        self.check_keys(t, path, "in a cap", &["points", "per"]);
+        let points = self.required(t, value, path, "points", "").and_then(|v| {
+            let key = join(path, "points");
+            let points = self.integer(v, &key)?;
+            match u64::try_from(points) {
+                Ok(p) if p > 0 => Some(p),
+                _ => {
+                    self.error(v.span(), &key, format!("must be positive, found {points}"));
+                    None
+                }
+            }
+        });
+        let per = self
+            .required(t, value, path, "per", "")
+            .and_then(|v| self.positive_duration(v, &join(path, "per")));
+        Some(Cap {
+            points: points?,
+            per: per?,
+        })
+    }
+
+    fn inactivity(&mut self, value: &Value<'_>) -> Option<Inactivity> {
+        let path = "inactivity";
+        let t = self.table(value, path, "a table ([inactivity])")?;
+        self.check_keys(t, path, "in [inactivity]", &["window", "delta", "factor"]);
+        let window = self
+            .required(t, value, path, "window", "")
+            .and_then(|v| self.positive_duration(v, "inactivity.window"));
+        let delta = t.get_key_value("delta");
+        let factor = t.get_key_value("factor");
+        let delta_decay = delta.and_then(|(_, v)| {
+            let d = self.integer(v, "inactivity.delta")?;
+            if d >= 0 {
+                self.error(
+                    v.span(),
+                    "inactivity.delta",
+                    format!("must be negative (inactivity lowers a score), found {d}"),
+                );
+                return None;
+            }
+            Some(Decay::Delta(d))
+        });
+        let factor_decay = factor.and_then(|(_, v)| self.factor(v, "inactivity.factor"));
+        let decay = match (delta, factor) {
+            (Some((dk, _)), Some((fk, _))) => {
+                let (later, name) = if dk.span().start > fk.span().start {
+                    (dk, "delta")
+                } else {
+                    (fk, "factor")
+                };
+                self.error(
+                    later.span(),
+                    &join(path, name),
+                    "set either `delta` or `factor`, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.error(
+                    value.span(),
+                    path,
+                    "needs either `delta` (a negative integer) or `factor` (a decimal strictly between 0 and 1)",
+                );
+                None
+            }
+            (Some(_), None) => delta_decay,
+            (None, Some(_)) => factor_decay,
+        };
+        Some(Inactivity {
+            window: window?,
+            decay: decay?,
+        })
+    }
+
+    /// The one float of the format, kept exact: `0.57` becomes `57 / 10^2`, so decay never
+    /// suffers binary rounding (see [`Decay::Factor`]).
+    fn factor(&mut self, value: &Value<'_>, key: &str) -> Option<Decay> {
+        const RANGE: &str = "must be a decimal strictly between 0 and 1";
+        let f = match value.get_ref() {
+            DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+            DeValue::Integer(i) => {
+                self.error(value.span(), key, format!("{RANGE}, found {i}"));
+                return None;
+            }
+            _ => {
+                self.wrong_type(value, key, "a decimal between 0 and 1, like 0.9");
+                return None;
+            }
+        };
+        let Some(f) = f.filter(|f| *f > 0.0 && *f < 1.0) else {
+            self.error(
+                value.span(),
+                key,
+                format!("{RANGE}, found {}", source_text(value)),
+            );
+            return None;
+        };
+        match decimal(&format!("{f}")) {
+            Some((numerator, scale)) if scale <= MAX_FACTOR_SCALE => {
+                Some(Decay::Factor { numerator, scale })
+            }
+            _ => {
+                self.error(
+                    value.span(),
+                    key,
+                    format!("{f} has more than {MAX_FACTOR_SCALE} decimal places"),
+                );
+                None
+            }
+        }
+    }
+
+    fn output(&mut self, value: Option<&Value<'_>>) -> Output {
+        let mut output = Output::default();
+        let Some(t) = value.and_then(|v| self.table(v, "output", "a table ([output])")) else {
+            return output;
+        };
+        self.check_keys(t, "output", "in [output]", &["tracked_attributes"]);
+        if let Some(v) = t.get("tracked_attributes") {
+            let key = "output.tracked_attributes";
+            if let Some(items) = self.array(v, key, "an array of attribute names") {
+                output.tracked_attributes = items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| self.string(item, &index(key, i)))
+                    .collect();
+            }
+        }
+        output
+    }
+}
+
+/// What enrolls a user when `[entry]` or its `on` is absent (SPEC section 3, the seed's canvas).
+pub(super) fn default_entry_matchers() -> Vec<Matcher> {
+    [EventType::EmailAdded, EventType::ExternalScore]
+        .into_iter()
+        .map(|kind| Matcher {
+            kind,
+            name: None,
+            app_id: None,
+            properties: Vec::new(),
+        })
+        .collect()
+}
+
+/// An exact decimal `numerator / 10^scale` from a decimal string such as `0.57`, `-1.25` or
+/// `1e-5`, normalized (no trailing zeros in the numerator while `scale > 0`). `None` if the
+/// string is not a plain decimal or the numerator does not fit an i64.
+pub(super) fn decimal(s: &str) -> Option<(i64, u32)> {
+    let (mantissa, exponent) = match s.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().ok()?),
+        None => (s, 0),
+    };
+    let (negative, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa.strip_prefix('+').unwrap_or(mantissa)),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{int_part}{frac_part}");
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut scale = i64::try_from(frac_part.len()).ok()?.checked_sub(exponent)?;
+    let digits = digits.trim_start_matches('0');
+    let mut numerator: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
+    while scale < 0 {
+        numerator = numerator.checked_mul(10)?;
+        scale += 1;
+    }
+    while scale > 0 && numerator != 0 && numerator % 10 == 0 {
+        numerator /= 10;
+        scale -= 1;
+    }
+    if numerator == 0 {
+        scale = 0;
+    }
+    let numerator = i64::try_from(if negative { -numerator } else { numerator }).ok()?;
+    Some((numerator, u32::try_from(scale).ok()?))
+}

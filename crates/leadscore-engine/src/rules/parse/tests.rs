@@ -1,0 +1,637 @@
+use super::schema::{decimal, default_entry_matchers};
+use super::*;
+use crate::event::{EventType, Scalar};
+use crate::rules::{Audience, Cap, Decay, Inactivity, Matcher, Output, Predicate, Test};
+
+/// Parses `source`, expecting errors, and returns them.
+fn errors(source: &str) -> Vec<RuleError> {
+    match parse_str(source, "test.toml") {
+        Ok(rules) => panic!("expected errors, got {rules:?}"),
+        Err(RulesErrors(errors)) => errors,
+    }
+}
+
+/// Parses `source` expecting exactly one error, and returns its (line, key, message).
+fn one_error(source: &str) -> (usize, String, String) {
+    let errs = errors(source);
+    assert_eq!(errs.len(), 1, "expected one error, got {errs:#?}");
+    let e = &errs[0];
+    (e.line, e.key.clone(), e.message.clone())
+}
+
+fn parse(source: &str) -> Rules {
+    match parse_str(source, "test.toml") {
+        Ok(rules) => rules,
+        Err(e) => panic!("unexpected errors:\n{e}"),
+    }
+}
+
+const MINIMAL_GROUP: &str =
+    "[[group]]\nname = \"g\"\ndelta = 1\ntriggers = [{ type = \"session_start\" }]\n";
+
+fn str_matcher(kind: EventType, name: &str) -> Matcher {
+    Matcher {
+        kind,
+        name: Some(name.to_string()),
+        app_id: None,
+        properties: Vec::new(),
+    }
+}
+
+#[test]
+fn seed_canvas_loads_as_written() {
+    let rules = parse(Rules::SEED_CANVAS);
+    assert_eq!(rules.dedupe_window, 86_400_000);
+    assert_eq!(rules.score.name, "lead score");
+    assert_eq!((rules.score.min, rules.score.max), (Some(0), None));
+    assert_eq!(rules.entry.on, default_entry_matchers());
+    assert_eq!(rules.entry.reentry_window, 0);
+    assert_eq!(rules.audience.include, []);
+    assert_eq!(
+        rules.audience.exclude,
+        [
+            Predicate {
+                key: "is_employee".into(),
+                test: Test::Equals(Scalar::Bool(true)),
+            },
+            Predicate {
+                key: "lifecycle_stage".into(),
+                test: Test::In(vec![Scalar::Str("customer".into())]),
+            },
+        ]
+    );
+    let names: Vec<&str> = rules.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["engaged", "high intent", "unsubscribed"]);
+    let deltas: Vec<i64> = rules.groups.iter().map(|g| g.delta).collect();
+    assert_eq!(deltas, [1, 5, -1]);
+    assert_eq!(rules.groups[0].triggers.len(), 3);
+    assert_eq!(rules.groups[0].cap, None);
+    let high = &rules.groups[1];
+    assert_eq!(
+        high.cap,
+        Some(Cap {
+            points: 20,
+            per: 86_400_000
+        })
+    );
+    assert_eq!(
+        high.triggers[0],
+        str_matcher(EventType::CustomEvent, "demo_requested")
+    );
+    assert_eq!(
+        high.triggers[1].properties,
+        [Predicate {
+            key: "plan".into(),
+            test: Test::In(vec![
+                Scalar::Str("pro".into()),
+                Scalar::Str("enterprise".into())
+            ]),
+        }]
+    );
+    assert_eq!(
+        rules.inactivity,
+        Some(Inactivity {
+            window: 7 * 86_400_000,
+            decay: Decay::Delta(-1),
+        })
+    );
+    assert_eq!(rules.output, Output::default());
+}
+
+#[test]
+fn b2b_saas_example_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/rules/b2b-saas.toml");
+    let rules = match load_file(&path) {
+        Ok(rules) => rules,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(rules.groups.len() >= 5);
+    assert!(rules.groups.iter().any(|g| g.cap.is_some()));
+    assert!(rules.score.max.is_some());
+    assert!(!rules.audience.include.is_empty() && !rules.audience.exclude.is_empty());
+    assert_eq!(
+        rules.inactivity,
+        Some(Inactivity {
+            window: 14 * 86_400_000,
+            decay: Decay::Factor {
+                numerator: 9,
+                scale: 1
+            },
+        })
+    );
+    assert_eq!(
+        rules.output.tracked_attributes,
+        ["lead_status", "salesforce_lead_id"]
+    );
+}
+
+#[test]
+fn empty_file_takes_every_default() {
+    let rules = parse("");
+    assert_eq!(rules.dedupe_window, 86_400_000);
+    assert_eq!(rules.score.name, "lead score");
+    assert_eq!(rules.entry.on, default_entry_matchers());
+    assert_eq!(rules.entry.reentry_window, 0);
+    assert_eq!(rules.audience, Audience::default());
+    assert!(rules.groups.is_empty());
+    assert_eq!(rules.inactivity, None);
+    assert_eq!(rules.output.tracked_attributes, ["lead_status"]);
+}
+
+#[test]
+fn entry_without_on_keeps_the_default_matchers() {
+    let rules = parse("[entry]\nreentry_window = \"1h\"\n");
+    assert_eq!(rules.entry.on, default_entry_matchers());
+    assert_eq!(rules.entry.reentry_window, 3_600_000);
+}
+
+#[test]
+fn every_operator_and_matcher_field_loads() {
+    let rules = parse(
+        r#"
+[audience]
+include = [
+  { attribute = "a", equals = "x" },
+  { attribute = "b", not_in = [1, true, "s"] },
+  { attribute = "c", exists = false },
+  { attribute = "d", gt = -3 },
+  { attribute = "e", gte = 0x10 },
+  { attribute = "f", lt = 1_000 },
+  { attribute = "g", lte = 7 },
+]
+
+[[group]]
+name = "web"
+delta = 2
+triggers = [{ type = "session_start", app_id = "web" }, { type = "attribute_changed", name = "plan" }]
+"#,
+    );
+    let tests: Vec<&Test> = rules.audience.include.iter().map(|p| &p.test).collect();
+    assert_eq!(
+        tests,
+        [
+            &Test::Equals(Scalar::Str("x".into())),
+            &Test::NotIn(vec![
+                Scalar::Int(1),
+                Scalar::Bool(true),
+                Scalar::Str("s".into())
+            ]),
+            &Test::Exists(false),
+            &Test::Gt(-3),
+            &Test::Gte(16),
+            &Test::Lt(1000),
+            &Test::Lte(7),
+        ]
+    );
+    let triggers = &rules.groups[0].triggers;
+    assert_eq!(triggers[0].app_id.as_deref(), Some("web"));
+    assert_eq!(triggers[0].kind, EventType::SessionStart);
+    assert_eq!(
+        triggers[1],
+        str_matcher(EventType::AttributeChanged, "plan")
+    );
+}
+
+#[test]
+fn factor_is_kept_as_an_exact_decimal() {
+    for (text, numerator, scale) in [
+        ("0.9", 9, 1),
+        ("0.57", 57, 2),
+        ("0.500", 5, 1),
+        ("1e-5", 1, 5),
+        ("2.5e-1", 25, 2),
+    ] {
+        let rules = parse(&format!(
+            "[inactivity]\nwindow = \"14d\"\nfactor = {text}\n"
+        ));
+        assert_eq!(
+            rules.inactivity.map(|i| i.decay),
+            Some(Decay::Factor { numerator, scale }),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn decimal_reads_plain_and_exponent_forms() {
+    assert_eq!(decimal("0.57"), Some((57, 2)));
+    assert_eq!(decimal("1e-5"), Some((1, 5)));
+    assert_eq!(decimal("1.5E2"), Some((150, 0)));
+    assert_eq!(decimal("-0.25"), Some((-25, 2)));
+    assert_eq!(decimal("0.0"), Some((0, 0)));
+    assert_eq!(decimal("inf"), None);
+    assert_eq!(decimal("1e99"), None);
+}
+
+#[test]
+fn reports_a_syntax_error_with_its_location() {
+    let (line, key, message) = one_error("a = 1\nb = [1,\n");
+    assert_eq!((line, key.as_str()), (2, ""));
+    assert!(message.starts_with("TOML syntax error: "), "{message}");
+}
+
+#[test]
+fn reports_zero_delta_with_line_and_key() {
+    let (line, key, message) = one_error(
+        "[[group]]\nname = \"a\"\ndelta = 1\ntriggers = [{ type = \"session_start\" }]\n\n\
+             [[group]]\nname = \"b\"\ndelta = 0\ntriggers = [{ type = \"session_start\" }]\n",
+    );
+    assert_eq!((line, key.as_str()), (8, "group[2].delta"));
+    assert!(message.contains("zero"), "{message}");
+}
+
+#[test]
+fn reports_every_error_not_just_the_first() {
+    let errs = errors(
+        r#"dedupe_window = "1w"
+colour = "red"
+
+[score]
+min = 10
+max = 5
+
+[[group]]
+name = "g"
+delta = 0
+triggers = []
+"#,
+    );
+    let found: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (1, "dedupe_window"),
+            (2, "colour"),
+            (6, "score.max"),
+            (10, "group[1].delta"),
+            (11, "group[1].triggers"),
+        ]
+    );
+    let report = RulesErrors(errs).to_string();
+    assert_eq!(report.lines().count(), 5);
+    assert!(
+        report.starts_with("test.toml:1:17: dedupe_window: invalid duration: unknown unit"),
+        "{report}"
+    );
+}
+
+#[test]
+fn reports_unknown_keys_naming_the_allowed_ones() {
+    let (line, key, message) = one_error("[score]\nname = \"s\"\nmaximum = 3\n");
+    assert_eq!((line, key.as_str()), (3, "score.maximum"));
+    assert!(
+        message.contains("allowed in [score]: name, min, max"),
+        "{message}"
+    );
+    // `property` belongs in matchers; an audience predicate also misses its `attribute`.
+    let errs = errors("[audience]\nexclude = [{ property = \"x\", exists = true }]\n");
+    let found: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (2, "audience.exclude[1].attribute"),
+            (2, "audience.exclude[1].property")
+        ]
+    );
+    assert!(errs[1]
+        .message
+        .contains("allowed in a predicate: attribute, equals"));
+    let (_, key, message) = one_error(&format!("{MINIMAL_GROUP}dleta = 1\n"));
+    assert_eq!(key, "group[1].dleta");
+    assert!(message.contains("did you mean `delta`?"), "{message}");
+}
+
+#[test]
+fn reports_wrong_types() {
+    let errs = errors(
+        "[score]\nname = 3\n\n[entry]\non = { type = \"session_start\" }\n\n[output]\ntracked_attributes = [\"a\", 1]\n",
+    );
+    let found: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (2, "score.name"),
+            (5, "entry.on"),
+            (8, "output.tracked_attributes[2]")
+        ]
+    );
+    assert_eq!(errs[0].message, "expected a string, found an integer");
+    let (_, key, message) = one_error("[group]\nname = \"g\"\n");
+    assert_eq!(key, "group");
+    assert!(message.contains("[[group]]"), "{message}");
+}
+
+#[test]
+fn reports_a_float_outside_factor_naming_the_key() {
+    let (line, key, message) = one_error(
+        "[[group]]\nname = \"g\"\ndelta = 1.5\ntriggers = [{ type = \"session_start\" }]\n",
+    );
+    assert_eq!((line, key.as_str()), (3, "group[1].delta"));
+    assert!(message.contains(FLOAT_RULE), "{message}");
+    let (line, key, _) =
+        one_error("[audience]\ninclude = [{ attribute = \"n\", in = [1, 2.0] }]\n");
+    assert_eq!((line, key.as_str()), (2, "audience.include[1].in[2]"));
+}
+
+#[test]
+fn reports_a_factor_outside_zero_to_one() {
+    for factor in ["1.0", "1.5", "0.0", "-0.5", "1", "nan", "inf"] {
+        let (line, key, message) = one_error(&format!(
+            "[inactivity]\nwindow = \"7d\"\nfactor = {factor}\n"
+        ));
+        assert_eq!((line, key.as_str()), (3, "inactivity.factor"), "{factor}");
+        assert!(message.contains("strictly between 0 and 1"), "{message}");
+    }
+}
+
+#[test]
+fn reports_a_factor_too_precise_to_keep_exact() {
+    let (line, key, message) = one_error("[inactivity]\nwindow = \"7d\"\nfactor = 1e-30\n");
+    assert_eq!((line, key.as_str()), (3, "inactivity.factor"));
+    assert!(message.contains("decimal places"), "{message}");
+}
+
+#[test]
+fn reports_both_delta_and_factor() {
+    let (line, key, message) =
+        one_error("[inactivity]\nwindow = \"7d\"\ndelta = -1\nfactor = 0.5\n");
+    assert_eq!((line, key.as_str()), (4, "inactivity.factor"));
+    assert!(message.contains("not both"), "{message}");
+}
+
+#[test]
+fn reports_neither_delta_nor_factor() {
+    let (line, key, message) = one_error("\n[inactivity]\nwindow = \"7d\"\n");
+    assert_eq!((line, key.as_str()), (2, "inactivity"));
+    assert!(message.contains("either `delta`"), "{message}");
+}
+
+#[test]
+fn reports_a_non_negative_inactivity_delta() {
+    for delta in ["0", "2"] {
+        let (line, key, message) =
+            one_error(&format!("[inactivity]\nwindow = \"7d\"\ndelta = {delta}\n"));
+        assert_eq!((line, key.as_str()), (3, "inactivity.delta"));
+        assert!(message.contains("must be negative"), "{message}");
+    }
+}
+
+#[test]
+fn reports_bad_durations_with_the_duration_error() {
+    let (line, key, message) = one_error("[entry]\nreentry_window = \"2w\"\n");
+    assert_eq!((line, key.as_str()), (2, "entry.reentry_window"));
+    assert_eq!(
+        message,
+        r#"invalid duration: unknown unit "w" in "2w" (use ms, s, m, h or d)"#
+    );
+    let (line, key, message) = one_error("[inactivity]\nwindow = \"0s\"\ndelta = -1\n");
+    assert_eq!((line, key.as_str()), (2, "inactivity.window"));
+    assert!(message.contains("longer than 0s"), "{message}");
+    let (_, key, message) = one_error("dedupe_window = 60\n");
+    assert_eq!(key, "dedupe_window");
+    assert!(message.contains("duration string"), "{message}");
+}
+
+#[test]
+fn reports_unknown_event_types_listing_the_valid_ones() {
+    let (line, key, message) =
+        one_error("[entry]\non = [{ type = \"email_added\" }, { type = \"page_view\" }]\n");
+    assert_eq!((line, key.as_str()), (2, "entry.on[2].type"));
+    assert!(
+        message.contains(
+            "session_start, custom_event, email_added, attribute_changed, external_score"
+        ),
+        "{message}"
+    );
+    let (_, _, message) = one_error("[entry]\non = [{ type = \"sessionstart\" }]\n");
+    assert!(
+        message.contains("did you mean \"session_start\"?"),
+        "{message}"
+    );
+}
+
+#[test]
+fn reports_a_group_without_triggers() {
+    let (line, key, message) = one_error("[[group]]\nname = \"g\"\ndelta = 1\n");
+    assert_eq!((line, key.as_str()), (1, "group[1].triggers"));
+    assert!(
+        message.contains("missing required key `triggers`"),
+        "{message}"
+    );
+    let (line, key, message) = one_error("[[group]]\nname = \"g\"\ndelta = 1\ntriggers = []\n");
+    assert_eq!((line, key.as_str()), (4, "group[1].triggers"));
+    assert!(message.contains("at least one trigger"), "{message}");
+}
+
+#[test]
+fn reports_a_predicate_with_no_operator() {
+    let (line, key, message) =
+        one_error("[audience]\ninclude = [\n  { attribute = \"plan\" },\n]\n");
+    assert_eq!((line, key.as_str()), (3, "audience.include[1]"));
+    assert!(message.contains("no operator"), "{message}");
+}
+
+#[test]
+fn reports_a_predicate_with_two_operators_naming_them() {
+    let (line, key, message) = one_error(
+        "[[group]]\nname = \"g\"\ndelta = 1\ntriggers = [\n  { type = \"custom_event\", properties = [{ property = \"plan\", equals = \"pro\", in = [\"x\"] }] },\n]\n",
+    );
+    assert_eq!(
+        (line, key.as_str()),
+        (5, "group[1].triggers[1].properties[1]")
+    );
+    assert!(message.contains("(`equals`, `in`)"), "{message}");
+}
+
+#[test]
+fn reports_a_bad_operator_operand() {
+    let errs = errors("[audience]\ninclude = [{ attribute = \"a\", in = [] }, { attribute = \"b\", exists = \"yes\" }, { attribute = \"c\", gt = \"5\" }]\n");
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "audience.include[1].in",
+            "audience.include[2].exists",
+            "audience.include[3].gt"
+        ]
+    );
+}
+
+#[test]
+fn reports_a_duplicate_group_name() {
+    let (line, key, message) = one_error(&format!(
+        "{MINIMAL_GROUP}\n[[group]]\nname = \"g\"\ndelta = 2\ntriggers = [{{ type = \"session_start\" }}]\n"
+    ));
+    assert_eq!((line, key.as_str()), (7, "group[2].name"));
+    assert!(message.contains("group[1] on line 2"), "{message}");
+}
+
+#[test]
+fn reports_min_greater_than_max() {
+    let (line, key, message) = one_error("[score]\nmax = 5\nmin = 10\n");
+    assert_eq!((line, key.as_str()), (2, "score.max"));
+    assert_eq!(message, "max (5) is less than min (10)");
+}
+
+#[test]
+fn reports_missing_required_keys() {
+    let errs = errors("[[group]]\ncap = { per = \"1d\" }\n\n[inactivity]\ndelta = -1\n\n[entry]\non = [{ name = \"x\" }]\n");
+    let found: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (1, "group[1].name"),
+            (1, "group[1].delta"),
+            (1, "group[1].triggers"),
+            (2, "group[1].cap.points"),
+            (4, "inactivity.window"),
+            (8, "entry.on[1].type"),
+        ]
+    );
+}
+
+#[test]
+fn reports_a_bad_cap() {
+    let (line, key, _) = one_error(&MINIMAL_GROUP.replace(
+        "delta = 1\n",
+        "delta = 1\ncap = { points = 0, per = \"1d\" }\n",
+    ));
+    assert_eq!((line, key.as_str()), (4, "group[1].cap.points"));
+}
+
+#[test]
+fn quotes_keys_that_are_not_bare() {
+    let (_, key, _) = one_error("[score]\n\"my key\" = 1\n");
+    assert_eq!(key, "score.\"my key\"");
+}
+
+#[test]
+fn display_is_file_line_column_key_message() {
+    let e = RuleError {
+        file: "r.toml".into(),
+        line: 7,
+        column: 9,
+        key: "group[1].delta".into(),
+        message: "boom".into(),
+    };
+    assert_eq!(e.to_string(), "r.toml:7:9: group[1].delta: boom");
+    let e = RuleError {
+        key: String::new(),
+        ..e
+    };
+    assert_eq!(e.to_string(), "r.toml:7:9: boom");
+}
+
+#[test]
+fn unreadable_file_is_one_error_on_line_zero() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/rules/no-such-file.toml");
+    let Err(RulesErrors(errs)) = load_file(&path) else {
+        panic!("loaded a missing file");
+    };
+    assert_eq!(errs.len(), 1);
+    assert_eq!((errs[0].line, errs[0].key.as_str()), (0, ""));
+}
+
+/// The one error of loading `path`.
+fn load_error(path: &Path) -> RuleError {
+    match load_file(path) {
+        Ok(rules) => panic!("{} loaded: {rules:?}", path.display()),
+        Err(RulesErrors(mut errs)) => {
+            assert_eq!(errs.len(), 1, "{errs:#?}");
+            errs.remove(0)
+        }
+    }
+}
+
+/// Without the cap this reads zeros (valid UTF-8) until memory runs out.
+#[test]
+fn an_endless_file_stops_at_the_size_cap() {
+    let e = load_error(Path::new("/dev/zero"));
+    assert_eq!((e.file.as_str(), e.line), ("/dev/zero", 0));
+    assert!(e.message.contains("larger than 1 MiB"), "{e}");
+    assert!(e.to_string().starts_with("/dev/zero: "), "{e}");
+}
+
+#[test]
+fn a_directory_is_refused_naming_it() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/rules");
+    let e = load_error(&dir);
+    assert_eq!(e.file, dir.display().to_string());
+    assert!(e.message.contains("is a directory"), "{e}");
+}
+
+#[test]
+fn a_file_at_the_cap_loads_and_one_byte_more_does_not() {
+    let path =
+        std::env::temp_dir().join(format!("leadscore-rules-cap-{}.toml", std::process::id()));
+    let mut text = "#".repeat(MAX_RULES_BYTES - 1);
+    text.push('\n');
+    std::fs::write(&path, &text).expect("write the temporary file");
+    let at_cap = load_file(&path);
+    text.push('\n');
+    std::fs::write(&path, &text).expect("write the temporary file");
+    let over = load_file(&path);
+    let _ = std::fs::remove_file(&path);
+    assert!(at_cap.is_ok(), "{at_cap:?}");
+    assert!(over.is_err());
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_refused() {
+    let path =
+        std::env::temp_dir().join(format!("leadscore-rules-utf8-{}.toml", std::process::id()));
+    std::fs::write(&path, b"[score]\nname = \"\xff\"\n").expect("write the temporary file");
+    let result = load_file(&path);
+    let _ = std::fs::remove_file(&path);
+    let Err(RulesErrors(errs)) = result else {
+        panic!("loaded")
+    };
+    assert!(errs[0].message.contains("not UTF-8"), "{}", errs[0]);
+}
+
+#[test]
+fn columns_count_characters_not_bytes() {
+    let errs = errors("[audience]\ninclude = [{ attribute = \"été\", gt = 1.5 }]\n");
+    assert_eq!((errs[0].line, errs[0].column), (2, 38));
+}
+
+/// Every file in `examples/rules/invalid/` starts with `# expect: LINE KEY` and must produce
+/// exactly that one error, so the examples cannot drift from the loader.
+#[test]
+fn invalid_examples_report_the_expected_error() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/rules/invalid");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("examples/rules/invalid exists")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "only {} invalid examples", files.len());
+    for path in files {
+        let source = std::fs::read_to_string(&path).expect("readable");
+        let expect = source
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{}: no `# expect: LINE KEY` first line", path.display()));
+        // A syntax error has an empty key: `# expect: 4`.
+        let (line, key) = expect.trim().split_once(' ').unwrap_or((expect.trim(), ""));
+        let line: usize = line
+            .parse()
+            .unwrap_or_else(|_| panic!("{}: bad expect line", path.display()));
+        match load_file(&path) {
+            Ok(_) => panic!("{} loaded without error", path.display()),
+            Err(RulesErrors(errs)) => {
+                assert_eq!(errs.len(), 1, "{}: {errs:#?}", path.display());
+                assert_eq!(
+                    (errs[0].line, errs[0].key.as_str()),
+                    (line, key.trim()),
+                    "{}: {}",
+                    path.display(),
+                    errs[0]
+                );
+            }
+        }
+    }
+}
