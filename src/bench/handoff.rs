@@ -49,7 +49,7 @@ pub async fn run(opts: &HandoffBenchOptions) -> Result<String> {
 
     let shutdown = Shutdown::new();
     let secret = "bench-secret";
-    let (addr, standin) = standin::serve(
+    let (addr, standin) = crate::dev::standin::serve(
         "127.0.0.1:0",
         StandinConfig {
             client_id: settings.salesforce.client_id.clone(),

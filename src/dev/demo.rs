@@ -104,7 +104,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
 
     // The Salesforce stand-in, and the handoff pointed at it.
     let sf_secret = "demo-secret";
-    let (sf_addr, standin) = standin::serve(
+    let (sf_addr, standin) = crate::dev::standin::serve(
         "127.0.0.1:0",
         StandinConfig {
             client_id: "leadscore-demo".into(),

@@ -1093,7 +1093,7 @@ mod tests {
 
     async fn org(cfg: StandinConfig) -> Org {
         let shutdown = Shutdown::new();
-        let (_, standin) = standin::serve("127.0.0.1:0", cfg, shutdown.clone())
+        let (_, standin) = crate::dev::standin::serve("127.0.0.1:0", cfg, shutdown.clone())
             .await
             .expect("the stand-in starts");
         let client = client_for(&standin.instance_url(), SECRET, Duration::from_secs(5));
