@@ -226,9 +226,9 @@ pub async fn ensure_topics(
     properties: &BTreeMap<String, String>,
     specs: &[TopicSpec],
 ) -> Result<HashMap<String, i32>, KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> =
-        create(&client_config(properties), DefaultClientContext)?;
-    let existing = partition_counts(admin.inner(), specs)?;
+    let admin: Arc<AdminClient<DefaultClientContext>> =
+        Arc::new(create(&client_config(properties), DefaultClientContext)?);
+    let existing = partition_counts_off_worker(&admin, specs).await?;
     let missing: Vec<&TopicSpec> = specs
         .iter()
         .filter(|s| !existing.contains_key(&s.name))
@@ -266,13 +266,13 @@ pub async fn ensure_topics(
     }
     // Metadata can lag creation briefly.
     for _ in 0..50 {
-        let counts = partition_counts(admin.inner(), specs)?;
+        let counts = partition_counts_off_worker(&admin, specs).await?;
         if specs.iter().all(|s| counts.contains_key(&s.name)) {
             return Ok(counts);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let counts = partition_counts(admin.inner(), specs)?;
+    let counts = partition_counts_off_worker(&admin, specs).await?;
     match specs.iter().find(|s| !counts.contains_key(&s.name)) {
         Some(s) => Err(KafkaSetupError::Missing(s.name.clone())),
         None => Ok(counts),
@@ -283,6 +283,15 @@ fn topic_of(r: &Result<String, (String, RDKafkaErrorCode)>) -> &str {
     match r {
         Ok(t) | Err((t, _)) => t,
     }
+}
+
+/// [`partition_counts`] on the blocking pool: a metadata request waits on the network.
+async fn partition_counts_off_worker(
+    admin: &Arc<AdminClient<DefaultClientContext>>,
+    specs: &[TopicSpec],
+) -> Result<HashMap<String, i32>, KafkaSetupError> {
+    let (admin, specs) = (admin.clone(), specs.to_vec());
+    super::blocking::blocking(move || partition_counts(admin.inner(), &specs)).await
 }
 
 fn partition_counts<C: ClientContext>(

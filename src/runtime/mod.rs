@@ -1,6 +1,7 @@
 //! The Kafka runtime both services stand on: clients and topics, owned partitions' keyed state
 //! backed by a changelog and a local store, the consumer loop, shutdown.
 
+pub mod blocking;
 pub mod changelog;
 pub mod kafka;
 pub mod keyed_state;

@@ -15,6 +15,7 @@ use crate::ops::admin::Health;
 use crate::ops::telemetry::{self as t, PartitionGauges};
 use crate::partition::Partition;
 use crate::partitioner::partition_for;
+use crate::runtime::blocking::blocking;
 use crate::runtime::changelog::{Changelog, ChangelogError, PartitionCheckpoint};
 use crate::runtime::kafka::{
     self, ProduceError, Record, ServiceConsumer, ServiceProducer, TopicSpec,
@@ -380,11 +381,14 @@ impl Scorer {
     pub async fn start(settings: Settings, health: Arc<Health>) -> Result<Scorer, ScorerError> {
         t::register_scorer_counters();
         let rules_path = settings.scorer.rules.clone().ok_or(ScorerError::NoRules)?;
-        let rules =
-            load_rules_logging_warnings(&rules_path).map_err(|errors| ScorerError::Rules {
-                path: rules_path.display().to_string(),
-                errors,
-            })?;
+        let rules = {
+            let path = rules_path.clone();
+            blocking(move || load_rules_logging_warnings(&path)).await
+        }
+        .map_err(|errors| ScorerError::Rules {
+            path: rules_path.display().to_string(),
+            errors,
+        })?;
         let props = settings.kafka.properties.clone();
         let counts = kafka::ensure_topics(&props, &topic_specs(&settings)).await?;
         let input_partitions = kafka::check_copartitioned(
@@ -401,12 +405,19 @@ impl Scorer {
                 )
             })
         });
-        let producer = ServiceProducer::new(&props, transactional_id.as_deref())?;
-        let changelog = Changelog::open(
-            &settings.scorer.state_dir,
-            &settings.topics.changelog,
-            &props,
-        )?;
+        // init_transactions waits on the broker, opening the store reads the disk.
+        let producer = {
+            let props = props.clone();
+            blocking(move || ServiceProducer::new(&props, transactional_id.as_deref())).await?
+        };
+        let changelog = {
+            let (dir, topic, props) = (
+                settings.scorer.state_dir.clone(),
+                settings.topics.changelog.clone(),
+                props.clone(),
+            );
+            blocking(move || Changelog::open(&dir, &topic, &props)).await?
+        };
         let limits = Limits {
             max_bytes: settings.scorer.max_event_bytes,
         };
