@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use leadscore::config::Secret;
-use leadscore::dev::standin::{self, StandinConfig};
+use leadscore::dev::standin::StandinConfig;
 use std::time::Duration;
 
 /// `/metrics` once the service is ready, checked with promtool.
@@ -80,54 +80,18 @@ fn a_fresh_scorer_exports_every_reason_and_kind_at_zero() {
 #[test]
 fn a_fresh_handoff_exports_every_outcome_and_reason_at_zero() {
     const SECRET: &str = "zero-test-secret";
-    let names = Names::new("zero-handoff");
-    let handoffs = format!("ho-{}", names.group);
-    let handoffs_dlq = format!("hodlq-{}", names.group);
-    let handoff_changelog = format!("hocl-{}", names.group);
-    let broker = Broker::start(&[
-        (&names.output, 1, false),
-        (&handoff_changelog, 1, true),
-        (&handoffs, 1, false),
-        (&handoffs_dlq, 1, false),
-    ]);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (addr, _standin) = rt
-        .block_on(standin::serve(
-            "127.0.0.1:0",
-            StandinConfig {
-                client_id: "leadscore-dev".into(),
-                client_secret: Secret::new(SECRET),
-                ..StandinConfig::default()
-            },
-            leadscore::runtime::shutdown::Shutdown::new(),
-        ))
-        .expect("stand-in");
-    let dir = TempDir::new("zero-handoff");
+    let rig = HandoffRig::new(
+        "zero-handoff",
+        1,
+        StandinConfig {
+            client_id: "leadscore-dev".into(),
+            client_secret: Secret::new(SECRET),
+            ..StandinConfig::default()
+        },
+    );
+    let dir = &rig.dir;
     let port = free_port();
-    let v = |k: &str, v: &str| (format!("LEADSCORE__{k}"), v.to_string());
-    let env = vec![
-        v("KAFKA__BOOTSTRAP_SERVERS", &broker.bootstrap),
-        v("TOPICS__OUTPUT", &names.output),
-        v("TOPICS__HANDOFFS", &handoffs),
-        v("TOPICS__HANDOFFS_DLQ", &handoffs_dlq),
-        v("TOPICS__HANDOFF_CHANGELOG", &handoff_changelog),
-        v("HANDOFF__GROUP_ID", &names.group),
-        v(
-            "HANDOFF__STATE_DIR",
-            &dir.path().join("h").display().to_string(),
-        ),
-        v("SALESFORCE__INSTANCE_URL", &format!("http://{addr}")),
-        v("SALESFORCE__CLIENT_ID", "leadscore-dev"),
-        v("ADMIN__LISTEN", &format!("127.0.0.1:{port}")),
-        (
-            "LEADSCORE_SALESFORCE_CLIENT_SECRET".to_string(),
-            SECRET.to_string(),
-        ),
-    ];
+    let env = rig.env(port, SECRET);
     let handoff = Service::spawn("handoff", &env, port, dir.path().join("handoff.log"));
     let text = scrape_when_ready(&handoff, &dir, "handoff");
 

@@ -7,7 +7,7 @@ use common::*;
 use leadscore::change::{Reason, ReasonKind, ScoreChange};
 use leadscore::codec::{self, Format};
 use leadscore::config::Secret;
-use leadscore::dev::standin::{self, CollectionAnswer, Faults, Standin, StandinConfig};
+use leadscore::dev::standin::{self, CollectionAnswer, Faults, StandinConfig};
 use leadscore::event::Scalar;
 use leadscore::generator::salesforce_lead_id;
 use leadscore::handoff::salesforce::MAX_ANSWER_BYTES_PER_LEAD;
@@ -17,53 +17,19 @@ use std::time::Duration;
 
 const SECRET: &str = "test-secret-value";
 
-struct Setup {
-    broker: Broker,
-    names: Names,
-    handoffs: String,
-    handoffs_dlq: String,
-    handoff_changelog: String,
-    dir: TempDir,
-    rt: tokio::runtime::Runtime,
-    standin: Standin,
-    instance_url: String,
+/// The shared rig, with this file's handoff settings.
+struct Setup(HandoffRig);
+
+impl std::ops::Deref for Setup {
+    type Target = HandoffRig;
+    fn deref(&self) -> &HandoffRig {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new(test: &str, partitions: i32, cfg: StandinConfig) -> Setup {
-        let names = Names::new(test);
-        let handoffs = format!("ho-{}", names.group);
-        let handoffs_dlq = format!("hodlq-{}", names.group);
-        let handoff_changelog = format!("hocl-{}", names.group);
-        let broker = Broker::start(&[
-            (&names.output, partitions, false),
-            (&handoff_changelog, partitions, true),
-            (&handoffs, partitions, false),
-            (&handoffs_dlq, partitions, false),
-        ]);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let (addr, standin) = rt
-            .block_on(standin::serve(
-                "127.0.0.1:0",
-                cfg,
-                leadscore::runtime::shutdown::Shutdown::new(),
-            ))
-            .expect("stand-in");
-        Setup {
-            broker,
-            names,
-            handoffs,
-            handoffs_dlq,
-            handoff_changelog,
-            dir: TempDir::new(test),
-            rt,
-            standin,
-            instance_url: format!("http://{addr}"),
-        }
+        Setup(HandoffRig::new(test, partitions, cfg))
     }
 
     fn handoff(&self) -> Service {
@@ -73,32 +39,16 @@ impl Setup {
     fn handoff_with(&self, extra: &[(&str, &str)]) -> Service {
         let port = free_port();
         let v = |k: &str, v: &str| (format!("LEADSCORE__{k}"), v.to_string());
-        let mut env = vec![
-            v("KAFKA__BOOTSTRAP_SERVERS", &self.broker.bootstrap),
+        let mut env = self.env(port, SECRET);
+        env.extend([
             v("KAFKA__SESSION_TIMEOUT_MS", "6000"),
             v("KAFKA__HEARTBEAT_INTERVAL_MS", "500"),
-            v("TOPICS__OUTPUT", &self.names.output),
-            v("TOPICS__HANDOFFS", &self.handoffs),
-            v("TOPICS__HANDOFFS_DLQ", &self.handoffs_dlq),
-            v("TOPICS__HANDOFF_CHANGELOG", &self.handoff_changelog),
-            v("HANDOFF__GROUP_ID", &self.names.group),
-            v(
-                "HANDOFF__STATE_DIR",
-                &self.dir.path().join("h").display().to_string(),
-            ),
             v("HANDOFF__LEAD_ID_ATTRIBUTE", "salesforce_lead_id"),
             v("HANDOFF__LINGER", "50ms"),
             v("HANDOFF__BACKOFF_INITIAL", "20ms"),
             v("HANDOFF__BACKOFF_MAX", "200ms"),
             v("HANDOFF__LIMIT_PAUSE", "1s"),
-            v("SALESFORCE__INSTANCE_URL", &self.instance_url),
-            v("SALESFORCE__CLIENT_ID", "leadscore-dev"),
-            v("ADMIN__LISTEN", &format!("127.0.0.1:{port}")),
-            (
-                "LEADSCORE_SALESFORCE_CLIENT_SECRET".to_string(),
-                SECRET.to_string(),
-            ),
-        ];
+        ]);
         env.extend(extra.iter().map(|(k, x)| v(k, x)));
         Service::spawn("handoff", &env, port, self.dir.path().join("h.log"))
     }
@@ -284,7 +234,7 @@ fn hands_off_thousands_of_leads_through_faults_and_a_kill_9_losing_none() {
     );
     let log = h.log_text();
     assert!(!log.contains(SECRET), "the secret never appears in logs");
-    drop(setup.rt);
+    drop(setup.0.rt);
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use leadscore::config::Secret;
-use leadscore::dev::standin::{self, StandinConfig};
+use leadscore::dev::standin::StandinConfig;
 use rdkafka::producer::Producer;
 use std::time::{Duration, Instant};
 
@@ -164,54 +164,18 @@ fn a_cleanly_stopped_static_member_is_back_and_scoring_within_seconds() {
 #[test]
 fn a_killed_handoff_is_back_and_reading_within_seconds() {
     const SECRET: &str = "restart-test-secret";
-    let names = Names::new("restart-handoff");
-    let handoffs = format!("ho-{}", names.group);
-    let handoffs_dlq = format!("hodlq-{}", names.group);
-    let handoff_changelog = format!("hocl-{}", names.group);
-    let broker = Broker::start(&[
-        (&names.output, PARTITIONS, false),
-        (&handoff_changelog, PARTITIONS, true),
-        (&handoffs, PARTITIONS, false),
-        (&handoffs_dlq, PARTITIONS, false),
-    ]);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (addr, _standin) = rt
-        .block_on(standin::serve(
-            "127.0.0.1:0",
-            StandinConfig {
-                client_id: "leadscore-dev".into(),
-                client_secret: Secret::new(SECRET),
-                ..StandinConfig::default()
-            },
-            leadscore::runtime::shutdown::Shutdown::new(),
-        ))
-        .expect("stand-in");
-    let dir = TempDir::new("restart-handoff");
+    let rig = HandoffRig::new(
+        "restart-handoff",
+        PARTITIONS,
+        StandinConfig {
+            client_id: "leadscore-dev".into(),
+            client_secret: Secret::new(SECRET),
+            ..StandinConfig::default()
+        },
+    );
+    let (broker, names, dir) = (&rig.broker, &rig.names, &rig.dir);
     let port = free_port();
-    let v = |k: &str, v: &str| (format!("LEADSCORE__{k}"), v.to_string());
-    let env = vec![
-        v("KAFKA__BOOTSTRAP_SERVERS", &broker.bootstrap),
-        v("TOPICS__OUTPUT", &names.output),
-        v("TOPICS__HANDOFFS", &handoffs),
-        v("TOPICS__HANDOFFS_DLQ", &handoffs_dlq),
-        v("TOPICS__HANDOFF_CHANGELOG", &handoff_changelog),
-        v("HANDOFF__GROUP_ID", &names.group),
-        v(
-            "HANDOFF__STATE_DIR",
-            &dir.path().join("h").display().to_string(),
-        ),
-        v("SALESFORCE__INSTANCE_URL", &format!("http://{addr}")),
-        v("SALESFORCE__CLIENT_ID", "leadscore-dev"),
-        v("ADMIN__LISTEN", &format!("127.0.0.1:{port}")),
-        (
-            "LEADSCORE_SALESFORCE_CLIENT_SECRET".to_string(),
-            SECRET.to_string(),
-        ),
-    ];
+    let env = rig.env(port, SECRET);
     let log = dir.path().join("handoff.log");
     let mut first = Service::spawn("handoff", &env, port, log.clone());
     wait_until(

@@ -596,3 +596,84 @@ pub fn scrape_with_lag(service: &Service, dir: &Path, name: &str, partitions: us
     promtool_check(dir, name, &text);
     text
 }
+
+/// What every handoff process test starts from: a broker with the handoff's topics, a
+/// Salesforce stand-in on a runtime of its own, and a scratch directory.
+pub struct HandoffRig {
+    pub broker: Broker,
+    pub names: Names,
+    pub handoffs: String,
+    pub handoffs_dlq: String,
+    pub handoff_changelog: String,
+    pub dir: TempDir,
+    pub rt: tokio::runtime::Runtime,
+    pub standin: leadscore::dev::standin::Standin,
+    pub instance_url: String,
+}
+
+impl HandoffRig {
+    pub fn new(
+        test: &str,
+        partitions: i32,
+        cfg: leadscore::dev::standin::StandinConfig,
+    ) -> HandoffRig {
+        let names = Names::new(test);
+        let handoffs = format!("ho-{}", names.group);
+        let handoffs_dlq = format!("hodlq-{}", names.group);
+        let handoff_changelog = format!("hocl-{}", names.group);
+        let broker = Broker::start(&[
+            (&names.output, partitions, false),
+            (&handoff_changelog, partitions, true),
+            (&handoffs, partitions, false),
+            (&handoffs_dlq, partitions, false),
+        ]);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (addr, standin) = rt
+            .block_on(leadscore::dev::standin::serve(
+                "127.0.0.1:0",
+                cfg,
+                leadscore::runtime::shutdown::Shutdown::new(),
+            ))
+            .expect("stand-in");
+        HandoffRig {
+            broker,
+            names,
+            handoffs,
+            handoffs_dlq,
+            handoff_changelog,
+            dir: TempDir::new(test),
+            rt,
+            standin,
+            instance_url: format!("http://{addr}"),
+        }
+    }
+
+    /// The environment of a handoff process on this rig: topics, group, state directory,
+    /// the stand-in, the admin port and the client secret (from the environment, never a flag).
+    pub fn env(&self, admin_port: u16, secret: &str) -> Vec<(String, String)> {
+        let v = |k: &str, v: &str| (format!("LEADSCORE__{k}"), v.to_string());
+        vec![
+            v("KAFKA__BOOTSTRAP_SERVERS", &self.broker.bootstrap),
+            v("TOPICS__OUTPUT", &self.names.output),
+            v("TOPICS__HANDOFFS", &self.handoffs),
+            v("TOPICS__HANDOFFS_DLQ", &self.handoffs_dlq),
+            v("TOPICS__HANDOFF_CHANGELOG", &self.handoff_changelog),
+            v("HANDOFF__GROUP_ID", &self.names.group),
+            v(
+                "HANDOFF__STATE_DIR",
+                &self.dir.path().join("h").display().to_string(),
+            ),
+            v("SALESFORCE__INSTANCE_URL", &self.instance_url),
+            v("SALESFORCE__CLIENT_ID", "leadscore-dev"),
+            v("ADMIN__LISTEN", &format!("127.0.0.1:{admin_port}")),
+            (
+                "LEADSCORE_SALESFORCE_CLIENT_SECRET".to_string(),
+                secret.to_string(),
+            ),
+        ]
+    }
+}
