@@ -2,9 +2,9 @@
 //! (sObject rows, sObject Collections, injected faults), over the shared state of `mod.rs`.
 
 use super::{
-    CollectionAnswer, Inner, RecordedRequest, Standin, MAX_RECORDED_REQUESTS, MAX_RECORDS,
-    STRAY_LEAD_ID,
+    CollectionAnswer, Inner, RecordedRequest, Standin, MAX_RECORDED_REQUESTS, STRAY_LEAD_ID,
 };
+use crate::handoff::salesforce::MAX_COLLECTION_RECORDS;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -460,7 +460,7 @@ fn success(inner: &Inner, results: Option<Value>) -> Response {
 }
 
 /// `PATCH .../composite/sobjects`. Problems with the request as a whole (not JSON, no
-/// `allOrNone`, over 200 records, a record without `attributes.type` `Lead`, an id named
+/// `allOrNone`, over [`MAX_COLLECTION_RECORDS`] records, a record without `attributes.type` `Lead`, an id named
 /// twice) fail the call with one REST error; problems of one record fail that record in its
 /// result. `allOrNone: true` rolls back every record when one fails, as Salesforce does.
 /// Stricter than Salesforce: `allOrNone` must be present (Salesforce defaults it to false), so
@@ -482,10 +482,12 @@ fn patch_collection(inner: &mut Inner, body: &[u8]) -> Response {
     let Some(records) = request.get("records").and_then(Value::as_array) else {
         return bad("JSON_PARSER_ERROR", "records must be an array of sObjects");
     };
-    if records.len() > MAX_RECORDS {
+    if records.len() > MAX_COLLECTION_RECORDS {
         return bad(
             "EXCEEDED_ID_LIMIT",
-            "record limit reached. cannot submit more than 200 records into this call",
+            &format!(
+                "record limit reached. cannot submit more than {MAX_COLLECTION_RECORDS} records into this call"
+            ),
         );
     }
     // Validate the call as a whole before touching any record.

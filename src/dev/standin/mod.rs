@@ -12,7 +12,8 @@
 //! Endpoints:
 //! - `POST /services/oauth2/token`: OAuth 2.0 client credentials (form).
 //! - `PATCH /services/data/{v}/sobjects/Lead/{id}`: one lead; `204`.
-//! - `PATCH /services/data/{v}/composite/sobjects`: sObject Collections, up to 200 records;
+//! - `PATCH /services/data/{v}/composite/sobjects`: sObject Collections, up to
+//!   [`MAX_COLLECTION_RECORDS`](crate::handoff::salesforce::MAX_COLLECTION_RECORDS) (200) records;
 //!   `200` with one result per record.
 //! - `GET /standin/leads`: the patched leads as JSON, for humans.
 //!
@@ -36,9 +37,6 @@ pub use handlers::is_salesforce_id;
 /// The API allowance reported in `Sforce-Limit-Info` when no daily limit is injected (an
 /// Enterprise org's base allowance).
 pub const DEFAULT_API_LIMIT: u64 = 100_000;
-
-/// Records an sObject Collections call may carry.
-pub const MAX_RECORDS: usize = 200;
 
 /// Requests kept for [`Standin::requests`]; older ones are dropped so a long demo does not grow
 /// without bound.
