@@ -18,10 +18,8 @@ mod tests;
 
 pub use lead::{decide, Funnel, LeadState, Skip};
 
-use crate::change::ScoreChange;
 use crate::codec::{self, Format};
-use crate::config::{HandoffSettings, LeadIdPattern, Settings};
-use crate::event::Scalar;
+use crate::config::{LeadIdPattern, Settings};
 use crate::handoff::salesforce::{Backoff, LeadUpdate, RetryHint, SalesforceClient, SfError};
 use crate::ops::admin::Health;
 use crate::ops::telemetry::{

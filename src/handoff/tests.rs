@@ -1,5 +1,9 @@
+//! The handoff service's pure parts: who is handed off, lead state, dead-letter labels, lead ids.
+
 use super::*;
-use crate::change::{Reason, ReasonKind};
+use crate::change::{Reason, ReasonKind, ScoreChange};
+use crate::config::HandoffSettings;
+use crate::event::Scalar;
 
 #[test]
 fn dead_letter_labels_are_a_bounded_set() {
