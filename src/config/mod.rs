@@ -42,6 +42,7 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use crate::codec::Format;
+use crate::handoff::salesforce::MAX_COLLECTION_RECORDS;
 
 /// Environment variables starting with this are settings.
 pub const ENV_PREFIX: &str = "LEADSCORE__";
@@ -516,7 +517,8 @@ pub struct HandoffSettings {
     /// (Salesforce meters them) for a little latency.
     #[serde(deserialize_with = "deserialize_duration")]
     pub linger: Duration,
-    /// Leads per sObject Collections call; Salesforce accepts at most 200.
+    /// Leads per sObject Collections call; Salesforce accepts at most
+    /// [`MAX_COLLECTION_RECORDS`] (200).
     pub max_batch: usize,
     /// Attempts for retryable failures before the lead is dead-lettered with the last answer.
     pub max_attempts: u32,
@@ -546,7 +548,7 @@ impl Default for HandoffSettings {
             lead_id_pattern: None,
             patch_body: serde_json::json!({ "lead_status": "MQL" }),
             linger: Duration::from_millis(200),
-            max_batch: 200,
+            max_batch: MAX_COLLECTION_RECORDS,
             max_attempts: 8,
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
@@ -1181,9 +1183,11 @@ impl Settings {
         )?;
 
         ensure(
-            (1..=200).contains(&handoff.max_batch),
+            (1..=MAX_COLLECTION_RECORDS).contains(&handoff.max_batch),
             &["handoff.max_batch"],
-            "must be between 1 and 200 (the sObject Collections limit)",
+            &format!(
+                "must be between 1 and {MAX_COLLECTION_RECORDS} (the sObject Collections limit)"
+            ),
         )?;
         ensure(
             handoff.max_attempts >= 1,

@@ -11,12 +11,15 @@
 //! input position checkpointed: an offset is never committed before every lead before it has an
 //! outcome recorded.
 
+mod lead;
 pub mod salesforce;
+#[cfg(test)]
+mod tests;
 
-use crate::change::ScoreChange;
+pub use lead::{decide, Funnel, LeadState, Skip};
+
 use crate::codec::{self, Format};
-use crate::config::{status_key, HandoffSettings, LeadIdPattern, Settings};
-use crate::event::Scalar;
+use crate::config::{LeadIdPattern, Settings};
 use crate::handoff::salesforce::{Backoff, LeadUpdate, RetryHint, SalesforceClient, SfError};
 use crate::ops::admin::Health;
 use crate::ops::telemetry::{
@@ -33,7 +36,7 @@ use crate::runtime::shutdown::Shutdown;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
 use serde_json::json;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -56,167 +59,6 @@ pub enum HandoffError {
     PatchBody,
     #[error("{0}")]
     Fatal(String),
-}
-
-/// What the handoff remembers about a user.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LeadState {
-    /// Handed off (or given up on) since it last became eligible.
-    pub handed_off: bool,
-    /// The last `lead_status` seen, to notice a change.
-    pub status: Option<String>,
-}
-
-const LEAD_STATE_VERSION: u8 = 1;
-
-impl LeadState {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = vec![LEAD_STATE_VERSION, self.handed_off as u8];
-        if let Some(s) = &self.status {
-            v.extend_from_slice(s.as_bytes());
-        }
-        v
-    }
-
-    pub fn decode(bytes: &[u8]) -> Option<LeadState> {
-        match bytes {
-            [LEAD_STATE_VERSION, flag @ (0 | 1)] => Some(LeadState {
-                handed_off: *flag == 1,
-                status: None,
-            }),
-            [LEAD_STATE_VERSION, flag @ (0 | 1), rest @ ..] => Some(LeadState {
-                handed_off: *flag == 1,
-                status: Some(std::str::from_utf8(rest).ok()?.to_string()),
-            }),
-            _ => None,
-        }
-    }
-}
-
-/// Why a score change hands nothing off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Skip {
-    AtOrBelowThreshold,
-    /// The lead is at the handoff status or beyond: handing it off would move it back.
-    AtOrBeyondHandoffStatus,
-    AlreadyHandedOff,
-    NoLeadId,
-}
-
-/// Where a status stands in the funnel (`handoff.status_order`, `handoff_status`,
-/// `skip_statuses`), compared as [`status_key`]s.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Place {
-    /// Listed before the handoff status, at this index of the order.
-    Before(usize),
-    /// Not listed: before the handoff status, but with no place relative to listed ones.
-    Unlisted,
-    /// The handoff status, a listed status after it, or one of `skip_statuses`.
-    AtOrBeyond,
-}
-
-/// The funnel of `handoff.status_order`, ready for lookups.
-#[derive(Clone, Debug)]
-pub struct Funnel {
-    index: HashMap<String, usize>,
-    handoff_at: usize,
-    skip: HashSet<String>,
-}
-
-impl Funnel {
-    /// The funnel of checked settings; a `handoff_status` missing from the order (which
-    /// [`Settings`] loading rejects) makes every listed status count as before it.
-    pub fn new(s: &HandoffSettings) -> Funnel {
-        let index: HashMap<String, usize> = s
-            .status_order
-            .iter()
-            .enumerate()
-            .map(|(i, status)| (status_key(status), i))
-            .collect();
-        let handoff_at = index
-            .get(&status_key(&s.handoff_status))
-            .copied()
-            .unwrap_or(usize::MAX);
-        Funnel {
-            index,
-            handoff_at,
-            skip: s.skip_statuses.iter().map(|k| status_key(k)).collect(),
-        }
-    }
-
-    fn place(&self, status: &str) -> Place {
-        let key = status_key(status);
-        match self.index.get(&key) {
-            Some(&i) if i < self.handoff_at => Place::Before(i),
-            Some(_) => Place::AtOrBeyond,
-            None if self.skip.contains(&key) => Place::AtOrBeyond,
-            None => Place::Unlisted,
-        }
-    }
-
-    /// At the handoff status or beyond: never handed off. No status counts as before it.
-    pub fn at_or_beyond(&self, status: Option<&str>) -> bool {
-        status.is_some_and(|s| self.place(s) == Place::AtOrBeyond)
-    }
-
-    /// A recycle: a move back to a status before the handoff status, from the handoff status or
-    /// beyond, or from a later listed status. Moves forward (`Open` to `Working`), moves
-    /// between unlisted statuses and a status disappearing are not: a lead handed off while
-    /// `Open` whose CRM then shows `Working` was not sent back by anyone.
-    pub fn is_recycle(&self, from: Option<&str>, to: Option<&str>) -> bool {
-        let (Some(from), Some(to)) = (from, to) else {
-            return false;
-        };
-        match (self.place(from), self.place(to)) {
-            (Place::AtOrBeyond, Place::Before(_) | Place::Unlisted) => true,
-            (Place::Before(was), Place::Before(now)) => now < was,
-            _ => false,
-        }
-    }
-}
-
-/// SPEC 6 "Who", as a pure function: updates the user's handoff state for one score change and
-/// says whether to hand the lead off now (and under which lead id).
-pub fn decide(
-    st: &mut LeadState,
-    change: &ScoreChange,
-    s: &HandoffSettings,
-    funnel: &Funnel,
-) -> Result<String, Skip> {
-    let status = match change.attribute(&s.status_attribute) {
-        Some(Scalar::Str(v)) => Some(v.clone()),
-        Some(other) => Some(other.to_string()),
-        None => None,
-    };
-    let key = |v: &Option<String>| v.as_deref().map(status_key);
-    if key(&status) != key(&st.status) {
-        if funnel.is_recycle(st.status.as_deref(), status.as_deref()) {
-            st.handed_off = false;
-        }
-        st.status = status.clone();
-    }
-    if change.score <= s.threshold {
-        return Err(Skip::AtOrBelowThreshold);
-    }
-    if funnel.at_or_beyond(status.as_deref()) {
-        return Err(Skip::AtOrBeyondHandoffStatus);
-    }
-    if st.handed_off {
-        return Err(Skip::AlreadyHandedOff);
-    }
-    let lead_id = match &s.lead_id_attribute {
-        None => change.user_id.clone(),
-        Some(attr) => match change.attribute(attr) {
-            // Any value is the id: one that is not a lead id (empty, `..`) is dead-lettered
-            // as `invalid_lead_id` rather than waited on for ever.
-            Some(Scalar::Str(id)) => id.clone(),
-            Some(other) => other.to_string(),
-            // Not known yet: a later change that carries it hands the lead off.
-            None => return Err(Skip::NoLeadId),
-        },
-    };
-    st.handed_off = true;
-    Ok(lead_id)
 }
 
 /// Why a round of calls stops all calls for a while.
@@ -360,7 +202,12 @@ impl Core {
             round += 1;
             let mut retry = Vec::new();
             let mut pause: Option<Pause> = None;
-            for chunk in queue.chunks(self.settings.handoff.max_batch.clamp(1, 200)) {
+            for chunk in queue.chunks(
+                self.settings
+                    .handoff
+                    .max_batch
+                    .clamp(1, salesforce::MAX_COLLECTION_RECORDS),
+            ) {
                 let updates: Vec<LeadUpdate> = chunk
                     .iter()
                     .map(|p| LeadUpdate {
@@ -636,6 +483,13 @@ pub fn topic_specs(settings: &Settings) -> Vec<TopicSpec> {
     ]
 }
 
+/// The encoding of the score changes the handoff consumes from `topics.output`: the scorer
+/// writes them in `scorer.output_format`, so the handoff reads that setting, in this one place,
+/// rather than a key of its own that could only disagree with what is on the topic.
+pub fn score_change_format(settings: &Settings) -> Format {
+    settings.scorer.output_format
+}
+
 pub struct Handoff {
     core: Arc<Core>,
     consumer: ServiceConsumer<Core>,
@@ -681,7 +535,7 @@ impl Handoff {
             Err(e) => tracing::warn!(error = %e, "no Salesforce token yet; calls will retry"),
         }
         let core = Arc::new(Core {
-            format: settings.scorer.output_format,
+            format: score_change_format(&settings),
             backoff: Backoff::from_settings(&settings.handoff),
             producer,
             changelog,
@@ -860,356 +714,5 @@ impl Service for Core {
 
     fn fatal(message: String) -> HandoffError {
         HandoffError::Fatal(message)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::change::{Reason, ReasonKind};
-
-    #[test]
-    fn dead_letter_labels_are_a_bounded_set() {
-        assert_eq!(dead_letter_label("entity_is_deleted"), "entity_is_deleted");
-        assert_eq!(dead_letter_label("malformed"), "malformed");
-        assert_eq!(dead_letter_label("some_code_a_server_made_up"), "other");
-        assert_eq!(dead_letter_label(""), "other");
-        // The handoff's own reasons.
-        for reason in ["invalid_lead_id", "key_mismatch", "response_too_large"] {
-            assert_eq!(dead_letter_label(reason), reason);
-        }
-        assert_eq!(
-            dead_letter_label(&INVALID_LEAD_ID.to_ascii_lowercase()),
-            "invalid_lead_id"
-        );
-        for code in [
-            salesforce::TIMEOUT,
-            salesforce::CONNECTION_ERROR,
-            salesforce::UNEXPECTED_RESPONSE,
-            salesforce::RESPONSE_TOO_LARGE,
-        ] {
-            assert_ne!(
-                dead_letter_label(&code.to_ascii_lowercase()),
-                "other",
-                "{code}"
-            );
-        }
-    }
-
-    fn settings() -> HandoffSettings {
-        Settings::default().handoff
-    }
-
-    fn change(user: &str, score: i64, status: Option<&str>) -> ScoreChange {
-        ScoreChange {
-            event_id: format!("c-{score}"),
-            user_id: user.into(),
-            time: 0,
-            previous_score: 0,
-            score,
-            delta: score,
-            reason: Reason {
-                kind: ReasonKind::Rule,
-                group: None,
-                source_event_id: None,
-            },
-            windows: 0,
-            attributes: status
-                .map(|s| vec![("lead_status".to_string(), Scalar::Str(s.into()))])
-                .unwrap_or_default(),
-        }
-    }
-
-    /// `decide` with the funnel of `s`.
-    fn run(st: &mut LeadState, c: &ScoreChange, s: &HandoffSettings) -> Result<String, Skip> {
-        decide(st, c, s, &Funnel::new(s))
-    }
-
-    /// The outcome of each `(score, status)` change in turn, for one lead.
-    fn story(s: &HandoffSettings, steps: &[(i64, &str)]) -> Vec<Result<String, Skip>> {
-        let mut st = LeadState::default();
-        steps
-            .iter()
-            .map(|(score, status)| run(&mut st, &change("u", *score, Some(status)), s))
-            .collect()
-    }
-
-    const HANDED: Result<String, Skip> = Ok(String::new());
-
-    /// `Ok(lead id)` as `Ok("")`, to write stories short.
-    fn short(outcomes: Vec<Result<String, Skip>>) -> Vec<Result<String, Skip>> {
-        outcomes
-            .into_iter()
-            .map(|o| o.map(|_| String::new()))
-            .collect()
-    }
-
-    #[test]
-    fn hands_off_once_when_the_score_passes_the_threshold() {
-        let s = settings();
-        let mut st = LeadState::default();
-        assert_eq!(
-            run(&mut st, &change("u", 100, None), &s),
-            Err(Skip::AtOrBelowThreshold)
-        );
-        assert_eq!(
-            run(&mut st, &change("u", 101, None), &s),
-            Ok("u".to_string())
-        );
-        assert_eq!(
-            run(&mut st, &change("u", 105, None), &s),
-            Err(Skip::AlreadyHandedOff)
-        );
-    }
-
-    #[test]
-    fn a_lead_at_or_beyond_the_handoff_status_is_never_handed_off() {
-        let s = settings();
-        for status in [
-            "MQL",
-            "SAL",
-            "SQL",
-            "Opportunity",
-            "Customer",
-            "Converted",
-            "Closed",
-            "Closed - Converted",
-            "Closed - Not Converted",
-            // Compared without case and extra whitespace.
-            "sql",
-            "  closed -   Converted ",
-        ] {
-            let mut st = LeadState::default();
-            assert_eq!(
-                run(&mut st, &change("u", 150, Some(status)), &s),
-                Err(Skip::AtOrBeyondHandoffStatus),
-                "{status:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn moving_to_sql_after_the_handoff_never_moves_the_lead_back() {
-        let s = settings();
-        // Handed off while Open; sales qualifies it; more points come in.
-        let outcomes = story(
-            &s,
-            &[(120, "Open"), (125, "SQL"), (130, "SQL"), (140, "Customer")],
-        );
-        assert_eq!(
-            short(outcomes),
-            vec![
-                HANDED,
-                Err(Skip::AtOrBeyondHandoffStatus),
-                Err(Skip::AtOrBeyondHandoffStatus),
-                Err(Skip::AtOrBeyondHandoffStatus),
-            ]
-        );
-        // The generated demo funnel: Open, Working, MQL, SQL: handed off once.
-        let outcomes = story(
-            &s,
-            &[(110, "Open"), (120, "Working"), (130, "MQL"), (140, "SQL")],
-        );
-        assert_eq!(
-            short(outcomes),
-            vec![
-                HANDED,
-                Err(Skip::AlreadyHandedOff),
-                Err(Skip::AtOrBeyondHandoffStatus),
-                Err(Skip::AtOrBeyondHandoffStatus),
-            ]
-        );
-    }
-
-    #[test]
-    fn a_recycle_to_a_status_before_the_handoff_status_re_arms_the_lead() {
-        let s = settings();
-        let outcomes = story(
-            &s,
-            &[
-                (120, "Open"),
-                (121, "MQL"),
-                (122, "SQL"),
-                (123, "Nurture"), // recycled: handed off again
-                (124, "Nurture"),
-                (125, "Working"), // forward again: no second handoff
-                (126, "MQL"),
-                (127, "Working"), // back from MQL: a recycle
-            ],
-        );
-        assert_eq!(
-            short(outcomes),
-            vec![
-                HANDED,
-                Err(Skip::AtOrBeyondHandoffStatus),
-                Err(Skip::AtOrBeyondHandoffStatus),
-                HANDED,
-                Err(Skip::AlreadyHandedOff),
-                Err(Skip::AlreadyHandedOff),
-                Err(Skip::AtOrBeyondHandoffStatus),
-                HANDED,
-            ]
-        );
-        // A move back between statuses before MQL is a recycle too (Nurture is listed first).
-        let outcomes = story(&s, &[(120, "Working"), (121, "Nurture")]);
-        assert_eq!(short(outcomes), vec![HANDED, HANDED]);
-        // A recycled lead below the threshold waits for its score.
-        let outcomes = story(
-            &s,
-            &[
-                (120, "Open"),
-                (121, "SQL"),
-                (90, "Nurture"),
-                (101, "Nurture"),
-            ],
-        );
-        assert_eq!(
-            short(outcomes),
-            vec![
-                HANDED,
-                Err(Skip::AtOrBeyondHandoffStatus),
-                Err(Skip::AtOrBelowThreshold),
-                HANDED,
-            ]
-        );
-    }
-
-    #[test]
-    fn moving_forward_before_the_handoff_status_does_not_re_arm() {
-        let s = settings();
-        let outcomes = story(&s, &[(120, "New"), (121, "Open"), (122, "Working")]);
-        assert_eq!(
-            short(outcomes),
-            vec![
-                HANDED,
-                Err(Skip::AlreadyHandedOff),
-                Err(Skip::AlreadyHandedOff)
-            ]
-        );
-    }
-
-    #[test]
-    fn unlisted_statuses_count_as_before_the_handoff_status_unless_skipped() {
-        let mut s = settings();
-        s.skip_statuses = vec!["Sales Accepted".to_string()];
-        // Unlisted: handed off; moves among unlisted or to a listed earlier status are no
-        // recycle, a move from beyond is.
-        let outcomes = story(
-            &s,
-            &[
-                (120, "Contacted"),
-                (121, "Engaged"),
-                (122, "Open"),
-                (123, "sales accepted"),
-                (124, "Engaged"),
-            ],
-        );
-        assert_eq!(
-            short(outcomes),
-            vec![
-                HANDED,
-                Err(Skip::AlreadyHandedOff),
-                Err(Skip::AlreadyHandedOff),
-                Err(Skip::AtOrBeyondHandoffStatus),
-                HANDED,
-            ]
-        );
-    }
-
-    #[test]
-    fn an_orgs_own_funnel_and_handoff_status_are_followed() {
-        let mut s = settings();
-        s.status_order = ["Lead", "Marketing Qualified", "Sales Qualified", "Won"]
-            .map(String::from)
-            .to_vec();
-        s.handoff_status = "marketing qualified".to_string();
-        let outcomes = story(
-            &s,
-            &[
-                (120, "Lead"),
-                (121, "Sales Qualified"),
-                (122, "MQL"), // not in this org's funnel: before the handoff status
-                (123, "Won"),
-            ],
-        );
-        assert_eq!(
-            short(outcomes),
-            vec![
-                HANDED,
-                Err(Skip::AtOrBeyondHandoffStatus),
-                HANDED,
-                Err(Skip::AtOrBeyondHandoffStatus),
-            ]
-        );
-    }
-
-    #[test]
-    fn the_lead_id_can_come_from_an_attribute() {
-        let mut s = settings();
-        s.lead_id_attribute = Some("salesforce_lead_id".into());
-        let mut st = LeadState::default();
-        assert_eq!(
-            run(&mut st, &change("u", 120, None), &s),
-            Err(Skip::NoLeadId)
-        );
-        assert!(!st.handed_off, "waits for a change carrying the id");
-        let mut c = change("u", 121, None);
-        c.attributes.push((
-            "salesforce_lead_id".into(),
-            Scalar::Str("00Q5g000004nuOjEAI".into()),
-        ));
-        assert_eq!(run(&mut st, &c, &s), Ok("00Q5g000004nuOjEAI".to_string()));
-    }
-
-    #[test]
-    fn a_key_other_than_the_user_id_is_a_key_mismatch() {
-        assert!(
-            key_mismatch(None, "u1").is_none(),
-            "no key: nothing to compare"
-        );
-        assert!(key_mismatch(Some(b"u1"), "u1").is_none());
-        let e = key_mismatch(Some(b"u2"), "u1").expect("a mismatch");
-        assert_eq!(e.reason(), "key_mismatch");
-        assert!(e.to_string().contains("u2"), "{e}");
-        let e = key_mismatch(Some(&[0xff, 0xfe]), "u1").expect("not UTF-8");
-        assert_eq!(e.reason(), "key_mismatch");
-    }
-
-    #[test]
-    fn an_invalid_lead_id_is_a_permanent_failure_naming_the_id() {
-        let e = invalid_lead_id("..");
-        assert_eq!(e.error_code, INVALID_LEAD_ID);
-        assert_eq!(e.hint, RetryHint::Permanent);
-        assert!(e.message.contains("\"..\""), "{}", e.message);
-        let long = invalid_lead_id(&"x".repeat(10_000));
-        assert!(
-            long.message.len() < 400,
-            "the id is cut: {}",
-            long.message.len()
-        );
-    }
-
-    #[test]
-    fn lead_state_round_trips() {
-        for st in [
-            LeadState::default(),
-            LeadState {
-                handed_off: true,
-                status: Some("Open".into()),
-            },
-            LeadState {
-                handed_off: false,
-                status: Some(String::new()),
-            },
-        ] {
-            let back = LeadState::decode(&st.encode());
-            // An empty status reads back as none: both mean "no status".
-            let want = LeadState {
-                status: st.status.clone().filter(|s| !s.is_empty()),
-                ..st.clone()
-            };
-            assert_eq!(back, Some(want));
-        }
-        assert_eq!(LeadState::decode(&[9, 0]), None);
     }
 }

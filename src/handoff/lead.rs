@@ -1,0 +1,168 @@
+//! What the handoff keeps per user and who gets handed off (SPEC 6 "Who"): the lead state,
+//! the funnel of `handoff.status_order`, and [`decide`], all pure.
+
+use crate::change::ScoreChange;
+use crate::config::{status_key, HandoffSettings};
+use crate::event::Scalar;
+use std::collections::{HashMap, HashSet};
+
+/// What the handoff remembers about a user.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeadState {
+    /// Handed off (or given up on) since it last became eligible.
+    pub handed_off: bool,
+    /// The last `lead_status` seen, to notice a change.
+    pub status: Option<String>,
+}
+
+const LEAD_STATE_VERSION: u8 = 1;
+
+impl LeadState {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = vec![LEAD_STATE_VERSION, self.handed_off as u8];
+        if let Some(s) = &self.status {
+            v.extend_from_slice(s.as_bytes());
+        }
+        v
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<LeadState> {
+        match bytes {
+            [LEAD_STATE_VERSION, flag @ (0 | 1)] => Some(LeadState {
+                handed_off: *flag == 1,
+                status: None,
+            }),
+            [LEAD_STATE_VERSION, flag @ (0 | 1), rest @ ..] => Some(LeadState {
+                handed_off: *flag == 1,
+                status: Some(std::str::from_utf8(rest).ok()?.to_string()),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Why a score change hands nothing off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    AtOrBelowThreshold,
+    /// The lead is at the handoff status or beyond: handing it off would move it back.
+    AtOrBeyondHandoffStatus,
+    AlreadyHandedOff,
+    NoLeadId,
+}
+
+/// Where a status stands in the funnel (`handoff.status_order`, `handoff_status`,
+/// `skip_statuses`), compared as [`status_key`]s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// Listed before the handoff status, at this index of the order.
+    Before(usize),
+    /// Not listed: before the handoff status, but with no place relative to listed ones.
+    Unlisted,
+    /// The handoff status, a listed status after it, or one of `skip_statuses`.
+    AtOrBeyond,
+}
+
+/// The funnel of `handoff.status_order`, ready for lookups.
+#[derive(Clone, Debug)]
+pub struct Funnel {
+    index: HashMap<String, usize>,
+    handoff_at: usize,
+    skip: HashSet<String>,
+}
+
+impl Funnel {
+    /// The funnel of checked settings; a `handoff_status` missing from the order (which
+    /// [`Settings`] loading rejects) makes every listed status count as before it.
+    pub fn new(s: &HandoffSettings) -> Funnel {
+        let index: HashMap<String, usize> = s
+            .status_order
+            .iter()
+            .enumerate()
+            .map(|(i, status)| (status_key(status), i))
+            .collect();
+        let handoff_at = index
+            .get(&status_key(&s.handoff_status))
+            .copied()
+            .unwrap_or(usize::MAX);
+        Funnel {
+            index,
+            handoff_at,
+            skip: s.skip_statuses.iter().map(|k| status_key(k)).collect(),
+        }
+    }
+
+    fn place(&self, status: &str) -> Place {
+        let key = status_key(status);
+        match self.index.get(&key) {
+            Some(&i) if i < self.handoff_at => Place::Before(i),
+            Some(_) => Place::AtOrBeyond,
+            None if self.skip.contains(&key) => Place::AtOrBeyond,
+            None => Place::Unlisted,
+        }
+    }
+
+    /// At the handoff status or beyond: never handed off. No status counts as before it.
+    pub fn at_or_beyond(&self, status: Option<&str>) -> bool {
+        status.is_some_and(|s| self.place(s) == Place::AtOrBeyond)
+    }
+
+    /// A recycle: a move back to a status before the handoff status, from the handoff status or
+    /// beyond, or from a later listed status. Moves forward (`Open` to `Working`), moves
+    /// between unlisted statuses and a status disappearing are not: a lead handed off while
+    /// `Open` whose CRM then shows `Working` was not sent back by anyone.
+    pub fn is_recycle(&self, from: Option<&str>, to: Option<&str>) -> bool {
+        let (Some(from), Some(to)) = (from, to) else {
+            return false;
+        };
+        match (self.place(from), self.place(to)) {
+            (Place::AtOrBeyond, Place::Before(_) | Place::Unlisted) => true,
+            (Place::Before(was), Place::Before(now)) => now < was,
+            _ => false,
+        }
+    }
+}
+
+/// SPEC 6 "Who", as a pure function: updates the user's handoff state for one score change and
+/// says whether to hand the lead off now (and under which lead id).
+pub fn decide(
+    st: &mut LeadState,
+    change: &ScoreChange,
+    s: &HandoffSettings,
+    funnel: &Funnel,
+) -> Result<String, Skip> {
+    let status = match change.attribute(&s.status_attribute) {
+        Some(Scalar::Str(v)) => Some(v.clone()),
+        Some(other) => Some(other.to_string()),
+        None => None,
+    };
+    let key = |v: &Option<String>| v.as_deref().map(status_key);
+    if key(&status) != key(&st.status) {
+        if funnel.is_recycle(st.status.as_deref(), status.as_deref()) {
+            st.handed_off = false;
+        }
+        st.status = status.clone();
+    }
+    if change.score <= s.threshold {
+        return Err(Skip::AtOrBelowThreshold);
+    }
+    if funnel.at_or_beyond(status.as_deref()) {
+        return Err(Skip::AtOrBeyondHandoffStatus);
+    }
+    if st.handed_off {
+        return Err(Skip::AlreadyHandedOff);
+    }
+    let lead_id = match &s.lead_id_attribute {
+        None => change.user_id.clone(),
+        Some(attr) => match change.attribute(attr) {
+            // Any value is the id: one that is not a lead id (empty, `..`) is dead-lettered
+            // as `invalid_lead_id` rather than waited on for ever.
+            Some(Scalar::Str(id)) => id.clone(),
+            Some(other) => other.to_string(),
+            // Not known yet: a later change that carries it hands the lead off.
+            None => return Err(Skip::NoLeadId),
+        },
+    };
+    st.handed_off = true;
+    Ok(lead_id)
+}

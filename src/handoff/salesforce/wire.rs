@@ -1,0 +1,322 @@
+//! The wire shapes of the REST API: the request bodies sent, the answers read (REST errors,
+//! sObject Collections results, OAuth tokens and errors, `Sforce-Limit-Info`) and what each
+//! answer means for each lead.
+
+use super::retry::{RetryHint, SfError};
+use super::{BODY_EXCERPT_CHARS, UNEXPECTED_RESPONSE};
+use crate::config::Secret;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// What happened to one lead of an [`SalesforceClient::update_leads`] call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeadOutcome {
+    /// The HTTP status of the answer that decided this lead: the call's (`200` for a record of a
+    /// collection, whatever its own result), or the token request's when no token could be
+    /// had; `None` when no answer came back.
+    pub http_status: Option<u16>,
+    pub result: Result<(), SfError>,
+}
+
+/// One lead's update: its Salesforce id and the fields to set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeadUpdate {
+    pub lead_id: String,
+    pub body: Map<String, Value>,
+}
+
+/// An answer read in full.
+pub(super) struct Reply {
+    pub(super) status: u16,
+    pub(super) body: String,
+}
+
+/// A failure that applies to every lead of a call, with the status that caused it.
+pub(super) struct CallFailure {
+    pub(super) status: Option<u16>,
+    pub(super) error: SfError,
+}
+
+/// The same failure for each of `n` leads.
+pub(super) fn every(n: usize, failure: CallFailure) -> Vec<LeadOutcome> {
+    (0..n)
+        .map(|_| LeadOutcome {
+            http_status: failure.status,
+            result: Err(failure.error.clone()),
+        })
+        .collect()
+}
+
+/// The sObject Collections body: `allOrNone: false` so each record succeeds or fails alone.
+pub(super) fn collection_body(leads: &[LeadUpdate]) -> Value {
+    let records: Vec<Value> = leads
+        .iter()
+        .map(|lead| {
+            let mut record = lead.body.clone();
+            record.insert(
+                "attributes".to_string(),
+                serde_json::json!({ "type": "Lead" }),
+            );
+            record.insert("id".to_string(), Value::String(lead.lead_id.clone()));
+            Value::Object(record)
+        })
+        .collect();
+    serde_json::json!({ "allOrNone": false, "records": records })
+}
+
+/// Percent-encodes anything but unreserved characters, so an odd lead id cannot change the
+/// request path (Salesforce then answers `MALFORMED_ID`, which is the truth).
+pub(super) fn encode_path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The documented REST error body: `[{"message", "errorCode", "fields"}]`.
+#[derive(Deserialize)]
+struct RestError {
+    message: String,
+    #[serde(rename = "errorCode")]
+    error_code: String,
+    #[serde(default)]
+    fields: Vec<String>,
+}
+
+/// One result of an sObject Collections call.
+#[derive(Deserialize)]
+struct RecordResult {
+    /// The record's id; Salesforce sends it with every success.
+    #[serde(default)]
+    id: Option<String>,
+    success: bool,
+    #[serde(default)]
+    errors: Vec<RecordError>,
+}
+
+/// A collection record's error: `statusCode` where REST errors say `errorCode` (both accepted).
+#[derive(Deserialize)]
+struct RecordError {
+    #[serde(rename = "statusCode", alias = "errorCode")]
+    status_code: String,
+    message: String,
+    #[serde(default)]
+    fields: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+pub(super) fn is_invalid_session(reply: &Reply) -> bool {
+    reply.status == 401
+        && serde_json::from_str::<Vec<RestError>>(&reply.body)
+            .is_ok_and(|errors| errors.iter().any(|e| e.error_code == "INVALID_SESSION_ID"))
+}
+
+/// The token of a `200`, or the OAuth error. Token failures are kept from
+/// [`RetryHint::Permanent`] (see [`SalesforceClient::fetch_token`]).
+pub(super) fn token_from_reply(reply: &Reply) -> Result<Secret, SfError> {
+    let error = if reply.status == 200 {
+        match serde_json::from_str::<TokenAnswer>(&reply.body) {
+            Ok(answer) if !answer.access_token.is_empty() => {
+                return Ok(Secret::new(answer.access_token))
+            }
+            // The body could hold a token under another name: no excerpt of it.
+            _ => SfError::classified(
+                Some(200),
+                UNEXPECTED_RESPONSE,
+                "HTTP 200 from the token endpoint without an access_token",
+                Vec::new(),
+            ),
+        }
+    } else {
+        match serde_json::from_str::<OAuthError>(&reply.body) {
+            Ok(e) => SfError::classified(Some(reply.status), e.error, e.error_description, Vec::new()),
+            Err(_) => SfError::unexpected(
+                reply.status,
+                "the token endpoint's answer is not an OAuth error {\"error\", \"error_description\"}",
+                &reply.body,
+            ),
+        }
+    };
+    let hint = match error.hint {
+        RetryHint::Retry => RetryHint::Retry,
+        RetryHint::PauseForLimit => RetryHint::PauseForLimit,
+        RetryHint::AuthFailure | RetryHint::Permanent => RetryHint::AuthFailure,
+    };
+    Err(SfError { hint, ..error })
+}
+
+/// The error of a non-2xx answer: the first entry of the documented error array, with the
+/// codes of any further entries added to the message.
+pub(super) fn rest_error(reply: &Reply) -> SfError {
+    match serde_json::from_str::<Vec<RestError>>(&reply.body) {
+        Ok(errors) => match errors.split_first() {
+            Some((first, rest)) => {
+                let mut message = first.message.clone();
+                if !rest.is_empty() {
+                    let codes: Vec<&str> = rest.iter().map(|e| e.error_code.as_str()).collect();
+                    message.push_str(&format!(" (and {}: {})", rest.len(), codes.join(", ")));
+                }
+                SfError::classified(
+                    Some(reply.status),
+                    first.error_code.clone(),
+                    message,
+                    first.fields.clone(),
+                )
+            }
+            None => SfError::unexpected(reply.status, "an empty error array", &reply.body),
+        },
+        Err(_) => SfError::unexpected(
+            reply.status,
+            "not a Salesforce error array [{\"message\", \"errorCode\", \"fields\"}]",
+            &reply.body,
+        ),
+    }
+}
+
+pub(super) fn sobject_outcome(reply: &Reply) -> LeadOutcome {
+    // Salesforce answers 204; any 2xx means the update was accepted, whatever a proxy put
+    // in the body, so it is not read.
+    let result = match reply.status {
+        200..=299 => Ok(()),
+        _ => Err(rest_error(reply)),
+    };
+    LeadOutcome {
+        http_status: Some(reply.status),
+        result,
+    }
+}
+
+/// The outcome of each record of an sObject Collections call, in the order of `ids`, the
+/// records sent. Salesforce answers one result per record in request order; an answer that is
+/// not that (too few or too many results, or a success naming another record) is not in
+/// request order, so only its successes that name the record at their position are taken, and
+/// every other record is retried ([`RetryHint::Retry`]): no lead is marked handed off, or
+/// dead-lettered, on a guess.
+pub(super) fn collection_outcomes(reply: &Reply, ids: &[&str]) -> Vec<LeadOutcome> {
+    let n = ids.len();
+    let call_error = |error: SfError| {
+        every(
+            n,
+            CallFailure {
+                status: Some(reply.status),
+                error,
+            },
+        )
+    };
+    if !(200..300).contains(&reply.status) {
+        return call_error(rest_error(reply));
+    }
+    let results = match serde_json::from_str::<Vec<Value>>(&reply.body) {
+        Ok(results) => results,
+        Err(e) => {
+            return call_error(SfError::unexpected_transient(
+                reply.status,
+                &format!("not an array of {{\"id\", \"success\", \"errors\"}} results ({e})"),
+                &reply.body,
+            ))
+        }
+    };
+    let parsed: Vec<Option<RecordResult>> = results
+        .into_iter()
+        .map(|v| serde_json::from_value(v).ok())
+        .collect();
+    let names_its_record = |i: usize| match parsed.get(i) {
+        Some(Some(r)) if r.success => r.id.as_deref().is_some_and(|id| same_id(id, ids[i])),
+        _ => false,
+    };
+    let in_order = parsed.len() == n
+        && (0..n).all(|i| names_its_record(i) || parsed[i].as_ref().is_some_and(|r| !r.success));
+    let mismatch = |i: usize| {
+        let what = match parsed.get(i) {
+            _ if parsed.len() != n => format!(
+                "{} results for {n} records, so the results cannot be matched to records",
+                parsed.len()
+            ),
+            Some(None) => format!("result {i} is not a {{\"success\", \"errors\"}} result"),
+            Some(Some(r)) if r.success && !names_its_record(i) => format!(
+                "result {i} is a success for {:?}, but record {i} is {:?}",
+                r.id.as_deref().unwrap_or("(no id)"),
+                ids[i]
+            ),
+            _ => "a success names another record, so the results are not in request order"
+                .to_string(),
+        };
+        SfError::unexpected_transient(reply.status, &what, &reply.body)
+    };
+    (0..n)
+        .map(|i| {
+            let result = if names_its_record(i) {
+                Ok(())
+            } else if !in_order {
+                Err(mismatch(i))
+            } else {
+                // In order and not a success: a failure with its errors.
+                let errors = parsed[i].as_ref().map(|r| &r.errors);
+                match errors.and_then(|e| e.first()) {
+                    Some(e) => Err(SfError::classified(
+                        Some(reply.status),
+                        e.status_code.clone(),
+                        e.message.clone(),
+                        e.fields.clone(),
+                    )),
+                    None => Err(SfError::unexpected_transient(
+                        reply.status,
+                        "a record result with success false and no errors",
+                        &reply.body,
+                    )),
+                }
+            };
+            LeadOutcome {
+                http_status: Some(reply.status),
+                result,
+            }
+        })
+        .collect()
+}
+
+/// Whether a result's id names the record sent with `sent`: equal, or the 18-character form
+/// Salesforce answers for a 15-character id sent (the same id with a case-checksum suffix).
+fn same_id(answered: &str, sent: &str) -> bool {
+    answered == sent
+        || (sent.len() == 15 && answered.len() == 18 && answered.starts_with(sent))
+        || (sent.len() == 18 && answered.len() == 15 && sent.starts_with(answered))
+}
+
+/// `(used, allowed)` from `Sforce-Limit-Info: api-usage=18/15000`, which may carry further
+/// `; per-app-api-usage=...` parts.
+pub fn parse_limit_info(header: &str) -> Option<(u64, u64)> {
+    header.split([';', ',']).find_map(|part| {
+        let usage = part.trim().strip_prefix("api-usage=")?;
+        let (used, max) = usage.split_once('/')?;
+        Some((used.trim().parse().ok()?, max.trim().parse().ok()?))
+    })
+}
+
+/// The start of a body, for an error message.
+pub(super) fn excerpt(body: &str) -> String {
+    let trimmed = body.trim();
+    if trimmed.is_empty() {
+        return "(empty)".to_string();
+    }
+    let mut out: String = trimmed.chars().take(BODY_EXCERPT_CHARS).collect();
+    if out.len() < trimmed.len() {
+        out.push_str("...");
+    }
+    out
+}
