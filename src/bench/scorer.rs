@@ -17,6 +17,7 @@
 use crate::codec::{self, Format};
 use crate::config::Settings;
 use crate::dev::broker::DevBroker;
+use crate::dev::scratch::ScratchDir;
 use crate::event::Event;
 use crate::generator::{self, GeneratorConfig};
 use crate::ops::admin::Health;
@@ -35,8 +36,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -96,7 +97,8 @@ pub fn run(opts: &ScorerBenchOptions) -> Result<String> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let dir = ScratchDir::new()?;
+    // For the rules file and the state directories.
+    let dir = ScratchDir::new("scorer-bench")?;
     let broker = runtime.block_on(DevBroker::start("127.0.0.1:0"))?;
     let result = measure_all(opts, &runtime, &broker, dir.path());
     // Every client of the run is gone by now; the broker goes before the runtime that serves
@@ -129,26 +131,10 @@ fn measure_all(
     broker: &DevBroker,
     dir: &Path,
 ) -> Result<String> {
-    let rules_path = dir.join("seed-canvas.toml");
-    std::fs::write(&rules_path, Rules::SEED_CANVAS).context("writing the seed canvas")?;
     let bootstrap = broker.bootstrap_servers();
     let defaults: BTreeMap<String, String> =
         BTreeMap::from([("bootstrap.servers".to_string(), bootstrap.clone())]);
-    // Every leadscore topic exists before anything starts (the mock cannot create them).
-    let mut settings = broker.settings(opts.partitions)?;
-    // Without it a caught-up scorer would see new events in 500 ms steps on the mock, and the
-    // latency would measure the mock. It changes nothing while data is waiting (the
-    // throughput run); the restore below runs with the defaults.
-    settings
-        .kafka
-        .properties
-        .insert("fetch.wait.max.ms".into(), MOCK_FETCH_WAIT_MS.into());
-    settings.scorer.rules = Some(rules_path);
-    settings.scorer.state_dir = dir.join("scorer-state");
-    settings.scorer.group_id = "leadscore-bench-scorer".into();
-    // Generated traffic lies weeks in the past: the wall clock would decay every score at once
-    // and turn the latency run into an inactivity storm.
-    settings.scorer.follow_wall_clock = false;
+    let settings = bench_settings(opts, broker, dir)?;
     let topics = settings.topics.clone();
     let parts = opts.partitions;
     let n = opts.events;
@@ -165,50 +151,15 @@ fn measure_all(
 
     // 1. The input.
     let producer = producer(&bootstrap)?;
-    for e in &events {
-        let payload = codec::encode_event(Format::Json, e);
-        send(
-            &producer,
-            BaseRecord::to(&topics.input)
-                .key(e.user_id.as_str())
-                .payload(&payload),
-        )?;
-    }
-    producer
-        .flush(Duration::from_secs(120))
-        .context("flushing the input")?;
+    produce_input(&producer, &topics.input, &events)?;
     drop(events);
 
     // 2. Baseline: read everything, nothing else.
     let baseline_rate = baseline(&bootstrap, &topics.input, parts, n)?;
 
     // 3. Scorer throughput.
-    let scorer_state = settings.scorer.state_dir.clone();
-    let group = settings.scorer.group_id.clone();
-    let out_start = high_watermarks(&bootstrap, &topics.output, parts)?;
-    let first_change = FirstRecord::watch(&bootstrap, &topics.output, parts)?;
-    let scorer = runtime
-        .block_on(Scorer::start(settings.clone(), Health::new()))
-        .context("starting the scorer")?;
-    let shutdown = Shutdown::new();
-    let stop = shutdown.clone();
-    let scorer_thread = std::thread::spawn(move || scorer.run(stop));
-    let mut running = RunningScorer {
-        thread: Some(scorer_thread),
-        shutdown,
-    };
-    let offsets = CommittedOffsets::new(&bootstrap, &group, &topics.input, parts)?;
-    let deadline = Duration::from_secs(60) + Duration::from_millis(n as u64 / 2);
-    offsets.wait_for(n as i64, deadline, &mut running)?;
-    let caught_up = now_millis();
-    let started = first_change.finish()?;
-    let scorer_secs = ((caught_up - started).max(1)) as f64 / 1000.0;
-    let scorer_rate = n as f64 / scorer_secs;
-    let scorer_changes: i64 = high_watermarks(&bootstrap, &topics.output, parts)?
-        .iter()
-        .zip(&out_start)
-        .map(|(h, s)| h - s)
-        .sum();
+    let (mut running, offsets, throughput) =
+        scorer_throughput(runtime, &settings, &bootstrap, parts, n)?;
 
     // 4. Latency: the scorer is caught up; new events arrive at a moderate rate.
     let out_before = high_watermarks(&bootstrap, &topics.output, parts)?;
@@ -229,33 +180,15 @@ fn measure_all(
         .sum();
     // What a restore could reach on this broker: the same records, only read.
     let changelog_baseline = plain_read_rate(&bootstrap, &topics.changelog, parts)?;
-    // Default client properties: the restore as a deployed scorer runs it (its read to the
-    // end of each partition waits out fetch.wait.max.ms, on Kafka too).
-    let fresh = Changelog::open(&dir.join("restore-state"), &topics.changelog, &defaults)?;
-    let mut restore_records = 0u64;
-    let mut restored = Vec::new();
-    let restore_started = Instant::now();
-    for p in 0..parts {
-        let r = fresh
-            .restore(p)
-            .with_context(|| format!("restoring changelog partition {p}"))?;
-        restore_records += r.records_read;
-        restored.push(r.entries);
-    }
-    let restore_time = restore_started.elapsed();
-    drop(fresh);
-    let mut encoded_total = 0usize;
-    let mut restored_users = 0usize;
-    for (user, bytes) in restored.iter().flatten() {
-        let state = UserState::decode(bytes)
-            .map_err(|e| anyhow!("restored state of {user} does not decode: {e}"))?;
-        encoded_total += state.encode().len();
-        restored_users += 1;
-    }
-    let encoded_mean = encoded_total as f64 / restored_users.max(1) as f64;
+    let restore = measure_restore(
+        &dir.join("restore-state"),
+        &topics.changelog,
+        parts,
+        &defaults,
+    )?;
 
     // 6. The scorer's own local store, now that nothing holds it open.
-    let own = Changelog::open(&scorer_state, &topics.changelog, &defaults)?;
+    let own = Changelog::open(&settings.scorer.state_dir, &topics.changelog, &defaults)?;
     let disk_bytes = own.store().disk_bytes()?;
     let mut store_users = 0u64;
     for p in 0..parts {
@@ -268,20 +201,157 @@ fn measure_all(
         &settings,
         &Measured {
             baseline_rate,
-            scorer_rate,
-            scorer_changes,
+            scorer_rate: throughput.rate,
+            scorer_changes: throughput.changes,
             latency_ms,
             latency_events: tail.len(),
-            restore_records,
-            restore_time,
+            restore_records: restore.records,
+            restore_time: restore.time,
             changelog_baseline,
-            restored_users,
-            encoded_mean,
+            restored_users: restore.users,
+            encoded_mean: restore.encoded_mean,
             disk_bytes,
             store_users,
             changelog_dropped,
         },
     ))
+}
+
+/// The scorer's settings for the run: every leadscore topic on `broker` (the mock cannot
+/// create them), the seed canvas written into `dir`, state under `dir`.
+fn bench_settings(opts: &ScorerBenchOptions, broker: &DevBroker, dir: &Path) -> Result<Settings> {
+    let rules_path = dir.join("seed-canvas.toml");
+    std::fs::write(&rules_path, Rules::SEED_CANVAS).context("writing the seed canvas")?;
+    let mut settings = broker.settings(opts.partitions)?;
+    // Without it a caught-up scorer would see new events in 500 ms steps on the mock, and the
+    // latency would measure the mock. It changes nothing while data is waiting (the
+    // throughput run); the restore below runs with the defaults.
+    settings
+        .kafka
+        .properties
+        .insert("fetch.wait.max.ms".into(), MOCK_FETCH_WAIT_MS.into());
+    settings.scorer.rules = Some(rules_path);
+    settings.scorer.state_dir = dir.join("scorer-state");
+    settings.scorer.group_id = "leadscore-bench-scorer".into();
+    // Generated traffic lies weeks in the past: the wall clock would decay every score at once
+    // and turn the latency run into an inactivity storm.
+    settings.scorer.follow_wall_clock = false;
+    Ok(settings)
+}
+
+/// Produces `events` to `topic` as JSON, keyed by user, and waits until they are all written.
+fn produce_input(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    events: &[Event],
+) -> Result<()> {
+    for e in events {
+        let payload = codec::encode_event(Format::Json, e);
+        send(
+            producer,
+            BaseRecord::to(topic)
+                .key(e.user_id.as_str())
+                .payload(&payload),
+        )?;
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .context("flushing the input")?;
+    Ok(())
+}
+
+/// The scorer's rate through the whole input, from its first score change to its committing
+/// the last input offset.
+struct Throughput {
+    rate: f64,
+    changes: i64,
+}
+
+/// Starts the scorer on the `n` input events already produced and waits until it has caught
+/// up. The scorer keeps running (for the latency run), as do the committed-offsets watch.
+fn scorer_throughput(
+    runtime: &tokio::runtime::Runtime,
+    settings: &Settings,
+    bootstrap: &str,
+    parts: i32,
+    n: usize,
+) -> Result<(RunningScorer, CommittedOffsets, Throughput)> {
+    let topics = &settings.topics;
+    let group = settings.scorer.group_id.clone();
+    let out_start = high_watermarks(bootstrap, &topics.output, parts)?;
+    let first_change = FirstRecord::watch(bootstrap, &topics.output, parts)?;
+    let scorer = runtime
+        .block_on(Scorer::start(settings.clone(), Health::new()))
+        .context("starting the scorer")?;
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
+    let scorer_thread = std::thread::spawn(move || scorer.run(stop));
+    let mut running = RunningScorer {
+        thread: Some(scorer_thread),
+        shutdown,
+    };
+    let offsets = CommittedOffsets::new(bootstrap, &group, &topics.input, parts)?;
+    let deadline = Duration::from_secs(60) + Duration::from_millis(n as u64 / 2);
+    offsets.wait_for(n as i64, deadline, &mut running)?;
+    let caught_up = now_millis();
+    let started = first_change.finish()?;
+    let scorer_secs = ((caught_up - started).max(1)) as f64 / 1000.0;
+    let changes: i64 = high_watermarks(bootstrap, &topics.output, parts)?
+        .iter()
+        .zip(&out_start)
+        .map(|(h, s)| h - s)
+        .sum();
+    let throughput = Throughput {
+        rate: n as f64 / scorer_secs,
+        changes,
+    };
+    Ok((running, offsets, throughput))
+}
+
+/// A restore of the whole changelog into an empty directory, and what it restored.
+struct Restore {
+    records: u64,
+    time: Duration,
+    users: usize,
+    encoded_mean: f64,
+}
+
+/// Restores every partition of `changelog` into `state_dir` with `properties` (the defaults:
+/// the restore as a deployed scorer runs it, whose read to the end of each partition waits out
+/// fetch.wait.max.ms, on Kafka too), and decodes every state restored.
+fn measure_restore(
+    state_dir: &Path,
+    changelog: &str,
+    parts: i32,
+    properties: &BTreeMap<String, String>,
+) -> Result<Restore> {
+    let fresh = Changelog::open(state_dir, changelog, properties)?;
+    let mut records = 0u64;
+    let mut restored = Vec::new();
+    let restore_started = Instant::now();
+    for p in 0..parts {
+        let r = fresh
+            .restore(p)
+            .with_context(|| format!("restoring changelog partition {p}"))?;
+        records += r.records_read;
+        restored.push(r.entries);
+    }
+    let time = restore_started.elapsed();
+    drop(fresh);
+    let mut encoded_total = 0usize;
+    let mut users = 0usize;
+    for (user, bytes) in restored.iter().flatten() {
+        let state = UserState::decode(bytes)
+            .map_err(|e| anyhow!("restored state of {user} does not decode: {e}"))?;
+        encoded_total += state.encode().len();
+        users += 1;
+    }
+    Ok(Restore {
+        records,
+        time,
+        users,
+        encoded_mean: encoded_total as f64 / users.max(1) as f64,
+    })
 }
 
 fn report(opts: &ScorerBenchOptions, settings: &Settings, m: &Measured) -> String {
@@ -808,75 +878,5 @@ fn latencies(
     Ok(samples)
 }
 
-/// A scratch directory for the rules file and the state directories, removed on drop.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new() -> Result<ScratchDir> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "leadscore-scorer-bench-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(ScratchDir(dir))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const METRICS: [&str; 12] = [
-        "baseline: plain consumer (records/s)",
-        "scorer throughput (events/s)",
-        "scorer / baseline",
-        "latency produce -> score change, p50 (ms)",
-        "latency produce -> score change, p99 (ms)",
-        "latency samples",
-        "restore (changelog records/s)",
-        "baseline: plain consumer on the changelog (records/s)",
-        "changelog records read",
-        "state on disk per user (bytes)",
-        "state encoded per user, mean (bytes)",
-        "users with state",
-    ];
-
-    #[test]
-    fn tiny_run_reports_every_metric_with_a_positive_value() -> Result<()> {
-        let report = run(&ScorerBenchOptions {
-            events: 3_000,
-            users: 300,
-            ..ScorerBenchOptions::default()
-        })?;
-        let values = crate::bench::parse_report(&report);
-        crate::bench::assert_positive(&values, &METRICS, &report);
-        assert_eq!(values.len(), METRICS.len(), "{report}");
-        assert!(
-            report.contains("events = 3000 (+5000 for latency); users = 300; partitions = 3"),
-            "{report}"
-        );
-        Ok(())
-    }
-
-    #[test]
-    fn rejects_zero_events() {
-        let opts = ScorerBenchOptions {
-            events: 0,
-            ..ScorerBenchOptions::default()
-        };
-        assert!(run(&opts).is_err());
-    }
-}
+mod tests;
