@@ -5,6 +5,7 @@ use crate::change::{Reason, ReasonKind, ScoreChange};
 use crate::codec::{self, Format};
 use crate::config::Secret;
 use crate::dev::broker::DevBroker;
+use crate::dev::scratch::ScratchDir;
 use crate::dev::standin::{Faults, StandinConfig};
 use crate::event::Scalar;
 use crate::generator::salesforce_lead_id;
@@ -38,11 +39,10 @@ const SECRET_ENV: &str = "LEADSCORE_BENCH_SALESFORCE_SECRET";
 
 /// Runs the benchmark and returns a Markdown table.
 pub async fn run(opts: &HandoffBenchOptions) -> Result<String> {
-    let dir = std::env::temp_dir().join(format!("leadscore-handoff-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = ScratchDir::new("handoff-bench")?;
     let broker = DevBroker::start("127.0.0.1:0").await?;
     let mut settings = broker.settings(3)?;
-    settings.handoff.state_dir = dir.join("handoff");
+    settings.handoff.state_dir = dir.path().join("handoff");
     settings.handoff.lead_id_attribute = Some("salesforce_lead_id".into());
     settings.salesforce.client_id = "leadscore-bench".into();
     settings.admin.listen = "127.0.0.1:0".into();
@@ -131,7 +131,7 @@ pub async fn run(opts: &HandoffBenchOptions) -> Result<String> {
     let calls = standin.api_calls();
     let tokens = standin.tokens_issued();
     drop(broker);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 
     let per_s = opts.leads as f64 / elapsed.as_secs_f64().max(1e-9);
     let per_1000 = calls as f64 * 1000.0 / opts.leads as f64;

@@ -17,6 +17,7 @@
 use crate::codec::{self, Format};
 use crate::config::Settings;
 use crate::dev::broker::DevBroker;
+use crate::dev::scratch::ScratchDir;
 use crate::event::Event;
 use crate::generator::{self, GeneratorConfig};
 use crate::ops::admin::Health;
@@ -26,6 +27,7 @@ use crate::runtime::shutdown::Shutdown;
 use crate::scorer::{Scorer, ScorerError};
 use crate::state::UserState;
 use anyhow::{anyhow, bail, Context, Result};
+use clients::*;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -35,8 +37,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -96,7 +98,8 @@ pub fn run(opts: &ScorerBenchOptions) -> Result<String> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let dir = ScratchDir::new()?;
+    // For the rules file and the state directories.
+    let dir = ScratchDir::new("scorer-bench")?;
     let broker = runtime.block_on(DevBroker::start("127.0.0.1:0"))?;
     let result = measure_all(opts, &runtime, &broker, dir.path());
     // Every client of the run is gone by now; the broker goes before the runtime that serves
@@ -129,26 +132,10 @@ fn measure_all(
     broker: &DevBroker,
     dir: &Path,
 ) -> Result<String> {
-    let rules_path = dir.join("seed-canvas.toml");
-    std::fs::write(&rules_path, Rules::SEED_CANVAS).context("writing the seed canvas")?;
     let bootstrap = broker.bootstrap_servers();
     let defaults: BTreeMap<String, String> =
         BTreeMap::from([("bootstrap.servers".to_string(), bootstrap.clone())]);
-    // Every leadscore topic exists before anything starts (the mock cannot create them).
-    let mut settings = broker.settings(opts.partitions)?;
-    // Without it a caught-up scorer would see new events in 500 ms steps on the mock, and the
-    // latency would measure the mock. It changes nothing while data is waiting (the
-    // throughput run); the restore below runs with the defaults.
-    settings
-        .kafka
-        .properties
-        .insert("fetch.wait.max.ms".into(), MOCK_FETCH_WAIT_MS.into());
-    settings.scorer.rules = Some(rules_path);
-    settings.scorer.state_dir = dir.join("scorer-state");
-    settings.scorer.group_id = "leadscore-bench-scorer".into();
-    // Generated traffic lies weeks in the past: the wall clock would decay every score at once
-    // and turn the latency run into an inactivity storm.
-    settings.scorer.follow_wall_clock = false;
+    let settings = bench_settings(opts, broker, dir)?;
     let topics = settings.topics.clone();
     let parts = opts.partitions;
     let n = opts.events;
@@ -165,50 +152,15 @@ fn measure_all(
 
     // 1. The input.
     let producer = producer(&bootstrap)?;
-    for e in &events {
-        let payload = codec::encode_event(Format::Json, e);
-        send(
-            &producer,
-            BaseRecord::to(&topics.input)
-                .key(e.user_id.as_str())
-                .payload(&payload),
-        )?;
-    }
-    producer
-        .flush(Duration::from_secs(120))
-        .context("flushing the input")?;
+    produce_input(&producer, &topics.input, &events)?;
     drop(events);
 
     // 2. Baseline: read everything, nothing else.
     let baseline_rate = baseline(&bootstrap, &topics.input, parts, n)?;
 
     // 3. Scorer throughput.
-    let scorer_state = settings.scorer.state_dir.clone();
-    let group = settings.scorer.group_id.clone();
-    let out_start = high_watermarks(&bootstrap, &topics.output, parts)?;
-    let first_change = FirstRecord::watch(&bootstrap, &topics.output, parts)?;
-    let scorer = runtime
-        .block_on(Scorer::start(settings.clone(), Health::new()))
-        .context("starting the scorer")?;
-    let shutdown = Shutdown::new();
-    let stop = shutdown.clone();
-    let scorer_thread = std::thread::spawn(move || scorer.run(stop));
-    let mut running = RunningScorer {
-        thread: Some(scorer_thread),
-        shutdown,
-    };
-    let offsets = CommittedOffsets::new(&bootstrap, &group, &topics.input, parts)?;
-    let deadline = Duration::from_secs(60) + Duration::from_millis(n as u64 / 2);
-    offsets.wait_for(n as i64, deadline, &mut running)?;
-    let caught_up = now_millis();
-    let started = first_change.finish()?;
-    let scorer_secs = ((caught_up - started).max(1)) as f64 / 1000.0;
-    let scorer_rate = n as f64 / scorer_secs;
-    let scorer_changes: i64 = high_watermarks(&bootstrap, &topics.output, parts)?
-        .iter()
-        .zip(&out_start)
-        .map(|(h, s)| h - s)
-        .sum();
+    let (mut running, offsets, throughput) =
+        scorer_throughput(runtime, &settings, &bootstrap, parts, n)?;
 
     // 4. Latency: the scorer is caught up; new events arrive at a moderate rate.
     let out_before = high_watermarks(&bootstrap, &topics.output, parts)?;
@@ -229,33 +181,15 @@ fn measure_all(
         .sum();
     // What a restore could reach on this broker: the same records, only read.
     let changelog_baseline = plain_read_rate(&bootstrap, &topics.changelog, parts)?;
-    // Default client properties: the restore as a deployed scorer runs it (its read to the
-    // end of each partition waits out fetch.wait.max.ms, on Kafka too).
-    let fresh = Changelog::open(&dir.join("restore-state"), &topics.changelog, &defaults)?;
-    let mut restore_records = 0u64;
-    let mut restored = Vec::new();
-    let restore_started = Instant::now();
-    for p in 0..parts {
-        let r = fresh
-            .restore(p)
-            .with_context(|| format!("restoring changelog partition {p}"))?;
-        restore_records += r.records_read;
-        restored.push(r.entries);
-    }
-    let restore_time = restore_started.elapsed();
-    drop(fresh);
-    let mut encoded_total = 0usize;
-    let mut restored_users = 0usize;
-    for (user, bytes) in restored.iter().flatten() {
-        let state = UserState::decode(bytes)
-            .map_err(|e| anyhow!("restored state of {user} does not decode: {e}"))?;
-        encoded_total += state.encode().len();
-        restored_users += 1;
-    }
-    let encoded_mean = encoded_total as f64 / restored_users.max(1) as f64;
+    let restore = measure_restore(
+        &dir.join("restore-state"),
+        &topics.changelog,
+        parts,
+        &defaults,
+    )?;
 
     // 6. The scorer's own local store, now that nothing holds it open.
-    let own = Changelog::open(&scorer_state, &topics.changelog, &defaults)?;
+    let own = Changelog::open(&settings.scorer.state_dir, &topics.changelog, &defaults)?;
     let disk_bytes = own.store().disk_bytes()?;
     let mut store_users = 0u64;
     for p in 0..parts {
@@ -268,20 +202,157 @@ fn measure_all(
         &settings,
         &Measured {
             baseline_rate,
-            scorer_rate,
-            scorer_changes,
+            scorer_rate: throughput.rate,
+            scorer_changes: throughput.changes,
             latency_ms,
             latency_events: tail.len(),
-            restore_records,
-            restore_time,
+            restore_records: restore.records,
+            restore_time: restore.time,
             changelog_baseline,
-            restored_users,
-            encoded_mean,
+            restored_users: restore.users,
+            encoded_mean: restore.encoded_mean,
             disk_bytes,
             store_users,
             changelog_dropped,
         },
     ))
+}
+
+/// The scorer's settings for the run: every leadscore topic on `broker` (the mock cannot
+/// create them), the seed canvas written into `dir`, state under `dir`.
+fn bench_settings(opts: &ScorerBenchOptions, broker: &DevBroker, dir: &Path) -> Result<Settings> {
+    let rules_path = dir.join("seed-canvas.toml");
+    std::fs::write(&rules_path, Rules::SEED_CANVAS).context("writing the seed canvas")?;
+    let mut settings = broker.settings(opts.partitions)?;
+    // Without it a caught-up scorer would see new events in 500 ms steps on the mock, and the
+    // latency would measure the mock. It changes nothing while data is waiting (the
+    // throughput run); the restore below runs with the defaults.
+    settings
+        .kafka
+        .properties
+        .insert("fetch.wait.max.ms".into(), MOCK_FETCH_WAIT_MS.into());
+    settings.scorer.rules = Some(rules_path);
+    settings.scorer.state_dir = dir.join("scorer-state");
+    settings.scorer.group_id = "leadscore-bench-scorer".into();
+    // Generated traffic lies weeks in the past: the wall clock would decay every score at once
+    // and turn the latency run into an inactivity storm.
+    settings.scorer.follow_wall_clock = false;
+    Ok(settings)
+}
+
+/// Produces `events` to `topic` as JSON, keyed by user, and waits until they are all written.
+fn produce_input(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    events: &[Event],
+) -> Result<()> {
+    for e in events {
+        let payload = codec::encode_event(Format::Json, e);
+        send(
+            producer,
+            BaseRecord::to(topic)
+                .key(e.user_id.as_str())
+                .payload(&payload),
+        )?;
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .context("flushing the input")?;
+    Ok(())
+}
+
+/// The scorer's rate through the whole input, from its first score change to its committing
+/// the last input offset.
+struct Throughput {
+    rate: f64,
+    changes: i64,
+}
+
+/// Starts the scorer on the `n` input events already produced and waits until it has caught
+/// up. The scorer keeps running (for the latency run), as do the committed-offsets watch.
+fn scorer_throughput(
+    runtime: &tokio::runtime::Runtime,
+    settings: &Settings,
+    bootstrap: &str,
+    parts: i32,
+    n: usize,
+) -> Result<(RunningScorer, CommittedOffsets, Throughput)> {
+    let topics = &settings.topics;
+    let group = settings.scorer.group_id.clone();
+    let out_start = high_watermarks(bootstrap, &topics.output, parts)?;
+    let first_change = FirstRecord::watch(bootstrap, &topics.output, parts)?;
+    let scorer = runtime
+        .block_on(Scorer::start(settings.clone(), Health::new()))
+        .context("starting the scorer")?;
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
+    let scorer_thread = std::thread::spawn(move || scorer.run(stop));
+    let mut running = RunningScorer {
+        thread: Some(scorer_thread),
+        shutdown,
+    };
+    let offsets = CommittedOffsets::new(bootstrap, &group, &topics.input, parts)?;
+    let deadline = Duration::from_secs(60) + Duration::from_millis(n as u64 / 2);
+    offsets.wait_for(n as i64, deadline, &mut running)?;
+    let caught_up = now_millis();
+    let started = first_change.finish()?;
+    let scorer_secs = ((caught_up - started).max(1)) as f64 / 1000.0;
+    let changes: i64 = high_watermarks(bootstrap, &topics.output, parts)?
+        .iter()
+        .zip(&out_start)
+        .map(|(h, s)| h - s)
+        .sum();
+    let throughput = Throughput {
+        rate: n as f64 / scorer_secs,
+        changes,
+    };
+    Ok((running, offsets, throughput))
+}
+
+/// A restore of the whole changelog into an empty directory, and what it restored.
+struct Restore {
+    records: u64,
+    time: Duration,
+    users: usize,
+    encoded_mean: f64,
+}
+
+/// Restores every partition of `changelog` into `state_dir` with `properties` (the defaults:
+/// the restore as a deployed scorer runs it, whose read to the end of each partition waits out
+/// fetch.wait.max.ms, on Kafka too), and decodes every state restored.
+fn measure_restore(
+    state_dir: &Path,
+    changelog: &str,
+    parts: i32,
+    properties: &BTreeMap<String, String>,
+) -> Result<Restore> {
+    let fresh = Changelog::open(state_dir, changelog, properties)?;
+    let mut records = 0u64;
+    let mut restored = Vec::new();
+    let restore_started = Instant::now();
+    for p in 0..parts {
+        let r = fresh
+            .restore(p)
+            .with_context(|| format!("restoring changelog partition {p}"))?;
+        records += r.records_read;
+        restored.push(r.entries);
+    }
+    let time = restore_started.elapsed();
+    drop(fresh);
+    let mut encoded_total = 0usize;
+    let mut users = 0usize;
+    for (user, bytes) in restored.iter().flatten() {
+        let state = UserState::decode(bytes)
+            .map_err(|e| anyhow!("restored state of {user} does not decode: {e}"))?;
+        encoded_total += state.encode().len();
+        users += 1;
+    }
+    Ok(Restore {
+        records,
+        time,
+        users,
+        encoded_mean: encoded_total as f64 / users.max(1) as f64,
+    })
 }
 
 fn report(opts: &ScorerBenchOptions, settings: &Settings, m: &Measured) -> String {
@@ -411,472 +482,6 @@ fn report(opts: &ScorerBenchOptions, settings: &Settings, m: &Measured) -> Strin
     );
     out
 }
-
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn client(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap);
-    c
-}
-
-/// A producer as an application's would be: keyed by user id with Kafka's default partitioner
-/// (what the scorer's co-partitioning assumes). lz4, as the services use: uncompressed JSON
-/// would overflow the mock's per-partition retention at the default size.
-fn producer(bootstrap: &str) -> Result<ThreadedProducer<DefaultProducerContext>> {
-    client(bootstrap)
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .create()
-        .context("creating the input producer")
-}
-
-/// Queues a record, waiting while the local queue is full.
-fn send<K, P>(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    mut rec: BaseRecord<'_, K, P>,
-) -> Result<()>
-where
-    K: ToBytes + ?Sized,
-    P: ToBytes + ?Sized,
-{
-    loop {
-        match producer.send(rec) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                rec = back;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err((e, _)) => return Err(e).context("producing input"),
-        }
-    }
-}
-
-/// A consumer outside any group (the id is required but nothing is committed).
-fn reader(bootstrap: &str, group: &str) -> Result<BaseConsumer> {
-    client(bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        // Reaching the end is an empty fetch, which the broker holds this long.
-        .set("fetch.wait.max.ms", MOCK_FETCH_WAIT_MS)
-        .create()
-        .context("creating a consumer")
-}
-
-fn watermarks(bootstrap: &str, topic: &str, parts: i32) -> Result<Vec<(i64, i64)>> {
-    let c = reader(bootstrap, "leadscore-bench-watermarks")?;
-    (0..parts)
-        .map(|p| {
-            c.fetch_watermarks(topic, p, CALL_TIMEOUT)
-                .with_context(|| format!("watermarks of {topic} [{p}]"))
-        })
-        .collect()
-}
-
-fn high_watermarks(bootstrap: &str, topic: &str, parts: i32) -> Result<Vec<i64>> {
-    Ok(watermarks(bootstrap, topic, parts)?
-        .into_iter()
-        .map(|w| w.1)
-        .collect())
-}
-
-fn low_watermarks(bootstrap: &str, topic: &str, parts: i32) -> Result<Vec<i64>> {
-    Ok(watermarks(bootstrap, topic, parts)?
-        .into_iter()
-        .map(|w| w.0)
-        .collect())
-}
-
-/// Assigns every partition of `topic` from `from` (per partition).
-fn assign(c: &BaseConsumer, topic: &str, from: &[Offset]) -> Result<()> {
-    let mut tpl = TopicPartitionList::new();
-    for (p, o) in from.iter().enumerate() {
-        tpl.add_partition_offset(topic, p as i32, *o)?;
-    }
-    c.assign(&tpl).context("assigning partitions")
-}
-
-/// Reads the input once, only reading, and returns the records/s. It also checks that the
-/// input is complete: the scorer's numbers mean nothing if the mock's retention (or a failed
-/// delivery) lost some of it.
-fn baseline(bootstrap: &str, topic: &str, parts: i32, n: usize) -> Result<f64> {
-    let marks = watermarks(bootstrap, topic, parts)?;
-    let low: i64 = marks.iter().map(|w| w.0).sum();
-    let high: i64 = marks.iter().map(|w| w.1).sum();
-    if low > 0 {
-        bail!(
-            "the mock broker dropped {low} input records (it keeps about 5 MiB per partition): \
-             use fewer --events or more partitions"
-        );
-    }
-    if high != n as i64 {
-        bail!("the input topic holds {high} records, {n} were produced");
-    }
-    plain_read_rate(bootstrap, topic, parts)
-}
-
-/// Reads every partition of `topic` from the beginning, touching each payload and nothing more,
-/// and returns the records/s: what the broker and librdkafka allow, whatever the application
-/// does. The clock stops at the last record, not at the end-of-partition events (an empty
-/// fetch the broker holds for fetch.wait.max.ms).
-fn plain_read_rate(bootstrap: &str, topic: &str, parts: i32) -> Result<f64> {
-    let expected: i64 = watermarks(bootstrap, topic, parts)?
-        .iter()
-        .map(|(lo, hi)| hi - lo)
-        .sum();
-    let c = reader(bootstrap, "leadscore-bench-baseline")?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let started = Instant::now();
-    assign(&c, topic, &vec![Offset::Beginning; parts as usize])?;
-    let (mut records, mut bytes) = (0i64, 0usize);
-    while records < expected {
-        if Instant::now() > deadline {
-            bail!("read {records} of {expected} records of {topic} in two minutes");
-        }
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                records += 1;
-                bytes += m.payload_len();
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
-            Some(Err(e)) => return Err(e).with_context(|| format!("reading {topic}")),
-        }
-    }
-    let elapsed = started.elapsed();
-    black_box(bytes);
-    Ok(records as f64 / elapsed.as_secs_f64().max(1e-9))
-}
-
-/// Polls until every assigned partition reported its end; `each` sees every record.
-fn read_to_end(
-    c: &BaseConsumer,
-    parts: i32,
-    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
-) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut ended = std::collections::HashSet::new();
-    while ended.len() < parts as usize {
-        if Instant::now() > deadline {
-            bail!("reading to the end took over two minutes");
-        }
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => each(&m),
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                ended.insert(p);
-            }
-            Some(Err(e)) => return Err(e).context("reading"),
-            None => {}
-        }
-    }
-    Ok(())
-}
-
-/// Watches a topic from its beginning for the first record of each partition and keeps the
-/// earliest CreateTime: when the scorer produced its first score change, the start of the
-/// throughput measurement. A partition assignment is not visible from outside the scorer; its
-/// first output is.
-struct FirstRecord {
-    done: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Option<i64>>>,
-}
-
-impl FirstRecord {
-    fn watch(bootstrap: &str, topic: &str, parts: i32) -> Result<FirstRecord> {
-        let c: BaseConsumer = client(bootstrap)
-            .set("group.id", "leadscore-bench-first-change")
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "10")
-            .create()
-            .context("creating the output watcher")?;
-        assign(&c, topic, &vec![Offset::Beginning; parts as usize])?;
-        let done = Arc::new(AtomicBool::new(false));
-        let stop = done.clone();
-        let thread = std::thread::spawn(move || {
-            let mut first: HashMap<i32, i64> = HashMap::new();
-            // Stops reading once every partition showed its first record: the rest of the
-            // run's CPU belongs to the scorer.
-            while first.len() < parts as usize && !stop.load(Ordering::Relaxed) {
-                match c.poll(Duration::from_millis(20)) {
-                    Some(Ok(m)) => {
-                        if let Some(t) = m.timestamp().to_millis() {
-                            first.entry(m.partition()).or_insert(t);
-                        }
-                    }
-                    Some(Err(e)) => tracing::debug!(error = %e, "output watcher"),
-                    None => {}
-                }
-            }
-            first.into_values().min()
-        });
-        Ok(FirstRecord {
-            done,
-            thread: Some(thread),
-        })
-    }
-
-    /// The earliest first record's CreateTime (epoch ms).
-    fn finish(mut self) -> Result<i64> {
-        // Output is flushed before offsets are committed, so the records are there by now; a
-        // partition may have none, hence the bounded wait.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while self.thread.as_ref().is_some_and(|t| !t.is_finished()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        self.done.store(true, Ordering::Relaxed);
-        let thread = self
-            .thread
-            .take()
-            .ok_or_else(|| anyhow!("the output watcher already finished"))?;
-        thread
-            .join()
-            .map_err(|_| anyhow!("the output watcher panicked"))?
-            .ok_or_else(|| anyhow!("the scorer caught up without publishing a score change"))
-    }
-}
-
-impl Drop for FirstRecord {
-    /// A failed run must not leave the watcher polling a broker that is going away.
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// The scorer's thread; stopped (and its error surfaced) by [`RunningScorer::stop`], or on
-/// drop when a measurement fails first.
-struct RunningScorer {
-    thread: Option<JoinHandle<Result<(), ScorerError>>>,
-    shutdown: Shutdown,
-}
-
-impl RunningScorer {
-    /// An error if the scorer already stopped on its own (it only stops on errors).
-    fn check(&mut self) -> Result<()> {
-        if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
-            self.stop()?;
-            bail!("the scorer stopped unexpectedly");
-        }
-        Ok(())
-    }
-
-    fn stop(&mut self) -> Result<()> {
-        self.shutdown.trigger();
-        match self.thread.take() {
-            Some(t) => t
-                .join()
-                .map_err(|_| anyhow!("the scorer thread panicked"))?
-                .context("the scorer failed"),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for RunningScorer {
-    fn drop(&mut self) {
-        let _ = self.stop();
-    }
-}
-
-/// Reads the scorer group's committed input offsets, as lag monitoring would.
-struct CommittedOffsets {
-    consumer: BaseConsumer,
-    topic: String,
-    parts: i32,
-}
-
-impl CommittedOffsets {
-    fn new(bootstrap: &str, group: &str, topic: &str, parts: i32) -> Result<CommittedOffsets> {
-        // Same group id, never subscribed: it reads the group's offsets without joining it.
-        let consumer = client(bootstrap)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .context("creating the offsets reader")?;
-        Ok(CommittedOffsets {
-            consumer,
-            topic: topic.to_string(),
-            parts,
-        })
-    }
-
-    fn sum(&self) -> Result<i64> {
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..self.parts {
-            tpl.add_partition(&self.topic, p);
-        }
-        let got = self.consumer.committed_offsets(tpl, CALL_TIMEOUT)?;
-        Ok(got
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(o) => o,
-                _ => 0,
-            })
-            .sum())
-    }
-
-    /// Waits until the committed offsets sum to `target`.
-    fn wait_for(&self, target: i64, timeout: Duration, scorer: &mut RunningScorer) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let mut last = 0;
-        loop {
-            scorer.check()?;
-            match self.sum() {
-                Ok(s) if s >= target => return Ok(()),
-                Ok(s) => last = s,
-                // The coordinator may not know the group yet.
-                Err(e) => tracing::debug!(error = %e, "committed offsets"),
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the scorer committed {last} of {target} input records within {} s",
-                    timeout.as_secs()
-                );
-            }
-            std::thread::sleep(COMMIT_POLL);
-        }
-    }
-}
-
-/// Produces `events` at [`LATENCY_RATE_PER_SEC`], each stamped with its produce time (its
-/// CreateTime), and returns that time per `event_id` (the first, for ids sent twice).
-fn paced(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    topic: &str,
-    events: &[Event],
-) -> Result<HashMap<String, i64>> {
-    let mut produced_at = HashMap::with_capacity(events.len());
-    let started = Instant::now();
-    for (i, e) in events.iter().enumerate() {
-        let due = started + Duration::from_secs_f64(i as f64 / LATENCY_RATE_PER_SEC);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        let payload = codec::encode_event(Format::Json, e);
-        let at = now_millis();
-        send(
-            producer,
-            BaseRecord::to(topic)
-                .key(e.user_id.as_str())
-                .payload(&payload)
-                .timestamp(at),
-        )?;
-        if let Some(id) = &e.event_id {
-            produced_at.entry(id.clone()).or_insert(at);
-        }
-    }
-    producer
-        .flush(Duration::from_secs(60))
-        .context("flushing the latency events")?;
-    Ok(produced_at)
-}
-
-/// Output CreateTime minus input CreateTime of every score change since `from` whose source
-/// event is in `produced_at`.
-fn latencies(
-    bootstrap: &str,
-    topic: &str,
-    from: &[i64],
-    produced_at: &HashMap<String, i64>,
-) -> Result<Vec<i64>> {
-    let c = reader(bootstrap, "leadscore-bench-latency")?;
-    let offsets: Vec<Offset> = from.iter().map(|o| Offset::Offset(*o)).collect();
-    assign(&c, topic, &offsets)?;
-    let mut samples = Vec::new();
-    read_to_end(&c, from.len() as i32, |m| {
-        let (Some(out_at), Some(payload)) = (m.timestamp().to_millis(), m.payload()) else {
-            return;
-        };
-        // Inactivity changes have no source event; events without an id are named by their
-        // Kafka position, which this side does not track.
-        let Ok(change) = codec::decode_change(Format::Json, payload) else {
-            return;
-        };
-        let source = change.reason.source_event_id.as_deref();
-        if let Some(&in_at) = source.and_then(|id| produced_at.get(id)) {
-            samples.push(out_at - in_at);
-        }
-    })?;
-    Ok(samples)
-}
-
-/// A scratch directory for the rules file and the state directories, removed on drop.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new() -> Result<ScratchDir> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "leadscore-scorer-bench-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(ScratchDir(dir))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+mod clients;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const METRICS: [&str; 12] = [
-        "baseline: plain consumer (records/s)",
-        "scorer throughput (events/s)",
-        "scorer / baseline",
-        "latency produce -> score change, p50 (ms)",
-        "latency produce -> score change, p99 (ms)",
-        "latency samples",
-        "restore (changelog records/s)",
-        "baseline: plain consumer on the changelog (records/s)",
-        "changelog records read",
-        "state on disk per user (bytes)",
-        "state encoded per user, mean (bytes)",
-        "users with state",
-    ];
-
-    #[test]
-    fn tiny_run_reports_every_metric_with_a_positive_value() -> Result<()> {
-        let report = run(&ScorerBenchOptions {
-            events: 3_000,
-            users: 300,
-            ..ScorerBenchOptions::default()
-        })?;
-        let values = crate::bench::parse_report(&report);
-        crate::bench::assert_positive(&values, &METRICS, &report);
-        assert_eq!(values.len(), METRICS.len(), "{report}");
-        assert!(
-            report.contains("events = 3000 (+5000 for latency); users = 300; partitions = 3"),
-            "{report}"
-        );
-        Ok(())
-    }
-
-    #[test]
-    fn rejects_zero_events() {
-        let opts = ScorerBenchOptions {
-            events: 0,
-            ..ScorerBenchOptions::default()
-        };
-        assert!(run(&opts).is_err());
-    }
-}
+mod tests;

@@ -13,6 +13,7 @@ use crate::change::{ReasonKind, ScoreChange};
 use crate::codec::{self, Format};
 use crate::config::{HandoffSettings, Secret};
 use crate::dev::broker::DevBroker;
+use crate::dev::scratch::ScratchDir;
 use crate::dev::standin::StandinConfig;
 use crate::event::{Event, EventType, Scalar, ScoreOp};
 use crate::generator::{self, GeneratorConfig};
@@ -62,10 +63,8 @@ impl Default for DemoOptions {
 /// Runs the demo, printing to stdout.
 pub async fn run(opts: DemoOptions) -> Result<()> {
     let started = Instant::now();
-    let dir = std::env::temp_dir().join(format!("leadscore-demo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).context("demo scratch directory")?;
-    let rules_path = dir.join("seed-canvas.toml");
+    let dir = ScratchDir::new("demo").context("demo scratch directory")?;
+    let rules_path = dir.path().join("seed-canvas.toml");
     // The seed canvas, with the Salesforce lead id carried on every score change for the handoff.
     let rules = format!(
         "{}\n[output]\ntracked_attributes = [\"lead_status\", \"salesforce_lead_id\"]\n",
@@ -76,7 +75,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     let broker = DevBroker::start("127.0.0.1:0").await?;
     let mut settings = broker.settings(3)?;
     settings.scorer.rules = Some(rules_path);
-    settings.scorer.state_dir = dir.join("state");
+    settings.scorer.state_dir = dir.path().join("state");
     // Simulated weeks in the past: the wall clock would decay every score at once.
     settings.scorer.follow_wall_clock = false;
     settings.admin.listen = "127.0.0.1:0".into();
@@ -118,7 +117,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     settings.salesforce.client_id = "leadscore-demo".into();
     settings.salesforce.client_secret_env = "LEADSCORE_DEMO_SALESFORCE_SECRET".into();
     std::env::set_var(&settings.salesforce.client_secret_env, sf_secret);
-    settings.handoff.state_dir = dir.join("handoff");
+    settings.handoff.state_dir = dir.path().join("handoff");
     settings.handoff.lead_id_attribute = Some("salesforce_lead_id".into());
     settings.handoff.threshold = opts.threshold;
     println!("  salesforce stand-in at http://{sf_addr} (leads: http://{sf_addr}/standin/leads)");
@@ -236,7 +235,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     );
     println!("\nNext: `leadscore dev-broker`, `leadscore score` and `leadscore handoff` run the same pieces as services (README).");
     drop(broker);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     Ok(())
 }
 

@@ -3,4 +3,5 @@
 
 pub mod broker;
 pub mod demo;
+pub(crate) mod scratch;
 pub mod standin;

@@ -7,6 +7,7 @@
 //! assignment is not, so a rolling restart waits for each instance to be back at work.
 
 use crate::runtime::shutdown::Shutdown;
+use crate::runtime::sync::lock_unpoisoned;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -50,10 +51,7 @@ impl Health {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut HealthState) -> R) -> R {
-        let mut g = match self.inner.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut g = lock_unpoisoned(&self.inner);
         f(&mut g)
     }
 

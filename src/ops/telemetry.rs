@@ -1,6 +1,7 @@
 //! Telemetry in one place: metric names (`leadscore_<noun>_<unit>[_total]`, base units, bounded
 //! label values only, never user ids, URLs or error text), their descriptions, and logging setup.
 
+use crate::runtime::sync::lock_unpoisoned;
 use metrics::{describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::collections::BTreeMap;
@@ -89,10 +90,7 @@ impl PartitionGauges {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<(&'static str, i32), f64>) -> R) -> R {
-        let mut g = match self.values.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut g = lock_unpoisoned(&self.values);
         f(&mut g)
     }
 

@@ -22,6 +22,7 @@
 use crate::ops::telemetry::{self as t, PartitionGauges};
 use crate::runtime::kafka::{self, ProduceError, Record, ServiceProducer};
 use crate::runtime::store::{LocalStore, PartitionMeta, StoreError};
+use crate::runtime::sync::lock_unpoisoned;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -33,150 +34,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-/// The key of checkpoint records. Starts with a NUL byte, which the services refuse in keys of
-/// input events, so it can never be a user's key.
-pub const CHECKPOINT_KEY: &[u8] = b"\0leadscore.checkpoint";
+mod checkpoint;
 
-/// Encoding version of checkpoint records written now. Version 1 (`[1][next input offset]
-/// [app]`) had no [`StateDigest`]; version 2 (`[2][next input offset][keys][digest][app]`, all
-/// integers big-endian) has. Both decode.
-const CHECKPOINT_VERSION: u8 = 2;
-
-/// The first checkpoint version, still decoded (a restart after an upgrade reads them).
-const CHECKPOINT_V1: u8 = 1;
-
-/// What a checkpoint record says: where the input resumes, what the partition's state is as of
-/// it, and service-specific metadata (the scorer's partition clock).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Checkpoint {
-    /// The next input offset to process on this partition.
-    pub next_input_offset: i64,
-    /// The partition's whole state as of this checkpoint (what a restore from the changelog
-    /// yields), so that a warm restart can check its local copy against it; `None` in records
-    /// of version 1, which predate it.
-    pub state: Option<StateDigest>,
-    pub app: Vec<u8>,
-}
-
-impl Checkpoint {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(25 + self.app.len());
-        match self.state {
-            Some(state) => {
-                v.push(CHECKPOINT_VERSION);
-                v.extend_from_slice(&self.next_input_offset.to_be_bytes());
-                v.extend_from_slice(&state.keys.to_be_bytes());
-                v.extend_from_slice(&state.sum.to_be_bytes());
-            }
-            // Nothing to vouch for: the old layout says exactly that.
-            None => {
-                v.push(CHECKPOINT_V1);
-                v.extend_from_slice(&self.next_input_offset.to_be_bytes());
-            }
-        }
-        v.extend_from_slice(&self.app);
-        v
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Checkpoint, ChangelogError> {
-        let be = |b: &[u8]| {
-            let mut o = [0u8; 8];
-            o.copy_from_slice(b);
-            o
-        };
-        match bytes {
-            [CHECKPOINT_VERSION, rest @ ..] if rest.len() >= 24 => Ok(Checkpoint {
-                next_input_offset: i64::from_be_bytes(be(&rest[..8])),
-                state: Some(StateDigest {
-                    keys: u64::from_be_bytes(be(&rest[8..16])),
-                    sum: u64::from_be_bytes(be(&rest[16..24])),
-                }),
-                app: rest[24..].to_vec(),
-            }),
-            [CHECKPOINT_V1, rest @ ..] if rest.len() >= 8 => Ok(Checkpoint {
-                next_input_offset: i64::from_be_bytes(be(&rest[..8])),
-                state: None,
-                app: rest[8..].to_vec(),
-            }),
-            _ => Err(ChangelogError::BadCheckpoint),
-        }
-    }
-}
-
-/// A partition's state in two numbers: how many keys it has, and the wrapping sum of
-/// [`entry_hash`] over its (key, value) pairs. The sum does not depend on order and one entry
-/// can be added, removed or replaced in O(1), so the services keep it up to date as keys change
-/// (checkpoints stay cheap) and a restore computes it while it reads every entry anyway.
-///
-/// It detects accidental loss or damage (a missing partition, missing files, a stale or
-/// foreign copy), not tampering: the hash is fast, not cryptographic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct StateDigest {
-    pub keys: u64,
-    pub sum: u64,
-}
-
-impl StateDigest {
-    /// A key with value hash `hash` was added.
-    pub fn insert(&mut self, hash: u64) {
-        self.keys = self.keys.wrapping_add(1);
-        self.sum = self.sum.wrapping_add(hash);
-    }
-
-    /// A key whose value hashed to `hash` was removed.
-    pub fn remove(&mut self, hash: u64) {
-        self.keys = self.keys.wrapping_sub(1);
-        self.sum = self.sum.wrapping_sub(hash);
-    }
-
-    /// A key's value changed from one hashing to `old` to one hashing to `new`.
-    pub fn replace(&mut self, old: u64, new: u64) {
-        self.sum = self.sum.wrapping_sub(old).wrapping_add(new);
-    }
-
-    /// The digest of `entries`.
-    pub fn of<'a>(entries: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> StateDigest {
-        let mut d = StateDigest::default();
-        for (k, v) in entries {
-            d.insert(entry_hash(k, v));
-        }
-        d
-    }
-}
-
-/// The 64-bit hash of one (key, value bytes) pair that [`StateDigest`] sums; never 0, so a
-/// caller can use 0 for "no entry".
-///
-/// It is part of the checkpoint format (version 2): changing it makes every stored digest
-/// disagree, so a change needs a new checkpoint version. Eight bytes at a time (an FxHash-style
-/// rotate, xor, multiply), the lengths mixed in so that key and value cannot trade bytes, then
-/// MurmurHash3's finalizer so every input bit reaches every output bit. About as fast as
-/// copying the value, which matters at a million keys per restore.
-pub fn entry_hash(key: &str, value: &[u8]) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    fn absorb(mut h: u64, bytes: &[u8]) -> u64 {
-        let mut words = bytes.chunks_exact(8);
-        for w in &mut words {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(w);
-            h = (h.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(K);
-        }
-        let tail = words.remainder();
-        if !tail.is_empty() {
-            let mut b = [0u8; 8];
-            b[..tail.len()].copy_from_slice(tail);
-            h = (h.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(K);
-        }
-        (h.rotate_left(5) ^ bytes.len() as u64).wrapping_mul(K)
-    }
-    let mut h = absorb(absorb(0x6c65_6164_7363_6f72, key.as_bytes()), value);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^= h >> 33;
-    h.max(1)
-}
+pub use checkpoint::{entry_hash, Checkpoint, StateDigest, CHECKPOINT_KEY};
 
 /// Why a warm restart did not trust its local copy (the `reason` label of
 /// [`t::STORE_VERIFY_FAILURES`]). A bounded set: see [`VerifyFailure::REASONS`].
@@ -351,6 +211,13 @@ impl Replay {
     }
 }
 
+/// How a restore's warm start went: the verified local copy plus the changelog tail, or no
+/// usable copy (after reading `records_read` changelog records trying to verify one).
+enum WarmStart {
+    Verified { replay: Replay, local_offset: i64 },
+    Cold { records_read: u64 },
+}
+
 /// One partition's share of a checkpoint: its changed keys (`None` deletes) and its record.
 #[derive(Debug, Clone)]
 pub struct PartitionCheckpoint {
@@ -463,10 +330,7 @@ impl Changelog {
     pub fn update_store_gauges(&self, keys: usize) {
         metrics::gauge!(t::STORE_USERS).set(keys as f64);
         let due = {
-            let mut last = match self.disk_measured.lock() {
-                Ok(g) => g,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut last = lock_unpoisoned(&self.disk_measured);
             let due = last.is_none_or(|at| at.elapsed() >= DISK_MEASURE_INTERVAL);
             if due {
                 *last = Some(Instant::now());
@@ -509,84 +373,21 @@ impl Changelog {
             source,
         };
         let reader = kafka::reader(&self.properties).map_err(kerr)?;
-        let (low, high) = reader
+        let watermarks = reader
             .fetch_watermarks(&self.topic, p, kafka::SETUP_TIMEOUT)
             .map_err(kerr)?;
 
-        let mut read_before = 0;
-        let mut warm = None;
-        if let Some(local) = self.local_copy(p, high)? {
-            let local_offset = local.changelog_offset;
-            let start = Replay {
-                entries: local.entries,
-                state: local.state,
-                checkpoint: Some(local.checkpoint),
-                ..Replay::default()
-            };
-            let replay = self.replay(
-                &reader,
-                p,
-                (low, high),
-                local_offset.max(low),
-                start,
-                gauges,
-            )?;
-            match replay.verify() {
-                Ok(()) => warm = Some((replay, local_offset)),
-                Err((reason, detail)) => {
-                    self.distrust(p, reason, &detail);
-                    self.store.clear_partition(p)?;
-                    read_before = replay.records_read;
-                }
-            }
-        }
-        let (replay, warm_from) = match warm {
-            Some((replay, offset)) => (replay, Some(offset)),
-            None => {
-                let start = Replay {
-                    records_read: read_before,
-                    ..Replay::default()
-                };
-                let replay = self.replay(&reader, p, (low, high), low, start, gauges)?;
-                // Checked too, though there is no better source to fall back to: a mismatch
-                // here means the changelog's history is inconsistent, worth a warning.
-                if replay
-                    .checkpoint
-                    .as_ref()
-                    .is_some_and(|c| c.state.is_some())
-                {
-                    if let Err((reason, detail)) = replay.verify() {
-                        tracing::warn!(
-                            partition = p,
-                            reason = reason.as_str(),
-                            %detail,
-                            "the changelog does not match its own last checkpoint; using it as it is"
-                        );
-                    }
-                }
+        let (replay, warm_from) = match self.warm_replay(&reader, p, watermarks, gauges)? {
+            WarmStart::Verified {
+                replay,
+                local_offset,
+            } => (replay, Some(local_offset)),
+            WarmStart::Cold { records_read } => {
+                let replay = self.cold_replay(&reader, p, watermarks, records_read, gauges)?;
                 (replay, None)
             }
         };
-
-        // Bring the local copy up to date so the next restart is warm (nothing to write when
-        // the verified copy was already the latest checkpoint).
-        if let (Some(offset), Some(cp)) = (replay.checkpoint_offset, &replay.checkpoint) {
-            if warm_from != Some(offset) || !replay.applied.is_empty() {
-                let changes: Vec<(&str, Option<&[u8]>)> = replay
-                    .applied
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_deref()))
-                    .collect();
-                self.store.write(
-                    p,
-                    &changes,
-                    &PartitionMeta {
-                        changelog_offset: offset,
-                        app: cp.encode(),
-                    },
-                )?;
-            }
-        }
+        self.save_local_copy(p, &replay, warm_from)?;
         Ok(Restored {
             entries: replay.entries,
             checkpoint: replay.checkpoint,
@@ -595,6 +396,107 @@ impl Changelog {
             duration: started.elapsed(),
             unconfirmed: replay.unconfirmed,
         })
+    }
+
+    /// The local copy (loaded and checked by [`Changelog::local_copy`]) plus the changelog
+    /// tail from the copy's own checkpoint record, kept only when it verifies against the last
+    /// checkpoint read; otherwise the copy is distrusted and cleared.
+    fn warm_replay<C: ConsumerContext>(
+        &self,
+        reader: &BaseConsumer<C>,
+        p: i32,
+        (low, high): (i64, i64),
+        gauges: &mut RestoreGauges,
+    ) -> Result<WarmStart, ChangelogError> {
+        let Some(local) = self.local_copy(p, high)? else {
+            return Ok(WarmStart::Cold { records_read: 0 });
+        };
+        let local_offset = local.changelog_offset;
+        let start = Replay {
+            entries: local.entries,
+            state: local.state,
+            checkpoint: Some(local.checkpoint),
+            ..Replay::default()
+        };
+        let from = local_offset.max(low);
+        let replay = self.replay(reader, p, (low, high), from, start, gauges)?;
+        match replay.verify() {
+            Ok(()) => Ok(WarmStart::Verified {
+                replay,
+                local_offset,
+            }),
+            Err((reason, detail)) => {
+                self.distrust(p, reason, &detail);
+                self.store.clear_partition(p)?;
+                Ok(WarmStart::Cold {
+                    records_read: replay.records_read,
+                })
+            }
+        }
+    }
+
+    /// The whole changelog partition, from its low watermark. `read_before` counts the records
+    /// a failed warm start already read, so the metrics count every record this restore read.
+    fn cold_replay<C: ConsumerContext>(
+        &self,
+        reader: &BaseConsumer<C>,
+        p: i32,
+        (low, high): (i64, i64),
+        read_before: u64,
+        gauges: &mut RestoreGauges,
+    ) -> Result<Replay, ChangelogError> {
+        let start = Replay {
+            records_read: read_before,
+            ..Replay::default()
+        };
+        let replay = self.replay(reader, p, (low, high), low, start, gauges)?;
+        // Checked too, though there is no better source to fall back to: a mismatch
+        // here means the changelog's history is inconsistent, worth a warning.
+        if replay
+            .checkpoint
+            .as_ref()
+            .is_some_and(|c| c.state.is_some())
+        {
+            if let Err((reason, detail)) = replay.verify() {
+                tracing::warn!(
+                    partition = p,
+                    reason = reason.as_str(),
+                    %detail,
+                    "the changelog does not match its own last checkpoint; using it as it is"
+                );
+            }
+        }
+        Ok(replay)
+    }
+
+    /// Brings the local copy up to date so the next restart is warm (nothing to write when
+    /// the verified copy, at `warm_from`, was already the latest checkpoint).
+    fn save_local_copy(
+        &self,
+        p: i32,
+        replay: &Replay,
+        warm_from: Option<i64>,
+    ) -> Result<(), ChangelogError> {
+        let (Some(offset), Some(cp)) = (replay.checkpoint_offset, &replay.checkpoint) else {
+            return Ok(());
+        };
+        if warm_from == Some(offset) && replay.applied.is_empty() {
+            return Ok(());
+        }
+        let changes: Vec<(&str, Option<&[u8]>)> = replay
+            .applied
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        self.store.write(
+            p,
+            &changes,
+            &PartitionMeta {
+                changelog_offset: offset,
+                app: cp.encode(),
+            },
+        )?;
+        Ok(())
     }
 
     /// Partition `p`'s local copy, if there is one worth verifying. A copy that cannot be used
@@ -849,128 +751,4 @@ impl Changelog {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn checkpoints_of_both_versions_decode() {
-        let cp = Checkpoint {
-            next_input_offset: 42,
-            state: Some(StateDigest { keys: 3, sum: 7 }),
-            app: b"clock".to_vec(),
-        };
-        let bytes = cp.encode();
-        assert_eq!(bytes[0], 2);
-        assert_eq!(Checkpoint::decode(&bytes).expect("v2"), cp);
-
-        // A version 1 record, as the previous release wrote it.
-        let mut v1 = vec![1u8];
-        v1.extend_from_slice(&42i64.to_be_bytes());
-        v1.extend_from_slice(b"clock");
-        let old = Checkpoint::decode(&v1).expect("v1");
-        assert_eq!(
-            old,
-            Checkpoint {
-                state: None,
-                ..cp.clone()
-            }
-        );
-        assert_eq!(
-            old.encode(),
-            v1,
-            "nothing to vouch for: written as version 1"
-        );
-
-        for bad in [&b""[..], &[2, 0, 0][..], &bytes[..20], &[3; 40][..]] {
-            assert!(matches!(
-                Checkpoint::decode(bad),
-                Err(ChangelogError::BadCheckpoint)
-            ));
-        }
-    }
-
-    #[test]
-    fn the_entry_hash_is_fixed_and_separates_key_from_value() {
-        // Part of the stored format: these values must never change (an independent
-        // implementation of the same steps gave them).
-        assert_eq!(entry_hash("user-1", b"state"), 0x1b62_2583_a4ed_8af3);
-        assert_eq!(entry_hash("", b""), 0x4d94_28e3_c1cc_ccdc);
-        assert_ne!(entry_hash("ab", b"c"), entry_hash("a", b"bc"));
-        assert_ne!(entry_hash("a", b"\0"), entry_hash("a", b""));
-        assert_ne!(entry_hash("k", b"12345678"), entry_hash("k", b"12345679"));
-    }
-
-    #[test]
-    fn the_digest_adds_removes_and_replaces_in_any_order() {
-        let e = |k: &str, v: &str| entry_hash(k, v.as_bytes());
-        let mut d = StateDigest::default();
-        d.insert(e("b", "2"));
-        d.insert(e("a", "1"));
-        d.insert(e("c", "3"));
-        d.replace(e("a", "1"), e("a", "9"));
-        d.remove(e("c", "3"));
-        assert_eq!(
-            d,
-            StateDigest::of([("a", b"9".as_slice()), ("b", b"2".as_slice())])
-        );
-        assert_eq!(d.keys, 2);
-    }
-
-    fn replay_of(entries: &[(&str, &str)], checkpoint: Option<StateDigest>) -> Replay {
-        let mut r = Replay::default();
-        for (k, v) in entries {
-            r.apply(k.to_string(), Some(v.as_bytes().to_vec()));
-        }
-        r.checkpoint = Some(Checkpoint {
-            state: checkpoint,
-            ..Checkpoint::default()
-        });
-        r.checkpoint_offset = Some(7);
-        r
-    }
-
-    #[test]
-    fn a_replay_verifies_against_the_last_checkpoint_read() {
-        let pairs = [("a", "1"), ("b", "2")];
-        let digest = StateDigest::of(pairs.iter().map(|(k, v)| (*k, v.as_bytes())));
-        assert_eq!(replay_of(&pairs, Some(digest)).verify(), Ok(()));
-
-        let reason = |r: Replay| r.verify().expect_err("mismatch").0;
-        assert_eq!(
-            reason(replay_of(&pairs[..1], Some(digest))),
-            VerifyFailure::KeyCount
-        );
-        assert_eq!(
-            reason(replay_of(&[("a", "1"), ("b", "3")], Some(digest))),
-            VerifyFailure::Digest
-        );
-        assert_eq!(reason(replay_of(&pairs, None)), VerifyFailure::Unverifiable);
-        let mut none_read = replay_of(&pairs, Some(digest));
-        none_read.checkpoint_offset = None;
-        assert_eq!(reason(none_read), VerifyFailure::NoCheckpoint);
-
-        // Changes and deletes keep the digest of what is held.
-        let mut r = replay_of(&[("a", "0"), ("c", "3")], Some(digest));
-        r.apply("a".into(), Some(b"1".to_vec()));
-        r.apply("b".into(), Some(b"2".to_vec()));
-        r.apply("c".into(), None);
-        r.apply("never".into(), None);
-        assert_eq!(r.verify(), Ok(()));
-        assert_eq!(r.applied.len(), 6);
-    }
-
-    #[test]
-    fn failure_reasons_are_a_bounded_set() {
-        let all = [
-            VerifyFailure::Unreadable,
-            VerifyFailure::NoMeta,
-            VerifyFailure::Ahead,
-            VerifyFailure::NoCheckpoint,
-            VerifyFailure::Unverifiable,
-            VerifyFailure::KeyCount,
-            VerifyFailure::Digest,
-        ];
-        let labels: Vec<&str> = all.iter().map(|r| r.as_str()).collect();
-        assert_eq!(labels, VerifyFailure::REASONS);
-    }
-}
+mod tests;

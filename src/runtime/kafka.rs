@@ -3,6 +3,7 @@
 //! context that hands partition assignment and revocation to the service that owns the state.
 
 use crate::ops::telemetry::{self, PartitionGauges};
+use crate::runtime::sync::lock_unpoisoned;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
@@ -570,10 +571,7 @@ pub struct OwnerContext<O: PartitionOwner> {
 
 impl<O: PartitionOwner> OwnerContext<O> {
     fn owned(&self) -> std::sync::MutexGuard<'_, BTreeSet<i32>> {
-        match self.owned.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        lock_unpoisoned(&self.owned)
     }
 }
 

@@ -8,3 +8,4 @@ pub mod keyed_state;
 pub mod service;
 pub mod shutdown;
 pub mod store;
+pub(crate) mod sync;

@@ -10,6 +10,7 @@
 use crate::ops::admin::Health;
 use crate::runtime::kafka::{self, PartitionOwner, ServiceConsumer};
 use crate::runtime::shutdown::Shutdown;
+use crate::runtime::sync::lock_unpoisoned;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
 use std::sync::{Mutex, MutexGuard};
@@ -60,10 +61,7 @@ struct FaultState {
 
 impl Faults {
     fn lock(&self) -> MutexGuard<'_, FaultState> {
-        match self.inner.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        lock_unpoisoned(&self.inner)
     }
 
     /// Records a failure of `service`; the loop ends on it at its next turn.

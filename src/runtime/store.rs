@@ -425,28 +425,11 @@ fn dir_bytes(path: &Path) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use crate::dev::scratch::ScratchDir;
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            static COUNTER: AtomicU32 = AtomicU32::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "leadscore-store-{name}-{}-{}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// A fresh scratch directory for one test's store.
+    fn scratch(name: &str) -> ScratchDir {
+        ScratchDir::new(&format!("store-{name}")).unwrap()
     }
 
     fn meta(offset: i64, app: &[u8]) -> PartitionMeta {
@@ -463,8 +446,8 @@ mod tests {
 
     #[test]
     fn round_trips_a_partition_with_meta() {
-        let dir = TempDir::new("roundtrip");
-        let store = LocalStore::open(&dir.0).unwrap();
+        let dir = scratch("roundtrip");
+        let store = LocalStore::open(dir.path()).unwrap();
         assert_eq!(store.load_partition(3).unwrap(), (None, Vec::new()));
         let m = meta(41, b"clock=7");
         store
@@ -487,8 +470,8 @@ mod tests {
 
     #[test]
     fn writes_are_atomic_per_batch() {
-        let dir = TempDir::new("atomic");
-        let store = LocalStore::open(&dir.0).unwrap();
+        let dir = scratch("atomic");
+        let store = LocalStore::open(dir.path()).unwrap();
         store
             .write(0, &[("a", Some(b"1".as_slice()))], &meta(10, b""))
             .unwrap();
@@ -540,8 +523,8 @@ mod tests {
 
     #[test]
     fn deletes_remove_keys() {
-        let dir = TempDir::new("deletes");
-        let store = LocalStore::open(&dir.0).unwrap();
+        let dir = scratch("deletes");
+        let store = LocalStore::open(dir.path()).unwrap();
         store
             .write(
                 1,
@@ -559,8 +542,8 @@ mod tests {
 
     #[test]
     fn partitions_are_isolated() {
-        let dir = TempDir::new("isolated");
-        let store = LocalStore::open(&dir.0).unwrap();
+        let dir = scratch("isolated");
+        let store = LocalStore::open(dir.path()).unwrap();
         store
             .write(1, &[("same", Some(b"one".as_slice()))], &meta(5, b"p1"))
             .unwrap();
@@ -592,8 +575,8 @@ mod tests {
 
     #[test]
     fn clear_partition_forgets_keys_and_meta() {
-        let dir = TempDir::new("clear");
-        let store = LocalStore::open(&dir.0).unwrap();
+        let dir = scratch("clear");
+        let store = LocalStore::open(dir.path()).unwrap();
         let changes: Vec<(String, Vec<u8>)> = (0..100)
             .map(|i| (format!("user-{i}"), vec![i as u8; 50]))
             .collect();
@@ -625,9 +608,9 @@ mod tests {
 
     #[test]
     fn reopen_keeps_everything() {
-        let dir = TempDir::new("reopen");
+        let dir = scratch("reopen");
         {
-            let store = LocalStore::open(&dir.0).unwrap();
+            let store = LocalStore::open(dir.path()).unwrap();
             store
                 .write(
                     0,
@@ -640,7 +623,7 @@ mod tests {
                 .write(6, &[("c", Some(b"3".as_slice()))], &meta(-1, b""))
                 .unwrap();
         }
-        let store = LocalStore::open(&dir.0).unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
         assert_eq!(
             store.load_partition(0).unwrap(),
             (
@@ -657,9 +640,9 @@ mod tests {
 
     #[test]
     fn damaged_file_is_reported_as_damaged() {
-        let dir = TempDir::new("damaged");
+        let dir = scratch("damaged");
         {
-            let store = LocalStore::open(&dir.0).unwrap();
+            let store = LocalStore::open(dir.path()).unwrap();
             store
                 .write(0, &[("a", Some(b"1".as_slice()))], &meta(1, b""))
                 .unwrap();
@@ -675,8 +658,8 @@ mod tests {
                 }
             }
         }
-        scribble(&dir.0.join(STORE_DIR));
-        let err = match LocalStore::open(&dir.0) {
+        scribble(&dir.path().join(STORE_DIR));
+        let err = match LocalStore::open(dir.path()) {
             Ok(_) => panic!("a scribbled store opened"),
             Err(e) => e,
         };
@@ -684,24 +667,24 @@ mod tests {
         assert!(err.to_string().contains(STORE_DIR), "{err}");
 
         // A plain file where the store directory should be is damage too.
-        LocalStore::destroy(&dir.0).unwrap();
-        std::fs::write(dir.0.join(STORE_DIR), b"not a directory").unwrap();
-        let err = match LocalStore::open(&dir.0) {
+        LocalStore::destroy(dir.path()).unwrap();
+        std::fs::write(dir.path().join(STORE_DIR), b"not a directory").unwrap();
+        let err = match LocalStore::open(dir.path()) {
             Ok(_) => panic!("a file opened as a store"),
             Err(e) => e,
         };
         assert!(err.is_damaged(), "{err}");
 
         // Destroy, then open starts empty.
-        LocalStore::destroy(&dir.0).unwrap();
-        let store = LocalStore::open(&dir.0).unwrap();
+        LocalStore::destroy(dir.path()).unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
         assert_eq!(store.load_partition(0).unwrap(), (None, Vec::new()));
     }
 
     #[test]
     fn stats_count_keys_and_bytes() {
-        let dir = TempDir::new("stats");
-        let store = LocalStore::open(&dir.0).unwrap();
+        let dir = scratch("stats");
+        let store = LocalStore::open(dir.path()).unwrap();
         assert_eq!(store.partition_stats(2).unwrap(), (0, 0));
         store
             .write(

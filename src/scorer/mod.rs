@@ -23,6 +23,7 @@ use crate::runtime::kafka::{
 use crate::runtime::keyed_state::KeyedState;
 use crate::runtime::service::{self, Faults, Service};
 use crate::runtime::shutdown::Shutdown;
+use crate::runtime::sync::lock_unpoisoned;
 use crate::state::UserState;
 use crate::timestamp::Millis;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
@@ -100,10 +101,7 @@ struct CoreState {
 
 impl Core {
     fn lock(&self) -> MutexGuard<'_, CoreState> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock_unpoisoned(&self.state)
     }
 
     fn exactly_once(&self) -> bool {

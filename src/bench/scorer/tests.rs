@@ -1,0 +1,42 @@
+use super::*;
+
+const METRICS: [&str; 12] = [
+    "baseline: plain consumer (records/s)",
+    "scorer throughput (events/s)",
+    "scorer / baseline",
+    "latency produce -> score change, p50 (ms)",
+    "latency produce -> score change, p99 (ms)",
+    "latency samples",
+    "restore (changelog records/s)",
+    "baseline: plain consumer on the changelog (records/s)",
+    "changelog records read",
+    "state on disk per user (bytes)",
+    "state encoded per user, mean (bytes)",
+    "users with state",
+];
+
+#[test]
+fn tiny_run_reports_every_metric_with_a_positive_value() -> Result<()> {
+    let report = run(&ScorerBenchOptions {
+        events: 3_000,
+        users: 300,
+        ..ScorerBenchOptions::default()
+    })?;
+    let values = crate::bench::parse_report(&report);
+    crate::bench::assert_positive(&values, &METRICS, &report);
+    assert_eq!(values.len(), METRICS.len(), "{report}");
+    assert!(
+        report.contains("events = 3000 (+5000 for latency); users = 300; partitions = 3"),
+        "{report}"
+    );
+    Ok(())
+}
+
+#[test]
+fn rejects_zero_events() {
+    let opts = ScorerBenchOptions {
+        events: 0,
+        ..ScorerBenchOptions::default()
+    };
+    assert!(run(&opts).is_err());
+}

@@ -1,0 +1,234 @@
+//! `Settings::check`: checks across fields and of ranges the types do not express, one function
+//! per section, run in a fixed order so that the first problem reported is always the same one.
+
+use super::load::Sources;
+use super::*;
+use crate::handoff::salesforce::MAX_COLLECTION_RECORDS;
+
+const NON_EMPTY: &str = "must not be empty";
+const POSITIVE: &str = "must be greater than 0";
+const NONZERO: &str = "must be greater than 0s";
+
+/// `Ok` when `ok`, else the error naming `keys` (the first is the one reported).
+fn ensure(
+    sources: &Sources<'_>,
+    ok: bool,
+    keys: &[&str],
+    message: &str,
+) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(sources.invalid(keys, message))
+    }
+}
+
+impl Settings {
+    /// Checks across fields and of ranges the types do not express, so a bad setting stops the
+    /// service at startup rather than at the first event that needs it.
+    pub(super) fn check(&self, sources: &Sources<'_>) -> Result<(), ConfigError> {
+        self.check_topics(sources)?;
+        self.check_services(sources)?;
+        self.check_scorer(sources)?;
+        self.check_handoff(sources)?;
+        self.check_salesforce(sources)?;
+        self.check_admin_and_log(sources)
+    }
+
+    /// `[topics]`: every name set and distinct, and sizes at least 1.
+    fn check_topics(&self, sources: &Sources<'_>) -> Result<(), ConfigError> {
+        let names = self.topics.names();
+        for (i, (key, name)) in names.iter().enumerate() {
+            ensure(sources, !name.is_empty(), &[key], NON_EMPTY)?;
+            if let Some((other, _)) = names[..i].iter().find(|(_, n)| n == name) {
+                let message = format!("must differ from {other} (both are \"{name}\")");
+                return Err(sources.invalid(&[key, other], message));
+            }
+        }
+        let topics = &self.topics;
+        ensure(
+            sources,
+            topics.partitions >= 1,
+            &["topics.partitions"],
+            "must be at least 1",
+        )?;
+        let replication = topics.replication_factor >= 1;
+        ensure(
+            sources,
+            replication,
+            &["topics.replication_factor"],
+            "must be at least 1",
+        )
+    }
+
+    /// What the two services must not share: consumer group and state directory.
+    fn check_services(&self, sources: &Sources<'_>) -> Result<(), ConfigError> {
+        let (scorer, handoff) = (&self.scorer, &self.handoff);
+        let scorer_group = !scorer.group_id.is_empty();
+        ensure(sources, scorer_group, &["scorer.group_id"], NON_EMPTY)?;
+        let handoff_group = !handoff.group_id.is_empty();
+        ensure(sources, handoff_group, &["handoff.group_id"], NON_EMPTY)?;
+        ensure(
+            sources,
+            scorer.group_id != handoff.group_id,
+            &["handoff.group_id", "scorer.group_id"],
+            "must differ from scorer.group_id: the services consume different topics",
+        )?;
+        ensure(
+            sources,
+            scorer.state_dir != handoff.state_dir,
+            &["handoff.state_dir", "scorer.state_dir"],
+            "must differ from scorer.state_dir: each service owns its state directory",
+        )
+    }
+
+    /// `[scorer]`: sizes and the transactional id.
+    fn check_scorer(&self, sources: &Sources<'_>) -> Result<(), ConfigError> {
+        let scorer = &self.scorer;
+        ensure(
+            sources,
+            scorer.max_event_bytes > 0,
+            &["scorer.max_event_bytes"],
+            POSITIVE,
+        )?;
+        ensure(
+            sources,
+            scorer.batch_max_events > 0,
+            &["scorer.batch_max_events"],
+            POSITIVE,
+        )?;
+        ensure(
+            sources,
+            scorer.transactional_id.as_deref() != Some(""),
+            &["scorer.transactional_id"],
+            "must not be empty (leave it unset for the default)",
+        )
+    }
+
+    /// `[handoff]`: batching, retries, the funnel and the lead id.
+    fn check_handoff(&self, sources: &Sources<'_>) -> Result<(), ConfigError> {
+        let handoff = &self.handoff;
+        ensure(
+            sources,
+            (1..=MAX_COLLECTION_RECORDS).contains(&handoff.max_batch),
+            &["handoff.max_batch"],
+            &format!(
+                "must be between 1 and {MAX_COLLECTION_RECORDS} (the sObject Collections limit)"
+            ),
+        )?;
+        ensure(
+            sources,
+            handoff.max_attempts >= 1,
+            &["handoff.max_attempts"],
+            "must be at least 1",
+        )?;
+        ensure(
+            sources,
+            !handoff.backoff_initial.is_zero(),
+            &["handoff.backoff_initial"],
+            NONZERO,
+        )?;
+        ensure(
+            sources,
+            handoff.backoff_initial <= handoff.backoff_max,
+            &["handoff.backoff_max", "handoff.backoff_initial"],
+            "must not be less than handoff.backoff_initial",
+        )?;
+        let status = &["handoff.status_attribute"];
+        ensure(
+            sources,
+            !handoff.status_attribute.is_empty(),
+            status,
+            NON_EMPTY,
+        )?;
+        self.check_funnel(sources)?;
+        if let Err(message) = handoff.lead_id_pattern() {
+            return Err(sources.invalid(&["handoff.lead_id_pattern"], message));
+        }
+        ensure(
+            sources,
+            handoff.lead_id_attribute.as_deref() != Some(""),
+            &["handoff.lead_id_attribute"],
+            "must not be empty (leave it unset to use the user id)",
+        )
+    }
+
+    /// `[salesforce]`: an http(s) URL, a place for the secret, a timeout.
+    fn check_salesforce(&self, sources: &Sources<'_>) -> Result<(), ConfigError> {
+        let salesforce = &self.salesforce;
+        let url = &salesforce.instance_url;
+        ensure(
+            sources,
+            url.starts_with("http://") || url.starts_with("https://"),
+            &["salesforce.instance_url"],
+            &format!("\"{url}\" is not an http:// or https:// URL"),
+        )?;
+        let secret_env = &["salesforce.client_secret_env"];
+        let has_secret_env = !salesforce.client_secret_env.is_empty();
+        ensure(sources, has_secret_env, secret_env, NON_EMPTY)?;
+        ensure(
+            sources,
+            !salesforce.timeout.is_zero(),
+            &["salesforce.timeout"],
+            NONZERO,
+        )
+    }
+
+    /// `[admin]` and `[log]`.
+    fn check_admin_and_log(&self, sources: &Sources<'_>) -> Result<(), ConfigError> {
+        if let Err(e) = self.admin.listen_addr() {
+            let listen = &self.admin.listen;
+            let message = format!("\"{listen}\" is not a socket address like 0.0.0.0:9464: {e}");
+            return Err(sources.invalid(&["admin.listen"], message));
+        }
+        ensure(
+            sources,
+            !self.log.level.is_empty(),
+            &["log.level"],
+            NON_EMPTY,
+        )
+    }
+
+    /// `handoff.status_order`, `handoff_status` and `skip_statuses` must describe one funnel.
+    fn check_funnel(&self, sources: &Sources<'_>) -> Result<(), ConfigError> {
+        let h = &self.handoff;
+        let order = "handoff.status_order";
+        if h.status_order.is_empty() {
+            return Err(sources.invalid(&[order], "must list the lead funnel's statuses"));
+        }
+        let keys: Vec<String> = h.status_order.iter().map(|s| status_key(s)).collect();
+        for (i, key) in keys.iter().enumerate() {
+            if key.is_empty() {
+                return Err(sources.invalid(&[order], format!("entry {i} is empty")));
+            }
+            if let Some(j) = keys[..i].iter().position(|k| k == key) {
+                let message = format!(
+                    "{:?} and {:?} are the same status (statuses compare without case and extra \
+                     whitespace)",
+                    h.status_order[j], h.status_order[i]
+                );
+                return Err(sources.invalid(&[order], message));
+            }
+        }
+        let handoff_key = status_key(&h.handoff_status);
+        let Some(at) = keys.iter().position(|k| *k == handoff_key) else {
+            let message = format!("{:?} is not in handoff.status_order", h.handoff_status);
+            return Err(sources.invalid(&["handoff.handoff_status", order], message));
+        };
+        for skip in &h.skip_statuses {
+            let key = status_key(skip);
+            if key.is_empty() {
+                return Err(sources.invalid(&["handoff.skip_statuses"], "has an empty entry"));
+            }
+            if keys[..at].contains(&key) {
+                let message = format!(
+                    "{skip:?} is before handoff.handoff_status {:?} in handoff.status_order; \
+                     remove it from one of them",
+                    h.handoff_status
+                );
+                return Err(sources.invalid(&["handoff.skip_statuses", order], message));
+            }
+        }
+        Ok(())
+    }
+}

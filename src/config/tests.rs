@@ -1,0 +1,588 @@
+use super::*;
+use crate::dev::scratch::ScratchDir;
+
+const EXAMPLE: &str = include_str!("../../deploy/config/leadscore.example.toml");
+
+fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    vars.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn load(file: &str, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    Settings::load_from(Some(("test.toml", file)), env(vars))
+}
+
+fn load_err(file: &str, vars: &[(&str, &str)]) -> String {
+    match load(file, vars) {
+        Ok(settings) => panic!("expected an error, loaded {settings:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn defaults_match_the_documented_values() {
+    let s = Settings::load_from(None, env(&[])).expect("defaults load");
+    assert_eq!(s, Settings::default());
+    assert_eq!(s.kafka.get("bootstrap.servers"), Some("localhost:9092"));
+    assert_eq!(s.kafka.properties.len(), 1);
+    assert_eq!(s.topics.input, "lead-events");
+    assert_eq!(s.topics.changelog, "leadscore-scorer-changelog");
+    assert_eq!(s.topics.output, "lead-score-changes");
+    assert_eq!(s.topics.dlq, "lead-events-dlq");
+    assert_eq!(s.topics.handoffs, "lead-handoffs");
+    assert_eq!(s.topics.handoffs_dlq, "lead-handoffs-dlq");
+    assert_eq!(s.topics.handoff_changelog, "leadscore-handoff-changelog");
+    assert_eq!((s.topics.partitions, s.topics.replication_factor), (6, 1));
+    assert_eq!(s.scorer.group_id, "leadscore-scorer");
+    assert_eq!(s.scorer.rules, None);
+    assert_eq!(s.scorer.state_dir, PathBuf::from("./state/scorer"));
+    assert_eq!(s.scorer.guarantee, Guarantee::AtLeastOnce);
+    assert_eq!(s.scorer.input_format, Format::Json);
+    assert_eq!(s.scorer.output_format, Format::Json);
+    assert_eq!(s.scorer.max_event_bytes, 65_536);
+    assert_eq!(s.scorer.batch_max_events, 5_000);
+    assert_eq!(s.scorer.batch_max_wait, Duration::from_millis(100));
+    assert!(s.scorer.follow_wall_clock);
+    assert_eq!(s.scorer.transactional_id, None);
+    assert_eq!(s.handoff.group_id, "leadscore-handoff");
+    assert_eq!(s.handoff.state_dir, PathBuf::from("./state/handoff"));
+    assert_eq!(s.handoff.threshold, 100);
+    assert_eq!(s.handoff.status_order, DEFAULT_STATUS_ORDER);
+    assert_eq!(s.handoff.handoff_status, "MQL");
+    assert!(s.handoff.skip_statuses.is_empty());
+    assert_eq!(s.handoff.status_attribute, "lead_status");
+    assert_eq!(s.handoff.lead_id_attribute, None);
+    assert_eq!(s.handoff.lead_id_pattern, None);
+    assert_eq!(
+        s.handoff.patch_body,
+        serde_json::json!({"lead_status": "MQL"})
+    );
+    assert_eq!(s.handoff.linger, Duration::from_millis(200));
+    assert_eq!(s.handoff.max_batch, 200);
+    assert_eq!(s.handoff.max_attempts, 8);
+    assert_eq!(s.handoff.backoff_initial, Duration::from_millis(200));
+    assert_eq!(s.handoff.backoff_max, Duration::from_secs(30));
+    assert_eq!(s.handoff.limit_pause, Duration::from_secs(60));
+    assert_eq!(s.salesforce.instance_url, "http://127.0.0.1:8089");
+    assert_eq!(s.salesforce.api_version, "v60.0");
+    assert_eq!(s.salesforce.client_id, "");
+    assert_eq!(
+        s.salesforce.client_secret_env,
+        "LEADSCORE_SALESFORCE_CLIENT_SECRET"
+    );
+    assert_eq!(s.salesforce.client_secret_file, None);
+    assert_eq!(s.salesforce.timeout, Duration::from_secs(10));
+    assert_eq!(s.admin.listen, "0.0.0.0:9464");
+    assert_eq!(s.log.format, LogFormat::Human);
+    assert_eq!(s.log.level, "info");
+}
+
+#[test]
+fn file_overrides_defaults_and_env_overrides_file() {
+    let file = r#"
+        [scorer]
+        rules = "file-rules.toml"
+        batch_max_events = 100
+        batch_max_wait = "1s"
+        [handoff]
+        threshold = 50
+    "#;
+    let s = load(
+        file,
+        &[
+            ("LEADSCORE__SCORER__RULES", "/etc/rules.toml"),
+            ("LEADSCORE__SCORER__GUARANTEE", "exactly_once"),
+            ("LEADSCORE__HANDOFF__LINGER", "50ms"),
+            ("UNRELATED", "ignored"),
+        ],
+    )
+    .expect("loads");
+    assert_eq!(s.scorer.rules, Some(PathBuf::from("/etc/rules.toml")));
+    assert_eq!(s.scorer.guarantee, Guarantee::ExactlyOnce);
+    assert_eq!(s.scorer.batch_max_events, 100);
+    assert_eq!(s.scorer.batch_max_wait, Duration::from_secs(1));
+    assert_eq!(s.handoff.threshold, 50);
+    assert_eq!(s.handoff.linger, Duration::from_millis(50));
+    assert_eq!(s.handoff.max_batch, 200, "untouched keys keep defaults");
+    assert_eq!(
+        s.scorer.rules_path().ok(),
+        Some(Path::new("/etc/rules.toml"))
+    );
+}
+
+#[test]
+fn env_values_parse_as_toml_literals_or_strings() {
+    let s = load(
+        "",
+        &[
+            ("LEADSCORE__SCORER__BATCH_MAX_EVENTS", "1000"),
+            ("LEADSCORE__SCORER__FOLLOW_WALL_CLOCK", "false"),
+            ("LEADSCORE__HANDOFF__SKIP_STATUSES", r#"["MQL", "SQL"]"#),
+            ("LEADSCORE__HANDOFF__STATUS_ATTRIBUTE", r#""status""#),
+            ("LEADSCORE__HANDOFF__PATCH_BODY", r#"{"Status": "Working"}"#),
+            ("LEADSCORE__ADMIN__LISTEN", "127.0.0.1:9000"),
+            // A number where a string belongs falls back to the text as written.
+            ("LEADSCORE__SALESFORCE__CLIENT_ID", "12345"),
+            ("LEADSCORE__LOG__FORMAT", "json"),
+        ],
+    )
+    .expect("loads");
+    assert_eq!(s.scorer.batch_max_events, 1000);
+    assert!(!s.scorer.follow_wall_clock);
+    assert_eq!(s.handoff.skip_statuses, ["MQL", "SQL"]);
+    assert_eq!(s.handoff.status_attribute, "status");
+    assert_eq!(
+        s.handoff.patch_body,
+        serde_json::json!({"Status": "Working"})
+    );
+    assert_eq!(s.admin.listen, "127.0.0.1:9000");
+    assert_eq!(s.salesforce.client_id, "12345");
+    assert_eq!(s.log.format, LogFormat::Json);
+
+    let e = load_err("", &[("LEADSCORE__SCORER__BATCH_MAX_EVENTS", "many")]);
+    assert!(e.contains("scorer.batch_max_events"), "{e}");
+}
+
+#[test]
+fn patch_body_accepts_an_inline_table_or_a_json_string() {
+    let table = load(r#"handoff.patch_body = { Status = "Working" }"#, &[]).expect("table");
+    let json = load(r#"handoff.patch_body = '{"Status": "Working"}'"#, &[]).expect("json");
+    assert_eq!(table.handoff.patch_body, json.handoff.patch_body);
+    let e = load_err(r#"handoff.patch_body = "[1, 2]""#, &[]);
+    assert!(
+        e.contains("handoff.patch_body: must be a JSON object"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_path() {
+    let e = load_err("[scorer]\nrulez = \"x.toml\"\n", &[]);
+    assert!(
+        e.starts_with(r#"config test.toml: unknown key "scorer.rulez" (expected one of: group_id, rules, state_dir,"#),
+        "{e}"
+    );
+    let e = load_err("[scorers]\n", &[]);
+    assert!(e.contains(r#"unknown key "scorers""#), "{e}");
+    assert!(e.contains("kafka, topics, scorer"), "{e}");
+    let e = load_err("[handoff]\nthreshold = \"high\"\n", &[]);
+    assert!(
+        e.starts_with("config test.toml: handoff.threshold: "),
+        "{e}"
+    );
+    let e = load_err("[scorer]\nbatch_max_wait = \"5x\"\n", &[]);
+    assert!(e.contains("scorer.batch_max_wait"), "{e}");
+    assert!(e.contains(r#"unknown unit "x""#), "{e}");
+    let e = load_err("[scorer]\nguarantee = \"exactly\"\n", &[]);
+    assert!(e.contains("scorer.guarantee"), "{e}");
+    let e = load_err("topics = 3\n", &[]);
+    assert!(e.contains("topics: must be a table"), "{e}");
+    let e = load_err("[scorer\n", &[]);
+    assert!(e.starts_with("config test.toml: TOML parse error"), "{e}");
+}
+
+#[test]
+fn kafka_properties_pass_through_verbatim_with_underscores_as_dots() {
+    let file = r#"
+        [kafka]
+        bootstrap_servers = "file:9092"
+        "enable.idempotence" = true
+        queue_buffering_max_ms = 5
+        ssl.ca.location = "/etc/ca.pem"
+        "security.protocol" = "SASL_SSL"
+    "#;
+    let s = load(file, &[("LEADSCORE__KAFKA__BOOTSTRAP_SERVERS", "env:9092")]).expect("loads");
+    let props: Vec<(&str, &str)> = s.kafka.iter().collect();
+    assert_eq!(
+        props,
+        [
+            ("bootstrap.servers", "env:9092"),
+            ("enable.idempotence", "true"),
+            ("queue.buffering.max.ms", "5"),
+            ("security.protocol", "SASL_SSL"),
+            ("ssl.ca.location", "/etc/ca.pem"),
+        ]
+    );
+    let s = load("[kafka]\n\"bootstrap.servers\" = \"a:1\"\n", &[]).expect("loads");
+    assert_eq!(s.kafka.get("bootstrap.servers"), Some("a:1"));
+    let s = load("[kafka]\nclient_id = \"x\"\n", &[]).expect("loads");
+    assert_eq!(s.kafka.get("bootstrap.servers"), Some("localhost:9092"));
+    assert_eq!(s.kafka.get("client.id"), Some("x"));
+
+    let e = load_err(
+        "[kafka]\nbootstrap_servers = \"a\"\n\"bootstrap.servers\" = \"b\"\n",
+        &[],
+    );
+    assert!(e.contains("kafka.bootstrap.servers: set twice"), "{e}");
+}
+
+#[test]
+fn env_var_names_the_source_in_errors() {
+    let e = load_err("", &[("LEADSCORE__SCORER__BATCH_MAX_EVENTS", "0")]);
+    assert_eq!(
+        e,
+        "config test.toml, environment variable LEADSCORE__SCORER__BATCH_MAX_EVENTS: \
+         scorer.batch_max_events: must be greater than 0"
+    );
+    let e = load_err("", &[("LEADSCORE__SCORER__RULEZ", "x")]);
+    assert!(
+        e.starts_with(
+            r#"config test.toml, environment variable LEADSCORE__SCORER__RULEZ: unknown key "scorer.rulez""#
+        ),
+        "{e}"
+    );
+    let e = Settings::load_from(None, env(&[("LEADSCORE__HANDOFF__LINGER", "soon")]))
+        .expect_err("bad duration")
+        .to_string();
+    assert!(
+        e.starts_with(
+            "config from environment variable LEADSCORE__HANDOFF__LINGER: handoff.linger:"
+        ),
+        "{e}"
+    );
+    let e = load_err("scorer = 1\n", &[("LEADSCORE__SCORER__RULES", "r.toml")]);
+    assert!(e.contains("scorer: is an integer, not a table"), "{e}");
+    let e = load_err("", &[("LEADSCORE__SCORER____RULES", "r.toml")]);
+    assert!(
+        e.contains("LEADSCORE__SCORER____RULES: has an empty path segment"),
+        "{e}"
+    );
+    let e = load_err(
+        "",
+        &[
+            ("LEADSCORE__KAFKA__BOOTSTRAP_SERVERS", "a"),
+            ("LEADSCORE__KAFKA__BOOTSTRAP__SERVERS", "b"),
+        ],
+    );
+    assert!(e.contains("sets the same key as"), "{e}");
+}
+
+#[test]
+fn cross_field_errors_name_the_field() {
+    let e = load_err("[topics]\noutput = \"lead-events\"\n", &[]);
+    assert_eq!(
+        e,
+        r#"config test.toml: topics.output: must differ from topics.input (both are "lead-events")"#
+    );
+    let e = load_err("[scorer]\nbatch_max_events = 0\n", &[]);
+    assert!(
+        e.contains("scorer.batch_max_events: must be greater than 0"),
+        "{e}"
+    );
+    let e = load_err("[handoff]\nmax_batch = 201\n", &[]);
+    assert!(
+        e.contains("handoff.max_batch: must be between 1 and 200"),
+        "{e}"
+    );
+    let e = load_err("[handoff]\nbackoff_max = \"100ms\"\n", &[]);
+    assert!(
+        e.contains("handoff.backoff_max: must not be less than"),
+        "{e}"
+    );
+    let e = load_err("[admin]\nlisten = \"localhost\"\n", &[]);
+    assert!(
+        e.contains("admin.listen: \"localhost\" is not a socket address"),
+        "{e}"
+    );
+    let e = load_err("[handoff]\ngroup_id = \"leadscore-scorer\"\n", &[]);
+    assert!(
+        e.contains("handoff.group_id: must differ from scorer.group_id"),
+        "{e}"
+    );
+    let e = load_err("[salesforce]\ninstance_url = \"example.com\"\n", &[]);
+    assert!(e.contains("salesforce.instance_url:"), "{e}");
+    let e = load(
+        "[topics]\npartitions = 0\n",
+        &[("LEADSCORE__TOPICS__PARTITIONS", "3")],
+    )
+    .expect("the variable overrides the bad file value");
+    assert_eq!(e.topics.partitions, 3);
+}
+
+#[test]
+fn the_funnel_settings_must_describe_one_funnel() {
+    let s = load(
+        "[handoff]\nstatus_order = [\"Lead\", \"Qualified\", \"Won\"]\nhandoff_status = \" qualified\"\nskip_statuses = [\"Lost\"]\n",
+        &[],
+    )
+    .expect("an org's own funnel loads");
+    assert_eq!(s.handoff.status_order, ["Lead", "Qualified", "Won"]);
+    let cases = [
+        ("status_order = []", "handoff.status_order: must list"),
+        (
+            "status_order = [\"Open\", \" \", \"MQL\"]",
+            "handoff.status_order: entry 1 is empty",
+        ),
+        (
+            "status_order = [\"Open\", \"MQL\", \"open\"]",
+            "handoff.status_order: \"Open\" and \"open\" are the same status",
+        ),
+        (
+            "handoff_status = \"Qualified\"",
+            "handoff.handoff_status: \"Qualified\" is not in handoff.status_order",
+        ),
+        (
+            "skip_statuses = [\"MQL\", \"working\"]",
+            "handoff.skip_statuses: \"working\" is before handoff.handoff_status",
+        ),
+        (
+            "lead_id_pattern = \"[a-z]+\"",
+            "handoff.lead_id_pattern: \"[a-z]+\": expected [CLASS]{MIN,MAX}",
+        ),
+    ];
+    for (line, want) in cases {
+        let e = load_err(&format!("[handoff]\n{line}\n"), &[]);
+        assert!(e.contains(want), "{line}: {e}");
+    }
+    // Skipping a status at or after the handoff status is redundant, not wrong.
+    load("[handoff]\nskip_statuses = [\"MQL\", \"SQL\"]\n", &[]).expect("compatible");
+}
+
+#[test]
+fn statuses_compare_without_case_or_extra_whitespace() {
+    assert_eq!(status_key("  Closed -   Converted "), "closed - converted");
+    assert_eq!(status_key("MQL"), status_key("mql"));
+    assert_eq!(status_key("\tWorking\n"), "working");
+    assert_eq!(status_key("   "), "");
+}
+
+#[test]
+fn lead_ids_are_salesforce_ids_by_default() {
+    let ids = LeadIdPattern::SalesforceId;
+    for good in [
+        "00Q000000000001",
+        "00Q000000000001AAA",
+        "00Q5g000004nuOjEAI",
+    ] {
+        assert!(ids.matches(good), "{good}");
+    }
+    for bad in [
+        "",
+        ".",
+        "..",
+        "a/b",
+        "00Q00000000000/",
+        "00Q0000000000",       // 13
+        "00Q00000000000",      // 14
+        "00Q0000000000001",    // 16
+        "00Q00000000000001",   // 17
+        "00Q0000000000000001", // 19
+        "00Q-00000000001AA",
+        "00Q 000000000001",
+        "00Q00000000000ü",
+    ] {
+        assert!(!ids.matches(bad), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_lead_id_pattern_is_one_class_and_a_length() {
+    let p = LeadIdPattern::parse("[A-Za-z0-9_-]{1,40}").expect("valid");
+    for good in ["ext-42", "A_b-9", "x"] {
+        assert!(p.matches(good), "{good}");
+    }
+    for bad in ["", "a/b", "a b", "a.b", "é", &"x".repeat(41)] {
+        assert!(!p.matches(bad), "{bad:?}");
+    }
+    let dots = LeadIdPattern::parse("[a-z.]{1,10}").expect("valid");
+    assert!(dots.matches("a.b"));
+    assert!(!dots.matches(".") && !dots.matches(".."), "never only dots");
+    let exact = LeadIdPattern::parse("[0-9]{6}").expect("valid");
+    assert!(exact.matches("123456") && !exact.matches("12345"));
+    for (bad, why) in [
+        ("a-z{1,2}", "expected [CLASS]"),
+        ("[a-z]", "expected [CLASS]"),
+        ("[a-z]{1,2", "expected [CLASS]"),
+        ("[a-z]{x}", "is not a length"),
+        ("[a-z]{0,5}", "the length must be 1 to 255"),
+        ("[a-z]{5,2}", "the length must be 1 to 255"),
+        ("[a-z]{1,1000}", "the length must be 1 to 255"),
+        ("[]{1,2}", "the character class is empty"),
+        ("[z-a]{1,2}", "not an ASCII range"),
+        ("[a-zé]{1,2}", "not an ASCII range"),
+        ("[a-z/]{1,2}", "cannot be in a lead id"),
+        ("[%]{1,2}", "cannot be in a lead id"),
+        ("[ -~]{1,2}", "cannot be in a lead id"),
+    ] {
+        let e = LeadIdPattern::parse(bad).expect_err(bad);
+        assert!(e.contains(why), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn rules_are_required_only_when_asked_for() {
+    let s = load("", &[]).expect("loads without rules");
+    let e = s.scorer.rules_path().expect_err("no rules").to_string();
+    assert!(e.starts_with("scorer.rules is not set"), "{e}");
+    assert_eq!(
+        s.scorer.transactional_id_for("host1"),
+        "leadscore-scorer-host1"
+    );
+}
+
+#[test]
+fn a_misspelt_kafka_credential_is_never_printed() {
+    let s = load(
+        "",
+        &[
+            ("LEADSCORE__KAFKA__SASL_PASWORD", "typo-hunter2"),
+            (
+                "LEADSCORE__KAFKA__SASL_OAUTHBEARER_CLIENT_SECRET",
+                "oauth-hunter2",
+            ),
+        ],
+    )
+    .expect("loads: librdkafka judges the properties");
+    let shown = format!("{s:?} {s:#?}");
+    for secret in ["typo-hunter2", "oauth-hunter2"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("sasl.pasword"), "{shown}");
+    assert!(shown.contains("localhost:9092"), "{shown}");
+}
+
+#[test]
+fn secret_is_never_printed() {
+    let s = load(
+        "[kafka]\nsasl_password = \"kafka-hunter2\"\n",
+        &[
+            ("LEADSCORE_SALESFORCE_CLIENT_SECRET", "sf-hunter2"),
+            ("LEADSCORE__KAFKA__SSL_KEY_PASSWORD", "key-hunter2"),
+        ],
+    )
+    .expect("loads");
+    assert_eq!(s.kafka.get("sasl.password"), Some("kafka-hunter2"));
+    let shown = format!("{s:?} {s:#?}");
+    for secret in ["kafka-hunter2", "sf-hunter2", "key-hunter2"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    let secret = Secret::new("hunter2");
+    assert_eq!(format!("{secret:?}"), "***");
+    assert_eq!(format!("{secret}"), "***");
+    assert_eq!(secret.expose(), "hunter2");
+    let e = load_err(
+        "",
+        &[("LEADSCORE__SALESFORCE__CLIENT_SECRET", "env-hunter2")],
+    );
+    assert!(!e.contains("env-hunter2"), "{e}");
+}
+
+#[test]
+fn secret_comes_from_env_or_file() {
+    let settings = SalesforceSettings {
+        client_secret_env: "TEST_SECRET".to_string(),
+        ..SalesforceSettings::default()
+    };
+    let secret = settings
+        .client_secret_with(|name| (name == "TEST_SECRET").then(|| "from-env".to_string()))
+        .expect("env secret");
+    assert_eq!(secret.expose(), "from-env");
+
+    let e = settings
+        .client_secret_with(|_| Some(String::new()))
+        .expect_err("empty and no file")
+        .to_string();
+    assert!(e.contains("TEST_SECRET"), "{e}");
+    assert!(e.contains("salesforce.client_secret_file"), "{e}");
+
+    let dir = ScratchDir::new("config-test-secret").expect("scratch dir");
+    let path = dir.path().join("secret");
+    std::fs::write(&path, "from-file\n").expect("write secret file");
+    let with_file = SalesforceSettings {
+        client_secret_file: Some(path.clone()),
+        ..settings.clone()
+    };
+    let from_file = with_file.client_secret_with(|_| None);
+    let from_env = with_file.client_secret_with(|_| Some("from-env".to_string()));
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(from_file.expect("file secret").expose(), "from-file");
+    assert_eq!(from_env.expect("env first").expose(), "from-env");
+
+    let e = with_file
+        .client_secret_with(|_| None)
+        .expect_err("file gone")
+        .to_string();
+    assert!(e.starts_with("Salesforce client secret file"), "{e}");
+}
+
+#[test]
+fn a_secret_file_is_read_only_up_to_its_cap() {
+    let zero = SalesforceSettings {
+        client_secret_env: "TEST_SECRET".to_string(),
+        client_secret_file: Some(PathBuf::from("/dev/zero")),
+        ..SalesforceSettings::default()
+    };
+    let e = zero
+        .client_secret_with(|_| None)
+        .expect_err("/dev/zero is not a secret")
+        .to_string();
+    assert_eq!(
+        e,
+        "Salesforce client secret file /dev/zero: larger than 65536 bytes, so not a secret; \
+         check salesforce.client_secret_file"
+    );
+    let dir = ScratchDir::new("config-test-secret-cap").expect("scratch dir");
+    let path = dir.path().join("secret");
+    let at_cap = "s".repeat(MAX_SECRET_FILE_BYTES as usize);
+    std::fs::write(&path, &at_cap).expect("write secret file");
+    let file = SalesforceSettings {
+        client_secret_file: Some(path.clone()),
+        ..zero.clone()
+    };
+    let read = file.client_secret_with(|_| None);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(read.expect("at the cap").expose(), at_cap);
+}
+
+#[test]
+fn rejects_client_secret_in_file() {
+    let e = load_err("[salesforce]\nclient_secret = \"hunter2\"\n", &[]);
+    assert_eq!(
+        e,
+        "config test.toml: salesforce.client_secret: the client secret is read from the \
+         environment or a file; see salesforce.client_secret_env / client_secret_file"
+    );
+    let e = load_err("", &[("LEADSCORE__SALESFORCE__CLIENT_SECRET", "hunter2")]);
+    assert!(
+        e.contains("environment variable LEADSCORE__SALESFORCE__CLIENT_SECRET"),
+        "{e}"
+    );
+}
+
+#[test]
+fn example_config_loads() {
+    let s = Settings::load_from(Some(("leadscore.example.toml", EXAMPLE)), env(&[]))
+        .expect("example loads");
+    assert_eq!(
+        s.scorer.rules,
+        Some(PathBuf::from("examples/rules/seed-canvas.toml"))
+    );
+    assert_eq!(s.kafka.get("bootstrap.servers"), Some("localhost:9092"));
+    assert_eq!(s.handoff.backoff_max, Duration::from_secs(30));
+    let mut expected = Settings::default();
+    expected.scorer.rules = Some(PathBuf::from("examples/rules/seed-canvas.toml"));
+    assert_eq!(s, expected, "the example shows the defaults");
+}
+
+#[test]
+fn example_config_documents_every_key() {
+    let sections = field_names::<Settings>();
+    let keys = [
+        ("topics", field_names::<Topics>()),
+        ("scorer", field_names::<ScorerSettings>()),
+        ("handoff", field_names::<HandoffSettings>()),
+        ("salesforce", field_names::<SalesforceSettings>()),
+        ("admin", field_names::<AdminSettings>()),
+        ("log", field_names::<LogSettings>()),
+    ];
+    for section in sections {
+        assert!(EXAMPLE.contains(&format!("[{section}]")), "[{section}]");
+    }
+    for (section, fields) in keys {
+        for field in fields {
+            let var = format!("LEADSCORE__{section}__{field}").to_uppercase();
+            assert!(EXAMPLE.contains(&var), "{var} not in the example");
+        }
+    }
+}
