@@ -33,6 +33,7 @@ use crate::runtime::kafka::{
 use crate::runtime::keyed_state::KeyedState;
 use crate::runtime::service::{self, Faults, Service};
 use crate::runtime::shutdown::Shutdown;
+use crate::runtime::sync::lock_unpoisoned;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
 use serde_json::json;
@@ -110,10 +111,7 @@ pub struct Core {
 
 impl Core {
     fn lock(&self) -> MutexGuard<'_, CoreState> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock_unpoisoned(&self.state)
     }
 
     fn dead_letter(
@@ -216,8 +214,10 @@ impl Core {
                     })
                     .collect();
                 let report = self.runtime.block_on(self.client.update_leads(&updates));
-                self.health
-                    .set_condition("salesforce_token", self.client.has_token());
+                self.health.set_condition(
+                    crate::ops::admin::Condition::SalesforceToken,
+                    self.client.has_token(),
+                );
                 // One outcome per lead is the client's contract; a lead without one is retried
                 // rather than dropped.
                 let mut outcomes = report.outcomes.into_iter();
@@ -529,9 +529,9 @@ impl Handoff {
             &settings.topics.handoff_changelog,
             &props,
         )?;
-        health.set_condition("salesforce_token", false);
+        health.set_condition(crate::ops::admin::Condition::SalesforceToken, false);
         match client.ensure_token().await {
-            Ok(()) => health.set_condition("salesforce_token", true),
+            Ok(()) => health.set_condition(crate::ops::admin::Condition::SalesforceToken, true),
             Err(e) => tracing::warn!(error = %e, "no Salesforce token yet; calls will retry"),
         }
         let core = Arc::new(Core {
@@ -668,7 +668,8 @@ impl Service for Core {
         match self.runtime.block_on(self.client.ensure_token()) {
             Ok(()) => {
                 tracing::info!("Salesforce token obtained");
-                self.health.set_condition("salesforce_token", true);
+                self.health
+                    .set_condition(crate::ops::admin::Condition::SalesforceToken, true);
             }
             Err(e) => tracing::warn!(error = %e, "still no Salesforce token; asking again"),
         }

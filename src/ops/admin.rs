@@ -24,6 +24,22 @@ pub struct Health {
     inner: Mutex<HealthState>,
 }
 
+/// A readiness condition a service adds to the common ones (consuming, partitions restored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Condition {
+    /// The handoff holds a Salesforce access token: without one it can hand nothing off.
+    SalesforceToken,
+}
+
+impl Condition {
+    /// Its key in `/readyz`'s `conditions`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::SalesforceToken => "salesforce_token",
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct HealthState {
     /// The consumer loop is running.
@@ -32,8 +48,8 @@ struct HealthState {
     joined: bool,
     /// Partition number to whether it is restored.
     partitions: BTreeMap<i32, bool>,
-    /// Other conditions that must hold (e.g. "salesforce token"), by name.
-    conditions: BTreeMap<&'static str, bool>,
+    /// Other conditions that must hold, beyond consuming and owning restored partitions.
+    conditions: BTreeMap<Condition, bool>,
 }
 
 impl HealthState {
@@ -76,8 +92,8 @@ impl Health {
         self.with(|h| h.partitions.remove(&p));
     }
 
-    pub fn set_condition(&self, name: &'static str, ok: bool) {
-        self.with(|h| h.conditions.insert(name, ok));
+    pub fn set_condition(&self, condition: Condition, ok: bool) {
+        self.with(|h| h.conditions.insert(condition, ok));
     }
 
     pub fn is_ready(&self) -> bool {
@@ -99,7 +115,11 @@ impl Health {
                 "joined": h.joined,
                 "assigned": assigned,
                 "restoring": restoring,
-                "conditions": h.conditions,
+                "conditions": h
+                    .conditions
+                    .iter()
+                    .map(|(c, ok)| (c.as_str(), *ok))
+                    .collect::<BTreeMap<_, _>>(),
             })
         })
     }
@@ -183,10 +203,10 @@ mod tests {
         h.restored(3);
         assert!(h.is_ready());
         assert_eq!(h.body()["restoring"], json!([]));
-        h.set_condition("salesforce_token", false);
+        h.set_condition(Condition::SalesforceToken, false);
         assert!(!h.is_ready());
         assert_eq!(h.body()["conditions"]["salesforce_token"], false);
-        h.set_condition("salesforce_token", true);
+        h.set_condition(Condition::SalesforceToken, true);
         assert!(h.is_ready());
         h.released(3);
         assert_eq!(h.body()["assigned"], json!([1]));

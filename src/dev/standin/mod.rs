@@ -21,6 +21,7 @@
 
 use crate::config::Secret;
 use crate::runtime::shutdown::Shutdown;
+use crate::runtime::sync::lock_unpoisoned;
 use axum::Router;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -203,10 +204,7 @@ impl Standin {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        match self.inner.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        lock_unpoisoned(&self.inner)
     }
 
     /// `http://ADDR`, the `salesforce.instance_url` of a client.

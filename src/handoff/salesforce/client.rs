@@ -16,6 +16,7 @@ use crate::ops::telemetry::{
     SALESFORCE_API_LIMIT, SALESFORCE_API_USAGE, SALESFORCE_AUTH_FAILURES, SALESFORCE_REQUESTS,
     SALESFORCE_TOKEN_REFRESHES,
 };
+use crate::runtime::sync::lock_unpoisoned;
 use metrics::{counter, gauge};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -387,17 +388,11 @@ impl SalesforceClient {
     }
 
     fn cached_token(&self) -> Option<Secret> {
-        match self.token.lock() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        lock_unpoisoned(&self.token).clone()
     }
 
     fn set_token(&self, token: Option<Secret>) {
-        match self.token.lock() {
-            Ok(mut g) => *g = token,
-            Err(poisoned) => *poisoned.into_inner() = token,
-        }
+        *lock_unpoisoned(&self.token) = token;
     }
 
     /// Replaces `stale`, which Salesforce refused. When another task already replaced it, that
@@ -408,10 +403,7 @@ impl SalesforceClient {
         report: &mut CallReport,
     ) -> Result<Secret, CallFailure> {
         {
-            let mut cached = match self.token.lock() {
-                Ok(g) => g,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut cached = lock_unpoisoned(&self.token);
             match cached.as_ref() {
                 Some(current) if current != stale => return Ok(current.clone()),
                 _ => *cached = None,
