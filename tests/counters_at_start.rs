@@ -93,7 +93,7 @@ fn a_fresh_handoff_exports_every_outcome_and_reason_at_zero() {
     let port = free_port();
     let env = rig.env(port, SECRET);
     let handoff = Service::spawn("handoff", &env, port, dir.path().join("handoff.log"));
-    let text = scrape_when_ready(&handoff, &dir, "handoff");
+    let text = scrape_when_ready(&handoff, dir, "handoff");
 
     assert_at_zero(
         &text,

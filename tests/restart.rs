@@ -192,7 +192,7 @@ fn a_killed_handoff_is_back_and_reading_within_seconds() {
         ready(&second)
     });
     // Any record counts as read (a bad one goes to the dead-letter topic).
-    let p = producer(&broker);
+    let p = producer(broker);
     for i in 0..10 {
         let key = format!("u{i}");
         produce(
