@@ -133,7 +133,9 @@ impl Setup {
                 payload: Some(value.as_bytes()),
                 headers: None,
             };
-            producer.send(record, false).expect("send");
+            producer
+                .send(record, leadscore::runtime::kafka::Delivery::Output)
+                .expect("send");
         }
         producer.flush().expect("flush");
     }

@@ -133,7 +133,7 @@ impl Core {
                 payload,
                 headers: Some(headers),
             },
-            false,
+            kafka::Delivery::Output,
         )?;
         Ok(())
     }
@@ -171,7 +171,7 @@ impl Core {
                 payload: Some(&bytes),
                 headers: None,
             },
-            false,
+            kafka::Delivery::Output,
         )?;
         if let Some(e) = error {
             self.dead_letter(

@@ -707,7 +707,7 @@ impl Changelog {
                     payload: *value,
                     headers: None,
                 },
-                false,
+                kafka::Delivery::Output,
             )?;
         }
         let cp = checkpoint.encode();
@@ -719,7 +719,7 @@ impl Changelog {
                 payload: Some(&cp),
                 headers: None,
             },
-            true,
+            kafka::Delivery::Checkpoint,
         )?;
         Ok(())
     }

@@ -128,7 +128,7 @@ impl Core {
                     payload: Some(&bytes),
                     headers: None,
                 },
-                false,
+                kafka::Delivery::Output,
             )?;
             metrics::counter!(t::SCORE_CHANGES, "kind" => c.reason.kind.as_str()).increment(1);
             metrics::histogram!(t::EVENT_TO_OUTPUT_SECONDS)
@@ -214,7 +214,7 @@ impl Core {
                 payload: msg.payload(),
                 headers: Some(headers),
             },
-            false,
+            kafka::Delivery::Output,
         )?;
         Ok(())
     }
@@ -250,7 +250,7 @@ impl Core {
                 payload: msg.payload(),
                 headers: Some(headers),
             },
-            false,
+            kafka::Delivery::Output,
         )?;
         Ok(())
     }

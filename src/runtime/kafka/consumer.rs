@@ -1,0 +1,264 @@
+//! The group consumer whose context hands assignment and revocation to the state owner, leaving the group, and the changelog reader.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// What a service does when partitions come and go. Called on the consumer's polling thread,
+/// inside `poll`, so the service's own processing is never running at the same time.
+pub trait PartitionOwner: Send + Sync + Sized + 'static {
+    /// Restores the partitions' state; returns, per partition, where to resume consuming
+    /// (`Offset::Stored` to use the group's committed offset).
+    fn assigned(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]) -> Vec<(i32, Offset)>;
+    /// Makes everything processed so far on these partitions durable, then drops them.
+    fn revoked(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]);
+}
+
+/// The consumer context: routes rebalances to the [`PartitionOwner`], and keeps the metrics
+/// every service has per owned partition (assigned count, consumer lag), dropping a
+/// partition's series when it is revoked.
+pub struct OwnerContext<O: PartitionOwner> {
+    pub owner: Arc<O>,
+    /// The topic the group consumes.
+    topic: String,
+    /// The partitions this instance owns, for the lag gauges.
+    owned: Mutex<BTreeSet<i32>>,
+}
+
+impl<O: PartitionOwner> OwnerContext<O> {
+    fn owned(&self) -> std::sync::MutexGuard<'_, BTreeSet<i32>> {
+        lock_unpoisoned(&self.owned)
+    }
+}
+
+pub type ServiceConsumer<O> = BaseConsumer<OwnerContext<O>>;
+
+impl<O: PartitionOwner> ClientContext for OwnerContext<O> {
+    /// Consumer lag of the owned partitions, every `statistics.interval.ms`.
+    fn stats(&self, stats: rdkafka::statistics::Statistics) {
+        let owned = self.owned();
+        let gauges = PartitionGauges::global();
+        for topic in stats.topics.values().filter(|t| t.topic == self.topic) {
+            for (p, ps) in &topic.partitions {
+                if owned.contains(p) && ps.consumer_lag >= 0 {
+                    gauges.set(telemetry::CONSUMER_LAG, *p, ps.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl<O: PartitionOwner> ConsumerContext for OwnerContext<O> {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let topic = tpl
+            .elements()
+            .first()
+            .map(|e| e.topic().to_string())
+            .unwrap_or_default();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let offsets = self.owner.assigned(consumer, &partitions);
+                let count = {
+                    let mut owned = self.owned();
+                    if !cooperative {
+                        owned.clear();
+                    }
+                    owned.extend(&partitions);
+                    owned.len()
+                };
+                metrics::gauge!(telemetry::ASSIGNED_PARTITIONS).set(count as f64);
+                for (p, offset) in offsets {
+                    if let Err(e) = tpl.set_partition_offset(&topic, p, offset) {
+                        tracing::error!(partition = p, error = %e, "cannot set start offset");
+                    }
+                }
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "assign failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.owner.revoked(consumer, &partitions);
+                let count = {
+                    let mut owned = self.owned();
+                    for p in &partitions {
+                        owned.remove(p);
+                        PartitionGauges::global().forget_partition(*p);
+                    }
+                    owned.len()
+                };
+                metrics::gauge!(telemetry::ASSIGNED_PARTITIONS).set(count as f64);
+                let r = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "unassign failed");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                let _ = consumer.unassign();
+                for p in std::mem::take(&mut *self.owned()) {
+                    PartitionGauges::global().forget_partition(p);
+                }
+                metrics::gauge!(telemetry::ASSIGNED_PARTITIONS).set(0.0);
+            }
+        }
+    }
+}
+
+/// A group consumer on `topic` for `owner`, with offsets stored only by the service.
+///
+/// With `group.instance.id` in `[kafka]` it is a static member (KIP-345): a broker that
+/// supports it hands a member restarting under the same id its partitions back at once, with
+/// no rebalance and no wait for the old session to time out. Two live instances must never
+/// share an id (the second fences the first), so there is no default: the Kubernetes manifests
+/// set it to the pod name. See [`leave_group`] for a clean stop.
+pub fn group_consumer<O: PartitionOwner>(
+    properties: &BTreeMap<String, String>,
+    group_id: &str,
+    topic: &str,
+    owner: Arc<O>,
+    read_committed: bool,
+) -> Result<ServiceConsumer<O>, KafkaError> {
+    let mut cfg = client_config(properties);
+    for key in GROUP_MEMBER_PROPERTIES {
+        if let Some(v) = properties.get(*key) {
+            cfg.set(*key, v);
+        }
+    }
+    cfg.set("group.id", group_id);
+    set_default(&mut cfg, "session.timeout.ms", SESSION_TIMEOUT_MS);
+    set_default(&mut cfg, "heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS);
+    cfg.set("enable.auto.commit", "false");
+    cfg.set("enable.auto.offset.store", "false");
+    set_default(&mut cfg, "auto.offset.reset", "earliest");
+    set_default(&mut cfg, "statistics.interval.ms", "5000");
+    if read_committed {
+        cfg.set("isolation.level", "read_committed");
+    }
+    let consumer: ServiceConsumer<O> = create(
+        &cfg,
+        OwnerContext {
+            owner,
+            topic: topic.to_string(),
+            owned: Mutex::new(BTreeSet::new()),
+        },
+    )?;
+    consumer.subscribe(&[topic])?;
+    Ok(consumer)
+}
+
+/// How long a clean stop waits for the group to be told this member is leaving.
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Leaves the consumer group now, on a clean stop, so the partitions move on (or come back to
+/// this instance's successor) without waiting for the session timeout.
+///
+/// librdkafka sends no LeaveGroup when a static member (`group.instance.id`) closes (KIP-345:
+/// the member is expected back), but it does when one unsubscribes. So: unsubscribe, then poll
+/// (serving the revocation, which checkpoints) until librdkafka has issued the LeaveGroup,
+/// which it marks by dropping the member id. Closing the consumer afterwards waits for the
+/// broker's answer. Records a poll still returns are dropped: they are past the checkpoint, and
+/// the next owner reads them again.
+pub fn leave_group<C: ConsumerContext>(consumer: &BaseConsumer<C>, timeout: Duration) {
+    consumer.unsubscribe();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let _ = consumer.poll(Duration::from_millis(20));
+        if member_id(consumer).is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            tracing::warn!(
+                timeout_s = timeout.as_secs(),
+                "the consumer group was not told of this member leaving; its partitions wait for the session timeout"
+            );
+            return;
+        }
+    }
+}
+
+/// The consumer's current group member id (empty when not a member).
+fn member_id<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> String {
+    use rdkafka::bindings as rd;
+    let rk = consumer.client().native_ptr();
+    // SAFETY: rk is a live consumer handle; the returned string (or null) is owned by the
+    // caller and freed with rd_kafka_mem_free.
+    unsafe {
+        let p = rd::rd_kafka_memberid(rk);
+        if p.is_null() {
+            return String::new();
+        }
+        let id = std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned();
+        rd::rd_kafka_mem_free(rk, p.cast());
+        id
+    }
+}
+
+/// A consumer outside any group, for reading a partition from a given offset to its end
+/// (restoring a changelog).
+pub fn reader(
+    properties: &BTreeMap<String, String>,
+) -> Result<BaseConsumer<ReaderContext>, KafkaError> {
+    let mut cfg = client_config(properties);
+    cfg.set("group.id", "leadscore-restore");
+    cfg.set("enable.auto.commit", "false");
+    cfg.set("enable.partition.eof", "true");
+    cfg.set("isolation.level", "read_committed");
+    set_default(&mut cfg, "fetch.max.bytes", "52428800");
+    set_default(&mut cfg, "queued.max.messages.kbytes", "262144");
+    // A restore ends with a fetch that finds nothing; don't let the broker hold it for the
+    // default 500 ms per partition.
+    set_default(&mut cfg, "fetch.wait.max.ms", "10");
+    create(&cfg, ReaderContext)
+}
+
+/// The restore reader's context: reaching a partition's end is how a restore finishes, not an
+/// error worth logging.
+pub struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::error!(error = %error, reason, "kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
+/// Commits `offsets` (next offset to read per partition of `topic`) for the group, without
+/// waiting: the services' own checkpoints say where to resume, the group offsets serve lag
+/// monitoring and tools.
+pub fn commit_async<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    offsets: &[(i32, i64)],
+) {
+    if offsets.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
+    }
+    if let Err(e) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Async) {
+        tracing::debug!(error = %e, "group offset commit failed");
+    }
+}

@@ -1,0 +1,242 @@
+//! The services' producer: idempotent or transactional, delivery failures and checkpoint offsets tracked; dead-letter headers.
+
+#[allow(unused_imports)]
+use super::*;
+use rdkafka::util::IntoOpaque;
+use std::ffi::c_void;
+
+/// Delivery bookkeeping: failures since the last flush, and the offset of the last checkpoint
+/// record delivered per changelog partition (the local store remembers it).
+#[derive(Default)]
+pub struct DeliveryTracker {
+    failures: AtomicU64,
+    first_failure: Mutex<Option<String>>,
+    checkpoints: Mutex<HashMap<(String, i32), i64>>,
+}
+
+/// What a produced record is, carried to its delivery report (the delivery opaque): a
+/// checkpoint record's offset must be remembered, other records only count when they fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// A score change, dead letter, outcome, re-routed input or state record.
+    Output = 0,
+    /// A partition's checkpoint record in a changelog.
+    Checkpoint = 1,
+}
+
+impl IntoOpaque for Delivery {
+    fn into_ptr(self) -> *mut c_void {
+        self as usize as *mut c_void
+    }
+
+    unsafe fn from_ptr(ptr: *mut c_void) -> Self {
+        // Only `into_ptr` above made the pointer: it is one of the two values.
+        if ptr as usize == Delivery::Checkpoint as usize {
+            Delivery::Checkpoint
+        } else {
+            Delivery::Output
+        }
+    }
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = Delivery;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, kind: Delivery) {
+        match result {
+            Ok(m) => {
+                if kind == Delivery::Checkpoint {
+                    if let Ok(mut c) = self.checkpoints.lock() {
+                        c.insert((m.topic().to_string(), m.partition()), m.offset());
+                    }
+                }
+            }
+            Err((e, m)) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut first) = self.first_failure.lock() {
+                    first.get_or_insert_with(|| {
+                        format!("delivery to {} [{}] failed: {e}", m.topic(), m.partition())
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ProduceError {
+    #[error("kafka producer: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("{count} record(s) were not delivered; first: {first}")]
+    Undelivered { count: u64, first: String },
+}
+
+/// One record to produce.
+pub struct Record<'a> {
+    pub topic: &'a str,
+    /// `None`: the configured partitioner picks by key.
+    pub partition: Option<i32>,
+    pub key: &'a [u8],
+    /// `None` is a tombstone.
+    pub payload: Option<&'a [u8]>,
+    pub headers: Option<OwnedHeaders>,
+}
+
+/// The services' producer: idempotent (at-least-once) or transactional (exactly-once).
+pub struct ServiceProducer {
+    inner: ThreadedProducer<DeliveryTracker>,
+    tracker: Arc<DeliveryTracker>,
+    transactional: bool,
+}
+
+impl ServiceProducer {
+    /// An idempotent producer; with `transactional_id`, a transactional one (transactions
+    /// initialized).
+    pub fn new(
+        properties: &BTreeMap<String, String>,
+        transactional_id: Option<&str>,
+    ) -> Result<ServiceProducer, KafkaError> {
+        let mut cfg = client_config(properties);
+        cfg.set("enable.idempotence", "true");
+        cfg.set("partitioner", "murmur2_random");
+        set_default(&mut cfg, "linger.ms", "5");
+        // Dead letters carry the original record, however large the input allowed it to be.
+        set_default(&mut cfg, "message.max.bytes", MAX_RECORD_BYTES);
+        set_default(&mut cfg, "compression.type", "lz4");
+        if let Some(id) = transactional_id {
+            cfg.set("transactional.id", id);
+        }
+        let inner: ThreadedProducer<DeliveryTracker> = create(&cfg, DeliveryTracker::default())?;
+        let tracker = inner.context().clone();
+        if transactional_id.is_some() {
+            inner.init_transactions(SETUP_TIMEOUT)?;
+        }
+        Ok(ServiceProducer {
+            inner,
+            tracker,
+            transactional: transactional_id.is_some(),
+        })
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.transactional
+    }
+
+    pub fn inner(&self) -> &ThreadedProducer<DeliveryTracker> {
+        &self.inner
+    }
+
+    /// Queues a record, waiting while the local queue is full.
+    pub fn send(&self, r: Record<'_>, kind: Delivery) -> Result<(), ProduceError> {
+        let mut rec: BaseRecord<'_, [u8], [u8], Delivery> =
+            BaseRecord::with_opaque_to(r.topic, kind).key(r.key);
+        if let Some(p) = r.payload {
+            rec = rec.payload(p);
+        }
+        if let Some(p) = r.partition {
+            rec = rec.partition(p);
+        }
+        if let Some(h) = r.headers {
+            rec = rec.headers(h);
+        }
+        loop {
+            match self.inner.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits until every queued record is delivered; an error if any was not since the last
+    /// call. (In a transaction, commit does this.)
+    pub fn flush(&self) -> Result<(), ProduceError> {
+        // rdkafka's flush on a ThreadedProducer waits in steps of about 100 ms (its background
+        // thread takes the delivery reports), which dominated every checkpoint: ask librdkafka
+        // to send now, then watch the in-flight count.
+        self.inner.flush(Duration::ZERO).or_else(|e| match e {
+            KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut) => Ok(()),
+            e => Err(e),
+        })?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.inner.in_flight_count() > 0 {
+            if std::time::Instant::now() > deadline {
+                return Err(ProduceError::Kafka(KafkaError::Flush(
+                    RDKafkaErrorCode::OperationTimedOut,
+                )));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        self.take_failures()
+    }
+
+    /// Returns and clears the delivery failures recorded so far.
+    pub fn take_failures(&self) -> Result<(), ProduceError> {
+        let count = self.tracker.failures.swap(0, Ordering::Relaxed);
+        let first = self
+            .tracker
+            .first_failure
+            .lock()
+            .ok()
+            .and_then(|mut f| f.take());
+        if count > 0 {
+            return Err(ProduceError::Undelivered {
+                count,
+                first: first.unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The offset of the last checkpoint record delivered to `topic` `partition`.
+    pub fn checkpoint_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.tracker
+            .checkpoints
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&(topic.to_string(), partition)).copied())
+    }
+}
+
+/// Where a record came from: topic, partition, offset.
+pub type Source<'a> = (&'a str, i32, i64);
+
+/// The headers of a dead letter, the same in every service's dead-letter topic:
+/// `leadscore.error.reason` (a short code), `leadscore.error.message`, and where the record
+/// came from (`leadscore.source.topic`, `.partition`, `.offset`) when it came from Kafka.
+pub fn dead_letter_headers(
+    reason: &str,
+    message: &str,
+    source: Option<Source<'_>>,
+) -> OwnedHeaders {
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "leadscore.error.reason",
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: "leadscore.error.message",
+            value: Some(message),
+        });
+    let Some((topic, partition, offset)) = source else {
+        return headers;
+    };
+    headers
+        .insert(Header {
+            key: "leadscore.source.topic",
+            value: Some(topic),
+        })
+        .insert(Header {
+            key: "leadscore.source.partition",
+            value: Some(&partition.to_string()),
+        })
+        .insert(Header {
+            key: "leadscore.source.offset",
+            value: Some(&offset.to_string()),
+        })
+}

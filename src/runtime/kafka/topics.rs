@@ -1,0 +1,152 @@
+//! Topics the services need: created when missing, checked for co-partitioning.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// A topic the service needs, created when missing.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication: i32,
+    /// Topic configs set at creation (e.g. `cleanup.policy=compact` for changelogs).
+    pub config: Vec<(String, String)>,
+}
+
+impl TopicSpec {
+    pub fn new(name: &str, partitions: i32, replication: i32) -> TopicSpec {
+        TopicSpec {
+            name: name.to_string(),
+            partitions,
+            replication,
+            config: Vec::new(),
+        }
+    }
+
+    /// A dead-letter topic: accepts records as large as the services produce.
+    pub fn dead_letter(name: &str, partitions: i32, replication: i32) -> TopicSpec {
+        let mut t = TopicSpec::new(name, partitions, replication);
+        t.config
+            .push(("max.message.bytes".into(), MAX_RECORD_BYTES.into()));
+        t
+    }
+
+    /// A compacted changelog topic.
+    pub fn compacted(name: &str, partitions: i32, replication: i32) -> TopicSpec {
+        let mut t = TopicSpec::new(name, partitions, replication);
+        t.config.push(("cleanup.policy".into(), "compact".into()));
+        t
+    }
+}
+
+/// Creates the missing topics and returns every topic's partition count.
+pub async fn ensure_topics(
+    properties: &BTreeMap<String, String>,
+    specs: &[TopicSpec],
+) -> Result<HashMap<String, i32>, KafkaSetupError> {
+    let admin: Arc<AdminClient<DefaultClientContext>> =
+        Arc::new(create(&client_config(properties), DefaultClientContext)?);
+    let existing = partition_counts_off_worker(&admin, specs).await?;
+    let missing: Vec<&TopicSpec> = specs
+        .iter()
+        .filter(|s| !existing.contains_key(&s.name))
+        .collect();
+    if !missing.is_empty() {
+        let new: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|s| {
+                let mut t = NewTopic::new(
+                    &s.name,
+                    s.partitions,
+                    TopicReplication::Fixed(s.replication),
+                );
+                for (k, v) in &s.config {
+                    t = t.set(k, v);
+                }
+                t
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(SETUP_TIMEOUT));
+        for result in admin.create_topics(new.iter(), &opts).await? {
+            match result {
+                Ok(_) => tracing::info!(topic = %topic_of(&result), "created topic"),
+                Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    tracing::debug!(%topic, "topic already exists")
+                }
+                Err((topic, code)) => {
+                    return Err(KafkaSetupError::CreateTopic {
+                        topic,
+                        reason: code.to_string(),
+                    })
+                }
+            }
+        }
+    }
+    // Metadata can lag creation briefly.
+    for _ in 0..50 {
+        let counts = partition_counts_off_worker(&admin, specs).await?;
+        if specs.iter().all(|s| counts.contains_key(&s.name)) {
+            return Ok(counts);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let counts = partition_counts_off_worker(&admin, specs).await?;
+    match specs.iter().find(|s| !counts.contains_key(&s.name)) {
+        Some(s) => Err(KafkaSetupError::Missing(s.name.clone())),
+        None => Ok(counts),
+    }
+}
+
+fn topic_of(r: &Result<String, (String, RDKafkaErrorCode)>) -> &str {
+    match r {
+        Ok(t) | Err((t, _)) => t,
+    }
+}
+
+/// [`partition_counts`] on the blocking pool: a metadata request waits on the network.
+async fn partition_counts_off_worker(
+    admin: &Arc<AdminClient<DefaultClientContext>>,
+    specs: &[TopicSpec],
+) -> Result<HashMap<String, i32>, KafkaSetupError> {
+    let (admin, specs) = (admin.clone(), specs.to_vec());
+    crate::runtime::blocking::blocking(move || partition_counts(admin.inner(), &specs)).await
+}
+
+fn partition_counts<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    specs: &[TopicSpec],
+) -> Result<HashMap<String, i32>, KafkaSetupError> {
+    let md = client.fetch_metadata(None, SETUP_TIMEOUT)?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .filter(|t| specs.iter().any(|s| s.name == t.name()))
+        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+        .collect())
+}
+
+/// Checks that `topic` has as many partitions as `reference`.
+pub fn check_copartitioned(
+    counts: &HashMap<String, i32>,
+    reference: &str,
+    topic: &str,
+) -> Result<i32, KafkaSetupError> {
+    let expected = counts
+        .get(reference)
+        .copied()
+        .ok_or_else(|| KafkaSetupError::Missing(reference.to_string()))?;
+    let found = counts
+        .get(topic)
+        .copied()
+        .ok_or_else(|| KafkaSetupError::Missing(topic.to_string()))?;
+    if found != expected {
+        return Err(KafkaSetupError::PartitionMismatch {
+            topic: topic.to_string(),
+            found,
+            expected_from: reference.to_string(),
+            expected,
+        });
+    }
+    Ok(expected)
+}
