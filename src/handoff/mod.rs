@@ -31,6 +31,7 @@ use crate::runtime::kafka::{
     self, ProduceError, Record, ServiceConsumer, ServiceProducer, TopicSpec,
 };
 use crate::runtime::keyed_state::KeyedState;
+use crate::runtime::owned::{self, OwnsPartitions};
 use crate::runtime::service::{self, Faults, Service};
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::sync::lock_unpoisoned;
@@ -317,74 +318,54 @@ impl Core {
         let leads: usize = st.owned.values().map(KeyedState::len).sum();
         self.changelog.update_store_gauges(leads);
     }
-
-    fn fail(&self, msg: String) {
-        self.faults.fail(<Core as Service>::NAME, msg);
-    }
 }
 
 impl kafka::PartitionOwner for Core {
     fn assigned(&self, _c: &ServiceConsumer<Self>, partitions: &[i32]) -> Vec<(i32, Offset)> {
-        self.health.joined();
-        let mut out = Vec::new();
-        for &p in partitions {
-            self.health.restoring(p);
-            match self.changelog.restore(p) {
-                Ok(r) => {
-                    let (records_read, warm, duration) = (r.records_read, r.warm, r.duration);
-                    let decode = |b: &[u8]| LeadState::decode(b).ok_or(());
-                    let owned = match KeyedState::restore(r, decode) {
-                        Ok(owned) => owned,
-                        Err(bad) => {
-                            self.fail(format!(
-                                "partition {p}: the stored handoff state of user {:?} cannot be read",
-                                bad.key
-                            ));
-                            out.push((p, Offset::Stored));
-                            continue;
-                        }
-                    };
-                    let next = owned.next_offset();
-                    tracing::info!(
-                        partition = p,
-                        leads = owned.len(),
-                        changelog_records = records_read,
-                        warm,
-                        resume_offset = next,
-                        duration_ms = duration.as_millis() as u64,
-                        "partition restored"
-                    );
-                    self.lock().owned.insert(p, owned);
-                    self.health.restored(p);
-                    out.push((
-                        p,
-                        next.map_or(Offset::Stored, |n| Offset::Offset(kafka::rewound(n, 0))),
-                    ));
-                }
-                Err(e) => {
-                    self.fail(format!("restoring partition {p}: {e}"));
-                    out.push((p, Offset::Stored));
-                }
-            }
-        }
-        tracing::info!(?partitions, "partitions assigned");
-        self.update_gauges(&self.lock());
-        out
+        owned::assigned(self, partitions)
     }
 
     fn revoked(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]) {
-        if !self.faults.failed() {
-            if let Err(e) = self.checkpoint(consumer) {
-                self.fail(format!("checkpoint on revoke: {e}"));
-            }
-        }
-        let mut st = self.lock();
-        for p in partitions {
-            st.owned.remove(p);
-            self.health.released(*p);
-        }
-        tracing::info!(?partitions, "partitions revoked");
-        self.update_gauges(&st);
+        owned::revoked(self, consumer, partitions)
+    }
+}
+
+impl OwnsPartitions for Core {
+    type Owned = KeyedState<LeadState>;
+
+    fn restore_partition(&self, p: i32) -> Result<(Self::Owned, Option<i64>), String> {
+        let r = self.changelog.restore(p).map_err(|e| e.to_string())?;
+        let (records_read, warm, duration) = (r.records_read, r.warm, r.duration);
+        let decode = |b: &[u8]| LeadState::decode(b).ok_or(());
+        let owned = KeyedState::restore(r, decode).map_err(|bad| {
+            format!(
+                "partition {p}: the stored handoff state of user {:?} cannot be read",
+                bad.key
+            )
+        })?;
+        let next = owned.next_offset();
+        tracing::info!(
+            partition = p,
+            leads = owned.len(),
+            changelog_records = records_read,
+            warm,
+            resume_offset = next,
+            duration_ms = duration.as_millis() as u64,
+            "partition restored"
+        );
+        Ok((owned, next))
+    }
+
+    fn insert_owned(&self, p: i32, owned: Self::Owned) {
+        self.lock().owned.insert(p, owned);
+    }
+
+    fn remove_owned(&self, p: i32) {
+        self.lock().owned.remove(&p);
+    }
+
+    fn owned_changed(&self) {
+        self.update_gauges(&self.lock());
     }
 }
 

@@ -5,6 +5,7 @@ pub mod blocking;
 pub mod changelog;
 pub mod kafka;
 pub mod keyed_state;
+pub mod owned;
 pub mod service;
 pub mod shutdown;
 pub mod store;

@@ -21,6 +21,7 @@ use crate::runtime::kafka::{
     self, ProduceError, Record, ServiceConsumer, ServiceProducer, TopicSpec,
 };
 use crate::runtime::keyed_state::KeyedState;
+use crate::runtime::owned::{self, OwnsPartitions};
 use crate::runtime::service::{self, Faults, Service};
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::sync::lock_unpoisoned;
@@ -69,7 +70,7 @@ fn decode_clock(app: &[u8]) -> Option<Millis> {
 }
 
 /// One owned partition: its clock and timers, and its users' state.
-struct Owned {
+pub struct Owned {
     partition: Partition,
     users: KeyedState<UserState>,
 }
@@ -154,12 +155,7 @@ impl Core {
         self.changelog.update_store_gauges(users);
     }
 
-    fn fail(&self, msg: String) {
-        self.faults.fail(<Core as Service>::NAME, msg);
-    }
-
-    fn restore(&self, p: i32) -> Result<(Owned, Offset), ScorerError> {
-        self.health.restoring(p);
+    fn restore(&self, p: i32) -> Result<(Owned, Option<i64>), ScorerError> {
         let restored = self.changelog.restore(p)?;
         let (records_read, warm, duration) =
             (restored.records_read, restored.warm, restored.duration);
@@ -181,9 +177,7 @@ impl Core {
             duration_ms = duration.as_millis() as u64,
             "partition restored"
         );
-        // Records before `next` are skipped as they arrive (see kafka::FETCH_REWIND).
-        let offset = next.map_or(Offset::Stored, |n| Offset::Offset(kafka::rewound(n, 0)));
-        Ok((Owned { partition, users }, offset))
+        Ok((Owned { partition, users }, next))
     }
 }
 
@@ -295,47 +289,32 @@ fn rerouted_from(msg: &BorrowedMessage<'_>) -> Option<String> {
 }
 
 impl kafka::PartitionOwner for Core {
-    fn assigned(
-        &self,
-        _consumer: &ServiceConsumer<Self>,
-        partitions: &[i32],
-    ) -> Vec<(i32, Offset)> {
-        self.health.joined();
-        let mut offsets = Vec::new();
-        for &p in partitions {
-            match self.restore(p) {
-                Ok((owned, offset)) => {
-                    self.lock().owned.insert(p, owned);
-                    self.health.restored(p);
-                    offsets.push((p, offset));
-                }
-                Err(e) => {
-                    self.fail(format!("restoring partition {p}: {e}"));
-                    offsets.push((p, Offset::Stored));
-                }
-            }
-        }
-        tracing::info!(?partitions, "partitions assigned");
-        let st = self.lock();
-        self.update_gauges(&st);
-        offsets
+    fn assigned(&self, _c: &ServiceConsumer<Self>, partitions: &[i32]) -> Vec<(i32, Offset)> {
+        owned::assigned(self, partitions)
     }
 
     fn revoked(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]) {
-        // After a failure the in-memory state may be ahead of what is durable: never checkpoint
-        // it; the next owner replays from the last good checkpoint.
-        if !self.faults.failed() {
-            if let Err(e) = self.checkpoint(consumer) {
-                self.fail(format!("checkpoint on revoke: {e}"));
-            }
-        }
-        let mut st = self.lock();
-        for p in partitions {
-            st.owned.remove(p);
-            self.health.released(*p);
-        }
-        tracing::info!(?partitions, "partitions revoked");
-        self.update_gauges(&st);
+        owned::revoked(self, consumer, partitions)
+    }
+}
+
+impl OwnsPartitions for Core {
+    type Owned = Owned;
+
+    fn restore_partition(&self, p: i32) -> Result<(Owned, Option<i64>), String> {
+        self.restore(p).map_err(|e| e.to_string())
+    }
+
+    fn insert_owned(&self, p: i32, owned: Owned) {
+        self.lock().owned.insert(p, owned);
+    }
+
+    fn remove_owned(&self, p: i32) {
+        self.lock().owned.remove(&p);
+    }
+
+    fn owned_changed(&self) {
+        self.update_gauges(&self.lock());
     }
 }
 

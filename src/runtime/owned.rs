@@ -1,0 +1,73 @@
+//! Owned partitions: what a rebalance does to a service that keeps keyed state per input
+//! partition. Both services do the same: on assignment, restore each partition (local store,
+//! then changelog) and resume at its checkpointed offset; on revocation, checkpoint first
+//! (unless the service already failed), then drop the partitions. Only restoring one partition
+//! and holding its state differ, behind [`OwnsPartitions`].
+
+use super::kafka::{self, ServiceConsumer};
+use super::service::Service;
+use rdkafka::Offset;
+
+/// A service's per-partition state, as the rebalance steps need it.
+pub trait OwnsPartitions: Service {
+    /// The service's state of one owned partition.
+    type Owned;
+    /// Restores partition `p`: its state and the next input offset to process, if it was ever
+    /// checkpointed. An error fails the service (the partition is not served).
+    fn restore_partition(&self, p: i32) -> Result<(Self::Owned, Option<i64>), String>;
+    /// Holds a restored partition.
+    fn insert_owned(&self, p: i32, owned: Self::Owned);
+    /// Drops a revoked partition.
+    fn remove_owned(&self, p: i32);
+    /// The set of owned partitions changed: refresh the gauges that depend on it.
+    fn owned_changed(&self);
+}
+
+/// The assignment step of [`kafka::PartitionOwner::assigned`]: where to resume each partition.
+pub fn assigned<S: OwnsPartitions>(service: &S, partitions: &[i32]) -> Vec<(i32, Offset)> {
+    let health = service.health();
+    health.joined();
+    let mut offsets = Vec::with_capacity(partitions.len());
+    for &p in partitions {
+        health.restoring(p);
+        match service.restore_partition(p) {
+            Ok((owned, next)) => {
+                service.insert_owned(p, owned);
+                health.restored(p);
+                // Records before `next` are skipped as they arrive (see kafka::FETCH_REWIND).
+                offsets.push((
+                    p,
+                    next.map_or(Offset::Stored, |n| Offset::Offset(kafka::rewound(n, 0))),
+                ));
+            }
+            Err(e) => {
+                service
+                    .faults()
+                    .fail(S::NAME, format!("restoring partition {p}: {e}"));
+                offsets.push((p, Offset::Stored));
+            }
+        }
+    }
+    tracing::info!(?partitions, "partitions assigned");
+    service.owned_changed();
+    offsets
+}
+
+/// The revocation step of [`kafka::PartitionOwner::revoked`].
+pub fn revoked<S: OwnsPartitions>(service: &S, consumer: &ServiceConsumer<S>, partitions: &[i32]) {
+    // After a failure the in-memory state may be ahead of what is durable: never checkpoint
+    // it; the next owner replays from the last good checkpoint.
+    if !service.faults().failed() {
+        if let Err(e) = service.checkpoint(consumer) {
+            service
+                .faults()
+                .fail(S::NAME, format!("checkpoint on revoke: {e}"));
+        }
+    }
+    for &p in partitions {
+        service.remove_owned(p);
+        service.health().released(p);
+    }
+    tracing::info!(?partitions, "partitions revoked");
+    service.owned_changed();
+}
