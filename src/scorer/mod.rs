@@ -374,13 +374,8 @@ impl Scorer {
             &settings.topics.changelog,
         )?;
         let transactional_id = (settings.scorer.guarantee == Guarantee::ExactlyOnce).then(|| {
-            settings.scorer.transactional_id.clone().unwrap_or_else(|| {
-                format!(
-                    "{}-{}",
-                    settings.scorer.group_id,
-                    std::env::var("HOSTNAME").unwrap_or_else(|_| std::process::id().to_string())
-                )
-            })
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| std::process::id().to_string());
+            settings.scorer.transactional_id_for(&host)
         });
         // init_transactions waits on the broker, opening the store reads the disk.
         let producer = {
