@@ -576,30 +576,23 @@ impl Service for Core {
         if st.batch_started.is_none() {
             st.batch_started = Some(Instant::now());
         }
-        let change = match codec::decode_change(self.format, msg.payload().unwrap_or_default()) {
-            Ok(c) => c,
-            Err(e) => {
-                self.dead_letter(
-                    msg.key().unwrap_or_default(),
-                    msg.payload(),
-                    e.reason(),
-                    &e.to_string(),
-                    Some((msg.topic(), p, offset)),
-                )?;
-                return Ok(());
-            }
-        };
-        // As the scorer checks its input: a record keyed by another user would be handed off
-        // under one user's state while its partition holds the other's.
-        if let Some(e) = key_mismatch(msg.key(), &change.user_id) {
+        let reject = |e: codec::DecodeError| {
             self.dead_letter(
                 msg.key().unwrap_or_default(),
                 msg.payload(),
                 e.reason(),
                 &e.to_string(),
                 Some((msg.topic(), p, offset)),
-            )?;
-            return Ok(());
+            )
+        };
+        let change = match codec::decode_change(self.format, msg.payload().unwrap_or_default()) {
+            Ok(c) => c,
+            Err(e) => return reject(e),
+        };
+        // As the scorer checks its input: a record keyed by another user would be handed off
+        // under one user's state while its partition holds the other's.
+        if let Some(e) = key_mismatch(msg.key(), &change.user_id) {
+            return reject(e);
         }
         let Some(owned) = st.owned.get_mut(&p) else {
             return Ok(());
