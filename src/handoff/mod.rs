@@ -438,19 +438,7 @@ fn invalid_lead_id(lead_id: &str) -> SfError {
 
 /// The score change's key, when present, must be its user id (SPEC 2, as for input events).
 fn key_mismatch(key: Option<&[u8]>, user_id: &str) -> Option<codec::DecodeError> {
-    let key = key?;
-    if key == user_id.as_bytes() {
-        return None;
-    }
-    Some(match std::str::from_utf8(key) {
-        Ok(k) => codec::DecodeError::KeyMismatch {
-            key: k.to_string(),
-            user_id: user_id.to_string(),
-        },
-        Err(_) => codec::DecodeError::KeyNotUtf8 {
-            user_id: user_id.to_string(),
-        },
-    })
+    key.and_then(|k| codec::check_key(k, user_id).err())
 }
 
 /// The topics the handoff needs, created when missing.

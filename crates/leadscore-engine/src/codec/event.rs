@@ -265,7 +265,9 @@ fn validate_event(raw: RawEvent<'_>, key: Option<&[u8]>) -> Result<Event, Decode
     Ok(event)
 }
 
-fn check_key(key: &[u8], user_id: &str) -> Result<(), DecodeError> {
+/// SPEC 2: a record's key, when present, must be its user id. Also what the handoff checks of
+/// the score changes it reads.
+pub fn check_key(key: &[u8], user_id: &str) -> Result<(), DecodeError> {
     // Equal bytes imply valid UTF-8, so the common case needs no UTF-8 check.
     if key == user_id.as_bytes() {
         return Ok(());

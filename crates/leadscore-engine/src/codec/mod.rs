@@ -56,7 +56,7 @@ mod loose;
 
 pub use change::{change_to_json, decode_change, encode_change};
 pub use error::{check_not_future, DecodeError};
-pub use event::{decode_event, encode_event};
+pub use event::{check_key, decode_event, encode_event};
 
 use error::Quoted;
 use serde::{Deserialize, Serialize};
