@@ -457,7 +457,6 @@ impl Service for Core {
         owned.users.processing(offset);
         let key = msg.key();
         let payload = msg.payload().unwrap_or_default();
-        let rerouted_from = rerouted_from(msg);
         let now = crate::timestamp::wall_clock_millis();
         let max_skew = self.settings.scorer.max_future_skew.as_millis() as Millis;
         let decoded = codec::decode_event(
@@ -492,7 +491,7 @@ impl Service for Core {
             } else {
                 MisroutedReason::WrongPartition
             };
-            return self.reroute(msg, &event, home, reason, rerouted_from.as_deref());
+            return self.reroute(msg, &event, home, reason, rerouted_from(msg).as_deref());
         }
         if key.is_none() {
             // On its home partition already: scored here, only counted.
@@ -502,7 +501,7 @@ impl Service for Core {
         if event.event_id.is_none() {
             // A re-routed record keeps the identity of its original position, so a second copy
             // (re-produced after a crash) is a duplicate (docs/crash-safety.md).
-            event.event_id = rerouted_from;
+            event.event_id = rerouted_from(msg);
         }
         let origin = Origin {
             topic: msg.topic(),
