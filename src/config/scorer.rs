@@ -85,7 +85,7 @@ impl Default for ScorerSettings {
             batch_max_events: 5_000,
             batch_max_wait: Duration::from_millis(100),
             follow_wall_clock: true,
-            max_future_skew: Duration::from_secs(3600),
+            max_future_skew: Duration::from_millis(crate::simulate::DEFAULT_MAX_FUTURE_SKEW as u64),
             transactional_id: None,
         }
     }

@@ -49,8 +49,9 @@ pub fn run(engine: &Engine, input: impl BufRead, now: Option<Millis>) -> io::Res
     run_partitioned(engine, input, now, 1)
 }
 
-/// The scorer's default `scorer.max_future_skew`: events dated further ahead of the wall clock
-/// are bad lines here, as they are dead letters there.
+/// The default `scorer.max_future_skew` (the scorer's setting takes its default from here):
+/// events dated further ahead of the wall clock are bad lines here, as they are dead letters
+/// there.
 pub const DEFAULT_MAX_FUTURE_SKEW: Millis = 3_600_000;
 
 /// Runs the engine over JSONL `input` split into `partitions` partitions by user id.
