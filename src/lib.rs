@@ -35,8 +35,8 @@
 //! - [`cli`]: the command line, one file per group of commands; `main` only calls [`cli::run`].
 
 pub use leadscore_engine::{
-    change, codec, duration, engine, event, generator, partition, partitioner, proto, rules,
-    simulate, state, timestamp,
+    change, codec, duration, engine, event, explain, generator, history, partition, partitioner,
+    proto, rules, simulate, state, timestamp,
 };
 
 pub mod bench;

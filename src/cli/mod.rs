@@ -3,6 +3,7 @@
 
 mod bench;
 mod dev;
+mod lookup;
 mod offline;
 mod services;
 
@@ -25,28 +26,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the scoring engine offline over a JSONL file of input events.
-    Simulate {
-        /// The rules file (TOML).
-        #[arg(long)]
-        rules: PathBuf,
-        /// Input events, one JSON object per line.
-        #[arg(long)]
-        events: PathBuf,
-        /// Move the clock on to this RFC 3339 time at the end, firing due inactivity timers.
-        #[arg(long)]
-        now: Option<String>,
-        /// Print the score changes instead of the users' final state.
-        #[arg(long)]
-        changes: bool,
-        /// Split the events into this many partitions by user id (Kafka's default
-        /// partitioner), each with its own clock, as the scorer would see them.
-        #[arg(long, default_value_t = 1)]
-        partitions: i32,
-        /// A line whose `time` is further than this ahead of the wall clock is a bad line and
-        /// moves no clock, as the scorer dead-letters it (scorer.max_future_skew).
-        #[arg(long, default_value = "1h")]
-        max_future_skew: String,
-    },
+    Simulate(offline::SimulateArgs),
+    /// Look a lead up on a running scorer (any instance): its score, status and why.
+    Lookup(lookup::LookupArgs),
     /// Work with rules files.
     Rules {
         #[command(subcommand)]
@@ -194,14 +176,8 @@ pub fn run() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Simulate {
-            rules,
-            events,
-            now,
-            changes,
-            partitions,
-            max_future_skew,
-        } => run_simulate(rules, events, now, changes, partitions, &max_future_skew),
+        Command::Simulate(args) => run_simulate(args),
+        Command::Lookup(args) => lookup::run_lookup(args),
         Command::Rules {
             command: RulesCommand::Check { files, strict },
         } => Ok(rules_check(&files, strict)),

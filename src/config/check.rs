@@ -23,6 +23,9 @@ fn ensure(
     }
 }
 
+/// `scorer.explain_depth` at most: 1000 kept changes are about 25 KB of every user's state.
+const MAX_EXPLAIN_DEPTH: usize = 1000;
+
 impl Settings {
     /// Checks across fields and of ranges the types do not express, so a bad setting stops the
     /// service at startup rather than at the first event that needs it.
@@ -85,6 +88,12 @@ impl Settings {
     /// `[scorer]`: sizes and the transactional id.
     fn check_scorer(&self, sources: &Sources<'_>) -> Result<(), ConfigError> {
         let scorer = &self.scorer;
+        ensure(
+            sources,
+            scorer.explain_depth <= MAX_EXPLAIN_DEPTH,
+            &["scorer.explain_depth"],
+            "must be at most 1000 (each kept change costs about 25 bytes of every user's state)",
+        )?;
         ensure(
             sources,
             scorer.max_event_bytes > 0,
@@ -180,6 +189,18 @@ impl Settings {
             let listen = &self.admin.listen;
             let message = format!("\"{listen}\" is not a socket address like 0.0.0.0:9464: {e}");
             return Err(sources.invalid(&["admin.listen"], message));
+        }
+        if let Some(url) = &self.admin.advertised_url {
+            let ok = reqwest::Url::parse(url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/"
+            });
+            if !ok {
+                let message = format!(
+                    "{url:?} is not an http:// or https:// URL of a host (and port), like \
+                     http://scorer-0.scorer:9464"
+                );
+                return Err(sources.invalid(&["admin.advertised_url"], message));
+            }
         }
         ensure(
             sources,

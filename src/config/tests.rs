@@ -285,6 +285,18 @@ fn cross_field_errors_name_the_field() {
         e.contains("admin.listen: \"localhost\" is not a socket address"),
         "{e}"
     );
+    for bad in ["scorer-0:9464", "ftp://x:1", "http://x:1/some/path"] {
+        let e = load_err(&format!("[admin]\nadvertised_url = \"{bad}\"\n"), &[]);
+        assert!(
+            e.contains("admin.advertised_url: ") && e.contains("is not an http:// or https:// URL"),
+            "{bad}: {e}"
+        );
+    }
+    let e = load_err("[scorer]\nexplain_depth = 5000\n", &[]);
+    assert!(
+        e.contains("scorer.explain_depth: must be at most 1000"),
+        "{e}"
+    );
     let e = load_err("[handoff]\ngroup_id = \"leadscore-scorer\"\n", &[]);
     assert!(
         e.contains("handoff.group_id: must differ from scorer.group_id"),
