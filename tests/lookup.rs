@@ -116,13 +116,12 @@ impl Setup {
     }
 }
 
+/// Response headers, lower-case names.
+type Headers = Vec<(String, String)>;
+
 /// `GET path` on the admin port with the headers given; status, headers (lower-case names)
 /// and body.
-fn get(
-    port: u16,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Option<(u16, Vec<(String, String)>, String)> {
+fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<(u16, Headers, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
@@ -144,7 +143,7 @@ fn get(
     Some((status, headers, body.to_string()))
 }
 
-fn lookup(port: u16, user: &str) -> Option<(u16, Vec<(String, String)>, Value)> {
+fn lookup(port: u16, user: &str) -> Option<(u16, Headers, Value)> {
     let auth = format!("Bearer {TOKEN}");
     let (status, headers, body) = get(
         port,
