@@ -8,6 +8,7 @@
 //! predictors, then once timed.
 
 pub mod handoff;
+pub mod lookup;
 pub mod scorer;
 
 use crate::codec::{self, Format, Limits};

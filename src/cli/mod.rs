@@ -60,6 +60,10 @@ enum Command {
         /// leads against the stand-in (5,000 leads, embedded broker).
         #[arg(long, conflicts_with_all = ["scorer", "rules"])]
         handoff: bool,
+        /// Benchmark lead lookup instead: p50/p99 of GET /v1/leads/{user_id} answered locally
+        /// and forwarded to the owner (two scorers on the embedded broker, 10,000 lookups each).
+        #[arg(long, conflicts_with_all = ["scorer", "rules", "handoff"])]
+        lookup: bool,
     },
     /// Run the scorer service: input events to score changes, state in a changelog.
     Score {
@@ -195,7 +199,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             seed,
             scorer,
             handoff,
-        } => bench::run_bench(events, users, rules, seed, scorer, handoff),
+            lookup,
+        } => bench::run_bench(events, users, rules, seed, scorer, handoff, lookup),
         Command::DevBroker {
             listen,
             partitions,
