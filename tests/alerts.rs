@@ -106,7 +106,7 @@ fn every_alert_has_a_firing_and_a_quiet_test_case() {
 }
 
 #[test]
-fn every_alert_waits_has_a_severity_and_a_runbook_in_the_operations_doc() {
+fn every_alert_has_a_wait_a_severity_and_a_runbook_in_the_operations_doc() {
     let doc = std::fs::read_to_string(root().join("docs/operations.md")).expect("operations.md");
     let headings: BTreeSet<String> = doc
         .lines()
