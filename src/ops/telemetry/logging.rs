@@ -57,7 +57,7 @@ pub fn filter_directives(rust_log: Option<&str>, setting: &str) -> String {
         .iter()
         .filter_map(|d| d.parse::<LevelFilter>().ok())
         .next_back();
-    if !global.is_some_and(|g| g > LevelFilter::WARN) {
+    if global.is_none_or(|g| g <= LevelFilter::WARN) {
         return setting.to_string();
     }
     // A directive for a module of the crate (`rdkafka::consumer=debug`) is more specific than
