@@ -5,6 +5,7 @@ mod bench;
 mod dev;
 mod lookup;
 mod offline;
+mod reset;
 mod services;
 
 use anyhow::Result;
@@ -77,6 +78,10 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Start a service over from nothing: clear its changelog checkpoints and state, so it
+    /// re-reads its input from the beginning (docs/operations.md, "Starting over"). Refuses
+    /// while the consumer group has members; without --yes only says what it would do.
+    Reset(reset::ResetArgs),
     /// The whole pipeline in one process, no setup: embedded broker, scorer, generated events.
     Demo {
         /// Generated users.
@@ -187,6 +192,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => Ok(rules_check(&files, strict)),
         Command::Score { config } => run_score(config),
         Command::Handoff { config } => run_handoff(config),
+        Command::Reset(args) => reset::run(args),
         Command::Demo {
             users,
             events,
