@@ -296,7 +296,8 @@ fn index_users(events: &[Event]) -> (Vec<usize>, usize) {
     (index, ids.len())
 }
 
-/// The numbers of a report, by metric: for tests and tools that read the table.
+/// The numbers of a report, by metric: for the tests that read the table.
+#[cfg(test)]
 pub fn parse_report(report: &str) -> std::collections::BTreeMap<&str, &str> {
     report
         .lines()

@@ -239,10 +239,6 @@ impl Lookup {
         }))
     }
 
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-
     /// The routes to serve on the admin port.
     pub fn routes(self: &Arc<Self>) -> Router {
         Router::new()
