@@ -7,9 +7,7 @@ mod common;
 use common::*;
 use leadscore::codec::{self, Format};
 use leadscore::generator::{self, GeneratorConfig};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::Producer;
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -88,31 +86,15 @@ impl Setup {
         (path, events.len())
     }
 
-    /// Waits until the group's committed offsets account for all `produced` input records.
     fn wait_caught_up(&self, produced: usize) {
-        let c: BaseConsumer = self
-            .broker
-            .client()
-            .set("group.id", &self.names.group)
-            .create()
-            .expect("offset reader");
-        wait_until(Duration::from_secs(180), "the scorers to catch up", || {
-            let mut tpl = TopicPartitionList::new();
-            for p in 0..PARTITIONS {
-                let _ = tpl.add_partition(&self.names.input, p);
-            }
-            let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
-                return false;
-            };
-            let done: i64 = (0..PARTITIONS)
-                .filter_map(|p| committed.find_partition(&self.names.input, p))
-                .map(|e| match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                })
-                .sum();
-            done == produced as i64
-        });
+        let (broker, names) = (&self.broker, &self.names);
+        wait_group_caught_up(
+            broker,
+            &names.group,
+            &names.input,
+            produced,
+            Duration::from_secs(180),
+        );
     }
 }
 

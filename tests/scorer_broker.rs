@@ -9,7 +9,6 @@ use leadscore::generator::{self, GeneratorConfig};
 use leadscore::state::UserState;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::Producer;
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
@@ -67,32 +66,14 @@ impl Setup {
     }
 
     /// Waits until the group's committed offsets account for all `produced` input records.
-    /// (Counting, not comparing with high watermarks: tansu under-reports those.)
     fn wait_caught_up(&self, produced: usize, timeout: Duration) {
-        let c: BaseConsumer = self
-            .broker
-            .client()
-            .set("group.id", &self.names.group)
-            .create()
-            .expect("offset reader");
-        let n = partition_count(&self.broker, &self.names.input).expect("input topic");
-        wait_until(timeout, "the scorer to catch up", || {
-            let mut tpl = TopicPartitionList::new();
-            for p in 0..n {
-                let _ = tpl.add_partition(&self.names.input, p);
-            }
-            let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
-                return false;
-            };
-            let done: i64 = (0..n)
-                .filter_map(|p| committed.find_partition(&self.names.input, p))
-                .map(|e| match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                })
-                .sum();
-            done == produced as i64
-        });
+        wait_group_caught_up(
+            &self.broker,
+            &self.names.group,
+            &self.names.input,
+            produced,
+            timeout,
+        );
     }
 
     fn changelog_states(&self) -> BTreeMap<String, UserState> {
