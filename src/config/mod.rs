@@ -52,7 +52,10 @@ mod salesforce;
 mod scorer;
 
 pub use handoff::{status_key, HandoffSettings, LeadIdPattern, DEFAULT_STATUS_ORDER};
-pub use kafka::{is_sensitive_kafka_property, KafkaSettings};
+pub use kafka::{
+    is_sensitive_kafka_property, split_role, KafkaRole, KafkaSettings, CONSUMER_ONLY_PROPERTIES,
+    CONSUMER_PREFIX, PRODUCER_ONLY_PROPERTIES, PRODUCER_PREFIX,
+};
 pub use salesforce::{SalesforceSettings, Secret, MAX_SECRET_FILE_BYTES};
 pub use scorer::{Guarantee, ScorerSettings};
 
