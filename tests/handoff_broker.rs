@@ -791,6 +791,7 @@ fn stamped_records(
     let c: BaseConsumer = broker
         .client()
         .set("group.id", "leadscore-test-stamps")
+        .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .create()
         .expect("reader");
