@@ -780,11 +780,11 @@ fn answers_that_do_not_match_the_records_are_retried_and_oversized_ones_dead_let
     assert_eq!(last["error"]["errorCode"], "RESPONSE_TOO_LARGE");
 }
 
+/// A record read back: its record timestamp, headers and value.
+type Stamped = (Option<i64>, BTreeMap<String, String>, Vec<u8>);
+
 /// Every record of `topic` with its record timestamp and headers (issue 12, point 4).
-fn stamped_records(
-    broker: &Broker,
-    topic: &str,
-) -> Vec<(Option<i64>, BTreeMap<String, String>, Vec<u8>)> {
+fn stamped_records(broker: &Broker, topic: &str) -> Vec<Stamped> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     let n = partition_count(broker, topic).expect("topic");

@@ -1086,11 +1086,11 @@ fn crc32_partition(key: &[u8], partitions: i32) -> i32 {
     ((!crc) % partitions as u32) as i32
 }
 
+/// A record read back: its record timestamp, headers and value.
+type Stamped = (Option<i64>, BTreeMap<String, String>, Option<Vec<u8>>);
+
 /// Every record of `topic` with its record timestamp and headers (issue 12, point 4).
-fn stamped_records(
-    broker: &Broker,
-    topic: &str,
-) -> Vec<(Option<i64>, BTreeMap<String, String>, Option<Vec<u8>>)> {
+fn stamped_records(broker: &Broker, topic: &str) -> Vec<Stamped> {
     use rdkafka::message::{Headers, Message};
     let n = partition_count(broker, topic).expect("topic");
     let c: BaseConsumer = broker
