@@ -41,8 +41,15 @@ impl Settings {
     /// every start). Values are never quoted: they may be credentials.
     fn check_kafka(&self, sources: &Sources<'_>) -> Result<(), ConfigError> {
         for key in self.kafka.properties.keys() {
+            let (table, name) = split_role(key);
+            // The variable that set this key, or the one that set its whole table.
+            let mut origin = sources.origin(&["kafka", key]);
+            if origin.env_var.is_none() && table != KafkaRole::Shared {
+                let table_key = key.strip_suffix(name).unwrap_or(key).trim_end_matches('.');
+                origin = sources.origin(&["kafka", table_key]);
+            }
             let error = |message: String| ConfigError::Invalid {
-                origin: sources.origin(&["kafka", key]),
+                origin: origin.clone(),
                 key: format!("kafka.{key}"),
                 message,
             };
@@ -55,7 +62,6 @@ impl Settings {
                     "must be a table of librdkafka properties ([kafka.{table}]), not a value"
                 )));
             }
-            let (table, name) = split_role(key);
             let owner = KafkaRole::of_property(name);
             if table != KafkaRole::Shared && owner != KafkaRole::Shared && owner != table {
                 let (kind, other) = match owner {

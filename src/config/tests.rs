@@ -776,3 +776,47 @@ fn the_role_only_property_lists_name_real_librdkafka_properties() {
         assert!(!name.starts_with(PRODUCER_PREFIX) && !name.starts_with(CONSUMER_PREFIX));
     }
 }
+
+#[test]
+fn a_role_table_from_the_environment_replaces_the_files() {
+    let s = load(
+        ROLE_TABLES,
+        &[
+            (
+                "LEADSCORE__KAFKA__PRODUCER",
+                "{ linger_ms = 9, \"batch.size\" = 1000 }",
+            ),
+            ("LEADSCORE__KAFKA__PRODUCER__BATCH_SIZE", "2000"),
+        ],
+    )
+    .expect("loads");
+    let producer = producer_config(&s.kafka.properties);
+    assert_eq!(producer.get("linger.ms"), Some("9"));
+    assert_eq!(
+        producer.get("batch.size"),
+        Some("2000"),
+        "the narrower variable wins"
+    );
+    assert_eq!(
+        producer.get("compression.codec"),
+        Some("gzip"),
+        "the file's zstd is gone"
+    );
+    assert_eq!(producer.get("client.id"), Some("shared"));
+    let consumer = consumer_config(&s.kafka.properties);
+    assert_eq!(
+        consumer.get("fetch.min.bytes"),
+        Some("1000"),
+        "the other table stays"
+    );
+    let e = load_err("", &[("LEADSCORE__KAFKA__CONSUMER", "{ linger_ms = 1 }")]);
+    assert!(
+        e.starts_with(
+            "config test.toml, environment variable LEADSCORE__KAFKA__CONSUMER: \
+             kafka.consumer.linger.ms:"
+        ),
+        "{e}"
+    );
+    let e = load_err("", &[("LEADSCORE__KAFKA__PRODUCER", "gzip")]);
+    assert!(e.contains("kafka.producer: must be a table"), "{e}");
+}
