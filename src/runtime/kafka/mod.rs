@@ -164,6 +164,7 @@ pub fn is_known_property(name: &str) -> bool {
 /// credential by its name (see [`crate::config::is_sensitive_kafka_property`]), or a property
 /// librdkafka does not know, which is most often a misspelt one (`sasl.pasword`) holding a
 /// credential all the same.
+///
 /// A `[kafka.producer]` or `[kafka.consumer]` key is judged by the property it names.
 pub fn is_redacted_property(name: &str) -> bool {
     let (_, name) = split_role(name);

@@ -251,9 +251,9 @@ pub const CONTENT_TYPE_HEADER: &str = "content-type";
 /// The `content-type` of a JSON value.
 pub const JSON_CONTENT_TYPE: &str = "application/json";
 
-/// The `content-type` of a protobuf `leadscore.v1.ScoreChange`: the de facto convention
-/// (`application/x-protobuf` with the fully qualified message name, as Confluent's and gRPC
-/// gateways' tools write it), so a reader knows which message to decode.
+/// The `content-type` of a protobuf `leadscore.v1.ScoreChange`: `application/x-protobuf`
+/// with a `messageType` parameter naming the fully qualified message, the common convention
+/// for protobuf over HTTP and messaging, so a reader knows which message to decode.
 pub const SCORE_CHANGE_PROTOBUF_CONTENT_TYPE: &str =
     "application/x-protobuf; messageType=leadscore.v1.ScoreChange";
 
