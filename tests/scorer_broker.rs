@@ -1190,3 +1190,38 @@ fn score_changes_carry_their_event_time_as_record_timestamp_and_a_content_type()
         }
     }
 }
+
+#[test]
+fn producer_and_consumer_properties_reach_only_their_clients_without_librdkafka_warnings() {
+    let setup = Setup::new("role-props", 1);
+    let events = generator::generate(&GeneratorConfig {
+        users: 5,
+        events: 50,
+        ..GeneratorConfig::default()
+    });
+    let p = producer(&setup.broker);
+    for e in &events {
+        let payload = codec::encode_event(Format::Json, e);
+        produce(&p, &setup.names.input, Some(e.user_id.as_bytes()), &payload);
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    // A producer property and a consumer property in the shared [kafka] (scorer_env sets
+    // session.timeout.ms there too), and one in each role's table.
+    let mut scorer = setup.scorer(
+        "s",
+        &[
+            ("KAFKA__LINGER_MS", "20"),
+            ("KAFKA__FETCH_WAIT_MAX_MS", "100"),
+            ("KAFKA__PRODUCER__COMPRESSION_CODEC", "gzip"),
+            ("KAFKA__CONSUMER__FETCH_MIN_BYTES", "1"),
+        ],
+    );
+    setup.wait_caught_up(events.len(), Duration::from_secs(60));
+    assert!(scorer.terminate().success());
+    let log = scorer.log_text();
+    assert!(log.contains("partition restored"), "{log}");
+    // librdkafka's CONFWARN: "Configuration property X is a producer property and will be
+    // ignored by this consumer instance" (and the reverse).
+    assert!(!log.contains("will be ignored"), "{log}");
+    assert!(!log.contains("CONFWARN"), "{log}");
+}
