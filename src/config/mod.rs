@@ -22,7 +22,9 @@
 //! Every key of `[kafka]` is a librdkafka property, passed through verbatim so that any client
 //! option (SASL, TLS, tuning) needs no code here. `_` in a key means `.`, because environment
 //! variable names cannot contain dots: `bootstrap_servers`, `"bootstrap.servers"` and
-//! `LEADSCORE__KAFKA__BOOTSTRAP_SERVERS` all set `bootstrap.servers`.
+//! `LEADSCORE__KAFKA__BOOTSTRAP_SERVERS` all set `bootstrap.servers`. `[kafka.producer]` and
+//! `[kafka.consumer]` (`LEADSCORE__KAFKA__PRODUCER__LINGER_MS`) hold properties for one kind of
+//! client, laid over `[kafka]` (see `kafka.rs`).
 //!
 //! # Errors
 //!
@@ -52,7 +54,10 @@ mod salesforce;
 mod scorer;
 
 pub use handoff::{status_key, HandoffSettings, LeadIdPattern, DEFAULT_STATUS_ORDER};
-pub use kafka::{is_sensitive_kafka_property, KafkaSettings};
+pub use kafka::{
+    is_sensitive_kafka_property, split_role, KafkaRole, KafkaSettings, CONSUMER_ONLY_PROPERTIES,
+    CONSUMER_PREFIX, PRODUCER_ONLY_PROPERTIES, PRODUCER_PREFIX,
+};
 pub use salesforce::{SalesforceSettings, Secret, MAX_SECRET_FILE_BYTES};
 pub use scorer::{Guarantee, ScorerSettings};
 

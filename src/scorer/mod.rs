@@ -122,18 +122,24 @@ impl Core {
         Ok(())
     }
 
+    /// Publishes score changes: keyed by the user, stamped with the change's event time
+    /// ([`kafka::record_timestamp`]), with a `content-type` header naming the format
+    /// (docs/formats.md).
     fn publish(&self, changes: &[crate::change::ScoreChange]) -> Result<(), ScorerError> {
         let now = crate::timestamp::wall_clock_millis();
+        let format = self.settings.scorer.output_format;
         for c in changes {
-            let bytes = codec::encode_change(self.settings.scorer.output_format, c);
-            self.producer.send(
+            let bytes = codec::encode_change(format, c);
+            let content_type = kafka::score_change_content_type(format);
+            self.producer.send_at(
                 Record {
                     topic: &self.settings.topics.output,
                     partition: None,
                     key: c.user_id.as_bytes(),
                     payload: Some(&bytes),
-                    headers: None,
+                    headers: Some(kafka::content_type_headers(content_type)),
                 },
+                kafka::record_timestamp(c.time, now),
                 kafka::Delivery::Output,
             )?;
             metrics::counter!(t::SCORE_CHANGES, "kind" => c.reason.kind.as_str()).increment(1);
