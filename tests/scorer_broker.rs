@@ -8,6 +8,7 @@ use leadscore::codec::{self, Format};
 use leadscore::generator::{self, GeneratorConfig};
 use leadscore::state::UserState;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 use rdkafka::producer::Producer;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
