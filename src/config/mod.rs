@@ -54,7 +54,7 @@ mod scorer;
 pub use handoff::{status_key, HandoffSettings, LeadIdPattern, DEFAULT_STATUS_ORDER};
 pub use kafka::{is_sensitive_kafka_property, KafkaSettings};
 pub use salesforce::{SalesforceSettings, Secret, MAX_SECRET_FILE_BYTES};
-pub use scorer::{Guarantee, ScorerSettings};
+pub use scorer::{Guarantee, ScorerSettings, UnknownTypes};
 
 /// Environment variables starting with this are settings.
 pub const ENV_PREFIX: &str = "LEADSCORE__";

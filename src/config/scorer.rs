@@ -31,6 +31,29 @@ impl fmt::Display for Guarantee {
     }
 }
 
+/// What the scorer does with an input event whose `type` it does not know (SPEC 2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownTypes {
+    /// Skip it and count it (`leadscore_events_skipped_total{reason="unknown_type"}`); its
+    /// time counts in the partition clock like any event's. Producers can then start sending a
+    /// new type before the scorer knows it, without flooding the dead-letter topic.
+    #[default]
+    Skip,
+    /// Dead-letter it (reason `unknown_type`), like other bad input; it moves no clock.
+    DeadLetter,
+}
+
+impl UnknownTypes {
+    /// The name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownTypes::Skip => "skip",
+            UnknownTypes::DeadLetter => "dead_letter",
+        }
+    }
+}
+
 /// `leadscore score`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -66,6 +89,8 @@ pub struct ScorerSettings {
     /// as 2099) would otherwise decay every lead of its partition and be checkpointed.
     #[serde(deserialize_with = "deserialize_duration")]
     pub max_future_skew: Duration,
+    /// An event of a type this version does not know: `skip` (default) or `dead_letter`.
+    pub unknown_types: UnknownTypes,
     /// The producer's transactional id with `exactly_once`; it must be stable across restarts
     /// of one instance and unique between instances. Unset: see
     /// [`ScorerSettings::transactional_id_for`].
@@ -86,6 +111,7 @@ impl Default for ScorerSettings {
             batch_max_wait: Duration::from_millis(100),
             follow_wall_clock: true,
             max_future_skew: Duration::from_millis(crate::simulate::DEFAULT_MAX_FUTURE_SKEW as u64),
+            unknown_types: UnknownTypes::Skip,
             transactional_id: None,
         }
     }

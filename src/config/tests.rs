@@ -586,3 +586,16 @@ fn example_config_documents_every_key() {
         }
     }
 }
+
+#[test]
+fn unknown_types_defaults_to_skip_and_takes_dead_letter_from_file_or_env() {
+    let s = load("", &[]).expect("defaults");
+    assert_eq!(s.scorer.unknown_types, UnknownTypes::Skip);
+    let s = load("[scorer]\nunknown_types = \"dead_letter\"\n", &[]).expect("file");
+    assert_eq!(s.scorer.unknown_types, UnknownTypes::DeadLetter);
+    let s = load("", &[("LEADSCORE__SCORER__UNKNOWN_TYPES", "dead_letter")]).expect("env");
+    assert_eq!(s.scorer.unknown_types, UnknownTypes::DeadLetter);
+    let e = load_err("[scorer]\nunknown_types = \"drop\"\n", &[]);
+    assert!(e.contains("scorer.unknown_types"), "{e}");
+    assert!(e.contains("skip") && e.contains("dead_letter"), "{e}");
+}
