@@ -351,6 +351,72 @@ mod tests {
         }
     }
 
+    /// What the scorer does after a crash: resume from a checkpoint (the users' states as
+    /// encoded for the changelog, deleted users absent, and the clock) and process the rest of
+    /// the input. For every checkpoint position the end state, and the changes published
+    /// after the checkpoint, equal the uninterrupted run's, deletions, re-creations and the
+    /// timers around them included.
+    #[test]
+    fn resuming_from_any_checkpoint_equals_the_uninterrupted_run_with_deletions() {
+        const DAY: Millis = 86_400_000;
+        let engine = engine();
+        let events = [
+            email("u1", T0),
+            Event::new("u1", T0 + M, EventType::SessionStart),
+            email("u2", T0 + 2 * M),
+            Event::new("u2", T0 + 3 * M, EventType::SessionStart),
+            // Both seven-day decays fall due by this deletion's time and fire before it.
+            Event::new("u1", T0 + 8 * DAY, EventType::UserDeleted),
+            Event::new("u1", T0 + 8 * DAY + M, EventType::SessionStart),
+            email("u1", T0 + 8 * DAY + 2 * M),
+            Event::new("u1", T0 + 8 * DAY + 3 * M, EventType::SessionStart),
+            Event::new("u2", T0 + 9 * DAY, EventType::UserDeleted),
+            email("u3", T0 + 10 * DAY),
+        ];
+        let process = |users: &mut BTreeMap<String, UserState>,
+                       p: &mut Partition,
+                       range: std::ops::Range<usize>| {
+            let mut out = Vec::new();
+            for i in range {
+                p.process(&engine, users, &events[i], origin(i as i64), &mut out);
+            }
+            out
+        };
+        let mut whole = BTreeMap::new();
+        let mut p = Partition::new();
+        let mut whole_changes = Vec::new();
+        for i in 0..events.len() {
+            whole_changes.push(process(&mut whole, &mut p, i..i + 1));
+        }
+        assert!(!whole.contains_key("u2"));
+        assert_eq!(
+            whole["u1"].score, 1,
+            "re-created: enrolled again, one session"
+        );
+        let decays = whole_changes
+            .concat()
+            .iter()
+            .filter(|c| c.reason.kind == crate::change::ReasonKind::Inactivity)
+            .count();
+        assert_eq!(decays, 2, "both users decayed before their deletions");
+
+        for k in 0..=events.len() {
+            let mut users = BTreeMap::new();
+            let mut p = Partition::new();
+            process(&mut users, &mut p, 0..k);
+            // The checkpoint, through the changelog's encoding.
+            let mut restored: BTreeMap<String, UserState> = users
+                .iter()
+                .map(|(u, st)| (u.clone(), UserState::decode(&st.encode()).expect("decodes")))
+                .collect();
+            let mut p =
+                Partition::restore(p.clock(), restored.iter().map(|(u, st)| (u.as_str(), st)));
+            let changes = process(&mut restored, &mut p, k..events.len());
+            assert_eq!(restored, whole, "resumed at {k}");
+            assert_eq!(changes, whole_changes[k..].concat(), "resumed at {k}");
+        }
+    }
+
     fn run_prefix(
         engine: &Engine,
         events: &[Event],
