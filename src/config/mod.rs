@@ -59,7 +59,7 @@ pub use kafka::{
     CONSUMER_PREFIX, PRODUCER_ONLY_PROPERTIES, PRODUCER_PREFIX,
 };
 pub use salesforce::{SalesforceSettings, Secret, MAX_SECRET_FILE_BYTES};
-pub use scorer::{Guarantee, ScorerSettings};
+pub use scorer::{Guarantee, ScorerSettings, UnknownTypes};
 
 /// Environment variables starting with this are settings.
 pub const ENV_PREFIX: &str = "LEADSCORE__";
