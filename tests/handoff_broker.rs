@@ -403,7 +403,11 @@ fn readiness_waits_for_a_token_and_metrics_pass_promtool_and_move() {
         ("KAFKA__STATISTICS_INTERVAL_MS", "500"),
         ("HANDOFF__MAX_BATCH", "10"),
         // Every level of leadscore and its HTTP client: no secret is logged at any.
-        ("LOG__LEVEL", "trace,rdkafka=info,librdkafka=info"),
+        // (Other crates are held at warn unless the filter names them: name the HTTP ones.)
+        (
+            "LOG__LEVEL",
+            "trace,rdkafka=info,librdkafka=info,hyper=trace,hyper_util=trace,reqwest=trace",
+        ),
     ]);
     wait_until(Duration::from_secs(60), "the handoff to join", || {
         h.get("/readyz").is_some_and(|(_, body)| {

@@ -26,10 +26,8 @@ use crate::ops::telemetry::{
     HANDOFFS, HANDOFF_BATCH_SECONDS, HANDOFF_CHANGES, HANDOFF_DEAD_LETTERED, HANDOFF_LIMIT_PAUSES,
     HANDOFF_RETRIES,
 };
-use crate::runtime::changelog::{Changelog, ChangelogError, PartitionCheckpoint};
-use crate::runtime::kafka::{
-    self, ProduceError, Record, ServiceConsumer, ServiceProducer, TopicSpec,
-};
+use crate::runtime::changelog::{Changelog, PartitionCheckpoint};
+use crate::runtime::kafka::{self, Record, ServiceConsumer, ServiceProducer, TopicSpec};
 use crate::runtime::keyed_state::KeyedState;
 use crate::runtime::owned::{self, OwnsPartitions};
 use crate::runtime::service::{self, Faults, Service};
@@ -46,22 +44,16 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum HandoffError {
     #[error(transparent)]
-    Setup(#[from] kafka::KafkaSetupError),
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error(transparent)]
-    Changelog(#[from] ChangelogError),
-    #[error(transparent)]
-    Produce(#[from] ProduceError),
+    Runtime(#[from] crate::runtime::error::RuntimeError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("salesforce: {0}")]
     Salesforce(#[from] salesforce::SalesforceError),
     #[error("handoff.patch_body must be a JSON object")]
     PatchBody,
-    #[error("{0}")]
-    Fatal(String),
 }
+
+crate::runtime::error::from_runtime_errors!(HandoffError);
 
 /// One lead's outcome as published on `topics.handoffs` (SPEC 6, "Results"), and as the value of
 /// a failed lead's dead letter: always JSON, whatever the score changes' format. The contract
@@ -535,7 +527,7 @@ impl Handoff {
         let lead_ids = settings
             .handoff
             .lead_id_pattern()
-            .map_err(|m| HandoffError::Fatal(format!("handoff.lead_id_pattern: {m}")))?;
+            .map_err(|m| HandoffError::fatal(format!("handoff.lead_id_pattern: {m}")))?;
         let props = settings.kafka.properties.clone();
         let counts = kafka::ensure_topics(&props, &topic_specs(&settings)).await?;
         kafka::check_copartitioned(
@@ -741,6 +733,6 @@ impl Service for Core {
     }
 
     fn fatal(message: String) -> HandoffError {
-        HandoffError::Fatal(message)
+        HandoffError::fatal(message)
     }
 }

@@ -16,10 +16,9 @@ use crate::ops::telemetry::{self as t, PartitionGauges};
 use crate::partition::Partition;
 use crate::partitioner::partition_for;
 use crate::runtime::blocking::blocking;
-use crate::runtime::changelog::{Changelog, ChangelogError, PartitionCheckpoint};
-use crate::runtime::kafka::{
-    self, ProduceError, Record, ServiceConsumer, ServiceProducer, TopicSpec,
-};
+use crate::runtime::changelog::{Changelog, PartitionCheckpoint};
+use crate::runtime::error::{from_runtime_errors, RuntimeError};
+use crate::runtime::kafka::{self, Record, ServiceConsumer, ServiceProducer, TopicSpec};
 use crate::runtime::keyed_state::KeyedState;
 use crate::runtime::owned::{self, OwnsPartitions};
 use crate::runtime::service::{self, Faults, Service};
@@ -48,16 +47,10 @@ pub enum ScorerError {
         errors: crate::rules::RulesErrors,
     },
     #[error(transparent)]
-    Setup(#[from] kafka::KafkaSetupError),
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error(transparent)]
-    Changelog(#[from] ChangelogError),
-    #[error(transparent)]
-    Produce(#[from] ProduceError),
-    #[error("{0}")]
-    Fatal(String),
+    Runtime(#[from] RuntimeError),
 }
+
+from_runtime_errors!(ScorerError);
 
 /// Checkpoint metadata of a scorer partition: the partition clock.
 fn encode_clock(clock: Option<Millis>) -> Vec<u8> {
@@ -187,7 +180,7 @@ impl Core {
         let (records_read, warm, duration) =
             (restored.records_read, restored.warm, restored.duration);
         let users = KeyedState::restore(restored, UserState::decode).map_err(|bad| {
-            ScorerError::Fatal(format!(
+            ScorerError::fatal(format!(
                 "partition {p}: the stored state of user {:?} cannot be read ({}); was it written by a newer leadscore?",
                 bad.key, bad.error
             ))
@@ -459,7 +452,7 @@ impl Scorer {
             admin: Default::default(),
             ..settings.clone()
         })
-        .map_err(|e| ScorerError::Fatal(e.to_string()))?;
+        .map_err(|e| ScorerError::fatal(e.to_string()))?;
         Scorer::start_with(settings, health, lookup).await
     }
 
@@ -744,7 +737,7 @@ impl Service for Core {
     }
 
     fn fatal(message: String) -> ScorerError {
-        ScorerError::Fatal(message)
+        ScorerError::fatal(message)
     }
 
     fn abandon(&self) {
