@@ -3,6 +3,7 @@
 
 mod bench;
 mod dev;
+mod ingest;
 mod offline;
 mod services;
 
@@ -87,6 +88,12 @@ enum Command {
     },
     /// Run the handoff service: leads crossing the threshold to Salesforce.
     Handoff {
+        /// Settings file (TOML); environment variables LEADSCORE__SECTION__KEY override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the ingest API: Braze users/track-compatible HTTP requests to input events.
+    Ingest {
         /// Settings file (TOML); environment variables LEADSCORE__SECTION__KEY override it.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -207,6 +214,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => Ok(rules_check(&files, strict)),
         Command::Score { config } => run_score(config),
         Command::Handoff { config } => run_handoff(config),
+        Command::Ingest { config } => ingest::run_ingest(config),
         Command::Demo {
             users,
             events,

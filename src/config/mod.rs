@@ -46,15 +46,19 @@ use crate::codec::Format;
 mod check;
 mod env;
 mod handoff;
+mod ingest;
 mod kafka;
 mod load;
 mod salesforce;
 mod scorer;
+mod warehouse;
 
 pub use handoff::{status_key, HandoffSettings, LeadIdPattern, DEFAULT_STATUS_ORDER};
+pub use ingest::{ApiKeysError, IngestSettings, MAX_API_KEYS_FILE_BYTES, MIN_API_KEY_LEN};
 pub use kafka::{is_sensitive_kafka_property, KafkaSettings};
 pub use salesforce::{SalesforceSettings, Secret, MAX_SECRET_FILE_BYTES};
 pub use scorer::{Guarantee, ScorerSettings};
+pub use warehouse::{quote_identifier, WarehouseSettings};
 
 /// Environment variables starting with this are settings.
 pub const ENV_PREFIX: &str = "LEADSCORE__";
@@ -178,6 +182,10 @@ pub struct Settings {
     pub salesforce: SalesforceSettings,
     /// The metrics and health endpoint.
     pub admin: AdminSettings,
+    /// `leadscore ingest`: the users/track-compatible HTTP API.
+    pub ingest: IngestSettings,
+    /// `leadscore warehouse import|export`: the PostgreSQL warehouse sync.
+    pub warehouse: WarehouseSettings,
     pub log: LogSettings,
 }
 

@@ -1,0 +1,38 @@
+//! `leadscore ingest` and `leadscore warehouse import|export`: settings, logging, the admin
+//! port, then the service until a signal.
+
+use crate::config::{LogFormat, Settings};
+use crate::ops::admin::{self, Health};
+use crate::ops::telemetry;
+use crate::runtime::shutdown::Shutdown;
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub(super) fn run_ingest(config: Option<PathBuf>) -> Result<ExitCode> {
+    let settings = Settings::load(config.as_deref())?;
+    telemetry::init_logging(settings.log.format == LogFormat::Json, &settings.log.level);
+    // Before the runtime: a bad keys file is a configuration error, said before anything starts.
+    settings.ingest.api_keys()?;
+    super::services::runtime()?.block_on(async move {
+        let shutdown = Shutdown::new();
+        shutdown.on_signals();
+        let health = Health::new();
+        admin::serve(
+            &settings.admin.listen,
+            health.clone(),
+            telemetry::prometheus(),
+            shutdown.clone(),
+        )
+        .await
+        .with_context(|| format!("admin endpoint on {}", settings.admin.listen))?;
+        let result = async {
+            let ingest = crate::ingest::Ingest::start(&settings, health).await?;
+            ingest.run(shutdown.clone()).await
+        }
+        .await;
+        shutdown.trigger();
+        result?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

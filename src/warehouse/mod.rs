@@ -1,0 +1,1 @@
+//! `leadscore warehouse import|export`: the PostgreSQL warehouse sync.
