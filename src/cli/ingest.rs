@@ -36,3 +36,46 @@ pub(super) fn run_ingest(config: Option<PathBuf>) -> Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// Which way `leadscore warehouse` syncs.
+pub(super) enum Sync {
+    Import,
+    Export,
+}
+
+pub(super) fn run_warehouse(config: Option<PathBuf>, sync: Sync) -> Result<ExitCode> {
+    let settings = Settings::load(config.as_deref())?;
+    telemetry::init_logging(settings.log.format == LogFormat::Json, &settings.log.level);
+    super::services::runtime()?.block_on(async move {
+        let shutdown = Shutdown::new();
+        shutdown.on_signals();
+        let health = Health::new();
+        admin::serve(
+            &settings.admin.listen,
+            health.clone(),
+            telemetry::prometheus(),
+            shutdown.clone(),
+        )
+        .await
+        .with_context(|| format!("admin endpoint on {}", settings.admin.listen))?;
+        let result: Result<()> = async {
+            match sync {
+                Sync::Import => {
+                    let import =
+                        crate::warehouse::import::Importer::start(settings, health).await?;
+                    import.run(shutdown.clone()).await?;
+                }
+                Sync::Export => {
+                    let export =
+                        crate::warehouse::export::Exporter::start(settings, health).await?;
+                    export.run(shutdown.clone()).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        shutdown.trigger();
+        result?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

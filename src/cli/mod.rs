@@ -98,6 +98,11 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Sync with a PostgreSQL warehouse: external scores in, score changes out.
+    Warehouse {
+        #[command(subcommand)]
+        command: WarehouseCommand,
+    },
     /// The whole pipeline in one process, no setup: embedded broker, scorer, generated events.
     Demo {
         /// Generated users.
@@ -165,6 +170,24 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+enum WarehouseCommand {
+    /// Poll a warehouse table of (user id, score, updated at) and produce new rows as
+    /// external_score events; the watermark is stored after Kafka acknowledged them.
+    Import {
+        /// Settings file (TOML); environment variables LEADSCORE__SECTION__KEY override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Consume the score changes into the warehouse: each lead's current score and status, and
+    /// the history of changes (idempotent on the change id).
+    Export {
+        /// Settings file (TOML); environment variables LEADSCORE__SECTION__KEY override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum RulesCommand {
     /// Validate rules files: a one-line summary each, or every error with its line and key.
     /// Rules that can never do anything are warned about (exit status 0 unless --strict).
@@ -215,6 +238,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Score { config } => run_score(config),
         Command::Handoff { config } => run_handoff(config),
         Command::Ingest { config } => ingest::run_ingest(config),
+        Command::Warehouse {
+            command: WarehouseCommand::Import { config },
+        } => ingest::run_warehouse(config, ingest::Sync::Import),
+        Command::Warehouse {
+            command: WarehouseCommand::Export { config },
+        } => ingest::run_warehouse(config, ingest::Sync::Export),
         Command::Demo {
             users,
             events,
