@@ -10,11 +10,11 @@ pub struct WarehouseSettings {
     /// The PostgreSQL connection string, as libpq writes it: `host=db user=leadscore
     /// dbname=warehouse` or `postgresql://leadscore@db/warehouse`. Plain TCP or a Unix socket
     /// only: `sslmode=disable` and `prefer` connect unencrypted, `require` fails. The password
-    /// is better left out of it: see `password_env`.
+    /// is better left out of it: see `password_file`.
     pub url: Option<String>,
-    /// The environment variable holding the database password, when the connection string has
-    /// none (so it need not sit in a config file).
-    pub password_env: String,
+    /// A file holding the database password (a mounted secret), used when the connection
+    /// string has none, so the password need not sit in a config file or a variable.
+    pub password_file: Option<PathBuf>,
     /// The table or view `import` polls: one row per user with the latest external score.
     pub import_table: String,
     /// Its user id column (read as text).
@@ -47,7 +47,7 @@ impl Default for WarehouseSettings {
     fn default() -> Self {
         WarehouseSettings {
             url: None,
-            password_env: "LEADSCORE_WAREHOUSE_PASSWORD".to_string(),
+            password_file: None,
             import_table: "lead_score_imports".to_string(),
             user_id_column: "user_id".to_string(),
             score_column: "score".to_string(),

@@ -361,9 +361,7 @@ fn attribute_event(
     value: &Value,
     opts: &Options<'_>,
 ) -> Result<Event, String> {
-    if let Err(message) = check_name("an attribute name", name) {
-        return Err(message);
-    }
+    check_name("an attribute name", name)?;
     if name == opts.score_attribute {
         let op = match value {
             Value::Number(n) => n.as_i64().map(ScoreOp::Set),

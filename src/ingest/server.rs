@@ -111,10 +111,12 @@ async fn track(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> R
 }
 
 async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
+    // The scheme is case-insensitive (RFC 9110); the key is not.
     let given = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .map(<[u8]>::trim_ascii);
+        .map(|v| v.as_bytes())
+        .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+        .map(|v| v[7..].trim_ascii());
     if !given.is_some_and(|key| key_matches(&app.keys, key)) {
         let mut response = message(
             StatusCode::UNAUTHORIZED,

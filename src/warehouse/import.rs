@@ -34,6 +34,8 @@ pub enum ImportError {
     },
     #[error(transparent)]
     Kafka(#[from] crate::runtime::kafka::KafkaSetupError),
+    #[error("the warehouse connection closed")]
+    Closed,
 }
 
 /// Where the last acknowledged batch ended.
@@ -197,6 +199,11 @@ impl Importer {
         while !shutdown.is_triggered() {
             let full = match self.poll_once(&name, &mut watermark).await {
                 Ok(n) => n == self.settings.warehouse.batch_size,
+                Err(e) if self.client.is_closed() => {
+                    // The connection is gone for good: exit, and let the restart reconnect.
+                    tracing::error!(error = %e, "warehouse connection closed");
+                    return Err(ImportError::Closed);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "warehouse import poll failed; retrying");
                     // What is stored is the truth: re-read it, in case a batch was produced but
