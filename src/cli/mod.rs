@@ -79,6 +79,10 @@ enum Command {
         /// leads against the stand-in (5,000 leads, embedded broker).
         #[arg(long, conflicts_with_all = ["scorer", "rules"])]
         handoff: bool,
+        /// Benchmark the ingest API instead: requests and events per second with 75-event
+        /// bodies, against a bare producer of the same events (embedded broker).
+        #[arg(long, conflicts_with_all = ["scorer", "handoff", "rules"])]
+        ingest: bool,
     },
     /// Run the scorer service: input events to score changes, state in a changelog.
     Score {
@@ -249,6 +253,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             events,
             seconds,
         } => dev::run_demo(users, events, seconds),
+        Command::Bench { ingest: true, .. } => bench::run_ingest_bench(),
         Command::Bench {
             events,
             users,
@@ -256,6 +261,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             seed,
             scorer,
             handoff,
+            ..
         } => bench::run_bench(events, users, rules, seed, scorer, handoff),
         Command::DevBroker {
             listen,

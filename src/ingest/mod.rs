@@ -10,9 +10,11 @@
 //! - [`server`]: the route, API keys, rate limit, body cap, answers.
 //! - [`producer`]: the input topic's idempotent producer, shared with `leadscore warehouse
 //!   import`.
+//! - [`bench`](mod@bench): `leadscore bench --ingest`, against a bare producer.
 //!
 //! docs/ingest.md is the user's guide: the mapping, the answers, the event ids.
 
+pub mod bench;
 pub mod braze;
 pub mod producer;
 pub mod server;
