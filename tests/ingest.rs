@@ -423,7 +423,10 @@ fn a_bad_api_keys_file_is_a_clear_configuration_error() {
         message.contains("line 1") && message.contains("shorter than 16"),
         "{message}"
     );
-    assert!(!message.contains("secret"), "the key is never printed: {message}");
+    assert!(
+        !message.contains("secret"),
+        "the key is never printed: {message}"
+    );
 }
 
 #[test]
