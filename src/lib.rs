@@ -10,7 +10,9 @@
 //! - [`event`], [`change`]: the input event and the score change.
 //! - [`codec`], [`proto`]: JSON and protobuf, validated.
 //! - [`rules`]: the rules file, its loader, its warnings.
-//! - [`state`]: per-user state and its versioned encoding (the changelog record).
+//! - [`state`]: per-user state and its versioned encoding (the changelog record);
+//!   [`history`]: the recent changes each user keeps, and [`explain`]: the lead view built
+//!   from them (lookup, `simulate --explain`).
 //! - [`engine`]: the pure scoring function and the inactivity step.
 //! - [`partition`], [`partitioner`]: one partition's clock and timers; the murmur2 partitioner.
 //! - [`simulate`]: the offline simulator; [`generator`]: deterministic generated traffic.
@@ -25,7 +27,8 @@
 //!   ([`ops::metrics`]), telemetry and logging ([`ops::telemetry`]).
 //! - [`config`]: settings: defaults, then the TOML file, then `LEADSCORE__*` environment
 //!   variables; librdkafka properties pass through, secrets never printed.
-//! - [`scorer`]: the scorer service (`leadscore score`): events to score changes.
+//! - [`scorer`]: the scorer service (`leadscore score`): events to score changes, and lead
+//!   lookup on its admin port ([`scorer::lookup`]).
 //! - [`handoff`]: the handoff service (`leadscore handoff`) and its Salesforce client
 //!   ([`handoff::salesforce`]): threshold crossings to Salesforce.
 //! - [`ingest`]: `leadscore ingest`, a Braze `users/track`-compatible HTTP API producing input
@@ -37,13 +40,16 @@
 //! - [`bench`](mod@bench): `leadscore bench` (engine, `--scorer`, `--handoff`), ratios against
 //!   baselines measured in the same run.
 //! - [`cli`]: the command line, one file per group of commands; `main` only calls [`cli::run`].
+//!
+//! A module is `pub` only when the binary or the integration tests need it (`bench` is
+//! reached through the command line only).
 
 pub use leadscore_engine::{
-    change, codec, duration, engine, event, generator, partition, partitioner, proto, rules,
-    simulate, state, timestamp,
+    change, codec, duration, engine, event, explain, generator, history, partition, partitioner,
+    proto, rules, simulate, state, timestamp,
 };
 
-pub mod bench;
+pub(crate) mod bench;
 pub mod cli;
 pub mod config;
 pub mod dev;

@@ -3,7 +3,8 @@
 //! `Dockerfile`, `.dockerignore`, `docker-compose.yml` (Kafka, the topics, the scorer, the
 //! handoff and the Salesforce stand-in), `deploy/prometheus/`, `deploy/grafana/`,
 //! `deploy/docker/leadscore.toml`, `deploy/kubernetes/` (the scorer's StatefulSet, the
-//! handoff's Deployment, the Salesforce Secret) and the variables `docs/operations.md` names.
+//! handoff's Deployment, the Salesforce Secret, the ServiceMonitor and the PrometheusRule) and
+//! the variables `docs/operations.md` names.
 //! Nothing here needs Docker, Kubernetes or a network: the files are parsed, settings are loaded
 //! with `Settings::load_from`, subcommands and flags are checked by running the built binary
 //! with `--help`, and metric names and labels are read from the sources that record them.
@@ -856,13 +857,23 @@ fn grafana_provisions_the_prometheus_datasource_and_the_dashboards_directory() {
         str_at(ds, "url"),
         format!("http://prometheus:{prometheus_port}")
     );
-    let uid = str_at(ds, "uid");
-    for used in dashboard_datasource_uids() {
-        assert_eq!(
-            used, uid,
-            "the dashboard uses a datasource that is not provisioned"
-        );
-    }
+    // The dashboard's `datasource` variable starts at the default data source of its type.
+    assert_eq!(at(ds, "isDefault").as_bool(), Some(true));
+    assert_eq!(str_at(ds, "type"), dashboard_datasource_variable()["query"]);
+}
+
+#[test]
+fn prometheus_loads_the_alert_rules_mounted_beside_its_config() {
+    let config = yaml("deploy/prometheus/prometheus.yml");
+    assert_eq!(strings(at(&config, "rule_files")), ["alerts.yml"]);
+    let mounts = compose_volumes(compose_service(&compose(), "prometheus"));
+    assert!(
+        mounts.contains(&(
+            "./deploy/prometheus/alerts.yml".to_string(),
+            "/etc/prometheus/alerts.yml".to_string()
+        )),
+        "alerts.yml is not mounted beside prometheus.yml: {mounts:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -897,6 +908,17 @@ fn dashboard_queries(dashboard: &Json) -> Vec<String> {
         .into_iter()
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect()
+}
+
+/// The dashboard's `datasource` template variable.
+fn dashboard_datasource_variable() -> Json {
+    dashboard()["templating"]["list"]
+        .as_array()
+        .expect("templating.list")
+        .iter()
+        .find(|v| v["name"] == "datasource")
+        .cloned()
+        .expect("a template variable named datasource")
 }
 
 fn dashboard_datasource_uids() -> BTreeSet<String> {
@@ -962,6 +984,36 @@ fn selected_job(expr: &str) -> String {
         .collect();
     assert_eq!(jobs.len(), 1, "one service per query: {expr}");
     jobs.into_iter().next().expect("one")
+}
+
+/// Every panel and query picks its data source through the `datasource` variable, so the
+/// dashboard imports into any Grafana, whatever its data sources' uids.
+#[test]
+fn dashboard_selects_its_data_source_through_a_variable_not_a_fixed_uid() {
+    let variable = dashboard_datasource_variable();
+    assert_eq!(variable["type"], "datasource");
+    assert_eq!(variable["query"], "prometheus");
+    assert_eq!(
+        dashboard_datasource_uids(),
+        BTreeSet::from(["${datasource}".to_string()]),
+        "a panel or query names a fixed data source uid"
+    );
+    let dashboard = dashboard();
+    for (row, panel) in dashboard_panels(&dashboard) {
+        let title = panel["title"].as_str().unwrap_or("?");
+        for ds in std::iter::once(&panel["datasource"]).chain(
+            panel["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| &t["datasource"]),
+        ) {
+            assert_eq!(
+                ds["uid"], "${datasource}",
+                "{row} / {title}: data source {ds}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -1456,6 +1508,8 @@ fn kustomization_lists_every_manifest_in_the_directory() {
         "ConfigMap",
         "PodDisruptionBudget",
         "Secret",
+        "ServiceMonitor",
+        "PrometheusRule",
     ] {
         assert!(objects.keys().any(|(k, _)| k == kind), "no {kind}");
     }
@@ -1681,6 +1735,89 @@ fn services_and_disruption_budgets_select_their_own_pods_only() {
             );
         }
     }
+}
+
+/// The ServiceMonitor scrapes `/metrics` on port `admin` of each workload's metrics Service,
+/// and of no other Service: the scorer's headless Service has the same labels and port, and
+/// scraping it too would count every scorer pod twice.
+#[test]
+fn servicemonitor_scrapes_each_metrics_service_once_at_its_admin_port() {
+    let objects = k8s_objects();
+    let monitor = k8s(&objects, "ServiceMonitor", "leadscore");
+    assert_eq!(str_at(monitor, "apiVersion"), "monitoring.coreos.com/v1");
+    let selector = at(monitor, "spec.selector");
+    let selected = |service: &Yaml| {
+        let labels = at(service, "metadata.labels");
+        let match_labels = selector
+            .get("matchLabels")
+            .and_then(Yaml::as_mapping)
+            .into_iter()
+            .flatten()
+            .all(|(k, v)| labels.get(k) == Some(v));
+        let match_expressions = selector
+            .get("matchExpressions")
+            .and_then(Yaml::as_sequence)
+            .into_iter()
+            .flatten()
+            .all(|e| {
+                assert_eq!(str_at(e, "operator"), "In", "only In is checked here");
+                let value = labels.get(str_at(e, "key")).map(scalar);
+                value.is_some_and(|v| strings(at(e, "values")).contains(&v))
+            });
+        match_labels && match_expressions
+    };
+    let endpoints = seq_at(monitor, "spec.endpoints");
+    assert_eq!(endpoints.len(), 1);
+    let endpoint = &endpoints[0];
+    assert_eq!(str_at(endpoint, "port"), "admin");
+    assert_eq!(str_at(endpoint, "path"), "/metrics");
+    let keep = seq_at(endpoint, "relabelings")
+        .iter()
+        .find(|r| str_at(r, "action") == "keep")
+        .expect("a keep relabeling");
+    assert_eq!(
+        strings(at(keep, "sourceLabels")),
+        ["__meta_kubernetes_service_name"]
+    );
+    let kept: BTreeSet<String> = str_at(keep, "regex")
+        .split('|')
+        .map(str::to_string)
+        .collect();
+
+    let scraped: BTreeSet<String> = objects
+        .iter()
+        .filter(|((kind, _), service)| kind == "Service" && selected(service))
+        .map(|((_, name), _)| name.clone())
+        .filter(|name| kept.contains(name))
+        .collect();
+    let metrics_services: BTreeSet<String> = WORKLOADS
+        .iter()
+        .map(|w| format!("{}-metrics", w.name))
+        .collect();
+    assert_eq!(scraped, metrics_services);
+    for name in &metrics_services {
+        let ports = seq_at(k8s(&objects, "Service", name), "spec.ports");
+        assert!(
+            ports.iter().any(|p| str_at(p, "name") == "admin"),
+            "{name} has no port named admin"
+        );
+    }
+}
+
+/// The PrometheusRule carries exactly the groups of deploy/prometheus/alerts.yml (generated
+/// from it by deploy/prometheusrule.sh), so the alerts tests/alerts.rs checks are the ones
+/// Kubernetes gets.
+#[test]
+fn prometheusrule_carries_the_groups_of_alerts_yml() {
+    let objects = k8s_objects();
+    let rule = k8s(&objects, "PrometheusRule", "leadscore");
+    assert_eq!(str_at(rule, "apiVersion"), "monitoring.coreos.com/v1");
+    let alerts = yaml("deploy/prometheus/alerts.yml");
+    assert_eq!(
+        at(rule, "spec.groups"),
+        at(&alerts, "groups"),
+        "deploy/kubernetes/prometheusrule.yaml differs from alerts.yml: run deploy/prometheusrule.sh"
+    );
 }
 
 #[test]

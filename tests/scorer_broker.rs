@@ -9,7 +9,6 @@ use leadscore::generator::{self, GeneratorConfig};
 use leadscore::state::UserState;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::Producer;
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
@@ -67,32 +66,14 @@ impl Setup {
     }
 
     /// Waits until the group's committed offsets account for all `produced` input records.
-    /// (Counting, not comparing with high watermarks: tansu under-reports those.)
     fn wait_caught_up(&self, produced: usize, timeout: Duration) {
-        let c: BaseConsumer = self
-            .broker
-            .client()
-            .set("group.id", &self.names.group)
-            .create()
-            .expect("offset reader");
-        let n = partition_count(&self.broker, &self.names.input).expect("input topic");
-        wait_until(timeout, "the scorer to catch up", || {
-            let mut tpl = TopicPartitionList::new();
-            for p in 0..n {
-                let _ = tpl.add_partition(&self.names.input, p);
-            }
-            let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
-                return false;
-            };
-            let done: i64 = (0..n)
-                .filter_map(|p| committed.find_partition(&self.names.input, p))
-                .map(|e| match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                })
-                .sum();
-            done == produced as i64
-        });
+        wait_group_caught_up(
+            &self.broker,
+            &self.names.group,
+            &self.names.input,
+            produced,
+            timeout,
+        );
     }
 
     fn changelog_states(&self) -> BTreeMap<String, UserState> {
@@ -1084,4 +1065,144 @@ fn crc32_partition(key: &[u8], partitions: i32) -> i32 {
         }
     }
     ((!crc) % partitions as u32) as i32
+}
+
+/// A record read back: its record timestamp, headers and value.
+type Stamped = (Option<i64>, BTreeMap<String, String>, Option<Vec<u8>>);
+
+/// Every record of `topic` with its record timestamp and headers (issue 12, point 4).
+fn stamped_records(broker: &Broker, topic: &str) -> Vec<Stamped> {
+    use rdkafka::message::{Headers, Message};
+    let n = partition_count(broker, topic).expect("topic");
+    let c: BaseConsumer = broker
+        .client()
+        .set("group.id", "leadscore-test-stamps")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("reader");
+    let mut out = Vec::new();
+    for p in 0..n {
+        let (low, high) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Offset(low))
+            .expect("tpl");
+        c.assign(&tpl).expect("assign");
+        loop {
+            match c.poll(Duration::from_secs(10)) {
+                Some(Ok(m)) => {
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| {
+                                    let v = String::from_utf8_lossy(h.value.unwrap_or_default());
+                                    (h.key.to_string(), v.into_owned())
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out.push((
+                        m.timestamp().to_millis(),
+                        headers,
+                        m.payload().map(<[u8]>::to_vec),
+                    ));
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => panic!("read {topic}/{p}: {e}"),
+                None => panic!("read {topic}/{p}: no record within 10 s"),
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn score_changes_carry_their_event_time_as_record_timestamp_and_a_content_type() {
+    for (format, content_type) in [
+        ("json", "application/json"),
+        (
+            "protobuf",
+            "application/x-protobuf; messageType=leadscore.v1.ScoreChange",
+        ),
+    ] {
+        let setup = Setup::new(&format!("stamps-{format}"), 2);
+        let events = generator::generate(&GeneratorConfig {
+            users: 20,
+            events: 300,
+            ..GeneratorConfig::default()
+        });
+        let p = producer(&setup.broker);
+        for e in &events {
+            let payload = codec::encode_event(Format::Json, e);
+            produce(&p, &setup.names.input, Some(e.user_id.as_bytes()), &payload);
+        }
+        p.flush(Duration::from_secs(30)).expect("flush");
+        let mut scorer = setup.scorer("s", &[("SCORER__OUTPUT_FORMAT", format)]);
+        setup.wait_caught_up(events.len(), Duration::from_secs(120));
+        assert!(scorer.terminate().success());
+        let records = stamped_records(&setup.broker, &setup.names.output);
+        assert!(records.len() > 20, "{format}: {} changes", records.len());
+        let wire = format.parse::<Format>().expect("format");
+        let now = leadscore::timestamp::wall_clock_millis();
+        for (timestamp, headers, payload) in records {
+            let change =
+                codec::decode_change(wire, payload.as_deref().expect("a value")).expect("decodes");
+            assert_eq!(
+                headers.get("content-type").map(String::as_str),
+                Some(content_type),
+                "{format}: {}",
+                change.event_id
+            );
+            // Generated traffic lies in the past: the record timestamp is the change's time,
+            // not the (much later) moment it was produced.
+            assert!(change.time < now - 86_400_000, "{}", change.time);
+            assert_eq!(
+                timestamp,
+                Some(change.time),
+                "{format}: {}",
+                change.event_id
+            );
+        }
+    }
+}
+
+#[test]
+fn producer_and_consumer_properties_reach_only_their_clients_without_librdkafka_warnings() {
+    let setup = Setup::new("role-props", 1);
+    let events = generator::generate(&GeneratorConfig {
+        users: 5,
+        events: 50,
+        ..GeneratorConfig::default()
+    });
+    let p = producer(&setup.broker);
+    for e in &events {
+        let payload = codec::encode_event(Format::Json, e);
+        produce(&p, &setup.names.input, Some(e.user_id.as_bytes()), &payload);
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    // A producer property and a consumer property in the shared [kafka] (scorer_env sets
+    // session.timeout.ms there too), and one in each role's table.
+    let mut scorer = setup.scorer(
+        "s",
+        &[
+            ("KAFKA__LINGER_MS", "20"),
+            ("KAFKA__FETCH_WAIT_MAX_MS", "100"),
+            ("KAFKA__PRODUCER__COMPRESSION_CODEC", "gzip"),
+            ("KAFKA__CONSUMER__FETCH_MIN_BYTES", "1"),
+        ],
+    );
+    setup.wait_caught_up(events.len(), Duration::from_secs(60));
+    assert!(scorer.terminate().success());
+    let log = scorer.log_text();
+    assert!(log.contains("partition restored"), "{log}");
+    // librdkafka's CONFWARN: "Configuration property X is a producer property and will be
+    // ignored by this consumer instance" (and the reverse).
+    assert!(!log.contains("will be ignored"), "{log}");
+    assert!(!log.contains("CONFWARN"), "{log}");
 }

@@ -8,6 +8,7 @@
 //! predictors, then once timed.
 
 pub mod handoff;
+pub mod lookup;
 pub mod scorer;
 
 use crate::codec::{self, Format, Limits};
@@ -295,7 +296,8 @@ fn index_users(events: &[Event]) -> (Vec<usize>, usize) {
     (index, ids.len())
 }
 
-/// The numbers of a report, by metric: for tests and tools that read the table.
+/// The numbers of a report, by metric: for the tests that read the table.
+#[cfg(test)]
 pub fn parse_report(report: &str) -> std::collections::BTreeMap<&str, &str> {
     report
         .lines()

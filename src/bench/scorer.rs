@@ -39,7 +39,7 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -164,6 +164,7 @@ fn measure_all(
 
     // 4. Latency: the scorer is caught up; new events arrive at a moderate rate.
     let out_before = high_watermarks(&bootstrap, &topics.output, parts)?;
+    let arrivals = Arrivals::watch(&bootstrap, &topics.output, &out_before)?;
     let produced_at = paced(&producer, &topics.input, &tail)?;
     drop(producer);
     offsets.wait_for(
@@ -171,7 +172,8 @@ fn measure_all(
         Duration::from_secs(60),
         &mut running,
     )?;
-    let latency_ms = latencies(&bootstrap, &topics.output, &out_before, &produced_at)?;
+    let out_after = high_watermarks(&bootstrap, &topics.output, parts)?;
+    let latency_ms = arrivals.finish(&out_after, &produced_at)?;
     drop(offsets);
 
     // 5. Stop the scorer, then restore its changelog into an empty directory.
@@ -395,7 +397,7 @@ fn report(opts: &ScorerBenchOptions, settings: &Settings, m: &Measured) -> Strin
             "scorer throughput (events/s)",
             format!("{:.0}", m.scorer_rate),
             format!(
-                "from the first score change's CreateTime (group join and restore excluded) until \
+                "from the first score change's arrival at a watcher (group join and restore excluded) until \
                  the group's committed offsets sum to {n} (read every {} ms); {} score changes; {defaults}",
                 COMMIT_POLL.as_millis(),
                 m.scorer_changes
@@ -410,7 +412,8 @@ fn report(opts: &ScorerBenchOptions, settings: &Settings, m: &Measured) -> Strin
             "latency produce -> score change, p50 (ms)",
             nearest_rank(50).to_string(),
             format!(
-                "output CreateTime (scorer produces the change) - input CreateTime; {} events at \
+                "arrival of the change at a consumer (fetch.wait.max.ms = {MOCK_FETCH_WAIT_MS}) - input \
+                 CreateTime; {} events at \
                  {:.0}/s, caught up; scorer fetch.wait.max.ms = {MOCK_FETCH_WAIT_MS} (the mock \
                  holds an empty fetch for all of it, Kafka does not)",
                 m.latency_events, LATENCY_RATE_PER_SEC

@@ -14,8 +14,18 @@ pub(super) fn run_bench(
     seed: u64,
     scorer: bool,
     handoff: bool,
+    lookup: bool,
 ) -> Result<ExitCode> {
-    let table = if handoff {
+    let table = if lookup {
+        telemetry::init_logging(false, "warn,rdkafka::client=off,librdkafka=error");
+        let d = crate::bench::lookup::LookupBenchOptions::default();
+        crate::bench::lookup::run(&crate::bench::lookup::LookupBenchOptions {
+            events: events.unwrap_or(d.events),
+            users: users.unwrap_or(d.users),
+            seed,
+            lookups: d.lookups,
+        })?
+    } else if handoff {
         telemetry::init_logging(false, "warn,rdkafka::client=off,librdkafka=error");
         runtime()?.block_on(crate::bench::handoff::run(
             &crate::bench::handoff::HandoffBenchOptions::default(),

@@ -52,6 +52,12 @@ pub(super) fn run_dev_broker(
                 broker.create_topic(name, partitions)?;
             }
         }
+        // The lead lookup directory of the default scorer group (one partition; with another
+        // group id, add it with --topic <group>-instances:1).
+        let instances = crate::config::Settings::default().instances_topic();
+        if !wanted.iter().any(|(w, _)| *w == instances) {
+            broker.create_topic(&instances, 1)?;
+        }
         for (name, n) in &wanted {
             broker.create_topic(name, *n)?;
         }

@@ -23,6 +23,7 @@ pub(super) fn run_ingest(config: Option<PathBuf>) -> Result<ExitCode> {
             health.clone(),
             telemetry::prometheus(),
             shutdown.clone(),
+            axum::Router::new(),
         )
         .await
         .with_context(|| format!("admin endpoint on {}", settings.admin.listen))?;
@@ -55,6 +56,7 @@ pub(super) fn run_warehouse(config: Option<PathBuf>, sync: Sync) -> Result<ExitC
             health.clone(),
             telemetry::prometheus(),
             shutdown.clone(),
+            axum::Router::new(),
         )
         .await
         .with_context(|| format!("admin endpoint on {}", settings.admin.listen))?;

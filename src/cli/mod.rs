@@ -4,7 +4,9 @@
 mod bench;
 mod dev;
 mod ingest;
+mod lookup;
 mod offline;
+mod reset;
 mod services;
 
 use anyhow::Result;
@@ -26,28 +28,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the scoring engine offline over a JSONL file of input events.
-    Simulate {
-        /// The rules file (TOML).
-        #[arg(long)]
-        rules: PathBuf,
-        /// Input events, one JSON object per line.
-        #[arg(long)]
-        events: PathBuf,
-        /// Move the clock on to this RFC 3339 time at the end, firing due inactivity timers.
-        #[arg(long)]
-        now: Option<String>,
-        /// Print the score changes instead of the users' final state.
-        #[arg(long)]
-        changes: bool,
-        /// Split the events into this many partitions by user id (Kafka's default
-        /// partitioner), each with its own clock, as the scorer would see them.
-        #[arg(long, default_value_t = 1)]
-        partitions: i32,
-        /// A line whose `time` is further than this ahead of the wall clock is a bad line and
-        /// moves no clock, as the scorer dead-letters it (scorer.max_future_skew).
-        #[arg(long, default_value = "1h")]
-        max_future_skew: String,
-    },
+    Simulate(offline::SimulateArgs),
+    /// Look a lead up on a running scorer (any instance): its score, status and why.
+    Lookup(lookup::LookupArgs),
     /// Work with rules files.
     Rules {
         #[command(subcommand)]
@@ -81,8 +64,12 @@ enum Command {
         handoff: bool,
         /// Benchmark the ingest API instead: requests and events per second with 75-event
         /// bodies, against a bare producer of the same events (embedded broker).
-        #[arg(long, conflicts_with_all = ["scorer", "handoff", "rules"])]
+        #[arg(long, conflicts_with_all = ["scorer", "handoff", "lookup", "rules"])]
         ingest: bool,
+        /// Benchmark lead lookup instead: p50/p99 of GET /v1/leads/{user_id} answered locally
+        /// and forwarded to the owner (two scorers on the embedded broker, 10,000 lookups each).
+        #[arg(long, conflicts_with_all = ["scorer", "rules", "handoff"])]
+        lookup: bool,
     },
     /// Run the scorer service: input events to score changes, state in a changelog.
     Score {
@@ -107,6 +94,10 @@ enum Command {
         #[command(subcommand)]
         command: WarehouseCommand,
     },
+    /// Start a service over from nothing: clear its changelog checkpoints and state, so it
+    /// re-reads its input from the beginning (docs/operations.md, "Starting over"). Refuses
+    /// while the consumer group has members; without --yes only says what it would do.
+    Reset(reset::ResetArgs),
     /// The whole pipeline in one process, no setup: embedded broker, scorer, generated events.
     Demo {
         /// Generated users.
@@ -228,14 +219,8 @@ pub fn run() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Simulate {
-            rules,
-            events,
-            now,
-            changes,
-            partitions,
-            max_future_skew,
-        } => run_simulate(rules, events, now, changes, partitions, &max_future_skew),
+        Command::Simulate(args) => run_simulate(args),
+        Command::Lookup(args) => lookup::run_lookup(args),
         Command::Rules {
             command: RulesCommand::Check { files, strict },
         } => Ok(rules_check(&files, strict)),
@@ -248,6 +233,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Warehouse {
             command: WarehouseCommand::Export { config },
         } => ingest::run_warehouse(config, ingest::Sync::Export),
+        Command::Reset(args) => reset::run(args),
         Command::Demo {
             users,
             events,
@@ -261,8 +247,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             seed,
             scorer,
             handoff,
+            lookup,
             ..
-        } => bench::run_bench(events, users, rules, seed, scorer, handoff),
+        } => bench::run_bench(events, users, rules, seed, scorer, handoff, lookup),
         Command::DevBroker {
             listen,
             partitions,

@@ -11,16 +11,55 @@ fn load_rules(path: &std::path::Path) -> Result<rules::Rules> {
     rules::load_file(path).map_err(|e| anyhow::anyhow!("invalid rules:\n{e}"))
 }
 
-pub(super) fn run_simulate(
-    rules_path: PathBuf,
+/// `leadscore simulate`.
+#[derive(clap::Args, Debug)]
+pub(super) struct SimulateArgs {
+    /// The rules file (TOML).
+    #[arg(long)]
+    rules: PathBuf,
+    /// Input events, one JSON object per line.
+    #[arg(long)]
     events: PathBuf,
+    /// Move the clock on to this RFC 3339 time at the end, firing due inactivity timers.
+    #[arg(long)]
     now: Option<String>,
+    /// Print the score changes instead of the users' final state.
+    #[arg(long, conflicts_with = "explain")]
     changes: bool,
+    /// Split the events into this many partitions by user id (Kafka's default
+    /// partitioner), each with its own clock, as the scorer would see them.
+    #[arg(long, default_value_t = 1)]
     partitions: i32,
-    max_future_skew: &str,
-) -> Result<ExitCode> {
-    let engine = Engine::new(load_rules(&rules_path)?);
-    let max_future_skew = crate::duration::parse(max_future_skew)
+    /// A line whose `time` is further than this ahead of the wall clock is a bad line and
+    /// moves no clock, as the scorer dead-letters it (scorer.max_future_skew).
+    #[arg(long, default_value = "1h")]
+    max_future_skew: String,
+    /// Print this user as `leadscore lookup` shows a lead: score, status and the recent
+    /// changes with their reasons.
+    #[arg(long, value_name = "USER_ID")]
+    explain: Option<String>,
+    /// With --explain: the JSON view (as GET /v1/leads/{user_id} answers) instead of text.
+    #[arg(long, requires = "explain")]
+    json: bool,
+    /// With --explain: how many recent changes each user keeps (scorer.explain_depth).
+    #[arg(long, default_value_t = crate::history::DEFAULT_DEPTH)]
+    explain_depth: usize,
+}
+
+pub(super) fn run_simulate(args: SimulateArgs) -> Result<ExitCode> {
+    let SimulateArgs {
+        rules: rules_path,
+        events,
+        now,
+        changes,
+        partitions,
+        max_future_skew,
+        explain,
+        json,
+        explain_depth,
+    } = args;
+    let engine = Engine::new(load_rules(&rules_path)?).with_explain_depth(explain_depth);
+    let max_future_skew = crate::duration::parse(&max_future_skew)
         .with_context(|| format!("--max-future-skew {max_future_skew:?}"))?;
     let now = now
         .map(|s| timestamp::parse_rfc3339(&s).with_context(|| format!("--now {s:?}")))
@@ -38,7 +77,17 @@ pub(super) fn run_simulate(
     .with_context(|| format!("reading {}", events.display()))?;
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    if changes {
+    if let Some(user) = &explain {
+        let Some(st) = sim.users.get(user) else {
+            anyhow::bail!("user {user:?} has no state after {}", events.display());
+        };
+        let view = crate::explain::lead_view(&engine, user, st);
+        if json {
+            writeln!(out, "{view}")?;
+        } else {
+            write!(out, "{}", crate::explain::render_text(&view))?;
+        }
+    } else if changes {
         for c in &sim.changes {
             writeln!(out, "{}", codec::change_to_json(c))?;
         }

@@ -5,10 +5,12 @@ use crate::config::{LogFormat, Settings};
 use crate::ops::admin::{self, Health};
 use crate::ops::telemetry;
 use crate::runtime::shutdown::Shutdown;
+use crate::scorer::lookup::Lookup;
 use crate::scorer::Scorer;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -25,16 +27,20 @@ fn load_settings(config: Option<PathBuf>) -> Result<Settings> {
 }
 
 pub(super) fn run_score(config: Option<PathBuf>) -> Result<ExitCode> {
-    run_service(config, |settings, health, shutdown| async move {
-        let scorer = Scorer::start(settings, health).await?;
-        let result = tokio::task::spawn_blocking(move || scorer.run(shutdown)).await;
-        result.context("scorer thread panicked")??;
-        Ok(())
-    })
+    run_service(
+        config,
+        true,
+        |settings, health, shutdown, lookup| async move {
+            let scorer = Scorer::start_with(settings, health, lookup).await?;
+            let result = tokio::task::spawn_blocking(move || scorer.run(shutdown)).await;
+            result.context("scorer thread panicked")??;
+            Ok(())
+        },
+    )
 }
 
 pub(super) fn run_handoff(config: Option<PathBuf>) -> Result<ExitCode> {
-    run_service(config, |settings, health, shutdown| async move {
+    run_service(config, false, |settings, health, shutdown, _| async move {
         let handoff = crate::handoff::Handoff::start(settings, health, shutdown).await?;
         let result = tokio::task::spawn_blocking(move || handoff.run()).await;
         result.context("handoff thread panicked")??;
@@ -44,9 +50,9 @@ pub(super) fn run_handoff(config: Option<PathBuf>) -> Result<ExitCode> {
 
 /// What both services share: settings, signals, the admin endpoint, then the service itself;
 /// when it ends, the admin endpoint stops too.
-fn run_service<F, Fut>(config: Option<PathBuf>, service: F) -> Result<ExitCode>
+fn run_service<F, Fut>(config: Option<PathBuf>, scorer: bool, service: F) -> Result<ExitCode>
 where
-    F: FnOnce(Settings, std::sync::Arc<Health>, Shutdown) -> Fut,
+    F: FnOnce(Settings, Arc<Health>, Shutdown, Arc<Lookup>) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
     let settings = load_settings(config)?;
@@ -54,15 +60,24 @@ where
         let shutdown = Shutdown::new();
         shutdown.on_signals();
         let health = Health::new();
-        admin::serve(
+        // Lead lookup is the scorer's: the handoff serves the common routes only.
+        let lookup = Lookup::new(&settings)?;
+        let routes = if scorer {
+            lookup.routes()
+        } else {
+            axum::Router::new()
+        };
+        let addr = admin::serve(
             &settings.admin.listen,
             health.clone(),
             telemetry::prometheus(),
             shutdown.clone(),
+            routes,
         )
         .await
         .with_context(|| format!("admin endpoint on {}", settings.admin.listen))?;
-        let result = service(settings, health, shutdown.clone()).await;
+        lookup.set_address(&settings, addr);
+        let result = service(settings, health, shutdown.clone(), lookup).await;
         shutdown.trigger();
         result?;
         Ok(ExitCode::SUCCESS)

@@ -23,10 +23,14 @@ fn ensure(
     }
 }
 
+/// `scorer.explain_depth` at most: 1000 kept changes are about 25 KB of every user's state.
+const MAX_EXPLAIN_DEPTH: usize = 1000;
+
 impl Settings {
     /// Checks across fields and of ranges the types do not express, so a bad setting stops the
     /// service at startup rather than at the first event that needs it.
     pub(super) fn check(&self, sources: &Sources<'_>) -> Result<(), ConfigError> {
+        self.check_kafka(sources)?;
         self.check_topics(sources)?;
         self.check_services(sources)?;
         self.check_scorer(sources)?;
@@ -35,6 +39,48 @@ impl Settings {
         self.check_ingest(sources)?;
         self.check_warehouse(sources)?;
         self.check_admin_and_log(sources)
+    }
+
+    /// `[kafka]`: `producer` and `consumer` are tables, and neither holds a property librdkafka
+    /// reserves for the other kind of client (it would be ignored there, with a warning at
+    /// every start). Values are never quoted: they may be credentials.
+    fn check_kafka(&self, sources: &Sources<'_>) -> Result<(), ConfigError> {
+        for key in self.kafka.properties.keys() {
+            let (table, name) = split_role(key);
+            // The variable that set this key, or the one that set its whole table.
+            let mut origin = sources.origin(&["kafka", key]);
+            if origin.env_var.is_none() && table != KafkaRole::Shared {
+                let table_key = key.strip_suffix(name).unwrap_or(key).trim_end_matches('.');
+                origin = sources.origin(&["kafka", table_key]);
+            }
+            let error = |message: String| ConfigError::Invalid {
+                origin: origin.clone(),
+                key: format!("kafka.{key}"),
+                message,
+            };
+            if let Some(table) = [PRODUCER_PREFIX, CONSUMER_PREFIX]
+                .iter()
+                .map(|p| p.trim_end_matches('.'))
+                .find(|t| key == t)
+            {
+                return Err(error(format!(
+                    "must be a table of librdkafka properties ([kafka.{table}]), not a value"
+                )));
+            }
+            let owner = KafkaRole::of_property(name);
+            if table != KafkaRole::Shared && owner != KafkaRole::Shared && owner != table {
+                let (kind, other) = match owner {
+                    KafkaRole::Consumer => ("consumer", "a producer"),
+                    _ => ("producer", "a consumer"),
+                };
+                return Err(error(format!(
+                    "{name:?} is a {kind} property, which librdkafka ignores in {other}: \
+                     set it in {} (or [kafka], for every client it applies to)",
+                    owner.table()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// `[topics]`: every name set and distinct, and sizes at least 1.
@@ -87,6 +133,12 @@ impl Settings {
     /// `[scorer]`: sizes and the transactional id.
     fn check_scorer(&self, sources: &Sources<'_>) -> Result<(), ConfigError> {
         let scorer = &self.scorer;
+        ensure(
+            sources,
+            scorer.explain_depth <= MAX_EXPLAIN_DEPTH,
+            &["scorer.explain_depth"],
+            "must be at most 1000 (each kept change costs about 25 bytes of every user's state)",
+        )?;
         ensure(
             sources,
             scorer.max_event_bytes > 0,
@@ -182,6 +234,18 @@ impl Settings {
             let listen = &self.admin.listen;
             let message = format!("\"{listen}\" is not a socket address like 0.0.0.0:9464: {e}");
             return Err(sources.invalid(&["admin.listen"], message));
+        }
+        if let Some(url) = &self.admin.advertised_url {
+            let ok = reqwest::Url::parse(url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/"
+            });
+            if !ok {
+                let message = format!(
+                    "{url:?} is not an http:// or https:// URL of a host (and port), like \
+                     http://scorer-0.scorer:9464"
+                );
+                return Err(sources.invalid(&["admin.advertised_url"], message));
+            }
         }
         ensure(
             sources,

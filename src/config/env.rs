@@ -85,6 +85,9 @@ pub(super) fn overlay(
     sources: &Sources<'_>,
 ) -> Result<(), ConfigError> {
     let mut value = env_value(&entry.raw);
+    if let Some(done) = overlay_role_table(table, entry, &value, sources) {
+        return done;
+    }
     let whole_kafka = entry.path.len() == 1 && entry.path[0] == "kafka";
     if let (true, Value::Table(kafka)) = (whole_kafka, &value) {
         value =
@@ -122,4 +125,54 @@ pub(super) fn overlay(
     }
     current.insert(last.clone(), value);
     Ok(())
+}
+
+/// `LEADSCORE__KAFKA__PRODUCER='{ linger_ms = 5 }'` (or `__CONSUMER`): replaces that whole table,
+/// as `LEADSCORE__KAFKA` replaces `[kafka]`. In the flattened `[kafka]` table the role's
+/// properties are keys with its prefix, so those are dropped and the variable's put in their
+/// place; variables naming one property of the table sort after it and still apply. `None` for
+/// any other variable, or a value that is not a table (which the check then rejects by name).
+fn overlay_role_table(
+    table: &mut Table,
+    entry: &EnvEntry,
+    value: &Value,
+    sources: &Sources<'_>,
+) -> Option<Result<(), ConfigError>> {
+    let [section, role] = entry.path.as_slice() else {
+        return None;
+    };
+    let prefix = [PRODUCER_PREFIX, CONSUMER_PREFIX]
+        .into_iter()
+        .find(|p| p.trim_end_matches('.') == role)?;
+    let (true, Value::Table(given)) = (section == "kafka", value) else {
+        return None;
+    };
+    let flat = match flatten_kafka(given) {
+        Ok(flat) => flat,
+        Err((key, message)) => {
+            return Some(Err(ConfigError::Invalid {
+                origin: sources.origin(&["kafka", role]),
+                key: format!("kafka.{prefix}{key}"),
+                message,
+            }))
+        }
+    };
+    let slot = table
+        .entry("kafka".to_string())
+        .or_insert_with(|| Value::Table(Table::new()));
+    let Value::Table(kafka) = slot else {
+        return Some(Err(ConfigError::Invalid {
+            origin: sources.origin(&["kafka"]),
+            key: "kafka".to_string(),
+            message: format!(
+                "is not a table, so {} cannot set a table inside it",
+                entry.var
+            ),
+        }));
+    };
+    kafka.retain(|key, _| !key.starts_with(prefix));
+    for (key, value) in flat {
+        kafka.insert(format!("{prefix}{key}"), value);
+    }
+    Some(Ok(()))
 }

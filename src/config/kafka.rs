@@ -1,12 +1,149 @@
 //! `[kafka]`: librdkafka properties passed through verbatim, and their redaction.
+//!
+//! # Producer and consumer tables
+//!
+//! `[kafka]` holds what every client shares (brokers, TLS, SASL). `[kafka.producer]` and
+//! `[kafka.consumer]` hold what only the services' producers, or only their consumers (the group
+//! consumer and the changelog restore reader), get; each is laid over `[kafka]` for its clients,
+//! so it can also override a shared value. They are kept in the one flat property map under the
+//! prefixes [`PRODUCER_PREFIX`] and [`CONSUMER_PREFIX`] (a `[kafka.producer]` table flattens to
+//! `producer.compression.codec`, just as `[kafka.ssl]` flattens to `ssl.ca.location`), which is
+//! also what the environment gives: `LEADSCORE__KAFKA__PRODUCER__COMPRESSION_CODEC=gzip`.
+//! No librdkafka property starts with either prefix.
+//!
+//! Why: librdkafka warns ("Configuration property X is a producer property and will be ignored
+//! by this consumer instance") whenever a client gets a property of the other kind, so tuning the
+//! producer in `[kafka]` filled the consumers' logs. A property librdkafka reserves to one kind
+//! ([`PRODUCER_ONLY_PROPERTIES`], [`CONSUMER_ONLY_PROPERTIES`]) set in the shared `[kafka]` is
+//! therefore given to that kind's clients only; one set in the other kind's table is an error
+//! naming it (`Settings::check`), since it could only be ignored there.
 
 use super::*;
 
-/// librdkafka properties, passed verbatim to every consumer, producer and admin client (see the
-/// module doc for the key spelling).
+/// The key prefix of `[kafka.producer]` properties in [`KafkaSettings::properties`].
+pub const PRODUCER_PREFIX: &str = "producer.";
+
+/// The key prefix of `[kafka.consumer]` properties in [`KafkaSettings::properties`].
+pub const CONSUMER_PREFIX: &str = "consumer.";
+
+/// Client and topic properties librdkafka applies to producers only (scope `P` in librdkafka
+/// 2.12's CONFIGURATION.md; callbacks left out, they cannot be set from a file).
+pub const PRODUCER_ONLY_PROPERTIES: &[&str] = &[
+    "acks",
+    "batch.num.messages",
+    "batch.size",
+    "compression.codec",
+    "compression.level",
+    "compression.type",
+    "delivery.report.only.error",
+    "delivery.timeout.ms",
+    "enable.gapless.guarantee",
+    "enable.idempotence",
+    "linger.ms",
+    "message.send.max.retries",
+    "message.timeout.ms",
+    "partitioner",
+    "produce.offset.report",
+    "queue.buffering.backpressure.threshold",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.ms",
+    "queuing.strategy",
+    "request.required.acks",
+    "request.timeout.ms",
+    "retries",
+    "sticky.partitioning.linger.ms",
+    "transaction.timeout.ms",
+    "transactional.id",
+];
+
+/// Client and topic properties librdkafka applies to consumers only (scope `C` in librdkafka
+/// 2.12's CONFIGURATION.md; callbacks left out).
+pub const CONSUMER_ONLY_PROPERTIES: &[&str] = &[
+    "auto.commit.enable",
+    "auto.commit.interval.ms",
+    "auto.offset.reset",
+    "check.crcs",
+    "consume.callback.max.messages",
+    "coordinator.query.interval.ms",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+    "fetch.error.backoff.ms",
+    "fetch.max.bytes",
+    "fetch.message.max.bytes",
+    "fetch.min.bytes",
+    "fetch.queue.backoff.ms",
+    "fetch.wait.max.ms",
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "group.protocol.type",
+    "group.remote.assignor",
+    "heartbeat.interval.ms",
+    "isolation.level",
+    "max.partition.fetch.bytes",
+    "max.poll.interval.ms",
+    "offset.store.method",
+    "offset.store.path",
+    "offset.store.sync.interval.ms",
+    "partition.assignment.strategy",
+    "queued.max.messages.kbytes",
+    "queued.min.messages",
+    "session.timeout.ms",
+];
+
+/// Which clients a property is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KafkaRole {
+    /// Every client: brokers, security, metadata.
+    Shared,
+    Producer,
+    Consumer,
+}
+
+impl KafkaRole {
+    /// The role librdkafka gives the property `name` (in librdkafka spelling).
+    pub fn of_property(name: &str) -> KafkaRole {
+        if PRODUCER_ONLY_PROPERTIES.contains(&name) {
+            KafkaRole::Producer
+        } else if CONSUMER_ONLY_PROPERTIES.contains(&name) {
+            KafkaRole::Consumer
+        } else {
+            KafkaRole::Shared
+        }
+    }
+
+    /// The table a property of this role is set in, for messages.
+    pub fn table(self) -> &'static str {
+        match self {
+            KafkaRole::Shared => "[kafka]",
+            KafkaRole::Producer => "[kafka.producer]",
+            KafkaRole::Consumer => "[kafka.consumer]",
+        }
+    }
+}
+
+/// A key of [`KafkaSettings::properties`] split into the table it came from and the librdkafka
+/// property name: `producer.linger.ms` is `(Producer, "linger.ms")`.
+pub fn split_role(key: &str) -> (KafkaRole, &str) {
+    if let Some(name) = key.strip_prefix(PRODUCER_PREFIX) {
+        (KafkaRole::Producer, name)
+    } else if let Some(name) = key.strip_prefix(CONSUMER_PREFIX) {
+        (KafkaRole::Consumer, name)
+    } else {
+        (KafkaRole::Shared, key)
+    }
+}
+
+/// librdkafka properties: the shared `[kafka]` ones, passed verbatim to every consumer, producer
+/// and admin client, and the `[kafka.producer]` / `[kafka.consumer]` ones for one kind of client
+/// (see the module doc, and the config module doc for the key spelling).
 #[derive(Clone, PartialEq, Eq)]
 pub struct KafkaSettings {
     /// Property name (with dots) to value, as librdkafka takes them: everything a string.
+    /// `[kafka.producer]` and `[kafka.consumer]` entries carry [`PRODUCER_PREFIX`] and
+    /// [`CONSUMER_PREFIX`]; [`crate::runtime::kafka`] resolves them per client.
     pub properties: BTreeMap<String, String>,
 }
 

@@ -22,7 +22,9 @@
 //! Every key of `[kafka]` is a librdkafka property, passed through verbatim so that any client
 //! option (SASL, TLS, tuning) needs no code here. `_` in a key means `.`, because environment
 //! variable names cannot contain dots: `bootstrap_servers`, `"bootstrap.servers"` and
-//! `LEADSCORE__KAFKA__BOOTSTRAP_SERVERS` all set `bootstrap.servers`.
+//! `LEADSCORE__KAFKA__BOOTSTRAP_SERVERS` all set `bootstrap.servers`. `[kafka.producer]` and
+//! `[kafka.consumer]` (`LEADSCORE__KAFKA__PRODUCER__LINGER_MS`) hold properties for one kind of
+//! client, laid over `[kafka]` (see `kafka.rs`).
 //!
 //! # Errors
 //!
@@ -55,7 +57,10 @@ mod warehouse;
 
 pub use handoff::{status_key, HandoffSettings, LeadIdPattern, DEFAULT_STATUS_ORDER};
 pub use ingest::{ApiKeysError, IngestSettings, MAX_API_KEYS_FILE_BYTES, MIN_API_KEY_LEN};
-pub use kafka::{is_sensitive_kafka_property, KafkaSettings};
+pub use kafka::{
+    is_sensitive_kafka_property, split_role, KafkaRole, KafkaSettings, CONSUMER_ONLY_PROPERTIES,
+    CONSUMER_PREFIX, PRODUCER_ONLY_PROPERTIES, PRODUCER_PREFIX,
+};
 pub use salesforce::{SalesforceSettings, Secret, MAX_SECRET_FILE_BYTES};
 pub use scorer::{Guarantee, ScorerSettings};
 pub use warehouse::{quote_identifier, WarehouseSettings};
@@ -209,6 +214,10 @@ pub struct Topics {
     pub handoffs_dlq: String,
     /// The handoff's compacted per-lead state log (who was handed off since last eligible).
     pub handoff_changelog: String,
+    /// The scorer instances' directory: each publishes its admin URL and partitions here
+    /// (compacted, one partition), so any instance can forward a lead lookup to the owner.
+    /// Used only with `admin.lookup`; default `<scorer.group_id>-instances`.
+    pub instances: Option<String>,
     /// Partitions of topics the services create when missing; existing topics are left as they
     /// are. It caps how many instances of a consumer group can share the work.
     pub partitions: i32,
@@ -227,6 +236,7 @@ impl Default for Topics {
             handoffs: "lead-handoffs".to_string(),
             handoffs_dlq: "lead-handoffs-dlq".to_string(),
             handoff_changelog: "leadscore-handoff-changelog".to_string(),
+            instances: None,
             partitions: 6,
             replication_factor: 1,
         }
@@ -255,13 +265,37 @@ impl Topics {
 pub struct AdminSettings {
     /// A socket address; port 0 picks a free port (tests).
     pub listen: String,
+    /// Serve `GET /v1/leads/{user_id}` on the scorer (docs/operations.md, "Looking a lead
+    /// up"). Off by default: the answer shows personal data (attributes, e-mail).
+    pub lookup: bool,
+    /// A file of bearer tokens, one per line (several, so they can rotate): when set, lookups
+    /// need `Authorization: Bearer <token>`. `/metrics` and the probes stay open.
+    pub token_file: Option<PathBuf>,
+    /// The URL other instances reach this one's admin port at, published so that any instance
+    /// can forward a lookup to the partition's owner. Default: `http://<listen address>`, or
+    /// with an unspecified listen address (`0.0.0.0`) the host name when it resolves.
+    pub advertised_url: Option<String>,
 }
 
 impl Default for AdminSettings {
     fn default() -> Self {
         AdminSettings {
             listen: "0.0.0.0:9464".to_string(),
+            lookup: false,
+            token_file: None,
+            advertised_url: None,
         }
+    }
+}
+
+impl Settings {
+    /// The scorer instances' directory topic (`topics.instances`, default
+    /// `<scorer.group_id>-instances`).
+    pub fn instances_topic(&self) -> String {
+        self.topics
+            .instances
+            .clone()
+            .unwrap_or_else(|| format!("{}-instances", self.scorer.group_id))
     }
 }
 

@@ -66,6 +66,9 @@ pub struct ScorerSettings {
     /// as 2099) would otherwise decay every lead of its partition and be checkpointed.
     #[serde(deserialize_with = "deserialize_duration")]
     pub max_future_skew: Duration,
+    /// How many recent score changes each user keeps, so a lookup can say why a lead has its
+    /// score (`GET /v1/leads/{user_id}`); 0 keeps none. Each costs about 25 bytes of state.
+    pub explain_depth: usize,
     /// The producer's transactional id with `exactly_once`; it must be stable across restarts
     /// of one instance and unique between instances. Unset: see
     /// [`ScorerSettings::transactional_id_for`].
@@ -86,6 +89,7 @@ impl Default for ScorerSettings {
             batch_max_wait: Duration::from_millis(100),
             follow_wall_clock: true,
             max_future_skew: Duration::from_millis(crate::simulate::DEFAULT_MAX_FUTURE_SKEW as u64),
+            explain_depth: crate::history::DEFAULT_DEPTH,
             transactional_id: None,
         }
     }

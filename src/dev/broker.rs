@@ -237,6 +237,7 @@ impl DevBroker {
         for (_, name) in settings.topics.names() {
             self.create_topic(name, partitions)?;
         }
+        self.create_topic(&settings.instances_topic(), 1)?;
         Ok(settings)
     }
 }

@@ -93,6 +93,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         health.clone(),
         telemetry::prometheus(),
         shutdown.clone(),
+        axum::Router::new(),
     )
     .await?;
     println!("  metrics   http://{admin_addr}/metrics   (and /healthz, /readyz)");

@@ -63,6 +63,58 @@ pub enum HandoffError {
     Fatal(String),
 }
 
+/// One lead's outcome as published on `topics.handoffs` (SPEC 6, "Results"), and as the value of
+/// a failed lead's dead letter: always JSON, whatever the score changes' format. The contract
+/// is docs/formats.md and schemas/handoff-outcome.schema.json.
+pub struct HandoffOutcome<'a> {
+    pub user_id: &'a str,
+    /// The id the PATCH named (the user id, or `handoff.lead_id_attribute`).
+    pub lead_id: &'a str,
+    /// The score of the change that made the lead eligible.
+    pub score: i64,
+    /// That change's `event_id`, to join the outcome with it.
+    pub change_event_id: &'a str,
+    /// Calls made for this lead (a paused call is not one).
+    pub attempts: u32,
+    /// The answer's status for this lead; `None` when there was no answer.
+    pub http_status: Option<u16>,
+    /// `None`: handed off.
+    pub error: Option<&'a SfError>,
+    /// When the outcome was decided (epoch milliseconds).
+    pub time: crate::timestamp::Millis,
+}
+
+impl HandoffOutcome<'_> {
+    /// `handed_off` or `failed`.
+    pub fn status(&self) -> &'static str {
+        if self.error.is_none() {
+            "handed_off"
+        } else {
+            "failed"
+        }
+    }
+
+    /// The JSON value, keys sorted.
+    pub fn encode(&self) -> Vec<u8> {
+        let error = self
+            .error
+            .map(|e| json!({"errorCode": e.error_code, "message": e.message, "fields": e.fields}));
+        json!({
+            "user_id": self.user_id,
+            "lead_id": self.lead_id,
+            "status": self.status(),
+            "http_status": self.http_status,
+            "attempts": self.attempts,
+            "score": self.score,
+            "change_event_id": self.change_event_id,
+            "error": error,
+            "time": crate::timestamp::format_rfc3339(self.time),
+        })
+        .to_string()
+        .into_bytes()
+    }
+}
+
 /// Why a round of calls stops all calls for a while.
 enum Pause {
     /// `REQUEST_LIMIT_EXCEEDED`: the org's API allowance is spent.
@@ -146,32 +198,30 @@ impl Core {
         http_status: Option<u16>,
         error: Option<&SfError>,
     ) -> Result<(), HandoffError> {
-        let status = if error.is_none() {
-            "handed_off"
-        } else {
-            "failed"
+        // The outcome happened when it was decided: that is both its `time` and its record
+        // timestamp (docs/formats.md).
+        let now = crate::timestamp::wall_clock_millis();
+        let outcome = HandoffOutcome {
+            user_id: &p.user_id,
+            lead_id: &p.lead_id,
+            score: p.score,
+            change_event_id: &p.change_id,
+            attempts: p.attempts,
+            http_status,
+            error,
+            time: now,
         };
-        metrics::counter!(HANDOFFS, "outcome" => status).increment(1);
-        let outcome = json!({
-            "user_id": p.user_id,
-            "lead_id": p.lead_id,
-            "status": status,
-            "http_status": http_status,
-            "attempts": p.attempts,
-            "score": p.score,
-            "change_event_id": p.change_id,
-            "error": error.map(|e| json!({"errorCode": e.error_code, "message": e.message, "fields": e.fields})),
-            "time": crate::timestamp::format_rfc3339(crate::timestamp::wall_clock_millis()),
-        });
-        let bytes = outcome.to_string().into_bytes();
-        self.producer.send(
+        metrics::counter!(HANDOFFS, "outcome" => outcome.status()).increment(1);
+        let bytes = outcome.encode();
+        self.producer.send_at(
             Record {
                 topic: &self.settings.topics.handoffs,
                 partition: None,
                 key: p.user_id.as_bytes(),
                 payload: Some(&bytes),
-                headers: None,
+                headers: Some(kafka::content_type_headers(kafka::JSON_CONTENT_TYPE)),
             },
+            kafka::record_timestamp(now, now),
             kafka::Delivery::Output,
         )?;
         if let Some(e) = error {
@@ -423,7 +473,8 @@ fn dead_letter_label(reason: &str) -> &'static str {
 /// letter's reason is the same in lower case.
 pub const INVALID_LEAD_ID: &str = "INVALID_LEAD_ID";
 
-fn invalid_lead_id(lead_id: &str) -> SfError {
+/// The error of a lead whose id does not match `handoff.lead_id_pattern`: no call is made.
+pub fn invalid_lead_id(lead_id: &str) -> SfError {
     let shown: String = lead_id.chars().take(100).collect();
     SfError {
         error_code: INVALID_LEAD_ID.to_string(),

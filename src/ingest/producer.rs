@@ -3,10 +3,11 @@
 //! has acknowledged every record. Shared by `leadscore ingest` and `leadscore warehouse import`.
 
 use crate::codec::{encode_event, Format};
+use crate::config::KafkaRole;
 use crate::event::Event;
 use crate::partitioner::partition_for;
 use crate::runtime::kafka::{
-    client_config, ensure_topics, redact_error, KafkaSetupError, TopicSpec,
+    ensure_topics, redact_error, role_properties, KafkaSetupError, TopicSpec,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -58,7 +59,13 @@ impl EventProducer {
             .get(topic)
             .copied()
             .ok_or_else(|| KafkaSetupError::Missing(topic.to_string()))?;
-        let mut cfg = client_config(properties);
+        // The shared `[kafka]` properties and `[kafka.producer]`, as the services' producers.
+        let mut cfg = rdkafka::ClientConfig::new();
+        for (key, value) in role_properties(properties, KafkaRole::Producer) {
+            if key != "group.instance.id" {
+                cfg.set(key, value);
+            }
+        }
         cfg.set("enable.idempotence", "true");
         // Only a fallback: every record names its partition.
         cfg.set("partitioner", "murmur2_random");

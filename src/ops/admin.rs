@@ -96,6 +96,17 @@ impl Health {
         self.with(|h| h.conditions.insert(condition, ok));
     }
 
+    /// Partition `p` on this instance: `None` not assigned, `Some(false)` assigned and
+    /// restoring, `Some(true)` restored.
+    pub fn partition(&self, p: i32) -> Option<bool> {
+        self.with(|h| h.partitions.get(&p).copied())
+    }
+
+    /// The partitions assigned to this instance, restored or not.
+    pub fn assigned(&self) -> Vec<i32> {
+        self.with(|h| h.partitions.keys().copied().collect())
+    }
+
     pub fn is_ready(&self) -> bool {
         self.with(|h| h.ready())
     }
@@ -125,13 +136,15 @@ impl Health {
     }
 }
 
-/// Binds the admin listener (port 0 picks a free port) and serves until shutdown. Returns the
+/// Binds the admin listener (port 0 picks a free port) and serves until shutdown, with a
+/// service's own `routes` beside the common ones (the scorer's lead lookup). Returns the
 /// bound address.
 pub async fn serve(
     listen: &str,
     health: Arc<Health>,
     metrics: PrometheusHandle,
     shutdown: Shutdown,
+    routes: Router,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
@@ -166,7 +179,8 @@ pub async fn serve(
                     (code, Json(h.body())).into_response()
                 }
             }),
-        );
+        )
+        .merge(routes);
     tokio::spawn(async move {
         let r = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.wait().await })

@@ -19,6 +19,7 @@ pub const EVENT_TO_OUTPUT_SECONDS: &str = "leadscore_event_to_output_seconds";
 pub const POLL_TO_OUTPUT_SECONDS: &str = "leadscore_poll_to_output_seconds";
 pub const PENDING_TIMERS: &str = "leadscore_pending_timers";
 pub const PARTITION_CLOCK: &str = "leadscore_partition_clock_seconds";
+pub const LOOKUPS: &str = "leadscore_lookups_total";
 
 // Both services: consumption, owned partitions, state and checkpoints.
 pub const CONSUMER_LAG: &str = "leadscore_consumer_lag_messages";
@@ -176,6 +177,13 @@ fn decode_reasons() -> Vec<&'static str> {
     crate::codec::DecodeError::REASONS.to_vec()
 }
 
+fn lookup_results() -> Vec<&'static str> {
+    crate::scorer::lookup::LookupResult::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect()
+}
+
 fn misrouted_reasons() -> Vec<&'static str> {
     crate::scorer::MisroutedReason::ALL
         .iter()
@@ -252,6 +260,17 @@ pub const METRICS: &[Metric] = &[
         }],
         owner: Owner::Scorer,
         help: "Input records found off their user's home partition (murmur2 of the user id), by reason (wrong_partition, no_key): re-routed to it, or for a keyless record already there, scored in place.",
+    },
+    Metric {
+        name: LOOKUPS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        labels: &[Label {
+            name: "result",
+            values: Values::From(lookup_results),
+        }],
+        owner: Owner::Scorer,
+        help: "Lead lookups (GET /v1/leads/{user_id}) this instance answered, by result: found, not_found, forwarded (to the partition's owner), unavailable (503: rebalancing or restoring), refused (lookup off, or no valid token), bad_request.",
     },
     Metric {
         name: SCORE_CHANGES,

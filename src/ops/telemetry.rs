@@ -10,6 +10,10 @@ use std::sync::{Mutex, OnceLock};
 
 pub use super::metrics::*;
 
+mod logging;
+
+pub use logging::{filter_directives, init_logging, subscriber, JsonLines, QUIET_CRATES};
+
 /// Registers every metric's description from [`METRICS`] (once per process). The per-partition
 /// gauges are described by [`PartitionGauges::render`] instead.
 pub fn describe() {
@@ -144,20 +148,6 @@ pub fn render(handle: &PrometheusHandle) -> String {
     }
     text.push_str(&PartitionGauges::global().render());
     text
-}
-
-/// Logging: human-readable or JSON lines, level from the setting (or `RUST_LOG`).
-pub fn init_logging(json: bool, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
 }
 
 #[cfg(test)]

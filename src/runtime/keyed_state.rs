@@ -84,6 +84,10 @@ impl<V> KeyedState<V> {
         self.entries.is_empty()
     }
 
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.entries.get(key).map(|s| &s.value)
+    }
+
     pub fn entries(&self) -> impl Iterator<Item = (&str, &V)> {
         self.entries.iter().map(|(k, s)| (k.as_str(), &s.value))
     }

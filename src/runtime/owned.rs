@@ -21,6 +21,9 @@ pub trait OwnsPartitions: Service {
     fn remove_owned(&self, p: i32);
     /// The set of owned partitions changed: refresh the gauges that depend on it.
     fn owned_changed(&self);
+    /// The assignment changed (called before restoring new partitions and after releasing
+    /// revoked ones): the scorer tells the lookup directory which partitions it holds.
+    fn announce(&self) {}
 }
 
 /// The assignment step of [`kafka::PartitionOwner::assigned`]: where to resume each partition.
@@ -30,6 +33,9 @@ pub fn assigned<S: OwnsPartitions>(service: &S, partitions: &[i32]) -> Vec<(i32,
     let mut offsets = Vec::with_capacity(partitions.len());
     for &p in partitions {
         health.restoring(p);
+    }
+    service.announce();
+    for &p in partitions {
         match service.restore_partition(p) {
             Ok((owned, next)) => {
                 service.insert_owned(p, owned);
@@ -69,5 +75,6 @@ pub fn revoked<S: OwnsPartitions>(service: &S, consumer: &ServiceConsumer<S>, pa
         service.health().released(p);
     }
     tracing::info!(?partitions, "partitions revoked");
+    service.announce();
     service.owned_changed();
 }

@@ -35,6 +35,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use thiserror::Error;
 
+pub mod lookup;
+use lookup::Lookup;
+
 #[derive(Debug, Error)]
 pub enum ScorerError {
     #[error("setting scorer.rules is required: the rules file to score with")]
@@ -88,6 +91,8 @@ pub struct Core {
     input_partitions: i32,
     faults: Faults,
     state: Mutex<CoreState>,
+    /// The lead lookup endpoint, told of every assignment change.
+    lookup: Arc<Lookup>,
 }
 
 #[derive(Default)]
@@ -117,18 +122,24 @@ impl Core {
         Ok(())
     }
 
+    /// Publishes score changes: keyed by the user, stamped with the change's event time
+    /// ([`kafka::record_timestamp`]), with a `content-type` header naming the format
+    /// (docs/formats.md).
     fn publish(&self, changes: &[crate::change::ScoreChange]) -> Result<(), ScorerError> {
         let now = crate::timestamp::wall_clock_millis();
+        let format = self.settings.scorer.output_format;
         for c in changes {
-            let bytes = codec::encode_change(self.settings.scorer.output_format, c);
-            self.producer.send(
+            let bytes = codec::encode_change(format, c);
+            let content_type = kafka::score_change_content_type(format);
+            self.producer.send_at(
                 Record {
                     topic: &self.settings.topics.output,
                     partition: None,
                     key: c.user_id.as_bytes(),
                     payload: Some(&bytes),
-                    headers: None,
+                    headers: Some(kafka::content_type_headers(content_type)),
                 },
+                kafka::record_timestamp(c.time, now),
                 kafka::Delivery::Output,
             )?;
             metrics::counter!(t::SCORE_CHANGES, "kind" => c.reason.kind.as_str()).increment(1);
@@ -316,6 +327,10 @@ impl OwnsPartitions for Core {
     fn owned_changed(&self) {
         self.update_gauges(&self.lock());
     }
+
+    fn announce(&self) {
+        self.lookup.announce(&self.health);
+    }
 }
 
 /// Loads the rules file, logging one warning per rule that can never do anything (what
@@ -336,15 +351,24 @@ fn load_rules_logging_warnings(
     Ok(checked.rules)
 }
 
-/// The topics the scorer needs, created when missing.
+/// The topics the scorer needs, created when missing; with lead lookup on, the instances'
+/// directory too (compacted, one partition: every instance reads all of it).
 pub fn topic_specs(settings: &Settings) -> Vec<TopicSpec> {
     let t = &settings.topics;
-    vec![
+    let mut specs = vec![
         TopicSpec::new(&t.input, t.partitions, t.replication_factor),
         TopicSpec::compacted(&t.changelog, t.partitions, t.replication_factor),
         TopicSpec::new(&t.output, t.partitions, t.replication_factor),
         TopicSpec::dead_letter(&t.dlq, t.partitions, t.replication_factor),
-    ]
+    ];
+    if settings.admin.lookup {
+        specs.push(TopicSpec::compacted(
+            &settings.instances_topic(),
+            1,
+            t.replication_factor,
+        ));
+    }
+    specs
 }
 
 /// A running scorer, ready to [`Scorer::run`].
@@ -354,8 +378,23 @@ pub struct Scorer {
 }
 
 impl Scorer {
-    /// Loads the rules, sets up the topics (checking co-partitioning) and the clients.
+    /// Loads the rules, sets up the topics (checking co-partitioning) and the clients; no lead
+    /// lookup (the benchmarks, the demo).
     pub async fn start(settings: Settings, health: Arc<Health>) -> Result<Scorer, ScorerError> {
+        let lookup = Lookup::new(&Settings {
+            admin: Default::default(),
+            ..settings.clone()
+        })
+        .map_err(|e| ScorerError::Fatal(e.to_string()))?;
+        Scorer::start_with(settings, health, lookup).await
+    }
+
+    /// [`Scorer::start`] answering lead lookups through `lookup` (`admin.lookup`).
+    pub async fn start_with(
+        settings: Settings,
+        health: Arc<Health>,
+        lookup: Arc<Lookup>,
+    ) -> Result<Scorer, ScorerError> {
         t::register_scorer_counters();
         let rules_path = settings.scorer.rules.clone().ok_or(ScorerError::NoRules)?;
         let rules = {
@@ -394,7 +433,7 @@ impl Scorer {
             max_bytes: settings.scorer.max_event_bytes,
         };
         let core = Arc::new(Core {
-            engine: Engine::new(rules),
+            engine: Engine::new(rules).with_explain_depth(settings.scorer.explain_depth),
             producer,
             changelog,
             health,
@@ -402,8 +441,11 @@ impl Scorer {
             input_partitions,
             faults: Faults::default(),
             state: Mutex::new(CoreState::default()),
+            lookup: lookup.clone(),
             settings,
         });
+        let instances = core.settings.instances_topic();
+        lookup.attach(Arc::downgrade(&core), &props, &instances)?;
         let consumer = kafka::group_consumer(
             &props,
             &core.settings.scorer.group_id,
@@ -417,7 +459,9 @@ impl Scorer {
     /// Consumes until `shutdown`; then finishes the batch, checkpoints, leaves the group.
     /// Blocking: run it on its own thread.
     pub fn run(self, shutdown: Shutdown) -> Result<(), ScorerError> {
-        service::run(&*self.core, &self.consumer, &shutdown)
+        let result = service::run(&*self.core, &self.consumer, &shutdown);
+        self.core.lookup.retire();
+        result
     }
 }
 

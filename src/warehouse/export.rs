@@ -19,7 +19,7 @@ use crate::config::{quote_identifier, Settings};
 use crate::ops::admin::Health;
 use crate::ops::telemetry;
 use crate::runtime::kafka::{
-    client_config, redact_error, HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS,
+    consumer_config, redact_error, HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS,
 };
 use crate::runtime::shutdown::Shutdown;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -134,7 +134,8 @@ impl Exporter {
             .batch_execute(&sql.schema)
             .await
             .map_err(DbError::Sql)?;
-        let mut cfg = client_config(&settings.kafka.properties);
+        // The shared `[kafka]` properties and `[kafka.consumer]`.
+        let mut cfg = consumer_config(&settings.kafka.properties);
         cfg.set("group.id", &settings.warehouse.export_group_id);
         for (key, value) in [
             ("session.timeout.ms", SESSION_TIMEOUT_MS),

@@ -235,6 +235,40 @@ impl Names {
     }
 }
 
+/// Waits until `group`'s committed offsets on `topic` account for all `produced` records.
+/// (Counting, not comparing with high watermarks: tansu under-reports those.)
+pub fn wait_group_caught_up(
+    broker: &Broker,
+    group: &str,
+    topic: &str,
+    produced: usize,
+    timeout: Duration,
+) {
+    let c: BaseConsumer = broker
+        .client()
+        .set("group.id", group)
+        .create()
+        .expect("offset reader");
+    let n = partition_count(broker, topic).expect("input topic");
+    wait_until(timeout, "the group to catch up", || {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..n {
+            let _ = tpl.add_partition(topic, p);
+        }
+        let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
+            return false;
+        };
+        let done: i64 = (0..n)
+            .filter_map(|p| committed.find_partition(topic, p))
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            })
+            .sum();
+        done == produced as i64
+    });
+}
+
 /// A scratch directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

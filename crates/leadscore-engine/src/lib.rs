@@ -28,8 +28,10 @@ pub mod codec;
 pub mod duration;
 pub mod engine;
 pub mod event;
+pub mod explain;
 #[cfg(feature = "generator")]
 pub mod generator;
+pub mod history;
 pub mod partition;
 pub mod partitioner;
 pub mod proto;

@@ -7,11 +7,12 @@
 //! restore can fall back.
 
 use crate::event::Scalar;
+use crate::history::History;
 use crate::timestamp::Millis;
 use thiserror::Error;
 
 /// The encoding version this build writes. Readers accept every version up to this one.
-pub const STATE_VERSION: u8 = 2;
+pub const STATE_VERSION: u8 = 3;
 
 /// Everything the engine remembers about one user.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -34,6 +35,8 @@ pub struct UserState {
     /// Input offset of the last event applied to this user, so a replay after a crash skips the
     /// events this state already holds (see `docs/crash-safety.md`).
     pub last_offset: Option<i64>,
+    /// The most recent score changes, to explain the score (version 3; empty before).
+    pub history: History,
 }
 
 /// Points a capped group applied within one cap window.
@@ -176,6 +179,8 @@ impl UserState {
             put_u64(out, s.recorded.saturating_sub(s.time).max(0) as u64);
             prev = s.time;
         }
+        // Version 3.
+        self.history.encode_into(out);
     }
 
     pub fn decode(bytes: &[u8]) -> Result<UserState, StateError> {
@@ -250,6 +255,9 @@ impl UserState {
                 recorded,
             });
         }
+        if version >= 3 {
+            st.history = History::decode(&mut r)?;
+        }
         if r.pos != bytes.len() {
             return Err(StateError::Corrupt("trailing bytes"));
         }
@@ -267,7 +275,7 @@ pub enum StateError {
     Corrupt(&'static str),
 }
 
-fn put_u64(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_u64(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -275,7 +283,7 @@ fn put_u64(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn put_i64(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn put_i64(out: &mut Vec<u8>, v: i64) {
     put_u64(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
@@ -284,19 +292,35 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
-impl Reader<'_> {
-    fn byte(&mut self) -> Result<u8, StateError> {
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes, pos: 0 }
+    }
+
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// The next `n` bytes.
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], StateError> {
+        let end = self.pos.checked_add(n).ok_or(StateError::Truncated)?;
+        let s = self.bytes.get(self.pos..end).ok_or(StateError::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    pub(crate) fn byte(&mut self) -> Result<u8, StateError> {
         let b = *self.bytes.get(self.pos).ok_or(StateError::Truncated)?;
         self.pos += 1;
         Ok(b)
     }
 
-    fn u64(&mut self) -> Result<u64, StateError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, StateError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.byte()?;
@@ -308,13 +332,13 @@ impl Reader<'_> {
         Err(StateError::Corrupt("varint too long"))
     }
 
-    fn i64(&mut self) -> Result<i64, StateError> {
+    pub(crate) fn i64(&mut self) -> Result<i64, StateError> {
         let u = self.u64()?;
         Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
     }
 
     /// A length, bounded by the bytes left so a damaged length cannot make us allocate wildly.
-    fn len(&mut self) -> Result<usize, StateError> {
+    pub(crate) fn len(&mut self) -> Result<usize, StateError> {
         let n = self.u64()?;
         if n > (self.bytes.len() - self.pos) as u64 {
             return Err(StateError::Truncated);
@@ -322,7 +346,7 @@ impl Reader<'_> {
         Ok(n as usize)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], StateError> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], StateError> {
         let end = self.pos + N;
         let s = self.bytes.get(self.pos..end).ok_or(StateError::Truncated)?;
         self.pos = end;
@@ -410,7 +434,57 @@ mod tests {
                 },
             ],
             last_offset: Some(123_456),
+            history: History::default(),
         }
+    }
+
+    /// A typical user with a full history of `depth` rule changes, event ids like
+    /// `evt-0001234`.
+    fn with_history(depth: usize) -> UserState {
+        let mut st = typical();
+        for i in 0..depth as i64 {
+            let change = crate::change::ScoreChange {
+                event_id: String::new(),
+                user_id: "u".into(),
+                time: 1_790_000_000_000 + i * 3_600_000,
+                previous_score: 20 + i,
+                score: 21 + i,
+                delta: 1,
+                reason: crate::change::Reason {
+                    kind: crate::change::ReasonKind::Rule,
+                    group: Some("engaged".into()),
+                    source_event_id: Some(format!("evt-{:07}", 1_000 + i)),
+                },
+                windows: 0,
+                attributes: vec![],
+            };
+            st.history.push(&change, Some(0x9e37_79b9), depth);
+        }
+        st
+    }
+
+    #[test]
+    fn a_version_2_record_decodes_with_no_history() {
+        let st = typical();
+        let mut v2 = st.encode();
+        v2[0] = 2;
+        // Version 3 appended the history: an empty one is two zero bytes (count, length).
+        assert_eq!(v2.split_off(v2.len() - 2), vec![0, 0]);
+        assert_eq!(UserState::decode(&v2), Ok(st));
+    }
+
+    /// What the explain history costs (docs/operations.md quotes this): 20 changes with
+    /// 11-byte event ids take 25 bytes each.
+    #[test]
+    fn a_full_history_costs_about_25_bytes_a_change() {
+        let base = typical().encode().len();
+        let full = with_history(20);
+        assert_eq!(UserState::decode(&full.encode()).as_ref(), Ok(&full));
+        let per_change = (full.encode().len() - base) as f64 / 20.0;
+        assert!(
+            (20.0..=30.0).contains(&per_change),
+            "{per_change} bytes per kept change"
+        );
     }
 
     /// A record written before version 2 (no recording clock per seen id) still reads: its

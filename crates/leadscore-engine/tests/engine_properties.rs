@@ -227,7 +227,15 @@ proptest! {
         if let Some(c) = p.clock() {
             p.advance(&e, &mut restored, c, &mut published);
         }
-        prop_assert_eq!(&restored, &whole.users);
+        // The same users, but for the recent-change history, which a collapsed decay split in
+        // two by a stored state newer than the clock (docs/crash-safety.md) notes twice; the
+        // history still ends at the score.
+        prop_assert_eq!(without_history(&restored), without_history(&whole.users));
+        for st in restored.values() {
+            if let Some(last) = st.history.notes().last() {
+                prop_assert_eq!(last.score(), st.score);
+            }
+        }
         // Deduplicated by id, the published changes add up, user by user, to the uninterrupted
         // run's: nothing applied twice, nothing lost.
         let net = |cs: &[ScoreChange]| {
@@ -327,6 +335,14 @@ proptest! {
 }
 
 /// Input positions differ between interleavings by construction; everything else must not.
+fn without_history(users: &BTreeMap<String, UserState>) -> BTreeMap<String, UserState> {
+    let mut users = users.clone();
+    for st in users.values_mut() {
+        st.history.clear();
+    }
+    users
+}
+
 fn strip_offsets(users: &BTreeMap<String, UserState>) -> BTreeMap<String, UserState> {
     users
         .iter()
@@ -335,6 +351,8 @@ fn strip_offsets(users: &BTreeMap<String, UserState>) -> BTreeMap<String, UserSt
                 u.clone(),
                 UserState {
                     last_offset: None,
+                    // The history names input positions as source ids when events have none.
+                    history: Default::default(),
                     // When an id was recorded is partition-clock bookkeeping (SPEC 3.8
                     // retention), which interleavings change by design.
                     seen: st

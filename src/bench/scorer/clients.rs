@@ -2,6 +2,7 @@
 //! and watching the scorer from outside (its first output, its committed offsets, latencies).
 
 use super::*;
+use crate::runtime::sync::lock_unpoisoned;
 
 pub(super) fn now_millis() -> i64 {
     SystemTime::now()
@@ -144,34 +145,11 @@ pub(super) fn plain_read_rate(bootstrap: &str, topic: &str, parts: i32) -> Resul
     Ok(records as f64 / elapsed.as_secs_f64().max(1e-9))
 }
 
-/// Polls until every assigned partition reported its end; `each` sees every record.
-pub(super) fn read_to_end(
-    c: &BaseConsumer,
-    parts: i32,
-    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
-) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut ended = std::collections::HashSet::new();
-    while ended.len() < parts as usize {
-        if Instant::now() > deadline {
-            bail!("reading to the end took over two minutes");
-        }
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => each(&m),
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                ended.insert(p);
-            }
-            Some(Err(e)) => return Err(e).context("reading"),
-            None => {}
-        }
-    }
-    Ok(())
-}
-
 /// Watches a topic from its beginning for the first record of each partition and keeps the
-/// earliest CreateTime: when the scorer produced its first score change, the start of the
-/// throughput measurement. A partition assignment is not visible from outside the scorer; its
-/// first output is.
+/// earliest arrival: about when the scorer produced its first score change (a fetch wait of
+/// [`MOCK_FETCH_WAIT_MS`] later), the start of the throughput measurement. A partition
+/// assignment is not visible from outside the scorer; its first output is. (Not the record's
+/// CreateTime: a score change is stamped with its event time, docs/formats.md.)
 pub(super) struct FirstRecord {
     done: Arc<AtomicBool>,
     thread: Option<JoinHandle<Option<i64>>>,
@@ -195,9 +173,7 @@ impl FirstRecord {
             while first.len() < parts as usize && !stop.load(Ordering::Relaxed) {
                 match c.poll(Duration::from_millis(20)) {
                     Some(Ok(m)) => {
-                        if let Some(t) = m.timestamp().to_millis() {
-                            first.entry(m.partition()).or_insert(t);
-                        }
+                        first.entry(m.partition()).or_insert_with(now_millis);
                     }
                     Some(Err(e)) => tracing::debug!(error = %e, "output watcher"),
                     None => {}
@@ -211,7 +187,7 @@ impl FirstRecord {
         })
     }
 
-    /// The earliest first record's CreateTime (epoch ms).
+    /// The earliest first record's arrival (epoch ms).
     pub(super) fn finish(mut self) -> Result<i64> {
         // Output is flushed before offsets are committed, so the records are there by now; a
         // partition may have none, hence the bounded wait.
@@ -380,31 +356,101 @@ pub(super) fn paced(
     Ok(produced_at)
 }
 
-/// Output CreateTime minus input CreateTime of every score change since `from` whose source
-/// event is in `produced_at`.
-pub(super) fn latencies(
-    bootstrap: &str,
-    topic: &str,
-    from: &[i64],
-    produced_at: &HashMap<String, i64>,
-) -> Result<Vec<i64>> {
-    let c = reader(bootstrap, "leadscore-bench-latency")?;
-    let offsets: Vec<Offset> = from.iter().map(|o| Offset::Offset(*o)).collect();
-    assign(&c, topic, &offsets)?;
-    let mut samples = Vec::new();
-    read_to_end(&c, from.len() as i32, |m| {
-        let (Some(out_at), Some(payload)) = (m.timestamp().to_millis(), m.payload()) else {
-            return;
-        };
-        // Inactivity changes have no source event; events without an id are named by their
-        // Kafka position, which this side does not track.
-        let Ok(change) = codec::decode_change(Format::Json, payload) else {
-            return;
-        };
-        let source = change.reason.source_event_id.as_deref();
-        if let Some(&in_at) = source.and_then(|id| produced_at.get(id)) {
-            samples.push(out_at - in_at);
+/// Watches the score changes published from `from` on, as they arrive, and records when each
+/// arrived, by the source event's id. Arrival, not the record's CreateTime: a score change is
+/// stamped with its event time (docs/formats.md), so the latency is measured as a consumer of
+/// the changes sees it, a fetch wait of [`MOCK_FETCH_WAIT_MS`] included.
+pub(super) struct Arrivals {
+    done: Arc<AtomicBool>,
+    /// The next offset the watcher will read, per partition.
+    next: Arc<Mutex<Vec<i64>>>,
+    thread: Option<JoinHandle<HashMap<String, i64>>>,
+}
+
+impl Arrivals {
+    pub(super) fn watch(bootstrap: &str, topic: &str, from: &[i64]) -> Result<Arrivals> {
+        let c: BaseConsumer = client(bootstrap)
+            .set("group.id", "leadscore-bench-latency")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", MOCK_FETCH_WAIT_MS)
+            .create()
+            .context("creating the latency watcher")?;
+        let offsets: Vec<Offset> = from.iter().map(|o| Offset::Offset(*o)).collect();
+        assign(&c, topic, &offsets)?;
+        let done = Arc::new(AtomicBool::new(false));
+        let stop = done.clone();
+        let next = Arc::new(Mutex::new(from.to_vec()));
+        let read = next.clone();
+        let thread = std::thread::spawn(move || {
+            let mut arrived = HashMap::new();
+            while !stop.load(Ordering::Relaxed) {
+                match c.poll(Duration::from_millis(20)) {
+                    Some(Ok(m)) => {
+                        let at = now_millis();
+                        if let Some(n) = lock_unpoisoned(&read).get_mut(m.partition() as usize) {
+                            *n = m.offset() + 1;
+                        }
+                        // Inactivity changes have no source event; events without an id are
+                        // named by their Kafka position, which this side does not track.
+                        let Some(payload) = m.payload() else { continue };
+                        let Ok(change) = codec::decode_change(Format::Json, payload) else {
+                            continue;
+                        };
+                        if let Some(id) = change.reason.source_event_id {
+                            arrived.entry(id).or_insert(at);
+                        }
+                    }
+                    Some(Err(e)) => tracing::debug!(error = %e, "latency watcher"),
+                    None => {}
+                }
+            }
+            arrived
+        });
+        Ok(Arrivals {
+            done,
+            next,
+            thread: Some(thread),
+        })
+    }
+
+    /// Arrival minus produce time of every change whose source event is in `produced_at`, once
+    /// the watcher has read up to `until` (the output's high watermarks, per partition, taken
+    /// after the scorer committed the last input: its output is flushed before that).
+    pub(super) fn finish(
+        mut self,
+        until: &[i64],
+        produced_at: &HashMap<String, i64>,
+    ) -> Result<Vec<i64>> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let next = lock_unpoisoned(&self.next).clone();
+            if next.iter().zip(until).all(|(n, u)| n >= u) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the latency watcher read to {next:?} of {until:?} within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
-    })?;
-    Ok(samples)
+        self.done.store(true, Ordering::Relaxed);
+        let arrived = self
+            .thread
+            .take()
+            .ok_or_else(|| anyhow!("the latency watcher already finished"))?
+            .join()
+            .map_err(|_| anyhow!("the latency watcher panicked"))?;
+        Ok(produced_at
+            .iter()
+            .filter_map(|(id, at)| arrived.get(id).map(|arrived| arrived - at))
+            .collect())
+    }
+}
+
+impl Drop for Arrivals {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

@@ -136,9 +136,10 @@ pub fn group_consumer<O: PartitionOwner>(
     owner: Arc<O>,
     read_committed: bool,
 ) -> Result<ServiceConsumer<O>, KafkaError> {
-    let mut cfg = client_config(properties);
+    let mut cfg = consumer_config(properties);
+    let resolved = role_properties(properties, KafkaRole::Consumer);
     for key in GROUP_MEMBER_PROPERTIES {
-        if let Some(v) = properties.get(*key) {
+        if let Some(v) = resolved.get(*key) {
             cfg.set(*key, v);
         }
     }
@@ -216,7 +217,7 @@ fn member_id<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> String {
 pub fn reader(
     properties: &BTreeMap<String, String>,
 ) -> Result<BaseConsumer<ReaderContext>, KafkaError> {
-    let mut cfg = client_config(properties);
+    let mut cfg = consumer_config(properties);
     cfg.set("group.id", "leadscore-restore");
     cfg.set("enable.auto.commit", "false");
     cfg.set("enable.partition.eof", "true");

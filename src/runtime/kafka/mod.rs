@@ -2,6 +2,7 @@
 //! producer that reports delivery failures and the offsets of checkpoint records, and a consumer
 //! context that hands partition assignment and revocation to the service that owns the state.
 
+use crate::config::{split_role, KafkaRole};
 use crate::ops::telemetry::{self, PartitionGauges};
 use crate::runtime::sync::lock_unpoisoned;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -76,16 +77,55 @@ pub const HEARTBEAT_INTERVAL_MS: &str = "2000";
 /// `group.instance.id` (static membership) names one member of one group.
 const GROUP_MEMBER_PROPERTIES: &[&str] = &["group.instance.id"];
 
-/// A client configuration from the `[kafka]` settings, passed through verbatim (but for the
-/// [`GROUP_MEMBER_PROPERTIES`], which only [`group_consumer`] sets).
-pub fn client_config(properties: &BTreeMap<String, String>) -> ClientConfig {
+/// The properties a client of `role` gets from the `[kafka]` settings (see
+/// [`crate::config::KafkaSettings`]): the shared ones but those librdkafka reserves for another
+/// kind of client, then the role's own table (`[kafka.producer]`, `[kafka.consumer]`) over them.
+/// [`KafkaRole::Shared`] is the admin client's: the shared properties of no one kind.
+pub fn role_properties(
+    properties: &BTreeMap<String, String>,
+    role: KafkaRole,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut own = Vec::new();
+    for (key, value) in properties {
+        match split_role(key) {
+            (KafkaRole::Shared, name) => {
+                let for_role = KafkaRole::of_property(name);
+                if for_role == KafkaRole::Shared || for_role == role {
+                    out.insert(name.to_string(), value.clone());
+                }
+            }
+            (table, name) if table == role => own.push((name.to_string(), value.clone())),
+            _ => {}
+        }
+    }
+    // After every shared one, whatever the key order: the role's table overrides.
+    out.extend(own);
+    out
+}
+
+/// A client configuration from `properties` for a client of `role`, passed through verbatim
+/// (but for the [`GROUP_MEMBER_PROPERTIES`], which only [`group_consumer`] sets).
+fn role_config(properties: &BTreeMap<String, String>, role: KafkaRole) -> ClientConfig {
     let mut c = ClientConfig::new();
-    for (k, v) in properties {
+    for (k, v) in role_properties(properties, role) {
         if !GROUP_MEMBER_PROPERTIES.contains(&k.as_str()) {
             c.set(k, v);
         }
     }
     c
+}
+
+/// The admin client's configuration from the `[kafka]` settings: the shared properties (see
+/// [`role_properties`]).
+pub fn client_config(properties: &BTreeMap<String, String>) -> ClientConfig {
+    role_config(properties, KafkaRole::Shared)
+}
+
+/// A consumer's configuration: shared properties and `[kafka.consumer]` (see
+/// [`role_properties`]).
+pub fn consumer_config(properties: &BTreeMap<String, String>) -> ClientConfig {
+    role_config(properties, KafkaRole::Consumer)
 }
 
 /// What replaces a value that must not be shown.
@@ -124,7 +164,10 @@ pub fn is_known_property(name: &str) -> bool {
 /// credential by its name (see [`crate::config::is_sensitive_kafka_property`]), or a property
 /// librdkafka does not know, which is most often a misspelt one (`sasl.pasword`) holding a
 /// credential all the same.
+///
+/// A `[kafka.producer]` or `[kafka.consumer]` key is judged by the property it names.
 pub fn is_redacted_property(name: &str) -> bool {
+    let (_, name) = split_role(name);
     crate::config::is_sensitive_kafka_property(name) || !is_known_property(name)
 }
 

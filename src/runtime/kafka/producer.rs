@@ -84,6 +84,34 @@ pub struct Record<'a> {
     pub headers: Option<OwnedHeaders>,
 }
 
+/// The compression of every record the services produce unless `[kafka.producer]` (or
+/// `[kafka]`) sets `compression.codec` / `compression.type`. gzip is the one codec every
+/// mainstream client decodes with nothing but its own package: aiokafka and kafka-python need
+/// the `lz4`, `zstandard` or `python-snappy` packages for the others, kafkajs ships only gzip
+/// (the others are plug-ins), and Kafka's Java client and librdkafka read all of them.
+/// docs/formats.md, "Compression", has the trade-off.
+pub const DEFAULT_COMPRESSION: &str = "gzip";
+
+/// The two names librdkafka gives the producer's codec (aliases: setting both leaves which one
+/// wins to the order they are applied in).
+const COMPRESSION_PROPERTIES: [&str; 2] = ["compression.codec", "compression.type"];
+
+/// The services' producer configuration: the shared properties and `[kafka.producer]` (see
+/// [`role_properties`]), idempotence and Kafka's partitioner forced, and defaults for what the
+/// user did not set.
+pub fn producer_config(properties: &BTreeMap<String, String>) -> ClientConfig {
+    let mut cfg = role_config(properties, KafkaRole::Producer);
+    cfg.set("enable.idempotence", "true");
+    cfg.set("partitioner", "murmur2_random");
+    set_default(&mut cfg, "linger.ms", "5");
+    // Dead letters carry the original record, however large the input allowed it to be.
+    set_default(&mut cfg, "message.max.bytes", MAX_RECORD_BYTES);
+    if COMPRESSION_PROPERTIES.iter().all(|k| cfg.get(k).is_none()) {
+        cfg.set("compression.codec", DEFAULT_COMPRESSION);
+    }
+    cfg
+}
+
 /// The services' producer: idempotent (at-least-once) or transactional (exactly-once).
 pub struct ServiceProducer {
     inner: ThreadedProducer<DeliveryTracker>,
@@ -98,13 +126,7 @@ impl ServiceProducer {
         properties: &BTreeMap<String, String>,
         transactional_id: Option<&str>,
     ) -> Result<ServiceProducer, KafkaError> {
-        let mut cfg = client_config(properties);
-        cfg.set("enable.idempotence", "true");
-        cfg.set("partitioner", "murmur2_random");
-        set_default(&mut cfg, "linger.ms", "5");
-        // Dead letters carry the original record, however large the input allowed it to be.
-        set_default(&mut cfg, "message.max.bytes", MAX_RECORD_BYTES);
-        set_default(&mut cfg, "compression.type", "lz4");
+        let mut cfg = producer_config(properties);
         if let Some(id) = transactional_id {
             cfg.set("transactional.id", id);
         }
@@ -128,8 +150,20 @@ impl ServiceProducer {
         &self.inner
     }
 
-    /// Queues a record, waiting while the local queue is full.
+    /// Queues a record, waiting while the local queue is full. Its record timestamp is the
+    /// produce time.
     pub fn send(&self, r: Record<'_>, kind: Delivery) -> Result<(), ProduceError> {
+        self.send_at(r, None, kind)
+    }
+
+    /// [`ServiceProducer::send`] with the record timestamp `timestamp` (epoch milliseconds, see
+    /// [`record_timestamp`]); `None` is the produce time.
+    pub fn send_at(
+        &self,
+        r: Record<'_>,
+        timestamp: Option<i64>,
+        kind: Delivery,
+    ) -> Result<(), ProduceError> {
         let mut rec: BaseRecord<'_, [u8], [u8], Delivery> =
             BaseRecord::with_opaque_to(r.topic, kind).key(r.key);
         if let Some(p) = r.payload {
@@ -140,6 +174,9 @@ impl ServiceProducer {
         }
         if let Some(h) = r.headers {
             rec = rec.headers(h);
+        }
+        if let Some(t) = timestamp {
+            rec = rec.timestamp(t);
         }
         loop {
             match self.inner.send(rec) {
@@ -203,6 +240,55 @@ impl ServiceProducer {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Output record conventions (docs/formats.md)
+// ---------------------------------------------------------------------------------------------
+
+/// The header naming the format of an output record's value, so a consumer of a topic whose
+/// format changed (a deployment moved from JSON to protobuf) can tell the records apart.
+pub const CONTENT_TYPE_HEADER: &str = "content-type";
+
+/// The `content-type` of a JSON value.
+pub const JSON_CONTENT_TYPE: &str = "application/json";
+
+/// The `content-type` of a protobuf `leadscore.v1.ScoreChange`: `application/x-protobuf`
+/// with a `messageType` parameter naming the fully qualified message, the common convention
+/// for protobuf over HTTP and messaging, so a reader knows which message to decode.
+pub const SCORE_CHANGE_PROTOBUF_CONTENT_TYPE: &str =
+    "application/x-protobuf; messageType=leadscore.v1.ScoreChange";
+
+/// The `content-type` of a score change written in `format`.
+pub fn score_change_content_type(format: crate::codec::Format) -> &'static str {
+    match format {
+        crate::codec::Format::Json => JSON_CONTENT_TYPE,
+        crate::codec::Format::Protobuf => SCORE_CHANGE_PROTOBUF_CONTENT_TYPE,
+    }
+}
+
+/// Headers holding only a `content-type`.
+pub fn content_type_headers(content_type: &str) -> OwnedHeaders {
+    OwnedHeaders::new_with_capacity(1).insert(Header {
+        key: CONTENT_TYPE_HEADER,
+        value: Some(content_type),
+    })
+}
+
+/// The record timestamp of an output record about something that happened at `event_time`,
+/// with the wall clock at `now` (both epoch milliseconds): the event time, as Kafka Streams
+/// stamps its outputs, so time-based tools (retention, `offsetsForTimes`, windowed joins
+/// downstream) see when the change happened rather than when it was published.
+///
+/// Two exceptions, where the broker or the clients would refuse or misread the event time, get
+/// `None` (the produce time) or `now`:
+/// - at or before the epoch: librdkafka reads 0 as "now" and Kafka's clients reject negative
+///   timestamps;
+/// - after `now`: Kafka 4 brokers reject a record more than `message.timestamp.after.max.ms`
+///   (1 h by default) ahead, and an event may be dated up to `scorer.max_future_skew` ahead, so
+///   the timestamp is capped at `now`. A failed delivery would stop the scorer.
+pub fn record_timestamp(event_time: i64, now: i64) -> Option<i64> {
+    (event_time > 0).then(|| event_time.min(now.max(1)))
+}
+
 /// Where a record came from: topic, partition, offset.
 pub type Source<'a> = (&'a str, i32, i64);
 
@@ -239,4 +325,42 @@ pub fn dead_letter_headers(
             key: "leadscore.source.offset",
             value: Some(&offset.to_string()),
         })
+}
+
+#[cfg(test)]
+mod output_conventions {
+    use super::*;
+    use rdkafka::message::Headers;
+
+    #[test]
+    fn record_timestamps_are_event_times_within_what_brokers_accept() {
+        let now = 1_767_607_260_000;
+        assert_eq!(
+            record_timestamp(now - 86_400_000, now),
+            Some(now - 86_400_000)
+        );
+        assert_eq!(record_timestamp(now, now), Some(now));
+        // Ahead of the wall clock (within scorer.max_future_skew): capped, so a broker's
+        // message.timestamp.after.max.ms cannot refuse it.
+        assert_eq!(record_timestamp(now + 3_000_000, now), Some(now));
+        // The epoch and before: librdkafka reads 0 as "now", Kafka's clients reject negatives.
+        assert_eq!(record_timestamp(0, now), None);
+        assert_eq!(record_timestamp(-1, now), None);
+    }
+
+    #[test]
+    fn score_changes_name_their_format_in_the_content_type() {
+        use crate::codec::Format;
+        assert_eq!(score_change_content_type(Format::Json), "application/json");
+        assert_eq!(
+            score_change_content_type(Format::Protobuf),
+            "application/x-protobuf; messageType=leadscore.v1.ScoreChange"
+        );
+        let headers = content_type_headers(JSON_CONTENT_TYPE);
+        let h = headers.get(0);
+        assert_eq!(
+            (h.key, h.value),
+            ("content-type", Some(&b"application/json"[..]))
+        );
+    }
 }

@@ -70,7 +70,7 @@ fn a_misspelt_password_is_named_but_its_value_is_not_shown() {
 
 #[test]
 fn an_invalid_value_of_an_ordinary_property_is_shown() {
-    let e = redacted_create(&[("session.timeout.ms", "soon")])
+    let e = redacted_create(&[("socket.timeout.ms", "soon")])
         .err()
         .expect("an invalid value fails");
     assert!(e.to_string().contains("soon"), "{e}");

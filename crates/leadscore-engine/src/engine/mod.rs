@@ -84,6 +84,8 @@ pub struct Engine {
     triggers_by_kind: [Vec<(usize, Matcher)>; EventType::ALL.len()],
     /// Per event type: the `entry.on` matchers of that type.
     entry_by_kind: [Vec<Matcher>; EventType::ALL.len()],
+    /// How many recent changes each user keeps in its [`History`](crate::history::History).
+    explain_depth: usize,
 }
 
 /// An event type as an index into the per-type tables.
@@ -125,7 +127,43 @@ impl Engine {
             tracked_sorted,
             triggers_by_kind,
             entry_by_kind,
+            explain_depth: crate::history::DEFAULT_DEPTH,
         }
+    }
+
+    /// Keeps the last `depth` changes of each user in its state (0: none), so a lookup can say
+    /// why a user has its score. [`crate::history::DEFAULT_DEPTH`] unless set.
+    pub fn with_explain_depth(mut self, depth: usize) -> Engine {
+        self.explain_depth = depth;
+        self
+    }
+
+    pub fn explain_depth(&self) -> usize {
+        self.explain_depth
+    }
+
+    /// The name of the group whose name hash (as cap usage and change notes keep it) is `key`,
+    /// if the rules still have it.
+    pub fn group_name(&self, key: u32) -> Option<&str> {
+        self.group_keys
+            .iter()
+            .position(|k| *k == key)
+            .map(|i| self.rules.groups[i].name.as_str())
+    }
+
+    /// Publishes a change: into `out`, and into the user's recent history.
+    #[inline]
+    fn emit(
+        &self,
+        st: &mut UserState,
+        group: Option<u32>,
+        change: ScoreChange,
+        out: &mut Vec<ScoreChange>,
+    ) {
+        if self.explain_depth > 0 {
+            st.history.push(&change, group, self.explain_depth);
+        }
+        out.push(change);
     }
 
     pub fn rules(&self) -> &Rules {
@@ -225,7 +263,11 @@ impl Engine {
                 }
                 None => rules.score.clamp(st.score.saturating_add(group.delta)),
             };
-            (Outcome::Scored, new_score, Some(group.name.as_str()))
+            (
+                Outcome::Scored,
+                new_score,
+                Some((group.name.as_str(), self.group_keys[gi])),
+            )
         };
 
         if new_score == st.score {
@@ -239,18 +281,19 @@ impl Engine {
         };
         let source = source_id(ev, origin);
         let id = change_id(&source, ev.time, kind);
-        out.push(self.change(
+        let change = self.change(
             st,
             &ev.user_id,
             ev.time,
             new_score,
             Reason {
                 kind,
-                group: group.map(str::to_string),
+                group: group.map(|(name, _)| name.to_string()),
                 source_event_id: Some(source.into_owned()),
             },
             id,
-        ));
+        );
+        self.emit(st, group.map(|(_, key)| key), change, out);
         outcome
     }
 
@@ -347,7 +390,7 @@ impl Engine {
             id,
         );
         change.windows = u32::try_from(steps).unwrap_or(u32::MAX);
-        out.push(change);
+        self.emit(st, None, change, out);
         if steps < due_count {
             // The next window is due by `to` too, and changes nothing: the timer ends there.
             st.timer_due = None;
@@ -450,7 +493,7 @@ impl Engine {
     /// Ends an event that did not change the score: publishes a tracked attribute's change alone.
     fn finish(
         &self,
-        st: &UserState,
+        st: &mut UserState,
         ev: &Event,
         origin: Origin<'_>,
         attribute_change: bool,
@@ -459,7 +502,7 @@ impl Engine {
     ) -> Outcome {
         if attribute_change {
             let source_id = source_id(ev, origin);
-            out.push(ScoreChange {
+            let change = ScoreChange {
                 event_id: change_id(&source_id, ev.time, ReasonKind::Attribute),
                 user_id: ev.user_id.clone(),
                 time: ev.time,
@@ -473,7 +516,8 @@ impl Engine {
                 },
                 windows: 0,
                 attributes: self.snapshot(st),
-            });
+            };
+            self.emit(st, None, change, out);
         }
         outcome
     }

@@ -1,0 +1,298 @@
+//! A user's most recent score changes, kept in its state so that a lookup can say why the user
+//! has its score (issue 11) without scanning the output topic.
+//!
+//! The notes are kept encoded, oldest first, in one byte buffer: a note costs about 15 bytes plus
+//! its source event id, against about 100 bytes plus heap allocations as a struct with a
+//! `String`. With the default depth of 20 and short event ids that is 300 to 700 bytes per user,
+//! in memory, in the local store and in the changelog; docs/operations.md has the figures and
+//! `scorer.explain_depth = 0` turns it off.
+//!
+//! A note's encoding: a tag byte (bits 0-1 the reason kind, bit 2 a group, bit 3 a source event
+//! id, bit 4 more than one window, bit 5 the source id was cut), then the time, the previous
+//! score and the delta as zigzag varints, the group's name hash (4 bytes, little-endian), the
+//! source id (varint length and bytes) and the window count (varint).
+
+use crate::change::{ReasonKind, ScoreChange};
+use crate::state::{put_i64, put_u64, Reader, StateError};
+use crate::timestamp::Millis;
+
+/// How many recent changes a user keeps when the setting is left alone.
+pub const DEFAULT_DEPTH: usize = 20;
+
+/// The longest source event id a note keeps, in bytes; a longer one is cut (at a character
+/// boundary) and marked, so one producer's huge ids cannot grow every user's state.
+pub const MAX_SOURCE_BYTES: usize = 128;
+
+/// One recent score change, as a lookup shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeNote {
+    pub time: Millis,
+    pub previous_score: i64,
+    pub delta: i64,
+    pub kind: ReasonKind,
+    /// `stable_hash` of the group's name (as cap usage keeps it); the rules turn it back into
+    /// the name, and a group since removed from the rules shows as unknown.
+    pub group: Option<u32>,
+    pub source_event_id: Option<String>,
+    /// Whether `source_event_id` was cut to [`MAX_SOURCE_BYTES`].
+    pub source_cut: bool,
+    /// Inactivity windows the change covers (1 for one window); 0 for other kinds.
+    pub windows: u32,
+}
+
+impl ChangeNote {
+    /// The score after the change.
+    pub fn score(&self) -> i64 {
+        self.previous_score.saturating_add(self.delta)
+    }
+}
+
+/// The encoded notes, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct History {
+    bytes: Vec<u8>,
+    count: u16,
+}
+
+fn kind_bits(kind: ReasonKind) -> u8 {
+    match kind {
+        ReasonKind::Rule => 0,
+        ReasonKind::Inactivity => 1,
+        ReasonKind::External => 2,
+        ReasonKind::Attribute => 3,
+    }
+}
+
+const HAS_GROUP: u8 = 1 << 2;
+const HAS_SOURCE: u8 = 1 << 3;
+const HAS_WINDOWS: u8 = 1 << 4;
+const SOURCE_CUT: u8 = 1 << 5;
+
+impl History {
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Encoded size in bytes.
+    pub fn encoded_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Appends a change, dropping the oldest notes beyond `depth` (0 keeps nothing).
+    pub fn push(&mut self, change: &ScoreChange, group: Option<u32>, depth: usize) {
+        if depth == 0 {
+            self.clear();
+            return;
+        }
+        let depth = depth.min(u16::MAX as usize);
+        let with_source = change.reason.source_event_id.as_ref();
+        let cut = with_source.is_some_and(|s| s.len() > MAX_SOURCE_BYTES);
+        let tag = kind_bits(change.reason.kind)
+            | if group.is_some() { HAS_GROUP } else { 0 }
+            | if with_source.is_some() { HAS_SOURCE } else { 0 }
+            | if change.windows > 1 { HAS_WINDOWS } else { 0 }
+            | if cut { SOURCE_CUT } else { 0 };
+        let out = &mut self.bytes;
+        out.push(tag);
+        put_i64(out, change.time);
+        put_i64(out, change.previous_score);
+        put_i64(out, change.delta);
+        if let Some(g) = group {
+            out.extend_from_slice(&g.to_le_bytes());
+        }
+        if let Some(id) = with_source {
+            let mut end = id.len().min(MAX_SOURCE_BYTES);
+            while !id.is_char_boundary(end) {
+                end -= 1;
+            }
+            put_u64(out, end as u64);
+            out.extend_from_slice(&id.as_bytes()[..end]);
+        }
+        if change.windows > 1 {
+            put_u64(out, change.windows as u64);
+        }
+        self.count += 1;
+        if self.len() > depth {
+            // Drop the oldest notes in one move.
+            let mut r = Reader::new(&self.bytes);
+            for _ in 0..self.len() - depth {
+                // Notes this buffer wrote itself always decode.
+                let _ = read_note(&mut r);
+            }
+            let cut_at = r.pos();
+            self.bytes.drain(..cut_at);
+            self.count = depth as u16;
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.count = 0;
+    }
+
+    /// The notes, oldest first.
+    pub fn notes(&self) -> Vec<ChangeNote> {
+        let mut r = Reader::new(&self.bytes);
+        (0..self.count)
+            .map_while(|_| read_note(&mut r).ok())
+            .collect()
+    }
+
+    /// The state encoding: the note count, the byte length, the notes.
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.count as u64);
+        put_u64(out, self.bytes.len() as u64);
+        out.extend_from_slice(&self.bytes);
+    }
+
+    /// Reads what [`History::encode_into`] wrote, checking every note.
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<History, StateError> {
+        let count = u16::try_from(r.u64()?).map_err(|_| StateError::Corrupt("history count"))?;
+        let n = r.len()?;
+        let bytes = r.take(n)?.to_vec();
+        let mut check = Reader::new(&bytes);
+        for _ in 0..count {
+            read_note(&mut check)?;
+        }
+        if check.pos() != bytes.len() {
+            return Err(StateError::Corrupt("history length"));
+        }
+        Ok(History { bytes, count })
+    }
+}
+
+fn read_note(r: &mut Reader<'_>) -> Result<ChangeNote, StateError> {
+    let tag = r.byte()?;
+    if tag & !0x3f != 0 {
+        return Err(StateError::Corrupt("history note tag"));
+    }
+    let kind = match tag & 3 {
+        0 => ReasonKind::Rule,
+        1 => ReasonKind::Inactivity,
+        2 => ReasonKind::External,
+        _ => ReasonKind::Attribute,
+    };
+    let time = r.i64()?;
+    let previous_score = r.i64()?;
+    let delta = r.i64()?;
+    let group = if tag & HAS_GROUP != 0 {
+        Some(u32::from_le_bytes(r.array()?))
+    } else {
+        None
+    };
+    let source_event_id = if tag & HAS_SOURCE != 0 {
+        let n = r.len()?;
+        if n > MAX_SOURCE_BYTES {
+            return Err(StateError::Corrupt("history source id too long"));
+        }
+        let s = std::str::from_utf8(r.take(n)?)
+            .map_err(|_| StateError::Corrupt("history source id not UTF-8"))?;
+        Some(s.to_string())
+    } else {
+        None
+    };
+    let windows = if tag & HAS_WINDOWS != 0 {
+        u32::try_from(r.u64()?).map_err(|_| StateError::Corrupt("history windows"))?
+    } else if kind == ReasonKind::Inactivity {
+        1
+    } else {
+        0
+    };
+    Ok(ChangeNote {
+        time,
+        previous_score,
+        delta,
+        kind,
+        group,
+        source_event_id,
+        source_cut: tag & SOURCE_CUT != 0,
+        windows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::Reason;
+
+    fn change(i: i64, kind: ReasonKind, source: Option<&str>, windows: u32) -> ScoreChange {
+        ScoreChange {
+            event_id: format!("c{i}"),
+            user_id: "u".into(),
+            time: 1_700_000_000_000 + i * 1000,
+            previous_score: i,
+            score: i + 1,
+            delta: 1,
+            reason: Reason {
+                kind,
+                group: None,
+                source_event_id: source.map(str::to_string),
+            },
+            windows,
+            attributes: vec![],
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_depth_notes_oldest_first() {
+        let mut h = History::default();
+        for i in 0..30 {
+            h.push(
+                &change(i, ReasonKind::Rule, Some(&format!("e-{i}")), 0),
+                Some(7),
+                20,
+            );
+        }
+        let notes = h.notes();
+        assert_eq!(notes.len(), 20);
+        assert_eq!(notes[0].previous_score, 10);
+        assert_eq!(notes[19].previous_score, 29);
+        assert_eq!(notes[19].source_event_id.as_deref(), Some("e-29"));
+        assert_eq!(notes[19].group, Some(7));
+        // A smaller depth later drops the surplus at the next push.
+        h.push(&change(30, ReasonKind::External, Some("x"), 0), None, 5);
+        let notes = h.notes();
+        assert_eq!(notes.len(), 5);
+        assert_eq!(notes[4].kind, ReasonKind::External);
+        assert_eq!(notes[0].previous_score, 26);
+    }
+
+    #[test]
+    fn round_trips_every_kind_and_cuts_long_ids() {
+        let mut h = History::default();
+        h.push(&change(1, ReasonKind::Inactivity, None, 525_600), None, 20);
+        h.push(&change(2, ReasonKind::Inactivity, None, 1), None, 20);
+        h.push(&change(3, ReasonKind::Attribute, Some("a"), 0), None, 20);
+        let long = "é".repeat(100); // 200 bytes
+        h.push(&change(4, ReasonKind::External, Some(&long), 0), None, 20);
+        let mut bytes = Vec::new();
+        h.encode_into(&mut bytes);
+        let back = History::decode(&mut Reader::new(&bytes)).unwrap();
+        assert_eq!(back, h);
+        let notes = back.notes();
+        assert_eq!(notes[0].windows, 525_600);
+        assert_eq!(notes[1].windows, 1);
+        assert_eq!(notes[2].windows, 0);
+        let cut = notes[3].source_event_id.as_ref().unwrap();
+        assert!(cut.len() <= MAX_SOURCE_BYTES && long.starts_with(cut.as_str()));
+        assert!(notes[3].source_cut);
+        assert_eq!(notes[3].score(), 5);
+    }
+
+    #[test]
+    fn depth_zero_keeps_nothing_and_damage_is_an_error() {
+        let mut h = History::default();
+        h.push(&change(1, ReasonKind::Rule, Some("e"), 0), None, 0);
+        assert!(h.is_empty());
+        h.push(&change(1, ReasonKind::Rule, Some("e"), 0), None, 3);
+        let mut bytes = Vec::new();
+        h.encode_into(&mut bytes);
+        // Claim two notes where there is one.
+        bytes[0] = 2;
+        assert!(History::decode(&mut Reader::new(&bytes)).is_err());
+    }
+}

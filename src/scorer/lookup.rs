@@ -1,0 +1,682 @@
+//! Lead lookup (issue 11): `GET /v1/leads/{user_id}` on any scorer instance's admin port.
+//!
+//! The instance that owns the user's home partition answers from the state it already holds:
+//! the lead's score, status, caps and its recent changes with their reasons
+//! ([`crate::explain::lead_view`]). Any other instance **forwards** the request to the owner
+//! and relays its answer, so a client needs one URL and its token stays on the inside (a
+//! redirect would make every client re-send the token to another host, which curl and Python's
+//! requests refuse to do). Owners are found through a small compacted topic (the
+//! "directory", `topics.instances`) where each instance publishes its advertised admin URL and
+//! its assigned partitions, as Kafka Streams' `queryMetadataForKey` does.
+//!
+//! Never a stale or empty score: a partition that is being restored, or whose owner is not
+//! known, is 503 with `Retry-After`; a forwarded request that lands on an instance that no
+//! longer owns the partition is 503 too, never forwarded again. Unknown user: 404.
+
+use super::Core;
+use crate::config::Settings;
+use crate::ops::admin::Health;
+use crate::ops::telemetry as t;
+use crate::partitioner::partition_for;
+use crate::runtime::kafka;
+use crate::runtime::sync::lock_unpoisoned;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// The header a forwarded lookup carries: the instance it reaches answers itself or 503,
+/// never forwards again (no loops while ownership moves).
+pub const FORWARDED_HEADER: &str = "leadscore-forwarded";
+
+/// What a 503 asks the client to wait, in seconds.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// How long a forwarded request may take, connection included.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The largest answer relayed from another instance (a view is a few KB).
+const MAX_FORWARDED_BYTES: usize = 1 << 20;
+
+/// The longest user id looked up, in bytes (Kafka keys are rarely longer than a few dozen).
+const MAX_USER_ID_BYTES: usize = 1024;
+
+/// The largest token file read.
+const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
+
+/// The largest directory record read; a larger one is ignored with a warning.
+const MAX_DIRECTORY_RECORD_BYTES: usize = 256 * 1024;
+
+/// The result of one lookup, for `leadscore_lookups_total{result}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LookupResult {
+    Found,
+    NotFound,
+    Forwarded,
+    Unavailable,
+    Refused,
+    BadRequest,
+}
+
+impl LookupResult {
+    pub const ALL: [LookupResult; 6] = [
+        LookupResult::Found,
+        LookupResult::NotFound,
+        LookupResult::Forwarded,
+        LookupResult::Unavailable,
+        LookupResult::Refused,
+        LookupResult::BadRequest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LookupResult::Found => "found",
+            LookupResult::NotFound => "not_found",
+            LookupResult::Forwarded => "forwarded",
+            LookupResult::Unavailable => "unavailable",
+            LookupResult::Refused => "refused",
+            LookupResult::BadRequest => "bad_request",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LookupSetupError {
+    #[error("admin.token_file {path}: {reason}")]
+    TokenFile { path: String, reason: String },
+}
+
+/// Reads the bearer tokens: one per line, blank lines and `#` comments skipped, at least one.
+pub fn read_tokens(path: &std::path::Path) -> Result<Vec<String>, LookupSetupError> {
+    let err = |reason: String| LookupSetupError::TokenFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut text = String::new();
+    // Bounded: `/dev/zero` or a wrong path to a large file is an error, not a hang.
+    file.take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| err(format!("cannot read it as UTF-8 text: {e}")))?;
+    if text.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(err(format!(
+            "larger than {MAX_TOKEN_FILE_BYTES} bytes: is it the right file?"
+        )));
+    }
+    let tokens: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    if tokens.is_empty() {
+        return Err(err("has no token (one per line)".into()));
+    }
+    if let Some(i) = tokens.iter().position(|t| t.len() < 16) {
+        return Err(err(format!(
+            "token {} is shorter than 16 characters: too easy to guess",
+            i + 1
+        )));
+    }
+    Ok(tokens)
+}
+
+/// Compares without stopping at the first difference, so the time taken says nothing about
+/// how much of a token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Who this instance is, as published in the directory.
+#[derive(Clone, Debug)]
+struct Me {
+    url: String,
+    name: String,
+}
+
+/// Partition owners as the directory topic says, latest record first.
+#[derive(Debug, Default)]
+pub struct Directory {
+    inner: Mutex<DirectoryState>,
+}
+
+#[derive(Debug, Default)]
+struct DirectoryState {
+    /// Per instance URL: its name and claimed partitions, as of its latest record.
+    instances: HashMap<String, (String, Vec<i32>)>,
+    /// Per partition: the URL of the instance whose latest record claims it, and that
+    /// record's offset (a later claim by another instance wins).
+    owners: HashMap<i32, (String, i64)>,
+}
+
+impl Directory {
+    /// Applies one directory record at `offset`: `value` `None` is a tombstone (the instance
+    /// left).
+    fn apply(&self, offset: i64, url: &str, value: Option<&Value>) {
+        let mut d = lock_unpoisoned(&self.inner);
+        if let Some((_, old)) = d.instances.remove(url) {
+            for p in old {
+                if d.owners.get(&p).is_some_and(|(u, _)| u == url) {
+                    d.owners.remove(&p);
+                }
+            }
+        }
+        let Some(v) = value else { return };
+        let name = v["name"].as_str().unwrap_or(url).to_string();
+        let partitions: Vec<i32> = v["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_i64().and_then(|p| i32::try_from(p).ok()))
+            .collect();
+        for &p in &partitions {
+            d.owners.insert(p, (url.to_string(), offset));
+        }
+        d.instances.insert(url.to_string(), (name, partitions));
+    }
+
+    /// The URL of the instance that claims partition `p`.
+    pub fn owner(&self, p: i32) -> Option<String> {
+        lock_unpoisoned(&self.inner)
+            .owners
+            .get(&p)
+            .map(|(u, _)| u.clone())
+    }
+}
+
+/// The lookup endpoint's shared state: created before the admin port binds, given the scorer
+/// once it started.
+pub struct Lookup {
+    enabled: bool,
+    tokens: Vec<String>,
+    me: OnceLock<Me>,
+    /// Weak: the core holds this lookup (to announce its partitions).
+    core: OnceLock<std::sync::Weak<Core>>,
+    directory: Arc<Directory>,
+    announcer: OnceLock<Announcer>,
+    stop: Arc<AtomicBool>,
+    client: reqwest::Client,
+}
+
+impl Lookup {
+    /// Reads `admin.token_file` when lookups are on.
+    pub fn new(settings: &Settings) -> Result<Arc<Lookup>, LookupSetupError> {
+        let admin = &settings.admin;
+        let tokens = match (&admin.token_file, admin.lookup) {
+            (Some(path), true) => read_tokens(path)?,
+            _ => Vec::new(),
+        };
+        let client = reqwest::Client::builder()
+            .timeout(FORWARD_TIMEOUT)
+            .connect_timeout(Duration::from_secs(1))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Ok(Arc::new(Lookup {
+            enabled: admin.lookup,
+            tokens,
+            me: OnceLock::new(),
+            core: OnceLock::new(),
+            directory: Arc::new(Directory::default()),
+            announcer: OnceLock::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            client,
+        }))
+    }
+
+    /// The routes to serve on the admin port.
+    pub fn routes(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/v1/leads/{user_id}", get(handle))
+            .with_state(self.clone())
+    }
+
+    /// The admin port is bound at `addr`: fixes the URL this instance advertises.
+    pub fn set_address(&self, settings: &Settings, addr: SocketAddr) {
+        let url = advertised_url(settings, addr);
+        let name = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(host_name)
+            .unwrap_or_else(|| url.clone());
+        if self.enabled {
+            tracing::info!(%url, "lead lookup on: GET {url}/v1/leads/{{user_id}}");
+        }
+        let _ = self.me.set(Me { url, name });
+    }
+
+    /// The URL this instance advertises, once the admin port is bound.
+    pub fn url(&self) -> Option<&str> {
+        self.me.get().map(|m| m.url.as_str())
+    }
+
+    /// The scorer started: lookups can be answered, and with lookups on, the directory is
+    /// read and this instance's partitions are published to it.
+    pub(super) fn attach(
+        &self,
+        core: std::sync::Weak<Core>,
+        properties: &BTreeMap<String, String>,
+        topic: &str,
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        if self.enabled {
+            let me = self.me.get().cloned().unwrap_or(Me {
+                url: "http://127.0.0.1:9464".into(),
+                name: "leadscore".into(),
+            });
+            let announcer = Announcer::new(properties, topic, me)?;
+            let _ = self.announcer.set(announcer);
+            start_directory_reader(properties, topic, self.directory.clone(), self.stop.clone())?;
+        }
+        let _ = self.core.set(core);
+        Ok(())
+    }
+
+    /// Publishes this instance's assigned partitions (after every assignment change).
+    pub(super) fn announce(&self, health: &Health) {
+        if let Some(a) = self.announcer.get() {
+            a.publish(&health.assigned());
+        }
+    }
+
+    /// The scorer stopped: leave the directory and stop reading it.
+    pub fn retire(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(a) = self.announcer.get() {
+            a.retire();
+        }
+    }
+}
+
+/// The URL other instances reach this one at.
+fn advertised_url(settings: &Settings, addr: SocketAddr) -> String {
+    if let Some(url) = &settings.admin.advertised_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    let port = addr.port();
+    if !addr.ip().is_unspecified() {
+        return match addr {
+            SocketAddr::V4(a) => format!("http://{}:{port}", a.ip()),
+            SocketAddr::V6(a) => format!("http://[{}]:{port}", a.ip()),
+        };
+    }
+    // Listening everywhere: the host name, when it resolves (a pod's name in a StatefulSet
+    // behind a headless service does not: set admin.advertised_url there).
+    use std::net::ToSocketAddrs;
+    match host_name() {
+        Some(h)
+            if (h.as_str(), port)
+                .to_socket_addrs()
+                .is_ok_and(|mut a| a.next().is_some()) =>
+        {
+            format!("http://{h}:{port}")
+        }
+        _ => format!("http://127.0.0.1:{port}"),
+    }
+}
+
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// Publishes this instance's record in the directory topic: key = its URL, value = its name,
+/// URL and assigned partitions; a tombstone when it leaves.
+struct Announcer {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    topic: String,
+    me: Me,
+}
+
+impl Announcer {
+    fn new(
+        properties: &BTreeMap<String, String>,
+        topic: &str,
+        me: Me,
+    ) -> Result<Announcer, rdkafka::error::KafkaError> {
+        let mut cfg = kafka::client_config(properties);
+        cfg.set("linger.ms", "0");
+        Ok(Announcer {
+            producer: cfg.create()?,
+            topic: topic.to_string(),
+            me,
+        })
+    }
+
+    fn publish(&self, partitions: &[i32]) {
+        let value = json!({
+            "url": self.me.url,
+            "name": self.me.name,
+            "partitions": partitions,
+            "at": crate::timestamp::format_rfc3339(crate::timestamp::wall_clock_millis()),
+        })
+        .to_string();
+        let record = BaseRecord::<str, str>::to(&self.topic)
+            .key(&self.me.url)
+            .payload(&value)
+            .partition(0);
+        if let Err((e, _)) = self.producer.send(record) {
+            tracing::warn!(error = %e, "cannot publish this instance's partitions to the lookup directory");
+        }
+    }
+
+    fn retire(&self) {
+        let record = BaseRecord::<str, ()>::to(&self.topic)
+            .key(&self.me.url)
+            .partition(0);
+        if let Err((e, _)) = self.producer.send(record) {
+            tracing::warn!(error = %e, "cannot remove this instance from the lookup directory");
+        }
+        let _ = self.producer.flush(Duration::from_secs(2));
+    }
+}
+
+/// Reads the directory topic from its start, for as long as the scorer runs.
+fn start_directory_reader(
+    properties: &BTreeMap<String, String>,
+    topic: &str,
+    directory: Arc<Directory>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let consumer = kafka::reader(properties)?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let topic = topic.to_string();
+    std::thread::Builder::new()
+        .name("lookup-directory".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+                    continue;
+                };
+                let Some(url) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                    continue;
+                };
+                match m.payload() {
+                    None => directory.apply(m.offset(), url, None),
+                    Some(p) if p.len() <= MAX_DIRECTORY_RECORD_BYTES => {
+                        match serde_json::from_slice::<Value>(p) {
+                            Ok(v) => directory.apply(m.offset(), url, Some(&v)),
+                            Err(e) => tracing::warn!(%topic, offset = m.offset(), error = %e, "ignoring a lookup directory record that is not JSON"),
+                        }
+                    }
+                    Some(_) => tracing::warn!(%topic, offset = m.offset(), "ignoring an oversized lookup directory record"),
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| {
+            rdkafka::error::KafkaError::ClientCreation(format!(
+                "cannot start the lookup directory reader: {e}"
+            ))
+        })
+}
+
+/// What the instance holding a partition knows of a user.
+enum Local {
+    Found(Value),
+    NotFound,
+    /// Assigned here, still being restored.
+    Restoring,
+    /// Not assigned here.
+    NotOwned,
+}
+
+impl Core {
+    fn lookup_local(&self, p: i32, user_id: &str) -> Local {
+        let st = self.lock();
+        match st.owned.get(&p) {
+            Some(owned) => match owned.users.get(user_id) {
+                Some(user) => Local::Found(crate::explain::lead_view(&self.engine, user_id, user)),
+                None => Local::NotFound,
+            },
+            None if self.health.partition(p).is_some() => Local::Restoring,
+            None => Local::NotOwned,
+        }
+    }
+}
+
+fn answer(result: LookupResult, status: StatusCode, body: Value) -> Response {
+    metrics::counter!(t::LOOKUPS, "result" => result.as_str()).increment(1);
+    let mut r = (status, axum::Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        );
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    r
+}
+
+fn unavailable(message: String) -> Response {
+    answer(
+        LookupResult::Unavailable,
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({ "error": message }),
+    )
+}
+
+/// `GET /v1/leads/{user_id}`.
+async fn handle(
+    State(lookup): State<Arc<Lookup>>,
+    Path(user_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !lookup.enabled {
+        return answer(
+            LookupResult::Refused,
+            StatusCode::FORBIDDEN,
+            json!({"error": "lead lookup is off on this instance: set admin.lookup = true (it shows personal data; see docs/operations.md)"}),
+        );
+    }
+    let auth = headers.get(header::AUTHORIZATION);
+    if !lookup.tokens.is_empty() {
+        let given = auth
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let ok = given.is_some_and(|g| {
+            lookup.tokens.iter().fold(false, |any, t| {
+                constant_time_eq(t.as_bytes(), g.as_bytes()) | any
+            })
+        });
+        if !ok {
+            return answer(
+                LookupResult::Refused,
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "lookups need Authorization: Bearer <token> with a token from admin.token_file"}),
+            );
+        }
+    }
+    if user_id.is_empty() || user_id.len() > MAX_USER_ID_BYTES {
+        return answer(
+            LookupResult::BadRequest,
+            StatusCode::BAD_REQUEST,
+            json!({"error": format!("a user id is 1 to {MAX_USER_ID_BYTES} bytes")}),
+        );
+    }
+    let Some(core) = lookup.core.get().and_then(std::sync::Weak::upgrade) else {
+        return unavailable("the scorer is starting".into());
+    };
+    let p = partition_for(user_id.as_bytes(), core.input_partitions);
+    let local = {
+        let (core, user_id) = (core.clone(), user_id.clone());
+        crate::runtime::blocking::blocking(move || core.lookup_local(p, &user_id)).await
+    };
+    let me = lookup.me.get();
+    match local {
+        Local::Found(mut view) => {
+            view["partition"] = p.into();
+            view["owner"] = me.map_or(Value::Null, |m| m.name.clone().into());
+            view["owner_url"] = me.map_or(Value::Null, |m| m.url.clone().into());
+            answer(LookupResult::Found, StatusCode::OK, view)
+        }
+        Local::NotFound => answer(
+            LookupResult::NotFound,
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("no lead {user_id:?}: no event for this user was scored"), "partition": p}),
+        ),
+        Local::Restoring => {
+            unavailable(format!("partition {p} is being restored on this instance"))
+        }
+        Local::NotOwned if headers.contains_key(FORWARDED_HEADER) => unavailable(format!(
+            "partition {p} moved away from this instance (rebalancing)"
+        )),
+        Local::NotOwned => {
+            let owner = lookup
+                .directory
+                .owner(p)
+                .filter(|u| me.is_none_or(|m| &m.url != u));
+            match owner {
+                Some(url) => forward(&lookup.client, &url, &user_id, auth).await,
+                None => unavailable(format!(
+                    "no instance owns partition {p} right now (rebalancing or starting)"
+                )),
+            }
+        }
+    }
+}
+
+/// Asks the owner at `base` and relays its answer (status, body, `Retry-After`).
+async fn forward(
+    client: &reqwest::Client,
+    base: &str,
+    user_id: &str,
+    auth: Option<&HeaderValue>,
+) -> Response {
+    let Ok(mut url) = reqwest::Url::parse(base) else {
+        return unavailable(format!("the owner's advertised URL {base:?} is not a URL"));
+    };
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.pop_if_empty().extend(["v1", "leads", user_id]);
+    }
+    let mut request = client.get(url).header(FORWARDED_HEADER, "1");
+    if let Some(a) = auth {
+        request = request.header(header::AUTHORIZATION, a.clone());
+    }
+    let mut response = match request.send().await {
+        Ok(r) => r,
+        Err(e) => return unavailable(format!("the owner at {base} did not answer: {e}")),
+    };
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(c)) if body.len() + c.len() <= MAX_FORWARDED_BYTES => {
+                body.extend_from_slice(&c)
+            }
+            Ok(Some(_)) => {
+                return unavailable(format!(
+                    "the owner at {base} answered more than {MAX_FORWARDED_BYTES} bytes"
+                ))
+            }
+            Ok(None) => break,
+            Err(e) => return unavailable(format!("the owner at {base} broke off: {e}")),
+        }
+    }
+    metrics::counter!(t::LOOKUPS, "result" => LookupResult::Forwarded.as_str()).increment(1);
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(v) = retry_after {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_later_claim_wins_and_a_tombstone_releases_only_its_own_partitions() {
+        let d = Directory::default();
+        d.apply(
+            0,
+            "http://a:1",
+            Some(&json!({"name": "a", "partitions": [0, 1, 2]})),
+        );
+        d.apply(
+            1,
+            "http://b:1",
+            Some(&json!({"name": "b", "partitions": [2]})),
+        );
+        assert_eq!(d.owner(0).as_deref(), Some("http://a:1"));
+        assert_eq!(d.owner(2).as_deref(), Some("http://b:1"));
+        // a publishes again without 2: b keeps it.
+        d.apply(
+            2,
+            "http://a:1",
+            Some(&json!({"name": "a", "partitions": [0, 1]})),
+        );
+        assert_eq!(d.owner(2).as_deref(), Some("http://b:1"));
+        // a leaves: its partitions have no owner; b's are untouched.
+        d.apply(3, "http://a:1", None);
+        assert_eq!(d.owner(0), None);
+        assert_eq!(d.owner(2).as_deref(), Some("http://b:1"));
+        // Garbage partitions are skipped, not fatal.
+        d.apply(
+            4,
+            "http://c:1",
+            Some(&json!({"partitions": ["x", -1, 1e20, 5]})),
+        );
+        assert_eq!(d.owner(5).as_deref(), Some("http://c:1"));
+    }
+
+    #[test]
+    fn tokens_are_read_bounded_and_checked() {
+        let dir = crate::dev::scratch::ScratchDir::new("lookup-tokens").unwrap();
+        let f = dir.path().join("tokens");
+        std::fs::write(
+            &f,
+            "# rotated monthly\nfirst-token-0123456789\n\n second-token-0123456789 \n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_tokens(&f).unwrap(),
+            vec!["first-token-0123456789", "second-token-0123456789"]
+        );
+        std::fs::write(&f, "short\n").unwrap();
+        assert!(read_tokens(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("shorter than 16"));
+        std::fs::write(&f, "\n# nothing\n").unwrap();
+        assert!(read_tokens(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("has no token"));
+        let e = read_tokens(std::path::Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/dev/zero"), "{e}");
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,440 @@
+//! Lead lookup (`GET /v1/leads/{user_id}`, `leadscore lookup`) with two scorer instances
+//! sharing the work: any instance answers for any user, forwarding to the owner; answers during
+//! a rebalance are 503 or correct, never wrong.
+
+mod common;
+
+use common::*;
+use leadscore::codec::{self, Format};
+use leadscore::generator::{self, GeneratorConfig};
+use rdkafka::producer::Producer;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+const PARTITIONS: i32 = 4;
+const TOKEN: &str = "lookup-test-token-0123456789";
+
+struct Setup {
+    broker: Broker,
+    names: Names,
+    instances: String,
+    dir: TempDir,
+    token_file: PathBuf,
+}
+
+impl Setup {
+    fn new(test: &str) -> Setup {
+        let names = Names::new(test);
+        let instances = format!("inst-{}", names.group);
+        let broker = Broker::start(&[
+            (&names.input, PARTITIONS, false),
+            (&names.changelog, PARTITIONS, true),
+            (&names.output, PARTITIONS, false),
+            (&names.dlq, PARTITIONS, false),
+            (&instances, 1, true),
+        ]);
+        let dir = TempDir::new(test);
+        let token_file = dir.path().join("tokens");
+        std::fs::write(&token_file, format!("# lookup tokens\n{TOKEN}\n")).expect("token file");
+        Setup {
+            broker,
+            names,
+            instances,
+            dir,
+            token_file,
+        }
+    }
+
+    fn scorer(&self, name: &str) -> Service {
+        let port = free_port();
+        let mut env = scorer_env(
+            &self.broker,
+            &self.names,
+            &self.dir.path().join(name),
+            &rules_path("seed-canvas.toml"),
+            port,
+        );
+        let v = |k: &str, v: &str| (format!("LEADSCORE__{k}"), v.to_string());
+        env.extend([
+            v("SCORER__BATCH_MAX_WAIT", "300ms"),
+            v("ADMIN__LOOKUP", "true"),
+            v("ADMIN__TOKEN_FILE", &self.token_file.display().to_string()),
+            v("TOPICS__INSTANCES", &self.instances),
+        ]);
+        Service::spawn(
+            "score",
+            &env,
+            port,
+            self.dir.path().join(format!("{name}.log")),
+        )
+    }
+
+    fn produce_generated(&self, cfg: &GeneratorConfig) -> (PathBuf, usize) {
+        let events = generator::generate(cfg);
+        let path = self.dir.path().join("events.jsonl");
+        let file = std::fs::File::create(&path).expect("events file");
+        generator::write_jsonl(&events, std::io::BufWriter::new(file)).expect("write events");
+        let p = producer(&self.broker);
+        for e in &events {
+            let bytes = codec::encode_event(Format::Json, e);
+            produce(&p, &self.names.input, Some(e.user_id.as_bytes()), &bytes);
+        }
+        p.flush(Duration::from_secs(30)).expect("flush");
+        (path, events.len())
+    }
+
+    fn wait_caught_up(&self, produced: usize) {
+        let (broker, names) = (&self.broker, &self.names);
+        wait_group_caught_up(
+            broker,
+            &names.group,
+            &names.input,
+            produced,
+            Duration::from_secs(180),
+        );
+    }
+}
+
+/// Response headers, lower-case names.
+type Headers = Vec<(String, String)>;
+
+/// `GET path` on the admin port with the headers given; status, headers (lower-case names)
+/// and body.
+fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<(u16, Headers, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut req = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let mut lines = head.lines();
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some((status, headers, body.to_string()))
+}
+
+fn lookup(port: u16, user: &str) -> Option<(u16, Headers, Value)> {
+    let auth = format!("Bearer {TOKEN}");
+    let (status, headers, body) = get(
+        port,
+        &format!("/v1/leads/{user}"),
+        &[("Authorization", &auth)],
+    )?;
+    Some((
+        status,
+        headers,
+        serde_json::from_str(&body).unwrap_or(Value::Null),
+    ))
+}
+
+fn owned(scorer: &Service) -> usize {
+    scorer
+        .get("/readyz")
+        .and_then(|(code, body)| {
+            let v: Value = serde_json::from_str(&body).ok()?;
+            (code == 200).then(|| v["assigned"].as_array().map_or(0, Vec::len))
+        })
+        .unwrap_or(0)
+}
+
+/// The changes explain the score: newest first, each from its `previous_score` by its `delta`
+/// to its `score`, each starting where the older one ended, the newest at the lead's score.
+fn assert_explains(user: &str, view: &Value) {
+    let changes = view["changes"].as_array().expect("changes");
+    assert!(
+        !changes.is_empty() || view["score"] == 0,
+        "{user}: no changes for a score: {view}"
+    );
+    if let Some(newest) = changes.first() {
+        assert_eq!(
+            newest["score"], view["score"],
+            "{user}: newest change ends at the score"
+        );
+    }
+    for (i, c) in changes.iter().enumerate() {
+        let (prev, delta, score) = (
+            c["previous_score"].as_i64().unwrap(),
+            c["delta"].as_i64().unwrap(),
+            c["score"].as_i64().unwrap(),
+        );
+        assert_eq!(prev + delta, score, "{user}: change {i} adds up: {c}");
+        if let Some(older) = changes.get(i + 1) {
+            assert_eq!(
+                older["score"], c["previous_score"],
+                "{user}: change {i} starts where the older ended"
+            );
+        }
+    }
+}
+
+fn metric(port: u16, result: &str) -> f64 {
+    let (_, _, text) = get(port, "/metrics", &[]).expect("metrics");
+    metric_with(
+        &text,
+        "leadscore_lookups_total",
+        &format!("result=\"{result}\""),
+    )
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn every_lead_looked_up_through_one_instance_equals_simulate() {
+    let setup = Setup::new("lookup-all");
+    let cfg = GeneratorConfig {
+        users: 300,
+        events: 6_000,
+        seed: 11,
+        ..GeneratorConfig::default()
+    };
+    let (events_file, produced) = setup.produce_generated(&cfg);
+    let a = setup.scorer("a");
+    let b = setup.scorer("b");
+    wait_until(
+        Duration::from_secs(120),
+        "a and b to share the partitions",
+        || {
+            let (x, y) = (owned(&a), owned(&b));
+            x > 0 && y > 0 && x + y == PARTITIONS as usize
+        },
+    );
+    setup.wait_caught_up(produced);
+    let expected = simulate(&rules_path("seed-canvas.toml"), &events_file, PARTITIONS);
+    assert!(expected.len() > 200, "{} users", expected.len());
+    let a_url = format!("http://127.0.0.1:{}", a.admin_port);
+    let (mut local, mut forwarded) = (0, 0);
+    for (user, want) in &expected {
+        // A rebalance cannot happen here (both own their share), but be fair to a slow
+        // directory: a 503 is retried, anything else is final.
+        let mut answer = None;
+        wait_until(Duration::from_secs(30), "a non-503 answer", || {
+            answer = lookup(a.admin_port, user).filter(|(s, _, _)| *s != 503);
+            answer.is_some()
+        });
+        let (status, _, view) = answer.unwrap();
+        assert_eq!(status, 200, "{user}: {view}");
+        assert_eq!(view["score"], want["score"], "{user}: {view}");
+        assert_eq!(view["enrolled"], want["enrolled"], "{user}");
+        assert_eq!(view["attributes"], want["attributes"], "{user}");
+        assert_explains(user, &view);
+        if view["owner_url"] == a_url.as_str() {
+            local += 1;
+        } else {
+            forwarded += 1;
+        }
+    }
+    assert!(
+        local > 0 && forwarded > 0,
+        "{local} answered by a, {forwarded} forwarded to b"
+    );
+    assert!(metric(a.admin_port, "forwarded") >= forwarded as f64);
+
+    // Unknown user: 404 from the owner, through the forwarder too.
+    for unknown in ["no-such-user", "nobody-at-all", "x"] {
+        let (status, _, body) = lookup(a.admin_port, unknown).expect("answer");
+        assert_eq!(status, 404, "{unknown}: {body}");
+    }
+    // No token, a wrong token: 401; /metrics and the probes stay open.
+    let some = expected.keys().next().unwrap();
+    let (status, headers, _) = get(a.admin_port, &format!("/v1/leads/{some}"), &[]).unwrap();
+    assert_eq!(status, 401);
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "www-authenticate" && v == "Bearer"));
+    let (status, _, _) = get(
+        a.admin_port,
+        &format!("/v1/leads/{some}"),
+        &[("Authorization", "Bearer lookup-test-token-0123456788")],
+    )
+    .unwrap();
+    assert_eq!(status, 401);
+    assert_eq!(get(a.admin_port, "/metrics", &[]).unwrap().0, 200);
+    assert_eq!(get(a.admin_port, "/healthz", &[]).unwrap().0, 200);
+
+    // The command line, through b this time, text and JSON.
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args([
+                "lookup",
+                some,
+                "--url",
+                &format!("http://127.0.0.1:{}", b.admin_port),
+            ])
+            .arg("--token-file")
+            .arg(&setup.token_file)
+            .args(args)
+            .output()
+            .expect("run leadscore lookup");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let text = run(&[]);
+    let score = &expected[some]["score"];
+    assert!(
+        text.starts_with(&format!("{some}  score {score}")),
+        "{text}"
+    );
+    let json: Value = serde_json::from_str(&run(&["--json"])).expect("--json prints JSON");
+    assert_eq!(&json["score"], score);
+    // Without the token the command says why and fails.
+    let out = Command::new(BIN)
+        .args(["lookup", some, "--url", &a_url])
+        .output()
+        .expect("run leadscore lookup");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+
+    // simulate --explain prints the same view offline.
+    let out = Command::new(BIN)
+        .args(["simulate", "--rules"])
+        .arg(rules_path("seed-canvas.toml"))
+        .arg("--events")
+        .arg(&events_file)
+        .args(["--partitions", "4", "--explain", some, "--json"])
+        .output()
+        .expect("simulate --explain");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let online = lookup(a.admin_port, some).unwrap().2;
+    for field in [
+        "score",
+        "enrolled",
+        "attributes",
+        "last_change",
+        "inactivity_due",
+        "caps",
+    ] {
+        assert_eq!(offline[field], online[field], "{field}");
+    }
+    let kinds = |v: &Value| -> Vec<(Value, Value)> {
+        v["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["delta"].clone(), c["time"].clone()))
+            .collect()
+    };
+    assert_eq!(kinds(&offline), kinds(&online));
+}
+
+#[test]
+fn lookup_is_off_unless_enabled() {
+    let setup = Setup::new("lookup-off");
+    let port = free_port();
+    let env = scorer_env(
+        &setup.broker,
+        &setup.names,
+        &setup.dir.path().join("s"),
+        &rules_path("seed-canvas.toml"),
+        port,
+    );
+    let s = Service::spawn("score", &env, port, setup.dir.path().join("s.log"));
+    wait_until(Duration::from_secs(60), "the scorer to be ready", || {
+        owned(&s) == PARTITIONS as usize
+    });
+    let (status, _, body) = get(port, "/v1/leads/u1", &[]).expect("answer");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("admin.lookup"), "{body}");
+}
+
+#[test]
+fn answers_during_a_rebalance_are_503_or_correct_never_wrong() {
+    let setup = Setup::new("lookup-rebalance");
+    let cfg = GeneratorConfig {
+        users: 120,
+        events: 3_000,
+        seed: 12,
+        ..GeneratorConfig::default()
+    };
+    let (events_file, produced) = setup.produce_generated(&cfg);
+    let mut a = setup.scorer("a");
+    wait_until(Duration::from_secs(120), "a to own every partition", || {
+        owned(&a) == PARTITIONS as usize
+    });
+    setup.wait_caught_up(produced);
+    let expected: BTreeMap<String, Value> =
+        simulate(&rules_path("seed-canvas.toml"), &events_file, PARTITIONS);
+    let users: Vec<&String> = expected.keys().collect();
+    let mut tally: BTreeMap<u16, usize> = BTreeMap::new();
+    let mut check = |port: u16, user: &str| {
+        let Some((status, headers, view)) = lookup(port, user) else {
+            return; // The instance is going away.
+        };
+        *tally.entry(status).or_default() += 1;
+        match status {
+            200 => assert_eq!(
+                view["score"], expected[user]["score"],
+                "{user} during a rebalance: {view}"
+            ),
+            503 => assert!(
+                headers.iter().any(|(k, _)| k == "retry-after"),
+                "503 without Retry-After"
+            ),
+            other => panic!("{user}: {other} during a rebalance: {view}"),
+        }
+    };
+    // b joins: the partitions move while lookups go on through both.
+    let b = setup.scorer("b");
+    let mut round = 0;
+    while round < 400
+        && !(owned(&a) > 0
+            && owned(&b) > 0
+            && owned(&a) + owned(&b) == PARTITIONS as usize
+            && round > 20)
+    {
+        for (i, user) in users.iter().enumerate().skip(round % 7).step_by(7) {
+            check(
+                if i % 2 == 0 {
+                    a.admin_port
+                } else {
+                    b.admin_port
+                },
+                user,
+            );
+        }
+        round += 1;
+    }
+    // a leaves: b takes everything, lookups through b go on.
+    let port_b = b.admin_port;
+    let stopper = std::thread::spawn(move || a.terminate());
+    for round in 0..60 {
+        for user in users.iter().skip(round % 5).step_by(5) {
+            check(port_b, user);
+        }
+    }
+    assert!(stopper.join().unwrap().success());
+    wait_until(Duration::from_secs(120), "b to own every partition", || {
+        owned(&b) == PARTITIONS as usize
+    });
+    for user in &users {
+        let mut answer = None;
+        wait_until(Duration::from_secs(30), "a non-503 answer", || {
+            answer = lookup(port_b, user).filter(|(s, _, _)| *s != 503);
+            answer.is_some()
+        });
+        let (status, _, view) = answer.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(view["score"], expected[*user]["score"], "{user}");
+    }
+    assert!(tally.get(&200).copied().unwrap_or(0) > 0, "{tally:?}");
+    eprintln!("answers during the rebalances: {tally:?}");
+}
