@@ -871,3 +871,56 @@ fn handoff_outcomes_carry_a_json_content_type_and_their_time_as_record_timestamp
         assert_eq!(timestamp, Some(time), "{outcome}");
     }
 }
+
+/// Issue 12.5: a tombstone keyed by the user on the score changes (the scorer deleted the user)
+/// makes the handoff forget the lead: once the user crosses the threshold again it is handed
+/// off again, where before it stayed "already handed off". A keyless tombstone is a dead letter.
+#[test]
+fn a_tombstone_forgets_the_lead_so_it_is_handed_off_again_after_recrossing() {
+    let setup = Setup::new("forget", 1, config(Faults::default()));
+    let id = salesforce_lead_id(1);
+    let p = producer(&setup.broker);
+    let send = |n: u64, score: i64| {
+        produce(
+            &p,
+            &setup.names.output,
+            Some(b"u1"),
+            &change("u1", n, score, "Open", &id),
+        );
+        p.flush(Duration::from_secs(30)).expect("flush");
+    };
+    send(1, 120);
+    let mut h = setup.handoff();
+    wait_until(Duration::from_secs(60), "the first handoff", || {
+        setup.outcomes().len() == 1
+    });
+    send(2, 125); // already handed off: nothing
+    let tombstone = |key: Option<&[u8]>| {
+        let mut rec: rdkafka::producer::BaseRecord<'_, [u8], [u8]> =
+            rdkafka::producer::BaseRecord::to(&setup.names.output);
+        if let Some(k) = key {
+            rec = rec.key(k);
+        }
+        p.send(rec)
+            .unwrap_or_else(|(e, _)| panic!("tombstone: {e}"));
+        p.flush(Duration::from_secs(30)).expect("flush");
+    };
+    tombstone(None);
+    tombstone(Some(b"u1"));
+    send(3, 130);
+    wait_until(
+        Duration::from_secs(60),
+        "the handoff after the tombstone",
+        || setup.outcomes().len() >= 2,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(h.terminate().success());
+    assert_eq!(
+        setup.standin.patch_count(&id),
+        2,
+        "forgotten, then handed off again"
+    );
+    let dlq = dead_letters(&setup);
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0].0, "missing_field", "{dlq:?}");
+}

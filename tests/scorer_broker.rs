@@ -9,6 +9,7 @@ use leadscore::generator::{self, GeneratorConfig};
 use leadscore::state::UserState;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
@@ -1205,4 +1206,251 @@ fn producer_and_consumer_properties_reach_only_their_clients_without_librdkafka_
     // ignored by this consumer instance" (and the reverse).
     assert!(!log.contains("will be ignored"), "{log}");
     assert!(!log.contains("CONFWARN"), "{log}");
+}
+
+/// A tombstone (a record with a null value) keyed by `key`, or keyless.
+fn produce_tombstone(
+    p: &rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    topic: &str,
+    key: Option<&[u8]>,
+) {
+    let mut rec: rdkafka::producer::BaseRecord<'_, [u8], [u8]> =
+        rdkafka::producer::BaseRecord::to(topic);
+    if let Some(k) = key {
+        rec = rec.key(k);
+    }
+    p.send(rec)
+        .unwrap_or_else(|(e, _)| panic!("produce a tombstone to {topic}: {e}"));
+}
+
+/// The last record of each key, as a compacted copy of the topic would keep it.
+fn last_by_key(records: &[Read]) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+    records
+        .iter()
+        .filter_map(|r| Some((r.key.clone()?, r.payload.clone())))
+        .collect()
+}
+
+fn event_json(user: &str, time: &str, rest: &str) -> Vec<u8> {
+    format!(r#"{{"user_id":"{user}","time":"2026-01-05T{time}:00Z",{rest}}}"#).into_bytes()
+}
+
+/// Issue 12.5: `user_deleted` and an input tombstone each delete the user: a tombstone in the
+/// changelog and one on the score changes (so a compacted copy forgets the user), later events
+/// start from nothing, and all of it holds through a `kill -9` and restart of the scorer,
+/// whether or not the deletions were checkpointed before the kill.
+#[test]
+fn deleted_users_leave_tombstones_and_start_from_nothing_through_a_restart() {
+    let setup = Setup::new("forget", 1);
+    let mut scorer = setup.scorer("s", &[]);
+    let p = producer(&setup.broker);
+    let email = r#""type":"email_added","value":"x@y.io""#;
+    let demo = r#""type":"custom_event","name":"demo_requested""#;
+    let first: Vec<(&str, Option<Vec<u8>>)> = vec![
+        ("u1", Some(event_json("u1", "10:00", email))),
+        ("u1", Some(event_json("u1", "10:01", demo))),
+        ("u2", Some(event_json("u2", "10:00", email))),
+        ("u2", Some(event_json("u2", "10:01", demo))),
+        ("u3", Some(event_json("u3", "10:00", email))),
+        (
+            "u1",
+            Some(event_json("u1", "10:05", r#""type":"user_deleted""#)),
+        ),
+        ("u2", None),
+    ];
+    for (i, (k, v)) in first.iter().enumerate() {
+        match v {
+            Some(v) => produce(&p, &setup.names.input, Some(k.as_bytes()), v),
+            None => produce_tombstone(&p, &setup.names.input, Some(k.as_bytes())),
+        }
+        if i == 4 {
+            // The users checkpointed before they are deleted, so that the deletions take
+            // logged states out of the changelog and its digest.
+            p.flush(Duration::from_secs(30)).expect("flush");
+            setup.wait_caught_up(i + 1, Duration::from_secs(60));
+        }
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    setup.wait_caught_up(first.len(), Duration::from_secs(60));
+    let (_, metrics) = scorer.get("/metrics").expect("metrics");
+    assert_eq!(
+        metric_sum(&metrics, "leadscore_users_deleted_total"),
+        2.0,
+        "{metrics}"
+    );
+    let states = setup.changelog_states();
+    assert!(!states.contains_key("u1") && !states.contains_key("u2"));
+    assert!(states["u3"].enrolled);
+    let changelog = last_by_key(&read_all(&setup.broker, &setup.names.changelog));
+    assert_eq!(
+        changelog.get(&b"u1"[..]),
+        Some(&None),
+        "a changelog tombstone"
+    );
+    assert_eq!(
+        changelog.get(&b"u2"[..]),
+        Some(&None),
+        "a changelog tombstone"
+    );
+    let output = read_all(&setup.broker, &setup.names.output);
+    let last = last_by_key(&output);
+    assert_eq!(last.get(&b"u1"[..]), Some(&None), "an output tombstone");
+    assert_eq!(last.get(&b"u2"[..]), Some(&None), "an output tombstone");
+
+    // Then the user comes back, across a kill -9 taken right after more input arrives (so
+    // some of it may be replayed from the last checkpoint) and a restart.
+    let second: Vec<(&str, Vec<u8>)> = vec![
+        ("u1", event_json("u1", "11:00", r#""type":"session_start""#)),
+        ("u1", event_json("u1", "11:01", email)),
+        ("u1", event_json("u1", "11:02", demo)),
+        ("u2", event_json("u2", "11:00", r#""type":"session_start""#)),
+    ];
+    for (k, v) in &second {
+        produce(&p, &setup.names.input, Some(k.as_bytes()), v);
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    scorer.kill9();
+    let scorer = setup.scorer("s", &[]);
+    setup.wait_caught_up(first.len() + second.len(), Duration::from_secs(60));
+    // The warm restart trusted its local copy: the digest of the checkpoint, kept per changed
+    // key, still matched with the deleted users taken out.
+    let (_, metrics) = scorer.get("/metrics").expect("metrics");
+    assert_eq!(
+        metric_sum(&metrics, "leadscore_store_verify_failures_total"),
+        0.0,
+        "{metrics}"
+    );
+    let states = setup.changelog_states();
+    // 5, not 10: the demo request before the deletion is gone with the state.
+    let u1 = &states["u1"];
+    assert_eq!((u1.score, u1.enrolled), (5, true), "{u1:?}");
+    let u2 = &states["u2"];
+    assert_eq!(
+        (u2.score, u2.enrolled, u2.attributes.len()),
+        (0, false, 0),
+        "{u2:?}"
+    );
+    let last = last_by_key(&read_all(&setup.broker, &setup.names.output));
+    let u1_last = last[&b"u1"[..]].as_deref().expect("u1 scored again");
+    let change = codec::decode_change(Format::Json, u1_last).expect("a score change");
+    assert_eq!((change.previous_score, change.score), (0, 5));
+    assert_eq!(last.get(&b"u2"[..]), Some(&None), "u2 scored nothing since");
+}
+
+/// Issue 12.5: a tombstone produced to another partition than its user's home (a CRC32
+/// partitioner, or an explicit partition) is re-routed home like any record and deletes there.
+#[test]
+fn a_tombstone_off_its_home_partition_is_rerouted_and_deletes_the_user() {
+    let setup = Setup::new("tomb-reroute", PARTITIONS);
+    let _scorer = setup.scorer("s", &[]);
+    let p = producer(&setup.broker);
+    produce(
+        &p,
+        &setup.names.input,
+        Some(b"u1"),
+        &event_json("u1", "10:00", r#""type":"email_added","value":"x@y.io""#),
+    );
+    p.flush(Duration::from_secs(30)).expect("flush");
+    setup.wait_caught_up(1, Duration::from_secs(60));
+    assert!(setup.changelog_states().contains_key("u1"));
+    let home = leadscore::partitioner::partition_for(b"u1", PARTITIONS);
+    let elsewhere = (home + 1) % PARTITIONS;
+    let rec: rdkafka::producer::BaseRecord<'_, [u8], [u8]> =
+        rdkafka::producer::BaseRecord::to(&setup.names.input)
+            .key(&b"u1"[..])
+            .partition(elsewhere);
+    p.send(rec)
+        .unwrap_or_else(|(e, _)| panic!("produce a tombstone: {e}"));
+    p.flush(Duration::from_secs(30)).expect("flush");
+    // The email, the tombstone where it was produced, and its copy on the home partition.
+    setup.wait_caught_up(3, Duration::from_secs(60));
+    assert!(!setup.changelog_states().contains_key("u1"));
+    let input = read_all(&setup.broker, &setup.names.input);
+    let copy = input
+        .iter()
+        .find(|r| r.partition == home && r.payload.is_none())
+        .expect("the tombstone's copy on the home partition");
+    assert_eq!(copy.key.as_deref(), Some(&b"u1"[..]));
+    assert!(copy.headers.contains_key("leadscore-rerouted-from"));
+    let last = last_by_key(&read_all(&setup.broker, &setup.names.output));
+    assert_eq!(last.get(&b"u1"[..]), Some(&None), "an output tombstone");
+}
+
+/// Issue 12.5: a keyless tombstone names no user: a dead letter, and nobody is deleted.
+#[test]
+fn a_keyless_tombstone_is_dead_lettered() {
+    let setup = Setup::new("keyless-tomb", 1);
+    let _scorer = setup.scorer("s", &[]);
+    let p = producer(&setup.broker);
+    produce(
+        &p,
+        &setup.names.input,
+        Some(b"u1"),
+        &event_json("u1", "10:00", r#""type":"email_added","value":"x@y.io""#),
+    );
+    produce_tombstone(&p, &setup.names.input, None);
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let mut dlq = Vec::new();
+    wait_until(Duration::from_secs(60), "the dead letter", || {
+        dlq = read_all(&setup.broker, &setup.names.dlq);
+        !dlq.is_empty()
+    });
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].headers["leadscore.error.reason"], "missing_field");
+    assert!(dlq[0].headers["leadscore.error.message"].contains("tombstone"));
+    setup.wait_caught_up(2, Duration::from_secs(60));
+    assert!(setup.changelog_states()["u1"].enrolled);
+}
+
+/// Issue 12.2: an event type the scorer does not know is skipped and counted, not
+/// dead-lettered, and its time counts in the partition clock (here: an inactivity decay falls
+/// due by it); with `scorer.unknown_types = "dead_letter"` it is a dead letter and moves nothing.
+#[test]
+fn an_unknown_type_is_skipped_and_counted_or_dead_lettered_when_configured() {
+    for mode in ["skip", "dead_letter"] {
+        let setup = Setup::new(&format!("unknown-{}", mode.replace('_', "-")), 1);
+        let scorer = setup.scorer("s", &[("SCORER__UNKNOWN_TYPES", mode)]);
+        let p = producer(&setup.broker);
+        let records = [
+            event_json("u1", "10:00", r#""type":"email_added","value":"x@y.io""#),
+            event_json(
+                "u1",
+                "10:01",
+                r#""type":"custom_event","name":"demo_requested""#,
+            ),
+            // Eight days later: the seven-day inactivity timer of u1 is due by then.
+            br#"{"user_id":"u9","time":"2026-01-13T10:00:00Z","type":"page_view","url":"/"}"#
+                .to_vec(),
+        ];
+        produce(&p, &setup.names.input, Some(b"u1"), &records[0]);
+        produce(&p, &setup.names.input, Some(b"u1"), &records[1]);
+        produce(&p, &setup.names.input, Some(b"u9"), &records[2]);
+        p.flush(Duration::from_secs(30)).expect("flush");
+        setup.wait_caught_up(records.len(), Duration::from_secs(60));
+        let (_, metrics) = scorer.get("/metrics").expect("metrics");
+        let skipped = metric_with(
+            &metrics,
+            "leadscore_events_skipped_total",
+            "reason=\"unknown_type\"",
+        );
+        let dead = metric_with(
+            &metrics,
+            "leadscore_events_dead_lettered_total",
+            "reason=\"unknown_type\"",
+        );
+        let dlq = read_all(&setup.broker, &setup.names.dlq);
+        let states = setup.changelog_states();
+        assert!(!states.contains_key("u9"), "{mode}");
+        if mode == "skip" {
+            assert_eq!((skipped, dead), (Some(1.0), Some(0.0)), "{metrics}");
+            assert!(dlq.is_empty());
+            assert_eq!(states["u1"].score, 4, "decayed once: the clock moved");
+        } else {
+            assert_eq!((skipped, dead), (Some(0.0), Some(1.0)), "{metrics}");
+            assert_eq!(dlq.len(), 1);
+            assert_eq!(dlq[0].headers["leadscore.error.reason"], "unknown_type");
+            assert!(dlq[0].headers["leadscore.error.message"].contains("page_view"));
+            assert_eq!(states["u1"].score, 5, "no clock moved");
+        }
+    }
 }

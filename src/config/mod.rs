@@ -62,7 +62,7 @@ pub use kafka::{
     CONSUMER_PREFIX, PRODUCER_ONLY_PROPERTIES, PRODUCER_PREFIX,
 };
 pub use salesforce::{SalesforceSettings, Secret, MAX_SECRET_FILE_BYTES};
-pub use scorer::{Guarantee, ScorerSettings};
+pub use scorer::{Guarantee, ScorerSettings, UnknownTypes};
 pub use warehouse::{quote_identifier, WarehouseSettings};
 
 /// Environment variables starting with this are settings.

@@ -31,6 +31,29 @@ impl fmt::Display for Guarantee {
     }
 }
 
+/// What the scorer does with an input event whose `type` it does not know (SPEC 2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownTypes {
+    /// Skip it and count it (`leadscore_events_skipped_total{reason="unknown_type"}`); its
+    /// time counts in the partition clock like any event's. Producers can then start sending a
+    /// new type before the scorer knows it, without flooding the dead-letter topic.
+    #[default]
+    Skip,
+    /// Dead-letter it (reason `unknown_type`), like other bad input; it moves no clock.
+    DeadLetter,
+}
+
+impl UnknownTypes {
+    /// The name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownTypes::Skip => "skip",
+            UnknownTypes::DeadLetter => "dead_letter",
+        }
+    }
+}
+
 /// `leadscore score`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -69,6 +92,8 @@ pub struct ScorerSettings {
     /// How many recent score changes each user keeps, so a lookup can say why a lead has its
     /// score (`GET /v1/leads/{user_id}`); 0 keeps none. Each costs about 25 bytes of state.
     pub explain_depth: usize,
+    /// An event of a type this version does not know: `skip` (default) or `dead_letter`.
+    pub unknown_types: UnknownTypes,
     /// The producer's transactional id with `exactly_once`; it must be stable across restarts
     /// of one instance and unique between instances. Unset: see
     /// [`ScorerSettings::transactional_id_for`].
@@ -90,6 +115,7 @@ impl Default for ScorerSettings {
             follow_wall_clock: true,
             max_future_skew: Duration::from_millis(crate::simulate::DEFAULT_MAX_FUTURE_SKEW as u64),
             explain_depth: crate::history::DEFAULT_DEPTH,
+            unknown_types: UnknownTypes::Skip,
             transactional_id: None,
         }
     }

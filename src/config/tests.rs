@@ -832,3 +832,16 @@ fn a_role_table_from_the_environment_replaces_the_files() {
     let e = load_err("", &[("LEADSCORE__KAFKA__PRODUCER", "gzip")]);
     assert!(e.contains("kafka.producer: must be a table"), "{e}");
 }
+
+#[test]
+fn unknown_types_defaults_to_skip_and_takes_dead_letter_from_file_or_env() {
+    let s = load("", &[]).expect("defaults");
+    assert_eq!(s.scorer.unknown_types, UnknownTypes::Skip);
+    let s = load("[scorer]\nunknown_types = \"dead_letter\"\n", &[]).expect("file");
+    assert_eq!(s.scorer.unknown_types, UnknownTypes::DeadLetter);
+    let s = load("", &[("LEADSCORE__SCORER__UNKNOWN_TYPES", "dead_letter")]).expect("env");
+    assert_eq!(s.scorer.unknown_types, UnknownTypes::DeadLetter);
+    let e = load_err("[scorer]\nunknown_types = \"drop\"\n", &[]);
+    assert!(e.contains("scorer.unknown_types"), "{e}");
+    assert!(e.contains("skip") && e.contains("dead_letter"), "{e}");
+}

@@ -624,7 +624,21 @@ impl Service for Core {
                 Some((msg.topic(), p, offset)),
             )
         };
-        let change = match codec::decode_change(self.format, msg.payload().unwrap_or_default()) {
+        let Some(payload) = msg.payload() else {
+            // SPEC 2, forgetting: the scorer deleted the user. Its lead is forgotten, a handoff
+            // waiting in the batch included: if the user comes back and crosses the threshold
+            // again, it is handed off again.
+            let user = match codec::decode_tombstone_key(msg.key()) {
+                Ok(u) => u,
+                Err(e) => return reject(e),
+            };
+            st.pending.retain(|p| p.user_id != user);
+            if let Some(owned) = st.owned.get_mut(&p) {
+                owned.remove(user);
+            }
+            return Ok(());
+        };
+        let change = match codec::decode_change(self.format, payload) {
             Ok(c) => c,
             Err(e) => return reject(e),
         };

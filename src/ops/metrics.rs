@@ -14,6 +14,7 @@ pub const EVENTS_APPLIED: &str = "leadscore_events_applied_total";
 pub const EVENTS_SKIPPED: &str = "leadscore_events_skipped_total";
 pub const EVENTS_DEAD_LETTERED: &str = "leadscore_events_dead_lettered_total";
 pub const EVENTS_MISROUTED: &str = "leadscore_events_misrouted_total";
+pub const USERS_DELETED: &str = "leadscore_users_deleted_total";
 pub const SCORE_CHANGES: &str = "leadscore_score_changes_total";
 pub const EVENT_TO_OUTPUT_SECONDS: &str = "leadscore_event_to_output_seconds";
 pub const POLL_TO_OUTPUT_SECONDS: &str = "leadscore_poll_to_output_seconds";
@@ -237,7 +238,15 @@ pub const METRICS: &[Metric] = &[
             values: Values::From(skip_reasons),
         }],
         owner: Owner::Scorer,
-        help: "Input events that changed no score, by reason (duplicate, not_enrolled, outside_audience, reentry_wait, no_group, unchanged, stale_external, replayed).",
+        help: "Input events that changed no score, by reason (duplicate, not_enrolled, outside_audience, reentry_wait, no_group, unchanged, stale_external, replayed, unknown_type).",
+    },
+    Metric {
+        name: USERS_DELETED,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        labels: &[],
+        owner: Owner::Scorer,
+        help: "Users forgotten: user_deleted events and input tombstones applied (state, timer and seen ids dropped; tombstones written to the changelog and the score changes).",
     },
     Metric {
         name: EVENTS_DEAD_LETTERED,

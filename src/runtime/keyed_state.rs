@@ -16,6 +16,11 @@ pub struct KeyedState<V> {
     entries: HashMap<String, Slot<V>>,
     /// Keys changed since the last checkpoint.
     dirty: HashSet<String>,
+    /// Removed keys that the changelog still holds, with the [`entry_hash`] of what it holds:
+    /// the next checkpoint's tombstone takes that hash out of `digest`, or a key re-created
+    /// before then takes it over as its `logged` hash. Bounded by `dirty`: every key here is
+    /// in it, and both are emptied by each checkpoint.
+    removed: HashMap<String, u64>,
     /// Of what the changelog holds for this partition as of the last checkpoint built: every
     /// entry's `logged` hash summed. Each checkpoint record carries it, so that a warm restart
     /// can verify its local copy; kept up to date per written key, so a checkpoint costs no
@@ -69,6 +74,7 @@ impl<V> KeyedState<V> {
         let checkpointed = restored.checkpoint.map(|c| (c.next_input_offset, c.app));
         Ok(KeyedState {
             entries,
+            removed: HashMap::new(),
             dirty: restored.unconfirmed.into_iter().collect(),
             digest,
             next_offset: checkpointed.as_ref().map(|(next, _)| *next),
@@ -124,13 +130,39 @@ impl<V> KeyedState<V> {
     where
         V: Default + Clone + PartialEq,
     {
-        let value = &mut self.entries.entry(key.to_string()).or_default().value;
+        let value = &mut self.slot(key).value;
         let before = value.clone();
         let r = f(value);
         if *value != before && !self.dirty.contains(key) {
             self.dirty.insert(key.to_string());
         }
         r
+    }
+
+    /// Deletes `key`: the next checkpoint writes a tombstone for it (unless it is re-created
+    /// first) and takes what the changelog held for it out of the digest.
+    pub fn remove(&mut self, key: &str) -> Option<V> {
+        let slot = self.entries.remove(key)?;
+        if slot.logged != 0 {
+            self.removed.insert(key.to_string(), slot.logged);
+        }
+        if !self.dirty.contains(key) {
+            self.dirty.insert(key.to_string());
+        }
+        Some(slot.value)
+    }
+
+    /// The slot of `key`, created empty when missing. A key removed since the last checkpoint
+    /// gets back its `logged` hash: the changelog still holds that record until the next one.
+    fn slot(&mut self, key: &str) -> &mut Slot<V>
+    where
+        V: Default,
+    {
+        let removed = &mut self.removed;
+        self.entries.entry(key.to_string()).or_insert_with(|| Slot {
+            value: V::default(),
+            logged: removed.remove(key).unwrap_or(0),
+        })
     }
 
     /// The checkpoint of partition `p`: the changed keys, encoded, and a checkpoint record with
@@ -166,7 +198,12 @@ impl<V> KeyedState<V> {
                     slot.logged = hash;
                     records.push((key, Some(bytes)));
                 }
-                None => records.push((key, None)),
+                None => {
+                    if let Some(logged) = self.removed.remove(&key) {
+                        self.digest.remove(logged);
+                    }
+                    records.push((key, None));
+                }
             }
         }
         self.checkpointed = Some((next, app.clone()));
@@ -191,8 +228,16 @@ impl UserStore for KeyedState<UserState> {
         }
         match self.entries.get_mut(user_id) {
             Some(slot) => f(&mut slot.value),
-            None => f(&mut self.entries.entry(user_id.to_string()).or_default().value),
+            None => f(&mut self.slot(user_id).value),
         }
+    }
+
+    fn get(&self, user_id: &str) -> Option<&UserState> {
+        self.entries.get(user_id).map(|s| &s.value)
+    }
+
+    fn remove(&mut self, user_id: &str) -> Option<UserState> {
+        KeyedState::remove(self, user_id)
     }
 }
 
@@ -301,6 +346,51 @@ mod tests {
         assert_eq!(
             cp.checkpoint.state,
             Some(full(&[("a", "5"), ("b", "3"), ("c", "4")]))
+        );
+    }
+
+    #[test]
+    fn a_removed_key_is_a_tombstone_and_leaves_the_digest_as_a_full_recount() {
+        let enc = |v: &String| v.as_bytes().to_vec();
+        let full =
+            |pairs: &[(&str, &str)]| StateDigest::of(pairs.iter().map(|(k, v)| (*k, v.as_bytes())));
+        let mut s = KeyedState::restore(
+            restored(&[("a", "1"), ("b", "2"), ("c", "3")], Some((10, b""))),
+            utf8,
+        )
+        .expect("readable");
+        s.processing(10);
+        assert_eq!(s.remove("a"), Some("1".to_string()));
+        assert_eq!(s.remove("a"), None, "gone already");
+        assert_eq!(s.remove("never"), None);
+        // Removed, then re-created before the checkpoint: a plain new value over the old record.
+        s.remove("b");
+        s.update_if_changed("b", |v| *v = "4".into());
+        let cp = s.checkpoint(0, Vec::new(), enc).expect("changes");
+        let mut records = cp.records.clone();
+        records.sort();
+        assert_eq!(
+            records,
+            [
+                ("a".to_string(), None),
+                ("b".to_string(), Some(b"4".to_vec()))
+            ]
+        );
+        let want = full(&[("b", "4"), ("c", "3")]);
+        assert_eq!(cp.checkpoint.state, Some(want));
+        assert_eq!(want.keys, 2);
+
+        // A key created and removed between two checkpoints was never logged: the tombstone
+        // is harmless and the digest is untouched.
+        s.processing(11);
+        s.update_if_changed("d", |v| *v = "5".into());
+        s.remove("d");
+        s.remove("c");
+        let cp = s.checkpoint(0, Vec::new(), enc).expect("changes");
+        assert_eq!(cp.checkpoint.state, Some(full(&[("b", "4")])));
+        assert!(
+            s.checkpoint(0, Vec::new(), enc).is_none(),
+            "nothing left over"
         );
     }
 

@@ -8,7 +8,7 @@
 //! revocation always finds the work before it either checkpointed or checkpoints it first.
 
 use crate::codec::{self, Limits};
-use crate::config::{Guarantee, Settings};
+use crate::config::{Guarantee, Settings, UnknownTypes};
 use crate::engine::{Engine, Outcome};
 use crate::event::Origin;
 use crate::ops::admin::Health;
@@ -149,6 +149,22 @@ impl Core {
         Ok(())
     }
 
+    /// SPEC 2, forgetting: a tombstone keyed by the user on the output topic, so that compacted
+    /// copies downstream (and the handoff) forget the user too.
+    fn publish_tombstone(&self, user_id: &str) -> Result<(), ScorerError> {
+        self.producer.send(
+            Record {
+                topic: &self.settings.topics.output,
+                partition: None,
+                key: user_id.as_bytes(),
+                payload: None,
+                headers: None,
+            },
+            kafka::Delivery::Output,
+        )?;
+        Ok(())
+    }
+
     fn update_gauges(&self, st: &CoreState) {
         let users: usize = st.owned.values().map(|o| o.users.len()).sum();
         let timers: usize = st
@@ -192,7 +208,65 @@ impl Core {
     }
 }
 
+/// An input record that is not bad input.
+enum Input {
+    Event(crate::event::Event),
+    /// An event of a type this version does not know, with `scorer.unknown_types = "skip"`.
+    UnknownType(codec::UnknownType),
+    /// A null value keyed by a user: delete the user (SPEC 2, forgetting).
+    Tombstone(String),
+}
+
+impl Input {
+    fn user_id(&self) -> &str {
+        match self {
+            Input::Event(e) => &e.user_id,
+            Input::UnknownType(u) => &u.user_id,
+            Input::Tombstone(u) => u,
+        }
+    }
+}
+
+/// SPEC 2 leaves `\0` to the changelog's checkpoint records (`CHECKPOINT_KEY`).
+fn check_user_id(user_id: &str) -> Result<(), codec::DecodeError> {
+    if user_id.starts_with('\0') {
+        return Err(codec::DecodeError::InvalidValue {
+            field: "user_id".into(),
+            detail: "must not start with a NUL byte (reserved for checkpoint records)".into(),
+        });
+    }
+    Ok(())
+}
+
 impl Core {
+    /// Decodes one input record, with the checks only the scorer makes: the reserved user id
+    /// prefix, and (SPEC 2) a time too far ahead of the wall clock, checked before the record
+    /// can touch any partition clock.
+    fn decode_input(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        now: Millis,
+        max_skew: Millis,
+    ) -> Result<Input, codec::DecodeError> {
+        let Some(payload) = msg.payload() else {
+            return codec::decode_tombstone_key(msg.key()).map(|u| Input::Tombstone(u.to_string()));
+        };
+        let s = &self.settings.scorer;
+        match codec::decode_event(s.input_format, msg.key(), payload, &self.limits) {
+            Ok(e) => {
+                check_user_id(&e.user_id)?;
+                codec::check_not_future(&e, now, max_skew)?;
+                Ok(Input::Event(e))
+            }
+            Err(codec::DecodeError::UnknownType(u)) if s.unknown_types == UnknownTypes::Skip => {
+                check_user_id(&u.user_id)?;
+                codec::check_time_not_future(u.time, now, max_skew)?;
+                Ok(Input::UnknownType(*u))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sends a bad input record to the dead-letter topic with its reason. It changes no state
     /// and no clock: only its offset counts as processed.
     fn dead_letter(
@@ -233,7 +307,7 @@ impl Core {
     fn reroute(
         &self,
         msg: &BorrowedMessage<'_>,
-        event: &crate::event::Event,
+        user_id: &str,
         home: i32,
         reason: MisroutedReason,
         already_from: Option<&str>,
@@ -251,7 +325,7 @@ impl Core {
             Record {
                 topic: msg.topic(),
                 partition: Some(home),
-                key: event.user_id.as_bytes(),
+                key: user_id.as_bytes(),
                 payload: msg.payload(),
                 headers: Some(headers),
             },
@@ -500,34 +574,13 @@ impl Service for Core {
         };
         owned.users.processing(offset);
         let key = msg.key();
-        let payload = msg.payload().unwrap_or_default();
         let now = crate::timestamp::wall_clock_millis();
         let max_skew = self.settings.scorer.max_future_skew.as_millis() as Millis;
-        let decoded = codec::decode_event(
-            self.settings.scorer.input_format,
-            key,
-            payload,
-            &self.limits,
-        )
-        .and_then(|e| {
-            if e.user_id.starts_with('\0') {
-                Err(codec::DecodeError::InvalidValue {
-                    field: "user_id".into(),
-                    detail: "must not start with a NUL byte (reserved for checkpoint records)"
-                        .into(),
-                })
-            } else {
-                Ok(e)
-            }
-        })
-        // SPEC 2: a time too far ahead of the wall clock is bad input; checked before the
-        // event can touch any partition clock.
-        .and_then(|e| codec::check_not_future(&e, now, max_skew).map(|()| e));
-        let mut event = match decoded {
-            Ok(e) => e,
+        let input = match self.decode_input(msg, now, max_skew) {
+            Ok(input) => input,
             Err(err) => return self.dead_letter(msg, &err),
         };
-        let home = partition_for(event.user_id.as_bytes(), self.input_partitions);
+        let home = partition_for(input.user_id().as_bytes(), self.input_partitions);
         if home != p {
             // SPEC 2: scored in the user's home partition, never in a second copy of its state.
             let reason = if key.is_none() {
@@ -535,17 +588,18 @@ impl Service for Core {
             } else {
                 MisroutedReason::WrongPartition
             };
-            return self.reroute(msg, &event, home, reason, rerouted_from(msg).as_deref());
+            return self.reroute(
+                msg,
+                input.user_id(),
+                home,
+                reason,
+                rerouted_from(msg).as_deref(),
+            );
         }
         if key.is_none() {
             // On its home partition already: scored here, only counted.
             metrics::counter!(t::EVENTS_MISROUTED, "reason" => MisroutedReason::NoKey.as_str())
                 .increment(1);
-        }
-        if event.event_id.is_none() {
-            // A re-routed record keeps the identity of its original position, so a second copy
-            // (re-produced after a crash) is a duplicate (docs/crash-safety.md).
-            event.event_id = rerouted_from(msg);
         }
         let origin = Origin {
             topic: msg.topic(),
@@ -554,18 +608,54 @@ impl Service for Core {
         };
         let changes = &mut st.changes_buf;
         changes.clear();
-        let outcome =
-            owned
-                .partition
-                .process(&self.engine, &mut owned.users, &event, origin, changes);
-        if outcome == Outcome::Scored {
-            metrics::counter!(t::EVENTS_APPLIED).increment(1);
-        } else {
-            metrics::counter!(t::EVENTS_SKIPPED, "reason" => outcome.as_str()).increment(1);
+        // The user to write tombstones for, when the record deleted one.
+        let (outcome, deleted) = match input {
+            Input::Event(mut event) => {
+                if event.event_id.is_none() {
+                    // A re-routed record keeps the identity of its original position, so a
+                    // second copy (re-produced after a crash) is a duplicate
+                    // (docs/crash-safety.md).
+                    event.event_id = rerouted_from(msg);
+                }
+                let outcome = owned.partition.process(
+                    &self.engine,
+                    &mut owned.users,
+                    &event,
+                    origin,
+                    changes,
+                );
+                (
+                    outcome,
+                    (outcome == Outcome::Deleted).then_some(event.user_id),
+                )
+            }
+            Input::UnknownType(u) => {
+                // Counted in the clock like any event that changes nothing (docs/semantics.md).
+                owned
+                    .partition
+                    .advance(&self.engine, &mut owned.users, u.time, changes);
+                (Outcome::UnknownType, None)
+            }
+            // No time of its own: deleted at the partition clock, which it does not move.
+            Input::Tombstone(user) => {
+                let outcome = owned.partition.delete(&mut owned.users, &user, offset);
+                (outcome, (outcome == Outcome::Deleted).then_some(user))
+            }
+        };
+        match outcome {
+            Outcome::Scored => metrics::counter!(t::EVENTS_APPLIED).increment(1),
+            Outcome::Deleted => metrics::counter!(t::USERS_DELETED).increment(1),
+            _ => metrics::counter!(t::EVENTS_SKIPPED, "reason" => outcome.as_str()).increment(1),
         }
         let changes = std::mem::take(&mut st.changes_buf);
         self.publish(&changes)?;
         st.changes_buf = changes;
+        if let Some(user) = deleted {
+            // After the changes above (timers due before the deletion fired first), so that
+            // the last record of the user on the output is the tombstone. The changelog's
+            // tombstone follows at the checkpoint (KeyedState::remove).
+            self.publish_tombstone(&user)?;
+        }
         Ok(())
     }
 

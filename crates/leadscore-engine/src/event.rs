@@ -86,15 +86,20 @@ pub enum EventType {
     EmailAdded,
     AttributeChanged,
     ExternalScore,
+    /// SPEC 2, forgetting: deletes the user's state; later events start from nothing. The
+    /// partition handles it ([`crate::partition::Partition::process`]); it never reaches the
+    /// rules, so no matcher of this type can ever match.
+    UserDeleted,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 6] = [
         EventType::SessionStart,
         EventType::CustomEvent,
         EventType::EmailAdded,
         EventType::AttributeChanged,
         EventType::ExternalScore,
+        EventType::UserDeleted,
     ];
 
     /// The wire name (`session_start`, ...).
@@ -105,6 +110,7 @@ impl EventType {
             EventType::EmailAdded => "email_added",
             EventType::AttributeChanged => "attribute_changed",
             EventType::ExternalScore => "external_score",
+            EventType::UserDeleted => "user_deleted",
         }
     }
 

@@ -47,20 +47,72 @@ pub enum DecodeError {
 
     #[error("key is not valid UTF-8, so it cannot match user_id {}", Quoted(.user_id))]
     KeyNotUtf8 { user_id: String },
+
+    /// A well-formed event of a type this version does not know. Not bad input by default
+    /// (SPEC 2: skipped and counted, so producers can add types first); it carries what the
+    /// scorer needs to skip it as an event that changes nothing: whose it is and its time,
+    /// both validated like any event's. With `scorer.unknown_types = "dead_letter"` it is a
+    /// dead letter with this message.
+    #[error("field \"type\": {}", .0)]
+    UnknownType(Box<UnknownType>),
+
+    /// A null value (a tombstone) without a key: nothing says whose state to delete.
+    #[error("a tombstone (null value) needs a key: the id of the user to forget")]
+    TombstoneWithoutKey,
+}
+
+/// What an event of an unknown type still tells: see [`DecodeError::UnknownType`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownType {
+    /// The type as written: a JSON string, or a protobuf enum number.
+    pub kind: UnknownKind,
+    pub user_id: String,
+    pub time: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnknownKind {
+    Name(String),
+    Number(i32),
+}
+
+impl fmt::Display for UnknownType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let known = "session_start, custom_event, email_added, attribute_changed, \
+                     external_score, user_deleted";
+        match &self.kind {
+            UnknownKind::Name(n) => write!(
+                f,
+                "unknown event type {}, expected one of {known}",
+                Quoted(n)
+            ),
+            UnknownKind::Number(n) => write!(f, "unknown event type number {n}"),
+        }
+    }
 }
 
 /// SPEC 2: an event whose `time` is more than `max_skew` ahead of `now` (the wall clock) is bad
 /// input (`invalid_value`). One mis-dated record would otherwise move its partition's clock
 /// years ahead and decay every lead on it.
 pub fn check_not_future(event: &Event, now: Millis, max_skew: Millis) -> Result<(), DecodeError> {
+    check_time_not_future(event.time, now, max_skew)
+}
+
+/// [`check_not_future`] for an event's `time` alone (one of an unknown type, which moves the
+/// partition clock too).
+pub fn check_time_not_future(
+    time: Millis,
+    now: Millis,
+    max_skew: Millis,
+) -> Result<(), DecodeError> {
     let limit = now.saturating_add(max_skew.max(0));
-    if event.time > limit {
+    if time > limit {
         return Err(invalid(
             "time",
             format!(
                 "{} is more than {} ahead of the wall clock ({}); check the producer's clock \
                  or the field's unit (scorer.max_future_skew)",
-                format_rfc3339(event.time),
+                format_rfc3339(time),
                 crate::duration::format(max_skew),
                 format_rfc3339(now),
             ),
@@ -71,13 +123,14 @@ pub fn check_not_future(event: &Event, now: Millis, max_skew: Millis) -> Result<
 
 impl DecodeError {
     /// Every value [`DecodeError::reason`] can return, e.g. to register metric series up front.
-    pub const REASONS: [&'static str; 6] = [
+    pub const REASONS: [&'static str; 7] = [
         "oversized",
         "malformed",
         "missing_field",
         "wrong_type",
         "invalid_value",
         "key_mismatch",
+        "unknown_type",
     ];
 
     /// A short code from [`DecodeError::REASONS`]: bounded, so it is safe as a metric label.
@@ -85,10 +138,13 @@ impl DecodeError {
         match self {
             DecodeError::Oversized { .. } => "oversized",
             DecodeError::Malformed { .. } => "malformed",
-            DecodeError::MissingField { .. } | DecodeError::MissingScoreOp => "missing_field",
+            DecodeError::MissingField { .. }
+            | DecodeError::MissingScoreOp
+            | DecodeError::TombstoneWithoutKey => "missing_field",
             DecodeError::WrongType { .. } => "wrong_type",
             DecodeError::InvalidValue { .. } | DecodeError::ScoreAndIncrement => "invalid_value",
             DecodeError::KeyMismatch { .. } | DecodeError::KeyNotUtf8 { .. } => "key_mismatch",
+            DecodeError::UnknownType(_) => "unknown_type",
         }
     }
 }

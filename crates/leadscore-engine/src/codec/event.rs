@@ -2,6 +2,7 @@
 
 use super::error::{
     check_size, invalid, malformed, missing, truncate, wrong_type, DecodeError, Quoted,
+    UnknownKind, UnknownType,
 };
 use super::loose::{find_duplicate, KeySeed, Loose, LooseSeed};
 use super::{Format, Limits};
@@ -116,6 +117,7 @@ fn raw_event_from_proto(m: pb::Event) -> RawEvent<'static> {
         Ok(pb::EventType::EmailAdded) => Some(EventType::EmailAdded),
         Ok(pb::EventType::AttributeChanged) => Some(EventType::AttributeChanged),
         Ok(pb::EventType::ExternalScore) => Some(EventType::ExternalScore),
+        Ok(pb::EventType::UserDeleted) => Some(EventType::UserDeleted),
         Err(_) => None,
     };
     let kind_slot = match kind {
@@ -199,18 +201,18 @@ fn validate_event(raw: RawEvent<'_>, key: Option<&[u8]>) -> Result<Event, Decode
     };
     let kind = match raw.kind.given() {
         None => return Err(missing("type", None)),
-        Some(Loose::Str(s)) => EventType::parse(&s).ok_or_else(|| {
-            invalid(
-                "type",
-                format!(
-                    "unknown event type {}, expected one of session_start, custom_event, \
-                     email_added, attribute_changed, external_score",
-                    Quoted(&s)
-                ),
-            )
-        })?,
+        Some(Loose::Str(s)) => match EventType::parse(&s) {
+            Some(kind) => kind,
+            None => {
+                return Err(unknown_type(
+                    UnknownKind::Name(s.into_owned()),
+                    user_id,
+                    time,
+                ))
+            }
+        },
         Some(Loose::UnknownEnum(n)) => {
-            return Err(invalid("type", format!("unknown event type number {n}")))
+            return Err(unknown_type(UnknownKind::Number(n), user_id, time))
         }
         Some(other) => return Err(wrong_type("type", "a string", &other)),
     };
@@ -261,8 +263,41 @@ fn validate_event(raw: RawEvent<'_>, key: Option<&[u8]>) -> Result<Event, Decode
                 None => None,
             };
         }
+        // Whose and when is all a deletion needs; other fields are ignored, as for any type.
+        EventType::UserDeleted => {}
     }
     Ok(event)
+}
+
+fn unknown_type(kind: UnknownKind, user_id: Cow<'_, str>, time: Millis) -> DecodeError {
+    DecodeError::UnknownType(Box::new(UnknownType {
+        kind,
+        user_id: user_id.into_owned(),
+        time,
+    }))
+}
+
+/// SPEC 2, forgetting: the user a tombstone (a record with a null value) deletes, which only its
+/// key names. A key that is missing, empty, not UTF-8 or reserved (a leading NUL, which
+/// checkpoint records use) is bad input.
+pub fn decode_tombstone_key(key: Option<&[u8]>) -> Result<&str, DecodeError> {
+    let key = match key {
+        None | Some([]) => return Err(DecodeError::TombstoneWithoutKey),
+        Some(k) => k,
+    };
+    let user = std::str::from_utf8(key).map_err(|_| {
+        invalid(
+            "key",
+            "a tombstone's key is not valid UTF-8, so it names no user",
+        )
+    })?;
+    if user.starts_with('\0') {
+        return Err(invalid(
+            "key",
+            "must not start with a NUL byte (reserved for checkpoint records)",
+        ));
+    }
+    Ok(user)
 }
 
 /// SPEC 2: a record's key, when present, must be its user id. Also what the handoff checks of
@@ -325,9 +360,26 @@ fn time_value(field: &'static str, v: Loose<'_>) -> Result<Millis, DecodeError> 
         }),
         Loose::Timestamp(ts) => millis_from_timestamp(&ts)
             .map_err(|detail| invalid(field, format!("invalid timestamp: {detail}"))),
-        other => Err(wrong_type(field, "an RFC 3339 timestamp string", &other)),
+        // Epoch milliseconds, as JavaScript's `Date.now()` gives them.
+        Loose::Int(_) | Loose::BigUint(_) | Loose::Float(_) => {
+            let ms = integer(field, v, TIME_EXPECTED)?;
+            if (MIN_MILLIS..=MAX_MILLIS).contains(&ms) {
+                Ok(ms)
+            } else {
+                Err(invalid(
+                    field,
+                    format!(
+                        "{ms} epoch milliseconds is outside years 0000-9999 \
+                         ({MIN_MILLIS}..={MAX_MILLIS})"
+                    ),
+                ))
+            }
+        }
+        other => Err(wrong_type(field, TIME_EXPECTED, &other)),
     }
 }
+
+const TIME_EXPECTED: &str = "an RFC 3339 timestamp string or integer epoch milliseconds";
 
 /// A protobuf timestamp as epoch milliseconds (truncated), within the range RFC 3339 can print,
 /// so that both formats accept the same instants.
@@ -356,12 +408,31 @@ pub(super) fn timestamp_from_millis(ms: Millis) -> crate::proto::google::protobu
 pub(super) fn optional_int(field: &'static str, v: Loose<'_>) -> Result<Option<i64>, DecodeError> {
     match v.given() {
         None => Ok(None),
-        Some(Loose::Int(i)) => Ok(Some(i)),
-        Some(Loose::BigUint(u)) => Err(invalid(
+        Some(v) => integer(field, v, "an integer").map(Some),
+    }
+}
+
+/// A 64-bit integer. A float with no fractional part counts (`5.0`, `-0`, `1e2`: Python's
+/// `json.dumps` writes floats); `5.5`, or a number outside the range, is an error.
+fn integer(field: &'static str, v: Loose<'_>, expected: &'static str) -> Result<i64, DecodeError> {
+    // 2^63, exactly representable; every float in [-2^63, 2^63) converts without loss.
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    match v {
+        Loose::Int(i) => Ok(i),
+        Loose::BigUint(u) => Err(invalid(
             field,
             format!("{u} is out of the 64-bit integer range"),
         )),
-        Some(other) => Err(wrong_type(field, "an integer", &other)),
+        Loose::Float(f) if f.is_finite() && f.fract() != 0.0 => {
+            // Debug, not Display: `1e300` rather than 301 digits.
+            Err(invalid(field, format!("{f:?} is not an integer")))
+        }
+        Loose::Float(f) if (-TWO_63..TWO_63).contains(&f) => Ok(f as i64),
+        Loose::Float(f) => Err(invalid(
+            field,
+            format!("{f:?} is out of the 64-bit integer range"),
+        )),
+        other => Err(wrong_type(field, expected, &other)),
     }
 }
 
@@ -555,6 +626,7 @@ fn event_to_proto(e: &Event) -> pb::Event {
         EventType::EmailAdded => pb::EventType::EmailAdded,
         EventType::AttributeChanged => pb::EventType::AttributeChanged,
         EventType::ExternalScore => pb::EventType::ExternalScore,
+        EventType::UserDeleted => pb::EventType::UserDeleted,
     };
     pb::Event {
         user_id: e.user_id.clone(),

@@ -16,14 +16,24 @@
 //!   `session_start` is not an error, whatever it holds.
 //! - **A JSON `null` counts as absent**, except for `value`, where null means "remove the
 //!   attribute" and a missing `value` key is an error (so a forgotten field never deletes data).
+//! - **Integral floats are integers**: wherever an integer is expected (`score`, `increment`,
+//!   epoch-millisecond times, a change's scores), `5.0`, `-0` and `1e2` read as `5`, `0` and
+//!   `100` (Python's `json.dumps` writes floats); `5.5` or a float outside the 64-bit range is
+//!   still an error naming the field.
+//! - **Times** (`time`, `updated_at`) are an RFC 3339 string ([`crate::timestamp`] has the
+//!   exact forms) or a JSON integer of epoch milliseconds (JavaScript's `Date.now()`), in the
+//!   same range, years 0000 to 9999.
+//! - **An unknown `type`** (a JSON string, or a protobuf enum number this version lacks) is not
+//!   an invalid event: once `user_id`, the key, `time` and `event_id` check out, it decodes to
+//!   [`DecodeError::UnknownType`], which the scorer skips and counts by default
+//!   (`scorer.unknown_types`).
 //!
 //! # What is strict
 //!
 //! - A repeated JSON key is malformed, a repeated property name is invalid: which one wins is
 //!   unspecified by JSON, so guessing would score something the producer may not have meant.
-//! - `score` / `increment` must be integers (a JSON `5.0` is a float and is rejected), and
-//!   NaN or infinite numbers (possible in protobuf only) are rejected so that both formats
-//!   carry the same values.
+//! - `score` / `increment` must be integral (`5.5` is rejected), and NaN or infinite numbers
+//!   (possible in protobuf only) are rejected so that both formats carry the same values.
 //! - Protobuf has no way to tell an empty string or a zero enum from a missing one, so
 //!   `user_id = ""` and `type = EVENT_TYPE_UNSPECIFIED` read as missing there; in JSON an empty
 //!   `user_id`, `name` or `event_id` is an invalid value.
@@ -55,8 +65,8 @@ mod event;
 mod loose;
 
 pub use change::{change_to_json, decode_change, encode_change};
-pub use error::{check_not_future, DecodeError};
-pub use event::{check_key, decode_event, encode_event};
+pub use error::{check_not_future, check_time_not_future, DecodeError, UnknownKind, UnknownType};
+pub use event::{check_key, decode_event, decode_tombstone_key, encode_event};
 
 use error::Quoted;
 use serde::{Deserialize, Serialize};

@@ -39,10 +39,16 @@ pub enum Outcome {
     Unchanged,
     /// An external score older than the last applied one.
     StaleExternal,
+    /// An event of a type this version does not know (`scorer.unknown_types = "skip"`): only its
+    /// time counted, in the partition clock. The decoder reports it; the engine never sees it.
+    UnknownType,
+    /// The user's state was deleted (`user_deleted`, or a tombstone). Not in [`Outcome::ALL`],
+    /// whose other values label scored and skipped events: deletions are counted apart.
+    Deleted,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Scored,
         Outcome::Duplicate,
         Outcome::Replayed,
@@ -52,6 +58,7 @@ impl Outcome {
         Outcome::NoGroup,
         Outcome::Unchanged,
         Outcome::StaleExternal,
+        Outcome::UnknownType,
     ];
 
     /// A bounded label value.
@@ -66,6 +73,8 @@ impl Outcome {
             Outcome::NoGroup => "no_group",
             Outcome::Unchanged => "unchanged",
             Outcome::StaleExternal => "stale_external",
+            Outcome::UnknownType => "unknown_type",
+            Outcome::Deleted => "deleted",
         }
     }
 }
@@ -97,6 +106,8 @@ fn kind_index(kind: EventType) -> usize {
         EventType::EmailAdded => 2,
         EventType::AttributeChanged => 3,
         EventType::ExternalScore => 4,
+        // Handled by the partition before any rule; its (empty) tables are never read.
+        EventType::UserDeleted => 5,
     }
 }
 

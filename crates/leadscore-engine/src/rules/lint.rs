@@ -53,6 +53,15 @@ pub(super) fn lint(rules: &Rules, line_of: &dyn Fn(&str) -> Option<usize>) -> Ve
         );
     }
     for (i, m) in rules.entry.on.iter().enumerate() {
+        if m.kind == EventType::UserDeleted {
+            warn(
+                format!("entry.on[{}]", i + 1),
+                "never enrolls anyone: a user_deleted event deletes the user's state instead of \
+                 being scored"
+                    .into(),
+            );
+            continue;
+        }
         for (key, why, fatal) in dead_fields(m, &format!("entry.on[{}]", i + 1)) {
             warn(
                 key,
@@ -78,6 +87,15 @@ pub(super) fn lint(rules: &Rules, line_of: &dyn Fn(&str) -> Option<usize>) -> Ve
                     tpath,
                     "never fires: an external_score event sets or increments the score itself \
                      and never scores through a group"
+                        .into(),
+                );
+                continue;
+            }
+            if trigger.kind == EventType::UserDeleted {
+                warn(
+                    tpath,
+                    "never fires: a user_deleted event deletes the user's state instead of being \
+                     scored"
                         .into(),
                 );
                 continue;
@@ -324,6 +342,19 @@ mod tests {
         assert_eq!(ws.len(), 1, "{ws:#?}");
         assert_eq!((ws[0].line, ws[0].key.as_str()), (2, "entry.on"));
         assert!(ws[0].message.contains("no event enrolls"), "{}", ws[0]);
+    }
+
+    #[test]
+    fn warns_about_user_deleted_matchers_which_never_match() {
+        let src = format!(
+            "[entry]\non = [{{ type = \"email_added\" }}, {{ type = \"user_deleted\" }}]\n{}",
+            group("g", &["{ type = \"user_deleted\" }"])
+        );
+        let ws = warnings(&src);
+        let says =
+            |key: &str, what: &str| ws.iter().any(|w| w.key == key && w.message.contains(what));
+        assert!(says("entry.on[2]", "never enrolls"), "{ws:#?}");
+        assert!(says("group[1].triggers[1]", "never fires"), "{ws:#?}");
     }
 
     #[test]

@@ -128,7 +128,7 @@ fn decode_change_rejects_bad_changes_naming_the_field() {
         (good.replace(r#""score":25,"#, ""), "missing_field", "score"),
         (
             good.replace(r#""score":25"#, r#""score":2.5"#),
-            "wrong_type",
+            "invalid_value",
             "score",
         ),
         (

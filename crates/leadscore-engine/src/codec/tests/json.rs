@@ -180,13 +180,72 @@ fn rejects_invalid_time_naming_what_is_wrong() {
         r#"field "time": invalid RFC 3339 timestamp "2026-13-01T00:00:00Z": month 13 out of range"#
     );
     let msg = rejects(
-        r#"{"user_id":"u1","time":1767607200000,"type":"session_start"}"#,
+        r#"{"user_id":"u1","time":true,"type":"session_start"}"#,
         "wrong_type",
     );
     assert_eq!(
         msg,
-        r#"field "time": expected an RFC 3339 timestamp string, found an integer"#
+        r#"field "time": expected an RFC 3339 timestamp string or integer epoch milliseconds, found a boolean"#
     );
+}
+
+#[test]
+fn accepts_epoch_milliseconds_for_time_and_updated_at() {
+    // What JavaScript's Date.now() gives, and Python's json.dumps of a float of it.
+    for time in ["1767607200000", "1767607200000.0", "1.7676072e12"] {
+        let e = ok(&format!(
+            r#"{{"user_id":"u1","time":{time},"type":"session_start"}}"#
+        ));
+        assert_eq!(e.time, t0(), "{time}");
+    }
+    let e = ok(&format!(
+        r#"{{"user_id":"u1","time":"{T0}","type":"external_score","score":1,"updated_at":1767607200123}}"#
+    ));
+    assert_eq!(e.updated_at, Some(t0() + 123));
+    // The same range as RFC 3339 strings: years 0000 to 9999.
+    let edge = ok(&format!(
+        r#"{{"user_id":"u1","time":{MAX_MILLIS},"type":"session_start"}}"#
+    ));
+    assert_eq!(edge.time, MAX_MILLIS);
+    ok(r#"{"user_id":"u1","time":-62167219200000,"type":"session_start"}"#);
+    for (time, detail) in [
+        (
+            "253402300800000".to_string(),
+            "253402300800000 epoch milliseconds is outside years 0000-9999",
+        ),
+        (
+            "-62167219200001".to_string(),
+            "-62167219200001 epoch milliseconds is outside years 0000-9999",
+        ),
+        (
+            "1767607200000.5".to_string(),
+            "1767607200000.5 is not an integer",
+        ),
+        (
+            "1e300".to_string(),
+            "1e300 is out of the 64-bit integer range",
+        ),
+        (
+            "18446744073709551615".to_string(),
+            "18446744073709551615 is out of the 64-bit integer range",
+        ),
+    ] {
+        let msg = rejects(
+            &format!(r#"{{"user_id":"u1","time":{time},"type":"session_start"}}"#),
+            "invalid_value",
+        );
+        assert!(
+            msg.starts_with(&format!("field \"time\": {detail}")),
+            "{msg}"
+        );
+    }
+    let msg = rejects(
+        &format!(
+            r#"{{"user_id":"u1","time":"{T0}","type":"external_score","score":1,"updated_at":0.5}}"#
+        ),
+        "invalid_value",
+    );
+    assert_eq!(msg, r#"field "updated_at": 0.5 is not an integer"#);
 }
 
 #[test]
@@ -201,25 +260,76 @@ fn cuts_long_input_strings_in_messages() {
 }
 
 #[test]
-fn rejects_missing_unknown_or_non_string_type() {
+fn rejects_missing_or_non_string_type_and_reports_an_unknown_one_with_its_user_and_time() {
     let msg = rejects(
         &format!(r#"{{"user_id":"u1","time":"{T0}"}}"#),
         "missing_field",
     );
     assert_eq!(msg, r#"missing field "type""#);
-    let msg = rejects(
-        &format!(r#"{{"user_id":"u1","time":"{T0}","type":"page_view"}}"#),
-        "invalid_value",
+    let page_view = format!(
+        r#"{{"user_id":"u1","time":"{T0}","type":"page_view","event_id":"e1","score":"any"}}"#
     );
+    let msg = rejects(&page_view, "unknown_type");
     assert_eq!(
         msg,
         "field \"type\": unknown event type \"page_view\", expected one of session_start, \
-             custom_event, email_added, attribute_changed, external_score"
+             custom_event, email_added, attribute_changed, external_score, user_deleted"
     );
+    match json(&page_view) {
+        Err(DecodeError::UnknownType(u)) => {
+            assert_eq!(u.kind, UnknownKind::Name("page_view".into()));
+            assert_eq!((u.user_id.as_str(), u.time), ("u1", t0()));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Whose and when are checked as for any event: an unknown type does not excuse them.
+    rejects(
+        r#"{"user_id":"u1","time":"soon","type":"page_view"}"#,
+        "invalid_value",
+    );
+    rejects(
+        &format!(r#"{{"time":"{T0}","type":"page_view"}}"#),
+        "missing_field",
+    );
+    rejects(
+        &format!(r#"{{"user_id":"u1","time":"{T0}","type":"page_view","event_id":""}}"#),
+        "invalid_value",
+    );
+    let keyed = decode_event(
+        Format::Json,
+        Some(b"u2"),
+        page_view.as_bytes(),
+        &Limits::default(),
+    );
+    assert_eq!(keyed.map_err(|e| e.reason()), Err("key_mismatch"));
     rejects(
         &format!(r#"{{"user_id":"u1","time":"{T0}","type":1}}"#),
         "wrong_type",
     );
+}
+
+#[test]
+fn user_deleted_needs_only_whose_and_when() {
+    let e = ok(&format!(
+        r#"{{"user_id":"u1","time":"{T0}","type":"user_deleted","value":[1],"score":"x"}}"#
+    ));
+    assert_eq!(e, Event::new("u1", t0(), EventType::UserDeleted));
+    let back = json(std::str::from_utf8(&encode_event(Format::Json, &e)).unwrap_or_default());
+    assert_eq!(back, Ok(e));
+}
+
+#[test]
+fn a_tombstone_key_names_the_user_to_forget() {
+    assert_eq!(decode_tombstone_key(Some(b"u1")), Ok("u1"));
+    for (key, reason) in [
+        (None, "missing_field"),
+        (Some(&b""[..]), "missing_field"),
+        (Some(&b"\xff"[..]), "invalid_value"),
+        (Some(&b"\0leadscore.checkpoint"[..]), "invalid_value"),
+    ] {
+        let err = decode_tombstone_key(key).map_err(|e| e.reason());
+        assert_eq!(err, Err(reason), "{key:?}");
+    }
 }
 
 #[test]
@@ -327,10 +437,35 @@ fn rejects_external_score_with_neither_score_nor_increment() {
 }
 
 #[test]
-fn rejects_non_integer_scores() {
+fn accepts_integral_floats_as_integers_and_rejects_fractions() {
     let base = format!(r#""user_id":"u1","time":"{T0}","type":"external_score""#);
-    let msg = rejects(&format!(r#"{{{base},"score":5.0}}"#), "wrong_type");
-    assert_eq!(msg, r#"field "score": expected an integer, found a float"#);
+    // Python's json.dumps writes floats; an integral one means the integer.
+    for (number, want) in [
+        ("5.0", 5),
+        ("-0", 0),
+        ("-0.0", 0),
+        ("1e2", 100),
+        ("-7.0E0", -7),
+        ("-9223372036854775808.0", i64::MIN),
+    ] {
+        let e = ok(&format!(r#"{{{base},"score":{number}}}"#));
+        assert_eq!(e.score, Some(ScoreOp::Set(want)), "{number}");
+        let e = ok(&format!(r#"{{{base},"increment":{number}}}"#));
+        assert_eq!(e.score, Some(ScoreOp::Increment(want)), "{number}");
+    }
+    let msg = rejects(&format!(r#"{{{base},"score":5.5}}"#), "invalid_value");
+    assert_eq!(msg, r#"field "score": 5.5 is not an integer"#);
+    let msg = rejects(&format!(r#"{{{base},"increment":-0.25}}"#), "invalid_value");
+    assert_eq!(msg, r#"field "increment": -0.25 is not an integer"#);
+    // 2^63 as a float is one past i64::MAX.
+    let msg = rejects(
+        &format!(r#"{{{base},"score":9223372036854775808.0}}"#),
+        "invalid_value",
+    );
+    assert_eq!(
+        msg,
+        r#"field "score": 9.223372036854776e18 is out of the 64-bit integer range"#
+    );
     let msg = rejects(&format!(r#"{{{base},"increment":"5"}}"#), "wrong_type");
     assert_eq!(
         msg,

@@ -64,13 +64,38 @@ fn protobuf_rejects_missing_required_fields() {
 }
 
 #[test]
-fn protobuf_rejects_an_unknown_type_number() {
+fn protobuf_unknown_type_number_decodes_to_the_unknown_outcome() {
     let mut m = pb_event(pb::EventType::SessionStart);
     m.r#type = 99;
     assert_eq!(
-        proto_rejects(&m, "invalid_value"),
+        proto_rejects(&m, "unknown_type"),
         r#"field "type": unknown event type number 99"#
     );
+    match proto(&m) {
+        Err(DecodeError::UnknownType(u)) => {
+            assert_eq!(u.kind, UnknownKind::Number(99));
+            assert_eq!((u.user_id.as_str(), u.time), ("u1", t0()));
+        }
+        other => panic!("{other:?}"),
+    }
+    // What every event needs is still checked first.
+    m.time = None;
+    proto_rejects(&m, "missing_field");
+}
+
+#[test]
+fn protobuf_user_deleted_decodes_and_round_trips() {
+    let m = pb_event(pb::EventType::UserDeleted);
+    assert_eq!(
+        pb::EventType::UserDeleted as i32,
+        6,
+        "appended, never renumbered"
+    );
+    let e = proto(&m).expect("decodes");
+    assert_eq!(e, Event::new("u1", t0(), EventType::UserDeleted));
+    let bytes = encode_event(Format::Protobuf, &e);
+    let back = decode_event(Format::Protobuf, None, &bytes, &Limits::default());
+    assert_eq!(back, Ok(e));
 }
 
 #[test]
