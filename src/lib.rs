@@ -31,6 +31,10 @@
 //!   lookup on its admin port ([`scorer::lookup`]).
 //! - [`handoff`]: the handoff service (`leadscore handoff`) and its Salesforce client
 //!   ([`handoff::salesforce`]): threshold crossings to Salesforce.
+//! - [`ingest`]: `leadscore ingest`, a Braze `users/track`-compatible HTTP API producing input
+//!   events.
+//! - [`warehouse`]: `leadscore warehouse import|export`, PostgreSQL to input events and score
+//!   changes to PostgreSQL.
 //! - [`dev`]: stand-ins for the outside world: the embedded broker, the Salesforce stand-in,
 //!   `leadscore demo`.
 //! - [`bench`](mod@bench): `leadscore bench` (engine, `--scorer`, `--handoff`), ratios against
@@ -50,6 +54,8 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod handoff;
+pub mod ingest;
 pub mod ops;
 pub mod runtime;
 pub mod scorer;
+pub mod warehouse;

@@ -54,3 +54,13 @@ pub(super) fn run_bench(
     println!("{table}");
     Ok(ExitCode::SUCCESS)
 }
+
+/// `leadscore bench --ingest`.
+pub(super) fn run_ingest_bench() -> Result<ExitCode> {
+    telemetry::init_logging(false, "warn,rdkafka::client=off,librdkafka=error");
+    let table = runtime()?.block_on(crate::ingest::bench::run(
+        &crate::ingest::bench::IngestBenchOptions::default(),
+    ))?;
+    println!("{table}");
+    Ok(ExitCode::SUCCESS)
+}

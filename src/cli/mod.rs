@@ -3,6 +3,7 @@
 
 mod bench;
 mod dev;
+mod ingest;
 mod lookup;
 mod offline;
 mod reset;
@@ -61,6 +62,10 @@ enum Command {
         /// leads against the stand-in (5,000 leads, embedded broker).
         #[arg(long, conflicts_with_all = ["scorer", "rules"])]
         handoff: bool,
+        /// Benchmark the ingest API instead: requests and events per second with 75-event
+        /// bodies, against a bare producer of the same events (embedded broker).
+        #[arg(long, conflicts_with_all = ["scorer", "handoff", "lookup", "rules"])]
+        ingest: bool,
         /// Benchmark lead lookup instead: p50/p99 of GET /v1/leads/{user_id} answered locally
         /// and forwarded to the owner (two scorers on the embedded broker, 10,000 lookups each).
         #[arg(long, conflicts_with_all = ["scorer", "rules", "handoff"])]
@@ -77,6 +82,17 @@ enum Command {
         /// Settings file (TOML); environment variables LEADSCORE__SECTION__KEY override it.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Run the ingest API: Braze users/track-compatible HTTP requests to input events.
+    Ingest {
+        /// Settings file (TOML); environment variables LEADSCORE__SECTION__KEY override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Sync with a PostgreSQL warehouse: external scores in, score changes out.
+    Warehouse {
+        #[command(subcommand)]
+        command: WarehouseCommand,
     },
     /// Start a service over from nothing: clear its changelog checkpoints and state, so it
     /// re-reads its input from the beginning (docs/operations.md, "Starting over"). Refuses
@@ -149,6 +165,24 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+enum WarehouseCommand {
+    /// Poll a warehouse table of (user id, score, updated at) and produce new rows as
+    /// external_score events; the watermark is stored after Kafka acknowledged them.
+    Import {
+        /// Settings file (TOML); environment variables LEADSCORE__SECTION__KEY override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Consume the score changes into the warehouse: each lead's current score and status, and
+    /// the history of changes (idempotent on the change id).
+    Export {
+        /// Settings file (TOML); environment variables LEADSCORE__SECTION__KEY override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum RulesCommand {
     /// Validate rules files: a one-line summary each, or every error with its line and key.
     /// Rules that can never do anything are warned about (exit status 0 unless --strict).
@@ -192,12 +226,20 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => Ok(rules_check(&files, strict)),
         Command::Score { config } => run_score(config),
         Command::Handoff { config } => run_handoff(config),
+        Command::Ingest { config } => ingest::run_ingest(config),
+        Command::Warehouse {
+            command: WarehouseCommand::Import { config },
+        } => ingest::run_warehouse(config, ingest::Sync::Import),
+        Command::Warehouse {
+            command: WarehouseCommand::Export { config },
+        } => ingest::run_warehouse(config, ingest::Sync::Export),
         Command::Reset(args) => reset::run(args),
         Command::Demo {
             users,
             events,
             seconds,
         } => dev::run_demo(users, events, seconds),
+        Command::Bench { ingest: true, .. } => bench::run_ingest_bench(),
         Command::Bench {
             events,
             users,
@@ -206,6 +248,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             scorer,
             handoff,
             lookup,
+            ..
         } => bench::run_bench(events, users, rules, seed, scorer, handoff, lookup),
         Command::DevBroker {
             listen,

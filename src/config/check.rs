@@ -36,6 +36,8 @@ impl Settings {
         self.check_scorer(sources)?;
         self.check_handoff(sources)?;
         self.check_salesforce(sources)?;
+        self.check_ingest(sources)?;
+        self.check_warehouse(sources)?;
         self.check_admin_and_log(sources)
     }
 

@@ -123,6 +123,8 @@ impl Settings {
             handoff: section(&sources, "handoff", take("handoff"))?,
             salesforce: section(&sources, "salesforce", take("salesforce"))?,
             admin: section(&sources, "admin", take("admin"))?,
+            ingest: section(&sources, "ingest", take("ingest"))?,
+            warehouse: section(&sources, "warehouse", take("warehouse"))?,
             log: section(&sources, "log", take("log"))?,
         };
         settings.check(&sources)?;

@@ -48,18 +48,22 @@ use crate::codec::Format;
 mod check;
 mod env;
 mod handoff;
+mod ingest;
 mod kafka;
 mod load;
 mod salesforce;
 mod scorer;
+mod warehouse;
 
 pub use handoff::{status_key, HandoffSettings, LeadIdPattern, DEFAULT_STATUS_ORDER};
+pub use ingest::{ApiKeysError, IngestSettings, MAX_API_KEYS_FILE_BYTES, MIN_API_KEY_LEN};
 pub use kafka::{
     is_sensitive_kafka_property, split_role, KafkaRole, KafkaSettings, CONSUMER_ONLY_PROPERTIES,
     CONSUMER_PREFIX, PRODUCER_ONLY_PROPERTIES, PRODUCER_PREFIX,
 };
 pub use salesforce::{SalesforceSettings, Secret, MAX_SECRET_FILE_BYTES};
 pub use scorer::{Guarantee, ScorerSettings, UnknownTypes};
+pub use warehouse::{quote_identifier, WarehouseSettings};
 
 /// Environment variables starting with this are settings.
 pub const ENV_PREFIX: &str = "LEADSCORE__";
@@ -183,6 +187,10 @@ pub struct Settings {
     pub salesforce: SalesforceSettings,
     /// The metrics and health endpoint.
     pub admin: AdminSettings,
+    /// `leadscore ingest`: the users/track-compatible HTTP API.
+    pub ingest: IngestSettings,
+    /// `leadscore warehouse import|export`: the PostgreSQL warehouse sync.
+    pub warehouse: WarehouseSettings,
     pub log: LogSettings,
 }
 

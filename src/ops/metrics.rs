@@ -50,6 +50,16 @@ pub const SALESFORCE_API_USAGE: &str = "leadscore_salesforce_api_usage_calls";
 pub const SALESFORCE_API_LIMIT: &str = "leadscore_salesforce_api_limit_calls";
 pub const SALESFORCE_AUTH_FAILURES: &str = "leadscore_salesforce_auth_failures_total";
 
+// Ingest and the warehouse sync.
+pub const INGEST_REQUESTS: &str = "leadscore_ingest_requests_total";
+pub const INGEST_REQUEST_SECONDS: &str = "leadscore_ingest_request_duration_seconds";
+pub const INGEST_OBJECTS: &str = "leadscore_ingest_objects_total";
+pub const INGEST_EVENTS: &str = "leadscore_ingest_events_produced_total";
+pub const WAREHOUSE_ROWS_IMPORTED: &str = "leadscore_warehouse_rows_imported_total";
+pub const WAREHOUSE_ROWS_SKIPPED: &str = "leadscore_warehouse_rows_skipped_total";
+pub const WAREHOUSE_CHANGES_EXPORTED: &str = "leadscore_warehouse_changes_exported_total";
+pub const WAREHOUSE_CHANGES_SKIPPED: &str = "leadscore_warehouse_changes_skipped_total";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Counter,
@@ -75,6 +85,10 @@ pub enum Owner {
     Handoff,
     /// The shared runtime: consumption, owned partitions, state, checkpoints.
     Both,
+    /// `leadscore ingest`.
+    Ingest,
+    /// `leadscore warehouse import|export`.
+    Warehouse,
 }
 
 impl Owner {
@@ -180,6 +194,17 @@ fn misrouted_reasons() -> Vec<&'static str> {
 
 fn verify_failures() -> Vec<&'static str> {
     crate::runtime::changelog::VerifyFailure::REASONS.to_vec()
+}
+
+fn ingest_statuses() -> Vec<&'static str> {
+    crate::ingest::server::STATUSES.to_vec()
+}
+
+fn ingest_arrays() -> Vec<&'static str> {
+    crate::ingest::braze::Array::ALL
+        .iter()
+        .map(|a| a.as_str())
+        .collect()
 }
 
 fn handoff_dead_letter_reasons() -> Vec<&'static str> {
@@ -497,6 +522,85 @@ pub const METRICS: &[Metric] = &[
         }],
         owner: Owner::Handoff,
         help: "Credentials Salesforce refused, by cause (token_refused, session_refused).",
+    },
+    Metric {
+        name: INGEST_REQUESTS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        labels: &[Label {
+            name: "status",
+            values: Values::From(ingest_statuses),
+        }],
+        owner: Owner::Ingest,
+        help: "POST /users/track requests answered, by HTTP status (201, 400, 401, 413, 429, 503).",
+    },
+    Metric {
+        name: INGEST_REQUEST_SECONDS,
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        labels: &[],
+        owner: Owner::Ingest,
+        help: "From receiving a /users/track request to answering it, Kafka acknowledgements included.",
+    },
+    Metric {
+        name: INGEST_OBJECTS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        labels: &[
+            Label {
+                name: "array",
+                values: Values::From(ingest_arrays),
+            },
+            Label {
+                name: "outcome",
+                values: Values::Fixed(&["accepted", "refused"]),
+            },
+        ],
+        owner: Owner::Ingest,
+        help: "users/track objects, by array (attributes, events, purchases) and outcome (accepted, refused with a per-object error).",
+    },
+    Metric {
+        name: INGEST_EVENTS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        labels: &[],
+        owner: Owner::Ingest,
+        help: "Input events produced by the ingest API and acknowledged by Kafka.",
+    },
+    Metric {
+        name: WAREHOUSE_ROWS_IMPORTED,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        labels: &[],
+        owner: Owner::Warehouse,
+        help: "Warehouse rows produced as external_score events and acknowledged by Kafka (warehouse import).",
+    },
+    Metric {
+        name: WAREHOUSE_ROWS_SKIPPED,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        labels: &[],
+        owner: Owner::Warehouse,
+        help: "Warehouse rows with a null or empty user id, or a null score, passed over (warehouse import).",
+    },
+    Metric {
+        name: WAREHOUSE_CHANGES_EXPORTED,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        labels: &[Label {
+            name: "outcome",
+            values: Values::Fixed(&["written", "duplicate"]),
+        }],
+        owner: Owner::Warehouse,
+        help: "Score changes exported to the warehouse, by outcome (written, duplicate: already in the history table).",
+    },
+    Metric {
+        name: WAREHOUSE_CHANGES_SKIPPED,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        labels: &[],
+        owner: Owner::Warehouse,
+        help: "Score change records that did not decode, passed over by warehouse export (and logged).",
     },
 ];
 

@@ -3,6 +3,8 @@
 //! processes, producing and reading back.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use leadscore::runtime::changelog::Changelog;
 use leadscore::state::UserState;
 use rdkafka::config::ClientConfig;

@@ -1,0 +1,610 @@
+//! Braze's `users/track` request body, validated and turned into leadscore input events. Pure:
+//! the receive time and the request's id basis come in as values.
+//!
+//! # The mapping (docs/ingest.md has it for users)
+//!
+//! - **attributes**: the score attribute (`ingest.score_attribute`, default `lead_score`) as an
+//!   integer becomes an `external_score` event with `score`, as `{"inc": N}` one with
+//!   `increment`; `email` becomes `email_added` (null: `attribute_changed` removing it); every
+//!   other attribute with a scalar value (string, number, boolean, null) becomes
+//!   `attribute_changed`. Braze attributes carry no time, so these events take the request's
+//!   receive time. An attribute whose value is an array or an object other than the score's
+//!   `inc` (Braze's array, nested and `$time` forms) is not supported: it is left out and
+//!   reported in `errors`, the object's other attributes still go.
+//! - **events**: `custom_event` with `name`, `time`, `app_id` and `properties` (scalar values;
+//!   an event with a nested property is rejected whole, since a rule could match it
+//!   differently without it).
+//! - **purchases**: `custom_event` named [`PURCHASE_EVENT`] whose properties are `product_id`,
+//!   `currency`, `price`, `quantity` and then the purchase's own `properties`.
+//!
+//! Within a request, attributes come first, then events, then purchases, each in array order,
+//! so an event in the same request as an attribute update sees the updated attribute.
+//!
+//! # Event ids
+//!
+//! Braze has no idempotency key, so a caller's retry would count twice. With an
+//! `Idempotency-Key` header every event id is derived from the key and the object's place in
+//! the request, so a retry of the same request is a duplicate to the scorer. Without one, an
+//! event or purchase id is derived from its content (the same user, name, time and properties
+//! are the same event), and an attribute update's id is unique to the request (the same
+//! `{"inc": 5}` sent twice on purpose must count twice).
+
+use crate::event::{Event, EventType, Scalar, ScoreOp};
+use crate::timestamp::{parse_rfc3339, Millis};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Objects of each kind per request, as Braze documents.
+pub const MAX_OBJECTS: usize = 75;
+
+/// The custom event name a purchase becomes.
+pub const PURCHASE_EVENT: &str = "purchase";
+
+/// The longest `external_id`, attribute or property name, and string value accepted (Braze's
+/// limit on custom attribute keys and string values is 255 characters).
+pub const MAX_NAME_CHARS: usize = 255;
+
+/// The longest `external_id` accepted, in bytes (Braze's limit is 512 characters).
+pub const MAX_EXTERNAL_ID_BYTES: usize = 512;
+
+/// The longest `Idempotency-Key` header accepted.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+/// Properties per event at most.
+pub const MAX_PROPERTIES: usize = 256;
+
+/// The three arrays of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Array {
+    Attributes,
+    Events,
+    Purchases,
+}
+
+impl Array {
+    pub const ALL: [Array; 3] = [Array::Attributes, Array::Events, Array::Purchases];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Array::Attributes => "attributes",
+            Array::Events => "events",
+            Array::Purchases => "purchases",
+        }
+    }
+}
+
+/// One object's problem, answered in `errors` as Braze does: `{"type": message,
+/// "input_array": "events", "index": 3}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ObjectError {
+    #[serde(rename = "type")]
+    pub message: String,
+    pub input_array: Array,
+    pub index: usize,
+}
+
+/// A request the whole of which is refused (400).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body is not JSON: {0}")]
+    Malformed(String),
+    #[error("the body must be a JSON object with attributes, events or purchases arrays")]
+    NotObject,
+    #[error("'{0}' must be an array")]
+    NotArray(&'static str),
+    #[error("'{array}' has {count} objects; at most {MAX_OBJECTS} are allowed per request")]
+    TooMany { array: &'static str, count: usize },
+    #[error("the request has no attributes, events or purchases")]
+    Nothing,
+}
+
+/// How this request's event ids are made (see the module doc).
+#[derive(Clone, Copy, Debug)]
+pub enum IdBasis<'a> {
+    /// The caller's `Idempotency-Key` header.
+    IdempotencyKey(&'a str),
+    /// No key: an id unique to this request (for attribute updates).
+    Request(&'a str),
+}
+
+/// What the translation needs besides the body.
+#[derive(Clone, Copy, Debug)]
+pub struct Options<'a> {
+    pub score_attribute: &'a str,
+    /// When the request arrived: the time of attribute events.
+    pub received: Millis,
+    /// An event or purchase `time` further ahead of `received` than this is refused, as the
+    /// scorer would dead-letter it (`scorer.max_future_skew`).
+    pub max_future_skew_ms: i64,
+    pub ids: IdBasis<'a>,
+}
+
+/// A request translated: the events to produce, in order, and the answer's counts.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub events: Vec<Event>,
+    pub attributes_processed: usize,
+    pub events_processed: usize,
+    pub purchases_processed: usize,
+    pub errors: Vec<ObjectError>,
+    /// Which arrays the request had (an absent array is left out of the answer, as Braze does).
+    pub present: [bool; 3],
+    /// Objects in each array.
+    pub objects: [usize; 3],
+}
+
+impl Batch {
+    /// Whether nothing in the request was valid: answered 400.
+    pub fn nothing_valid(&self) -> bool {
+        self.attributes_processed + self.events_processed + self.purchases_processed == 0
+    }
+
+    /// The answer's body: Braze's success shape, with `errors` when some objects were refused.
+    pub fn answer(&self) -> Value {
+        let mut body = Map::new();
+        body.insert("message".into(), Value::from("success"));
+        let counts = [
+            self.attributes_processed,
+            self.events_processed,
+            self.purchases_processed,
+        ];
+        for (i, array) in Array::ALL.iter().enumerate() {
+            if self.present[i] {
+                let key = format!("{}_processed", array.as_str());
+                body.insert(key, Value::from(counts[i]));
+            }
+        }
+        if !self.errors.is_empty() {
+            body.insert("errors".into(), errors_json(&self.errors));
+        }
+        Value::Object(body)
+    }
+}
+
+/// `errors` as JSON.
+pub fn errors_json(errors: &[ObjectError]) -> Value {
+    serde_json::to_value(errors).unwrap_or(Value::Null)
+}
+
+/// Whether `key` may be an `Idempotency-Key`: 1 to [`MAX_IDEMPOTENCY_KEY_BYTES`] printable
+/// ASCII characters, since it becomes part of event ids.
+pub fn valid_idempotency_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY_BYTES
+        && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Translates a `users/track` body. `Err` refuses the whole request; `Ok` may still hold
+/// nothing valid (see [`Batch::nothing_valid`]), with every object's error.
+pub fn translate(body: &[u8], opts: &Options<'_>) -> Result<Batch, BodyError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| BodyError::Malformed(e.to_string()))?;
+    let Value::Object(mut top) = value else {
+        return Err(BodyError::NotObject);
+    };
+    let mut arrays: [Vec<Value>; 3] = Default::default();
+    let mut batch = Batch::default();
+    for (i, array) in Array::ALL.iter().enumerate() {
+        match top.remove(array.as_str()) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                if items.len() > MAX_OBJECTS {
+                    return Err(BodyError::TooMany {
+                        array: array.as_str(),
+                        count: items.len(),
+                    });
+                }
+                batch.present[i] = true;
+                batch.objects[i] = items.len();
+                arrays[i] = items;
+            }
+            Some(_) => return Err(BodyError::NotArray(array.as_str())),
+        }
+    }
+    if !batch.present.iter().any(|p| *p) {
+        return Err(BodyError::Nothing);
+    }
+    let [attributes, events, purchases] = arrays;
+    for (index, object) in attributes.iter().enumerate() {
+        let mut errors = Vec::new();
+        match attribute_events(object, index, opts, &mut errors) {
+            Ok(mut produced) => {
+                batch.attributes_processed += 1;
+                batch.events.append(&mut produced);
+            }
+            Err(message) => errors.insert(0, message),
+        }
+        batch
+            .errors
+            .extend(errors.into_iter().map(|message| ObjectError {
+                message,
+                input_array: Array::Attributes,
+                index,
+            }));
+    }
+    for (array, items) in [(Array::Events, events), (Array::Purchases, purchases)] {
+        for (index, object) in items.iter().enumerate() {
+            let result = match array {
+                Array::Purchases => purchase_event(object, index, opts),
+                _ => custom_event(object, index, opts),
+            };
+            match result {
+                Ok(event) => {
+                    batch.events.push(event);
+                    match array {
+                        Array::Purchases => batch.purchases_processed += 1,
+                        _ => batch.events_processed += 1,
+                    }
+                }
+                Err(message) => batch.errors.push(ObjectError {
+                    message,
+                    input_array: array,
+                    index,
+                }),
+            }
+        }
+    }
+    Ok(batch)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objects
+// ---------------------------------------------------------------------------------------------
+
+/// Identifier fields Braze accepts in place of `external_id`.
+const OTHER_IDENTIFIERS: &[&str] = &["braze_id", "user_alias", "phone"];
+
+/// The object's user id: its `external_id`.
+fn external_id(object: &Map<String, Value>) -> Result<String, String> {
+    match object.get("external_id") {
+        Some(Value::String(id)) if id.is_empty() => Err("'external_id' must not be empty".into()),
+        Some(Value::String(id)) if id.len() > MAX_EXTERNAL_ID_BYTES => Err(format!(
+            "'external_id' is longer than {MAX_EXTERNAL_ID_BYTES} bytes"
+        )),
+        Some(Value::String(id)) => Ok(id.clone()),
+        Some(_) => Err("'external_id' must be a string".into()),
+        None => {
+            let other = OTHER_IDENTIFIERS
+                .iter()
+                .find(|k| object.contains_key(**k))
+                .copied()
+                .or_else(|| (object.contains_key("email")).then_some("email"));
+            Err(match other {
+                Some(k) => format!(
+                    "'{k}' identifies the user, but only 'external_id' is supported here \
+                     (leadscore keys every event by external_id)"
+                ),
+                None => "'external_id' is required".into(),
+            })
+        }
+    }
+}
+
+fn as_object(object: &Value) -> Result<&Map<String, Value>, String> {
+    object
+        .as_object()
+        .ok_or_else(|| "must be a JSON object".to_string())
+}
+
+/// A JSON scalar as an event value; `None` for arrays and objects. `null` is `Some(None)`.
+fn scalar(value: &Value) -> Option<Option<Scalar>> {
+    match value {
+        Value::Null => Some(None),
+        Value::Bool(b) => Some(Some(Scalar::Bool(*b))),
+        Value::Number(n) => Some(Some(match n.as_i64() {
+            Some(i) => Scalar::Int(i),
+            None => Scalar::Float(n.as_f64()?),
+        })),
+        Value::String(s) => Some(Some(Scalar::Str(s.clone()))),
+        Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{what} must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(format!("{what} is longer than {MAX_NAME_CHARS} characters"));
+    }
+    Ok(())
+}
+
+fn check_string_value(what: &str, value: &Option<Scalar>) -> Result<(), String> {
+    match value {
+        Some(Scalar::Str(s)) if s.chars().count() > MAX_NAME_CHARS => Err(format!(
+            "{what}: a string value is at most {MAX_NAME_CHARS} characters"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Keys of an attribute object that are not attributes.
+const ATTRIBUTE_CONTROL_KEYS: &[&str] =
+    &["external_id", "_update_existing_only", "push_token_import"];
+
+/// One attributes object: its events, or why none. Unsupported attribute values are left out
+/// with their message pushed to `errors`.
+fn attribute_events(
+    object: &Value,
+    index: usize,
+    opts: &Options<'_>,
+    errors: &mut Vec<String>,
+) -> Result<Vec<Event>, String> {
+    let object = as_object(object)?;
+    let user = external_id(object)?;
+    let mut events = Vec::new();
+    for (name, value) in object {
+        if ATTRIBUTE_CONTROL_KEYS.contains(&name.as_str()) {
+            continue;
+        }
+        let id = match opts.ids {
+            IdBasis::IdempotencyKey(key) => format!("braze:{key}:attributes:{index}:{name}"),
+            IdBasis::Request(request) => format!("braze:{request}:attributes:{index}:{name}"),
+        };
+        match attribute_event(&user, name, value, opts) {
+            Ok(mut event) => {
+                event.event_id = Some(id);
+                events.push(event);
+            }
+            Err(message) => errors.push(message),
+        }
+    }
+    Ok(events)
+}
+
+/// One attribute of an attributes object as an event.
+fn attribute_event(
+    user: &str,
+    name: &str,
+    value: &Value,
+    opts: &Options<'_>,
+) -> Result<Event, String> {
+    check_name("an attribute name", name)?;
+    if name == opts.score_attribute {
+        let op = match value {
+            Value::Number(n) => n.as_i64().map(ScoreOp::Set),
+            Value::Object(inc) if inc.len() == 1 => inc
+                .get("inc")
+                .and_then(Value::as_i64)
+                .map(ScoreOp::Increment),
+            _ => None,
+        };
+        let op = op.ok_or_else(|| {
+            format!("'{name}' (the score) must be an integer or {{\"inc\": integer}}")
+        })?;
+        let mut event = Event::new(user, opts.received, EventType::ExternalScore);
+        event.score = Some(op);
+        return Ok(event);
+    }
+    let value = scalar(value).ok_or_else(|| {
+        format!(
+            "'{name}': arrays, nested objects and other update forms are not supported; \
+             the attribute was not updated"
+        )
+    })?;
+    check_string_value(&format!("'{name}'"), &value)?;
+    let kind = match (name, &value) {
+        ("email", Some(Scalar::Str(_))) => EventType::EmailAdded,
+        ("email", Some(_)) => return Err("'email' must be a string".into()),
+        _ => EventType::AttributeChanged,
+    };
+    let mut event = Event::new(user, opts.received, kind);
+    if kind == EventType::AttributeChanged {
+        event.name = Some(name.to_string());
+    }
+    event.value = value;
+    Ok(event)
+}
+
+/// An event's or purchase's `time`.
+fn object_time(object: &Map<String, Value>, opts: &Options<'_>) -> Result<Millis, String> {
+    let text = match object.get("time") {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err("'time' must be an ISO 8601 string".into()),
+        None => return Err("'time' is required".into()),
+    };
+    let time = parse_iso8601(text).map_err(|e| format!("'time' {text:?}: {e}"))?;
+    if time > opts.received.saturating_add(opts.max_future_skew_ms) {
+        return Err(format!(
+            "'time' {text:?} is more than {}s ahead of the server clock",
+            opts.max_future_skew_ms / 1000
+        ));
+    }
+    Ok(time)
+}
+
+fn optional_string(object: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            check_name(&format!("'{key}'"), s)?;
+            Ok(Some(s.clone()))
+        }
+        Some(_) => Err(format!("'{key}' must be a string")),
+    }
+}
+
+/// An event's or purchase's `properties`: scalar values only.
+fn properties(object: &Map<String, Value>) -> Result<Vec<(String, Scalar)>, String> {
+    let props = match object.get("properties") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Object(props)) => props,
+        Some(_) => return Err("'properties' must be an object".into()),
+    };
+    if props.len() > MAX_PROPERTIES {
+        return Err(format!(
+            "'properties' has {} entries; at most {MAX_PROPERTIES}",
+            props.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(props.len());
+    for (key, value) in props {
+        check_name("a property name", key)?;
+        match scalar(value) {
+            // A null property is the same as no property to every predicate.
+            Some(None) => {}
+            Some(Some(v)) => {
+                check_string_value(&format!("property '{key}'"), &Some(v.clone()))?;
+                out.push((key.clone(), v));
+            }
+            None => {
+                return Err(format!(
+                    "property '{key}': nested objects and arrays are not supported"
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The id of an event or purchase (see the module doc).
+fn content_id(
+    array: Array,
+    index: usize,
+    object: &Map<String, Value>,
+    opts: &Options<'_>,
+) -> String {
+    match opts.ids {
+        IdBasis::IdempotencyKey(key) => format!("braze:{key}:{}:{index}", array.as_str()),
+        IdBasis::Request(_) => {
+            // serde_json's map is sorted by key, so equal objects print equal.
+            let text = Value::Object(object.clone()).to_string();
+            format!(
+                "braze:{}:{:032x}",
+                array.as_str(),
+                fnv1a_128(text.as_bytes())
+            )
+        }
+    }
+}
+
+/// FNV-1a, 128 bits: a stable content hash for ids (not for security).
+fn fnv1a_128(bytes: &[u8]) -> u128 {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013b;
+    bytes
+        .iter()
+        .fold(OFFSET, |h, b| (h ^ u128::from(*b)).wrapping_mul(PRIME))
+}
+
+/// One events object as a `custom_event`.
+fn custom_event(object: &Value, index: usize, opts: &Options<'_>) -> Result<Event, String> {
+    let object = as_object(object)?;
+    let user = external_id(object)?;
+    let name = match object.get("name") {
+        Some(Value::String(n)) => n.clone(),
+        Some(_) => return Err("'name' must be a string".into()),
+        None => return Err("'name' is required".into()),
+    };
+    check_name("'name'", &name)?;
+    let time = object_time(object, opts)?;
+    let mut event = Event::new(user, time, EventType::CustomEvent);
+    event.name = Some(name);
+    event.app_id = optional_string(object, "app_id")?;
+    event.properties = properties(object)?;
+    event.event_id = Some(content_id(Array::Events, index, object, opts));
+    Ok(event)
+}
+
+/// Purchase fields that become properties of the `purchase` event.
+const PURCHASE_FIELDS: &[&str] = &["product_id", "currency", "price", "quantity"];
+
+/// One purchases object as a `custom_event` named [`PURCHASE_EVENT`].
+fn purchase_event(object: &Value, index: usize, opts: &Options<'_>) -> Result<Event, String> {
+    let object = as_object(object)?;
+    let user = external_id(object)?;
+    let product = match object.get("product_id") {
+        Some(Value::String(p)) => p.clone(),
+        Some(_) => return Err("'product_id' must be a string".into()),
+        None => return Err("'product_id' is required".into()),
+    };
+    check_name("'product_id'", &product)?;
+    let currency = match object.get("currency") {
+        Some(Value::String(c)) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) => {
+            c.clone()
+        }
+        Some(_) => return Err("'currency' must be an ISO 4217 code like \"USD\"".into()),
+        None => return Err("'currency' is required".into()),
+    };
+    let price = match object.get("price") {
+        Some(Value::Number(n)) => n.as_f64().filter(|p| p.is_finite()),
+        None => return Err("'price' is required".into()),
+        Some(_) => None,
+    }
+    .ok_or("'price' must be a number")?;
+    let quantity = match object.get("quantity") {
+        None | Some(Value::Null) => 1,
+        Some(q) => q
+            .as_i64()
+            .filter(|q| (1..=100).contains(q))
+            .ok_or("'quantity' must be an integer from 1 to 100")?,
+    };
+    let time = object_time(object, opts)?;
+    let mut event = Event::new(user, time, EventType::CustomEvent);
+    event.name = Some(PURCHASE_EVENT.to_string());
+    event.app_id = optional_string(object, "app_id")?;
+    let price = match object.get("price").and_then(Value::as_i64) {
+        Some(i) => Scalar::Int(i),
+        None => Scalar::Float(price),
+    };
+    event.properties = vec![
+        ("product_id".into(), Scalar::Str(product)),
+        ("currency".into(), Scalar::Str(currency)),
+        ("price".into(), price),
+        ("quantity".into(), Scalar::Int(quantity)),
+    ];
+    for (key, value) in properties(object)? {
+        if PURCHASE_FIELDS.contains(&key.as_str()) {
+            return Err(format!(
+                "property '{key}' would hide the purchase's own '{key}'; rename it"
+            ));
+        }
+        event.properties.push((key, value));
+    }
+    event.event_id = Some(content_id(Array::Purchases, index, object, opts));
+    Ok(event)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time
+// ---------------------------------------------------------------------------------------------
+
+/// An ISO 8601 time as Braze accepts it: RFC 3339, and also an offset written `+1:00`,
+/// `+0100` or `+01`, no offset at all (UTC, as Braze reads it), or a date alone (midnight UTC).
+pub fn parse_iso8601(text: &str) -> Result<Millis, String> {
+    if let Ok(ms) = parse_rfc3339(text) {
+        return Ok(ms);
+    }
+    let usage = "not an ISO 8601 time like 2026-01-05T10:00:00Z";
+    if text.len() == 10 {
+        return parse_rfc3339(&format!("{text}T00:00:00Z")).map_err(|_| usage.to_string());
+    }
+    // The offset starts at the last sign after the time's "T" (the date has '-' signs).
+    let t = text.find(['T', 't', ' ']).ok_or(usage)?;
+    let normalized = match text[t..].rfind(['+', '-']).map(|i| i + t) {
+        None => format!("{text}Z"),
+        Some(sign) => {
+            let (clock, offset) = text.split_at(sign);
+            let digits: String = offset[1..].chars().filter(|c| *c != ':').collect();
+            if !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(usage.into());
+            }
+            let (h, m) = match (offset[1..].split_once(':'), digits.len()) {
+                (Some((h, m)), _) => (h.to_string(), m.to_string()),
+                (None, 1 | 2) => (digits.clone(), "00".to_string()),
+                (None, 4) => (digits[..2].to_string(), digits[2..].to_string()),
+                _ => return Err(usage.into()),
+            };
+            if h.is_empty() || h.len() > 2 || m.len() != 2 {
+                return Err(usage.into());
+            }
+            format!("{clock}{}{h:0>2}:{m}", &offset[..1])
+        }
+    };
+    parse_rfc3339(&normalized).map_err(|e| format!("{usage} ({e})"))
+}
+
+#[cfg(test)]
+mod tests;

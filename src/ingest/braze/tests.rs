@@ -1,0 +1,389 @@
+use super::*;
+use serde_json::json;
+
+const NOW: Millis = 1_767_607_200_000; // 2026-01-05T10:00:00Z
+
+fn opts(ids: IdBasis<'_>) -> Options<'_> {
+    Options {
+        score_attribute: "lead_score",
+        received: NOW,
+        max_future_skew_ms: 3_600_000,
+        ids,
+    }
+}
+
+fn run(body: Value) -> Batch {
+    translate(
+        body.to_string().as_bytes(),
+        &opts(IdBasis::Request("req-1")),
+    )
+    .expect("accepted")
+}
+
+/// Braze's documented example request (attributes, events and purchases in one body).
+fn braze_example() -> Value {
+    json!({
+      "attributes": [{
+        "external_id": "user_identifier",
+        "string_attribute": "fruit",
+        "boolean_attribute_1": true,
+        "integer_attribute": 25,
+        "array_attribute": ["banana", "apple"]
+      }],
+      "events": [{
+        "external_id": "user_identifier",
+        "app_id": "app_identifier",
+        "name": "watched_trailer",
+        "time": "2013-07-16T19:20:30+1:00"
+      }],
+      "purchases": [{
+        "external_id": "user_identifier",
+        "app_id": "app_identifier",
+        "product_id": "product_name",
+        "currency": "USD",
+        "price": 12.12,
+        "quantity": 6,
+        "time": "2017-05-12T18:47:12Z",
+        "properties": {
+          "integer_property": 3,
+          "string_property": "Russell",
+          "date_property": "2014-02-02T00:00:00Z"
+        }
+      }]
+    })
+}
+
+#[test]
+fn brazes_documented_example_is_accepted_with_the_array_attribute_reported() {
+    let batch = run(braze_example());
+    assert_eq!(
+        (
+            batch.attributes_processed,
+            batch.events_processed,
+            batch.purchases_processed
+        ),
+        (1, 1, 1)
+    );
+    // Three scalar attributes, the event, the purchase; the array attribute is reported.
+    assert_eq!(batch.events.len(), 5);
+    assert_eq!(batch.errors.len(), 1);
+    assert_eq!(batch.errors[0].input_array, Array::Attributes);
+    assert!(batch.errors[0].message.contains("array_attribute"));
+    let answer = batch.answer();
+    assert_eq!(answer["message"], "success");
+    assert_eq!(answer["attributes_processed"], 1);
+    assert_eq!(answer["events_processed"], 1);
+    assert_eq!(answer["purchases_processed"], 1);
+    assert_eq!(answer["errors"][0]["input_array"], "attributes");
+    assert_eq!(answer["errors"][0]["index"], 0);
+
+    let event = batch
+        .events
+        .iter()
+        .find(|e| e.name.as_deref() == Some("watched_trailer"));
+    let event = event.expect("the custom event");
+    assert_eq!(event.kind, EventType::CustomEvent);
+    assert_eq!(event.app_id.as_deref(), Some("app_identifier"));
+    assert_eq!(
+        event.time,
+        parse_rfc3339("2013-07-16T19:20:30+01:00").unwrap()
+    );
+
+    let purchase = batch.events.last().unwrap();
+    assert_eq!(purchase.name.as_deref(), Some(PURCHASE_EVENT));
+    assert_eq!(
+        purchase.property("product_id"),
+        Some(&Scalar::Str("product_name".into()))
+    );
+    assert_eq!(
+        purchase.property("currency"),
+        Some(&Scalar::Str("USD".into()))
+    );
+    assert_eq!(purchase.property("price"), Some(&Scalar::Float(12.12)));
+    assert_eq!(purchase.property("quantity"), Some(&Scalar::Int(6)));
+    assert_eq!(
+        purchase.property("string_property"),
+        Some(&Scalar::Str("Russell".into()))
+    );
+}
+
+#[test]
+fn attributes_come_first_in_the_order_of_the_request_then_events_then_purchases() {
+    let batch = run(braze_example());
+    let kinds: Vec<_> = batch
+        .events
+        .iter()
+        .map(|e| (e.kind, e.name.clone()))
+        .collect();
+    assert_eq!(kinds[0].0, EventType::AttributeChanged);
+    assert_eq!(kinds[3].1.as_deref(), Some("watched_trailer"));
+    assert_eq!(kinds[4].1.as_deref(), Some(PURCHASE_EVENT));
+    // Attribute events carry the receive time: Braze attributes have none.
+    assert!(batch.events[..3].iter().all(|e| e.time == NOW));
+}
+
+#[test]
+fn the_score_attribute_sets_or_increments_the_external_score() {
+    let batch = run(json!({"attributes": [
+        {"external_id": "u1", "lead_score": 45},
+        {"external_id": "u2", "lead_score": {"inc": 5}},
+        {"external_id": "u3", "lead_score": {"inc": -2}, "email": "u3@example.com"},
+    ]}));
+    assert_eq!(batch.attributes_processed, 3);
+    assert!(batch.errors.is_empty(), "{:?}", batch.errors);
+    let score = |user: &str| {
+        batch
+            .events
+            .iter()
+            .find(|e| e.user_id == user && e.kind == EventType::ExternalScore)
+            .and_then(|e| e.score)
+    };
+    assert_eq!(score("u1"), Some(ScoreOp::Set(45)));
+    assert_eq!(score("u2"), Some(ScoreOp::Increment(5)));
+    assert_eq!(score("u3"), Some(ScoreOp::Increment(-2)));
+    let email = batch
+        .events
+        .iter()
+        .find(|e| e.kind == EventType::EmailAdded)
+        .unwrap();
+    assert_eq!(email.value, Some(Scalar::Str("u3@example.com".into())));
+    assert_eq!(email.name, None);
+}
+
+#[test]
+fn a_configured_score_attribute_replaces_lead_score() {
+    let body = json!({"attributes": [{"external_id": "u1", "partner_score": 7, "lead_score": 3}]});
+    let o = Options {
+        score_attribute: "partner_score",
+        ..opts(IdBasis::Request("r"))
+    };
+    let batch = translate(body.to_string().as_bytes(), &o).unwrap();
+    assert!(batch
+        .events
+        .iter()
+        .any(|e| e.score == Some(ScoreOp::Set(7))));
+    let other = batch
+        .events
+        .iter()
+        .find(|e| e.name.as_deref() == Some("lead_score"))
+        .unwrap();
+    assert_eq!(other.kind, EventType::AttributeChanged);
+    assert_eq!(other.value, Some(Scalar::Int(3)));
+}
+
+#[test]
+fn a_score_that_is_not_an_integer_is_reported_and_nothing_else_of_the_object_is_lost() {
+    let batch = run(json!({"attributes": [
+        {"external_id": "u1", "lead_score": 4.5, "lifecycle_stage": "lead"},
+        {"external_id": "u2", "lead_score": {"inc": 1.5}},
+        {"external_id": "u3", "lead_score": null},
+    ]}));
+    assert_eq!(batch.errors.len(), 3);
+    assert!(batch
+        .errors
+        .iter()
+        .all(|e| e.message.contains("lead_score")));
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(batch.events[0].name.as_deref(), Some("lifecycle_stage"));
+}
+
+#[test]
+fn a_null_attribute_removes_it() {
+    let batch = run(json!({"attributes": [{"external_id": "u1", "lead_status": null}]}));
+    assert_eq!(batch.events[0].kind, EventType::AttributeChanged);
+    assert_eq!(batch.events[0].value, None);
+}
+
+#[test]
+fn only_external_id_identifies_a_user_and_the_error_says_so() {
+    let batch = run(json!({"events": [
+        {"braze_id": "b1", "name": "x", "time": "2026-01-05T09:00:00Z"},
+        {"user_alias": {"alias_name": "a", "alias_label": "l"}, "name": "x", "time": "2026-01-05T09:00:00Z"},
+        {"name": "x", "time": "2026-01-05T09:00:00Z"},
+        {"external_id": 5, "name": "x", "time": "2026-01-05T09:00:00Z"},
+        {"external_id": "", "name": "x", "time": "2026-01-05T09:00:00Z"},
+    ]}));
+    assert!(batch.nothing_valid());
+    let messages: Vec<&str> = batch.errors.iter().map(|e| e.message.as_str()).collect();
+    assert!(messages[0].contains("'braze_id'") && messages[0].contains("only 'external_id'"));
+    assert!(messages[1].contains("'user_alias'"));
+    assert_eq!(messages[2], "'external_id' is required");
+    assert_eq!(messages[3], "'external_id' must be a string");
+    assert_eq!(messages[4], "'external_id' must not be empty");
+    assert_eq!(
+        batch.errors.iter().map(|e| e.index).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+}
+
+#[test]
+fn events_need_a_name_and_an_iso_8601_time_not_too_far_ahead() {
+    let batch = run(json!({"events": [
+        {"external_id": "u1", "time": "2026-01-05T09:00:00Z"},
+        {"external_id": "u1", "name": "x"},
+        {"external_id": "u1", "name": "x", "time": "yesterday"},
+        {"external_id": "u1", "name": "x", "time": "2026-01-05T12:00:00Z"},
+        {"external_id": "u1", "name": "x", "time": "2026-01-05T09:00:00Z", "properties": {"p": {"a": 1}}},
+        {"external_id": "u1", "name": "ok", "time": "2026-01-05T09:00:00Z", "properties": {"plan": "pro", "seats": 5}},
+    ]}));
+    assert_eq!(batch.events_processed, 1);
+    let messages: Vec<&str> = batch.errors.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages[0], "'name' is required");
+    assert_eq!(messages[1], "'time' is required");
+    assert!(messages[2].contains("ISO 8601"), "{}", messages[2]);
+    assert!(
+        messages[3].contains("ahead of the server clock"),
+        "{}",
+        messages[3]
+    );
+    assert!(messages[4].contains("nested"), "{}", messages[4]);
+    let ok = &batch.events[0];
+    assert_eq!(ok.property("plan"), Some(&Scalar::Str("pro".into())));
+    assert_eq!(ok.property("seats"), Some(&Scalar::Int(5)));
+}
+
+#[test]
+fn purchases_need_their_documented_fields() {
+    let base = json!({"external_id": "u1", "product_id": "p", "currency": "USD", "price": 10, "time": "2026-01-05T09:00:00Z"});
+    let without = |key: &str| {
+        let mut o = base.clone();
+        o.as_object_mut().unwrap().remove(key);
+        o
+    };
+    let with = |key: &str, v: Value| {
+        let mut o = base.clone();
+        o[key] = v;
+        o
+    };
+    let batch = run(json!({"purchases": [
+        without("product_id"), without("currency"), without("price"),
+        with("currency", json!("usd")), with("quantity", json!(0)),
+        with("properties", json!({"price": 1})), base.clone(),
+    ]}));
+    assert_eq!(batch.purchases_processed, 1);
+    let messages: Vec<&str> = batch.errors.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages[0], "'product_id' is required");
+    assert_eq!(messages[1], "'currency' is required");
+    assert_eq!(messages[2], "'price' is required");
+    assert!(messages[3].contains("ISO 4217"));
+    assert!(messages[4].contains("1 to 100"));
+    assert!(messages[5].contains("would hide"));
+    assert_eq!(batch.events[0].property("quantity"), Some(&Scalar::Int(1)));
+    assert_eq!(batch.events[0].property("price"), Some(&Scalar::Int(10)));
+}
+
+#[test]
+fn a_body_is_refused_whole_when_it_is_not_a_users_track_body() {
+    let refuse = |body: &[u8]| translate(body, &opts(IdBasis::Request("r"))).unwrap_err();
+    assert!(matches!(refuse(b"{not json"), BodyError::Malformed(_)));
+    assert_eq!(refuse(b"[1,2]"), BodyError::NotObject);
+    assert_eq!(
+        refuse(br#"{"events": {"a": 1}}"#),
+        BodyError::NotArray("events")
+    );
+    assert_eq!(refuse(br#"{"partner": "x"}"#), BodyError::Nothing);
+    let many: Vec<Value> = (0..76)
+        .map(|i| json!({"external_id": format!("u{i}"), "name": "x", "time": "2026-01-05T09:00:00Z"}))
+        .collect();
+    let body = json!({ "events": many }).to_string();
+    assert_eq!(
+        refuse(body.as_bytes()),
+        BodyError::TooMany {
+            array: "events",
+            count: 76
+        }
+    );
+}
+
+#[test]
+fn seventy_five_of_each_kind_are_accepted() {
+    let objects = |f: &dyn Fn(usize) -> Value| (0..MAX_OBJECTS).map(f).collect::<Vec<_>>();
+    let batch = run(json!({
+        "attributes": objects(&|i| json!({"external_id": format!("u{i}"), "lead_score": i})),
+        "events": objects(&|i| json!({"external_id": format!("u{i}"), "name": "x", "time": "2026-01-05T09:00:00Z"})),
+        "purchases": objects(&|i| json!({"external_id": format!("u{i}"), "product_id": "p", "currency": "EUR", "price": 1.5, "time": "2026-01-05T09:00:00Z"})),
+    }));
+    assert_eq!(
+        (
+            batch.attributes_processed,
+            batch.events_processed,
+            batch.purchases_processed
+        ),
+        (75, 75, 75)
+    );
+    assert_eq!(batch.events.len(), 225);
+}
+
+#[test]
+fn event_ids_follow_the_idempotency_key_or_the_content() {
+    let body = json!({
+        "attributes": [{"external_id": "u1", "lead_score": {"inc": 5}}],
+        "events": [{"external_id": "u1", "name": "x", "time": "2026-01-05T09:00:00Z"}],
+    })
+    .to_string();
+    let ids = |basis: IdBasis<'_>| -> Vec<String> {
+        translate(body.as_bytes(), &opts(basis))
+            .unwrap()
+            .events
+            .into_iter()
+            .map(|e| e.event_id.unwrap())
+            .collect()
+    };
+    // A retry with the same key: the same ids, so the scorer drops it as a duplicate.
+    assert_eq!(
+        ids(IdBasis::IdempotencyKey("k1")),
+        ids(IdBasis::IdempotencyKey("k1"))
+    );
+    assert_ne!(
+        ids(IdBasis::IdempotencyKey("k1")),
+        ids(IdBasis::IdempotencyKey("k2"))
+    );
+    // Without a key: the event's id is its content's, the increment's is the request's.
+    let (a, b) = (ids(IdBasis::Request("r1")), ids(IdBasis::Request("r2")));
+    assert_ne!(
+        a[0], b[0],
+        "an increment sent twice on purpose counts twice"
+    );
+    assert_eq!(a[1], b[1], "the same event is the same event");
+    assert!(a[1].starts_with("braze:events:"));
+}
+
+#[test]
+fn idempotency_keys_are_short_printable_ascii() {
+    assert!(valid_idempotency_key("6f1c2a3e-retry"));
+    assert!(!valid_idempotency_key(""));
+    assert!(!valid_idempotency_key("has space"));
+    assert!(!valid_idempotency_key(&"k".repeat(256)));
+}
+
+#[test]
+fn iso_8601_forms_braze_accepts_are_read() {
+    let t = |s: &str| parse_iso8601(s);
+    let utc = parse_rfc3339("2013-07-16T18:20:30Z").unwrap();
+    assert_eq!(t("2013-07-16T19:20:30+1:00"), Ok(utc));
+    assert_eq!(t("2013-07-16T19:20:30+01:00"), Ok(utc));
+    assert_eq!(t("2013-07-16T19:20:30+0100"), Ok(utc));
+    assert_eq!(t("2013-07-16T19:20:30+01"), Ok(utc));
+    assert_eq!(t("2013-07-16T17:20:30-01:00"), Ok(utc));
+    assert_eq!(t("2013-07-16T18:20:30"), Ok(utc), "no offset: UTC");
+    assert_eq!(t("2013-07-16T18:20:30.250"), Ok(utc + 250));
+    assert_eq!(
+        t("2013-07-16"),
+        parse_rfc3339("2013-07-16T00:00:00Z").map_err(|e| e.to_string())
+    );
+    assert!(t("2013-07-16T18:20:30+1").is_ok());
+    assert!(t("16/07/2013").is_err());
+    assert!(t("2013-07-16T18:20:30+ab:00").is_err());
+    assert!(t("2013-07-16T18:20:30+123").is_err());
+}
+
+#[test]
+fn long_names_and_values_are_refused_with_braze_limits() {
+    let long = "x".repeat(256);
+    let batch = run(json!({
+        "attributes": [{"external_id": "u1", "k": long.clone()}, {"external_id": "u1", (long.clone()): 1}],
+        "events": [{"external_id": "x".repeat(513), "name": "n", "time": "2026-01-05T09:00:00Z"}],
+    }));
+    assert_eq!(batch.errors.len(), 3, "{:?}", batch.errors);
+    assert!(batch.events.is_empty());
+}

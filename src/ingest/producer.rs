@@ -1,0 +1,152 @@
+//! Input events to Kafka, keyed by user, each to its user's home partition (murmur2, computed
+//! here as the scorer does), through an idempotent producer; a batch is done only when Kafka
+//! has acknowledged every record. Shared by `leadscore ingest` and `leadscore warehouse import`.
+
+use crate::codec::{encode_event, Format};
+use crate::config::KafkaRole;
+use crate::event::Event;
+use crate::partitioner::partition_for;
+use crate::runtime::kafka::{
+    ensure_topics, redact_error, role_properties, KafkaSetupError, TopicSpec,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Why a batch was not acknowledged. The caller may retry it: event ids make a retry a
+/// duplicate to the scorer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceFailure {
+    #[error("kafka producer: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("{failed} of {total} record(s) were not delivered; first: {first}")]
+    Undelivered {
+        failed: usize,
+        total: usize,
+        first: String,
+    },
+    #[error("Kafka did not acknowledge every record within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// The input topic's producer.
+pub struct EventProducer {
+    producer: FutureProducer,
+    topic: String,
+    partitions: i32,
+    format: Format,
+}
+
+impl EventProducer {
+    /// An idempotent producer for `topic` (created when missing, with `partitions` and
+    /// `replication`, like the scorer does); its partition count is read once, here: the scorer
+    /// refuses to run on an input topic whose count changed under it anyway.
+    pub async fn start(
+        properties: &BTreeMap<String, String>,
+        topic: &str,
+        partitions: i32,
+        replication: i32,
+        format: Format,
+        delivery_timeout: Duration,
+    ) -> Result<EventProducer, KafkaSetupError> {
+        let counts = ensure_topics(
+            properties,
+            &[TopicSpec::new(topic, partitions, replication)],
+        )
+        .await?;
+        let partitions = counts
+            .get(topic)
+            .copied()
+            .ok_or_else(|| KafkaSetupError::Missing(topic.to_string()))?;
+        // The shared `[kafka]` properties and `[kafka.producer]`, as the services' producers.
+        let mut cfg = rdkafka::ClientConfig::new();
+        for (key, value) in role_properties(properties, KafkaRole::Producer) {
+            if key != "group.instance.id" {
+                cfg.set(key, value);
+            }
+        }
+        cfg.set("enable.idempotence", "true");
+        // Only a fallback: every record names its partition.
+        cfg.set("partitioner", "murmur2_random");
+        if cfg.get("linger.ms").is_none() {
+            cfg.set("linger.ms", "5");
+        }
+        if cfg.get("message.timeout.ms").is_none() {
+            // A record not delivered by the time its request gives up fails, rather than being
+            // delivered long after the caller was told to retry.
+            cfg.set(
+                "message.timeout.ms",
+                delivery_timeout.as_millis().max(1).to_string(),
+            );
+        }
+        let producer: FutureProducer = cfg.create().map_err(|e| redact_error(e, &cfg))?;
+        Ok(EventProducer {
+            producer,
+            topic: topic.to_string(),
+            partitions,
+            format,
+        })
+    }
+
+    /// The input topic's partition count.
+    pub fn partitions(&self) -> i32 {
+        self.partitions
+    }
+
+    /// Produces `events` in order and waits for every delivery report, at most `timeout`.
+    pub async fn produce_all(
+        &self,
+        events: &[Event],
+        timeout: Duration,
+    ) -> Result<(), ProduceFailure> {
+        let sent = async {
+            let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(events.len());
+            for event in events {
+                let payload = encode_event(self.format, event);
+                let key = event.user_id.as_bytes();
+                let partition = partition_for(key, self.partitions);
+                let mut record = FutureRecord::to(&self.topic)
+                    .key(key)
+                    .payload(&payload)
+                    .partition(partition);
+                loop {
+                    match self.producer.send_result(record) {
+                        Ok(future) => {
+                            pending.push(future);
+                            break;
+                        }
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                            record = back;
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        Err((e, _)) => return Err(ProduceFailure::Kafka(e)),
+                    }
+                }
+            }
+            let total = pending.len();
+            let mut failed = 0;
+            let mut first = None;
+            for future in pending {
+                let error = match future.await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err((e, _))) => e.to_string(),
+                    Err(_) => "the producer was closed".to_string(),
+                };
+                failed += 1;
+                first.get_or_insert(error);
+            }
+            match first {
+                None => Ok(()),
+                Some(first) => Err(ProduceFailure::Undelivered {
+                    failed,
+                    total,
+                    first,
+                }),
+            }
+        };
+        tokio::time::timeout(timeout, sent)
+            .await
+            .unwrap_or(Err(ProduceFailure::TimedOut(timeout)))
+    }
+}

@@ -1,0 +1,275 @@
+//! The HTTP side of `leadscore ingest`: `POST /users/track` with Braze's authentication, limits
+//! and answers.
+//!
+//! A request goes through, in order: the API key (401), the rate limit (429 with
+//! `Retry-After`), the body size (413), the `Idempotency-Key` header (400), the body itself
+//! (400 when it is refused whole or nothing in it is valid), then Kafka (503 when a record was
+//! not acknowledged in time). Authentication comes before the rate limit so that callers
+//! without a key cannot spend the callers' allowance.
+
+use super::braze::{self, errors_json, Array, Batch, IdBasis, Options};
+use super::producer::EventProducer;
+use crate::config::Secret;
+use crate::ops::telemetry;
+use crate::runtime::sync::lock_unpoisoned;
+use crate::timestamp::{wall_clock_millis, Millis};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The statuses `/users/track` answers, for the requests counter's bounded label.
+pub const STATUSES: &[&str] = &["201", "400", "401", "413", "429", "503"];
+
+/// What every request needs.
+pub struct App {
+    pub keys: Vec<Secret>,
+    pub score_attribute: String,
+    pub max_body_bytes: usize,
+    pub max_future_skew: Duration,
+    pub produce_timeout: Duration,
+    pub limiter: Mutex<TokenBucket>,
+    pub producer: EventProducer,
+    /// Names this process in request ids: host (or process id) and start time.
+    pub instance: String,
+    pub requests: AtomicU64,
+}
+
+/// The API's routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/users/track", post(track))
+        .with_state(app)
+}
+
+/// Compares `given` with every key in time that depends only on the lengths, never on where
+/// the bytes first differ, so an attacker cannot find a key byte by byte from answer times.
+pub fn key_matches(keys: &[Secret], given: &[u8]) -> bool {
+    let mut found = 0u8;
+    for key in keys {
+        let key = key.expose().as_bytes();
+        let mut diff = u8::from(key.len() != given.len());
+        for (i, k) in key.iter().enumerate() {
+            diff |= k ^ given.get(i).copied().unwrap_or(0);
+        }
+        found |= u8::from(diff == 0);
+    }
+    found == 1
+}
+
+/// A token bucket: `rate` tokens a second, holding at most one second's worth.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(rate: u32, now: Instant) -> TokenBucket {
+        TokenBucket {
+            rate: f64::from(rate.max(1)),
+            tokens: f64::from(rate.max(1)),
+            last: now,
+        }
+    }
+
+    /// Takes a token at `now`, or says in how many whole seconds (at least 1) one is there.
+    pub fn take(&mut self, now: Instant) -> Result<(), u64> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        Err((((1.0 - self.tokens) / self.rate).ceil() as u64).max(1))
+    }
+}
+
+fn answer(status: StatusCode, body: Value) -> Response {
+    metrics::counter!(telemetry::INGEST_REQUESTS, "status" => status.as_str().to_string())
+        .increment(1);
+    (status, Json(body)).into_response()
+}
+
+fn message(status: StatusCode, text: impl Into<String>) -> Response {
+    answer(status, json!({ "message": text.into() }))
+}
+
+async fn track(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let response = handle(&app, &headers, body).await;
+    metrics::histogram!(telemetry::INGEST_REQUEST_SECONDS).record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
+    // The scheme is case-insensitive (RFC 9110); the key is not.
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
+        .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+        .map(|v| v[7..].trim_ascii());
+    if !given.is_some_and(|key| key_matches(&app.keys, key)) {
+        let mut response = message(
+            StatusCode::UNAUTHORIZED,
+            "unknown or missing REST API key: send Authorization: Bearer YOUR-REST-API-KEY",
+        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    if let Err(wait) = lock_unpoisoned(&app.limiter).take(Instant::now()) {
+        let mut response = message(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("rate limited: retry after {wait}s"),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return response;
+    }
+    let too_large = || {
+        message(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body is larger than {} bytes (ingest.max_body_bytes) or was cut off",
+                app.max_body_bytes
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > app.max_body_bytes as u64) {
+        return too_large();
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, app.max_body_bytes).await else {
+        return too_large();
+    };
+    let idempotency_key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(key)) if braze::valid_idempotency_key(key) => Some(key),
+        Some(_) => {
+            return message(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Idempotency-Key must be 1 to {} printable ASCII characters",
+                    braze::MAX_IDEMPOTENCY_KEY_BYTES
+                ),
+            )
+        }
+    };
+    let received: Millis = wall_clock_millis();
+    let request_id = format!(
+        "{}-{}",
+        app.instance,
+        app.requests.fetch_add(1, Ordering::Relaxed)
+    );
+    let opts = Options {
+        score_attribute: &app.score_attribute,
+        received,
+        max_future_skew_ms: i64::try_from(app.max_future_skew.as_millis()).unwrap_or(i64::MAX),
+        ids: match idempotency_key {
+            Some(key) => IdBasis::IdempotencyKey(key),
+            None => IdBasis::Request(&request_id),
+        },
+    };
+    let batch = match braze::translate(&bytes, &opts) {
+        Ok(batch) => batch,
+        Err(e) => return message(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    count_objects(&batch);
+    if batch.nothing_valid() {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({
+                "message": "no valid attributes, events or purchases in the request",
+                "errors": errors_json(&batch.errors),
+            }),
+        );
+    }
+    if let Err(e) = app
+        .producer
+        .produce_all(&batch.events, app.produce_timeout)
+        .await
+    {
+        tracing::warn!(error = %e, events = batch.events.len(), "events not acknowledged by Kafka");
+        let mut response = message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the events could not be stored; retry the request (with the same Idempotency-Key)",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(1));
+        return response;
+    }
+    metrics::counter!(telemetry::INGEST_EVENTS).increment(batch.events.len() as u64);
+    answer(StatusCode::CREATED, batch.answer())
+}
+
+fn count_objects(batch: &Batch) {
+    let accepted = [
+        batch.attributes_processed,
+        batch.events_processed,
+        batch.purchases_processed,
+    ];
+    for (i, array) in Array::ALL.iter().enumerate() {
+        let name = array.as_str();
+        let refused = batch.objects[i].saturating_sub(accepted[i]);
+        metrics::counter!(telemetry::INGEST_OBJECTS, "array" => name, "outcome" => "accepted")
+            .increment(accepted[i] as u64);
+        metrics::counter!(telemetry::INGEST_OBJECTS, "array" => name, "outcome" => "refused")
+            .increment(refused as u64);
+    }
+}
+
+/// This process's name in request ids: host (or process id) and start time.
+pub fn instance_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| std::process::id().to_string());
+    format!("{host}-{}", wall_clock_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_matches_only_itself_whatever_its_length() {
+        let keys = vec![
+            Secret::new("old-key-0123456789"),
+            Secret::new("new-key-abcdefghij"),
+        ];
+        assert!(key_matches(&keys, b"old-key-0123456789"));
+        assert!(key_matches(&keys, b"new-key-abcdefghij"));
+        assert!(!key_matches(&keys, b"new-key-abcdefghi"));
+        assert!(!key_matches(&keys, b"new-key-abcdefghijk"));
+        assert!(!key_matches(&keys, b""));
+        assert!(!key_matches(&[], b"anything"));
+    }
+
+    #[test]
+    fn the_bucket_refuses_past_its_rate_and_refills_with_time() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(2, t0);
+        assert_eq!(bucket.take(t0), Ok(()));
+        assert_eq!(bucket.take(t0), Ok(()));
+        assert_eq!(bucket.take(t0), Err(1));
+        assert_eq!(bucket.take(t0 + Duration::from_millis(500)), Ok(()));
+        assert!(bucket.take(t0 + Duration::from_millis(500)).is_err());
+        // Never more than one second's worth, however long it was idle.
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(bucket.take(later), Ok(()));
+        assert_eq!(bucket.take(later), Ok(()));
+        assert!(bucket.take(later).is_err());
+    }
+}

@@ -1,0 +1,528 @@
+//! `leadscore ingest` as a partner tool sees it: real HTTP requests (Braze's documented bodies,
+//! malformed, oversized, unauthenticated, over the limits) against the built binary, and the
+//! events on the input topic, keyed and partitioned by user and scored by a scorer exactly as
+//! `simulate` scores them.
+
+mod common;
+
+use common::*;
+use leadscore::codec::{self, Format};
+use leadscore::partitioner::partition_for;
+use serde_json::{json, Value};
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const PARTITIONS: i32 = 3;
+const KEY: &str = "partner-key-0123456789";
+const ROTATED: &str = "rotated-key-abcdefghij";
+
+/// An HTTP answer: status, headers (lowercased names), body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `POST path` with `headers` and `body` over HTTP/1.1, connection closed after the answer.
+fn post(port: u16, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to ingest");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    // A server may answer (413) before reading the whole body and close: that is fine.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+fn track(port: u16, key: Option<&str>, body: &Value) -> Answer {
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
+    }
+    post(port, "/users/track", &headers, body.to_string().as_bytes())
+}
+
+struct Rig {
+    broker: Broker,
+    names: Names,
+    dir: TempDir,
+}
+
+impl Rig {
+    fn new(test: &str) -> Rig {
+        let names = Names::new(test);
+        let broker = Broker::start(&[
+            (&names.input, PARTITIONS, false),
+            (&names.changelog, PARTITIONS, true),
+            (&names.output, PARTITIONS, false),
+            (&names.dlq, PARTITIONS, false),
+        ]);
+        let dir = TempDir::new(test);
+        std::fs::write(
+            dir.path().join("keys"),
+            format!("# partner tools\n{KEY}\n\n{ROTATED}\n"),
+        )
+        .unwrap();
+        Rig { broker, names, dir }
+    }
+
+    fn env(&self, api_port: u16, admin_port: u16, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let v = |k: &str, v: &str| (format!("LEADSCORE__{k}"), v.to_string());
+        let mut env = vec![
+            v("KAFKA__BOOTSTRAP_SERVERS", &self.broker.bootstrap),
+            v("TOPICS__INPUT", &self.names.input),
+            v("TOPICS__PARTITIONS", &PARTITIONS.to_string()),
+            v("INGEST__LISTEN", &format!("127.0.0.1:{api_port}")),
+            v(
+                "INGEST__API_KEYS_FILE",
+                &self.dir.path().join("keys").display().to_string(),
+            ),
+            v("ADMIN__LISTEN", &format!("127.0.0.1:{admin_port}")),
+        ];
+        env.extend(extra.iter().map(|(k, val)| v(k, val)));
+        env
+    }
+
+    /// `leadscore ingest`, ready (its /readyz answers 200 and the API port accepts).
+    fn ingest(&self, extra: &[(&str, &str)]) -> (Service, u16) {
+        let (api, admin) = (free_port(), free_port());
+        let mut service = Service::spawn(
+            "ingest",
+            &self.env(api, admin, extra),
+            admin,
+            self.dir.path().join(format!("ingest-{api}.log")),
+        );
+        wait_until(Duration::from_secs(30), "ingest to be ready", || {
+            if let Some(status) = service.exited() {
+                panic!("ingest exited {status}: {}", service.log_text());
+            }
+            service.get("/readyz").is_some_and(|(s, _)| s == 200)
+                && std::net::TcpStream::connect(("127.0.0.1", api)).is_ok()
+        });
+        (service, api)
+    }
+}
+
+/// Braze's documented users/track example, with times this year.
+fn braze_example() -> Value {
+    json!({
+      "attributes": [{
+        "external_id": "user_identifier",
+        "string_attribute": "fruit",
+        "boolean_attribute_1": true,
+        "integer_attribute": 25,
+        "array_attribute": ["banana", "apple"]
+      }],
+      "events": [{
+        "external_id": "user_identifier",
+        "app_id": "app_identifier",
+        "name": "watched_trailer",
+        "time": "2026-07-16T19:20:30+1:00"
+      }],
+      "purchases": [{
+        "external_id": "user_identifier",
+        "app_id": "app_identifier",
+        "product_id": "product_name",
+        "currency": "USD",
+        "price": 12.12,
+        "quantity": 6,
+        "time": "2026-05-12T18:47:12Z",
+        "properties": {
+          "integer_property": 3,
+          "string_property": "Russell",
+          "date_property": "2014-02-02T00:00:00Z"
+        }
+      }]
+    })
+}
+
+#[test]
+fn brazes_documented_bodies_reach_the_input_topic_keyed_and_partitioned_by_user() {
+    let rig = Rig::new("ingest-example");
+    let (_ingest, port) = rig.ingest(&[]);
+
+    let a = track(port, Some(KEY), &braze_example());
+    assert_eq!(a.status, 201, "{}", a.body);
+    let body = a.json();
+    assert_eq!(body["message"], "success");
+    assert_eq!(body["attributes_processed"], 1);
+    assert_eq!(body["events_processed"], 1);
+    assert_eq!(body["purchases_processed"], 1);
+    assert_eq!(body["errors"][0]["input_array"], "attributes");
+
+    // Braze's event-tracking example body, with the rotated (second) key.
+    let a = track(
+        port,
+        Some(ROTATED),
+        &json!({"events": [{"external_id": "string", "name": "string", "time": "2026-01-05T10:00:00Z"}]}),
+    );
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(
+        a.json(),
+        json!({"message": "success", "events_processed": 1})
+    );
+
+    let scores = json!({"attributes": [
+        {"external_id": "lead-1", "lead_score": 45},
+        {"external_id": "lead-2", "lead_score": {"inc": 5}, "email": "lead-2@example.com"},
+    ]});
+    assert_eq!(track(port, Some(KEY), &scores).status, 201);
+
+    // Everything was acknowledged before the answers: it is all there now.
+    let records = read_all(&rig.broker, &rig.names.input);
+    assert_eq!(records.len(), 3 + 1 + 1 + 1 + 3, "{records:?}");
+    let mut types = Vec::new();
+    for r in &records {
+        let key = r.key.as_deref().expect("keyed by user");
+        let payload = r.payload.as_deref().unwrap_or_default();
+        let event = codec::decode_event(Format::Json, Some(key), payload, &Default::default())
+            .expect("a valid input event, its key the user id");
+        assert_eq!(key, event.user_id.as_bytes());
+        assert_eq!(
+            r.partition,
+            partition_for(key, PARTITIONS),
+            "home partition"
+        );
+        assert!(event
+            .event_id
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("braze:"));
+        types.push((event.user_id.clone(), event.kind.as_str(), event.score));
+    }
+    use leadscore::event::ScoreOp;
+    assert!(types.contains(&("lead-1".into(), "external_score", Some(ScoreOp::Set(45)))));
+    assert!(types.contains(&(
+        "lead-2".into(),
+        "external_score",
+        Some(ScoreOp::Increment(5))
+    )));
+    assert!(types.contains(&("lead-2".into(), "email_added", None)));
+}
+
+#[test]
+fn refuses_unauthenticated_malformed_oversized_and_over_75_requests() {
+    let rig = Rig::new("ingest-refusals");
+    let (ingest, port) = rig.ingest(&[("INGEST__MAX_BODY_BYTES", "20000")]);
+    let ok = json!({"events": [{"external_id": "u", "name": "x", "time": "2026-01-05T10:00:00Z"}]});
+
+    for key in [
+        None,
+        Some("partner-key-012345678"),
+        Some("partner-key-01234567890"),
+    ] {
+        let a = track(port, key, &ok);
+        assert_eq!(a.status, 401, "{key:?}: {}", a.body);
+        assert_eq!(a.header("www-authenticate"), Some("Bearer"));
+        assert!(a.json()["message"].as_str().unwrap().contains("API key"));
+    }
+    let basic = post(
+        port,
+        "/users/track",
+        &[("Authorization", &format!("Basic {KEY}"))],
+        ok.to_string().as_bytes(),
+    );
+    assert_eq!(basic.status, 401);
+
+    let a = post(
+        port,
+        "/users/track",
+        &[("Authorization", &format!("Bearer {KEY}"))],
+        b"{\"events\": [",
+    );
+    assert_eq!(a.status, 400);
+    assert!(
+        a.json()["message"].as_str().unwrap().contains("not JSON"),
+        "{}",
+        a.body
+    );
+
+    let a = track(port, Some(KEY), &json!({"events": {"external_id": "u"}}));
+    assert_eq!(
+        (a.status, a.json()["message"].clone()),
+        (400, json!("'events' must be an array"))
+    );
+
+    let many: Vec<Value> = (0..76)
+        .map(|i| json!({"external_id": format!("u{i}"), "lead_score": i}))
+        .collect();
+    let a = track(port, Some(KEY), &json!({ "attributes": many }));
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.contains("at most 75"), "{}", a.body);
+
+    let big = json!({"events": [{"external_id": "u", "name": "x".repeat(30_000), "time": "2026-01-05T10:00:00Z"}]});
+    let a = track(port, Some(KEY), &big);
+    assert_eq!(a.status, 413, "{}", a.body);
+
+    // Nothing valid: 400 with every object's error.
+    let a = track(
+        port,
+        Some(KEY),
+        &json!({"events": [{"braze_id": "b", "name": "x", "time": "2026-01-05T10:00:00Z"}, {"external_id": "u"}]}),
+    );
+    assert_eq!(a.status, 400, "{}", a.body);
+    let errors = a.json()["errors"].clone();
+    assert_eq!(errors[0]["index"], 0);
+    assert!(errors[0]["type"]
+        .as_str()
+        .unwrap()
+        .contains("only 'external_id'"));
+    assert_eq!(errors[1]["index"], 1);
+
+    let a = post(
+        port,
+        "/users/track",
+        &[
+            ("Authorization", &format!("Bearer {KEY}")),
+            ("Idempotency-Key", "has space"),
+        ],
+        ok.to_string().as_bytes(),
+    );
+    assert_eq!(a.status, 400, "{}", a.body);
+
+    // None of that reached Kafka; the one good request did.
+    assert_eq!(track(port, Some(KEY), &ok).status, 201);
+    assert_eq!(read_all(&rig.broker, &rig.names.input).len(), 1);
+
+    let (_, metrics) = ingest.get("/metrics").expect("metrics");
+    assert_eq!(
+        metric_with(
+            &metrics,
+            "leadscore_ingest_requests_total",
+            "status=\"401\""
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        metric_with(
+            &metrics,
+            "leadscore_ingest_requests_total",
+            "status=\"413\""
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_with(
+            &metrics,
+            "leadscore_ingest_requests_total",
+            "status=\"201\""
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_with(
+            &metrics,
+            "leadscore_ingest_requests_total",
+            "status=\"429\""
+        ),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn answers_429_with_retry_after_past_the_rate_limit() {
+    let rig = Rig::new("ingest-rate");
+    let (_ingest, port) = rig.ingest(&[("INGEST__RATE_LIMIT", "2")]);
+    let ok = json!({"attributes": [{"external_id": "u", "plan": "pro"}]});
+    // A bucket of two: of back-to-back requests, one finds it empty unless every request took
+    // more than half a second. Twenty tries, no more.
+    let limited = (0..20)
+        .map(|_| track(port, Some(KEY), &ok))
+        .find(|a| a.status == 429)
+        .expect("a 429 among 20 back-to-back requests at 2 per second");
+    assert!(limited.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("rate limited"));
+    let wait: u64 = limited
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    // At 2 per second a token is at most half a second away: the header rounds up to 1.
+    assert_eq!(wait, 1);
+    // Unauthenticated callers do not spend the allowance: they are refused first.
+    assert_eq!(track(port, None, &ok).status, 401);
+}
+
+#[test]
+fn a_bad_api_keys_file_is_a_clear_configuration_error() {
+    let rig = Rig::new("ingest-keys");
+    let run = |keys: Option<&Path>| {
+        let mut env = rig.env(free_port(), free_port(), &[]);
+        env.retain(|(k, _)| k != "LEADSCORE__INGEST__API_KEYS_FILE");
+        if let Some(path) = keys {
+            env.push((
+                "LEADSCORE__INGEST__API_KEYS_FILE".into(),
+                path.display().to_string(),
+            ));
+        }
+        let out = Command::new(BIN)
+            .arg("ingest")
+            .env_clear()
+            .envs(env)
+            .output()
+            .expect("run ingest");
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(run(None).contains("ingest.api_keys_file is not set"));
+    let missing = rig.dir.path().join("no-such-file");
+    assert!(run(Some(&missing)).contains("no-such-file"));
+    let empty = rig.dir.path().join("empty");
+    std::fs::write(&empty, "# no keys yet\n\n").unwrap();
+    assert!(run(Some(&empty)).contains("no key in it"));
+    let big = rig.dir.path().join("big");
+    std::fs::write(&big, "k".repeat(70_000)).unwrap();
+    assert!(run(Some(&big)).contains("larger than 65536 bytes"));
+    let short = rig.dir.path().join("short");
+    std::fs::write(&short, "secret\n").unwrap();
+    let message = run(Some(&short));
+    assert!(
+        message.contains("line 1") && message.contains("shorter than 16"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("secret"),
+        "the key is never printed: {message}"
+    );
+}
+
+#[test]
+fn ingested_events_are_scored_as_simulate_scores_them() {
+    let rig = Rig::new("ingest-scored");
+    let (_ingest, port) = rig.ingest(&[]);
+    let port_scorer = free_port();
+    let mut env = scorer_env(
+        &rig.broker,
+        &rig.names,
+        &rig.dir.path().join("state"),
+        &rules_path("seed-canvas.toml"),
+        port_scorer,
+    );
+    env.push(("LEADSCORE__SCORER__BATCH_MAX_WAIT".into(), "300ms".into()));
+    let _scorer = Service::spawn(
+        "score",
+        &env,
+        port_scorer,
+        rig.dir.path().join("scorer.log"),
+    );
+
+    // Ten users: enrolled by an email or an external score, then engagement and a purchase.
+    // Event times are a little ahead of the receive time that attribute updates take, so that
+    // re-entry (no group applies before the last change's time) does not hide them.
+    let now = leadscore::timestamp::wall_clock_millis();
+    let at = |minutes: i64| leadscore::timestamp::format_rfc3339(now + minutes * 60_000);
+    for round in 0..3 {
+        let users: Vec<String> = (0..10).map(|i| format!("lead-{i}")).collect();
+        let attributes: Vec<Value> = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| match (round, i % 3) {
+                (0, 0) => json!({"external_id": u, "lead_score": 40 + i}),
+                (0, _) => json!({"external_id": u, "email": format!("{u}@example.com")}),
+                (_, 1) => json!({"external_id": u, "lead_score": {"inc": 10}}),
+                _ => json!({"external_id": u, "lifecycle_stage": "lead"}),
+            })
+            .collect();
+        let events: Vec<Value> = users
+            .iter()
+            .map(|u| {
+                json!({"external_id": u, "name": if round == 1 { "demo_requested" } else { "registered" },
+                       "time": at(10 + 5 * round)})
+            })
+            .collect();
+        let purchases = vec![
+            json!({"external_id": "lead-3", "product_id": "pro", "currency": "EUR",
+                                    "price": 99, "time": at(11)}),
+        ];
+        let body = json!({"attributes": attributes, "events": events, "purchases": purchases});
+        let a = track(port, Some(KEY), &body);
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+    // The same events request retried with its Idempotency-Key changes nothing twice.
+    let retry = json!({"attributes": [{"external_id": "lead-0", "lead_score": {"inc": 7}}]});
+    for _ in 0..2 {
+        let a = post(
+            port,
+            "/users/track",
+            &[
+                ("Authorization", &format!("Bearer {KEY}")),
+                ("Idempotency-Key", "retry-1"),
+            ],
+            retry.to_string().as_bytes(),
+        );
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+
+    // What the API produced, partition by partition, is what simulate reads.
+    let records = read_all(&rig.broker, &rig.names.input);
+    let events_file = rig.dir.path().join("events.jsonl");
+    let lines: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.payload.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    std::fs::write(&events_file, lines.join("\n") + "\n").unwrap();
+    let expected = simulate(&rules_path("seed-canvas.toml"), &events_file, PARTITIONS);
+    assert_eq!(expected.len(), 10);
+    assert_eq!(
+        expected["lead-0"]["score"],
+        40 + 1 + 5 + 1 + 7,
+        "external 40, registered, demo_requested, registered, +7 once: {}",
+        expected["lead-0"]
+    );
+
+    wait_until(
+        Duration::from_secs(60),
+        "the scorer to score every user as simulate does",
+        || {
+            let actual = states_from_changelog(&rig.broker, &rig.names.changelog);
+            expected.iter().all(|(user, want)| {
+                actual
+                    .get(user)
+                    .is_some_and(|st| &state_json(user, st) == want)
+            })
+        },
+    );
+}
