@@ -8,6 +8,11 @@
 //! each qualified lead is handed off once. On top of it the demo scripts a few recycled leads
 //! ([`recycled_leads`]): handed off, qualified by sales (SQL), then sent back to Nurture, which
 //! makes them eligible again, so each of them is handed off twice. The summary counts both.
+//!
+//! At the end a partner tool's external score arrives over HTTP: the demo posts a Braze
+//! `users/track` body to `leadscore ingest`'s API running in the same process, and the lead it
+//! scores is handed off like the others. The traffic is dated so that it ends a few days
+//! before now, because an attribute update over HTTP takes the time it is received.
 
 use crate::change::{ReasonKind, ScoreChange};
 use crate::codec::{self, Format};
@@ -126,16 +131,30 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     let topics = settings.topics.clone();
     let handoff_settings: HandoffSettings = settings.handoff.clone();
     let bootstrap = broker.bootstrap_servers();
+    // The Braze-compatible ingest API, for the external score posted at the end.
+    let keys_file = dir.path().join("ingest-api-keys");
+    std::fs::write(&keys_file, format!("{DEMO_INGEST_KEY}\n")).context("ingest keys file")?;
+    settings.ingest.api_keys_file = Some(keys_file);
+    settings.ingest.listen = "127.0.0.1:0".into();
+    let ingest = crate::ingest::Ingest::start(&settings, Health::new()).await?;
+    let ingest_addr = ingest.local_addr()?;
+    let ingest_task = tokio::spawn(ingest.run(shutdown.clone()));
+    println!("  ingest    http://{ingest_addr}/users/track (Braze users/track; Bearer {DEMO_INGEST_KEY})");
+
     let handoff = Handoff::start(settings.clone(), Health::new(), shutdown.clone()).await?;
     let scorer = Scorer::start(settings, health).await?;
     let stop = shutdown.clone();
     let scorer_thread = tokio::task::spawn_blocking(move || scorer.run(stop));
     let handoff_thread = tokio::task::spawn_blocking(move || handoff.run());
 
+    // Four simulated weeks ending a few days before now (the recycle story takes two more
+    // days), so the external score received over HTTP at the end comes after all of it.
+    let span = GeneratorConfig::default().span;
     let cfg = GeneratorConfig {
         users: opts.users,
         events: opts.events,
         seed: opts.seed,
+        start: crate::timestamp::wall_clock_millis() - span - 5 * DAY,
         ..GeneratorConfig::default()
     };
     let events = generator::generate(&cfg);
@@ -195,7 +214,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         let bad: [&[u8]; 3] = [
             b"not json at all",
             br#"{"user_id":"user-000001","type":"session_start"}"#,
-            br#"{"user_id":"user-000002","time":"2026-01-07T10:00:00Z","type":"page_view"}"#,
+            br#"{"user_id":"user-000002","time":"2099-01-07T10:00:00Z","type":"session_start"}"#,
         ];
         for b in bad {
             let rec = BaseRecord::to(&input).key("user-000001").payload(b);
@@ -216,11 +235,13 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     });
 
     let produced = producer_task.await.context("producer")??;
+    let posted = post_external_score(ingest_addr, opts.users + opts.recycled).await?;
     // Let the scorer drain, then stop everything.
     tokio::time::sleep(Duration::from_secs(3)).await;
     shutdown.trigger();
     scorer_thread.await.context("scorer thread")??;
     handoff_thread.await.context("handoff thread")??;
+    ingest_task.await.context("ingest task")??;
     let summary = view.await.context("view")??;
     let dlq = count_records(&broker.bootstrap_servers(), &topics.dlq).unwrap_or(0);
     let in_salesforce = standin
@@ -228,7 +249,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         .values()
         .filter(|f| f.get("lead_status").and_then(|v| v.as_str()) == Some("MQL"))
         .count();
-    summary.print(produced, dlq, opts.threshold, started.elapsed());
+    summary.print(produced + posted, dlq, opts.threshold, started.elapsed());
     println!(
         "  salesforce           {in_salesforce} leads marked MQL by {} API calls ({} token)",
         standin.api_calls(),
@@ -238,6 +259,50 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     drop(broker);
     drop(dir);
     Ok(())
+}
+
+/// The demo's ingest API key (a development key: the demo's API listens on localhost only).
+const DEMO_INGEST_KEY: &str = "demo-ingest-key-0123456789";
+
+const DAY: Millis = 24 * 60 * 60_000;
+
+/// A partner tool's external score for a new lead, over HTTP as Braze's `users/track` takes
+/// it: first the lead's attributes (its Salesforce id, status, e-mail), then the score. Prints
+/// each request and answer; returns how many input events the two requests became (one per
+/// attribute).
+async fn post_external_score(ingest: std::net::SocketAddr, n: usize) -> Result<usize> {
+    let user = generator::user_id(n);
+    let client = reqwest::Client::new();
+    let url = format!("http://{ingest}/users/track");
+    let mut produced = 0;
+    for attributes in [
+        serde_json::json!({
+            "external_id": user,
+            "email": format!("partner{n}@initech.example"),
+            "lead_status": "Open",
+            "salesforce_lead_id": generator::salesforce_lead_id(n),
+        }),
+        serde_json::json!({"external_id": user, "lead_score": 150}),
+    ] {
+        let body = serde_json::json!({ "attributes": [attributes] });
+        let answer = client
+            .post(&url)
+            .bearer_auth(DEMO_INGEST_KEY)
+            .json(&body)
+            .send()
+            .await
+            .context("posting to the ingest API")?;
+        let status = answer.status();
+        let text = answer.text().await.unwrap_or_default();
+        println!("\n  POST /users/track {body}\n    -> {status} {text}");
+        if !status.is_success() {
+            anyhow::bail!("the ingest API answered {status}: {text}");
+        }
+        produced += attributes.as_object().map_or(0, |o| o.len() - 1);
+    }
+    // Time for the score change to reach the view and the handoff's batch to Salesforce.
+    tokio::time::sleep(STORY_PAUSE).await;
+    Ok(produced)
 }
 
 /// Wall-clock time between the acts of the recycle story: enough for a score change to go
@@ -251,7 +316,6 @@ const STORY_PAUSE: Duration = Duration::from_millis(1500);
 /// time).
 fn recycled_leads(users: usize, count: usize, after: Millis) -> Vec<Vec<Event>> {
     const MINUTE: Millis = 60_000;
-    const DAY: Millis = 24 * 60 * MINUTE;
     let mut acts = vec![Vec::new(), Vec::new(), Vec::new()];
     for k in 0..count {
         let n = users + k;
