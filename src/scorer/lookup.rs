@@ -265,15 +265,16 @@ impl Lookup {
         self.me.get().map(|m| m.url.as_str())
     }
 
-    /// The scorer started: lookups can be answered, and with lookups on, the directory is
-    /// read and this instance's partitions are published to it.
+    /// The scorer started: lookups can be answered, and with lookups on and a directory
+    /// `topic`, the directory is read and this instance's partitions are published to it
+    /// (without one, only this instance's own partitions are answered; the others are 503).
     pub(super) fn attach(
         &self,
         core: std::sync::Weak<Core>,
         properties: &BTreeMap<String, String>,
-        topic: &str,
+        topic: Option<&str>,
     ) -> Result<(), rdkafka::error::KafkaError> {
-        if self.enabled {
+        if let (true, Some(topic)) = (self.enabled, topic) {
             let me = self.me.get().cloned().unwrap_or(Me {
                 url: "http://127.0.0.1:9464".into(),
                 name: "leadscore".into(),

@@ -473,7 +473,27 @@ impl Scorer {
             errors,
         })?;
         let props = settings.kafka.properties.clone();
-        let counts = kafka::ensure_topics(&props, &topic_specs(&settings)).await?;
+        // The lookup directory is set up apart: without it an instance still answers lookups
+        // for its own partitions, so a broker that cannot create it only costs forwarding.
+        let instances = settings.instances_topic();
+        let (directory, required): (Vec<TopicSpec>, Vec<TopicSpec>) = topic_specs(&settings)
+            .into_iter()
+            .partition(|s| settings.admin.lookup && s.name == instances);
+        let counts = kafka::ensure_topics(&props, &required).await?;
+        let directory = match directory.is_empty() {
+            true => None,
+            false => match kafka::ensure_topics(&props, &directory).await {
+                Ok(_) => Some(instances),
+                Err(e) => {
+                    tracing::warn!(
+                        topic = %instances,
+                        error = %e,
+                        "lead lookup answers for this instance's partitions only: the instances' directory topic is missing and cannot be created (create it, compacted, one partition; docs/operations.md)"
+                    );
+                    None
+                }
+            },
+        };
         let input_partitions = kafka::check_copartitioned(
             &counts,
             &settings.topics.input,
@@ -511,8 +531,7 @@ impl Scorer {
             lookup: lookup.clone(),
             settings,
         });
-        let instances = core.settings.instances_topic();
-        lookup.attach(Arc::downgrade(&core), &props, &instances)?;
+        lookup.attach(Arc::downgrade(&core), &props, directory.as_deref())?;
         let consumer = kafka::group_consumer(
             &props,
             &core.settings.scorer.group_id,
