@@ -171,12 +171,15 @@ pub async fn serve(
             get(move || {
                 let h = ready.clone();
                 async move {
-                    let code = if h.is_ready() {
+                    // One snapshot for the status and the body, so they cannot disagree when a
+                    // rebalance lands between two reads.
+                    let body = h.body();
+                    let code = if body["ready"] == true {
                         StatusCode::OK
                     } else {
                         StatusCode::SERVICE_UNAVAILABLE
                     };
-                    (code, Json(h.body())).into_response()
+                    (code, Json(body)).into_response()
                 }
             }),
         )

@@ -29,11 +29,13 @@ pub trait OwnsPartitions: Service {
 /// The assignment step of [`kafka::PartitionOwner::assigned`]: where to resume each partition.
 pub fn assigned<S: OwnsPartitions>(service: &S, partitions: &[i32]) -> Vec<(i32, Offset)> {
     let health = service.health();
-    health.joined();
-    let mut offsets = Vec::with_capacity(partitions.len());
+    // Restoring before joined: readiness never sees a joined instance with none of its new
+    // partitions yet (that would read as "ready with an empty assignment").
     for &p in partitions {
         health.restoring(p);
     }
+    health.joined();
+    let mut offsets = Vec::with_capacity(partitions.len());
     service.announce();
     for &p in partitions {
         match service.restore_partition(p) {
