@@ -784,59 +784,6 @@ fn answers_that_do_not_match_the_records_are_retried_and_oversized_ones_dead_let
     assert_eq!(last["error"]["errorCode"], "RESPONSE_TOO_LARGE");
 }
 
-/// A record read back: its record timestamp, headers and value.
-type Stamped = (Option<i64>, BTreeMap<String, String>, Vec<u8>);
-
-/// Every record of `topic` with its record timestamp and headers (issue 12, point 4).
-fn stamped_records(broker: &Broker, topic: &str) -> Vec<Stamped> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::{Headers, Message};
-    let n = partition_count(broker, topic).expect("topic");
-    let c: BaseConsumer = broker
-        .client()
-        .set("group.id", "leadscore-test-stamps")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .expect("reader");
-    let mut out = Vec::new();
-    for p in 0..n {
-        let (low, high) = c
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        if high <= low {
-            continue;
-        }
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(low))
-            .expect("tpl");
-        c.assign(&tpl).expect("assign");
-        loop {
-            match c.poll(Duration::from_secs(10)) {
-                Some(Ok(m)) => {
-                    let headers = m
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| {
-                                    let v = String::from_utf8_lossy(h.value.unwrap_or_default());
-                                    (h.key.to_string(), v.into_owned())
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let payload = m.payload().unwrap_or_default().to_vec();
-                    out.push((m.timestamp().to_millis(), headers, payload));
-                }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => panic!("read {topic}/{p}: {e}"),
-                None => panic!("read {topic}/{p}: no record within 10 s"),
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn handoff_outcomes_carry_a_json_content_type_and_their_time_as_record_timestamp() {
     let setup = Setup::new("outcome-stamps", 1, config(Faults::default()));
@@ -861,10 +808,17 @@ fn handoff_outcomes_carry_a_json_content_type_and_their_time_as_record_timestamp
         setup.outcomes().len() == 2
     });
     assert!(h.terminate().success());
-    let records = stamped_records(&setup.broker, &setup.handoffs);
+    let records = read_all(&setup.broker, &setup.handoffs);
     assert_eq!(records.len(), 2);
-    for (timestamp, headers, payload) in records {
-        let outcome: serde_json::Value = serde_json::from_slice(&payload).expect("JSON");
+    for Read {
+        timestamp,
+        headers,
+        payload,
+        ..
+    } in records
+    {
+        let outcome: serde_json::Value =
+            serde_json::from_slice(payload.as_deref().expect("a value")).expect("JSON");
         assert_eq!(
             headers.get("content-type").map(String::as_str),
             Some("application/json"),

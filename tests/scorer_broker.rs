@@ -9,7 +9,6 @@ use leadscore::generator::{self, GeneratorConfig};
 use leadscore::state::UserState;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::Producer;
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
@@ -1068,61 +1067,6 @@ fn crc32_partition(key: &[u8], partitions: i32) -> i32 {
     ((!crc) % partitions as u32) as i32
 }
 
-/// A record read back: its record timestamp, headers and value.
-type Stamped = (Option<i64>, BTreeMap<String, String>, Option<Vec<u8>>);
-
-/// Every record of `topic` with its record timestamp and headers (issue 12, point 4).
-fn stamped_records(broker: &Broker, topic: &str) -> Vec<Stamped> {
-    use rdkafka::message::{Headers, Message};
-    let n = partition_count(broker, topic).expect("topic");
-    let c: BaseConsumer = broker
-        .client()
-        .set("group.id", "leadscore-test-stamps")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .expect("reader");
-    let mut out = Vec::new();
-    for p in 0..n {
-        let (low, high) = c
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        if high <= low {
-            continue;
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, p, Offset::Offset(low))
-            .expect("tpl");
-        c.assign(&tpl).expect("assign");
-        loop {
-            match c.poll(Duration::from_secs(10)) {
-                Some(Ok(m)) => {
-                    let headers = m
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| {
-                                    let v = String::from_utf8_lossy(h.value.unwrap_or_default());
-                                    (h.key.to_string(), v.into_owned())
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    out.push((
-                        m.timestamp().to_millis(),
-                        headers,
-                        m.payload().map(<[u8]>::to_vec),
-                    ));
-                }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => panic!("read {topic}/{p}: {e}"),
-                None => panic!("read {topic}/{p}: no record within 10 s"),
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn score_changes_carry_their_event_time_as_record_timestamp_and_a_content_type() {
     for (format, content_type) in [
@@ -1147,11 +1091,17 @@ fn score_changes_carry_their_event_time_as_record_timestamp_and_a_content_type()
         let mut scorer = setup.scorer("s", &[("SCORER__OUTPUT_FORMAT", format)]);
         setup.wait_caught_up(events.len(), Duration::from_secs(120));
         assert!(scorer.terminate().success());
-        let records = stamped_records(&setup.broker, &setup.names.output);
+        let records = read_all(&setup.broker, &setup.names.output);
         assert!(records.len() > 20, "{format}: {} changes", records.len());
         let wire = format.parse::<Format>().expect("format");
         let now = leadscore::timestamp::wall_clock_millis();
-        for (timestamp, headers, payload) in records {
+        for Read {
+            timestamp,
+            headers,
+            payload,
+            ..
+        } in records
+        {
             let change =
                 codec::decode_change(wire, payload.as_deref().expect("a value")).expect("decodes");
             assert_eq!(

@@ -460,6 +460,8 @@ pub struct Read {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub headers: HashMap<String, String>,
+    /// The record timestamp, in milliseconds, when the record has one.
+    pub timestamp: Option<i64>,
 }
 
 /// Every record of `topic`, partition by partition in offset order.
@@ -504,6 +506,7 @@ pub fn read_all(broker: &Broker, topic: &str) -> Vec<Read> {
                         key: m.key().map(<[u8]>::to_vec),
                         payload: m.payload().map(<[u8]>::to_vec),
                         headers,
+                        timestamp: m.timestamp().to_millis(),
                     });
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => break,
