@@ -88,7 +88,8 @@ impl History {
             self.clear();
             return;
         }
-        let depth = depth.min(u16::MAX as usize);
+        // One below the count's range, so the push before the trim cannot overflow it.
+        let depth = depth.min(u16::MAX as usize - 1);
         let with_source = change.reason.source_event_id.as_ref();
         let cut = with_source.is_some_and(|s| s.len() > MAX_SOURCE_BYTES);
         let tag = kind_bits(change.reason.kind)
@@ -281,6 +282,17 @@ mod tests {
         assert!(cut.len() <= MAX_SOURCE_BYTES && long.starts_with(cut.as_str()));
         assert!(notes[3].source_cut);
         assert_eq!(notes[3].score(), 5);
+    }
+
+    #[test]
+    fn a_depth_beyond_the_counts_range_keeps_as_many_as_it_can_count() {
+        let mut h = History::default();
+        let c = change(1, ReasonKind::Attribute, None, 0);
+        for _ in 0..u16::MAX as usize + 2 {
+            h.push(&c, None, usize::MAX);
+        }
+        assert_eq!(h.len(), u16::MAX as usize - 1);
+        assert_eq!(h.notes().len(), h.len());
     }
 
     #[test]
