@@ -157,27 +157,25 @@ pub struct Directory {
 
 #[derive(Debug, Default)]
 struct DirectoryState {
-    /// Per instance URL: its name and claimed partitions, as of its latest record.
-    instances: HashMap<String, (String, Vec<i32>)>,
-    /// Per partition: the URL of the instance whose latest record claims it, and that
-    /// record's offset (a later claim by another instance wins).
-    owners: HashMap<i32, (String, i64)>,
+    /// Per instance URL: the partitions it claims that no later record claimed.
+    instances: HashMap<String, Vec<i32>>,
+    /// Per partition: the URL of the instance whose record claimed it last (records are
+    /// applied in offset order, so a later claim wins).
+    owners: HashMap<i32, String>,
 }
 
 impl Directory {
-    /// Applies one directory record at `offset`: `value` `None` is a tombstone (the instance
-    /// left).
-    fn apply(&self, offset: i64, url: &str, value: Option<&Value>) {
+    /// Applies the next directory record: `value` `None` is a tombstone (the instance left).
+    fn apply(&self, url: &str, value: Option<&Value>) {
         let mut d = lock_unpoisoned(&self.inner);
-        if let Some((_, old)) = d.instances.remove(url) {
+        if let Some(old) = d.instances.remove(url) {
             for p in old {
-                if d.owners.get(&p).is_some_and(|(u, _)| u == url) {
+                if d.owners.get(&p).is_some_and(|u| u == url) {
                     d.owners.remove(&p);
                 }
             }
         }
         let Some(v) = value else { return };
-        let name = v["name"].as_str().unwrap_or(url).to_string();
         let partitions: Vec<i32> = v["partitions"]
             .as_array()
             .into_iter()
@@ -185,17 +183,26 @@ impl Directory {
             .filter_map(|p| p.as_i64().and_then(|p| i32::try_from(p).ok()))
             .collect();
         for &p in &partitions {
-            d.owners.insert(p, (url.to_string(), offset));
+            // The claim moves the partition away from its previous owner; an instance left
+            // with no partition is forgotten, so the map stays bounded by the partitions even
+            // when crashed instances (never tombstoned) leave records behind.
+            if let Some(previous) = d.owners.insert(p, url.to_string()) {
+                if previous != url {
+                    if let Some(theirs) = d.instances.get_mut(&previous) {
+                        theirs.retain(|q| *q != p);
+                        if theirs.is_empty() {
+                            d.instances.remove(&previous);
+                        }
+                    }
+                }
+            }
         }
-        d.instances.insert(url.to_string(), (name, partitions));
+        d.instances.insert(url.to_string(), partitions);
     }
 
     /// The URL of the instance that claims partition `p`.
     pub fn owner(&self, p: i32) -> Option<String> {
-        lock_unpoisoned(&self.inner)
-            .owners
-            .get(&p)
-            .map(|(u, _)| u.clone())
+        lock_unpoisoned(&self.inner).owners.get(&p).cloned()
     }
 }
 
@@ -411,10 +418,10 @@ fn start_directory_reader(
                     continue;
                 };
                 match m.payload() {
-                    None => directory.apply(m.offset(), url, None),
+                    None => directory.apply(url, None),
                     Some(p) if p.len() <= MAX_DIRECTORY_RECORD_BYTES => {
                         match serde_json::from_slice::<Value>(p) {
-                            Ok(v) => directory.apply(m.offset(), url, Some(&v)),
+                            Ok(v) => directory.apply(url, Some(&v)),
                             Err(e) => tracing::warn!(%topic, offset = m.offset(), error = %e, "ignoring a lookup directory record that is not JSON"),
                         }
                     }
@@ -618,31 +625,30 @@ mod tests {
     fn a_later_claim_wins_and_a_tombstone_releases_only_its_own_partitions() {
         let d = Directory::default();
         d.apply(
-            0,
             "http://a:1",
             Some(&json!({"name": "a", "partitions": [0, 1, 2]})),
         );
-        d.apply(
-            1,
-            "http://b:1",
-            Some(&json!({"name": "b", "partitions": [2]})),
-        );
+        d.apply("http://b:1", Some(&json!({"name": "b", "partitions": [2]})));
         assert_eq!(d.owner(0).as_deref(), Some("http://a:1"));
         assert_eq!(d.owner(2).as_deref(), Some("http://b:1"));
         // a publishes again without 2: b keeps it.
         d.apply(
-            2,
             "http://a:1",
             Some(&json!({"name": "a", "partitions": [0, 1]})),
         );
         assert_eq!(d.owner(2).as_deref(), Some("http://b:1"));
         // a leaves: its partitions have no owner; b's are untouched.
-        d.apply(3, "http://a:1", None);
+        d.apply("http://a:1", None);
         assert_eq!(d.owner(0), None);
         assert_eq!(d.owner(2).as_deref(), Some("http://b:1"));
+        // An instance whose partitions were all claimed by others is forgotten.
+        d.apply("http://d:1", Some(&json!({"name": "d", "partitions": [7]})));
+        d.apply("http://e:1", Some(&json!({"name": "e", "partitions": [7]})));
+        assert!(!lock_unpoisoned(&d.inner)
+            .instances
+            .contains_key("http://d:1"));
         // Garbage partitions are skipped, not fatal.
         d.apply(
-            4,
             "http://c:1",
             Some(&json!({"partitions": ["x", -1, 1e20, 5]})),
         );
