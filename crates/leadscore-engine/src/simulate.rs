@@ -234,39 +234,25 @@ delta = -1
 
     #[test]
     fn a_deleted_user_starts_from_nothing_and_its_old_event_ids_are_forgotten() {
-        let sim = simulate(&[
-            line(
-                "u1",
-                &at(0),
+        let u1 = |minutes, rest| line("u1", &at(minutes), rest);
+        let mut lines = vec![
+            u1(
+                0,
                 r#""type":"email_added","event_id":"e1","value":"a@x.io""#,
             ),
-            line("u1", &at(1), r#""type":"session_start","event_id":"s1""#),
-            line(
-                "u1",
-                &at(2),
+            u1(1, r#""type":"session_start","event_id":"s1""#),
+            u1(
+                2,
                 r#""type":"attribute_changed","name":"plan","value":"pro""#,
             ),
-            line("u1", &at(60), r#""type":"user_deleted""#),
-        ]);
+            u1(60, r#""type":"user_deleted""#),
+        ];
+        let sim = simulate(&lines);
         assert!(sim.bad_lines.is_empty(), "{:?}", sim.bad_lines);
         assert!(!sim.users.contains_key("u1"), "dropped from the output");
 
         // Deleted, then a session: not enrolled any more, nothing of before.
-        let mut lines = vec![
-            line(
-                "u1",
-                &at(0),
-                r#""type":"email_added","event_id":"e1","value":"a@x.io""#,
-            ),
-            line("u1", &at(1), r#""type":"session_start","event_id":"s1""#),
-            line(
-                "u1",
-                &at(2),
-                r#""type":"attribute_changed","name":"plan","value":"pro""#,
-            ),
-            line("u1", &at(60), r#""type":"user_deleted""#),
-            line("u1", &at(120), r#""type":"session_start","event_id":"s1""#),
-        ];
+        lines.push(u1(120, r#""type":"session_start","event_id":"s1""#));
         let sim = simulate(&lines);
         let st = &sim.users["u1"];
         assert_eq!(
@@ -278,16 +264,11 @@ delta = -1
 
         // The enrolling email again, with its old id, well within the dedupe window: not a
         // duplicate, since the ids went with the state, so it enrolls and the session scores.
-        lines.push(line(
-            "u1",
-            &at(180),
+        lines.push(u1(
+            180,
             r#""type":"email_added","event_id":"e1","value":"b@x.io""#,
         ));
-        lines.push(line(
-            "u1",
-            &at(240),
-            r#""type":"session_start","event_id":"s2""#,
-        ));
+        lines.push(u1(240, r#""type":"session_start","event_id":"s2""#));
         let sim = simulate(&lines);
         let st = &sim.users["u1"];
         assert_eq!((st.score, st.enrolled), (1, true), "{st:?}");

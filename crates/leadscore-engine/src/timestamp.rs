@@ -381,22 +381,14 @@ mod tests {
             p("2024-03-01T00:00:00Z") - MS_PER_DAY
         );
         assert_eq!(p("2000-02-29T00:00:00Z"), 951_782_400_000);
-        assert_eq!(
-            err("2026-02-29T00:00:00Z"),
-            "day 29 out of range for 2026-02"
-        );
-        assert_eq!(
-            err("1900-02-29T00:00:00Z"),
-            "day 29 out of range for 1900-02"
-        );
-        assert_eq!(
-            err("2024-02-30T00:00:00Z"),
-            "day 30 out of range for 2024-02"
-        );
-        assert_eq!(
-            err("2026-04-31T00:00:00Z"),
-            "day 31 out of range for 2026-04"
-        );
+        for (input, message) in [
+            ("2026-02-29T00:00:00Z", "day 29 out of range for 2026-02"),
+            ("1900-02-29T00:00:00Z", "day 29 out of range for 1900-02"),
+            ("2024-02-30T00:00:00Z", "day 30 out of range for 2024-02"),
+            ("2026-04-31T00:00:00Z", "day 31 out of range for 2026-04"),
+        ] {
+            assert_eq!(err(input), message, "{input}");
+        }
     }
 
     #[test]
@@ -408,74 +400,64 @@ mod tests {
 
     #[test]
     fn rejects_out_of_range_fields_naming_them() {
-        assert_eq!(err("2026-13-01T00:00:00Z"), "month 13 out of range");
-        assert_eq!(err("2026-00-01T00:00:00Z"), "month 0 out of range");
-        assert_eq!(
-            err("2026-01-00T00:00:00Z"),
-            "day 0 out of range for 2026-01"
-        );
-        assert_eq!(
-            err("2026-01-32T00:00:00Z"),
-            "day 32 out of range for 2026-01"
-        );
-        assert_eq!(err("2026-01-01T24:00:00Z"), "hour 24 out of range");
-        assert_eq!(err("2026-01-01T00:60:00Z"), "minute 60 out of range");
-        assert_eq!(err("2026-01-01T00:00:61Z"), "second 61 out of range");
-        assert_eq!(
-            err("2026-01-01T00:00:00+24:00"),
-            "offset hour 24 out of range"
-        );
-        assert_eq!(
-            err("2026-01-01T00:00:00+01:60"),
-            "offset minute 60 out of range"
-        );
-        assert_eq!(
-            err("0000-01-01T00:00:00+00:01"),
-            "instant is outside years 0000-9999 in UTC"
-        );
-        assert_eq!(
-            err("9999-12-31T23:59:00-00:01"),
-            "instant is outside years 0000-9999 in UTC"
-        );
+        for (input, message) in [
+            ("2026-13-01T00:00:00Z", "month 13 out of range"),
+            ("2026-00-01T00:00:00Z", "month 0 out of range"),
+            ("2026-01-00T00:00:00Z", "day 0 out of range for 2026-01"),
+            ("2026-01-32T00:00:00Z", "day 32 out of range for 2026-01"),
+            ("2026-01-01T24:00:00Z", "hour 24 out of range"),
+            ("2026-01-01T00:60:00Z", "minute 60 out of range"),
+            ("2026-01-01T00:00:61Z", "second 61 out of range"),
+            ("2026-01-01T00:00:00+24:00", "offset hour 24 out of range"),
+            ("2026-01-01T00:00:00+01:60", "offset minute 60 out of range"),
+            (
+                "0000-01-01T00:00:00+00:01",
+                "instant is outside years 0000-9999 in UTC",
+            ),
+            (
+                "9999-12-31T23:59:00-00:01",
+                "instant is outside years 0000-9999 in UTC",
+            ),
+        ] {
+            assert_eq!(err(input), message, "{input}");
+        }
     }
 
     #[test]
     fn rejects_malformed_syntax_naming_the_position() {
-        assert_eq!(err(""), "ends at byte 0, expected a digit");
-        assert_eq!(err("2026-01-05"), "ends at byte 10, expected 'T'");
-        assert_eq!(err("2026-01-05X10:00:00Z"), "expected 'T' at byte 10");
-        assert_eq!(err("2026/01/05T10:00:00Z"), "expected '-' at byte 4");
-        assert_eq!(err("26-01-05T10:00:00Z"), "expected a digit at byte 2");
-        assert_eq!(err("2026-1-05T10:00:00Z"), "expected a digit at byte 6");
-        assert_eq!(err("2026-01-05T10:00Z"), "expected ':' at byte 16");
-        assert_eq!(
-            err("2026-01-05T10:00:00"),
-            "ends at byte 19, expected 'Z' or an offset like +02:00"
-        );
-        assert_eq!(
-            err("2026-01-05T10:00:00 UTC"),
-            "expected 'Z' or an offset like +02:00 at byte 19"
-        );
-        assert_eq!(err("2026-01-05T10:00:00.Z"), "expected a digit at byte 20");
-        assert_eq!(
-            err("2026-01-05T10:00:00."),
-            "ends at byte 20, expected a digit"
-        );
-        assert_eq!(err("2026-01-05T10:00:00+0200"), "expected ':' at byte 22");
-        assert_eq!(
-            err("2026-01-05T10:00:00+02"),
-            "ends at byte 22, expected ':'"
-        );
-        assert_eq!(
-            err("2026-01-05T10:00:00ZZ"),
-            "unexpected trailing characters at byte 20"
-        );
-        assert_eq!(
-            err("2026-01-05T10:00:00Z "),
-            "unexpected trailing characters at byte 20"
-        );
-        assert_eq!(err("+2026-01-05T10:00:00Z"), "expected a digit at byte 0");
-        assert_eq!(err("２026-01-05T10:00:00Z"), "expected a digit at byte 0");
+        for (input, message) in [
+            ("", "ends at byte 0, expected a digit"),
+            ("2026-01-05", "ends at byte 10, expected 'T'"),
+            ("2026-01-05X10:00:00Z", "expected 'T' at byte 10"),
+            ("2026/01/05T10:00:00Z", "expected '-' at byte 4"),
+            ("26-01-05T10:00:00Z", "expected a digit at byte 2"),
+            ("2026-1-05T10:00:00Z", "expected a digit at byte 6"),
+            ("2026-01-05T10:00Z", "expected ':' at byte 16"),
+            (
+                "2026-01-05T10:00:00",
+                "ends at byte 19, expected 'Z' or an offset like +02:00",
+            ),
+            (
+                "2026-01-05T10:00:00 UTC",
+                "expected 'Z' or an offset like +02:00 at byte 19",
+            ),
+            ("2026-01-05T10:00:00.Z", "expected a digit at byte 20"),
+            ("2026-01-05T10:00:00.", "ends at byte 20, expected a digit"),
+            ("2026-01-05T10:00:00+0200", "expected ':' at byte 22"),
+            ("2026-01-05T10:00:00+02", "ends at byte 22, expected ':'"),
+            (
+                "2026-01-05T10:00:00ZZ",
+                "unexpected trailing characters at byte 20",
+            ),
+            (
+                "2026-01-05T10:00:00Z ",
+                "unexpected trailing characters at byte 20",
+            ),
+            ("+2026-01-05T10:00:00Z", "expected a digit at byte 0"),
+            ("２026-01-05T10:00:00Z", "expected a digit at byte 0"),
+        ] {
+            assert_eq!(err(input), message, "{input}");
+        }
     }
 
     #[test]

@@ -313,6 +313,15 @@ mod tests {
         }
     }
 
+    /// Checks that `source` has exactly one warning, at `line` on `key`, whose message contains
+    /// `part`.
+    fn expect_one_warning(source: &str, line: usize, key: &str, part: &str) {
+        let ws = warnings(source);
+        assert_eq!(ws.len(), 1, "{ws:#?}");
+        assert_eq!((ws[0].line, ws[0].key.as_str()), (line, key));
+        assert!(ws[0].message.contains(part), "{}", ws[0]);
+    }
+
     /// `(line, key)` of each warning.
     fn found(source: &str) -> Vec<(usize, String)> {
         warnings(source)
@@ -338,10 +347,7 @@ mod tests {
 
     #[test]
     fn warns_about_an_empty_entry_on() {
-        let ws = warnings("[entry]\non = []\n");
-        assert_eq!(ws.len(), 1, "{ws:#?}");
-        assert_eq!((ws[0].line, ws[0].key.as_str()), (2, "entry.on"));
-        assert!(ws[0].message.contains("no event enrolls"), "{}", ws[0]);
+        expect_one_warning("[entry]\non = []\n", 2, "entry.on", "no event enrolls");
     }
 
     #[test]
@@ -392,24 +398,22 @@ triggers = [
                 (16, "group[1].triggers[5]"),
             ]
         );
-        assert!(ws[0]
-            .message
-            .contains("email_added events never carry a name"));
-        assert!(ws[0]
-            .message
-            .ends_with("so this matcher never enrolls anyone"));
-        assert!(ws[3]
-            .message
-            .contains("custom_event events never carry an app_id"));
-        assert!(ws[3].message.ends_with("so this trigger never fires"));
-        assert!(ws[5]
-            .message
-            .contains("`equals` is false on a missing property"));
-        assert!(ws[6]
-            .message
-            .contains("`not_in` is true on a missing property"));
-        assert!(ws[6].message.ends_with("this predicate tests nothing"));
-        assert!(ws[7].message.contains("never scores through a group"));
+        for (i, part) in [
+            (0, "email_added events never carry a name"),
+            (3, "custom_event events never carry an app_id"),
+            (5, "`equals` is false on a missing property"),
+            (6, "`not_in` is true on a missing property"),
+            (7, "never scores through a group"),
+        ] {
+            assert!(ws[i].message.contains(part), "{}", ws[i]);
+        }
+        for (i, end) in [
+            (0, "so this matcher never enrolls anyone"),
+            (3, "so this trigger never fires"),
+            (6, "this predicate tests nothing"),
+        ] {
+            assert!(ws[i].message.ends_with(end), "{}", ws[i]);
+        }
     }
 
     #[test]
@@ -476,19 +480,13 @@ triggers = [
 
     #[test]
     fn warns_about_a_redundant_trigger_in_the_same_group() {
-        let ws = warnings(&group(
-            "g",
-            &[
-                r#"{ type = "custom_event", name = "a" }"#,
-                r#"{ type = "custom_event", name = "a" }"#,
-            ],
-        ));
-        assert_eq!(ws.len(), 1, "{ws:#?}");
-        assert_eq!(
-            (ws[0].line, ws[0].key.as_str()),
-            (6, "group[1].triggers[2]")
+        let a = r#"{ type = "custom_event", name = "a" }"#;
+        expect_one_warning(
+            &group("g", &[a, a]),
+            6,
+            "group[1].triggers[2]",
+            "is redundant",
         );
-        assert!(ws[0].message.contains("is redundant"), "{}", ws[0]);
     }
 
     /// Each pair is an earlier trigger that matches only *some* of the later one's events: the
@@ -614,10 +612,12 @@ triggers = [
 
     #[test]
     fn warns_when_min_equals_max() {
-        let ws = warnings("[score]\nmin = 5\nmax = 5\n");
-        assert_eq!(ws.len(), 1, "{ws:#?}");
-        assert_eq!((ws[0].line, ws[0].key.as_str()), (3, "score.max"));
-        assert!(ws[0].message.contains("clamped to 5"), "{}", ws[0]);
+        expect_one_warning(
+            "[score]\nmin = 5\nmax = 5\n",
+            3,
+            "score.max",
+            "clamped to 5",
+        );
         assert_eq!(found("[score]\nmin = 5\nmax = 6\n"), []);
     }
 
@@ -637,14 +637,7 @@ triggers = [
     #[test]
     fn warns_about_delta_decay_without_min() {
         let decay = "[inactivity]\nwindow = \"7d\"\ndelta = -2\n";
-        let ws = warnings(decay);
-        assert_eq!(ws.len(), 1, "{ws:#?}");
-        assert_eq!((ws[0].line, ws[0].key.as_str()), (3, "inactivity.delta"));
-        assert!(
-            ws[0].message.contains("falls by 2 every window"),
-            "{}",
-            ws[0]
-        );
+        expect_one_warning(decay, 3, "inactivity.delta", "falls by 2 every window");
         assert_eq!(found(&format!("[score]\nmin = -10\n{decay}")), []);
         // A factor stops at 0 by itself.
         assert_eq!(found("[inactivity]\nwindow = \"7d\"\nfactor = 0.5\n"), []);

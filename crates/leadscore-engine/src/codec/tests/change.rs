@@ -105,10 +105,11 @@ fn decode_change_sorts_attributes_and_ignores_unknown_fields() {
         br#"{"v":2,"event_id":"c","user_id":"u","time":"2026-01-05T10:00:00Z","previous_score":0,
                  "score":1,"delta":1,"reason":{"kind":"external","extra":[1]},"attributes":{"b":1,"a":"x"}}"#,
     );
-    let names: Option<Vec<String>> = c
-        .ok()
-        .map(|c| c.attributes.into_iter().map(|(k, _)| k).collect());
-    assert_eq!(names, Some(vec!["a".to_owned(), "b".to_owned()]));
+    let c = c.ok();
+    assert_eq!(
+        c.as_ref().map(|c| keys(&c.attributes)),
+        Some(vec!["a", "b"])
+    );
 }
 
 #[test]
@@ -157,8 +158,7 @@ fn decode_change_rejects_bad_changes_naming_the_field() {
         ("[]".to_owned(), "malformed", "score change object"),
     ];
     for (payload, reason, field) in cases {
-        let err = decode_change(Format::Json, payload.as_bytes());
-        let err = err.err().map(|e| (e.reason(), e.to_string()));
+        let err = failure(decode_change(Format::Json, payload.as_bytes()));
         assert!(
             matches!(&err, Some((r, m)) if *r == reason && m.contains(field)),
             "{payload}: {err:?}"
@@ -169,11 +169,7 @@ fn decode_change_rejects_bad_changes_naming_the_field() {
 #[test]
 fn decode_change_rejects_bad_protobuf_changes() {
     let good = change_to_proto(&sample_change());
-    let decode = |m: &pb::ScoreChange| {
-        decode_change(Format::Protobuf, &m.encode_to_vec())
-            .err()
-            .map(|e| (e.reason(), e.to_string()))
-    };
+    let decode = |m: &pb::ScoreChange| failure(decode_change(Format::Protobuf, &m.encode_to_vec()));
     let mut m = good.clone();
     m.reason = None;
     assert_eq!(

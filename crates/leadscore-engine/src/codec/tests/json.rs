@@ -72,8 +72,7 @@ fn keeps_json_property_order() {
     let e = ok(&format!(
         r#"{{"user_id":"u","time":"{T0}","type":"custom_event","name":"n","properties":{{"z":1,"a":2,"m":3}}}}"#
     ));
-    let keys: Vec<&str> = e.properties.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(keys, ["z", "a", "m"]);
+    assert_eq!(keys(&e.properties), ["z", "a", "m"]);
 }
 
 #[test]
@@ -295,12 +294,7 @@ fn rejects_missing_or_non_string_type_and_reports_an_unknown_one_with_its_user_a
         &format!(r#"{{"user_id":"u1","time":"{T0}","type":"page_view","event_id":""}}"#),
         "invalid_value",
     );
-    let keyed = decode_event(
-        Format::Json,
-        Some(b"u2"),
-        page_view.as_bytes(),
-        &Limits::default(),
-    );
+    let keyed = decode(Format::Json, Some(b"u2"), page_view.as_bytes());
     assert_eq!(keyed.map_err(|e| e.reason()), Err("key_mismatch"));
     rejects(
         &format!(r#"{{"user_id":"u1","time":"{T0}","type":1}}"#),
@@ -453,32 +447,36 @@ fn accepts_integral_floats_as_integers_and_rejects_fractions() {
         let e = ok(&format!(r#"{{{base},"increment":{number}}}"#));
         assert_eq!(e.score, Some(ScoreOp::Increment(want)), "{number}");
     }
-    let msg = rejects(&format!(r#"{{{base},"score":5.5}}"#), "invalid_value");
-    assert_eq!(msg, r#"field "score": 5.5 is not an integer"#);
-    let msg = rejects(&format!(r#"{{{base},"increment":-0.25}}"#), "invalid_value");
-    assert_eq!(msg, r#"field "increment": -0.25 is not an integer"#);
-    // 2^63 as a float is one past i64::MAX.
-    let msg = rejects(
-        &format!(r#"{{{base},"score":9223372036854775808.0}}"#),
-        "invalid_value",
-    );
-    assert_eq!(
-        msg,
-        r#"field "score": 9.223372036854776e18 is out of the 64-bit integer range"#
-    );
-    let msg = rejects(&format!(r#"{{{base},"increment":"5"}}"#), "wrong_type");
-    assert_eq!(
-        msg,
-        r#"field "increment": expected an integer, found a string"#
-    );
-    let msg = rejects(
-        &format!(r#"{{{base},"score":9223372036854775808}}"#),
-        "invalid_value",
-    );
-    assert_eq!(
-        msg,
-        r#"field "score": 9223372036854775808 is out of the 64-bit integer range"#
-    );
+    for (field, reason, message) in [
+        (
+            r#""score":5.5"#,
+            "invalid_value",
+            r#"field "score": 5.5 is not an integer"#,
+        ),
+        (
+            r#""increment":-0.25"#,
+            "invalid_value",
+            r#"field "increment": -0.25 is not an integer"#,
+        ),
+        // 2^63 as a float is one past i64::MAX.
+        (
+            r#""score":9223372036854775808.0"#,
+            "invalid_value",
+            r#"field "score": 9.223372036854776e18 is out of the 64-bit integer range"#,
+        ),
+        (
+            r#""increment":"5""#,
+            "wrong_type",
+            r#"field "increment": expected an integer, found a string"#,
+        ),
+        (
+            r#""score":9223372036854775808"#,
+            "invalid_value",
+            r#"field "score": 9223372036854775808 is out of the 64-bit integer range"#,
+        ),
+    ] {
+        assert_eq!(rejects(&format!("{{{base},{field}}}"), reason), message);
+    }
 }
 
 #[test]
@@ -581,23 +579,21 @@ fn rejects_invalid_utf8_as_malformed() {
     let mut payload =
         format!(r#"{{"user_id":"u1","time":"{T0}","type":"session_start","x":"#).into_bytes();
     payload.extend_from_slice(b"\"\xff\xfe\"}");
-    let err = decode_event(Format::Json, None, &payload, &Limits::default());
+    let err = decode(Format::Json, None, &payload);
     assert_eq!(err.map_err(|e| e.reason()), Err("malformed"));
 }
 
 #[test]
 fn rejects_oversized_payloads_before_parsing() {
     let payload = vec![b'x'; 1_048_576];
-    let err = decode_event(Format::Json, None, &payload, &Limits::default());
-    let err = err.err().map(|e| (e.reason(), e.to_string()));
     assert_eq!(
-        err,
+        failure(decode(Format::Json, None, &payload)),
         Some((
             "oversized",
             "payload is 1048576 bytes, over the 65536-byte limit".to_owned()
         ))
     );
-    let err = decode_event(Format::Protobuf, None, &payload, &Limits::default());
+    let err = decode(Format::Protobuf, None, &payload);
     assert_eq!(err.map_err(|e| e.reason()), Err("oversized"));
 }
 

@@ -26,8 +26,18 @@ fn t0() -> Millis {
     }
 }
 
+/// Decodes `payload` under the record key `key`, within the default limits.
+fn decode(format: Format, key: Option<&[u8]>, payload: &[u8]) -> Result<Event, DecodeError> {
+    decode_event(format, key, payload, &Limits::default())
+}
+
+/// The reason and message of a decoding error; `None` when it decoded.
+fn failure<T>(result: Result<T, DecodeError>) -> Option<(&'static str, String)> {
+    result.err().map(|e| (e.reason(), e.to_string()))
+}
+
 fn json(s: &str) -> Result<Event, DecodeError> {
-    decode_event(Format::Json, None, s.as_bytes(), &Limits::default())
+    decode(Format::Json, None, s.as_bytes())
 }
 
 fn ok(s: &str) -> Event {
@@ -49,12 +59,7 @@ fn rejects(s: &str, reason: &str) -> String {
 }
 
 fn proto(m: &pb::Event) -> Result<Event, DecodeError> {
-    decode_event(
-        Format::Protobuf,
-        None,
-        &m.encode_to_vec(),
-        &Limits::default(),
-    )
+    decode(Format::Protobuf, None, &m.encode_to_vec())
 }
 
 fn proto_rejects(m: &pb::Event, reason: &str) -> String {
@@ -75,6 +80,22 @@ fn pb_event(kind: pb::EventType) -> pb::Event {
         r#type: kind as i32,
         ..Default::default()
     }
+}
+
+/// [`pb_event`] of `kind` with `change` made to it.
+fn pb_event_with(kind: pb::EventType, change: impl FnOnce(&mut pb::Event)) -> pb::Event {
+    let mut m = pb_event(kind);
+    change(&mut m);
+    m
+}
+
+fn pb_time(seconds: i64, nanos: i32) -> Option<crate::proto::google::protobuf::Timestamp> {
+    Some(crate::proto::google::protobuf::Timestamp { seconds, nanos })
+}
+
+/// The keys of `pairs` (properties or attributes), in order.
+fn keys(pairs: &[(String, Scalar)]) -> Vec<&str> {
+    pairs.iter().map(|(k, _)| k.as_str()).collect()
 }
 
 fn str_scalar(s: &str) -> pb::Scalar {
@@ -164,56 +185,36 @@ fn default_limit_is_64_kib() {
 
 // --- Keys --------------------------------------------------------------------------------
 
+/// A JSON session_start of user u1, decoded under the record key `key`.
+fn keyed_session(key: &[u8]) -> Result<Event, DecodeError> {
+    let payload = format!(r#"{{"user_id":"u1","time":"{T0}","type":"session_start"}}"#);
+    decode(Format::Json, Some(key), payload.as_bytes())
+}
+
 #[test]
 fn accepts_a_key_equal_to_user_id() {
-    let payload = format!(r#"{{"user_id":"u1","time":"{T0}","type":"session_start"}}"#);
-    let e = decode_event(
-        Format::Json,
-        Some(b"u1"),
-        payload.as_bytes(),
-        &Limits::default(),
-    );
-    assert_eq!(e.map(|e| e.user_id), Ok("u1".to_owned()));
+    assert_eq!(keyed_session(b"u1").map(|e| e.user_id), Ok("u1".to_owned()));
 }
 
 #[test]
 fn rejects_a_key_that_differs_from_user_id() {
-    let payload = format!(r#"{{"user_id":"u1","time":"{T0}","type":"session_start"}}"#);
-    let err = decode_event(
-        Format::Json,
-        Some(b"u2"),
-        payload.as_bytes(),
-        &Limits::default(),
-    );
-    let err = err.err().map(|e| (e.reason(), e.to_string()));
     assert_eq!(
-        err,
+        failure(keyed_session(b"u2")),
         Some((
             "key_mismatch",
             r#"key "u2" does not match user_id "u1""#.to_owned()
         ))
     );
-    let err = decode_event(
-        Format::Json,
-        Some(b""),
-        payload.as_bytes(),
-        &Limits::default(),
+    assert_eq!(
+        keyed_session(b"").map_err(|e| e.reason()),
+        Err("key_mismatch")
     );
-    assert_eq!(err.map_err(|e| e.reason()), Err("key_mismatch"));
 }
 
 #[test]
 fn rejects_a_key_that_is_not_utf8() {
-    let payload = format!(r#"{{"user_id":"u1","time":"{T0}","type":"session_start"}}"#);
-    let err = decode_event(
-        Format::Json,
-        Some(b"\xffu1"),
-        payload.as_bytes(),
-        &Limits::default(),
-    );
-    let err = err.err().map(|e| (e.reason(), e.to_string()));
     assert_eq!(
-        err,
+        failure(keyed_session(b"\xffu1")),
         Some((
             "key_mismatch",
             r#"key is not valid UTF-8, so it cannot match user_id "u1""#.to_owned()
@@ -224,10 +225,9 @@ fn rejects_a_key_that_is_not_utf8() {
 #[test]
 fn rejects_a_key_mismatch_in_protobuf() {
     let payload = pb_event(pb::EventType::SessionStart).encode_to_vec();
-    let err = decode_event(Format::Protobuf, Some(b"u2"), &payload, &Limits::default());
+    let err = decode(Format::Protobuf, Some(b"u2"), &payload);
     assert_eq!(err.map_err(|e| e.reason()), Err("key_mismatch"));
-    let ok = decode_event(Format::Protobuf, Some(b"u1"), &payload, &Limits::default());
-    assert!(ok.is_ok());
+    assert!(decode(Format::Protobuf, Some(b"u1"), &payload).is_ok());
 }
 
 #[test]

@@ -6,20 +6,11 @@ use super::*;
 #[test]
 fn json_and_protobuf_of_the_same_event_decode_equal() {
     for event in sample_events() {
-        let from_json = decode_event(
-            Format::Json,
-            Some(event.user_id.as_bytes()),
-            &encode_event(Format::Json, &event),
-            &Limits::default(),
-        );
-        let from_proto = decode_event(
-            Format::Protobuf,
-            Some(event.user_id.as_bytes()),
-            &encode_event(Format::Protobuf, &event),
-            &Limits::default(),
-        );
-        assert_eq!(from_json, Ok(event.clone()));
-        assert_eq!(from_proto, Ok(event));
+        for format in [Format::Json, Format::Protobuf] {
+            let payload = encode_event(format, &event);
+            let got = decode(format, Some(event.user_id.as_bytes()), &payload);
+            assert_eq!(got, Ok(event.clone()), "{format}");
+        }
     }
 }
 
@@ -28,39 +19,31 @@ fn protobuf_properties_come_sorted_by_key() {
     let mut e = Event::new("u1", t0(), EventType::CustomEvent);
     e.name = Some("n".into());
     e.properties = vec![("z".into(), Scalar::Int(1)), ("a".into(), Scalar::Int(2))];
-    let got = decode_event(
-        Format::Protobuf,
-        None,
-        &encode_event(Format::Protobuf, &e),
-        &Limits::default(),
+    let got = decode(Format::Protobuf, None, &encode_event(Format::Protobuf, &e)).ok();
+    assert_eq!(
+        got.as_ref().map(|e| keys(&e.properties)),
+        Some(vec!["a", "z"])
     );
-    let keys: Option<Vec<String>> = got
-        .ok()
-        .map(|e| e.properties.into_iter().map(|(k, _)| k).collect());
-    assert_eq!(keys, Some(vec!["a".to_owned(), "z".to_owned()]));
 }
 
 #[test]
 fn protobuf_rejects_missing_required_fields() {
-    let mut m = pb_event(pb::EventType::SessionStart);
-    m.user_id.clear();
-    assert_eq!(
-        proto_rejects(&m, "missing_field"),
-        r#"missing field "user_id""#
-    );
-
-    let mut m = pb_event(pb::EventType::SessionStart);
-    m.time = None;
-    assert_eq!(
-        proto_rejects(&m, "missing_field"),
-        r#"missing field "time""#
-    );
-
-    let m = pb_event(pb::EventType::Unspecified);
-    assert_eq!(
-        proto_rejects(&m, "missing_field"),
-        r#"missing field "type""#
-    );
+    for (m, message) in [
+        (
+            pb_event_with(pb::EventType::SessionStart, |m| m.user_id.clear()),
+            r#"missing field "user_id""#,
+        ),
+        (
+            pb_event_with(pb::EventType::SessionStart, |m| m.time = None),
+            r#"missing field "time""#,
+        ),
+        (
+            pb_event(pb::EventType::Unspecified),
+            r#"missing field "type""#,
+        ),
+    ] {
+        assert_eq!(proto_rejects(&m, "missing_field"), message);
+    }
 }
 
 #[test]
@@ -94,71 +77,66 @@ fn protobuf_user_deleted_decodes_and_round_trips() {
     let e = proto(&m).expect("decodes");
     assert_eq!(e, Event::new("u1", t0(), EventType::UserDeleted));
     let bytes = encode_event(Format::Protobuf, &e);
-    let back = decode_event(Format::Protobuf, None, &bytes, &Limits::default());
-    assert_eq!(back, Ok(e));
+    assert_eq!(decode(Format::Protobuf, None, &bytes), Ok(e));
 }
 
 #[test]
 fn protobuf_rejects_out_of_range_timestamps() {
     let mut m = pb_event(pb::EventType::SessionStart);
-    m.time = Some(crate::proto::google::protobuf::Timestamp {
-        seconds: 0,
-        nanos: -1,
-    });
+    m.time = pb_time(0, -1);
     assert_eq!(
         proto_rejects(&m, "invalid_value"),
         r#"field "time": invalid timestamp: nanos -1 out of range 0..=999999999"#
     );
-    m.time = Some(crate::proto::google::protobuf::Timestamp {
-        seconds: i64::MAX,
-        nanos: 0,
-    });
-    proto_rejects(&m, "invalid_value");
-    m.time = Some(crate::proto::google::protobuf::Timestamp {
-        seconds: MAX_MILLIS / 1000 + 1,
-        nanos: 0,
-    });
-    proto_rejects(&m, "invalid_value");
+    for seconds in [i64::MAX, MAX_MILLIS / 1000 + 1] {
+        m.time = pb_time(seconds, 0);
+        proto_rejects(&m, "invalid_value");
+    }
 }
 
 #[test]
 fn protobuf_applies_the_type_specific_rules() {
-    let m = pb_event(pb::EventType::CustomEvent);
-    assert_eq!(
-        proto_rejects(&m, "missing_field"),
-        r#"missing field "name" (required for custom_event)"#
-    );
-
-    let m = pb_event(pb::EventType::EmailAdded);
-    assert_eq!(
-        proto_rejects(&m, "missing_field"),
-        r#"missing field "value" (required for email_added)"#
-    );
-
-    let mut m = pb_event(pb::EventType::EmailAdded);
-    m.value = Some(pb::Scalar {
-        kind: Some(pb::scalar::Kind::IntValue(3)),
+    let int_email = pb_event_with(pb::EventType::EmailAdded, |m| {
+        m.value = Some(pb::Scalar {
+            kind: Some(pb::scalar::Kind::IntValue(3)),
+        });
     });
-    proto_rejects(&m, "wrong_type");
-
-    let m = pb_event(pb::EventType::ExternalScore);
-    proto_rejects(&m, "missing_field");
+    let empty_id = pb_event_with(pb::EventType::SessionStart, |m| {
+        m.event_id = Some(String::new());
+    });
+    for (m, reason, message) in [
+        (
+            pb_event(pb::EventType::CustomEvent),
+            "missing_field",
+            Some(r#"missing field "name" (required for custom_event)"#),
+        ),
+        (
+            pb_event(pb::EventType::EmailAdded),
+            "missing_field",
+            Some(r#"missing field "value" (required for email_added)"#),
+        ),
+        (int_email, "wrong_type", None),
+        (
+            pb_event(pb::EventType::ExternalScore),
+            "missing_field",
+            None,
+        ),
+        (empty_id, "invalid_value", None),
+    ] {
+        let got = proto_rejects(&m, reason);
+        if let Some(message) = message {
+            assert_eq!(got, message);
+        }
+    }
 
     let mut m = pb_event(pb::EventType::ExternalScore);
     m.score_op = Some(pb::event::ScoreOp::Increment(-3));
-    m.updated_at = Some(crate::proto::google::protobuf::Timestamp {
-        seconds: 1,
-        nanos: 2_000_000,
-    });
+    m.updated_at = pb_time(1, 2_000_000);
     let e = proto(&m);
     assert_eq!(
         e.map(|e| (e.score, e.updated_at)),
         Ok((Some(ScoreOp::Increment(-3)), Some(1002)))
     );
-
-    let mut m = pb_event(pb::EventType::SessionStart);
-    m.event_id = Some(String::new());
-    proto_rejects(&m, "invalid_value");
 }
 
 #[test]
@@ -172,12 +150,17 @@ fn protobuf_attribute_changed_without_value_removes_the_attribute() {
     proto_rejects(&m, "missing_field");
 }
 
+/// A protobuf custom_event whose one property is `key` = `value`.
+fn pb_custom_with_property(key: &str, value: pb::Scalar) -> pb::Event {
+    pb_event_with(pb::EventType::CustomEvent, |m| {
+        m.name = Some("n".into());
+        m.properties.insert(key.into(), value);
+    })
+}
+
 #[test]
 fn protobuf_rejects_properties_without_a_value() {
-    let mut m = pb_event(pb::EventType::CustomEvent);
-    m.name = Some("n".into());
-    m.properties
-        .insert("plan".into(), pb::Scalar { kind: None });
+    let m = pb_custom_with_property("plan", pb::Scalar { kind: None });
     assert_eq!(
         proto_rejects(&m, "wrong_type"),
         r#"field "properties.plan": expected a string, number or boolean, found null"#
@@ -186,16 +169,11 @@ fn protobuf_rejects_properties_without_a_value() {
 
 #[test]
 fn protobuf_rejects_non_finite_numbers() {
-    let mut m = pb_event(pb::EventType::CustomEvent);
-    m.name = Some("n".into());
-    m.properties.insert(
-        "ratio".into(),
-        pb::Scalar {
-            kind: Some(pb::scalar::Kind::DoubleValue(f64::NAN)),
-        },
-    );
+    let nan = pb::Scalar {
+        kind: Some(pb::scalar::Kind::DoubleValue(f64::NAN)),
+    };
     assert_eq!(
-        proto_rejects(&m, "invalid_value"),
+        proto_rejects(&pb_custom_with_property("ratio", nan), "invalid_value"),
         r#"field "properties.ratio": NaN is not a finite number"#
     );
 }
@@ -219,15 +197,14 @@ fn protobuf_ignores_unknown_fields() {
     // Field 99, wire type 2 (length-delimited), 3 bytes.
     prost::encoding::encode_key(99, prost::encoding::WireType::LengthDelimited, &mut payload);
     payload.extend_from_slice(&[3, b'a', b'b', b'c']);
-    let e = decode_event(Format::Protobuf, None, &payload, &Limits::default());
+    let e = decode(Format::Protobuf, None, &payload);
     assert_eq!(e, Ok(Event::new("u1", t0(), EventType::SessionStart)));
 }
 
 #[test]
 fn protobuf_rejects_garbage_as_malformed() {
     for payload in [&b"\xff\xff\xff"[..], b"{\"user_id\":\"u1\"}", b"\x0a\x05ab"] {
-        let err = decode_event(Format::Protobuf, None, payload, &Limits::default());
-        let err = err.err().map(|e| (e.reason(), e.to_string()));
+        let err = failure(decode(Format::Protobuf, None, payload));
         assert!(
             matches!(&err, Some(("malformed", m)) if m.starts_with("malformed protobuf payload: ")),
             "{err:?}"
@@ -239,6 +216,6 @@ fn protobuf_rejects_garbage_as_malformed() {
 fn protobuf_rejects_invalid_utf8_strings_as_malformed() {
     // Field 1 (user_id), length 2, bytes that are not UTF-8.
     let payload = [0x0a, 0x02, 0xff, 0xfe];
-    let err = decode_event(Format::Protobuf, None, &payload, &Limits::default());
+    let err = decode(Format::Protobuf, None, &payload);
     assert_eq!(err.map_err(|e| e.reason()), Err("malformed"));
 }

@@ -23,7 +23,7 @@ fn attributes_update_whether_or_not_the_user_is_enrolled() {
 
 #[test]
 fn email_added_sets_the_email_attribute() {
-    let r = run(&rules(""), &[email("u", T0)]);
+    let r = run_base(&[email("u", T0)]);
     assert_eq!(r.user("u").attribute("email"), s("u@example.com").as_ref());
 }
 
@@ -31,12 +31,8 @@ fn email_added_sets_the_email_attribute() {
 
 #[test]
 fn events_before_enrollment_never_score() {
-    let r = run(
-        &rules(""),
-        &[session("u", T0), custom("u", T0 + 1, "demo_requested")],
-    );
-    assert_eq!(r.score("u"), 0);
-    assert_eq!(r.outcomes, [Outcome::NotEnrolled, Outcome::NotEnrolled]);
+    let events = [session("u", T0), custom("u", T0 + 1, "demo_requested")];
+    let r = run_expecting(&rules(""), &events, 0, &[Outcome::NotEnrolled; 2], 0);
     assert!(!r.user("u").enrolled);
 }
 
@@ -44,43 +40,35 @@ fn events_before_enrollment_never_score() {
 fn the_enrolling_event_is_also_scored() {
     let e = rules("");
     // With a session_start entry, the enrolling session scores through "engaged".
-    let src = BASE.replace(
-        r#"on = [{ type = "email_added" }, { type = "external_score" }]"#,
-        r#"on = [{ type = "session_start" }]"#,
-    );
-    let e2 = Engine::new(crate::rules::parse_str(&src, "t.toml").expect("rules"));
+    let e2 = rules_on("", &entry_on(r#"[{ type = "session_start" }]"#));
     let r = run(&e2, &[session("u", T0)]);
     assert_eq!(r.score("u"), 1);
     assert!(r.user("u").enrolled);
     // email_added enrolls but matches no group: enrolled, no score.
-    let r = run(&e, &[email("u", T0), session("u", T0 + 1)]);
-    assert_eq!(r.outcomes, [Outcome::NoGroup, Outcome::Scored]);
-    assert_eq!(r.score("u"), 1);
+    let events = [email("u", T0), session("u", T0 + 1)];
+    run_expecting(&e, &events, 0, &[Outcome::NoGroup, Outcome::Scored], 1);
 }
 
 // 3. Audience
 
 #[test]
 fn excluded_users_do_not_score() {
-    let r = run(
-        &rules(""),
-        &[
-            email("u", T0),
-            attr("u", T0 + 1, "is_employee", Some(Scalar::Bool(true))),
-            session("u", T0 + 2),
-        ],
-    );
-    assert_eq!(r.score("u"), 0);
-    assert_eq!(r.outcomes[2], Outcome::OutsideAudience);
+    let events = [
+        email("u", T0),
+        attr("u", T0 + 1, "is_employee", Some(Scalar::Bool(true))),
+        session("u", T0 + 2),
+    ];
+    run_expecting(&rules(""), &events, 2, &[Outcome::OutsideAudience], 0);
 }
 
 #[test]
 fn audience_is_evaluated_on_the_attributes_after_the_event() {
-    let src = format!(
-        "{}\n[[group]]\nname = \"became lead\"\ndelta = 3\ntriggers = [{{ type = \"attribute_changed\", name = \"lifecycle_stage\" }}]\n",
-        BASE
+    let e = rules_on(
+        "",
+        &format!(
+            "{BASE}\n[[group]]\nname = \"became lead\"\ndelta = 3\ntriggers = [{{ type = \"attribute_changed\", name = \"lifecycle_stage\" }}]\n"
+        ),
     );
-    let e = Engine::new(crate::rules::parse_str(&src, "t.toml").expect("rules"));
     let r = run(
         &e,
         &[

@@ -6,31 +6,29 @@ use super::*;
 
 #[test]
 fn a_duplicate_just_inside_the_window_changes_nothing() {
-    let r = run(
-        &rules(""),
-        &[
-            email("u", T0),
-            with_id(session("u", T0 + H), "e1"),
-            with_id(session("u", T0 + H + D - 1), "e1"),
-        ],
-    );
-    assert_eq!(r.outcomes[2], Outcome::Duplicate);
-    assert_eq!(r.score("u"), 1);
+    let events = [
+        email("u", T0),
+        with_id(session("u", T0 + H), "e1"),
+        with_id(session("u", T0 + H + D - 1), "e1"),
+    ];
+    run_expecting(&rules(""), &events, 2, &[Outcome::Duplicate], 1);
 }
 
 #[test]
 fn the_same_id_just_outside_the_window_applies_again() {
-    let r = run(
+    let events = [
+        email("u", T0),
+        with_id(session("u", T0 + H), "e1"),
+        with_id(session("u", T0 + H + D), "e1"),
+        with_id(session("u", T0 + H + D + 1), "e1"),
+    ];
+    run_expecting(
         &rules(""),
-        &[
-            email("u", T0),
-            with_id(session("u", T0 + H), "e1"),
-            with_id(session("u", T0 + H + D), "e1"),
-            with_id(session("u", T0 + H + D + 1), "e1"),
-        ],
+        &events,
+        2,
+        &[Outcome::Scored, Outcome::Duplicate],
+        2,
     );
-    assert_eq!(r.outcomes[2..], [Outcome::Scored, Outcome::Duplicate]);
-    assert_eq!(r.score("u"), 2);
 }
 
 #[test]
@@ -41,7 +39,7 @@ fn a_redelivered_event_is_a_duplicate_even_much_later_in_the_log() {
     ];
     events.extend((0..20).map(|i| session("v", T0 + i * H)));
     events.push(with_id(custom("u", T0 + H, "webinar_joined"), "w"));
-    let r = run(&rules(""), &events);
+    let r = run_base(&events);
     assert_eq!(r.outcomes.last(), Some(&Outcome::Duplicate));
     assert_eq!(r.score("u"), 1);
 }
@@ -51,17 +49,19 @@ fn a_redelivered_event_is_a_duplicate_even_much_later_in_the_log() {
 /// the clock when it was recorded, not from its own time.
 #[test]
 fn a_late_event_retried_by_its_producer_is_a_duplicate() {
-    let r = run(
+    let events = [
+        email("u", T0),
+        session("v", T0 + 10 * D),
+        with_id(session("u", T0 + H), "late"),
+        with_id(session("u", T0 + H), "late"),
+    ];
+    run_expecting(
         &rules(""),
-        &[
-            email("u", T0),
-            session("v", T0 + 10 * D),
-            with_id(session("u", T0 + H), "late"),
-            with_id(session("u", T0 + H), "late"),
-        ],
+        &events,
+        2,
+        &[Outcome::Scored, Outcome::Duplicate],
+        1,
     );
-    assert_eq!(r.outcomes[2..], [Outcome::Scored, Outcome::Duplicate]);
-    assert_eq!(r.score("u"), 1);
 }
 
 #[test]
@@ -76,29 +76,10 @@ fn a_late_events_id_is_forgotten_two_windows_after_it_was_recorded() {
     assert_eq!(r.user("u").seen.last().map(|s| s.recorded), Some(recorded));
     // Kept while the clock is within two windows of the recording clock ...
     for (i, at) in [(3, recorded + 2 * D - 1), (4, recorded + 2 * D + 1)] {
-        r.partition.process(
-            &e,
-            &mut r.users,
-            &with_id(session("v", at), &format!("v{i}")),
-            Origin {
-                topic: "t",
-                partition: 0,
-                offset: i,
-            },
-            &mut r.changes,
-        );
+        r.process(&e, &with_id(session("v", at), &format!("v{i}")), i);
         let kept = r.user("u").seen.len();
-        let o = r.partition.process(
-            &e,
-            &mut r.users,
-            &with_id(attr("u", at, "x", s("y")), &format!("probe{i}")),
-            Origin {
-                topic: "t",
-                partition: 0,
-                offset: 10 + i,
-            },
-            &mut r.changes,
-        );
+        let probe = with_id(attr("u", at, "x", s("y")), &format!("probe{i}"));
+        let o = r.process(&e, &probe, 10 + i);
         assert_ne!(o, Outcome::Duplicate);
         let has_late = r
             .user("u")
@@ -112,28 +93,22 @@ fn a_late_events_id_is_forgotten_two_windows_after_it_was_recorded() {
 
 #[test]
 fn duplicates_are_per_user() {
-    let r = run(
-        &rules(""),
-        &[
-            email("u", T0),
-            email("v", T0),
-            with_id(session("u", T0 + 1), "same"),
-            with_id(session("v", T0 + 2), "same"),
-        ],
-    );
+    let r = run_base(&[
+        email("u", T0),
+        email("v", T0),
+        with_id(session("u", T0 + 1), "same"),
+        with_id(session("v", T0 + 2), "same"),
+    ]);
     assert_eq!((r.score("u"), r.score("v")), (1, 1));
 }
 
 #[test]
 fn a_duplicate_does_not_update_attributes() {
-    let r = run(
-        &rules(""),
-        &[
-            with_id(attr("u", T0, "lead_status", s("Open")), "a"),
-            attr("u", T0 + 1, "lead_status", s("MQL")),
-            with_id(attr("u", T0 + 2, "lead_status", s("Open")), "a"),
-        ],
-    );
+    let r = run_base(&[
+        with_id(attr("u", T0, "lead_status", s("Open")), "a"),
+        attr("u", T0 + 1, "lead_status", s("MQL")),
+        with_id(attr("u", T0 + 2, "lead_status", s("Open")), "a"),
+    ]);
     assert_eq!(r.user("u").attribute("lead_status"), s("MQL").as_ref());
 }
 
@@ -141,28 +116,22 @@ fn a_duplicate_does_not_update_attributes() {
 
 #[test]
 fn a_tracked_attribute_change_alone_is_published_with_delta_zero() {
-    let r = run(
-        &rules(""),
-        &[
-            attr("u", T0, "lead_status", s("Open")),
-            attr("u", T0 + 1, "lead_status", s("Open")),
-            attr("u", T0 + 2, "city", s("Berlin")),
-        ],
-    );
+    let r = run_base(&[
+        attr("u", T0, "lead_status", s("Open")),
+        attr("u", T0 + 1, "lead_status", s("Open")),
+        attr("u", T0 + 2, "city", s("Berlin")),
+    ]);
     assert_eq!(r.kinds(), [(ReasonKind::Attribute, 0)]);
     assert_eq!(r.changes[0].attribute("lead_status"), s("Open").as_ref());
 }
 
 #[test]
 fn changes_carry_ids_reasons_and_a_snapshot_of_tracked_attributes() {
-    let r = run(
-        &rules(""),
-        &[
-            attr("u", T0, "lead_status", s("Working")),
-            email("u", T0 + 1),
-            with_id(custom("u", T0 + 2, "demo_requested"), "d-1"),
-        ],
-    );
+    let r = run_base(&[
+        attr("u", T0, "lead_status", s("Working")),
+        email("u", T0 + 1),
+        with_id(custom("u", T0 + 2, "demo_requested"), "d-1"),
+    ]);
     let c = r.changes.last().expect("a change");
     assert_eq!((c.previous_score, c.score, c.delta), (0, 5, 5));
     assert_eq!(c.reason.kind, ReasonKind::Rule);
@@ -209,27 +178,15 @@ fn a_replayed_offset_changes_nothing() {
     let mut users = BTreeMap::new();
     let mut changes = Vec::new();
     let mut p = Partition::new();
-    let origin = Origin {
-        topic: "t",
-        partition: 0,
-        offset: 7,
-    };
     for ev in [email("u", T0), session("u", T0 + 1)] {
-        let o = Origin {
-            offset: origin.offset + ev.time - T0,
-            ..origin
-        };
-        p.process(&e, &mut users, &ev, o, &mut changes);
+        p.process(&e, &mut users, &ev, origin(7 + ev.time - T0), &mut changes);
     }
     let before = users.clone();
     let o = p.process(
         &e,
         &mut users,
         &session("u", T0 + 1),
-        Origin {
-            offset: 8,
-            ..origin
-        },
+        origin(8),
         &mut changes,
     );
     assert_eq!(o, Outcome::Replayed);

@@ -6,11 +6,7 @@ use super::*;
 
 #[test]
 fn external_scores_set_or_increment_enrolled_or_not_whatever_the_audience() {
-    let no_entry = BASE.replace(
-        r#"on = [{ type = "email_added" }, { type = "external_score" }]"#,
-        r#"on = [{ type = "email_added" }]"#,
-    );
-    let e = Engine::new(crate::rules::parse_str(&no_entry, "t.toml").expect("rules"));
+    let e = rules_on("", &entry_on(r#"[{ type = "email_added" }]"#));
     let r = run(
         &e,
         &[
@@ -30,45 +26,28 @@ fn external_scores_set_or_increment_enrolled_or_not_whatever_the_audience() {
 
 #[test]
 fn a_stale_external_score_is_ignored() {
-    let r = run(
-        &rules(""),
-        &[
-            external("u", T0, ScoreOp::Set(50), Some(T0)),
-            external("u", T0 + 1, ScoreOp::Set(10), Some(T0 - 1)),
-            external("u", T0 + 2, ScoreOp::Set(20), Some(T0)),
-        ],
-    );
-    assert_eq!(
-        r.outcomes,
-        [Outcome::Scored, Outcome::StaleExternal, Outcome::Scored]
-    );
-    assert_eq!(r.score("u"), 20);
+    let events = [
+        external("u", T0, ScoreOp::Set(50), Some(T0)),
+        external("u", T0 + 1, ScoreOp::Set(10), Some(T0 - 1)),
+        external("u", T0 + 2, ScoreOp::Set(20), Some(T0)),
+    ];
+    let outcomes = [Outcome::Scored, Outcome::StaleExternal, Outcome::Scored];
+    run_expecting(&rules(""), &events, 0, &outcomes, 20);
 }
 
 #[test]
 fn an_external_score_without_updated_at_always_applies() {
-    let r = run(
-        &rules(""),
-        &[
-            external("u", T0, ScoreOp::Set(50), Some(T0 + D)),
-            external("u", T0 + 1, ScoreOp::Set(10), None),
-            external("u", T0 + 2, ScoreOp::Set(30), Some(T0)),
-        ],
-    );
-    assert_eq!(r.outcomes, [Outcome::Scored; 3]);
-    assert_eq!(r.score("u"), 30);
+    let events = [
+        external("u", T0, ScoreOp::Set(50), Some(T0 + D)),
+        external("u", T0 + 1, ScoreOp::Set(10), None),
+        external("u", T0 + 2, ScoreOp::Set(30), Some(T0)),
+    ];
+    run_expecting(&rules(""), &events, 0, &[Outcome::Scored; 3], 30);
 }
 
 #[test]
 fn external_scores_are_clamped_and_ignore_reentry() {
-    let src = BASE.replace(
-        "{ type = \"external_score\" }]",
-        "{ type = \"external_score\" }]\nreentry_window = \"1d\"",
-    );
-    let e = Engine::new(
-        crate::rules::parse_str(&format!("[score]\nmin = 0\nmax = 100\n{src}"), "t.toml")
-            .expect("rules"),
-    );
+    let e = rules_on("[score]\nmin = 0\nmax = 100\n", &reentry("1d"));
     let r = run(
         &e,
         &[

@@ -4,15 +4,17 @@ use super::*;
 
 // 7. Inactivity
 
+/// Rules decaying to a floor of 0, and u enrolled with three points by T0 + 2.
+fn three_points_over_a_floor() -> (Engine, Vec<Event>) {
+    let mut events = vec![email("u", T0)];
+    events.extend((0..3).map(|i| session("u", T0 + i)));
+    (rules(&format!("[score]\nmin = 0\n{DECAY}")), events)
+}
+
 #[test]
 fn inactivity_decays_the_score_a_window_after_the_last_change() {
     let e = rules(DECAY);
-    let events = [
-        email("u", T0),
-        session("u", T0),
-        session("u", T0 + H),
-        session("v", T0 + 7 * D + H),
-    ];
+    let events = session_after_email(T0, [session("u", T0 + H), session("v", T0 + 7 * D + H)]);
     let r = run(&e, &events);
     assert_eq!(r.score("u"), 1);
     let c = &r.changes[2];
@@ -28,12 +30,7 @@ fn an_event_at_exactly_the_decay_time_sees_the_decay_first() {
     let e = rules(DECAY);
     let r = run(
         &e,
-        &[
-            email("u", T0),
-            session("u", T0),
-            session("u", T0 + 1),
-            session("u", T0 + 1 + 7 * D),
-        ],
+        &session_after_email(T0, [session("u", T0 + 1), session("u", T0 + 1 + 7 * D)]),
     );
     assert_eq!(
         r.kinds(),
@@ -50,36 +47,21 @@ fn an_event_at_exactly_the_decay_time_sees_the_decay_first() {
 #[test]
 fn one_millisecond_before_the_decay_time_nothing_decays() {
     let e = rules(DECAY);
-    let r = run(
-        &e,
-        &[
-            email("u", T0),
-            session("u", T0),
-            session("v", T0 + 7 * D - 1),
-        ],
-    );
+    let r = run(&e, &session_after_email(T0, [session("v", T0 + 7 * D - 1)]));
     assert_eq!(r.score("u"), 1);
     assert_eq!(r.changes.len(), 1);
 }
 
 #[test]
 fn the_timer_repeats_every_window_until_the_change_clamps_to_zero() {
-    let e = rules(&format!("[score]\nmin = 0\n{DECAY}"));
-    let mut events = vec![email("u", T0)];
-    events.extend((0..3).map(|i| session("u", T0 + i)));
+    let (e, events) = three_points_over_a_floor();
     // Clock advances one window at a time: one change per window.
     let mut r = run(&e, &events);
     for w in 1..=5 {
-        r.partition
-            .advance(&e, &mut r.users, T0 + 2 + w * 7 * D, &mut r.changes);
+        r.advance(&e, T0 + 2 + w * 7 * D);
     }
     assert_eq!(r.score("u"), 0);
-    let decays: Vec<(Millis, u32)> = r
-        .changes
-        .iter()
-        .filter(|c| c.reason.kind == ReasonKind::Inactivity)
-        .map(|c| (c.time, c.windows))
-        .collect();
+    let decays: Vec<(Millis, u32)> = r.decays().iter().map(|c| (c.time, c.windows)).collect();
     assert_eq!(
         decays,
         [
@@ -94,15 +76,9 @@ fn the_timer_repeats_every_window_until_the_change_clamps_to_zero() {
 
 #[test]
 fn one_clock_advance_over_many_windows_publishes_one_change_with_their_total() {
-    let e = rules(&format!("[score]\nmin = 0\n{DECAY}"));
-    let mut events = vec![email("u", T0)];
-    events.extend((0..3).map(|i| session("u", T0 + i)));
+    let (e, events) = three_points_over_a_floor();
     let r = run_until(&e, &events, Some(T0 + 100 * D));
-    let decays: Vec<&ScoreChange> = r
-        .changes
-        .iter()
-        .filter(|c| c.reason.kind == ReasonKind::Inactivity)
-        .collect();
+    let decays = r.decays();
     assert_eq!(decays.len(), 1);
     let c = decays[0];
     assert_eq!((c.previous_score, c.score, c.delta), (3, 0, -3));
@@ -162,16 +138,9 @@ fn a_collapsed_decay_equals_firing_window_by_window() {
                     let collapsed = run_until(&e, &events, Some(at));
                     let mut stepped = run(&e, &events);
                     for w in 1..=jump {
-                        stepped.partition.advance(
-                            &e,
-                            &mut stepped.users,
-                            T0 + w * H,
-                            &mut stepped.changes,
-                        );
+                        stepped.advance(&e, T0 + w * H);
                     }
-                    stepped
-                        .partition
-                        .advance(&e, &mut stepped.users, at, &mut stepped.changes);
+                    stepped.advance(&e, at);
                     let what = format!("{bound} / {decay} / start {start} / {jump} windows");
                     // The same state, but for the recent-change history: one note for the
                     // collapsed change against one per window.
@@ -188,11 +157,7 @@ fn a_collapsed_decay_equals_firing_window_by_window() {
                         "{what}"
                     );
                     let decays = |r: &Run| -> (i64, u32, Option<Millis>) {
-                        let d: Vec<&ScoreChange> = r
-                            .changes
-                            .iter()
-                            .filter(|c| c.reason.kind == ReasonKind::Inactivity)
-                            .collect();
+                        let d = r.decays();
                         (
                             d.iter().map(|c| c.delta).sum(),
                             d.iter().map(|c| c.windows).sum(),
@@ -200,15 +165,7 @@ fn a_collapsed_decay_equals_firing_window_by_window() {
                         )
                     };
                     assert_eq!(decays(&collapsed), decays(&stepped), "{what}");
-                    assert!(
-                        collapsed
-                            .changes
-                            .iter()
-                            .filter(|c| c.reason.kind == ReasonKind::Inactivity)
-                            .count()
-                            <= 1,
-                        "{what}"
-                    );
+                    assert!(collapsed.decays().len() <= 1, "{what}");
                 }
             }
         }
@@ -220,11 +177,7 @@ fn the_timer_ends_for_a_user_excluded_at_due_time() {
     let e = rules(DECAY);
     let r = run_until(
         &e,
-        &[
-            email("u", T0),
-            session("u", T0),
-            attr("u", T0 + D, "lifecycle_stage", s("customer")),
-        ],
+        &session_after_email(T0, [attr("u", T0 + D, "lifecycle_stage", s("customer"))]),
         Some(T0 + 30 * D),
     );
     assert_eq!(r.score("u"), 1);
@@ -233,14 +186,7 @@ fn the_timer_ends_for_a_user_excluded_at_due_time() {
 
 #[test]
 fn the_timer_ends_for_a_user_not_enrolled_at_due_time() {
-    let no_entry = format!(
-        "{DECAY}{}",
-        BASE.replace(
-            r#"on = [{ type = "email_added" }, { type = "external_score" }]"#,
-            r#"on = [{ type = "email_added" }]"#,
-        )
-    );
-    let e = Engine::new(crate::rules::parse_str(&no_entry, "t.toml").expect("rules"));
+    let e = rules_on(DECAY, &entry_on(r#"[{ type = "email_added" }]"#));
     let r = run_until(
         &e,
         &[external("u", T0, ScoreOp::Set(10), None)],
@@ -255,8 +201,7 @@ fn factor_decay_multiplies_and_truncates_toward_zero() {
     let e = rules("[inactivity]\nwindow = \"1d\"\nfactor = 0.5\n");
     let mut r = run(&e, &[external("u", T0, ScoreOp::Set(7), None)]);
     for d in 1..=10 {
-        r.partition
-            .advance(&e, &mut r.users, T0 + d * D, &mut r.changes);
+        r.advance(&e, T0 + d * D);
     }
     let scores: Vec<i64> = r.changes.iter().map(|c| c.score).collect();
     assert_eq!(scores, [7, 3, 1, 0]);
@@ -265,24 +210,15 @@ fn factor_decay_multiplies_and_truncates_toward_zero() {
 
 #[test]
 fn inactivity_changes_ignore_caps_and_reentry_but_restart_reentry() {
-    let src = format!(
-        "{DECAY}{}",
-        BASE.replace(
-            "{ type = \"external_score\" }]",
-            "{ type = \"external_score\" }]\nreentry_window = \"1h\""
-        )
-    );
-    let e = Engine::new(crate::rules::parse_str(&src, "t.toml").expect("rules"));
-    let r = run(
-        &e,
-        &[
-            email("u", T0),
-            session("u", T0),
+    let e = rules_on(DECAY, &reentry("1h"));
+    let events = session_after_email(
+        T0,
+        [
             session("u", T0 + 7 * D + 30 * M),
             session("u", T0 + 7 * D + H),
         ],
     );
     // Decay at T0+7d; the session 30 minutes later waits; the one an hour later scores.
-    assert_eq!(r.outcomes[2..], [Outcome::ReentryWait, Outcome::Scored]);
-    assert_eq!(r.score("u"), 1);
+    let outcomes = [Outcome::ReentryWait, Outcome::Scored];
+    run_expecting(&e, &events, 2, &outcomes, 1);
 }

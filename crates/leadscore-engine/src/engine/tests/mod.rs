@@ -50,12 +50,53 @@ triggers = [{ type = "custom_event", name = "email_unsubscribed" }]
 /// A weekly decay of one point, added to [`BASE`] by the inactivity and duplicate tests.
 const DECAY: &str = "[inactivity]\nwindow = \"7d\"\ndelta = -1\n";
 
+/// The `[entry]` matchers of [`BASE`].
+const ENTRY_ON: &str = r#"on = [{ type = "email_added" }, { type = "external_score" }]"#;
+
+/// [`BASE`] with `extra` before it.
 fn rules(extra: &str) -> Engine {
-    let src = format!("{extra}\n{BASE}");
+    rules_on(extra, BASE)
+}
+
+/// `base` (an edit of [`BASE`]) with `extra` before it.
+fn rules_on(extra: &str, base: &str) -> Engine {
+    let src = format!("{extra}\n{base}");
     match crate::rules::parse_str(&src, "test.toml") {
         Ok(r) => Engine::new(r),
         Err(e) => panic!("test rules do not load:\n{e}"),
     }
+}
+
+/// [`BASE`] with `from`, which must be in it, replaced by `to`.
+fn edit(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "{from:?} is not in BASE");
+    BASE.replace(from, to)
+}
+
+/// [`BASE`] enrolling on these matchers instead.
+fn entry_on(matchers: &str) -> String {
+    edit(ENTRY_ON, &format!("on = {matchers}"))
+}
+
+/// [`BASE`] with a re-entry window.
+fn reentry(window: &str) -> String {
+    edit(
+        ENTRY_ON,
+        &format!("{ENTRY_ON}\nreentry_window = {window:?}"),
+    )
+}
+
+/// [`BASE`] with a group `name` of `delta` on demo_requested just before "unsubscribed" (so
+/// after "high intent", which also matches demo_requested).
+fn demo_group_before_unsubscribed(name: &str, delta: i64) -> String {
+    let unsubscribed = "[[group]]\nname = \"unsubscribed\"";
+    edit(
+        unsubscribed,
+        &format!(
+            "[[group]]\nname = {name:?}\ndelta = {delta}\n\
+             triggers = [{{ type = \"custom_event\", name = \"demo_requested\" }}]\n\n{unsubscribed}"
+        ),
+    )
 }
 
 struct Run {
@@ -78,10 +119,63 @@ impl Run {
             .map(|c| (c.reason.kind, c.delta))
             .collect()
     }
+    fn deltas(&self) -> Vec<i64> {
+        self.changes.iter().map(|c| c.delta).collect()
+    }
+    /// The inactivity changes, in order.
+    fn decays(&self) -> Vec<&ScoreChange> {
+        self.changes
+            .iter()
+            .filter(|c| c.reason.kind == ReasonKind::Inactivity)
+            .collect()
+    }
+    /// Processes `event` as the partition's input at `offset`.
+    fn process(&mut self, engine: &Engine, event: &Event, offset: i64) -> Outcome {
+        self.partition.process(
+            engine,
+            &mut self.users,
+            event,
+            origin(offset),
+            &mut self.changes,
+        )
+    }
+    /// Moves the partition clock to `now`.
+    fn advance(&mut self, engine: &Engine, now: Millis) {
+        self.partition
+            .advance(engine, &mut self.users, now, &mut self.changes);
+    }
+}
+
+fn origin(offset: i64) -> Origin<'static> {
+    Origin {
+        topic: "t",
+        partition: 0,
+        offset,
+    }
 }
 
 fn run(engine: &Engine, events: &[Event]) -> Run {
     run_until(engine, events, None)
+}
+
+/// [`run`] with the rules of [`BASE`] as they are.
+fn run_base(events: &[Event]) -> Run {
+    run(&rules(""), events)
+}
+
+/// [`run`], checking the outcomes of the events from index `from` on and u's final score.
+fn run_expecting(
+    engine: &Engine,
+    events: &[Event],
+    from: usize,
+    outcomes: &[Outcome],
+    score: i64,
+) -> Run {
+    let r = run(engine, events);
+    let to = from + outcomes.len();
+    assert_eq!(r.outcomes[from..to], *outcomes, "outcomes {from}..{to}");
+    assert_eq!(r.score("u"), score);
+    r
 }
 
 /// Processes `events` as one partition, then moves the clock to `now` when given.
@@ -93,19 +187,11 @@ fn run_until(engine: &Engine, events: &[Event], now: Option<Millis>) -> Run {
         partition: Partition::new(),
     };
     for (i, e) in events.iter().enumerate() {
-        let origin = Origin {
-            topic: "t",
-            partition: 0,
-            offset: i as i64,
-        };
-        let o = r
-            .partition
-            .process(engine, &mut r.users, e, origin, &mut r.changes);
+        let o = r.process(engine, e, i as i64);
         r.outcomes.push(o);
     }
     if let Some(now) = now {
-        r.partition
-            .advance(engine, &mut r.users, now, &mut r.changes);
+        r.advance(engine, now);
     }
     r
 }
@@ -137,6 +223,12 @@ fn external(user: &str, time: Millis, op: ScoreOp, updated_at: Option<Millis>) -
     e.score = Some(op);
     e.updated_at = updated_at;
     e
+}
+/// u enrolls at T0 and scores a point with a session `at`, then `rest`.
+fn session_after_email(at: Millis, rest: impl IntoIterator<Item = Event>) -> Vec<Event> {
+    let mut events = vec![email("u", T0), session("u", at)];
+    events.extend(rest);
+    events
 }
 fn with_id(mut e: Event, id: &str) -> Event {
     e.event_id = Some(id.to_string());

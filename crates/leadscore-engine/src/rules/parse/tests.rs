@@ -19,6 +19,20 @@ fn one_error(source: &str) -> (usize, String, String) {
     (e.line, e.key.clone(), e.message.clone())
 }
 
+/// Parses `source` expecting exactly one error, at `line` on `key`, whose message contains `part`.
+fn expect_error(source: &str, line: usize, key: &str, part: &str) {
+    let (at, on, message) = one_error(source);
+    assert_eq!((at, on.as_str()), (line, key), "{source:?}: {message}");
+    assert!(message.contains(part), "{source:?}: {message}");
+}
+
+/// [`expect_error`] where the line is not the point.
+fn expect_error_on(source: &str, key: &str, part: &str) {
+    let (_, on, message) = one_error(source);
+    assert_eq!(on, key, "{source:?}: {message}");
+    assert!(message.contains(part), "{source:?}: {message}");
+}
+
 fn parse(source: &str) -> Rules {
     match parse_str(source, "test.toml") {
         Ok(rules) => rules,
@@ -232,12 +246,13 @@ fn reports_a_syntax_error_with_its_location() {
 
 #[test]
 fn reports_zero_delta_with_line_and_key() {
-    let (line, key, message) = one_error(
+    expect_error(
         "[[group]]\nname = \"a\"\ndelta = 1\ntriggers = [{ type = \"session_start\" }]\n\n\
              [[group]]\nname = \"b\"\ndelta = 0\ntriggers = [{ type = \"session_start\" }]\n",
+        8,
+        "group[2].delta",
+        "zero",
     );
-    assert_eq!((line, key.as_str()), (8, "group[2].delta"));
-    assert!(message.contains("zero"), "{message}");
 }
 
 #[test]
@@ -277,11 +292,11 @@ triggers = []
 
 #[test]
 fn reports_unknown_keys_naming_the_allowed_ones() {
-    let (line, key, message) = one_error("[score]\nname = \"s\"\nmaximum = 3\n");
-    assert_eq!((line, key.as_str()), (3, "score.maximum"));
-    assert!(
-        message.contains("allowed in [score]: name, min, max"),
-        "{message}"
+    expect_error(
+        "[score]\nname = \"s\"\nmaximum = 3\n",
+        3,
+        "score.maximum",
+        "allowed in [score]: name, min, max",
     );
     // `property` belongs in matchers; an audience predicate also misses its `attribute`.
     let errs = errors("[audience]\nexclude = [{ property = \"x\", exists = true }]\n");
@@ -296,9 +311,11 @@ fn reports_unknown_keys_naming_the_allowed_ones() {
     assert!(errs[1]
         .message
         .contains("allowed in a predicate: attribute, equals"));
-    let (_, key, message) = one_error(&format!("{MINIMAL_GROUP}dleta = 1\n"));
-    assert_eq!(key, "group[1].dleta");
-    assert!(message.contains("did you mean `delta`?"), "{message}");
+    expect_error_on(
+        &format!("{MINIMAL_GROUP}dleta = 1\n"),
+        "group[1].dleta",
+        "did you mean `delta`?",
+    );
 }
 
 #[test]
@@ -316,18 +333,17 @@ fn reports_wrong_types() {
         ]
     );
     assert_eq!(errs[0].message, "expected a string, found an integer");
-    let (_, key, message) = one_error("[group]\nname = \"g\"\n");
-    assert_eq!(key, "group");
-    assert!(message.contains("[[group]]"), "{message}");
+    expect_error_on("[group]\nname = \"g\"\n", "group", "[[group]]");
 }
 
 #[test]
 fn reports_a_float_outside_factor_naming_the_key() {
-    let (line, key, message) = one_error(
+    expect_error(
         "[[group]]\nname = \"g\"\ndelta = 1.5\ntriggers = [{ type = \"session_start\" }]\n",
+        3,
+        "group[1].delta",
+        FLOAT_RULE,
     );
-    assert_eq!((line, key.as_str()), (3, "group[1].delta"));
-    assert!(message.contains(FLOAT_RULE), "{message}");
     let (line, key, _) =
         one_error("[audience]\ninclude = [{ attribute = \"n\", in = [1, 2.0] }]\n");
     assert_eq!((line, key.as_str()), (2, "audience.include[1].in[2]"));
@@ -336,43 +352,54 @@ fn reports_a_float_outside_factor_naming_the_key() {
 #[test]
 fn reports_a_factor_outside_zero_to_one() {
     for factor in ["1.0", "1.5", "0.0", "-0.5", "1", "nan", "inf"] {
-        let (line, key, message) = one_error(&format!(
-            "[inactivity]\nwindow = \"7d\"\nfactor = {factor}\n"
-        ));
-        assert_eq!((line, key.as_str()), (3, "inactivity.factor"), "{factor}");
-        assert!(message.contains("strictly between 0 and 1"), "{message}");
+        expect_error(
+            &format!("[inactivity]\nwindow = \"7d\"\nfactor = {factor}\n"),
+            3,
+            "inactivity.factor",
+            "strictly between 0 and 1",
+        );
     }
 }
 
 #[test]
 fn reports_a_factor_too_precise_to_keep_exact() {
-    let (line, key, message) = one_error("[inactivity]\nwindow = \"7d\"\nfactor = 1e-30\n");
-    assert_eq!((line, key.as_str()), (3, "inactivity.factor"));
-    assert!(message.contains("decimal places"), "{message}");
+    expect_error(
+        "[inactivity]\nwindow = \"7d\"\nfactor = 1e-30\n",
+        3,
+        "inactivity.factor",
+        "decimal places",
+    );
 }
 
 #[test]
 fn reports_both_delta_and_factor() {
-    let (line, key, message) =
-        one_error("[inactivity]\nwindow = \"7d\"\ndelta = -1\nfactor = 0.5\n");
-    assert_eq!((line, key.as_str()), (4, "inactivity.factor"));
-    assert!(message.contains("not both"), "{message}");
+    expect_error(
+        "[inactivity]\nwindow = \"7d\"\ndelta = -1\nfactor = 0.5\n",
+        4,
+        "inactivity.factor",
+        "not both",
+    );
 }
 
 #[test]
 fn reports_neither_delta_nor_factor() {
-    let (line, key, message) = one_error("\n[inactivity]\nwindow = \"7d\"\n");
-    assert_eq!((line, key.as_str()), (2, "inactivity"));
-    assert!(message.contains("either `delta`"), "{message}");
+    expect_error(
+        "\n[inactivity]\nwindow = \"7d\"\n",
+        2,
+        "inactivity",
+        "either `delta`",
+    );
 }
 
 #[test]
 fn reports_a_non_negative_inactivity_delta() {
     for delta in ["0", "2"] {
-        let (line, key, message) =
-            one_error(&format!("[inactivity]\nwindow = \"7d\"\ndelta = {delta}\n"));
-        assert_eq!((line, key.as_str()), (3, "inactivity.delta"));
-        assert!(message.contains("must be negative"), "{message}");
+        expect_error(
+            &format!("[inactivity]\nwindow = \"7d\"\ndelta = {delta}\n"),
+            3,
+            "inactivity.delta",
+            "must be negative",
+        );
     }
 }
 
@@ -384,24 +411,22 @@ fn reports_bad_durations_with_the_duration_error() {
         message,
         r#"invalid duration: unknown unit "w" in "2w" (use ms, s, m, h or d)"#
     );
-    let (line, key, message) = one_error("[inactivity]\nwindow = \"0s\"\ndelta = -1\n");
-    assert_eq!((line, key.as_str()), (2, "inactivity.window"));
-    assert!(message.contains("longer than 0s"), "{message}");
-    let (_, key, message) = one_error("dedupe_window = 60\n");
-    assert_eq!(key, "dedupe_window");
-    assert!(message.contains("duration string"), "{message}");
+    expect_error(
+        "[inactivity]\nwindow = \"0s\"\ndelta = -1\n",
+        2,
+        "inactivity.window",
+        "longer than 0s",
+    );
+    expect_error_on("dedupe_window = 60\n", "dedupe_window", "duration string");
 }
 
 #[test]
 fn reports_unknown_event_types_listing_the_valid_ones() {
-    let (line, key, message) =
-        one_error("[entry]\non = [{ type = \"email_added\" }, { type = \"page_view\" }]\n");
-    assert_eq!((line, key.as_str()), (2, "entry.on[2].type"));
-    assert!(
-        message.contains(
-            "session_start, custom_event, email_added, attribute_changed, external_score"
-        ),
-        "{message}"
+    expect_error(
+        "[entry]\non = [{ type = \"email_added\" }, { type = \"page_view\" }]\n",
+        2,
+        "entry.on[2].type",
+        "session_start, custom_event, email_added, attribute_changed, external_score",
     );
     let (_, _, message) = one_error("[entry]\non = [{ type = \"sessionstart\" }]\n");
     assert!(
@@ -412,35 +437,38 @@ fn reports_unknown_event_types_listing_the_valid_ones() {
 
 #[test]
 fn reports_a_group_without_triggers() {
-    let (line, key, message) = one_error("[[group]]\nname = \"g\"\ndelta = 1\n");
-    assert_eq!((line, key.as_str()), (1, "group[1].triggers"));
-    assert!(
-        message.contains("missing required key `triggers`"),
-        "{message}"
+    expect_error(
+        "[[group]]\nname = \"g\"\ndelta = 1\n",
+        1,
+        "group[1].triggers",
+        "missing required key `triggers`",
     );
-    let (line, key, message) = one_error("[[group]]\nname = \"g\"\ndelta = 1\ntriggers = []\n");
-    assert_eq!((line, key.as_str()), (4, "group[1].triggers"));
-    assert!(message.contains("at least one trigger"), "{message}");
+    expect_error(
+        "[[group]]\nname = \"g\"\ndelta = 1\ntriggers = []\n",
+        4,
+        "group[1].triggers",
+        "at least one trigger",
+    );
 }
 
 #[test]
 fn reports_a_predicate_with_no_operator() {
-    let (line, key, message) =
-        one_error("[audience]\ninclude = [\n  { attribute = \"plan\" },\n]\n");
-    assert_eq!((line, key.as_str()), (3, "audience.include[1]"));
-    assert!(message.contains("no operator"), "{message}");
+    expect_error(
+        "[audience]\ninclude = [\n  { attribute = \"plan\" },\n]\n",
+        3,
+        "audience.include[1]",
+        "no operator",
+    );
 }
 
 #[test]
 fn reports_a_predicate_with_two_operators_naming_them() {
-    let (line, key, message) = one_error(
+    expect_error(
         "[[group]]\nname = \"g\"\ndelta = 1\ntriggers = [\n  { type = \"custom_event\", properties = [{ property = \"plan\", equals = \"pro\", in = [\"x\"] }] },\n]\n",
+        5,
+        "group[1].triggers[1].properties[1]",
+        "(`equals`, `in`)",
     );
-    assert_eq!(
-        (line, key.as_str()),
-        (5, "group[1].triggers[1].properties[1]")
-    );
-    assert!(message.contains("(`equals`, `in`)"), "{message}");
 }
 
 #[test]
@@ -459,11 +487,10 @@ fn reports_a_bad_operator_operand() {
 
 #[test]
 fn reports_a_duplicate_group_name() {
-    let (line, key, message) = one_error(&format!(
+    let source = format!(
         "{MINIMAL_GROUP}\n[[group]]\nname = \"g\"\ndelta = 2\ntriggers = [{{ type = \"session_start\" }}]\n"
-    ));
-    assert_eq!((line, key.as_str()), (7, "group[2].name"));
-    assert!(message.contains("group[1] on line 2"), "{message}");
+    );
+    expect_error(&source, 7, "group[2].name", "group[1] on line 2");
 }
 
 #[test]
