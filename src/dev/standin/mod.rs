@@ -31,6 +31,8 @@ use std::time::Duration;
 
 mod handlers;
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;
 
 pub use handlers::is_salesforce_id;
