@@ -23,6 +23,17 @@ fn ensure(
     }
 }
 
+/// An optional setting, when set, must not be empty: `unset` says what leaving it unset does.
+fn ensure_unset_or_not_empty(
+    sources: &Sources<'_>,
+    value: &Option<String>,
+    key: &str,
+    unset: &str,
+) -> Result<(), ConfigError> {
+    let message = format!("{NON_EMPTY} (leave it unset {unset})");
+    ensure(sources, value.as_deref() != Some(""), &[key], &message)
+}
+
 /// `scorer.explain_depth` at most: 1000 kept changes are about 25 KB of every user's state.
 const MAX_EXPLAIN_DEPTH: usize = 1000;
 
@@ -151,11 +162,11 @@ impl Settings {
             &["scorer.batch_max_events"],
             POSITIVE,
         )?;
-        ensure(
+        ensure_unset_or_not_empty(
             sources,
-            scorer.transactional_id.as_deref() != Some(""),
-            &["scorer.transactional_id"],
-            "must not be empty (leave it unset for the default)",
+            &scorer.transactional_id,
+            "scorer.transactional_id",
+            "for the default",
         )
     }
 
@@ -199,11 +210,11 @@ impl Settings {
         if let Err(message) = handoff.lead_id_pattern() {
             return Err(sources.invalid(&["handoff.lead_id_pattern"], message));
         }
-        ensure(
+        ensure_unset_or_not_empty(
             sources,
-            handoff.lead_id_attribute.as_deref() != Some(""),
-            &["handoff.lead_id_attribute"],
-            "must not be empty (leave it unset to use the user id)",
+            &handoff.lead_id_attribute,
+            "handoff.lead_id_attribute",
+            "to use the user id",
         )
     }
 
