@@ -85,6 +85,17 @@ pub async fn connect(settings: &WarehouseSettings) -> Result<Client, DbError> {
     Ok(client)
 }
 
+/// Connects (see [`connect`]), then runs `schema`: the statements creating the tables a command
+/// needs when they are missing.
+pub async fn connect_and_create(
+    settings: &WarehouseSettings,
+    schema: &str,
+) -> Result<Client, DbError> {
+    let client = connect(settings).await?;
+    client.batch_execute(schema).await.map_err(DbError::Sql)?;
+    Ok(client)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
