@@ -9,6 +9,12 @@ use serde_json::json;
 
 const SECRET: &str = "p@ss w0rd&=+";
 const JSON: &str = "application/json";
+/// The token request of the org's own client.
+const GOOD_CLIENT: &[(&str, &str)] = &[
+    ("grant_type", "client_credentials"),
+    ("client_id", "test-app"),
+    ("client_secret", SECRET),
+];
 const TOKEN_PATH: &str = "/services/oauth2/token";
 const COLLECTION: &str = "/services/data/v60.0/composite/sobjects";
 
@@ -75,13 +81,7 @@ impl Running {
     }
 
     async fn token(&self) -> String {
-        let a = self
-            .token_with(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "test-app"),
-                ("client_secret", SECRET),
-            ])
-            .await;
+        let a = self.token_with(GOOD_CLIENT).await;
         assert_eq!(a.status, 200, "{}", a.body);
         a.body["access_token"]
             .as_str()
@@ -143,13 +143,7 @@ fn record(id: &str) -> Value {
 #[tokio::test]
 async fn token_endpoint_answers_with_the_documented_fields() {
     let s = start(config()).await;
-    let a = s
-        .token_with(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "test-app"),
-            ("client_secret", SECRET),
-        ])
-        .await;
+    let a = s.token_with(GOOD_CLIENT).await;
     assert_eq!(a.status, 200);
     for field in [
         "access_token",
