@@ -23,17 +23,6 @@ fn ensure(
     }
 }
 
-/// An optional setting, when set, must not be empty: `unset` says what leaving it unset does.
-fn ensure_unset_or_not_empty(
-    sources: &Sources<'_>,
-    value: &Option<String>,
-    key: &str,
-    unset: &str,
-) -> Result<(), ConfigError> {
-    let message = format!("{NON_EMPTY} (leave it unset {unset})");
-    ensure(sources, value.as_deref() != Some(""), &[key], &message)
-}
-
 /// `scorer.explain_depth` at most: 1000 kept changes are about 25 KB of every user's state.
 const MAX_EXPLAIN_DEPTH: usize = 1000;
 
@@ -144,30 +133,25 @@ impl Settings {
     /// `[scorer]`: sizes and the transactional id.
     fn check_scorer(&self, sources: &Sources<'_>) -> Result<(), ConfigError> {
         let scorer = &self.scorer;
-        ensure(
-            sources,
-            scorer.explain_depth <= MAX_EXPLAIN_DEPTH,
-            &["scorer.explain_depth"],
-            "must be at most 1000 (each kept change costs about 25 bytes of every user's state)",
-        )?;
-        ensure(
-            sources,
-            scorer.max_event_bytes > 0,
-            &["scorer.max_event_bytes"],
-            POSITIVE,
-        )?;
-        ensure(
-            sources,
-            scorer.batch_max_events > 0,
-            &["scorer.batch_max_events"],
-            POSITIVE,
-        )?;
-        ensure_unset_or_not_empty(
-            sources,
-            &scorer.transactional_id,
-            "scorer.transactional_id",
-            "for the default",
-        )
+        // In the order they are reported: (holds, key, message).
+        let rules = [
+            (
+                scorer.explain_depth <= MAX_EXPLAIN_DEPTH,
+                "scorer.explain_depth",
+                "must be at most 1000 (each kept change costs about 25 bytes of every user's state)",
+            ),
+            (scorer.max_event_bytes > 0, "scorer.max_event_bytes", POSITIVE),
+            (scorer.batch_max_events > 0, "scorer.batch_max_events", POSITIVE),
+            (
+                scorer.transactional_id.as_deref() != Some(""),
+                "scorer.transactional_id",
+                "must not be empty (leave it unset for the default)",
+            ),
+        ];
+        for (holds, key, message) in rules {
+            ensure(sources, holds, &[key], message)?;
+        }
+        Ok(())
     }
 
     /// `[handoff]`: batching, retries, the funnel and the lead id.
@@ -210,11 +194,11 @@ impl Settings {
         if let Err(message) = handoff.lead_id_pattern() {
             return Err(sources.invalid(&["handoff.lead_id_pattern"], message));
         }
-        ensure_unset_or_not_empty(
+        ensure(
             sources,
-            &handoff.lead_id_attribute,
-            "handoff.lead_id_attribute",
-            "to use the user id",
+            handoff.lead_id_attribute.as_deref() != Some(""),
+            &["handoff.lead_id_attribute"],
+            "must not be empty (leave it unset to use the user id)",
         )
     }
 
