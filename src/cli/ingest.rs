@@ -8,33 +8,16 @@ use crate::runtime::shutdown::Shutdown;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 pub(super) fn run_ingest(config: Option<PathBuf>) -> Result<ExitCode> {
     let settings = Settings::load(config.as_deref())?;
     telemetry::init_logging(settings.log.format == LogFormat::Json, &settings.log.level);
     // Before the runtime: a bad keys file is a configuration error, said before anything starts.
     settings.ingest.api_keys()?;
-    super::services::runtime()?.block_on(async move {
-        let shutdown = Shutdown::new();
-        shutdown.on_signals();
-        let health = Health::new();
-        admin::serve(
-            &settings.admin.listen,
-            health.clone(),
-            telemetry::prometheus(),
-            shutdown.clone(),
-            axum::Router::new(),
-        )
-        .await
-        .with_context(|| format!("admin endpoint on {}", settings.admin.listen))?;
-        let result = async {
-            let ingest = crate::ingest::Ingest::start(&settings, health).await?;
-            ingest.run(shutdown.clone()).await
-        }
-        .await;
-        shutdown.trigger();
-        result?;
-        Ok(ExitCode::SUCCESS)
+    run_with_admin(settings, |settings, health, shutdown| async move {
+        let ingest = crate::ingest::Ingest::start(&settings, health).await?;
+        ingest.run(shutdown).await
     })
 }
 
@@ -47,6 +30,28 @@ pub(super) enum Sync {
 pub(super) fn run_warehouse(config: Option<PathBuf>, sync: Sync) -> Result<ExitCode> {
     let settings = Settings::load(config.as_deref())?;
     telemetry::init_logging(settings.log.format == LogFormat::Json, &settings.log.level);
+    run_with_admin(settings, |settings, health, shutdown| async move {
+        match sync {
+            Sync::Import => {
+                let import = crate::warehouse::import::Importer::start(settings, health).await?;
+                import.run(shutdown).await?;
+            }
+            Sync::Export => {
+                let export = crate::warehouse::export::Exporter::start(settings, health).await?;
+                export.run(shutdown).await?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Signals, the admin endpoint (the common routes), then `service` until it ends; then the admin
+/// endpoint stops too.
+fn run_with_admin<F, Fut>(settings: Settings, service: F) -> Result<ExitCode>
+where
+    F: FnOnce(Settings, Arc<Health>, Shutdown) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     super::services::runtime()?.block_on(async move {
         let shutdown = Shutdown::new();
         shutdown.on_signals();
@@ -60,22 +65,7 @@ pub(super) fn run_warehouse(config: Option<PathBuf>, sync: Sync) -> Result<ExitC
         )
         .await
         .with_context(|| format!("admin endpoint on {}", settings.admin.listen))?;
-        let result: Result<()> = async {
-            match sync {
-                Sync::Import => {
-                    let import =
-                        crate::warehouse::import::Importer::start(settings, health).await?;
-                    import.run(shutdown.clone()).await?;
-                }
-                Sync::Export => {
-                    let export =
-                        crate::warehouse::export::Exporter::start(settings, health).await?;
-                    export.run(shutdown.clone()).await?;
-                }
-            }
-            Ok(())
-        }
-        .await;
+        let result = service(settings, health, shutdown.clone()).await;
         shutdown.trigger();
         result?;
         Ok(ExitCode::SUCCESS)

@@ -133,30 +133,25 @@ impl Settings {
     /// `[scorer]`: sizes and the transactional id.
     fn check_scorer(&self, sources: &Sources<'_>) -> Result<(), ConfigError> {
         let scorer = &self.scorer;
-        ensure(
-            sources,
-            scorer.explain_depth <= MAX_EXPLAIN_DEPTH,
-            &["scorer.explain_depth"],
-            "must be at most 1000 (each kept change costs about 25 bytes of every user's state)",
-        )?;
-        ensure(
-            sources,
-            scorer.max_event_bytes > 0,
-            &["scorer.max_event_bytes"],
-            POSITIVE,
-        )?;
-        ensure(
-            sources,
-            scorer.batch_max_events > 0,
-            &["scorer.batch_max_events"],
-            POSITIVE,
-        )?;
-        ensure(
-            sources,
-            scorer.transactional_id.as_deref() != Some(""),
-            &["scorer.transactional_id"],
-            "must not be empty (leave it unset for the default)",
-        )
+        // In the order they are reported: (holds, key, message).
+        let rules = [
+            (
+                scorer.explain_depth <= MAX_EXPLAIN_DEPTH,
+                "scorer.explain_depth",
+                "must be at most 1000 (each kept change costs about 25 bytes of every user's state)",
+            ),
+            (scorer.max_event_bytes > 0, "scorer.max_event_bytes", POSITIVE),
+            (scorer.batch_max_events > 0, "scorer.batch_max_events", POSITIVE),
+            (
+                scorer.transactional_id.as_deref() != Some(""),
+                "scorer.transactional_id",
+                "must not be empty (leave it unset for the default)",
+            ),
+        ];
+        for (holds, key, message) in rules {
+            ensure(sources, holds, &[key], message)?;
+        }
+        Ok(())
     }
 
     /// `[handoff]`: batching, retries, the funnel and the lead id.

@@ -79,37 +79,22 @@ pub enum ApiKeysError {
     },
 }
 
+impl CappedFileError for ApiKeysError {
+    fn unreadable(path: PathBuf, source: std::io::Error) -> Self {
+        ApiKeysError::Read { path, source }
+    }
+
+    fn too_large(path: PathBuf, max: u64) -> Self {
+        ApiKeysError::TooLarge { path, max }
+    }
+}
+
 impl IngestSettings {
     /// The API keys from `api_keys_file`: one per line, trimmed; blank lines and lines starting
     /// with `#` skipped. Each key is at least [`MIN_API_KEY_LEN`] printable ASCII characters.
     pub fn api_keys(&self) -> Result<Vec<Secret>, ApiKeysError> {
         let path = self.api_keys_file.as_ref().ok_or(ApiKeysError::NotSet)?;
-        let read_error = |source| ApiKeysError::Read {
-            path: path.clone(),
-            source,
-        };
-        // Read at most one byte past the cap: enough to tell a keys file from a wrong file.
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(
-                std::fs::File::open(path).map_err(read_error)?,
-                MAX_API_KEYS_FILE_BYTES + 1,
-            ),
-            &mut bytes,
-        )
-        .map_err(read_error)?;
-        if bytes.len() as u64 > MAX_API_KEYS_FILE_BYTES {
-            return Err(ApiKeysError::TooLarge {
-                path: path.clone(),
-                max: MAX_API_KEYS_FILE_BYTES,
-            });
-        }
-        let text = String::from_utf8(bytes).map_err(|_| {
-            read_error(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "not UTF-8 text",
-            ))
-        })?;
+        let text = read_capped_text::<ApiKeysError>(path, MAX_API_KEYS_FILE_BYTES)?;
         let mut keys = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let key = line.trim();

@@ -132,6 +132,41 @@ pub enum ConfigError {
     SecretFileTooLarge { path: PathBuf, max: u64 },
 }
 
+/// How an error names a small file ([`read_capped_text`]) that could not be read.
+pub(crate) trait CappedFileError {
+    /// Cannot be opened or read, or is not UTF-8 text.
+    fn unreadable(path: PathBuf, source: std::io::Error) -> Self;
+    /// Larger than `max`: most likely the wrong path (a device, a log).
+    fn too_large(path: PathBuf, max: u64) -> Self;
+}
+
+/// A small text file (a secret, keys, a password), read to at most one byte past `max`: enough to
+/// tell it from a wrong file (`/dev/zero`, a log) without filling the memory.
+pub(crate) fn read_capped_text<E: CappedFileError>(path: &Path, max: u64) -> Result<String, E> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(max + 1).read_to_end(&mut bytes))
+        .map_err(|e| E::unreadable(path.to_path_buf(), e))?;
+    if bytes.len() as u64 > max {
+        return Err(E::too_large(path.to_path_buf(), max));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        let not_text = std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text");
+        E::unreadable(path.to_path_buf(), not_text)
+    })
+}
+
+impl CappedFileError for ConfigError {
+    fn unreadable(path: PathBuf, source: std::io::Error) -> Self {
+        ConfigError::SecretFile { path, source }
+    }
+
+    fn too_large(path: PathBuf, max: u64) -> Self {
+        ConfigError::SecretFileTooLarge { path, max }
+    }
+}
+
 fn missing_secret_message(env_var: &str, file: Option<&Path>) -> String {
     let file = match file {
         Some(path) => format!(

@@ -61,32 +61,7 @@ impl SalesforceSettings {
             file: self.client_secret_file.clone(),
         };
         let path = self.client_secret_file.as_ref().ok_or_else(missing)?;
-        let file_error = |source| ConfigError::SecretFile {
-            path: path.clone(),
-            source,
-        };
-        // Read at most one byte past the cap: enough to tell a secret from a wrong file.
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(
-                std::fs::File::open(path).map_err(file_error)?,
-                MAX_SECRET_FILE_BYTES + 1,
-            ),
-            &mut bytes,
-        )
-        .map_err(file_error)?;
-        if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
-            return Err(ConfigError::SecretFileTooLarge {
-                path: path.clone(),
-                max: MAX_SECRET_FILE_BYTES,
-            });
-        }
-        let text = String::from_utf8(bytes).map_err(|_| {
-            file_error(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "not UTF-8 text",
-            ))
-        })?;
+        let text = read_capped_text::<ConfigError>(path, MAX_SECRET_FILE_BYTES)?;
         let secret = text.trim();
         if secret.is_empty() {
             return Err(missing());

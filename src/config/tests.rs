@@ -20,6 +20,13 @@ fn load_err(file: &str, vars: &[(&str, &str)]) -> String {
     }
 }
 
+/// Asserts that loading fails with an error containing `want`, and returns the error.
+fn assert_load_err(file: &str, vars: &[(&str, &str)], want: &str) -> String {
+    let e = load_err(file, vars);
+    assert!(e.contains(want), "{want:?} not in: {e}");
+    e
+}
+
 #[test]
 fn defaults_match_the_documented_values() {
     let s = Settings::load_from(None, env(&[])).expect("defaults load");
@@ -140,8 +147,11 @@ fn env_values_parse_as_toml_literals_or_strings() {
     assert_eq!(s.salesforce.client_id, "12345");
     assert_eq!(s.log.format, LogFormat::Json);
 
-    let e = load_err("", &[("LEADSCORE__SCORER__BATCH_MAX_EVENTS", "many")]);
-    assert!(e.contains("scorer.batch_max_events"), "{e}");
+    assert_load_err(
+        "",
+        &[("LEADSCORE__SCORER__BATCH_MAX_EVENTS", "many")],
+        "scorer.batch_max_events",
+    );
 }
 
 #[test]
@@ -149,10 +159,10 @@ fn patch_body_accepts_an_inline_table_or_a_json_string() {
     let table = load(r#"handoff.patch_body = { Status = "Working" }"#, &[]).expect("table");
     let json = load(r#"handoff.patch_body = '{"Status": "Working"}'"#, &[]).expect("json");
     assert_eq!(table.handoff.patch_body, json.handoff.patch_body);
-    let e = load_err(r#"handoff.patch_body = "[1, 2]""#, &[]);
-    assert!(
-        e.contains("handoff.patch_body: must be a JSON object"),
-        "{e}"
+    assert_load_err(
+        r#"handoff.patch_body = "[1, 2]""#,
+        &[],
+        "handoff.patch_body: must be a JSON object",
     );
 }
 
@@ -174,10 +184,12 @@ fn unknown_keys_are_rejected_with_their_path() {
     let e = load_err("[scorer]\nbatch_max_wait = \"5x\"\n", &[]);
     assert!(e.contains("scorer.batch_max_wait"), "{e}");
     assert!(e.contains(r#"unknown unit "x""#), "{e}");
-    let e = load_err("[scorer]\nguarantee = \"exactly\"\n", &[]);
-    assert!(e.contains("scorer.guarantee"), "{e}");
-    let e = load_err("topics = 3\n", &[]);
-    assert!(e.contains("topics: must be a table"), "{e}");
+    assert_load_err(
+        "[scorer]\nguarantee = \"exactly\"\n",
+        &[],
+        "scorer.guarantee",
+    );
+    assert_load_err("topics = 3\n", &[], "topics: must be a table");
     let e = load_err("[scorer\n", &[]);
     assert!(e.starts_with("config test.toml: TOML parse error"), "{e}");
 }
@@ -241,12 +253,15 @@ fn env_var_names_the_source_in_errors() {
         ),
         "{e}"
     );
-    let e = load_err("scorer = 1\n", &[("LEADSCORE__SCORER__RULES", "r.toml")]);
-    assert!(e.contains("scorer: is an integer, not a table"), "{e}");
-    let e = load_err("", &[("LEADSCORE__SCORER____RULES", "r.toml")]);
-    assert!(
-        e.contains("LEADSCORE__SCORER____RULES: has an empty path segment"),
-        "{e}"
+    assert_load_err(
+        "scorer = 1\n",
+        &[("LEADSCORE__SCORER__RULES", "r.toml")],
+        "scorer: is an integer, not a table",
+    );
+    assert_load_err(
+        "",
+        &[("LEADSCORE__SCORER____RULES", "r.toml")],
+        "LEADSCORE__SCORER____RULES: has an empty path segment",
     );
     let e = load_err(
         "",
@@ -265,26 +280,38 @@ fn cross_field_errors_name_the_field() {
         e,
         r#"config test.toml: topics.output: must differ from topics.input (both are "lead-events")"#
     );
-    let e = load_err("[scorer]\nbatch_max_events = 0\n", &[]);
-    assert!(
-        e.contains("scorer.batch_max_events: must be greater than 0"),
-        "{e}"
-    );
-    let e = load_err("[handoff]\nmax_batch = 201\n", &[]);
-    assert!(
-        e.contains("handoff.max_batch: must be between 1 and 200"),
-        "{e}"
-    );
-    let e = load_err("[handoff]\nbackoff_max = \"100ms\"\n", &[]);
-    assert!(
-        e.contains("handoff.backoff_max: must not be less than"),
-        "{e}"
-    );
-    let e = load_err("[admin]\nlisten = \"localhost\"\n", &[]);
-    assert!(
-        e.contains("admin.listen: \"localhost\" is not a socket address"),
-        "{e}"
-    );
+    for (file, want) in [
+        (
+            "[scorer]\nbatch_max_events = 0\n",
+            "scorer.batch_max_events: must be greater than 0",
+        ),
+        (
+            "[handoff]\nmax_batch = 201\n",
+            "handoff.max_batch: must be between 1 and 200",
+        ),
+        (
+            "[handoff]\nbackoff_max = \"100ms\"\n",
+            "handoff.backoff_max: must not be less than",
+        ),
+        (
+            "[admin]\nlisten = \"localhost\"\n",
+            "admin.listen: \"localhost\" is not a socket address",
+        ),
+        (
+            "[scorer]\nexplain_depth = 5000\n",
+            "scorer.explain_depth: must be at most 1000",
+        ),
+        (
+            "[handoff]\ngroup_id = \"leadscore-scorer\"\n",
+            "handoff.group_id: must differ from scorer.group_id",
+        ),
+        (
+            "[salesforce]\ninstance_url = \"example.com\"\n",
+            "salesforce.instance_url:",
+        ),
+    ] {
+        assert_load_err(file, &[], want);
+    }
     for bad in ["scorer-0:9464", "ftp://x:1", "http://x:1/some/path"] {
         let e = load_err(&format!("[admin]\nadvertised_url = \"{bad}\"\n"), &[]);
         assert!(
@@ -292,18 +319,6 @@ fn cross_field_errors_name_the_field() {
             "{bad}: {e}"
         );
     }
-    let e = load_err("[scorer]\nexplain_depth = 5000\n", &[]);
-    assert!(
-        e.contains("scorer.explain_depth: must be at most 1000"),
-        "{e}"
-    );
-    let e = load_err("[handoff]\ngroup_id = \"leadscore-scorer\"\n", &[]);
-    assert!(
-        e.contains("handoff.group_id: must differ from scorer.group_id"),
-        "{e}"
-    );
-    let e = load_err("[salesforce]\ninstance_url = \"example.com\"\n", &[]);
-    assert!(e.contains("salesforce.instance_url:"), "{e}");
     let e = load(
         "[topics]\npartitions = 0\n",
         &[("LEADSCORE__TOPICS__PARTITIONS", "3")],
@@ -555,10 +570,10 @@ fn rejects_client_secret_in_file() {
         "config test.toml: salesforce.client_secret: the client secret is read from the \
          environment or a file; see salesforce.client_secret_env / client_secret_file"
     );
-    let e = load_err("", &[("LEADSCORE__SALESFORCE__CLIENT_SECRET", "hunter2")]);
-    assert!(
-        e.contains("environment variable LEADSCORE__SALESFORCE__CLIENT_SECRET"),
-        "{e}"
+    assert_load_err(
+        "",
+        &[("LEADSCORE__SALESFORCE__CLIENT_SECRET", "hunter2")],
+        "environment variable LEADSCORE__SALESFORCE__CLIENT_SECRET",
     );
 }
 
@@ -624,24 +639,34 @@ fn producer_and_consumer_tables_reach_only_their_own_clients() {
     let props = &s.kafka.properties;
 
     let producer = producer_config(props);
-    assert_eq!(producer.get("bootstrap.servers"), Some("k:9092"));
-    assert_eq!(
-        producer.get("client.id"),
-        Some("producer"),
-        "its table wins"
-    );
-    assert_eq!(producer.get("compression.codec"), Some("zstd"));
-    assert_eq!(producer.get("linger.ms"), Some("20"));
-    assert_eq!(producer.get("fetch.wait.max.ms"), None);
-    assert_eq!(producer.get("fetch.min.bytes"), None);
-
     let consumer = consumer_config(props);
-    assert_eq!(consumer.get("bootstrap.servers"), Some("k:9092"));
-    assert_eq!(consumer.get("client.id"), Some("shared"));
-    assert_eq!(consumer.get("fetch.min.bytes"), Some("1000"));
-    assert_eq!(consumer.get("fetch.wait.max.ms"), Some("50"));
-    assert_eq!(consumer.get("compression.codec"), None);
-    assert_eq!(consumer.get("linger.ms"), None);
+    let keys = [
+        "bootstrap.servers",
+        "client.id",
+        "compression.codec",
+        "linger.ms",
+        "fetch.wait.max.ms",
+        "fetch.min.bytes",
+    ];
+    // The producer's own table wins for client.id.
+    let produced = [
+        Some("k:9092"),
+        Some("producer"),
+        Some("zstd"),
+        Some("20"),
+        None,
+        None,
+    ];
+    assert_eq!(keys.map(|k| producer.get(k)), produced);
+    let consumed = [
+        Some("k:9092"),
+        Some("shared"),
+        None,
+        None,
+        Some("50"),
+        Some("1000"),
+    ];
+    assert_eq!(keys.map(|k| consumer.get(k)), consumed);
 
     let admin = client_config(props);
     assert_eq!(admin.get("client.id"), Some("shared"));
@@ -724,10 +749,10 @@ fn a_property_in_the_other_kinds_table_is_rejected_naming_it() {
          property, which librdkafka ignores in a producer: set it in [kafka.consumer] (or \
          [kafka], for every client it applies to)"
     );
-    let e = load_err("[kafka.consumer]\n\"compression.type\" = \"gzip\"\n", &[]);
-    assert!(
-        e.contains("kafka.consumer.compression.type: \"compression.type\" is a producer property"),
-        "{e}"
+    let e = assert_load_err(
+        "[kafka.consumer]\n\"compression.type\" = \"gzip\"\n",
+        &[],
+        "kafka.consumer.compression.type: \"compression.type\" is a producer property",
     );
     assert!(e.contains("set it in [kafka.producer]"), "{e}");
     let e = load_err(
@@ -745,10 +770,10 @@ fn a_property_in_the_other_kinds_table_is_rejected_naming_it() {
         !e.contains("secret-looking-9"),
         "values are never quoted: {e}"
     );
-    let e = load_err("[kafka]\nproducer = \"gzip\"\n", &[]);
-    assert!(
-        e.contains("kafka.producer: must be a table of librdkafka properties ([kafka.producer])"),
-        "{e}"
+    assert_load_err(
+        "[kafka]\nproducer = \"gzip\"\n",
+        &[],
+        "kafka.producer: must be a table of librdkafka properties ([kafka.producer])",
     );
     // Shared properties may go in either table, and each kind's own in its own.
     load(
@@ -829,8 +854,11 @@ fn a_role_table_from_the_environment_replaces_the_files() {
         ),
         "{e}"
     );
-    let e = load_err("", &[("LEADSCORE__KAFKA__PRODUCER", "gzip")]);
-    assert!(e.contains("kafka.producer: must be a table"), "{e}");
+    assert_load_err(
+        "",
+        &[("LEADSCORE__KAFKA__PRODUCER", "gzip")],
+        "kafka.producer: must be a table",
+    );
 }
 
 #[test]

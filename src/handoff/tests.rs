@@ -7,18 +7,19 @@ use crate::event::Scalar;
 
 #[test]
 fn dead_letter_labels_are_a_bounded_set() {
-    assert_eq!(dead_letter_label("entity_is_deleted"), "entity_is_deleted");
-    assert_eq!(dead_letter_label("malformed"), "malformed");
-    assert_eq!(dead_letter_label("some_code_a_server_made_up"), "other");
-    assert_eq!(dead_letter_label(""), "other");
-    // The handoff's own reasons.
-    for reason in ["invalid_lead_id", "key_mismatch", "response_too_large"] {
-        assert_eq!(dead_letter_label(reason), reason);
+    for (reason, label) in [
+        ("entity_is_deleted", "entity_is_deleted"),
+        ("malformed", "malformed"),
+        ("some_code_a_server_made_up", "other"),
+        ("", "other"),
+        // The handoff's own reasons.
+        ("invalid_lead_id", "invalid_lead_id"),
+        ("key_mismatch", "key_mismatch"),
+        ("response_too_large", "response_too_large"),
+        (&INVALID_LEAD_ID.to_ascii_lowercase(), "invalid_lead_id"),
+    ] {
+        assert_eq!(dead_letter_label(reason), label, "{reason:?}");
     }
-    assert_eq!(
-        dead_letter_label(&INVALID_LEAD_ID.to_ascii_lowercase()),
-        "invalid_lead_id"
-    );
     for code in [
         salesforce::TIMEOUT,
         salesforce::CONNECTION_ERROR,
@@ -62,41 +63,37 @@ fn run(st: &mut LeadState, c: &ScoreChange, s: &HandoffSettings) -> Result<Strin
     decide(st, c, s, &Funnel::new(s))
 }
 
-/// The outcome of each `(score, status)` change in turn, for one lead.
-fn story(s: &HandoffSettings, steps: &[(i64, &str)]) -> Vec<Result<String, Skip>> {
+type Outcome = Result<String, Skip>;
+
+/// A handoff (its lead id is not compared: the stories are of one lead).
+const HANDED: Outcome = Ok(String::new());
+const BEYOND: Outcome = Err(Skip::AtOrBeyondHandoffStatus);
+const ALREADY: Outcome = Err(Skip::AlreadyHandedOff);
+const BELOW: Outcome = Err(Skip::AtOrBelowThreshold);
+
+/// Asserts the outcomes of one lead's story, its changes in turn: `"120 Open, 125 SQL"` is a
+/// change to score 120 with status `Open`, then one to 125 with `SQL`.
+fn assert_story(s: &HandoffSettings, story: &str, want: &[Outcome]) {
     let mut st = LeadState::default();
-    steps
-        .iter()
-        .map(|(score, status)| run(&mut st, &change("u", *score, Some(status)), s))
-        .collect()
-}
-
-const HANDED: Result<String, Skip> = Ok(String::new());
-
-/// `Ok(lead id)` as `Ok("")`, to write stories short.
-fn short(outcomes: Vec<Result<String, Skip>>) -> Vec<Result<String, Skip>> {
-    outcomes
-        .into_iter()
-        .map(|o| o.map(|_| String::new()))
-        .collect()
+    let outcomes: Vec<Outcome> = story
+        .split(", ")
+        .map(|step| {
+            let (score, status) = step.split_once(' ').expect("score and status");
+            let score = score.parse().expect("a score");
+            let outcome = run(&mut st, &change("u", score, Some(status)), s);
+            outcome.map(|_| String::new())
+        })
+        .collect();
+    assert_eq!(outcomes, want, "{story}");
 }
 
 #[test]
 fn hands_off_once_when_the_score_passes_the_threshold() {
     let s = settings();
     let mut st = LeadState::default();
-    assert_eq!(
-        run(&mut st, &change("u", 100, None), &s),
-        Err(Skip::AtOrBelowThreshold)
-    );
-    assert_eq!(
-        run(&mut st, &change("u", 101, None), &s),
-        Ok("u".to_string())
-    );
-    assert_eq!(
-        run(&mut st, &change("u", 105, None), &s),
-        Err(Skip::AlreadyHandedOff)
-    );
+    for (score, want) in [(100, BELOW), (101, Ok("u".to_string())), (105, ALREADY)] {
+        assert_eq!(run(&mut st, &change("u", score, None), &s), want, "{score}");
+    }
 }
 
 #[test]
@@ -119,7 +116,7 @@ fn a_lead_at_or_beyond_the_handoff_status_is_never_handed_off() {
         let mut st = LeadState::default();
         assert_eq!(
             run(&mut st, &change("u", 150, Some(status)), &s),
-            Err(Skip::AtOrBeyondHandoffStatus),
+            BEYOND,
             "{status:?}"
         );
     }
@@ -129,100 +126,35 @@ fn a_lead_at_or_beyond_the_handoff_status_is_never_handed_off() {
 fn moving_to_sql_after_the_handoff_never_moves_the_lead_back() {
     let s = settings();
     // Handed off while Open; sales qualifies it; more points come in.
-    let outcomes = story(
-        &s,
-        &[(120, "Open"), (125, "SQL"), (130, "SQL"), (140, "Customer")],
-    );
-    assert_eq!(
-        short(outcomes),
-        vec![
-            HANDED,
-            Err(Skip::AtOrBeyondHandoffStatus),
-            Err(Skip::AtOrBeyondHandoffStatus),
-            Err(Skip::AtOrBeyondHandoffStatus),
-        ]
-    );
+    let story = "120 Open, 125 SQL, 130 SQL, 140 Customer";
+    assert_story(&s, story, &[HANDED, BEYOND, BEYOND, BEYOND]);
     // The generated demo funnel: Open, Working, MQL, SQL: handed off once.
-    let outcomes = story(
-        &s,
-        &[(110, "Open"), (120, "Working"), (130, "MQL"), (140, "SQL")],
-    );
-    assert_eq!(
-        short(outcomes),
-        vec![
-            HANDED,
-            Err(Skip::AlreadyHandedOff),
-            Err(Skip::AtOrBeyondHandoffStatus),
-            Err(Skip::AtOrBeyondHandoffStatus),
-        ]
-    );
+    let demo = "110 Open, 120 Working, 130 MQL, 140 SQL";
+    assert_story(&s, demo, &[HANDED, ALREADY, BEYOND, BEYOND]);
 }
 
 #[test]
 fn a_recycle_to_a_status_before_the_handoff_status_re_arms_the_lead() {
     let s = settings();
-    let outcomes = story(
-        &s,
-        &[
-            (120, "Open"),
-            (121, "MQL"),
-            (122, "SQL"),
-            (123, "Nurture"), // recycled: handed off again
-            (124, "Nurture"),
-            (125, "Working"), // forward again: no second handoff
-            (126, "MQL"),
-            (127, "Working"), // back from MQL: a recycle
-        ],
-    );
-    assert_eq!(
-        short(outcomes),
-        vec![
-            HANDED,
-            Err(Skip::AtOrBeyondHandoffStatus),
-            Err(Skip::AtOrBeyondHandoffStatus),
-            HANDED,
-            Err(Skip::AlreadyHandedOff),
-            Err(Skip::AlreadyHandedOff),
-            Err(Skip::AtOrBeyondHandoffStatus),
-            HANDED,
-        ]
-    );
+    // Recycled to Nurture: handed off again; forward to Working: no second handoff; back
+    // from MQL to Working: a recycle.
+    let story = "120 Open, 121 MQL, 122 SQL, 123 Nurture, 124 Nurture, 125 Working, 126 MQL, \
+                 127 Working";
+    let want = [
+        HANDED, BEYOND, BEYOND, HANDED, ALREADY, ALREADY, BEYOND, HANDED,
+    ];
+    assert_story(&s, story, &want);
     // A move back between statuses before MQL is a recycle too (Nurture is listed first).
-    let outcomes = story(&s, &[(120, "Working"), (121, "Nurture")]);
-    assert_eq!(short(outcomes), vec![HANDED, HANDED]);
+    assert_story(&s, "120 Working, 121 Nurture", &[HANDED, HANDED]);
     // A recycled lead below the threshold waits for its score.
-    let outcomes = story(
-        &s,
-        &[
-            (120, "Open"),
-            (121, "SQL"),
-            (90, "Nurture"),
-            (101, "Nurture"),
-        ],
-    );
-    assert_eq!(
-        short(outcomes),
-        vec![
-            HANDED,
-            Err(Skip::AtOrBeyondHandoffStatus),
-            Err(Skip::AtOrBelowThreshold),
-            HANDED,
-        ]
-    );
+    let below = "120 Open, 121 SQL, 90 Nurture, 101 Nurture";
+    assert_story(&s, below, &[HANDED, BEYOND, BELOW, HANDED]);
 }
 
 #[test]
 fn moving_forward_before_the_handoff_status_does_not_re_arm() {
-    let s = settings();
-    let outcomes = story(&s, &[(120, "New"), (121, "Open"), (122, "Working")]);
-    assert_eq!(
-        short(outcomes),
-        vec![
-            HANDED,
-            Err(Skip::AlreadyHandedOff),
-            Err(Skip::AlreadyHandedOff)
-        ]
-    );
+    let story = "120 New, 121 Open, 122 Working";
+    assert_story(&settings(), story, &[HANDED, ALREADY, ALREADY]);
 }
 
 #[test]
@@ -231,26 +163,8 @@ fn unlisted_statuses_count_as_before_the_handoff_status_unless_skipped() {
     s.skip_statuses = vec!["Sales Accepted".to_string()];
     // Unlisted: handed off; moves among unlisted or to a listed earlier status are no
     // recycle, a move from beyond is.
-    let outcomes = story(
-        &s,
-        &[
-            (120, "Contacted"),
-            (121, "Engaged"),
-            (122, "Open"),
-            (123, "sales accepted"),
-            (124, "Engaged"),
-        ],
-    );
-    assert_eq!(
-        short(outcomes),
-        vec![
-            HANDED,
-            Err(Skip::AlreadyHandedOff),
-            Err(Skip::AlreadyHandedOff),
-            Err(Skip::AtOrBeyondHandoffStatus),
-            HANDED,
-        ]
-    );
+    let story = "120 Contacted, 121 Engaged, 122 Open, 123 sales accepted, 124 Engaged";
+    assert_story(&s, story, &[HANDED, ALREADY, ALREADY, BEYOND, HANDED]);
 }
 
 #[test]
@@ -260,24 +174,9 @@ fn an_orgs_own_funnel_and_handoff_status_are_followed() {
         .map(String::from)
         .to_vec();
     s.handoff_status = "marketing qualified".to_string();
-    let outcomes = story(
-        &s,
-        &[
-            (120, "Lead"),
-            (121, "Sales Qualified"),
-            (122, "MQL"), // not in this org's funnel: before the handoff status
-            (123, "Won"),
-        ],
-    );
-    assert_eq!(
-        short(outcomes),
-        vec![
-            HANDED,
-            Err(Skip::AtOrBeyondHandoffStatus),
-            HANDED,
-            Err(Skip::AtOrBeyondHandoffStatus),
-        ]
-    );
+    // MQL is not in this org's funnel: before the handoff status.
+    let story = "120 Lead, 121 Sales Qualified, 122 MQL, 123 Won";
+    assert_story(&s, story, &[HANDED, BEYOND, HANDED, BEYOND]);
 }
 
 #[test]
@@ -318,12 +217,8 @@ fn an_invalid_lead_id_is_a_permanent_failure_naming_the_id() {
     assert_eq!(e.error_code, INVALID_LEAD_ID);
     assert_eq!(e.hint, RetryHint::Permanent);
     assert!(e.message.contains("\"..\""), "{}", e.message);
-    let long = invalid_lead_id(&"x".repeat(10_000));
-    assert!(
-        long.message.len() < 400,
-        "the id is cut: {}",
-        long.message.len()
-    );
+    let long = invalid_lead_id(&"x".repeat(10_000)).message;
+    assert!(long.len() < 400, "the id is cut: {}", long.len());
 }
 
 #[test]

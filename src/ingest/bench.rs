@@ -86,17 +86,7 @@ pub async fn run(opts: &IngestBenchOptions) -> Result<String> {
         .context("bench bodies")?;
     let events = opts.requests * MAX_OBJECTS;
 
-    let producer = Arc::new(
-        EventProducer::start(
-            &settings.kafka.properties,
-            &settings.topics.input,
-            settings.topics.partitions,
-            settings.topics.replication_factor,
-            settings.scorer.input_format,
-            Duration::from_secs(30),
-        )
-        .await?,
-    );
+    let producer = Arc::new(EventProducer::start(&settings, Duration::from_secs(30)).await?);
     let batches = Arc::new(batches);
     let started = Instant::now();
     let mut tasks = Vec::new();

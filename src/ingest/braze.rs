@@ -426,6 +426,18 @@ fn optional_string(object: &Map<String, Value>, key: &str) -> Result<Option<Stri
     }
 }
 
+/// A required string, checked as [`check_name`] does.
+fn required_name(object: &Map<String, Value>, key: &str) -> Result<String, String> {
+    let Some(value) = object.get(key) else {
+        return Err(format!("'{key}' is required"));
+    };
+    let name = value
+        .as_str()
+        .ok_or_else(|| format!("'{key}' must be a string"))?;
+    check_name(&format!("'{key}'"), name)?;
+    Ok(name.to_string())
+}
+
 /// An event's or purchase's `properties`: scalar values only.
 fn properties(object: &Map<String, Value>) -> Result<Vec<(String, Scalar)>, String> {
     let props = match object.get("properties") {
@@ -493,12 +505,7 @@ fn fnv1a_128(bytes: &[u8]) -> u128 {
 fn custom_event(object: &Value, index: usize, opts: &Options<'_>) -> Result<Event, String> {
     let object = as_object(object)?;
     let user = external_id(object)?;
-    let name = match object.get("name") {
-        Some(Value::String(n)) => n.clone(),
-        Some(_) => return Err("'name' must be a string".into()),
-        None => return Err("'name' is required".into()),
-    };
-    check_name("'name'", &name)?;
+    let name = required_name(object, "name")?;
     let time = object_time(object, opts)?;
     let mut event = Event::new(user, time, EventType::CustomEvent);
     event.name = Some(name);
@@ -515,12 +522,7 @@ const PURCHASE_FIELDS: &[&str] = &["product_id", "currency", "price", "quantity"
 fn purchase_event(object: &Value, index: usize, opts: &Options<'_>) -> Result<Event, String> {
     let object = as_object(object)?;
     let user = external_id(object)?;
-    let product = match object.get("product_id") {
-        Some(Value::String(p)) => p.clone(),
-        Some(_) => return Err("'product_id' must be a string".into()),
-        None => return Err("'product_id' is required".into()),
-    };
-    check_name("'product_id'", &product)?;
+    let product = required_name(object, "product_id")?;
     let currency = match object.get("currency") {
         Some(Value::String(c)) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) => {
             c.clone()

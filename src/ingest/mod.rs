@@ -43,17 +43,9 @@ impl Ingest {
     pub async fn start(settings: &Settings, health: Arc<Health>) -> Result<Ingest> {
         let keys = settings.ingest.api_keys()?;
         telemetry::register_at_zero(telemetry::Owner::Ingest);
-        let topics = &settings.topics;
-        let producer = EventProducer::start(
-            &settings.kafka.properties,
-            &topics.input,
-            topics.partitions,
-            topics.replication_factor,
-            settings.scorer.input_format,
-            settings.ingest.produce_timeout,
-        )
-        .await
-        .with_context(|| format!("input topic {:?}", topics.input))?;
+        let producer = EventProducer::start(settings, settings.ingest.produce_timeout)
+            .await
+            .with_context(|| format!("input topic {:?}", settings.topics.input))?;
         let listen = &settings.ingest.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -3,7 +3,7 @@
 //! has acknowledged every record. Shared by `leadscore ingest` and `leadscore warehouse import`.
 
 use crate::codec::{encode_event, Format};
-use crate::config::KafkaRole;
+use crate::config::{KafkaRole, Settings};
 use crate::event::Event;
 use crate::partitioner::partition_for;
 use crate::runtime::kafka::{
@@ -11,7 +11,6 @@ use crate::runtime::kafka::{
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Why a batch was not acknowledged. The caller may retry it: event ids make a retry a
@@ -39,22 +38,18 @@ pub struct EventProducer {
 }
 
 impl EventProducer {
-    /// An idempotent producer for `topic` (created when missing, with `partitions` and
-    /// `replication`, like the scorer does); its partition count is read once, here: the scorer
-    /// refuses to run on an input topic whose count changed under it anyway.
+    /// An idempotent producer for the input topic, in its format (created when missing, with
+    /// `topics.partitions` and `topics.replication_factor`, like the scorer does); its partition
+    /// count is read once, here: the scorer refuses to run on an input topic whose count changed
+    /// under it anyway.
     pub async fn start(
-        properties: &BTreeMap<String, String>,
-        topic: &str,
-        partitions: i32,
-        replication: i32,
-        format: Format,
+        settings: &Settings,
         delivery_timeout: Duration,
     ) -> Result<EventProducer, KafkaSetupError> {
-        let counts = ensure_topics(
-            properties,
-            &[TopicSpec::new(topic, partitions, replication)],
-        )
-        .await?;
+        let (properties, topics) = (&settings.kafka.properties, &settings.topics);
+        let topic = topics.input.as_str();
+        let spec = TopicSpec::new(topic, topics.partitions, topics.replication_factor);
+        let counts = ensure_topics(properties, &[spec]).await?;
         let partitions = counts
             .get(topic)
             .copied()
@@ -85,7 +80,7 @@ impl EventProducer {
             producer,
             topic: topic.to_string(),
             partitions,
-            format,
+            format: settings.scorer.input_format,
         })
     }
 

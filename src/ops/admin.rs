@@ -184,16 +184,27 @@ pub async fn serve(
             }),
         )
         .merge(routes);
-    tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    });
+    spawn_server(listener, app, shutdown, "admin server");
     tracing::info!(%addr, "admin endpoint listening (/metrics, /healthz, /readyz)");
     Ok(addr)
+}
+
+/// Serves `app` on `listener` on a task of its own until `shutdown`; a failure is logged as
+/// `<what> failed`.
+pub(crate) fn spawn_server(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: Shutdown,
+    what: &'static str,
+) {
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "{what} failed");
+        }
+    });
 }
 
 #[cfg(test)]

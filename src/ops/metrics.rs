@@ -158,57 +158,15 @@ const PARTITION: &[Label] = &[Label {
     values: Values::Partition,
 }];
 
+/// The names of every value of a closed set (`T::ALL`), for a label's [`Values::From`].
+fn names<T: Copy, const N: usize>(all: [T; N], name: fn(T) -> &'static str) -> Vec<&'static str> {
+    all.into_iter().map(name).collect()
+}
+
 fn skip_reasons() -> Vec<&'static str> {
     use crate::engine::Outcome;
-    Outcome::ALL
-        .iter()
-        .filter(|o| **o != Outcome::Scored)
-        .map(|o| o.as_str())
-        .collect()
-}
-
-fn change_kinds() -> Vec<&'static str> {
-    crate::change::ReasonKind::ALL
-        .iter()
-        .map(|k| k.as_str())
-        .collect()
-}
-
-fn decode_reasons() -> Vec<&'static str> {
-    crate::codec::DecodeError::REASONS.to_vec()
-}
-
-fn lookup_results() -> Vec<&'static str> {
-    crate::scorer::lookup::LookupResult::ALL
-        .iter()
-        .map(|r| r.as_str())
-        .collect()
-}
-
-fn misrouted_reasons() -> Vec<&'static str> {
-    crate::scorer::MisroutedReason::ALL
-        .iter()
-        .map(|r| r.as_str())
-        .collect()
-}
-
-fn verify_failures() -> Vec<&'static str> {
-    crate::runtime::changelog::VerifyFailure::REASONS.to_vec()
-}
-
-fn ingest_statuses() -> Vec<&'static str> {
-    crate::ingest::server::STATUSES.to_vec()
-}
-
-fn ingest_arrays() -> Vec<&'static str> {
-    crate::ingest::braze::Array::ALL
-        .iter()
-        .map(|a| a.as_str())
-        .collect()
-}
-
-fn handoff_dead_letter_reasons() -> Vec<&'static str> {
-    crate::handoff::dead_letter_labels()
+    let skipped = Outcome::ALL.into_iter().filter(|o| *o != Outcome::Scored);
+    skipped.map(Outcome::as_str).collect()
 }
 
 /// The table. Order: scorer, both, handoff, Salesforce.
@@ -254,7 +212,7 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Count,
         labels: &[Label {
             name: "reason",
-            values: Values::From(decode_reasons),
+            values: Values::From(|| crate::codec::DecodeError::REASONS.to_vec()),
         }],
         owner: Owner::Scorer,
         help: "Bad input records sent to the dead-letter topic, by reason.",
@@ -265,7 +223,7 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Count,
         labels: &[Label {
             name: "reason",
-            values: Values::From(misrouted_reasons),
+            values: Values::From(|| names(crate::scorer::MisroutedReason::ALL, |r| r.as_str())),
         }],
         owner: Owner::Scorer,
         help: "Input records found off their user's home partition (murmur2 of the user id), by reason (wrong_partition, no_key): re-routed to it, or for a keyless record already there, scored in place.",
@@ -276,7 +234,7 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Count,
         labels: &[Label {
             name: "result",
-            values: Values::From(lookup_results),
+            values: Values::From(|| names(crate::scorer::lookup::LookupResult::ALL, |r| r.as_str())),
         }],
         owner: Owner::Scorer,
         help: "Lead lookups (GET /v1/leads/{user_id}) this instance answered, by result: found, not_found, forwarded (to the partition's owner), unavailable (503: rebalancing or restoring), refused (lookup off, or no valid token), bad_request.",
@@ -287,7 +245,7 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Count,
         labels: &[Label {
             name: "kind",
-            values: Values::From(change_kinds),
+            values: Values::From(|| names(crate::change::ReasonKind::ALL, |k| k.as_str())),
         }],
         owner: Owner::Scorer,
         help: "Score changes published, by reason kind (rule, inactivity, external, attribute).",
@@ -394,7 +352,7 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Count,
         labels: &[Label {
             name: "reason",
-            values: Values::From(verify_failures),
+            values: Values::From(|| crate::runtime::changelog::VerifyFailure::REASONS.to_vec()),
         }],
         owner: Owner::Both,
         help: "Local store copies not trusted at a restore (restored wholly from the changelog instead), by reason (unreadable, no_meta, ahead, no_checkpoint, unverifiable, key_count, digest).",
@@ -448,7 +406,7 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Count,
         labels: &[Label {
             name: "reason",
-            values: Values::From(handoff_dead_letter_reasons),
+            values: Values::From(crate::handoff::dead_letter_labels),
         }],
         owner: Owner::Handoff,
         help: "Records sent to the handoff dead-letter topic, by reason.",
@@ -529,7 +487,7 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Count,
         labels: &[Label {
             name: "status",
-            values: Values::From(ingest_statuses),
+            values: Values::From(|| crate::ingest::server::STATUSES.to_vec()),
         }],
         owner: Owner::Ingest,
         help: "POST /users/track requests answered, by HTTP status (201, 400, 401, 413, 429, 503).",
@@ -549,7 +507,7 @@ pub const METRICS: &[Metric] = &[
         labels: &[
             Label {
                 name: "array",
-                values: Values::From(ingest_arrays),
+                values: Values::From(|| names(crate::ingest::braze::Array::ALL, |a| a.as_str())),
             },
             Label {
                 name: "outcome",

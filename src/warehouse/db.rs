@@ -2,7 +2,8 @@
 //! in plain text (prefer finds no TLS to prefer); `require` is refused at connect with a message
 //! saying so, rather than failing obscurely.
 
-use crate::config::WarehouseSettings;
+use crate::config::{read_capped_text, CappedFileError, WarehouseSettings};
+use std::path::{Path, PathBuf};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -24,37 +25,34 @@ pub enum DbError {
     #[error("warehouse: {0}")]
     Sql(#[from] tokio_postgres::Error),
     #[error("warehouse password file {} (warehouse.password_file): {message}", .path.display())]
-    PasswordFile {
-        path: std::path::PathBuf,
-        message: String,
-    },
+    PasswordFile { path: PathBuf, message: String },
 }
 
 /// The largest password file read: a mistaken path must fail clearly, not fill the memory.
 const MAX_PASSWORD_FILE_BYTES: u64 = 64 * 1024;
 
-/// The password in `path`, trimmed (files usually end with a newline).
-fn read_password(path: &std::path::Path) -> Result<String, DbError> {
-    let bad = |message: String| DbError::PasswordFile {
-        path: path.to_path_buf(),
-        message,
-    };
-    let mut bytes = Vec::new();
-    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(file, MAX_PASSWORD_FILE_BYTES + 1),
-        &mut bytes,
-    )
-    .map_err(|e| bad(e.to_string()))?;
-    if bytes.len() as u64 > MAX_PASSWORD_FILE_BYTES {
-        return Err(bad(format!(
-            "larger than {MAX_PASSWORD_FILE_BYTES} bytes, so not a password"
-        )));
+impl CappedFileError for DbError {
+    fn unreadable(path: PathBuf, source: std::io::Error) -> Self {
+        let message = source.to_string();
+        DbError::PasswordFile { path, message }
     }
-    let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?;
+
+    fn too_large(path: PathBuf, max: u64) -> Self {
+        let message = format!("larger than {max} bytes, so not a password");
+        DbError::PasswordFile { path, message }
+    }
+}
+
+/// The password in `path`, trimmed (files usually end with a newline).
+fn read_password(path: &Path) -> Result<String, DbError> {
+    let text = read_capped_text::<DbError>(path, MAX_PASSWORD_FILE_BYTES)?;
     let password = text.trim();
     if password.is_empty() {
-        return Err(bad("empty".into()));
+        let message = "empty".to_string();
+        return Err(DbError::PasswordFile {
+            path: path.to_path_buf(),
+            message,
+        });
     }
     Ok(password.to_string())
 }
@@ -84,6 +82,17 @@ pub async fn connect(settings: &WarehouseSettings) -> Result<Client, DbError> {
             tracing::error!(error = %e, "warehouse connection lost");
         }
     });
+    Ok(client)
+}
+
+/// Connects (see [`connect`]), then runs `schema`: the statements creating the tables a command
+/// needs when they are missing.
+pub async fn connect_and_create(
+    settings: &WarehouseSettings,
+    schema: &str,
+) -> Result<Client, DbError> {
+    let client = connect(settings).await?;
+    client.batch_execute(schema).await.map_err(DbError::Sql)?;
     Ok(client)
 }
 

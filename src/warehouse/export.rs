@@ -15,7 +15,7 @@ use super::db::{self, DbError};
 use super::from_millis;
 use crate::change::ScoreChange;
 use crate::codec::{decode_change, Format};
-use crate::config::{quote_identifier, Settings};
+use crate::config::{quote_identifier, Settings, WarehouseSettings};
 use crate::ops::admin::Health;
 use crate::ops::telemetry;
 use crate::runtime::kafka::{
@@ -50,8 +50,7 @@ struct Sql {
 }
 
 impl Sql {
-    fn new(settings: &Settings) -> Sql {
-        let w = &settings.warehouse;
+    fn new(w: &WarehouseSettings) -> Sql {
         let scores = quote_identifier(&w.scores_table).unwrap_or_default();
         let changes = quote_identifier(&w.changes_table).unwrap_or_default();
         // The index lives in the table's schema; its name is the table's with a suffix.
@@ -128,12 +127,8 @@ impl Exporter {
     /// Connects to the warehouse (creating the tables) and joins the export group.
     pub async fn start(settings: Settings, health: Arc<Health>) -> Result<Exporter, ExportError> {
         telemetry::register_at_zero(telemetry::Owner::Warehouse);
-        let client = db::connect(&settings.warehouse).await?;
-        let sql = Sql::new(&settings);
-        client
-            .batch_execute(&sql.schema)
-            .await
-            .map_err(DbError::Sql)?;
+        let sql = Sql::new(&settings.warehouse);
+        let client = db::connect_and_create(&settings.warehouse, &sql.schema).await?;
         // The shared `[kafka]` properties and `[kafka.consumer]`.
         let mut cfg = consumer_config(&settings.kafka.properties);
         cfg.set("group.id", &settings.warehouse.export_group_id);

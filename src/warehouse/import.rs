@@ -13,7 +13,7 @@
 
 use super::db::{self, DbError};
 use super::{to_micros, to_millis};
-use crate::config::{quote_identifier, Settings};
+use crate::config::{quote_identifier, Settings, WarehouseSettings};
 use crate::event::{Event, EventType, ScoreOp};
 use crate::ingest::producer::{EventProducer, ProduceFailure};
 use crate::ops::admin::Health;
@@ -64,8 +64,7 @@ struct Queries {
 }
 
 impl Queries {
-    fn new(settings: &Settings) -> Queries {
-        let w = &settings.warehouse;
+    fn new(w: &WarehouseSettings) -> Queries {
         let q = |name: &str| quote_identifier(name).unwrap_or_default();
         let (table, wm) = (q(&w.import_table), q(&w.watermark_table));
         let (user, score, at) = (
@@ -126,22 +125,10 @@ impl Importer {
     /// Connects to the warehouse and Kafka, creates the watermark table when missing.
     pub async fn start(settings: Settings, health: Arc<Health>) -> Result<Importer, ImportError> {
         telemetry::register_at_zero(telemetry::Owner::Warehouse);
-        let client = db::connect(&settings.warehouse).await?;
-        let queries = Queries::new(&settings);
-        client
-            .batch_execute(&queries.create_watermarks)
-            .await
-            .map_err(DbError::Sql)?;
-        let topics = &settings.topics;
-        let producer = EventProducer::start(
-            &settings.kafka.properties,
-            &topics.input,
-            topics.partitions,
-            topics.replication_factor,
-            settings.scorer.input_format,
-            Duration::from_secs(60),
-        )
-        .await?;
+        let queries = Queries::new(&settings.warehouse);
+        let client =
+            db::connect_and_create(&settings.warehouse, &queries.create_watermarks).await?;
+        let producer = EventProducer::start(&settings, Duration::from_secs(60)).await?;
         health.set_consuming(true);
         health.joined();
         Ok(Importer {
@@ -311,7 +298,7 @@ mod tests {
 
     #[test]
     fn the_poll_compares_the_pair_so_equal_times_are_neither_lost_nor_repeated() {
-        let q = Queries::new(&Settings::default());
+        let q = Queries::new(&Settings::default().warehouse);
         assert!(q.after.contains(
             "(\"updated_at\", \"user_id\"::text COLLATE \"C\") > ($2::timestamptz, $3::text COLLATE \"C\")"
         ), "{}", q.after);

@@ -31,6 +31,8 @@ use std::time::Duration;
 
 mod handlers;
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;
 
 pub use handlers::is_salesforce_id;
@@ -261,14 +263,7 @@ pub async fn serve(
     let app = Router::new()
         .fallback(handlers::handle)
         .with_state(standin.clone());
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "Salesforce stand-in failed");
-        }
-    });
+    crate::ops::admin::spawn_server(listener, app, shutdown, "Salesforce stand-in");
     tracing::info!(%addr, "Salesforce stand-in listening");
     Ok((addr, standin))
 }

@@ -1,50 +1,50 @@
 //! The stand-in over HTTP: its answers, faults and strictness, as a client sees them.
 
 use super::handlers::{parse_form, redact_form_secret, NOT_FOUND_MESSAGE};
+use super::testing::{self, faults, lead, TestStandin};
 use super::*;
 use reqwest::header::CONTENT_TYPE;
+use reqwest::Method;
 use serde_json::json;
 
 const SECRET: &str = "p@ss w0rd&=+";
-
-fn lead(n: u32) -> String {
-    format!("00Q{n:012}AAA")
-}
+const JSON: &str = "application/json";
+/// The token request of the org's own client.
+const GOOD_CLIENT: &[(&str, &str)] = &[
+    ("grant_type", "client_credentials"),
+    ("client_id", "test-app"),
+    ("client_secret", SECRET),
+];
+const TOKEN_PATH: &str = "/services/oauth2/token";
+const COLLECTION: &str = "/services/data/v60.0/composite/sobjects";
 
 fn config() -> StandinConfig {
-    StandinConfig {
-        client_id: "test-app".to_string(),
-        client_secret: Secret::new(SECRET),
-        ..StandinConfig::default()
-    }
+    testing::config(SECRET)
 }
 
-/// A running stand-in and a plain HTTP client; dropping it stops the stand-in.
+/// A running stand-in and a plain HTTP client.
 struct Running {
-    standin: Standin,
+    standin: TestStandin,
     http: reqwest::Client,
     base: String,
-    shutdown: Shutdown,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
 }
 
 async fn start(cfg: StandinConfig) -> Running {
-    let shutdown = Shutdown::new();
-    let (addr, standin) = serve("127.0.0.1:0", cfg, shutdown.clone())
-        .await
-        .expect("the stand-in starts");
-    assert_eq!(standin.instance_url(), format!("http://{addr}"));
+    let standin = TestStandin::start(cfg).await;
     Running {
         base: standin.instance_url(),
         standin,
         http: reqwest::Client::new(),
-        shutdown,
     }
+}
+
+/// A stand-in with the faults `set` turns on.
+async fn start_faulty(set: impl FnOnce(&mut Faults)) -> Running {
+    start(StandinConfig {
+        faults: faults(set),
+        ..config()
+    })
+    .await
 }
 
 /// An answer: status, `Sforce-Limit-Info`, body as JSON (`Null` when empty).
@@ -76,18 +76,12 @@ async fn answer(response: reqwest::Response) -> Answer {
 
 impl Running {
     async fn token_with(&self, form: &[(&str, &str)]) -> Answer {
-        let url = format!("{}/services/oauth2/token", self.base);
+        let url = format!("{}{TOKEN_PATH}", self.base);
         answer(self.http.post(url).form(form).send().await.expect("sent")).await
     }
 
     async fn token(&self) -> String {
-        let a = self
-            .token_with(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "test-app"),
-                ("client_secret", SECRET),
-            ])
-            .await;
+        let a = self.token_with(GOOD_CLIENT).await;
         assert_eq!(a.status, 200, "{}", a.body);
         a.body["access_token"]
             .as_str()
@@ -97,7 +91,7 @@ impl Running {
 
     async fn send(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         token: Option<&str>,
         content_type: &str,
@@ -116,22 +110,16 @@ impl Running {
 
     async fn patch_lead(&self, token: &str, id: &str, body: &str) -> Answer {
         let path = format!("/services/data/v60.0/sobjects/Lead/{id}");
-        self.send(
-            reqwest::Method::PATCH,
-            &path,
-            Some(token),
-            "application/json",
-            body,
-        )
-        .await
+        self.send(Method::PATCH, &path, Some(token), JSON, body)
+            .await
     }
 
     async fn patch_collection(&self, token: &str, body: &Value) -> Answer {
         self.send(
-            reqwest::Method::PATCH,
-            "/services/data/v60.0/composite/sobjects",
+            Method::PATCH,
+            COLLECTION,
             Some(token),
-            "application/json",
+            JSON,
             &body.to_string(),
         )
         .await
@@ -155,13 +143,7 @@ fn record(id: &str) -> Value {
 #[tokio::test]
 async fn token_endpoint_answers_with_the_documented_fields() {
     let s = start(config()).await;
-    let a = s
-        .token_with(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "test-app"),
-            ("client_secret", SECRET),
-        ])
-        .await;
+    let a = s.token_with(GOOD_CLIENT).await;
     assert_eq!(a.status, 200);
     for field in [
         "access_token",
@@ -230,13 +212,7 @@ async fn token_endpoint_refuses_wrong_clients_and_grant_types() {
     }
     assert_eq!(s.standin.tokens_issued(), 0);
     let get = s
-        .send(
-            reqwest::Method::GET,
-            "/services/oauth2/token",
-            None,
-            "text/plain",
-            "",
-        )
+        .send(Method::GET, TOKEN_PATH, None, "text/plain", "")
         .await;
     assert_rest_error(&get, 405, "METHOD_NOT_ALLOWED");
 }
@@ -261,15 +237,7 @@ async fn api_calls_without_a_valid_bearer_token_are_invalid_session_id() {
     let s = start(config()).await;
     let path = format!("/services/data/v60.0/sobjects/Lead/{}", lead(1));
     for token in [None, Some("00D000000000001!made-up")] {
-        let a = s
-            .send(
-                reqwest::Method::PATCH,
-                &path,
-                token,
-                "application/json",
-                "{}",
-            )
-            .await;
+        let a = s.send(Method::PATCH, &path, token, JSON, "{}").await;
         assert_rest_error(&a, 401, "INVALID_SESSION_ID");
         assert_eq!(a.body[0]["message"], "Session expired or invalid");
     }
@@ -339,24 +307,10 @@ async fn lead_patch_errors_have_the_documented_shapes() {
     }
     let path = format!("/services/data/v60.0/sobjects/Lead/{}", lead(1));
     let plain = s
-        .send(
-            reqwest::Method::PATCH,
-            &path,
-            Some(&token),
-            "text/plain",
-            "{}",
-        )
+        .send(Method::PATCH, &path, Some(&token), "text/plain", "{}")
         .await;
     assert_rest_error(&plain, 415, "UNSUPPORTED_MEDIA_TYPE");
-    let get = s
-        .send(
-            reqwest::Method::GET,
-            &path,
-            Some(&token),
-            "application/json",
-            "",
-        )
-        .await;
+    let get = s.send(Method::GET, &path, Some(&token), JSON, "").await;
     assert_rest_error(&get, 405, "METHOD_NOT_ALLOWED");
     for other in [
         format!("/services/data/v59.0/sobjects/Lead/{}", lead(1)),
@@ -364,13 +318,7 @@ async fn lead_patch_errors_have_the_documented_shapes() {
         "/services/data/v60.0/query".to_string(),
     ] {
         let a = s
-            .send(
-                reqwest::Method::PATCH,
-                &other,
-                Some(&token),
-                "application/json",
-                "{}",
-            )
+            .send(Method::PATCH, &other, Some(&token), JSON, "{}")
             .await;
         assert_rest_error(&a, 404, "NOT_FOUND");
         assert!(
@@ -473,8 +421,8 @@ async fn collection_call_errors_have_the_documented_shapes() {
     assert_eq!(full.body.as_array().map(Vec::len), Some(200));
     let wrong_type = s
         .send(
-            reqwest::Method::PATCH,
-            "/services/data/v60.0/composite/sobjects",
+            Method::PATCH,
+            COLLECTION,
             Some(&token),
             "application/xml",
             "<records/>",
@@ -501,14 +449,7 @@ async fn all_or_none_rolls_back_every_record_when_one_fails() {
 
 #[tokio::test]
 async fn tokens_expire_after_the_configured_number_of_calls() {
-    let s = start(StandinConfig {
-        faults: Faults {
-            token_ttl_calls: Some(2),
-            ..Faults::default()
-        },
-        ..config()
-    })
-    .await;
+    let s = start_faulty(|f| f.token_ttl_calls = Some(2)).await;
     let token = s.token().await;
     assert_eq!(s.patch_lead(&token, &lead(1), "{}").await.status, 204);
     assert_eq!(s.patch_lead(&token, &lead(1), "{}").await.status, 204);
@@ -520,14 +461,7 @@ async fn tokens_expire_after_the_configured_number_of_calls() {
 
 #[tokio::test]
 async fn daily_limit_answers_request_limit_exceeded_until_reset() {
-    let s = start(StandinConfig {
-        faults: Faults {
-            daily_limit: Some(2),
-            ..Faults::default()
-        },
-        ..config()
-    })
-    .await;
+    let s = start_faulty(|f| f.daily_limit = Some(2)).await;
     let token = s.token().await;
     for _ in 0..2 {
         assert_eq!(s.patch_lead(&token, &lead(1), "{}").await.status, 204);
@@ -543,23 +477,13 @@ async fn daily_limit_answers_request_limit_exceeded_until_reset() {
 
 #[tokio::test]
 async fn outage_and_lock_faults_follow_their_rates_and_seed() {
-    let s = start(StandinConfig {
-        faults: Faults {
-            unavailable_rate: 1.0,
-            ..Faults::default()
-        },
-        ..config()
-    })
-    .await;
+    let s = start_faulty(|f| f.unavailable_rate = 1.0).await;
     let token = s.token().await;
     let down = s.patch_lead(&token, &lead(1), "{}").await;
     assert_rest_error(&down, 503, "SERVER_UNAVAILABLE");
     assert_eq!(s.standin.api_calls(), 0, "refused calls are not counted");
 
-    s.standin.set_faults(Faults {
-        lock_rate: 1.0,
-        ..Faults::default()
-    });
+    s.standin.set_faults(faults(|f| f.lock_rate = 1.0));
     assert_rest_error(
         &s.patch_lead(&token, &lead(1), "{}").await,
         400,
@@ -570,11 +494,8 @@ async fn outage_and_lock_faults_follow_their_rates_and_seed() {
     let body = json!({ "allOrNone": false, "records": records });
     let mut runs = Vec::new();
     for _ in 0..2 {
-        s.standin.set_faults(Faults {
-            lock_rate: 0.5,
-            seed: 7,
-            ..Faults::default()
-        });
+        s.standin
+            .set_faults(faults(|f| (f.lock_rate, f.seed) = (0.5, 7)));
         let a = s.patch_collection(&token, &body).await;
         let locked: Vec<bool> = a
             .body
@@ -615,10 +536,8 @@ async fn garbled_answer_faults_apply_the_records_then_garble_the_answer() {
         ),
     ];
     for (fault, want) in cases {
-        s.standin.set_faults(Faults {
-            collection_answer: fault,
-            ..Faults::default()
-        });
+        s.standin
+            .set_faults(faults(|f| f.collection_answer = fault));
         let a = s.patch_collection(&token, &body).await;
         assert_eq!(a.status, 200, "{fault:?}");
         assert_eq!(ids(&a), want, "{fault:?}");
@@ -626,8 +545,8 @@ async fn garbled_answer_faults_apply_the_records_then_garble_the_answer() {
     assert_eq!(s.standin.patch_count(&lead(2)), 3, "applied every time");
 
     // A lone lead's raw answer, status and text.
-    let raw = |faults: Faults| {
-        s.standin.set_faults(faults);
+    let raw = |set: fn(&mut Faults)| {
+        s.standin.set_faults(faults(set));
         let path = format!("{}/services/data/v60.0/sobjects/Lead/{}", s.base, lead(1));
         let request = s
             .http
@@ -641,18 +560,10 @@ async fn garbled_answer_faults_apply_the_records_then_garble_the_answer() {
             (status, response.text().await.expect("a body"))
         }
     };
-    let (status, padded) = raw(Faults {
-        answer_padding: 1000,
-        ..Faults::default()
-    })
-    .await;
+    let (status, padded) = raw(|f| f.answer_padding = 1000).await;
     assert_eq!((status, padded.len()), (200, 1000));
     assert!(padded.trim().is_empty());
-    let (status, html) = raw(Faults {
-        non_json_success: true,
-        ..Faults::default()
-    })
-    .await;
+    let (status, html) = raw(|f| f.non_json_success = true).await;
     assert_eq!(status, 200);
     assert!(html.starts_with("<html>"), "{html}");
     assert_eq!(s.standin.patch_count(&lead(1)), 5, "applied every time");
@@ -678,7 +589,7 @@ async fn leads_view_shows_what_the_org_holds() {
     assert_eq!(a.body["api_calls"], 1);
     assert_eq!(a.body["tokens_issued"], 1);
     let unknown = s
-        .send(reqwest::Method::GET, "/nowhere", None, "text/plain", "")
+        .send(Method::GET, "/nowhere", None, "text/plain", "")
         .await;
     assert_rest_error(&unknown, 404, "NOT_FOUND");
 }

@@ -6,8 +6,9 @@ use super::retry::*;
 use super::wire::*;
 use super::*;
 use crate::config::{SalesforceSettings, Secret};
-use crate::dev::standin::{Faults, Standin, StandinConfig};
-use crate::runtime::shutdown::Shutdown;
+use crate::dev::standin::testing::{self, faults, lead, TestStandin};
+use crate::dev::standin::{Faults, StandinConfig};
+use metrics_exporter_prometheus::PrometheusRecorder;
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -16,10 +17,6 @@ mod pure;
 
 /// Distinctive, so any leak is found by a plain substring search.
 const SECRET: &str = "s3cr3t-Sh0uld-N3v3r-Leak";
-
-fn lead(n: u32) -> String {
-    format!("00Q{n:012}AAA")
-}
 
 fn object(value: Value) -> Map<String, Value> {
     value.as_object().cloned().unwrap_or_default()
@@ -32,12 +29,13 @@ fn update(n: u32) -> LeadUpdate {
     }
 }
 
+/// The updates of leads `ns`, in order.
+fn updates<const N: usize>(ns: [u32; N]) -> [LeadUpdate; N] {
+    ns.map(update)
+}
+
 fn standin_config() -> StandinConfig {
-    StandinConfig {
-        client_id: "test-app".to_string(),
-        client_secret: Secret::new(SECRET),
-        ..StandinConfig::default()
-    }
+    testing::config(SECRET)
 }
 
 fn client_for(instance_url: &str, secret: &str, timeout: Duration) -> SalesforceClient {
@@ -52,28 +50,23 @@ fn client_for(instance_url: &str, secret: &str, timeout: Duration) -> Salesforce
 
 /// A stand-in org and a client for it; dropping it stops the stand-in.
 struct Org {
-    standin: Standin,
+    standin: TestStandin,
     client: SalesforceClient,
-    shutdown: Shutdown,
-}
-
-impl Drop for Org {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
 }
 
 async fn org(cfg: StandinConfig) -> Org {
-    let shutdown = Shutdown::new();
-    let (_, standin) = crate::dev::standin::serve("127.0.0.1:0", cfg, shutdown.clone())
-        .await
-        .expect("the stand-in starts");
+    let standin = TestStandin::start(cfg).await;
     let client = client_for(&standin.instance_url(), SECRET, Duration::from_secs(5));
-    Org {
-        standin,
-        client,
-        shutdown,
-    }
+    Org { standin, client }
+}
+
+/// An org with the faults `set` turns on.
+async fn faulty_org(set: impl FnOnce(&mut Faults)) -> Org {
+    org(StandinConfig {
+        faults: faults(set),
+        ..standin_config()
+    })
+    .await
 }
 
 fn ok(status: u16) -> LeadOutcome {
@@ -87,6 +80,37 @@ fn error_of(outcome: &LeadOutcome) -> &SfError {
     match &outcome.result {
         Err(e) => e,
         Ok(()) => panic!("expected a failure, got {outcome:?}"),
+    }
+}
+
+/// Asserts that every one of `outcomes` failed with this status, error code and hint.
+fn assert_failed(outcomes: &[LeadOutcome], status: Option<u16>, code: &str, hint: RetryHint) {
+    for outcome in outcomes {
+        assert_eq!(outcome.http_status, status, "{outcome:?}");
+        let e = error_of(outcome);
+        assert_eq!((e.error_code.as_str(), e.hint), (code, hint), "{outcome:?}");
+    }
+}
+
+/// The status and error of a token request that must fail.
+async fn token_failure(client: &SalesforceClient) -> (Option<u16>, SfError) {
+    match client.ensure_token().await {
+        Err(SalesforceError::Token { status, error }) => (status, error),
+        other => panic!("expected a token failure, got {other:?}"),
+    }
+}
+
+/// A Prometheus recorder for a test to install on its own thread (a `tokio::test` runtime has
+/// one thread).
+fn local_recorder() -> PrometheusRecorder {
+    metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder()
+}
+
+/// Asserts that `recorder` renders every one of `lines`.
+fn assert_rendered(recorder: &PrometheusRecorder, lines: &[&str]) {
+    let rendered = recorder.handle().render();
+    for line in lines {
+        assert!(rendered.contains(line), "missing {line} in:\n{rendered}");
     }
 }
 
@@ -177,10 +201,7 @@ async fn collection_results_are_handled_one_by_one() {
         ..standin_config()
     })
     .await;
-    let report = org
-        .client
-        .update_leads(&[update(1), update(2), update(3)])
-        .await;
+    let report = org.client.update_leads(&updates([1, 2, 3])).await;
     assert_eq!(report.outcomes.len(), 3);
     assert_eq!(report.outcomes[0], ok(200));
     assert_eq!(report.outcomes[2], ok(200));
@@ -216,14 +237,7 @@ async fn token_is_fetched_once_and_cached_across_calls() {
 
 #[tokio::test]
 async fn expired_session_gets_one_fresh_token_and_one_replay() {
-    let org = org(StandinConfig {
-        faults: Faults {
-            token_ttl_calls: Some(1),
-            ..Faults::default()
-        },
-        ..standin_config()
-    })
-    .await;
+    let org = faulty_org(|f| f.token_ttl_calls = Some(1)).await;
     let first = org.client.update_leads(&[update(1)]).await;
     assert_eq!(first.outcomes, vec![ok(204)]);
 
@@ -252,46 +266,34 @@ async fn expired_session_gets_one_fresh_token_and_one_replay() {
 
 #[tokio::test]
 async fn session_refused_after_a_refresh_is_an_error_not_a_loop() {
-    let org = org(StandinConfig {
-        faults: Faults {
-            token_ttl_calls: Some(0),
-            ..Faults::default()
-        },
-        ..standin_config()
-    })
-    .await;
+    let org = faulty_org(|f| f.token_ttl_calls = Some(0)).await;
     let report = org.client.update_leads(&[update(1), update(2)]).await;
     assert_eq!(report.api_calls, 4, "token, call, token, replay; then stop");
     assert!(report.token_refreshed);
     assert_eq!(org.standin.tokens_issued(), 2);
-    for outcome in &report.outcomes {
-        assert_eq!(outcome.http_status, Some(401));
-        let e = error_of(outcome);
-        assert_eq!(e.error_code, "INVALID_SESSION_ID");
-        assert_eq!(e.hint, RetryHint::AuthFailure, "credentials, not the lead");
-    }
+    // Credentials, not the lead.
+    assert_failed(
+        &report.outcomes,
+        Some(401),
+        "INVALID_SESSION_ID",
+        RetryHint::AuthFailure,
+    );
 }
 
 #[tokio::test]
 async fn request_limit_exceeded_pauses_and_keeps_the_leads() {
-    let org = org(StandinConfig {
-        faults: Faults {
-            daily_limit: Some(1),
-            ..Faults::default()
-        },
-        ..standin_config()
-    })
-    .await;
+    let org = faulty_org(|f| f.daily_limit = Some(1)).await;
     assert!(org.client.update_leads(&[update(1)]).await.outcomes[0]
         .result
         .is_ok());
     let refused = org.client.update_leads(&[update(2), update(3)]).await;
-    for outcome in &refused.outcomes {
-        assert_eq!(outcome.http_status, Some(403));
-        let e = error_of(outcome);
-        assert_eq!(e.error_code, "REQUEST_LIMIT_EXCEEDED");
-        assert_eq!(e.hint, RetryHint::PauseForLimit);
-    }
+    let limit = "REQUEST_LIMIT_EXCEEDED";
+    assert_failed(
+        &refused.outcomes,
+        Some(403),
+        limit,
+        RetryHint::PauseForLimit,
+    );
     assert_eq!(refused.limit_info, Some((1, 1)));
     org.standin.reset_limit();
     let later = org.client.update_leads(&[update(2), update(3)]).await;
@@ -300,47 +302,27 @@ async fn request_limit_exceeded_pauses_and_keeps_the_leads() {
 
 #[tokio::test]
 async fn server_unavailable_is_retried() {
-    let org = org(StandinConfig {
-        faults: Faults {
-            unavailable_rate: 1.0,
-            ..Faults::default()
-        },
-        ..standin_config()
-    })
-    .await;
+    let org = faulty_org(|f| f.unavailable_rate = 1.0).await;
     for leads in [vec![update(1)], vec![update(1), update(2)]] {
         let report = org.client.update_leads(&leads).await;
         assert_eq!(report.outcomes.len(), leads.len());
-        for outcome in &report.outcomes {
-            assert_eq!(outcome.http_status, Some(503));
-            let e = error_of(outcome);
-            assert_eq!(e.error_code, "SERVER_UNAVAILABLE");
-            assert_eq!(e.hint, RetryHint::Retry);
-        }
+        assert_failed(
+            &report.outcomes,
+            Some(503),
+            "SERVER_UNAVAILABLE",
+            RetryHint::Retry,
+        );
     }
 }
 
 #[tokio::test]
 async fn locked_rows_are_retried_per_record() {
-    let org = org(StandinConfig {
-        faults: Faults {
-            lock_rate: 1.0,
-            ..Faults::default()
-        },
-        ..standin_config()
-    })
-    .await;
+    let org = faulty_org(|f| f.lock_rate = 1.0).await;
+    let locked = "UNABLE_TO_LOCK_ROW";
     let lone = org.client.update_leads(&[update(1)]).await;
-    assert_eq!(lone.outcomes[0].http_status, Some(400));
-    assert_eq!(error_of(&lone.outcomes[0]).error_code, "UNABLE_TO_LOCK_ROW");
-    assert_eq!(error_of(&lone.outcomes[0]).hint, RetryHint::Retry);
-
+    assert_failed(&lone.outcomes[..1], Some(400), locked, RetryHint::Retry);
     let several = org.client.update_leads(&[update(1), update(2)]).await;
-    for outcome in &several.outcomes {
-        assert_eq!(outcome.http_status, Some(200));
-        assert_eq!(error_of(outcome).error_code, "UNABLE_TO_LOCK_ROW");
-        assert_eq!(error_of(outcome).hint, RetryHint::Retry);
-    }
+    assert_failed(&several.outcomes, Some(200), locked, RetryHint::Retry);
     assert!(org.standin.leads().is_empty());
 }
 
@@ -351,42 +333,27 @@ async fn connection_refused_is_retried_without_a_status() {
         listener.local_addr().expect("addr")
     };
     let client = client_for(&format!("http://{closed}"), SECRET, Duration::from_secs(5));
-    match client.ensure_token().await {
-        Err(SalesforceError::Token {
-            status: None,
-            error,
-        }) => {
-            assert_eq!(error.error_code, CONNECTION_ERROR);
-            assert_eq!(error.hint, RetryHint::Retry);
-        }
-        other => panic!("expected a connection error, got {other:?}"),
-    }
+    let (status, error) = token_failure(&client).await;
+    let retry = (None, CONNECTION_ERROR, RetryHint::Retry);
+    assert_eq!((status, error.error_code.as_str(), error.hint), retry);
     let report = client.update_leads(&[update(1), update(2)]).await;
     assert_eq!(report.api_calls, 1);
-    for outcome in &report.outcomes {
-        assert_eq!(outcome.http_status, None);
-        assert_eq!(error_of(outcome).error_code, CONNECTION_ERROR);
-        assert_eq!(error_of(outcome).hint, RetryHint::Retry);
-    }
+    assert_failed(&report.outcomes, None, CONNECTION_ERROR, RetryHint::Retry);
 }
 
 #[tokio::test]
 async fn timeout_is_retried_without_a_status() {
     let org = org(standin_config()).await;
     org.client.ensure_token().await.expect("a token");
-    org.standin.set_faults(Faults {
-        latency: Duration::from_millis(500),
-        ..Faults::default()
-    });
+    org.standin
+        .set_faults(faults(|f| f.latency = Duration::from_millis(500)));
     let slow = client_for(
         &org.standin.instance_url(),
         SECRET,
         Duration::from_millis(50),
     );
     let report = slow.update_leads(&[update(1)]).await;
-    assert_eq!(report.outcomes[0].http_status, None);
-    assert_eq!(error_of(&report.outcomes[0]).error_code, TIMEOUT);
-    assert_eq!(error_of(&report.outcomes[0]).hint, RetryHint::Retry);
+    assert_failed(&report.outcomes[..1], None, TIMEOUT, RetryHint::Retry);
 }
 
 #[tokio::test]
@@ -457,14 +424,7 @@ async fn sforce_limit_info_is_parsed_and_reported() {
     assert_eq!(parse_limit_info("api-usage=18"), None);
     assert_eq!(parse_limit_info(""), None);
 
-    let org = org(StandinConfig {
-        faults: Faults {
-            daily_limit: Some(50),
-            ..Faults::default()
-        },
-        ..standin_config()
-    })
-    .await;
+    let org = faulty_org(|f| f.daily_limit = Some(50)).await;
     let first = org.client.update_leads(&[update(1)]).await;
     assert_eq!(first.limit_info, Some((1, 50)));
     let second = org.client.update_leads(&[update(1), update(2)]).await;
@@ -479,17 +439,10 @@ async fn wrong_credentials_keep_the_leads() {
         "not-it",
         Duration::from_secs(5),
     );
-    match wrong.ensure_token().await {
-        Err(SalesforceError::Token {
-            status: Some(400),
-            error,
-        }) => {
-            assert_eq!(error.error_code, "invalid_client");
-            assert_eq!(error.message, "invalid client credentials");
-            assert_eq!(error.hint, RetryHint::AuthFailure);
-        }
-        other => panic!("expected invalid_client, got {other:?}"),
-    }
+    let (status, error) = token_failure(&wrong).await;
+    let invalid = (Some(400), "invalid_client", RetryHint::AuthFailure);
+    assert_eq!((status, error.error_code.as_str(), error.hint), invalid);
+    assert_eq!(error.message, "invalid client credentials");
     assert!(!wrong.has_token());
     let report = wrong.update_leads(&[update(1), update(2)]).await;
     assert_eq!(report.api_calls, 1, "no data call without a token");
@@ -544,36 +497,32 @@ async fn more_than_200_leads_take_one_call_per_200() {
 
 #[tokio::test]
 async fn metrics_count_requests_by_endpoint_and_status_class() {
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
+    let recorder = local_recorder();
     let _metrics = metrics::set_default_local_recorder(&recorder);
     crate::ops::telemetry::describe_to_current_recorder();
 
     let org = org(StandinConfig {
         known_leads: Some(HashSet::from([lead(1), lead(2)])),
-        faults: Faults {
-            token_ttl_calls: Some(2),
-            ..Faults::default()
-        },
+        faults: faults(|f| f.token_ttl_calls = Some(2)),
         ..standin_config()
     })
     .await;
     org.client.update_leads(&[update(1)]).await; // token 2xx, sobject 2xx
     org.client.update_leads(&[update(3)]).await; // sobject 4xx (NOT_FOUND)
     org.client.update_leads(&[update(1), update(2)]).await; // 401, token, collection 2xx
-    let rendered = handle.render();
-    for line in [
-        r#"leadscore_salesforce_requests_total{endpoint="token",status_class="2xx"} 2"#,
-        r#"leadscore_salesforce_requests_total{endpoint="sobject",status_class="2xx"} 1"#,
-        r#"leadscore_salesforce_requests_total{endpoint="sobject",status_class="4xx"} 1"#,
-        r#"leadscore_salesforce_requests_total{endpoint="collection",status_class="4xx"} 1"#,
-        r#"leadscore_salesforce_requests_total{endpoint="collection",status_class="2xx"} 1"#,
-        "leadscore_salesforce_token_refreshes_total 1",
-        "leadscore_salesforce_api_usage_calls 3",
-        "leadscore_salesforce_api_limit_calls 100000",
-    ] {
-        assert!(rendered.contains(line), "missing {line} in:\n{rendered}");
-    }
+    assert_rendered(
+        &recorder,
+        &[
+            r#"leadscore_salesforce_requests_total{endpoint="token",status_class="2xx"} 2"#,
+            r#"leadscore_salesforce_requests_total{endpoint="sobject",status_class="2xx"} 1"#,
+            r#"leadscore_salesforce_requests_total{endpoint="sobject",status_class="4xx"} 1"#,
+            r#"leadscore_salesforce_requests_total{endpoint="collection",status_class="4xx"} 1"#,
+            r#"leadscore_salesforce_requests_total{endpoint="collection",status_class="2xx"} 1"#,
+            "leadscore_salesforce_token_refreshes_total 1",
+            "leadscore_salesforce_api_usage_calls 3",
+            "leadscore_salesforce_api_limit_calls 100000",
+        ],
+    );
 }
 
 #[tokio::test]
@@ -588,18 +537,8 @@ async fn garbled_collection_answers_mark_no_lead_on_a_guess() {
         (CollectionAnswer::Mismatched, vec![false, false, false]),
     ];
     for (fault, want) in cases {
-        let org = org(StandinConfig {
-            faults: Faults {
-                collection_answer: fault,
-                ..Faults::default()
-            },
-            ..standin_config()
-        })
-        .await;
-        let report = org
-            .client
-            .update_leads(&[update(1), update(2), update(3)])
-            .await;
+        let org = faulty_org(|f| f.collection_answer = fault).await;
+        let report = org.client.update_leads(&updates([1, 2, 3])).await;
         let taken: Vec<bool> = report.outcomes.iter().map(|o| o.result.is_ok()).collect();
         assert_eq!(taken, want, "{fault:?}");
         for o in report.outcomes.iter().filter(|o| o.result.is_err()) {
@@ -615,17 +554,11 @@ async fn garbled_collection_answers_mark_no_lead_on_a_guess() {
     // any record.
     let org = org(StandinConfig {
         known_leads: Some(HashSet::from([lead(1), lead(3)])),
-        faults: Faults {
-            collection_answer: CollectionAnswer::Short,
-            ..Faults::default()
-        },
+        faults: faults(|f| f.collection_answer = CollectionAnswer::Short),
         ..standin_config()
     })
     .await;
-    let report = org
-        .client
-        .update_leads(&[update(1), update(2), update(3)])
-        .await;
+    let report = org.client.update_leads(&updates([1, 2, 3])).await;
     assert_eq!(report.outcomes[0], ok(200));
     for o in &report.outcomes[1..] {
         assert_eq!(error_of(o).hint, RetryHint::Retry, "{o:?}");
@@ -634,14 +567,7 @@ async fn garbled_collection_answers_mark_no_lead_on_a_guess() {
 
 #[tokio::test]
 async fn a_non_json_success_is_a_success_for_a_lone_lead_and_a_retry_for_a_collection() {
-    let org = org(StandinConfig {
-        faults: Faults {
-            non_json_success: true,
-            ..Faults::default()
-        },
-        ..standin_config()
-    })
-    .await;
+    let org = faulty_org(|f| f.non_json_success = true).await;
     let lone = org.client.update_leads(&[update(1)]).await;
     assert_eq!(lone.outcomes, vec![ok(200)]);
     let several = org.client.update_leads(&[update(2), update(3)]).await;
@@ -658,12 +584,7 @@ async fn a_non_json_success_is_a_success_for_a_lone_lead_and_a_retry_for_a_colle
 #[tokio::test]
 async fn oversized_answers_are_transient_failures() {
     let org = org(standin_config()).await;
-    let pad = |bytes: usize| {
-        org.standin.set_faults(Faults {
-            answer_padding: bytes,
-            ..Faults::default()
-        })
-    };
+    let pad = |bytes: usize| org.standin.set_faults(faults(|f| f.answer_padding = bytes));
     // A lone lead: 1 MiB.
     pad(MAX_ANSWER_BYTES_PER_LEAD - 10);
     assert_eq!(
@@ -737,16 +658,9 @@ async fn endless_server() -> (String, tokio::task::JoinHandle<usize>) {
 async fn a_50_mb_answer_is_never_read_whole() {
     let (url, server) = endless_server().await;
     let client = client_for(&url, SECRET, Duration::from_secs(30));
-    match client.ensure_token().await {
-        Err(SalesforceError::Token {
-            status: Some(200),
-            error,
-        }) => {
-            assert_eq!(error.error_code, RESPONSE_TOO_LARGE);
-            assert_eq!(error.hint, RetryHint::Retry);
-        }
-        other => panic!("expected an answer too large, got {other:?}"),
-    }
+    let (status, error) = token_failure(&client).await;
+    let too_large = (Some(200), RESPONSE_TOO_LARGE, RetryHint::Retry);
+    assert_eq!((status, error.error_code.as_str(), error.hint), too_large);
     drop(client);
     let sent = server.await.expect("the server task");
     assert!(
@@ -757,28 +671,20 @@ async fn a_50_mb_answer_is_never_read_whole() {
 
 #[tokio::test]
 async fn refused_credentials_are_counted_as_authentication_failures() {
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
+    let recorder = local_recorder();
     let _metrics = metrics::set_default_local_recorder(&recorder);
     crate::ops::telemetry::describe_to_current_recorder();
-    let org = org(StandinConfig {
-        faults: Faults {
-            token_ttl_calls: Some(0),
-            ..Faults::default()
-        },
-        ..standin_config()
-    })
-    .await;
+    let org = faulty_org(|f| f.token_ttl_calls = Some(0)).await;
     let wrong = client_for(&org.standin.instance_url(), "nope", Duration::from_secs(5));
     let refused = wrong.update_leads(&[update(1)]).await;
     assert_eq!(error_of(&refused.outcomes[0]).hint, RetryHint::AuthFailure);
     let expired = org.client.update_leads(&[update(1)]).await;
     assert_eq!(error_of(&expired.outcomes[0]).hint, RetryHint::AuthFailure);
-    let rendered = handle.render();
-    for line in [
-        r#"leadscore_salesforce_auth_failures_total{cause="token_refused"} 1"#,
-        r#"leadscore_salesforce_auth_failures_total{cause="session_refused"} 1"#,
-    ] {
-        assert!(rendered.contains(line), "missing {line} in:\n{rendered}");
-    }
+    assert_rendered(
+        &recorder,
+        &[
+            r#"leadscore_salesforce_auth_failures_total{cause="token_refused"} 1"#,
+            r#"leadscore_salesforce_auth_failures_total{cause="session_refused"} 1"#,
+        ],
+    );
 }

@@ -249,6 +249,18 @@ mod tests {
         out.text()
     }
 
+    /// Asserts that what `f` logs under the human format from `setting` holds every one of
+    /// `shown` and none of `hidden`.
+    fn assert_logged(setting: &str, shown: &[&str], hidden: &[&str], f: impl FnOnce()) {
+        let text = logged(false, setting, false, f);
+        for line in shown {
+            assert!(text.contains(line), "{line:?} missing from {text}");
+        }
+        for line in hidden {
+            assert!(!text.contains(line), "{line:?} in {text}");
+        }
+    }
+
     #[test]
     fn json_writes_a_list_of_partitions_as_an_array() {
         let text = logged(true, "info", false, || {
@@ -297,34 +309,32 @@ mod tests {
 
     #[test]
     fn other_crates_info_lines_are_held_at_warn_by_default() {
-        let text = logged(false, "info", false, || {
+        let quiet = ["opening keyspace", "recovering tree", "a client line"];
+        let shown = ["a storage warning", "scorer started"];
+        assert_logged("info", &shown, &quiet, || {
             tracing::info!(target: "fjall::keyspace", "opening keyspace at /build/path");
             tracing::info!(target: "lsm_tree::tree", "recovering tree");
             tracing::info!(target: "librdkafka", "a client line");
             tracing::warn!(target: "fjall::journal", "a storage warning");
             tracing::info!(target: "leadscore::scorer", "scorer started");
         });
-        assert!(!text.contains("opening keyspace"), "{text}");
-        assert!(!text.contains("recovering tree"), "{text}");
-        assert!(!text.contains("a client line"), "{text}");
-        assert!(text.contains("a storage warning"), "{text}");
-        assert!(text.contains("scorer started"), "{text}");
     }
 
     #[test]
     fn a_crate_the_setting_names_logs_as_the_setting_says() {
-        let text = logged(false, "info,fjall=info", false, || {
-            tracing::info!(target: "fjall::keyspace", "opening keyspace");
-            tracing::info!(target: "lsm_tree::tree", "recovering tree");
-        });
-        assert!(text.contains("opening keyspace"), "{text}");
-        assert!(!text.contains("recovering tree"), "{text}");
-        let text = logged(false, "debug", false, || {
+        assert_logged(
+            "info,fjall=info",
+            &["opening keyspace"],
+            &["recovering tree"],
+            || {
+                tracing::info!(target: "fjall::keyspace", "opening keyspace");
+                tracing::info!(target: "lsm_tree::tree", "recovering tree");
+            },
+        );
+        assert_logged("debug", &["a debug line"], &["a hyper line"], || {
             tracing::debug!(target: "leadscore::scorer", "a debug line");
             tracing::info!(target: "hyper::proto", "a hyper line");
         });
-        assert!(text.contains("a debug line"), "{text}");
-        assert!(!text.contains("a hyper line"), "{text}");
     }
 
     #[test]
@@ -356,11 +366,10 @@ mod tests {
 
     #[test]
     fn a_module_the_setting_names_is_more_specific_than_the_quiet_crate() {
-        let text = logged(false, "info,rdkafka::consumer=debug", false, || {
+        let setting = "info,rdkafka::consumer=debug";
+        assert_logged(setting, &["a consumer line"], &["a client line"], || {
             tracing::debug!(target: "rdkafka::consumer", "a consumer line");
             tracing::info!(target: "rdkafka::client", "a client line");
         });
-        assert!(text.contains("a consumer line"), "{text}");
-        assert!(!text.contains("a client line"), "{text}");
     }
 }
