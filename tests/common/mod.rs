@@ -1,9 +1,12 @@
 //! Helpers for the broker tests: a broker process (the embedded mock via `leadscore
 //! dev-broker`, or `tansu` when `LEADSCORE_TEST_BROKER=tansu`), unique topic names, scorer
-//! processes, producing and reading back.
+//! processes, producing and reading back. `files` and `promql` serve the tests that read the
+//! repository's deployment files; `postgres` the warehouse tests.
 #![allow(dead_code)]
 
+pub mod files;
 pub mod postgres;
+pub mod promql;
 
 use leadscore::runtime::changelog::Changelog;
 use leadscore::state::UserState;
