@@ -460,8 +460,8 @@ impl ScorerRig {
         states_from_changelog(&self.broker, &self.names.changelog)
     }
 
-    /// `simulate --partitions N` over what the input topic holds (written to
-    /// `dir/input.jsonl`): user id to its line.
+    /// `simulate --partitions N` with the scorers' rules (the seed canvas) over what the input
+    /// topic holds (written to `dir/input.jsonl`): user id to its line.
     pub fn simulate_input(&self, partitions: i32) -> BTreeMap<String, serde_json::Value> {
         let events_file = self.dir.path().join("input.jsonl");
         let lines: Vec<String> = read_all(&self.broker, &self.names.input)
