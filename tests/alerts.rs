@@ -4,34 +4,23 @@
 //! labels and label values leadscore exports (the one table, `telemetry::METRICS`), and each
 //! with a runbook in docs/operations.md.
 
+mod common;
+
+use common::files::{root, str_key, yaml};
+use common::promql::{grouping_labels, is_ident_char, metric_uses};
 use leadscore::ops::telemetry::{self, Metric};
 use serde_yaml_ng::Value as Yaml;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn prometheus_dir() -> PathBuf {
     root().join("deploy/prometheus")
 }
 
-fn yaml(path: &Path) -> Yaml {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn text_of<'a>(v: &'a Yaml, key: &str) -> &'a str {
-    v.get(key)
-        .and_then(Yaml::as_str)
-        .unwrap_or_else(|| panic!("no string {key:?} in {v:?}"))
-}
-
 /// Every alerting rule of alerts.yml.
 fn alerts() -> Vec<Yaml> {
-    let rules = yaml(&prometheus_dir().join("alerts.yml"));
+    let rules = yaml("deploy/prometheus/alerts.yml");
     let groups = rules["groups"].as_sequence().expect("groups");
     let alerts: Vec<Yaml> = groups
         .iter()
@@ -83,7 +72,7 @@ fn promtool_unit_tests_of_the_rules_pass() {
 
 #[test]
 fn every_alert_has_a_firing_and_a_quiet_test_case() {
-    let tests = yaml(&prometheus_dir().join("alerts.test.yml"));
+    let tests = yaml("deploy/prometheus/alerts.test.yml");
     let cases: Vec<&Yaml> = tests["tests"]
         .as_sequence()
         .expect("tests")
@@ -91,10 +80,10 @@ fn every_alert_has_a_firing_and_a_quiet_test_case() {
         .flat_map(|t| t["alert_rule_test"].as_sequence().expect("alert_rule_test"))
         .collect();
     for alert in alerts() {
-        let name = text_of(&alert, "alert");
+        let name = str_key(&alert, "alert");
         let of_alert: Vec<&&Yaml> = cases
             .iter()
-            .filter(|c| text_of(c, "alertname") == name)
+            .filter(|c| str_key(c, "alertname") == name)
             .collect();
         let fired = |c: &&&Yaml| c["exp_alerts"].as_sequence().is_some_and(|a| !a.is_empty());
         assert!(of_alert.iter().any(fired), "{name}: no case where it fires");
@@ -115,18 +104,18 @@ fn every_alert_has_a_wait_a_severity_and_a_runbook_in_the_operations_doc() {
         .collect();
     let mut names = BTreeSet::new();
     for alert in alerts() {
-        let name = text_of(&alert, "alert");
+        let name = str_key(&alert, "alert");
         assert!(names.insert(name.to_string()), "{name} twice");
         assert!(name.starts_with("Leadscore"), "{name}");
         assert!(alert.get("for").is_some(), "{name}: no `for:`");
-        let severity = text_of(&alert["labels"], "severity");
+        let severity = str_key(&alert["labels"], "severity");
         assert!(
             ["warning", "critical"].contains(&severity),
             "{name}: severity {severity}"
         );
         let annotations = &alert["annotations"];
-        assert!(!text_of(annotations, "summary").is_empty(), "{name}");
-        let description = text_of(annotations, "description");
+        assert!(!str_key(annotations, "summary").is_empty(), "{name}");
+        let description = str_key(annotations, "description");
         let anchor = name.to_lowercase();
         assert!(
             description.contains(&format!("docs/operations.md#{anchor}")),
@@ -137,78 +126,6 @@ fn every_alert_has_a_wait_a_severity_and_a_runbook_in_the_operations_doc() {
             "docs/operations.md has no heading {name} (the runbook of the alert)"
         );
     }
-}
-
-/// One metric in a PromQL expression and its label matchers `(label, op, value)`.
-#[derive(Debug)]
-struct MetricUse {
-    name: String,
-    matchers: Vec<(String, String, String)>,
-}
-
-fn is_ident_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_'
-}
-
-/// The `leadscore_*` selectors of an expression.
-fn metric_uses(expr: &str) -> Vec<MetricUse> {
-    let mut uses = Vec::new();
-    let mut rest = expr;
-    while let Some(i) = rest.find("leadscore_") {
-        let starts_token = !rest[..i].chars().next_back().is_some_and(is_ident_char);
-        let tail = &rest[i..];
-        let len = tail
-            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
-            .unwrap_or(tail.len());
-        rest = &tail[len..];
-        if !starts_token {
-            continue;
-        }
-        let mut matchers = Vec::new();
-        if let Some(selector) = rest.strip_prefix('{') {
-            let end = selector.find('}').expect("a closed selector");
-            for m in selector[..end].split(',').filter(|m| !m.trim().is_empty()) {
-                let at = m.find(['=', '!']).expect("a matcher");
-                let op_len = if m[at + 1..].starts_with(['=', '~']) {
-                    2
-                } else {
-                    1
-                };
-                matchers.push((
-                    m[..at].trim().to_string(),
-                    m[at..at + op_len].to_string(),
-                    m[at + op_len..].trim().trim_matches('"').to_string(),
-                ));
-            }
-        }
-        uses.push(MetricUse {
-            name: tail[..len].to_string(),
-            matchers,
-        });
-    }
-    uses
-}
-
-/// The labels of every `by (...)` and `on (...)` clause.
-fn grouping_labels(expr: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for word in ["by", "on"] {
-        for (i, _) in expr.match_indices(word) {
-            let before = expr[..i].chars().next_back();
-            let after = expr[i + word.len()..].trim_start();
-            if before.is_some_and(is_ident_char) || !after.starts_with('(') {
-                continue;
-            }
-            let end = after.find(')').expect("a closed label list");
-            out.extend(
-                after[1..end]
-                    .split(',')
-                    .map(|l| l.trim().to_string())
-                    .filter(|l| !l.is_empty()),
-            );
-        }
-    }
-    out
 }
 
 /// The row of a series name, histogram suffixes allowed.
@@ -228,8 +145,8 @@ const TARGET_LABELS: [&str; 2] = ["job", "instance"];
 #[test]
 fn alerts_use_only_metrics_labels_and_values_from_the_metrics_table() {
     for alert in alerts() {
-        let name = text_of(&alert, "alert");
-        let expr = text_of(&alert, "expr");
+        let name = str_key(&alert, "alert");
+        let expr = str_key(&alert, "expr");
         let uses = metric_uses(expr);
         assert!(!uses.is_empty(), "{name}: no leadscore metric in {expr}");
         let mut labels: BTreeSet<String> = TARGET_LABELS.iter().map(|l| l.to_string()).collect();
@@ -270,7 +187,7 @@ fn alerts_use_only_metrics_labels_and_values_from_the_metrics_table() {
             );
         }
         for templated in ["summary", "description"] {
-            let text = text_of(&alert["annotations"], templated);
+            let text = str_key(&alert["annotations"], templated);
             for (i, _) in text.match_indices("$labels.") {
                 let label: String = text[i + 8..]
                     .chars()

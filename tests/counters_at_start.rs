@@ -34,24 +34,11 @@ fn assert_at_zero(text: &str, name: &str, label: &str, values: &[&str]) {
 
 #[test]
 fn a_fresh_scorer_exports_every_reason_and_kind_at_zero() {
-    let names = Names::new("zero-scorer");
-    let broker = Broker::start(&[
-        (&names.input, 1, false),
-        (&names.changelog, 1, true),
-        (&names.output, 1, false),
-        (&names.dlq, 1, false),
-    ]);
-    let dir = TempDir::new("zero-scorer");
+    let rig = ScorerRig::new("zero-scorer", 1);
     let port = free_port();
-    let env = scorer_env(
-        &broker,
-        &names,
-        &dir.path().join("state"),
-        &rules_path("seed-canvas.toml"),
-        port,
-    );
-    let scorer = Service::spawn("score", &env, port, dir.path().join("scorer.log"));
-    let text = scrape_when_ready(&scorer, &dir, "scorer");
+    let env = rig.scorer_env("state", port, &[]);
+    let scorer = Service::spawn("score", &env, port, rig.dir.path().join("scorer.log"));
+    let text = scrape_when_ready(&scorer, &rig.dir, "scorer");
 
     assert!(
         text.lines()

@@ -9,45 +9,24 @@
 //! with `Settings::load_from`, subcommands and flags are checked by running the built binary
 //! with `--help`, and metric names and labels are read from the sources that record them.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::files::{read, root, str_key, yaml, yaml_docs};
+use common::promql::{grouping_labels, metric_names, metric_uses};
 use leadscore::config::{ConfigError, Settings};
 use leadscore::ops::telemetry;
 use leadscore::runtime::kafka::TopicSpec;
 use leadscore::{handoff, scorer};
-use serde::Deserialize;
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
 
 // ---------------------------------------------------------------------------------------------
 // Reading files
 // ---------------------------------------------------------------------------------------------
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn read(rel: &str) -> String {
-    let path = root().join(rel);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Every document of a YAML file (`---` separated), empty ones skipped.
-fn yaml_docs(rel: &str) -> Vec<Yaml> {
-    let text = read(rel);
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|doc| Yaml::deserialize(doc).unwrap_or_else(|e| panic!("{rel}: {e}")))
-        .filter(|doc| !doc.is_null())
-        .collect()
-}
-
-fn yaml(rel: &str) -> Yaml {
-    let mut docs = yaml_docs(rel);
-    assert_eq!(docs.len(), 1, "{rel}: expected one YAML document");
-    docs.remove(0)
-}
 
 /// The value at a dotted path of mapping keys; panics naming the path when it is missing.
 fn at<'a>(value: &'a Yaml, path: &str) -> &'a Yaml {
@@ -61,14 +40,6 @@ fn str_at<'a>(value: &'a Yaml, path: &str) -> &'a str {
     at(value, path)
         .as_str()
         .unwrap_or_else(|| panic!("{path} is not a string"))
-}
-
-/// The string under one key that may itself contain dots (`leadscore.toml`).
-fn str_key<'a>(value: &'a Yaml, key: &str) -> &'a str {
-    value
-        .get(key)
-        .and_then(Yaml::as_str)
-        .unwrap_or_else(|| panic!("no string {key:?} in {value:?}"))
 }
 
 fn seq_at<'a>(value: &'a Yaml, path: &str) -> &'a [Yaml] {
@@ -188,10 +159,6 @@ fn histograms() -> BTreeSet<String> {
     histograms
 }
 
-fn is_ident_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_'
-}
-
 /// The label names each metric carries, by metric name, from the table.
 fn recorded_labels() -> BTreeMap<String, Option<BTreeSet<String>>> {
     telemetry::METRICS
@@ -213,78 +180,6 @@ fn label_value_exists(metric: &str, label: &str, value: &str) -> bool {
         .flat_map(|m| m.labels.iter())
         .filter(|l| l.name == label)
         .any(|l| l.values.list().is_none_or(|values| values.contains(&value)))
-}
-
-/// The `leadscore_[a-z_]+` names in a PromQL expression, as written (suffixes kept).
-fn metric_names(expr: &str) -> Vec<String> {
-    metric_uses(expr).into_iter().map(|u| u.name).collect()
-}
-
-/// One metric in a PromQL expression and its label matchers.
-#[derive(Debug)]
-struct MetricUse {
-    name: String,
-    /// `(label, operator, value)` of the `{...}` after the name.
-    matchers: Vec<(String, String, String)>,
-}
-
-fn metric_uses(expr: &str) -> Vec<MetricUse> {
-    let mut uses = Vec::new();
-    let mut rest = expr;
-    while let Some(i) = rest.find("leadscore_") {
-        let starts_token = !rest[..i].chars().next_back().is_some_and(is_ident_char);
-        let tail = &rest[i..];
-        let len = tail
-            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
-            .unwrap_or(tail.len());
-        rest = &tail[len..];
-        if !starts_token {
-            continue;
-        }
-        let mut matchers = Vec::new();
-        if let Some(selector) = rest.strip_prefix('{') {
-            let end = selector.find('}').expect("a closed selector");
-            for m in selector[..end].split(',').filter(|m| !m.trim().is_empty()) {
-                let op_at = m.find(['=', '!']).expect("a matcher");
-                let op_len = if m[op_at + 1..].starts_with(['=', '~']) {
-                    2
-                } else {
-                    1
-                };
-                let value = m[op_at + op_len..].trim().trim_matches('"');
-                matchers.push((
-                    m[..op_at].trim().to_string(),
-                    m[op_at..op_at + op_len].to_string(),
-                    value.to_string(),
-                ));
-            }
-        }
-        uses.push(MetricUse {
-            name: tail[..len].to_string(),
-            matchers,
-        });
-    }
-    uses
-}
-
-/// The labels of every `by (...)` clause of a PromQL expression.
-fn by_labels(expr: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for (i, _) in expr.match_indices("by") {
-        let before = expr[..i].chars().next_back();
-        let after = expr[i + 2..].trim_start();
-        if before.is_some_and(is_ident_char) || !after.starts_with('(') {
-            continue;
-        }
-        let end = after.find(')').expect("by (...)");
-        out.extend(
-            after[1..end]
-                .split(',')
-                .map(|l| l.trim().to_string())
-                .filter(|l| !l.is_empty()),
-        );
-    }
-    out
 }
 
 /// A Prometheus series name without the histogram suffixes.
@@ -398,12 +293,18 @@ fn compose_scorer_environment_loads_as_settings() {
     );
 }
 
+/// A service's command line; its first word must be `subcommand`, and the binary must accept
+/// it. Returns the command and the subcommand's help.
+fn compose_command(service: &str, subcommand: &str) -> (Vec<String>, String) {
+    let command = strings(at(compose_service(&compose(), service), "command"));
+    assert_eq!(command[0], subcommand);
+    let help = assert_binary_accepts(&command, &format!("docker-compose.yml {service} command"));
+    (command, help)
+}
+
 #[test]
 fn compose_scorer_command_is_a_subcommand_the_binary_accepts() {
-    let compose = compose();
-    let command = strings(at(compose_service(&compose, "scorer"), "command"));
-    assert_eq!(command[0], "score");
-    assert_binary_accepts(&command, "docker-compose.yml scorer command");
+    compose_command("scorer", "score");
 }
 
 #[test]
@@ -502,10 +403,7 @@ fn compose_handoff_environment_loads_as_settings_that_agree_with_the_scorer() {
 
 #[test]
 fn compose_handoff_command_is_a_subcommand_the_binary_accepts() {
-    let compose = compose();
-    let command = strings(at(compose_service(&compose, "handoff"), "command"));
-    assert_eq!(command[0], "handoff");
-    assert_binary_accepts(&command, "docker-compose.yml handoff command");
+    compose_command("handoff", "handoff");
 }
 
 #[test]
@@ -586,16 +484,9 @@ fn compose_handoff_and_standin_run_the_image_the_scorer_builds() {
     }
 }
 
-/// The stand-in's command line.
-fn compose_standin_command() -> Vec<String> {
-    strings(at(compose_service(&compose(), "salesforce"), "command"))
-}
-
 #[test]
 fn compose_standin_command_is_a_subcommand_with_flags_the_binary_accepts() {
-    let command = compose_standin_command();
-    assert_eq!(command[0], "salesforce-standin");
-    let help = assert_binary_accepts(&command, "docker-compose.yml salesforce command");
+    let (command, help) = compose_command("salesforce", "salesforce-standin");
     for name in ["--listen", "--client-id"] {
         assert!(flag(&command, name).is_some(), "the stand-in sets {name}");
         assert!(
@@ -617,7 +508,7 @@ fn compose_standin_command_is_a_subcommand_with_flags_the_binary_accepts() {
 fn compose_handoff_reaches_the_standin_with_the_credentials_it_accepts() {
     let settings = compose_handoff_settings();
     let compose = compose();
-    let command = compose_standin_command();
+    let command = strings(at(compose_service(&compose, "salesforce"), "command"));
     let port: u16 = flag(&command, "--listen")
         .and_then(|l| l.rsplit(':').next())
         .and_then(|p| p.parse().ok())
@@ -1246,7 +1137,7 @@ fn dashboard_breaks_down_and_filters_only_by_labels_the_metrics_carry() {
     let mut checked = 0;
     for expr in dashboard_queries(&dashboard()) {
         let uses = metric_uses(&expr);
-        for by in by_labels(&expr) {
+        for by in grouping_labels(&expr) {
             if ["le", "instance", "job"].contains(&by.as_str()) {
                 continue;
             }

@@ -38,19 +38,23 @@ impl Setup {
 
     fn handoff_with(&self, extra: &[(&str, &str)]) -> Service {
         let port = free_port();
-        let v = |k: &str, v: &str| (format!("LEADSCORE__{k}"), v.to_string());
         let mut env = self.env(port, SECRET);
-        env.extend([
-            v("KAFKA__SESSION_TIMEOUT_MS", "6000"),
-            v("KAFKA__HEARTBEAT_INTERVAL_MS", "500"),
-            v("HANDOFF__LEAD_ID_ATTRIBUTE", "salesforce_lead_id"),
-            v("HANDOFF__LINGER", "50ms"),
-            v("HANDOFF__BACKOFF_INITIAL", "20ms"),
-            v("HANDOFF__BACKOFF_MAX", "200ms"),
-            v("HANDOFF__LIMIT_PAUSE", "1s"),
-        ]);
-        env.extend(extra.iter().map(|(k, x)| v(k, x)));
+        env.extend(settings_env(&[
+            ("KAFKA__SESSION_TIMEOUT_MS", "6000"),
+            ("KAFKA__HEARTBEAT_INTERVAL_MS", "500"),
+            ("HANDOFF__LEAD_ID_ATTRIBUTE", "salesforce_lead_id"),
+            ("HANDOFF__LINGER", "50ms"),
+            ("HANDOFF__BACKOFF_INITIAL", "20ms"),
+            ("HANDOFF__BACKOFF_MAX", "200ms"),
+            ("HANDOFF__LIMIT_PAUSE", "1s"),
+        ]));
+        env.extend(settings_env(extra));
         Service::spawn("handoff", &env, port, self.dir.path().join("h.log"))
+    }
+
+    /// Produces keyed score changes to the scorer's output topic, all there when it returns.
+    fn send<K: AsRef<[u8]>>(&self, records: &[(K, Vec<u8>)]) {
+        produce_all(&producer(&self.broker), &self.names.output, records);
     }
 
     /// Outcomes published so far: lead id to (status, error code) of each.
@@ -91,6 +95,11 @@ fn change(user: &str, n: u64, score: i64, status: &str, lead_id: &str) -> Vec<u8
         ],
     };
     codec::encode_change(Format::Json, &c)
+}
+
+/// [`change`] keyed by its user, as the scorer writes it.
+fn keyed(user: &str, n: u64, score: i64, status: &str, lead_id: &str) -> (String, Vec<u8>) {
+    (user.to_string(), change(user, n, score, status, lead_id))
 }
 
 #[test]
@@ -146,22 +155,15 @@ fn hands_off_thousands_of_leads_through_faults_and_a_kill_9_losing_none() {
     cfg.deleted_leads = deleted;
     let setup = Setup::new("handoff5k", 3, cfg);
 
-    let p = producer(&setup.broker);
     let half = records.len() / 2;
-    for (k, v) in &records[..half] {
-        produce(&p, &setup.names.output, Some(k.as_bytes()), v);
-    }
-    p.flush(Duration::from_secs(30)).expect("flush");
+    setup.send(&records[..half]);
 
     let mut h = setup.handoff();
     wait_until(Duration::from_secs(120), "some leads handed off", || {
         setup.standin.leads().len() > 200
     });
     h.kill9();
-    for (k, v) in &records[half..] {
-        produce(&p, &setup.names.output, Some(k.as_bytes()), v);
-    }
-    p.flush(Duration::from_secs(30)).expect("flush");
+    setup.send(&records[half..]);
     let mut h = setup.handoff();
 
     let total = expect_mql.len() + expect_dead.len();
@@ -241,17 +243,12 @@ fn hands_off_thousands_of_leads_through_faults_and_a_kill_9_losing_none() {
 fn a_lead_whose_status_leaves_mql_is_handed_off_again() {
     let setup = Setup::new("reelig", 1, config(Faults::default()));
     let id = salesforce_lead_id(1);
-    let p = producer(&setup.broker);
     let send = |changes: &[(u64, i64, &str)]| {
-        for (n, score, status) in changes {
-            produce(
-                &p,
-                &setup.names.output,
-                Some(b"u1"),
-                &change("u1", *n, *score, status, &id),
-            );
-        }
-        p.flush(Duration::from_secs(30)).expect("flush");
+        let records: Vec<_> = changes
+            .iter()
+            .map(|(n, score, status)| keyed("u1", *n, *score, status, &id))
+            .collect();
+        setup.send(&records);
     };
     send(&[(1, 120, "Open")]);
     let mut h = setup.handoff();
@@ -291,22 +288,12 @@ fn a_lead_whose_status_leaves_mql_is_handed_off_again() {
 fn a_lead_that_reaches_sql_before_its_batch_is_sent_is_not_moved_back() {
     let setup = Setup::new("sqlbatch", 1, config(Faults::default()));
     let (taken, control) = (salesforce_lead_id(1), salesforce_lead_id(2));
-    let p = producer(&setup.broker);
-    for (n, score, status) in [(1, 150, "Open"), (2, 151, "SQL"), (3, 152, "SQL")] {
-        produce(
-            &p,
-            &setup.names.output,
-            Some(b"u1"),
-            &change("u1", n, score, status, &taken),
-        );
-    }
-    produce(
-        &p,
-        &setup.names.output,
-        Some(b"u2"),
-        &change("u2", 1, 150, "Open", &control),
-    );
-    p.flush(Duration::from_secs(30)).expect("flush");
+    setup.send(&[
+        keyed("u1", 1, 150, "Open", &taken),
+        keyed("u1", 2, 151, "SQL", &taken),
+        keyed("u1", 3, 152, "SQL", &taken),
+        keyed("u2", 1, 150, "Open", &control),
+    ]);
     // All four in one batch: u1 qualifies while Open, then sales takes it before the call.
     let mut h = setup.handoff_with(&[("HANDOFF__LINGER", "2s")]);
     wait_until(Duration::from_secs(60), "the control lead", || {
@@ -334,19 +321,12 @@ fn the_daily_api_limit_pauses_calls_and_keeps_the_leads() {
             ..Faults::default()
         }),
     );
-    let p = producer(&setup.broker);
     for round in 0..4u64 {
-        for i in 0..10usize {
-            let n = round as usize * 10 + i;
-            let user = format!("u{n}");
-            produce(
-                &p,
-                &setup.names.output,
-                Some(user.as_bytes()),
-                &change(&user, round, 150, "Open", &salesforce_lead_id(n)),
-            );
-        }
-        p.flush(Duration::from_secs(30)).expect("flush");
+        let records: Vec<_> = (0..10usize)
+            .map(|i| round as usize * 10 + i)
+            .map(|n| keyed(&format!("u{n}"), round, 150, "Open", &salesforce_lead_id(n)))
+            .collect();
+        setup.send(&records);
     }
     // Batches of 5: the limit (2 API calls) is hit after 10 leads.
     let mut h = setup.handoff_with(&[("HANDOFF__MAX_BATCH", "5")]);
@@ -439,31 +419,14 @@ fn readiness_waits_for_a_token_and_metrics_pass_promtool_and_move() {
     assert_eq!(standin.tokens_issued(), 1);
     assert!(h.log_text().contains("Salesforce token obtained"));
 
-    let p = producer(&setup.broker);
     let leads = 40usize;
-    for n in 0..leads {
-        let user = format!("u{n}");
-        produce(
-            &p,
-            &setup.names.output,
-            Some(user.as_bytes()),
-            &change(&user, 1, 150, "Open", &salesforce_lead_id(n)),
-        );
-    }
-    produce(
-        &p,
-        &setup.names.output,
-        Some(b"gone"),
-        &change("gone", 1, 150, "Open", &deleted),
-    );
+    let mut records: Vec<_> = (0..leads)
+        .map(|n| keyed(&format!("u{n}"), 1, 150, "Open", &salesforce_lead_id(n)))
+        .collect();
+    records.push(keyed("gone", 1, 150, "Open", &deleted));
     // Below the threshold: consumed, not handed off.
-    produce(
-        &p,
-        &setup.names.output,
-        Some(b"cold"),
-        &change("cold", 1, 10, "Open", &salesforce_lead_id(500)),
-    );
-    p.flush(Duration::from_secs(30)).expect("flush");
+    records.push(keyed("cold", 1, 10, "Open", &salesforce_lead_id(500)));
+    setup.send(&records);
     wait_until(Duration::from_secs(60), "every outcome", || {
         setup.outcomes().len() == leads + 1
     });
@@ -600,22 +563,16 @@ fn bad_lead_ids_and_mismatched_keys_are_dead_lettered_without_a_call() {
         "00Q00000000000001", // 17
         "../../sobjects/Account/001000000000001",
     ];
-    let p = producer(&setup.broker);
-    for (n, id) in bad.iter().enumerate() {
-        let user = format!("bad{n}");
-        let c = change(&user, 1, 150, "Open", id);
-        produce(&p, &setup.names.output, Some(user.as_bytes()), &c);
-    }
+    let mut records: Vec<_> = bad
+        .iter()
+        .enumerate()
+        .map(|(n, id)| keyed(&format!("bad{n}"), 1, 150, "Open", id))
+        .collect();
     // Keyed by another user than its own: the scorer never writes that.
     let stray = change("u-km", 1, 150, "Open", &salesforce_lead_id(2));
-    produce(&p, &setup.names.output, Some(b"someone-else"), &stray);
-    produce(
-        &p,
-        &setup.names.output,
-        Some(b"u-good"),
-        &change("u-good", 1, 150, "Open", &good),
-    );
-    p.flush(Duration::from_secs(30)).expect("flush");
+    records.push(("someone-else".to_string(), stray));
+    records.push(keyed("u-good", 1, 150, "Open", &good));
+    setup.send(&records);
     let mut h = setup.handoff();
     wait_until(Duration::from_secs(60), "every dead letter", || {
         dead_letters(&setup).len() == bad.len() + 1
@@ -663,15 +620,8 @@ fn bad_lead_ids_and_mismatched_keys_are_dead_lettered_without_a_call() {
 #[test]
 fn a_refused_token_is_an_authentication_failure_not_an_api_limit() {
     let setup = Setup::new("authfail", 1, config(Faults::default()));
-    let p = producer(&setup.broker);
     let id = salesforce_lead_id(3);
-    produce(
-        &p,
-        &setup.names.output,
-        Some(b"u1"),
-        &change("u1", 1, 150, "Open", &id),
-    );
-    p.flush(Duration::from_secs(30)).expect("flush");
+    setup.send(&[keyed("u1", 1, 150, "Open", &id)]);
     // A client id the org does not know: every token request is refused.
     let mut h = setup.handoff_with(&[("SALESFORCE__CLIENT_ID", "not-the-app")]);
     wait_until(
@@ -715,18 +665,13 @@ fn answers_that_do_not_match_the_records_are_retried_and_oversized_ones_dead_let
             ..Faults::default()
         }),
     );
-    let p = producer(&setup.broker);
     let ids: Vec<String> = (0..5).map(salesforce_lead_id).collect();
-    for (n, id) in ids.iter().enumerate() {
-        let user = format!("u{n}");
-        produce(
-            &p,
-            &setup.names.output,
-            Some(user.as_bytes()),
-            &change(&user, 1, 150, "Open", id),
-        );
-    }
-    p.flush(Duration::from_secs(30)).expect("flush");
+    let records: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| keyed(&format!("u{n}"), 1, 150, "Open", id))
+        .collect();
+    setup.send(&records);
     // One collection of five, answered with four results: four are handed off, the fifth is
     // retried (alone, so as a lone PATCH) rather than failed or assumed.
     let mut h = setup.handoff_with(&[("HANDOFF__LINGER", "1s"), ("HANDOFF__MAX_ATTEMPTS", "2")]);
@@ -763,13 +708,7 @@ fn answers_that_do_not_match_the_records_are_retried_and_oversized_ones_dead_let
         ..Faults::default()
     });
     let big = salesforce_lead_id(9);
-    produce(
-        &p,
-        &setup.names.output,
-        Some(b"u9"),
-        &change("u9", 1, 150, "Open", &big),
-    );
-    p.flush(Duration::from_secs(30)).expect("flush");
+    setup.send(&[keyed("u9", 1, 150, "Open", &big)]);
     wait_until(Duration::from_secs(60), "the dead letter", || {
         !dead_letters(&setup).is_empty()
     });
@@ -787,22 +726,12 @@ fn answers_that_do_not_match_the_records_are_retried_and_oversized_ones_dead_let
 #[test]
 fn handoff_outcomes_carry_a_json_content_type_and_their_time_as_record_timestamp() {
     let setup = Setup::new("outcome-stamps", 1, config(Faults::default()));
-    let p = producer(&setup.broker);
     let good = salesforce_lead_id(1);
-    produce(
-        &p,
-        &setup.names.output,
-        Some(b"u1"),
-        &change("u1", 1, 120, "Open", &good),
-    );
-    // Not a lead id: a failed outcome without a call.
-    produce(
-        &p,
-        &setup.names.output,
-        Some(b"u2"),
-        &change("u2", 1, 120, "Open", "../x"),
-    );
-    p.flush(Duration::from_secs(30)).expect("flush");
+    setup.send(&[
+        keyed("u1", 1, 120, "Open", &good),
+        // Not a lead id: a failed outcome without a call.
+        keyed("u2", 1, 120, "Open", "../x"),
+    ]);
     let mut h = setup.handoff();
     wait_until(Duration::from_secs(60), "both outcomes", || {
         setup.outcomes().len() == 2
@@ -837,30 +766,16 @@ fn handoff_outcomes_carry_a_json_content_type_and_their_time_as_record_timestamp
 fn a_tombstone_forgets_the_lead_so_it_is_handed_off_again_after_recrossing() {
     let setup = Setup::new("forget", 1, config(Faults::default()));
     let id = salesforce_lead_id(1);
-    let p = producer(&setup.broker);
-    let send = |n: u64, score: i64| {
-        produce(
-            &p,
-            &setup.names.output,
-            Some(b"u1"),
-            &change("u1", n, score, "Open", &id),
-        );
-        p.flush(Duration::from_secs(30)).expect("flush");
-    };
+    let send = |n: u64, score: i64| setup.send(&[keyed("u1", n, score, "Open", &id)]);
     send(1, 120);
     let mut h = setup.handoff();
     wait_until(Duration::from_secs(60), "the first handoff", || {
         setup.outcomes().len() == 1
     });
     send(2, 125); // already handed off: nothing
+    let p = producer(&setup.broker);
     let tombstone = |key: Option<&[u8]>| {
-        let mut rec: rdkafka::producer::BaseRecord<'_, [u8], [u8]> =
-            rdkafka::producer::BaseRecord::to(&setup.names.output);
-        if let Some(k) = key {
-            rec = rec.key(k);
-        }
-        p.send(rec)
-            .unwrap_or_else(|(e, _)| panic!("tombstone: {e}"));
+        produce_tombstone(&p, &setup.names.output, key);
         p.flush(Duration::from_secs(30)).expect("flush");
     };
     tombstone(None);

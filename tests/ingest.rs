@@ -11,7 +11,6 @@ use leadscore::partitioner::partition_for;
 use serde_json::{json, Value};
 use std::io::{Read as _, Write as _};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const PARTITIONS: i32 = 3;
@@ -83,65 +82,68 @@ fn track(port: u16, key: Option<&str>, body: &Value) -> Answer {
     post(port, "/users/track", &headers, body.to_string().as_bytes())
 }
 
-struct Rig {
-    broker: Broker,
-    names: Names,
-    dir: TempDir,
+/// `POST /users/track` with `KEY` and an `Idempotency-Key`.
+fn track_idempotent(port: u16, idempotency_key: &str, body: &Value) -> Answer {
+    post(
+        port,
+        "/users/track",
+        &[
+            ("Authorization", &format!("Bearer {KEY}")),
+            ("Idempotency-Key", idempotency_key),
+        ],
+        body.to_string().as_bytes(),
+    )
 }
 
-impl Rig {
-    fn new(test: &str) -> Rig {
-        let names = Names::new(test);
-        let broker = Broker::start(&[
-            (&names.input, PARTITIONS, false),
-            (&names.changelog, PARTITIONS, true),
-            (&names.output, PARTITIONS, false),
-            (&names.dlq, PARTITIONS, false),
-        ]);
-        let dir = TempDir::new(test);
-        std::fs::write(
-            dir.path().join("keys"),
-            format!("# partner tools\n{KEY}\n\n{ROTATED}\n"),
-        )
-        .unwrap();
-        Rig { broker, names, dir }
-    }
+/// The scorer's topics and an API keys file.
+fn ingest_rig(test: &str) -> ScorerRig {
+    let rig = ScorerRig::new(test, PARTITIONS);
+    std::fs::write(
+        rig.dir.path().join("keys"),
+        format!("# partner tools\n{KEY}\n\n{ROTATED}\n"),
+    )
+    .unwrap();
+    rig
+}
 
-    fn env(&self, api_port: u16, admin_port: u16, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-        let v = |k: &str, v: &str| (format!("LEADSCORE__{k}"), v.to_string());
-        let mut env = vec![
-            v("KAFKA__BOOTSTRAP_SERVERS", &self.broker.bootstrap),
-            v("TOPICS__INPUT", &self.names.input),
-            v("TOPICS__PARTITIONS", &PARTITIONS.to_string()),
-            v("INGEST__LISTEN", &format!("127.0.0.1:{api_port}")),
-            v(
-                "INGEST__API_KEYS_FILE",
-                &self.dir.path().join("keys").display().to_string(),
-            ),
-            v("ADMIN__LISTEN", &format!("127.0.0.1:{admin_port}")),
-        ];
-        env.extend(extra.iter().map(|(k, val)| v(k, val)));
-        env
-    }
+fn ingest_env(
+    rig: &ScorerRig,
+    api_port: u16,
+    admin_port: u16,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut env = settings_env(&[
+        ("KAFKA__BOOTSTRAP_SERVERS", &rig.broker.bootstrap),
+        ("TOPICS__INPUT", &rig.names.input),
+        ("TOPICS__PARTITIONS", &PARTITIONS.to_string()),
+        ("INGEST__LISTEN", &format!("127.0.0.1:{api_port}")),
+        (
+            "INGEST__API_KEYS_FILE",
+            &rig.dir.path().join("keys").display().to_string(),
+        ),
+        ("ADMIN__LISTEN", &format!("127.0.0.1:{admin_port}")),
+    ]);
+    env.extend(settings_env(extra));
+    env
+}
 
-    /// `leadscore ingest`, ready (its /readyz answers 200 and the API port accepts).
-    fn ingest(&self, extra: &[(&str, &str)]) -> (Service, u16) {
-        let (api, admin) = (free_port(), free_port());
-        let mut service = Service::spawn(
-            "ingest",
-            &self.env(api, admin, extra),
-            admin,
-            self.dir.path().join(format!("ingest-{api}.log")),
-        );
-        wait_until(Duration::from_secs(30), "ingest to be ready", || {
-            if let Some(status) = service.exited() {
-                panic!("ingest exited {status}: {}", service.log_text());
-            }
-            service.get("/readyz").is_some_and(|(s, _)| s == 200)
-                && std::net::TcpStream::connect(("127.0.0.1", api)).is_ok()
-        });
-        (service, api)
-    }
+/// `leadscore ingest`, ready (its /readyz answers 200 and the API port accepts).
+fn ingest(rig: &ScorerRig, extra: &[(&str, &str)]) -> (Service, u16) {
+    let (api, admin) = (free_port(), free_port());
+    let mut service = Service::spawn(
+        "ingest",
+        &ingest_env(rig, api, admin, extra),
+        admin,
+        rig.dir.path().join(format!("ingest-{api}.log")),
+    );
+    wait_until(Duration::from_secs(30), "ingest to be ready", || {
+        if let Some(status) = service.exited() {
+            panic!("ingest exited {status}: {}", service.log_text());
+        }
+        service.get("/readyz").is_some_and(|(s, _)| s == 200)
+            && std::net::TcpStream::connect(("127.0.0.1", api)).is_ok()
+    });
+    (service, api)
 }
 
 /// Braze's documented users/track example, with times this year.
@@ -179,8 +181,8 @@ fn braze_example() -> Value {
 
 #[test]
 fn brazes_documented_bodies_reach_the_input_topic_keyed_and_partitioned_by_user() {
-    let rig = Rig::new("ingest-example");
-    let (_ingest, port) = rig.ingest(&[]);
+    let rig = ingest_rig("ingest-example");
+    let (_ingest, port) = ingest(&rig, &[]);
 
     let a = track(port, Some(KEY), &braze_example());
     assert_eq!(a.status, 201, "{}", a.body);
@@ -243,8 +245,8 @@ fn brazes_documented_bodies_reach_the_input_topic_keyed_and_partitioned_by_user(
 
 #[test]
 fn refuses_unauthenticated_malformed_oversized_and_over_75_requests() {
-    let rig = Rig::new("ingest-refusals");
-    let (ingest, port) = rig.ingest(&[("INGEST__MAX_BODY_BYTES", "20000")]);
+    let rig = ingest_rig("ingest-refusals");
+    let (ingest, port) = ingest(&rig, &[("INGEST__MAX_BODY_BYTES", "20000")]);
     let ok = json!({"events": [{"external_id": "u", "name": "x", "time": "2026-01-05T10:00:00Z"}]});
 
     for key in [
@@ -310,15 +312,7 @@ fn refuses_unauthenticated_malformed_oversized_and_over_75_requests() {
         .contains("only 'external_id'"));
     assert_eq!(errors[1]["index"], 1);
 
-    let a = post(
-        port,
-        "/users/track",
-        &[
-            ("Authorization", &format!("Bearer {KEY}")),
-            ("Idempotency-Key", "has space"),
-        ],
-        ok.to_string().as_bytes(),
-    );
+    let a = track_idempotent(port, "has space", &ok);
     assert_eq!(a.status, 400, "{}", a.body);
 
     // None of that reached Kafka; the one good request did.
@@ -326,44 +320,23 @@ fn refuses_unauthenticated_malformed_oversized_and_over_75_requests() {
     assert_eq!(read_all(&rig.broker, &rig.names.input).len(), 1);
 
     let (_, metrics) = ingest.get("/metrics").expect("metrics");
-    assert_eq!(
+    let requests = |status: u16| {
         metric_with(
             &metrics,
             "leadscore_ingest_requests_total",
-            "status=\"401\""
-        ),
-        Some(4.0)
-    );
-    assert_eq!(
-        metric_with(
-            &metrics,
-            "leadscore_ingest_requests_total",
-            "status=\"413\""
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric_with(
-            &metrics,
-            "leadscore_ingest_requests_total",
-            "status=\"201\""
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric_with(
-            &metrics,
-            "leadscore_ingest_requests_total",
-            "status=\"429\""
-        ),
-        Some(0.0)
-    );
+            &format!("status=\"{status}\""),
+        )
+    };
+    assert_eq!(requests(401), Some(4.0));
+    assert_eq!(requests(413), Some(1.0));
+    assert_eq!(requests(201), Some(1.0));
+    assert_eq!(requests(429), Some(0.0));
 }
 
 #[test]
 fn answers_429_with_retry_after_past_the_rate_limit() {
-    let rig = Rig::new("ingest-rate");
-    let (_ingest, port) = rig.ingest(&[("INGEST__RATE_LIMIT", "2")]);
+    let rig = ingest_rig("ingest-rate");
+    let (_ingest, port) = ingest(&rig, &[("INGEST__RATE_LIMIT", "2")]);
     let ok = json!({"attributes": [{"external_id": "u", "plan": "pro"}]});
     // A bucket of two: of back-to-back requests, one finds it empty unless every request took
     // more than half a second. Twenty tries, no more.
@@ -388,9 +361,9 @@ fn answers_429_with_retry_after_past_the_rate_limit() {
 
 #[test]
 fn a_bad_api_keys_file_is_a_clear_configuration_error() {
-    let rig = Rig::new("ingest-keys");
+    let rig = ingest_rig("ingest-keys");
     let run = |keys: Option<&Path>| {
-        let mut env = rig.env(free_port(), free_port(), &[]);
+        let mut env = ingest_env(&rig, free_port(), free_port(), &[]);
         env.retain(|(k, _)| k != "LEADSCORE__INGEST__API_KEYS_FILE");
         if let Some(path) = keys {
             env.push((
@@ -398,14 +371,7 @@ fn a_bad_api_keys_file_is_a_clear_configuration_error() {
                 path.display().to_string(),
             ));
         }
-        let out = Command::new(BIN)
-            .arg("ingest")
-            .env_clear()
-            .envs(env)
-            .output()
-            .expect("run ingest");
-        assert_eq!(out.status.code(), Some(1));
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        configuration_error("ingest", &env)
     };
     assert!(run(None).contains("ingest.api_keys_file is not set"));
     let missing = rig.dir.path().join("no-such-file");
@@ -431,23 +397,9 @@ fn a_bad_api_keys_file_is_a_clear_configuration_error() {
 
 #[test]
 fn ingested_events_are_scored_as_simulate_scores_them() {
-    let rig = Rig::new("ingest-scored");
-    let (_ingest, port) = rig.ingest(&[]);
-    let port_scorer = free_port();
-    let mut env = scorer_env(
-        &rig.broker,
-        &rig.names,
-        &rig.dir.path().join("state"),
-        &rules_path("seed-canvas.toml"),
-        port_scorer,
-    );
-    env.push(("LEADSCORE__SCORER__BATCH_MAX_WAIT".into(), "300ms".into()));
-    let _scorer = Service::spawn(
-        "score",
-        &env,
-        port_scorer,
-        rig.dir.path().join("scorer.log"),
-    );
+    let rig = ingest_rig("ingest-scored");
+    let (_ingest, port) = ingest(&rig, &[]);
+    let _scorer = rig.scorer("state", &[]);
 
     // Ten users: enrolled by an email or an external score, then engagement and a purchase.
     // Event times are a little ahead of the receive time that attribute updates take, so that
@@ -484,27 +436,12 @@ fn ingested_events_are_scored_as_simulate_scores_them() {
     // The same events request retried with its Idempotency-Key changes nothing twice.
     let retry = json!({"attributes": [{"external_id": "lead-0", "lead_score": {"inc": 7}}]});
     for _ in 0..2 {
-        let a = post(
-            port,
-            "/users/track",
-            &[
-                ("Authorization", &format!("Bearer {KEY}")),
-                ("Idempotency-Key", "retry-1"),
-            ],
-            retry.to_string().as_bytes(),
-        );
+        let a = track_idempotent(port, "retry-1", &retry);
         assert_eq!(a.status, 201, "{}", a.body);
     }
 
     // What the API produced, partition by partition, is what simulate reads.
-    let records = read_all(&rig.broker, &rig.names.input);
-    let events_file = rig.dir.path().join("events.jsonl");
-    let lines: Vec<String> = records
-        .iter()
-        .map(|r| String::from_utf8_lossy(r.payload.as_deref().unwrap_or_default()).into_owned())
-        .collect();
-    std::fs::write(&events_file, lines.join("\n") + "\n").unwrap();
-    let expected = simulate(&rules_path("seed-canvas.toml"), &events_file, PARTITIONS);
+    let expected = rig.simulate_input(PARTITIONS);
     assert_eq!(expected.len(), 10);
     assert_eq!(
         expected["lead-0"]["score"],
@@ -513,16 +450,5 @@ fn ingested_events_are_scored_as_simulate_scores_them() {
         expected["lead-0"]
     );
 
-    wait_until(
-        Duration::from_secs(60),
-        "the scorer to score every user as simulate does",
-        || {
-            let actual = states_from_changelog(&rig.broker, &rig.names.changelog);
-            expected.iter().all(|(user, want)| {
-                actual
-                    .get(user)
-                    .is_some_and(|st| &state_json(user, st) == want)
-            })
-        },
-    );
+    rig.wait_scored_as(&expected, "the scorer to score every user as simulate does");
 }

@@ -5,9 +5,7 @@
 mod common;
 
 use common::*;
-use leadscore::codec::{self, Format};
-use leadscore::generator::{self, GeneratorConfig};
-use rdkafka::producer::Producer;
+use leadscore::generator::GeneratorConfig;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,85 +15,28 @@ use std::time::Duration;
 const PARTITIONS: i32 = 4;
 const TOKEN: &str = "lookup-test-token-0123456789";
 
-struct Setup {
-    broker: Broker,
-    names: Names,
-    instances: String,
-    dir: TempDir,
-    token_file: PathBuf,
+/// The scorer's topics and the lookup directory, and a file with the lookup token.
+fn setup(test: &str) -> ScorerRig {
+    let rig = ScorerRig::with_instances(test, PARTITIONS);
+    std::fs::write(token_file(&rig), format!("# lookup tokens\n{TOKEN}\n")).expect("token file");
+    rig
 }
 
-impl Setup {
-    fn new(test: &str) -> Setup {
-        let names = Names::new(test);
-        let instances = format!("inst-{}", names.group);
-        let broker = Broker::start(&[
-            (&names.input, PARTITIONS, false),
-            (&names.changelog, PARTITIONS, true),
-            (&names.output, PARTITIONS, false),
-            (&names.dlq, PARTITIONS, false),
-            (&instances, 1, true),
-        ]);
-        let dir = TempDir::new(test);
-        let token_file = dir.path().join("tokens");
-        std::fs::write(&token_file, format!("# lookup tokens\n{TOKEN}\n")).expect("token file");
-        Setup {
-            broker,
-            names,
-            instances,
-            dir,
-            token_file,
-        }
-    }
+fn token_file(rig: &ScorerRig) -> PathBuf {
+    rig.dir.path().join("tokens")
+}
 
-    fn scorer(&self, name: &str) -> Service {
-        let port = free_port();
-        let mut env = scorer_env(
-            &self.broker,
-            &self.names,
-            &self.dir.path().join(name),
-            &rules_path("seed-canvas.toml"),
-            port,
-        );
-        let v = |k: &str, v: &str| (format!("LEADSCORE__{k}"), v.to_string());
-        env.extend([
-            v("SCORER__BATCH_MAX_WAIT", "300ms"),
-            v("ADMIN__LOOKUP", "true"),
-            v("ADMIN__TOKEN_FILE", &self.token_file.display().to_string()),
-            v("TOPICS__INSTANCES", &self.instances),
-        ]);
-        Service::spawn(
-            "score",
-            &env,
-            port,
-            self.dir.path().join(format!("{name}.log")),
-        )
-    }
-
-    fn produce_generated(&self, cfg: &GeneratorConfig) -> (PathBuf, usize) {
-        let events = generator::generate(cfg);
-        let path = self.dir.path().join("events.jsonl");
-        let file = std::fs::File::create(&path).expect("events file");
-        generator::write_jsonl(&events, std::io::BufWriter::new(file)).expect("write events");
-        let p = producer(&self.broker);
-        for e in &events {
-            let bytes = codec::encode_event(Format::Json, e);
-            produce(&p, &self.names.input, Some(e.user_id.as_bytes()), &bytes);
-        }
-        p.flush(Duration::from_secs(30)).expect("flush");
-        (path, events.len())
-    }
-
-    fn wait_caught_up(&self, produced: usize) {
-        let (broker, names) = (&self.broker, &self.names);
-        wait_group_caught_up(
-            broker,
-            &names.group,
-            &names.input,
-            produced,
-            Duration::from_secs(180),
-        );
-    }
+/// A scorer with lookup on, its store in `dir/<name>`.
+fn lookup_scorer(rig: &ScorerRig, name: &str) -> Service {
+    let token_file = token_file(rig).display().to_string();
+    rig.scorer(
+        name,
+        &[
+            ("ADMIN__LOOKUP", "true"),
+            ("ADMIN__TOKEN_FILE", &token_file),
+            ("TOPICS__INSTANCES", &rig.names.instances),
+        ],
+    )
 }
 
 /// Response headers, lower-case names.
@@ -191,16 +132,16 @@ fn metric(port: u16, result: &str) -> f64 {
 
 #[test]
 fn every_lead_looked_up_through_one_instance_equals_simulate() {
-    let setup = Setup::new("lookup-all");
+    let setup = setup("lookup-all");
     let cfg = GeneratorConfig {
         users: 300,
         events: 6_000,
         seed: 11,
         ..GeneratorConfig::default()
     };
-    let (events_file, produced) = setup.produce_generated(&cfg);
-    let a = setup.scorer("a");
-    let b = setup.scorer("b");
+    let (events_file, records) = setup.produce_generated(&cfg);
+    let a = lookup_scorer(&setup, "a");
+    let b = lookup_scorer(&setup, "b");
     wait_until(
         Duration::from_secs(120),
         "a and b to share the partitions",
@@ -209,7 +150,7 @@ fn every_lead_looked_up_through_one_instance_equals_simulate() {
             x > 0 && y > 0 && x + y == PARTITIONS as usize
         },
     );
-    setup.wait_caught_up(produced);
+    setup.wait_caught_up(records.len(), Duration::from_secs(180));
     let expected = simulate(&rules_path("seed-canvas.toml"), &events_file, PARTITIONS);
     assert!(expected.len() > 200, "{} users", expected.len());
     let a_url = format!("http://127.0.0.1:{}", a.admin_port);
@@ -264,22 +205,17 @@ fn every_lead_looked_up_through_one_instance_equals_simulate() {
 
     // The command line, through b this time, text and JSON.
     let run = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args([
-                "lookup",
-                some,
-                "--url",
-                &format!("http://127.0.0.1:{}", b.admin_port),
-            ])
-            .arg("--token-file")
-            .arg(&setup.token_file)
-            .args(args)
-            .output()
-            .expect("run leadscore lookup");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = output_of(
+            Command::new(BIN)
+                .args([
+                    "lookup",
+                    some,
+                    "--url",
+                    &format!("http://127.0.0.1:{}", b.admin_port),
+                ])
+                .arg("--token-file")
+                .arg(token_file(&setup))
+                .args(args),
         );
         String::from_utf8_lossy(&out.stdout).to_string()
     };
@@ -300,18 +236,13 @@ fn every_lead_looked_up_through_one_instance_equals_simulate() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 
     // simulate --explain prints the same view offline.
-    let out = Command::new(BIN)
-        .args(["simulate", "--rules"])
-        .arg(rules_path("seed-canvas.toml"))
-        .arg("--events")
-        .arg(&events_file)
-        .args(["--partitions", "4", "--explain", some, "--json"])
-        .output()
-        .expect("simulate --explain");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = output_of(
+        Command::new(BIN)
+            .args(["simulate", "--rules"])
+            .arg(rules_path("seed-canvas.toml"))
+            .arg("--events")
+            .arg(&events_file)
+            .args(["--partitions", "4", "--explain", some, "--json"]),
     );
     let offline: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let online = lookup(a.admin_port, some).unwrap().2;
@@ -338,15 +269,9 @@ fn every_lead_looked_up_through_one_instance_equals_simulate() {
 
 #[test]
 fn lookup_is_off_unless_enabled() {
-    let setup = Setup::new("lookup-off");
+    let setup = setup("lookup-off");
     let port = free_port();
-    let env = scorer_env(
-        &setup.broker,
-        &setup.names,
-        &setup.dir.path().join("s"),
-        &rules_path("seed-canvas.toml"),
-        port,
-    );
+    let env = setup.scorer_env("s", port, &[]);
     let s = Service::spawn("score", &env, port, setup.dir.path().join("s.log"));
     wait_until(Duration::from_secs(60), "the scorer to be ready", || {
         owned(&s) == PARTITIONS as usize
@@ -358,19 +283,19 @@ fn lookup_is_off_unless_enabled() {
 
 #[test]
 fn answers_during_a_rebalance_are_503_or_correct_never_wrong() {
-    let setup = Setup::new("lookup-rebalance");
+    let setup = setup("lookup-rebalance");
     let cfg = GeneratorConfig {
         users: 120,
         events: 3_000,
         seed: 12,
         ..GeneratorConfig::default()
     };
-    let (events_file, produced) = setup.produce_generated(&cfg);
-    let mut a = setup.scorer("a");
+    let (events_file, records) = setup.produce_generated(&cfg);
+    let mut a = lookup_scorer(&setup, "a");
     wait_until(Duration::from_secs(120), "a to own every partition", || {
         owned(&a) == PARTITIONS as usize
     });
-    setup.wait_caught_up(produced);
+    setup.wait_caught_up(records.len(), Duration::from_secs(180));
     let expected: BTreeMap<String, Value> =
         simulate(&rules_path("seed-canvas.toml"), &events_file, PARTITIONS);
     let users: Vec<&String> = expected.keys().collect();
@@ -393,7 +318,7 @@ fn answers_during_a_rebalance_are_503_or_correct_never_wrong() {
         }
     };
     // b joins: the partitions move while lookups go on through both.
-    let b = setup.scorer("b");
+    let b = lookup_scorer(&setup, "b");
     let mut round = 0;
     while round < 400
         && !(owned(&a) > 0

@@ -27,7 +27,8 @@ fn repo(path: &str) -> std::path::PathBuf {
 }
 
 /// A published schema, itself checked against the draft 2020-12 meta-schema, compiled with
-/// `format` asserted (a validator may treat it as an annotation only; this one checks it).
+/// `format` asserted (a validator may treat it as an annotation only; this one checks it), and
+/// its own `examples` checked valid.
 fn validator(name: &str) -> (Value, jsonschema::Validator) {
     let path = repo("schemas").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -43,7 +44,14 @@ fn validator(name: &str) -> (Value, jsonschema::Validator) {
         .should_validate_formats(true)
         .build(&schema)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
+    for (i, example) in examples(&schema).iter().enumerate() {
+        assert_valid(&v, &format!("{name} example {i}"), example);
+    }
     (schema, v)
+}
+
+fn examples(schema: &Value) -> &[Value] {
+    schema["examples"].as_array().expect("examples")
 }
 
 fn errors(v: &jsonschema::Validator, instance: &Value) -> Vec<String> {
@@ -293,13 +301,7 @@ fn the_score_change_schema_rejects_what_the_scorer_never_writes() {
         .expect("object")
         .remove("windows");
     assert_invalid(&v, "inactivity without windows", &inactivity);
-    for (i, example) in schema["examples"]
-        .as_array()
-        .expect("examples")
-        .iter()
-        .enumerate()
-    {
-        assert_valid(&v, &format!("example {i}"), example);
+    for (i, example) in examples(&schema).iter().enumerate() {
         codec::decode_change(Format::Json, example.to_string().as_bytes())
             .unwrap_or_else(|e| panic!("example {i} does not decode: {e}"));
     }
@@ -348,7 +350,7 @@ fn sf_error(code: &str, fields: &[&str]) -> SfError {
 
 #[test]
 fn every_handoff_outcome_validates() {
-    let (schema, v) = validator("handoff-outcome.schema.json");
+    let (_, v) = validator("handoff-outcome.schema.json");
     let not_found = sf_error("NOT_FOUND", &[]);
     let validation = sf_error("FIELD_CUSTOM_VALIDATION_EXCEPTION", &["Status", "Company"]);
     let timeout = sf_error("TIMEOUT", &[]);
@@ -396,14 +398,6 @@ fn every_handoff_outcome_validates() {
     let mut bad = good;
     bad["status"] = json!("pending");
     assert_invalid(&v, "an unknown status", &bad);
-    for (i, example) in schema["examples"]
-        .as_array()
-        .expect("examples")
-        .iter()
-        .enumerate()
-    {
-        assert_valid(&v, &format!("example {i}"), example);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -426,7 +420,7 @@ fn headers_json(h: &rdkafka::message::OwnedHeaders) -> Value {
 
 #[test]
 fn dead_letter_headers_validate() {
-    let (schema, v) = validator("dead-letter.schema.json");
+    let (_, v) = validator("dead-letter.schema.json");
     for reason in codec::DecodeError::REASONS {
         let h = kafka::dead_letter_headers(
             reason,
@@ -451,12 +445,4 @@ fn dead_letter_headers_validate() {
     bad["leadscore.source.offset"] = json!("-2");
     assert_invalid(&v, "a negative offset", &bad);
     assert_invalid(&v, "no reason", &json!({"leadscore.error.message": "m"}));
-    for (i, example) in schema["examples"]
-        .as_array()
-        .expect("examples")
-        .iter()
-        .enumerate()
-    {
-        assert_valid(&v, &format!("example {i}"), example);
-    }
 }

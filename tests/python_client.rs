@@ -9,9 +9,9 @@
 mod common;
 
 use common::*;
-use leadscore::codec::{self, Format};
+use leadscore::codec;
 use leadscore::engine::Engine;
-use leadscore::generator::{self, GeneratorConfig};
+use leadscore::generator::GeneratorConfig;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,15 +41,9 @@ fn python() -> PathBuf {
 /// Runs a scorer with `format` output over generated traffic, then the Python reader over its
 /// output topic; returns the reader's summary and the changes the simulation expects, by id.
 fn scorer_output_read_by_aiokafka(format: &str) -> (Value, BTreeMap<String, Value>) {
-    let names = Names::new(&format!("pyclient-{format}"));
-    let broker = Broker::start(&[
-        (&names.input, PARTITIONS, false),
-        (&names.changelog, PARTITIONS, true),
-        (&names.output, PARTITIONS, false),
-        (&names.dlq, PARTITIONS, false),
-    ]);
-    let dir = TempDir::new(&format!("pyclient-{format}"));
-    let events = generator::generate(&GeneratorConfig {
+    let rig = ScorerRig::new(&format!("pyclient-{format}"), PARTITIONS);
+    let (broker, names) = (&rig.broker, &rig.names);
+    let (_, records) = rig.produce_generated(&GeneratorConfig {
         users: 60,
         events: 800,
         // Every event named by its id, so the change ids do not depend on Kafka positions and
@@ -57,15 +51,11 @@ fn scorer_output_read_by_aiokafka(format: &str) -> (Value, BTreeMap<String, Valu
         with_event_ids: 1.0,
         ..GeneratorConfig::default()
     });
-    let p = producer(&broker);
-    let mut jsonl = Vec::new();
-    for e in &events {
-        let payload = codec::encode_event(Format::Json, e);
-        produce(&p, &names.input, Some(e.user_id.as_bytes()), &payload);
-        jsonl.extend_from_slice(&payload);
-        jsonl.push(b'\n');
-    }
-    rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).expect("flush");
+    let jsonl: Vec<u8> = records
+        .iter()
+        .flat_map(|(_, payload)| payload.iter().chain(b"\n"))
+        .copied()
+        .collect();
 
     let rules = rules_path("seed-canvas.toml");
     let engine = Engine::new(leadscore::rules::load_file(&rules).expect("rules"));
@@ -79,15 +69,11 @@ fn scorer_output_read_by_aiokafka(format: &str) -> (Value, BTreeMap<String, Valu
     assert!(expected.len() > 50, "{} changes", expected.len());
 
     // The shipped defaults but the output format: no compression or header set here.
-    let port = free_port();
-    let mut env = scorer_env(&broker, &names, &dir.path().join("state"), &rules, port);
-    env.push(("LEADSCORE__SCORER__OUTPUT_FORMAT".into(), format.into()));
-    env.push(("LEADSCORE__SCORER__BATCH_MAX_WAIT".into(), "300ms".into()));
-    let mut scorer = Service::spawn("score", &env, port, dir.path().join("scorer.log"));
+    let mut scorer = rig.scorer("state", &[("SCORER__OUTPUT_FORMAT", format)]);
     wait_until(
         Duration::from_secs(120),
         "the scorer to publish every change",
-        || read_all(&broker, &names.output).len() >= expected.len(),
+        || read_all(broker, &names.output).len() >= expected.len(),
     );
     assert!(scorer.terminate().success(), "{}", scorer.log_text());
 

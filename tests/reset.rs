@@ -12,127 +12,96 @@ mod common;
 
 use common::*;
 use leadscore::codec::{self, Format};
-use leadscore::generator::{self, GeneratorConfig};
-use rdkafka::producer::Producer;
+use leadscore::generator::GeneratorConfig;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-struct Rig {
-    broker: Broker,
-    names: Names,
-    dir: TempDir,
+fn state_dir(rig: &ScorerRig) -> PathBuf {
+    rig.dir.path().join("state")
 }
 
-impl Rig {
-    fn new(test: &str) -> Rig {
-        let names = Names::new(test);
-        let broker = Broker::start(&[
-            (&names.input, 2, false),
-            (&names.changelog, 2, true),
-            (&names.output, 2, false),
-            (&names.dlq, 2, false),
-        ]);
-        Rig {
-            broker,
-            names,
-            dir: TempDir::new(test),
-        }
-    }
-
-    fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn scorer(&self, name: &str) -> Service {
-        let port = free_port();
-        let mut env = scorer_env(
-            &self.broker,
-            &self.names,
-            &self.state_dir(),
-            &rules_path("seed-canvas.toml"),
-            port,
-        );
-        env.push(("LEADSCORE__SCORER__BATCH_MAX_WAIT".into(), "300ms".into()));
-        let scorer = Service::spawn(
-            "score",
-            &env,
-            port,
-            self.dir.path().join(format!("{name}.log")),
-        );
-        wait_until(Duration::from_secs(60), "the scorer to be ready", || {
-            scorer.get("/readyz").is_some_and(|(code, _)| code == 200)
-        });
-        scorer
-    }
-
-    /// The settings file the reset reads: the scorer's settings, as an operator would have
-    /// them in a file.
-    fn config_file(&self) -> PathBuf {
-        let path = self.dir.path().join("leadscore.toml");
-        let text = format!(
-            "[kafka]\nbootstrap_servers = {:?}\n\n[topics]\ninput = {:?}\nchangelog = {:?}\n\
-             output = {:?}\ndlq = {:?}\n\n[scorer]\ngroup_id = {:?}\nstate_dir = {:?}\n",
-            self.broker.bootstrap,
-            self.names.input,
-            self.names.changelog,
-            self.names.output,
-            self.names.dlq,
-            self.names.group,
-            self.state_dir().display().to_string(),
-        );
-        std::fs::write(&path, text).expect("write the settings file");
-        path
-    }
-
-    /// `leadscore reset --config FILE ARGS...`.
-    fn reset(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("reset")
-            .arg("--config")
-            .arg(self.config_file())
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .output()
-            .expect("run leadscore reset")
-    }
-
-    /// Every score change published so far, as (user, score), in topic order.
-    fn changes(&self) -> Vec<(String, i64)> {
-        read_all(&self.broker, &self.names.output)
-            .iter()
-            .filter_map(|r| r.payload.as_deref())
-            .map(|p| {
-                let c = codec::decode_change(Format::Json, p).expect("score changes decode");
-                (c.user_id, c.score)
-            })
-            .collect()
-    }
-
-    fn wait_for_changes(&self, n: usize) {
-        wait_until(
-            Duration::from_secs(90),
-            &format!("{n} score changes"),
-            || self.changes().len() >= n,
-        );
-    }
+/// A ready scorer, logging to `dir/<name>.log`; every one shares the store the reset clears.
+fn ready_scorer(rig: &ScorerRig, name: &str) -> Service {
+    let scorer = rig.scorer_logging_to(name, "state", &[]);
+    wait_until(Duration::from_secs(60), "the scorer to be ready", || {
+        scorer.get("/readyz").is_some_and(|(code, _)| code == 200)
+    });
+    scorer
 }
 
-fn produce_events(rig: &Rig) {
-    let cfg = GeneratorConfig {
+/// The settings file the reset reads: the scorer's settings, as an operator would have them in
+/// a file.
+fn config_file(rig: &ScorerRig) -> PathBuf {
+    let path = rig.dir.path().join("leadscore.toml");
+    let text = format!(
+        "[kafka]\nbootstrap_servers = {:?}\n\n[topics]\ninput = {:?}\nchangelog = {:?}\n\
+         output = {:?}\ndlq = {:?}\n\n[scorer]\ngroup_id = {:?}\nstate_dir = {:?}\n",
+        rig.broker.bootstrap,
+        rig.names.input,
+        rig.names.changelog,
+        rig.names.output,
+        rig.names.dlq,
+        rig.names.group,
+        state_dir(rig).display().to_string(),
+    );
+    std::fs::write(&path, text).expect("write the settings file");
+    path
+}
+
+/// `leadscore reset --config FILE ARGS...`.
+fn reset(rig: &ScorerRig, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("reset")
+        .arg("--config")
+        .arg(config_file(rig))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .expect("run leadscore reset")
+}
+
+/// Every score change published so far, as (user, score), in topic order.
+fn changes(rig: &ScorerRig) -> Vec<(String, i64)> {
+    read_all(&rig.broker, &rig.names.output)
+        .iter()
+        .filter_map(|r| r.payload.as_deref())
+        .map(|p| {
+            let c = codec::decode_change(Format::Json, p).expect("score changes decode");
+            (c.user_id, c.score)
+        })
+        .collect()
+}
+
+fn wait_for_changes(rig: &ScorerRig, n: usize) {
+    wait_until(
+        Duration::from_secs(90),
+        &format!("{n} score changes"),
+        || changes(rig).len() >= n,
+    );
+}
+
+/// Waits until there are score changes and their count stops growing.
+fn wait_settled(rig: &ScorerRig, what: &str, timeout: Duration) {
+    let mut seen = 0;
+    wait_until(timeout, what, || {
+        std::thread::sleep(Duration::from_millis(1_500));
+        let now = changes(rig).len();
+        let settled = now > 0 && now == seen;
+        seen = now;
+        settled
+    });
+}
+
+fn produce_events(rig: &ScorerRig) {
+    rig.produce_generated(&GeneratorConfig {
         users: 100,
         events: 1_500,
         seed: 3,
         ..GeneratorConfig::default()
-    };
-    let p = producer(&rig.broker);
-    for e in generator::generate(&cfg) {
-        let payload = codec::encode_event(Format::Json, &e);
-        produce(&p, &rig.names.input, Some(e.user_id.as_bytes()), &payload);
-    }
-    p.flush(Duration::from_secs(10)).expect("flush");
+    });
 }
 
 fn stderr(out: &Output) -> String {
@@ -155,13 +124,13 @@ fn by_user(changes: &[(String, i64)]) -> BTreeMap<String, Vec<i64>> {
 
 #[test]
 fn reset_refuses_while_a_scorer_of_the_group_runs_and_changes_nothing() {
-    let rig = Rig::new("reset-refuses");
-    let mut scorer = rig.scorer("scorer");
+    let rig = ScorerRig::new("reset-refuses", 2);
+    let mut scorer = ready_scorer(&rig, "scorer");
     produce_events(&rig);
-    rig.wait_for_changes(1);
+    wait_for_changes(&rig, 1);
     let changelog_before = read_all(&rig.broker, &rig.names.changelog).len();
 
-    let out = rig.reset(&["--yes"]);
+    let out = reset(&rig, &["--yes"]);
     assert!(!out.status.success(), "reset ran beside a live scorer");
     let err = stderr(&out);
     if rig.broker.kind == BrokerKind::Mock {
@@ -179,7 +148,7 @@ fn reset_refuses_while_a_scorer_of_the_group_runs_and_changes_nothing() {
         );
     }
     assert!(
-        rig.state_dir().join("state.fjall").exists(),
+        state_dir(&rig).join("state.fjall").exists(),
         "the local store was touched"
     );
     let tombstones = read_all(&rig.broker, &rig.names.changelog)
@@ -193,26 +162,15 @@ fn reset_refuses_while_a_scorer_of_the_group_runs_and_changes_nothing() {
 
 #[test]
 fn after_a_reset_a_new_scorer_starts_over_from_the_beginning_of_the_input() {
-    let rig = Rig::new("reset-starts-over");
-    let mut first = rig.scorer("first");
+    let rig = ScorerRig::new("reset-starts-over", 2);
+    let mut first = ready_scorer(&rig, "first");
     produce_events(&rig);
     // All events scored: the state in the changelog stops changing once every input record is
     // consumed; wait for the changes to stop growing.
-    let mut seen = 0;
-    wait_until(
-        Duration::from_secs(90),
-        "the first scorer to finish",
-        || {
-            std::thread::sleep(Duration::from_millis(1_500));
-            let now = rig.changes().len();
-            let settled = now > 0 && now == seen;
-            seen = now;
-            settled
-        },
-    );
+    wait_settled(&rig, "the first scorer to finish", Duration::from_secs(90));
     assert!(first.terminate().success());
-    let first_changes = rig.changes();
-    let first_states = states_from_changelog(&rig.broker, &rig.names.changelog);
+    let first_changes = changes(&rig);
+    let first_states = rig.changelog_states();
     assert!(!first_states.is_empty());
 
     // The mock cannot list a group's members: the operator vouches that the scorer is
@@ -223,7 +181,7 @@ fn after_a_reset_a_new_scorer_starts_over_from_the_beginning_of_the_input() {
         &[]
     };
     // Without --yes: the plan, exit status 1, nothing changed.
-    let out = rig.reset(check);
+    let out = reset(&rig, check);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -237,43 +195,29 @@ fn after_a_reset_a_new_scorer_starts_over_from_the_beginning_of_the_input() {
         "{plan}"
     );
     assert!(
-        plan.contains(&rig.state_dir().join("state.fjall").display().to_string()),
+        plan.contains(&state_dir(&rig).join("state.fjall").display().to_string()),
         "{plan}"
     );
-    assert!(rig.state_dir().join("state.fjall").exists());
-    assert_eq!(
-        states_from_changelog(&rig.broker, &rig.names.changelog),
-        first_states
-    );
+    assert!(state_dir(&rig).join("state.fjall").exists());
+    assert_eq!(rig.changelog_states(), first_states);
 
     // With --yes: done, the local store gone, the changelog restores to nothing.
-    let out = rig.reset(&[check, &["--yes"]].concat());
+    let out = reset(&rig, &[check, &["--yes"]].concat());
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("starts over"), "{}", stdout(&out));
-    assert!(!rig.state_dir().join("state.fjall").exists());
+    assert!(!state_dir(&rig).join("state.fjall").exists());
     assert!(
-        rig.state_dir().exists(),
+        state_dir(&rig).exists(),
         "only the store, not the state directory, is deleted"
     );
-    assert!(states_from_changelog(&rig.broker, &rig.names.changelog).is_empty());
+    assert!(rig.changelog_states().is_empty());
 
     // A new scorer re-scores every event from the input's beginning, to the same state.
-    let mut second = rig.scorer("second");
-    rig.wait_for_changes(2 * first_changes.len());
-    let mut seen = 0;
-    wait_until(
-        Duration::from_secs(60),
-        "the second scorer to finish",
-        || {
-            std::thread::sleep(Duration::from_millis(1_500));
-            let now = rig.changes().len();
-            let settled = now == seen;
-            seen = now;
-            settled
-        },
-    );
+    let mut second = ready_scorer(&rig, "second");
+    wait_for_changes(&rig, 2 * first_changes.len());
+    wait_settled(&rig, "the second scorer to finish", Duration::from_secs(60));
     assert!(second.terminate().success());
-    let all = rig.changes();
+    let all = changes(&rig);
     assert_eq!(all.len(), 2 * first_changes.len(), "every change once more");
     let mut expected = by_user(&first_changes);
     for scores in expected.values_mut() {
@@ -285,8 +229,5 @@ fn after_a_reset_a_new_scorer_starts_over_from_the_beginning_of_the_input() {
         expected,
         "the same changes, user by user, twice"
     );
-    assert_eq!(
-        states_from_changelog(&rig.broker, &rig.names.changelog),
-        first_states
-    );
+    assert_eq!(rig.changelog_states(), first_states);
 }

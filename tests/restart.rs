@@ -10,7 +10,6 @@ mod common;
 use common::*;
 use leadscore::config::Secret;
 use leadscore::dev::standin::StandinConfig;
-use rdkafka::producer::Producer;
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 2;
@@ -18,68 +17,31 @@ const PARTITIONS: i32 = 2;
 /// Restarted to ready and processing: well under the 45 s it took.
 const BACK_WITHIN: Duration = Duration::from_secs(30);
 
-struct Setup {
-    broker: Broker,
-    names: Names,
-    dir: TempDir,
+/// A scorer on `port` with the default session timeout and heartbeat (the shared test
+/// environment shortens them), and `extra` settings on top.
+fn scorer(rig: &ScorerRig, port: u16, extra: &[(&str, &str)]) -> Service {
+    let mut settings = vec![("SCORER__BATCH_MAX_WAIT", "200ms")];
+    settings.extend_from_slice(extra);
+    let mut env = rig.scorer_env("state", port, &settings);
+    env.retain(|(k, _)| {
+        k != "LEADSCORE__KAFKA__SESSION_TIMEOUT_MS"
+            && k != "LEADSCORE__KAFKA__HEARTBEAT_INTERVAL_MS"
+    });
+    Service::spawn("score", &env, port, rig.dir.path().join("scorer.log"))
 }
 
-impl Setup {
-    fn new(test: &str) -> Setup {
-        let names = Names::new(test);
-        let broker = Broker::start(&[
-            (&names.input, PARTITIONS, false),
-            (&names.changelog, PARTITIONS, true),
-            (&names.output, PARTITIONS, false),
-            (&names.dlq, PARTITIONS, false),
-        ]);
-        Setup {
-            broker,
-            names,
-            dir: TempDir::new(test),
-        }
-    }
-
-    /// A scorer with the default session timeout and heartbeat (the shared test environment
-    /// shortens them), and `extra` settings on top.
-    fn scorer(&self, port: u16, extra: &[(&str, &str)]) -> Service {
-        let mut env: Vec<(String, String)> = scorer_env(
-            &self.broker,
-            &self.names,
-            &self.dir.path().join("state"),
-            &rules_path("seed-canvas.toml"),
-            port,
-        )
-        .into_iter()
-        .filter(|(k, _)| {
-            k != "LEADSCORE__KAFKA__SESSION_TIMEOUT_MS"
-                && k != "LEADSCORE__KAFKA__HEARTBEAT_INTERVAL_MS"
-        })
-        .collect();
-        env.push(("LEADSCORE__SCORER__BATCH_MAX_WAIT".into(), "200ms".into()));
-        for (k, v) in extra {
-            env.push((format!("LEADSCORE__{k}"), v.to_string()));
-        }
-        Service::spawn("score", &env, port, self.dir.path().join("scorer.log"))
-    }
-
-    /// Produces `n` events for users `{tag}-0..n` (spread over the partitions by key).
-    fn produce(&self, tag: &str, n: usize) {
-        let p = producer(&self.broker);
-        for i in 0..n {
+/// Produces `n` events for users `{tag}-0..n` (spread over the partitions by key).
+fn produce_emails(rig: &ScorerRig, tag: &str, n: usize) {
+    let records: Vec<(String, String)> = (0..n)
+        .map(|i| {
             let user = format!("{tag}-{i}");
             let line = format!(
                 r#"{{"user_id":"{user}","time":"2026-01-05T10:00:00Z","type":"email_added","value":"{user}@example.com"}}"#
             );
-            produce(
-                &p,
-                &self.names.input,
-                Some(user.as_bytes()),
-                line.as_bytes(),
-            );
-        }
-        p.flush(Duration::from_secs(10)).expect("flush");
-    }
+            (user, line)
+        })
+        .collect();
+    produce_all(&producer(&rig.broker), &rig.names.input, &records);
 }
 
 fn consumed(scorer: &Service) -> f64 {
@@ -96,15 +58,15 @@ fn ready(scorer: &Service) -> bool {
 /// Starts a scorer, lets it work, stops it with `stop`, starts it again and requires it ready
 /// and scoring new events within [`BACK_WITHIN`] of the restart.
 fn back_to_work_after(test: &str, stop: impl FnOnce(&mut Service), extra: &[(&str, &str)]) {
-    let setup = Setup::new(test);
+    let setup = ScorerRig::new(test, PARTITIONS);
     let port = free_port();
-    let mut first = setup.scorer(port, extra);
+    let mut first = scorer(&setup, port, extra);
     wait_until(
         Duration::from_secs(60),
         "the first scorer to be ready",
         || ready(&first),
     );
-    setup.produce("before", 10);
+    produce_emails(&setup, "before", 10);
     wait_until(Duration::from_secs(30), "the first events scored", || {
         consumed(&first) >= 10.0
     });
@@ -112,11 +74,11 @@ fn back_to_work_after(test: &str, stop: impl FnOnce(&mut Service), extra: &[(&st
     drop(first);
 
     let restarted_at = Instant::now();
-    let second = setup.scorer(port, extra);
+    let second = scorer(&setup, port, extra);
     wait_until(BACK_WITHIN, "the restarted scorer to be ready", || {
         ready(&second)
     });
-    setup.produce("after", 10);
+    produce_emails(&setup, "after", 10);
     let left = BACK_WITHIN.saturating_sub(restarted_at.elapsed());
     wait_until(left, "the restarted scorer to score new events", || {
         consumed(&second) >= 10.0
@@ -192,17 +154,10 @@ fn a_killed_handoff_is_back_and_reading_within_seconds() {
         ready(&second)
     });
     // Any record counts as read (a bad one goes to the dead-letter topic).
-    let p = producer(broker);
-    for i in 0..10 {
-        let key = format!("u{i}");
-        produce(
-            &p,
-            &names.output,
-            Some(key.as_bytes()),
-            b"not a score change",
-        );
-    }
-    p.flush(Duration::from_secs(10)).expect("flush");
+    let records: Vec<(String, &str)> = (0..10)
+        .map(|i| (format!("u{i}"), "not a score change"))
+        .collect();
+    produce_all(&producer(broker), &names.output, &records);
     let left = BACK_WITHIN.saturating_sub(restarted_at.elapsed());
     wait_until(left, "the restarted handoff to read new records", || {
         second.get("/metrics").is_some_and(|(_, text)| {

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use leadscore::codec::{self, Format};
 use leadscore::generator::{self, GeneratorConfig};
-use leadscore::state::UserState;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::Producer;
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,86 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const PARTITIONS: i32 = 3;
 
-struct Setup {
-    broker: Broker,
-    names: Names,
-    dir: TempDir,
-}
-
-impl Setup {
-    fn new(test: &str, partitions: i32) -> Setup {
-        Setup::with_changelog(test, partitions, partitions)
-    }
-
-    /// The scorer's topics, the changelog with `changelog_partitions`.
-    fn with_changelog(test: &str, partitions: i32, changelog_partitions: i32) -> Setup {
-        let names = Names::new(test);
-        let broker = Broker::start(&[
-            (&names.input, partitions, false),
-            (&names.changelog, changelog_partitions, true),
-            (&names.output, partitions, false),
-            (&names.dlq, partitions, false),
-        ]);
-        Setup {
-            broker,
-            names,
-            dir: TempDir::new(test),
-        }
-    }
-
-    /// A scorer with its own state directory `state` and admin port; `extra` env on top.
-    fn scorer(&self, state: &str, extra: &[(&str, &str)]) -> Service {
-        let port = free_port();
-        let mut env = scorer_env(
-            &self.broker,
-            &self.names,
-            &self.dir.path().join(state),
-            &rules_path("seed-canvas.toml"),
-            port,
-        );
-        env.push(("LEADSCORE__SCORER__BATCH_MAX_WAIT".into(), "300ms".into()));
-        for (k, v) in extra {
-            env.push((format!("LEADSCORE__{k}"), v.to_string()));
-        }
-        Service::spawn(
-            "score",
-            &env,
-            port,
-            self.dir.path().join(format!("{state}.log")),
-        )
-    }
-
-    /// Waits until the group's committed offsets account for all `produced` input records.
-    fn wait_caught_up(&self, produced: usize, timeout: Duration) {
-        wait_group_caught_up(
-            &self.broker,
-            &self.names.group,
-            &self.names.input,
-            produced,
-            timeout,
-        );
-    }
-
-    fn changelog_states(&self) -> BTreeMap<String, UserState> {
-        states_from_changelog(&self.broker, &self.names.changelog)
-    }
-}
-
-/// Generated events as JSONL in a file (for `simulate`) and as (key, payload) records.
-fn generated(dir: &Path, cfg: &GeneratorConfig) -> (std::path::PathBuf, Vec<(String, Vec<u8>)>) {
-    let events = generator::generate(cfg);
-    let path = dir.join("events.jsonl");
-    let file = std::fs::File::create(&path).expect("events file");
-    generator::write_jsonl(&events, std::io::BufWriter::new(file)).expect("write events");
-    let records = events
-        .iter()
-        .map(|e| (e.user_id.clone(), codec::encode_event(Format::Json, e)))
-        .collect();
-    (path, records)
-}
-
 /// The scorer's final state, user by user, equals `leadscore simulate --partitions N`.
-fn assert_matches_simulation(setup: &Setup, events: &Path, partitions: i32) {
+fn assert_matches_simulation(setup: &ScorerRig, events: &Path, partitions: i32) {
     let expected = simulate(&rules_path("seed-canvas.toml"), events, partitions);
     let actual: BTreeMap<String, serde_json::Value> = setup
         .changelog_states()
@@ -136,7 +57,7 @@ fn assert_matches_simulation(setup: &Setup, events: &Path, partitions: i32) {
 
 #[test]
 fn kcat_produces_json_events_and_reads_the_score_changes() {
-    let setup = Setup::new("kcat", 1);
+    let setup = ScorerRig::new("kcat", 1);
     if setup.broker.kind == BrokerKind::Tansu {
         // Debian's kcat (librdkafka 2.0.2) fails tansu's ApiVersion handshake (docs/brokers.md);
         // the other tests produce to tansu with rdkafka.
@@ -216,7 +137,7 @@ type Input<'a> = (Option<&'a [u8]>, Vec<u8>, Option<&'a str>);
 
 #[test]
 fn bad_input_lands_in_the_dlq_with_its_reason_and_nothing_else_is_lost() {
-    let setup = Setup::new("dlq", 1);
+    let setup = ScorerRig::new("dlq", 1);
     let _scorer = setup.scorer("s", &[]);
     let p = producer(&setup.broker);
     let good = |user: &str, t: &str, extra: &str| {
@@ -353,14 +274,14 @@ fn damage_files(dir: &Path) {
 /// (once with its local store wiped, once with it damaged); the final state must equal the
 /// simulator's.
 fn survives_kill_9(test: &str, guarantee: &str, events: usize, kills: usize) {
-    let setup = Setup::new(test, PARTITIONS);
+    let setup = ScorerRig::new(test, PARTITIONS);
     let cfg = GeneratorConfig {
         users: 1000,
         events,
         seed: 11,
         ..GeneratorConfig::default()
     };
-    let (events_file, records) = generated(setup.dir.path(), &cfg);
+    let (events_file, records) = setup.generated(&cfg);
     let produced = records.len();
     let tx = format!("tx-{}", setup.names.group);
     let extra = [
@@ -434,22 +355,17 @@ fn exactly_once_mode_survives_kill_9_with_the_same_final_state() {
 
 #[test]
 fn two_scorers_one_joining_and_one_leaving_give_the_simulated_state() {
-    let setup = Setup::new("rebalance", 4);
+    let setup = ScorerRig::new("rebalance", 4);
     let cfg = GeneratorConfig {
         users: 500,
         events: 12_000,
         seed: 5,
         ..GeneratorConfig::default()
     };
-    let (events_file, records) = generated(setup.dir.path(), &cfg);
+    let (events_file, records) = setup.generated(&cfg);
     let p = producer(&setup.broker);
     let thirds: Vec<&[(String, Vec<u8>)]> = records.chunks(records.len() / 3 + 1).collect();
-    let send = |part: &[(String, Vec<u8>)]| {
-        for (k, v) in part {
-            produce(&p, &setup.names.input, Some(k.as_bytes()), v);
-        }
-        p.flush(Duration::from_secs(30)).expect("flush");
-    };
+    let send = |part: &[(String, Vec<u8>)]| produce_all(&p, &setup.names.input, part);
     let stats = [("KAFKA__STATISTICS_INTERVAL_MS", "500")];
     let mut a = setup.scorer("a", &stats);
     send(thirds[0]);
@@ -503,7 +419,7 @@ fn two_scorers_one_joining_and_one_leaving_give_the_simulated_state() {
 
 #[test]
 fn a_partition_count_mismatch_stops_the_start_with_a_clear_error() {
-    let setup = Setup::with_changelog("mismatch", 2, 3);
+    let setup = ScorerRig::with_changelog("mismatch", 2, 3);
     let mut scorer = setup.scorer("s", &[]);
     let start = Instant::now();
     let status = loop {
@@ -526,7 +442,7 @@ fn a_partition_count_mismatch_stops_the_start_with_a_clear_error() {
 
 #[test]
 fn metrics_pass_promtool_and_move_as_events_flow() {
-    let setup = Setup::new("metrics", 2);
+    let setup = ScorerRig::new("metrics", 2);
     let mut scorer = setup.scorer(
         "s",
         &[
@@ -546,12 +462,9 @@ fn metrics_pass_promtool_and_move_as_events_flow() {
         events: 500,
         ..GeneratorConfig::default()
     };
-    let (_, records) = generated(setup.dir.path(), &cfg);
-    for (k, v) in &records {
-        produce(&p, &setup.names.input, Some(k.as_bytes()), v);
-    }
-    produce(&p, &setup.names.input, Some(b"x"), b"not json");
-    p.flush(Duration::from_secs(30)).expect("flush");
+    let (_, records) = setup.generated(&cfg);
+    produce_all(&p, &setup.names.input, &records);
+    produce_all(&p, &setup.names.input, &[("x", "not json")]);
     setup.wait_caught_up(records.len() + 1, Duration::from_secs(60));
     let text = scrape_with_lag(&scorer, setup.dir.path(), "scorer", 2);
 
@@ -663,33 +576,20 @@ fn readyz_is_not_ready_while_restoring_and_ready_after() {
         return;
     }
     let names = Names::new("readyz");
-    let broker = Broker::mock_with(
-        &[
-            (&names.input, 2, false),
-            (&names.changelog, 2, true),
-            (&names.output, 2, false),
-            (&names.dlq, 2, false),
-        ],
-        &["--round-trip-ms", "200"],
-    );
-    let setup = Setup {
+    let broker = Broker::mock_with(&names.scorer_topics(2, 2), &["--round-trip-ms", "200"]);
+    let setup = ScorerRig {
         broker,
         names,
         dir: TempDir::new("readyz"),
     };
     // A first scorer fills the changelog.
     let mut first = setup.scorer("first", &[]);
-    let p = producer(&setup.broker);
     let cfg = GeneratorConfig {
         users: 200,
         events: 2_000,
         ..GeneratorConfig::default()
     };
-    let (_, records) = generated(setup.dir.path(), &cfg);
-    for (k, v) in &records {
-        produce(&p, &setup.names.input, Some(k.as_bytes()), v);
-    }
-    p.flush(Duration::from_secs(60)).expect("flush");
+    let (_, records) = setup.produce_generated(&cfg);
     setup.wait_caught_up(records.len(), Duration::from_secs(120));
     assert!(first.terminate().success());
     let users = setup.changelog_states().len();
@@ -793,30 +693,21 @@ fn the_scorer_speaks_tls_to_a_tls_only_broker() {
     let dir = TempDir::new("tls");
     let cert = dir.path().join("broker.pem");
     let key = dir.path().join("broker.key");
-    let out = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=localhost", "-addext"])
-        .arg("subjectAltName=IP:127.0.0.1,DNS:localhost")
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed by tests/setup");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // openssl is installed by tests/setup.
+    output_of(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=localhost", "-addext"])
+            .arg("subjectAltName=IP:127.0.0.1,DNS:localhost")
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
     );
     let mut broker = Broker::mock_with(
-        &[
-            (&names.input, 2, false),
-            (&names.changelog, 2, true),
-            (&names.output, 2, false),
-            (&names.dlq, 2, false),
-        ],
+        &names.scorer_topics(2, 2),
         &[
             "--tls-cert",
             cert.to_str().expect("utf-8 path"),
@@ -837,7 +728,7 @@ fn the_scorer_speaks_tls_to_a_tls_only_broker() {
         ("security.protocol".into(), "ssl".into()),
         ("ssl.ca.location".into(), ca.clone()),
     ];
-    let setup = Setup { broker, names, dir };
+    let setup = ScorerRig { broker, names, dir };
     let scorer = setup.scorer(
         "s",
         &[
@@ -851,12 +742,7 @@ fn the_scorer_speaks_tls_to_a_tls_only_broker() {
         seed: 11,
         ..GeneratorConfig::default()
     };
-    let (events_file, records) = generated(setup.dir.path(), &cfg);
-    let p = producer(&setup.broker);
-    for (k, v) in &records {
-        produce(&p, &setup.names.input, Some(k.as_bytes()), v);
-    }
-    p.flush(Duration::from_secs(30)).expect("flush over TLS");
+    let (events_file, records) = setup.produce_generated(&cfg);
     setup.wait_caught_up(records.len(), Duration::from_secs(120));
     let mut scorer = scorer;
     assert!(scorer.terminate().success(), "{}", scorer.log_text());
@@ -867,7 +753,7 @@ fn the_scorer_speaks_tls_to_a_tls_only_broker() {
 /// DLQ as `invalid_value` naming the time, and the leads around it keep their scores.
 #[test]
 fn a_far_future_record_is_dead_lettered_and_moves_no_clock() {
-    let setup = Setup::new("future", 1);
+    let setup = ScorerRig::new("future", 1);
     let _scorer = setup.scorer("s", &[]);
     let p = producer(&setup.broker);
     let ev = |user: &str, time: &str, rest: &str| {
@@ -900,10 +786,7 @@ fn a_far_future_record_is_dead_lettered_and_moves_no_clock() {
             ev("u1", "2026-01-05T10:05:00Z", r#""type":"session_start""#),
         ),
     ];
-    for (k, v) in &records {
-        produce(&p, &setup.names.input, Some(k.as_bytes()), v);
-    }
-    p.flush(Duration::from_secs(30)).expect("flush");
+    produce_all(&p, &setup.names.input, &records);
     let mut dlq = Vec::new();
     wait_until(Duration::from_secs(60), "the dead letter", || {
         dlq = read_all(&setup.broker, &setup.names.dlq);
@@ -927,7 +810,7 @@ fn a_far_future_record_is_dead_lettered_and_moves_no_clock() {
 /// its home changelog partition only.
 #[test]
 fn misrouted_and_keyless_records_are_scored_once_in_the_home_partition() {
-    let setup = Setup::new("misrouted", PARTITIONS);
+    let setup = ScorerRig::new("misrouted", PARTITIONS);
     // Without the inactivity rule, the result does not depend on how the re-routed copies of
     // different users interleave with each other on the home partition.
     let seed = std::fs::read_to_string(rules_path("seed-canvas.toml")).expect("seed rules");
@@ -940,7 +823,7 @@ fn misrouted_and_keyless_records_are_scored_once_in_the_home_partition() {
         seed: 23,
         ..GeneratorConfig::default()
     };
-    let (events_file, records) = generated(setup.dir.path(), &cfg);
+    let (events_file, records) = setup.generated(&cfg);
     // Keyless events for users of their own, one each, so their order cannot matter.
     let mut keyless = Vec::new();
     let mut lines = std::fs::read_to_string(&events_file).expect("events");
@@ -993,10 +876,7 @@ fn misrouted_and_keyless_records_are_scored_once_in_the_home_partition() {
     std::thread::sleep(Duration::from_millis(700));
     scorer.kill9();
     let mut scorer = setup.scorer("s", &extra);
-    for (k, v) in second {
-        produce(&crc32, &setup.names.input, Some(k.as_bytes()), v);
-    }
-    crc32.flush(Duration::from_secs(30)).expect("flush");
+    produce_all(&crc32, &setup.names.input, second);
 
     let expected = simulate(&rules, &events_file, PARTITIONS);
     let mut actual = BTreeMap::new();
@@ -1076,18 +956,12 @@ fn score_changes_carry_their_event_time_as_record_timestamp_and_a_content_type()
             "application/x-protobuf; messageType=leadscore.v1.ScoreChange",
         ),
     ] {
-        let setup = Setup::new(&format!("stamps-{format}"), 2);
-        let events = generator::generate(&GeneratorConfig {
+        let setup = ScorerRig::new(&format!("stamps-{format}"), 2);
+        let (_, events) = setup.produce_generated(&GeneratorConfig {
             users: 20,
             events: 300,
             ..GeneratorConfig::default()
         });
-        let p = producer(&setup.broker);
-        for e in &events {
-            let payload = codec::encode_event(Format::Json, e);
-            produce(&p, &setup.names.input, Some(e.user_id.as_bytes()), &payload);
-        }
-        p.flush(Duration::from_secs(30)).expect("flush");
         let mut scorer = setup.scorer("s", &[("SCORER__OUTPUT_FORMAT", format)]);
         setup.wait_caught_up(events.len(), Duration::from_secs(120));
         assert!(scorer.terminate().success());
@@ -1125,18 +999,12 @@ fn score_changes_carry_their_event_time_as_record_timestamp_and_a_content_type()
 
 #[test]
 fn producer_and_consumer_properties_reach_only_their_clients_without_librdkafka_warnings() {
-    let setup = Setup::new("role-props", 1);
-    let events = generator::generate(&GeneratorConfig {
+    let setup = ScorerRig::new("role-props", 1);
+    let (_, events) = setup.produce_generated(&GeneratorConfig {
         users: 5,
         events: 50,
         ..GeneratorConfig::default()
     });
-    let p = producer(&setup.broker);
-    for e in &events {
-        let payload = codec::encode_event(Format::Json, e);
-        produce(&p, &setup.names.input, Some(e.user_id.as_bytes()), &payload);
-    }
-    p.flush(Duration::from_secs(30)).expect("flush");
     // A producer property and a consumer property in the shared [kafka] (scorer_env sets
     // session.timeout.ms there too), and one in each role's table.
     let mut scorer = setup.scorer(
@@ -1158,21 +1026,6 @@ fn producer_and_consumer_properties_reach_only_their_clients_without_librdkafka_
     assert!(!log.contains("CONFWARN"), "{log}");
 }
 
-/// A tombstone (a record with a null value) keyed by `key`, or keyless.
-fn produce_tombstone(
-    p: &rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
-    topic: &str,
-    key: Option<&[u8]>,
-) {
-    let mut rec: rdkafka::producer::BaseRecord<'_, [u8], [u8]> =
-        rdkafka::producer::BaseRecord::to(topic);
-    if let Some(k) = key {
-        rec = rec.key(k);
-    }
-    p.send(rec)
-        .unwrap_or_else(|(e, _)| panic!("produce a tombstone to {topic}: {e}"));
-}
-
 /// The last record of each key, as a compacted copy of the topic would keep it.
 fn last_by_key(records: &[Read]) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
     records
@@ -1191,7 +1044,7 @@ fn event_json(user: &str, time: &str, rest: &str) -> Vec<u8> {
 /// whether or not the deletions were checkpointed before the kill.
 #[test]
 fn deleted_users_leave_tombstones_and_start_from_nothing_through_a_restart() {
-    let setup = Setup::new("forget", 1);
+    let setup = ScorerRig::new("forget", 1);
     let mut scorer = setup.scorer("s", &[]);
     let p = producer(&setup.broker);
     let email = r#""type":"email_added","value":"x@y.io""#;
@@ -1255,10 +1108,7 @@ fn deleted_users_leave_tombstones_and_start_from_nothing_through_a_restart() {
         ("u1", event_json("u1", "11:02", demo)),
         ("u2", event_json("u2", "11:00", r#""type":"session_start""#)),
     ];
-    for (k, v) in &second {
-        produce(&p, &setup.names.input, Some(k.as_bytes()), v);
-    }
-    p.flush(Duration::from_secs(30)).expect("flush");
+    produce_all(&p, &setup.names.input, &second);
     scorer.kill9();
     let scorer = setup.scorer("s", &[]);
     setup.wait_caught_up(first.len() + second.len(), Duration::from_secs(60));
@@ -1297,16 +1147,11 @@ fn deleted_users_leave_tombstones_and_start_from_nothing_through_a_restart() {
 /// partitioner, or an explicit partition) is re-routed home like any record and deletes there.
 #[test]
 fn a_tombstone_off_its_home_partition_is_rerouted_and_deletes_the_user() {
-    let setup = Setup::new("tomb-reroute", PARTITIONS);
+    let setup = ScorerRig::new("tomb-reroute", PARTITIONS);
     let _scorer = setup.scorer("s", &[]);
     let p = producer(&setup.broker);
-    produce(
-        &p,
-        &setup.names.input,
-        Some(b"u1"),
-        &event_json("u1", "10:00", r#""type":"email_added","value":"x@y.io""#),
-    );
-    p.flush(Duration::from_secs(30)).expect("flush");
+    let email = event_json("u1", "10:00", r#""type":"email_added","value":"x@y.io""#);
+    produce_all(&p, &setup.names.input, &[("u1", email)]);
     setup.wait_caught_up(1, Duration::from_secs(60));
     assert!(setup.changelog_states().contains_key("u1"));
     let home = leadscore::partitioner::partition_for(b"u1", PARTITIONS);
@@ -1335,7 +1180,7 @@ fn a_tombstone_off_its_home_partition_is_rerouted_and_deletes_the_user() {
 /// Issue 12.5: a keyless tombstone names no user: a dead letter, and nobody is deleted.
 #[test]
 fn a_keyless_tombstone_is_dead_lettered() {
-    let setup = Setup::new("keyless-tomb", 1);
+    let setup = ScorerRig::new("keyless-tomb", 1);
     let _scorer = setup.scorer("s", &[]);
     let p = producer(&setup.broker);
     produce(
@@ -1364,24 +1209,30 @@ fn a_keyless_tombstone_is_dead_lettered() {
 #[test]
 fn an_unknown_type_is_skipped_and_counted_or_dead_lettered_when_configured() {
     for mode in ["skip", "dead_letter"] {
-        let setup = Setup::new(&format!("unknown-{}", mode.replace('_', "-")), 1);
+        let setup = ScorerRig::new(&format!("unknown-{}", mode.replace('_', "-")), 1);
         let scorer = setup.scorer("s", &[("SCORER__UNKNOWN_TYPES", mode)]);
         let p = producer(&setup.broker);
         let records = [
-            event_json("u1", "10:00", r#""type":"email_added","value":"x@y.io""#),
-            event_json(
+            (
                 "u1",
-                "10:01",
-                r#""type":"custom_event","name":"demo_requested""#,
+                event_json("u1", "10:00", r#""type":"email_added","value":"x@y.io""#),
+            ),
+            (
+                "u1",
+                event_json(
+                    "u1",
+                    "10:01",
+                    r#""type":"custom_event","name":"demo_requested""#,
+                ),
             ),
             // Eight days later: the seven-day inactivity timer of u1 is due by then.
-            br#"{"user_id":"u9","time":"2026-01-13T10:00:00Z","type":"page_view","url":"/"}"#
-                .to_vec(),
+            (
+                "u9",
+                br#"{"user_id":"u9","time":"2026-01-13T10:00:00Z","type":"page_view","url":"/"}"#
+                    .to_vec(),
+            ),
         ];
-        produce(&p, &setup.names.input, Some(b"u1"), &records[0]);
-        produce(&p, &setup.names.input, Some(b"u1"), &records[1]);
-        produce(&p, &setup.names.input, Some(b"u9"), &records[2]);
-        p.flush(Duration::from_secs(30)).expect("flush");
+        produce_all(&p, &setup.names.input, &records);
         setup.wait_caught_up(records.len(), Duration::from_secs(60));
         let (_, metrics) = scorer.get("/metrics").expect("metrics");
         let skipped = metric_with(

@@ -55,6 +55,7 @@ struct Setup {
 
 /// What one restore of every partition gave: the partitions restored warm, and every user with
 /// its value.
+#[derive(Default)]
 struct Restore {
     warm: BTreeSet<i32>,
     users: BTreeMap<String, String>,
@@ -64,9 +65,7 @@ impl Setup {
     fn new(test: &str) -> Setup {
         let names = Names::new(test);
         let broker = Broker::start(&[(&names.changelog, PARTITIONS, true)]);
-        let mut props = BTreeMap::new();
-        props.insert("bootstrap.servers".to_string(), broker.bootstrap.clone());
-        props.extend(broker.client_properties.iter().cloned());
+        let props = broker.properties();
         Setup {
             _broker: broker,
             topic: names.changelog,
@@ -93,10 +92,7 @@ impl Setup {
         let changelog = Changelog::open(&self.state(name), &self.topic, &self.props).expect("open");
         let producer = ServiceProducer::new(&self.props, None).expect("producer");
         let consumer = kafka::reader(&self.props).expect("consumer");
-        let mut restore = Restore {
-            warm: BTreeSet::new(),
-            users: BTreeMap::new(),
-        };
+        let mut restore = Restore::default();
         let mut states: Vec<KeyedState<String>> = Vec::new();
         for p in 0..PARTITIONS {
             let r = changelog.restore(p).expect("restore");
@@ -168,10 +164,7 @@ impl Restore {
 }
 
 fn restore_all(changelog: &Changelog) -> Restore {
-    let mut restore = Restore {
-        warm: BTreeSet::new(),
-        users: BTreeMap::new(),
-    };
+    let mut restore = Restore::default();
     for p in 0..PARTITIONS {
         restore.add(p, &changelog.restore(p).expect("restore"));
     }
@@ -182,9 +175,15 @@ fn all_partitions() -> BTreeSet<i32> {
     (0..PARTITIONS).collect()
 }
 
-/// After damage to partition(s) `damaged`: the restore is cold there and warm elsewhere, every
-/// user is back, `reason` counted once per damaged partition, and the restart after is warm.
-fn assert_recovers(setup: &Setup, damaged: &[i32], reason: &str, before: f64) {
+/// Instance a's store, after a clean stop, damaged by `damage` (given its fjall directory) in
+/// partition(s) `damaged`: the restore is cold there and warm elsewhere, every user is back,
+/// `reason` counted once per damaged partition, and the restart after is warm.
+fn assert_recovers(test: &str, damaged: &[i32], reason: &str, damage: impl FnOnce(&Path)) {
+    let _serial = serial();
+    let setup = Setup::new(test);
+    setup.run("a", 0);
+    let before = failures(reason);
+    damage(&setup.fjall("a"));
     let want = setup.changelog_users();
     let restore = setup.restore("a");
     let warm: BTreeSet<i32> = all_partitions()
@@ -224,7 +223,7 @@ fn an_undamaged_warm_restart_stays_warm_even_after_another_owner_moved_on() {
     let _serial = serial();
     let setup = Setup::new("store-intact");
     setup.run("a", 0);
-    let before: f64 = (REASONS.iter().map(|r| failures(r))).sum();
+    let before = all_failures();
 
     // Instance b owns the partitions for a while (a cold start from the changelog), so a's
     // copy is behind: its warm restart verifies against the checkpoints b wrote.
@@ -240,45 +239,41 @@ fn an_undamaged_warm_restart_stays_warm_even_after_another_owner_moved_on() {
     let again = setup.restore("a");
     assert_eq!(again.warm, all_partitions());
     assert_eq!(again.users, want);
-    let after: f64 = (REASONS.iter().map(|r| failures(r))).sum();
+    let after = all_failures();
     assert_eq!(after, before, "nothing counted as a failure");
 }
 
-/// Every reason label.
-const REASONS: [&str; 7] = leadscore::runtime::changelog::VerifyFailure::REASONS;
+/// The failures counted so far, every reason together.
+fn all_failures() -> f64 {
+    leadscore::runtime::changelog::VerifyFailure::REASONS
+        .iter()
+        .map(|r| failures(r))
+        .sum()
+}
 
 #[test]
 fn a_removed_partition_directory_is_not_trusted() {
-    let _serial = serial();
-    let setup = Setup::new("store-rm-partition");
-    setup.run("a", 0);
-    let before = failures("key_count");
-    remove(&setup.fjall("a").join("partitions/p1"));
-    assert_recovers(&setup, &[1], "key_count", before);
+    assert_recovers("store-rm-partition", &[1], "key_count", |fjall| {
+        remove(&fjall.join("partitions/p1"))
+    });
 }
 
 #[test]
 fn removed_manifest_files_are_not_trusted() {
-    let _serial = serial();
-    let setup = Setup::new("store-rm-manifests");
-    setup.run("a", 0);
-    let before = failures("key_count");
     // The manifest of every Kafka partition's fjall partition: fjall deletes those partitions
     // at open, while the meta partition still says where each copy stood.
-    for p in 0..PARTITIONS {
-        remove(&setup.fjall("a").join(format!("partitions/p{p}/manifest")));
-    }
-    assert_recovers(&setup, &[0, 1, 2], "key_count", before);
+    assert_recovers("store-rm-manifests", &[0, 1, 2], "key_count", |fjall| {
+        for p in 0..PARTITIONS {
+            remove(&fjall.join(format!("partitions/p{p}/manifest")));
+        }
+    });
 }
 
 #[test]
 fn keys_whose_meta_was_lost_are_not_trusted() {
-    let _serial = serial();
-    let setup = Setup::new("store-rm-meta");
-    setup.run("a", 0);
-    let before = failures("no_meta");
-    remove(&setup.fjall("a").join("partitions/meta/manifest"));
-    assert_recovers(&setup, &[0, 1, 2], "no_meta", before);
+    assert_recovers("store-rm-meta", &[0, 1, 2], "no_meta", |fjall| {
+        remove(&fjall.join("partitions/meta/manifest"))
+    });
 }
 
 #[test]
@@ -286,7 +281,7 @@ fn records_of_an_incomplete_checkpoint_do_not_make_a_later_restart_distrust_its_
     let _serial = serial();
     let setup = Setup::new("store-orphans");
     setup.run("a", 0);
-    let before: f64 = REASONS.iter().map(|r| failures(r)).sum();
+    let before = all_failures();
     // An owner crashes mid-checkpoint: a changed user and a new one reach the changelog only.
     setup.orphans(&[
         (0, "user-0-0", "never checkpointed"),
@@ -305,6 +300,6 @@ fn records_of_an_incomplete_checkpoint_do_not_make_a_later_restart_distrust_its_
     assert_eq!(a.warm, all_partitions(), "a's copy distrusted");
     assert_eq!(a.users, c.users);
     assert_eq!(setup.changelog_users(), c.users);
-    let after: f64 = REASONS.iter().map(|r| failures(r)).sum();
+    let after = all_failures();
     assert_eq!(after, before, "nothing counted as a failure");
 }

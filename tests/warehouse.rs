@@ -14,139 +14,66 @@ use std::time::Duration;
 
 const PARTITIONS: i32 = 3;
 
-/// A `leadscore warehouse` process, killed on drop.
-struct Sync {
-    child: std::process::Child,
+/// The scorer's topics and a PostgreSQL server of the test's own.
+fn warehouse_rig(test: &str) -> (ScorerRig, Postgres) {
+    (ScorerRig::new(test, PARTITIONS), Postgres::start(test))
+}
+
+fn warehouse_env(
+    rig: &ScorerRig,
+    pg: &Postgres,
     admin_port: u16,
-    log: std::path::PathBuf,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut env = settings_env(&[
+        ("KAFKA__BOOTSTRAP_SERVERS", &rig.broker.bootstrap),
+        ("KAFKA__SESSION_TIMEOUT_MS", "6000"),
+        ("KAFKA__HEARTBEAT_INTERVAL_MS", "500"),
+        ("TOPICS__INPUT", &rig.names.input),
+        ("TOPICS__OUTPUT", &rig.names.output),
+        ("TOPICS__PARTITIONS", &PARTITIONS.to_string()),
+        ("WAREHOUSE__URL", &pg.url()),
+        ("WAREHOUSE__POLL_INTERVAL", "100ms"),
+        ("ADMIN__LISTEN", &format!("127.0.0.1:{admin_port}")),
+    ]);
+    env.extend(settings_env(extra));
+    env
 }
 
-impl Sync {
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let status = self.child.wait().expect("wait");
-        assert!(
-            status.success(),
-            "{}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
-        status
-    }
-
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(self.admin_port, path)
-    }
+/// `leadscore warehouse import|export` as a process.
+fn warehouse(
+    rig: &ScorerRig,
+    pg: &Postgres,
+    command: &str,
+    tag: &str,
+    extra: &[(&str, &str)],
+) -> Service {
+    let port = free_port();
+    Service::spawn(
+        &format!("warehouse {command}"),
+        &warehouse_env(rig, pg, port, extra),
+        port,
+        rig.dir.path().join(format!("{command}-{tag}.log")),
+    )
 }
 
-impl Drop for Sync {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn count(pg: &Postgres, sql: &str) -> usize {
+    pg.sql(sql)
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-struct Rig {
-    broker: Broker,
-    names: Names,
-    dir: TempDir,
-    pg: Postgres,
-}
-
-impl Rig {
-    fn new(test: &str) -> Rig {
-        let names = Names::new(test);
-        let broker = Broker::start(&[
-            (&names.input, PARTITIONS, false),
-            (&names.changelog, PARTITIONS, true),
-            (&names.output, PARTITIONS, false),
-            (&names.dlq, PARTITIONS, false),
-        ]);
-        Rig {
-            broker,
-            names,
-            dir: TempDir::new(test),
-            pg: Postgres::start(test),
-        }
-    }
-
-    fn env(&self, admin_port: u16, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-        let v = |k: &str, v: &str| (format!("LEADSCORE__{k}"), v.to_string());
-        let mut env = vec![
-            v("KAFKA__BOOTSTRAP_SERVERS", &self.broker.bootstrap),
-            v("KAFKA__SESSION_TIMEOUT_MS", "6000"),
-            v("KAFKA__HEARTBEAT_INTERVAL_MS", "500"),
-            v("TOPICS__INPUT", &self.names.input),
-            v("TOPICS__OUTPUT", &self.names.output),
-            v("TOPICS__PARTITIONS", &PARTITIONS.to_string()),
-            v("WAREHOUSE__URL", &self.pg.url()),
-            v("WAREHOUSE__POLL_INTERVAL", "100ms"),
-            v("ADMIN__LISTEN", &format!("127.0.0.1:{admin_port}")),
-        ];
-        env.extend(extra.iter().map(|(k, val)| v(k, val)));
-        env
-    }
-
-    /// `leadscore warehouse import|export` as a process.
-    fn warehouse(&self, command: &str, tag: &str, extra: &[(&str, &str)]) -> Sync {
-        let port = free_port();
-        let log = self.dir.path().join(format!("{command}-{tag}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = std::process::Command::new(BIN)
-            .args(["warehouse", command])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(self.env(port, extra))
-            .stdout(std::process::Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn leadscore warehouse");
-        Sync {
-            child,
-            admin_port: port,
-            log,
-        }
-    }
-
-    fn scorer(&self) -> Service {
-        let port = free_port();
-        let mut env = scorer_env(
-            &self.broker,
-            &self.names,
-            &self.dir.path().join("state"),
-            &rules_path("seed-canvas.toml"),
-            port,
-        );
-        env.push(("LEADSCORE__SCORER__BATCH_MAX_WAIT".into(), "300ms".into()));
-        Service::spawn("score", &env, port, self.dir.path().join("scorer.log"))
-    }
-
-    fn count(&self, sql: &str) -> usize {
-        self.pg
-            .sql(sql)
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-    }
-
-    fn create_import_table(&self) {
-        self.pg.sql(
-            "CREATE TABLE lead_score_imports (user_id text PRIMARY KEY, score integer, \
-             updated_at timestamptz NOT NULL)",
-        );
-    }
+fn create_import_table(pg: &Postgres) {
+    pg.sql(
+        "CREATE TABLE lead_score_imports (user_id text PRIMARY KEY, score integer, \
+         updated_at timestamptz NOT NULL)",
+    );
 }
 
 /// The external_score events on the input topic: (user, score, updated_at ms), checking each
 /// record is keyed by its user and in its user's home partition.
-fn imported(rig: &Rig) -> Vec<(String, i64, i64)> {
+fn imported(rig: &ScorerRig) -> Vec<(String, i64, i64)> {
     read_all(&rig.broker, &rig.names.input)
         .iter()
         .map(|r| {
@@ -169,50 +96,47 @@ fn imported(rig: &Rig) -> Vec<(String, i64, i64)> {
 }
 
 /// The table's rows: user to (score, updated_at ms).
-fn table_rows(rig: &Rig) -> BTreeMap<String, (i64, i64)> {
-    rig.pg
-        .sql(
-            "SELECT user_id, score, (extract(epoch from updated_at) * 1000)::bigint \
+fn table_rows(pg: &Postgres) -> BTreeMap<String, (i64, i64)> {
+    pg.sql(
+        "SELECT user_id, score, (extract(epoch from updated_at) * 1000)::bigint \
              FROM lead_score_imports WHERE score IS NOT NULL",
+    )
+    .lines()
+    .map(|l| {
+        let f: Vec<&str> = l.split('|').collect();
+        (
+            f[0].to_string(),
+            (f[1].parse().unwrap(), f[2].parse().unwrap()),
         )
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split('|').collect();
-            (
-                f[0].to_string(),
-                (f[1].parse().unwrap(), f[2].parse().unwrap()),
-            )
-        })
-        .collect()
+    })
+    .collect()
 }
 
 #[test]
 fn import_sends_every_row_including_equal_timestamps_across_batch_boundaries() {
-    let rig = Rig::new("wh-import");
-    rig.create_import_table();
+    let (rig, pg) = warehouse_rig("wh-import");
+    create_import_table(&pg);
     // Ten rows at one instant and five at the next: batches of three end among equal times.
-    rig.pg.sql(
+    pg.sql(
         "INSERT INTO lead_score_imports SELECT 'user-' || i, i * 10, \
          timestamptz '2026-01-05 10:00:00+00' + (i / 10) * interval '1 second' \
          FROM generate_series(0, 14) i",
     );
-    rig.pg
-        .sql("INSERT INTO lead_score_imports VALUES ('no-score', NULL, '2026-01-05 10:00:00+00')");
-    let mut import = rig.warehouse("import", "1", &[("WAREHOUSE__BATCH_SIZE", "3")]);
+    pg.sql("INSERT INTO lead_score_imports VALUES ('no-score', NULL, '2026-01-05 10:00:00+00')");
+    let mut import = warehouse(&rig, &pg, "import", "1", &[("WAREHOUSE__BATCH_SIZE", "3")]);
     wait_until(Duration::from_secs(30), "15 rows imported", || {
         read_all(&rig.broker, &rig.names.input).len() >= 15
     });
     // The watermark sits on the last row, stored after the last batch was acknowledged.
     wait_until(Duration::from_secs(10), "the watermark stored", || {
-        rig.pg
-            .try_sql(
-                "SELECT user_id FROM leadscore_import_watermarks WHERE name = 'lead_score_imports'",
-            )
-            .is_ok_and(|u| u == "user-14")
+        pg.try_sql(
+            "SELECT user_id FROM leadscore_import_watermarks WHERE name = 'lead_score_imports'",
+        )
+        .is_ok_and(|u| u == "user-14")
     });
 
     // Later updates, two of them at one new instant, are picked up by the next polls.
-    rig.pg.sql(
+    pg.sql(
         "UPDATE lead_score_imports SET score = score + 1, \
          updated_at = timestamptz '2026-01-05 11:00:00+00' WHERE user_id IN ('user-3', 'user-12')",
     );
@@ -220,13 +144,13 @@ fn import_sends_every_row_including_equal_timestamps_across_batch_boundaries() {
         read_all(&rig.broker, &rig.names.input).len() >= 17
     });
     std::thread::sleep(Duration::from_millis(500));
-    assert!(import.terminate().success());
+    import.stop();
 
     let got = imported(&rig);
     assert_eq!(got.len(), 17, "each row version once: {got:?}");
     let versions: BTreeSet<(String, i64)> = got.iter().map(|(u, s, _)| (u.clone(), *s)).collect();
     assert_eq!(versions.len(), 17);
-    let rows = table_rows(&rig);
+    let rows = table_rows(&pg);
     for (user, (score, at)) in &rows {
         assert!(
             got.contains(&(user.clone(), *score, *at)),
@@ -240,32 +164,31 @@ fn import_sends_every_row_including_equal_timestamps_across_batch_boundaries() {
 
 #[test]
 fn import_killed_mid_stream_skips_nothing_and_the_scorer_gets_every_latest_score() {
-    let rig = Rig::new("wh-import-kill");
-    rig.create_import_table();
+    let (rig, pg) = warehouse_rig("wh-import-kill");
+    create_import_table(&pg);
     // 400 rows in groups of 7 sharing an updated_at.
-    rig.pg.sql(
+    pg.sql(
         "INSERT INTO lead_score_imports SELECT 'lead-' || i, (i * 37) % 200, \
          timestamptz '2026-01-05 10:00:00+00' + (i / 7) * interval '1 second' \
          FROM generate_series(0, 399) i",
     );
-    let _scorer = rig.scorer();
+    let _scorer = rig.scorer("state", &[]);
     let extra = [("WAREHOUSE__BATCH_SIZE", "5")];
-    let mut import = rig.warehouse("import", "1", &extra);
+    let mut import = warehouse(&rig, &pg, "import", "1", &extra);
     wait_until(Duration::from_secs(30), "some batches imported", || {
-        rig.pg
-            .try_sql("SELECT count(*) FROM leadscore_import_watermarks")
+        pg.try_sql("SELECT count(*) FROM leadscore_import_watermarks")
             .is_ok_and(|n| n == "1")
     });
     import.kill9();
     let before = read_all(&rig.broker, &rig.names.input).len();
     // Rows change while the import is down, some at one shared instant.
-    rig.pg.sql(
+    pg.sql(
         "UPDATE lead_score_imports SET score = score + 3, \
          updated_at = timestamptz '2026-01-06 10:00:00+00' + (substr(user_id, 6)::int % 3) * interval '1 second' \
          WHERE substr(user_id, 6)::int % 4 = 0",
     );
-    let mut import = rig.warehouse("import", "2", &extra);
-    let rows = table_rows(&rig);
+    let mut import = warehouse(&rig, &pg, "import", "2", &extra);
+    let rows = table_rows(&pg);
     wait_until(
         Duration::from_secs(60),
         "every row's latest version imported",
@@ -275,7 +198,7 @@ fn import_killed_mid_stream_skips_nothing_and_the_scorer_gets_every_latest_score
                 .all(|(u, (s, at))| got.contains(&(u.clone(), *s, *at)))
         },
     );
-    assert!(import.terminate().success());
+    import.stop();
     let all = imported(&rig);
     eprintln!(
         "{before} events before the kill, {} after the restart",
@@ -283,35 +206,17 @@ fn import_killed_mid_stream_skips_nothing_and_the_scorer_gets_every_latest_score
     );
 
     // Simulate over what reached the input topic; every user ends at its row's latest score.
-    let events_file = rig.dir.path().join("events.jsonl");
-    let lines: Vec<String> = read_all(&rig.broker, &rig.names.input)
-        .iter()
-        .map(|r| String::from_utf8_lossy(r.payload.as_deref().unwrap_or_default()).into_owned())
-        .collect();
-    std::fs::write(&events_file, lines.join("\n") + "\n").unwrap();
-    let expected = simulate(&rules_path("seed-canvas.toml"), &events_file, PARTITIONS);
+    let expected = rig.simulate_input(PARTITIONS);
     assert_eq!(expected.len(), rows.len());
     for (user, (score, _)) in &rows {
         assert_eq!(expected[user]["score"], *score, "{user}");
     }
-    wait_until(
-        Duration::from_secs(60),
-        "the scorer to hold every latest score",
-        || {
-            let actual = states_from_changelog(&rig.broker, &rig.names.changelog);
-            expected.iter().all(|(user, want)| {
-                actual
-                    .get(user)
-                    .is_some_and(|st| &state_json(user, st) == want)
-            })
-        },
-    );
+    rig.wait_scored_as(&expected, "the scorer to hold every latest score");
 }
 
 /// Input events for `users` users: enrolled by email, then engagement that scores.
-fn produce_engagement(rig: &Rig, users: usize) -> usize {
-    let p = producer(&rig.broker);
-    let mut n = 0;
+fn produce_engagement(rig: &ScorerRig, users: usize) -> usize {
+    let mut records = Vec::new();
     for i in 0..users {
         let user = format!("lead-{i}");
         let mut lines = vec![format!(
@@ -331,33 +236,29 @@ fn produce_engagement(rig: &Rig, users: usize) -> usize {
                 k + 1
             ));
         }
-        for line in lines {
-            produce(&p, &rig.names.input, Some(user.as_bytes()), line.as_bytes());
-            n += 1;
-        }
+        records.extend(lines.into_iter().map(|line| (user.clone(), line)));
     }
-    rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).expect("flush");
-    n
+    produce_all(&producer(&rig.broker), &rig.names.input, &records);
+    records.len()
 }
 
 #[test]
 fn export_killed_mid_stream_writes_every_change_once() {
-    let rig = Rig::new("wh-export");
-    let _scorer = rig.scorer();
+    let (rig, pg) = warehouse_rig("wh-export");
+    let _scorer = rig.scorer("state", &[]);
     produce_engagement(&rig, 60);
     // Every user: email (enrolls, no score), then four scoring events.
     wait_until(Duration::from_secs(60), "the scorer's changes", || {
         read_all(&rig.broker, &rig.names.output).len() >= 60 * 4
     });
     let extra = [("WAREHOUSE__EXPORT_BATCH", "7")];
-    let mut export = rig.warehouse("export", "1", &extra);
+    let mut export = warehouse(&rig, &pg, "export", "1", &extra);
     wait_until(Duration::from_secs(60), "some changes exported", || {
-        rig.pg
-            .try_sql("SELECT count(*) FROM lead_score_changes")
+        pg.try_sql("SELECT count(*) FROM lead_score_changes")
             .is_ok_and(|n| n.parse::<usize>().unwrap_or(0) > 0)
     });
     export.kill9();
-    let mut export = rig.warehouse("export", "2", &extra);
+    let mut export = warehouse(&rig, &pg, "export", "2", &extra);
     let changes: Vec<leadscore::change::ScoreChange> = read_all(&rig.broker, &rig.names.output)
         .iter()
         .map(|r| {
@@ -367,15 +268,18 @@ fn export_killed_mid_stream_writes_every_change_once() {
         .collect();
     let ids: BTreeSet<&str> = changes.iter().map(|c| c.event_id.as_str()).collect();
     wait_until(Duration::from_secs(90), "every change exported", || {
-        rig.count("SELECT count(*) FROM lead_score_changes") >= ids.len()
+        count(&pg, "SELECT count(*) FROM lead_score_changes") >= ids.len()
     });
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
-        rig.count("SELECT count(*) FROM lead_score_changes"),
+        count(&pg, "SELECT count(*) FROM lead_score_changes"),
         ids.len()
     );
     assert_eq!(
-        rig.count("SELECT count(DISTINCT event_id) FROM lead_score_changes"),
+        count(
+            &pg,
+            "SELECT count(DISTINCT event_id) FROM lead_score_changes"
+        ),
         ids.len()
     );
     // Each lead's current row holds its last change.
@@ -383,8 +287,7 @@ fn export_killed_mid_stream_writes_every_change_once() {
     for c in &changes {
         last.insert(&c.user_id, c.score);
     }
-    let scores: BTreeMap<String, i64> = rig
-        .pg
+    let scores: BTreeMap<String, i64> = pg
         .sql("SELECT user_id, score FROM lead_scores")
         .lines()
         .map(|l| {
@@ -396,10 +299,12 @@ fn export_killed_mid_stream_writes_every_change_once() {
     for (user, score) in &last {
         assert_eq!(scores.get(*user), Some(score), "{user}");
     }
-    assert!(export.terminate().success());
+    export.stop();
 
     // A replay from the start by another group writes nothing twice.
-    let mut replay = rig.warehouse(
+    let mut replay = warehouse(
+        &rig,
+        &pg,
         "export",
         "replay",
         &[("WAREHOUSE__EXPORT_GROUP_ID", "replay")],
@@ -423,31 +328,24 @@ fn export_killed_mid_stream_writes_every_change_once() {
         Some(0.0)
     );
     assert_eq!(
-        rig.count("SELECT count(*) FROM lead_score_changes"),
+        count(&pg, "SELECT count(*) FROM lead_score_changes"),
         ids.len()
     );
-    assert!(replay.terminate().success());
+    replay.stop();
 }
 
 #[test]
 fn tls_is_refused_plainly_and_a_missing_url_is_a_configuration_error() {
-    let rig = Rig::new("wh-config");
+    let (rig, pg) = warehouse_rig("wh-config");
     let run = |url: Option<&str>| {
-        let mut env = rig.env(free_port(), &[]);
+        let mut env = warehouse_env(&rig, &pg, free_port(), &[]);
         env.retain(|(k, _)| k != "LEADSCORE__WAREHOUSE__URL");
         if let Some(u) = url {
             env.push(("LEADSCORE__WAREHOUSE__URL".into(), u.into()));
         }
-        let out = std::process::Command::new(BIN)
-            .args(["warehouse", "export"])
-            .env_clear()
-            .envs(env)
-            .output()
-            .expect("run");
-        assert_eq!(out.status.code(), Some(1));
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        configuration_error("warehouse export", &env)
     };
     assert!(run(None).contains("warehouse.url is not set"));
-    let tls = format!("{} sslmode=require", rig.pg.url());
+    let tls = format!("{} sslmode=require", pg.url());
     assert!(run(Some(&tls)).contains("plain text only"));
 }

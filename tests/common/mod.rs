@@ -1,17 +1,22 @@
 //! Helpers for the broker tests: a broker process (the embedded mock via `leadscore
 //! dev-broker`, or `tansu` when `LEADSCORE_TEST_BROKER=tansu`), unique topic names, scorer
-//! processes, producing and reading back.
+//! processes, producing and reading back. `files` and `promql` serve the tests that read the
+//! repository's deployment files; `postgres` the warehouse tests.
 #![allow(dead_code)]
 
+pub mod files;
 pub mod postgres;
+pub mod promql;
 
+use leadscore::codec::{self, Format};
+use leadscore::generator::{self, GeneratorConfig};
 use leadscore::runtime::changelog::Changelog;
 use leadscore::state::UserState;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
@@ -134,6 +139,14 @@ impl Broker {
         }
     }
 
+    /// The client properties the library's own clients take (`bootstrap.servers` and TLS).
+    pub fn properties(&self) -> BTreeMap<String, String> {
+        let mut props = BTreeMap::new();
+        props.insert("bootstrap.servers".to_string(), self.bootstrap.clone());
+        props.extend(self.client_properties.iter().cloned());
+        props
+    }
+
     pub fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap);
@@ -215,6 +228,8 @@ pub struct Names {
     pub output: String,
     pub dlq: String,
     pub group: String,
+    /// The lookup directory (`topics.instances`), made only by [`ScorerRig::with_instances`].
+    pub instances: String,
 }
 
 impl Names {
@@ -231,7 +246,23 @@ impl Names {
             output: format!("out-{tag}"),
             dlq: format!("dlq-{tag}"),
             group: format!("g-{tag}"),
+            instances: format!("inst-{tag}"),
         }
+    }
+
+    /// The scorer's four topics as [`Broker::start`] takes them: the input, output and
+    /// dead-letter topics with `partitions`, the compacted changelog with `changelog_partitions`.
+    pub fn scorer_topics(
+        &self,
+        partitions: i32,
+        changelog_partitions: i32,
+    ) -> Vec<(&str, i32, bool)> {
+        vec![
+            (&self.input, partitions, false),
+            (&self.changelog, changelog_partitions, true),
+            (&self.output, partitions, false),
+            (&self.dlq, partitions, false),
+        ]
     }
 }
 
@@ -308,33 +339,163 @@ pub fn rules_path(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Environment for a scorer process on `broker` with `names`.
-pub fn scorer_env(
-    broker: &Broker,
-    names: &Names,
-    state_dir: &Path,
-    rules: &Path,
-    admin_port: u16,
-) -> Vec<(String, String)> {
-    let v = |k: &str, v: &str| (format!("LEADSCORE__{k}"), v.to_string());
-    vec![
-        v("KAFKA__BOOTSTRAP_SERVERS", &broker.bootstrap),
-        v("KAFKA__SESSION_TIMEOUT_MS", "6000"),
-        v("KAFKA__HEARTBEAT_INTERVAL_MS", "500"),
-        v("TOPICS__INPUT", &names.input),
-        v("TOPICS__CHANGELOG", &names.changelog),
-        v("TOPICS__OUTPUT", &names.output),
-        v("TOPICS__DLQ", &names.dlq),
-        v("SCORER__GROUP_ID", &names.group),
-        v("SCORER__RULES", &rules.display().to_string()),
-        v("SCORER__STATE_DIR", &state_dir.display().to_string()),
-        v("SCORER__FOLLOW_WALL_CLOCK", "false"),
-        v("ADMIN__LISTEN", &format!("127.0.0.1:{admin_port}")),
-        v("LOG__LEVEL", "info"),
-    ]
+/// What every scorer process test starts from: a broker with the scorer's topics, names unique
+/// to the test, and a scratch directory for the stores, the logs and the events.
+pub struct ScorerRig {
+    pub broker: Broker,
+    pub names: Names,
+    pub dir: TempDir,
 }
 
-/// A `leadscore score` process.
+impl ScorerRig {
+    /// The scorer's four topics, each with `partitions`.
+    pub fn new(test: &str, partitions: i32) -> ScorerRig {
+        ScorerRig::start(test, partitions, partitions, false)
+    }
+
+    /// The changelog with `changelog_partitions`, the other topics with `partitions`.
+    pub fn with_changelog(test: &str, partitions: i32, changelog_partitions: i32) -> ScorerRig {
+        ScorerRig::start(test, partitions, changelog_partitions, false)
+    }
+
+    /// The scorer's topics and the compacted lookup directory, `names.instances`.
+    pub fn with_instances(test: &str, partitions: i32) -> ScorerRig {
+        ScorerRig::start(test, partitions, partitions, true)
+    }
+
+    fn start(test: &str, partitions: i32, changelog_partitions: i32, instances: bool) -> ScorerRig {
+        let names = Names::new(test);
+        let mut topics = names.scorer_topics(partitions, changelog_partitions);
+        if instances {
+            topics.push((&names.instances, 1, true));
+        }
+        let broker = Broker::start(&topics);
+        ScorerRig {
+            broker,
+            names,
+            dir: TempDir::new(test),
+        }
+    }
+
+    /// The environment of a scorer with the seed canvas, its store in `dir/<state>` and its
+    /// admin endpoint on `port`, with `extra` settings (names without `LEADSCORE__`) last.
+    pub fn scorer_env(
+        &self,
+        state: &str,
+        port: u16,
+        extra: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
+        let (names, state_dir) = (&self.names, self.dir.path().join(state));
+        let mut env = settings_env(&[
+            ("KAFKA__BOOTSTRAP_SERVERS", &self.broker.bootstrap),
+            ("KAFKA__SESSION_TIMEOUT_MS", "6000"),
+            ("KAFKA__HEARTBEAT_INTERVAL_MS", "500"),
+            ("TOPICS__INPUT", &names.input),
+            ("TOPICS__CHANGELOG", &names.changelog),
+            ("TOPICS__OUTPUT", &names.output),
+            ("TOPICS__DLQ", &names.dlq),
+            ("SCORER__GROUP_ID", &names.group),
+            (
+                "SCORER__RULES",
+                &rules_path("seed-canvas.toml").display().to_string(),
+            ),
+            ("SCORER__STATE_DIR", &state_dir.display().to_string()),
+            ("SCORER__FOLLOW_WALL_CLOCK", "false"),
+            ("ADMIN__LISTEN", &format!("127.0.0.1:{port}")),
+            ("LOG__LEVEL", "info"),
+        ]);
+        env.extend(settings_env(extra));
+        env
+    }
+
+    /// `leadscore score` on a free admin port with its store in `dir/<state>` and its log in
+    /// `dir/<state>.log`: [`ScorerRig::scorer_env`], batches of at most 300 ms, then `extra`.
+    pub fn scorer(&self, state: &str, extra: &[(&str, &str)]) -> Service {
+        self.scorer_logging_to(state, state, extra)
+    }
+
+    /// [`ScorerRig::scorer`] logging to `dir/<log>.log`, for scorers that share a store.
+    pub fn scorer_logging_to(&self, log: &str, state: &str, extra: &[(&str, &str)]) -> Service {
+        let port = free_port();
+        let mut settings = vec![("SCORER__BATCH_MAX_WAIT", "300ms")];
+        settings.extend_from_slice(extra);
+        let env = self.scorer_env(state, port, &settings);
+        Service::spawn(
+            "score",
+            &env,
+            port,
+            self.dir.path().join(format!("{log}.log")),
+        )
+    }
+
+    /// Generated events as JSONL in `dir/events.jsonl` (for `simulate`) and as (key, payload)
+    /// input records.
+    pub fn generated(&self, cfg: &GeneratorConfig) -> (PathBuf, Vec<(String, Vec<u8>)>) {
+        let events = generator::generate(cfg);
+        let path = self.dir.path().join("events.jsonl");
+        let file = std::fs::File::create(&path).expect("events file");
+        generator::write_jsonl(&events, std::io::BufWriter::new(file)).expect("write events");
+        let records = events
+            .iter()
+            .map(|e| (e.user_id.clone(), codec::encode_event(Format::Json, e)))
+            .collect();
+        (path, records)
+    }
+
+    /// [`ScorerRig::generated`], with every record on the input topic.
+    pub fn produce_generated(&self, cfg: &GeneratorConfig) -> (PathBuf, Vec<(String, Vec<u8>)>) {
+        let (path, records) = self.generated(cfg);
+        produce_all(&producer(&self.broker), &self.names.input, &records);
+        (path, records)
+    }
+
+    /// Waits until the group's committed offsets account for all `produced` input records.
+    pub fn wait_caught_up(&self, produced: usize, timeout: Duration) {
+        let (broker, names) = (&self.broker, &self.names);
+        wait_group_caught_up(broker, &names.group, &names.input, produced, timeout);
+    }
+
+    /// The users' state as the changelog holds it.
+    pub fn changelog_states(&self) -> BTreeMap<String, UserState> {
+        states_from_changelog(&self.broker, &self.names.changelog)
+    }
+
+    /// `simulate --partitions N` with the scorers' rules (the seed canvas) over what the input
+    /// topic holds (written to `dir/input.jsonl`): user id to its line.
+    pub fn simulate_input(&self, partitions: i32) -> BTreeMap<String, serde_json::Value> {
+        let events_file = self.dir.path().join("input.jsonl");
+        let lines: Vec<String> = read_all(&self.broker, &self.names.input)
+            .iter()
+            .map(|r| String::from_utf8_lossy(r.payload.as_deref().unwrap_or_default()).into_owned())
+            .collect();
+        std::fs::write(&events_file, lines.join("\n") + "\n").expect("write the input events");
+        simulate(&rules_path("seed-canvas.toml"), &events_file, partitions)
+    }
+
+    /// Waits (60 s at most, then panics naming `what`) until the changelog holds every user of
+    /// `expected` as `simulate` prints it.
+    pub fn wait_scored_as(&self, expected: &BTreeMap<String, serde_json::Value>, what: &str) {
+        wait_until(Duration::from_secs(60), what, || {
+            let actual = self.changelog_states();
+            expected.iter().all(|(user, want)| {
+                actual
+                    .get(user)
+                    .is_some_and(|st| &state_json(user, st) == want)
+            })
+        });
+    }
+}
+
+/// The environment variable of each setting (`KAFKA__BOOTSTRAP_SERVERS` is
+/// `LEADSCORE__KAFKA__BOOTSTRAP_SERVERS`), in order: a later one overrides an earlier one.
+pub fn settings_env(settings: &[(&str, &str)]) -> Vec<(String, String)> {
+    settings
+        .iter()
+        .map(|(k, v)| (format!("LEADSCORE__{k}"), v.to_string()))
+        .collect()
+}
+
+/// A `leadscore` service process, killed on drop.
 pub struct Service {
     child: Child,
     pub admin_port: u16,
@@ -342,6 +503,8 @@ pub struct Service {
 }
 
 impl Service {
+    /// `leadscore <command>` (its words space-separated, as `warehouse import`) with only
+    /// `env` (and `PATH`), its stderr appended to `log`.
     pub fn spawn(
         command: &str,
         env: &[(String, String)],
@@ -354,7 +517,7 @@ impl Service {
             .open(&log)
             .expect("log file");
         let child = Command::new(BIN)
-            .arg(command)
+            .args(command.split_whitespace())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(env.iter().cloned())
@@ -381,6 +544,12 @@ impl Service {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         self.child.wait().expect("wait for leadscore")
+    }
+
+    /// SIGTERM; the service must exit 0 (its log shows why not).
+    pub fn stop(&mut self) {
+        let status = self.terminate();
+        assert!(status.success(), "{status}:\n{}", self.log_text());
     }
 
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
@@ -450,6 +619,33 @@ pub fn produce(
             Err((e, _)) => panic!("produce to {topic}: {e}"),
         }
     }
+}
+
+/// Produces keyed `records` to `topic` in their order, then flushes: all of them are on the
+/// broker when it returns.
+pub fn produce_all<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    records: &[(K, V)],
+) {
+    for (k, v) in records {
+        produce(p, topic, Some(k.as_ref()), v.as_ref());
+    }
+    p.flush(Duration::from_secs(60)).expect("flush");
+}
+
+/// A tombstone (a record with a null value) keyed by `key`, or keyless.
+pub fn produce_tombstone(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: Option<&[u8]>,
+) {
+    let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+    if let Some(k) = key {
+        rec = rec.key(k);
+    }
+    p.send(rec)
+        .unwrap_or_else(|(e, _)| panic!("produce a tombstone to {topic}: {e}"));
 }
 
 /// One record read back.
@@ -522,10 +718,8 @@ pub fn read_all(broker: &Broker, topic: &str) -> Vec<Read> {
 /// scratch local store.
 pub fn states_from_changelog(broker: &Broker, topic: &str) -> BTreeMap<String, UserState> {
     let dir = TempDir::new("restore");
-    let mut props = BTreeMap::new();
-    props.insert("bootstrap.servers".to_string(), broker.bootstrap.clone());
-    props.extend(broker.client_properties.iter().cloned());
-    let changelog = Changelog::open(dir.path(), topic, &props).expect("open changelog");
+    let changelog =
+        Changelog::open(dir.path(), topic, &broker.properties()).expect("open changelog");
     let n = partition_count(broker, topic).expect("changelog exists");
     let mut users = BTreeMap::new();
     for p in 0..n {
@@ -543,18 +737,13 @@ pub fn simulate(
     events: &Path,
     partitions: i32,
 ) -> BTreeMap<String, serde_json::Value> {
-    let out = Command::new(BIN)
-        .args(["simulate", "--rules"])
-        .arg(rules)
-        .arg("--events")
-        .arg(events)
-        .args(["--partitions", &partitions.to_string()])
-        .output()
-        .expect("run leadscore simulate");
-    assert!(
-        out.status.success(),
-        "simulate failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = output_of(
+        Command::new(BIN)
+            .args(["simulate", "--rules"])
+            .arg(rules)
+            .arg("--events")
+            .arg(events)
+            .args(["--partitions", &partitions.to_string()]),
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -563,6 +752,33 @@ pub fn simulate(
             (v["user_id"].as_str().unwrap_or_default().to_string(), v)
         })
         .collect()
+}
+
+/// Runs `command` to its end; panics with its stderr unless it succeeds.
+pub fn output_of(command: &mut Command) -> std::process::Output {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `leadscore <command>` (words space-separated) with only `env`, which must fail to
+/// start as a configuration error does (exit status 1); returns what it said on stderr.
+pub fn configuration_error(command: &str, env: &[(String, String)]) -> String {
+    let out = Command::new(BIN)
+        .args(command.split_whitespace())
+        .env_clear()
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run leadscore {command}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "leadscore {command}: {stderr}");
+    stderr
 }
 
 /// A user's state as `simulate` prints it, for comparison with the simulator's output.
@@ -694,25 +910,25 @@ impl HandoffRig {
     /// The environment of a handoff process on this rig: topics, group, state directory,
     /// the stand-in, the admin port and the client secret (from the environment, never a flag).
     pub fn env(&self, admin_port: u16, secret: &str) -> Vec<(String, String)> {
-        let v = |k: &str, v: &str| (format!("LEADSCORE__{k}"), v.to_string());
-        vec![
-            v("KAFKA__BOOTSTRAP_SERVERS", &self.broker.bootstrap),
-            v("TOPICS__OUTPUT", &self.names.output),
-            v("TOPICS__HANDOFFS", &self.handoffs),
-            v("TOPICS__HANDOFFS_DLQ", &self.handoffs_dlq),
-            v("TOPICS__HANDOFF_CHANGELOG", &self.handoff_changelog),
-            v("HANDOFF__GROUP_ID", &self.names.group),
-            v(
+        let mut env = settings_env(&[
+            ("KAFKA__BOOTSTRAP_SERVERS", &self.broker.bootstrap),
+            ("TOPICS__OUTPUT", &self.names.output),
+            ("TOPICS__HANDOFFS", &self.handoffs),
+            ("TOPICS__HANDOFFS_DLQ", &self.handoffs_dlq),
+            ("TOPICS__HANDOFF_CHANGELOG", &self.handoff_changelog),
+            ("HANDOFF__GROUP_ID", &self.names.group),
+            (
                 "HANDOFF__STATE_DIR",
                 &self.dir.path().join("h").display().to_string(),
             ),
-            v("SALESFORCE__INSTANCE_URL", &self.instance_url),
-            v("SALESFORCE__CLIENT_ID", "leadscore-dev"),
-            v("ADMIN__LISTEN", &format!("127.0.0.1:{admin_port}")),
-            (
-                "LEADSCORE_SALESFORCE_CLIENT_SECRET".to_string(),
-                secret.to_string(),
-            ),
-        ]
+            ("SALESFORCE__INSTANCE_URL", &self.instance_url),
+            ("SALESFORCE__CLIENT_ID", "leadscore-dev"),
+            ("ADMIN__LISTEN", &format!("127.0.0.1:{admin_port}")),
+        ]);
+        env.push((
+            "LEADSCORE_SALESFORCE_CLIENT_SECRET".to_string(),
+            secret.to_string(),
+        ));
+        env
     }
 }
