@@ -19,6 +19,7 @@ use crate::partition::Partition;
 use crate::rules::{self, Rules};
 use crate::state::UserState;
 use anyhow::{anyhow, bail, Result};
+use leadscore_engine::hash::UserMap;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -102,10 +103,10 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
     }
 
     // The whole-partition path: clock, inactivity timers, duplicate and replay checks, and a
-    // HashMap store as the scorer's in-memory cache would be.
+    // HashMap store with the scorer's hasher, as its in-memory cache would be.
     let (partition_time, (store, partition_changes)) = measure(|| {
         let mut partition = Partition::new();
-        let mut store: HashMap<String, UserState> = HashMap::new();
+        let mut store: UserMap<UserState> = UserMap::default();
         let mut out = Vec::new();
         let mut changes = 0usize;
         for (i, e) in events.iter().enumerate() {
@@ -150,6 +151,8 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
             .copied()
             .unwrap_or(0)
     };
+    let heap_per_user =
+        store.values().map(UserState::heap_bytes).sum::<usize>() as f64 / store.len().max(1) as f64;
     let mean_len = |v: &[Vec<u8>]| v.iter().map(Vec::len).sum::<usize>() as f64 / n as f64;
 
     let rate = |d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
@@ -214,6 +217,16 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
             "state bytes per user, max",
             sizes.last().copied().unwrap_or(0).to_string(),
             String::new(),
+        ),
+        (
+            "UserState size (bytes)",
+            std::mem::size_of::<UserState>().to_string(),
+            "size_of::<UserState>(): a map slot's value, heap excluded".to_string(),
+        ),
+        (
+            "state heap bytes per user, mean",
+            format!("{heap_per_user:.1}"),
+            "UserState::heap_bytes(): capacities, allocator overhead excluded".to_string(),
         ),
         (
             "users with state",
@@ -331,7 +344,7 @@ pub fn assert_positive(
 mod tests {
     use super::*;
 
-    const METRICS: [&str; 16] = [
+    const METRICS: [&str; 18] = [
         "engine, Partition::process (events/s)",
         "engine, Engine::apply (events/s)",
         "Partition::process time / Engine::apply time",
@@ -344,6 +357,8 @@ mod tests {
         "state bytes per user, p50",
         "state bytes per user, p99",
         "state bytes per user, max",
+        "UserState size (bytes)",
+        "state heap bytes per user, mean",
         "users with state",
         "JSON event size, mean (bytes)",
         "protobuf event size, mean (bytes)",

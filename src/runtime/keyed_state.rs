@@ -8,14 +8,17 @@ use crate::runtime::changelog::{
     entry_hash, Checkpoint, PartitionCheckpoint, Restored, StateDigest,
 };
 use crate::state::UserState;
+use leadscore_engine::hash::SeededState;
 use std::collections::{HashMap, HashSet};
 
 /// The state of one owned partition.
 #[derive(Debug, Default)]
 pub struct KeyedState<V> {
-    entries: HashMap<String, Slot<V>>,
+    /// Keyed by input ids (user ids): a seeded hasher, fast and flood-resistant
+    /// ([`leadscore_engine::hash`]).
+    entries: HashMap<String, Slot<V>, SeededState>,
     /// Keys changed since the last checkpoint.
-    dirty: HashSet<String>,
+    dirty: HashSet<String, SeededState>,
     /// Removed keys that the changelog still holds, with the [`entry_hash`] of what it holds:
     /// the next checkpoint's tombstone takes that hash out of `digest`, or a key re-created
     /// before then takes it over as its `logged` hash. Bounded by `dirty`: every key here is
@@ -57,7 +60,8 @@ impl<V> KeyedState<V> {
         restored: Restored,
         decode: impl Fn(&[u8]) -> Result<V, E>,
     ) -> Result<KeyedState<V>, Unreadable<E>> {
-        let mut entries = HashMap::with_capacity(restored.entries.len());
+        let mut entries =
+            HashMap::with_capacity_and_hasher(restored.entries.len(), SeededState::new());
         let mut digest = StateDigest::default();
         for (key, bytes) in restored.entries {
             match decode(&bytes) {

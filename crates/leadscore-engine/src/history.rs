@@ -82,6 +82,11 @@ impl History {
         self.bytes.len()
     }
 
+    /// The heap bytes the notes hold.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.bytes.capacity()
+    }
+
     /// Appends a change, dropping the oldest notes beyond `depth` (0 keeps nothing).
     pub fn push(&mut self, change: &ScoreChange, group: Option<u32>, depth: usize) {
         if depth == 0 {

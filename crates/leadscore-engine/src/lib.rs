@@ -17,6 +17,7 @@
 //! - [`state`]: per-user state and its versioned binary encoding (the changelog record).
 //! - [`engine`]: the pure scoring function: (state, event, rules) to (state, changes), and the
 //!   inactivity timer step.
+//! - [`hash`]: the seeded hasher of the maps keyed by user id.
 //! - [`partition`]: one partition's clock and timer index driving the engine over a user store.
 //! - [`partitioner`]: Kafka's murmur2 partitioner (a user's home partition).
 //! - [`simulate`]: the offline simulator (`leadscore simulate`).
@@ -31,6 +32,7 @@ pub mod event;
 pub mod explain;
 #[cfg(feature = "generator")]
 pub mod generator;
+pub mod hash;
 pub mod history;
 pub mod partition;
 pub mod partitioner;

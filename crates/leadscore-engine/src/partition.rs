@@ -13,6 +13,7 @@ use crate::timestamp::Millis;
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
 
 /// Where a partition's user states live.
 pub trait UserStore {
@@ -44,7 +45,8 @@ impl UserStore for BTreeMap<String, UserState> {
     }
 }
 
-impl UserStore for HashMap<String, UserState> {
+/// Any hasher: the scorer and the benchmark use [`crate::hash::UserMap`].
+impl<H: BuildHasher> UserStore for HashMap<String, UserState, H> {
     fn update<R>(&mut self, user_id: &str, f: impl FnOnce(&mut UserState) -> R) -> R {
         match self.get_mut(user_id) {
             Some(st) => f(st),

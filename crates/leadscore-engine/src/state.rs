@@ -107,11 +107,31 @@ impl UserState {
                 true
             }
             (Err(i), Some(v)) => {
+                grow(&mut self.attributes);
                 self.attributes.insert(i, (name.to_string(), v.clone()));
                 true
             }
             (Err(_), None) => false,
         }
+    }
+
+    /// The heap bytes this state holds (capacities, not lengths; no allocator overhead): with
+    /// `size_of::<UserState>()` what a user costs in memory, for `leadscore bench`.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let scalar = |v: &Scalar| match v {
+            Scalar::Str(s) => s.capacity(),
+            _ => 0,
+        };
+        self.attributes.capacity() * size_of::<(String, Scalar)>()
+            + self
+                .attributes
+                .iter()
+                .map(|(k, v)| k.capacity() + scalar(v))
+                .sum::<usize>()
+            + self.caps.capacity() * size_of::<CapUsage>()
+            + self.seen.capacity() * size_of::<SeenEvent>()
+            + self.history.heap_bytes()
     }
 
     /// The versioned binary encoding.
@@ -212,7 +232,7 @@ impl UserState {
             st.last_offset = Some(r.i64()?);
         }
         let n = r.len()?;
-        st.attributes.reserve(n);
+        st.attributes.reserve_exact(n);
         for _ in 0..n {
             let k = r.string()?;
             let v = match r.byte()? {
@@ -229,6 +249,7 @@ impl UserState {
             return Err(StateError::Corrupt("attributes not sorted"));
         }
         let n = r.len()?;
+        st.caps.reserve_exact(n);
         for _ in 0..n {
             let group = u32::try_from(r.u64()?).map_err(|_| StateError::Corrupt("group hash"))?;
             st.caps.push(CapUsage {
@@ -238,6 +259,7 @@ impl UserState {
             });
         }
         let n = r.len()?;
+        st.seen.reserve_exact(n);
         let mut prev = base;
         for _ in 0..n {
             let id_hash = u64::from_le_bytes(r.array()?);
@@ -360,6 +382,16 @@ impl<'a> Reader<'a> {
         let s = &self.bytes[self.pos..self.pos + n];
         self.pos += n;
         String::from_utf8(s.to_vec()).map_err(|_| StateError::Corrupt("string is not UTF-8"))
+    }
+}
+
+/// Makes room for one more element, growing by half instead of doubling, and from empty to
+/// two instead of four: these lists live in every user's state, mostly short, so a doubled
+/// capacity was up to half of a user's memory. Pushes stay amortised O(1).
+#[inline]
+pub(crate) fn grow<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.len() / 2).max(2));
     }
 }
 

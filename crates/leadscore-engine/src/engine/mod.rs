@@ -9,7 +9,7 @@
 use crate::change::{Reason, ReasonKind, ScoreChange};
 use crate::event::{Event, EventType, Origin, Scalar, ScoreOp};
 use crate::rules::{Cap, Decay, Matcher, Predicate, Rules};
-use crate::state::{bytes_eq, stable_hash, CapUsage, SeenEvent, UserState};
+use crate::state::{bytes_eq, grow, stable_hash, CapUsage, SeenEvent, UserState};
 use crate::timestamp::Millis;
 use std::borrow::Cow;
 
@@ -333,6 +333,7 @@ impl Engine {
         {
             Some(i) => i,
             None => {
+                grow(&mut st.caps);
                 st.caps.push(CapUsage {
                     group: key,
                     window,
@@ -567,6 +568,7 @@ impl Engine {
         if st.seen.len() >= MAX_SEEN_IDS {
             st.seen.remove(0);
         }
+        grow(&mut st.seen);
         st.seen.push(SeenEvent {
             id_hash: h,
             time,
