@@ -84,15 +84,9 @@ fn read_range(
     from: &[i64],
     to: &[i64],
 ) -> Result<Vec<Vec<Replayed>>> {
-    let c: BaseConsumer = client(bootstrap)
-        .set("group.id", "leadscore-bench-capture")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        // Transactional output: control records take offsets and are never returned.
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", MOCK_FETCH_WAIT_MS)
-        .create()
-        .context("creating the capture reader")?;
+    // librdkafka reads read_committed by default: a transactional range's control records take
+    // offsets and are never returned.
+    let c = reader(bootstrap, "leadscore-bench-capture")?;
     let offsets: Vec<Offset> = from.iter().map(|o| Offset::Offset(*o)).collect();
     assign(&c, topic, &offsets)?;
     let mut out: Vec<Vec<Replayed>> = from.iter().map(|_| Vec::new()).collect();

@@ -127,6 +127,14 @@ mod local_writer {
     use super::*;
     use crate::dev::scratch::ScratchDir;
 
+    /// A writer on a new store, the store, and the directory that holds it.
+    fn writer(name: &str) -> (LocalWriter, Arc<LocalStore>, ScratchDir) {
+        let dir = ScratchDir::new(name).expect("scratch dir");
+        let store = Arc::new(LocalStore::open(dir.path()).expect("open"));
+        let writer = LocalWriter::start(store.clone()).expect("start");
+        (writer, store, dir)
+    }
+
     fn meta(offset: i64) -> PartitionMeta {
         PartitionMeta {
             changelog_offset: offset,
@@ -136,9 +144,7 @@ mod local_writer {
 
     #[test]
     fn queued_checkpoints_are_written_in_order_before_the_store_is_read() {
-        let dir = ScratchDir::new("local-writer-order").expect("scratch dir");
-        let store = Arc::new(LocalStore::open(dir.path()).expect("open"));
-        let writer = LocalWriter::start(store.clone()).expect("start");
+        let (writer, store, _dir) = writer("local-writer-order");
         writer
             .write(0, &[("ann", Some(b"1")), ("bob", Some(b"1"))], meta(4))
             .expect("queue");
@@ -153,9 +159,7 @@ mod local_writer {
 
     #[test]
     fn a_failed_write_stops_later_writes_and_fails_every_later_call() {
-        let dir = ScratchDir::new("local-writer-failure").expect("scratch dir");
-        let store = Arc::new(LocalStore::open(dir.path()).expect("open"));
-        let writer = LocalWriter::start(store.clone()).expect("start");
+        let (writer, store, _dir) = writer("local-writer-failure");
         // An empty key: the store refuses the whole batch.
         writer
             .write(0, &[("", Some(b"1"))], meta(4))
