@@ -3,9 +3,12 @@
 //! [`crate::bench`] measures the engine alone; this measures what an operator sees: how fast
 //! the scorer drains a backlog, how long an event takes to become a score change, how fast a
 //! partition's state restores from the changelog, and what the state costs on disk. Absolute
-//! rates depend on the machine and the broker, so throughput comes with a baseline measured in
-//! the same run on the same broker and records: a plain consumer that only reads. The ratio
-//! moves only when the scorer does.
+//! rates depend on the machine and the broker, so throughput comes with baselines measured in
+//! the same run on the same broker and records: a plain consumer that only reads, and the pipe
+//! ([`pipe`]), a consume, produce, commit loop that produces exactly what the scorer produced,
+//! at its cadence, with its producer: the scorer's physical limit here. The ratios move only
+//! when the scorer does. Both guarantees are measured, at-least-once (the default) and
+//! exactly_once.
 //!
 //! Everything runs in this process on librdkafka's mock cluster ([`DevBroker`]), like
 //! `leadscore demo`: no setup, but the broker shares the machine's cores with the scorer and the
@@ -15,7 +18,7 @@
 //! artifact rather than to tune: `fetch.wait.max.ms` (see [`MOCK_FETCH_WAIT_MS`]).
 
 use crate::codec::{self, Format};
-use crate::config::Settings;
+use crate::config::{Guarantee, Settings};
 use crate::dev::broker::DevBroker;
 use crate::dev::scratch::ScratchDir;
 use crate::event::Event;
@@ -114,6 +117,12 @@ struct Measured {
     baseline_rate: f64,
     scorer_rate: f64,
     scorer_changes: i64,
+    pipe_rate: f64,
+    /// Records (and their key and value bytes) the pipe replayed per run, at-least-once.
+    replayed: (usize, usize),
+    eos_scorer_rate: f64,
+    eos_pipe_rate: f64,
+    eos_replayed: (usize, usize),
     latency_ms: Vec<i64>,
     latency_events: usize,
     restore_records: u64,
@@ -199,6 +208,42 @@ fn measure_all(
     }
     drop(own);
 
+    // 7. The pipe, replaying what the scorer produced while it scored the input.
+    let input_counts = high_watermarks(&bootstrap, &topics.input, parts)?;
+    let pipe = |settings: &Settings, produced: &Produced, name: &str| -> Result<(f64, Captured)> {
+        let captured = capture(
+            &bootstrap,
+            &settings.topics.output,
+            &settings.topics.changelog,
+            produced,
+        )?;
+        let run = PipeRun {
+            settings,
+            output: format!("leadscore-bench-{name}-output"),
+            changelog: format!("leadscore-bench-{name}-changelog"),
+            group: format!("leadscore-bench-{name}"),
+            input: input_counts.clone(),
+            captured: &captured,
+        };
+        broker.create_topic(&run.output, parts)?;
+        broker.create_topic(&run.changelog, parts)?;
+        Ok((pipe_rate(&bootstrap, &run)?, captured))
+    };
+    let (pipe_rate, captured) = pipe(&settings, &throughput.produced, "pipe")?;
+    let replayed = (captured.records(), captured.bytes());
+    drop(captured);
+
+    // 8. exactly_once: a second scorer on the same input, with its own group, topics and state,
+    // then its pipe.
+    let eos = eos_settings(&settings, broker, dir)?;
+    let (mut eos_running, eos_offsets, eos_throughput) =
+        scorer_throughput(runtime, &eos, &bootstrap, parts, n)?;
+    drop(eos_offsets);
+    eos_running.stop()?;
+    let (eos_pipe_rate, captured) = pipe(&eos, &eos_throughput.produced, "pipe-eos")?;
+    let eos_replayed = (captured.records(), captured.bytes());
+    drop(captured);
+
     Ok(report(
         opts,
         &settings,
@@ -206,6 +251,11 @@ fn measure_all(
             baseline_rate,
             scorer_rate: throughput.rate,
             scorer_changes: throughput.changes,
+            pipe_rate,
+            replayed,
+            eos_scorer_rate: eos_throughput.rate,
+            eos_pipe_rate,
+            eos_replayed,
             latency_ms,
             latency_events: tail.len(),
             restore_records: restore.records,
@@ -242,6 +292,20 @@ fn bench_settings(opts: &ScorerBenchOptions, broker: &DevBroker, dir: &Path) -> 
     Ok(settings)
 }
 
+/// The exactly_once scorer's settings: `settings` with its own group, output and changelog
+/// topics (created on `broker`) and state directory, so that it starts from nothing.
+fn eos_settings(settings: &Settings, broker: &DevBroker, dir: &Path) -> Result<Settings> {
+    let mut eos = settings.clone();
+    eos.scorer.guarantee = Guarantee::ExactlyOnce;
+    eos.scorer.group_id = format!("{}-eos", settings.scorer.group_id);
+    eos.scorer.state_dir = dir.join("scorer-state-eos");
+    eos.topics.output = format!("{}-eos", settings.topics.output);
+    eos.topics.changelog = format!("{}-eos", settings.topics.changelog);
+    broker.create_topic(&eos.topics.output, settings.topics.partitions)?;
+    broker.create_topic(&eos.topics.changelog, settings.topics.partitions)?;
+    Ok(eos)
+}
+
 /// Produces `events` to `topic` as JSON, keyed by user, and waits until they are all written.
 fn produce_input(
     producer: &ThreadedProducer<DefaultProducerContext>,
@@ -268,6 +332,8 @@ fn produce_input(
 struct Throughput {
     rate: f64,
     changes: i64,
+    /// What it produced meanwhile, for the pipe to replay.
+    produced: Produced,
 }
 
 /// Starts the scorer on the `n` input events already produced and waits until it has caught
@@ -282,6 +348,7 @@ fn scorer_throughput(
     let topics = &settings.topics;
     let group = settings.scorer.group_id.clone();
     let out_start = high_watermarks(bootstrap, &topics.output, parts)?;
+    let changelog_start = high_watermarks(bootstrap, &topics.changelog, parts)?;
     let first_change = FirstRecord::watch(bootstrap, &topics.output, parts)?;
     let scorer = runtime
         .block_on(Scorer::start(settings.clone(), Health::new()))
@@ -299,14 +366,19 @@ fn scorer_throughput(
     let caught_up = now_millis();
     let started = first_change.finish()?;
     let scorer_secs = ((caught_up - started).max(1)) as f64 / 1000.0;
-    let changes: i64 = high_watermarks(bootstrap, &topics.output, parts)?
-        .iter()
-        .zip(&out_start)
-        .map(|(h, s)| h - s)
-        .sum();
+    let out_end = high_watermarks(bootstrap, &topics.output, parts)?;
+    let changes: i64 = out_end.iter().zip(&out_start).map(|(h, s)| h - s).sum();
+    let produced = Produced {
+        output: (out_start, out_end),
+        changelog: (
+            changelog_start,
+            high_watermarks(bootstrap, &topics.changelog, parts)?,
+        ),
+    };
     let throughput = Throughput {
         rate: n as f64 / scorer_secs,
         changes,
+        produced,
     };
     Ok((running, offsets, throughput))
 }
@@ -409,6 +481,41 @@ fn report(opts: &ScorerBenchOptions, settings: &Settings, m: &Measured) -> Strin
             "target >= 0.60".to_string(),
         ),
         (
+            "pipe: consume, produce, commit (records/s)",
+            format!("{:.0}", m.pipe_rate),
+            format!(
+                "no decode, no engine: the scorer's {} output and changelog records ({} key and value bytes) \
+                 replayed over the input in its proportion, its batch cadence, its producer \
+                 (the runtime's, {}); timed as the scorer; at-least-once",
+                m.replayed.0,
+                m.replayed.1,
+                crate::runtime::kafka::DEFAULT_COMPRESSION
+            ),
+        ),
+        (
+            "scorer / pipe",
+            format!("{:.2}", m.scorer_rate / m.pipe_rate.max(1e-9)),
+            "target >= 0.85; at-least-once".to_string(),
+        ),
+        (
+            "scorer throughput, exactly_once (events/s)",
+            format!("{:.0}", m.eos_scorer_rate),
+            "a second scorer on the same input with its own group, topics and state; a transaction per batch".to_string(),
+        ),
+        (
+            "pipe, exactly_once (records/s)",
+            format!("{:.0}", m.eos_pipe_rate),
+            format!(
+                "transactional producer, send_offsets_to_transaction per batch; {} records ({} bytes) replayed",
+                m.eos_replayed.0, m.eos_replayed.1
+            ),
+        ),
+        (
+            "scorer / pipe, exactly_once",
+            format!("{:.2}", m.eos_scorer_rate / m.eos_pipe_rate.max(1e-9)),
+            "the same ratio with transactions".to_string(),
+        ),
+        (
             "latency produce -> score change, p50 (ms)",
             nearest_rank(50).to_string(),
             format!(
@@ -486,5 +593,7 @@ fn report(opts: &ScorerBenchOptions, settings: &Settings, m: &Measured) -> Strin
     out
 }
 mod clients;
+mod pipe;
+use pipe::{capture, pipe_rate, Captured, PipeRun, Produced};
 #[cfg(test)]
 mod tests;

@@ -30,13 +30,15 @@ use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
 mod checkpoint;
+mod local_writer;
 
 pub use checkpoint::{entry_hash, Checkpoint, StateDigest, CHECKPOINT_KEY};
+use local_writer::LocalWriter;
 
 /// Why a warm restart did not trust its local copy (the `reason` label of
 /// [`t::STORE_VERIFY_FAILURES`]). A bounded set: see [`VerifyFailure::REASONS`].
@@ -103,6 +105,10 @@ pub enum ChangelogError {
     Produce(#[from] ProduceError),
     #[error("kafka transaction: {0}")]
     Transaction(KafkaError),
+    #[error(
+        "local state store: a checkpoint's write failed, so the store is no longer written: {0}"
+    )]
+    LocalWrite(String),
     #[error("a checkpoint record is damaged or of an unknown version")]
     BadCheckpoint,
     #[error("changelog {topic:?} partition {partition}: a key is not UTF-8")]
@@ -239,7 +245,9 @@ impl PartitionCheckpoint {
 pub struct Changelog {
     topic: String,
     dir: PathBuf,
-    store: LocalStore,
+    store: Arc<LocalStore>,
+    /// Checkpoints' writes to `store`, off the service's thread.
+    writer: LocalWriter,
     properties: BTreeMap<String, String>,
     /// When the store's disk use was last measured (it walks the directory).
     disk_measured: Mutex<Option<Instant>>,
@@ -304,9 +312,11 @@ impl Changelog {
             }
             Err(e) => return Err(e.into()),
         };
+        let store = Arc::new(store);
         Ok(Changelog {
             topic: topic.to_string(),
             dir: dir.to_path_buf(),
+            writer: LocalWriter::start(store.clone())?,
             store,
             properties: properties.clone(),
             disk_measured: Mutex::new(None),
@@ -317,7 +327,12 @@ impl Changelog {
         &self.topic
     }
 
+    /// The local store, once every checkpoint queued for it is written (a failed write is
+    /// logged here; the next checkpoint or restore reports it).
     pub fn store(&self) -> &LocalStore {
+        if let Err(e) = self.writer.drain() {
+            tracing::warn!(error = %e, "reading a local store that lags the changelog");
+        }
         &self.store
     }
 
@@ -349,6 +364,9 @@ impl Changelog {
     /// Progress shows in the restore metrics (records read, records remaining per partition,
     /// partitions restoring, duration).
     pub fn restore(&self, p: i32) -> Result<Restored, ChangelogError> {
+        // The local copy as the last checkpoints left it, and no queued write landing on a
+        // partition this restore clears or rewrites.
+        self.writer.drain()?;
         let mut gauges = RestoreGauges::start(p);
         let restored = self.restore_partition(p, &mut gauges)?;
         metrics::histogram!(t::RESTORE_SECONDS).record(restored.duration.as_secs_f64());
@@ -725,7 +743,8 @@ impl Changelog {
     }
 
     /// After the staged records are delivered (or their transaction committed): the same
-    /// changes into the local store, with the checkpoint's changelog offset.
+    /// changes into the local store, with the checkpoint's changelog offset. Queued, written on
+    /// the store's own thread ([`local_writer`]); an error here is an earlier write's.
     pub fn persist_local(
         &self,
         producer: &ServiceProducer,
@@ -738,15 +757,14 @@ impl Changelog {
             // the changelog, nothing is lost.
             return Ok(());
         };
-        self.store.write(
+        self.writer.write(
             p,
             changes,
-            &PartitionMeta {
+            PartitionMeta {
                 changelog_offset: offset,
                 app: checkpoint.encode(),
             },
-        )?;
-        Ok(())
+        )
     }
 }
 

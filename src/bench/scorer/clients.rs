@@ -302,10 +302,21 @@ impl CommittedOffsets {
         timeout: Duration,
         scorer: &mut RunningScorer,
     ) -> Result<()> {
+        self.wait_until(target, timeout, || scorer.check())
+    }
+
+    /// Waits until the committed offsets sum to `target`, while `alive` says the committing
+    /// client is still running.
+    pub(super) fn wait_until(
+        &self,
+        target: i64,
+        timeout: Duration,
+        mut alive: impl FnMut() -> Result<()>,
+    ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let mut last = 0;
         loop {
-            scorer.check()?;
+            alive()?;
             match self.sum() {
                 Ok(s) if s >= target => return Ok(()),
                 Ok(s) => last = s,
@@ -314,7 +325,7 @@ impl CommittedOffsets {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "the scorer committed {last} of {target} input records within {} s",
+                    "{target} input records were not committed within {} s (last: {last})",
                     timeout.as_secs()
                 );
             }

@@ -1,9 +1,14 @@
 use super::*;
 
-const METRICS: [&str; 12] = [
+const METRICS: [&str; 17] = [
     "baseline: plain consumer (records/s)",
     "scorer throughput (events/s)",
     "scorer / baseline",
+    "pipe: consume, produce, commit (records/s)",
+    "scorer / pipe",
+    "scorer throughput, exactly_once (events/s)",
+    "pipe, exactly_once (records/s)",
+    "scorer / pipe, exactly_once",
     "latency produce -> score change, p50 (ms)",
     "latency produce -> score change, p99 (ms)",
     "latency samples",

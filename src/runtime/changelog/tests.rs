@@ -121,3 +121,56 @@ fn failure_reasons_are_a_bounded_set() {
     let labels: Vec<&str> = all.iter().map(|r| r.as_str()).collect();
     assert_eq!(labels, VerifyFailure::REASONS);
 }
+
+mod local_writer {
+    use super::super::local_writer::LocalWriter;
+    use super::*;
+    use crate::dev::scratch::ScratchDir;
+
+    /// A writer on a new store, the store, and the directory that holds it.
+    fn writer(name: &str) -> (LocalWriter, Arc<LocalStore>, ScratchDir) {
+        let dir = ScratchDir::new(name).expect("scratch dir");
+        let store = Arc::new(LocalStore::open(dir.path()).expect("open"));
+        let writer = LocalWriter::start(store.clone()).expect("start");
+        (writer, store, dir)
+    }
+
+    fn meta(offset: i64) -> PartitionMeta {
+        PartitionMeta {
+            changelog_offset: offset,
+            app: b"clock".to_vec(),
+        }
+    }
+
+    #[test]
+    fn queued_checkpoints_are_written_in_order_before_the_store_is_read() {
+        let (writer, store, _dir) = writer("local-writer-order");
+        writer
+            .write(0, &[("ann", Some(b"1")), ("bob", Some(b"1"))], meta(4))
+            .expect("queue");
+        writer
+            .write(0, &[("ann", Some(b"2")), ("bob", None)], meta(9))
+            .expect("queue");
+        writer.drain().expect("drained");
+        let (m, entries) = store.load_partition(0).expect("load");
+        assert_eq!(m, Some(meta(9)), "the last checkpoint's position");
+        assert_eq!(entries, vec![("ann".to_string(), b"2".to_vec())]);
+    }
+
+    #[test]
+    fn a_failed_write_stops_later_writes_and_fails_every_later_call() {
+        let (writer, store, _dir) = writer("local-writer-failure");
+        // An empty key: the store refuses the whole batch.
+        writer
+            .write(0, &[("", Some(b"1"))], meta(4))
+            .expect("queued");
+        assert!(matches!(writer.drain(), Err(ChangelogError::LocalWrite(_))));
+        assert!(matches!(
+            writer.write(0, &[("ann", Some(b"1"))], meta(9)),
+            Err(ChangelogError::LocalWrite(_))
+        ));
+        assert!(matches!(writer.drain(), Err(ChangelogError::LocalWrite(_))));
+        let (m, entries) = store.load_partition(0).expect("load");
+        assert_eq!((m, entries.len()), (None, 0), "nothing after the failure");
+    }
+}
