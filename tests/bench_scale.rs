@@ -19,10 +19,8 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "leadscore-test-{name}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("leadscore-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
         Scratch(dir)
@@ -36,7 +34,10 @@ impl Drop for Scratch {
 }
 
 fn leadscore(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run leadscore")
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run leadscore")
 }
 
 fn text(out: &[u8]) -> String {
@@ -111,7 +112,10 @@ fn scale_bench_reports_a_row_per_size_in_the_table_and_the_csv() {
         }
         assert_eq!(row[10], "0", "the mock dropped changelog records\n{report}");
     }
-    assert!(report.contains("timed over 20000 further events"), "{report}");
+    assert!(
+        report.contains("timed over 20000 further events"),
+        "{report}"
+    );
 
     let text = std::fs::read_to_string(&csv).expect("the CSV");
     let mut lines = text.lines();
@@ -144,10 +148,10 @@ fn the_chart_script_draws_a_series_per_metric_as_valid_svg() {
         &csv,
         "users,events,engine_events_per_s,resident_bytes_per_user,encoded_bytes_per_user,\
          changelog_partitions,restore_s,restore_records_per_s,bare_consumer_records_per_s,ratio,\
-         low_watermark_max,resident_state_only_bytes_per_user\n\
-         10000,100000,1200000,420.5,250.1,1,0.3,150000,120000,1.25,0,380.2\n\
-         100000,1000000,950000,410.0,251.0,7,2.1,160000,125000,1.28,0,371.0\n\
-         1000000,10000000,700000,405.0,250.0,66,20.5,170000,130000,1.31,0,366.0\n",
+         low_watermark_max\n\
+         10000,100000,1200000,420.5,250.1,1,0.3,150000,120000,1.25,0\n\
+         100000,1000000,950000,410.0,251.0,7,2.1,160000,125000,1.28,0\n\
+         1000000,10000000,700000,405.0,250.0,66,20.5,170000,130000,1.31,0\n",
     )
     .expect("write the CSV");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/scale/chart.py");
@@ -177,14 +181,24 @@ fn the_chart_script_draws_a_series_per_metric_as_valid_svg() {
     let series: Vec<&str> = listed.lines().collect();
     assert_eq!(
         series,
-        CHARTED.map(|m| format!("{m} 3 1")).iter().map(String::as_str).collect::<Vec<_>>(),
+        CHARTED
+            .map(|m| format!("{m} 3 1"))
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
         "{listed}"
     );
 }
 
 #[test]
 fn bad_scale_user_counts_are_refused_naming_the_flag() {
-    for bad in ["abc", "0", "99999999999999999999999", "50000000", "2000,,5000"] {
+    for bad in [
+        "abc",
+        "0",
+        "99999999999999999999999",
+        "50000000",
+        "2000,,5000",
+    ] {
         let out = leadscore(&["bench", "--scale", "--scale-users", bad]);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{bad}: {err}");

@@ -151,8 +151,6 @@ struct Row {
     events: usize,
     engine_rate: f64,
     resident: f64,
-    /// The same without the partition's timer index: the keyed state alone.
-    resident_state_only: f64,
     encoded: f64,
     partitions: usize,
     restore: Duration,
@@ -165,46 +163,36 @@ struct Row {
 /// The CSV columns, in order; the first ten are the table's.
 const CSV_HEADER: &str = "users,events,engine_events_per_s,resident_bytes_per_user,\
 encoded_bytes_per_user,changelog_partitions,restore_s,restore_records_per_s,\
-bare_consumer_records_per_s,ratio,low_watermark_max,resident_state_only_bytes_per_user";
+bare_consumer_records_per_s,ratio,low_watermark_max";
 
 impl Row {
     fn ratio(&self) -> f64 {
         self.restore_rate / self.bare_rate.max(1e-9)
     }
 
+    /// The figures as the table and the CSV both show them, in column order.
+    fn cells(&self) -> [String; 11] {
+        [
+            self.users.to_string(),
+            self.events.to_string(),
+            format!("{:.0}", self.engine_rate),
+            format!("{:.1}", self.resident),
+            format!("{:.1}", self.encoded),
+            self.partitions.to_string(),
+            format!("{:.3}", self.restore.as_secs_f64()),
+            format!("{:.0}", self.restore_rate),
+            format!("{:.0}", self.bare_rate),
+            format!("{:.3}", self.ratio()),
+            self.low_watermark.to_string(),
+        ]
+    }
+
     fn table_line(&self) -> String {
-        format!(
-            "| {} | {} | {:.0} | {:.1} | {:.1} | {} | {:.2} | {:.0} | {:.0} | {:.2} | {} |",
-            self.users,
-            self.events,
-            self.engine_rate,
-            self.resident,
-            self.encoded,
-            self.partitions,
-            self.restore.as_secs_f64(),
-            self.restore_rate,
-            self.bare_rate,
-            self.ratio(),
-            self.low_watermark,
-        )
+        format!("| {} |", self.cells().join(" | "))
     }
 
     fn csv_line(&self) -> String {
-        format!(
-            "{},{},{:.0},{:.1},{:.1},{},{:.3},{:.0},{:.0},{:.3},{},{:.1}",
-            self.users,
-            self.events,
-            self.engine_rate,
-            self.resident,
-            self.encoded,
-            self.partitions,
-            self.restore.as_secs_f64(),
-            self.restore_rate,
-            self.bare_rate,
-            self.ratio(),
-            self.low_watermark,
-            self.resident_state_only,
-        )
+        self.cells().join(",")
     }
 }
 
@@ -267,7 +255,9 @@ fn measure_size(
         encoded_total += len;
         record_bytes += k.len() + len + RECORD_OVERHEAD;
     }
-    let partitions = record_bytes.div_ceil(PARTITION_BUDGET).clamp(1, MAX_PARTITIONS);
+    let partitions = record_bytes
+        .div_ceil(PARTITION_BUDGET)
+        .clamp(1, MAX_PARTITIONS);
     if record_bytes > PARTITION_BUDGET * MAX_PARTITIONS {
         bail!(
             "{record_bytes} bytes of changelog need more than {MAX_PARTITIONS} partitions of the \
@@ -278,13 +268,17 @@ fn measure_size(
 
     let dir = ScratchDir::new("scale-bench")?;
     let broker = runtime.block_on(DevBroker::start("127.0.0.1:0"))?;
-    let properties = BTreeMap::from([(
-        "bootstrap.servers".to_string(),
-        broker.bootstrap_servers(),
-    )]);
+    let properties =
+        BTreeMap::from([("bootstrap.servers".to_string(), broker.bootstrap_servers())]);
     let topic = Settings::default().topics.changelog;
     broker.create_topic(&topic, parts)?;
-    write_changelog(&built, &topic, parts, &dir.path().join("writer"), &properties)?;
+    write_changelog(
+        &built,
+        &topic,
+        parts,
+        &dir.path().join("writer"),
+        &properties,
+    )?;
     // Last, as it grows the states: the sizes and the changelog are of the build's traffic.
     let engine_rate = built.stretch(engine, users, opts.stretch, opts.seed);
     drop(built);
@@ -306,8 +300,7 @@ fn measure_size(
         users,
         events,
         engine_rate,
-        resident: rss.per_user(rss.with_timers_kib),
-        resident_state_only: rss.per_user(rss.state_only_kib),
+        resident: rss.per_user(),
         encoded: encoded_total as f64 / held as f64,
         partitions,
         restore: restore.time,
@@ -387,7 +380,10 @@ impl Built {
             partition: 0,
             offset,
         };
-        black_box(self.partition.process(engine, &mut self.users, e, origin, out));
+        black_box(
+            self.partition
+                .process(engine, &mut self.users, e, origin, out),
+        );
         out.clear();
         self.events += 1;
     }
@@ -471,7 +467,11 @@ fn traffic(cfg: GeneratorConfig, user: impl Fn(usize) -> usize, first_id: usize)
         if let Some(n) = number_after(&e.user_id, "user-") {
             e.user_id = generator::user_id(user(n));
         }
-        if let Some(i) = e.event_id.as_deref().and_then(|id| number_after(id, "evt-")) {
+        if let Some(i) = e
+            .event_id
+            .as_deref()
+            .and_then(|id| number_after(id, "evt-"))
+        {
             e.event_id = Some(format!("evt-{:06}", first_id + i));
         }
     }
@@ -502,19 +502,18 @@ fn spread(n: usize, users: usize) -> usize {
 struct Rss {
     users: usize,
     before_kib: u64,
-    with_timers_kib: u64,
-    state_only_kib: u64,
+    after_kib: u64,
 }
 
 impl Rss {
-    fn per_user(&self, after_kib: u64) -> f64 {
-        after_kib.saturating_sub(self.before_kib) as f64 * 1024.0 / self.users.max(1) as f64
+    fn per_user(&self) -> f64 {
+        self.after_kib.saturating_sub(self.before_kib) as f64 * 1024.0 / self.users.max(1) as f64
     }
 
     fn line(&self) -> String {
         format!(
-            "users={} before_kib={} with_timers_kib={} state_only_kib={}",
-            self.users, self.before_kib, self.with_timers_kib, self.state_only_kib
+            "users={} before_kib={} after_kib={}",
+            self.users, self.before_kib, self.after_kib
         )
     }
 
@@ -527,8 +526,7 @@ impl Rss {
         Some(Rss {
             users: usize::try_from(*fields.get("users")?).ok()?,
             before_kib: *fields.get("before_kib")?,
-            with_timers_kib: *fields.get("with_timers_kib")?,
-            state_only_kib: *fields.get("state_only_kib")?,
+            after_kib: *fields.get("after_kib")?,
         })
     }
 }
@@ -560,26 +558,23 @@ fn resident_in_child(users: usize, seed: u64) -> Result<Rss> {
         .ok_or_else(|| anyhow!("the resident-memory child printed no figures: {stdout:?}"))
 }
 
-/// The child: builds `users` users' state and nothing else, and prints VmRSS before, after,
-/// and after dropping the timer index. The input of each chunk is freed, and malloc's free
-/// memory returned to the system, before each reading: what remains is what the state holds,
-/// allocator overhead and table slack included.
+/// The child: builds `users` users' state (the keyed state and the partition's timer index, as
+/// the scorer's `Owned` holds them) and nothing else, and prints VmRSS before and after. The
+/// input of each chunk is freed, and malloc's free memory returned to the system, before each
+/// reading: what remains is what the state holds, allocator overhead and table slack included.
+/// (Not split between the two: memory a dropped timer index frees lies between live state
+/// allocations, and malloc keeps it, so RSS does not move.)
 pub fn child(users: usize, seed: u64) -> Result<String> {
     check_users(users).map_err(|e| anyhow!("{CHILD_FLAG}: {e}"))?;
     let engine = seed_canvas_engine()?;
     release_free_memory();
     let before_kib = vm_rss_kib()?;
-    let mut built = Built::build(&engine, users, seed)?;
+    let built = Built::build(&engine, users, seed)?;
     release_free_memory();
-    let with_timers_kib = vm_rss_kib()?;
-    built.partition = Partition::new();
-    release_free_memory();
-    let state_only_kib = vm_rss_kib()?;
     let rss = Rss {
         users: built.users.len(),
         before_kib,
-        with_timers_kib,
-        state_only_kib,
+        after_kib: vm_rss_kib()?,
     };
     black_box(&built);
     Ok(rss.line())
@@ -755,27 +750,26 @@ fn report(opts: &ScaleOptions, rows: &[Row]) -> String {
         out.push_str(&r.table_line());
         out.push('\n');
     }
-    let without: Vec<String> = rows
-        .iter()
-        .map(|r| format!("{:.1}", r.resident_state_only))
-        .collect();
     let cores = std::thread::available_parallelism().map_or(0, |c| c.get());
     let _ = write!(
         out,
         "\nevents: the generated traffic that built the state ({EVENTS_PER_USER} per user, \
          {CHUNK_USERS} users at a time); engine events/s: Partition::process over a KeyedState, \
          timed over {} further events spread over all users, checkpoints between batches \
-         untimed; resident: VmRSS of a child holding only the state and its timer index (without \
-         the timer index: {} B/user); restore: a fresh Changelog restoring every partition in \
+         untimed; resident: VmRSS of a child holding only the state and its timer index, after \
+         minus before, per user held; restore: a fresh Changelog restoring every partition in \
          turn into an empty directory; ratio: restore records/s / bare consumer records/s; low \
          watermarks: the largest of the changelog's (0: the mock dropped nothing)\n\
          machine: available_parallelism = {cores}; seed = {}; broker = librdkafka mock cluster \
          (in-process); csv = {}; {} build\n",
         opts.stretch,
-        without.join(" / "),
         opts.seed,
         opts.csv.display(),
-        if cfg!(debug_assertions) { "debug" } else { "release" },
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
     );
     out
 }

@@ -28,13 +28,11 @@ fn the_childs_line_parses_back_and_gives_bytes_per_user() {
     let rss = Rss {
         users: 2_000,
         before_kib: 10_000,
-        with_timers_kib: 11_000,
-        state_only_kib: 10_500,
+        after_kib: 11_000,
     };
     let back = Rss::parse(&rss.line()).expect("its own line");
     assert_eq!(back.users, 2_000);
-    assert_eq!(back.per_user(back.with_timers_kib), 512.0);
-    assert_eq!(back.per_user(back.state_only_kib), 256.0);
+    assert_eq!(back.per_user(), 512.0);
     assert!(Rss::parse("users=2 before_kib=x").is_none());
     assert!(Rss::parse("warming up").is_none());
 }
@@ -53,7 +51,9 @@ fn chunks_of_traffic_neither_share_users_nor_event_ids() {
         t.iter().map(|e| e.user_id.clone()).collect()
     };
     assert!(users(&a).is_disjoint(&users(&b)));
-    assert!(users(&b).iter().all(|u| number_after(u, "user-").is_some_and(|n| (50..100).contains(&n))));
+    assert!(users(&b)
+        .iter()
+        .all(|u| number_after(u, "user-").is_some_and(|n| (50..100).contains(&n))));
     let ids = |t: &[Event]| -> std::collections::BTreeSet<String> {
         t.iter().filter_map(|e| e.event_id.clone()).collect()
     };
@@ -70,9 +70,16 @@ fn a_built_state_holds_every_active_user_with_nothing_left_to_checkpoint() -> Re
     let engine = seed_canvas_engine()?;
     let mut built = Built::build(&engine, 300, 7)?;
     assert_eq!(built.events, 3_000);
-    assert!(built.users.len() > 250 && built.users.len() <= 300, "{}", built.users.len());
     assert!(
-        built.users.checkpoint(0, Vec::new(), UserState::encode).is_none(),
+        built.users.len() > 250 && built.users.len() <= 300,
+        "{}",
+        built.users.len()
+    );
+    assert!(
+        built
+            .users
+            .checkpoint(0, Vec::new(), UserState::encode)
+            .is_none(),
         "the dirty set is empty, as after a scorer's checkpoint"
     );
     let rate = built.stretch(&engine, 300, 2_000, 7);
@@ -91,7 +98,6 @@ fn the_table_and_the_csv_have_a_row_per_size() -> Result<()> {
         events: users * 10,
         engine_rate: 1e6,
         resident: 400.0,
-        resident_state_only: 300.0,
         encoded: 250.0,
         partitions: 2,
         restore: Duration::from_millis(1500),
@@ -104,27 +110,49 @@ fn the_table_and_the_csv_have_a_row_per_size() -> Result<()> {
     let text = std::fs::read_to_string(&csv)?;
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], CSV_HEADER);
-    assert_eq!(lines[1], "2000,20000,1000000,400.0,250.0,2,1.500,200000,100000,2.000,0,300.0");
+    assert_eq!(
+        lines[1],
+        "2000,20000,1000000,400.0,250.0,2,1.500,200000,100000,2.000,0"
+    );
     assert_eq!(lines.len(), 3);
     let opts = ScaleOptions {
         csv: csv.clone(),
         ..ScaleOptions::default()
     };
     let table = report(&opts, &rows);
-    let body: Vec<&str> = table.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| users")).collect();
+    let body: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| users"))
+        .collect();
     assert_eq!(body.len(), 2, "{table}");
-    assert!(body[1].starts_with("| 5000 | 50000 | 1000000 | 400.0 |"), "{table}");
-    assert!(table.contains("without the timer index: 300.0 / 300.0 B/user"), "{table}");
+    assert!(
+        body[1].starts_with("| 5000 | 50000 | 1000000 | 400.0 |"),
+        "{table}"
+    );
     Ok(())
 }
 
 #[test]
 fn a_run_refuses_bad_options_before_measuring() {
     let run_with = |o: ScaleOptions| run(&o).expect_err("refused").to_string();
-    assert!(run_with(ScaleOptions { users: vec![], ..ScaleOptions::default() }).contains("--scale-users"));
-    assert!(run_with(ScaleOptions { users: vec![0], ..ScaleOptions::default() }).contains("--scale-users"));
-    let e = run_with(ScaleOptions { stretch: 0, ..ScaleOptions::default() });
+    assert!(run_with(ScaleOptions {
+        users: vec![],
+        ..ScaleOptions::default()
+    })
+    .contains("--scale-users"));
+    assert!(run_with(ScaleOptions {
+        users: vec![0],
+        ..ScaleOptions::default()
+    })
+    .contains("--scale-users"));
+    let e = run_with(ScaleOptions {
+        stretch: 0,
+        ..ScaleOptions::default()
+    });
     assert!(e.contains("--events"), "{e}");
-    let e = run_with(ScaleOptions { stretch: MAX_STRETCH + 1, ..ScaleOptions::default() });
+    let e = run_with(ScaleOptions {
+        stretch: MAX_STRETCH + 1,
+        ..ScaleOptions::default()
+    });
     assert!(e.contains("--events"), "{e}");
 }
