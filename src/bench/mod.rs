@@ -9,6 +9,7 @@
 
 pub mod handoff;
 pub mod lookup;
+pub mod scale;
 pub mod scorer;
 
 use crate::codec::{self, Format, Limits};

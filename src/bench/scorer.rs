@@ -384,17 +384,17 @@ fn scorer_throughput(
 }
 
 /// A restore of the whole changelog into an empty directory, and what it restored.
-struct Restore {
-    records: u64,
-    time: Duration,
-    users: usize,
-    encoded_mean: f64,
+pub(super) struct Restore {
+    pub(super) records: u64,
+    pub(super) time: Duration,
+    pub(super) users: usize,
+    pub(super) encoded_mean: f64,
 }
 
 /// Restores every partition of `changelog` into `state_dir` with `properties` (the defaults:
 /// the restore as a deployed scorer runs it, whose read to the end of each partition waits out
 /// fetch.wait.max.ms, on Kafka too), and decodes every state restored.
-fn measure_restore(
+pub(super) fn measure_restore(
     state_dir: &Path,
     changelog: &str,
     parts: i32,

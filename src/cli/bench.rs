@@ -1,5 +1,5 @@
 //! `leadscore bench`: the engine alone, or with `--scorer` / `--handoff` the services on the
-//! embedded broker.
+//! embedded broker; with `--scale` how one instance's cost grows with its users.
 
 use super::services::runtime;
 use crate::ops::telemetry;
@@ -62,5 +62,31 @@ pub(super) fn run_ingest_bench() -> Result<ExitCode> {
         &crate::ingest::bench::IngestBenchOptions::default(),
     ))?;
     println!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `leadscore bench --scale`: prints the table, writes the CSV.
+pub(super) fn run_scale_bench(
+    users: Option<crate::bench::scale::ScaleUsers>,
+    csv: Option<PathBuf>,
+    events: Option<usize>,
+    seed: u64,
+) -> Result<ExitCode> {
+    // As for --scorer: partition-EOF events reach the log as client errors, on purpose here.
+    telemetry::init_logging(false, "warn,rdkafka::client=off,librdkafka=error");
+    let d = crate::bench::scale::ScaleOptions::default();
+    let table = crate::bench::scale::run(&crate::bench::scale::ScaleOptions {
+        users: users.map_or(d.users, |u| u.0),
+        stretch: events.unwrap_or(d.stretch),
+        seed,
+        csv: csv.unwrap_or(d.csv),
+    })?;
+    println!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The hidden child of `bench --scale`: one line of VmRSS figures on stdout.
+pub(super) fn run_scale_child(users: usize, seed: u64) -> Result<ExitCode> {
+    println!("{}", crate::bench::scale::child(users, seed)?);
     Ok(ExitCode::SUCCESS)
 }

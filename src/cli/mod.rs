@@ -70,6 +70,23 @@ enum Command {
         /// and forwarded to the owner (two scorers on the embedded broker, 10,000 lookups each).
         #[arg(long, conflicts_with_all = ["scorer", "rules", "handoff"])]
         lookup: bool,
+        /// Measure how one instance's cost grows with its users instead: the engine rate,
+        /// resident memory per user and the changelog restore time (embedded broker) at each of
+        /// --scale-users; --events sets the timed engine stretch [default: 1000000]
+        /// (docs/scale.md).
+        #[arg(long, conflicts_with_all = ["scorer", "handoff", "ingest", "lookup", "rules", "users"])]
+        scale: bool,
+        /// The user counts of --scale, comma-separated, each from 1000 to 10000000
+        /// [default: 10000,100000,1000000,5000000].
+        #[arg(long, value_name = "N,N,...", requires = "scale", value_parser = crate::bench::scale::parse_users)]
+        scale_users: Option<crate::bench::scale::ScaleUsers>,
+        /// Where --scale writes its CSV (for docs/scale/chart.py) [default: target/bench-scale.csv].
+        #[arg(long, value_name = "PATH", requires = "scale")]
+        csv: Option<PathBuf>,
+        /// Internal: the resident-memory child of --scale (builds this many users' state and
+        /// prints VmRSS).
+        #[arg(long = "scale-rss-child", hide = true, value_name = "USERS")]
+        scale_rss_child: Option<usize>,
     },
     /// Run the scorer service: input events to score changes, state in a changelog.
     Score {
@@ -239,6 +256,19 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             events,
             seconds,
         } => dev::run_demo(users, events, seconds),
+        Command::Bench {
+            scale_rss_child: Some(users),
+            seed,
+            ..
+        } => bench::run_scale_child(users, seed),
+        Command::Bench {
+            scale: true,
+            scale_users,
+            csv,
+            events,
+            seed,
+            ..
+        } => bench::run_scale_bench(scale_users, csv, events, seed),
         Command::Bench { ingest: true, .. } => bench::run_ingest_bench(),
         Command::Bench {
             events,
