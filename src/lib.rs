@@ -14,7 +14,8 @@
 //!   [`history`]: the recent changes each user keeps, and [`explain`]: the lead view built
 //!   from them (lookup, `simulate --explain`).
 //! - [`engine`]: the pure scoring function and the inactivity step.
-//! - [`partition`], [`partitioner`]: one partition's clock and timers; the murmur2 partitioner.
+//! - [`partition`], [`partitioner`]: one partition's clock and timers; the murmur2 partitioner;
+//!   [`hash`]: the seeded hasher of the maps keyed by user id.
 //! - [`simulate`]: the offline simulator; [`generator`]: deterministic generated traffic.
 //!
 //! This package holds everything that talks to the world, one folder per role:
@@ -37,15 +38,15 @@
 //!   changes to PostgreSQL.
 //! - [`dev`]: stand-ins for the outside world: the embedded broker, the Salesforce stand-in,
 //!   `leadscore demo`.
-//! - [`bench`](mod@bench): `leadscore bench` (engine, `--scorer`, `--handoff`), ratios against
-//!   baselines measured in the same run.
+//! - [`bench`](mod@bench): `leadscore bench` (engine, `--scorer` with its pipe baseline,
+//!   `--handoff`, `--lookup`, `--scale`), ratios against baselines measured in the same run.
 //! - [`cli`]: the command line, one file per group of commands; `main` only calls [`cli::run`].
 //!
 //! A module is `pub` only when the binary or the integration tests need it (`bench` is
 //! reached through the command line only).
 
 pub use leadscore_engine::{
-    change, codec, duration, engine, event, explain, generator, history, partition, partitioner,
+    change, codec, duration, engine, event, explain, generator, hash, history, partition, partitioner,
     proto, rules, simulate, state, timestamp,
 };
 
