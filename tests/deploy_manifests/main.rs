@@ -9,6 +9,7 @@
 //! with `Settings::load_from`, subcommands and flags are checked by running the built binary
 //! with `--help`, and metric names and labels are read from the sources that record them.
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
