@@ -1,6 +1,7 @@
 //! The scorer against a real broker process: the embedded mock (`leadscore dev-broker`) by
 //! default, `tansu` with `LEADSCORE_TEST_BROKER=tansu` (tests/run runs both).
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use common::*;
