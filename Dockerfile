@@ -8,7 +8,7 @@
 # canvas, state in /var/lib/leadscore); environment variables LEADSCORE__SECTION__KEY override
 # it, and mounting another file there replaces it. Other subcommands work too:
 # `docker run --rm leadscore rules check /etc/leadscore/rules/b2b-saas.toml`.
-# tests/deploy_manifests.rs checks this file against what the binary accepts.
+# tests/deploy_manifests/main.rs checks this file against what the binary accepts.
 
 # ---------------------------------------------------------------------------------------------
 # Build

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Writes deploy/kubernetes/prometheusrule.yaml: a Prometheus Operator PrometheusRule carrying
 # the alert groups of deploy/prometheus/alerts.yml, the one place the rules are edited. Run it
-# after changing alerts.yml; tests/deploy_manifests.rs fails while the two differ.
+# after changing alerts.yml; tests/deploy_manifests/kubernetes.rs fails while the two differ.
 set -eu
 cd "$(dirname "$0")"
 out=kubernetes/prometheusrule.yaml
