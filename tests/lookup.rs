@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use leadscore::generator::GeneratorConfig;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -133,12 +132,7 @@ fn metric(port: u16, result: &str) -> f64 {
 #[test]
 fn every_lead_looked_up_through_one_instance_equals_simulate() {
     let setup = setup("lookup-all");
-    let cfg = GeneratorConfig {
-        users: 300,
-        events: 6_000,
-        seed: 11,
-        ..GeneratorConfig::default()
-    };
+    let cfg = traffic(300, 6_000, 11);
     let (events_file, records) = setup.produce_generated(&cfg);
     let a = lookup_scorer(&setup, "a");
     let b = lookup_scorer(&setup, "b");
@@ -284,12 +278,7 @@ fn lookup_is_off_unless_enabled() {
 #[test]
 fn answers_during_a_rebalance_are_503_or_correct_never_wrong() {
     let setup = setup("lookup-rebalance");
-    let cfg = GeneratorConfig {
-        users: 120,
-        events: 3_000,
-        seed: 12,
-        ..GeneratorConfig::default()
-    };
+    let cfg = traffic(120, 3_000, 12);
     let (events_file, records) = setup.produce_generated(&cfg);
     let mut a = lookup_scorer(&setup, "a");
     wait_until(Duration::from_secs(120), "a to own every partition", || {

@@ -12,7 +12,6 @@ mod common;
 
 use common::*;
 use leadscore::codec::{self, Format};
-use leadscore::generator::GeneratorConfig;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -96,12 +95,7 @@ fn wait_settled(rig: &ScorerRig, what: &str, timeout: Duration) {
 }
 
 fn produce_events(rig: &ScorerRig) {
-    rig.produce_generated(&GeneratorConfig {
-        users: 100,
-        events: 1_500,
-        seed: 3,
-        ..GeneratorConfig::default()
-    });
+    rig.produce_generated(&traffic(100, 1_500, 3));
 }
 
 fn stderr(out: &Output) -> String {

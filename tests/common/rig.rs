@@ -240,3 +240,13 @@ impl HandoffRig {
         env
     }
 }
+
+/// The generator's default traffic for `users` users: `events` events from `seed`.
+pub fn traffic(users: usize, events: usize, seed: u64) -> GeneratorConfig {
+    GeneratorConfig {
+        users,
+        events,
+        seed,
+        ..GeneratorConfig::default()
+    }
+}

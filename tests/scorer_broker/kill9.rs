@@ -145,12 +145,7 @@ fn exactly_once_mode_survives_kill_9_with_the_same_final_state() {
 #[test]
 fn two_scorers_one_joining_and_one_leaving_give_the_simulated_state() {
     let setup = ScorerRig::new("rebalance", 4);
-    let cfg = GeneratorConfig {
-        users: 500,
-        events: 12_000,
-        seed: 5,
-        ..GeneratorConfig::default()
-    };
+    let cfg = traffic(500, 12_000, 5);
     let (events_file, records) = setup.generated(&cfg);
     let p = producer(&setup.broker);
     let thirds: Vec<&[(String, Vec<u8>)]> = records.chunks(records.len() / 3 + 1).collect();

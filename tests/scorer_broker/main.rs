@@ -538,12 +538,7 @@ fn the_scorer_speaks_tls_to_a_tls_only_broker() {
             ("KAFKA__SSL_CA_LOCATION", &ca),
         ],
     );
-    let cfg = GeneratorConfig {
-        users: 100,
-        events: 1_000,
-        seed: 11,
-        ..GeneratorConfig::default()
-    };
+    let cfg = traffic(100, 1_000, 11);
     let (events_file, records) = setup.produce_generated(&cfg);
     setup.wait_caught_up(records.len(), Duration::from_secs(120));
     let mut scorer = scorer;

@@ -16,12 +16,7 @@ fn misrouted_and_keyless_records_are_scored_once_in_the_home_partition() {
     let cut = seed.find("[inactivity]").unwrap_or(seed.len());
     let rules = setup.dir.path().join("no-inactivity.toml");
     std::fs::write(&rules, &seed[..cut]).expect("write rules");
-    let cfg = GeneratorConfig {
-        users: 300,
-        events: 4_000,
-        seed: 23,
-        ..GeneratorConfig::default()
-    };
+    let cfg = traffic(300, 4_000, 23);
     let (events_file, records) = setup.generated(&cfg);
     // Keyless events for users of their own, one each, so their order cannot matter.
     let mut keyless = Vec::new();
