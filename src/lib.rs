@@ -46,8 +46,8 @@
 //! reached through the command line only).
 
 pub use leadscore_engine::{
-    change, codec, duration, engine, event, explain, generator, hash, history, partition, partitioner,
-    proto, rules, simulate, state, timestamp,
+    change, codec, duration, engine, event, explain, generator, hash, history, partition,
+    partitioner, proto, rules, simulate, state, timestamp,
 };
 
 pub(crate) mod bench;
