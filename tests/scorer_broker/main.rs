@@ -600,3 +600,30 @@ fn a_far_future_record_is_dead_lettered_and_moves_no_clock() {
     assert_eq!(states["u1"].score, 6);
     assert!(!states.contains_key("zz"));
 }
+
+/// A new owner that restores a partition whose changelog checkpoint is ahead of the group's
+/// committed offset (a commit lost to a rebalance, or a crash between the checkpoint and the
+/// asynchronous commit) commits the checkpoint's position, even when no new input arrives:
+/// otherwise the group's lag stays wrong until the next event. Seen in CI as a lookup test
+/// waiting forever for the group to catch up after a rebalance.
+#[test]
+fn a_restored_checkpoint_ahead_of_the_group_commit_is_committed_without_new_input() {
+    let setup = ScorerRig::new("commit-restored", 2);
+    let (_, records) = setup.produce_generated(&traffic(100, 1_000, 31));
+    let mut first = setup.scorer("s", &[]);
+    setup.wait_caught_up(records.len(), Duration::from_secs(120));
+    first.stop();
+
+    // A group with no commit at all (as a group whose commit was lost), beside the same
+    // changelog and state: its checkpoints say everything is processed.
+    let group = format!("{}-again", setup.names.group);
+    let mut second = setup.scorer("s", &[("SCORER__GROUP_ID", &group)]);
+    wait_group_caught_up(
+        &setup.broker,
+        &group,
+        &setup.names.input,
+        records.len(),
+        Duration::from_secs(60),
+    );
+    second.stop();
+}
