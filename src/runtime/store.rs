@@ -346,27 +346,25 @@ impl LocalStore {
     /// workers write them out in the background and the journals behind them are deleted. The
     /// cost is more, smaller table files for compaction to merge. Measured with the seed
     /// canvas's states (docs/operations.md, "Local store"): a half made the disk 1.8 times the
-    /// state at 200,000 users, a quarter 1.1 times, an eighth no better.
+    /// state at 200,000 users, a quarter 1.1 to 1.4 times (runs vary with when compactions
+    /// ran), an eighth no better.
     fn seal_when_due(&self, written: u64) -> fjall::Result<()> {
         let unsealed = self.unsealed.fetch_add(written, Ordering::Relaxed) + written;
         if unsealed < MIN_SEAL_BYTES {
             return Ok(());
         }
-        let names = self.keyspace.list_partitions();
-        let mut tables = 0u64;
-        let mut handles = Vec::with_capacity(names.len());
-        for name in &names {
-            let part = self
-                .keyspace
-                .open_partition(name, PartitionCreateOptions::default())?;
-            tables += part.disk_space();
-            handles.push(part);
-        }
+        // The table files: what the keyspace takes on disk less its journal.
+        let tables = self
+            .keyspace
+            .disk_space()
+            .saturating_sub(self.keyspace.journal_disk_space());
         if unsealed < tables / 4 {
             return Ok(());
         }
-        for part in handles {
-            part.rotate_memtable()?;
+        for name in self.keyspace.list_partitions() {
+            self.keyspace
+                .open_partition(&name, PartitionCreateOptions::default())?
+                .rotate_memtable()?;
         }
         self.unsealed.store(0, Ordering::Relaxed);
         Ok(())
