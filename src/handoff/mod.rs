@@ -723,7 +723,7 @@ impl Service for Core {
             &self.producer,
             consumer,
             &self.settings.topics.output,
-            &parts,
+            parts,
             &offsets,
         )?;
         st.processed = 0;

@@ -666,14 +666,14 @@ impl Changelog {
         producer: &ServiceProducer,
         consumer: &BaseConsumer<C>,
         input_topic: &str,
-        parts: &[PartitionCheckpoint],
+        parts: Vec<PartitionCheckpoint>,
         offsets: &[(i32, i64)],
     ) -> Result<(), ChangelogError> {
         let started = Instant::now();
         if !producer.is_transactional() {
             producer.flush()?;
         }
-        for part in parts {
+        for part in &parts {
             self.stage(producer, part.partition, &part.refs(), &part.checkpoint)?;
         }
         if producer.is_transactional() {
@@ -701,7 +701,7 @@ impl Changelog {
         // read them, resuming never does.
         kafka::commit_async(consumer, input_topic, offsets);
         for part in parts {
-            self.persist_local(producer, part.partition, &part.refs(), &part.checkpoint)?;
+            self.persist_local(producer, part)?;
         }
         metrics::histogram!(t::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::counter!(t::CHECKPOINTS).increment(1);
@@ -748,21 +748,20 @@ impl Changelog {
     pub fn persist_local(
         &self,
         producer: &ServiceProducer,
-        p: i32,
-        changes: &[(&str, Option<&[u8]>)],
-        checkpoint: &Checkpoint,
+        part: PartitionCheckpoint,
     ) -> Result<(), ChangelogError> {
-        let Some(offset) = producer.checkpoint_offset(&self.topic, p) else {
+        let Some(offset) = producer.checkpoint_offset(&self.topic, part.partition) else {
             // Delivered but no offset known (should not happen): the next restart reads more of
             // the changelog, nothing is lost.
             return Ok(());
         };
+        // The records move to the writer's thread: no copy of the changed states on this one.
         self.writer.write(
-            p,
-            changes,
+            part.partition,
+            part.records,
             PartitionMeta {
                 changelog_offset: offset,
-                app: checkpoint.encode(),
+                app: part.checkpoint.encode(),
             },
         )
     }

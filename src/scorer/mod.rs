@@ -754,7 +754,7 @@ impl Service for Core {
             &self.producer,
             consumer,
             &self.settings.topics.input,
-            &parts,
+            parts,
             &offsets,
         );
         st.in_transaction = false;

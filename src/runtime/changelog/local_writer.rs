@@ -77,16 +77,13 @@ impl LocalWriter {
     pub(super) fn write(
         &self,
         partition: i32,
-        changes: &[(&str, Option<&[u8]>)],
+        changes: Vec<(String, Option<Vec<u8>>)>,
         meta: PartitionMeta,
     ) -> Result<(), ChangelogError> {
         self.shared.failure()?;
         let job = Job {
             partition,
-            changes: changes
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.map(<[u8]>::to_vec)))
-                .collect(),
+            changes,
             meta,
         };
         *lock_unpoisoned(&self.shared.queued) += 1;

@@ -135,6 +135,12 @@ mod local_writer {
         (writer, store, dir)
     }
 
+    fn rows(r: &[(&str, Option<&[u8]>)]) -> Vec<(String, Option<Vec<u8>>)> {
+        r.iter()
+            .map(|(k, v)| (k.to_string(), v.map(<[u8]>::to_vec)))
+            .collect()
+    }
+
     fn meta(offset: i64) -> PartitionMeta {
         PartitionMeta {
             changelog_offset: offset,
@@ -146,10 +152,14 @@ mod local_writer {
     fn queued_checkpoints_are_written_in_order_before_the_store_is_read() {
         let (writer, store, _dir) = writer("local-writer-order");
         writer
-            .write(0, &[("ann", Some(b"1")), ("bob", Some(b"1"))], meta(4))
+            .write(
+                0,
+                rows(&[("ann", Some(b"1")), ("bob", Some(b"1"))]),
+                meta(4),
+            )
             .expect("queue");
         writer
-            .write(0, &[("ann", Some(b"2")), ("bob", None)], meta(9))
+            .write(0, rows(&[("ann", Some(b"2")), ("bob", None)]), meta(9))
             .expect("queue");
         writer.drain().expect("drained");
         let (m, entries) = store.load_partition(0).expect("load");
@@ -162,11 +172,11 @@ mod local_writer {
         let (writer, store, _dir) = writer("local-writer-failure");
         // An empty key: the store refuses the whole batch.
         writer
-            .write(0, &[("", Some(b"1"))], meta(4))
+            .write(0, rows(&[("", Some(b"1"))]), meta(4))
             .expect("queued");
         assert!(matches!(writer.drain(), Err(ChangelogError::LocalWrite(_))));
         assert!(matches!(
-            writer.write(0, &[("ann", Some(b"1"))], meta(9)),
+            writer.write(0, rows(&[("ann", Some(b"1"))]), meta(9)),
             Err(ChangelogError::LocalWrite(_))
         ));
         assert!(matches!(writer.drain(), Err(ChangelogError::LocalWrite(_))));
