@@ -103,7 +103,6 @@ fn the_table_and_the_csv_have_a_row_per_size() -> Result<()> {
         restore: Duration::from_millis(1500),
         restore_rate: 2e5,
         bare_rate: 1e5,
-        low_watermark: 0,
     };
     let rows = [row(2_000), row(5_000)];
     write_csv(&csv, &rows)?;
