@@ -399,7 +399,18 @@ impl OwnsPartitions for Core {
     }
 
     fn insert_owned(&self, p: i32, owned: Self::Owned) {
-        self.lock().owned.insert(p, owned);
+        let mut st = self.lock();
+        // A restored checkpoint may be ahead of the group's committed offset (a commit lost to
+        // a rebalance, a crash between the changelog and the asynchronous commit). Count it as
+        // processed work so the next checkpoint commits its position even if no new change
+        // arrives, as the scorer does; the checkpoint writes no changelog record for it.
+        if owned.next_offset().is_some() {
+            if st.batch_started.is_none() {
+                st.batch_started = Some(Instant::now());
+            }
+            st.processed += 1;
+        }
+        st.owned.insert(p, owned);
     }
 
     fn remove_owned(&self, p: i32) {

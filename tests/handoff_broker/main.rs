@@ -1,7 +1,9 @@
 //! The handoff against a broker process and the Salesforce stand-in: who is handed off, the
 //! failure policy, and that a `kill -9` loses no lead.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod restore;
 
 use common::*;
 use leadscore::change::{Reason, ReasonKind, ScoreChange};
