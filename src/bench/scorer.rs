@@ -26,6 +26,7 @@ use crate::generator::{self, GeneratorConfig};
 use crate::ops::admin::Health;
 use crate::rules::Rules;
 use crate::runtime::changelog::Changelog;
+use crate::runtime::concurrent;
 use crate::runtime::shutdown::Shutdown;
 use crate::scorer::{Scorer, ScorerError};
 use crate::state::UserState;
@@ -401,13 +402,18 @@ pub(super) fn measure_restore(
     properties: &BTreeMap<String, String>,
 ) -> Result<Restore> {
     let fresh = Changelog::open(state_dir, changelog, properties)?;
-    let mut records = 0u64;
-    let mut restored = Vec::new();
     let restore_started = Instant::now();
-    for p in 0..parts {
-        let r = fresh
+    // As a scorer's assignment restores them: RESTORE_PARALLELISM partitions at once.
+    let partitions: Vec<i32> = (0..parts).collect();
+    let results = concurrent::map(&partitions, concurrent::RESTORE_PARALLELISM, |&p| {
+        fresh
             .restore(p)
-            .with_context(|| format!("restoring changelog partition {p}"))?;
+            .with_context(|| format!("restoring changelog partition {p}"))
+    });
+    let mut records = 0u64;
+    let mut restored = Vec::with_capacity(results.len());
+    for r in results {
+        let r = r?;
         records += r.records_read;
         restored.push(r.entries);
     }

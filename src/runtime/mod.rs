@@ -3,6 +3,7 @@
 
 pub mod blocking;
 pub mod changelog;
+pub mod concurrent;
 pub mod error;
 pub mod kafka;
 pub mod keyed_state;

@@ -1,9 +1,10 @@
 //! Owned partitions: what a rebalance does to a service that keeps keyed state per input
 //! partition. Both services do the same: on assignment, restore each partition (local store,
-//! then changelog) and resume at its checkpointed offset; on revocation, checkpoint first
+//! then changelog; several partitions at once) and resume at its checkpointed offset; on revocation, checkpoint first
 //! (unless the service already failed), then drop the partitions. Only restoring one partition
 //! and holding its state differ, behind [`OwnsPartitions`].
 
+use super::concurrent;
 use super::kafka::{self, ServiceConsumer};
 use super::service::Service;
 use rdkafka::Offset;
@@ -11,7 +12,7 @@ use rdkafka::Offset;
 /// A service's per-partition state, as the rebalance steps need it.
 pub trait OwnsPartitions: Service {
     /// The service's state of one owned partition.
-    type Owned;
+    type Owned: Send;
     /// Restores partition `p`: its state and the next input offset to process, if it was ever
     /// checkpointed. An error fails the service (the partition is not served).
     fn restore_partition(&self, p: i32) -> Result<(Self::Owned, Option<i64>), String>;
@@ -35,27 +36,29 @@ pub fn assigned<S: OwnsPartitions>(service: &S, partitions: &[i32]) -> Vec<(i32,
         health.restoring(p);
     }
     health.joined();
-    let mut offsets = Vec::with_capacity(partitions.len());
     service.announce();
-    for &p in partitions {
+    // Up to RESTORE_PARALLELISM partitions restore at once: each one waits on the broker
+    // (a reader, its watermarks, the fetches to the end) as much as it computes. A partition
+    // is held, and counted restored, as soon as its own restore ends.
+    let offsets = concurrent::map(partitions, concurrent::RESTORE_PARALLELISM, |&p| {
         match service.restore_partition(p) {
             Ok((owned, next)) => {
                 service.insert_owned(p, owned);
                 health.restored(p);
                 // Records before `next` are skipped as they arrive (see kafka::FETCH_REWIND).
-                offsets.push((
+                (
                     p,
                     next.map_or(Offset::Stored, |n| Offset::Offset(kafka::rewound(n, 0))),
-                ));
+                )
             }
             Err(e) => {
                 service
                     .faults()
                     .fail(S::NAME, format!("restoring partition {p}: {e}"));
-                offsets.push((p, Offset::Stored));
+                (p, Offset::Stored)
             }
         }
-    }
+    });
     tracing::info!(?partitions, "partitions assigned");
     service.owned_changed();
     offsets
