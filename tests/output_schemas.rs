@@ -91,7 +91,7 @@ fn change(kind: ReasonKind, time: Millis, previous: i64, score: i64) -> ScoreCha
         delta: score.wrapping_sub(previous),
         reason: Reason {
             kind,
-            group: (kind == ReasonKind::Rule).then(|| "high intent".to_string()),
+            group: (kind == ReasonKind::Rule).then(|| "high intent".into()),
             source_event_id: source,
         },
         windows: u32::from(kind == ReasonKind::Inactivity),

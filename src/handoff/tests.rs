@@ -53,7 +53,7 @@ fn change(user: &str, score: i64, status: Option<&str>) -> ScoreChange {
         },
         windows: 0,
         attributes: status
-            .map(|s| vec![("lead_status".to_string(), Scalar::Str(s.into()))])
+            .map(|s| vec![("lead_status".into(), Scalar::Str(s.into()))])
             .unwrap_or_default(),
     }
 }

@@ -242,7 +242,7 @@ impl Exporter {
                 change
                     .attributes
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .map(|(k, v)| (k.to_string(), v.to_json()))
                     .collect(),
             )
             .to_string();
@@ -259,7 +259,7 @@ impl Exporter {
                         &change.score,
                         &change.delta,
                         &change.reason.kind.as_str(),
-                        &change.reason.group,
+                        &change.reason.group.as_deref(),
                         &change.reason.source_event_id,
                         &windows,
                         &attributes,

@@ -3,6 +3,7 @@
 use crate::event::Scalar;
 use crate::timestamp::Millis;
 use std::fmt;
+use std::sync::Arc;
 
 /// Why a score changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -48,8 +49,9 @@ impl fmt::Display for ReasonKind {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reason {
     pub kind: ReasonKind,
-    /// The group an event scored through (`kind = rule`).
-    pub group: Option<String>,
+    /// The group an event scored through (`kind = rule`). Shared with the engine's rules, so
+    /// a change does not allocate its group name.
+    pub group: Option<Arc<str>>,
     /// The id of the event that caused the change; `None` for inactivity.
     pub source_event_id: Option<String>,
 }
@@ -69,8 +71,9 @@ pub struct ScoreChange {
     /// advance that fires the timer several times publishes one change with the total delta).
     /// 0 for every other kind.
     pub windows: u32,
-    /// Snapshot of the tracked attributes the user has, sorted by name.
-    pub attributes: Vec<(String, Scalar)>,
+    /// Snapshot of the tracked attributes the user has, sorted by name. The names are shared
+    /// with the engine's list of tracked attributes (no allocation per change).
+    pub attributes: Vec<(Arc<str>, Scalar)>,
 }
 
 impl ScoreChange {
@@ -78,7 +81,7 @@ impl ScoreChange {
     pub fn attribute(&self, name: &str) -> Option<&Scalar> {
         self.attributes
             .iter()
-            .find(|(k, _)| k == name)
+            .find(|(k, _)| &**k == name)
             .map(|(_, v)| v)
     }
 }

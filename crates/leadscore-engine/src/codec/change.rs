@@ -9,12 +9,14 @@ use super::event::{
 use super::loose::{find_duplicate, Loose, LooseSeed};
 use super::Format;
 use crate::change::{Reason, ReasonKind, ScoreChange};
+use crate::event::Scalar;
 use crate::proto::v1 as pb;
 use crate::timestamp::format_rfc3339;
 use prost::Message as _;
 use serde::de::DeserializeSeed;
 use serde::Serialize;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// A score change as it came off the wire. `reason` holds the reason object's entries.
 #[derive(Debug, Default)]
@@ -190,7 +192,10 @@ fn validate_change(raw: RawChange<'_>) -> Result<ScoreChange, DecodeError> {
         None if kind == ReasonKind::Inactivity => 1,
         None => 0,
     };
-    let mut attributes = scalar_map("attributes", raw.attributes)?;
+    let mut attributes: Vec<(Arc<str>, Scalar)> = scalar_map("attributes", raw.attributes)?
+        .into_iter()
+        .map(|(k, v)| (Arc::from(k), v))
+        .collect();
     attributes.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(ScoreChange {
         event_id,
@@ -201,7 +206,7 @@ fn validate_change(raw: RawChange<'_>) -> Result<ScoreChange, DecodeError> {
         delta,
         reason: Reason {
             kind,
-            group: group.map(Cow::into_owned),
+            group: group.map(|g| Arc::from(&*g)),
             source_event_id: source.map(Cow::into_owned),
         },
         windows,
@@ -221,7 +226,7 @@ struct ChangeOut<'a> {
     /// Inactivity changes only.
     #[serde(skip_serializing_if = "Option::is_none")]
     windows: Option<u32>,
-    attributes: ScalarMapOut<'a>,
+    attributes: ScalarMapOut<'a, Arc<str>>,
 }
 
 #[derive(Serialize)]
@@ -269,7 +274,7 @@ pub(super) fn change_to_proto(c: &ScoreChange) -> pb::ScoreChange {
         delta: c.delta,
         reason: Some(pb::Reason {
             kind: kind as i32,
-            group: c.reason.group.clone(),
+            group: c.reason.group.as_deref().map(str::to_owned),
             event_id: c.reason.source_event_id.clone(),
         }),
         attributes: scalar_map_to_proto(&c.attributes),

@@ -581,19 +581,21 @@ impl Serialize for ScalarOut<'_> {
     }
 }
 
-pub(super) struct ScalarMapOut<'a>(pub(super) &'a [(String, Scalar)]);
+/// A list of named scalars as a JSON object (names as `String` in events, shared `Arc<str>`
+/// in score changes).
+pub(super) struct ScalarMapOut<'a, K = String>(pub(super) &'a [(K, Scalar)]);
 
-impl ScalarMapOut<'_> {
+impl<K> ScalarMapOut<'_, K> {
     fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
 
-impl Serialize for ScalarMapOut<'_> {
+impl<K: AsRef<str>> Serialize for ScalarMapOut<'_, K> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in self.0 {
-            map.serialize_entry(k, &ScalarOut(v))?;
+            map.serialize_entry(k.as_ref(), &ScalarOut(v))?;
         }
         map.end()
     }
@@ -611,11 +613,11 @@ fn scalar_to_proto(v: &Scalar) -> pb::Scalar {
     }
 }
 
-pub(super) fn scalar_map_to_proto(
-    m: &[(String, Scalar)],
+pub(super) fn scalar_map_to_proto<K: AsRef<str>>(
+    m: &[(K, Scalar)],
 ) -> std::collections::BTreeMap<String, pb::Scalar> {
     m.iter()
-        .map(|(k, v)| (k.clone(), scalar_to_proto(v)))
+        .map(|(k, v)| (k.as_ref().to_owned(), scalar_to_proto(v)))
         .collect()
 }
 

@@ -12,6 +12,7 @@ use crate::rules::{Cap, Decay, Matcher, Predicate, Rules};
 use crate::state::{bytes_eq, grow, stable_hash, CapUsage, SeenEvent, UserState};
 use crate::timestamp::Millis;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// At most this many applied event ids are remembered per user; the oldest go first. A bound on
 /// state size against a user flooded with distinct ids.
@@ -85,8 +86,11 @@ pub struct Engine {
     rules: Rules,
     /// `stable_hash` of each group's name, the key of its cap usage in the state.
     group_keys: Vec<u32>,
-    /// The tracked attributes sorted by name, the order of a change's snapshot.
-    tracked_sorted: Vec<String>,
+    /// The tracked attributes sorted by name, the order of a change's snapshot; shared by
+    /// every change's snapshot.
+    tracked_sorted: Vec<Arc<str>>,
+    /// Each group's name (in group order), shared by every change through the group.
+    group_names: Vec<Arc<str>>,
     /// Per event type (indexed by [`kind_index`]): the group triggers of that type as
     /// `(group index, matcher)`, in group then trigger order, so an event tests only matchers
     /// that can match it and the first hit is the first group with a matching trigger.
@@ -121,6 +125,12 @@ impl Engine {
         let mut tracked_sorted = rules.output.tracked_attributes.clone();
         tracked_sorted.sort();
         tracked_sorted.dedup();
+        let tracked_sorted = tracked_sorted.into_iter().map(Arc::from).collect();
+        let group_names = rules
+            .groups
+            .iter()
+            .map(|g| Arc::from(g.name.as_str()))
+            .collect();
         let mut triggers_by_kind: [Vec<(usize, Matcher)>; EventType::ALL.len()] =
             Default::default();
         for (gi, g) in rules.groups.iter().enumerate() {
@@ -136,6 +146,7 @@ impl Engine {
             rules,
             group_keys,
             tracked_sorted,
+            group_names,
             triggers_by_kind,
             entry_by_kind,
             explain_depth: crate::history::DEFAULT_DEPTH,
@@ -277,7 +288,7 @@ impl Engine {
             (
                 Outcome::Scored,
                 new_score,
-                Some((group.name.as_str(), self.group_keys[gi])),
+                Some((&self.group_names[gi], self.group_keys[gi])),
             )
         };
 
@@ -299,7 +310,7 @@ impl Engine {
             new_score,
             Reason {
                 kind,
-                group: group.map(|(name, _)| name.to_string()),
+                group: group.map(|(name, _)| Arc::clone(name)),
                 source_event_id: Some(source.into_owned()),
             },
             id,
@@ -534,10 +545,10 @@ impl Engine {
         outcome
     }
 
-    fn snapshot(&self, st: &UserState) -> Vec<(String, Scalar)> {
+    fn snapshot(&self, st: &UserState) -> Vec<(Arc<str>, Scalar)> {
         self.tracked_sorted
             .iter()
-            .filter_map(|k| st.attribute(k).map(|v| (k.clone(), v.clone())))
+            .filter_map(|k| st.attribute(k).map(|v| (Arc::clone(k), v.clone())))
             .collect()
     }
 

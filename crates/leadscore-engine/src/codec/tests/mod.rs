@@ -94,8 +94,8 @@ fn pb_time(seconds: i64, nanos: i32) -> Option<crate::proto::google::protobuf::T
 }
 
 /// The keys of `pairs` (properties or attributes), in order.
-fn keys(pairs: &[(String, Scalar)]) -> Vec<&str> {
-    pairs.iter().map(|(k, _)| k.as_str()).collect()
+fn keys<K: AsRef<str>>(pairs: &[(K, Scalar)]) -> Vec<&str> {
+    pairs.iter().map(|(k, _)| k.as_ref()).collect()
 }
 
 fn str_scalar(s: &str) -> pb::Scalar {

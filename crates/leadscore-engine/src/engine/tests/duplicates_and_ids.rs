@@ -139,7 +139,7 @@ fn changes_carry_ids_reasons_and_a_snapshot_of_tracked_attributes() {
     assert_eq!(c.reason.source_event_id.as_deref(), Some("d-1"));
     assert_eq!(
         c.attributes,
-        vec![("lead_status".to_string(), Scalar::Str("Working".into()))]
+        vec![("lead_status".into(), Scalar::Str("Working".into()))]
     );
     // An event without an id is named by its position.
     let first = &r.changes[0];
