@@ -31,6 +31,7 @@ use crate::partition::{Partition, UserStore};
 use crate::partitioner::partition_for;
 use crate::rules::{self, Rules};
 use crate::runtime::changelog::Changelog;
+use crate::runtime::concurrent::RESTORE_PARALLELISM;
 use crate::runtime::kafka::{self, ServiceProducer};
 use crate::runtime::keyed_state::KeyedState;
 use crate::state::UserState;
@@ -755,8 +756,8 @@ fn report(opts: &ScaleOptions, rows: &[Row]) -> String {
          {CHUNK_USERS} users at a time); engine events/s: Partition::process over a KeyedState, \
          timed over {} further events spread over all users, checkpoints between batches \
          untimed; resident: VmRSS of a child holding only the state and its timer index, after \
-         minus before, per user held; restore: a fresh Changelog restoring every partition in \
-         turn into an empty directory; ratio: restore records/s / bare consumer records/s; low \
+         minus before, per user held; restore: a fresh Changelog restoring every partition into \
+         an empty directory, {RESTORE_PARALLELISM} at once as an assignment does; ratio: restore records/s / bare consumer records/s; low \
          watermarks: the largest of the changelog's (0: the mock dropped nothing)\n\
          machine: available_parallelism = {cores}; seed = {}; broker = librdkafka mock cluster \
          (in-process); csv = {}; {} build\n",
