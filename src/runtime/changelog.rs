@@ -155,8 +155,12 @@ struct Replay {
     checkpoint: Option<Checkpoint>,
     /// The offset of the last checkpoint record read; `None` if none was.
     checkpoint_offset: Option<i64>,
-    /// The changes applied, in order, for the local store.
+    /// The changes applied, in order, for the local store; only kept when `keep_applied`.
     applied: Vec<(String, Option<Vec<u8>>)>,
+    /// Whether to keep `applied`: a warm restore writes the tail it applied on top of the
+    /// local copy; a cold one writes the final `entries` into a cleared partition instead, so
+    /// it keeps no second copy of every record read.
+    keep_applied: bool,
     /// Keys of the records after the last checkpoint, dropped.
     unconfirmed: Vec<String>,
     /// Changelog records read, over every pass of this restore.
@@ -167,17 +171,32 @@ impl Replay {
     /// Applies one change, keeping the digest up to date.
     fn apply(&mut self, key: String, value: Option<Vec<u8>>) {
         let new = value.as_deref().map(|v| entry_hash(&key, v));
-        let old = match &value {
-            Some(v) => self.entries.insert(key.clone(), v.clone()),
-            None => self.entries.remove(&key),
+        let old_hash = |old: Option<Vec<u8>>, key: &str| old.map(|o| entry_hash(key, &o));
+        let old = if self.keep_applied {
+            let old = match &value {
+                Some(v) => self.entries.insert(key.clone(), v.clone()),
+                None => self.entries.remove(&key),
+            };
+            let old = old_hash(old, &key);
+            self.applied.push((key, value));
+            old
+        } else {
+            match value {
+                Some(v) => {
+                    // The key moves into the map; hash the old value before it does.
+                    let old = self.entries.get(&key).map(|o| entry_hash(&key, o));
+                    self.entries.insert(key, v);
+                    old
+                }
+                None => old_hash(self.entries.remove(&key), &key),
+            }
         };
-        match (old.map(|o| entry_hash(&key, &o)), new) {
+        match (old, new) {
             (None, Some(n)) => self.state.insert(n),
             (Some(o), Some(n)) => self.state.replace(o, n),
             (Some(o), None) => self.state.remove(o),
             (None, None) => {}
         }
-        self.applied.push((key, value));
     }
 
     /// Whether the state matches the last checkpoint read; what differs if not.
@@ -434,6 +453,7 @@ impl Changelog {
             entries: local.entries,
             state: local.state,
             checkpoint: Some(local.checkpoint),
+            keep_applied: true,
             ..Replay::default()
         };
         let from = local_offset.max(low);
@@ -501,11 +521,21 @@ impl Changelog {
         if warm_from == Some(offset) && replay.applied.is_empty() {
             return Ok(());
         }
-        let changes: Vec<(&str, Option<&[u8]>)> = replay
-            .applied
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_deref()))
-            .collect();
+        let changes: Vec<(&str, Option<&[u8]>)> = if warm_from.is_some() {
+            // The tail, on top of the verified copy.
+            replay
+                .applied
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_deref()))
+                .collect()
+        } else {
+            // A cold restore's partition was cleared (or never written): the state as a whole.
+            replay
+                .entries
+                .iter()
+                .map(|(k, v)| (k.as_str(), Some(v.as_slice())))
+                .collect()
+        };
         self.store.write(
             p,
             &changes,

@@ -65,7 +65,19 @@ fn the_digest_adds_removes_and_replaces_in_any_order() {
 }
 
 fn replay_of(entries: &[(&str, &str)], checkpoint: Option<StateDigest>) -> Replay {
-    let mut r = Replay::default();
+    replay_keeping(entries, checkpoint, false)
+}
+
+/// A replay of `entries`; `keep_applied` as a warm restore (true) or a cold one sets it.
+fn replay_keeping(
+    entries: &[(&str, &str)],
+    checkpoint: Option<StateDigest>,
+    keep_applied: bool,
+) -> Replay {
+    let mut r = Replay {
+        keep_applied,
+        ..Replay::default()
+    };
     for (k, v) in entries {
         r.apply(k.to_string(), Some(v.as_bytes().to_vec()));
     }
@@ -97,14 +109,26 @@ fn a_replay_verifies_against_the_last_checkpoint_read() {
     none_read.checkpoint_offset = None;
     assert_eq!(reason(none_read), VerifyFailure::NoCheckpoint);
 
-    // Changes and deletes keep the digest of what is held.
-    let mut r = replay_of(&[("a", "0"), ("c", "3")], Some(digest));
-    r.apply("a".into(), Some(b"1".to_vec()));
-    r.apply("b".into(), Some(b"2".to_vec()));
-    r.apply("c".into(), None);
-    r.apply("never".into(), None);
-    assert_eq!(r.verify(), Ok(()));
-    assert_eq!(r.applied.len(), 6);
+    // Changes and deletes keep the digest of what is held, whether or not the changes are
+    // kept for the local store (a warm restore keeps them, a cold one writes `entries`).
+    for keep in [true, false] {
+        let mut r = replay_keeping(&[("a", "0"), ("c", "3")], Some(digest), keep);
+        r.apply("a".into(), Some(b"1".to_vec()));
+        r.apply("b".into(), Some(b"2".to_vec()));
+        r.apply("c".into(), None);
+        r.apply("never".into(), None);
+        assert_eq!(r.verify(), Ok(()), "keep_applied = {keep}");
+        assert_eq!(r.applied.len(), if keep { 6 } else { 0 });
+        let mut held: Vec<_> = r.entries.iter().collect();
+        held.sort();
+        assert_eq!(
+            held,
+            [
+                (&"a".to_string(), &b"1".to_vec()),
+                (&"b".to_string(), &b"2".to_vec())
+            ]
+        );
+    }
 }
 
 #[test]
