@@ -757,8 +757,8 @@ fn report(opts: &ScaleOptions, rows: &[Row]) -> String {
          timed over {} further events spread over all users, checkpoints between batches \
          untimed; resident: VmRSS of a child holding only the state and its timer index, after \
          minus before, per user held; restore: a fresh Changelog restoring every partition into \
-         an empty directory, {RESTORE_PARALLELISM} at once as an assignment does; ratio: restore records/s / bare consumer records/s; low \
-         watermarks: the largest of the changelog's (0: the mock dropped nothing)\n\
+         an empty directory, {RESTORE_PARALLELISM} at once as an assignment does; ratio: \
+         restore records/s / bare consumer records/s; low watermarks: the largest of the changelog's (0: the mock dropped nothing)\n\
          machine: available_parallelism = {cores}; seed = {}; broker = librdkafka mock cluster \
          (in-process); csv = {}; {} build\n",
         opts.stretch,

@@ -171,25 +171,13 @@ impl Replay {
     /// Applies one change, keeping the digest up to date.
     fn apply(&mut self, key: String, value: Option<Vec<u8>>) {
         let new = value.as_deref().map(|v| entry_hash(&key, v));
-        let old_hash = |old: Option<Vec<u8>>, key: &str| old.map(|o| entry_hash(key, &o));
-        let old = if self.keep_applied {
-            let old = match &value {
-                Some(v) => self.entries.insert(key.clone(), v.clone()),
-                None => self.entries.remove(&key),
-            };
-            let old = old_hash(old, &key);
-            self.applied.push((key, value));
-            old
-        } else {
-            match value {
-                Some(v) => {
-                    // The key moves into the map; hash the old value before it does.
-                    let old = self.entries.get(&key).map(|o| entry_hash(&key, o));
-                    self.entries.insert(key, v);
-                    old
-                }
-                None => old_hash(self.entries.remove(&key), &key),
-            }
+        let old = self.entries.get(&key).map(|o| entry_hash(&key, o));
+        if self.keep_applied {
+            self.applied.push((key.clone(), value.clone()));
+        }
+        match value {
+            Some(v) => self.entries.insert(key, v),
+            None => self.entries.remove(&key),
         };
         match (old, new) {
             (None, Some(n)) => self.state.insert(n),
