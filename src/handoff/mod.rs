@@ -399,18 +399,15 @@ impl OwnsPartitions for Core {
     }
 
     fn insert_owned(&self, p: i32, owned: Self::Owned) {
+        self.lock().owned.insert(p, owned);
+    }
+
+    fn resumed_at_checkpoint(&self) {
         let mut st = self.lock();
-        // A restored checkpoint may be ahead of the group's committed offset (a commit lost to
-        // a rebalance, a crash between the changelog and the asynchronous commit). Count it as
-        // processed work so the next checkpoint commits its position even if no new change
-        // arrives, as the scorer does; the checkpoint writes no changelog record for it.
-        if owned.next_offset().is_some() {
-            if st.batch_started.is_none() {
-                st.batch_started = Some(Instant::now());
-            }
-            st.processed += 1;
+        if st.batch_started.is_none() {
+            st.batch_started = Some(Instant::now());
         }
-        st.owned.insert(p, owned);
+        st.processed += 1;
     }
 
     fn remove_owned(&self, p: i32) {

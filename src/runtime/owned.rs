@@ -18,6 +18,12 @@ pub trait OwnsPartitions: Service {
     fn restore_partition(&self, p: i32) -> Result<(Self::Owned, Option<i64>), String>;
     /// Holds a restored partition.
     fn insert_owned(&self, p: i32, owned: Self::Owned);
+    /// A partition was restored at a checkpoint, which may be ahead of the group's committed
+    /// offset (a commit lost to a rebalance, a crash between the changelog and the asynchronous
+    /// commit): count it as work, so the next checkpoint commits its position even if no new
+    /// record arrives; otherwise the group's lag stays wrong until one does. That checkpoint
+    /// writes no changelog record for it: the position repeats the last one.
+    fn resumed_at_checkpoint(&self);
     /// Drops a revoked partition.
     fn remove_owned(&self, p: i32);
     /// The set of owned partitions changed: refresh the gauges that depend on it.
@@ -44,6 +50,9 @@ pub fn assigned<S: OwnsPartitions>(service: &S, partitions: &[i32]) -> Vec<(i32,
         match service.restore_partition(p) {
             Ok((owned, next)) => {
                 service.insert_owned(p, owned);
+                if next.is_some() {
+                    service.resumed_at_checkpoint();
+                }
                 health.restored(p);
                 // Records before `next` are skipped as they arrive (see kafka::FETCH_REWIND).
                 (

@@ -384,19 +384,15 @@ impl OwnsPartitions for Core {
     }
 
     fn insert_owned(&self, p: i32, owned: Owned) {
+        self.lock().owned.insert(p, owned);
+    }
+
+    fn resumed_at_checkpoint(&self) {
         let mut st = self.lock();
-        // A restored checkpoint may be ahead of the group's committed offset (a commit lost to
-        // a rebalance, a crash between the changelog and the asynchronous commit). Count it as
-        // pending work so the next checkpoint commits its position even if no new record
-        // arrives; otherwise the group's lag stays wrong until one does. The checkpoint writes
-        // no changelog record for it: the position repeats the last one.
-        if owned.users.next_offset().is_some() {
-            if st.pending == 0 {
-                st.batch_started = Some(Instant::now());
-            }
-            st.pending += 1;
+        if st.pending == 0 {
+            st.batch_started = Some(Instant::now());
         }
-        st.owned.insert(p, owned);
+        st.pending += 1;
     }
 
     fn remove_owned(&self, p: i32) {
