@@ -19,21 +19,63 @@ impl Scalar {
     /// The value as a number, for `gt`/`gte`/`lt`/`lte`; `None` for strings and booleans.
     #[inline]
     pub fn as_f64(&self) -> Option<f64> {
-        match self {
-            Scalar::Int(i) => Some(*i as f64),
-            Scalar::Float(f) => Some(*f),
-            _ => None,
-        }
+        self.as_ref().as_f64()
     }
 
     /// Equality as a rules author means it: numbers compare by value (`1 == 1.0`), other kinds
     /// only to their own kind (`true != "true"`).
     #[inline]
     pub fn loose_eq(&self, other: &Scalar) -> bool {
+        self.as_ref().loose_eq(other)
+    }
+
+    /// The value as JSON, for output.
+    pub fn to_json(&self) -> serde_json::Value {
+        self.as_ref().to_json()
+    }
+
+    /// A borrowed view of the value.
+    #[inline]
+    pub fn as_ref(&self) -> ScalarRef<'_> {
+        match self {
+            Scalar::Str(s) => ScalarRef::Str(s),
+            Scalar::Int(i) => ScalarRef::Int(*i),
+            Scalar::Float(f) => ScalarRef::Float(*f),
+            Scalar::Bool(b) => ScalarRef::Bool(*b),
+        }
+    }
+}
+
+/// A [`Scalar`] borrowed from where it is stored: a user's attributes keep their values encoded
+/// ([`crate::attributes::Attributes`]) and hand them out this way, without allocating.
+#[derive(Clone, Copy, Debug)]
+pub enum ScalarRef<'a> {
+    Str(&'a str),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl ScalarRef<'_> {
+    /// As [`Scalar::as_f64`].
+    #[inline]
+    pub fn as_f64(self) -> Option<f64> {
+        match self {
+            ScalarRef::Int(i) => Some(i as f64),
+            ScalarRef::Float(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// As [`Scalar::loose_eq`].
+    #[inline]
+    pub fn loose_eq(self, other: &Scalar) -> bool {
         match (self, other) {
-            (Scalar::Str(a), Scalar::Str(b)) => crate::state::bytes_eq(a.as_bytes(), b.as_bytes()),
-            (Scalar::Bool(a), Scalar::Bool(b)) => a == b,
-            (Scalar::Int(a), Scalar::Int(b)) => a == b,
+            (ScalarRef::Str(a), Scalar::Str(b)) => {
+                crate::state::bytes_eq(a.as_bytes(), b.as_bytes())
+            }
+            (ScalarRef::Bool(a), Scalar::Bool(b)) => a == *b,
+            (ScalarRef::Int(a), Scalar::Int(b)) => a == *b,
             (a, b) => match (a.as_f64(), b.as_f64()) {
                 (Some(x), Some(y)) => x == y,
                 _ => false,
@@ -41,15 +83,43 @@ impl Scalar {
         }
     }
 
-    /// The value as JSON, for output.
-    pub fn to_json(&self) -> serde_json::Value {
+    /// Exact equality with an owned value, as `Scalar`'s `PartialEq`.
+    #[inline]
+    pub fn same(self, other: &Scalar) -> bool {
+        self == other.as_ref()
+    }
+
+    pub fn to_owned(self) -> Scalar {
         match self {
-            Scalar::Str(s) => serde_json::Value::String(s.clone()),
-            Scalar::Int(i) => serde_json::Value::from(*i),
-            Scalar::Float(f) => serde_json::Number::from_f64(*f)
+            ScalarRef::Str(s) => Scalar::Str(s.to_string()),
+            ScalarRef::Int(i) => Scalar::Int(i),
+            ScalarRef::Float(f) => Scalar::Float(f),
+            ScalarRef::Bool(b) => Scalar::Bool(b),
+        }
+    }
+
+    /// The value as JSON, for output.
+    pub fn to_json(self) -> serde_json::Value {
+        match self {
+            ScalarRef::Str(s) => serde_json::Value::String(s.to_string()),
+            ScalarRef::Int(i) => serde_json::Value::from(i),
+            ScalarRef::Float(f) => serde_json::Number::from_f64(f)
                 .map(serde_json::Value::Number)
                 .unwrap_or(serde_json::Value::Null),
-            Scalar::Bool(b) => serde_json::Value::Bool(*b),
+            ScalarRef::Bool(b) => serde_json::Value::Bool(b),
+        }
+    }
+}
+
+/// Exact equality (a `Float` equals only a bit-identical `Float`), as for [`Scalar`].
+impl PartialEq for ScalarRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ScalarRef::Str(a), ScalarRef::Str(b)) => a == b,
+            (ScalarRef::Int(a), ScalarRef::Int(b)) => a == b,
+            (ScalarRef::Float(a), ScalarRef::Float(b)) => a.to_bits() == b.to_bits(),
+            (ScalarRef::Bool(a), ScalarRef::Bool(b)) => a == b,
+            _ => false,
         }
     }
 }
@@ -57,13 +127,7 @@ impl Scalar {
 /// Exact equality (a `Float` equals only a bit-identical `Float`), used by state round-trips.
 impl PartialEq for Scalar {
     fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Scalar::Str(a), Scalar::Str(b)) => a == b,
-            (Scalar::Int(a), Scalar::Int(b)) => a == b,
-            (Scalar::Float(a), Scalar::Float(b)) => a.to_bits() == b.to_bits(),
-            (Scalar::Bool(a), Scalar::Bool(b)) => a == b,
-            _ => false,
-        }
+        self.as_ref() == other.as_ref()
     }
 }
 

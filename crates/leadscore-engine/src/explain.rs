@@ -16,7 +16,7 @@ pub fn lead_view(engine: &Engine, user_id: &str, st: &UserState) -> Value {
     let attributes: Map<String, Value> = st
         .attributes
         .iter()
-        .map(|(k, v)| (k.clone(), v.to_json()))
+        .map(|(k, v)| (k.to_string(), v.to_json()))
         .collect();
     let caps: Vec<Value> = st
         .caps

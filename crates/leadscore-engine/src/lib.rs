@@ -24,6 +24,7 @@
 //! - [`generator`] (feature `generator`): deterministic, realistic input events for the demo,
 //!   the benchmarks and tests.
 
+pub mod attributes;
 pub mod change;
 pub mod codec;
 pub mod duration;

@@ -173,7 +173,7 @@ pub fn user_json(user_id: &str, st: &UserState) -> Value {
     let attributes: Map<String, Value> = st
         .attributes
         .iter()
-        .map(|(k, v)| (k.clone(), v.to_json()))
+        .map(|(k, v)| (k.to_string(), v.to_json()))
         .collect();
     json!({
         "user_id": user_id,
@@ -272,12 +272,14 @@ delta = -1
         let sim = simulate(&lines);
         let st = &sim.users["u1"];
         assert_eq!((st.score, st.enrolled), (1, true), "{st:?}");
+        let attributes: Vec<_> = st
+            .attributes
+            .iter()
+            .map(|(k, v)| (k, v.to_owned()))
+            .collect();
         assert_eq!(
-            st.attributes,
-            [(
-                "email".to_string(),
-                crate::event::Scalar::Str("b@x.io".into())
-            )]
+            attributes,
+            [("email", crate::event::Scalar::Str("b@x.io".into()))]
         );
         let user = user_json("u1", st);
         assert_eq!(user["score"], 1);

@@ -6,7 +6,8 @@
 //! damaged record is an error, never a panic, so a bad changelog record can be reported and the
 //! restore can fall back.
 
-use crate::event::Scalar;
+use crate::attributes::Attributes;
+use crate::event::{Scalar, ScalarRef};
 use crate::history::History;
 use crate::timestamp::Millis;
 use thiserror::Error;
@@ -20,8 +21,8 @@ pub struct UserState {
     pub score: i64,
     /// Set by the first event matching `entry.on`; never cleared.
     pub enrolled: bool,
-    /// Current attributes, sorted by name.
-    pub attributes: Vec<(String, Scalar)>,
+    /// Current attributes, sorted by name, encoded in one buffer.
+    pub attributes: Attributes,
     /// Event time of the last applied score change: the start of the re-entry wait.
     pub last_change: Option<Millis>,
     /// When the inactivity timer is due; `None` while no timer runs.
@@ -64,71 +65,21 @@ pub struct SeenEvent {
 
 impl UserState {
     #[inline]
-    pub fn attribute(&self, name: &str) -> Option<&Scalar> {
-        self.attribute_index(name).map(|i| &self.attributes[i].1)
-    }
-
-    /// Where the attribute `name` sits, if the user has it. Names are unique, so for the usual
-    /// handful of attributes a scan comparing lengths first (in the Vec itself, no pointer
-    /// chasing) reads the bytes of at most a key or two; a long list is binary searched.
-    #[inline]
-    fn attribute_index(&self, name: &str) -> Option<usize> {
-        if self.attributes.len() <= 16 {
-            self.attributes
-                .iter()
-                .position(|(k, _)| bytes_eq(k.as_bytes(), name.as_bytes()))
-        } else {
-            self.attributes
-                .binary_search_by(|(k, _)| k.as_str().cmp(name))
-                .ok()
-        }
+    pub fn attribute(&self, name: &str) -> Option<ScalarRef<'_>> {
+        self.attributes.get(name)
     }
 
     /// Sets (or with `None` removes) an attribute. Returns whether its value changed.
+    #[inline]
     pub fn set_attribute(&mut self, name: &str, value: Option<&Scalar>) -> bool {
-        let found = match self.attribute_index(name) {
-            Some(i) => Ok(i),
-            None if value.is_none() => return false,
-            None => self
-                .attributes
-                .binary_search_by(|(k, _)| k.as_str().cmp(name)),
-        };
-        match (found, value) {
-            (Ok(i), Some(v)) => {
-                if &self.attributes[i].1 == v {
-                    false
-                } else {
-                    self.attributes[i].1 = v.clone();
-                    true
-                }
-            }
-            (Ok(i), None) => {
-                self.attributes.remove(i);
-                true
-            }
-            (Err(i), Some(v)) => {
-                grow(&mut self.attributes);
-                self.attributes.insert(i, (name.to_string(), v.clone()));
-                true
-            }
-            (Err(_), None) => false,
-        }
+        self.attributes.set(name, value)
     }
 
     /// The heap bytes this state holds (capacities, not lengths; no allocator overhead): with
     /// `size_of::<UserState>()` what a user costs in memory, for `leadscore bench`.
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
-        let scalar = |v: &Scalar| match v {
-            Scalar::Str(s) => s.capacity(),
-            _ => 0,
-        };
-        self.attributes.capacity() * size_of::<(String, Scalar)>()
-            + self
-                .attributes
-                .iter()
-                .map(|(k, v)| k.capacity() + scalar(v))
-                .sum::<usize>()
+        self.attributes.heap_bytes()
             + self.caps.capacity() * size_of::<CapUsage>()
             + self.seen.capacity() * size_of::<SeenEvent>()
             + self.history.heap_bytes()
@@ -164,25 +115,7 @@ impl UserState {
         if let Some(o) = self.last_offset {
             put_i64(out, o);
         }
-        put_u64(out, self.attributes.len() as u64);
-        for (k, v) in &self.attributes {
-            put_str(out, k);
-            match v {
-                Scalar::Str(s) => {
-                    out.push(0);
-                    put_str(out, s);
-                }
-                Scalar::Int(i) => {
-                    out.push(1);
-                    put_i64(out, *i);
-                }
-                Scalar::Float(f) => {
-                    out.push(2);
-                    out.extend_from_slice(&f.to_le_bytes());
-                }
-                Scalar::Bool(b) => out.push(3 + *b as u8),
-            }
-        }
+        self.attributes.encode_into(out);
         put_u64(out, self.caps.len() as u64);
         for c in &self.caps {
             put_u64(out, c.group as u64);
@@ -231,23 +164,7 @@ impl UserState {
         if flags & 16 != 0 {
             st.last_offset = Some(r.i64()?);
         }
-        let n = r.len()?;
-        st.attributes.reserve_exact(n);
-        for _ in 0..n {
-            let k = r.string()?;
-            let v = match r.byte()? {
-                0 => Scalar::Str(r.string()?),
-                1 => Scalar::Int(r.i64()?),
-                2 => Scalar::Float(f64::from_le_bytes(r.array()?)),
-                3 => Scalar::Bool(false),
-                4 => Scalar::Bool(true),
-                _ => return Err(StateError::Corrupt("unknown attribute tag")),
-            };
-            st.attributes.push((k, v));
-        }
-        if !st.attributes.windows(2).all(|w| w[0].0 < w[1].0) {
-            return Err(StateError::Corrupt("attributes not sorted"));
-        }
+        st.attributes = Attributes::decode(&mut r)?;
         let n = r.len()?;
         st.caps.reserve_exact(n);
         for _ in 0..n {
@@ -309,11 +226,6 @@ pub(crate) fn put_i64(out: &mut Vec<u8>, v: i64) {
     put_u64(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_u64(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
-}
-
 pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -326,6 +238,11 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn pos(&self) -> usize {
         self.pos
+    }
+
+    /// The bytes from `start` to `end`, positions this reader has passed.
+    pub(crate) fn bytes_between(&self, start: usize, end: usize) -> &'a [u8] {
+        &self.bytes[start..end]
     }
 
     /// The next `n` bytes.
@@ -375,13 +292,6 @@ impl<'a> Reader<'a> {
         let mut a = [0u8; N];
         a.copy_from_slice(s);
         Ok(a)
-    }
-
-    fn string(&mut self) -> Result<String, StateError> {
-        let n = self.len()?;
-        let s = &self.bytes[self.pos..self.pos + n];
-        self.pos += n;
-        String::from_utf8(s.to_vec()).map_err(|_| StateError::Corrupt("string is not UTF-8"))
     }
 }
 
@@ -438,13 +348,15 @@ mod tests {
         UserState {
             score: 42,
             enrolled: true,
-            attributes: vec![
-                ("email".into(), Scalar::Str("jane.doe@example.com".into())),
-                ("is_employee".into(), Scalar::Bool(false)),
-                ("lead_status".into(), Scalar::Str("Open".into())),
-                ("seats".into(), Scalar::Int(12)),
-                ("x".into(), Scalar::Float(0.25)),
-            ],
+            attributes: [
+                ("email", Scalar::Str("jane.doe@example.com".into())),
+                ("is_employee", Scalar::Bool(false)),
+                ("lead_status", Scalar::Str("Open".into())),
+                ("seats", Scalar::Int(12)),
+                ("x", Scalar::Float(0.25)),
+            ]
+            .into_iter()
+            .collect(),
             last_change: Some(1_790_000_000_000),
             timer_due: Some(1_790_604_800_000),
             external_updated_at: Some(1_789_000_000_000),
@@ -585,9 +497,10 @@ mod tests {
             let name = format!("k{n:02}");
             assert_eq!(st.attribute(&name), None);
             assert!(st.set_attribute(&name, Some(&Scalar::Int(n))));
-            assert!(st.attributes.windows(2).all(|w| w[0].0 < w[1].0));
+            let names: Vec<&str> = st.attributes.iter().map(|(k, _)| k).collect();
+            assert!(names.windows(2).all(|w| w[0] < w[1]));
             for m in n..40 {
-                assert_eq!(st.attribute(&format!("k{m:02}")), Some(&Scalar::Int(m)));
+                assert_eq!(st.attribute(&format!("k{m:02}")), Some(ScalarRef::Int(m)));
             }
         }
         for n in 0..40 {
@@ -604,9 +517,9 @@ mod tests {
         assert!(st.set_attribute("lead_status", Some(&open)));
         assert!(!st.set_attribute("lead_status", Some(&open)));
         assert!(st.set_attribute("a", Some(&Scalar::Int(1))));
-        assert_eq!(st.attributes[0].0, "a");
+        assert_eq!(st.attributes.iter().next().map(|(k, _)| k), Some("a"));
         assert!(st.set_attribute("lead_status", None));
         assert!(!st.set_attribute("lead_status", None));
-        assert_eq!(st.attribute("a"), Some(&Scalar::Int(1)));
+        assert_eq!(st.attribute("a"), Some(ScalarRef::Int(1)));
     }
 }

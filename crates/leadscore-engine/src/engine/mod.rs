@@ -212,7 +212,7 @@ impl Engine {
             }
         }
 
-        prefetch_attributes(st, ev);
+        prefetch_attributes(ev);
 
         // 1. Attributes, whether or not the user is enrolled.
         let attribute_change = match ev.kind {
@@ -548,7 +548,7 @@ impl Engine {
     fn snapshot(&self, st: &UserState) -> Vec<(Arc<str>, Scalar)> {
         self.tracked_sorted
             .iter()
-            .filter_map(|k| st.attribute(k).map(|v| (Arc::clone(k), v.clone())))
+            .filter_map(|k| st.attribute(k).map(|v| (Arc::clone(k), v.to_owned())))
             .collect()
     }
 
@@ -589,23 +589,13 @@ impl Engine {
     }
 }
 
-/// `p.test.eval(st.attribute(&p.key))`, reading as few attribute names as possible: they live
-/// on the heap, one cache miss each. Only an attribute whose name has the key's length can be
-/// the key; one whose value gives the same result as a missing value cannot change the answer,
-/// whether or not it is the key, so its name need not be read.
+/// `p.test.eval(st.attribute(&p.key))`, comparing as few attribute names as possible: only
+/// an attribute whose name has the key's length can be the key, and one whose value gives the
+/// same result as a missing value cannot change the answer, whether or not it is the key.
 #[inline]
 fn eval_attribute(st: &UserState, p: &Predicate) -> bool {
-    if st.attributes.len() > 16 {
-        return p.test.eval(st.attribute(&p.key));
-    }
-    let key = p.key.as_bytes();
-    let missing = p.test.eval(None);
-    for (k, v) in &st.attributes {
-        if k.len() == key.len() && p.test.eval(Some(v)) != missing && bytes_eq(k.as_bytes(), key) {
-            return !missing;
-        }
-    }
-    missing
+    st.attributes
+        .eval(&p.key, |v| p.test.eval_ref(Some(v)), p.test.eval(None))
 }
 
 /// Asks the CPU to start loading, all at once, the heap data this event will read: the user's
@@ -629,18 +619,16 @@ fn prefetch_inputs(st: &UserState, ev: &Event) {
     }
 }
 
-/// The second wave, once the lists themselves have arrived: the names (which lookups compare)
-/// and string values (which tests compare and snapshots copy) of the user's attributes and the
-/// event's properties, when the lists are short.
+/// The second wave, once the list itself has arrived: the names and string values of the
+/// event's properties, when the list is short. (The user's attributes are one buffer, loaded
+/// by the first wave.)
 #[inline(always)]
-fn prefetch_attributes(st: &UserState, ev: &Event) {
-    for list in [&st.attributes, &ev.properties] {
-        if list.len() <= 16 {
-            for (k, v) in list {
-                prefetch(k.as_ptr());
-                if let Scalar::Str(s) = v {
-                    prefetch(s.as_ptr());
-                }
+fn prefetch_attributes(ev: &Event) {
+    if ev.properties.len() <= 16 {
+        for (k, v) in &ev.properties {
+            prefetch(k.as_ptr());
+            if let Scalar::Str(s) = v {
+                prefetch(s.as_ptr());
             }
         }
     }
@@ -742,7 +730,7 @@ mod lookup_tests {
                     };
                     assert_eq!(
                         eval_attribute(&st, &p),
-                        p.test.eval(st.attribute(&p.key)),
+                        p.test.eval_ref(st.attribute(&p.key)),
                         "{own:?} {twin:?} {test:?}"
                     );
                 }

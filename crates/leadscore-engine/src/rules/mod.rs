@@ -9,7 +9,7 @@ pub use parse::{
     MAX_RULES_BYTES,
 };
 
-use crate::event::{Event, EventType, Scalar};
+use crate::event::{Event, EventType, Scalar, ScalarRef};
 use crate::state::bytes_eq;
 use crate::timestamp::Millis;
 
@@ -193,6 +193,12 @@ impl Test {
     /// `not_in` and `exists = false`; the ordering tests fail on a non-number.
     #[inline]
     pub fn eval(&self, value: Option<&Scalar>) -> bool {
+        self.eval_ref(value.map(Scalar::as_ref))
+    }
+
+    /// [`Test::eval`] on a borrowed value, as a user's attributes hand theirs out.
+    #[inline]
+    pub fn eval_ref(&self, value: Option<ScalarRef<'_>>) -> bool {
         let Some(v) = value else {
             return matches!(self, Test::NotIn(_) | Test::Exists(false));
         };
