@@ -569,6 +569,12 @@ impl Engine {
         let window = self.rules.dedupe_window;
         let horizon = clock.saturating_sub(window.saturating_mul(2));
         st.seen.retain(|s| s.recorded.max(s.time) > horizon);
+        // Ids expire in bursts (a session's worth at a time): give back a list's spare room
+        // once it is more than the list itself, so an active user's past peak does not stay
+        // in its state (issue 14: memory per user).
+        if st.seen.capacity() > 2 * st.seen.len() + 2 {
+            st.seen.shrink_to(st.seen.len() + 1);
+        }
         let h = stable_hash(id.as_bytes());
         if let Some(i) = st.seen.iter().position(|s| s.id_hash == h) {
             if time < st.seen[i].time.saturating_add(window) {

@@ -208,3 +208,18 @@ fn change_ids_spell_the_source_time_and_kind() {
     );
     assert_eq!(change_id("y", 0, ReasonKind::Attribute), "y@0:attribute");
 }
+
+#[test]
+fn expired_ids_give_their_room_back() {
+    // A burst of 40 ids, then, past their retention, one more: the list holds one id, and its
+    // spare room is back to a few entries instead of the burst's 40.
+    let e = rules("");
+    let mut events = vec![email("u", T0)];
+    events.extend((0..40).map(|i| with_id(session("u", T0 + i), &format!("burst{i}"))));
+    let mut r = run(&e, &events);
+    assert!(r.user("u").seen.capacity() >= 40);
+    r.process(&e, &with_id(session("u", T0 + 10 * D), "later"), 100);
+    let seen = &r.user("u").seen;
+    assert_eq!(seen.len(), 1);
+    assert!(seen.capacity() <= 4, "capacity {}", seen.capacity());
+}
