@@ -16,7 +16,8 @@ use std::collections::{HashMap, HashSet};
 pub struct KeyedState<V> {
     /// Keyed by input ids (user ids): a seeded hasher, fast and flood-resistant
     /// ([`leadscore_engine::hash`]).
-    entries: HashMap<String, Slot<V>, SeededState>,
+    /// Keys as `Box<str>`: a bucket holds 8 bytes less than with `String` (no capacity).
+    entries: HashMap<Box<str>, Slot<V>, SeededState>,
     /// Keys changed since the last checkpoint.
     dirty: HashSet<String, SeededState>,
     /// Removed keys that the changelog still holds, with the [`entry_hash`] of what it holds:
@@ -76,7 +77,7 @@ impl<V> KeyedState<V> {
                     let logged = entry_hash(&key, &bytes);
                     digest.insert(logged);
                     entries.insert(
-                        key,
+                        key.into_boxed_str(),
                         Slot {
                             value: Box::new(value),
                             logged,
@@ -110,7 +111,7 @@ impl<V> KeyedState<V> {
     }
 
     pub fn entries(&self) -> impl Iterator<Item = (&str, &V)> {
-        self.entries.iter().map(|(k, s)| (k.as_str(), &*s.value))
+        self.entries.iter().map(|(k, s)| (&**k, &*s.value))
     }
 
     /// Of the partition's state in the changelog as of the last checkpoint built.
@@ -174,7 +175,7 @@ impl<V> KeyedState<V> {
         V: Default,
     {
         let removed = &mut self.removed;
-        self.entries.entry(key.to_string()).or_insert_with(|| Slot {
+        self.entries.entry(Box::from(key)).or_insert_with(|| Slot {
             value: Box::default(),
             logged: removed.remove(key).unwrap_or(0),
         })
@@ -201,7 +202,7 @@ impl<V> KeyedState<V> {
         }
         let mut records = Vec::with_capacity(self.dirty.len());
         for key in self.dirty.drain() {
-            match self.entries.get_mut(&key) {
+            match self.entries.get_mut(key.as_str()) {
                 Some(slot) => {
                     let bytes = encode(&slot.value);
                     let hash = entry_hash(&key, &bytes);

@@ -71,11 +71,12 @@ pub struct Partition {
     timers: BTreeSet<Timer>,
 }
 
-/// A timer index entry, ordered by due time, then user id.
+/// A timer index entry, ordered by due time, then user id. The id is a `Box<str>`, 8 bytes
+/// less per entry than a `String`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Timer {
     due: Millis,
-    user: String,
+    user: Box<str>,
 }
 
 /// A timer entry as `(due, user)` whether it owns the user id or borrows it, so the index can
@@ -138,7 +139,7 @@ impl Partition {
             .filter_map(|(u, st)| {
                 st.timer_due.map(|due| Timer {
                     due,
-                    user: u.to_string(),
+                    user: u.into(),
                 })
             })
             .collect();
@@ -250,7 +251,7 @@ impl Partition {
     fn reschedule(&mut self, user: &str, before: Option<Millis>, after: Option<Millis>) {
         let old = before.and_then(|t| self.timers.take(&(t, user) as &dyn TimerKey));
         if let Some(due) = after {
-            let user = old.map_or_else(|| user.to_string(), |t| t.user);
+            let user = old.map_or_else(|| user.into(), |t| t.user);
             self.timers.insert(Timer { due, user });
         }
     }
