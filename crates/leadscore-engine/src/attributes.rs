@@ -118,6 +118,11 @@ impl Attributes {
         true
     }
 
+    /// The bytes of the entries, without their count (what the state record copies).
+    pub(crate) fn encoded_len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// The heap bytes held (capacity).
     pub(crate) fn heap_bytes(&self) -> usize {
         self.bytes.capacity()

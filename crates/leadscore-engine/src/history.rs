@@ -127,7 +127,7 @@ impl History {
             let mut r = Reader::new(&self.bytes);
             for _ in 0..self.len() - depth {
                 // Notes this buffer wrote itself always decode.
-                let _ = read_note(&mut r);
+                let _ = read_note_ref(&mut r);
             }
             let cut_at = r.pos();
             self.bytes.drain(..cut_at);
@@ -162,7 +162,7 @@ impl History {
         let bytes = r.take(n)?.to_vec();
         let mut check = Reader::new(&bytes);
         for _ in 0..count {
-            read_note(&mut check)?;
+            read_note_ref(&mut check)?;
         }
         if check.pos() != bytes.len() {
             return Err(StateError::Corrupt("history length"));
@@ -171,7 +171,9 @@ impl History {
     }
 }
 
-fn read_note(r: &mut Reader<'_>) -> Result<ChangeNote, StateError> {
+/// Reads one note, checking it, with its source id borrowed from the buffer: trimming and
+/// decoding check every note and keep none, so they allocate nothing per note.
+fn read_note_ref<'a>(r: &mut Reader<'a>) -> Result<(ChangeNote, Option<&'a str>), StateError> {
     let tag = r.byte()?;
     if tag & !0x3f != 0 {
         return Err(StateError::Corrupt("history note tag"));
@@ -190,14 +192,15 @@ fn read_note(r: &mut Reader<'_>) -> Result<ChangeNote, StateError> {
     } else {
         None
     };
-    let source_event_id = if tag & HAS_SOURCE != 0 {
+    let source = if tag & HAS_SOURCE != 0 {
         let n = r.len()?;
         if n > MAX_SOURCE_BYTES {
             return Err(StateError::Corrupt("history source id too long"));
         }
-        let s = std::str::from_utf8(r.take(n)?)
-            .map_err(|_| StateError::Corrupt("history source id not UTF-8"))?;
-        Some(s.to_string())
+        Some(
+            std::str::from_utf8(r.take(n)?)
+                .map_err(|_| StateError::Corrupt("history source id not UTF-8"))?,
+        )
     } else {
         None
     };
@@ -208,16 +211,24 @@ fn read_note(r: &mut Reader<'_>) -> Result<ChangeNote, StateError> {
     } else {
         0
     };
-    Ok(ChangeNote {
+    let note = ChangeNote {
         time,
         previous_score,
         delta,
         kind,
         group,
-        source_event_id,
+        source_event_id: None,
         source_cut: tag & SOURCE_CUT != 0,
         windows,
-    })
+    };
+    Ok((note, source))
+}
+
+/// Reads one note, owning its source id.
+fn read_note(r: &mut Reader<'_>) -> Result<ChangeNote, StateError> {
+    let (mut note, source) = read_note_ref(r)?;
+    note.source_event_id = source.map(str::to_string);
+    Ok(note)
 }
 
 #[cfg(test)]
