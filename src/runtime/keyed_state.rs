@@ -8,16 +8,19 @@ use crate::runtime::changelog::{
     entry_hash, Checkpoint, PartitionCheckpoint, Restored, StateDigest,
 };
 use crate::state::UserState;
+use hashbrown::HashTable;
 use leadscore_engine::hash::SeededState;
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 
 /// The state of one owned partition.
 #[derive(Debug, Default)]
 pub struct KeyedState<V> {
-    /// Keyed by input ids (user ids): a seeded hasher, fast and flood-resistant
-    /// ([`leadscore_engine::hash`]).
-    /// Keys as `Box<str>`: a bucket holds 8 bytes less than with `String` (no capacity).
-    entries: HashMap<Box<str>, Slot<V>, SeededState>,
+    /// Keyed by input ids (user ids), hashed with a seeded hasher, fast and flood-resistant
+    /// ([`leadscore_engine::hash`]). A bucket is one pointer to an [`Entry`] holding the key, the
+    /// value and its changelog hash together (docs/scale.md).
+    entries: HashTable<Box<Entry<V>>>,
+    hasher: SeededState,
     /// Keys changed since the last checkpoint.
     dirty: HashSet<String, SeededState>,
     /// Removed keys that the changelog still holds, with the [`entry_hash`] of what it holds:
@@ -37,18 +40,64 @@ pub struct KeyedState<V> {
     checkpointed: Option<(i64, Vec<u8>)>,
 }
 
-/// One key's value and the [`entry_hash`] of the bytes the changelog holds for it: 8 bytes per
-/// key buy a checkpoint that updates the digest from the changed keys alone.
+/// One key, its value and the [`entry_hash`] of the bytes the changelog holds for it (8 bytes
+/// per key buy a checkpoint that updates the digest from the changed keys alone), in one heap
+/// block.
 ///
-/// The value is boxed. The map's table has a slot per bucket, and a table of a million keys
-/// has about two million buckets (hashbrown keeps it at most 7/8 full and doubles it): inline, a
-/// user state's 180-odd bytes per bucket made about 450 of a user's 1,470 resident bytes at
-/// 1M users, half of them in empty buckets. Boxed, a bucket is 40 bytes (docs/scale.md).
-#[derive(Debug, Default)]
-struct Slot<V> {
-    value: Box<V>,
+/// The map's table holds a pointer per bucket, and a table of a million keys has about two
+/// million buckets (hashbrown keeps it at most 7/8 full and doubles it): with the key, a boxed
+/// value and the hash in the bucket it was 32 bytes, so about 64 per user at 1M users, half of
+/// them in empty buckets; now 8. A key of up to [`INLINE_KEY`] bytes (most user ids) lives in
+/// the entry itself, so finding a user loads two blocks (the bucket's group and the entry),
+/// not four (bucket, key, value), and costs no block of its own.
+#[derive(Debug)]
+struct Entry<V> {
+    key: Key,
     /// 0: the changelog has no record of this key (it was only ever read, never changed).
     logged: u64,
+    /// Whether the key is in `dirty`: an update of a key changed already in this checkpoint's
+    /// span costs no lookup in the set.
+    dirty: bool,
+    value: V,
+}
+
+/// The longest key kept inline in its [`Entry`].
+const INLINE_KEY: usize = 22;
+
+/// A key: inline when short (24 bytes either way), else boxed.
+#[derive(Debug)]
+enum Key {
+    Inline(u8, [u8; INLINE_KEY]),
+    Boxed(Box<str>),
+}
+
+impl Key {
+    fn new(key: &str) -> Key {
+        let b = key.as_bytes();
+        if b.len() <= INLINE_KEY {
+            let mut bytes = [0u8; INLINE_KEY];
+            bytes[..b.len()].copy_from_slice(b);
+            Key::Inline(b.len() as u8, bytes)
+        } else {
+            Key::Boxed(key.into())
+        }
+    }
+
+    #[inline]
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Key::Inline(n, bytes) => &bytes[..*n as usize],
+            Key::Boxed(s) => s.as_bytes(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Copied from a `&str` whole: always UTF-8, the fallback is unreachable.
+            Key::Inline(n, bytes) => std::str::from_utf8(&bytes[..*n as usize]).unwrap_or_default(),
+            Key::Boxed(s) => s,
+        }
+    }
 }
 
 /// A value of the restored state that cannot be read: the key and why.
@@ -66,8 +115,8 @@ impl<V> KeyedState<V> {
         restored: Restored,
         decode: impl Fn(&[u8]) -> Result<V, E>,
     ) -> Result<KeyedState<V>, Unreadable<E>> {
-        let mut entries =
-            HashMap::with_capacity_and_hasher(restored.entries.len(), SeededState::new());
+        let hasher = SeededState::new();
+        let mut entries = HashTable::with_capacity(restored.entries.len());
         let mut digest = StateDigest::default();
         for (key, bytes) in restored.entries {
             match decode(&bytes) {
@@ -76,22 +125,35 @@ impl<V> KeyedState<V> {
                     // changelog holds until the key changes.
                     let logged = entry_hash(&key, &bytes);
                     digest.insert(logged);
-                    entries.insert(
-                        key.into_boxed_str(),
-                        Slot {
-                            value: Box::new(value),
-                            logged,
-                        },
-                    );
+                    let entry = Box::new(Entry {
+                        key: Key::new(&key),
+                        logged,
+                        dirty: false,
+                        value,
+                    });
+                    // A restore holds each key once: no lookup before the insert.
+                    entries.insert_unique(hash_key(&hasher, key.as_bytes()), entry, |e| {
+                        hash_key(&hasher, e.key.as_bytes())
+                    });
                 }
                 Err(error) => return Err(Unreadable { key, error }),
             }
         }
         let checkpointed = restored.checkpoint.map(|c| (c.next_input_offset, c.app));
+        let mut dirty = HashSet::with_hasher(hasher);
+        for key in restored.unconfirmed {
+            if let Some(e) = entries.find_mut(hash_key(&hasher, key.as_bytes()), |e| {
+                e.key.as_bytes() == key.as_bytes()
+            }) {
+                e.dirty = true;
+            }
+            dirty.insert(key);
+        }
         Ok(KeyedState {
             entries,
+            hasher,
             removed: HashMap::new(),
-            dirty: restored.unconfirmed.into_iter().collect(),
+            dirty,
             digest,
             next_offset: checkpointed.as_ref().map(|(next, _)| *next),
             checkpointed,
@@ -107,11 +169,19 @@ impl<V> KeyedState<V> {
     }
 
     pub fn get(&self, key: &str) -> Option<&V> {
-        self.entries.get(key).map(|s| &*s.value)
+        self.entry(key).map(|e| &e.value)
     }
 
     pub fn entries(&self) -> impl Iterator<Item = (&str, &V)> {
-        self.entries.iter().map(|(k, s)| (&**k, &*s.value))
+        self.entries.iter().map(|e| (e.key.as_str(), &e.value))
+    }
+
+    #[inline]
+    fn entry(&self, key: &str) -> Option<&Entry<V>> {
+        let b = key.as_bytes();
+        self.entries
+            .find(hash_key(&self.hasher, b), |e| e.key.as_bytes() == b)
+            .map(|e| &**e)
     }
 
     /// Of the partition's state in the changelog as of the last checkpoint built.
@@ -146,11 +216,12 @@ impl<V> KeyedState<V> {
     where
         V: Default + Clone + PartialEq,
     {
-        let value = &mut self.slot(key).value;
-        let before = value.clone();
-        let r = f(value);
-        if *value != before && !self.dirty.contains(key) {
-            self.dirty.insert(key.to_string());
+        let (entry, dirty) = self.slot(key);
+        let before = entry.value.clone();
+        let r = f(&mut entry.value);
+        if entry.value != before && !entry.dirty {
+            entry.dirty = true;
+            dirty.insert(key.to_string());
         }
         r
     }
@@ -158,27 +229,49 @@ impl<V> KeyedState<V> {
     /// Deletes `key`: the next checkpoint writes a tombstone for it (unless it is re-created
     /// first) and takes what the changelog held for it out of the digest.
     pub fn remove(&mut self, key: &str) -> Option<V> {
-        let slot = self.entries.remove(key)?;
-        if slot.logged != 0 {
-            self.removed.insert(key.to_string(), slot.logged);
+        let b = key.as_bytes();
+        let found = self
+            .entries
+            .find_entry(hash_key(&self.hasher, b), |e| e.key.as_bytes() == b)
+            .ok()?;
+        let (entry, _) = found.remove();
+        if entry.logged != 0 {
+            self.removed.insert(key.to_string(), entry.logged);
         }
-        if !self.dirty.contains(key) {
+        if !entry.dirty && !self.dirty.contains(key) {
             self.dirty.insert(key.to_string());
         }
-        Some(*slot.value)
+        Some(entry.value)
     }
 
-    /// The slot of `key`, created empty when missing. A key removed since the last checkpoint
-    /// gets back its `logged` hash: the changelog still holds that record until the next one.
-    fn slot(&mut self, key: &str) -> &mut Slot<V>
+    /// The entry of `key`, created empty when missing, and the set of changed keys. A key
+    /// removed since the last checkpoint gets back its `logged` hash (the changelog still
+    /// holds that record until the next one) and its place in `dirty`.
+    #[inline]
+    fn slot(&mut self, key: &str) -> (&mut Entry<V>, &mut HashSet<String, SeededState>)
     where
         V: Default,
     {
-        let removed = &mut self.removed;
-        self.entries.entry(Box::from(key)).or_insert_with(|| Slot {
-            value: Box::default(),
-            logged: removed.remove(key).unwrap_or(0),
-        })
+        let b = key.as_bytes();
+        let hasher = &self.hasher;
+        let entry = self.entries.entry(
+            hash_key(hasher, b),
+            |e| e.key.as_bytes() == b,
+            |e| hash_key(hasher, e.key.as_bytes()),
+        );
+        let entry = match entry {
+            hashbrown::hash_table::Entry::Occupied(o) => o.into_mut(),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let created = Box::new(Entry {
+                    key: Key::new(key),
+                    logged: self.removed.remove(key).unwrap_or(0),
+                    dirty: self.dirty.contains(key),
+                    value: V::default(),
+                });
+                v.insert(created).into_mut()
+            }
+        };
+        (entry, &mut self.dirty)
     }
 
     /// The checkpoint of partition `p`: the changed keys, encoded, and a checkpoint record with
@@ -202,16 +295,21 @@ impl<V> KeyedState<V> {
         }
         let mut records = Vec::with_capacity(self.dirty.len());
         for key in self.dirty.drain() {
-            match self.entries.get_mut(key.as_str()) {
-                Some(slot) => {
-                    let bytes = encode(&slot.value);
+            let b = key.as_bytes();
+            match self
+                .entries
+                .find_mut(hash_key(&self.hasher, b), |e| e.key.as_bytes() == b)
+            {
+                Some(entry) => {
+                    let bytes = encode(&entry.value);
                     let hash = entry_hash(&key, &bytes);
-                    if slot.logged == 0 {
+                    if entry.logged == 0 {
                         self.digest.insert(hash);
                     } else {
-                        self.digest.replace(slot.logged, hash);
+                        self.digest.replace(entry.logged, hash);
                     }
-                    slot.logged = hash;
+                    entry.logged = hash;
+                    entry.dirty = false;
                     records.push((key, Some(bytes)));
                 }
                 None => {
@@ -239,22 +337,27 @@ impl<V> KeyedState<V> {
 /// updated user changed.
 impl UserStore for KeyedState<UserState> {
     fn update<R>(&mut self, user_id: &str, f: impl FnOnce(&mut UserState) -> R) -> R {
-        if !self.dirty.contains(user_id) {
-            self.dirty.insert(user_id.to_string());
+        let (entry, dirty) = self.slot(user_id);
+        if !entry.dirty {
+            entry.dirty = true;
+            dirty.insert(user_id.to_string());
         }
-        match self.entries.get_mut(user_id) {
-            Some(slot) => f(&mut slot.value),
-            None => f(&mut self.slot(user_id).value),
-        }
+        f(&mut entry.value)
     }
 
     fn get(&self, user_id: &str) -> Option<&UserState> {
-        self.entries.get(user_id).map(|s| &*s.value)
+        KeyedState::get(self, user_id)
     }
 
     fn remove(&mut self, user_id: &str) -> Option<UserState> {
         KeyedState::remove(self, user_id)
     }
+}
+
+/// The hash of a key as the table keeps it (of its bytes, the same for every lookup).
+#[inline]
+fn hash_key(hasher: &SeededState, key: &[u8]) -> u64 {
+    hasher.hash_one(key)
 }
 
 #[cfg(test)]
@@ -408,6 +511,49 @@ mod tests {
             s.checkpoint(0, Vec::new(), enc).is_none(),
             "nothing left over"
         );
+    }
+
+    #[test]
+    fn keys_short_and_long_are_found_and_each_changed_key_is_written_once() {
+        // Around the inline limit, empty, multi-byte, and long enough to be boxed.
+        let keys: Vec<String> = [0, 1, INLINE_KEY - 1, INLINE_KEY, INLINE_KEY + 1, 200]
+            .iter()
+            .map(|&n| "k".repeat(n))
+            .chain(["é".repeat(11), "é".repeat(12), "ü-user-42".into()])
+            .collect();
+        let enc = |v: &String| v.as_bytes().to_vec();
+        let mut s: KeyedState<String> = KeyedState::default();
+        s.processing(0);
+        for round in 0..3 {
+            for (i, k) in keys.iter().enumerate() {
+                // Twice per round: the second finds the key changed already.
+                s.update_if_changed(k, |v| *v = format!("{round}-{i}"));
+                s.update_if_changed(k, |v| v.push('!'));
+            }
+            assert_eq!(s.len(), keys.len());
+            for (i, k) in keys.iter().enumerate() {
+                assert_eq!(s.get(k), Some(&format!("{round}-{i}!")), "{k:?}");
+            }
+            let mut listed: Vec<&str> = s.entries().map(|(k, _)| k).collect();
+            listed.sort();
+            let mut want: Vec<&str> = keys.iter().map(String::as_str).collect();
+            want.sort();
+            assert_eq!(listed, want);
+            let cp = s.checkpoint(0, vec![round], enc).expect("changes");
+            let mut written: Vec<String> = cp.records.iter().map(|(k, _)| k.clone()).collect();
+            written.sort();
+            let mut want: Vec<String> = keys.clone();
+            want.sort();
+            assert_eq!(written, want, "every key once, round {round}");
+        }
+        assert_eq!(s.get(&"k".repeat(INLINE_KEY + 2)), None);
+        // A removed long key, re-created before the checkpoint: one record, its new value.
+        let long = &keys[5];
+        assert_eq!(s.remove(long), Some("2-5!".to_string()));
+        assert_eq!(s.get(long), None);
+        s.update_if_changed(long, |v| *v = "back".into());
+        let cp = s.checkpoint(0, vec![9], enc).expect("changes");
+        assert_eq!(cp.records, [(long.clone(), Some(b"back".to_vec()))]);
     }
 
     #[test]
