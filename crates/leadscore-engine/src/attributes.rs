@@ -24,7 +24,8 @@ const TRUE: u8 = 4;
 /// A user's current attributes, sorted by name.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Attributes {
-    bytes: Vec<u8>,
+    /// Exact size, so a box: no capacity word in every user's state.
+    bytes: Box<[u8]>,
 }
 
 /// One entry of the buffer, where it starts and ends. The value is decoded when asked for, so
@@ -114,7 +115,7 @@ impl Attributes {
             put_entry(&mut out, name, v);
         }
         out.extend_from_slice(&self.bytes[range.end..]);
-        self.bytes = out;
+        self.bytes = out.into_boxed_slice();
         true
     }
 
@@ -125,7 +126,7 @@ impl Attributes {
 
     /// The heap bytes held (capacity).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.bytes.capacity()
+        self.bytes.len()
     }
 
     /// The buffer's address, for the engine's prefetch hints.
@@ -171,7 +172,7 @@ impl Attributes {
             }
         }
         Ok(Attributes {
-            bytes: r.bytes_between(start, r.pos()).to_vec(),
+            bytes: r.bytes_between(start, r.pos()).into(),
         })
     }
 
