@@ -74,8 +74,8 @@ pub fn lead_view(engine: &Engine, user_id: &str, st: &UserState) -> Value {
         "enrolled": st.enrolled,
         "in_audience": engine.in_audience(st),
         "attributes": attributes,
-        "last_change": st.last_change.map(format_rfc3339),
-        "inactivity_due": st.timer_due.map(format_rfc3339),
+        "last_change": st.last_change.get().map(format_rfc3339),
+        "inactivity_due": st.timer_due.get().map(format_rfc3339),
         "caps": caps,
         "changes": changes,
     })

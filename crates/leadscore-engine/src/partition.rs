@@ -137,7 +137,7 @@ impl Partition {
         let timers = users
             .into_iter()
             .filter_map(|(u, st)| {
-                st.timer_due.map(|due| Timer {
+                st.timer_due.get().map(|due| Timer {
                     due,
                     user: u.into(),
                 })
@@ -178,13 +178,13 @@ impl Partition {
             return self.delete(store, &event.user_id, origin.offset);
         }
         let (outcome, before, after) = store.update(&event.user_id, |st| {
-            if st.last_offset.is_some_and(|o| origin.offset <= o) {
+            if st.last_offset.get().is_some_and(|o| origin.offset <= o) {
                 return (Outcome::Replayed, None, None);
             }
-            let before = st.timer_due;
+            let before = st.timer_due.get();
             let outcome = engine.apply(st, event, origin, clock, out);
-            st.last_offset = Some(origin.offset);
-            (outcome, before, st.timer_due)
+            st.last_offset = origin.offset.into();
+            (outcome, before, st.timer_due.get())
         });
         if before != after {
             self.reschedule(&event.user_id, before, after);
@@ -203,13 +203,13 @@ impl Partition {
     /// not there was a state: deleting is idempotent.
     pub fn delete<S: UserStore>(&mut self, store: &mut S, user_id: &str, offset: i64) -> Outcome {
         match store.get(user_id) {
-            Some(st) if st.last_offset.is_some_and(|o| offset <= o) => return Outcome::Replayed,
+            Some(st) if st.last_offset.get().is_some_and(|o| offset <= o) => return Outcome::Replayed,
             Some(_) => {}
             None => return Outcome::Deleted,
         }
         if let Some(st) = store.remove(user_id) {
             if st.timer_due.is_some() {
-                self.reschedule(user_id, st.timer_due, None);
+                self.reschedule(user_id, st.timer_due.get(), None);
             }
         }
         Outcome::Deleted
@@ -235,10 +235,10 @@ impl Partition {
             let next = store.update(&user, |st| {
                 if st.timer_due != Some(due) {
                     // Stale index entry; the state is the truth.
-                    return st.timer_due;
+                    return st.timer_due.get();
                 }
                 engine.fire_timer(&user, st, due, to, out);
-                st.timer_due
+                st.timer_due.get()
             });
             if let Some(due) = next {
                 self.timers.insert(Timer { due, user });

@@ -180,8 +180,8 @@ pub fn user_json(user_id: &str, st: &UserState) -> Value {
         "score": st.score,
         "enrolled": st.enrolled,
         "attributes": attributes,
-        "last_change": st.last_change.map(format_rfc3339),
-        "inactivity_due": st.timer_due.map(format_rfc3339),
+        "last_change": st.last_change.get().map(format_rfc3339),
+        "inactivity_due": st.timer_due.get().map(format_rfc3339),
     })
 }
 
@@ -256,7 +256,7 @@ delta = -1
         let sim = simulate(&lines);
         let st = &sim.users["u1"];
         assert_eq!(
-            (st.score, st.enrolled, st.attributes.len(), st.timer_due),
+            (st.score, st.enrolled, st.attributes.len(), st.timer_due.get()),
             (0, false, 0, None),
             "{st:?}"
         );

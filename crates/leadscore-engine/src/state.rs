@@ -24,20 +24,82 @@ pub struct UserState {
     /// Current attributes, sorted by name, encoded in one buffer.
     pub attributes: Attributes,
     /// Event time of the last applied score change: the start of the re-entry wait.
-    pub last_change: Option<Millis>,
-    /// When the inactivity timer is due; `None` while no timer runs.
-    pub timer_due: Option<Millis>,
-    /// `updated_at` of the last applied external score (`None` if it had none), to drop stale ones.
-    pub external_updated_at: Option<Millis>,
+    pub last_change: OptI64,
+    /// When the inactivity timer is due; none while no timer runs.
+    pub timer_due: OptI64,
+    /// `updated_at` of the last applied external score (none if it had none), to drop stale ones.
+    pub external_updated_at: OptI64,
     /// What each capped group has applied per cap window.
     pub caps: Vec<CapUsage>,
     /// Recently applied explicit event ids, for duplicate detection, oldest first.
     pub seen: Vec<SeenEvent>,
     /// Input offset of the last event applied to this user, so a replay after a crash skips the
     /// events this state already holds (see `docs/crash-safety.md`).
-    pub last_offset: Option<i64>,
+    pub last_offset: OptI64,
     /// The most recent score changes, to explain the score (version 3; empty before).
     pub history: History,
+}
+
+/// An `Option<i64>` in 8 bytes instead of 16, for the times and the offset every user's state
+/// holds (32 bytes per user): `i64::MIN` stands for none. No validated time (years 0000 to
+/// 9999) or input offset is `i64::MIN`; a value that would be is kept as `i64::MIN + 1`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OptI64(i64);
+
+impl OptI64 {
+    pub const NONE: OptI64 = OptI64(i64::MIN);
+
+    #[inline]
+    pub const fn get(self) -> Option<i64> {
+        if self.0 == i64::MIN {
+            None
+        } else {
+            Some(self.0)
+        }
+    }
+
+    #[inline]
+    pub const fn is_some(self) -> bool {
+        self.0 != i64::MIN
+    }
+
+    #[inline]
+    pub const fn is_none(self) -> bool {
+        self.0 == i64::MIN
+    }
+}
+
+impl Default for OptI64 {
+    fn default() -> OptI64 {
+        OptI64::NONE
+    }
+}
+
+impl From<Option<i64>> for OptI64 {
+    #[inline]
+    fn from(v: Option<i64>) -> OptI64 {
+        v.map_or(OptI64::NONE, OptI64::from)
+    }
+}
+
+impl From<i64> for OptI64 {
+    #[inline]
+    fn from(v: i64) -> OptI64 {
+        OptI64(v.max(i64::MIN + 1))
+    }
+}
+
+impl PartialEq<Option<i64>> for OptI64 {
+    fn eq(&self, other: &Option<i64>) -> bool {
+        self.get() == *other
+    }
+}
+
+/// As the `Option` it stands for.
+impl std::fmt::Debug for OptI64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
 }
 
 /// Points a capped group applied within one cap window.
@@ -118,17 +180,17 @@ impl UserState {
         out.push(flags);
         put_i64(out, self.score);
         // Times are stored relative to `base` (the last change, else 0): they cluster near it.
-        let base = self.last_change.unwrap_or(0);
-        if let Some(t) = self.last_change {
+        let base = self.last_change.get().unwrap_or(0);
+        if let Some(t) = self.last_change.get() {
             put_i64(out, t);
         }
-        if let Some(t) = self.timer_due {
+        if let Some(t) = self.timer_due.get() {
             put_i64(out, t - base);
         }
-        if let Some(t) = self.external_updated_at {
+        if let Some(t) = self.external_updated_at.get() {
             put_i64(out, t - base);
         }
-        if let Some(o) = self.last_offset {
+        if let Some(o) = self.last_offset.get() {
             put_i64(out, o);
         }
         self.attributes.encode_into(out);
@@ -168,17 +230,17 @@ impl UserState {
             ..UserState::default()
         };
         if flags & 2 != 0 {
-            st.last_change = Some(r.i64()?);
+            st.last_change = r.i64()?.into();
         }
-        let base = st.last_change.unwrap_or(0);
+        let base = st.last_change.get().unwrap_or(0);
         if flags & 4 != 0 {
-            st.timer_due = Some(base.wrapping_add(r.i64()?));
+            st.timer_due = base.wrapping_add(r.i64()?).into();
         }
         if flags & 8 != 0 {
-            st.external_updated_at = Some(base.wrapping_add(r.i64()?));
+            st.external_updated_at = base.wrapping_add(r.i64()?).into();
         }
         if flags & 16 != 0 {
-            st.last_offset = Some(r.i64()?);
+            st.last_offset = r.i64()?.into();
         }
         st.attributes = Attributes::decode(&mut r)?;
         let n = r.len()?;
@@ -373,9 +435,9 @@ mod tests {
             ]
             .into_iter()
             .collect(),
-            last_change: Some(1_790_000_000_000),
-            timer_due: Some(1_790_604_800_000),
-            external_updated_at: Some(1_789_000_000_000),
+            last_change: 1_790_000_000_000.into(),
+            timer_due: 1_790_604_800_000.into(),
+            external_updated_at: 1_789_000_000_000.into(),
             caps: vec![CapUsage {
                 group: 7,
                 window: 20_717,
@@ -393,7 +455,7 @@ mod tests {
                     recorded: 1_790_900_000_000,
                 },
             ],
-            last_offset: Some(123_456),
+            last_offset: 123_456.into(),
             history: History::default(),
         }
     }
@@ -479,10 +541,10 @@ mod tests {
         let mut extreme = with_history(20);
         // No last change: the other times are encoded from 0, each at its longest.
         extreme.score = i64::MIN;
-        extreme.last_change = None;
-        extreme.timer_due = Some(i64::MIN);
-        extreme.external_updated_at = Some(i64::MIN);
-        extreme.last_offset = Some(i64::MAX);
+        extreme.last_change = OptI64::NONE;
+        extreme.timer_due = (i64::MIN + 1).into();
+        extreme.external_updated_at = (i64::MIN + 1).into();
+        extreme.last_offset = i64::MAX.into();
         extreme.caps = vec![
             CapUsage {
                 group: u32::MAX,
@@ -504,6 +566,22 @@ mod tests {
             assert!(bytes.len() <= st.encoded_len_bound(), "{st:?}");
             assert_eq!(bytes.capacity(), st.encoded_len_bound(), "never grown");
         }
+    }
+
+    #[test]
+    fn a_packed_option_is_the_option_it_stands_for() {
+        for v in [None, Some(0), Some(-1), Some(i64::MAX), Some(i64::MIN + 1)] {
+            let p = OptI64::from(v);
+            assert_eq!(p.get(), v);
+            assert_eq!(p, v);
+            assert_eq!(p.is_some(), v.is_some());
+            assert_eq!(p.is_none(), v.is_none());
+            assert_eq!(format!("{p:?}"), format!("{v:?}"));
+        }
+        assert_eq!(OptI64::default(), None);
+        // The one value that cannot be held stays a value, one millisecond later.
+        assert_eq!(OptI64::from(i64::MIN), Some(i64::MIN + 1));
+        assert_eq!(std::mem::size_of::<OptI64>(), 8);
     }
 
     #[test]

@@ -350,7 +350,7 @@ fn strip_offsets(users: &BTreeMap<String, UserState>) -> BTreeMap<String, UserSt
             (
                 u.clone(),
                 UserState {
-                    last_offset: None,
+                    last_offset: Default::default(),
                     // The history names input positions as source ids when events have none.
                     history: Default::default(),
                     // When an id was recorded is partition-clock bookkeeping (SPEC 3.8

@@ -9,7 +9,7 @@
 use crate::change::{Reason, ReasonKind, ScoreChange};
 use crate::event::{Event, EventType, Origin, Scalar, ScoreOp};
 use crate::rules::{Cap, Decay, Matcher, Predicate, Rules};
-use crate::state::{bytes_eq, grow, stable_hash, CapUsage, SeenEvent, UserState};
+use crate::state::{bytes_eq, grow, stable_hash, CapUsage, OptI64, SeenEvent, UserState};
 use crate::timestamp::Millis;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -233,7 +233,7 @@ impl Engine {
 
         let (outcome, new_score, group) = if let Some(op) = ev.score {
             // 6. External scores: enrolled or not, whatever the audience, never through a group.
-            if let (Some(at), Some(last)) = (ev.updated_at, st.external_updated_at) {
+            if let (Some(at), Some(last)) = (ev.updated_at, st.external_updated_at.get()) {
                 if at < last {
                     return self.finish(
                         st,
@@ -245,7 +245,7 @@ impl Engine {
                     );
                 }
             }
-            st.external_updated_at = ev.updated_at;
+            st.external_updated_at = ev.updated_at.into();
             let target = match op {
                 ScoreOp::Set(s) => s,
                 ScoreOp::Increment(d) => st.score.saturating_add(d),
@@ -265,6 +265,7 @@ impl Engine {
             );
         } else if st
             .last_change
+            .get()
             .is_some_and(|t| ev.time < t.saturating_add(rules.entry.reentry_window))
         {
             // 5. Re-entry.
@@ -382,7 +383,7 @@ impl Engine {
         out: &mut Vec<ScoreChange>,
     ) {
         debug_assert_eq!(st.timer_due, Some(due));
-        st.timer_due = None;
+        st.timer_due = OptI64::NONE;
         let Some(inactivity) = self.rules.inactivity else {
             return;
         };
@@ -416,7 +417,7 @@ impl Engine {
         self.emit(st, None, change, out);
         if steps < due_count {
             // The next window is due by `to` too, and changes nothing: the timer ends there.
-            st.timer_due = None;
+            st.timer_due = OptI64::NONE;
         }
     }
 
@@ -498,8 +499,8 @@ impl Engine {
     ) -> ScoreChange {
         let previous = st.score;
         st.score = new_score;
-        st.last_change = Some(time);
-        st.timer_due = self.rules.inactivity.map(|i| time.saturating_add(i.window));
+        st.last_change = time.into();
+        st.timer_due = self.rules.inactivity.map(|i| time.saturating_add(i.window)).into();
         ScoreChange {
             event_id,
             user_id: user_id.to_string(),
