@@ -203,7 +203,9 @@ impl Partition {
     /// not there was a state: deleting is idempotent.
     pub fn delete<S: UserStore>(&mut self, store: &mut S, user_id: &str, offset: i64) -> Outcome {
         match store.get(user_id) {
-            Some(st) if st.last_offset.get().is_some_and(|o| offset <= o) => return Outcome::Replayed,
+            Some(st) if st.last_offset.get().is_some_and(|o| offset <= o) => {
+                return Outcome::Replayed
+            }
             Some(_) => {}
             None => return Outcome::Deleted,
         }

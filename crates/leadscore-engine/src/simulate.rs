@@ -256,7 +256,12 @@ delta = -1
         let sim = simulate(&lines);
         let st = &sim.users["u1"];
         assert_eq!(
-            (st.score, st.enrolled, st.attributes.len(), st.timer_due.get()),
+            (
+                st.score,
+                st.enrolled,
+                st.attributes.len(),
+                st.timer_due.get()
+            ),
             (0, false, 0, None),
             "{st:?}"
         );

@@ -500,7 +500,11 @@ impl Engine {
         let previous = st.score;
         st.score = new_score;
         st.last_change = time.into();
-        st.timer_due = self.rules.inactivity.map(|i| time.saturating_add(i.window)).into();
+        st.timer_due = self
+            .rules
+            .inactivity
+            .map(|i| time.saturating_add(i.window))
+            .into();
         ScoreChange {
             event_id,
             user_id: user_id.to_string(),
