@@ -49,7 +49,7 @@ pub struct KeyedState<V> {
 /// value and the hash in the bucket it was 32 bytes, so about 64 per user at 1M users, half of
 /// them in empty buckets; now 8. A key of up to [`INLINE_KEY`] bytes (most user ids) lives in
 /// the entry itself, so finding a user loads two blocks (the bucket's group and the entry),
-/// not four (bucket, key, value), and costs no block of its own.
+/// not three (bucket, key, value), and costs no block of its own.
 #[derive(Debug)]
 struct Entry<V> {
     key: Key,
