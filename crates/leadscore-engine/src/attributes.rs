@@ -44,8 +44,12 @@ impl<'a> Entry<'a> {
     fn value(&self) -> ScalarRef<'a> {
         let mut r = Reader::new(self.raw);
         match self.tag {
-            // Written from a `&str` or checked by `decode`: the fallback is unreachable.
-            STR => ScalarRef::Str(std::str::from_utf8(self.raw).unwrap_or_default()),
+            // SAFETY: only this module writes the buffer, which is private: `put_entry` copies
+            // a string value from a `&str`, `decode` checks every string value is UTF-8 before
+            // keeping the bytes, and `Entries` hands out exactly the bytes a string entry's
+            // length covers. Checking again here cost 2-3% of the engine's time (a profile of
+            // `Partition::process`): every audience predicate reads values.
+            STR => ScalarRef::Str(unsafe { std::str::from_utf8_unchecked(self.raw) }),
             INT => ScalarRef::Int(r.i64().unwrap_or_default()),
             FLOAT => ScalarRef::Float(f64::from_le_bytes(r.array().unwrap_or_default())),
             FALSE => ScalarRef::Bool(false),
