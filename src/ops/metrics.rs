@@ -272,7 +272,7 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Count,
         labels: &[],
         owner: Owner::Scorer,
-        help: "Inactivity timers waiting to fire across owned partitions.",
+        help: "Entries of the inactivity timer index across owned partitions: one per user with a running timer, plus entries of timers that ended or moved earlier, each until its old due time.",
     },
     Metric {
         name: PARTITION_CLOCK,

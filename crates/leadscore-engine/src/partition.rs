@@ -151,7 +151,8 @@ impl Partition {
         self.clock
     }
 
-    /// How many users have a running inactivity timer.
+    /// How many entries the timer index holds: one per user with a running inactivity timer,
+    /// plus the entries `reschedule` leaves behind until their old due time.
     pub fn pending_timers(&self) -> usize {
         self.timers.len()
     }
@@ -228,29 +229,47 @@ impl Partition {
         let to = self.clock.map_or(to, |c| c.max(to));
         self.clock = Some(to);
         // Each user's timer fires at most once per advance: `fire_timer` covers every window
-        // due by `to` in one step and leaves the timer due after `to` or ended, so this loop
-        // runs at most once per timer, however far the clock moves.
+        // due by `to` in one step and leaves the timer due after `to` or ended. An entry behind
+        // its user's timer (left there when the timer moved later, see `reschedule`) moves to
+        // the timer's due time without touching the state, and fires from there if that is
+        // due too; so this loop runs at most twice per user, however far the clock moves.
         while self.timers.first().is_some_and(|t| t.due <= to) {
             let Some(Timer { due, user }) = self.timers.pop_first() else {
                 break;
             };
-            let next = store.update(&user, |st| {
-                if st.timer_due != Some(due) {
-                    // Stale index entry; the state is the truth.
-                    return st.timer_due.get();
-                }
-                engine.fire_timer(&user, st, due, to, out);
-                st.timer_due.get()
-            });
+            // The state is the truth: a read, so an entry that is behind changes nothing (the
+            // scorer's store writes what `update` touched at the next checkpoint), and one whose
+            // user was deleted does not bring the user back.
+            let next = match store.get(&user).and_then(|st| st.timer_due.get()) {
+                Some(current) if current == due => store.update(&user, |st| {
+                    engine.fire_timer(&user, st, due, to, out);
+                    st.timer_due.get()
+                }),
+                current => current,
+            };
             if let Some(due) = next {
                 self.timers.insert(Timer { due, user });
             }
         }
     }
 
-    /// Moves the user's index entry from `before` to `after`, reusing its user id: a change
-    /// re-arms the timer, so this runs for about every other event.
+    /// Keeps the index in step with a user's timer moving from `before` to `after`. A change
+    /// re-arms the timer, so this runs for about every other event; the common move, to a later
+    /// time (the user's events come in time order), leaves the entry where it is: the index
+    /// only needs an entry at or before each running timer, and `advance` moves one that is
+    /// behind when it comes up (about one B-tree update per user and inactivity window instead
+    /// of two per change: issue 14). Any other move takes the entry out, when it is at
+    /// `before`, and puts one at `after`, reusing its user id.
+    ///
+    /// So the index holds one entry per user with a running timer, plus, until their old due
+    /// time, the entries of timers that ended or moved earlier after a move later (when the
+    /// entry is no longer at `before`), and of users deleted meanwhile; `advance` drops those.
     fn reschedule(&mut self, user: &str, before: Option<Millis>, after: Option<Millis>) {
+        if let (Some(before), Some(after)) = (before, after) {
+            if after >= before {
+                return;
+            }
+        }
         let old = before.and_then(|t| self.timers.take(&(t, user) as &dyn TimerKey));
         if let Some(due) = after {
             let user = old.map_or_else(|| user.into(), |t| t.user);
@@ -313,6 +332,83 @@ mod tests {
         // Idempotent: deleting what is not there is a deletion all the same.
         assert_eq!(p.delete(&mut users, "u1", 3), Outcome::Deleted);
         assert_eq!(p.delete(&mut users, "nobody", 4), Outcome::Deleted);
+    }
+
+    /// The index entry stays put when a user's timer moves later (issue 14): it comes up at the
+    /// old time, fires nothing and moves to the new one, where the timer fires. A timer moved
+    /// earlier fires at its new time; a deleted user's entry left behind fires nothing and does
+    /// not bring the user back.
+    #[test]
+    fn timers_fire_at_their_latest_due_time_whichever_way_they_moved() {
+        const W: Millis = 7 * 86_400_000;
+        let engine = engine();
+        let mut p = Partition::new();
+        let mut users = BTreeMap::new();
+        let mut out = Vec::new();
+        let mut offset = 0;
+        let mut feed = |p: &mut Partition, users: &mut BTreeMap<String, UserState>, e: Event| {
+            let mut out = Vec::new();
+            p.process(&engine, users, &e, origin(offset), &mut out);
+            offset += 1;
+        };
+        // u1's timer moves later twice; u2's moves later, then u2 is deleted.
+        for (user, times) in [("u1", [M, 2 * M, 3 * M]), ("u2", [M, 2 * M, 2 * M])] {
+            feed(&mut p, &mut users, email(user, T0));
+            for t in times {
+                feed(
+                    &mut p,
+                    &mut users,
+                    Event::new(user, T0 + t, EventType::SessionStart),
+                );
+            }
+        }
+        feed(
+            &mut p,
+            &mut users,
+            Event::new("u2", T0 + 4 * M, EventType::UserDeleted),
+        );
+        assert_eq!(users["u1"].timer_due, Some(T0 + 3 * M + W));
+        assert!(!users.contains_key("u2"));
+
+        // The old due times come and go: nothing fires, nobody comes back.
+        p.advance(&engine, &mut users, T0 + 2 * M + W, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert!(
+            !users.contains_key("u2"),
+            "a deleted user's old entry re-created it"
+        );
+        assert_eq!(users["u1"].score, 3);
+        assert_eq!(
+            p.pending_timers(),
+            1,
+            "u1's entry moved to its timer's time"
+        );
+
+        p.advance(&engine, &mut users, T0 + 3 * M + W, &mut out);
+        let fired: Vec<(&str, Millis, i64)> = out
+            .iter()
+            .map(|c| (c.user_id.as_str(), c.time, c.score))
+            .collect();
+        assert_eq!(fired, [("u1", T0 + 3 * M + W, 2)]);
+        out.clear();
+
+        // u3's timer moves earlier: a late external score re-arms it from an earlier time.
+        feed(&mut p, &mut users, email("u3", T0 + 10 * M));
+        feed(
+            &mut p,
+            &mut users,
+            Event::new("u3", T0 + 10 * M, EventType::SessionStart),
+        );
+        let mut late = Event::new("u3", T0 + 5 * M, EventType::ExternalScore);
+        late.score = Some(crate::event::ScoreOp::Set(10));
+        feed(&mut p, &mut users, late);
+        assert_eq!(users["u3"].timer_due, Some(T0 + 5 * M + W));
+        p.advance(&engine, &mut users, T0 + 5 * M + 2 * W - 1, &mut out);
+        let fired: Vec<(&str, Millis)> = out.iter().map(|c| (c.user_id.as_str(), c.time)).collect();
+        assert!(
+            fired.starts_with(&[("u3", T0 + 5 * M + W)]),
+            "u3 decays at its earlier time: {fired:?}"
+        );
     }
 
     /// The property the crash-safety argument needs: replaying a stretch of input over a
