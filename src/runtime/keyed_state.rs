@@ -55,47 +55,78 @@ struct Entry<V> {
     key: Key,
     /// 0: the changelog has no record of this key (it was only ever read, never changed).
     logged: u64,
-    /// Whether the key is in `dirty`: an update of a key changed already in this checkpoint's
-    /// span costs no lookup in the set.
-    dirty: bool,
     value: V,
 }
 
 /// The longest key kept inline in its [`Entry`].
-const INLINE_KEY: usize = 22;
+const INLINE_KEY: usize = 21;
 
-/// A key: inline when short (24 bytes either way), else boxed.
+/// A key, inline when short, else boxed (24 bytes either way), and the entry's changed-flag:
+/// whether the key is in `dirty`, so an update of a key changed already in this checkpoint's
+/// span costs no lookup in the set. The flag sits in the key's spare byte, not in a field of
+/// its own that padding would make 8 bytes: with the 128-byte `UserState`, an entry is 160
+/// bytes, an allocator size class, instead of 168 (issue 14, memory per user).
 #[derive(Debug)]
 enum Key {
-    Inline(u8, [u8; INLINE_KEY]),
-    Boxed(Box<str>),
+    Inline {
+        len: u8,
+        dirty: bool,
+        bytes: [u8; INLINE_KEY],
+    },
+    Boxed {
+        dirty: bool,
+        key: Box<str>,
+    },
 }
 
 impl Key {
-    fn new(key: &str) -> Key {
+    fn new(key: &str, dirty: bool) -> Key {
         let b = key.as_bytes();
         if b.len() <= INLINE_KEY {
             let mut bytes = [0u8; INLINE_KEY];
             bytes[..b.len()].copy_from_slice(b);
-            Key::Inline(b.len() as u8, bytes)
+            Key::Inline {
+                len: b.len() as u8,
+                dirty,
+                bytes,
+            }
         } else {
-            Key::Boxed(key.into())
+            Key::Boxed {
+                dirty,
+                key: key.into(),
+            }
         }
     }
 
     #[inline]
     fn as_bytes(&self) -> &[u8] {
         match self {
-            Key::Inline(n, bytes) => &bytes[..*n as usize],
-            Key::Boxed(s) => s.as_bytes(),
+            Key::Inline { len, bytes, .. } => &bytes[..*len as usize],
+            Key::Boxed { key, .. } => key.as_bytes(),
         }
     }
 
     fn as_str(&self) -> &str {
         match self {
             // Copied from a `&str` whole: always UTF-8, the fallback is unreachable.
-            Key::Inline(n, bytes) => std::str::from_utf8(&bytes[..*n as usize]).unwrap_or_default(),
-            Key::Boxed(s) => s,
+            Key::Inline { len, bytes, .. } => {
+                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default()
+            }
+            Key::Boxed { key, .. } => key,
+        }
+    }
+
+    #[inline]
+    fn dirty(&self) -> bool {
+        match self {
+            Key::Inline { dirty, .. } | Key::Boxed { dirty, .. } => *dirty,
+        }
+    }
+
+    #[inline]
+    fn set_dirty(&mut self, to: bool) {
+        match self {
+            Key::Inline { dirty, .. } | Key::Boxed { dirty, .. } => *dirty = to,
         }
     }
 }
@@ -126,9 +157,8 @@ impl<V> KeyedState<V> {
                     let logged = entry_hash(&key, &bytes);
                     digest.insert(logged);
                     let entry = Box::new(Entry {
-                        key: Key::new(&key),
+                        key: Key::new(&key, false),
                         logged,
-                        dirty: false,
                         value,
                     });
                     // A restore holds each key once: no lookup before the insert.
@@ -145,7 +175,7 @@ impl<V> KeyedState<V> {
             if let Some(e) = entries.find_mut(hash_key(&hasher, key.as_bytes()), |e| {
                 e.key.as_bytes() == key.as_bytes()
             }) {
-                e.dirty = true;
+                e.key.set_dirty(true);
             }
             dirty.insert(key);
         }
@@ -219,8 +249,8 @@ impl<V> KeyedState<V> {
         let (entry, dirty) = self.slot(key);
         let before = entry.value.clone();
         let r = f(&mut entry.value);
-        if entry.value != before && !entry.dirty {
-            entry.dirty = true;
+        if entry.value != before && !entry.key.dirty() {
+            entry.key.set_dirty(true);
             dirty.insert(key.to_string());
         }
         r
@@ -238,7 +268,7 @@ impl<V> KeyedState<V> {
         if entry.logged != 0 {
             self.removed.insert(key.to_string(), entry.logged);
         }
-        if !entry.dirty && !self.dirty.contains(key) {
+        if !entry.key.dirty() && !self.dirty.contains(key) {
             self.dirty.insert(key.to_string());
         }
         Some(entry.value)
@@ -263,9 +293,8 @@ impl<V> KeyedState<V> {
             hashbrown::hash_table::Entry::Occupied(o) => o.into_mut(),
             hashbrown::hash_table::Entry::Vacant(v) => {
                 let created = Box::new(Entry {
-                    key: Key::new(key),
+                    key: Key::new(key, self.dirty.contains(key)),
                     logged: self.removed.remove(key).unwrap_or(0),
-                    dirty: self.dirty.contains(key),
                     value: V::default(),
                 });
                 v.insert(created).into_mut()
@@ -309,7 +338,7 @@ impl<V> KeyedState<V> {
                         self.digest.replace(entry.logged, hash);
                     }
                     entry.logged = hash;
-                    entry.dirty = false;
+                    entry.key.set_dirty(false);
                     records.push((key, Some(bytes)));
                 }
                 None => {
@@ -338,8 +367,8 @@ impl<V> KeyedState<V> {
 impl UserStore for KeyedState<UserState> {
     fn update<R>(&mut self, user_id: &str, f: impl FnOnce(&mut UserState) -> R) -> R {
         let (entry, dirty) = self.slot(user_id);
-        if !entry.dirty {
-            entry.dirty = true;
+        if !entry.key.dirty() {
+            entry.key.set_dirty(true);
             dirty.insert(user_id.to_string());
         }
         f(&mut entry.value)
@@ -511,6 +540,18 @@ mod tests {
             s.checkpoint(0, Vec::new(), enc).is_none(),
             "nothing left over"
         );
+    }
+
+    /// What a user costs in the table: a key with its flag in 24 bytes, and a user's entry
+    /// within the allocator's 160-byte size class (issue 14).
+    #[test]
+    fn a_users_entry_fits_160_bytes() {
+        assert_eq!(std::mem::size_of::<Key>(), 24);
+        assert!(std::mem::size_of::<Entry<UserState>>() <= 160);
+        let mut k = Key::new(&"k".repeat(INLINE_KEY + 1), false);
+        k.set_dirty(true);
+        assert!(k.dirty());
+        assert_eq!(k.as_str(), "k".repeat(INLINE_KEY + 1));
     }
 
     #[test]

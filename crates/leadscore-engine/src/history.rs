@@ -48,11 +48,25 @@ impl ChangeNote {
 }
 
 /// The encoded notes, oldest first.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+///
+/// The buffer is a box, its spare room after `len` (24 bytes in every user's state instead of
+/// a `Vec`'s 24 and a count padded to 32: issue 14, memory per user).
+#[derive(Clone, Debug, Default)]
 pub struct History {
-    bytes: Vec<u8>,
+    /// The notes in `bytes[..len]`; the rest is room to grow into.
+    bytes: Box<[u8]>,
+    len: u32,
     count: u16,
 }
+
+/// Two histories are equal when they hold the same notes, whatever room each has spare.
+impl PartialEq for History {
+    fn eq(&self, other: &History) -> bool {
+        self.count == other.count && self.used() == other.used()
+    }
+}
+
+impl Eq for History {}
 
 fn kind_bits(kind: ReasonKind) -> u8 {
     match kind {
@@ -79,12 +93,18 @@ impl History {
 
     /// Encoded size in bytes.
     pub fn encoded_len(&self) -> usize {
-        self.bytes.len()
+        self.len as usize
     }
 
     /// The heap bytes the notes hold.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.bytes.capacity()
+        self.bytes.len()
+    }
+
+    /// The encoded notes.
+    #[inline]
+    fn used(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
     }
 
     /// Appends a change, dropping the oldest notes beyond `depth` (0 keeps nothing).
@@ -128,47 +148,56 @@ impl History {
             } else {
                 0
             };
-        let out = &mut self.bytes;
+        // Written through a `Vec` over the same block, handed back whole (spare room zeroed, so
+        // `into_boxed_slice` keeps the block as it is).
+        let mut out = Vec::from(std::mem::take(&mut self.bytes));
+        out.truncate(self.len as usize);
         if out.capacity() - out.len() < size {
             out.reserve_exact(size + out.len() / 4);
         }
         out.push(tag);
-        put_i64(out, change.time);
-        put_i64(out, change.previous_score);
-        put_i64(out, change.delta);
+        put_i64(&mut out, change.time);
+        put_i64(&mut out, change.previous_score);
+        put_i64(&mut out, change.delta);
         if let Some(g) = group {
             out.extend_from_slice(&g.to_le_bytes());
         }
         if let Some(id) = source {
-            put_u64(out, id.len() as u64);
+            put_u64(&mut out, id.len() as u64);
             out.extend_from_slice(id);
         }
         if change.windows > 1 {
-            put_u64(out, change.windows as u64);
+            put_u64(&mut out, change.windows as u64);
         }
+        // At most 65,534 notes of at most 190 bytes each: within a u32.
+        self.len = out.len() as u32;
+        out.resize(out.capacity(), 0);
+        self.bytes = out.into_boxed_slice();
         self.count += 1;
     }
 
     /// Drops the `n` oldest notes in one move.
     fn drop_oldest(&mut self, n: usize) {
-        let mut r = Reader::new(&self.bytes);
+        let mut r = Reader::new(self.used());
         for _ in 0..n {
             // Notes this buffer wrote itself always decode.
             let _ = read_note_ref(&mut r);
         }
         let cut_at = r.pos();
-        self.bytes.drain(..cut_at);
+        self.bytes.copy_within(cut_at..self.len as usize, 0);
+        self.len -= cut_at as u32;
         self.count -= n.min(self.count as usize) as u16;
     }
 
     pub fn clear(&mut self) {
-        self.bytes.clear();
+        self.bytes = Box::default();
+        self.len = 0;
         self.count = 0;
     }
 
     /// The notes, oldest first.
     pub fn notes(&self) -> Vec<ChangeNote> {
-        let mut r = Reader::new(&self.bytes);
+        let mut r = Reader::new(self.used());
         (0..self.count)
             .map_while(|_| read_note(&mut r).ok())
             .collect()
@@ -177,15 +206,16 @@ impl History {
     /// The state encoding: the note count, the byte length, the notes.
     pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
         put_u64(out, self.count as u64);
-        put_u64(out, self.bytes.len() as u64);
-        out.extend_from_slice(&self.bytes);
+        put_u64(out, self.len as u64);
+        out.extend_from_slice(self.used());
     }
 
     /// Reads what [`History::encode_into`] wrote, checking every note.
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<History, StateError> {
         let count = u16::try_from(r.u64()?).map_err(|_| StateError::Corrupt("history count"))?;
         let n = r.len()?;
-        let bytes = r.take(n)?.to_vec();
+        let len = u32::try_from(n).map_err(|_| StateError::Corrupt("history length"))?;
+        let bytes: Box<[u8]> = r.take(n)?.into();
         let mut check = Reader::new(&bytes);
         for _ in 0..count {
             read_note_ref(&mut check)?;
@@ -193,7 +223,7 @@ impl History {
         if check.pos() != bytes.len() {
             return Err(StateError::Corrupt("history length"));
         }
-        Ok(History { bytes, count })
+        Ok(History { bytes, len, count })
     }
 }
 

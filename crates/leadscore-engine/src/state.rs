@@ -29,8 +29,9 @@ pub struct UserState {
     pub timer_due: OptI64,
     /// `updated_at` of the last applied external score (none if it had none), to drop stale ones.
     pub external_updated_at: OptI64,
-    /// What each capped group has applied per cap window.
-    pub caps: Vec<CapUsage>,
+    /// What each capped group has applied per cap window. Exact size (a box: no capacity word
+    /// in every user's state), rebuilt when a capped event changes it.
+    pub caps: Box<[CapUsage]>,
     /// Recently applied explicit event ids, for duplicate detection, oldest first.
     pub seen: Vec<SeenEvent>,
     /// Input offset of the last event applied to this user, so a replay after a crash skips the
@@ -142,7 +143,7 @@ impl UserState {
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         self.attributes.heap_bytes()
-            + self.caps.capacity() * size_of::<CapUsage>()
+            + self.caps.len() * size_of::<CapUsage>()
             + self.seen.capacity() * size_of::<SeenEvent>()
             + self.history.heap_bytes()
     }
@@ -244,15 +245,16 @@ impl UserState {
         }
         st.attributes = Attributes::decode(&mut r)?;
         let n = r.len()?;
-        st.caps.reserve_exact(n);
+        let mut caps = Vec::with_capacity(n);
         for _ in 0..n {
             let group = u32::try_from(r.u64()?).map_err(|_| StateError::Corrupt("group hash"))?;
-            st.caps.push(CapUsage {
+            caps.push(CapUsage {
                 group,
                 window: r.i64()?,
                 used: r.u64()?,
             });
         }
+        st.caps = caps.into_boxed_slice();
         let n = r.len()?;
         st.seen.reserve_exact(n);
         let mut prev = base;
@@ -438,11 +440,11 @@ mod tests {
             last_change: 1_790_000_000_000.into(),
             timer_due: 1_790_604_800_000.into(),
             external_updated_at: 1_789_000_000_000.into(),
-            caps: vec![CapUsage {
+            caps: Box::new([CapUsage {
                 group: 7,
                 window: 20_717,
                 used: 15,
-            }],
+            }]),
             seen: vec![
                 SeenEvent {
                     id_hash: 1,
@@ -552,7 +554,8 @@ mod tests {
                 used: u64::MAX,
             };
             3
-        ];
+        ]
+        .into();
         extreme.seen = vec![
             SeenEvent {
                 id_hash: u64::MAX,

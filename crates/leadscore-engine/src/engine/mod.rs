@@ -334,36 +334,36 @@ impl Engine {
         clock: Millis,
     ) -> i64 {
         let window = time.div_euclid(cap.per);
+        // Worked on as a `Vec` and put back exact-size: only capped events come here.
+        let mut caps = std::mem::take(&mut st.caps).into_vec();
         // Drop usage of windows that ended more than a whole period before the clock.
         let oldest = clock.div_euclid(cap.per) - 1;
-        st.caps
-            .retain(|c| c.group != key || c.window >= oldest.min(window));
-        let slot = match st
-            .caps
+        caps.retain(|c| c.group != key || c.window >= oldest.min(window));
+        let slot = match caps
             .iter()
             .position(|c| c.group == key && c.window == window)
         {
             Some(i) => i,
             None => {
-                grow(&mut st.caps);
-                st.caps.push(CapUsage {
+                caps.push(CapUsage {
                     group: key,
                     window,
                     used: 0,
                 });
-                st.caps.len() - 1
+                caps.len() - 1
             }
         };
-        let left = cap.points.saturating_sub(st.caps[slot].used);
+        let left = cap.points.saturating_sub(caps[slot].used);
         let cut = delta.unsigned_abs().min(left) as i64;
         let new_score = self
             .rules
             .score
             .clamp(st.score.saturating_add(cut * delta.signum()));
-        st.caps[slot].used += (new_score - st.score).unsigned_abs();
-        if st.caps[slot].used == 0 {
-            st.caps.swap_remove(slot);
+        caps[slot].used += (new_score - st.score).unsigned_abs();
+        if caps[slot].used == 0 {
+            caps.swap_remove(slot);
         }
+        st.caps = caps.into_boxed_slice();
         new_score
     }
 
