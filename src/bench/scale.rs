@@ -599,32 +599,26 @@ fn vm_rss_kib() -> Result<u64> {
         .ok_or_else(|| anyhow!("no VmRSS line in /proc/self/status"))
 }
 
-/// Hands malloc's free memory back to the system, so VmRSS counts live allocations (and their
-/// fragmentation), not the freed input of the last chunk.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// Hands free memory back to the system, so VmRSS counts live allocations (and their
+/// fragmentation), not the freed input of the last chunk: mimalloc's, the binary's allocator
+/// (src/main.rs), which purges free pages only after a delay unless forced, and glibc's
+/// malloc's, which librdkafka and a test binary on the system allocator use.
 fn release_free_memory() {
-    extern "C" {
-        fn malloc_trim(pad: usize) -> std::os::raw::c_int;
-    }
-    // SAFETY: glibc's malloc_trim only releases free heap memory; any pad value is valid.
-    unsafe {
-        malloc_trim(0);
-    }
-    release_mimalloc_free_memory();
-}
-
-/// The binary's allocator is mimalloc (src/main.rs): its free pages are purged after a delay,
-/// so force it. Harmless when mimalloc holds nothing (a test binary on the system allocator).
-fn release_mimalloc_free_memory() {
-    // SAFETY: mi_collect takes no pointers and may be called at any time from any thread.
+    // SAFETY: mi_collect takes no pointers and may be called at any time from any thread;
+    // with nothing allocated through mimalloc it has nothing to do.
     unsafe {
         libmimalloc_sys::mi_collect(true);
     }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_free_memory() {
-    release_mimalloc_free_memory();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+        }
+        // SAFETY: glibc's malloc_trim only releases free heap memory; any pad value is valid.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

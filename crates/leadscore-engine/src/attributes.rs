@@ -13,7 +13,7 @@
 //! buffer is well formed; a read that still met a damaged one would end, not panic.
 
 use crate::event::{Scalar, ScalarRef};
-use crate::state::{bytes_eq, put_i64, put_u64, Reader, StateError};
+use crate::state::{bytes_eq, put_i64, put_u64, varint_len, zigzag_len, Reader, StateError};
 
 const STR: u8 = 0;
 const INT: u8 = 1;
@@ -218,10 +218,9 @@ impl<N: AsRef<str>> FromIterator<(N, Scalar)> for Attributes {
 
 /// The encoded size of an entry.
 fn entry_len(name: &str, value: &Scalar) -> usize {
-    let varint_len = |n: u64| (64 - (n | 1).leading_zeros() as usize).div_ceil(7);
     let value = match value {
         Scalar::Str(s) => varint_len(s.len() as u64) + s.len(),
-        Scalar::Int(i) => varint_len(((i << 1) ^ (i >> 63)) as u64),
+        Scalar::Int(i) => zigzag_len(*i),
         Scalar::Float(_) => 8,
         Scalar::Bool(_) => 0,
     };

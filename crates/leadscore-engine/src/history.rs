@@ -13,7 +13,7 @@
 //! source id (varint length and bytes) and the window count (varint).
 
 use crate::change::{ReasonKind, ScoreChange};
-use crate::state::{put_i64, put_u64, Reader, StateError};
+use crate::state::{put_i64, put_u64, varint_len, zigzag_len, Reader, StateError};
 use crate::timestamp::Millis;
 
 /// How many recent changes a user keeps when the setting is left alone.
@@ -229,16 +229,6 @@ impl History {
 
 /// Reads one note, checking it, with its source id borrowed from the buffer: trimming and
 /// decoding check every note and keep none, so they allocate nothing per note.
-/// The bytes of `v` as a varint.
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-/// The bytes of `v` as a zigzag varint.
-fn zigzag_len(v: i64) -> usize {
-    varint_len(((v << 1) ^ (v >> 63)) as u64)
-}
-
 fn read_note_ref<'a>(r: &mut Reader<'a>) -> Result<(ChangeNote, Option<&'a str>), StateError> {
     let tag = r.byte()?;
     if tag & !0x3f != 0 {
@@ -364,20 +354,6 @@ mod tests {
         assert!(cut.len() <= MAX_SOURCE_BYTES && long.starts_with(cut.as_str()));
         assert!(notes[3].source_cut);
         assert_eq!(notes[3].score(), 5);
-    }
-
-    #[test]
-    fn varint_lengths_match_what_is_written() {
-        let mut values: Vec<i64> = vec![0, 1, -1, 63, 64, -64, -65, i64::MAX, i64::MIN];
-        values.extend((0..63).flat_map(|b| [1i64 << b, (1i64 << b) - 1, -(1i64 << b)]));
-        for v in values {
-            let mut out = Vec::new();
-            put_i64(&mut out, v);
-            assert_eq!(zigzag_len(v), out.len(), "{v}");
-            let mut out = Vec::new();
-            put_u64(&mut out, v as u64);
-            assert_eq!(varint_len(v as u64), out.len(), "{v}");
-        }
     }
 
     #[test]

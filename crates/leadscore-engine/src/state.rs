@@ -306,6 +306,18 @@ pub(crate) fn put_i64(out: &mut Vec<u8>, v: i64) {
     put_u64(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
+/// How many bytes [`put_u64`] writes for `v`.
+#[inline]
+pub(crate) fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// How many bytes [`put_i64`] writes for `v`.
+#[inline]
+pub(crate) fn zigzag_len(v: i64) -> usize {
+    varint_len(((v << 1) ^ (v >> 63)) as u64)
+}
+
 pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -423,6 +435,20 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn varint_lengths_match_what_is_written() {
+        let mut values: Vec<i64> = vec![0, 1, -1, 63, 64, -64, -65, i64::MAX, i64::MIN];
+        values.extend((0..63).flat_map(|b| [1i64 << b, (1i64 << b) - 1, -(1i64 << b)]));
+        for v in values {
+            let mut out = Vec::new();
+            put_i64(&mut out, v);
+            assert_eq!(zigzag_len(v), out.len(), "{v}");
+            let mut out = Vec::new();
+            put_u64(&mut out, v as u64);
+            assert_eq!(varint_len(v as u64), out.len(), "{v}");
+        }
+    }
 
     fn typical() -> UserState {
         UserState {
