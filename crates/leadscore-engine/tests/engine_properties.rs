@@ -315,7 +315,7 @@ fn replay_after_a_crash(
     flushed: &[bool],
 ) -> Result<(), TestCaseError> {
     let e = engine(RULES);
-    let whole = run_all(&e, &events);
+    let whole = run_all(&e, events);
     let a = a.min(events.len());
     let b = (a + len).min(events.len());
 
