@@ -13,7 +13,7 @@ use crate::timestamp::Millis;
 use thiserror::Error;
 
 /// The encoding version this build writes. Readers accept every version up to this one.
-pub const STATE_VERSION: u8 = 3;
+pub const STATE_VERSION: u8 = 4;
 
 /// Everything the engine remembers about one user.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -39,6 +39,12 @@ pub struct UserState {
     pub last_offset: OptI64,
     /// The most recent score changes, to explain the score (version 3; empty before).
     pub history: History,
+    /// How many changes this user has published, each window of a collapsed decay counted as
+    /// one (so the count is the same as firing window by window gives), wrapping (version 4; 0
+    /// before). A decay's id carries the count it ends at, which tells apart two decays whose
+    /// last windows were due at the same time (docs/semantics.md, "Change ids"). It sits in
+    /// the padding after `enrolled`: free in memory.
+    pub changes: u32,
 }
 
 /// An `Option<i64>` in 8 bytes instead of 16, for the times and the offset every user's state
@@ -169,6 +175,7 @@ impl UserState {
             + self.seen.len() * (8 + 2 * VARINT)
             + 2 * VARINT
             + self.history.encoded_len()
+            + VARINT
     }
 
     pub fn encode_into(&self, out: &mut Vec<u8>) {
@@ -213,6 +220,8 @@ impl UserState {
         }
         // Version 3.
         self.history.encode_into(out);
+        // Version 4.
+        put_u64(out, u64::from(self.changes));
     }
 
     pub fn decode(bytes: &[u8]) -> Result<UserState, StateError> {
@@ -276,6 +285,10 @@ impl UserState {
         }
         if version >= 3 {
             st.history = History::decode(&mut r)?;
+        }
+        if version >= 4 {
+            st.changes =
+                u32::try_from(r.u64()?).map_err(|_| StateError::Corrupt("change count"))?;
         }
         if r.pos != bytes.len() {
             return Err(StateError::Corrupt("trailing bytes"));
@@ -485,6 +498,7 @@ mod tests {
             ],
             last_offset: 123_456.into(),
             history: History::default(),
+            changes: 300,
         }
     }
 
@@ -515,12 +529,36 @@ mod tests {
 
     #[test]
     fn a_version_2_record_decodes_with_no_history() {
-        let st = typical();
+        let st = UserState {
+            changes: 0,
+            ..typical()
+        };
         let mut v2 = st.encode();
         v2[0] = 2;
-        // Version 3 appended the history: an empty one is two zero bytes (count, length).
-        assert_eq!(v2.split_off(v2.len() - 2), vec![0, 0]);
+        // Version 4 appended the change count (0: one byte), version 3 the history before it:
+        // an empty one is two zero bytes (count, length).
+        assert_eq!(v2.split_off(v2.len() - 3), vec![0, 0, 0]);
         assert_eq!(UserState::decode(&v2), Ok(st));
+    }
+
+    /// A record from before version 4 reads with no changes counted; the count is the last
+    /// field, so a version 4 record is a version 3 one plus it.
+    #[test]
+    fn a_version_3_record_decodes_with_no_changes_counted() {
+        let full = with_history(5);
+        let v4 = full.encode();
+        // 300 is two varint bytes.
+        let mut v3 = v4[..v4.len() - 2].to_vec();
+        v3[0] = 3;
+        let st = UserState::decode(&v3).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(st, UserState { changes: 0, ..full });
+        // And a count past u32 is damage, not a wrap.
+        let mut big = v4[..v4.len() - 2].to_vec();
+        put_u64(&mut big, 1 << 32);
+        assert_eq!(
+            UserState::decode(&big),
+            Err(StateError::Corrupt("change count"))
+        );
     }
 
     /// What the explain history costs (docs/operations.md quotes this): 20 changes with

@@ -384,19 +384,16 @@ fn replay_after_a_crash(
     Ok(())
 }
 
-/// Found by `replay_after_a_crash_equals_an_uninterrupted_run` on 2026-12-03 and not fixed yet
-/// (README, "Open work"); it fails the same way on the code of the start of that day. The
-/// defect is in the uninterrupted run, not in the replay: two distinct decays of user `a` get
-/// one id. An external score at T0 + 9 h, applied when the clock is already 8.4 days on, arms a
-/// timer that is due; the next advance (to T0 + 10.375 d) decays 12 by five windows as
-/// `inactivity:a@<T0 + 10.375 d>`. A late external score (T0 + 6.375 d) then re-arms the timer
-/// earlier, and the final advance decays 20 by two windows ending at the same time: the same
-/// id, delta -4 against -10. A consumer dropping duplicates by id (SPEC 4) drops the second:
-/// the run's changes, deduplicated, net 20 while the score ends at 16. The id needs something
-/// more that is unique per decay and the same on a replay (docs/semantics.md, "Change ids").
-/// Run with `cargo test -p leadscore-engine --test engine_properties -- --ignored`.
+/// Found by `replay_after_a_crash_equals_an_uninterrupted_run` on 2026-12-03: two distinct
+/// decays of user `a` got one id. An external score at T0 + 9 h, applied when the clock is
+/// already 8.4 days on, arms a timer that is due; the next advance (to T0 + 10.375 d) decays 12
+/// by five windows, the last due at T0 + 10.375 d. A late external score (T0 + 6.375 d) then
+/// re-arms the timer earlier, and the final advance decays 20 by two windows ending at the same
+/// time. Both were `inactivity:a@<T0 + 10.375 d>`, delta -10 and -4, so a consumer dropping
+/// duplicates by id (SPEC 4) dropped the second: the run's changes, deduplicated, netted 20
+/// while the score ended at 16. A decay's id now carries the user's count of changes as well
+/// (docs/semantics.md, "Change ids"), which the late external score moved.
 #[test]
-#[ignore = "known defect under investigation: README, Open work"]
 fn replay_after_a_crash_with_a_user_stored_after_a_late_external_score() {
     let session = |t: Millis| Event::new("a", t, EventType::SessionStart);
     let mut events = vec![session(T0); 27];

@@ -185,6 +185,8 @@ impl Engine {
         if self.explain_depth > 0 {
             st.history.push(&change, group, self.explain_depth);
         }
+        // A collapsed decay counts as the windows it covers, as firing them one by one would.
+        st.changes = st.changes.wrapping_add(change.windows.max(1));
         out.push(change);
     }
 
@@ -400,7 +402,15 @@ impl Engine {
             return;
         }
         let last = due.saturating_add((steps - 1).saturating_mul(window));
-        let id = format!("inactivity:{user_id}@{last}");
+        // The last window's due time alone does not name a decay: a late event can re-arm the
+        // timer behind the clock, and the next advance decays the same windows again from the
+        // new score. That event changed the score in between, so the user's count of changes
+        // tells the two apart; the count is state, so a replay gives each decay the same one.
+        let windows = u32::try_from(steps).unwrap_or(u32::MAX);
+        let id = format!(
+            "inactivity:{user_id}@{last}#{}",
+            st.changes.wrapping_add(windows)
+        );
         let mut change = self.change(
             st,
             user_id,
@@ -413,7 +423,7 @@ impl Engine {
             },
             id,
         );
-        change.windows = u32::try_from(steps).unwrap_or(u32::MAX);
+        change.windows = windows;
         self.emit(st, None, change, out);
         if steps < due_count {
             // The next window is due by `to` too, and changes nothing: the timer ends there.

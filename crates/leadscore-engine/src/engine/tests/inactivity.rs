@@ -84,10 +84,48 @@ fn one_clock_advance_over_many_windows_publishes_one_change_with_their_total() {
     assert_eq!((c.previous_score, c.score, c.delta), (3, 0, -3));
     // The time of the last window applied, and how many windows the change covers.
     assert_eq!((c.time, c.windows), (T0 + 2 + 21 * D, 3));
-    assert_eq!(c.event_id, format!("inactivity:u@{}", T0 + 2 + 21 * D));
+    // The last window's due time, and the count of u's changes it ends at: three sessions and
+    // three windows.
+    assert_eq!(c.event_id, format!("inactivity:u@{}#6", T0 + 2 + 21 * D));
+    assert_eq!(r.user("u").changes, 6);
     assert_eq!(r.user("u").last_change, Some(T0 + 2 + 21 * D));
     assert_eq!(r.user("u").timer_due, None);
     assert_eq!(r.partition.pending_timers(), 0);
+}
+
+/// Two distinct decays of one user can cover windows ending at the same due time: a late event
+/// re-arms the timer at a time already decayed past, and the next clock advance fires the same
+/// windows again from the new score. They are two changes, so they need two ids: a consumer that
+/// drops duplicates by id must still add up to the score.
+#[test]
+fn a_decay_repeated_after_a_late_event_has_its_own_id() {
+    let e = rules(DECAY);
+    let set = |t: Millis| external("u", t, ScoreOp::Set(10), None);
+    let r = run(
+        &e,
+        &[
+            set(T0),
+            session("v", T0 + 21 * D),
+            // Late: re-arms u's timer at T0 + 7d, three windows behind the clock.
+            set(T0),
+            session("v", T0 + 21 * D),
+        ],
+    );
+    let decays = r.decays();
+    assert_eq!(decays.len(), 2);
+    for c in &decays {
+        assert_eq!((c.time, c.windows, c.delta), (T0 + 21 * D, 3, -3));
+    }
+    assert_ne!(decays[0].event_id, decays[1].event_id);
+    // Deduplicated by id, the changes still add up to the score.
+    let mut seen = std::collections::HashSet::new();
+    let net: i64 = r
+        .changes
+        .iter()
+        .filter(|c| c.user_id == "u" && seen.insert(c.event_id.clone()))
+        .map(|c| c.delta)
+        .sum();
+    assert_eq!((net, r.score("u")), (7, 7));
 }
 
 /// Issue 9.2: a score of 10^12 with a one-minute window and a year of silence is one change,
