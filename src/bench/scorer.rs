@@ -97,6 +97,9 @@ pub fn run(opts: &ScorerBenchOptions) -> Result<String> {
     if opts.partitions < 1 {
         bail!("partitions must be at least 1");
     }
+    // The scorer under test records its metrics into the Prometheus recorder, as a deployed
+    // one does (`leadscore score` installs it before the scorer starts): their cost counts.
+    crate::ops::telemetry::prometheus();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

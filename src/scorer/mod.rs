@@ -7,6 +7,7 @@
 //! `docs/crash-safety.md`). Rebalance callbacks run inside `poll`, on the same thread, so a
 //! revocation always finds the work before it either checkpointed or checkpoints it first.
 
+use crate::change::ReasonKind;
 use crate::codec::{self, Limits};
 use crate::config::{Guarantee, Settings, UnknownTypes};
 use crate::engine::{Engine, Outcome};
@@ -71,6 +72,58 @@ pub struct Owned {
     users: KeyedState<UserState>,
 }
 
+/// The metric series every record touches, looked up once. A `metrics::counter!` call finds
+/// its series in the recorder's registry each time (about 130 ns with the Prometheus
+/// recorder); a handle is an atomic add (about 18 ns). Made when the scorer starts, after the
+/// service installed its recorder (a handle made before that would record nothing).
+struct RecordMetrics {
+    consumed: metrics::Counter,
+    applied: metrics::Counter,
+    deleted: metrics::Counter,
+    /// One per kind, in the order of [`ReasonKind::ALL`].
+    changes: [metrics::Counter; 4],
+    /// One per outcome of [`Outcome::ALL`] but `Scored`: the series registered at zero.
+    skipped: Vec<(Outcome, metrics::Counter)>,
+    event_to_output: metrics::Histogram,
+}
+
+impl RecordMetrics {
+    fn new() -> RecordMetrics {
+        RecordMetrics {
+            consumed: metrics::counter!(t::EVENTS_CONSUMED),
+            applied: metrics::counter!(t::EVENTS_APPLIED),
+            deleted: metrics::counter!(t::USERS_DELETED),
+            changes: ReasonKind::ALL
+                .map(|k| metrics::counter!(t::SCORE_CHANGES, "kind" => k.as_str())),
+            skipped: Outcome::ALL
+                .into_iter()
+                .filter(|o| *o != Outcome::Scored)
+                .map(|o| {
+                    (
+                        o,
+                        metrics::counter!(t::EVENTS_SKIPPED, "reason" => o.as_str()),
+                    )
+                })
+                .collect(),
+            event_to_output: metrics::histogram!(t::EVENT_TO_OUTPUT_SECONDS),
+        }
+    }
+
+    fn skipped(&self, outcome: Outcome) {
+        match self.skipped.iter().find(|(o, _)| *o == outcome) {
+            Some((_, c)) => c.increment(1),
+            None => metrics::counter!(t::EVENTS_SKIPPED, "reason" => outcome.as_str()).increment(1),
+        }
+    }
+
+    fn change(&self, kind: ReasonKind) -> &metrics::Counter {
+        &self.changes[ReasonKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or_default()]
+    }
+}
+
 /// Everything the loop and the rebalance callbacks share.
 pub struct Core {
     engine: Engine,
@@ -86,6 +139,7 @@ pub struct Core {
     state: Mutex<CoreState>,
     /// The lead lookup endpoint, told of every assignment change.
     lookup: Arc<Lookup>,
+    metrics: RecordMetrics,
 }
 
 #[derive(Default)]
@@ -135,8 +189,9 @@ impl Core {
                 kafka::record_timestamp(c.time, now),
                 kafka::Delivery::Output,
             )?;
-            metrics::counter!(t::SCORE_CHANGES, "kind" => c.reason.kind.as_str()).increment(1);
-            metrics::histogram!(t::EVENT_TO_OUTPUT_SECONDS)
+            self.metrics.change(c.reason.kind).increment(1);
+            self.metrics
+                .event_to_output
                 .record((now - c.time).max(0) as f64 / 1000.0);
         }
         Ok(())
@@ -537,6 +592,7 @@ impl Scorer {
             faults: Faults::default(),
             state: Mutex::new(CoreState::default()),
             lookup: lookup.clone(),
+            metrics: RecordMetrics::new(),
             settings,
         });
         lookup.attach(Arc::downgrade(&core), &props, directory.as_deref())?;
@@ -583,7 +639,7 @@ impl Service for Core {
         if owned.users.is_processed(offset) {
             return Ok(()); // Already processed: fetched early on purpose, or delivered twice.
         }
-        metrics::counter!(t::EVENTS_CONSUMED).increment(1);
+        self.metrics.consumed.increment(1);
         if st.pending == 0 {
             st.batch_started = Some(Instant::now());
         }
@@ -663,9 +719,9 @@ impl Service for Core {
             }
         };
         match outcome {
-            Outcome::Scored => metrics::counter!(t::EVENTS_APPLIED).increment(1),
-            Outcome::Deleted => metrics::counter!(t::USERS_DELETED).increment(1),
-            _ => metrics::counter!(t::EVENTS_SKIPPED, "reason" => outcome.as_str()).increment(1),
+            Outcome::Scored => self.metrics.applied.increment(1),
+            Outcome::Deleted => self.metrics.deleted.increment(1),
+            _ => self.metrics.skipped(outcome),
         }
         let changes = std::mem::take(&mut st.changes_buf);
         self.publish(&changes)?;
