@@ -99,6 +99,9 @@ pub struct Engine {
     entry_by_kind: [Vec<Matcher>; EventType::ALL.len()],
     /// How many recent changes each user keeps in its [`History`](crate::history::History).
     explain_depth: usize,
+    /// The audience's predicates, each with whether it is an `include`, sorted by attribute
+    /// name: [`Engine::in_audience`] reads them all in one pass over the user's attributes.
+    audience: Vec<(Predicate, bool)>,
 }
 
 /// An event type as an index into the per-type tables.
@@ -142,7 +145,16 @@ impl Engine {
         for m in &rules.entry.on {
             entry_by_kind[kind_index(m.kind)].push(m.clone());
         }
+        let audience_of = |ps: &[Predicate], include: bool| {
+            ps.iter()
+                .map(move |p| (p.clone(), include))
+                .collect::<Vec<_>>()
+        };
+        let mut audience = audience_of(&rules.audience.include, true);
+        audience.extend(audience_of(&rules.audience.exclude, false));
+        audience.sort_by(|(a, _), (b, _)| a.key.as_bytes().cmp(b.key.as_bytes()));
         Engine {
+            audience,
             rules,
             group_keys,
             tracked_sorted,
@@ -492,9 +504,12 @@ impl Engine {
     /// Whether the user matches every `include` and no `exclude` predicate.
     #[inline]
     pub fn in_audience(&self, st: &UserState) -> bool {
-        let a = &self.rules.audience;
-        let test = |p: &Predicate| eval_attribute(st, p);
-        a.include.iter().all(test) && !a.exclude.iter().any(test)
+        // Every include holds and no exclude does: each predicate's result equals `include`.
+        st.attributes.all_sorted(
+            &self.audience,
+            |(p, _)| &p.key,
+            |(p, include), value| p.test.eval_ref(value) == *include,
+        )
     }
 
     /// Records the score change in the state (score, re-entry start, timer) and builds the record.
@@ -610,15 +625,6 @@ impl Engine {
     }
 }
 
-/// `p.test.eval(st.attribute(&p.key))`, comparing as few attribute names as possible: only
-/// an attribute whose name has the key's length can be the key, and one whose value gives the
-/// same result as a missing value cannot change the answer, whether or not it is the key.
-#[inline]
-fn eval_attribute(st: &UserState, p: &Predicate) -> bool {
-    st.attributes
-        .eval(&p.key, |v| p.test.eval_ref(Some(v)), p.test.eval(None))
-}
-
 /// Asks the CPU to start loading, all at once, the heap data this event will read: the user's
 /// id lists and attributes and the event's strings. Each is a likely cache miss (states and
 /// events are scattered over memory); issued together they overlap instead of stalling one
@@ -716,18 +722,18 @@ mod tests;
 #[cfg(test)]
 mod lookup_tests {
     use super::*;
-    use crate::rules::Test;
+    use crate::rules::{Audience, Test};
 
-    /// `eval_attribute` skips reading names it can prove irrelevant; it must still agree with
-    /// the plain lookup for every test, including attributes sharing the key's length.
+    /// `in_audience` reads every predicate in one pass over the sorted attributes; it must
+    /// agree with looking each predicate's attribute up on its own, whatever the predicates'
+    /// order in the rules file, names before, between and after the user's own, and two
+    /// predicates on one name.
     #[test]
-    fn eval_attribute_agrees_with_the_plain_lookup() {
+    fn in_audience_agrees_with_one_lookup_per_predicate() {
         let values = [
             None,
             Some(Scalar::Bool(true)),
-            Some(Scalar::Bool(false)),
             Some(Scalar::Str("customer".into())),
-            Some(Scalar::Str("lead".into())),
             Some(Scalar::Int(5)),
         ];
         let tests = [
@@ -738,24 +744,47 @@ mod lookup_tests {
             Test::Exists(false),
             Test::Gt(3),
         ];
+        // Keys sorting before, between, equal to and after the user's two attributes.
+        let keys = ["a", "is_employee", "k", "lead_status", "z"];
+        let predicate = |i: usize| Predicate {
+            key: keys[i % keys.len()].into(),
+            test: tests[(i / keys.len()) % tests.len()].clone(),
+        };
+        let n = keys.len() * tests.len();
+        let mut checked = 0;
         for own in &values {
             for twin in &values {
-                for test in &tests {
-                    let mut st = UserState::default();
-                    // "is_employee" and "lead_status" have the same length.
-                    st.set_attribute("is_employee", own.as_ref());
-                    st.set_attribute("lead_status", twin.as_ref());
-                    let p = Predicate {
-                        key: "is_employee".into(),
-                        test: test.clone(),
-                    };
-                    assert_eq!(
-                        eval_attribute(&st, &p),
-                        p.test.eval_ref(st.attribute(&p.key)),
-                        "{own:?} {twin:?} {test:?}"
-                    );
+                let mut st = UserState::default();
+                // "is_employee" and "lead_status" have the same length.
+                st.set_attribute("is_employee", own.as_ref());
+                st.set_attribute("lead_status", twin.as_ref());
+                // Audiences of up to three predicates, drawn by a stride through all of them.
+                for start in 0..n {
+                    for (stride, len, includes) in [(7, 1, 1), (11, 2, 1), (13, 3, 2), (5, 2, 0)] {
+                        let ps: Vec<Predicate> =
+                            (0..len).map(|j| predicate(start + j * stride)).collect();
+                        let audience = Audience {
+                            include: ps[..includes.min(len)].to_vec(),
+                            exclude: ps[includes.min(len)..].to_vec(),
+                        };
+                        let plain = audience
+                            .include
+                            .iter()
+                            .all(|p| p.test.eval_ref(st.attribute(&p.key)))
+                            && !audience
+                                .exclude
+                                .iter()
+                                .any(|p| p.test.eval_ref(st.attribute(&p.key)));
+                        let mut rules =
+                            crate::rules::parse_str("", "t.toml").expect("empty rules load");
+                        rules.audience = audience;
+                        let engine = Engine::new(rules);
+                        assert_eq!(engine.in_audience(&st), plain, "{own:?} {twin:?} {ps:?}");
+                        checked += 1;
+                    }
                 }
             }
         }
+        assert_eq!(checked, values.len() * values.len() * n * 4);
     }
 }
