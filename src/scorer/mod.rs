@@ -150,6 +150,8 @@ struct CoreState {
     pending: usize,
     batch_started: Option<Instant>,
     changes_buf: Vec<crate::change::ScoreChange>,
+    /// Each published change is encoded here in turn (librdkafka copies it).
+    encode_buf: Vec<u8>,
 }
 
 impl Core {
@@ -172,18 +174,22 @@ impl Core {
     /// Publishes score changes: keyed by the user, stamped with the change's event time
     /// ([`kafka::record_timestamp`]), with a `content-type` header naming the format
     /// (docs/formats.md).
-    fn publish(&self, changes: &[crate::change::ScoreChange]) -> Result<(), ScorerError> {
+    fn publish(
+        &self,
+        changes: &[crate::change::ScoreChange],
+        bytes: &mut Vec<u8>,
+    ) -> Result<(), ScorerError> {
         let now = crate::timestamp::wall_clock_millis();
         let format = self.settings.scorer.output_format;
         for c in changes {
-            let bytes = codec::encode_change(format, c);
+            codec::encode_change_into(format, c, bytes);
             let content_type = kafka::score_change_content_type(format);
             self.producer.send_at(
                 Record {
                     topic: &self.settings.topics.output,
                     partition: None,
                     key: c.user_id.as_bytes(),
-                    payload: Some(&bytes),
+                    payload: Some(bytes),
                     headers: Some(kafka::content_type_headers(content_type)),
                 },
                 kafka::record_timestamp(c.time, now),
@@ -723,9 +729,7 @@ impl Service for Core {
             Outcome::Deleted => self.metrics.deleted.increment(1),
             _ => self.metrics.skipped(outcome),
         }
-        let changes = std::mem::take(&mut st.changes_buf);
-        self.publish(&changes)?;
-        st.changes_buf = changes;
+        self.publish(&st.changes_buf, &mut st.encode_buf)?;
         if let Some(user) = deleted {
             // After the changes above (timers due before the deletion fired first), so that
             // the last record of the user on the output is the tombstone. The changelog's
@@ -762,7 +766,7 @@ impl Service for Core {
         }
         if !changes.is_empty() {
             self.ensure_transaction(st)?;
-            self.publish(&changes)?;
+            self.publish(&changes, &mut st.encode_buf)?;
             if st.pending == 0 {
                 st.batch_started = Some(Instant::now());
             }

@@ -4,7 +4,7 @@ use super::error::{invalid, malformed, missing, wrong_type, DecodeError, Quoted}
 use super::event::{
     json_text, loose_from_opt_string, loose_from_scalar_map, loose_from_string, optional_int,
     optional_str, required_int, required_str, required_time, scalar_map, scalar_map_to_proto,
-    timestamp_from_millis, to_json_vec, ScalarMapOut,
+    timestamp_from_millis, ScalarMapOut,
 };
 use super::loose::{find_duplicate, Loose, LooseSeed};
 use super::Format;
@@ -35,9 +35,21 @@ struct RawChange<'a> {
 /// Encodes a score change (SPEC section 4): the JSON shape of [`change_to_json`] with keys in
 /// that order, or the `leadscore.v1.ScoreChange` message.
 pub fn encode_change(format: Format, change: &ScoreChange) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_change_into(format, change, &mut out);
+    out
+}
+
+/// [`encode_change`] into `out` (cleared first), so a caller encoding change after change
+/// reuses one buffer: the scorer, for every change it publishes.
+pub fn encode_change_into(format: Format, change: &ScoreChange, out: &mut Vec<u8>) {
+    out.clear();
     match format {
-        Format::Json => to_json_vec(&ChangeOut::new(change)),
-        Format::Protobuf => change_to_proto(change).encode_to_vec(),
+        Format::Json => serde_json::to_writer(&mut *out, &ChangeOut::new(change))
+            .expect("JSON encoding of codec output types cannot fail"),
+        Format::Protobuf => change_to_proto(change)
+            .encode(out)
+            .expect("a Vec grows to fit any message"),
     }
 }
 

@@ -64,7 +64,7 @@ mod error;
 mod event;
 mod loose;
 
-pub use change::{change_to_json, decode_change, encode_change};
+pub use change::{change_to_json, decode_change, encode_change, encode_change_into};
 pub use error::{check_not_future, check_time_not_future, DecodeError, UnknownKind, UnknownType};
 pub use event::{check_key, decode_event, decode_tombstone_key, encode_event};
 

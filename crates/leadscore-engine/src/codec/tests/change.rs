@@ -17,6 +17,21 @@ fn change_json_has_the_spec_shape() {
     );
 }
 
+/// The scorer encodes every change into one reused buffer: what was there before is gone.
+#[test]
+fn encoding_into_a_used_buffer_gives_the_same_bytes() {
+    let mut short = sample_change();
+    short.attributes.clear();
+    for format in [Format::Json, Format::Protobuf] {
+        let mut buf = b"left over from a longer record before".repeat(20);
+        for c in [sample_change(), short.clone(), sample_change()] {
+            encode_change_into(format, &c, &mut buf);
+            assert_eq!(buf, encode_change(format, &c), "{format:?}");
+            assert_eq!(decode_change(format, &buf).as_ref(), Ok(&c), "{format:?}");
+        }
+    }
+}
+
 #[test]
 fn change_json_omits_a_null_group_and_source_event() {
     let mut c = sample_change();
