@@ -317,7 +317,7 @@ impl Engine {
             ReasonKind::External
         };
         let source = source_id(ev, origin);
-        let id = change_id(&source, ev.time, kind);
+        let id = change_id(&source, ev.time, kind, st.changes.wrapping_add(1));
         let change = self.change(
             st,
             &ev.user_id,
@@ -417,7 +417,8 @@ impl Engine {
         // The last window's due time alone does not name a decay: a late event can re-arm the
         // timer behind the clock, and the next advance decays the same windows again from the
         // new score. That event changed the score in between, so the user's count of changes
-        // tells the two apart; the count is state, so a replay gives each decay the same one.
+        // tells the two apart (as it does every change id); the count is state, so a replay
+        // gives each decay the same one.
         let windows = u32::try_from(steps).unwrap_or(u32::MAX);
         let id = format!(
             "inactivity:{user_id}@{last}#{}",
@@ -556,7 +557,12 @@ impl Engine {
         if attribute_change {
             let source_id = source_id(ev, origin);
             let change = ScoreChange {
-                event_id: change_id(&source_id, ev.time, ReasonKind::Attribute),
+                event_id: change_id(
+                    &source_id,
+                    ev.time,
+                    ReasonKind::Attribute,
+                    st.changes.wrapping_add(1),
+                ),
                 user_id: ev.user_id.clone(),
                 time: ev.time,
                 previous_score: st.score,
@@ -675,14 +681,16 @@ fn prefetch<T>(p: *const T) {
 
 /// A change's deterministic id: the source event's id and time (an id re-applied after its
 /// dedupe window has another time) and the kind.
-fn change_id(source_id: &str, time: Millis, kind: ReasonKind) -> String {
+fn change_id(source_id: &str, time: Millis, kind: ReasonKind, count: u32) -> String {
     let kind = kind.as_str();
-    let mut id = String::with_capacity(source_id.len() + 22 + kind.len());
+    let mut id = String::with_capacity(source_id.len() + 33 + kind.len());
     id.push_str(source_id);
     id.push('@');
     push_decimal(&mut id, time);
     id.push(':');
     id.push_str(kind);
+    id.push('#');
+    push_decimal(&mut id, i64::from(count));
     id
 }
 

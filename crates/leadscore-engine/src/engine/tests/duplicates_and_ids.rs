@@ -197,16 +197,39 @@ fn a_replayed_offset_changes_nothing() {
 }
 
 #[test]
-fn change_ids_spell_the_source_time_and_kind() {
+fn change_ids_spell_the_source_time_kind_and_count() {
     assert_eq!(
-        change_id("e-1", T0, ReasonKind::Rule),
-        format!("e-1@{T0}:rule")
+        change_id("e-1", T0, ReasonKind::Rule, 1),
+        format!("e-1@{T0}:rule#1")
     );
     assert_eq!(
-        change_id("x", -1_500, ReasonKind::External),
-        "x@-1500:external"
+        change_id("x", -1_500, ReasonKind::External, u32::MAX),
+        "x@-1500:external#4294967295"
     );
-    assert_eq!(change_id("y", 0, ReasonKind::Attribute), "y@0:attribute");
+    assert_eq!(
+        change_id("y", 0, ReasonKind::Attribute, 0),
+        "y@0:attribute#0"
+    );
+}
+
+/// With `dedupe_window = "0s"` nothing is a duplicate (SPEC 3.8), so an event sent twice
+/// scores twice: two changes, from one source id at one time. They still get two ids, so a
+/// consumer dropping duplicates by id keeps both; and the same holds for an id forgotten
+/// early, the 257th id of one user within the window (docs/semantics.md).
+#[test]
+fn an_event_applied_twice_gives_two_change_ids() {
+    let e = rules("dedupe_window = \"0s\"\n");
+    let again = || {
+        let mut s = session("u", T0 + 1);
+        s.event_id = Some("s-1".into());
+        s
+    };
+    let r = run(&e, &session_after_email(T0, [again(), again()]));
+    assert_eq!(r.score("u"), 3);
+    let ids: std::collections::BTreeSet<&str> =
+        r.changes.iter().map(|c| c.event_id.as_str()).collect();
+    assert_eq!(ids.len(), r.changes.len(), "{ids:?}");
+    assert_eq!(r.changes.len(), 3);
 }
 
 #[test]
