@@ -368,7 +368,7 @@ fn every_handoff_outcome_validates() {
             user_id: "u1",
             lead_id: "00Q5e00000AbCdEfGH",
             score: 105,
-            change_event_id: "e-17@1767607260000:rule#8",
+            change_event_id: "rule:u1@1767607260000#8",
             attempts,
             http_status,
             error,

@@ -317,7 +317,7 @@ impl Engine {
             ReasonKind::External
         };
         let source = source_id(ev, origin);
-        let id = change_id(&source, ev.time, kind, st.changes.wrapping_add(1));
+        let id = change_id(&ev.user_id, ev.time, kind, st.changes.wrapping_add(1));
         let change = self.change(
             st,
             &ev.user_id,
@@ -420,9 +420,11 @@ impl Engine {
         // tells the two apart (as it does every change id); the count is state, so a replay
         // gives each decay the same one.
         let windows = u32::try_from(steps).unwrap_or(u32::MAX);
-        let id = format!(
-            "inactivity:{user_id}@{last}#{}",
-            st.changes.wrapping_add(windows)
+        let id = change_id(
+            user_id,
+            last,
+            ReasonKind::Inactivity,
+            st.changes.wrapping_add(windows),
         );
         let mut change = self.change(
             st,
@@ -558,7 +560,7 @@ impl Engine {
             let source_id = source_id(ev, origin);
             let change = ScoreChange {
                 event_id: change_id(
-                    &source_id,
+                    &ev.user_id,
                     ev.time,
                     ReasonKind::Attribute,
                     st.changes.wrapping_add(1),
@@ -679,16 +681,18 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// A change's deterministic id: the source event's id and time (an id re-applied after its
-/// dedupe window has another time) and the kind.
-fn change_id(source_id: &str, time: Millis, kind: ReasonKind, count: u32) -> String {
+/// A change's deterministic id, `<kind>:<user>@<time ms>#<count>`: the user's count of changes
+/// (this one included) makes it unique among the user's changes, the user among everyone's, so
+/// a consumer can drop duplicates by the id alone (docs/semantics.md, "Change ids"). The source
+/// event's id is in the change's reason.
+fn change_id(user_id: &str, time: Millis, kind: ReasonKind, count: u32) -> String {
     let kind = kind.as_str();
-    let mut id = String::with_capacity(source_id.len() + 33 + kind.len());
-    id.push_str(source_id);
+    let mut id = String::with_capacity(kind.len() + user_id.len() + 33);
+    id.push_str(kind);
+    id.push(':');
+    id.push_str(user_id);
     id.push('@');
     push_decimal(&mut id, time);
-    id.push(':');
-    id.push_str(kind);
     id.push('#');
     push_decimal(&mut id, i64::from(count));
     id

@@ -197,19 +197,45 @@ fn a_replayed_offset_changes_nothing() {
 }
 
 #[test]
-fn change_ids_spell_the_source_time_kind_and_count() {
+fn change_ids_spell_the_kind_user_time_and_count() {
     assert_eq!(
-        change_id("e-1", T0, ReasonKind::Rule, 1),
-        format!("e-1@{T0}:rule#1")
+        change_id("u-1", T0, ReasonKind::Rule, 1),
+        format!("rule:u-1@{T0}#1")
     );
     assert_eq!(
         change_id("x", -1_500, ReasonKind::External, u32::MAX),
-        "x@-1500:external#4294967295"
+        "external:x@-1500#4294967295"
     );
     assert_eq!(
         change_id("y", 0, ReasonKind::Attribute, 0),
-        "y@0:attribute#0"
+        "attribute:y@0#0"
     );
+    assert_eq!(
+        change_id("z", 7, ReasonKind::Inactivity, 3),
+        "inactivity:z@7#3"
+    );
+}
+
+/// Event ids are scoped per user (SPEC 3.8): two users' events may carry the same one, at the
+/// same time. Their changes still get two ids, so a consumer can drop duplicates by the id
+/// alone, across the whole topic (the warehouse's history keys on it).
+#[test]
+fn two_users_sharing_an_event_id_get_two_change_ids() {
+    let e = rules("");
+    let with_id = |user: &str| {
+        let mut s = session(user, T0 + 1);
+        s.event_id = Some("s-1".into());
+        s
+    };
+    let r = run(
+        &e,
+        &[email("u", T0), email("v", T0), with_id("u"), with_id("v")],
+    );
+    assert_eq!((r.score("u"), r.score("v")), (1, 1));
+    let ids: std::collections::BTreeSet<&str> =
+        r.changes.iter().map(|c| c.event_id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(r.changes.len(), 2);
 }
 
 /// With `dedupe_window = "0s"` nothing is a duplicate (SPEC 3.8), so an event sent twice
