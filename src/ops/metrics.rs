@@ -165,8 +165,7 @@ fn names<T: Copy, const N: usize>(all: [T; N], name: fn(T) -> &'static str) -> V
 
 fn skip_reasons() -> Vec<&'static str> {
     use crate::engine::Outcome;
-    let skipped = Outcome::ALL.into_iter().filter(|o| *o != Outcome::Scored);
-    skipped.map(Outcome::as_str).collect()
+    Outcome::skipped().map(Outcome::as_str).collect()
 }
 
 /// The table. Order: scorer, both, handoff, Salesforce.

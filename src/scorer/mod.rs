@@ -82,7 +82,7 @@ struct RecordMetrics {
     deleted: metrics::Counter,
     /// One per kind, in the order of [`ReasonKind::ALL`].
     changes: [metrics::Counter; 4],
-    /// One per outcome of [`Outcome::ALL`] but `Scored`: the series registered at zero.
+    /// One per outcome of [`Outcome::skipped`]: the series registered at zero.
     skipped: Vec<(Outcome, metrics::Counter)>,
     event_to_output: metrics::Histogram,
 }
@@ -95,9 +95,7 @@ impl RecordMetrics {
             deleted: metrics::counter!(t::USERS_DELETED),
             changes: ReasonKind::ALL
                 .map(|k| metrics::counter!(t::SCORE_CHANGES, "kind" => k.as_str())),
-            skipped: Outcome::ALL
-                .into_iter()
-                .filter(|o| *o != Outcome::Scored)
+            skipped: Outcome::skipped()
                 .map(|o| {
                     (
                         o,

@@ -41,8 +41,9 @@ pub struct UserState {
     pub history: History,
     /// How many changes this user has published, each window of a collapsed decay counted as
     /// one (so the count is the same as firing window by window gives), wrapping (version 4; 0
-    /// before). A decay's id carries the count it ends at, which tells apart two decays whose
-    /// last windows were due at the same time (docs/semantics.md, "Change ids"). It sits in
+    /// before). Every change's id carries the count it ends at, which makes it unique: two decays
+    /// whose last windows were due at the same time, or one event applied twice, get two ids
+    /// (docs/semantics.md, "Change ids"). It sits in
     /// the padding after `enrolled`: free in memory.
     pub changes: u32,
 }

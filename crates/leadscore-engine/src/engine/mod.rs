@@ -62,6 +62,12 @@ impl Outcome {
         Outcome::UnknownType,
     ];
 
+    /// The outcomes of an event that changed no score: [`Outcome::ALL`] but `Scored`, the
+    /// label values of the skipped-events counter.
+    pub fn skipped() -> impl Iterator<Item = Outcome> {
+        Outcome::ALL.into_iter().filter(|o| *o != Outcome::Scored)
+    }
+
     /// A bounded label value.
     pub fn as_str(self) -> &'static str {
         match self {
