@@ -95,7 +95,7 @@ fn change(kind: ReasonKind, time: Millis, previous: i64, score: i64) -> ScoreCha
             source_event_id: source,
         },
         windows: u32::from(kind == ReasonKind::Inactivity),
-        attributes: Vec::new(),
+        attributes: Default::default(),
     }
 }
 
@@ -112,19 +112,18 @@ fn hand_made_changes() -> Vec<ScoreChange> {
         };
         out.push(change(kind, t, previous, score));
         let mut with = change(kind, t + 123, previous, score);
-        with.attributes = vec![
-            ("email".into(), Scalar::Str("ada@example.com".into())),
-            ("employees".into(), Scalar::Int(-40)),
-            ("is_employee".into(), Scalar::Bool(false)),
-            ("lead_status".into(), Scalar::Str("Open".into())),
-            ("ratio".into(), Scalar::Float(0.25)),
-            ("round".into(), Scalar::Float(2.0)),
-            ("tiny".into(), Scalar::Float(1e-300)),
-            (
-                "unicode".into(),
-                Scalar::Str("Zoë \u{1F600} \"quoted\"".into()),
-            ),
-        ];
+        with.attributes = [
+            ("email", Scalar::Str("ada@example.com".into())),
+            ("employees", Scalar::Int(-40)),
+            ("is_employee", Scalar::Bool(false)),
+            ("lead_status", Scalar::Str("Open".into())),
+            ("ratio", Scalar::Float(0.25)),
+            ("round", Scalar::Float(2.0)),
+            ("tiny", Scalar::Float(1e-300)),
+            ("unicode", Scalar::Str("Zoë \u{1F600} \"quoted\"".into())),
+        ]
+        .into_iter()
+        .collect();
         out.push(with);
     }
     let mut many = change(ReasonKind::Inactivity, t, 100, 93);

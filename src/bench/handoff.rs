@@ -87,13 +87,12 @@ pub async fn run(opts: &HandoffBenchOptions) -> Result<String> {
                 source_event_id: None,
             },
             windows: 0,
-            attributes: vec![
-                ("lead_status".into(), Scalar::Str("Open".into())),
-                (
-                    "salesforce_lead_id".into(),
-                    Scalar::Str(salesforce_lead_id(i)),
-                ),
-            ],
+            attributes: [
+                ("lead_status", Scalar::Str("Open".into())),
+                ("salesforce_lead_id", Scalar::Str(salesforce_lead_id(i))),
+            ]
+            .into_iter()
+            .collect(),
         };
         let bytes = codec::encode_change(Format::Json, &change);
         let mut rec = BaseRecord::to(&settings.topics.output)

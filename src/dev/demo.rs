@@ -20,7 +20,7 @@ use crate::config::{HandoffSettings, Secret};
 use crate::dev::broker::DevBroker;
 use crate::dev::scratch::ScratchDir;
 use crate::dev::standin::StandinConfig;
-use crate::event::{Event, EventType, Scalar, ScoreOp};
+use crate::event::{Event, EventType, Scalar, ScalarRef, ScoreOp};
 use crate::generator::{self, GeneratorConfig};
 use crate::handoff::{Funnel, Handoff};
 use crate::ops::admin::{self, Health};
@@ -455,8 +455,8 @@ fn watch(
                 };
                 latest_time = latest_time.max(c.time);
                 s.changes += 1;
-                if let Some(Scalar::Str(status)) = c.attribute("lead_status") {
-                    let before = s.statuses.insert(c.user_id.clone(), status.clone());
+                if let Some(ScalarRef::Str(status)) = c.attribute("lead_status") {
+                    let before = s.statuses.insert(c.user_id.clone(), status.to_owned());
                     if funnel.is_recycle(before.as_deref(), Some(status)) {
                         println!(
                             "  RECYCLED  {}  {:<12} {} -> {status}: eligible for a handoff again",

@@ -3,7 +3,7 @@
 
 use crate::change::ScoreChange;
 use crate::config::{status_key, HandoffSettings};
-use crate::event::Scalar;
+use crate::event::ScalarRef;
 use std::collections::{HashMap, HashSet};
 
 /// What the handoff remembers about a user.
@@ -132,7 +132,7 @@ pub fn decide(
     funnel: &Funnel,
 ) -> Result<String, Skip> {
     let status = match change.attribute(&s.status_attribute) {
-        Some(Scalar::Str(v)) => Some(v.clone()),
+        Some(ScalarRef::Str(v)) => Some(v.to_owned()),
         Some(other) => Some(other.to_string()),
         None => None,
     };
@@ -157,7 +157,7 @@ pub fn decide(
         Some(attr) => match change.attribute(attr) {
             // Any value is the id: one that is not a lead id (empty, `..`) is dead-lettered
             // as `invalid_lead_id` rather than waited on for ever.
-            Some(Scalar::Str(id)) => id.clone(),
+            Some(ScalarRef::Str(id)) => id.to_owned(),
             Some(other) => other.to_string(),
             // Not known yet: a later change that carries it hands the lead off.
             None => return Err(Skip::NoLeadId),

@@ -53,7 +53,11 @@ fn change(user: &str, score: i64, status: Option<&str>) -> ScoreChange {
         },
         windows: 0,
         attributes: status
-            .map(|s| vec![("lead_status".into(), Scalar::Str(s.into()))])
+            .map(|s| {
+                [("lead_status", Scalar::Str(s.into()))]
+                    .into_iter()
+                    .collect()
+            })
             .unwrap_or_default(),
     }
 }
@@ -190,10 +194,10 @@ fn the_lead_id_can_come_from_an_attribute() {
     );
     assert!(!st.handed_off, "waits for a change carrying the id");
     let mut c = change("u", 121, None);
-    c.attributes.push((
-        "salesforce_lead_id".into(),
-        Scalar::Str("00Q5g000004nuOjEAI".into()),
-    ));
+    c.attributes.set(
+        "salesforce_lead_id",
+        Some(&Scalar::Str("00Q5g000004nuOjEAI".into())),
+    );
     assert_eq!(run(&mut st, &c, &s), Ok("00Q5g000004nuOjEAI".to_string()));
 }
 

@@ -277,7 +277,7 @@ impl Exporter {
             let status = change
                 .attribute(&self.settings.handoff.status_attribute)
                 .map(|s| match s {
-                    crate::event::Scalar::Str(s) => s.clone(),
+                    crate::event::ScalarRef::Str(s) => s.to_owned(),
                     other => other.to_string(),
                 });
             tx.execute(

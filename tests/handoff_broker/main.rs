@@ -91,10 +91,12 @@ fn change(user: &str, n: u64, score: i64, status: &str, lead_id: &str) -> Vec<u8
             source_event_id: None,
         },
         windows: 0,
-        attributes: vec![
-            ("lead_status".into(), Scalar::Str(status.into())),
-            ("salesforce_lead_id".into(), Scalar::Str(lead_id.into())),
-        ],
+        attributes: [
+            ("lead_status", Scalar::Str(status.into())),
+            ("salesforce_lead_id", Scalar::Str(lead_id.into())),
+        ]
+        .into_iter()
+        .collect(),
     };
     codec::encode_change(Format::Json, &c)
 }

@@ -13,7 +13,10 @@
 //! buffer is well formed; a read that still met a damaged one would end, not panic.
 
 use crate::event::{Scalar, ScalarRef};
-use crate::state::{bytes_eq, put_i64, put_u64, varint_len, zigzag_len, Reader, StateError};
+use crate::state::{
+    bytes_cmp, bytes_eq, put_i64, put_u64, varint_len, zigzag_len, Reader, StateError,
+};
+use std::cmp::Ordering;
 
 const STR: u8 = 0;
 const INT: u8 = 1;
@@ -96,10 +99,16 @@ impl Attributes {
         let mut entry = entries.next();
         for item in items {
             let key = name(item).as_bytes();
-            while entry.as_ref().is_some_and(|e| e.name < key) {
+            while entry
+                .as_ref()
+                .is_some_and(|e| bytes_cmp(e.name, key) == Ordering::Less)
+            {
                 entry = entries.next();
             }
-            let value = entry.as_ref().filter(|e| e.name == key).map(Entry::value);
+            let value = entry
+                .as_ref()
+                .filter(|e| bytes_eq(e.name, key))
+                .map(Entry::value);
             if !f(item, value) {
                 return false;
             }
@@ -188,6 +197,66 @@ impl Attributes {
         })
     }
 
+    /// The attributes named in `names` (sorted ascending by bytes, no repeats), copied into a
+    /// buffer of their own: a score change's snapshot of the tracked attributes. One pass that
+    /// stops at the last name, one allocation (none when the user has none of them), and no
+    /// value decoded.
+    pub(crate) fn select_sorted<T: AsRef<str>>(&self, names: &[T]) -> Attributes {
+        let all = names;
+        // The byte ranges to copy, adjacent ones merged: on the stack for up to `MAX` runs (the
+        // tracked attributes a user has are a few names, mostly in one or two runs).
+        const MAX: usize = 8;
+        let mut runs = [(0usize, 0usize); MAX];
+        let mut n = 0;
+        let mut names = names.iter().map(|n| n.as_ref().as_bytes()).peekable();
+        for e in self.entries() {
+            while names
+                .next_if(|n| bytes_cmp(n, e.name) == Ordering::Less)
+                .is_some()
+            {}
+            let Some(name) = names.peek() else { break };
+            if !bytes_eq(name, e.name) {
+                continue;
+            }
+            names.next();
+            if n > 0 && runs[n - 1].1 == e.start {
+                runs[n - 1].1 = e.end;
+            } else if n < MAX {
+                runs[n] = (e.start, e.end);
+                n += 1;
+            } else {
+                // Scattered: the same pass again, its runs on the heap.
+                let runs: Vec<(usize, usize)> = self
+                    .entries()
+                    .filter(|e| all.iter().any(|n| bytes_eq(n.as_ref().as_bytes(), e.name)))
+                    .map(|e| (e.start, e.end))
+                    .collect();
+                return self.copy_runs(&runs);
+            }
+            if names.peek().is_none() {
+                break;
+            }
+        }
+        self.copy_runs(&runs[..n])
+    }
+
+    fn copy_runs(&self, runs: &[(usize, usize)]) -> Attributes {
+        match runs {
+            [] => Attributes::default(),
+            [(0, end)] if *end == self.bytes.len() => self.clone(),
+            _ => {
+                let size = runs.iter().map(|(a, b)| b - a).sum();
+                let mut out = Vec::with_capacity(size);
+                for &(a, b) in runs {
+                    out.extend_from_slice(&self.bytes[a..b]);
+                }
+                Attributes {
+                    bytes: out.into_boxed_slice(),
+                }
+            }
+        }
+    }
+
     fn entries(&self) -> Entries<'_> {
         Entries {
             bytes: &self.bytes,
@@ -203,7 +272,7 @@ impl Attributes {
             if e.name.len() == name.len() && bytes_eq(e.name, name) {
                 return Ok(e);
             }
-            if e.name > name {
+            if bytes_cmp(e.name, name) == Ordering::Greater {
                 return Err(e.start);
             }
             end = e.end;
@@ -212,15 +281,30 @@ impl Attributes {
     }
 }
 
-/// Builds attributes from pairs in any order (the last of a repeated name wins): for tests and
-/// hand-made states.
+/// Builds attributes from pairs in any order (the last of a repeated name wins): a decoded
+/// change's snapshot, tests and hand-made states. Sorted once and written once, so a long list
+/// costs a sort, not a copy of the buffer per pair.
 impl<N: AsRef<str>> FromIterator<(N, Scalar)> for Attributes {
     fn from_iter<I: IntoIterator<Item = (N, Scalar)>>(pairs: I) -> Attributes {
-        let mut a = Attributes::default();
-        for (name, value) in pairs {
-            a.set(name.as_ref(), Some(&value));
+        let mut pairs: Vec<(N, Scalar)> = pairs.into_iter().collect();
+        // Stable: of a repeated name, the last given stays last.
+        pairs.sort_by(|(a, _), (b, _)| a.as_ref().as_bytes().cmp(b.as_ref().as_bytes()));
+        let last_of_name = |i: usize| {
+            pairs
+                .get(i + 1)
+                .is_none_or(|(next, _)| next.as_ref() != pairs[i].0.as_ref())
+        };
+        let size = (0..pairs.len())
+            .filter(|&i| last_of_name(i))
+            .map(|i| entry_len(pairs[i].0.as_ref(), &pairs[i].1))
+            .sum();
+        let mut out = Vec::with_capacity(size);
+        for i in (0..pairs.len()).filter(|&i| last_of_name(i)) {
+            put_entry(&mut out, pairs[i].0.as_ref(), &pairs[i].1);
         }
-        a
+        Attributes {
+            bytes: out.into_boxed_slice(),
+        }
     }
 }
 
@@ -369,6 +453,48 @@ mod tests {
             prop_assert_eq!(r.pos(), out.len());
             prop_assert_eq!(back, a);
         }
+
+        /// A change's snapshot holds exactly the named attributes the user has, with their
+        /// values, in a buffer as a set-by-set build of the same pairs writes it (so its
+        /// encoding and equality hold), for names before, between and after the user's own,
+        /// and for more separate runs of them than the pass keeps on the stack.
+        #[test]
+        fn select_sorted_keeps_exactly_the_named_attributes(
+            pairs in prop::collection::vec(("[a-e]{1,2}", scalar()), 0..40),
+            names in prop::collection::btree_set("[a-f]{1,2}", 0..30),
+        ) {
+            let a: Attributes = pairs.iter().cloned().collect();
+            let names: Vec<String> = names.into_iter().collect();
+            let picked = a.select_sorted(&names);
+            let expected: Vec<(String, Scalar)> = a
+                .iter()
+                .filter(|(k, _)| names.iter().any(|n| n == k))
+                .map(|(k, v)| (k.to_string(), v.to_owned()))
+                .collect();
+            let listed: Vec<(String, Scalar)> =
+                picked.iter().map(|(k, v)| (k.to_string(), v.to_owned())).collect();
+            prop_assert_eq!(&listed, &expected);
+            let mut built = Attributes::default();
+            for (k, v) in &expected {
+                built.set(k, Some(v));
+            }
+            prop_assert_eq!(&picked, &built);
+            prop_assert_eq!(picked.heap_bytes(), picked.bytes.len(), "exact size");
+        }
+
+        /// Collecting pairs gives what setting them one by one gives: sorted, the last of a
+        /// repeated name winning.
+        #[test]
+        fn collecting_pairs_agrees_with_setting_them_in_turn(
+            pairs in prop::collection::vec(("[a-d]{1,2}", scalar()), 0..16),
+        ) {
+            let collected: Attributes = pairs.iter().cloned().collect();
+            let mut set = Attributes::default();
+            for (k, v) in &pairs {
+                set.set(k, Some(v));
+            }
+            prop_assert_eq!(collected, set);
+        }
     }
 
     proptest! {
@@ -380,6 +506,27 @@ mod tests {
                 put_entry(&mut out, &name, &v);
                 prop_assert_eq!(entry_len(&name, &v), out.len());
             }
+        }
+    }
+
+    /// Every other attribute named: more separate runs than the pass keeps on the stack.
+    #[test]
+    fn select_sorted_copies_scattered_attributes_too() {
+        let a: Attributes = (0..20)
+            .map(|i| (format!("k{i:02}"), Scalar::Int(i)))
+            .collect();
+        for first in [0, 1] {
+            let names: Vec<String> = (first..20).step_by(2).map(|i| format!("k{i:02}")).collect();
+            let picked: Vec<(String, Scalar)> = a
+                .select_sorted(&names)
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_owned()))
+                .collect();
+            let expected: Vec<(String, Scalar)> = (first..20)
+                .step_by(2)
+                .map(|i| (format!("k{i:02}"), Scalar::Int(i)))
+                .collect();
+            assert_eq!(picked, expected);
         }
     }
 

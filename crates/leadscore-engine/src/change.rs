@@ -1,6 +1,7 @@
 //! The score change record (SPEC section 4): one per change, published to `lead-score-changes`.
 
-use crate::event::Scalar;
+use crate::attributes::Attributes;
+use crate::event::ScalarRef;
 use crate::timestamp::Millis;
 use std::fmt;
 use std::sync::Arc;
@@ -71,17 +72,14 @@ pub struct ScoreChange {
     /// advance that fires the timer several times publishes one change with the total delta).
     /// 0 for every other kind.
     pub windows: u32,
-    /// Snapshot of the tracked attributes the user has, sorted by name. The names are shared
-    /// with the engine's list of tracked attributes (no allocation per change).
-    pub attributes: Vec<(Arc<str>, Scalar)>,
+    /// Snapshot of the tracked attributes the user has, sorted by name: copied from the
+    /// user's attributes as they are encoded, in one block (no allocation per name or value).
+    pub attributes: Attributes,
 }
 
 impl ScoreChange {
     /// The tracked attribute `name` in the snapshot.
-    pub fn attribute(&self, name: &str) -> Option<&Scalar> {
-        self.attributes
-            .iter()
-            .find(|(k, _)| &**k == name)
-            .map(|(_, v)| v)
+    pub fn attribute(&self, name: &str) -> Option<ScalarRef<'_>> {
+        self.attributes.get(name)
     }
 }

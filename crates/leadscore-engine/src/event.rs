@@ -133,11 +133,17 @@ impl PartialEq for Scalar {
 
 impl fmt::Display for Scalar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.as_ref().fmt(f)
+    }
+}
+
+impl fmt::Display for ScalarRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Scalar::Str(s) => write!(f, "{s:?}"),
-            Scalar::Int(i) => write!(f, "{i}"),
-            Scalar::Float(x) => write!(f, "{x}"),
-            Scalar::Bool(b) => write!(f, "{b}"),
+            ScalarRef::Str(s) => write!(f, "{s:?}"),
+            ScalarRef::Int(i) => write!(f, "{i}"),
+            ScalarRef::Float(x) => write!(f, "{x}"),
+            ScalarRef::Bool(b) => write!(f, "{b}"),
         }
     }
 }
@@ -262,6 +268,13 @@ pub struct Origin<'a> {
 impl Origin<'_> {
     /// The `topic/partition/offset` id of SPEC section 2.
     pub fn event_id(&self) -> String {
-        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+        // Built for every change of an event without an id: no formatting machinery.
+        let mut id = String::with_capacity(self.topic.len() + 32);
+        id.push_str(self.topic);
+        id.push('/');
+        crate::engine::push_decimal(&mut id, i64::from(self.partition));
+        id.push('/');
+        crate::engine::push_decimal(&mut id, self.offset);
+        id
     }
 }

@@ -306,7 +306,7 @@ mod tests {
                 source_event_id: source.map(str::to_string),
             },
             windows,
-            attributes: vec![],
+            attributes: Default::default(),
         }
     }
 

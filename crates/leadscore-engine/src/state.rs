@@ -435,6 +435,17 @@ pub(crate) fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).all(|(x, y)| x == y)
 }
 
+/// Byte order (as `<[u8]>::cmp`) tuned like [`bytes_eq`]: names that differ in their first
+/// byte, most of them, are ordered without a `memcmp` call.
+#[inline]
+pub(crate) fn bytes_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    match (a.first(), b.first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ if bytes_eq(a, b) => std::cmp::Ordering::Equal,
+        _ => a.cmp(b),
+    }
+}
+
 /// 64-bit FNV-1a: stable across builds and platforms (unlike `std`'s `DefaultHasher`), which
 /// matters because hashes are stored.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
@@ -521,7 +532,7 @@ mod tests {
                     source_event_id: Some(format!("evt-{:07}", 1_000 + i)),
                 },
                 windows: 0,
-                attributes: vec![],
+                attributes: Default::default(),
             };
             st.history.push(&change, Some(0x9e37_79b9), depth);
         }
@@ -673,13 +684,18 @@ mod tests {
     }
 
     #[test]
-    fn bytes_eq_agrees_with_slice_equality() {
+    fn bytes_eq_and_cmp_agree_with_slice_equality_and_order() {
         let words: Vec<String> = (0..40)
             .flat_map(|n| ["a".repeat(n), format!("{}b", "a".repeat(n)), "b".repeat(n)])
             .collect();
         for a in &words {
             for b in &words {
                 assert_eq!(bytes_eq(a.as_bytes(), b.as_bytes()), a == b, "{a:?} {b:?}");
+                assert_eq!(
+                    bytes_cmp(a.as_bytes(), b.as_bytes()),
+                    a.cmp(b),
+                    "{a:?} {b:?}"
+                );
             }
         }
     }

@@ -3,13 +3,13 @@
 use super::error::{invalid, malformed, missing, wrong_type, DecodeError, Quoted};
 use super::event::{
     json_text, loose_from_opt_string, loose_from_scalar_map, loose_from_string, optional_int,
-    optional_str, required_int, required_str, required_time, scalar_map, scalar_map_to_proto,
-    timestamp_from_millis, ScalarMapOut,
+    optional_str, required_int, required_str, required_time, scalar_map, scalar_ref_to_proto,
+    timestamp_from_millis, AttributesOut,
 };
 use super::loose::{find_duplicate, Loose, LooseSeed};
 use super::Format;
+use crate::attributes::Attributes;
 use crate::change::{Reason, ReasonKind, ScoreChange};
-use crate::event::Scalar;
 use crate::proto::v1 as pb;
 use crate::timestamp::format_rfc3339;
 use prost::Message as _;
@@ -204,11 +204,10 @@ fn validate_change(raw: RawChange<'_>) -> Result<ScoreChange, DecodeError> {
         None if kind == ReasonKind::Inactivity => 1,
         None => 0,
     };
-    let mut attributes: Vec<(Arc<str>, Scalar)> = scalar_map("attributes", raw.attributes)?
+    // Names are unique (`scalar_map` checks), so this sorts them and keeps every one.
+    let attributes: Attributes = scalar_map("attributes", raw.attributes)?
         .into_iter()
-        .map(|(k, v)| (Arc::from(k), v))
         .collect();
-    attributes.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(ScoreChange {
         event_id,
         user_id,
@@ -238,7 +237,7 @@ struct ChangeOut<'a> {
     /// Inactivity changes only.
     #[serde(skip_serializing_if = "Option::is_none")]
     windows: Option<u32>,
-    attributes: ScalarMapOut<'a, Arc<str>>,
+    attributes: AttributesOut<'a>,
 }
 
 #[derive(Serialize)]
@@ -265,7 +264,7 @@ impl<'a> ChangeOut<'a> {
                 event_id: c.reason.source_event_id.as_deref(),
             },
             windows: (c.reason.kind == ReasonKind::Inactivity).then_some(c.windows),
-            attributes: ScalarMapOut(&c.attributes),
+            attributes: AttributesOut(&c.attributes),
         }
     }
 }
@@ -289,7 +288,11 @@ pub(super) fn change_to_proto(c: &ScoreChange) -> pb::ScoreChange {
             group: c.reason.group.as_deref().map(str::to_owned),
             event_id: c.reason.source_event_id.clone(),
         }),
-        attributes: scalar_map_to_proto(&c.attributes),
+        attributes: c
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.to_owned(), scalar_ref_to_proto(v)))
+            .collect(),
         windows: c.windows,
     }
 }

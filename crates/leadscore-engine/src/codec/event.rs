@@ -6,7 +6,8 @@ use super::error::{
 };
 use super::loose::{find_duplicate, KeySeed, Loose, LooseSeed};
 use super::{Format, Limits};
-use crate::event::{Event, EventType, Scalar, ScoreOp};
+use crate::attributes::Attributes;
+use crate::event::{Event, EventType, Scalar, ScalarRef, ScoreOp};
 use crate::proto::v1 as pb;
 use crate::timestamp::{format_rfc3339, parse_rfc3339, Millis, MAX_MILLIS, MIN_MILLIS};
 use prost::Message as _;
@@ -598,6 +599,45 @@ impl<K: AsRef<str>> Serialize for ScalarMapOut<'_, K> {
             map.serialize_entry(k.as_ref(), &ScalarOut(v))?;
         }
         map.end()
+    }
+}
+
+/// A user's (or a change's) attributes as a JSON object, values written from where they are
+/// stored.
+pub(super) struct AttributesOut<'a>(pub(super) &'a Attributes);
+
+impl Serialize for AttributesOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.0.iter() {
+            map.serialize_entry(k, &ScalarRefOut(v))?;
+        }
+        map.end()
+    }
+}
+
+struct ScalarRefOut<'a>(ScalarRef<'a>);
+
+impl Serialize for ScalarRefOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            ScalarRef::Str(v) => s.serialize_str(v),
+            ScalarRef::Int(v) => s.serialize_i64(v),
+            ScalarRef::Float(v) => s.serialize_f64(v),
+            ScalarRef::Bool(v) => s.serialize_bool(v),
+        }
+    }
+}
+
+pub(super) fn scalar_ref_to_proto(v: ScalarRef<'_>) -> pb::Scalar {
+    use pb::scalar::Kind;
+    pb::Scalar {
+        kind: Some(match v {
+            ScalarRef::Str(s) => Kind::StringValue(s.to_owned()),
+            ScalarRef::Int(i) => Kind::IntValue(i),
+            ScalarRef::Float(f) => Kind::DoubleValue(f),
+            ScalarRef::Bool(b) => Kind::BoolValue(b),
+        }),
     }
 }
 

@@ -6,6 +6,7 @@
 //! property tests all run exactly this code. The partition clock and the timer index live one
 //! level up, in [`crate::partition`].
 
+use crate::attributes::Attributes;
 use crate::change::{Reason, ReasonKind, ScoreChange};
 use crate::event::{Event, EventType, Origin, Scalar, ScoreOp};
 use crate::rules::{Cap, Decay, Matcher, Predicate, Rules};
@@ -589,11 +590,8 @@ impl Engine {
         outcome
     }
 
-    fn snapshot(&self, st: &UserState) -> Vec<(Arc<str>, Scalar)> {
-        self.tracked_sorted
-            .iter()
-            .filter_map(|k| st.attribute(k).map(|v| (Arc::clone(k), v.to_owned())))
-            .collect()
+    fn snapshot(&self, st: &UserState) -> Attributes {
+        st.attributes.select_sorted(&self.tracked_sorted)
     }
 
     /// SPEC 3.8: a duplicate is an event whose id the user has applied at a time `t0` with
@@ -705,8 +703,8 @@ fn change_id(user_id: &str, time: Millis, kind: ReasonKind, count: u32) -> Strin
 }
 
 /// Appends `n` in decimal (what `write!` does, without the formatting machinery: change ids
-/// are built for every score change).
-fn push_decimal(out: &mut String, n: i64) {
+/// are built for every score change), the digits written on the stack and appended at once.
+pub(crate) fn push_decimal(out: &mut String, n: i64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     let mut v = n.unsigned_abs();
@@ -721,9 +719,8 @@ fn push_decimal(out: &mut String, n: i64) {
     if n < 0 {
         out.push('-');
     }
-    for &b in &buf[i..] {
-        out.push(b as char);
-    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
 }
 
 /// The id naming an event: its `event_id`, else its position (SPEC 2).
@@ -804,5 +801,30 @@ mod lookup_tests {
             }
         }
         assert_eq!(checked, values.len() * values.len() * n * 4);
+    }
+}
+
+#[cfg(test)]
+mod decimal_tests {
+    use super::*;
+
+    #[test]
+    fn decimals_and_positions_are_written_as_format_writes_them() {
+        for n in [0, 1, -1, 9, 10, -10, 1_767_607_260_000, i64::MAX, i64::MIN] {
+            let mut s = String::from("x");
+            push_decimal(&mut s, n);
+            assert_eq!(s, format!("x{n}"));
+        }
+        for (partition, offset) in [(0, 0), (7, 123_456_789), (-1, -1), (i32::MAX, i64::MAX)] {
+            let origin = Origin {
+                topic: "lead-events.v1",
+                partition,
+                offset,
+            };
+            assert_eq!(
+                origin.event_id(),
+                format!("lead-events.v1/{partition}/{offset}")
+            );
+        }
     }
 }

@@ -5,6 +5,7 @@ use super::error::{invalid, malformed, missing, wrong_type};
 use super::event::timestamp_from_millis;
 use super::loose::Loose;
 use super::*;
+use crate::attributes::Attributes;
 use crate::change::{Reason, ReasonKind, ScoreChange};
 use crate::event::{Event, EventType, Scalar, ScoreOp};
 use crate::proto::v1 as pb;
@@ -153,11 +154,13 @@ fn sample_change() -> ScoreChange {
             source_event_id: Some("lead-events/0/42".into()),
         },
         windows: 0,
-        attributes: vec![
-            ("lead_status".into(), Scalar::Str("Open".into())),
-            ("sf_lead_id".into(), Scalar::Str("00Q5".into())),
-            ("visits".into(), Scalar::Int(7)),
-        ],
+        attributes: [
+            ("lead_status", Scalar::Str("Open".into())),
+            ("sf_lead_id", Scalar::Str("00Q5".into())),
+            ("visits", Scalar::Int(7)),
+        ]
+        .into_iter()
+        .collect(),
     }
 }
 
