@@ -69,7 +69,7 @@ fn changes(rig: &ScorerRig) -> Vec<(String, i64)> {
         .filter_map(|r| r.payload.as_deref())
         .map(|p| {
             let c = codec::decode_change(Format::Json, p).expect("score changes decode");
-            (c.user_id, c.score)
+            (c.user_id.to_string(), c.score)
         })
         .collect()
 }

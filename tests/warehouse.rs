@@ -90,7 +90,11 @@ fn imported(rig: &ScorerRig) -> Vec<(String, i64, i64)> {
                 Some(leadscore::event::ScoreOp::Set(s)) => s,
                 other => panic!("not a set score: {other:?}"),
             };
-            (e.user_id, score, e.updated_at.expect("updated_at"))
+            (
+                e.user_id.to_string(),
+                score,
+                e.updated_at.expect("updated_at"),
+            )
         })
         .collect()
 }

@@ -76,7 +76,7 @@ pub async fn run(opts: &HandoffBenchOptions) -> Result<String> {
         let user = format!("user-{i:06}");
         let change = ScoreChange {
             event_id: format!("{user}-c1"),
-            user_id: user.clone(),
+            user_id: user.as_str().into(),
             time: 1_767_571_200_000,
             previous_score: 95,
             score: 101,

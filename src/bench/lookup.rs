@@ -113,7 +113,7 @@ fn measure(
     for e in &events {
         let payload = codec::encode_event(Format::Json, e);
         let mut record = BaseRecord::to(&settings.topics.input)
-            .key(e.user_id.as_str())
+            .key(&*e.user_id)
             .payload(&payload);
         loop {
             match producer.send(record) {
@@ -128,7 +128,7 @@ fn measure(
     producer
         .flush(Duration::from_secs(60))
         .context("flushing the input")?;
-    let mut users: Vec<String> = events.iter().map(|e| e.user_id.clone()).collect();
+    let mut users: Vec<String> = events.iter().map(|e| e.user_id.to_string()).collect();
     users.sort();
     users.dedup();
     drop(events);

@@ -304,7 +304,7 @@ fn index_users(events: &[Event]) -> (Vec<usize>, usize) {
         .iter()
         .map(|e| {
             let next = ids.len();
-            *ids.entry(e.user_id.as_str()).or_insert(next)
+            *ids.entry(&*e.user_id).or_insert(next)
         })
         .collect();
     (index, ids.len())

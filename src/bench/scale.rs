@@ -466,7 +466,7 @@ fn traffic(cfg: GeneratorConfig, user: impl Fn(usize) -> usize, first_id: usize)
     let mut events = generator::generate(&cfg);
     for e in &mut events {
         if let Some(n) = number_after(&e.user_id, "user-") {
-            e.user_id = generator::user_id(user(n));
+            e.user_id = generator::user_id(user(n)).into();
         }
         if let Some(i) = e
             .event_id

@@ -320,9 +320,7 @@ fn produce_input(
         let payload = codec::encode_event(Format::Json, e);
         send(
             producer,
-            BaseRecord::to(topic)
-                .key(e.user_id.as_str())
-                .payload(&payload),
+            BaseRecord::to(topic).key(&*e.user_id).payload(&payload),
         )?;
     }
     producer

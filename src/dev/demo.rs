@@ -456,7 +456,7 @@ fn watch(
                 latest_time = latest_time.max(c.time);
                 s.changes += 1;
                 if let Some(ScalarRef::Str(status)) = c.attribute("lead_status") {
-                    let before = s.statuses.insert(c.user_id.clone(), status.to_owned());
+                    let before = s.statuses.insert(c.user_id.to_string(), status.to_owned());
                     if funnel.is_recycle(before.as_deref(), Some(status)) {
                         println!(
                             "  RECYCLED  {}  {:<12} {} -> {status}: eligible for a handoff again",
@@ -464,17 +464,17 @@ fn watch(
                             c.user_id,
                             before.as_deref().unwrap_or("?")
                         );
-                        *s.recycled.entry(c.user_id.clone()).or_default() += 1;
+                        *s.recycled.entry(c.user_id.to_string()).or_default() += 1;
                     }
                 }
                 *s.by_kind.entry(c.reason.kind.as_str()).or_default() += 1;
-                s.scores.insert(c.user_id.clone(), c.score);
+                s.scores.insert(c.user_id.to_string(), c.score);
                 if c.previous_score <= threshold
                     && c.score > threshold
-                    && !s.mqls.iter().any(|(u, _)| *u == c.user_id)
+                    && !s.mqls.iter().any(|(u, _)| **u == *c.user_id)
                 {
                     print_mql(&c);
-                    s.mqls.push((c.user_id.clone(), format_rfc3339(c.time)));
+                    s.mqls.push((c.user_id.to_string(), format_rfc3339(c.time)));
                 }
             }
             Some(Err(e)) => tracing::debug!(error = %e, "demo view"),

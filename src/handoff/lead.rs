@@ -153,7 +153,7 @@ pub fn decide(
         return Err(Skip::AlreadyHandedOff);
     }
     let lead_id = match &s.lead_id_attribute {
-        None => change.user_id.clone(),
+        None => change.user_id.to_string(),
         Some(attr) => match change.attribute(attr) {
             // Any value is the id: one that is not a lead id (empty, `..`) is dead-lettered
             // as `invalid_lead_id` rather than waited on for ever.

@@ -656,11 +656,11 @@ impl Service for Core {
         if decision == Err(Skip::AtOrBeyondHandoffStatus) {
             // Sales took the lead while its handoff waited for its batch: the PATCH would move
             // it back, so it is not sent.
-            st.pending.retain(|p| p.user_id != change.user_id);
+            st.pending.retain(|p| *p.user_id != *change.user_id);
         }
         if let Ok(lead_id) = decision {
             let lead = Pending {
-                user_id: change.user_id.clone(),
+                user_id: change.user_id.to_string(),
                 lead_id,
                 score: change.score,
                 change_id: change.event_id.clone(),

@@ -719,7 +719,7 @@ impl Service for Core {
             // No time of its own: deleted at the partition clock, which it does not move.
             Input::Tombstone(user) => {
                 let outcome = owned.partition.delete(&mut owned.users, &user, offset);
-                (outcome, (outcome == Outcome::Deleted).then_some(user))
+                (outcome, (outcome == Outcome::Deleted).then(|| user.into()))
             }
         };
         match outcome {

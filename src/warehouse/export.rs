@@ -253,7 +253,7 @@ impl Exporter {
                     &insert,
                     &[
                         &change.event_id,
-                        &change.user_id,
+                        &&*change.user_id,
                         &time,
                         &change.previous_score,
                         &change.score,
@@ -283,7 +283,7 @@ impl Exporter {
             tx.execute(
                 &upsert,
                 &[
-                    &change.user_id,
+                    &&*change.user_id,
                     &change.score,
                     &status,
                     &attributes,

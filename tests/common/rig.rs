@@ -111,7 +111,7 @@ impl ScorerRig {
         generator::write_jsonl(&events, std::io::BufWriter::new(file)).expect("write events");
         let records = events
             .iter()
-            .map(|e| (e.user_id.clone(), codec::encode_event(Format::Json, e)))
+            .map(|e| (e.user_id.to_string(), codec::encode_event(Format::Json, e)))
             .collect();
         (path, records)
     }

@@ -49,7 +49,7 @@ fn assert_matches_simulation(setup: &ScorerRig, events: &Path, partitions: i32) 
     for r in read_all(&setup.broker, &setup.names.output) {
         let c = codec::decode_change(Format::Json, r.payload.as_deref().unwrap_or_default())
             .expect("score changes decode");
-        last.insert(c.user_id.clone(), c.score);
+        last.insert(c.user_id.to_string(), c.score);
     }
     for (user, want) in &expected {
         let score = want["score"].as_i64().unwrap_or_default();

@@ -61,7 +61,7 @@ pub struct Reason {
 pub struct ScoreChange {
     /// Deterministic: the same input always gives the same id, so consumers can drop duplicates.
     pub event_id: String,
-    pub user_id: String,
+    pub user_id: Arc<str>,
     /// Event time of the change (the source event's time, or the inactivity due time).
     pub time: Millis,
     pub previous_score: i64,

@@ -5,6 +5,7 @@
 
 use crate::timestamp::Millis;
 use std::fmt;
+use std::sync::Arc;
 
 /// A JSON scalar: the value of an attribute or of a custom event property.
 #[derive(Clone, Debug)]
@@ -208,7 +209,7 @@ pub enum ScoreOp {
 /// each field, so the engine can rely on them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
-    pub user_id: String,
+    pub user_id: Arc<str>,
     /// Event time.
     pub time: Millis,
     /// Idempotency key; when absent the event's Kafka position (`topic/partition/offset`) serves.
@@ -231,7 +232,7 @@ pub struct Event {
 
 impl Event {
     /// A bare event of `kind` with no optional fields, for building events in code and tests.
-    pub fn new(user_id: impl Into<String>, time: Millis, kind: EventType) -> Event {
+    pub fn new(user_id: impl Into<Arc<str>>, time: Millis, kind: EventType) -> Event {
         Event {
             user_id: user_id.into(),
             time,

@@ -385,10 +385,8 @@ mod tests {
         );
 
         p.advance(&engine, &mut users, T0 + 3 * M + W, &mut out);
-        let fired: Vec<(&str, Millis, i64)> = out
-            .iter()
-            .map(|c| (c.user_id.as_str(), c.time, c.score))
-            .collect();
+        let fired: Vec<(&str, Millis, i64)> =
+            out.iter().map(|c| (&*c.user_id, c.time, c.score)).collect();
         assert_eq!(fired, [("u1", T0 + 3 * M + W, 2)]);
         out.clear();
 
@@ -404,7 +402,7 @@ mod tests {
         feed(&mut p, &mut users, late);
         assert_eq!(users["u3"].timer_due, Some(T0 + 5 * M + W));
         p.advance(&engine, &mut users, T0 + 5 * M + 2 * W - 1, &mut out);
-        let fired: Vec<(&str, Millis)> = out.iter().map(|c| (c.user_id.as_str(), c.time)).collect();
+        let fired: Vec<(&str, Millis)> = out.iter().map(|c| (&*c.user_id, c.time)).collect();
         assert!(
             fired.starts_with(&[("u3", T0 + 5 * M + W)]),
             "u3 decays at its earlier time: {fired:?}"

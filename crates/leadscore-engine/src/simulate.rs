@@ -123,7 +123,7 @@ pub fn run_guarded(
             }
         };
         let user_id = match &item {
-            Line::Event(e) => e.user_id.as_str(),
+            Line::Event(e) => &e.user_id,
             Line::UnknownType(u) => u.user_id.as_str(),
         };
         let p = if partitions == 1 {
@@ -318,7 +318,7 @@ delta = -1
             .changes
             .iter()
             .filter(|c| c.reason.kind == ReasonKind::Inactivity)
-            .map(|c| c.user_id.as_str())
+            .map(|c| &*c.user_id)
             .collect();
         assert_eq!(decays, ["u2"], "the deleted user's timer went with it");
         assert!(!sim.users.contains_key("u1"));

@@ -225,7 +225,7 @@ proptest! {
         for (seq, ev) in sorted.iter().enumerate() {
             // One bias per (user, time): users swap places within a tie, each user's own
             // events keep their order (`seq`).
-            let slot = (ev.time / H) as usize + if ev.user_id == "a" { 0 } else { 41 };
+            let slot = (ev.time / H) as usize + if &*ev.user_id == "a" { 0 } else { 41 };
             shuffled.push((ev.time, tie_breaks[slot % tie_breaks.len()], seq));
         }
         shuffled.sort();
@@ -363,7 +363,7 @@ fn replay_after_a_crash(
         let mut net: BTreeMap<String, i64> = BTreeMap::new();
         for c in cs {
             if seen.insert(c.event_id.clone()) {
-                *net.entry(c.user_id.clone()).or_default() += c.delta;
+                *net.entry(c.user_id.to_string()).or_default() += c.delta;
             }
         }
         net

@@ -48,7 +48,7 @@ fn chunks_of_traffic_neither_share_users_nor_event_ids() {
     let a = traffic(cfg(1), |n| n, 0);
     let b = traffic(cfg(2), |n| 50 + n, a.len());
     let users = |t: &[Event]| -> std::collections::BTreeSet<String> {
-        t.iter().map(|e| e.user_id.clone()).collect()
+        t.iter().map(|e| e.user_id.to_string()).collect()
     };
     assert!(users(&a).is_disjoint(&users(&b)));
     assert!(users(&b)

@@ -353,7 +353,7 @@ pub(super) fn paced(
         send(
             producer,
             BaseRecord::to(topic)
-                .key(e.user_id.as_str())
+                .key(&*e.user_id)
                 .payload(&payload)
                 .timestamp(at),
         )?;

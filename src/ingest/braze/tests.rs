@@ -113,7 +113,7 @@ fn the_score_attribute_sets_or_increments_the_external_score() {
         batch
             .events
             .iter()
-            .find(|e| e.user_id == user && e.kind == EventType::ExternalScore)
+            .find(|e| &*e.user_id == user && e.kind == EventType::ExternalScore)
             .and_then(|e| e.score)
     };
     assert_eq!(score("u1"), Some(ScoreOp::Set(45)));

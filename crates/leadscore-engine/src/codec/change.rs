@@ -210,7 +210,7 @@ fn validate_change(raw: RawChange<'_>) -> Result<ScoreChange, DecodeError> {
         .collect();
     Ok(ScoreChange {
         event_id,
-        user_id,
+        user_id: user_id.into(),
         time,
         previous_score,
         score,
@@ -278,7 +278,7 @@ pub(super) fn change_to_proto(c: &ScoreChange) -> pb::ScoreChange {
     };
     pb::ScoreChange {
         event_id: c.event_id.clone(),
-        user_id: c.user_id.clone(),
+        user_id: c.user_id.to_string(),
         time: Some(timestamp_from_millis(c.time)),
         previous_score: c.previous_score,
         score: c.score,

@@ -218,7 +218,8 @@ fn validate_event(raw: RawEvent<'_>, key: Option<&[u8]>) -> Result<Event, Decode
         Some(other) => return Err(wrong_type("type", "a string", &other)),
     };
 
-    let mut event = Event::new(user_id.into_owned(), time, kind);
+    // Straight from the borrowed text into the shared id (a change shares it).
+    let mut event = Event::new(&*user_id, time, kind);
     event.event_id = event_id.map(Cow::into_owned);
     match kind {
         EventType::SessionStart => {
@@ -671,7 +672,7 @@ fn event_to_proto(e: &Event) -> pb::Event {
         EventType::UserDeleted => pb::EventType::UserDeleted,
     };
     pb::Event {
-        user_id: e.user_id.clone(),
+        user_id: e.user_id.to_string(),
         time: Some(timestamp_from_millis(e.time)),
         event_id: e.event_id.clone(),
         r#type: kind as i32,

@@ -327,7 +327,7 @@ impl Engine {
         let id = change_id(&ev.user_id, ev.time, kind, st.changes.wrapping_add(1));
         let change = self.change(
             st,
-            &ev.user_id,
+            Arc::clone(&ev.user_id),
             ev.time,
             new_score,
             Reason {
@@ -435,7 +435,7 @@ impl Engine {
         );
         let mut change = self.change(
             st,
-            user_id,
+            Arc::from(user_id),
             last,
             score,
             Reason {
@@ -526,7 +526,7 @@ impl Engine {
     fn change(
         &self,
         st: &mut UserState,
-        user_id: &str,
+        user_id: Arc<str>,
         time: Millis,
         new_score: i64,
         reason: Reason,
@@ -542,7 +542,7 @@ impl Engine {
             .into();
         ScoreChange {
             event_id,
-            user_id: user_id.to_string(),
+            user_id,
             time,
             previous_score: previous,
             score: new_score,

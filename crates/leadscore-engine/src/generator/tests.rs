@@ -62,7 +62,7 @@ fn generates_exactly_the_requested_number_of_events_for_the_requested_users() {
         };
         let out = generate(&cfg);
         assert_eq!(out.len(), events, "{users} users, {events} events");
-        let seen: HashSet<&str> = out.iter().map(|e| e.user_id.as_str()).collect();
+        let seen: HashSet<&str> = out.iter().map(|e| &*e.user_id).collect();
         assert!(seen.len() <= users.max(1));
         assert!(seen.iter().all(|u| user_number(u) < users.max(1)));
     }
@@ -199,7 +199,7 @@ fn every_persona_and_event_shape_appears() {
     let mut stale = 0;
     for e in &events {
         if let Some(at) = e.updated_at {
-            let n = newest.entry(e.user_id.as_str()).or_insert(at);
+            let n = newest.entry(&*e.user_id).or_insert(at);
             if at < *n {
                 stale += 1;
             }

@@ -80,7 +80,7 @@ fn decodes_escaped_strings() {
     let e = ok(&format!(
         r#"{{"user\u005fid":"u\u00e9\n1","time":"{T0}","type":"custom_event","name":"caf\u00e9","properties":{{"k\"ey":"v\\al"}}}}"#
     ));
-    assert_eq!(e.user_id, "u\u{e9}\n1");
+    assert_eq!(&*e.user_id, "u\u{e9}\n1");
     assert_eq!(e.name.as_deref(), Some("caf\u{e9}"));
     assert_eq!(e.property("k\"ey"), Some(&Scalar::Str("v\\al".into())));
 }

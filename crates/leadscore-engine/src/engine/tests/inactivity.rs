@@ -122,7 +122,7 @@ fn a_decay_repeated_after_a_late_event_has_its_own_id() {
     let net: i64 = r
         .changes
         .iter()
-        .filter(|c| c.user_id == "u" && seen.insert(c.event_id.clone()))
+        .filter(|c| &*c.user_id == "u" && seen.insert(c.event_id.clone()))
         .map(|c| c.delta)
         .sum();
     assert_eq!((net, r.score("u")), (7, 7));
