@@ -120,7 +120,7 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
 
     // The engine alone: states pre-indexed in a Vec, no map lookups, no timer index.
     let (index, users) = index_users(&events);
-    let (engine_time, engine_changes) = measure(|| {
+    let (engine_time, (engine_changes, states)) = measure(|| {
         let mut states = vec![UserState::default(); users];
         let mut out = Vec::new();
         let mut clock = i64::MIN;
@@ -132,8 +132,29 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
             out.clear();
         }
         black_box(&states);
-        changes
+        (changes, states)
     });
+
+    // The memory floor under `Engine::apply`: the same events in the same order, touching only
+    // what it reads first (the user's state, its oldest remembered id and first attribute, the
+    // event's user and id), each a likely cache miss. What `apply` takes beyond this is work.
+    let (floor_time, _) = measure(|| {
+        let mut x = 0u64;
+        for (e, &u) in events.iter().zip(&index) {
+            let st = &states[u];
+            x = x.wrapping_add(st.score as u64);
+            if let Some(s) = st.seen.first() {
+                x = x.wrapping_add(s.time as u64);
+            }
+            x = x.wrapping_add(st.attributes.iter().next().map_or(0, |(k, _)| k.len()) as u64);
+            x = x.wrapping_add(e.user_id.bytes().next().map_or(0, u64::from));
+            if let Some(id) = &e.event_id {
+                x = x.wrapping_add(id.bytes().next().map_or(0, u64::from));
+            }
+        }
+        black_box(x)
+    });
+    drop(states);
 
     let (baseline_time, _) = measure(|| {
         for p in &json {
@@ -168,6 +189,11 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
             "engine, Engine::apply (events/s)",
             format!("{:.0}", rate(engine_time)),
             format!("engine only, states in a Vec, no timers; {engine_changes} score changes"),
+        ),
+        (
+            "engine memory floor (events/s)",
+            format!("{:.0}", rate(floor_time)),
+            "the same events in order, only touching what Engine::apply reads first (the user's state, its oldest remembered id and first attribute, the event's ids): the cache misses alone".to_string(),
         ),
         (
             "Partition::process time / Engine::apply time",
@@ -345,9 +371,10 @@ pub fn assert_positive(
 mod tests {
     use super::*;
 
-    const METRICS: [&str; 18] = [
+    const METRICS: [&str; 19] = [
         "engine, Partition::process (events/s)",
         "engine, Engine::apply (events/s)",
+        "engine memory floor (events/s)",
         "Partition::process time / Engine::apply time",
         "JSON decode (events/s)",
         "JSON baseline: serde_json::Value (events/s)",
