@@ -96,6 +96,14 @@ impl History {
         self.len as usize
     }
 
+    /// The notes' block, for the engine's prefetch hints: its start and where the next note
+    /// goes.
+    #[inline]
+    pub(crate) fn ends(&self) -> (*const u8, *const u8) {
+        let p = self.bytes.as_ptr();
+        (p, p.wrapping_add(self.len as usize))
+    }
+
     /// The heap bytes the notes hold.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.bytes.len()

@@ -645,6 +645,10 @@ impl Engine {
 fn prefetch_inputs(st: &UserState, ev: &Event) {
     prefetch(st.seen.as_ptr());
     prefetch(st.attributes.as_ptr());
+    // Read and moved when a change is noted (about every other event).
+    let (first, next) = st.history.ends();
+    prefetch(first);
+    prefetch(next);
     if let Some(id) = &ev.event_id {
         prefetch(id.as_ptr());
     }
