@@ -473,7 +473,7 @@ fn traffic(cfg: GeneratorConfig, user: impl Fn(usize) -> usize, first_id: usize)
             .as_deref()
             .and_then(|id| number_after(id, "evt-"))
         {
-            e.event_id = Some(format!("evt-{:06}", first_id + i));
+            e.event_id = Some(format!("evt-{:06}", first_id + i).into());
         }
     }
     events

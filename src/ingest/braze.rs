@@ -345,7 +345,7 @@ fn attribute_events(
         };
         match attribute_event(&user, name, value, opts) {
             Ok(mut event) => {
-                event.event_id = Some(id);
+                event.event_id = Some(id.into());
                 events.push(event);
             }
             Err(message) => errors.push(message),
@@ -511,7 +511,7 @@ fn custom_event(object: &Value, index: usize, opts: &Options<'_>) -> Result<Even
     event.name = Some(name);
     event.app_id = optional_string(object, "app_id")?;
     event.properties = properties(object)?;
-    event.event_id = Some(content_id(Array::Events, index, object, opts));
+    event.event_id = Some(content_id(Array::Events, index, object, opts).into());
     Ok(event)
 }
 
@@ -565,7 +565,7 @@ fn purchase_event(object: &Value, index: usize, opts: &Options<'_>) -> Result<Ev
         }
         event.properties.push((key, value));
     }
-    event.event_id = Some(content_id(Array::Purchases, index, object, opts));
+    event.event_id = Some(content_id(Array::Purchases, index, object, opts).into());
     Ok(event)
 }
 

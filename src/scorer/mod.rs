@@ -695,7 +695,7 @@ impl Service for Core {
                     // A re-routed record keeps the identity of its original position, so a
                     // second copy (re-produced after a crash) is a duplicate
                     // (docs/crash-safety.md).
-                    event.event_id = rerouted_from(msg);
+                    event.event_id = rerouted_from(msg).map(Into::into);
                 }
                 let outcome = owned.partition.process(
                     &self.engine,

@@ -260,7 +260,7 @@ impl Exporter {
                         &change.delta,
                         &change.reason.kind.as_str(),
                         &change.reason.group.as_deref(),
-                        &change.reason.source_event_id,
+                        &change.reason.source_event_id.as_deref(),
                         &windows,
                         &attributes,
                         partition,

@@ -106,10 +106,13 @@ pub fn row_event(import_name: &str, row: &Row) -> Option<Event> {
     let mut event = Event::new(user, time, EventType::ExternalScore);
     event.score = Some(ScoreOp::Set(score));
     event.updated_at = Some(time);
-    event.event_id = Some(format!(
-        "warehouse:{import_name}:{user}:{}",
-        to_micros(row.updated_at)
-    ));
+    event.event_id = Some(
+        format!(
+            "warehouse:{import_name}:{user}:{}",
+            to_micros(row.updated_at)
+        )
+        .into(),
+    );
     Some(event)
 }
 

@@ -54,7 +54,7 @@ pub struct Reason {
     /// a change does not allocate its group name.
     pub group: Option<Arc<str>>,
     /// The id of the event that caused the change; `None` for inactivity.
-    pub source_event_id: Option<String>,
+    pub source_event_id: Option<Arc<str>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -213,7 +213,7 @@ pub struct Event {
     /// Event time.
     pub time: Millis,
     /// Idempotency key; when absent the event's Kafka position (`topic/partition/offset`) serves.
-    pub event_id: Option<String>,
+    pub event_id: Option<Arc<str>>,
     pub kind: EventType,
     /// Custom event name (`custom_event`, required) or attribute name (`attribute_changed`, required).
     pub name: Option<String>,

@@ -311,7 +311,7 @@ mod tests {
             reason: Reason {
                 kind,
                 group: None,
-                source_event_id: source.map(str::to_string),
+                source_event_id: source.map(std::sync::Arc::from),
             },
             windows,
             attributes: Default::default(),

@@ -529,7 +529,7 @@ mod tests {
                 reason: crate::change::Reason {
                     kind: crate::change::ReasonKind::Rule,
                     group: Some("engaged".into()),
-                    source_event_id: Some(format!("evt-{:07}", 1_000 + i)),
+                    source_event_id: Some(format!("evt-{:07}", 1_000 + i).into()),
                 },
                 windows: 0,
                 attributes: Default::default(),

@@ -109,7 +109,7 @@ fn event_strategy(users: &'static [&'static str]) -> impl Strategy<Value = Event
                     e.updated_at = upd.map(|h| T0 + h * H);
                 }
             }
-            e.event_id = id.map(|i| format!("{user}-e{i}"));
+            e.event_id = id.map(|i| format!("{user}-e{i}").into());
             e
         })
 }
@@ -233,7 +233,7 @@ proptest! {
         // Event positions differ between the orders, so give events ids that do not depend on them.
         let with_ids = |evs: &[Event]| evs.iter().map(|ev| {
             let mut ev = ev.clone();
-            ev.event_id.get_or_insert_with(|| format!("{}-{}", ev.user_id, ev.time));
+            ev.event_id.get_or_insert_with(|| format!("{}-{}", ev.user_id, ev.time).into());
             ev
         }).collect::<Vec<_>>();
         let x = run_all(&e, &with_ids(&sorted));

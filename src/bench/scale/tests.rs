@@ -55,7 +55,9 @@ fn chunks_of_traffic_neither_share_users_nor_event_ids() {
         .iter()
         .all(|u| number_after(u, "user-").is_some_and(|n| (50..100).contains(&n))));
     let ids = |t: &[Event]| -> std::collections::BTreeSet<String> {
-        t.iter().filter_map(|e| e.event_id.clone()).collect()
+        t.iter()
+            .filter_map(|e| e.event_id.as_deref().map(str::to_owned))
+            .collect()
     };
     assert!(!ids(&a).is_empty());
     assert!(ids(&a).is_disjoint(&ids(&b)));

@@ -358,7 +358,7 @@ pub(super) fn paced(
                 .timestamp(at),
         )?;
         if let Some(id) = &e.event_id {
-            produced_at.entry(id.clone()).or_insert(at);
+            produced_at.entry(id.to_string()).or_insert(at);
         }
     }
     producer
@@ -408,7 +408,7 @@ impl Arrivals {
                             continue;
                         };
                         if let Some(id) = change.reason.source_event_id {
-                            arrived.entry(id).or_insert(at);
+                            arrived.entry(id.to_string()).or_insert(at);
                         }
                     }
                     Some(Err(e)) => tracing::debug!(error = %e, "latency watcher"),

@@ -304,7 +304,7 @@ fn event_ids_follow_the_idempotency_key_or_the_content() {
             .unwrap()
             .events
             .into_iter()
-            .map(|e| e.event_id.unwrap())
+            .map(|e| e.event_id.unwrap().to_string())
             .collect()
     };
     // A retry with the same key: the same ids, so the scorer drops it as a duplicate.

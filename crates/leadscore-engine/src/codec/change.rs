@@ -218,7 +218,7 @@ fn validate_change(raw: RawChange<'_>) -> Result<ScoreChange, DecodeError> {
         reason: Reason {
             kind,
             group: group.map(|g| Arc::from(&*g)),
-            source_event_id: source.map(Cow::into_owned),
+            source_event_id: source.map(|s| Arc::from(&*s)),
         },
         windows,
         attributes,
@@ -286,7 +286,7 @@ pub(super) fn change_to_proto(c: &ScoreChange) -> pb::ScoreChange {
         reason: Some(pb::Reason {
             kind: kind as i32,
             group: c.reason.group.as_deref().map(str::to_owned),
-            event_id: c.reason.source_event_id.clone(),
+            event_id: c.reason.source_event_id.as_deref().map(str::to_owned),
         }),
         attributes: c
             .attributes

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 /// An input event as it came off the wire, one slot per field of SPEC section 2.
 #[derive(Debug, Default)]
@@ -220,7 +221,7 @@ fn validate_event(raw: RawEvent<'_>, key: Option<&[u8]>) -> Result<Event, Decode
 
     // Straight from the borrowed text into the shared id (a change shares it).
     let mut event = Event::new(&*user_id, time, kind);
-    event.event_id = event_id.map(Cow::into_owned);
+    event.event_id = event_id.map(|id| Arc::from(&*id));
     match kind {
         EventType::SessionStart => {
             event.app_id = optional_str("app_id", raw.app_id)?.map(Cow::into_owned);
@@ -674,7 +675,7 @@ fn event_to_proto(e: &Event) -> pb::Event {
     pb::Event {
         user_id: e.user_id.to_string(),
         time: Some(timestamp_from_millis(e.time)),
-        event_id: e.event_id.clone(),
+        event_id: e.event_id.as_deref().map(str::to_owned),
         r#type: kind as i32,
         name: e.name.clone(),
         app_id: e.app_id.clone(),

@@ -12,7 +12,6 @@ use crate::event::{Event, EventType, Origin, Scalar, ScoreOp};
 use crate::rules::{Cap, Decay, Matcher, Predicate, Rules};
 use crate::state::{bytes_eq, grow, stable_hash, CapUsage, OptI64, SeenEvent, UserState};
 use crate::timestamp::Millis;
-use std::borrow::Cow;
 use std::sync::Arc;
 
 /// At most this many applied event ids are remembered per user; the oldest go first. A bound on
@@ -333,7 +332,7 @@ impl Engine {
             Reason {
                 kind,
                 group: group.map(|(name, _)| Arc::clone(name)),
-                source_event_id: Some(source.into_owned()),
+                source_event_id: Some(source),
             },
             id,
         );
@@ -580,7 +579,7 @@ impl Engine {
                 reason: Reason {
                     kind: ReasonKind::Attribute,
                     group: None,
-                    source_event_id: Some(source_id.to_string()),
+                    source_event_id: Some(source_id),
                 },
                 windows: 0,
                 attributes: self.snapshot(st),
@@ -710,6 +709,12 @@ fn change_id(user_id: &str, time: Millis, kind: ReasonKind, count: u32) -> Strin
 /// are built for every score change), the digits written on the stack and appended at once.
 pub(crate) fn push_decimal(out: &mut String, n: i64) {
     let mut buf = [0u8; 20];
+    // Only ASCII digits and a sign were written.
+    out.push_str(std::str::from_utf8(decimal(n, &mut buf)).unwrap_or_default());
+}
+
+/// `n` in decimal, written at the end of `buf` (20 bytes hold any `i64` with its sign).
+fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     let mut v = n.unsigned_abs();
     loop {
@@ -721,17 +726,36 @@ pub(crate) fn push_decimal(out: &mut String, n: i64) {
         }
     }
     if n < 0 {
-        out.push('-');
+        i -= 1;
+        buf[i] = b'-';
     }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+    &buf[i..]
 }
 
 /// The id naming an event: its `event_id`, else its position (SPEC 2).
-fn source_id<'e>(ev: &'e Event, origin: Origin<'_>) -> Cow<'e, str> {
+/// The event's own id is shared with its changes, not copied; a position is written on the
+/// stack and copied once into its shared block.
+fn source_id(ev: &Event, origin: Origin<'_>) -> Arc<str> {
+    const ROOM: usize = 128;
     match &ev.event_id {
-        Some(id) => Cow::Borrowed(id),
-        None => Cow::Owned(origin.event_id()),
+        Some(id) => Arc::clone(id),
+        // Topic, two separators, a partition and an offset (at most 11 and 20 characters).
+        None if origin.topic.len() + 33 <= ROOM => {
+            let mut buf = [0u8; ROOM];
+            let mut at = 0;
+            let mut put = |bytes: &[u8]| {
+                buf[at..at + bytes.len()].copy_from_slice(bytes);
+                at += bytes.len();
+            };
+            put(origin.topic.as_bytes());
+            put(b"/");
+            put(decimal(i64::from(origin.partition), &mut [0; 20]));
+            put(b"/");
+            put(decimal(origin.offset, &mut [0; 20]));
+            // A `&str` topic, ASCII digits and separators: always UTF-8.
+            Arc::from(std::str::from_utf8(&buf[..at]).unwrap_or_default())
+        }
+        None => Arc::from(origin.event_id()),
     }
 }
 
@@ -819,16 +843,27 @@ mod decimal_tests {
             push_decimal(&mut s, n);
             assert_eq!(s, format!("x{n}"));
         }
-        for (partition, offset) in [(0, 0), (7, 123_456_789), (-1, -1), (i32::MAX, i64::MAX)] {
-            let origin = Origin {
-                topic: "lead-events.v1",
-                partition,
-                offset,
-            };
-            assert_eq!(
-                origin.event_id(),
-                format!("lead-events.v1/{partition}/{offset}")
-            );
+        let long = "t".repeat(96);
+        for topic in ["lead-events.v1", long.as_str(), &long[..95]] {
+            for (partition, offset) in [
+                (0, 0),
+                (7, 123_456_789),
+                (-1, -1),
+                (i32::MIN, i64::MIN),
+                (i32::MAX, i64::MAX),
+            ] {
+                let origin = Origin {
+                    topic,
+                    partition,
+                    offset,
+                };
+                let expected = format!("{topic}/{partition}/{offset}");
+                assert_eq!(origin.event_id(), expected);
+                // An event without an id is named by its position, written on the stack
+                // when it fits and through a `String` when not.
+                let ev = Event::new("u", 0, EventType::SessionStart);
+                assert_eq!(&*source_id(&ev, origin), expected);
+            }
         }
     }
 }

@@ -201,7 +201,7 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<Event> {
 
     for (i, e) in events.iter_mut().enumerate() {
         if global.chance(cfg.with_event_ids) {
-            e.event_id = Some(event_id(i));
+            e.event_id = Some(event_id(i).into());
         }
         if global.chance(cfg.late_fraction) {
             let back = match global.below(100) {
@@ -219,7 +219,7 @@ pub fn generate(cfg: &GeneratorConfig) -> Vec<Event> {
         let src = global.below(primary as u64) as usize;
         let original = &mut events[src];
         if original.event_id.is_none() {
-            original.event_id = Some(event_id(src));
+            original.event_id = Some(event_id(src).into());
         }
         let copy = original.clone();
         let resend = in_order[src].saturating_add(global.between(0, HOUR));

@@ -85,7 +85,7 @@ fn stream_has_the_configured_late_duplicate_and_id_shares() {
     let mut dups = 0;
     for e in &events {
         if let Some(id) = &e.event_id {
-            if !ids.insert(id.as_str()) {
+            if !ids.insert(&**id) {
                 dups += 1;
             }
         }

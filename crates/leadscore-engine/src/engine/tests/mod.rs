@@ -231,7 +231,7 @@ fn session_after_email(at: Millis, rest: impl IntoIterator<Item = Event>) -> Vec
     events
 }
 fn with_id(mut e: Event, id: &str) -> Event {
-    e.event_id = Some(id.to_string());
+    e.event_id = Some(id.into());
     e
 }
 fn s(v: &str) -> Option<Scalar> {
