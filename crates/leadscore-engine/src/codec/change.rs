@@ -3,7 +3,7 @@
 use super::error::{invalid, malformed, missing, wrong_type, DecodeError, Quoted};
 use super::event::{
     json_text, loose_from_opt_string, loose_from_scalar_map, loose_from_string, optional_int,
-    optional_str, required_int, required_str, required_time, scalar_map, scalar_ref_to_proto,
+    optional_str, required_int, required_str, required_time, scalar_map, scalar_to_proto,
     timestamp_from_millis, AttributesOut,
 };
 use super::loose::{find_duplicate, Loose, LooseSeed};
@@ -291,7 +291,7 @@ pub(super) fn change_to_proto(c: &ScoreChange) -> pb::ScoreChange {
         attributes: c
             .attributes
             .iter()
-            .map(|(k, v)| (k.to_owned(), scalar_ref_to_proto(v)))
+            .map(|(k, v)| (k.to_owned(), scalar_to_proto(v)))
             .collect(),
         windows: c.windows,
     }

@@ -544,7 +544,7 @@ struct EventOut<'a> {
 impl<'a> EventOut<'a> {
     fn new(e: &'a Event) -> EventOut<'a> {
         let value = match (&e.value, e.kind) {
-            (Some(v), _) => Some(Some(ScalarOut(v))),
+            (Some(v), _) => Some(Some(ScalarOut(v.as_ref()))),
             (None, EventType::AttributeChanged) => Some(None),
             (None, _) => None,
         };
@@ -570,35 +570,20 @@ impl<'a> EventOut<'a> {
     }
 }
 
-struct ScalarOut<'a>(&'a Scalar);
+/// A list of named scalars (an event's properties) as a JSON object.
+struct ScalarMapOut<'a>(&'a [(String, Scalar)]);
 
-impl Serialize for ScalarOut<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Scalar::Str(v) => s.serialize_str(v),
-            Scalar::Int(v) => s.serialize_i64(*v),
-            // serde_json writes a non-finite float as null; decoders never produce one.
-            Scalar::Float(v) => s.serialize_f64(*v),
-            Scalar::Bool(v) => s.serialize_bool(*v),
-        }
-    }
-}
-
-/// A list of named scalars as a JSON object (names as `String` in events, shared `Arc<str>`
-/// in score changes).
-pub(super) struct ScalarMapOut<'a, K = String>(pub(super) &'a [(K, Scalar)]);
-
-impl<K> ScalarMapOut<'_, K> {
+impl ScalarMapOut<'_> {
     fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
 
-impl<K: AsRef<str>> Serialize for ScalarMapOut<'_, K> {
+impl Serialize for ScalarMapOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in self.0 {
-            map.serialize_entry(k.as_ref(), &ScalarOut(v))?;
+            map.serialize_entry(k, &ScalarOut(v.as_ref()))?;
         }
         map.end()
     }
@@ -612,26 +597,29 @@ impl Serialize for AttributesOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(None)?;
         for (k, v) in self.0.iter() {
-            map.serialize_entry(k, &ScalarRefOut(v))?;
+            map.serialize_entry(k, &ScalarOut(v))?;
         }
         map.end()
     }
 }
 
-struct ScalarRefOut<'a>(ScalarRef<'a>);
+/// One scalar as JSON, owned or borrowed from where it is stored.
+struct ScalarOut<'a>(ScalarRef<'a>);
 
-impl Serialize for ScalarRefOut<'_> {
+impl Serialize for ScalarOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
             ScalarRef::Str(v) => s.serialize_str(v),
             ScalarRef::Int(v) => s.serialize_i64(v),
+            // serde_json writes a non-finite float as null; decoders never produce one.
             ScalarRef::Float(v) => s.serialize_f64(v),
             ScalarRef::Bool(v) => s.serialize_bool(v),
         }
     }
 }
 
-pub(super) fn scalar_ref_to_proto(v: ScalarRef<'_>) -> pb::Scalar {
+/// One scalar as protobuf, owned or borrowed from where it is stored.
+pub(super) fn scalar_to_proto(v: ScalarRef<'_>) -> pb::Scalar {
     use pb::scalar::Kind;
     pb::Scalar {
         kind: Some(match v {
@@ -643,23 +631,9 @@ pub(super) fn scalar_ref_to_proto(v: ScalarRef<'_>) -> pb::Scalar {
     }
 }
 
-fn scalar_to_proto(v: &Scalar) -> pb::Scalar {
-    use pb::scalar::Kind;
-    pb::Scalar {
-        kind: Some(match v {
-            Scalar::Str(s) => Kind::StringValue(s.clone()),
-            Scalar::Int(i) => Kind::IntValue(*i),
-            Scalar::Float(f) => Kind::DoubleValue(*f),
-            Scalar::Bool(b) => Kind::BoolValue(*b),
-        }),
-    }
-}
-
-pub(super) fn scalar_map_to_proto<K: AsRef<str>>(
-    m: &[(K, Scalar)],
-) -> std::collections::BTreeMap<String, pb::Scalar> {
+fn scalar_map_to_proto(m: &[(String, Scalar)]) -> std::collections::BTreeMap<String, pb::Scalar> {
     m.iter()
-        .map(|(k, v)| (k.as_ref().to_owned(), scalar_to_proto(v)))
+        .map(|(k, v)| (k.clone(), scalar_to_proto(v.as_ref())))
         .collect()
 }
 
@@ -680,7 +654,7 @@ fn event_to_proto(e: &Event) -> pb::Event {
         name: e.name.clone(),
         app_id: e.app_id.clone(),
         properties: scalar_map_to_proto(&e.properties),
-        value: e.value.as_ref().map(scalar_to_proto),
+        value: e.value.as_ref().map(|v| scalar_to_proto(v.as_ref())),
         score_op: e.score.map(|op| match op {
             ScoreOp::Set(s) => pb::event::ScoreOp::Score(s),
             ScoreOp::Increment(i) => pb::event::ScoreOp::Increment(i),
