@@ -273,9 +273,32 @@ impl Origin<'_> {
         let mut id = String::with_capacity(self.topic.len() + 32);
         id.push_str(self.topic);
         id.push('/');
-        crate::engine::push_decimal(&mut id, i64::from(self.partition));
+        push_decimal(&mut id, i64::from(self.partition));
         id.push('/');
-        crate::engine::push_decimal(&mut id, self.offset);
+        push_decimal(&mut id, self.offset);
         id
     }
+}
+
+/// Appends `n` in decimal (what `write!` does, without the formatting machinery: change ids
+/// and positions are built for every score change), the digits written on the stack and
+/// appended at once.
+pub(crate) fn push_decimal(out: &mut String, n: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    // Only ASCII digits and a sign were written.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
 }

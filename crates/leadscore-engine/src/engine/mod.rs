@@ -8,7 +8,7 @@
 
 use crate::attributes::Attributes;
 use crate::change::{Reason, ReasonKind, ScoreChange};
-use crate::event::{Event, EventType, Origin, Scalar, ScoreOp};
+use crate::event::{push_decimal, Event, EventType, Origin, Scalar, ScoreOp};
 use crate::rules::{Cap, Decay, Matcher, Predicate, Rules};
 use crate::state::{bytes_eq, grow, stable_hash, CapUsage, OptI64, SeenEvent, UserState};
 use crate::timestamp::Millis;
@@ -705,56 +705,12 @@ fn change_id(user_id: &str, time: Millis, kind: ReasonKind, count: u32) -> Strin
     id
 }
 
-/// Appends `n` in decimal (what `write!` does, without the formatting machinery: change ids
-/// are built for every score change), the digits written on the stack and appended at once.
-pub(crate) fn push_decimal(out: &mut String, n: i64) {
-    let mut buf = [0u8; 20];
-    // Only ASCII digits and a sign were written.
-    out.push_str(std::str::from_utf8(decimal(n, &mut buf)).unwrap_or_default());
-}
-
-/// `n` in decimal, written at the end of `buf` (20 bytes hold any `i64` with its sign).
-fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    let mut v = n.unsigned_abs();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        i -= 1;
-        buf[i] = b'-';
-    }
-    &buf[i..]
-}
-
 /// The id naming an event: its `event_id`, else its position (SPEC 2).
-/// The event's own id is shared with its changes, not copied; a position is written on the
-/// stack and copied once into its shared block.
+/// The id naming an event: its `event_id`, shared with its changes, else its position
+/// (SPEC 2).
 fn source_id(ev: &Event, origin: Origin<'_>) -> Arc<str> {
-    const ROOM: usize = 128;
     match &ev.event_id {
         Some(id) => Arc::clone(id),
-        // Topic, two separators, a partition and an offset (at most 11 and 20 characters).
-        None if origin.topic.len() + 33 <= ROOM => {
-            let mut buf = [0u8; ROOM];
-            let mut at = 0;
-            let mut put = |bytes: &[u8]| {
-                buf[at..at + bytes.len()].copy_from_slice(bytes);
-                at += bytes.len();
-            };
-            put(origin.topic.as_bytes());
-            put(b"/");
-            put(decimal(i64::from(origin.partition), &mut [0; 20]));
-            put(b"/");
-            put(decimal(origin.offset, &mut [0; 20]));
-            // A `&str` topic, ASCII digits and separators: always UTF-8.
-            Arc::from(std::str::from_utf8(&buf[..at]).unwrap_or_default())
-        }
         None => Arc::from(origin.event_id()),
     }
 }
@@ -859,8 +815,7 @@ mod decimal_tests {
                 };
                 let expected = format!("{topic}/{partition}/{offset}");
                 assert_eq!(origin.event_id(), expected);
-                // An event without an id is named by its position, written on the stack
-                // when it fits and through a `String` when not.
+                // An event without an id is named by its position, whatever the topic's length.
                 let ev = Event::new("u", 0, EventType::SessionStart);
                 assert_eq!(&*source_id(&ev, origin), expected);
             }
