@@ -202,12 +202,13 @@ impl Attributes {
     /// stops at the last name, one allocation (none when the user has none of them), and no
     /// value decoded.
     pub(crate) fn select_sorted<T: AsRef<str>>(&self, names: &[T]) -> Attributes {
-        let all = names;
         // The byte ranges to copy, adjacent ones merged: on the stack for up to `MAX` runs (the
-        // tracked attributes a user has are a few names, mostly in one or two runs).
+        // tracked attributes a user has are a few names, mostly in one or two runs), spilled
+        // to the heap past that.
         const MAX: usize = 8;
         let mut runs = [(0usize, 0usize); MAX];
-        let mut n = 0;
+        let mut n = 0usize;
+        let mut spilled: Vec<(usize, usize)> = Vec::new();
         let mut names = names.iter().map(|n| n.as_ref().as_bytes()).peekable();
         for e in self.entries() {
             while names
@@ -219,25 +220,33 @@ impl Attributes {
                 continue;
             }
             names.next();
-            if n > 0 && runs[n - 1].1 == e.start {
-                runs[n - 1].1 = e.end;
-            } else if n < MAX {
-                runs[n] = (e.start, e.end);
-                n += 1;
+            let last = if spilled.is_empty() {
+                n.checked_sub(1).map(|i| &mut runs[i])
             } else {
-                // Scattered: the same pass again, its runs on the heap.
-                let runs: Vec<(usize, usize)> = self
-                    .entries()
-                    .filter(|e| all.iter().any(|n| bytes_eq(n.as_ref().as_bytes(), e.name)))
-                    .map(|e| (e.start, e.end))
-                    .collect();
-                return self.copy_runs(&runs);
+                spilled.last_mut()
+            };
+            match last {
+                Some(last) if last.1 == e.start => last.1 = e.end,
+                _ if n < MAX => {
+                    runs[n] = (e.start, e.end);
+                    n += 1;
+                }
+                _ => {
+                    if spilled.is_empty() {
+                        spilled.extend_from_slice(&runs);
+                    }
+                    spilled.push((e.start, e.end));
+                }
             }
             if names.peek().is_none() {
                 break;
             }
         }
-        self.copy_runs(&runs[..n])
+        if spilled.is_empty() {
+            self.copy_runs(&runs[..n])
+        } else {
+            self.copy_runs(&spilled)
+        }
     }
 
     fn copy_runs(&self, runs: &[(usize, usize)]) -> Attributes {

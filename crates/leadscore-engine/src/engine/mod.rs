@@ -92,9 +92,9 @@ pub struct Engine {
     rules: Rules,
     /// `stable_hash` of each group's name, the key of its cap usage in the state.
     group_keys: Vec<u32>,
-    /// The tracked attributes sorted by name, the order of a change's snapshot; shared by
-    /// every change's snapshot.
-    tracked_sorted: Vec<Arc<str>>,
+    /// The tracked attributes sorted by name, the order of a change's snapshot (which copies
+    /// them from the user's attributes in one pass).
+    tracked_sorted: Vec<Box<str>>,
     /// Each group's name (in group order), shared by every change through the group.
     group_names: Vec<Arc<str>>,
     /// Per event type (indexed by [`kind_index`]): the group triggers of that type as
@@ -134,7 +134,10 @@ impl Engine {
         let mut tracked_sorted = rules.output.tracked_attributes.clone();
         tracked_sorted.sort();
         tracked_sorted.dedup();
-        let tracked_sorted = tracked_sorted.into_iter().map(Arc::from).collect();
+        let tracked_sorted = tracked_sorted
+            .into_iter()
+            .map(String::into_boxed_str)
+            .collect();
         let group_names = rules
             .groups
             .iter()
