@@ -83,7 +83,7 @@ fn assert_invalid(v: &jsonschema::Validator, what: &str, instance: &Value) {
 fn change(kind: ReasonKind, time: Millis, previous: i64, score: i64) -> ScoreChange {
     let source = (kind != ReasonKind::Inactivity).then(|| "e-1".into());
     ScoreChange {
-        event_id: format!("e-1@{time}:{}", kind.as_str()),
+        id: format!("e-1@{time}:{}", kind.as_str()).into(),
         user_id: "u1".into(),
         time,
         previous_score: previous,

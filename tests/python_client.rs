@@ -64,7 +64,7 @@ fn scorer_output_read_by_aiokafka(format: &str) -> (Value, BTreeMap<String, Valu
     let expected: BTreeMap<String, Value> = simulated
         .changes
         .iter()
-        .map(|c| (c.event_id.clone(), codec::change_to_json(c)))
+        .map(|c| (c.event_id().to_string(), codec::change_to_json(c)))
         .collect();
     assert!(expected.len() > 50, "{} changes", expected.len());
 

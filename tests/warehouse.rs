@@ -270,7 +270,7 @@ fn export_killed_mid_stream_writes_every_change_once() {
                 .expect("a change")
         })
         .collect();
-    let ids: BTreeSet<&str> = changes.iter().map(|c| c.event_id.as_str()).collect();
+    let ids: BTreeSet<String> = changes.iter().map(|c| c.event_id().to_string()).collect();
     wait_until(Duration::from_secs(90), "every change exported", || {
         count(&pg, "SELECT count(*) FROM lead_score_changes") >= ids.len()
     });

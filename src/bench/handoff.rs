@@ -75,7 +75,7 @@ pub async fn run(opts: &HandoffBenchOptions) -> Result<String> {
     for i in 0..opts.leads {
         let user = format!("user-{i:06}");
         let change = ScoreChange {
-            event_id: format!("{user}-c1"),
+            id: format!("{user}-c1").into(),
             user_id: user.as_str().into(),
             time: 1_767_571_200_000,
             previous_score: 95,

@@ -663,7 +663,7 @@ impl Service for Core {
                 user_id: change.user_id.to_string(),
                 lead_id,
                 score: change.score,
-                change_id: change.event_id.clone(),
+                change_id: change.event_id().to_string(),
                 attempts: 0,
             };
             if self.lead_ids.matches(&lead.lead_id) {

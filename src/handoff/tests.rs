@@ -40,7 +40,7 @@ fn settings() -> HandoffSettings {
 
 fn change(user: &str, score: i64, status: Option<&str>) -> ScoreChange {
     ScoreChange {
-        event_id: format!("c-{score}"),
+        id: format!("c-{score}").into(),
         user_id: user.into(),
         time: 0,
         previous_score: 0,

@@ -248,11 +248,12 @@ impl Exporter {
             .to_string();
             let time = from_millis(change.time);
             let windows = i32::try_from(change.windows).unwrap_or(i32::MAX);
+            let change_id = change.event_id().to_string();
             let inserted = tx
                 .execute(
                     &insert,
                     &[
-                        &change.event_id,
+                        &change_id,
                         &&*change.user_id,
                         &time,
                         &change.previous_score,
@@ -287,7 +288,7 @@ impl Exporter {
                     &change.score,
                     &status,
                     &attributes,
-                    &change.event_id,
+                    &change_id,
                     &time,
                 ],
             )

@@ -79,7 +79,7 @@ fn config(faults: Faults) -> StandinConfig {
 
 fn change(user: &str, n: u64, score: i64, status: &str, lead_id: &str) -> Vec<u8> {
     let c = ScoreChange {
-        event_id: format!("{user}-c{n}"),
+        id: format!("{user}-c{n}").into(),
         user_id: user.into(),
         time: 1_767_571_200_000 + n as i64,
         previous_score: score - 1,

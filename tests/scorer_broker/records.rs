@@ -176,7 +176,7 @@ fn score_changes_carry_their_event_time_as_record_timestamp_and_a_content_type()
                 headers.get("content-type").map(String::as_str),
                 Some(content_type),
                 "{format}: {}",
-                change.event_id
+                change.event_id()
             );
             // Generated traffic lies in the past: the record timestamp is the change's time,
             // not the (much later) moment it was produced.
@@ -185,7 +185,7 @@ fn score_changes_carry_their_event_time_as_record_timestamp_and_a_content_type()
                 timestamp,
                 Some(change.time),
                 "{format}: {}",
-                change.event_id
+                change.event_id()
             );
         }
     }

@@ -1,7 +1,7 @@
 //! The score change record (SPEC section 4): one per change, published to `lead-score-changes`.
 
 use crate::attributes::Attributes;
-use crate::event::ScalarRef;
+use crate::event::{write_decimal, ScalarRef};
 use crate::timestamp::Millis;
 use std::fmt;
 use std::sync::Arc;
@@ -57,10 +57,37 @@ pub struct Reason {
     pub source_event_id: Option<Arc<str>>,
 }
 
+/// A change's id (its `event_id` on the output). The engine names every change
+/// `<kind>:<user>@<time ms>#<count>` (docs/semantics.md, "Change ids"), and every part but the
+/// count is a field of the change already, so it keeps the count alone and the text is written
+/// only when the change is encoded: no allocation per change. A decoded id in that form of its
+/// own change's fields becomes a count again, so a round trip compares equal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeId {
+    /// The user's count of changes, this one included: the id is
+    /// `<reason kind>:<user id>@<time ms>#<count>`.
+    Count(u32),
+    /// Any other id, as read or given.
+    Given(Box<str>),
+}
+
+impl From<&str> for ChangeId {
+    fn from(id: &str) -> ChangeId {
+        ChangeId::Given(id.into())
+    }
+}
+
+impl From<String> for ChangeId {
+    fn from(id: String) -> ChangeId {
+        ChangeId::Given(id.into_boxed_str())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScoreChange {
-    /// Deterministic: the same input always gives the same id, so consumers can drop duplicates.
-    pub event_id: String,
+    /// Deterministic: the same input always gives the same id, so consumers can drop
+    /// duplicates. Its text is [`ScoreChange::event_id`].
+    pub id: ChangeId,
     pub user_id: Arc<str>,
     /// Event time of the change (the source event's time, or the inactivity due time).
     pub time: Millis,
@@ -78,8 +105,75 @@ pub struct ScoreChange {
 }
 
 impl ScoreChange {
+    /// The change's id as text: `Display`s without allocating ([`ChangeId`]).
+    pub fn event_id(&self) -> EventId<'_> {
+        EventId(self)
+    }
+
+    /// `id` as this change's [`ChangeId`]: a count when it is this change's own
+    /// `<kind>:<user>@<time>#<count>` (so a decoded change equals the one encoded), else given.
+    pub fn canonical_id(&self, id: &str) -> ChangeId {
+        let count = id
+            .rsplit_once('#')
+            .and_then(|(_, n)| n.parse::<u32>().ok())
+            .filter(|&n| {
+                let mut own = String::with_capacity(id.len());
+                // Writing into a `String` cannot fail.
+                let _ = write_count_id(&mut own, self.reason.kind, &self.user_id, self.time, n);
+                own == id
+            });
+        match count {
+            Some(n) => ChangeId::Count(n),
+            None => ChangeId::from(id),
+        }
+    }
+
     /// The tracked attribute `name` in the snapshot.
     pub fn attribute(&self, name: &str) -> Option<ScalarRef<'_>> {
         self.attributes.get(name)
     }
+}
+
+/// A change's id as text, written when displayed (`to_string`, or straight into an encoder).
+#[derive(Clone, Copy)]
+pub struct EventId<'a>(&'a ScoreChange);
+
+impl fmt::Display for EventId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self.0;
+        match &c.id {
+            ChangeId::Given(id) => f.write_str(id),
+            // In parts, straight into the writer (an encoder's buffer): no width or padding.
+            ChangeId::Count(n) => write_count_id(f, c.reason.kind, &c.user_id, c.time, *n),
+        }
+    }
+}
+
+impl fmt::Debug for EventId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_string(), f)
+    }
+}
+
+impl PartialEq<&str> for EventId<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        self.to_string() == *other
+    }
+}
+
+/// `<kind>:<user>@<time>#<count>` into `out`.
+fn write_count_id(
+    out: &mut impl fmt::Write,
+    kind: ReasonKind,
+    user_id: &str,
+    time: Millis,
+    count: u32,
+) -> fmt::Result {
+    out.write_str(kind.as_str())?;
+    out.write_char(':')?;
+    out.write_str(user_id)?;
+    out.write_char('@')?;
+    write_decimal(out, time)?;
+    out.write_char('#')?;
+    write_decimal(out, i64::from(count))
 }

@@ -273,17 +273,18 @@ impl Origin<'_> {
         let mut id = String::with_capacity(self.topic.len() + 32);
         id.push_str(self.topic);
         id.push('/');
-        push_decimal(&mut id, i64::from(self.partition));
+        // Writing into a `String` cannot fail.
+        let _ = write_decimal(&mut id, i64::from(self.partition));
         id.push('/');
-        push_decimal(&mut id, self.offset);
+        let _ = write_decimal(&mut id, self.offset);
         id
     }
 }
 
 /// Appends `n` in decimal (what `write!` does, without the formatting machinery: change ids
-/// and positions are built for every score change), the digits written on the stack and
+/// and positions are written for every score change), the digits written on the stack and
 /// appended at once.
-pub(crate) fn push_decimal(out: &mut String, n: i64) {
+pub(crate) fn write_decimal(out: &mut impl std::fmt::Write, n: i64) -> std::fmt::Result {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     let mut v = n.unsigned_abs();
@@ -300,5 +301,5 @@ pub(crate) fn push_decimal(out: &mut String, n: i64) {
         buf[i] = b'-';
     }
     // Only ASCII digits and a sign were written.
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+    out.write_str(std::str::from_utf8(&buf[i..]).unwrap_or_default())
 }

@@ -302,7 +302,7 @@ mod tests {
 
     fn change(i: i64, kind: ReasonKind, source: Option<&str>, windows: u32) -> ScoreChange {
         ScoreChange {
-            event_id: format!("c{i}"),
+            id: format!("c{i}").into(),
             user_id: "u".into(),
             time: 1_700_000_000_000 + i * 1000,
             previous_score: i,

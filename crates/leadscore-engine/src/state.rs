@@ -520,7 +520,7 @@ mod tests {
         let mut st = typical();
         for i in 0..depth as i64 {
             let change = crate::change::ScoreChange {
-                event_id: String::new(),
+                id: crate::change::ChangeId::Count(0),
                 user_id: "u".into(),
                 time: 1_790_000_000_000 + i * 3_600_000,
                 previous_score: 20 + i,

@@ -181,49 +181,61 @@ pub fn parse_rfc3339(s: &str) -> Result<Millis, TimestampError> {
 /// Values outside [`MIN_MILLIS`]..=[`MAX_MILLIS`] still print (with a year of more than four
 /// digits or a minus sign) but cannot be parsed back.
 pub fn format_rfc3339(ms: Millis) -> String {
-    let days = ms.div_euclid(MS_PER_DAY);
-    let in_day = ms.rem_euclid(MS_PER_DAY);
-    let (year, month, day) = civil_from_days(days);
-    let hour = in_day / 3_600_000;
-    let minute = in_day / 60_000 % 60;
-    let second = in_day / 1000 % 60;
-    let millis = in_day % 1000;
+    Rfc3339(ms).to_string()
+}
 
-    if !(0..=9999).contains(&year) {
-        let mut s = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
-        if millis != 0 {
-            s.push_str(&format!(".{millis:03}"));
+/// [`format_rfc3339`] as a `Display`: written straight into an encoder's output, with no
+/// `String` of its own (the scorer writes one per published change).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rfc3339(pub Millis);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0;
+        let days = ms.div_euclid(MS_PER_DAY);
+        let in_day = ms.rem_euclid(MS_PER_DAY);
+        let (year, month, day) = civil_from_days(days);
+        let hour = in_day / 3_600_000;
+        let minute = in_day / 60_000 % 60;
+        let second = in_day / 1000 % 60;
+        let millis = in_day % 1000;
+
+        if !(0..=9999).contains(&year) {
+            write!(
+                f,
+                "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}"
+            )?;
+            if millis != 0 {
+                write!(f, ".{millis:03}")?;
+            }
+            return f.write_str("Z");
         }
-        s.push('Z');
-        return s;
-    }
 
-    // The common case, without the formatting machinery: this runs once per published change.
-    let mut buf = [0u8; 24];
-    put(&mut buf[0..4], year);
-    buf[4] = b'-';
-    put(&mut buf[5..7], i64::from(month));
-    buf[7] = b'-';
-    put(&mut buf[8..10], i64::from(day));
-    buf[10] = b'T';
-    put(&mut buf[11..13], hour);
-    buf[13] = b':';
-    put(&mut buf[14..16], minute);
-    buf[16] = b':';
-    put(&mut buf[17..19], second);
-    let len = if millis == 0 {
-        buf[19] = b'Z';
-        20
-    } else {
-        buf[19] = b'.';
-        put(&mut buf[20..23], millis);
-        buf[23] = b'Z';
-        24
-    };
-    // Only ASCII digits and punctuation were written, so this is always valid UTF-8.
-    std::str::from_utf8(&buf[..len])
-        .unwrap_or_default()
-        .to_owned()
+        // The common case, without the formatting machinery.
+        let mut buf = [0u8; 24];
+        put(&mut buf[0..4], year);
+        buf[4] = b'-';
+        put(&mut buf[5..7], i64::from(month));
+        buf[7] = b'-';
+        put(&mut buf[8..10], i64::from(day));
+        buf[10] = b'T';
+        put(&mut buf[11..13], hour);
+        buf[13] = b':';
+        put(&mut buf[14..16], minute);
+        buf[16] = b':';
+        put(&mut buf[17..19], second);
+        let len = if millis == 0 {
+            buf[19] = b'Z';
+            20
+        } else {
+            buf[19] = b'.';
+            put(&mut buf[20..23], millis);
+            buf[23] = b'Z';
+            24
+        };
+        // Only ASCII digits and punctuation were written, so this is always valid UTF-8.
+        f.write_str(std::str::from_utf8(&buf[..len]).unwrap_or_default())
+    }
 }
 
 /// Writes `n` (non-negative, fitting the slice) as zero-padded decimal digits.

@@ -362,7 +362,7 @@ fn replay_after_a_crash(
         let mut seen = BTreeSet::new();
         let mut net: BTreeMap<String, i64> = BTreeMap::new();
         for c in cs {
-            if seen.insert(c.event_id.clone()) {
+            if seen.insert(c.event_id().to_string()) {
                 *net.entry(c.user_id.to_string()).or_default() += c.delta;
             }
         }
@@ -375,7 +375,7 @@ fn replay_after_a_crash(
     // a timer armed already due fires at an earlier advance, with other ids, same sum.)
     let ids = |cs: &[ScoreChange]| {
         cs.iter()
-            .map(|c| c.event_id.clone())
+            .map(|c| c.event_id().to_string())
             .collect::<BTreeSet<_>>()
     };
     if flushed.iter().all(|f| !f) {

@@ -9,9 +9,9 @@ use super::event::{
 use super::loose::{find_duplicate, Loose, LooseSeed};
 use super::Format;
 use crate::attributes::Attributes;
-use crate::change::{Reason, ReasonKind, ScoreChange};
+use crate::change::{ChangeId, EventId, Reason, ReasonKind, ScoreChange};
 use crate::proto::v1 as pb;
-use crate::timestamp::format_rfc3339;
+use crate::timestamp::Rfc3339;
 use prost::Message as _;
 use serde::de::DeserializeSeed;
 use serde::Serialize;
@@ -208,8 +208,8 @@ fn validate_change(raw: RawChange<'_>) -> Result<ScoreChange, DecodeError> {
     let attributes: Attributes = scalar_map("attributes", raw.attributes)?
         .into_iter()
         .collect();
-    Ok(ScoreChange {
-        event_id,
+    let mut change = ScoreChange {
+        id: ChangeId::Count(0),
         user_id: user_id.into(),
         time,
         previous_score,
@@ -222,14 +222,18 @@ fn validate_change(raw: RawChange<'_>) -> Result<ScoreChange, DecodeError> {
         },
         windows,
         attributes,
-    })
+    };
+    change.id = change.canonical_id(&event_id);
+    Ok(change)
 }
 
 #[derive(Serialize)]
 struct ChangeOut<'a> {
-    event_id: &'a str,
+    #[serde(serialize_with = "display")]
+    event_id: EventId<'a>,
     user_id: &'a str,
-    time: String,
+    #[serde(serialize_with = "display")]
+    time: Rfc3339,
     previous_score: i64,
     score: i64,
     delta: i64,
@@ -249,12 +253,17 @@ struct ReasonOut<'a> {
     event_id: Option<&'a str>,
 }
 
+/// A JSON string written from `Display`, straight into the output.
+fn display<S: serde::Serializer>(v: &impl std::fmt::Display, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
 impl<'a> ChangeOut<'a> {
     fn new(c: &'a ScoreChange) -> ChangeOut<'a> {
         ChangeOut {
-            event_id: &c.event_id,
+            event_id: c.event_id(),
             user_id: &c.user_id,
-            time: format_rfc3339(c.time),
+            time: Rfc3339(c.time),
             previous_score: c.previous_score,
             score: c.score,
             delta: c.delta,
@@ -277,7 +286,7 @@ pub(super) fn change_to_proto(c: &ScoreChange) -> pb::ScoreChange {
         ReasonKind::Attribute => pb::ReasonKind::Attribute,
     };
     pb::ScoreChange {
-        event_id: c.event_id.clone(),
+        event_id: c.event_id().to_string(),
         user_id: c.user_id.to_string(),
         time: Some(timestamp_from_millis(c.time)),
         previous_score: c.previous_score,

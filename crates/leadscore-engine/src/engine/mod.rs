@@ -7,8 +7,8 @@
 //! level up, in [`crate::partition`].
 
 use crate::attributes::Attributes;
-use crate::change::{Reason, ReasonKind, ScoreChange};
-use crate::event::{push_decimal, Event, EventType, Origin, Scalar, ScoreOp};
+use crate::change::{ChangeId, Reason, ReasonKind, ScoreChange};
+use crate::event::{Event, EventType, Origin, Scalar, ScoreOp};
 use crate::rules::{Cap, Decay, Matcher, Predicate, Rules};
 use crate::state::{bytes_eq, grow, stable_hash, CapUsage, OptI64, SeenEvent, UserState};
 use crate::timestamp::Millis;
@@ -326,7 +326,7 @@ impl Engine {
             ReasonKind::External
         };
         let source = source_id(ev, origin);
-        let id = change_id(&ev.user_id, ev.time, kind, st.changes.wrapping_add(1));
+        let id = ChangeId::Count(st.changes.wrapping_add(1));
         let change = self.change(
             st,
             Arc::clone(&ev.user_id),
@@ -429,12 +429,7 @@ impl Engine {
         // tells the two apart (as it does every change id); the count is state, so a replay
         // gives each decay the same one.
         let windows = u32::try_from(steps).unwrap_or(u32::MAX);
-        let id = change_id(
-            user_id,
-            last,
-            ReasonKind::Inactivity,
-            st.changes.wrapping_add(windows),
-        );
+        let id = ChangeId::Count(st.changes.wrapping_add(windows));
         let mut change = self.change(
             st,
             Arc::from(user_id),
@@ -532,7 +527,7 @@ impl Engine {
         time: Millis,
         new_score: i64,
         reason: Reason,
-        event_id: String,
+        id: ChangeId,
     ) -> ScoreChange {
         let previous = st.score;
         st.score = new_score;
@@ -543,7 +538,7 @@ impl Engine {
             .map(|i| time.saturating_add(i.window))
             .into();
         ScoreChange {
-            event_id,
+            id,
             user_id,
             time,
             previous_score: previous,
@@ -568,12 +563,7 @@ impl Engine {
         if attribute_change {
             let source_id = source_id(ev, origin);
             let change = ScoreChange {
-                event_id: change_id(
-                    &ev.user_id,
-                    ev.time,
-                    ReasonKind::Attribute,
-                    st.changes.wrapping_add(1),
-                ),
+                id: ChangeId::Count(st.changes.wrapping_add(1)),
                 user_id: ev.user_id.clone(),
                 time: ev.time,
                 previous_score: st.score,
@@ -691,24 +681,6 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// A change's deterministic id, `<kind>:<user>@<time ms>#<count>`: the user's count of changes
-/// (this one included) makes it unique among the user's changes, the user among everyone's, so
-/// a consumer can drop duplicates by the id alone (docs/semantics.md, "Change ids"). The source
-/// event's id is in the change's reason.
-fn change_id(user_id: &str, time: Millis, kind: ReasonKind, count: u32) -> String {
-    let kind = kind.as_str();
-    let mut id = String::with_capacity(kind.len() + user_id.len() + 33);
-    id.push_str(kind);
-    id.push(':');
-    id.push_str(user_id);
-    id.push('@');
-    push_decimal(&mut id, time);
-    id.push('#');
-    push_decimal(&mut id, i64::from(count));
-    id
-}
-
-/// The id naming an event: its `event_id`, else its position (SPEC 2).
 /// The id naming an event: its `event_id`, shared with its changes, else its position
 /// (SPEC 2).
 fn source_id(ev: &Event, origin: Origin<'_>) -> Arc<str> {
@@ -799,7 +771,7 @@ mod decimal_tests {
     fn decimals_and_positions_are_written_as_format_writes_them() {
         for n in [0, 1, -1, 9, 10, -10, 1_767_607_260_000, i64::MAX, i64::MIN] {
             let mut s = String::from("x");
-            push_decimal(&mut s, n);
+            crate::event::write_decimal(&mut s, n).expect("a String takes any write");
             assert_eq!(s, format!("x{n}"));
         }
         let long = "t".repeat(96);

@@ -100,6 +100,11 @@ fn change_round_trips_in_both_formats() {
         c.time = -1;
         c.attributes.set("zz_ratio", Some(&Scalar::Float(0.5)));
         c.attributes.set("zz_vip", Some(&Scalar::Bool(false)));
+        changes.push(c.clone());
+        // The engine's ids: kept as a count, written out when encoded. A user id JSON has
+        // to escape is written escaped and read back as the same count.
+        c.id = ChangeId::Count(u32::MAX - kind as u32);
+        c.user_id = "u \"1\"\\\n é".into();
         changes.push(c);
     }
     for c in changes {

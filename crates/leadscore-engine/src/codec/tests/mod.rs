@@ -6,7 +6,7 @@ use super::event::timestamp_from_millis;
 use super::loose::Loose;
 use super::*;
 use crate::attributes::Attributes;
-use crate::change::{Reason, ReasonKind, ScoreChange};
+use crate::change::{ChangeId, Reason, ReasonKind, ScoreChange};
 use crate::event::{Event, EventType, Scalar, ScoreOp};
 use crate::proto::v1 as pb;
 use crate::timestamp::{parse_rfc3339, Millis, MAX_MILLIS};
@@ -142,7 +142,7 @@ fn sample_events() -> Vec<Event> {
 
 fn sample_change() -> ScoreChange {
     ScoreChange {
-        event_id: "c-9f2".into(),
+        id: "c-9f2".into(),
         user_id: "u1".into(),
         time: t0() + 123,
         previous_score: 10,

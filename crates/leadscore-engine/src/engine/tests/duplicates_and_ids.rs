@@ -165,15 +165,15 @@ fn change_ids_are_deterministic_and_unique() {
     ];
     let a = run(&e, &events);
     let b = run(&e, &events);
-    let ids: Vec<&str> = a.changes.iter().map(|c| c.event_id.as_str()).collect();
+    let ids: Vec<String> = a.changes.iter().map(|c| c.event_id().to_string()).collect();
     assert_eq!(
         ids,
         b.changes
             .iter()
-            .map(|c| c.event_id.as_str())
+            .map(|c| c.event_id().to_string())
             .collect::<Vec<_>>()
     );
-    let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "{ids:?}");
 }
 
@@ -200,24 +200,74 @@ fn a_replayed_offset_changes_nothing() {
     assert_eq!(users, before);
 }
 
+/// A change of `kind` for `user` at `time` whose id is the count `n`.
+fn counted(user: &str, time: Millis, kind: ReasonKind, n: u32) -> ScoreChange {
+    ScoreChange {
+        id: ChangeId::Count(n),
+        user_id: user.into(),
+        time,
+        previous_score: 0,
+        score: 1,
+        delta: 1,
+        reason: crate::change::Reason {
+            kind,
+            group: None,
+            source_event_id: None,
+        },
+        windows: 0,
+        attributes: Default::default(),
+    }
+}
+
 #[test]
 fn change_ids_spell_the_kind_user_time_and_count() {
+    let id = |user, time, kind, n| counted(user, time, kind, n).event_id().to_string();
     assert_eq!(
-        change_id("u-1", T0, ReasonKind::Rule, 1),
+        id("u-1", T0, ReasonKind::Rule, 1),
         format!("rule:u-1@{T0}#1")
     );
     assert_eq!(
-        change_id("x", -1_500, ReasonKind::External, u32::MAX),
+        id("x", -1_500, ReasonKind::External, u32::MAX),
         "external:x@-1500#4294967295"
     );
+    assert_eq!(id("y", 0, ReasonKind::Attribute, 0), "attribute:y@0#0");
+    assert_eq!(id("z", 7, ReasonKind::Inactivity, 3), "inactivity:z@7#3");
     assert_eq!(
-        change_id("y", 0, ReasonKind::Attribute, 0),
-        "attribute:y@0#0"
+        id("é\"#@:", i64::MIN, ReasonKind::Rule, 9),
+        format!("rule:é\"#@:@{}#9", i64::MIN)
     );
+}
+
+/// A decoded change keeps its id as a count only when the text is exactly what the count
+/// spells for that change's own kind, user and time; anything else is kept as given, so the
+/// text written back out is always the text read.
+#[test]
+fn an_id_reads_back_as_a_count_only_when_it_spells_its_own_change() {
+    let c = counted("u#1", T0, ReasonKind::Rule, 0);
+    let own = format!("rule:u#1@{T0}#12");
+    assert_eq!(c.canonical_id(&own), ChangeId::Count(12));
     assert_eq!(
-        change_id("z", 7, ReasonKind::Inactivity, 3),
-        "inactivity:z@7#3"
+        c.canonical_id("rule:u#1@0#4294967295"),
+        ChangeId::from("rule:u#1@0#4294967295")
     );
+    for other in [
+        format!("rule:u#1@{T0}#012"),
+        format!("rule:u#1@{T0}#+12"),
+        format!("rule:u#1@{T0}#4294967296"),
+        format!("rule:u#1@{T0}#"),
+        format!("external:u#1@{T0}#12"),
+        format!("rule:u#2@{T0}#12"),
+        format!("rule:u#1@{}#12", T0 + 1),
+        format!("rule:u#1@{T0}12"),
+        "c-9f2".to_string(),
+        String::new(),
+    ] {
+        let id = c.canonical_id(&other);
+        assert_eq!(id, ChangeId::from(other.as_str()), "{other}");
+        let mut read = c.clone();
+        read.id = id;
+        assert_eq!(read.event_id().to_string(), other);
+    }
 }
 
 /// Event ids are scoped per user (SPEC 3.8): two users' events may carry the same one, at the
@@ -236,8 +286,8 @@ fn two_users_sharing_an_event_id_get_two_change_ids() {
         &[email("u", T0), email("v", T0), with_id("u"), with_id("v")],
     );
     assert_eq!((r.score("u"), r.score("v")), (1, 1));
-    let ids: std::collections::BTreeSet<&str> =
-        r.changes.iter().map(|c| c.event_id.as_str()).collect();
+    let ids: std::collections::BTreeSet<String> =
+        r.changes.iter().map(|c| c.event_id().to_string()).collect();
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert_eq!(r.changes.len(), 2);
 }
@@ -256,8 +306,8 @@ fn an_event_applied_twice_gives_two_change_ids() {
     };
     let r = run(&e, &session_after_email(T0, [again(), again()]));
     assert_eq!(r.score("u"), 3);
-    let ids: std::collections::BTreeSet<&str> =
-        r.changes.iter().map(|c| c.event_id.as_str()).collect();
+    let ids: std::collections::BTreeSet<String> =
+        r.changes.iter().map(|c| c.event_id().to_string()).collect();
     assert_eq!(ids.len(), r.changes.len(), "{ids:?}");
     assert_eq!(r.changes.len(), 3);
 }

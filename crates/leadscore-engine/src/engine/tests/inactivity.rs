@@ -86,7 +86,10 @@ fn one_clock_advance_over_many_windows_publishes_one_change_with_their_total() {
     assert_eq!((c.time, c.windows), (T0 + 2 + 21 * D, 3));
     // The last window's due time, and the count of u's changes it ends at: three sessions and
     // three windows.
-    assert_eq!(c.event_id, format!("inactivity:u@{}#6", T0 + 2 + 21 * D));
+    assert_eq!(
+        c.event_id().to_string(),
+        format!("inactivity:u@{}#6", T0 + 2 + 21 * D)
+    );
     assert_eq!(r.user("u").changes, 6);
     assert_eq!(r.user("u").last_change, Some(T0 + 2 + 21 * D));
     assert_eq!(r.user("u").timer_due, None);
@@ -116,13 +119,16 @@ fn a_decay_repeated_after_a_late_event_has_its_own_id() {
     for c in &decays {
         assert_eq!((c.time, c.windows, c.delta), (T0 + 21 * D, 3, -3));
     }
-    assert_ne!(decays[0].event_id, decays[1].event_id);
+    assert_ne!(
+        decays[0].event_id().to_string(),
+        decays[1].event_id().to_string()
+    );
     // Deduplicated by id, the changes still add up to the score.
     let mut seen = std::collections::HashSet::new();
     let net: i64 = r
         .changes
         .iter()
-        .filter(|c| &*c.user_id == "u" && seen.insert(c.event_id.clone()))
+        .filter(|c| &*c.user_id == "u" && seen.insert(c.event_id().to_string()))
         .map(|c| c.delta)
         .sum();
     assert_eq!((net, r.score("u")), (7, 7));
