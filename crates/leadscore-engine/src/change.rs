@@ -155,12 +155,6 @@ impl fmt::Debug for EventId<'_> {
     }
 }
 
-impl PartialEq<&str> for EventId<'_> {
-    fn eq(&self, other: &&str) -> bool {
-        self.to_string() == *other
-    }
-}
-
 /// `<kind>:<user>@<time>#<count>` into `out`.
 fn write_count_id(
     out: &mut impl fmt::Write,
