@@ -248,6 +248,25 @@ impl PartitionCheckpoint {
     }
 }
 
+/// An at-least-once checkpoint under way ([`Changelog::begin_commit`]).
+pub struct PendingCommit {
+    step: CommitStep,
+    input_topic: String,
+    parts: Vec<PartitionCheckpoint>,
+    offsets: Vec<(i32, i64)>,
+    started: Instant,
+}
+
+/// What a pending checkpoint waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CommitStep {
+    /// The outputs sent up to this epoch's seal: then the changelog records go out.
+    Outputs(kafka::Epoch),
+    /// The changelog records (sent in this epoch): then the offsets and the local store.
+    Changelog(kafka::Epoch),
+    Done,
+}
+
 /// A service's changelog topic and local store.
 pub struct Changelog {
     topic: String,
@@ -673,9 +692,9 @@ impl Changelog {
     }
 
     /// The checkpoint protocol, shared by both services (docs/crash-safety.md): outputs durable
-    /// first (flushed, or in the open transaction), then each partition's changed keys and
+    /// first (delivered, or in the open transaction), then each partition's changed keys and
     /// checkpoint record, then (exactly-once) the input offsets and the commit of the
-    /// transaction, then the group offsets and the local store.
+    /// transaction, then the group offsets and the local store. Returns once it is all done.
     ///
     /// With a transactional producer a transaction must be open; it is committed here. Each
     /// completed checkpoint is counted and timed (the checkpoint metrics of both services).
@@ -687,36 +706,109 @@ impl Changelog {
         parts: Vec<PartitionCheckpoint>,
         offsets: &[(i32, i64)],
     ) -> Result<(), ChangelogError> {
-        let started = Instant::now();
         if !producer.is_transactional() {
-            producer.flush()?;
+            let mut commit = self.begin_commit(producer, input_topic, parts, offsets.to_vec())?;
+            self.advance(producer, consumer, &mut commit, true)?;
+            return Ok(());
         }
+        let started = Instant::now();
         for part in &parts {
             self.stage(producer, part.partition, &part.refs(), &part.checkpoint)?;
         }
-        if producer.is_transactional() {
-            let mut tpl = TopicPartitionList::new();
-            for (p, o) in offsets {
-                tpl.add_partition_offset(input_topic, *p, Offset::Offset(*o))
-                    .map_err(ChangelogError::Transaction)?;
-            }
-            if let (Some(gm), false) = (consumer.group_metadata(), offsets.is_empty()) {
-                producer
-                    .inner()
-                    .send_offsets_to_transaction(&tpl, &gm, kafka::SETUP_TIMEOUT)
-                    .map_err(ChangelogError::Transaction)?;
-            }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in offsets {
+            tpl.add_partition_offset(input_topic, *p, Offset::Offset(*o))
+                .map_err(ChangelogError::Transaction)?;
+        }
+        if let (Some(gm), false) = (consumer.group_metadata(), offsets.is_empty()) {
             producer
                 .inner()
-                .commit_transaction(kafka::SETUP_TIMEOUT)
+                .send_offsets_to_transaction(&tpl, &gm, kafka::SETUP_TIMEOUT)
                 .map_err(ChangelogError::Transaction)?;
-            producer.take_failures()?;
-        } else {
-            producer.flush()?;
         }
-        // Also in the group itself (with exactly-once they are already in the transaction;
-        // some brokers only show group commits to offset readers): lag monitoring and tools
-        // read them, resuming never does.
+        producer
+            .inner()
+            .commit_transaction(kafka::SETUP_TIMEOUT)
+            .map_err(ChangelogError::Transaction)?;
+        producer.take_failures()?;
+        self.finish(consumer, producer, input_topic, parts, offsets, started)
+    }
+
+    /// Starts an at-least-once checkpoint of what was processed and sent so far (the
+    /// producer's current epoch is sealed), for [`Changelog::advance`] to carry through as
+    /// deliveries arrive, while the service goes on with its next batch: the order of writes
+    /// stays that of [`Changelog::commit`], only the waiting overlaps with work.
+    pub fn begin_commit(
+        &self,
+        producer: &ServiceProducer,
+        input_topic: &str,
+        parts: Vec<PartitionCheckpoint>,
+        offsets: Vec<(i32, i64)>,
+    ) -> Result<PendingCommit, ChangelogError> {
+        debug_assert!(!producer.is_transactional());
+        Ok(PendingCommit {
+            step: CommitStep::Outputs(producer.seal()?),
+            input_topic: input_topic.to_string(),
+            parts,
+            offsets,
+            started: Instant::now(),
+        })
+    }
+
+    /// Takes `commit` as far as the deliveries so far allow (with `wait`, to its end): once
+    /// the outputs sent before it are delivered, stages the changelog records; once those are,
+    /// commits the group offsets and queues the local store write. `Ok(true)` when it is done.
+    pub fn advance<C: ConsumerContext>(
+        &self,
+        producer: &ServiceProducer,
+        consumer: &BaseConsumer<C>,
+        commit: &mut PendingCommit,
+        wait: bool,
+    ) -> Result<bool, ChangelogError> {
+        loop {
+            match commit.step {
+                CommitStep::Outputs(epoch) => {
+                    if !producer.delivered(epoch, wait)? {
+                        return Ok(false);
+                    }
+                    for part in &commit.parts {
+                        self.stage(producer, part.partition, &part.refs(), &part.checkpoint)?;
+                    }
+                    commit.step = CommitStep::Changelog(producer.seal()?);
+                }
+                CommitStep::Changelog(epoch) => {
+                    if !producer.delivered(epoch, wait)? {
+                        return Ok(false);
+                    }
+                    commit.step = CommitStep::Done;
+                    self.finish(
+                        consumer,
+                        producer,
+                        &commit.input_topic,
+                        std::mem::take(&mut commit.parts),
+                        &commit.offsets,
+                        commit.started,
+                    )?;
+                    return Ok(true);
+                }
+                CommitStep::Done => return Ok(true),
+            }
+        }
+    }
+
+    /// The end of a checkpoint whose changelog records are delivered: the group offsets (also
+    /// in the group itself with exactly-once, whose transaction holds them already: some
+    /// brokers only show group commits to offset readers; lag monitoring and tools read them,
+    /// resuming never does), the local store, the metrics.
+    fn finish<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        producer: &ServiceProducer,
+        input_topic: &str,
+        parts: Vec<PartitionCheckpoint>,
+        offsets: &[(i32, i64)],
+        started: Instant,
+    ) -> Result<(), ChangelogError> {
         kafka::commit_async(consumer, input_topic, offsets);
         for part in parts {
             self.persist_local(producer, part)?;

@@ -78,7 +78,10 @@ pub fn revoked<S: OwnsPartitions>(service: &S, consumer: &ServiceConsumer<S>, pa
     // After a failure the in-memory state may be ahead of what is durable: never checkpoint
     // it; the next owner replays from the last good checkpoint.
     if !service.faults().failed() {
-        if let Err(e) = service.checkpoint(consumer) {
+        if let Err(e) = service
+            .checkpoint(consumer)
+            .and_then(|()| service.settle(consumer))
+        {
             service
                 .faults()
                 .fail(S::NAME, format!("checkpoint on revoke: {e}"));

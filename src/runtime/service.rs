@@ -36,8 +36,19 @@ pub trait Service: PartitionOwner {
     }
     /// Whether the batch processed so far should be checkpointed now.
     fn checkpoint_due(&self, idle: bool) -> bool;
-    /// Makes everything processed so far durable, input position included.
+    /// Makes everything processed so far durable, input position included; it may still be
+    /// under way when this returns ([`Service::settle`] waits for it).
     fn checkpoint(&self, consumer: &ServiceConsumer<Self>) -> Result<(), Self::Error>;
+    /// Carries a checkpoint still under way forward without waiting: called at every turn of
+    /// the loop.
+    fn tick(&self, _consumer: &ServiceConsumer<Self>) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    /// Waits until every checkpoint begun is done: before partitions are released, and on
+    /// shutdown.
+    fn settle(&self, _consumer: &ServiceConsumer<Self>) -> Result<(), Self::Error> {
+        Ok(())
+    }
     /// A failure parked by a callback, as this service's error.
     fn fatal(message: String) -> Self::Error;
     /// After the loop ended on an error, before it returns (the scorer aborts an open
@@ -118,11 +129,13 @@ pub fn run<S: Service>(
             if idle {
                 service.on_idle()?;
             }
+            service.tick(consumer)?;
             if service.checkpoint_due(idle) {
                 service.checkpoint(consumer)?;
             }
         }
-        service.checkpoint(consumer)
+        service.checkpoint(consumer)?;
+        service.settle(consumer)
     })();
     service.health().set_consuming(false);
     match &result {

@@ -17,7 +17,7 @@ use crate::ops::telemetry::{self as t, PartitionGauges};
 use crate::partition::Partition;
 use crate::partitioner::partition_for;
 use crate::runtime::blocking::blocking;
-use crate::runtime::changelog::{Changelog, PartitionCheckpoint};
+use crate::runtime::changelog::{Changelog, PartitionCheckpoint, PendingCommit};
 use crate::runtime::error::{from_runtime_errors, RuntimeError};
 use crate::runtime::kafka::{self, Record, ServiceConsumer, ServiceProducer, TopicSpec};
 use crate::runtime::keyed_state::KeyedState;
@@ -150,11 +150,26 @@ struct CoreState {
     changes_buf: Vec<crate::change::ScoreChange>,
     /// Each published change is encoded here in turn (librdkafka copies it).
     encode_buf: Vec<u8>,
+    /// At-least-once: the last checkpoint, while its writes are under way (at most one).
+    commit: Option<PendingCommit>,
 }
 
 impl Core {
     fn lock(&self) -> MutexGuard<'_, CoreState> {
         lock_unpoisoned(&self.state)
+    }
+
+    /// Waits for the checkpoint under way, if any, to finish.
+    fn settle_locked(
+        &self,
+        st: &mut CoreState,
+        consumer: &ServiceConsumer<Core>,
+    ) -> Result<(), ScorerError> {
+        if let Some(mut commit) = st.commit.take() {
+            self.changelog
+                .advance(&self.producer, consumer, &mut commit, true)?;
+        }
+        Ok(())
     }
 
     fn exactly_once(&self) -> bool {
@@ -787,9 +802,15 @@ impl Service for Core {
 
     /// Makes everything processed so far durable: outputs, then the changed users and each
     /// partition's checkpoint record, then the local store and the group offsets.
+    ///
+    /// At-least-once, the batch's states are encoded here and its writes go on while the next
+    /// batch is processed ([`Core::tick`]): the waits for deliveries overlap with scoring
+    /// instead of stopping it twice a batch. A checkpoint waits for the one before to finish,
+    /// so one is under way at a time and each follows the order of docs/crash-safety.md.
     fn checkpoint(&self, consumer: &ServiceConsumer<Core>) -> Result<(), ScorerError> {
         let mut st = self.lock();
         let st = &mut *st;
+        self.settle_locked(st, consumer)?;
         self.ensure_transaction(st)?;
         let parts: Vec<PartitionCheckpoint> = st
             .owned
@@ -804,21 +825,53 @@ impl Service for Core {
             .iter()
             .filter_map(|(p, o)| o.users.next_offset().map(|n| (*p, n)))
             .collect();
-        let result = self.changelog.commit(
-            &self.producer,
-            consumer,
-            &self.settings.topics.input,
-            parts,
-            &offsets,
-        );
-        st.in_transaction = false;
-        result?;
+        if self.exactly_once() {
+            let result = self.changelog.commit(
+                &self.producer,
+                consumer,
+                &self.settings.topics.input,
+                parts,
+                &offsets,
+            );
+            st.in_transaction = false;
+            result?;
+        } else {
+            let mut commit = self.changelog.begin_commit(
+                &self.producer,
+                &self.settings.topics.input,
+                parts,
+                offsets,
+            )?;
+            if !self
+                .changelog
+                .advance(&self.producer, consumer, &mut commit, false)?
+            {
+                st.commit = Some(commit);
+            }
+        }
         if let Some(b) = st.batch_started.take() {
             metrics::histogram!(t::POLL_TO_OUTPUT_SECONDS).record(b.elapsed().as_secs_f64());
         }
         st.pending = 0;
         self.update_gauges(st);
         Ok(())
+    }
+
+    fn tick(&self, consumer: &ServiceConsumer<Core>) -> Result<(), ScorerError> {
+        let mut st = self.lock();
+        if let Some(commit) = &mut st.commit {
+            if self
+                .changelog
+                .advance(&self.producer, consumer, commit, false)?
+            {
+                st.commit = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn settle(&self, consumer: &ServiceConsumer<Core>) -> Result<(), ScorerError> {
+        self.settle_locked(&mut self.lock(), consumer)
     }
 
     fn fatal(message: String) -> ScorerError {

@@ -206,6 +206,7 @@ fn pipe_loop(run: &PipeRun<'_>, stop: &AtomicBool) -> Result<()> {
     let (mut total, mut pending) = (0i64, 0usize);
     let mut batch_started: Option<Instant> = None;
     let mut in_txn = false;
+    let mut in_flight: Option<PipeCommit> = None;
     // The share of `records` due once `done` of `of` input records are consumed.
     let due = |records: usize, done: i64, of: i64| (records as i64 * done / of.max(1)) as usize;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -242,6 +243,11 @@ fn pipe_loop(run: &PipeRun<'_>, stop: &AtomicBool) -> Result<()> {
             Some(Err(e)) => return Err(e).context("the pipe's consumer"),
             None => true,
         };
+        if let Some(c) = &mut in_flight {
+            if c.advance(&producer, &consumer, run, false)? {
+                in_flight = None;
+            }
+        }
         let checkpoint = pending > 0
             && (pending >= s.batch_max_events
                 || idle
@@ -252,22 +258,26 @@ fn pipe_loop(run: &PipeRun<'_>, stop: &AtomicBool) -> Result<()> {
         }
         // The scorer's checkpoint: outputs durable, then each partition's changelog records,
         // then (exactly-once) the offsets in the transaction, then the group offsets.
-        if !eos {
-            producer.flush()?;
-        }
-        for (p, records) in run.captured.changelog.iter().enumerate() {
-            let to = due(records.len(), consumed[p], run.input[p]);
-            for r in &records[log_sent[p]..to] {
-                send(&producer, &run.changelog, Some(p as i32), r)?;
-            }
-            log_sent[p] = to;
-        }
+        // At-least-once it waits for the checkpoint before, then goes on while this one's
+        // writes are under way, as the scorer does.
+        let log: Vec<(usize, usize)> = run
+            .captured
+            .changelog
+            .iter()
+            .enumerate()
+            .map(|(p, records)| {
+                let to = due(records.len(), consumed[p], run.input[p]);
+                let from = std::mem::replace(&mut log_sent[p], to);
+                (from, to)
+            })
+            .collect();
         let offsets: Vec<(i32, i64)> = next
             .iter()
             .enumerate()
             .filter_map(|(p, o)| o.map(|o| (p as i32, o)))
             .collect();
         if eos {
+            send_changelog(&producer, run, &log)?;
             let mut tpl = TopicPartitionList::new();
             for (p, o) in &offsets {
                 tpl.add_partition_offset(input, *p, Offset::Offset(*o))?;
@@ -281,15 +291,83 @@ fn pipe_loop(run: &PipeRun<'_>, stop: &AtomicBool) -> Result<()> {
             producer.inner().commit_transaction(kafka::SETUP_TIMEOUT)?;
             producer.take_failures()?;
             in_txn = false;
+            kafka::commit_async(&consumer, input, &offsets);
         } else {
-            producer.flush()?;
+            if let Some(mut c) = in_flight.take() {
+                c.advance(&producer, &consumer, run, true)?;
+            }
+            let mut c = PipeCommit {
+                outputs: Some(producer.seal()?),
+                changelog: None,
+                log,
+                offsets,
+            };
+            if !c.advance(&producer, &consumer, run, false)? {
+                in_flight = Some(c);
+            }
         }
-        kafka::commit_async(&consumer, input, &offsets);
         pending = 0;
         batch_started = None;
     }
+    if let Some(mut c) = in_flight.take() {
+        c.advance(&producer, &consumer, run, true)?;
+    }
     while !stop.load(Ordering::Relaxed) {
         let _ = consumer.poll(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// An at-least-once checkpoint of the pipe under way, as the scorer's
+/// ([`crate::runtime::changelog::Changelog::advance`]): outputs delivered, then the changelog
+/// records sent and delivered, then the group offsets.
+struct PipeCommit {
+    outputs: Option<kafka::Epoch>,
+    changelog: Option<kafka::Epoch>,
+    /// Per partition, the range of its captured changelog records this checkpoint sends.
+    log: Vec<(usize, usize)>,
+    offsets: Vec<(i32, i64)>,
+}
+
+impl PipeCommit {
+    /// Takes the checkpoint as far as deliveries allow (with `wait`, to its end); `true` when
+    /// it is done.
+    fn advance(
+        &mut self,
+        producer: &ServiceProducer,
+        consumer: &BaseConsumer,
+        run: &PipeRun<'_>,
+        wait: bool,
+    ) -> Result<bool> {
+        if let Some(epoch) = self.outputs {
+            if !producer.delivered(epoch, wait)? {
+                return Ok(false);
+            }
+            self.outputs = None;
+            send_changelog(producer, run, &self.log)?;
+            self.changelog = Some(producer.seal()?);
+        }
+        if let Some(epoch) = self.changelog {
+            if !producer.delivered(epoch, wait)? {
+                return Ok(false);
+            }
+            self.changelog = None;
+            kafka::commit_async(consumer, &run.settings.topics.input, &self.offsets);
+        }
+        Ok(true)
+    }
+}
+
+/// Sends each partition's captured changelog records in `log`'s ranges.
+fn send_changelog(
+    producer: &ServiceProducer,
+    run: &PipeRun<'_>,
+    log: &[(usize, usize)],
+) -> Result<()> {
+    for (p, (records, &(from, to))) in run.captured.changelog.iter().zip(log).enumerate() {
+        for r in &records[from..to] {
+            send(producer, &run.changelog, Some(p as i32), r)?;
+        }
     }
     Ok(())
 }

@@ -208,3 +208,83 @@ mod local_writer {
         assert_eq!((m, entries.len()), (None, 0), "nothing after the failure");
     }
 }
+
+/// The checkpoint under way keeps docs/crash-safety.md's order while the service goes on:
+/// nothing of it reaches the changelog until the outputs sent before it are delivered, and
+/// outputs sent after it (the next batch) are not waited for.
+#[test]
+fn a_pending_checkpoint_writes_the_changelog_only_after_its_outputs_are_delivered() {
+    use crate::dev::scratch::ScratchDir;
+    use crate::runtime::kafka::{Delivery, Record};
+    use rdkafka::mocking::MockCluster;
+    let mock = MockCluster::new(2).expect("mock cluster");
+    for (topic, leader) in [("out", 2), ("later", 1), ("log", 1), ("in", 1)] {
+        mock.create_topic(topic, 1, 1).expect("topic");
+        mock.partition_leader(topic, 0, Some(leader))
+            .expect("leader");
+    }
+    let props = BTreeMap::from([("bootstrap.servers".to_string(), mock.bootstrap_servers())]);
+    let dir = ScratchDir::new("pending-commit").expect("scratch dir");
+    let changelog = Changelog::open(dir.path(), "log", &props).expect("changelog");
+    let producer = ServiceProducer::new(&props, None).expect("producer");
+    let consumer: BaseConsumer = kafka::consumer_config(&props)
+        .set("group.id", "pending-commit")
+        .create()
+        .expect("consumer");
+    let send = |topic: &str| {
+        producer
+            .send(
+                Record {
+                    topic,
+                    partition: Some(0),
+                    key: b"u",
+                    payload: Some(b"change"),
+                    headers: None,
+                },
+                Delivery::Output,
+            )
+            .expect("queued");
+    };
+    let log_end = || {
+        producer
+            .inner()
+            .client()
+            .fetch_watermarks("log", 0, Duration::from_secs(10))
+            .expect("watermarks")
+            .1
+    };
+    mock.broker_down(2).expect("down");
+    send("out");
+    let part = PartitionCheckpoint {
+        partition: 0,
+        records: vec![("u".to_string(), Some(b"state".to_vec()))],
+        checkpoint: Checkpoint {
+            next_input_offset: 1,
+            state: None,
+            app: Vec::new(),
+        },
+    };
+    let mut commit = changelog
+        .begin_commit(&producer, "in", vec![part], vec![(0, 1)])
+        .expect("begun");
+    // The next batch's output, on a broker that answers.
+    send("later");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!changelog
+        .advance(&producer, &consumer, &mut commit, false)
+        .expect("no failure"));
+    // Time for anything it had sent to arrive.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        log_end(),
+        0,
+        "changelog written before the outputs were delivered"
+    );
+    mock.broker_up(2).expect("up");
+    assert!(changelog
+        .advance(&producer, &consumer, &mut commit, true)
+        .expect("done"));
+    // The user's state, then the checkpoint record.
+    assert_eq!(log_end(), 2);
+    assert_eq!(producer.checkpoint_offset("log", 0), Some(1));
+}

@@ -5,14 +5,28 @@ use super::*;
 use rdkafka::util::IntoOpaque;
 use std::ffi::c_void;
 
-/// Delivery bookkeeping: failures since the last flush, and the offset of the last checkpoint
-/// record delivered per changelog partition (the local store remembers it).
+/// How many delivery epochs can have records in flight at once (see [`Epoch`]).
+pub(super) const EPOCH_SLOTS: usize = 4;
+
+/// Delivery bookkeeping: failures since the last flush, the offset of the last checkpoint
+/// record delivered per changelog partition (the local store remembers it), and how many
+/// records of each recent epoch are still undelivered.
 #[derive(Default)]
 pub struct DeliveryTracker {
     failures: AtomicU64,
     first_failure: Mutex<Option<String>>,
     checkpoints: Mutex<HashMap<(String, i32), i64>>,
+    /// The epoch records are sent in now.
+    epoch: AtomicU64,
+    /// Records sent and not yet reported, per epoch slot (`epoch % EPOCH_SLOTS`).
+    undelivered: [AtomicU64; EPOCH_SLOTS],
 }
+
+/// A span of sends: every record sent between two [`ServiceProducer::seal`] calls. Sealing
+/// one lets a service wait for exactly what it sent before (a checkpoint's outputs) while it
+/// goes on sending the next batch's, which a flush (waiting for every record in flight) cannot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Epoch(u64);
 
 /// What a produced record is, carried to its delivery report (the delivery opaque): a
 /// checkpoint record's offset must be remembered, other records only count when they fail.
@@ -24,17 +38,28 @@ pub enum Delivery {
     Checkpoint = 1,
 }
 
-impl IntoOpaque for Delivery {
+/// The delivery opaque: the record's kind and its epoch's slot, packed into the pointer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent {
+    kind: Delivery,
+    slot: usize,
+}
+
+impl IntoOpaque for Sent {
     fn into_ptr(self) -> *mut c_void {
-        self as usize as *mut c_void
+        (self.kind as usize | (self.slot << 1)) as *mut c_void
     }
 
     unsafe fn from_ptr(ptr: *mut c_void) -> Self {
-        // Only `into_ptr` above made the pointer: it is one of the two values.
-        if ptr as usize == Delivery::Checkpoint as usize {
-            Delivery::Checkpoint
-        } else {
-            Delivery::Output
+        // Only `into_ptr` above made the pointer: a kind bit and a slot.
+        let bits = ptr as usize;
+        Sent {
+            kind: if bits & 1 == Delivery::Checkpoint as usize {
+                Delivery::Checkpoint
+            } else {
+                Delivery::Output
+            },
+            slot: (bits >> 1) % EPOCH_SLOTS,
         }
     }
 }
@@ -42,9 +67,13 @@ impl IntoOpaque for Delivery {
 impl ClientContext for DeliveryTracker {}
 
 impl ProducerContext for DeliveryTracker {
-    type DeliveryOpaque = Delivery;
+    type DeliveryOpaque = Sent;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, kind: Delivery) {
+    fn delivery(&self, result: &DeliveryResult<'_>, sent: Sent) {
+        let kind = sent.kind;
+        // Counted down after the outcome is recorded: a waiter that sees its epoch delivered
+        // sees its failures and checkpoint offsets too.
+        let _done = CountDown(&self.undelivered[sent.slot]);
         match result {
             Ok(m) => {
                 if kind == Delivery::Checkpoint {
@@ -62,6 +91,15 @@ impl ProducerContext for DeliveryTracker {
                 }
             }
         }
+    }
+}
+
+/// Counts one delivery report of a slot when dropped.
+struct CountDown<'a>(&'a AtomicU64);
+
+impl Drop for CountDown<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -164,8 +202,9 @@ impl ServiceProducer {
         timestamp: Option<i64>,
         kind: Delivery,
     ) -> Result<(), ProduceError> {
-        let mut rec: BaseRecord<'_, [u8], [u8], Delivery> =
-            BaseRecord::with_opaque_to(r.topic, kind).key(r.key);
+        let slot = (self.tracker.epoch.load(Ordering::Acquire) % EPOCH_SLOTS as u64) as usize;
+        let mut rec: BaseRecord<'_, [u8], [u8], Sent> =
+            BaseRecord::with_opaque_to(r.topic, Sent { kind, slot }).key(r.key);
         if let Some(p) = r.payload {
             rec = rec.payload(p);
         }
@@ -178,6 +217,8 @@ impl ServiceProducer {
         if let Some(t) = timestamp {
             rec = rec.timestamp(t);
         }
+        let undelivered = &self.tracker.undelivered[slot];
+        undelivered.fetch_add(1, Ordering::AcqRel);
         loop {
             match self.inner.send(rec) {
                 Ok(()) => return Ok(()),
@@ -185,23 +226,68 @@ impl ServiceProducer {
                     rec = back;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((e, _)) => return Err(e.into()),
+                Err((e, _)) => {
+                    // Not queued: no report will come.
+                    undelivered.fetch_sub(1, Ordering::AcqRel);
+                    return Err(e.into());
+                }
             }
         }
     }
 
-    /// Waits until every queued record is delivered; an error if any was not since the last
-    /// call. (In a transaction, commit does this.)
-    pub fn flush(&self) -> Result<(), ProduceError> {
+    /// Ends the current epoch and returns it: records sent from now on belong to the next.
+    /// Sends and seals that must be ordered (a checkpoint's outputs before it is sealed) come
+    /// from one thread, the service's. At most [`EPOCH_SLOTS`] epochs are in flight: sealing
+    /// first waits for the oldest slot to empty (it long has, when each checkpoint waits for
+    /// its epochs before the next begins).
+    pub fn seal(&self) -> Result<Epoch, ProduceError> {
+        let sealed = self.tracker.epoch.load(Ordering::Acquire);
+        let reused = ((sealed + 1) % EPOCH_SLOTS as u64) as usize;
+        self.wait_until(|| self.tracker.undelivered[reused].load(Ordering::Acquire) == 0)?;
+        self.tracker.epoch.store(sealed + 1, Ordering::Release);
+        Ok(Epoch(sealed))
+    }
+
+    /// Whether every record sent in `epoch` and the epochs before it has been reported: then
+    /// `Ok(true)`, or the delivery failures since the last check. With `wait`, waits for that
+    /// (asking librdkafka to send at once), else answers at once.
+    pub fn delivered(&self, epoch: Epoch, wait: bool) -> Result<bool, ProduceError> {
+        let done = || {
+            // The epochs still live up to `epoch`: older ones emptied before their slot was
+            // reused (`seal`).
+            let current = self.tracker.epoch.load(Ordering::Acquire);
+            let oldest = current.saturating_sub(EPOCH_SLOTS as u64 - 1);
+            (oldest..=epoch.0.min(current)).all(|e| {
+                self.tracker.undelivered[(e % EPOCH_SLOTS as u64) as usize].load(Ordering::Acquire)
+                    == 0
+            })
+        };
+        if !done() {
+            if !wait {
+                return Ok(false);
+            }
+            self.send_now()?;
+            self.wait_until(done)?;
+        }
+        self.take_failures()?;
+        Ok(true)
+    }
+
+    /// Asks librdkafka to send what it holds now instead of after `linger.ms`.
+    fn send_now(&self) -> Result<(), ProduceError> {
         // rdkafka's flush on a ThreadedProducer waits in steps of about 100 ms (its background
-        // thread takes the delivery reports), which dominated every checkpoint: ask librdkafka
-        // to send now, then watch the in-flight count.
+        // thread takes the delivery reports): a zero timeout only wakes the broker threads.
         self.inner.flush(Duration::ZERO).or_else(|e| match e {
             KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut) => Ok(()),
             e => Err(e),
         })?;
+        Ok(())
+    }
+
+    /// Polls `done` every 200 µs for up to a minute.
+    fn wait_until(&self, done: impl Fn() -> bool) -> Result<(), ProduceError> {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while self.inner.in_flight_count() > 0 {
+        while !done() {
             if std::time::Instant::now() > deadline {
                 return Err(ProduceError::Kafka(KafkaError::Flush(
                     RDKafkaErrorCode::OperationTimedOut,
@@ -209,6 +295,16 @@ impl ServiceProducer {
             }
             std::thread::sleep(Duration::from_micros(200));
         }
+        Ok(())
+    }
+
+    /// Waits until every queued record is delivered; an error if any was not since the last
+    /// call. (In a transaction, commit does this.)
+    pub fn flush(&self) -> Result<(), ProduceError> {
+        // rdkafka's own flush waits in steps of about 100 ms, which dominated every
+        // checkpoint: ask librdkafka to send now, then watch the in-flight count.
+        self.send_now()?;
+        self.wait_until(|| self.inner.in_flight_count() == 0)?;
         self.take_failures()
     }
 

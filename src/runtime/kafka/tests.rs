@@ -142,3 +142,62 @@ fn clients_accept_tls_and_the_sasl_mechanisms_managed_kafkas_use() {
     ]);
     assert!(gssapi.is_err(), "GSSAPI is not built in");
 }
+
+/// A sealed epoch counts as delivered once its own records (and earlier epochs') are, whatever
+/// was sent after it: a checkpoint waits for its outputs while the next batch's are in flight.
+#[test]
+fn a_sealed_epoch_waits_for_its_own_records_and_earlier_ones_only() {
+    use rdkafka::mocking::MockCluster;
+    let mock = MockCluster::new(2).expect("mock cluster");
+    mock.create_topic("fast", 1, 1).expect("topic");
+    mock.create_topic("slow", 1, 1).expect("topic");
+    mock.partition_leader("fast", 0, Some(1)).expect("leader");
+    mock.partition_leader("slow", 0, Some(2)).expect("leader");
+    let props = BTreeMap::from([("bootstrap.servers".to_string(), mock.bootstrap_servers())]);
+    let producer = ServiceProducer::new(&props, None).expect("producer");
+    let send = |topic: &str, n: usize| {
+        for i in 0..n {
+            producer
+                .send(
+                    Record {
+                        topic,
+                        partition: Some(0),
+                        key: format!("k{i}").as_bytes(),
+                        payload: Some(b"v"),
+                        headers: None,
+                    },
+                    Delivery::Output,
+                )
+                .expect("queued");
+        }
+    };
+    // Slot reuse: more epochs than slots, each waited for in turn.
+    for _ in 0..3 * EPOCH_SLOTS {
+        send("fast", 2);
+        let e = producer.seal().expect("sealed");
+        assert_eq!(producer.delivered(e, true).ok(), Some(true));
+    }
+    send("fast", 3);
+    let fast = producer.seal().expect("sealed");
+    mock.broker_down(2).expect("down");
+    send("slow", 3);
+    let slow = producer.seal().expect("sealed");
+    assert_eq!(producer.delivered(fast, true).ok(), Some(true));
+    assert_eq!(producer.delivered(slow, false).ok(), Some(false));
+    // A later epoch whose own records are delivered still waits for the held one before it.
+    send("fast", 2);
+    let after = producer.seal().expect("sealed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while producer.inner().in_flight_count() > 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the fast records were never delivered"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(producer.delivered(after, false).ok(), Some(false));
+    mock.broker_up(2).expect("up");
+    assert_eq!(producer.delivered(after, true).ok(), Some(true));
+    assert_eq!(producer.delivered(slow, false).ok(), Some(true));
+    assert_eq!(producer.inner().in_flight_count(), 0);
+}
