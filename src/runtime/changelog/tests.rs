@@ -147,7 +147,7 @@ fn failure_reasons_are_a_bounded_set() {
 }
 
 mod local_writer {
-    use super::super::local_writer::LocalWriter;
+    use super::super::local_writer::{gather, Job, LocalWriter, Merged, Shared};
     use super::*;
     use crate::dev::scratch::ScratchDir;
 
@@ -189,6 +189,55 @@ mod local_writer {
         let (m, entries) = store.load_partition(0).expect("load");
         assert_eq!(m, Some(meta(9)), "the last checkpoint's position");
         assert_eq!(entries, vec![("ann".to_string(), b"2".to_vec())]);
+    }
+
+    /// Checkpoints queued together become one write per partition: each partition's changes
+    /// in the order queued (the store keeps a key's last value) with its last checkpoint's
+    /// position, whichever partitions came between.
+    #[test]
+    fn checkpoints_queued_together_are_merged_per_partition() {
+        let (jobs, queue) = std::sync::mpsc::sync_channel(8);
+        let job = |partition, r: &[(&str, Option<&[u8]>)], offset| Job {
+            partition,
+            changes: rows(r),
+            meta: meta(offset),
+        };
+        jobs.send(job(1, &[("cat", Some(b"1"))], 3))
+            .expect("queued");
+        jobs.send(job(0, &[("ann", Some(b"2")), ("bob", None)], 9))
+            .expect("queued");
+        jobs.send(job(1, &[("cat", None), ("dan", Some(b"1"))], 5))
+            .expect("queued");
+        drop(jobs);
+        let shared = Shared::default();
+        let (merged, n) = gather(
+            job(0, &[("ann", Some(b"1")), ("bob", Some(b"1"))], 4),
+            &queue,
+            &shared,
+        );
+        assert_eq!(n, 4);
+        let expected: Merged = BTreeMap::from([
+            (
+                0,
+                (
+                    rows(&[
+                        ("ann", Some(b"1")),
+                        ("bob", Some(b"1")),
+                        ("ann", Some(b"2")),
+                        ("bob", None),
+                    ]),
+                    meta(9),
+                ),
+            ),
+            (
+                1,
+                (
+                    rows(&[("cat", Some(b"1")), ("cat", None), ("dan", Some(b"1"))]),
+                    meta(5),
+                ),
+            ),
+        ]);
+        assert_eq!(merged, expected);
     }
 
     #[test]
