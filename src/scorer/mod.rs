@@ -17,7 +17,9 @@ use crate::ops::telemetry::{self as t, PartitionGauges};
 use crate::partition::Partition;
 use crate::partitioner::partition_for;
 use crate::runtime::blocking::blocking;
-use crate::runtime::changelog::{Changelog, PartitionCheckpoint, PendingCommit};
+use crate::runtime::changelog::{
+    Changelog, PartitionCheckpoint, PendingCommit, CHECKPOINTS_IN_FLIGHT,
+};
 use crate::runtime::error::{from_runtime_errors, RuntimeError};
 use crate::runtime::kafka::{self, Record, ServiceConsumer, ServiceProducer, TopicSpec};
 use crate::runtime::keyed_state::KeyedState;
@@ -30,7 +32,7 @@ use crate::timestamp::Millis;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::Producer;
 use rdkafka::Offset;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use thiserror::Error;
@@ -150,8 +152,9 @@ struct CoreState {
     changes_buf: Vec<crate::change::ScoreChange>,
     /// Each published change is encoded here in turn (librdkafka copies it).
     encode_buf: Vec<u8>,
-    /// At-least-once: the last checkpoint, while its writes are under way (at most one).
-    commit: Option<PendingCommit>,
+    /// At-least-once: the checkpoints whose writes are under way, oldest first (at most
+    /// [`CHECKPOINTS_IN_FLIGHT`]).
+    commits: VecDeque<PendingCommit>,
 }
 
 impl Core {
@@ -159,16 +162,15 @@ impl Core {
         lock_unpoisoned(&self.state)
     }
 
-    /// Waits for the checkpoint under way, if any, to finish.
-    fn settle_locked(
+    /// Carries the checkpoints under way forward, waiting until at most `keep` are left.
+    fn drive_commits(
         &self,
         st: &mut CoreState,
         consumer: &ServiceConsumer<Core>,
+        keep: usize,
     ) -> Result<(), ScorerError> {
-        if let Some(mut commit) = st.commit.take() {
-            self.changelog
-                .advance(&self.producer, consumer, &mut commit, true)?;
-        }
+        self.changelog
+            .drive(&self.producer, consumer, &mut st.commits, keep)?;
         Ok(())
     }
 
@@ -804,13 +806,14 @@ impl Service for Core {
     /// partition's checkpoint record, then the local store and the group offsets.
     ///
     /// At-least-once, the batch's states are encoded here and its writes go on while the next
-    /// batch is processed ([`Core::tick`]): the waits for deliveries overlap with scoring
-    /// instead of stopping it twice a batch. A checkpoint waits for the one before to finish,
-    /// so one is under way at a time and each follows the order of docs/crash-safety.md.
+    /// batch is processed ([`Service::tick`]): the waits for deliveries overlap with scoring
+    /// instead of stopping it twice a batch. At most [`CHECKPOINTS_IN_FLIGHT`] are under way,
+    /// each carried forward once the one before is done, so each follows the order of
+    /// docs/crash-safety.md.
     fn checkpoint(&self, consumer: &ServiceConsumer<Core>) -> Result<(), ScorerError> {
         let mut st = self.lock();
         let st = &mut *st;
-        self.settle_locked(st, consumer)?;
+        self.drive_commits(st, consumer, CHECKPOINTS_IN_FLIGHT - 1)?;
         self.ensure_transaction(st)?;
         let parts: Vec<PartitionCheckpoint> = st
             .owned
@@ -836,18 +839,14 @@ impl Service for Core {
             st.in_transaction = false;
             result?;
         } else {
-            let mut commit = self.changelog.begin_commit(
+            let commit = self.changelog.begin_commit(
                 &self.producer,
                 &self.settings.topics.input,
                 parts,
                 offsets,
             )?;
-            if !self
-                .changelog
-                .advance(&self.producer, consumer, &mut commit, false)?
-            {
-                st.commit = Some(commit);
-            }
+            st.commits.push_back(commit);
+            self.drive_commits(st, consumer, usize::MAX)?;
         }
         if let Some(b) = st.batch_started.take() {
             metrics::histogram!(t::POLL_TO_OUTPUT_SECONDS).record(b.elapsed().as_secs_f64());
@@ -859,19 +858,14 @@ impl Service for Core {
 
     fn tick(&self, consumer: &ServiceConsumer<Core>) -> Result<(), ScorerError> {
         let mut st = self.lock();
-        if let Some(commit) = &mut st.commit {
-            if self
-                .changelog
-                .advance(&self.producer, consumer, commit, false)?
-            {
-                st.commit = None;
-            }
+        if st.commits.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.drive_commits(&mut st, consumer, usize::MAX)
     }
 
     fn settle(&self, consumer: &ServiceConsumer<Core>) -> Result<(), ScorerError> {
-        self.settle_locked(&mut self.lock(), consumer)
+        self.drive_commits(&mut self.lock(), consumer, 0)
     }
 
     fn fatal(message: String) -> ScorerError {

@@ -8,8 +8,10 @@
 
 use super::*;
 use crate::config::Guarantee;
+use crate::runtime::changelog::CHECKPOINTS_IN_FLIGHT;
 use crate::runtime::kafka::{self, Delivery, Record, ServiceProducer};
 use rdkafka::message::OwnedHeaders;
+use std::collections::VecDeque;
 
 /// One record as the scorer produced it.
 pub(super) struct Replayed {
@@ -206,7 +208,7 @@ fn pipe_loop(run: &PipeRun<'_>, stop: &AtomicBool) -> Result<()> {
     let (mut total, mut pending) = (0i64, 0usize);
     let mut batch_started: Option<Instant> = None;
     let mut in_txn = false;
-    let mut in_flight: Option<PipeCommit> = None;
+    let mut in_flight: VecDeque<PipeCommit> = VecDeque::new();
     // The share of `records` due once `done` of `of` input records are consumed.
     let due = |records: usize, done: i64, of: i64| (records as i64 * done / of.max(1)) as usize;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -243,11 +245,7 @@ fn pipe_loop(run: &PipeRun<'_>, stop: &AtomicBool) -> Result<()> {
             Some(Err(e)) => return Err(e).context("the pipe's consumer"),
             None => true,
         };
-        if let Some(c) = &mut in_flight {
-            if c.advance(&producer, &consumer, run, false)? {
-                in_flight = None;
-            }
-        }
+        drive(&mut in_flight, &producer, &consumer, run, usize::MAX)?;
         let checkpoint = pending > 0
             && (pending >= s.batch_max_events
                 || idle
@@ -293,25 +291,25 @@ fn pipe_loop(run: &PipeRun<'_>, stop: &AtomicBool) -> Result<()> {
             in_txn = false;
             kafka::commit_async(&consumer, input, &offsets);
         } else {
-            if let Some(mut c) = in_flight.take() {
-                c.advance(&producer, &consumer, run, true)?;
-            }
-            let mut c = PipeCommit {
+            drive(
+                &mut in_flight,
+                &producer,
+                &consumer,
+                run,
+                CHECKPOINTS_IN_FLIGHT - 1,
+            )?;
+            in_flight.push_back(PipeCommit {
                 outputs: Some(producer.seal()?),
                 changelog: None,
                 log,
                 offsets,
-            };
-            if !c.advance(&producer, &consumer, run, false)? {
-                in_flight = Some(c);
-            }
+            });
+            drive(&mut in_flight, &producer, &consumer, run, usize::MAX)?;
         }
         pending = 0;
         batch_started = None;
     }
-    if let Some(mut c) = in_flight.take() {
-        c.advance(&producer, &consumer, run, true)?;
-    }
+    drive(&mut in_flight, &producer, &consumer, run, 0)?;
     while !stop.load(Ordering::Relaxed) {
         let _ = consumer.poll(Duration::from_millis(20));
     }
@@ -355,6 +353,27 @@ impl PipeCommit {
             kafka::commit_async(consumer, &run.settings.topics.input, &self.offsets);
         }
         Ok(true)
+    }
+}
+
+/// [`crate::runtime::changelog::Changelog::drive`] for the pipe's checkpoints: the oldest
+/// first, each once the one before is done, waiting until at most `keep` are left.
+fn drive(
+    in_flight: &mut VecDeque<PipeCommit>,
+    producer: &ServiceProducer,
+    consumer: &BaseConsumer,
+    run: &PipeRun<'_>,
+    keep: usize,
+) -> Result<()> {
+    loop {
+        let wait = in_flight.len() > keep;
+        let Some(oldest) = in_flight.front_mut() else {
+            return Ok(());
+        };
+        if !oldest.advance(producer, consumer, run, wait)? {
+            return Ok(());
+        }
+        in_flight.pop_front();
     }
 }
 

@@ -258,82 +258,141 @@ mod local_writer {
     }
 }
 
-/// The checkpoint under way keeps docs/crash-safety.md's order while the service goes on:
-/// nothing of it reaches the changelog until the outputs sent before it are delivered, and
-/// outputs sent after it (the next batch) are not waited for.
-#[test]
-fn a_pending_checkpoint_writes_the_changelog_only_after_its_outputs_are_delivered() {
-    use crate::dev::scratch::ScratchDir;
-    use crate::runtime::kafka::{Delivery, Record};
-    use rdkafka::mocking::MockCluster;
-    let mock = MockCluster::new(2).expect("mock cluster");
-    for (topic, leader) in [("out", 2), ("later", 1), ("log", 1), ("in", 1)] {
-        mock.create_topic(topic, 1, 1).expect("topic");
-        mock.partition_leader(topic, 0, Some(leader))
-            .expect("leader");
+/// A mock cluster whose topic `out` lives on broker 2 (the test takes it down) and `later`,
+/// `log` (the changelog) and `in` on broker 1; a changelog, a producer and a consumer on it.
+/// Fields drop in order: the clients before the cluster they talk to.
+struct Rig {
+    changelog: Changelog,
+    producer: ServiceProducer,
+    consumer: BaseConsumer,
+    _dir: crate::dev::scratch::ScratchDir,
+    mock: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+}
+
+impl Rig {
+    fn new(name: &str) -> Rig {
+        let mock = rdkafka::mocking::MockCluster::new(2).expect("mock cluster");
+        for (topic, leader) in [("out", 2), ("later", 1), ("log", 1), ("in", 1)] {
+            mock.create_topic(topic, 1, 1).expect("topic");
+            mock.partition_leader(topic, 0, Some(leader))
+                .expect("leader");
+        }
+        // A failed test leaves records for the downed broker: they expire instead of holding
+        // the producer's drop for librdkafka's default five minutes.
+        let props = BTreeMap::from([
+            ("bootstrap.servers".to_string(), mock.bootstrap_servers()),
+            ("message.timeout.ms".to_string(), "10000".to_string()),
+        ]);
+        let dir = crate::dev::scratch::ScratchDir::new(name).expect("scratch dir");
+        Rig {
+            changelog: Changelog::open(dir.path(), "log", &props).expect("changelog"),
+            producer: ServiceProducer::new(&props, None).expect("producer"),
+            consumer: kafka::consumer_config(&props)
+                .set("group.id", name)
+                .create()
+                .expect("consumer"),
+            mock,
+            _dir: dir,
+        }
     }
-    let props = BTreeMap::from([("bootstrap.servers".to_string(), mock.bootstrap_servers())]);
-    let dir = ScratchDir::new("pending-commit").expect("scratch dir");
-    let changelog = Changelog::open(dir.path(), "log", &props).expect("changelog");
-    let producer = ServiceProducer::new(&props, None).expect("producer");
-    let consumer: BaseConsumer = kafka::consumer_config(&props)
-        .set("group.id", "pending-commit")
-        .create()
-        .expect("consumer");
-    let send = |topic: &str| {
-        producer
+
+    fn send(&self, topic: &str) {
+        self.producer
             .send(
-                Record {
+                kafka::Record {
                     topic,
                     partition: Some(0),
                     key: b"u",
                     payload: Some(b"change"),
                     headers: None,
                 },
-                Delivery::Output,
+                kafka::Delivery::Output,
             )
             .expect("queued");
-    };
-    let log_end = || {
-        producer
+    }
+
+    /// A checkpoint of one user's state, to resume at input offset `next`.
+    fn begin(&self, next: i64) -> PendingCommit {
+        let part = PartitionCheckpoint {
+            partition: 0,
+            records: vec![("u".to_string(), Some(b"state".to_vec()))],
+            checkpoint: Checkpoint {
+                next_input_offset: next,
+                state: None,
+                app: Vec::new(),
+            },
+        };
+        self.changelog
+            .begin_commit(&self.producer, "in", vec![part], vec![(0, next)])
+            .expect("begun")
+    }
+
+    fn log_end(&self) -> i64 {
+        self.producer
             .inner()
             .client()
             .fetch_watermarks("log", 0, Duration::from_secs(10))
             .expect("watermarks")
             .1
-    };
-    mock.broker_down(2).expect("down");
-    send("out");
-    let part = PartitionCheckpoint {
-        partition: 0,
-        records: vec![("u".to_string(), Some(b"state".to_vec()))],
-        checkpoint: Checkpoint {
-            next_input_offset: 1,
-            state: None,
-            app: Vec::new(),
-        },
-    };
-    let mut commit = changelog
-        .begin_commit(&producer, "in", vec![part], vec![(0, 1)])
-        .expect("begun");
+    }
+}
+
+/// The checkpoint under way keeps docs/crash-safety.md's order while the service goes on:
+/// nothing of it reaches the changelog until the outputs sent before it are delivered, and
+/// outputs sent after it (the next batch) are not waited for.
+#[test]
+fn a_pending_checkpoint_writes_the_changelog_only_after_its_outputs_are_delivered() {
+    let rig = Rig::new("pending-commit");
+    rig.mock.broker_down(2).expect("down");
+    rig.send("out");
+    let mut commit = rig.begin(1);
     // The next batch's output, on a broker that answers.
-    send("later");
+    rig.send("later");
     std::thread::sleep(Duration::from_millis(300));
-    assert!(!changelog
-        .advance(&producer, &consumer, &mut commit, false)
+    assert!(!rig
+        .changelog
+        .advance(&rig.producer, &rig.consumer, &mut commit, false)
         .expect("no failure"));
     // Time for anything it had sent to arrive.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        log_end(),
+        rig.log_end(),
         0,
         "changelog written before the outputs were delivered"
     );
-    mock.broker_up(2).expect("up");
-    assert!(changelog
-        .advance(&producer, &consumer, &mut commit, true)
+    rig.mock.broker_up(2).expect("up");
+    assert!(rig
+        .changelog
+        .advance(&rig.producer, &rig.consumer, &mut commit, true)
         .expect("done"));
     // The user's state, then the checkpoint record.
-    assert_eq!(log_end(), 2);
-    assert_eq!(producer.checkpoint_offset("log", 0), Some(1));
+    assert_eq!(rig.log_end(), 2);
+    assert_eq!(rig.producer.checkpoint_offset("log", 0), Some(1));
+}
+
+/// Two checkpoints under way: the later one's changelog records wait for the earlier one's,
+/// even when its own outputs are delivered first, so checkpoints reach the changelog in order.
+#[test]
+fn checkpoints_under_way_reach_the_changelog_in_order() {
+    let rig = Rig::new("commits-in-order");
+    rig.mock.broker_down(2).expect("down");
+    rig.send("out");
+    let mut in_flight = VecDeque::from([rig.begin(1)]);
+    rig.send("later");
+    in_flight.push_back(rig.begin(2));
+    std::thread::sleep(Duration::from_millis(300));
+    rig.changelog
+        .drive(&rig.producer, &rig.consumer, &mut in_flight, usize::MAX)
+        .expect("no failure");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(in_flight.len(), 2);
+    assert_eq!(rig.log_end(), 0, "the later checkpoint went first");
+    rig.mock.broker_up(2).expect("up");
+    rig.changelog
+        .drive(&rig.producer, &rig.consumer, &mut in_flight, 0)
+        .expect("done");
+    assert!(in_flight.is_empty());
+    // Each user's state and checkpoint, the second's last.
+    assert_eq!(rig.log_end(), 4);
+    assert_eq!(rig.producer.checkpoint_offset("log", 0), Some(3));
 }
