@@ -272,6 +272,27 @@ enum CommitStep {
     Done,
 }
 
+/// Carries checkpoints under way forward, oldest first, each only once the one before it is
+/// done (so their changelog records follow each other in order): without waiting, except that
+/// it waits for the oldest until at most `keep` are left. `advance(checkpoint, wait)` takes one
+/// as far as it can and says whether it is done. The scorer's and the pipe baseline's.
+pub fn drive_in_order<T, E>(
+    in_flight: &mut VecDeque<T>,
+    keep: usize,
+    mut advance: impl FnMut(&mut T, bool) -> Result<bool, E>,
+) -> Result<(), E> {
+    loop {
+        let wait = in_flight.len() > keep;
+        let Some(oldest) = in_flight.front_mut() else {
+            return Ok(());
+        };
+        if !advance(oldest, wait)? {
+            return Ok(());
+        }
+        in_flight.pop_front();
+    }
+}
+
 /// A service's changelog topic and local store.
 pub struct Changelog {
     topic: String,
@@ -801,9 +822,8 @@ impl Changelog {
         }
     }
 
-    /// Carries the checkpoints under way forward, oldest first, each only once the one before
-    /// it is done (so their changelog records follow each other in order): without waiting,
-    /// except that it waits for the oldest until at most `keep` are left.
+    /// Carries the checkpoints under way forward ([`drive_in_order`] over
+    /// [`Changelog::advance`]).
     pub fn drive<C: ConsumerContext>(
         &self,
         producer: &ServiceProducer,
@@ -811,16 +831,9 @@ impl Changelog {
         in_flight: &mut VecDeque<PendingCommit>,
         keep: usize,
     ) -> Result<(), ChangelogError> {
-        loop {
-            let wait = in_flight.len() > keep;
-            let Some(oldest) = in_flight.front_mut() else {
-                return Ok(());
-            };
-            if !self.advance(producer, consumer, oldest, wait)? {
-                return Ok(());
-            }
-            in_flight.pop_front();
-        }
+        drive_in_order(in_flight, keep, |commit, wait| {
+            self.advance(producer, consumer, commit, wait)
+        })
     }
 
     /// The end of a checkpoint whose changelog records are delivered: the group offsets (also

@@ -8,7 +8,7 @@
 
 use super::*;
 use crate::config::Guarantee;
-use crate::runtime::changelog::CHECKPOINTS_IN_FLIGHT;
+use crate::runtime::changelog::{drive_in_order, CHECKPOINTS_IN_FLIGHT};
 use crate::runtime::kafka::{self, Delivery, Record, ServiceProducer};
 use rdkafka::message::OwnedHeaders;
 use std::collections::VecDeque;
@@ -356,8 +356,7 @@ impl PipeCommit {
     }
 }
 
-/// [`crate::runtime::changelog::Changelog::drive`] for the pipe's checkpoints: the oldest
-/// first, each once the one before is done, waiting until at most `keep` are left.
+/// [`drive_in_order`] over the pipe's checkpoints.
 fn drive(
     in_flight: &mut VecDeque<PipeCommit>,
     producer: &ServiceProducer,
@@ -365,16 +364,9 @@ fn drive(
     run: &PipeRun<'_>,
     keep: usize,
 ) -> Result<()> {
-    loop {
-        let wait = in_flight.len() > keep;
-        let Some(oldest) = in_flight.front_mut() else {
-            return Ok(());
-        };
-        if !oldest.advance(producer, consumer, run, wait)? {
-            return Ok(());
-        }
-        in_flight.pop_front();
-    }
+    drive_in_order(in_flight, keep, |c, wait| {
+        c.advance(producer, consumer, run, wait)
+    })
 }
 
 /// Sends each partition's captured changelog records in `log`'s ranges.
