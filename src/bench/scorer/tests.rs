@@ -34,7 +34,16 @@ fn tiny_run_reports_every_metric_with_a_positive_value() -> Result<()> {
         report.contains("events = 3000 (+5000 for latency); users = 300; partitions = 3"),
         "{report}"
     );
+    assert!(report.contains("the median of 3 pairs"), "{report}");
     Ok(())
+}
+
+#[test]
+fn the_median_is_the_middle_value_or_the_mean_of_the_middle_two() {
+    assert_eq!(median(&[0.9, 0.7, 0.8]), 0.8);
+    assert_eq!(median(&[0.5, 0.25, 1.0, 0.75]), 0.625);
+    assert_eq!(median(&[0.5]), 0.5);
+    assert_eq!(median(&[]), 0.0);
 }
 
 #[test]
