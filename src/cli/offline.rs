@@ -100,12 +100,17 @@ pub(super) fn run_simulate(args: SimulateArgs) -> Result<ExitCode> {
     for bad in &sim.bad_lines {
         eprintln!("{}:{}: {}", events.display(), bad.line, bad.reason);
     }
-    Ok(if sim.bad_lines.is_empty() {
+    Ok(if sim.bad_line_count == 0 {
         ExitCode::SUCCESS
     } else {
+        let listed = if sim.bad_line_count > sim.bad_lines.len() {
+            format!(" (the first {} listed above)", sim.bad_lines.len())
+        } else {
+            String::new()
+        };
         eprintln!(
-            "{} of the input lines were bad and skipped",
-            sim.bad_lines.len()
+            "{} of the input lines were bad and skipped{listed}",
+            sim.bad_line_count
         );
         ExitCode::from(1)
     })

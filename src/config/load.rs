@@ -58,6 +58,34 @@ impl Sources<'_> {
     }
 }
 
+/// The most a settings file may hold: a real one is a few KiB.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The settings file's text, read to at most one byte past [`MAX_CONFIG_BYTES`].
+fn read_settings_file(path: &Path, name: &str) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let read = |source| ConfigError::Read {
+        file: name.to_string(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(read)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            file: name.to_string(),
+            max: MAX_CONFIG_BYTES,
+        });
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        read(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not UTF-8 text",
+        ))
+    })
+}
+
 impl Settings {
     /// Defaults, then the file at `path` (if any), then the process's `LEADSCORE__*`
     /// environment variables.
@@ -67,10 +95,7 @@ impl Settings {
             None => Settings::load_from(None, env),
             Some(path) => {
                 let name = path.display().to_string();
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    file: name.clone(),
-                    source,
-                })?;
+                let text = read_settings_file(path, &name)?;
                 Settings::load_from(Some((&name, &text)), env)
             }
         }

@@ -83,6 +83,10 @@ pub enum ConfigError {
         file: String,
         source: std::io::Error,
     },
+    /// Bounded: `/dev/zero` or a log given by mistake is an error, not a read that fills the
+    /// memory.
+    #[error("config {file}: larger than {max} bytes, the limit for a settings file (is it the right file?)")]
+    TooLarge { file: String, max: u64 },
     /// The file is not TOML; the message carries toml's line, column and excerpt.
     #[error("config {file}: {message}")]
     Syntax { file: String, message: String },

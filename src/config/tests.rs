@@ -628,3 +628,35 @@ fn unknown_types_defaults_to_skip_and_takes_dead_letter_from_file_or_env() {
     assert!(e.contains("scorer.unknown_types"), "{e}");
     assert!(e.contains("skip") && e.contains("dead_letter"), "{e}");
 }
+
+/// A settings file is read to at most one byte past its cap: `/dev/zero` given by mistake was
+/// read until the memory ran out (hundreds of MB a second).
+#[test]
+fn a_settings_file_is_read_only_up_to_its_cap() {
+    let e = Settings::load(Some(Path::new("/dev/zero")))
+        .expect_err("/dev/zero is not a settings file")
+        .to_string();
+    assert_eq!(
+        e,
+        "config /dev/zero: larger than 1048576 bytes, the limit for a settings file (is it the \
+         right file?)"
+    );
+    let dir = ScratchDir::new("config-test-file-cap").expect("scratch dir");
+    let path = dir.path().join("leadscore.toml");
+    // A comment of exactly the cap loads (to the defaults); one byte more does not.
+    let mut at_cap = String::from("# ");
+    at_cap.push_str(&"x".repeat(load::MAX_CONFIG_BYTES as usize - 3));
+    at_cap.push('\n');
+    std::fs::write(&path, &at_cap).expect("write settings file");
+    assert!(Settings::load(Some(&path)).is_ok());
+    std::fs::write(&path, format!("{at_cap} ")).expect("write settings file");
+    let e = Settings::load(Some(&path))
+        .expect_err("over the cap")
+        .to_string();
+    assert!(e.contains("larger than 1048576 bytes"), "{e}");
+    std::fs::write(&path, [b'#', 0xff, b'\n']).expect("write settings file");
+    let e = Settings::load(Some(&path))
+        .expect_err("not UTF-8")
+        .to_string();
+    assert!(e.ends_with("cannot read: not UTF-8 text"), "{e}");
+}

@@ -23,7 +23,7 @@ use crate::state::UserState;
 use crate::timestamp::{format_rfc3339, Millis};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Read};
 
 /// The topic name simulated events are said to come from.
 pub const SIMULATED_TOPIC: &str = "simulate";
@@ -42,7 +42,10 @@ pub struct Simulation {
     pub users: BTreeMap<String, UserState>,
     /// Every score change, in the order the engine made them.
     pub changes: Vec<ScoreChange>,
+    /// The first [`MAX_BAD_LINES_LISTED`] bad lines, with their reasons.
     pub bad_lines: Vec<BadLine>,
+    /// Every bad line, listed or not.
+    pub bad_line_count: usize,
     /// The partition clock at the end.
     pub clock: Option<Millis>,
     /// Events of a type this version does not know: skipped (their time counted in the
@@ -54,6 +57,16 @@ pub struct Simulation {
 pub fn run(engine: &Engine, input: impl BufRead, now: Option<Millis>) -> io::Result<Simulation> {
     run_partitioned(engine, input, now, 1)
 }
+
+/// The longest line read: past it without a line end the input is not JSON lines (`/dev/zero`,
+/// a binary file) and the run stops with an error instead of filling the memory. A line longer
+/// than an event may be ([`Limits::DEFAULT_MAX_BYTES`]) but within this is a bad line, as an
+/// oversized record is for the scorer.
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// Bad lines kept with their reasons; past this many they are only counted, so a large file of
+/// the wrong shape does not hold a reason per line.
+pub const MAX_BAD_LINES_LISTED: usize = 1000;
 
 /// The default `scorer.max_future_skew` (the scorer's setting takes its default from here):
 /// events dated further ahead of the wall clock are bad lines here, as they are dead letters
@@ -91,12 +104,35 @@ pub fn run_guarded(
     let mut sim = Simulation::default();
     let mut parts: Vec<(Partition, i64)> = (0..partitions).map(|_| (Partition::new(), 0)).collect();
     let limits = Limits::default();
-    for (index, line) in input.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
+    let mut input = input;
+    let mut line = Vec::new();
+    for index in 0usize.. {
+        line.clear();
+        let read = (&mut input)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)?;
+        if read == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        } else if line.len() > MAX_LINE_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "line {}: no line end within {MAX_LINE_BYTES} bytes; the input is one JSON \
+                     event per line (is it the right file?)",
+                    index + 1
+                ),
+            ));
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let decoded = codec::decode_event(Format::Json, None, line.as_bytes(), &limits)
+        let decoded = codec::decode_event(Format::Json, None, &line, &limits)
             .and_then(|e| codec::check_not_future(&e, wall, max_skew).map(|()| e));
         let item = match decoded {
             Ok(e) => Line::Event(e),
@@ -106,19 +142,13 @@ pub fn run_guarded(
                 match codec::check_time_not_future(u.time, wall, max_skew) {
                     Ok(()) => Line::UnknownType(*u),
                     Err(e) => {
-                        sim.bad_lines.push(BadLine {
-                            line: index + 1,
-                            reason: e.to_string(),
-                        });
+                        sim.bad_line(index + 1, e.to_string());
                         continue;
                     }
                 }
             }
             Err(e) => {
-                sim.bad_lines.push(BadLine {
-                    line: index + 1,
-                    reason: e.to_string(),
-                });
+                sim.bad_line(index + 1, e.to_string());
                 continue;
             }
         };
@@ -160,6 +190,16 @@ pub fn run_guarded(
         sim.clock = sim.clock.max(partition.clock());
     }
     Ok(sim)
+}
+
+impl Simulation {
+    /// Counts a bad line, and lists it while fewer than [`MAX_BAD_LINES_LISTED`] are.
+    fn bad_line(&mut self, line: usize, reason: String) {
+        self.bad_line_count += 1;
+        if self.bad_lines.len() < MAX_BAD_LINES_LISTED {
+            self.bad_lines.push(BadLine { line, reason });
+        }
+    }
 }
 
 /// A decoded line: an event, or one of a type this version does not know.
@@ -230,6 +270,73 @@ delta = -1
     /// `minutes` after 2026-01-05T00:00, for [`line`].
     fn at(minutes: u32) -> String {
         format!("2026-01-05T{:02}:{:02}", minutes / 60, minutes % 60)
+    }
+
+    fn run_bytes(input: impl BufRead) -> io::Result<Simulation> {
+        let wall = crate::timestamp::parse_rfc3339("2026-03-01T00:00:00Z").unwrap_or_default();
+        run_guarded(&engine(), input, None, 1, wall, 3_600_000)
+    }
+
+    /// An input with no line end (`/dev/zero`, a binary file) stops the run with an error
+    /// naming the line: it was read into one line until the memory ran out.
+    #[test]
+    fn an_endless_line_is_an_error_not_a_read_that_fills_the_memory() {
+        let endless = io::BufReader::new(io::repeat(0));
+        let Err(e) = run_bytes(endless) else {
+            panic!("an endless line was read as events");
+        };
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            e.to_string(),
+            "line 1: no line end within 1048576 bytes; the input is one JSON event per line (is \
+             it the right file?)"
+        );
+        // After good lines too, naming the line.
+        let good = line("u1", &at(0), r#""type":"email_added","value":"a@x.io""#);
+        let input = io::Cursor::new(format!("{good}\n")).chain(io::repeat(b'x'));
+        let Err(e) = run_bytes(io::BufReader::new(input)) else {
+            panic!("an endless second line was read as an event");
+        };
+        assert!(e.to_string().starts_with("line 2: no line end"), "{e}");
+    }
+
+    /// A line too long for an event but with an end is a bad line, as an oversized record is
+    /// for the scorer; so is one that is not UTF-8. CRLF line ends read as LF ones.
+    #[test]
+    fn long_and_binary_lines_are_bad_lines_and_the_run_goes_on() {
+        let email = line("u1", &at(0), r#""type":"email_added","value":"a@x.io""#);
+        let session = line("u1", &at(1), r#""type":"session_start""#);
+        let long = format!(r#"{{"user_id":"u2","pad":"{}"}}"#, "p".repeat(100_000));
+        let mut input = format!("{email}\r\n{long}\n").into_bytes();
+        input.extend_from_slice(b"{\"user_id\":\"\xff\"}\n");
+        input.extend_from_slice(session.as_bytes());
+        let sim = match run_bytes(input.as_slice()) {
+            Ok(sim) => sim,
+            Err(e) => panic!("{e}"),
+        };
+        let bad: Vec<usize> = sim.bad_lines.iter().map(|b| b.line).collect();
+        assert_eq!(bad, [2, 3], "{:?}", sim.bad_lines);
+        assert_eq!(sim.bad_line_count, 2);
+        // The email (after a CRLF line end) enrolled u1 and the session after the bad lines
+        // scored.
+        let u1 = &sim.users["u1"];
+        assert_eq!((u1.enrolled, u1.score), (true, 1));
+    }
+
+    /// Past [`MAX_BAD_LINES_LISTED`] bad lines are counted, not kept.
+    #[test]
+    fn bad_lines_past_the_listed_ones_are_only_counted() {
+        let input = "not json\n".repeat(MAX_BAD_LINES_LISTED + 500);
+        let sim = match run_bytes(input.as_bytes()) {
+            Ok(sim) => sim,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(sim.bad_line_count, MAX_BAD_LINES_LISTED + 500);
+        assert_eq!(sim.bad_lines.len(), MAX_BAD_LINES_LISTED);
+        assert_eq!(
+            sim.bad_lines.last().map(|b| b.line),
+            Some(MAX_BAD_LINES_LISTED)
+        );
     }
 
     #[test]
