@@ -228,10 +228,29 @@ pub fn run() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// An error and its causes on one line, as `{:#}` writes them (`outer: cause: ...`), but
+/// without a cause whose text the line already holds: many errors name their cause in their
+/// own message and also return it as their `source` (thiserror's `#[from]`), which `{:#}`
+/// printed twice ("cannot read: No such file or directory (os error 2): No such file or
+/// directory (os error 2)").
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -315,5 +334,38 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 ..Default::default()
             },
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    /// A cause the outer message already quotes is not repeated; one it does not is kept.
+    #[test]
+    fn an_error_line_names_each_cause_once() {
+        let missing = io::Error::new(io::ErrorKind::NotFound, "No such file or directory");
+        let read = crate::config::Settings::load(Some(std::path::Path::new("/nonexistent/x")))
+            .expect_err("no such file");
+        let line = error_chain(&anyhow::Error::from(read));
+        assert_eq!(
+            line,
+            "config /nonexistent/x: cannot read: No such file or directory (os error 2)"
+        );
+        let kafka = crate::runtime::kafka::KafkaSetupError::from(
+            rdkafka::error::KafkaError::ClientCreation("bad property".into()),
+        );
+        assert_eq!(
+            error_chain(&anyhow::Error::from(kafka)),
+            "kafka client: Client creation error: bad property"
+        );
+        let wrapped = Err::<(), _>(missing)
+            .context("opening the events")
+            .unwrap_err();
+        assert_eq!(
+            error_chain(&wrapped),
+            "opening the events: No such file or directory"
+        );
     }
 }
