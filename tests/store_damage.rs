@@ -111,7 +111,7 @@ impl Setup {
                 parts.extend(st.checkpoint(p as i32, Vec::new(), |v| v.as_bytes().to_vec()));
             }
             changelog
-                .commit(&producer, &consumer, "input", parts, &[])
+                .commit(&producer, &consumer, "input", parts, &[], None)
                 .expect("checkpoint");
         }
         restore

@@ -733,6 +733,7 @@ impl Service for Core {
             &self.settings.topics.output,
             parts,
             &offsets,
+            None,
         )?;
         st.processed = 0;
         st.batch_started = None;

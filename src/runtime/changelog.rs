@@ -260,6 +260,8 @@ pub struct PendingCommit {
     parts: Vec<PartitionCheckpoint>,
     offsets: Vec<(i32, i64)>,
     started: Instant,
+    /// When the checkpoint's batch was first polled, if the service times that.
+    polled: Option<Instant>,
 }
 
 /// What a pending checkpoint waits for.
@@ -723,7 +725,8 @@ impl Changelog {
     /// transaction, then the group offsets and the local store. Returns once it is all done.
     ///
     /// With a transactional producer a transaction must be open; it is committed here. Each
-    /// completed checkpoint is counted and timed (the checkpoint metrics of both services).
+    /// completed checkpoint is counted and timed (the checkpoint metrics of both services), and
+    /// with `polled` (when its batch's first record was polled) so is the time from then.
     pub fn commit<C: ConsumerContext>(
         &self,
         producer: &ServiceProducer,
@@ -731,9 +734,11 @@ impl Changelog {
         input_topic: &str,
         parts: Vec<PartitionCheckpoint>,
         offsets: &[(i32, i64)],
+        polled: Option<Instant>,
     ) -> Result<(), ChangelogError> {
         if !producer.is_transactional() {
-            let mut commit = self.begin_commit(producer, input_topic, parts, offsets.to_vec())?;
+            let mut commit =
+                self.begin_commit(producer, input_topic, parts, offsets.to_vec(), polled)?;
             self.advance(producer, consumer, &mut commit, true)?;
             return Ok(());
         }
@@ -757,7 +762,15 @@ impl Changelog {
             .commit_transaction(kafka::SETUP_TIMEOUT)
             .map_err(ChangelogError::Transaction)?;
         producer.take_failures()?;
-        self.finish(consumer, producer, input_topic, parts, offsets, started)
+        self.finish(
+            consumer,
+            producer,
+            input_topic,
+            parts,
+            offsets,
+            started,
+            polled,
+        )
     }
 
     /// Starts an at-least-once checkpoint of what was processed and sent so far (the
@@ -770,6 +783,7 @@ impl Changelog {
         input_topic: &str,
         parts: Vec<PartitionCheckpoint>,
         offsets: Vec<(i32, i64)>,
+        polled: Option<Instant>,
     ) -> Result<PendingCommit, ChangelogError> {
         debug_assert!(!producer.is_transactional());
         Ok(PendingCommit {
@@ -778,6 +792,7 @@ impl Changelog {
             parts,
             offsets,
             started: Instant::now(),
+            polled,
         })
     }
 
@@ -814,6 +829,7 @@ impl Changelog {
                         std::mem::take(&mut commit.parts),
                         &commit.offsets,
                         commit.started,
+                        commit.polled,
                     )?;
                     return Ok(true);
                 }
@@ -840,6 +856,7 @@ impl Changelog {
     /// in the group itself with exactly-once, whose transaction holds them already: some
     /// brokers only show group commits to offset readers; lag monitoring and tools read them,
     /// resuming never does), the local store, the metrics.
+    #[allow(clippy::too_many_arguments)]
     fn finish<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
@@ -848,12 +865,16 @@ impl Changelog {
         parts: Vec<PartitionCheckpoint>,
         offsets: &[(i32, i64)],
         started: Instant,
+        polled: Option<Instant>,
     ) -> Result<(), ChangelogError> {
         kafka::commit_async(consumer, input_topic, offsets);
         for part in parts {
             self.persist_local(producer, part)?;
         }
         metrics::histogram!(t::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
+        if let Some(polled) = polled {
+            metrics::histogram!(t::POLL_TO_OUTPUT_SECONDS).record(polled.elapsed().as_secs_f64());
+        }
         metrics::counter!(t::CHECKPOINTS).increment(1);
         Ok(())
     }

@@ -828,6 +828,8 @@ impl Service for Core {
             .iter()
             .filter_map(|(p, o)| o.users.next_offset().map(|n| (*p, n)))
             .collect();
+        // Timed to when the checkpoint is done, which at-least-once is after this returns.
+        let polled = st.batch_started.take();
         if self.exactly_once() {
             let result = self.changelog.commit(
                 &self.producer,
@@ -835,6 +837,7 @@ impl Service for Core {
                 &self.settings.topics.input,
                 parts,
                 &offsets,
+                polled,
             );
             st.in_transaction = false;
             result?;
@@ -844,12 +847,10 @@ impl Service for Core {
                 &self.settings.topics.input,
                 parts,
                 offsets,
+                polled,
             )?;
             st.commits.push_back(commit);
             self.drive_commits(st, consumer, usize::MAX)?;
-        }
-        if let Some(b) = st.batch_started.take() {
-            metrics::histogram!(t::POLL_TO_OUTPUT_SECONDS).record(b.elapsed().as_secs_f64());
         }
         st.pending = 0;
         self.update_gauges(st);

@@ -323,7 +323,7 @@ impl Rig {
             },
         };
         self.changelog
-            .begin_commit(&self.producer, "in", vec![part], vec![(0, next)])
+            .begin_commit(&self.producer, "in", vec![part], vec![(0, next)], None)
             .expect("begun")
     }
 
@@ -368,6 +368,42 @@ fn a_pending_checkpoint_writes_the_changelog_only_after_its_outputs_are_delivere
     // The user's state, then the checkpoint record.
     assert_eq!(rig.log_end(), 2);
     assert_eq!(rig.producer.checkpoint_offset("log", 0), Some(1));
+}
+
+/// The time from a batch's first poll is recorded once its checkpoint is done, not when it
+/// begins: at-least-once that is after the outputs and the changelog records are delivered.
+#[test]
+fn poll_to_output_is_timed_when_the_checkpoint_is_done() {
+    let rig = Rig::new("poll-to-output");
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let samples = || {
+        handle
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix("leadscore_poll_to_output_seconds_count "))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap_or(0))
+    };
+    rig.mock.broker_down(2).expect("down");
+    rig.send("out");
+    let mut commit = rig.begin(1);
+    commit.polled = Some(std::time::Instant::now());
+    metrics::with_local_recorder(&recorder, || {
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!rig
+            .changelog
+            .advance(&rig.producer, &rig.consumer, &mut commit, false)
+            .expect("no failure"));
+    });
+    assert_eq!(samples(), 0, "timed before the outputs were delivered");
+    rig.mock.broker_up(2).expect("up");
+    metrics::with_local_recorder(&recorder, || {
+        assert!(rig
+            .changelog
+            .advance(&rig.producer, &rig.consumer, &mut commit, true)
+            .expect("done"));
+    });
+    assert_eq!(samples(), 1);
 }
 
 /// Two checkpoints under way: the later one's changelog records wait for the earlier one's,
