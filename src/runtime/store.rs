@@ -353,12 +353,7 @@ impl LocalStore {
         if unsealed < MIN_SEAL_BYTES {
             return Ok(());
         }
-        // The table files: what the keyspace takes on disk less its journal.
-        let tables = self
-            .keyspace
-            .disk_space()
-            .saturating_sub(self.keyspace.journal_disk_space());
-        if unsealed < tables / 4 {
+        if unsealed < self.table_bytes() / 4 {
             return Ok(());
         }
         for name in self.keyspace.list_partitions() {
@@ -368,6 +363,15 @@ impl LocalStore {
         }
         self.unsealed.store(0, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The table files' size as fjall counts it: what the keyspace takes on disk less its
+    /// journal. It includes old versions that compaction has yet to merge away, so it swings
+    /// with when compactions run (several times the state while keys are being rewritten).
+    fn table_bytes(&self) -> u64 {
+        self.keyspace
+            .disk_space()
+            .saturating_sub(self.keyspace.journal_disk_space())
     }
 
     /// Removes partition `p`'s keys and meta in one atomic write (a partition restored wholly
