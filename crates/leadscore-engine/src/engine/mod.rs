@@ -18,6 +18,11 @@ use std::sync::Arc;
 /// state size against a user flooded with distinct ids.
 pub const MAX_SEEN_IDS: usize = 256;
 
+/// The most cap windows kept per capped group and user (`Engine::score_within_cap`): the
+/// event's own, and the latest others up to this many in all. Ordinary traffic keeps one or
+/// two; only late external scores moving the re-entry start back again and again keep more.
+pub const MAX_CAP_WINDOWS: usize = 16;
+
 /// What became of one event, for metrics (`skipped` reasons) and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -345,8 +350,15 @@ impl Engine {
 
     /// SPEC 3.4, a group with a cap: the new score after `delta`, cut to what is left of the cap
     /// in the event's window and then clamped. Records in `st.caps` what was applied after
-    /// clamping (so a delta eaten by the score's min/max does not spend the cap), and drops that
-    /// group's usage of windows that ended more than a whole period before the clock.
+    /// clamping (so a delta eaten by the score's min/max does not spend the cap).
+    ///
+    /// It also forgets, to bound the state, that group's usage of windows no event can score in
+    /// any more: a window is dropped once it ended at or before the re-entry start (the last
+    /// change's time plus `reentry_window`: SPEC 3.5 lets no group apply to an earlier event)
+    /// *and* more than a whole period before the clock. Keeping usage until both hold means a
+    /// late event meets exactly the cap the spec counts unless a late `external_score` has
+    /// since moved the re-entry start back past a window already dropped (docs/semantics.md).
+    /// At most [`MAX_CAP_WINDOWS`] windows are kept per group, the earliest dropped first.
     fn score_within_cap(
         &self,
         st: &mut UserState,
@@ -359,9 +371,30 @@ impl Engine {
         let window = time.div_euclid(cap.per);
         // Worked on as a `Vec` and put back exact-size: only capped events come here.
         let mut caps = std::mem::take(&mut st.caps).into_vec();
-        // Drop usage of windows that ended more than a whole period before the clock.
-        let oldest = clock.div_euclid(cap.per) - 1;
-        caps.retain(|c| c.group != key || c.window >= oldest.min(window));
+        // The first window still kept: one that ends after the re-entry start, or within a
+        // period of the clock. (`window` itself is never dropped: the event passed re-entry.)
+        let reentry_start = st.last_change.get().map_or(Millis::MIN, |t| {
+            t.saturating_add(self.rules.entry.reentry_window)
+        });
+        let first_kept = (reentry_start.div_euclid(cap.per))
+            .min(clock.div_euclid(cap.per) - 1)
+            .min(window);
+        caps.retain(|c| c.group != key || c.window >= first_kept);
+        // A hard bound, only reached when late external scores keep moving the re-entry start
+        // back: the group's earliest other windows go first.
+        let others = |caps: &[CapUsage]| {
+            caps.iter()
+                .enumerate()
+                .filter(|(_, c)| c.group == key && c.window != window)
+                .map(|(i, c)| (c.window, i))
+                .collect::<Vec<_>>()
+        };
+        let mut kept = others(&caps);
+        while kept.len() >= MAX_CAP_WINDOWS {
+            let (_, earliest) = *kept.iter().min().expect("more than none");
+            caps.swap_remove(earliest);
+            kept = others(&caps);
+        }
         let slot = match caps
             .iter()
             .position(|c| c.group == key && c.window == window)

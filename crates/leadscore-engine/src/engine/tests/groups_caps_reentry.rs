@@ -1,6 +1,7 @@
 //! SPEC section 3 rules 4 and 5: groups, caps, clamping and re-entry.
 
 use super::*;
+use crate::engine::MAX_CAP_WINDOWS;
 
 // 4. Groups and caps
 
@@ -58,6 +59,56 @@ fn cap_windows_are_aligned_to_the_epoch_in_utc() {
     let late = (0..3).map(|i| T0 + 23 * H + i * M);
     let r = run_base(&demos(late.chain((0..3).map(|i| T0 + D + H + i * M))));
     assert_eq!(r.deltas(), [5, 5, 2, 5, 5, 2]);
+}
+
+/// The daily windows (days since the epoch) of u's cap usage, sorted.
+fn cap_days(r: &Run) -> Vec<i64> {
+    let mut days: Vec<i64> = r.users["u"].caps.iter().map(|c| c.window).collect();
+    days.sort_unstable();
+    days
+}
+
+#[test]
+fn cap_usage_is_kept_while_an_event_can_still_score_in_its_window() {
+    let day0 = T0 / D;
+    let demo = |t| custom("u", t, "demo_requested");
+    // Day 0: 5 + 5. A demo on day 3 finds the re-entry start still on day 0 (its last change),
+    // so day 0's usage stays, and a late external score that moves the start back lets a late
+    // day-0 demo meet the 2 points the cap has left (SPEC 3.4), not a fresh cap.
+    let mut events = demos([T0 + H, T0 + 2 * H]);
+    events.push(demo(T0 + 3 * D));
+    let r = run_base(&events);
+    assert_eq!(cap_days(&r), [day0, day0 + 3]);
+    events.push(external("u", T0 - D, ScoreOp::Set(0), None));
+    events.push(demo(T0 + 3 * H));
+    let r = run_base(&events);
+    assert_eq!(r.changes.last().map(|c| c.delta), Some(2));
+    // Once a later change has moved the start past day 0 and the clock is more than a day
+    // beyond it, no event can score in day 0: the next capped event drops it.
+    let mut events = demos([T0 + H, T0 + 2 * H, T0 + 3 * D, T0 + 4 * D]);
+    let r = run_base(&events);
+    assert_eq!(cap_days(&r), [day0 + 3, day0 + 4]);
+    events.push(demo(T0 + 4 * D + H));
+    assert_eq!(cap_days(&run_base(&events)), [day0 + 3, day0 + 4]);
+}
+
+#[test]
+fn cap_windows_stay_bounded_when_late_external_scores_keep_moving_the_reentry_start_back() {
+    // Each late external score moves the re-entry start back to before every window, so none
+    // can be dropped by time: the per-group bound keeps the latest.
+    let mut events = vec![email("u", T0)];
+    for day in 0..40 {
+        events.push(external("u", T0 - D, ScoreOp::Set(0), None));
+        events.push(custom("u", T0 + day * D + H, "demo_requested"));
+    }
+    let r = run_base(&events);
+    let days = cap_days(&r);
+    assert_eq!(days.len(), MAX_CAP_WINDOWS);
+    assert_eq!(days.last(), Some(&(T0 / D + 39)));
+    assert_eq!(days.first(), Some(&(T0 / D + 40 - MAX_CAP_WINDOWS as i64)));
+    // Every demo still scored its 5 within its own day's cap.
+    assert_eq!(r.score("u"), 5);
+    assert_eq!(r.changes.iter().filter(|c| c.delta == 5).count(), 40);
 }
 
 #[test]
