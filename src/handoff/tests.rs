@@ -101,6 +101,17 @@ fn hands_off_once_when_the_score_passes_the_threshold() {
 }
 
 #[test]
+fn a_score_that_falls_and_passes_the_threshold_again_does_not_hand_the_lead_off_again() {
+    // Only a recycle re-arms a lead (README, "Recycle"): a decay below the threshold says
+    // nothing about what Sales did with it.
+    assert_story(
+        &settings(),
+        "101 Open, 90 Open, 120 Open, 100 Open, 101 Open",
+        &[HANDED, BELOW, ALREADY, BELOW, ALREADY],
+    );
+}
+
+#[test]
 fn a_lead_at_or_beyond_the_handoff_status_is_never_handed_off() {
     let s = settings();
     for status in [
