@@ -24,7 +24,7 @@ use crate::handoff::salesforce::{Backoff, LeadUpdate, RetryHint, SalesforceClien
 use crate::ops::admin::Health;
 use crate::ops::telemetry::{
     HANDOFFS, HANDOFF_BATCH_SECONDS, HANDOFF_CHANGES, HANDOFF_DEAD_LETTERED, HANDOFF_LIMIT_PAUSES,
-    HANDOFF_RETRIES,
+    HANDOFF_RETRIES, HANDOFF_WITHOUT_LEAD_ID,
 };
 use crate::runtime::changelog::{Changelog, PartitionCheckpoint};
 use crate::runtime::kafka::{self, Record, ServiceConsumer, ServiceProducer, TopicSpec};
@@ -37,6 +37,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
 use serde_json::json;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -151,6 +152,9 @@ pub struct Core {
     faults: Faults,
     runtime: tokio::runtime::Handle,
     shutdown: Shutdown,
+    /// Whether a lead due for handoff without a lead id was logged (once per process: the
+    /// counter tells how often).
+    warned_no_lead_id: AtomicBool,
     state: Mutex<CoreState>,
 }
 
@@ -181,6 +185,21 @@ impl Core {
             kafka::Delivery::Output,
         )?;
         Ok(())
+    }
+
+    /// A lead due for handoff whose score change carried no lead id: it waits for a change that
+    /// has one. Counted, and logged once, since the usual cause is a setting: the scorer's
+    /// rules do not track `handoff.lead_id_attribute`, and then no lead is ever handed off.
+    fn no_lead_id(&self) {
+        metrics::counter!(HANDOFF_WITHOUT_LEAD_ID).increment(1);
+        if !self.warned_no_lead_id.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                lead_id_attribute = self.settings.handoff.lead_id_attribute.as_deref(),
+                "a lead due for handoff has no lead id in its score change; it waits for one \
+                 that has it. If none ever does, add the attribute to the rules' [output] \
+                 tracked_attributes (counted in {HANDOFF_WITHOUT_LEAD_ID}; logged once)"
+            );
+        }
     }
 
     /// Publishes one lead's outcome (and, for a failure, its dead letter).
@@ -567,6 +586,7 @@ impl Handoff {
             faults: Faults::default(),
             runtime: tokio::runtime::Handle::current(),
             shutdown,
+            warned_no_lead_id: AtomicBool::new(false),
             state: Mutex::new(CoreState::default()),
             settings,
         });
@@ -653,6 +673,9 @@ impl Service for Core {
         let decision = owned.update_if_changed(&change.user_id, |lead| {
             decide(lead, &change, &self.settings.handoff, &self.funnel)
         });
+        if decision == Err(Skip::NoLeadId) {
+            self.no_lead_id();
+        }
         if decision == Err(Skip::AtOrBeyondHandoffStatus) {
             // Sales took the lead while its handoff waited for its batch: the PATCH would move
             // it back, so it is not sent.

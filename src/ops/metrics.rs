@@ -39,6 +39,7 @@ pub const CHECKPOINTS: &str = "leadscore_checkpoints_total";
 pub const HANDOFFS: &str = "leadscore_handoffs_total";
 pub const HANDOFF_CHANGES: &str = "leadscore_handoff_changes_consumed_total";
 pub const HANDOFF_RETRIES: &str = "leadscore_handoff_retries_total";
+pub const HANDOFF_WITHOUT_LEAD_ID: &str = "leadscore_handoff_changes_without_lead_id_total";
 pub const HANDOFF_DEAD_LETTERED: &str = "leadscore_handoff_dead_lettered_total";
 pub const HANDOFF_LIMIT_PAUSES: &str = "leadscore_handoff_limit_pauses_total";
 pub const HANDOFF_BATCH_SECONDS: &str = "leadscore_handoff_batch_duration_seconds";
@@ -390,6 +391,14 @@ pub const METRICS: &[Metric] = &[
         labels: &[],
         owner: Owner::Handoff,
         help: "Score change records read by the handoff.",
+    },
+    Metric {
+        name: HANDOFF_WITHOUT_LEAD_ID,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        labels: &[],
+        owner: Owner::Handoff,
+        help: "Score changes of a lead due for handoff that carried no lead id (the attribute handoff.lead_id_attribute): the lead waits for a change that has one. Rising steadily with no handoffs: the scorer's rules do not track that attribute ([output] tracked_attributes).",
     },
     Metric {
         name: HANDOFF_RETRIES,

@@ -430,17 +430,36 @@ fn readiness_waits_for_a_token_and_metrics_pass_promtool_and_move() {
     records.push(keyed("gone", 1, 150, "Open", &deleted));
     // Below the threshold: consumed, not handed off.
     records.push(keyed("cold", 1, 10, "Open", &salesforce_lead_id(500)));
+    // Due, but its change lacks the lead id attribute (the scorer's rules do not track it):
+    // it waits, counted and logged, and is not handed off.
+    let mut no_id: serde_json::Value =
+        serde_json::from_slice(&change("noid", 1, 150, "Open", "x")).expect("JSON");
+    no_id["attributes"]
+        .as_object_mut()
+        .expect("attributes")
+        .remove("salesforce_lead_id");
+    records.push(("noid".into(), serde_json::to_vec(&no_id).expect("JSON")));
     setup.send(&records);
     wait_until(Duration::from_secs(60), "every outcome", || {
         setup.outcomes().len() == leads + 1
+    });
+    wait_until(Duration::from_secs(30), "every change consumed", || {
+        h.get("/metrics").is_some_and(|(_, text)| {
+            metric_sum(&text, "leadscore_handoff_changes_consumed_total") == (leads + 3) as f64
+        })
     });
     let text = scrape_with_lag(&h, setup.dir.path(), "handoff", 2);
 
     let sum = |name: &str| metric_sum(&text, name);
     assert_eq!(
-        sum("leadscore_handoff_changes_consumed_total"),
-        (leads + 2) as f64
+        sum("leadscore_handoff_changes_without_lead_id_total"),
+        1.0,
+        "{text}"
     );
+    assert!(h
+        .log_text()
+        .contains("a lead due for handoff has no lead id in its score change"));
+    assert!(!setup.outcomes().iter().any(|o| o["user_id"] == "noid"));
     assert_eq!(
         metric_with(&text, "leadscore_handoffs_total", "outcome=\"handed_off\""),
         Some(leads as f64),
