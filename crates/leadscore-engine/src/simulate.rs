@@ -90,6 +90,9 @@ pub fn run_partitioned(
     )
 }
 
+/// The UTF-8 byte order mark.
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+
 /// [`run_partitioned`] with the time guard explicit: a line whose `time` is more than
 /// `max_skew` after `wall` is a bad line and moves no clock, as in the scorer (SPEC 2).
 pub fn run_guarded(
@@ -129,10 +132,16 @@ pub fn run_guarded(
                 ),
             ));
         }
-        if line.iter().all(u8::is_ascii_whitespace) {
+        // A UTF-8 byte order mark opening the file (Windows tools write one) is not part of
+        // the first event.
+        let text = match line.strip_prefix(UTF8_BOM) {
+            Some(rest) if index == 0 => rest,
+            _ => &line[..],
+        };
+        if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let decoded = codec::decode_event(Format::Json, None, &line, &limits)
+        let decoded = codec::decode_event(Format::Json, None, text, &limits)
             .and_then(|e| codec::check_not_future(&e, wall, max_skew).map(|()| e));
         let item = match decoded {
             Ok(e) => Line::Event(e),

@@ -52,6 +52,10 @@ impl<'de: 'a, 'a> Visitor<'de> for RawEventVisitor<'a> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEvent<'a>, A::Error> {
         let mut raw = RawEvent::default();
+        // Unknown keys, kept only to refuse one written twice (docs/semantics.md, "Accepted
+        // input forms"): checked once at the end, so a payload of many keys costs no more
+        // than sorting them.
+        let mut unknown: Vec<(Cow<'a, str>, ())> = Vec::new();
         while let Some(key) = map.next_key_seed(KeySeed(PhantomData))? {
             let (slot, depth) = match key.as_ref() {
                 "user_id" => (&mut raw.user_id, 0),
@@ -67,6 +71,7 @@ impl<'de: 'a, 'a> Visitor<'de> for RawEventVisitor<'a> {
                 "updated_at" => (&mut raw.updated_at, 0),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
+                    unknown.push((key, ()));
                     continue;
                 }
             };
@@ -74,6 +79,9 @@ impl<'de: 'a, 'a> Visitor<'de> for RawEventVisitor<'a> {
                 return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
             }
             *slot = map.next_value_seed(LooseSeed::new(depth))?;
+        }
+        if let Some(key) = find_duplicate(&unknown) {
+            return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
         }
         Ok(raw)
     }
@@ -417,8 +425,13 @@ pub(super) fn optional_int(field: &'static str, v: Loose<'_>) -> Result<Option<i
 
 /// A 64-bit integer. A float with no fractional part counts (`5.0`, `-0`, `1e2`: Python's
 /// `json.dumps` writes floats); `5.5`, or a number outside the range, is an error.
+///
+/// The range for a float is open at both ends. A JSON integer below `i64::MIN` reaches us as
+/// the nearest float, and every one down to -9223372036854776832 rounds to exactly -2^63, so a
+/// float of -2^63 cannot be told from an out-of-range integer and is refused with them.
+/// (`-9223372036854775808` written as an integer is an `i64` and is accepted.)
 fn integer(field: &'static str, v: Loose<'_>, expected: &'static str) -> Result<i64, DecodeError> {
-    // 2^63, exactly representable; every float in [-2^63, 2^63) converts without loss.
+    // 2^63, exactly representable; every float in (-2^63, 2^63) converts without loss.
     const TWO_63: f64 = 9_223_372_036_854_775_808.0;
     match v {
         Loose::Int(i) => Ok(i),
@@ -430,7 +443,7 @@ fn integer(field: &'static str, v: Loose<'_>, expected: &'static str) -> Result<
             // Debug, not Display: `1e300` rather than 301 digits.
             Err(invalid(field, format!("{f:?} is not an integer")))
         }
-        Loose::Float(f) if (-TWO_63..TWO_63).contains(&f) => Ok(f as i64),
+        Loose::Float(f) if f > -TWO_63 && f < TWO_63 => Ok(f as i64),
         Loose::Float(f) => Err(invalid(
             field,
             format!("{f:?} is out of the 64-bit integer range"),

@@ -440,7 +440,8 @@ fn accepts_integral_floats_as_integers_and_rejects_fractions() {
         ("-0.0", 0),
         ("1e2", 100),
         ("-7.0E0", -7),
-        ("-9223372036854775808.0", i64::MIN),
+        ("-9223372036854775807", i64::MIN + 1),
+        ("-9223372036854775808", i64::MIN),
     ] {
         let e = ok(&format!(r#"{{{base},"score":{number}}}"#));
         assert_eq!(e.score, Some(ScoreOp::Set(want)), "{number}");
@@ -473,6 +474,18 @@ fn accepts_integral_floats_as_integers_and_rejects_fractions() {
             r#""score":9223372036854775808"#,
             "invalid_value",
             r#"field "score": 9223372036854775808 is out of the 64-bit integer range"#,
+        ),
+        // One below i64::MIN reads as a float that rounds to -2^63: refused, not taken as
+        // i64::MIN (and so is -2^63 written as a float, which cannot be told apart from it).
+        (
+            r#""score":-9223372036854775809"#,
+            "invalid_value",
+            r#"field "score": -9.223372036854776e18 is out of the 64-bit integer range"#,
+        ),
+        (
+            r#""increment":-9223372036854775808.0"#,
+            "invalid_value",
+            r#"field "increment": -9.223372036854776e18 is out of the 64-bit integer range"#,
         ),
     ] {
         assert_eq!(rejects(&format!("{{{base},{field}}}"), reason), message);
@@ -555,6 +568,24 @@ fn rejects_repeated_top_level_keys_as_malformed() {
         "malformed",
     );
     assert!(msg.contains("duplicate field `user_id`"), "{msg}");
+    // Unknown keys too (accepted before 2026-12-03), also when many, and when one is escaped.
+    let many: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+    for extra in [
+        r#""x":1,"x":2"#.to_string(),
+        r#""x":1,"\u0078":2"#.to_string(),
+        format!(r#"{},"k7":0"#, many.join(",")),
+    ] {
+        let msg = rejects(
+            &format!(r#"{{"user_id":"u1","time":"{T0}","type":"session_start",{extra}}}"#),
+            "malformed",
+        );
+        assert!(msg.contains("duplicate field `"), "{msg}");
+    }
+    // Distinct unknown keys are fine.
+    ok(&format!(
+        r#"{{"user_id":"u1","time":"{T0}","type":"session_start",{}}}"#,
+        many.join(",")
+    ));
 }
 
 #[test]
