@@ -75,7 +75,7 @@ pub fn lead_view(engine: &Engine, user_id: &str, st: &UserState) -> Value {
         "in_audience": engine.in_audience(st),
         "attributes": attributes,
         "last_change": st.last_change.get().map(format_rfc3339),
-        "inactivity_due": st.timer_due.get().map(format_rfc3339),
+        "inactivity_due": st.shown_timer_due().map(format_rfc3339),
         "caps": caps,
         "changes": changes,
     })

@@ -230,7 +230,7 @@ pub fn user_json(user_id: &str, st: &UserState) -> Value {
         "enrolled": st.enrolled,
         "attributes": attributes,
         "last_change": st.last_change.get().map(format_rfc3339),
-        "inactivity_due": st.timer_due.get().map(format_rfc3339),
+        "inactivity_due": st.shown_timer_due().map(format_rfc3339),
     })
 }
 

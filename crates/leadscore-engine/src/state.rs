@@ -134,6 +134,17 @@ pub struct SeenEvent {
 }
 
 impl UserState {
+    /// When the inactivity timer is due, for display (`inactivity_due` in `simulate` and the
+    /// lead view): none also when it is due after the last instant an RFC 3339 time can name
+    /// (9999-12-31T23:59:59.999Z), which no partition clock reaches (event times and the wall
+    /// clock stay within it), so it never fires. A long window (rules durations go up to
+    /// about 292 million years) can put it there.
+    pub fn shown_timer_due(&self) -> Option<Millis> {
+        self.timer_due
+            .get()
+            .filter(|&t| t <= crate::timestamp::MAX_MILLIS)
+    }
+
     #[inline]
     pub fn attribute(&self, name: &str) -> Option<ScalarRef<'_>> {
         self.attributes.get(name)
