@@ -381,19 +381,15 @@ impl Engine {
             .min(window);
         caps.retain(|c| c.group != key || c.window >= first_kept);
         // A hard bound, only reached when late external scores keep moving the re-entry start
-        // back: the group's earliest other windows go first.
-        let others = |caps: &[CapUsage]| {
-            caps.iter()
-                .enumerate()
-                .filter(|(_, c)| c.group == key && c.window != window)
-                .map(|(i, c)| (c.window, i))
-                .collect::<Vec<_>>()
-        };
-        let mut kept = others(&caps);
-        while kept.len() >= MAX_CAP_WINDOWS {
-            let (_, earliest) = *kept.iter().min().expect("more than none");
+        // back: the group's earliest other windows go first. (No list is built: nearly every
+        // call finds one or two windows and removes none.)
+        let is_other = |c: &CapUsage| c.group == key && c.window != window;
+        while caps.iter().filter(|c| is_other(c)).count() >= MAX_CAP_WINDOWS {
+            let earliest = (0..caps.len())
+                .filter(|&i| is_other(&caps[i]))
+                .min_by_key(|&i| caps[i].window)
+                .expect("the group has other windows");
             caps.swap_remove(earliest);
-            kept = others(&caps);
         }
         let slot = match caps
             .iter()
