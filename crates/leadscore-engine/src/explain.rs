@@ -229,6 +229,19 @@ tracked_attributes = ["lead_status"]
         assert!(text.contains("inactivity x2"), "{text}");
     }
 
+    /// A timer due past the last instant RFC 3339 can name never fires (no clock reaches it),
+    /// and shows as none rather than with a year of more than four digits.
+    #[test]
+    fn a_timer_due_past_year_9999_shows_as_none() {
+        let e = engine(20);
+        let mut st = simulate::run(&e, EVENTS.as_bytes(), None).unwrap().users["u1"].clone();
+        st.timer_due = crate::timestamp::MAX_MILLIS.into();
+        let v = lead_view(&e, "u1", &st);
+        assert_eq!(v["inactivity_due"], "9999-12-31T23:59:59.999Z");
+        st.timer_due = (crate::timestamp::MAX_MILLIS + 1).into();
+        assert_eq!(lead_view(&e, "u1", &st)["inactivity_due"], Value::Null);
+    }
+
     #[test]
     fn depth_bounds_the_list_and_zero_keeps_none() {
         let sim = simulate::run(&engine(2), EVENTS.as_bytes(), None).unwrap();
