@@ -459,6 +459,8 @@ fn every_event_type_is_accepted_and_applied_as_the_spec_says() {
 fn missing_null_empty_or_wrong_typed_required_fields_are_bad_lines_naming_the_field() {
     const T: &str = r#""time":"2026-01-05T10:00:00Z""#;
     let l = |body: &str| format!("{{{body}}}");
+    // A line for the case's user at `T`, with `rest` after those two fields.
+    let lu = |rest: &str| l(&format!(r#""user_id":"{{u}}",{T},{rest}"#));
     let lines: Vec<(String, String, &'static str)> = vec![
         // user_id
         (
@@ -559,196 +561,150 @@ fn missing_null_empty_or_wrong_typed_required_fields_are_bad_lines_naming_the_fi
         ),
         (
             "type null".into(),
-            l(&format!(r#""user_id":"{{u}}",{T},"type":null"#)),
+            lu(r#""type":null"#),
             r#"missing field "type""#,
         ),
         (
             "type number".into(),
-            l(&format!(r#""user_id":"{{u}}",{T},"type":1"#)),
+            lu(r#""type":1"#),
             r#"field "type": expected a string"#,
         ),
         (
             "type bool".into(),
-            l(&format!(r#""user_id":"{{u}}",{T},"type":true"#)),
+            lu(r#""type":true"#),
             r#"field "type": expected a string"#,
         ),
         (
             "type array".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":["session_start"]"#
-            )),
+            lu(r#""type":["session_start"]"#),
             r#"field "type": expected a string"#,
         ),
         (
             "type object".into(),
-            l(&format!(r#""user_id":"{{u}}",{T},"type":{{}}"#)),
+            lu(r#""type":{}"#),
             r#"field "type": expected a string"#,
         ),
         // name
         (
             "custom_event name missing".into(),
-            l(&format!(r#""user_id":"{{u}}",{T},"type":"custom_event""#)),
+            lu(r#""type":"custom_event""#),
             r#"missing field "name" (required for custom_event)"#,
         ),
         (
             "custom_event name null".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"custom_event","name":null"#
-            )),
+            lu(r#""type":"custom_event","name":null"#),
             r#"missing field "name" (required for custom_event)"#,
         ),
         (
             "custom_event name empty".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"custom_event","name":"""#
-            )),
+            lu(r#""type":"custom_event","name":"""#),
             r#"field "name": must not be empty"#,
         ),
         (
             "custom_event name number".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"custom_event","name":5"#
-            )),
+            lu(r#""type":"custom_event","name":5"#),
             r#"field "name": expected a string"#,
         ),
         (
             "custom_event name array".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"custom_event","name":["x"]"#
-            )),
+            lu(r#""type":"custom_event","name":["x"]"#),
             r#"field "name": expected a string"#,
         ),
         (
             "attribute_changed name missing".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"attribute_changed","value":1"#
-            )),
+            lu(r#""type":"attribute_changed","value":1"#),
             r#"missing field "name" (required for attribute_changed)"#,
         ),
         (
             "attribute_changed name null".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"attribute_changed","name":null,"value":1"#
-            )),
+            lu(r#""type":"attribute_changed","name":null,"value":1"#),
             r#"missing field "name" (required for attribute_changed)"#,
         ),
         (
             "attribute_changed name empty".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"attribute_changed","name":"","value":1"#
-            )),
+            lu(r#""type":"attribute_changed","name":"","value":1"#),
             r#"field "name": must not be empty"#,
         ),
         (
             "attribute_changed name number".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"attribute_changed","name":5,"value":1"#
-            )),
+            lu(r#""type":"attribute_changed","name":5,"value":1"#),
             r#"field "name": expected a string"#,
         ),
         // value
         (
             "attribute_changed value missing".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"attribute_changed","name":"a""#
-            )),
+            lu(r#""type":"attribute_changed","name":"a""#),
             r#"missing field "value" (required for attribute_changed)"#,
         ),
         (
             "attribute_changed value object".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"attribute_changed","name":"a","value":{{"x":1}}"#
-            )),
+            lu(r#""type":"attribute_changed","name":"a","value":{"x":1}"#),
             r#"field "value": expected a string, number, boolean or null, found an object"#,
         ),
         (
             "attribute_changed value array".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"attribute_changed","name":"a","value":[1]"#
-            )),
+            lu(r#""type":"attribute_changed","name":"a","value":[1]"#),
             r#"field "value": expected a string, number, boolean or null, found an array"#,
         ),
         (
             "email_added value missing".into(),
-            l(&format!(r#""user_id":"{{u}}",{T},"type":"email_added""#)),
+            lu(r#""type":"email_added""#),
             r#"missing field "value" (required for email_added)"#,
         ),
         (
             "email_added value null".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"email_added","value":null"#
-            )),
+            lu(r#""type":"email_added","value":null"#),
             r#"field "value": expected a string, found null"#,
         ),
         (
             "email_added value empty".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"email_added","value":"""#
-            )),
+            lu(r#""type":"email_added","value":"""#),
             r#"field "value": must not be empty"#,
         ),
         (
             "email_added value number".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"email_added","value":5"#
-            )),
+            lu(r#""type":"email_added","value":5"#),
             r#"field "value": expected a string"#,
         ),
         (
             "email_added value bool".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"email_added","value":true"#
-            )),
+            lu(r#""type":"email_added","value":true"#),
             r#"field "value": expected a string"#,
         ),
         (
             "email_added value object".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"email_added","value":{{"a":"b"}}"#
-            )),
+            lu(r#""type":"email_added","value":{"a":"b"}"#),
             r#"field "value": expected a string"#,
         ),
         // optional fields, checked when present
         (
             "event_id empty".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"session_start","event_id":"""#
-            )),
+            lu(r#""type":"session_start","event_id":"""#),
             r#"field "event_id": must not be empty"#,
         ),
         (
             "event_id number".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"session_start","event_id":5"#
-            )),
+            lu(r#""type":"session_start","event_id":5"#),
             r#"field "event_id": expected a string"#,
         ),
         (
             "event_id empty on user_deleted".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"user_deleted","event_id":"""#
-            )),
+            lu(r#""type":"user_deleted","event_id":"""#),
             r#"field "event_id": must not be empty"#,
         ),
         (
             "event_id number on an unknown type".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"page_view","event_id":7"#
-            )),
+            lu(r#""type":"page_view","event_id":7"#),
             r#"field "event_id": expected a string"#,
         ),
         (
             "session_start app_id number".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"session_start","app_id":5"#
-            )),
+            lu(r#""type":"session_start","app_id":5"#),
             r#"field "app_id": expected a string"#,
         ),
         (
             "session_start app_id array".into(),
-            l(&format!(
-                r#""user_id":"{{u}}",{T},"type":"session_start","app_id":["a"]"#
-            )),
+            lu(r#""type":"session_start","app_id":["a"]"#),
             r#"field "app_id": expected a string"#,
         ),
     ];

@@ -641,51 +641,8 @@ impl Model {
 // Rule sets: the TOML the engine reads and the model's hand-written twin.
 // ---------------------------------------------------------------------------------------------
 
-/// SPEC section 3's seed canvas, verbatim.
-const SEED: &str = r#"
-dedupe_window = "24h"
-
-[score]
-name = "lead score"
-min = 0
-
-[entry]
-on = [{ type = "email_added" }, { type = "external_score" }]
-reentry_window = "0s"
-
-[audience]
-exclude = [
-  { attribute = "is_employee", equals = true },
-  { attribute = "lifecycle_stage", in = ["customer"] },
-]
-
-[[group]]
-name = "engaged"
-delta = 1
-triggers = [
-  { type = "session_start" },
-  { type = "custom_event", name = "registered" },
-  { type = "custom_event", name = "webinar_joined" },
-]
-
-[[group]]
-name = "high intent"
-delta = 5
-cap = { points = 20, per = "1d" }
-triggers = [
-  { type = "custom_event", name = "demo_requested" },
-  { type = "custom_event", name = "pricing_viewed", properties = [{ property = "plan", in = ["pro", "enterprise"] }] },
-]
-
-[[group]]
-name = "unsubscribed"
-delta = -1
-triggers = [{ type = "custom_event", name = "email_unsubscribed" }]
-
-[inactivity]
-window = "7d"
-delta = -1
-"#;
+/// SPEC section 3's seed canvas, as shipped (`examples/rules/seed-canvas.toml`).
+const SEED: &str = leadscore_engine::rules::Rules::SEED_CANVAS;
 
 fn seed_model() -> ModelRules {
     ModelRules {
