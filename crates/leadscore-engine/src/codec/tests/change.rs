@@ -32,6 +32,81 @@ fn encoding_into_a_used_buffer_gives_the_same_bytes() {
     }
 }
 
+/// The JSON encoder writes keys and strings itself (issue 14); it must write exactly what
+/// serde_json writes for the same change, for any strings (quotes, backslashes, every control
+/// character, non-ASCII), ids, times out of the four-digit years, extreme numbers and floats
+/// serde_json writes as `null`.
+#[test]
+fn change_json_is_byte_for_byte_what_serde_writes() {
+    let nasty = [
+        String::new(),
+        "plain".into(),
+        "q\"b\\s/é\u{7f}\u{2028}".into(),
+        (0u8..0x20).map(char::from).collect::<String>(),
+        "tail\u{1f}".into(),
+    ];
+    let mut checked = 0;
+    for (i, text) in nasty.iter().enumerate() {
+        for kind in ReasonKind::ALL {
+            let mut c = sample_change();
+            c.user_id = format!("u{text}").into();
+            c.reason.kind = kind;
+            c.reason.group = (i % 2 == 0).then(|| text.as_str().into());
+            c.reason.source_event_id = (i % 3 != 1).then(|| format!("{text}#").into());
+            c.windows = [0, 1, u32::MAX][i % 3];
+            c.id = if i % 2 == 0 {
+                ChangeId::Count(i as u32)
+            } else {
+                ChangeId::from(text.as_str())
+            };
+            c.time = [0, -1, MAX_MILLIS + 1, i64::MIN, i64::MAX][i];
+            (c.previous_score, c.score, c.delta) = (i64::MIN, i64::MAX, -1);
+            c.attributes.set(text, Some(&Scalar::Str(text.clone())));
+            for (name, v) in [
+                ("f_nan", Scalar::Float(f64::NAN)),
+                ("f_inf", Scalar::Float(f64::NEG_INFINITY)),
+                ("f_small", Scalar::Float(-1.5e-300)),
+                ("f_int", Scalar::Float(3.0)),
+                ("i_min", Scalar::Int(i64::MIN)),
+                ("b", Scalar::Bool(i % 2 == 0)),
+            ] {
+                c.attributes.set(name, Some(&v));
+            }
+            let ours = encode_change(Format::Json, &c);
+            let serde = super::super::change::change_json_through_serde(&c);
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&serde),
+                "{kind:?} {text:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, nasty.len() * ReasonKind::ALL.len());
+}
+
+proptest! {
+    #[test]
+    fn change_json_matches_serde_for_any_strings_and_numbers(
+        user in "\\PC{0,8}|[\\x00-\\x1f\"\\\\]{1,4}",
+        text in any::<String>(),
+        time in any::<i64>(),
+        n in any::<i64>(),
+        f in any::<f64>(),
+        count in any::<u32>(),
+    ) {
+        let mut c = sample_change();
+        c.user_id = user.into();
+        c.id = if n % 2 == 0 { ChangeId::Count(count) } else { ChangeId::from(text.as_str()) };
+        c.time = time;
+        c.delta = n;
+        c.reason.group = Some(text.as_str().into());
+        c.attributes.set(&text, Some(&Scalar::Float(f)));
+        let ours = encode_change(Format::Json, &c);
+        prop_assert_eq!(ours, super::super::change::change_json_through_serde(&c));
+    }
+}
+
 #[test]
 fn change_json_omits_a_null_group_and_source_event() {
     let mut c = sample_change();
