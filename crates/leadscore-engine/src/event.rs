@@ -47,6 +47,14 @@ impl Scalar {
     }
 }
 
+/// Whether the integer `i` and the float `f` are the same number, exactly: past 2^53 a float
+/// holds only some integers, and converting `i` to a float would round it onto its neighbour.
+fn int_equals_float(i: i64, f: f64) -> bool {
+    // [-2^63, 2^63): the floats that can be an i64; NaN fails both comparisons.
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    (-TWO_63..TWO_63).contains(&f) && f.trunc() == f && f as i64 == i
+}
+
 /// A [`Scalar`] borrowed from where it is stored: a user's attributes keep their values encoded
 /// ([`crate::attributes::Attributes`]) and hand them out this way, without allocating.
 #[derive(Clone, Copy, Debug)]
@@ -77,10 +85,10 @@ impl ScalarRef<'_> {
             }
             (ScalarRef::Bool(a), Scalar::Bool(b)) => a == *b,
             (ScalarRef::Int(a), Scalar::Int(b)) => a == *b,
-            (a, b) => match (a.as_f64(), b.as_f64()) {
-                (Some(x), Some(y)) => x == y,
-                _ => false,
-            },
+            (ScalarRef::Float(a), Scalar::Float(b)) => a == *b,
+            (ScalarRef::Int(i), Scalar::Float(f)) => int_equals_float(i, *f),
+            (ScalarRef::Float(f), Scalar::Int(i)) => int_equals_float(*i, f),
+            _ => false,
         }
     }
 

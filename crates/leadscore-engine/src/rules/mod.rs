@@ -225,6 +225,45 @@ impl Rules {
 mod tests {
     use super::*;
 
+    /// docs/semantics.md: `equals`, `in` and `not_in` compare an integer and a float by value,
+    /// exactly, also past 2^53 where a float holds only every other integer (so converting the
+    /// integer to a float would make 2^53 + 1 equal 2^53).
+    #[test]
+    fn an_integer_and_a_float_are_equal_only_when_exactly_the_same_number() {
+        const P53: i64 = 1 << 53;
+        let cases: [(i64, f64, bool); 10] = [
+            (1, 1.0, true),
+            (1, 1.5, false),
+            (P53, P53 as f64, true),
+            (P53 + 1, P53 as f64, false),
+            (-(P53 + 1), -(P53 as f64), false),
+            (i64::MAX, 9_223_372_036_854_775_807.0, false), // the float is 2^63
+            (i64::MIN, -9_223_372_036_854_775_808.0, true),
+            (i64::MIN + 1, -9_223_372_036_854_775_808.0, false),
+            (0, f64::NAN, false),
+            (0, -0.0, true),
+        ];
+        for (i, f, equal) in cases {
+            let int = Scalar::Int(i);
+            let float = Scalar::Float(f);
+            for (test_value, event_value) in [(&int, &float), (&float, &int)] {
+                let v = Some(event_value.as_ref());
+                let ctx = format!("{test_value:?} against {event_value:?}");
+                assert_eq!(Test::Equals(test_value.clone()).eval_ref(v), equal, "{ctx}");
+                assert_eq!(
+                    Test::In(vec![test_value.clone()]).eval_ref(v),
+                    equal,
+                    "{ctx}"
+                );
+                assert_eq!(
+                    Test::NotIn(vec![test_value.clone()]).eval_ref(v),
+                    !equal,
+                    "{ctx}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn missing_value_fails_every_test_but_not_in_and_exists_false() {
         let all = [
