@@ -9,7 +9,8 @@
 //!
 //! A note's encoding: a tag byte (bits 0-1 the reason kind, bit 2 a group, bit 3 a source event
 //! id, bit 4 more than one window, bit 5 the source id was cut), then the time, the previous
-//! score and the delta as zigzag varints, the group's name hash (4 bytes, little-endian), the
+//! score and the delta as zigzag varints (the delta wrapped to 64 bits, so the score after the
+//! change is exact even when the two scores are more than `i64::MAX` apart), the group's name hash (4 bytes, little-endian), the
 //! source id (varint length and bytes) and the window count (varint).
 
 use crate::change::{ReasonKind, ScoreChange};
@@ -28,7 +29,10 @@ pub const MAX_SOURCE_BYTES: usize = 128;
 pub struct ChangeNote {
     pub time: Millis,
     pub previous_score: i64,
+    /// `score - previous_score`, saturated to the 64-bit range as a change's `delta` is.
     pub delta: i64,
+    /// The score after the change, exact.
+    score: i64,
     pub kind: ReasonKind,
     /// `stable_hash` of the group's name (as cap usage keeps it); the rules turn it back into
     /// the name, and a group since removed from the rules shows as unknown.
@@ -43,7 +47,7 @@ pub struct ChangeNote {
 impl ChangeNote {
     /// The score after the change.
     pub fn score(&self) -> i64 {
-        self.previous_score.saturating_add(self.delta)
+        self.score
     }
 }
 
@@ -148,7 +152,7 @@ impl History {
         let size = 1
             + zigzag_len(change.time)
             + zigzag_len(change.previous_score)
-            + zigzag_len(change.delta)
+            + zigzag_len(change.score.wrapping_sub(change.previous_score))
             + if group.is_some() { 4 } else { 0 }
             + source.map_or(0, |s| varint_len(s.len() as u64) + s.len())
             + if change.windows > 1 {
@@ -166,7 +170,7 @@ impl History {
         out.push(tag);
         put_i64(&mut out, change.time);
         put_i64(&mut out, change.previous_score);
-        put_i64(&mut out, change.delta);
+        put_i64(&mut out, change.score.wrapping_sub(change.previous_score));
         if let Some(g) = group {
             out.extend_from_slice(&g.to_le_bytes());
         }
@@ -250,7 +254,9 @@ fn read_note_ref<'a>(r: &mut Reader<'a>) -> Result<(ChangeNote, Option<&'a str>)
     };
     let time = r.i64()?;
     let previous_score = r.i64()?;
-    let delta = r.i64()?;
+    // Written wrapped: the exact score, then the delta as a change shows it.
+    let score = previous_score.wrapping_add(r.i64()?);
+    let delta = score.saturating_sub(previous_score);
     let group = if tag & HAS_GROUP != 0 {
         Some(u32::from_le_bytes(r.array()?))
     } else {
@@ -279,6 +285,7 @@ fn read_note_ref<'a>(r: &mut Reader<'a>) -> Result<(ChangeNote, Option<&'a str>)
         time,
         previous_score,
         delta,
+        score,
         kind,
         group,
         source_event_id: None,

@@ -564,7 +564,9 @@ impl Engine {
             time,
             previous_score: previous,
             score: new_score,
-            delta: new_score - previous,
+            // Scores more than `i64::MAX` apart (external scores at the ends of the range):
+            // the difference saturates, keeping its sign (docs/formats.md).
+            delta: new_score.saturating_sub(previous),
             reason,
             windows: 0,
             attributes: self.snapshot(st),

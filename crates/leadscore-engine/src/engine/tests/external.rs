@@ -60,3 +60,42 @@ fn external_scores_are_clamped_and_ignore_reentry() {
         [(ReasonKind::External, 100), (ReasonKind::External, -100)]
     );
 }
+
+/// A change between scores more than `i64::MAX` apart: its `delta` is `score -
+/// previous_score` saturated to the 64-bit range, so it keeps its sign (docs/formats.md), and
+/// the explain history still gives the exact score after it.
+#[test]
+fn a_delta_past_the_64_bit_range_saturates_with_its_sign() {
+    let events = [
+        external("u", T0, ScoreOp::Set(i64::MAX), None),
+        external("u", T0 + 1, ScoreOp::Set(-2), None),
+        external("u", T0 + 2, ScoreOp::Set(i64::MIN), None),
+        external("u", T0 + 3, ScoreOp::Set(i64::MAX), None),
+    ];
+    let r = run(&rules(""), &events);
+    assert_eq!(
+        r.changes
+            .iter()
+            .map(|c| (c.previous_score, c.score, c.delta))
+            .collect::<Vec<_>>(),
+        [
+            (0, i64::MAX, i64::MAX),
+            (i64::MAX, -2, i64::MIN),
+            (-2, i64::MIN, i64::MIN + 2),
+            (i64::MIN, i64::MAX, i64::MAX),
+        ]
+    );
+    let notes = r.user("u").history.notes();
+    assert_eq!(
+        notes
+            .iter()
+            .map(|n| (n.previous_score, n.score(), n.delta))
+            .collect::<Vec<_>>(),
+        [
+            (0, i64::MAX, i64::MAX),
+            (i64::MAX, -2, i64::MIN),
+            (-2, i64::MIN, i64::MIN + 2),
+            (i64::MIN, i64::MAX, i64::MAX),
+        ]
+    );
+}
