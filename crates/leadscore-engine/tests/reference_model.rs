@@ -5,7 +5,7 @@
 //!
 //! The model keeps everything in plain maps and vectors, fires inactivity one window at a time
 //! and forgets only what docs/semantics.md says the engine forgets: event ids once the clock has
-//! passed their recording by two dedupe windows (at most 256 per user), and the usage of cap
+//! passed their recording by two dedupe windows (at most 4,096 per user), and the usage of cap
 //! windows no event can score in under the current re-entry start that ended more than a
 //! period before the clock (at most 16 per group). Besides each user's changes it compares the
 //! order of changes across users.
@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 const H: Millis = 3_600_000;
+const M: Millis = 60_000;
 const D: Millis = 24 * H;
 /// 2026-01-05T00:00:00Z: aligned to the day, so every hour-grid time sits on cap-window and
 /// inactivity boundaries as often as possible.
@@ -440,8 +441,8 @@ impl Model {
                 self.stats.bump("id forgotten, applied again");
             }
             u.seen.push((id.to_string(), e.time, clock));
-            // docs/semantics.md: at most 256 ids per user, oldest dropped first
-            if u.seen.len() > 256 {
+            // docs/semantics.md: at most 4,096 ids per user, the first recorded dropped first
+            if u.seen.len() > 4096 {
                 u.seen.remove(0);
             }
         }
@@ -1712,23 +1713,23 @@ triggers = [{ type = "custom_event", name = "demo_requested" }]
     }
 }
 
-/// docs/semantics.md: "at most 256 ids are kept per user, oldest dropped first". With event
+/// docs/semantics.md: "at most 4,096 ids are kept per user, the first recorded dropped first". With event
 /// times running backwards, "oldest" could mean the first recorded or the earliest event time;
 /// the model drops the first recorded.
 #[test]
-fn more_than_256_ids_match_the_reference_model() {
+fn more_than_4096_ids_match_the_reference_model() {
     let mut events = Vec::new();
     let mut email = Event::new("a", T0, EventType::EmailAdded);
     email.value = Some(s("u@example.com"));
     events.push(email);
-    for i in 0..300i64 {
-        let mut e = Event::new("a", T0 + (300 - i) * H, EventType::SessionStart);
+    for i in 0..4200i64 {
+        let mut e = Event::new("a", T0 + (4200 - i) * M, EventType::SessionStart);
         e.event_id = Some(format!("x{i}").into());
         events.push(e);
     }
     // The first recorded ids (latest times) and the earliest-timed ones, again.
-    for i in [0i64, 1, 43, 44, 45, 298, 299] {
-        let mut e = Event::new("a", T0 + 300 * H, EventType::SessionStart);
+    for i in [0i64, 1, 103, 104, 105, 4198, 4199] {
+        let mut e = Event::new("a", T0 + 4200 * M, EventType::SessionStart);
         e.event_id = Some(format!("x{i}").into());
         events.push(e);
     }

@@ -326,3 +326,34 @@ fn expired_ids_give_their_room_back() {
     assert_eq!(seen.len(), 1);
     assert!(seen.capacity() <= 4, "capacity {}", seen.capacity());
 }
+
+/// SPEC 3.8: an id may be forgotten only two windows after it was recorded, so a retry within
+/// the window is a duplicate even after hundreds of other ids from the same user (a busy
+/// user's session events); only past [`MAX_SEEN_IDS`] does the state's bound drop the first
+/// recorded (docs/semantics.md).
+#[test]
+fn a_retry_is_a_duplicate_after_hundreds_of_other_ids() {
+    let e = rules("");
+    let mut events = vec![
+        email("u", T0),
+        with_id(custom("u", T0, "webinar_joined"), "first"),
+    ];
+    events.extend((0..1000).map(|i| with_id(session("u", T0 + 1), &format!("s{i}"))));
+    // The retry, a moment later (not earlier than the last change: re-entry).
+    events.push(with_id(custom("u", T0 + 1, "webinar_joined"), "first"));
+    let r = run(&e, &events);
+    assert_eq!(r.outcomes.last(), Some(&Outcome::Duplicate));
+    assert_eq!(r.score("u"), 1001);
+
+    // The bound: the first recorded id goes once the user has MAX_SEEN_IDS newer ones.
+    let mut events = vec![
+        email("u", T0),
+        with_id(custom("u", T0, "webinar_joined"), "first"),
+    ];
+    events.extend((0..MAX_SEEN_IDS).map(|i| with_id(session("u", T0 + 1), &format!("s{i}"))));
+    // The retry, a moment later (not earlier than the last change: re-entry).
+    events.push(with_id(custom("u", T0 + 1, "webinar_joined"), "first"));
+    let r = run(&e, &events);
+    assert_eq!(r.user("u").seen.len(), MAX_SEEN_IDS);
+    assert_eq!(r.outcomes.last(), Some(&Outcome::Scored));
+}
