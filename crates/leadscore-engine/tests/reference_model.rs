@@ -7,7 +7,7 @@
 //! and forgets only what docs/semantics.md says the engine forgets: event ids once the clock has
 //! passed their recording by two dedupe windows (at most 4,096 per user), and the usage of cap
 //! windows no event can score in under the current re-entry start that ended more than a
-//! period before the clock (at most 16 per group). Besides each user's changes it compares the
+//! period and a week before the clock (at most 192 per group). Besides each user's changes it compares the
 //! order of changes across users.
 //! It shares no code with the engine beyond the public event and change types.
 //!
@@ -536,11 +536,16 @@ impl Model {
                     let w = e.time.div_euclid(per) * per;
                     // SPEC 3.4: everything the group applied in the window counts, except in
                     // windows docs/semantics.md lets the engine forget: ended at or before the
-                    // re-entry start and more than a period before the clock (a late external
-                    // score can move the start back before one), and beyond the latest 16.
+                    // re-entry start, more than a period before the clock and more than a week
+                    // before it (a late external score can move the start back before one),
+                    // and beyond the latest 192.
                     let start = u.last_change.map_or(Millis::MIN, |t| t + r.reentry);
                     u.caps.retain(|&(g, cw), _| {
-                        g != gi || cw == w || cw + per > start || cw + 2 * per > clock
+                        g != gi
+                            || cw == w
+                            || cw + per > start
+                            || cw + 2 * per > clock
+                            || cw + per > clock - 7 * D
                     });
                     loop {
                         let others: Vec<Millis> = u
@@ -549,12 +554,12 @@ impl Model {
                             .filter(|&&(g, cw)| g == gi && cw != w)
                             .map(|&(_, cw)| cw)
                             .collect();
-                        if others.len() < 16 {
+                        if others.len() < 192 {
                             break;
                         }
                         self.stats.bump("cap windows over the bound");
                         u.caps
-                            .remove(&(gi, *others.iter().min().expect("16 or more")));
+                            .remove(&(gi, *others.iter().min().expect("192 or more")));
                     }
                     let used = u.caps.get(&(gi, w)).copied().unwrap_or(0);
                     let left = (points - used).max(0);

@@ -23,9 +23,16 @@ use std::sync::Arc;
 pub const MAX_SEEN_IDS: usize = 4096;
 
 /// The most cap windows kept per capped group and user (`Engine::score_within_cap`): the
-/// event's own, and the latest others up to this many in all. Ordinary traffic keeps one or
-/// two; only late external scores moving the re-entry start back again and again keep more.
-pub const MAX_CAP_WINDOWS: usize = 16;
+/// event's own, and the latest others up to this many in all: a week of hourly windows and
+/// more. Ordinary traffic keeps a few; only a user scoring through a capped group in more
+/// distinct windows than this within [`CAP_LATE_HORIZON`], or late external scores moving the
+/// re-entry start back again and again, reach it.
+pub const MAX_CAP_WINDOWS: usize = 192;
+
+/// A group's usage of a window that ended less than this before the partition clock is kept
+/// whatever the re-entry start, so an event up to a week late meets exactly the cap SPEC 3.4
+/// counts even after a late `external_score` has moved the re-entry start back.
+pub const CAP_LATE_HORIZON: Millis = 7 * 24 * 3_600_000;
 
 /// What became of one event, for metrics (`skipped` reasons) and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -358,11 +365,12 @@ impl Engine {
     ///
     /// It also forgets, to bound the state, that group's usage of windows no event can score in
     /// any more: a window is dropped once it ended at or before the re-entry start (the last
-    /// change's time plus `reentry_window`: SPEC 3.5 lets no group apply to an earlier event)
-    /// *and* more than a whole period before the clock. Keeping usage until both hold means a
-    /// late event meets exactly the cap the spec counts unless a late `external_score` has
-    /// since moved the re-entry start back past a window already dropped (docs/semantics.md).
-    /// At most [`MAX_CAP_WINDOWS`] windows are kept per group, the earliest dropped first.
+    /// change's time plus `reentry_window`: SPEC 3.5 lets no group apply to an earlier event),
+    /// more than a whole period before the clock *and* more than [`CAP_LATE_HORIZON`] before
+    /// it. Keeping usage until all three hold means a late event meets exactly the cap the spec
+    /// counts unless it is more than a week late and a late `external_score` has since moved
+    /// the re-entry start back past its window (docs/semantics.md). At most
+    /// [`MAX_CAP_WINDOWS`] windows are kept per group, the earliest dropped first.
     fn score_within_cap(
         &self,
         st: &mut UserState,
@@ -375,13 +383,15 @@ impl Engine {
         let window = time.div_euclid(cap.per);
         // Worked on as a `Vec` and put back exact-size: only capped events come here.
         let mut caps = std::mem::take(&mut st.caps).into_vec();
-        // The first window still kept: one that ends after the re-entry start, or within a
-        // period of the clock. (`window` itself is never dropped: the event passed re-entry.)
+        // The first window still kept: one that ends after the re-entry start, within a
+        // period of the clock, or within the late horizon of it. (`window` itself is never
+        // dropped: the event passed re-entry.)
         let reentry_start = st.last_change.get().map_or(Millis::MIN, |t| {
             t.saturating_add(self.rules.entry.reentry_window)
         });
         let first_kept = (reentry_start.div_euclid(cap.per))
             .min(clock.div_euclid(cap.per) - 1)
+            .min(clock.saturating_sub(CAP_LATE_HORIZON).div_euclid(cap.per))
             .min(window);
         caps.retain(|c| c.group != key || c.window >= first_kept);
         // A hard bound, only reached when late external scores keep moving the re-entry start

@@ -83,32 +83,82 @@ fn cap_usage_is_kept_while_an_event_can_still_score_in_its_window() {
     events.push(demo(T0 + 3 * H));
     let r = run_base(&events);
     assert_eq!(r.changes.last().map(|c| c.delta), Some(2));
-    // Once a later change has moved the start past day 0 and the clock is more than a day
-    // beyond it, no event can score in day 0: the next capped event drops it.
-    let mut events = demos([T0 + H, T0 + 2 * H, T0 + 3 * D, T0 + 4 * D]);
+    // Once a later change has moved the start past day 0, the clock is more than a day beyond
+    // it and more than the late horizon (a week), day 0 is forgotten: the next capped event
+    // drops it. Within the week it stays.
+    let r = run_base(&demos([T0 + H, T0 + 2 * H, T0 + 3 * D, T0 + 4 * D]));
+    assert_eq!(cap_days(&r), [day0, day0 + 3, day0 + 4]);
+    let mut events = demos([T0 + H, T0 + 2 * H, T0 + 9 * D, T0 + 10 * D]);
     let r = run_base(&events);
-    assert_eq!(cap_days(&r), [day0 + 3, day0 + 4]);
-    events.push(demo(T0 + 4 * D + H));
-    assert_eq!(cap_days(&run_base(&events)), [day0 + 3, day0 + 4]);
+    assert_eq!(cap_days(&r), [day0 + 9, day0 + 10]);
+    events.push(demo(T0 + 10 * D + H));
+    assert_eq!(cap_days(&run_base(&events)), [day0 + 9, day0 + 10]);
+}
+
+/// SPEC 3.4, found by an outside-style check: an hourly cap's usage was dropped two hours
+/// later (its window ended before the re-entry start and a period before the clock), so after
+/// a late external score moved the re-entry start back, a late event in that hour met a fresh
+/// cap. Usage within a week of the clock is now kept whatever the re-entry start.
+#[test]
+fn a_late_event_meets_its_hours_cap_after_a_late_external_score() {
+    let e = rules_on(
+        "",
+        r#"
+[entry]
+on = [{ type = "email_added" }]
+[[group]]
+name = "visits"
+delta = 3
+cap = { points = 4, per = "1h" }
+triggers = [{ type = "session_start" }]
+"#,
+    );
+    let events = [
+        email("u", T0 + 10 * H),
+        session("u", T0 + 10 * H + 10 * M),
+        session("u", T0 + 12 * H + 30 * M),
+        session("u", T0 + 14 * H),
+        external("u", T0 + 9 * H, ScoreOp::Set(100), None),
+        session("u", T0 + 10 * H + 20 * M),
+    ];
+    let r = run(&e, &events);
+    // The 10:00 hour had 3 of its 4 points applied: the late session gets the 1 left.
+    assert_eq!(r.changes.last().map(|c| (c.delta, c.score)), Some((1, 101)));
+    // More than a week later day 0's hours are forgotten once the group scores again (the
+    // hour of the change before is kept: an event in it can still pass re-entry).
+    let mut later = events.to_vec();
+    later.push(session("u", T0 + 9 * D));
+    later.push(session("u", T0 + 9 * D + 2 * H));
+    let r = run(&e, &later);
+    let mut hours: Vec<i64> = r.users["u"].caps.iter().map(|c| c.window).collect();
+    hours.sort_unstable();
+    assert_eq!(hours, [(T0 + 9 * D) / H, (T0 + 9 * D + 2 * H) / H]);
 }
 
 #[test]
 fn cap_windows_stay_bounded_when_late_external_scores_keep_moving_the_reentry_start_back() {
     // Each late external score moves the re-entry start back to before every window, so none
     // can be dropped by time: the per-group bound keeps the latest.
+    let days_run = MAX_CAP_WINDOWS as i64 + 24;
     let mut events = vec![email("u", T0)];
-    for day in 0..40 {
+    for day in 0..days_run {
         events.push(external("u", T0 - D, ScoreOp::Set(0), None));
         events.push(custom("u", T0 + day * D + H, "demo_requested"));
     }
     let r = run_base(&events);
     let days = cap_days(&r);
     assert_eq!(days.len(), MAX_CAP_WINDOWS);
-    assert_eq!(days.last(), Some(&(T0 / D + 39)));
-    assert_eq!(days.first(), Some(&(T0 / D + 40 - MAX_CAP_WINDOWS as i64)));
+    assert_eq!(days.last(), Some(&(T0 / D + days_run - 1)));
+    assert_eq!(
+        days.first(),
+        Some(&(T0 / D + days_run - MAX_CAP_WINDOWS as i64))
+    );
     // Every demo still scored its 5 within its own day's cap.
     assert_eq!(r.score("u"), 5);
-    assert_eq!(r.changes.iter().filter(|c| c.delta == 5).count(), 40);
+    assert_eq!(
+        r.changes.iter().filter(|c| c.delta == 5).count() as i64,
+        days_run
+    );
 }
 
 #[test]
