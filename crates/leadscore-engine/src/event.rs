@@ -294,6 +294,13 @@ impl Origin<'_> {
 /// appended at once.
 pub(crate) fn write_decimal(out: &mut impl std::fmt::Write, n: i64) -> std::fmt::Result {
     let mut buf = [0u8; 20];
+    // Only ASCII digits and a sign were written.
+    out.write_str(std::str::from_utf8(decimal(n, &mut buf)).unwrap_or_default())
+}
+
+/// `n` in decimal, sign first, written into the end of `buf` (20 bytes: `i64::MIN` fills it);
+/// returns the part written.
+pub(crate) fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     let mut v = n.unsigned_abs();
     loop {
@@ -308,6 +315,5 @@ pub(crate) fn write_decimal(out: &mut impl std::fmt::Write, n: i64) -> std::fmt:
         i -= 1;
         buf[i] = b'-';
     }
-    // Only ASCII digits and a sign were written.
-    out.write_str(std::str::from_utf8(&buf[i..]).unwrap_or_default())
+    &buf[i..]
 }

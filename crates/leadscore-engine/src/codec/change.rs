@@ -294,21 +294,7 @@ pub(super) fn change_json_through_serde(c: &ScoreChange) -> Vec<u8> {
 
 /// An integer as JSON.
 fn json_int(out: &mut Vec<u8>, n: i64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut v = n.unsigned_abs();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&buf[i..]);
+    out.extend_from_slice(crate::event::decimal(n, &mut [0u8; 20]));
 }
 
 /// A JSON string, quotes included.
