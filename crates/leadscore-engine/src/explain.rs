@@ -59,7 +59,7 @@ pub fn lead_view(engine: &Engine, user_id: &str, st: &UserState) -> Value {
                 "time": format_rfc3339(n.time),
                 "previous_score": n.previous_score,
                 "score": n.score(),
-                "delta": n.delta,
+                "delta": n.delta(),
                 "reason": reason,
             });
             if n.kind == ReasonKind::Inactivity {

@@ -10,8 +10,9 @@
 //! A note's encoding: a tag byte (bits 0-1 the reason kind, bit 2 a group, bit 3 a source event
 //! id, bit 4 more than one window, bit 5 the source id was cut), then the time, the previous
 //! score and the delta as zigzag varints (the delta wrapped to 64 bits, so the score after the
-//! change is exact even when the two scores are more than `i64::MAX` apart), the group's name hash (4 bytes, little-endian), the
-//! source id (varint length and bytes) and the window count (varint).
+//! change is exact even when the two scores are more than `i64::MAX` apart), the group's name
+//! hash (4 bytes, little-endian), the source id (varint length and bytes) and the window count
+//! (varint).
 
 use crate::change::{ReasonKind, ScoreChange};
 use crate::state::{put_i64, put_u64, varint_len, zigzag_len, Reader, StateError};
@@ -29,9 +30,7 @@ pub const MAX_SOURCE_BYTES: usize = 128;
 pub struct ChangeNote {
     pub time: Millis,
     pub previous_score: i64,
-    /// `score - previous_score`, saturated to the 64-bit range as a change's `delta` is.
-    pub delta: i64,
-    /// The score after the change, exact.
+    /// The score after the change, exact ([`ChangeNote::score`]).
     score: i64,
     pub kind: ReasonKind,
     /// `stable_hash` of the group's name (as cap usage keeps it); the rules turn it back into
@@ -48,6 +47,11 @@ impl ChangeNote {
     /// The score after the change.
     pub fn score(&self) -> i64 {
         self.score
+    }
+
+    /// `score - previous_score`, saturated to the 64-bit range as a change's `delta` is.
+    pub fn delta(&self) -> i64 {
+        self.score.saturating_sub(self.previous_score)
     }
 }
 
@@ -149,10 +153,12 @@ impl History {
             | if source.is_some() { HAS_SOURCE } else { 0 }
             | if change.windows > 1 { HAS_WINDOWS } else { 0 }
             | if cut { SOURCE_CUT } else { 0 };
+        // Wrapped, not the change's saturated `delta`: the score reads back exact.
+        let delta = change.score.wrapping_sub(change.previous_score);
         let size = 1
             + zigzag_len(change.time)
             + zigzag_len(change.previous_score)
-            + zigzag_len(change.score.wrapping_sub(change.previous_score))
+            + zigzag_len(delta)
             + if group.is_some() { 4 } else { 0 }
             + source.map_or(0, |s| varint_len(s.len() as u64) + s.len())
             + if change.windows > 1 {
@@ -170,7 +176,7 @@ impl History {
         out.push(tag);
         put_i64(&mut out, change.time);
         put_i64(&mut out, change.previous_score);
-        put_i64(&mut out, change.score.wrapping_sub(change.previous_score));
+        put_i64(&mut out, delta);
         if let Some(g) = group {
             out.extend_from_slice(&g.to_le_bytes());
         }
@@ -254,9 +260,8 @@ fn read_note_ref<'a>(r: &mut Reader<'a>) -> Result<(ChangeNote, Option<&'a str>)
     };
     let time = r.i64()?;
     let previous_score = r.i64()?;
-    // Written wrapped: the exact score, then the delta as a change shows it.
+    // Written wrapped: the exact score.
     let score = previous_score.wrapping_add(r.i64()?);
-    let delta = score.saturating_sub(previous_score);
     let group = if tag & HAS_GROUP != 0 {
         Some(u32::from_le_bytes(r.array()?))
     } else {
@@ -284,7 +289,6 @@ fn read_note_ref<'a>(r: &mut Reader<'a>) -> Result<(ChangeNote, Option<&'a str>)
     let note = ChangeNote {
         time,
         previous_score,
-        delta,
         score,
         kind,
         group,

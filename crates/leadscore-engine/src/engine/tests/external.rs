@@ -89,7 +89,7 @@ fn a_delta_past_the_64_bit_range_saturates_with_its_sign() {
     assert_eq!(
         notes
             .iter()
-            .map(|n| (n.previous_score, n.score(), n.delta))
+            .map(|n| (n.previous_score, n.score(), n.delta()))
             .collect::<Vec<_>>(),
         [
             (0, i64::MAX, i64::MAX),
