@@ -30,7 +30,7 @@ pub const MIN_MILLIS: Millis = -62_167_219_200_000;
 /// The latest instant that RFC 3339 can name at millisecond precision: `9999-12-31T23:59:59.999Z`.
 pub const MAX_MILLIS: Millis = 253_402_300_799_999;
 
-const MS_PER_DAY: i64 = 86_400_000;
+pub(crate) const MS_PER_DAY: i64 = 86_400_000;
 
 /// Why a string is not an RFC 3339 timestamp. Each message names the offending part, so it can be
 /// shown to whoever produced the event.

@@ -32,7 +32,7 @@ pub const MAX_CAP_WINDOWS: usize = 192;
 /// A group's usage of a window that ended less than this before the partition clock is kept
 /// whatever the re-entry start, so an event up to a week late meets exactly the cap SPEC 3.4
 /// counts even after a late `external_score` has moved the re-entry start back.
-pub const CAP_LATE_HORIZON: Millis = 7 * 24 * 3_600_000;
+pub const CAP_LATE_HORIZON: Millis = 7 * crate::timestamp::MS_PER_DAY;
 
 /// What became of one event, for metrics (`skipped` reasons) and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -334,26 +334,23 @@ fn expired_ids_give_their_room_back() {
 #[test]
 fn a_retry_is_a_duplicate_after_hundreds_of_other_ids() {
     let e = rules("");
-    let mut events = vec![
-        email("u", T0),
-        with_id(custom("u", T0, "webinar_joined"), "first"),
-    ];
-    events.extend((0..1000).map(|i| with_id(session("u", T0 + 1), &format!("s{i}"))));
-    // The retry, a moment later (not earlier than the last change: re-entry).
-    events.push(with_id(custom("u", T0 + 1, "webinar_joined"), "first"));
-    let r = run(&e, &events);
+    // "first", then `others` distinct ids, then a retry of "first" a moment later (not earlier
+    // than the last change: re-entry).
+    let run_with = |others: usize| {
+        let mut events = vec![
+            email("u", T0),
+            with_id(custom("u", T0, "webinar_joined"), "first"),
+        ];
+        events.extend((0..others).map(|i| with_id(session("u", T0 + 1), &format!("s{i}"))));
+        events.push(with_id(custom("u", T0 + 1, "webinar_joined"), "first"));
+        run(&e, &events)
+    };
+    let r = run_with(1000);
     assert_eq!(r.outcomes.last(), Some(&Outcome::Duplicate));
     assert_eq!(r.score("u"), 1001);
 
     // The bound: the first recorded id goes once the user has MAX_SEEN_IDS newer ones.
-    let mut events = vec![
-        email("u", T0),
-        with_id(custom("u", T0, "webinar_joined"), "first"),
-    ];
-    events.extend((0..MAX_SEEN_IDS).map(|i| with_id(session("u", T0 + 1), &format!("s{i}"))));
-    // The retry, a moment later (not earlier than the last change: re-entry).
-    events.push(with_id(custom("u", T0 + 1, "webinar_joined"), "first"));
-    let r = run(&e, &events);
+    let r = run_with(MAX_SEEN_IDS);
     assert_eq!(r.user("u").seen.len(), MAX_SEEN_IDS);
     assert_eq!(r.outcomes.last(), Some(&Outcome::Scored));
 }
