@@ -37,6 +37,8 @@ RULES = sorted(os.path.join(HERE, 'rules', f) for f in os.listdir(os.path.join(H
                if f.endswith('.toml')) + [os.path.join(EXAMPLES, 'seed-canvas.toml'),
                                           os.path.join(EXAMPLES, 'b2b-saas.toml')]
 NOW = '2026-11-01T00:00:00Z'  # after every generated event (gen.LIMIT is 2026-10-20)
+# One simulate run of at most a few hundred events takes milliseconds; a hang is a failure.
+SIMULATE_TIMEOUT = 120
 # (name, --changes, --now)
 MODES = [('final', False, None), ('changes', True, None), ('changes+now', True, NOW),
          ('final+now', False, NOW)]
@@ -81,7 +83,11 @@ def run_case(leadscore, rules, seed, parts, tmp):
             cmd.append('--changes')
         if now:
             cmd += ['--now', now]
-        p = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=SIMULATE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            failed.append((name, 'no answer within %d s' % SIMULATE_TIMEOUT))
+            continue
         if p.returncode != 0:
             failed.append((name, 'exit %s: %s' % (p.returncode, p.stderr.strip()[:300])))
             continue
