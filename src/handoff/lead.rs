@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 pub struct LeadState {
     /// Handed off (or given up on) since it last became eligible.
     pub handed_off: bool,
-    /// The last `lead_status` seen, to notice a change.
+    /// The last `lead_status` seen, to notice a change; a change without one leaves it.
     pub status: Option<String>,
 }
 
@@ -109,8 +109,9 @@ impl Funnel {
 
     /// A recycle: a move back to a status before the handoff status, from the handoff status or
     /// beyond, or from a later listed status. Moves forward (`Open` to `Working`), moves
-    /// between unlisted statuses and a status disappearing are not: a lead handed off while
-    /// `Open` whose CRM then shows `Working` was not sent back by anyone.
+    /// between unlisted statuses and a first status are not: a lead handed off while `Open`
+    /// whose CRM then shows `Working` was not sent back by anyone. ([`decide`] never passes a
+    /// cleared status: the lead keeps its last one.)
     pub fn is_recycle(&self, from: Option<&str>, to: Option<&str>) -> bool {
         let (Some(from), Some(to)) = (from, to) else {
             return false;
@@ -136,18 +137,24 @@ pub fn decide(
         Some(other) => Some(other.to_string()),
         None => None,
     };
-    let key = |v: &Option<String>| v.as_deref().map(status_key);
-    if key(&status) != key(&st.status) {
-        if funnel.is_recycle(st.status.as_deref(), status.as_deref()) {
-            st.handed_off = false;
+    // A cleared status (the attribute removed, or a change without it) moves the lead nowhere:
+    // it keeps the last status seen, for eligibility and for the next recycle, so a sync that
+    // drops the field cannot send an SQL lead back to MQL (README, "Recycle").
+    if let Some(now) = status {
+        if st.status.as_deref().map(status_key) != Some(status_key(&now)) {
+            if funnel.is_recycle(st.status.as_deref(), Some(&now)) {
+                st.handed_off = false;
+            }
+            st.status = Some(now);
         }
-        st.status = status.clone();
+    }
+    // The funnel before the threshold: a lead that reached MQL or beyond says so at any score,
+    // which is what drops a handoff still waiting in the batch.
+    if funnel.at_or_beyond(st.status.as_deref()) {
+        return Err(Skip::AtOrBeyondHandoffStatus);
     }
     if change.score <= s.threshold {
         return Err(Skip::AtOrBelowThreshold);
-    }
-    if funnel.at_or_beyond(status.as_deref()) {
-        return Err(Skip::AtOrBeyondHandoffStatus);
     }
     if st.handed_off {
         return Err(Skip::AlreadyHandedOff);

@@ -76,7 +76,8 @@ const ALREADY: Outcome = Err(Skip::AlreadyHandedOff);
 const BELOW: Outcome = Err(Skip::AtOrBelowThreshold);
 
 /// Asserts the outcomes of one lead's story, its changes in turn: `"120 Open, 125 SQL"` is a
-/// change to score 120 with status `Open`, then one to 125 with `SQL`.
+/// change to score 120 with status `Open`, then one to 125 with `SQL`; `"130 -"` is a change
+/// without the status attribute (removed, or never set).
 fn assert_story(s: &HandoffSettings, story: &str, want: &[Outcome]) {
     let mut st = LeadState::default();
     let outcomes: Vec<Outcome> = story
@@ -84,7 +85,8 @@ fn assert_story(s: &HandoffSettings, story: &str, want: &[Outcome]) {
         .map(|step| {
             let (score, status) = step.split_once(' ').expect("score and status");
             let score = score.parse().expect("a score");
-            let outcome = run(&mut st, &change("u", score, Some(status)), s);
+            let status = Some(status).filter(|s| *s != "-");
+            let outcome = run(&mut st, &change("u", score, status), s);
             outcome.map(|_| String::new())
         })
         .collect();
@@ -146,6 +148,36 @@ fn moving_to_sql_after_the_handoff_never_moves_the_lead_back() {
     // The generated demo funnel: Open, Working, MQL, SQL: handed off once.
     let demo = "110 Open, 120 Working, 130 MQL, 140 SQL";
     assert_story(&s, demo, &[HANDED, ALREADY, BEYOND, BEYOND]);
+}
+
+/// A lead that Sales takes while its handoff waits in the batch must not be PATCHed back to
+/// MQL, whatever its score by then: the status is checked before the threshold, so the change
+/// that carries the status says `AtOrBeyondHandoffStatus`, which drops the waiting handoff.
+#[test]
+fn a_lead_at_or_beyond_the_handoff_status_says_so_at_any_score() {
+    let s = settings();
+    assert_story(&s, "150 Open, 90 SQL", &[HANDED, BEYOND]);
+    assert_story(&s, "150 Open, 100 Customer", &[HANDED, BEYOND]);
+    assert_story(&s, "50 SQL, 150 SQL", &[BEYOND, BEYOND]);
+    // Below the threshold before MQL: still only the threshold speaks.
+    assert_story(&s, "90 Open, 150 Open", &[BELOW, HANDED]);
+}
+
+/// A cleared status (the attribute removed) moves the lead nowhere in the funnel: it keeps the
+/// last status it had, so a lead at SQL whose status is cleared is not PATCHed back to MQL,
+/// and a recycle after the clear is compared with the status before it.
+#[test]
+fn a_cleared_status_keeps_the_last_one_for_eligibility_and_recycles() {
+    let s = settings();
+    // Handed off while Open, qualified, status cleared, recycled to Nurture: handed off again.
+    let story = "150 Open, 150 SQL, 150 -, 160 Nurture";
+    assert_story(&s, story, &[HANDED, BEYOND, BEYOND, HANDED]);
+    // Never handed off (Sales had it at SQL), status cleared: still with Sales.
+    assert_story(&s, "50 SQL, 150 -", &[BEYOND, BEYOND]);
+    // A lead that never had a status counts as before the handoff status.
+    assert_story(&s, "150 -, 160 -", &[HANDED, ALREADY]);
+    // Cleared while before MQL, then back to an earlier status: compared with the last one.
+    assert_story(&s, "150 Working, 150 -, 151 Nurture", &[HANDED, ALREADY, HANDED]);
 }
 
 #[test]

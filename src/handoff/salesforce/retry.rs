@@ -44,15 +44,16 @@ impl RetryHint {
 /// What to do after an answer with this HTTP status (`None`: no answer: timeout or connection
 /// error) and Salesforce `errorCode` (or `statusCode` of a collection record).
 ///
-/// - [`RetryHint::Retry`]: no answer, `408`, `429`, `5xx`, and `UNABLE_TO_LOCK_ROW` whatever the
-///   status (another transaction holds the row; it comes with `400` alone or `200` in a
-///   collection).
+/// - [`RetryHint::Retry`]: no answer, `408`, `429`, `5xx`, `1xx` and `3xx` (no redirect is
+///   followed, so nothing happened), and `UNABLE_TO_LOCK_ROW` whatever the status (another
+///   transaction holds the row; it comes with `400` alone or `200` in a collection).
 /// - [`RetryHint::PauseForLimit`]: `REQUEST_LIMIT_EXCEEDED` (Salesforce sends it with `403`;
 ///   the code decides, so a collection record carrying it pauses too).
 /// - [`RetryHint::AuthFailure`]: `401`: a session refused even after the one
 ///   refresh-and-replay means the org refuses these credentials, which no lead is to blame
 ///   for, so the leads are kept rather than dead-lettered.
-/// - [`RetryHint::Permanent`]: every other answer (`NOT_FOUND`, `MALFORMED_ID`,
+/// - [`RetryHint::Permanent`]: every other answer: other 4xx and record errors in a `200`
+///   (`NOT_FOUND`, `MALFORMED_ID`,
 ///   `ENTITY_IS_DELETED`, `FIELD_CUSTOM_VALIDATION_EXCEPTION`, `INVALID_FIELD`, ...).
 pub fn classify(http_status: Option<u16>, error_code: &str) -> RetryHint {
     if error_code == "UNABLE_TO_LOCK_ROW" {
@@ -64,6 +65,10 @@ pub fn classify(http_status: Option<u16>, error_code: &str) -> RetryHint {
     match http_status {
         None | Some(408) | Some(429) | Some(500..=599) => RetryHint::Retry,
         Some(401) => RetryHint::AuthFailure,
+        // Not Salesforce's word on the lead: the client follows no redirect, so the update did
+        // not happen. Retried (a proxy's detour can pass) and dead-lettered after
+        // `max_attempts`; SPEC 6 exempts only other 4xx from retry.
+        Some(100..=199 | 300..=399) => RetryHint::Retry,
         Some(_) => RetryHint::Permanent,
     }
 }

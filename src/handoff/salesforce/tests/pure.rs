@@ -40,7 +40,14 @@ fn classify_follows_the_spec_for_every_case() {
         (Some(405), "METHOD_NOT_ALLOWED", Permanent),
         (Some(415), "UNSUPPORTED_MEDIA_TYPE", Permanent),
         (Some(200), UNEXPECTED_RESPONSE, Permanent),
-        (Some(302), UNEXPECTED_RESPONSE, Permanent),
+        // Not Salesforce's word on the lead (the client follows no redirect): the update did
+        // not happen, so it is retried, and dead-lettered after `max_attempts` (SPEC 6 exempts
+        // only other 4xx from retry).
+        (Some(100), UNEXPECTED_RESPONSE, Retry),
+        (Some(301), UNEXPECTED_RESPONSE, Retry),
+        (Some(302), UNEXPECTED_RESPONSE, Retry),
+        (Some(307), UNEXPECTED_RESPONSE, Retry),
+        (Some(308), UNEXPECTED_RESPONSE, Retry),
     ];
     for (status, code, want) in table {
         assert_eq!(classify(*status, code), *want, "{status:?} {code}");
