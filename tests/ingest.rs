@@ -315,8 +315,26 @@ fn refuses_unauthenticated_malformed_oversized_and_over_75_requests() {
     let a = track_idempotent(port, "has space", &ok);
     assert_eq!(a.status, 400, "{}", a.body);
 
-    // None of that reached Kafka; the one good request did.
-    assert_eq!(track(port, Some(KEY), &ok).status, 201);
+    // Braze takes JSON only: a form or text body is named as the mistake it is (415).
+    let auth = format!("Bearer {KEY}");
+    for kind in ["text/plain", "application/x-www-form-urlencoded"] {
+        let headers = [("Authorization", auth.as_str()), ("Content-Type", kind)];
+        let a = post(port, "/users/track", &headers, ok.to_string().as_bytes());
+        assert_eq!(a.status, 415, "{kind}: {}", a.body);
+        let message = a.json()["message"].as_str().unwrap().to_string();
+        assert!(
+            message.contains(kind) && message.contains("application/json"),
+            "{message}"
+        );
+    }
+
+    // None of that reached Kafka; the one good request (JSON with a charset) did.
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json; charset=UTF-8"),
+    ];
+    let a = post(port, "/users/track", &headers, ok.to_string().as_bytes());
+    assert_eq!(a.status, 201, "{}", a.body);
     assert_eq!(read_all(&rig.broker, &rig.names.input).len(), 1);
 
     let (_, metrics) = ingest.get("/metrics").expect("metrics");
@@ -329,6 +347,7 @@ fn refuses_unauthenticated_malformed_oversized_and_over_75_requests() {
     };
     assert_eq!(requests(401), Some(4.0));
     assert_eq!(requests(413), Some(1.0));
+    assert_eq!(requests(415), Some(2.0));
     assert_eq!(requests(201), Some(1.0));
     assert_eq!(requests(429), Some(0.0));
 }
@@ -451,4 +470,112 @@ fn ingested_events_are_scored_as_simulate_scores_them() {
     );
 
     rig.wait_scored_as(&expected, "the scorer to score every user as simulate does");
+}
+
+/// Reads from `s` until the server closes it, at most `limit`: whether it closed (rather than
+/// the wait running out), what it sent, and how long that took.
+fn read_until_closed(s: &mut std::net::TcpStream, limit: Duration) -> (bool, String, Duration) {
+    let started = std::time::Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut raw = Vec::new();
+    let closed = match s.read_to_end(&mut raw) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    (
+        closed,
+        String::from_utf8_lossy(&raw).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn slow_and_silent_clients_are_cut_off_by_the_header_and_body_timeouts() {
+    let rig = ingest_rig("ingest-slow");
+    let (_ingest, port) = ingest(
+        &rig,
+        &[
+            ("INGEST__HEADER_TIMEOUT", "1s"),
+            ("INGEST__BODY_TIMEOUT", "1s"),
+        ],
+    );
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Without the timeouts these wait for ever; 15 s is far past both.
+    let limit = Duration::from_secs(15);
+
+    // Half the headers, then nothing (slowloris): closed.
+    let mut half = connect();
+    half.write_all(b"POST /users/track HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
+    let (closed, _, took) = read_until_closed(&mut half, limit);
+    assert!(closed, "half the headers kept the connection open {took:?}");
+
+    // A connection that never sends anything: closed too.
+    let (closed, _, took) = read_until_closed(&mut connect(), limit);
+    assert!(closed, "a silent connection stayed open {took:?}");
+
+    // Complete headers, then 4 of the 100 body bytes announced: 408, naming the setting.
+    let mut slow = connect();
+    let head = format!(
+        "POST /users/track HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"ev"
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    let (closed, answer, took) = read_until_closed(&mut slow, limit);
+    assert!(closed, "a stalled body kept the connection open {took:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("ingest.body_timeout"), "{answer}");
+
+    // Real clients are unaffected.
+    let ok = json!({"events": [{"external_id": "u", "name": "x", "time": "2026-01-05T10:00:00Z"}]});
+    let a = track(port, Some(KEY), &ok);
+    assert_eq!(a.status, 201, "{}", a.body);
+}
+
+#[test]
+fn objects_of_a_request_answered_503_are_not_counted_as_accepted() {
+    let rig = ingest_rig("ingest-503");
+    // The producer holds records for 2 s before sending, the request waits 200 ms: every
+    // request with something valid is answered 503.
+    let (ingest, port) = ingest(
+        &rig,
+        &[
+            ("INGEST__PRODUCE_TIMEOUT", "200ms"),
+            ("KAFKA__PRODUCER__LINGER_MS", "2000"),
+            ("KAFKA__PRODUCER__MESSAGE_TIMEOUT_MS", "10000"),
+        ],
+    );
+    let body = json!({"events": [
+        {"external_id": "u", "name": "x", "time": "2026-01-05T10:00:00Z"},
+        {"external_id": "u", "name": "y", "time": "2026-01-05T10:00:00Z"},
+    ]});
+    let a = track(port, Some(KEY), &body);
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert_eq!(a.header("retry-after"), Some("1"));
+
+    let (_, metrics) = ingest.get("/metrics").expect("metrics");
+    let objects = |outcome: &str| {
+        metric_samples(&metrics, "leadscore_ingest_objects_total")
+            .into_iter()
+            .filter(|(labels, _)| {
+                labels.contains("array=\"events\"")
+                    && labels.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .map(|(_, v)| v)
+            .sum::<f64>()
+    };
+    // Not stored, so not accepted; not refused either: the caller retries them.
+    assert_eq!(objects("accepted"), 0.0, "{metrics}");
+    assert_eq!(objects("refused"), 0.0, "{metrics}");
+    assert_eq!(
+        metric_with(
+            &metrics,
+            "leadscore_ingest_requests_total",
+            "status=\"503\""
+        ),
+        Some(1.0)
+    );
 }

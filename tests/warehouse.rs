@@ -353,3 +353,391 @@ fn tls_is_refused_plainly_and_a_missing_url_is_a_configuration_error() {
     let tls = format!("{} sslmode=require", pg.url());
     assert!(run(Some(&tls)).contains("plain text only"));
 }
+
+/// The value of counter `name` (no labels) on `service`'s `/metrics`, when it answers.
+fn counter(service: &Service, name: &str) -> Option<f64> {
+    let (_, text) = service.get("/metrics")?;
+    metric_samples(&text, name).first().map(|(_, v)| *v)
+}
+
+/// Whether the input topic holds an event of `user`.
+fn imported_users(rig: &ScorerRig) -> Vec<String> {
+    imported(rig).into_iter().map(|(u, _, _)| u).collect()
+}
+
+#[test]
+fn import_holds_rows_dated_ahead_of_the_clock_until_due_and_loses_nothing() {
+    let (rig, pg) = warehouse_rig("wh-import-future");
+    create_import_table(&pg);
+    let mut import = warehouse(&rig, &pg, "import", "1", &[]);
+    // f1 is two hours ahead (beyond scorer.max_future_skew: the scorer would dead-letter it);
+    // f4 a few seconds ahead. f2 and f3 are written afterwards with current times.
+    pg.sql(
+        "INSERT INTO lead_score_imports VALUES ('f1', 61, now() + interval '2 hours'), \
+         ('f4', 64, now() + interval '4 seconds')",
+    );
+    std::thread::sleep(Duration::from_millis(1_000));
+    pg.sql(
+        "INSERT INTO lead_score_imports VALUES ('f2', 62, now()), \
+         ('f3', 63, now() - interval '1 minute')",
+    );
+    wait_until(Duration::from_secs(30), "f2 and f3 imported", || {
+        let users = imported_users(&rig);
+        users.contains(&"f2".to_string()) && users.contains(&"f3".to_string())
+    });
+    // Read first, then ask whether f4 is still ahead: if it is, it cannot have been produced.
+    let users = imported_users(&rig);
+    if pg.sql("SELECT updated_at > now() FROM lead_score_imports WHERE user_id = 'f4'") == "t" {
+        assert!(!users.contains(&"f4".to_string()), "f4 produced early");
+    }
+    wait_until(Duration::from_secs(30), "f4 imported once due", || {
+        imported_users(&rig).contains(&"f4".to_string())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let users = imported_users(&rig);
+    assert!(!users.contains(&"f1".to_string()), "f1 is held: {users:?}");
+    let mut sorted = users.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["f2", "f3", "f4"], "each due row once");
+    // The watermark never passes the clock, so rows written now are still ahead of it.
+    assert_eq!(
+        pg.sql("SELECT updated_at <= now() FROM leadscore_import_watermarks"),
+        "t"
+    );
+    pg.sql("INSERT INTO lead_score_imports VALUES ('f5', 65, now())");
+    wait_until(Duration::from_secs(30), "f5 imported", || {
+        imported_users(&rig).contains(&"f5".to_string())
+    });
+    import.stop();
+}
+
+/// A score change as the scorer writes it in JSON.
+fn change_json(id: &str, user: &str, score: i64, status: &str) -> String {
+    serde_json::json!({
+        "event_id": id,
+        "user_id": user,
+        "time": "2026-01-05T10:00:00Z",
+        "previous_score": 0,
+        "score": score,
+        "delta": score,
+        "reason": {"kind": "external", "event_id": format!("src-{id}")},
+        "attributes": {"lead_status": status},
+    })
+    .to_string()
+}
+
+fn lead_scores(pg: &Postgres) -> BTreeMap<String, i64> {
+    pg.sql("SELECT user_id, score FROM lead_scores")
+        .lines()
+        .map(|l| {
+            let (u, s) = l.split_once('|').unwrap();
+            (u.to_string(), s.parse().unwrap())
+        })
+        .collect()
+}
+
+fn history_of(pg: &Postgres, user: &str) -> Vec<String> {
+    pg.sql(&format!(
+        "SELECT event_id FROM lead_score_changes WHERE user_id = '{user}' ORDER BY event_id"
+    ))
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+#[test]
+fn export_forgets_a_tombstoned_user_in_both_tables_and_a_replay_keeps_them_forgotten() {
+    let (rig, pg) = warehouse_rig("wh-export-forget");
+    let p = producer(&rig.broker);
+    let topic = &rig.names.output;
+    // gone: two changes, then forgotten. back: forgotten, then a new life. kept: untouched.
+    produce_all(
+        &p,
+        topic,
+        &[
+            ("gone", change_json("external:gone#1", "gone", 10, "Open")),
+            ("gone", change_json("external:gone#2", "gone", 20, "MQL")),
+            ("back", change_json("external:back#1", "back", 30, "Open")),
+            ("kept", change_json("external:kept#1", "kept", 40, "Open")),
+        ],
+    );
+    produce_tombstone(&p, topic, Some(b"gone"));
+    produce_tombstone(&p, topic, Some(b"back"));
+    produce_all(
+        &p,
+        topic,
+        &[
+            ("back", change_json("external:back#9", "back", 5, "Open")),
+            ("last", change_json("external:last#1", "last", 1, "Open")),
+        ],
+    );
+    let check = |what: &str| {
+        let scores = lead_scores(&pg);
+        assert_eq!(
+            scores,
+            BTreeMap::from([
+                ("back".to_string(), 5),
+                ("kept".to_string(), 40),
+                ("last".to_string(), 1)
+            ]),
+            "{what}"
+        );
+        assert!(
+            history_of(&pg, "gone").is_empty(),
+            "{what}: history forgotten"
+        );
+        assert_eq!(history_of(&pg, "back"), ["external:back#9"], "{what}");
+        assert_eq!(history_of(&pg, "kept"), ["external:kept#1"], "{what}");
+    };
+    let extra = [("WAREHOUSE__EXPORT_BATCH", "2")];
+    let mut export = warehouse(&rig, &pg, "export", "1", &extra);
+    wait_until(Duration::from_secs(60), "every record exported", || {
+        counter_with(&export, "outcome=\"forgotten\"") == Some(2.0)
+            && lead_scores(&pg).contains_key("last")
+    });
+    check("after the export");
+    export.stop();
+    // A replay from the start by another group: the old changes come back, and so do the
+    // tombstones after them, in the partition's order.
+    let mut replay = warehouse(
+        &rig,
+        &pg,
+        "export",
+        "replay",
+        &[
+            ("WAREHOUSE__EXPORT_GROUP_ID", "replay"),
+            ("WAREHOUSE__EXPORT_BATCH", "1"),
+        ],
+    );
+    // Written again: gone's two changes and back's first (their rows were deleted), then
+    // back's new life once its tombstone deleted it again. kept and last: duplicates.
+    wait_until(Duration::from_secs(60), "the replay to finish", || {
+        counter_with(&replay, "outcome=\"forgotten\"") == Some(2.0)
+            && counter_with(&replay, "outcome=\"duplicate\"") == Some(2.0)
+            && counter_with(&replay, "outcome=\"written\"") == Some(4.0)
+    });
+    check("after the replay");
+    replay.stop();
+}
+
+/// The exported-changes counter of `service` with `label`.
+fn counter_with(service: &Service, label: &str) -> Option<f64> {
+    let (_, text) = service.get("/metrics")?;
+    metric_with(&text, "leadscore_warehouse_changes_exported_total", label)
+}
+
+/// Text no compression shrinks: an index entry of it cannot fit a btree page.
+fn incompressible(len: usize) -> String {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(x % 36) as usize])
+        })
+        .collect()
+}
+
+#[test]
+fn export_replaces_u0000_and_passes_over_a_change_the_warehouse_refuses() {
+    let (rig, pg) = warehouse_rig("wh-export-nul");
+    let huge = incompressible(12_000);
+    let mut nul = change_json("external:n\u{0}l#1", "n\u{0}l", 7, "Op\u{0}en");
+    nul = nul.replace("src-", "src-\\u0000-");
+    produce_all(
+        &producer(&rig.broker),
+        &rig.names.output,
+        &[
+            ("n\u{0}l".to_string(), nul),
+            (
+                huge.clone(),
+                change_json("external:huge#1", &huge, 8, "Open"),
+            ),
+            (
+                "after".to_string(),
+                change_json("external:after#1", "after", 9, "Open"),
+            ),
+        ],
+    );
+    let mut export = warehouse(&rig, &pg, "export", "1", &[]);
+    wait_until(
+        Duration::from_secs(60),
+        "the change after them exported",
+        || {
+            pg.try_sql("SELECT count(*) FROM lead_scores WHERE user_id = 'after'")
+                .is_ok_and(|n| n == "1")
+        },
+    );
+    assert!(export.exited().is_none(), "{}", export.log_text());
+    // U+0000 becomes U+FFFD in every text and jsonb value.
+    assert_eq!(
+        pg.sql(
+            "SELECT score, lead_status, attributes->>'lead_status' FROM lead_scores \
+             WHERE user_id = 'n\u{FFFD}l'"
+        ),
+        "7|Op\u{FFFD}en|Op\u{FFFD}en"
+    );
+    assert_eq!(
+        pg.sql("SELECT event_id, source_event_id FROM lead_score_changes WHERE score = 7"),
+        "external:n\u{FFFD}l#1|src-\u{FFFD}-external:n\u{FFFD}l#1"
+    );
+    // The user id too long for the primary key's index is refused by PostgreSQL: passed over,
+    // counted and logged with where it is, and nothing else is lost.
+    assert_eq!(count(&pg, "SELECT count(*) FROM lead_score_changes"), 2);
+    assert_eq!(
+        counter(&export, "leadscore_warehouse_changes_skipped_total"),
+        Some(1.0)
+    );
+    let log = export.log_text();
+    assert!(
+        log.contains("index row") && log.contains("offset"),
+        "the refusal names the record and the server's reason:\n{log}"
+    );
+    export.stop();
+}
+
+#[test]
+fn import_and_export_reconnect_after_the_database_restarts() {
+    let (rig, pg) = warehouse_rig("wh-reconnect");
+    create_import_table(&pg);
+    let mut import = warehouse(&rig, &pg, "import", "1", &[]);
+    let mut export = warehouse(&rig, &pg, "export", "1", &[]);
+    let p = producer(&rig.broker);
+    pg.sql("INSERT INTO lead_score_imports VALUES ('r1', 1, now())");
+    produce_all(
+        &p,
+        &rig.names.output,
+        &[("x1", change_json("c:x1", "x1", 1, "Open"))],
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "r1 imported and x1 exported",
+        || imported_users(&rig).contains(&"r1".to_string()) && lead_scores(&pg).contains_key("x1"),
+    );
+    pg.restart();
+    pg.sql("INSERT INTO lead_score_imports VALUES ('r2', 2, now())");
+    produce_all(
+        &p,
+        &rig.names.output,
+        &[("x2", change_json("c:x2", "x2", 2, "Open"))],
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "r2 imported and x2 exported",
+        || imported_users(&rig).contains(&"r2".to_string()) && lead_scores(&pg).contains_key("x2"),
+    );
+    assert!(import.exited().is_none(), "{}", import.log_text());
+    assert!(export.exited().is_none(), "{}", export.log_text());
+    assert_eq!(imported_users(&rig), ["r1", "r2"]);
+    import.stop();
+    export.stop();
+}
+
+#[test]
+fn database_errors_say_what_the_server_said_and_an_out_of_range_score_is_passed_over() {
+    let (rig, pg) = warehouse_rig("wh-errors");
+    // An unknown database: the server's own words, not "db error".
+    let mut env = warehouse_env(&rig, &pg, free_port(), &[]);
+    env.retain(|(k, _)| k != "LEADSCORE__WAREHOUSE__URL");
+    env.push((
+        "LEADSCORE__WAREHOUSE__URL".into(),
+        pg.url().replace("dbname=postgres", "dbname=nosuch"),
+    ));
+    let said = configuration_error("warehouse import", &env);
+    assert!(
+        said.contains("database \"nosuch\" does not exist") && said.contains("3D000"),
+        "{said}"
+    );
+
+    // A numeric score column: one value beyond bigint must not stop the rows around it.
+    pg.sql("CREATE TABLE imp_num (user_id text, score numeric, updated_at timestamptz)");
+    pg.sql(
+        "INSERT INTO imp_num VALUES ('n1', 5, '2026-01-05 10:00:00+00'), \
+         ('big', 1e20, '2026-01-05 10:00:01+00'), ('n2', 7.00, '2026-01-05 10:00:02+00'), \
+         ('half', 12.5, '2026-01-05 10:00:03+00')",
+    );
+    let mut import = warehouse(
+        &rig,
+        &pg,
+        "import",
+        "num",
+        &[("WAREHOUSE__IMPORT_TABLE", "imp_num")],
+    );
+    wait_until(Duration::from_secs(30), "the other rows imported", || {
+        imported(&rig).len() >= 3
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let got: BTreeMap<String, i64> = imported(&rig).into_iter().map(|(u, s, _)| (u, s)).collect();
+    assert_eq!(
+        got,
+        BTreeMap::from([
+            ("n1".to_string(), 5),
+            ("n2".to_string(), 7),
+            ("half".to_string(), 13)
+        ])
+    );
+    assert_eq!(
+        counter(&import, "leadscore_warehouse_rows_skipped_total"),
+        Some(1.0)
+    );
+    let log = import.log_text();
+    assert!(
+        log.contains("big") && log.contains("100000000000000000000"),
+        "the row and its value are named:\n{log}"
+    );
+    import.stop();
+
+    // A missing table: the poll is retried, and each failure says why.
+    let mut missing = warehouse(
+        &rig,
+        &pg,
+        "import",
+        "missing",
+        &[("WAREHOUSE__IMPORT_TABLE", "nope")],
+    );
+    wait_until(Duration::from_secs(30), "the poll failure logged", || {
+        missing
+            .log_text()
+            .contains("relation \"nope\" does not exist")
+    });
+    assert!(missing.log_text().contains("42P01"));
+    missing.stop();
+}
+
+#[test]
+fn import_counts_rows_without_a_user_id_or_updated_at_and_keeps_its_watermark() {
+    let (rig, pg) = warehouse_rig("wh-import-nulls");
+    pg.sql("CREATE TABLE imp_nulls (user_id text, score bigint, updated_at timestamptz)");
+    pg.sql(
+        "INSERT INTO imp_nulls VALUES ('v1', 1, '2026-01-05 10:00:00+00'), \
+         (NULL, 2, '2026-01-05 10:00:00+00'), ('', 3, '2026-01-05 10:00:01+00'), \
+         ('v2', NULL, '2026-01-05 10:00:01+00'), ('timeless', 5, NULL), \
+         ('v3', 6, '2026-01-05 10:00:02+00'), (NULL, 7, '2026-01-05 10:00:03+00'), \
+         ('v4', 8, '2026-01-05 10:00:03+00')",
+    );
+    let extra = [
+        ("WAREHOUSE__IMPORT_TABLE", "imp_nulls"),
+        ("WAREHOUSE__BATCH_SIZE", "2"),
+    ];
+    let mut import = warehouse(&rig, &pg, "import", "1", &extra);
+    // Two null user ids, an empty one, a null score, a null updated_at: five passed over.
+    wait_until(Duration::from_secs(30), "every row counted", || {
+        counter(&import, "leadscore_warehouse_rows_imported_total") == Some(3.0)
+            && counter(&import, "leadscore_warehouse_rows_skipped_total") == Some(5.0)
+    });
+    pg.sql("INSERT INTO imp_nulls VALUES ('v5', 9, '2026-01-05 11:00:00+00')");
+    wait_until(Duration::from_secs(30), "a later row imported", || {
+        counter(&import, "leadscore_warehouse_rows_imported_total") == Some(4.0)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // Nothing counted twice, nothing imported twice.
+    assert_eq!(
+        counter(&import, "leadscore_warehouse_rows_skipped_total"),
+        Some(5.0)
+    );
+    let mut users = imported_users(&rig);
+    users.sort();
+    assert_eq!(users, ["v1", "v3", "v4", "v5"]);
+    import.stop();
+}

@@ -34,6 +34,15 @@ pub struct IngestSettings {
     /// (the caller retries; see docs/ingest.md on duplicates).
     #[serde(deserialize_with = "deserialize_duration")]
     pub produce_timeout: Duration,
+    /// How long a client has to send a request's headers, counted from the connection's
+    /// opening or its previous answer; past it the connection is closed unanswered. Bounds the
+    /// connections held by slow or silent clients (slowloris) and idle kept-alive ones.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub header_timeout: Duration,
+    /// How long a client has to send a request's body once its headers arrived; past it the
+    /// answer is 408.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub body_timeout: Duration,
 }
 
 impl Default for IngestSettings {
@@ -47,6 +56,10 @@ impl Default for IngestSettings {
             // Braze's own limit on users/track: 3,000 requests per 3 seconds.
             rate_limit: 1000,
             produce_timeout: Duration::from_secs(30),
+            // hyper's own default, which also closes a kept-alive connection idle that long.
+            header_timeout: Duration::from_secs(30),
+            // A full 1 MiB body at 35 KB/s, slower than any real caller's link.
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -141,7 +154,7 @@ impl Settings {
             let message = format!("\"{listen}\" is not a socket address like 0.0.0.0:9470: {e}");
             return Err(sources.invalid(&["ingest.listen"], message));
         }
-        let checks: [(bool, &str, &str); 4] = [
+        let checks: [(bool, &str, &str); 6] = [
             (
                 !ingest.score_attribute.is_empty(),
                 "ingest.score_attribute",
@@ -160,6 +173,16 @@ impl Settings {
             (
                 !ingest.produce_timeout.is_zero(),
                 "ingest.produce_timeout",
+                "must be greater than 0s",
+            ),
+            (
+                !ingest.header_timeout.is_zero(),
+                "ingest.header_timeout",
+                "must be greater than 0s",
+            ),
+            (
+                !ingest.body_timeout.is_zero(),
+                "ingest.body_timeout",
                 "must be greater than 0s",
             ),
         ];

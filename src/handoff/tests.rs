@@ -177,7 +177,11 @@ fn a_cleared_status_keeps_the_last_one_for_eligibility_and_recycles() {
     // A lead that never had a status counts as before the handoff status.
     assert_story(&s, "150 -, 160 -", &[HANDED, ALREADY]);
     // Cleared while before MQL, then back to an earlier status: compared with the last one.
-    assert_story(&s, "150 Working, 150 -, 151 Nurture", &[HANDED, ALREADY, HANDED]);
+    assert_story(
+        &s,
+        "150 Working, 150 -, 151 Nurture",
+        &[HANDED, ALREADY, HANDED],
+    );
 }
 
 #[test]

@@ -78,6 +78,8 @@ pub async fn run(opts: &IngestBenchOptions) -> Result<String> {
                 score_attribute: "lead_score",
                 received: wall_clock_millis(),
                 max_future_skew_ms: 3_600_000,
+                format: settings.scorer.input_format,
+                max_event_bytes: settings.scorer.max_event_bytes,
                 ids: IdBasis::Request(&request),
             };
             braze::translate(b.as_bytes(), &o).map(|batch| batch.events)

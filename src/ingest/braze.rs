@@ -18,7 +18,18 @@
 //!   `currency`, `price`, `quantity` and then the purchase's own `properties`.
 //!
 //! Within a request, attributes come first, then events, then purchases, each in array order,
-//! so an event in the same request as an attribute update sees the updated attribute.
+//! so an event in the same request as an attribute update sees the updated attribute. Within
+//! one attributes object, the score attribute goes last (the others in key order): the score
+//! change then carries the status and attributes the same object set, as the handoff reads
+//! them.
+//!
+//! # Refused here rather than dead-lettered later
+//!
+//! A caller answered 201 is never told again, so whatever the scorer would dead-letter is
+//! refused in `errors` instead: a `time` more than `scorer.max_future_skew` ahead, and an event
+//! whose encoding (in `scorer.input_format`) is over `scorer.max_event_bytes`. Braze's limits
+//! per value still allow an event of about 130 KB (256 properties of 255-character names and
+//! values).
 //!
 //! # Event ids
 //!
@@ -29,10 +40,11 @@
 //! are the same event), and an attribute update's id is unique to the request (the same
 //! `{"inc": 5}` sent twice on purpose must count twice).
 
+use crate::codec::{encode_event, Format};
 use crate::event::{Event, EventType, Scalar, ScoreOp};
 use crate::timestamp::{parse_rfc3339, Millis};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 /// Objects of each kind per request, as Braze documents.
 pub const MAX_OBJECTS: usize = 75;
@@ -117,6 +129,11 @@ pub struct Options<'a> {
     /// An event or purchase `time` further ahead of `received` than this is refused, as the
     /// scorer would dead-letter it (`scorer.max_future_skew`).
     pub max_future_skew_ms: i64,
+    /// The input topic's format and the largest encoded event the scorer accepts
+    /// (`scorer.input_format`, `scorer.max_event_bytes`): a larger event is refused, as the
+    /// scorer would dead-letter it as `oversized`.
+    pub format: Format,
+    pub max_event_bytes: usize,
     pub ids: IdBasis<'a>,
 }
 
@@ -209,6 +226,9 @@ pub fn translate(body: &[u8], opts: &Options<'_>) -> Result<Batch, BodyError> {
     for (index, object) in attributes.iter().enumerate() {
         let mut errors = Vec::new();
         match attribute_events(object, index, opts, &mut errors) {
+            // Every attribute refused: the object is refused too, or the answer would count
+            // as processed an object of which nothing was stored.
+            Ok(produced) if produced.is_empty() && !errors.is_empty() => {}
             Ok(mut produced) => {
                 batch.attributes_processed += 1;
                 batch.events.append(&mut produced);
@@ -228,7 +248,8 @@ pub fn translate(body: &[u8], opts: &Options<'_>) -> Result<Batch, BodyError> {
             let result = match array {
                 Array::Purchases => purchase_event(object, index, opts),
                 _ => custom_event(object, index, opts),
-            };
+            }
+            .and_then(|event| check_size(&event, opts).map(|()| event));
             match result {
                 Ok(event) => {
                     batch.events.push(event);
@@ -335,7 +356,12 @@ fn attribute_events(
     let object = as_object(object)?;
     let user = external_id(object)?;
     let mut events = Vec::new();
-    for (name, value) in object {
+    // The score last, the others in key order: the score change then carries the attributes
+    // this object set (a status set with the score is the status the score is handed off
+    // with). Ids name the attribute, not its place, so they do not depend on this order.
+    let score = opts.score_attribute;
+    let others = object.iter().filter(|(name, _)| name.as_str() != score);
+    for (name, value) in others.chain(object.get_key_value(score)) {
         if ATTRIBUTE_CONTROL_KEYS.contains(&name.as_str()) {
             continue;
         }
@@ -343,11 +369,14 @@ fn attribute_events(
             IdBasis::IdempotencyKey(key) => format!("braze:{key}:attributes:{index}:{name}"),
             IdBasis::Request(request) => format!("braze:{request}:attributes:{index}:{name}"),
         };
-        match attribute_event(&user, name, value, opts) {
-            Ok(mut event) => {
-                event.event_id = Some(id.into());
-                events.push(event);
-            }
+        let event = attribute_event(&user, name, value, opts).and_then(|mut event| {
+            event.event_id = Some(id.into());
+            check_size(&event, opts)
+                .map(|()| event)
+                .map_err(|e| format!("'{name}': {e}"))
+        });
+        match event {
+            Ok(event) => events.push(event),
             Err(message) => errors.push(message),
         }
     }
@@ -364,11 +393,18 @@ fn attribute_event(
     check_name("an attribute name", name)?;
     if name == opts.score_attribute {
         let op = match value {
-            Value::Number(n) => n.as_i64().map(ScoreOp::Set),
-            Value::Object(inc) if inc.len() == 1 => inc
-                .get("inc")
-                .and_then(Value::as_i64)
-                .map(ScoreOp::Increment),
+            Value::Number(n) => integer(n).map(ScoreOp::Set),
+            Value::Object(inc) if inc.len() == 1 => match inc.get("inc") {
+                Some(Value::Number(n)) => integer(n).map(ScoreOp::Increment),
+                _ => None,
+            },
+            // Braze's null removes an attribute; a lead always has a score.
+            Value::Null => {
+                return Err(format!(
+                    "'{name}' (the score) cannot be removed with null; \
+                     send an integer or {{\"inc\": integer}}"
+                ))
+            }
             _ => None,
         };
         let op = op.ok_or_else(|| {
@@ -396,6 +432,33 @@ fn attribute_event(
     }
     event.value = value;
     Ok(event)
+}
+
+/// A JSON number as an integer score: an integer, or a float with no fraction (`45.0`, as
+/// Python's `json` writes a float score) that an `i64` holds exactly.
+fn integer(n: &Number) -> Option<i64> {
+    if let Some(i) = n.as_i64() {
+        return Some(i);
+    }
+    let f = n.as_f64()?;
+    // 2^63 is exactly representable; every whole float below it in magnitude fits an i64.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    (f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f)).then_some(f as i64)
+}
+
+/// Refuses an event whose encoding is over `opts.max_event_bytes`: the scorer would
+/// dead-letter it as `oversized` after its caller was told "success". The encoding is the one
+/// the producer sends (same format, same event, id included).
+fn check_size(event: &Event, opts: &Options<'_>) -> Result<(), String> {
+    let bytes = encode_event(opts.format, event).len();
+    if bytes > opts.max_event_bytes {
+        return Err(format!(
+            "the event is {bytes} bytes encoded, over the scorer's limit of {} bytes \
+             (scorer.max_event_bytes), so the scorer would dead-letter it",
+            opts.max_event_bytes
+        ));
+    }
+    Ok(())
 }
 
 /// An event's or purchase's `time`.
@@ -574,18 +637,22 @@ fn purchase_event(object: &Value, index: usize, opts: &Options<'_>) -> Result<Ev
 // ---------------------------------------------------------------------------------------------
 
 /// An ISO 8601 time as Braze accepts it: RFC 3339, and also an offset written `+1:00`,
-/// `+0100` or `+01`, no offset at all (UTC, as Braze reads it), or a date alone (midnight UTC).
+/// `+0100` or `+01`, no offset at all (UTC, as Braze reads it), a date alone (midnight UTC),
+/// the seconds left out (`2026-11-16T19:20Z`), and Braze's own `yyyy-MM-dd'T'HH:mm:ss:SSSZ`
+/// (`2013-02-23T10:15:30:123-0800`: milliseconds after a colon, an RFC 822 offset).
 pub fn parse_iso8601(text: &str) -> Result<Millis, String> {
     if let Ok(ms) = parse_rfc3339(text) {
         return Ok(ms);
     }
-    let usage = "not an ISO 8601 time like 2026-01-05T10:00:00Z";
+    let usage = "not an ISO 8601 time like 2026-01-05T10:00:00Z or 2026-01-05T10:00:00:000+0000";
     if text.len() == 10 {
         return parse_rfc3339(&format!("{text}T00:00:00Z")).map_err(|_| usage.to_string());
     }
+    let text = complete_clock(text);
     // The offset starts at the last sign after the time's "T" (the date has '-' signs).
     let t = text.find(['T', 't', ' ']).ok_or(usage)?;
     let normalized = match text[t..].rfind(['+', '-']).map(|i| i + t) {
+        None if text.ends_with(['Z', 'z']) => text.into_owned(),
         None => format!("{text}Z"),
         Some(sign) => {
             let (clock, offset) = text.split_at(sign);
@@ -606,6 +673,29 @@ pub fn parse_iso8601(text: &str) -> Result<Millis, String> {
         }
     };
     parse_rfc3339(&normalized).map_err(|e| format!("{usage} ({e})"))
+}
+
+/// The clock of `text` (`yyyy-MM-ddTHH:mm` at bytes 0 to 15) in RFC 3339's form: `:00`
+/// seconds added when they are left out, and Braze's `:SSS` milliseconds (exactly three
+/// digits, as its Java pattern writes them) turned into `.SSS`. Anything else is returned as it
+/// is, for the parser to refuse with its position.
+fn complete_clock(text: &str) -> std::borrow::Cow<'_, str> {
+    let b = text.as_bytes();
+    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    let hh_mm = b.len() >= 16 && b[13] == b':' && digit(14) && digit(15);
+    if !hh_mm {
+        return text.into();
+    }
+    match b.get(16) {
+        // No seconds: the minute is followed by the end, `Z` or an offset.
+        None | Some(b'Z' | b'z' | b'+' | b'-') => {
+            format!("{}:00{}", &text[..16], &text[16..]).into()
+        }
+        Some(b':') if b.get(19) == Some(&b':') && (20..23).all(digit) && !digit(23) => {
+            format!("{}.{}", &text[..19], &text[20..]).into()
+        }
+        _ => text.into(),
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ use std::time::Instant;
 pub struct Ingest {
     listener: tokio::net::TcpListener,
     app: Arc<App>,
+    header_timeout: std::time::Duration,
 }
 
 impl Ingest {
@@ -56,6 +57,9 @@ impl Ingest {
             score_attribute: ingest.score_attribute.clone(),
             max_body_bytes: ingest.max_body_bytes,
             max_future_skew: settings.scorer.max_future_skew,
+            format: settings.scorer.input_format,
+            max_event_bytes: settings.scorer.max_event_bytes,
+            body_timeout: ingest.body_timeout,
             produce_timeout: ingest.produce_timeout,
             limiter: Mutex::new(TokenBucket::new(ingest.rate_limit, Instant::now())),
             producer,
@@ -65,7 +69,11 @@ impl Ingest {
         // The admin endpoint's readiness is a consumer's; the API is ready once it can produce.
         health.set_consuming(true);
         health.joined();
-        Ok(Ingest { listener, app })
+        Ok(Ingest {
+            listener,
+            app,
+            header_timeout: ingest.header_timeout,
+        })
     }
 
     /// The bound API address (port 0 in tests picks one).
@@ -77,9 +85,13 @@ impl Ingest {
     pub async fn run(self, shutdown: Shutdown) -> Result<()> {
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, "ingest API listening (POST /users/track)");
-        axum::serve(self.listener, server::router(self.app))
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await
-            .context("ingest API server")
+        server::serve(
+            self.listener,
+            server::router(self.app),
+            self.header_timeout,
+            shutdown,
+        )
+        .await;
+        Ok(())
     }
 }

@@ -2,15 +2,22 @@
 //! and answers.
 //!
 //! A request goes through, in order: the API key (401), the rate limit (429 with
-//! `Retry-After`), the body size (413), the `Idempotency-Key` header (400), the body itself
-//! (400 when it is refused whole or nothing in it is valid), then Kafka (503 when a record was
-//! not acknowledged in time). Authentication comes before the rate limit so that callers
-//! without a key cannot spend the callers' allowance.
+//! `Retry-After`), the `Content-Type` (415 unless JSON or absent), the body size (413), the
+//! body's arrival within `ingest.body_timeout` (408), the `Idempotency-Key` header (400), the
+//! body itself (400 when it is refused whole or nothing in it is valid), then Kafka (503 when a
+//! record was not acknowledged in time). Authentication comes before the rate limit so that
+//! callers without a key cannot spend the callers' allowance.
+//!
+//! Connections are served by [`serve`] rather than `axum::serve`, which sets no timer and so
+//! leaves hyper's header-read timeout off: a client sending half its headers would hold its
+//! connection for ever.
 
 use super::braze::{self, errors_json, Array, Batch, IdBasis, Options};
 use super::producer::EventProducer;
+use crate::codec::Format;
 use crate::config::Secret;
 use crate::ops::telemetry;
+use crate::runtime::shutdown::Shutdown;
 use crate::runtime::sync::lock_unpoisoned;
 use crate::timestamp::{wall_clock_millis, Millis};
 use axum::body::Body;
@@ -19,13 +26,15 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The statuses `/users/track` answers, for the requests counter's bounded label.
-pub const STATUSES: &[&str] = &["201", "400", "401", "413", "429", "503"];
+pub const STATUSES: &[&str] = &["201", "400", "401", "408", "413", "415", "429", "503"];
 
 /// What every request needs.
 pub struct App {
@@ -33,6 +42,11 @@ pub struct App {
     pub score_attribute: String,
     pub max_body_bytes: usize,
     pub max_future_skew: Duration,
+    /// The scorer's input format and its limit on an encoded event (`scorer.input_format`,
+    /// `scorer.max_event_bytes`): a larger event is refused here rather than dead-lettered.
+    pub format: Format,
+    pub max_event_bytes: usize,
+    pub body_timeout: Duration,
     pub produce_timeout: Duration,
     pub limiter: Mutex<TokenBucket>,
     pub producer: EventProducer,
@@ -137,6 +151,19 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from(wait));
         return response;
     }
+    if let Some(kind) = headers.get(header::CONTENT_TYPE) {
+        if !is_json(kind) {
+            // Quoted, at most 100 characters of it: the header is the caller's, of any length.
+            let kind: String = String::from_utf8_lossy(kind.as_bytes())
+                .chars()
+                .take(100)
+                .collect();
+            return message(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Type {kind:?} is not JSON: send Content-Type: application/json"),
+            );
+        }
+    }
     let too_large = || {
         message(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -153,8 +180,19 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
     if declared.is_some_and(|n| n > app.max_body_bytes as u64) {
         return too_large();
     }
-    let Ok(bytes) = axum::body::to_bytes(body, app.max_body_bytes).await else {
-        return too_large();
+    let read = axum::body::to_bytes(body, app.max_body_bytes);
+    let bytes = match tokio::time::timeout(app.body_timeout, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            return message(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {}s (ingest.body_timeout)",
+                    app.body_timeout.as_secs_f64()
+                ),
+            )
+        }
     };
     let idempotency_key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
@@ -179,6 +217,8 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
         score_attribute: &app.score_attribute,
         received,
         max_future_skew_ms: i64::try_from(app.max_future_skew.as_millis()).unwrap_or(i64::MAX),
+        format: app.format,
+        max_event_bytes: app.max_event_bytes,
         ids: match idempotency_key {
             Some(key) => IdBasis::IdempotencyKey(key),
             None => IdBasis::Request(&request_id),
@@ -188,8 +228,8 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
         Ok(batch) => batch,
         Err(e) => return message(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    count_objects(&batch);
     if batch.nothing_valid() {
+        count_objects(&batch);
         return answer(
             StatusCode::BAD_REQUEST,
             json!({
@@ -213,8 +253,26 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from(1));
         return response;
     }
+    // Counted only once answered 201 or 400: a 503's objects were neither accepted nor refused,
+    // and its retry counts them.
+    count_objects(&batch);
     metrics::counter!(telemetry::INGEST_EVENTS).increment(batch.events.len() as u64);
     answer(StatusCode::CREATED, batch.answer())
+}
+
+/// Whether a `Content-Type` is JSON: `application/json` or a `+json` type, any parameters
+/// (`charset=utf-8`). Braze documents only `application/json`; a form or text body is a
+/// caller's mistake better named than parsed.
+fn is_json(kind: &HeaderValue) -> bool {
+    let Ok(kind) = kind.to_str() else {
+        return false;
+    };
+    let media = kind.split(';').next().unwrap_or_default().trim();
+    let Some((top, sub)) = media.split_once('/') else {
+        return false;
+    };
+    let sub = sub.to_ascii_lowercase();
+    top.eq_ignore_ascii_case("application") && (sub == "json" || sub.ends_with("+json"))
 }
 
 fn count_objects(batch: &Batch) {
@@ -231,6 +289,67 @@ fn count_objects(batch: &Batch) {
         metrics::counter!(telemetry::INGEST_OBJECTS, "array" => name, "outcome" => "refused")
             .increment(refused as u64);
     }
+}
+
+/// Serves `router` on `listener` over HTTP/1.1 until `shutdown`, then waits for the requests in
+/// flight (and their Kafka acknowledgements). A connection that has not sent a request's
+/// headers within `header_timeout` of opening (or of its previous answer) is closed; the body
+/// has its own limit in [`App::body_timeout`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    shutdown: Shutdown,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let service = TowerToHyperService::new(router);
+    // Every connection task holds a `done` receiver: once `done_tx.closed()` resolves, every
+    // connection has finished.
+    let (done_tx, done_rx) = tokio::sync::watch::channel(());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, mostly: a pause lets connections close rather
+                    // than spinning on the error.
+                    tracing::warn!(error = %e, "ingest API: accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shutdown.wait() => break,
+        };
+        let connection = http.serve_connection(TokioIo::new(stream), service.clone());
+        let (mut stop, done) = (stop_rx.clone(), done_rx.clone());
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "ingest API connection ended");
+                        }
+                        break;
+                    }
+                    _ = stop.wait_for(|stop| *stop), if !stopping => {
+                        // Finishes the request in flight, then closes.
+                        stopping = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(done);
+        });
+    }
+    drop(listener);
+    stop_tx.send_replace(true);
+    drop(done_rx);
+    done_tx.closed().await;
 }
 
 /// This process's name in request ids: host (or process id) and start time.
@@ -255,6 +374,28 @@ mod tests {
         assert!(!key_matches(&keys, b"new-key-abcdefghijk"));
         assert!(!key_matches(&keys, b""));
         assert!(!key_matches(&[], b"anything"));
+    }
+
+    #[test]
+    fn json_content_types_are_told_from_others() {
+        let json = |kind: &str| is_json(&HeaderValue::from_str(kind).unwrap());
+        for kind in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/vnd.api+json",
+        ] {
+            assert!(json(kind), "{kind}");
+        }
+        for kind in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "text/json-ish",
+            "json",
+            "",
+        ] {
+            assert!(!json(kind), "{kind}");
+        }
     }
 
     #[test]

@@ -498,7 +498,7 @@ pub const METRICS: &[Metric] = &[
             values: Values::From(|| crate::ingest::server::STATUSES.to_vec()),
         }],
         owner: Owner::Ingest,
-        help: "POST /users/track requests answered, by HTTP status (201, 400, 401, 413, 429, 503).",
+        help: "POST /users/track requests answered, by HTTP status (201, 400, 401, 408, 413, 415, 429, 503).",
     },
     Metric {
         name: INGEST_REQUEST_SECONDS,
@@ -555,10 +555,10 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Count,
         labels: &[Label {
             name: "outcome",
-            values: Values::Fixed(&["written", "duplicate"]),
+            values: Values::Fixed(&["written", "duplicate", "forgotten"]),
         }],
         owner: Owner::Warehouse,
-        help: "Score changes exported to the warehouse, by outcome (written, duplicate: already in the history table).",
+        help: "Score changes exported to the warehouse, by outcome (written, duplicate: already in the history table, forgotten: a tombstone deleted the user's rows).",
     },
     Metric {
         name: WAREHOUSE_CHANGES_SKIPPED,
@@ -566,7 +566,7 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Count,
         labels: &[],
         owner: Owner::Warehouse,
-        help: "Score change records that did not decode, passed over by warehouse export (and logged).",
+        help: "Score change records passed over by warehouse export (and logged): not decodable, a tombstone without a user key, or refused by the warehouse.",
     },
 ];
 

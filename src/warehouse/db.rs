@@ -1,11 +1,83 @@
 //! The warehouse connection: tokio-postgres without TLS. `sslmode=disable` and `prefer` connect
 //! in plain text (prefer finds no TLS to prefer); `require` is refused at connect with a message
 //! saying so, rather than failing obscurely.
+//!
+//! Errors are shown with what the server said ([`PgError`]), and a connection that closed is
+//! re-opened with a bounded backoff ([`reconnect`]).
 
 use crate::config::{read_capped_text, CappedFileError, WarehouseSettings};
+use crate::runtime::shutdown::Shutdown;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
+
+/// A tokio-postgres error shown in full. Its own `Display` is only "db error" for everything
+/// the server refuses; this one gives the server's severity, SQLSTATE, message, detail, hint and
+/// the table, column or constraint when the server names them, all on one line (a log line).
+#[derive(Debug)]
+pub struct PgError(pub tokio_postgres::Error);
+
+impl PgError {
+    /// The SQLSTATE the server sent, if it was the server that refused.
+    pub fn code(&self) -> Option<&str> {
+        self.0.as_db_error().map(|db| db.code().code())
+    }
+}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PgError(e)
+    }
+}
+
+impl fmt::Display for PgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Details may span lines; a log line must not.
+        let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let Some(db) = self.0.as_db_error() else {
+            // Not the server's refusal (I/O, closed, a parameter that does not encode): the
+            // top level and its causes, which say what happened.
+            write!(f, "{}", self.0)?;
+            let mut source = std::error::Error::source(&self.0);
+            while let Some(cause) = source {
+                write!(f, ": {}", one_line(&cause.to_string()))?;
+                source = cause.source();
+            }
+            return Ok(());
+        };
+        write!(
+            f,
+            "{} {}: {}",
+            db.severity(),
+            db.code().code(),
+            one_line(db.message())
+        )?;
+        if let Some(detail) = db.detail() {
+            write!(f, "; detail: {}", one_line(detail))?;
+        }
+        if let Some(hint) = db.hint() {
+            write!(f, "; hint: {}", one_line(hint))?;
+        }
+        match (db.schema(), db.table()) {
+            (Some(schema), Some(table)) => write!(f, "; table: {schema}.{table}")?,
+            (None, Some(table)) => write!(f, "; table: {table}")?,
+            _ => {}
+        }
+        if let Some(column) = db.column() {
+            write!(f, "; column: {column}")?;
+        }
+        if let Some(constraint) = db.constraint() {
+            write!(f, "; constraint: {constraint}")?;
+        }
+        Ok(())
+    }
+}
+
+// No `source`: the Display above already says everything, and a reporter that prints the
+// chain would say it twice.
+impl std::error::Error for PgError {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -21,11 +93,17 @@ pub enum DbError {
     )]
     TlsRequired,
     #[error("cannot connect to the warehouse: {0}")]
-    Connect(tokio_postgres::Error),
+    Connect(PgError),
     #[error("warehouse: {0}")]
-    Sql(#[from] tokio_postgres::Error),
+    Sql(PgError),
     #[error("warehouse password file {} (warehouse.password_file): {message}", .path.display())]
     PasswordFile { path: PathBuf, message: String },
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        DbError::Sql(PgError(e))
+    }
 }
 
 /// The largest password file read: a mistaken path must fail clearly, not fill the memory.
@@ -76,10 +154,17 @@ pub async fn connect(settings: &WarehouseSettings) -> Result<Client, DbError> {
     if config.get_application_name().is_none() {
         config.application_name("leadscore");
     }
-    let (client, connection) = config.connect(NoTls).await.map_err(DbError::Connect)?;
+    if config.get_connect_timeout().is_none() {
+        // A server that does not answer must not hold a reconnection for ever.
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| DbError::Connect(PgError(e)))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::error!(error = %e, "warehouse connection lost");
+            tracing::error!(error = %PgError(e), "warehouse connection lost");
         }
     });
     Ok(client)
@@ -92,8 +177,62 @@ pub async fn connect_and_create(
     schema: &str,
 ) -> Result<Client, DbError> {
     let client = connect(settings).await?;
-    client.batch_execute(schema).await.map_err(DbError::Sql)?;
+    client.batch_execute(schema).await?;
     Ok(client)
+}
+
+/// How long one connection attempt may take when `warehouse.url` sets no `connect_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first wait between reconnection attempts, doubled after each failure up to the cap.
+const RECONNECT_FIRST_WAIT: Duration = Duration::from_millis(500);
+const RECONNECT_MAX_WAIT: Duration = Duration::from_secs(30);
+/// How long the warehouse may stay unreachable before the command gives up and exits with the
+/// last error (a supervisor restarts it, and the outage shows as a restart, not as silence).
+pub const RECONNECT_GIVE_UP: Duration = Duration::from_secs(15 * 60);
+
+/// After the connection closed (a server restart, a failover, a network cut): connects again,
+/// with `schema` (see [`connect_and_create`]), waiting 0.5 s, 1 s, 2 s ... at most 30 s between
+/// attempts, for at most [`RECONNECT_GIVE_UP`]. `Ok(None)` when shutdown came first.
+pub async fn reconnect(
+    settings: &WarehouseSettings,
+    schema: &str,
+    shutdown: &Shutdown,
+) -> Result<Option<Client>, DbError> {
+    reconnect_within(settings, schema, shutdown, RECONNECT_GIVE_UP).await
+}
+
+async fn reconnect_within(
+    settings: &WarehouseSettings,
+    schema: &str,
+    shutdown: &Shutdown,
+    give_up: Duration,
+) -> Result<Option<Client>, DbError> {
+    let started = Instant::now();
+    let mut wait = RECONNECT_FIRST_WAIT;
+    let mut attempt = 0u32;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait() => return Ok(None),
+        }
+        attempt = attempt.saturating_add(1);
+        match connect_and_create(settings, schema).await {
+            Ok(client) => {
+                tracing::info!(attempt, "warehouse connection re-established");
+                return Ok(Some(client));
+            }
+            // A configuration error does not heal by waiting.
+            Err(e @ (DbError::NoUrl | DbError::BadUrl(_) | DbError::TlsRequired)) => return Err(e),
+            Err(e) if started.elapsed() >= give_up => {
+                tracing::error!(error = %e, attempt, "warehouse still unreachable; giving up");
+                return Err(e);
+            }
+            Err(e) => {
+                wait = (wait * 2).min(RECONNECT_MAX_WAIT);
+                tracing::warn!(error = %e, attempt, retry_in = ?wait, "warehouse reconnection failed");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -122,5 +261,49 @@ mod tests {
         let missing = read_password(&dir.join("none")).unwrap_err().to_string();
         assert!(missing.contains("none"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn reconnecting_gives_up_in_bounded_time_saying_why_and_never_retries_a_bad_url() {
+        // A port nothing listens on: every attempt is refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let settings = WarehouseSettings {
+            url: Some(format!("host=127.0.0.1 port={port} user=x dbname=x")),
+            ..WarehouseSettings::default()
+        };
+        let shutdown = Shutdown::new();
+        let started = Instant::now();
+        let e = reconnect_within(&settings, "", &shutdown, Duration::from_secs(1))
+            .await
+            .unwrap_err()
+            .to_string();
+        // 0.5 s, then 1 s: past the limit on the second attempt.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            e.contains("cannot connect") && e.contains("error connecting to server:"),
+            "the cause, not only the kind: {e}"
+        );
+        let bad = WarehouseSettings {
+            url: Some("sslmode=require host=127.0.0.1".into()),
+            ..WarehouseSettings::default()
+        };
+        let e = reconnect_within(&bad, "", &shutdown, Duration::from_secs(600))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, DbError::TlsRequired), "{e}");
+        shutdown.trigger();
+        assert!(
+            reconnect_within(&settings, "", &shutdown, Duration::from_secs(600))
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -10,8 +10,18 @@
 //! A batch of changes is written in one transaction, and the consumer offsets are committed
 //! only after it: a crash in between replays the batch, which writes nothing twice. The tables
 //! are created when missing (`CREATE TABLE IF NOT EXISTS`); docs/ingest.md has their columns.
+//!
+//! - A tombstone (null value keyed by a user: the user was forgotten, SPEC 2) deletes the
+//!   user's row in both tables, in the batch's transaction and in the partition's order. A
+//!   replay after a crash replays the changes before the tombstone and then the tombstone
+//!   itself (offsets past it are committed only once it was applied), so the user ends
+//!   forgotten; changes after it (a new life) are written again.
+//! - No record stops the export: U+0000, which PostgreSQL's text and jsonb cannot hold, becomes
+//!   U+FFFD; a record whose values PostgreSQL still refuses is passed over, counted and logged
+//!   with its partition and offset ([`refused_record`]). A closed connection is re-opened and
+//!   a failed batch retried, with a bounded backoff.
 
-use super::db::{self, DbError};
+use super::db::{self, DbError, PgError, RECONNECT_GIVE_UP};
 use super::from_millis;
 use crate::change::ScoreChange;
 use crate::codec::{decode_change, Format};
@@ -26,13 +36,22 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio_postgres::Client;
+use std::time::{Duration, Instant, SystemTime};
+use tokio_postgres::{Client, Statement, Transaction};
 
 /// How long a batch waits for more changes before it is written.
 const LINGER: Duration = Duration::from_millis(200);
+/// The first wait before a failed batch is written again, doubled up to the cap.
+const RETRY_FIRST_WAIT: Duration = Duration::from_millis(500);
+const RETRY_MAX_WAIT: Duration = Duration::from_secs(30);
+/// How much of a user id or change id a log line quotes (an id can be kilobytes long).
+const ID_QUOTED_CHARS: usize = 128;
+/// PostgreSQL's `timestamptz` range in epoch milliseconds: 4714-11-24 BC to 294277-01-01.
+const PG_MIN_MILLIS: i64 = -210_866_803_200_000;
+const PG_END_MILLIS: i64 = 9_224_318_016_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -40,6 +59,34 @@ pub enum ExportError {
     Db(#[from] DbError),
     #[error("kafka consumer: {0}")]
     Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// Why a batch or a record was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("warehouse: {0}")]
+    Pg(PgError),
+    /// A value no `timestamptz` can hold: refused before it is sent.
+    #[error("{0}")]
+    Unwritable(&'static str),
+}
+
+impl From<tokio_postgres::Error> for WriteError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        WriteError::Pg(PgError(e))
+    }
+}
+
+impl WriteError {
+    /// Whether the record is at fault, not the warehouse: see [`refused_record`].
+    fn refused(&self) -> bool {
+        match self {
+            WriteError::Pg(e) => refused_record(&e.0),
+            WriteError::Unwritable(_) => true,
+        }
+    }
 }
 
 /// The table definitions and statements, from the settings' (already checked) names.
@@ -47,6 +94,8 @@ struct Sql {
     schema: String,
     insert_change: String,
     upsert_score: String,
+    forget_score: String,
+    forget_changes: String,
 }
 
 impl Sql {
@@ -103,15 +152,87 @@ impl Sql {
                  last_change_event_id = EXCLUDED.last_change_event_id, \
                  last_change_time = EXCLUDED.last_change_time, updated_at = now()"
             ),
+            forget_score: format!("DELETE FROM {scores} WHERE user_id = $1"),
+            forget_changes: format!("DELETE FROM {changes} WHERE user_id = $1"),
         }
     }
 }
 
-/// One consumed change with where it came from.
+/// One consumed record with where it came from.
 struct Consumed {
-    change: ScoreChange,
+    record: Record,
     partition: i32,
     offset: i64,
+}
+
+/// What a record on the changes topic asks of the warehouse.
+enum Record {
+    Change(ScoreChange),
+    /// A tombstone: forget this user.
+    Forget(String),
+}
+
+/// What writing one record did.
+enum Outcome {
+    Written,
+    Duplicate,
+    Forgotten,
+}
+
+/// The prepared statements of one transaction.
+struct Statements {
+    insert: Statement,
+    upsert: Statement,
+    forget_score: Statement,
+    forget_changes: Statement,
+}
+
+/// The outcomes of a batch, counted once it is committed.
+#[derive(Default)]
+struct Tally {
+    written: u64,
+    duplicate: u64,
+    forgotten: u64,
+    refused: u64,
+}
+
+/// `s` with U+0000, which PostgreSQL's `text` and `jsonb` refuse, as U+FFFD (the replacement
+/// character): deterministic, so a replay and a later tombstone of the user agree on the id.
+fn scrub(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// At most [`ID_QUOTED_CHARS`] of `s`, for a log line.
+fn quoted(s: &str) -> String {
+    s.chars().take(ID_QUOTED_CHARS).collect()
+}
+
+/// Whether PostgreSQL refused this record's values (a data exception, a constraint, a limit
+/// such as an index entry too large), as opposed to the warehouse being unable to take any
+/// write (connection, permissions, a missing table, a full disk): the first kind is the
+/// record's and it is passed over; the second is retried, since passing over would lose
+/// everything it hits.
+fn refused_record(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        Some(db) => {
+            let code = db.code().code();
+            ["22", "23", "54"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }
+        None => false,
+    }
+}
+
+/// A change's time as a `timestamptz`, when PostgreSQL can hold it.
+fn pg_time(ms: i64) -> Option<SystemTime> {
+    (PG_MIN_MILLIS..PG_END_MILLIS)
+        .contains(&ms)
+        .then(|| from_millis(ms))
 }
 
 /// The export loop.
@@ -188,9 +309,9 @@ impl Exporter {
                 };
                 let (partition, offset) = (message.partition(), message.offset());
                 next.insert(partition, offset + 1);
-                match decode(format, message.payload()) {
-                    Ok(change) => batch.push(Consumed {
-                        change,
+                match decode(format, message.key(), message.payload()) {
+                    Ok(record) => batch.push(Consumed {
+                        record,
                         partition,
                         offset,
                     }),
@@ -206,7 +327,11 @@ impl Exporter {
             if next.is_empty() {
                 continue;
             }
-            self.write(&batch).await?;
+            if !self.write_until_done(&batch, &shutdown).await? {
+                // Shut down before the batch was written: nothing is committed, so the next
+                // start replays it.
+                break;
+            }
             let mut offsets = TopicPartitionList::new();
             for (partition, offset) in &next {
                 offsets.add_partition_offset(&topic, *partition, Offset::Offset(*offset))?;
@@ -220,91 +345,238 @@ impl Exporter {
         Ok(())
     }
 
-    /// Writes `batch` in one transaction.
-    async fn write(&mut self, batch: &[Consumed]) -> Result<(), ExportError> {
-        let tx = self.client.transaction().await.map_err(DbError::Sql)?;
-        let insert = tx
-            .prepare(&self.sql.insert_change)
-            .await
-            .map_err(DbError::Sql)?;
-        let upsert = tx
-            .prepare(&self.sql.upsert_score)
-            .await
-            .map_err(DbError::Sql)?;
-        let (mut written, mut duplicate) = (0u64, 0u64);
-        for Consumed {
-            change,
-            partition,
-            offset,
-        } in batch
-        {
-            let attributes = serde_json::Value::Object(
-                change
-                    .attributes
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_json()))
-                    .collect(),
-            )
-            .to_string();
-            let time = from_millis(change.time);
-            let windows = i32::try_from(change.windows).unwrap_or(i32::MAX);
-            let change_id = change.event_id().to_string();
-            let inserted = tx
-                .execute(
-                    &insert,
-                    &[
-                        &change_id,
-                        &&*change.user_id,
-                        &time,
-                        &change.previous_score,
-                        &change.score,
-                        &change.delta,
-                        &change.reason.kind.as_str(),
-                        &change.reason.group.as_deref(),
-                        &change.reason.source_event_id.as_deref(),
-                        &windows,
-                        &attributes,
-                        partition,
-                        offset,
-                    ],
-                )
-                .await
-                .map_err(DbError::Sql)?;
-            if inserted == 0 {
-                duplicate += 1;
+    /// Writes `batch`, retrying until it is written: a closed connection is re-opened
+    /// ([`db::reconnect`]), any other failure retried after 0.5 s, 1 s, 2 s ... at most 30 s.
+    /// Gives up with the last error after [`RECONNECT_GIVE_UP`] of failures (the offsets are not
+    /// committed: a restart replays the batch). `Ok(false)` when shutdown came first.
+    async fn write_until_done(
+        &mut self,
+        batch: &[Consumed],
+        shutdown: &Shutdown,
+    ) -> Result<bool, ExportError> {
+        let started = Instant::now();
+        let mut wait = RETRY_FIRST_WAIT;
+        loop {
+            let error = match self.write(batch).await {
+                Ok(()) => return Ok(true),
+                Err(e) => e,
+            };
+            if self.client.is_closed() {
+                tracing::warn!(error = %error, "warehouse connection closed; reconnecting");
+                self.health.set_consuming(false);
+                let schema = &self.sql.schema;
+                match db::reconnect(&self.settings.warehouse, schema, shutdown).await? {
+                    Some(client) => self.client = client,
+                    None => return Ok(false),
+                }
+                self.health.set_consuming(true);
                 continue;
             }
-            written += 1;
-            let status = change
-                .attribute(&self.settings.handoff.status_attribute)
-                .map(|s| match s {
-                    crate::event::ScalarRef::Str(s) => s.to_owned(),
-                    other => other.to_string(),
-                });
-            tx.execute(
-                &upsert,
-                &[
-                    &&*change.user_id,
-                    &change.score,
-                    &status,
-                    &attributes,
-                    &change_id,
-                    &time,
-                ],
-            )
-            .await
-            .map_err(DbError::Sql)?;
+            if started.elapsed() >= RECONNECT_GIVE_UP {
+                return Err(error.into());
+            }
+            tracing::warn!(error = %error, retry_in = ?wait, "writing score changes to the warehouse failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.wait() => return Ok(false),
+            }
+            wait = (wait * 2).min(RETRY_MAX_WAIT);
         }
-        tx.commit().await.map_err(DbError::Sql)?;
+    }
+
+    /// Writes `batch` in one transaction. When PostgreSQL refuses a record's values
+    /// ([`refused_record`]), the batch is written again record by record, each under a savepoint,
+    /// and the refused ones are passed over: one record must not stop the export.
+    async fn write(&mut self, batch: &[Consumed]) -> Result<(), WriteError> {
+        let tally = match self.write_batch(batch, false).await {
+            Err(e) if e.refused() => {
+                tracing::info!(error = %e, "the warehouse refused a record; writing the batch record by record");
+                self.write_batch(batch, true).await?
+            }
+            other => other?,
+        };
         metrics::counter!(telemetry::WAREHOUSE_CHANGES_EXPORTED, "outcome" => "written")
-            .increment(written);
+            .increment(tally.written);
         metrics::counter!(telemetry::WAREHOUSE_CHANGES_EXPORTED, "outcome" => "duplicate")
-            .increment(duplicate);
+            .increment(tally.duplicate);
+        metrics::counter!(telemetry::WAREHOUSE_CHANGES_EXPORTED, "outcome" => "forgotten")
+            .increment(tally.forgotten);
+        metrics::counter!(telemetry::WAREHOUSE_CHANGES_SKIPPED).increment(tally.refused);
         Ok(())
+    }
+
+    /// One transaction for `batch`; with `one_by_one`, each record under a savepoint, a refused
+    /// one rolled back, logged and counted.
+    async fn write_batch(
+        &mut self,
+        batch: &[Consumed],
+        one_by_one: bool,
+    ) -> Result<Tally, WriteError> {
+        let mut tx = self.client.transaction().await?;
+        let statements = Statements {
+            insert: tx.prepare(&self.sql.insert_change).await?,
+            upsert: tx.prepare(&self.sql.upsert_score).await?,
+            forget_score: tx.prepare(&self.sql.forget_score).await?,
+            forget_changes: tx.prepare(&self.sql.forget_changes).await?,
+        };
+        let status_attribute = &self.settings.handoff.status_attribute;
+        let mut tally = Tally::default();
+        for consumed in batch {
+            let outcome = if one_by_one {
+                let savepoint = tx.savepoint("leadscore_record").await?;
+                match apply(&savepoint, &statements, status_attribute, consumed).await {
+                    Ok(outcome) => {
+                        savepoint.commit().await?;
+                        Some(outcome)
+                    }
+                    Err(e) if e.refused() => {
+                        savepoint.rollback().await?;
+                        log_refused(consumed, &e);
+                        None
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                Some(apply(&tx, &statements, status_attribute, consumed).await?)
+            };
+            match outcome {
+                Some(Outcome::Written) => tally.written += 1,
+                Some(Outcome::Duplicate) => tally.duplicate += 1,
+                Some(Outcome::Forgotten) => tally.forgotten += 1,
+                None => tally.refused += 1,
+            }
+        }
+        tx.commit().await?;
+        Ok(tally)
     }
 }
 
-fn decode(format: Format, payload: Option<&[u8]>) -> Result<ScoreChange, String> {
-    let payload = payload.ok_or("no value (a tombstone)")?;
-    decode_change(format, payload).map_err(|e| e.to_string())
+/// Logs a record the warehouse refused, with where it is.
+fn log_refused(consumed: &Consumed, error: &WriteError) {
+    let (user, change) = match &consumed.record {
+        Record::Change(c) => (quoted(&c.user_id), quoted(&c.event_id().to_string())),
+        Record::Forget(user) => (quoted(user), String::new()),
+    };
+    tracing::warn!(
+        partition = consumed.partition,
+        offset = consumed.offset,
+        user_id = %user,
+        event_id = %change,
+        error = %error,
+        "score change passed over: the warehouse refused it"
+    );
+}
+
+/// Writes one record in `tx` (a transaction or a savepoint).
+async fn apply(
+    tx: &Transaction<'_>,
+    statements: &Statements,
+    status_attribute: &str,
+    consumed: &Consumed,
+) -> Result<Outcome, WriteError> {
+    let Consumed {
+        record,
+        partition,
+        offset,
+    } = consumed;
+    let change = match record {
+        Record::Forget(user) => {
+            // The user's history goes too: forgetting is a privacy deletion (SPEC 2).
+            let user = scrub(user);
+            tx.execute(&statements.forget_score, &[&&*user]).await?;
+            tx.execute(&statements.forget_changes, &[&&*user]).await?;
+            tracing::info!(partition, offset, user_id = %quoted(&user), "user forgotten in the warehouse");
+            return Ok(Outcome::Forgotten);
+        }
+        Record::Change(change) => change,
+    };
+    let mut scrubbed = false;
+    let mut text = |s: &str| -> String {
+        let t = scrub(s);
+        scrubbed |= matches!(t, Cow::Owned(_));
+        t.into_owned()
+    };
+    let attributes = serde_json::Value::Object(
+        change
+            .attributes
+            .iter()
+            .map(|(k, v)| {
+                let value = match v.to_json() {
+                    serde_json::Value::String(s) => serde_json::Value::String(text(&s)),
+                    other => other,
+                };
+                (text(k), value)
+            })
+            .collect(),
+    )
+    .to_string();
+    let user = text(&change.user_id);
+    let change_id = text(&change.event_id().to_string());
+    let group = change.reason.group.as_deref().map(&mut text);
+    let source = change.reason.source_event_id.as_deref().map(&mut text);
+    let status = change.attribute(status_attribute).map(|s| match s {
+        crate::event::ScalarRef::Str(s) => text(s),
+        other => text(&other.to_string()),
+    });
+    if scrubbed {
+        tracing::warn!(partition, offset, event_id = %quoted(&change_id), "U+0000 in a score change written as U+FFFD");
+    }
+    let Some(time) = pg_time(change.time) else {
+        // The client cannot even encode a time this far out (it would overflow), so it is
+        // refused here, as PostgreSQL would refuse it.
+        return Err(WriteError::Unwritable(
+            "the change's time is outside PostgreSQL's timestamptz range",
+        ));
+    };
+    let windows = i32::try_from(change.windows).unwrap_or(i32::MAX);
+    let inserted = tx
+        .execute(
+            &statements.insert,
+            &[
+                &change_id,
+                &user,
+                &time,
+                &change.previous_score,
+                &change.score,
+                &change.delta,
+                &change.reason.kind.as_str(),
+                &group,
+                &source,
+                &windows,
+                &attributes,
+                partition,
+                offset,
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        return Ok(Outcome::Duplicate);
+    }
+    tx.execute(
+        &statements.upsert,
+        &[
+            &user,
+            &change.score,
+            &status,
+            &attributes,
+            &change_id,
+            &time,
+        ],
+    )
+    .await?;
+    Ok(Outcome::Written)
+}
+
+fn decode(format: Format, key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<Record, String> {
+    let Some(payload) = payload else {
+        // A tombstone: the key is the user to forget.
+        return match key.map(std::str::from_utf8) {
+            Some(Ok(user)) if !user.is_empty() => Ok(Record::Forget(user.to_string())),
+            Some(Ok(_)) | None => Err("a tombstone without a user id key".to_string()),
+            Some(Err(_)) => Err("a tombstone whose key is not UTF-8".to_string()),
+        };
+    };
+    decode_change(format, payload)
+        .map(Record::Change)
+        .map_err(|e| e.to_string())
 }

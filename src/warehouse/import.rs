@@ -10,8 +10,19 @@
 //! A row whose `updated_at` is moved back to before the watermark, or that appears with an old
 //! `updated_at` (a late load), is not seen: as with Cloud Data Ingestion, `updated_at` must grow
 //! with every change of a row.
+//!
+//! A row dated ahead of the clock (the earlier of the warehouse's and the importer's) is held:
+//! not read, so neither produced (the scorer would dead-letter an event too far ahead) nor
+//! passed by the watermark, which therefore never gets ahead of the clock; rows written later
+//! with the current time still sort after it. The held row is read once its time has come.
+//!
+//! Rows are never refused by the query itself: the score is read as text and parsed here, so one
+//! value beyond the 64-bit range is passed over (counted, and logged naming the row) instead of
+//! failing every poll. A null user id sorts as the empty one and is counted with the rows
+//! passed over; a null `updated_at` cannot be placed after any watermark, so such rows are
+//! counted (and logged) as they appear, never imported.
 
-use super::db::{self, DbError};
+use super::db::{self, DbError, PgError};
 use super::{to_micros, to_millis};
 use crate::config::{quote_identifier, Settings, WarehouseSettings};
 use crate::event::{Event, EventType, ScoreOp};
@@ -19,23 +30,19 @@ use crate::ingest::producer::{EventProducer, ProduceFailure};
 use crate::ops::admin::Health;
 use crate::ops::telemetry;
 use crate::runtime::shutdown::Shutdown;
+use crate::timestamp::format_rfc3339;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio_postgres::Client;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("reading {table}: {source}")]
-    Read {
-        table: String,
-        source: tokio_postgres::Error,
-    },
+    #[error("reading {table}: {error}")]
+    Read { table: String, error: PgError },
     #[error(transparent)]
     Kafka(#[from] crate::runtime::kafka::KafkaSetupError),
-    #[error("the warehouse connection closed")]
-    Closed,
 }
 
 /// Where the last acknowledged batch ended.
@@ -49,9 +56,27 @@ pub struct Watermark {
 #[derive(Clone, Debug)]
 pub struct Row {
     pub user_id: Option<String>,
-    pub score: Option<i64>,
+    /// The score column as text: whatever its type, reading it cannot fail, so a value that is
+    /// not a 64-bit integer is this row's problem, not the whole poll's ([`parse_score`]).
+    pub score: Option<String>,
     pub updated_at: SystemTime,
 }
+
+/// Why a row became no event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// A null or empty user id, or a null score.
+    Missing,
+    /// A score that is not a number, or outside the 64-bit range.
+    BadScore(&'static str),
+}
+
+/// How many rows with a bad score are logged one by one per batch; the rest are summed up.
+const BAD_ROWS_LOGGED: usize = 10;
+/// How much of a bad score value a log line quotes.
+const SCORE_QUOTED_CHARS: usize = 64;
+/// How often, at most, the rows with a null `updated_at` are counted (a query of its own).
+const TIMELESS_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// The SQL of one poll, from the settings' (already checked) names.
 #[derive(Clone, Debug)]
@@ -61,6 +86,7 @@ struct Queries {
     store_watermark: String,
     first: String,
     after: String,
+    count_timeless: String,
 }
 
 impl Queries {
@@ -74,9 +100,19 @@ impl Queries {
         );
         // The "C" collation orders user ids by bytes, the same on every server, so the order of
         // the poll and the comparison with the watermark agree whatever the database's locale.
-        let user_c = format!("{user}::text COLLATE \"C\"");
-        let select = format!("SELECT {user}::text, {score}::bigint, {at} FROM {table}");
+        // A null user id orders as the empty one: such rows are read (and counted as passed
+        // over) and can carry the watermark like any other.
+        let user_c = format!("COALESCE({user}::text, '') COLLATE \"C\"");
+        let select = format!("SELECT {user}::text, {score}::text, {at} FROM {table}");
         let order = format!("ORDER BY {at}, {user_c} LIMIT $1");
+        // Rows dated ahead of the clock are held until due: the watermark must not pass a time
+        // that rows written now still carry. The earlier of the server's clock (what `now()`
+        // writes) and the importer's (what the scorer's future-skew check is close to).
+        let due = |clock: &str| {
+            format!(
+                "{at} IS NOT NULL AND {at} <= LEAST(statement_timestamp(), {clock}::timestamptz)"
+            )
+        };
         Queries {
             create_watermarks: format!(
                 "CREATE TABLE IF NOT EXISTS {wm} (name text PRIMARY KEY, \
@@ -89,19 +125,95 @@ impl Queries {
                  ON CONFLICT (name) DO UPDATE SET updated_at = EXCLUDED.updated_at, \
                  user_id = EXCLUDED.user_id, stored_at = now()"
             ),
-            first: format!("{select} WHERE {at} IS NOT NULL AND {user} IS NOT NULL {order}"),
+            first: format!("{select} WHERE {} {order}", due("$2")),
             after: format!(
-                "{select} WHERE {at} IS NOT NULL AND {user} IS NOT NULL \
-                 AND ({at}, {user_c}) > ($2::timestamptz, $3::text COLLATE \"C\") {order}"
+                "{select} WHERE {} \
+                 AND ({at}, {user_c}) > ($2::timestamptz, $3::text COLLATE \"C\") {order}",
+                due("$4")
             ),
+            count_timeless: format!("SELECT count(*) FROM {table} WHERE {at} IS NULL"),
         }
     }
 }
 
-/// The event of one row; `None` for a row without a user id or score.
-pub fn row_event(import_name: &str, row: &Row) -> Option<Event> {
-    let user = row.user_id.as_deref().filter(|u| !u.is_empty())?;
-    let score = row.score?;
+/// A score read as text as an integer: an integer literal, or a decimal or float one (from a
+/// `numeric` or `real` column) rounded to the nearest integer, halves away from zero (as
+/// PostgreSQL's `numeric` to `bigint` cast). Errors say what is wrong with it.
+pub fn parse_score(text: &str) -> Result<i64, &'static str> {
+    const NOT_A_NUMBER: &str = "not a number";
+    const OUT_OF_RANGE: &str = "outside the 64-bit integer range";
+    let t = text.trim();
+    if let Ok(n) = t.parse::<i64>() {
+        return Ok(n);
+    }
+    let (negative, unsigned) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(i) => {
+            let e = &unsigned[i + 1..];
+            let e_digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+            if e_digits.is_empty() || !digits_only(e_digits) {
+                return Err(NOT_A_NUMBER);
+            }
+            // An exponent too long for an i64 is far beyond any score either way.
+            let magnitude = e_digits
+                .parse::<i64>()
+                .unwrap_or(i64::MAX / 4)
+                .min(i64::MAX / 4);
+            let exp = if e.starts_with('-') {
+                -magnitude
+            } else {
+                magnitude
+            };
+            (&unsigned[..i], exp)
+        }
+        None => (unsigned, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if (int.is_empty() && frac.is_empty()) || !digits_only(int) || !digits_only(frac) {
+        return Err(NOT_A_NUMBER);
+    }
+    // The value is 0.<all> × 10^point: `point` digits of `all` are the integer part.
+    let all = format!("{int}{frac}");
+    let significant = all.trim_start_matches('0');
+    let point = (int.len() as i64)
+        .saturating_add(exponent)
+        .saturating_sub((all.len() - significant.len()) as i64);
+    let all = significant.as_bytes();
+    if all.is_empty() {
+        return Ok(0);
+    }
+    // The first digit is not 0, so the value is at least 10^(point-1): beyond i64 from 20 on.
+    if point > 19 {
+        return Err(OUT_OF_RANGE);
+    }
+    let (magnitude, round_up) = if point <= 0 {
+        (0i128, point == 0 && all[0] >= b'5')
+    } else {
+        let p = point as usize;
+        let mut m: i128 = 0;
+        for i in 0..p {
+            m = m * 10 + i128::from(all.get(i).map_or(0, |d| d - b'0'));
+        }
+        (m, all.get(p).is_some_and(|d| *d >= b'5'))
+    };
+    let magnitude = magnitude + i128::from(round_up);
+    let value = if negative { -magnitude } else { magnitude };
+    i64::try_from(value).map_err(|_| OUT_OF_RANGE)
+}
+
+/// The event of one row, or why there is none.
+pub fn row_event(import_name: &str, row: &Row) -> Result<Event, Skip> {
+    let user = row
+        .user_id
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .ok_or(Skip::Missing)?;
+    let score = parse_score(row.score.as_deref().ok_or(Skip::Missing)?).map_err(Skip::BadScore)?;
     let time = to_millis(row.updated_at);
     let mut event = Event::new(user, time, EventType::ExternalScore);
     event.score = Some(ScoreOp::Set(score));
@@ -113,7 +225,14 @@ pub fn row_event(import_name: &str, row: &Row) -> Option<Event> {
         )
         .into(),
     );
-    Some(event)
+    Ok(event)
+}
+
+/// The rows with a null `updated_at` last counted, and when.
+#[derive(Default)]
+struct Timeless {
+    seen: u64,
+    checked: Option<Instant>,
 }
 
 /// The import loop: polls until shutdown.
@@ -122,6 +241,7 @@ pub struct Importer {
     producer: EventProducer,
     queries: Queries,
     settings: Settings,
+    health: Arc<Health>,
 }
 
 impl Importer {
@@ -139,6 +259,7 @@ impl Importer {
             producer,
             queries,
             settings,
+            health,
         })
     }
 
@@ -154,19 +275,31 @@ impl Importer {
         }))
     }
 
-    async fn read(&self, after: Option<&Watermark>) -> Result<Vec<Row>, ImportError> {
+    /// The due rows after `after` (see [`Queries`]), `now` being the importer's clock.
+    async fn read(
+        &self,
+        after: Option<&Watermark>,
+        now: SystemTime,
+    ) -> Result<Vec<Row>, ImportError> {
         let limit = i64::try_from(self.settings.warehouse.batch_size).unwrap_or(i64::MAX);
         let rows = match after {
-            None => self.client.query(&self.queries.first, &[&limit]).await,
+            None => {
+                self.client
+                    .query(&self.queries.first, &[&limit, &now])
+                    .await
+            }
             Some(w) => {
                 self.client
-                    .query(&self.queries.after, &[&limit, &w.updated_at, &w.user_id])
+                    .query(
+                        &self.queries.after,
+                        &[&limit, &w.updated_at, &w.user_id, &now],
+                    )
                     .await
             }
         }
-        .map_err(|source| ImportError::Read {
+        .map_err(|e| ImportError::Read {
             table: self.settings.warehouse.import_table.clone(),
-            source,
+            error: PgError(e),
         })?;
         Ok(rows
             .iter()
@@ -180,31 +313,42 @@ impl Importer {
 
     /// Polls, produces, stores the watermark, until shutdown. A failure of Kafka or of the
     /// warehouse is logged and the same batch is tried again after `poll_interval`, from the
-    /// stored watermark, so nothing is skipped.
-    pub async fn run(self, shutdown: Shutdown) -> Result<(), ImportError> {
+    /// stored watermark, so nothing is skipped. A closed connection is re-opened
+    /// ([`db::reconnect`]: bounded backoff; the command exits only when the warehouse stays
+    /// unreachable for [`db::RECONNECT_GIVE_UP`]).
+    pub async fn run(mut self, shutdown: Shutdown) -> Result<(), ImportError> {
         let name = self.settings.warehouse.import_name().to_string();
         let interval = self.settings.warehouse.poll_interval;
         let mut watermark = self.load_watermark().await?;
+        let mut timeless = Timeless::default();
         tracing::info!(import = %name, ?watermark, "warehouse import started");
         while !shutdown.is_triggered() {
             let full = match self.poll_once(&name, &mut watermark).await {
                 Ok(n) => n == self.settings.warehouse.batch_size,
                 Err(e) if self.client.is_closed() => {
-                    // The connection is gone for good: exit, and let the restart reconnect.
-                    tracing::error!(error = %e, "warehouse connection closed");
-                    return Err(ImportError::Closed);
+                    tracing::warn!(error = %e, "warehouse connection closed; reconnecting");
+                    self.health.set_consuming(false);
+                    let reconnected = db::reconnect(
+                        &self.settings.warehouse,
+                        &self.queries.create_watermarks,
+                        &shutdown,
+                    )
+                    .await?;
+                    let Some(client) = reconnected else { break };
+                    self.client = client;
+                    self.health.set_consuming(true);
+                    self.reload(&mut watermark).await;
+                    // Poll again at once: the rows waited during the outage.
+                    continue;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "warehouse import poll failed; retrying");
-                    // What is stored is the truth: re-read it, in case a batch was produced but
-                    // its watermark was not stored.
-                    if let Ok(stored) = self.load_watermark().await {
-                        watermark = stored;
-                    }
+                    self.reload(&mut watermark).await;
                     false
                 }
             };
             if !full {
+                self.count_timeless(&mut timeless).await;
                 tokio::select! {
                     _ = tokio::time::sleep(interval) => {}
                     _ = shutdown.wait() => {}
@@ -214,13 +358,57 @@ impl Importer {
         Ok(())
     }
 
+    /// What is stored is the truth: re-read it after a failure, in case a batch was produced
+    /// and its watermark stored though the answer was lost.
+    async fn reload(&self, watermark: &mut Option<Watermark>) {
+        match self.load_watermark().await {
+            Ok(stored) => *watermark = stored,
+            Err(e) => tracing::warn!(error = %e, "re-reading the import watermark failed"),
+        }
+    }
+
+    /// Counts the rows with a null `updated_at` (at most every [`TIMELESS_CHECK_EVERY`]): they
+    /// cannot be ordered after any watermark, so they are never read; each is counted as
+    /// passed over once, when the number of such rows grows.
+    async fn count_timeless(&self, timeless: &mut Timeless) {
+        if timeless
+            .checked
+            .is_some_and(|t| t.elapsed() < TIMELESS_CHECK_EVERY)
+        {
+            return;
+        }
+        timeless.checked = Some(Instant::now());
+        let n = match self
+            .client
+            .query_one(&self.queries.count_timeless, &[])
+            .await
+        {
+            Ok(row) => u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(error = %PgError(e), "counting the rows with a null updated_at failed");
+                return;
+            }
+        };
+        if n > timeless.seen {
+            let w = &self.settings.warehouse;
+            tracing::warn!(
+                table = %w.import_table,
+                column = %w.updated_at_column,
+                rows = n,
+                "warehouse rows with a null updated_at are never imported: they cannot be ordered after the watermark"
+            );
+            metrics::counter!(telemetry::WAREHOUSE_ROWS_SKIPPED).increment(n - timeless.seen);
+        }
+        timeless.seen = n;
+    }
+
     /// One batch: read, produce and wait for Kafka, store the watermark. Returns the rows read.
     async fn poll_once(
         &self,
         name: &str,
         watermark: &mut Option<Watermark>,
     ) -> Result<usize, PollError> {
-        let rows = self.read(watermark.as_ref()).await?;
+        let rows = self.read(watermark.as_ref(), SystemTime::now()).await?;
         let Some(last) = rows.last() else {
             return Ok(0);
         };
@@ -228,8 +416,16 @@ impl Importer {
             updated_at: last.updated_at,
             user_id: last.user_id.clone().unwrap_or_default(),
         };
-        let events: Vec<Event> = rows.iter().filter_map(|r| row_event(name, r)).collect();
-        let skipped = rows.len() - events.len();
+        let mut events = Vec::with_capacity(rows.len());
+        let mut missing = 0usize;
+        let mut bad: Vec<(&Row, &'static str)> = Vec::new();
+        for row in &rows {
+            match row_event(name, row) {
+                Ok(event) => events.push(event),
+                Err(Skip::Missing) => missing += 1,
+                Err(Skip::BadScore(reason)) => bad.push((row, reason)),
+            }
+        }
         self.producer
             .produce_all(&events, Duration::from_secs(60))
             .await?;
@@ -239,13 +435,35 @@ impl Importer {
                 &[&name, &next.updated_at, &next.user_id],
             )
             .await
-            .map_err(DbError::Sql)?;
+            .map_err(DbError::from)?;
+        // Counted once the batch is done: a batch retried after a failure is counted once.
         metrics::counter!(telemetry::WAREHOUSE_ROWS_IMPORTED).increment(events.len() as u64);
-        if skipped > 0 {
+        if missing > 0 {
             tracing::warn!(
-                skipped,
+                rows = missing,
                 "warehouse rows without a user id or score passed over"
             );
+        }
+        for (row, reason) in bad.iter().take(BAD_ROWS_LOGGED) {
+            let score = row.score.as_deref().unwrap_or_default();
+            tracing::warn!(
+                table = %self.settings.warehouse.import_table,
+                user_id = row.user_id.as_deref().unwrap_or_default(),
+                updated_at = %format_rfc3339(to_millis(row.updated_at)),
+                updated_at_us = %to_micros(row.updated_at),
+                score = %score.chars().take(SCORE_QUOTED_CHARS).collect::<String>(),
+                reason,
+                "warehouse row passed over: its score is not a 64-bit integer"
+            );
+        }
+        if bad.len() > BAD_ROWS_LOGGED {
+            tracing::warn!(
+                rows = bad.len() - BAD_ROWS_LOGGED,
+                "more warehouse rows of this batch passed over for their score"
+            );
+        }
+        let skipped = missing + bad.len();
+        if skipped > 0 {
             metrics::counter!(telemetry::WAREHOUSE_ROWS_SKIPPED).increment(skipped as u64);
         }
         tracing::debug!(rows = rows.len(), "warehouse batch imported");
@@ -275,7 +493,7 @@ mod tests {
         let at = UNIX_EPOCH + Duration::from_micros(1_767_607_200_123_456);
         let row = Row {
             user_id: Some("u1".into()),
-            score: Some(42),
+            score: Some("42".into()),
             updated_at: at,
         };
         let e = row_event("imports", &row).expect("an event");
@@ -291,22 +509,105 @@ mod tests {
             score: None,
             ..row.clone()
         };
-        assert!(row_event("imports", &no_score).is_none());
+        assert_eq!(row_event("imports", &no_score).err(), Some(Skip::Missing));
+        let huge = Row {
+            score: Some("100000000000000000000".into()),
+            ..row.clone()
+        };
+        assert_eq!(
+            row_event("imports", &huge).err(),
+            Some(Skip::BadScore("outside the 64-bit integer range"))
+        );
         let no_user = Row {
             user_id: Some(String::new()),
             ..row
         };
-        assert!(row_event("imports", &no_user).is_none());
+        assert_eq!(
+            row_event("imports", &no_user.clone()).err(),
+            Some(Skip::Missing)
+        );
+        let null_user = Row {
+            user_id: None,
+            ..no_user
+        };
+        assert_eq!(row_event("imports", &null_user).err(), Some(Skip::Missing));
     }
 
     #[test]
     fn the_poll_compares_the_pair_so_equal_times_are_neither_lost_nor_repeated() {
         let q = Queries::new(&Settings::default().warehouse);
-        assert!(q.after.contains(
-            "(\"updated_at\", \"user_id\"::text COLLATE \"C\") > ($2::timestamptz, $3::text COLLATE \"C\")"
-        ), "{}", q.after);
+        let user_c = "COALESCE(\"user_id\"::text, '') COLLATE \"C\"";
+        assert!(
+            q.after.contains(&format!(
+                "(\"updated_at\", {user_c}) > ($2::timestamptz, $3::text COLLATE \"C\")"
+            )),
+            "{}",
+            q.after
+        );
         assert!(q
             .after
-            .contains("ORDER BY \"updated_at\", \"user_id\"::text COLLATE \"C\" LIMIT $1"));
+            .contains(&format!("ORDER BY \"updated_at\", {user_c} LIMIT $1")));
+    }
+
+    #[test]
+    fn the_poll_reads_only_rows_due_by_both_clocks() {
+        let q = Queries::new(&Settings::default().warehouse);
+        let due = |clock: &str| {
+            format!("\"updated_at\" <= LEAST(statement_timestamp(), {clock}::timestamptz)")
+        };
+        assert!(q.first.contains(&due("$2")), "{}", q.first);
+        assert!(q.after.contains(&due("$4")), "{}", q.after);
+    }
+
+    #[test]
+    fn a_score_is_an_integer_or_a_number_rounded_and_anything_else_says_why_not() {
+        for (text, want) in [
+            ("42", 42),
+            (" -7 ", -7),
+            ("9223372036854775807", i64::MAX),
+            ("-9223372036854775808", i64::MIN),
+            ("-9223372036854775808.00", i64::MIN),
+            ("42.00", 42),
+            ("12.5", 13),
+            ("-12.5", -13),
+            ("12.49", 12),
+            ("0.5", 1),
+            ("0.05", 0),
+            (".5", 1),
+            ("5.", 5),
+            ("1e3", 1000),
+            ("4.2e1", 42),
+            ("1.5e-07", 0),
+            ("000123", 123),
+            ("-0", 0),
+            ("1E18", 1_000_000_000_000_000_000),
+        ] {
+            assert_eq!(parse_score(text), Ok(want), "{text}");
+        }
+        let range = Err("outside the 64-bit integer range");
+        for text in [
+            "100000000000000000000",
+            "9223372036854775808",
+            "9223372036854775807.5",
+            "-9223372036854775809",
+            "1e+20",
+            "1e999999999999999999999",
+        ] {
+            assert_eq!(parse_score(text), range, "{text}");
+        }
+        for text in [
+            "",
+            "abc",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "1e",
+            "1.2.3",
+            "--1",
+            "e5",
+            ".",
+        ] {
+            assert_eq!(parse_score(text), Err("not a number"), "{text}");
+        }
     }
 }

@@ -7,8 +7,10 @@
 //!   events as duplicates: their ids are derived from the row).
 //! - [`export`]: consumes the score changes into a table of each lead's current score and status
 //!   and a history table keyed by the change's event id; offsets are committed after the
-//!   database transaction, and a replayed change writes nothing twice.
-//! - [`db`]: the connection (plain TCP or Unix socket; no TLS).
+//!   database transaction, and a replayed change writes nothing twice; a tombstone deletes the
+//!   forgotten user's rows from both.
+//! - [`db`]: the connection (plain TCP or Unix socket; no TLS), errors with the server's own
+//!   message, and reconnection with a bounded backoff.
 //!
 //! docs/ingest.md documents the tables and the guarantees.
 

@@ -167,6 +167,26 @@ impl Postgres {
         self.try_sql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// `pg_ctl restart -m fast`: every client connection is cut, as in a failover or an
+    /// operator's restart; the server comes back on the same port with the same options.
+    pub fn restart(&self) {
+        let out = self
+            .server_command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(["-m", "fast", "-w", "-t", "60", "restart"])
+            .output()
+            .expect("run pg_ctl restart");
+        assert_ok(&out, "pg_ctl restart");
+        wait_until(
+            Duration::from_secs(30),
+            "PostgreSQL to accept connections again",
+            || self.try_sql("SELECT 1").is_ok(),
+        );
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

@@ -8,6 +8,8 @@ fn opts(ids: IdBasis<'_>) -> Options<'_> {
         score_attribute: "lead_score",
         received: NOW,
         max_future_skew_ms: 3_600_000,
+        format: crate::codec::Format::Json,
+        max_event_bytes: 65_536,
         ids,
     }
 }
@@ -364,4 +366,149 @@ fn long_names_and_values_are_refused_with_braze_limits() {
     }));
     assert_eq!(batch.errors.len(), 3, "{:?}", batch.errors);
     assert!(batch.events.is_empty());
+}
+
+/// 256 properties of 255-character names and values: within every per-value limit, yet about
+/// 130 KB encoded, twice the scorer's default `scorer.max_event_bytes`.
+fn huge_properties() -> Value {
+    let props: Map<String, Value> = (0..MAX_PROPERTIES)
+        .map(|i| {
+            (
+                format!("{i:0>255}"),
+                Value::from("v".repeat(MAX_NAME_CHARS)),
+            )
+        })
+        .collect();
+    Value::Object(props)
+}
+
+#[test]
+fn an_event_the_scorer_would_dead_letter_as_oversized_is_refused_with_its_size_and_limit() {
+    let batch = run(json!({
+        "events": [
+            {"external_id": "u1", "name": "big", "time": "2026-01-05T09:00:00Z", "properties": huge_properties()},
+            {"external_id": "u1", "name": "small", "time": "2026-01-05T09:00:00Z"},
+        ],
+        "purchases": [
+            {"external_id": "u1", "product_id": "p", "currency": "USD", "price": 1,
+             "time": "2026-01-05T09:00:00Z", "properties": huge_properties()},
+        ],
+    }));
+    assert_eq!((batch.events_processed, batch.purchases_processed), (1, 0));
+    // Only the small event is produced: nothing of the refused objects reaches the scorer.
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(batch.events[0].name.as_deref(), Some("small"));
+    let refused: Vec<_> = batch
+        .errors
+        .iter()
+        .map(|e| (e.input_array, e.index))
+        .collect();
+    assert_eq!(refused, vec![(Array::Events, 0), (Array::Purchases, 0)]);
+    for error in &batch.errors {
+        let m = &error.message;
+        assert!(
+            m.contains("bytes") && m.contains("65536") && m.contains("scorer.max_event_bytes"),
+            "names the size and the limit: {m}"
+        );
+    }
+}
+
+#[test]
+fn brazes_own_time_format_and_iso_8601_without_seconds_are_read() {
+    let t = |s: &str| parse_iso8601(s);
+    let ms = |s: &str| parse_rfc3339(s).unwrap();
+    // yyyy-MM-dd'T'HH:mm:ss:SSSZ, as Braze documents the event and purchase `time`.
+    assert_eq!(
+        t("2026-11-23T10:15:30:123+0000"),
+        Ok(ms("2026-11-23T10:15:30.123Z"))
+    );
+    assert_eq!(
+        t("2013-02-23T10:15:30:123-0800"),
+        Ok(ms("2013-02-23T18:15:30.123Z"))
+    );
+    assert_eq!(
+        t("2013-02-23T10:15:30:123Z"),
+        Ok(ms("2013-02-23T10:15:30.123Z"))
+    );
+    // ISO 8601 with the seconds left out.
+    assert_eq!(t("2026-11-16T19:20Z"), Ok(ms("2026-11-16T19:20:00Z")));
+    assert_eq!(t("2026-11-16T19:20+01:00"), Ok(ms("2026-11-16T18:20:00Z")));
+    assert_eq!(t("2026-11-16T19:20"), Ok(ms("2026-11-16T19:20:00Z")));
+    // Garbage is still refused, with an error saying what is expected.
+    for bad in [
+        "2026-11-23T10:15:30:12+0000",
+        "2026-11-23T10:15:30:1234+0000",
+        "2026-11-23T10:15:30:",
+        "2026-11-16T19Z",
+        "2026-11-16T19:2Z",
+        "2026-11-16T19:20:",
+        "2026-11-16T19:20Zjunk",
+        "2026-11-16T25:20Z",
+    ] {
+        let e = t(bad).expect_err(bad);
+        assert!(e.contains("ISO 8601"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn the_score_attribute_goes_after_the_other_attributes_of_its_object() {
+    let body = json!({"attributes": [
+        {"external_id": "h1", "lead_status": "SQL", "lead_score": 150, "email": "h1@example.com", "zone": "eu"},
+        {"external_id": "h2", "a_first": 1, "lead_score": {"inc": 5}},
+    ]});
+    let batch = run(body.clone());
+    let kinds: Vec<(&str, EventType)> =
+        batch.events.iter().map(|e| (&*e.user_id, e.kind)).collect();
+    assert_eq!(kinds.len(), 6, "{kinds:?}");
+    // Each object's score change is its last event, so it carries the object's other
+    // attributes (an SQL lead is scored as SQL, not as its old status).
+    assert_eq!(kinds[3], ("h1", EventType::ExternalScore));
+    assert_eq!(kinds[5], ("h2", EventType::ExternalScore));
+    assert!(kinds[..3]
+        .iter()
+        .all(|(u, k)| *u == "h1" && *k != EventType::ExternalScore));
+    // The ids do not depend on the order: a retry with the same key has the same ids.
+    let ids = || -> Vec<String> {
+        translate(
+            body.to_string().as_bytes(),
+            &opts(IdBasis::IdempotencyKey("k")),
+        )
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| e.event_id.unwrap().to_string())
+        .collect()
+    };
+    assert_eq!(ids(), ids());
+    assert_eq!(ids()[3], "braze:k:attributes:0:lead_score");
+}
+
+#[test]
+fn an_attributes_object_is_processed_only_when_something_of_it_goes() {
+    let batch = run(json!({"attributes": [
+        {"external_id": "u1", "lead_score": null},
+        {"external_id": "u2", "lead_score": 45.0},
+        {"external_id": "u3", "lead_score": 4.5, "plan": "pro"},
+        {"external_id": "u4", "tags": ["a"]},
+        {"external_id": "u5"},
+    ]}));
+    // u1 (a score cannot be removed) and u4 (an array) produce nothing: refused. u2's 45.0 is
+    // the integer 45. u3's plan goes though its score does not. u5 has nothing to refuse.
+    assert_eq!(batch.attributes_processed, 3, "{:?}", batch.errors);
+    let indexes: Vec<usize> = batch.errors.iter().map(|e| e.index).collect();
+    assert_eq!(indexes, vec![0, 2, 3]);
+    assert!(
+        batch.errors[0].message.contains("null"),
+        "{:?}",
+        batch.errors[0]
+    );
+    assert!(batch
+        .events
+        .iter()
+        .any(|e| &*e.user_id == "u2" && e.score == Some(ScoreOp::Set(45))));
+    assert_eq!(batch.answer()["attributes_processed"], 3);
+
+    // Nothing valid at all: the request is answered 400.
+    let none = run(json!({"attributes": [{"external_id": "u1", "lead_score": null}]}));
+    assert!(none.nothing_valid());
 }
