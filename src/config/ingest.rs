@@ -171,9 +171,11 @@ impl Settings {
                 "must be greater than 0 (requests per second)",
             ),
             (
-                !ingest.produce_timeout.is_zero(),
+                // It is the producer's `message.timeout.ms`, which librdkafka wants above its
+                // batching wait (`linger.ms`, 5 ms here unless set).
+                ingest.produce_timeout >= Duration::from_millis(100),
                 "ingest.produce_timeout",
-                "must be greater than 0s",
+                "must be at least 100ms (the producer's delivery timeout: it must leave room for linger.ms)",
             ),
             (
                 !ingest.header_timeout.is_zero(),

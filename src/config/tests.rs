@@ -660,3 +660,18 @@ fn a_settings_file_is_read_only_up_to_its_cap() {
         .to_string();
     assert!(e.ends_with("cannot read: not UTF-8 text"), "{e}");
 }
+
+/// librdkafka refuses a `message.timeout.ms` (set from `ingest.produce_timeout`) not above
+/// `linger.ms`: a tiny timeout failed at start with librdkafka's words instead of the setting's.
+#[test]
+fn an_ingest_produce_timeout_too_short_to_produce_in_is_refused_by_name() {
+    for short in ["1ms", "5ms", "99ms"] {
+        let file = format!("[ingest]\nproduce_timeout = \"{short}\"\n");
+        assert_load_err(&file, &[], "ingest.produce_timeout");
+    }
+    let ok = load("[ingest]\nproduce_timeout = \"100ms\"\n", &[]).expect("100ms loads");
+    assert_eq!(
+        ok.ingest.produce_timeout,
+        std::time::Duration::from_millis(100)
+    );
+}
