@@ -296,21 +296,9 @@ impl Input {
     }
 }
 
-/// SPEC 2 leaves `\0` to the changelog's checkpoint records (`CHECKPOINT_KEY`).
-fn check_user_id(user_id: &str) -> Result<(), codec::DecodeError> {
-    if user_id.starts_with('\0') {
-        return Err(codec::DecodeError::InvalidValue {
-            field: "user_id".into(),
-            detail: "must not start with a NUL byte (reserved for checkpoint records)".into(),
-        });
-    }
-    Ok(())
-}
-
 impl Core {
-    /// Decodes one input record, with the checks only the scorer makes: the reserved user id
-    /// prefix, and (SPEC 2) a time too far ahead of the wall clock, checked before the record
-    /// can touch any partition clock.
+    /// Decodes one input record, with the check only the scorer makes (SPEC 2): a time too far
+    /// ahead of the wall clock, checked before the record can touch any partition clock.
     fn decode_input(
         &self,
         msg: &BorrowedMessage<'_>,
@@ -323,12 +311,10 @@ impl Core {
         let s = &self.settings.scorer;
         match codec::decode_event(s.input_format, msg.key(), payload, &self.limits) {
             Ok(e) => {
-                check_user_id(&e.user_id)?;
                 codec::check_not_future(&e, now, max_skew)?;
                 Ok(Input::Event(e))
             }
             Err(codec::DecodeError::UnknownType(u)) if s.unknown_types == UnknownTypes::Skip => {
-                check_user_id(&u.user_id)?;
                 codec::check_time_not_future(u.time, now, max_skew)?;
                 Ok(Input::UnknownType(*u))
             }
@@ -733,9 +719,13 @@ impl Service for Core {
                     .advance(&self.engine, &mut owned.users, u.time, changes);
                 (Outcome::UnknownType, None)
             }
-            // No time of its own: deleted at the partition clock, which it does not move.
+            // No time of its own: deleted at the partition clock, which it does not move, once
+            // the timers due by that clock have fired.
             Input::Tombstone(user) => {
-                let outcome = owned.partition.delete(&mut owned.users, &user, offset);
+                let outcome =
+                    owned
+                        .partition
+                        .forget(&self.engine, &mut owned.users, &user, offset, changes);
                 (outcome, (outcome == Outcome::Deleted).then(|| user.into()))
             }
         };

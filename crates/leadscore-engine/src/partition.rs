@@ -218,6 +218,25 @@ impl Partition {
         Outcome::Deleted
     }
 
+    /// SPEC 2, forgetting by a tombstone (a record with no time of its own): the timers already
+    /// due by the clock as it stands fire first (a late event can arm one behind the clock, and
+    /// it would have fired at the next event), so a deleted user's due decay is published before
+    /// the deletion, as a `user_deleted` event's clock check publishes it; then
+    /// [`Partition::delete`]. The clock does not move.
+    pub fn forget<S: UserStore>(
+        &mut self,
+        engine: &Engine,
+        store: &mut S,
+        user_id: &str,
+        offset: i64,
+        out: &mut Vec<ScoreChange>,
+    ) -> Outcome {
+        if let Some(clock) = self.clock {
+            self.advance(engine, store, clock, out);
+        }
+        self.delete(store, user_id, offset)
+    }
+
     /// Moves the clock forward to `to` (never back) and fires every timer due by then, in order.
     pub fn advance<S: UserStore>(
         &mut self,
@@ -281,6 +300,7 @@ impl Partition {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::change::ReasonKind;
     use crate::event::Scalar;
 
     const T0: Millis = 1_767_571_200_000;
@@ -332,6 +352,45 @@ mod tests {
         // Idempotent: deleting what is not there is a deletion all the same.
         assert_eq!(p.delete(&mut users, "u1", 3), Outcome::Deleted);
         assert_eq!(p.delete(&mut users, "nobody", 4), Outcome::Deleted);
+    }
+
+    /// A late event re-arms u1's timer behind the clock; a tombstone for u1 then fires it (the
+    /// decay is published, then the user deleted), as a `user_deleted` event would. Before,
+    /// the tombstone deleted at once and the due decay was never published.
+    #[test]
+    fn a_tombstone_fires_the_timers_due_by_the_clock_before_it_deletes() {
+        const W: Millis = 7 * 86_400_000;
+        let engine = engine();
+        let mut p = Partition::new();
+        let mut users = BTreeMap::new();
+        let mut out = Vec::new();
+        p.process(&engine, &mut users, &email("u1", T0), origin(0), &mut out);
+        let first = Event::new("u1", T0 + M, EventType::SessionStart);
+        p.process(&engine, &mut users, &first, origin(1), &mut out);
+        // u2 moves the clock past u1's due time; a late external score of u1 (no re-entry
+        // wait) re-arms its timer at T0 + 2M + W, behind the clock.
+        let u2 = Event::new("u2", T0 + 3 * W, EventType::SessionStart);
+        p.process(&engine, &mut users, &u2, origin(2), &mut out);
+        let mut late = Event::new("u1", T0 + 2 * M, EventType::ExternalScore);
+        late.score = Some(crate::event::ScoreOp::Increment(5));
+        p.process(&engine, &mut users, &late, origin(3), &mut out);
+        out.clear();
+        assert_eq!(
+            p.forget(&engine, &mut users, "u1", 4, &mut out),
+            Outcome::Deleted
+        );
+        assert!(!users.contains_key("u1"));
+        let decays: Vec<_> = out
+            .iter()
+            .filter(|c| &*c.user_id == "u1")
+            .map(|c| (c.reason.kind, c.time, c.windows))
+            .collect();
+        assert_eq!(
+            decays,
+            [(ReasonKind::Inactivity, T0 + 2 * M + 2 * W, 2)],
+            "{out:#?}"
+        );
+        assert_eq!(p.clock(), Some(T0 + 3 * W), "a tombstone moves no clock");
     }
 
     /// The index entry stays put when a user's timer moves later (issue 14): it comes up at the

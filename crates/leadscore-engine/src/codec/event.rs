@@ -201,6 +201,14 @@ pub(super) fn loose_from_scalar_map(
 /// The rules of SPEC section 2, shared by both formats.
 fn validate_event(raw: RawEvent<'_>, key: Option<&[u8]>) -> Result<Event, DecodeError> {
     let user_id = required_str("user_id", raw.user_id, None)?;
+    // The changelog keeps its checkpoint records under keys that start with NUL; here, so the
+    // scorer and `simulate` refuse the same events (unknown types included).
+    if user_id.starts_with('\0') {
+        return Err(invalid(
+            "user_id",
+            "must not start with a NUL byte (reserved for checkpoint records)",
+        ));
+    }
     if let Some(key) = key {
         check_key(key, &user_id)?;
     }

@@ -641,3 +641,25 @@ fn accepts_a_payload_exactly_at_the_limit() {
     let err = decode_event(Format::Json, None, payload.as_bytes(), &limits);
     assert_eq!(err.map_err(|e| e.reason()), Err("oversized"));
 }
+
+/// A user id with a leading NUL is the changelog's checkpoint key space: the scorer refused
+/// it, but `simulate`, which decodes through the same function, scored it. Both refuse it now,
+/// unknown types included.
+#[test]
+fn a_user_id_starting_with_nul_is_refused_by_the_decoder_itself() {
+    for line in [
+        r#"{"user_id":"\u0000x","time":"2026-01-05T10:00:00Z","type":"session_start"}"#,
+        r#"{"user_id":"\u0000","time":"2026-01-05T10:00:00Z","type":"page_viewed"}"#,
+    ] {
+        let message = rejects(line, "invalid_value");
+        assert!(
+            message.contains("user_id") && message.contains("NUL"),
+            "{message}"
+        );
+    }
+    // A NUL elsewhere in the id is an ordinary character.
+    assert_eq!(
+        &*ok(r#"{"user_id":"x\u0000","time":0,"type":"session_start"}"#).user_id,
+        "x\0"
+    );
+}
