@@ -40,7 +40,7 @@
 //! are the same event), and an attribute update's id is unique to the request (the same
 //! `{"inc": 5}` sent twice on purpose must count twice).
 
-use crate::codec::{encode_event, Format};
+use crate::codec::{decode_event, encode_event, Format, Limits};
 use crate::event::{Event, EventType, Scalar, ScoreOp};
 use crate::timestamp::{parse_rfc3339, Millis};
 use serde::Serialize;
@@ -446,19 +446,31 @@ fn integer(n: &Number) -> Option<i64> {
     (f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f)).then_some(f as i64)
 }
 
-/// Refuses an event whose encoding is over `opts.max_event_bytes`: the scorer would
-/// dead-letter it as `oversized` after its caller was told "success". The encoding is the one
-/// the producer sends (same format, same event, id included).
+/// Refuses an event the scorer would dead-letter after its caller was told "success": one whose
+/// encoding is over `opts.max_event_bytes`, or one the scorer's decoder refuses. The encoding is
+/// the one the producer sends (same format, same event, id included).
 fn check_size(event: &Event, opts: &Options<'_>) -> Result<(), String> {
-    let bytes = encode_event(opts.format, event).len();
-    if bytes > opts.max_event_bytes {
+    let bytes = encode_event(opts.format, event);
+    if bytes.len() > opts.max_event_bytes {
         return Err(format!(
-            "the event is {bytes} bytes encoded, over the scorer's limit of {} bytes \
+            "the event is {} bytes encoded, over the scorer's limit of {} bytes \
              (scorer.max_event_bytes), so the scorer would dead-letter it",
+            bytes.len(),
             opts.max_event_bytes
         ));
     }
-    Ok(())
+    // Whatever else the scorer's decoder refuses (an empty email, a user id it reserves) is
+    // refused here too, in its words: the record read back exactly as the scorer will read it.
+    let limits = Limits {
+        max_bytes: opts.max_event_bytes,
+    };
+    match decode_event(opts.format, Some(event.user_id.as_bytes()), &bytes, &limits) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "the scorer would dead-letter this event ({}): {e}",
+            e.reason()
+        )),
+    }
 }
 
 /// An event's or purchase's `time`.

@@ -413,6 +413,46 @@ fn an_event_the_scorer_would_dead_letter_as_oversized_is_refused_with_its_size_a
     }
 }
 
+/// What the scorer's decoder refuses is refused here, in its words, not answered 201 and then
+/// dead-lettered: an empty email (an `email_added` needs an address) and a user id with a
+/// leading NUL (the changelog's checkpoint keys). A NUL inside an id is an ordinary character.
+#[test]
+fn an_event_the_scorers_decoder_refuses_is_refused_in_errors() {
+    let batch = run(json!({
+        "attributes": [
+            {"external_id": "e1", "email": ""},
+            {"external_id": "e2", "email": "e2@example.com"},
+        ],
+        "events": [
+            {"external_id": "\u{0}x", "name": "x", "time": "2026-01-05T09:00:00Z"},
+            {"external_id": "x\u{0}", "name": "x", "time": "2026-01-05T09:00:00Z"},
+        ],
+    }));
+    let refused: Vec<_> = batch
+        .errors
+        .iter()
+        .map(|e| (e.input_array, e.index))
+        .collect();
+    assert_eq!(
+        refused,
+        vec![(Array::Attributes, 0), (Array::Events, 0)],
+        "{:?}",
+        batch.errors
+    );
+    assert!(
+        batch.errors[0].message.contains("must not be empty"),
+        "{}",
+        batch.errors[0].message
+    );
+    assert!(
+        batch.errors[1].message.contains("NUL"),
+        "{}",
+        batch.errors[1].message
+    );
+    let users: Vec<&str> = batch.events.iter().map(|e| &*e.user_id).collect();
+    assert_eq!(users, ["e2", "x\0"]);
+}
+
 #[test]
 fn brazes_own_time_format_and_iso_8601_without_seconds_are_read() {
     let t = |s: &str| parse_iso8601(s);
