@@ -264,12 +264,13 @@ impl Loader<'_> {
         })
     }
 
-    /// The one float of the format, kept exact: `0.57` becomes `57 / 10^2`, so decay never
-    /// suffers binary rounding (see [`Decay::Factor`]).
+    /// The one float of the format, kept exact: `0.57` becomes `57 / 10^2`, read from the
+    /// literal as written (not through a binary float, which would turn `0.29999999999999999`
+    /// into `0.3`), so decay never suffers binary rounding (see [`Decay::Factor`]).
     fn factor(&mut self, value: &Value<'_>, key: &str) -> Option<Decay> {
         const RANGE: &str = "must be a decimal strictly between 0 and 1";
-        let f = match value.get_ref() {
-            DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+        let text = match value.get_ref() {
+            DeValue::Float(f) => f.as_str(),
             DeValue::Integer(i) => {
                 self.error(value.span(), key, format!("{RANGE}, found {i}"));
                 return None;
@@ -279,23 +280,26 @@ impl Loader<'_> {
                 return None;
             }
         };
-        let Some(f) = f.filter(|f| *f > 0.0 && *f < 1.0) else {
-            self.error(
-                value.span(),
-                key,
-                format!("{RANGE}, found {}", source_text(value)),
-            );
-            return None;
-        };
-        match decimal(&format!("{f}")) {
-            Some((numerator, scale)) if scale <= MAX_FACTOR_SCALE => {
-                Some(Decay::Factor { numerator, scale })
-            }
-            _ => {
+        match factor_decimal(text) {
+            Ok((numerator, scale)) => Some(Decay::Factor { numerator, scale }),
+            Err(FactorProblem::OutOfRange) => {
                 self.error(
                     value.span(),
                     key,
-                    format!("{f} has more than {MAX_FACTOR_SCALE} decimal places"),
+                    format!("{RANGE}, found {}", source_text(value)),
+                );
+                None
+            }
+            Err(FactorProblem::TooPrecise) => {
+                self.error(
+                    value.span(),
+                    key,
+                    format!(
+                        "{} has more than {MAX_FACTOR_SCALE} decimal places: a factor decay is \
+                         computed exactly, with at most {MAX_FACTOR_SCALE} (a factor at or below \
+                         1e-19, which takes every score to 0, is kept as 1e-19)",
+                        source_text(value)
+                    ),
                 );
                 None
             }
@@ -335,41 +339,69 @@ pub(super) fn default_entry_matchers() -> Vec<Matcher> {
         .collect()
 }
 
-/// An exact decimal `numerator / 10^scale` from a decimal string such as `0.57`, `-1.25` or
-/// `1e-5`, normalized (no trailing zeros in the numerator while `scale > 0`). `None` if the
-/// string is not a plain decimal or the numerator does not fit an i64.
-pub(super) fn decimal(s: &str) -> Option<(i64, u32)> {
-    let (mantissa, exponent) = match s.split_once(['e', 'E']) {
-        Some((m, e)) => (m, e.parse::<i64>().ok()?),
-        None => (s, 0),
-    };
-    let (negative, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => (true, m),
-        None => (false, mantissa.strip_prefix('+').unwrap_or(mantissa)),
-    };
+/// Why a `factor` literal cannot be kept.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum FactorProblem {
+    /// Not a decimal strictly between 0 and 1 (`inf` and `nan` included).
+    OutOfRange,
+    /// More decimal places than [`MAX_FACTOR_SCALE`], and above `1e-19`.
+    TooPrecise,
+}
+
+/// A TOML float literal (`0.57`, `5.7e-1`, `0.000_1`) as the exact decimal it writes,
+/// `numerator / 10^scale` with no trailing zeros, when it lies strictly between 0 and 1 and
+/// has at most [`MAX_FACTOR_SCALE`] decimal places (so `|score| × numerator` fits the i128
+/// arithmetic of the decay). A factor at or below `1e-19` is kept as `1e-19`: truncated
+/// toward zero, `score × factor` is 0 for every 64-bit score with either (|score| < 9.3 ×
+/// 10^18), so the two decay every score alike.
+pub(super) fn factor_decimal(text: &str) -> Result<(i64, u32), FactorProblem> {
+    use FactorProblem::{OutOfRange, TooPrecise};
+    let s: String = text.chars().filter(|&c| c != '_').collect();
+    let (mantissa, exponent) = s.split_once(['e', 'E']).unwrap_or((&s, "0"));
+    let mantissa = mantissa.strip_prefix('+').unwrap_or(mantissa);
     let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let digits = format!("{int_part}{frac_part}");
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    let is_digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    // `-0.5`, `inf`, `nan` and the like end here.
+    if int_part.is_empty() || !is_digits(int_part) || !is_digits(frac_part) {
+        return Err(OutOfRange);
     }
-    let mut scale = i64::try_from(frac_part.len()).ok()?.checked_sub(exponent)?;
-    let digits = digits.trim_start_matches('0');
-    let mut numerator: i128 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().ok()?
+    let (exp_negative, exp_digits) = match exponent.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, exponent.strip_prefix('+').unwrap_or(exponent)),
     };
-    while scale < 0 {
-        numerator = numerator.checked_mul(10)?;
-        scale += 1;
+    if exp_digits.is_empty() || !is_digits(exp_digits) {
+        return Err(OutOfRange);
     }
-    while scale > 0 && numerator != 0 && numerator % 10 == 0 {
-        numerator /= 10;
-        scale -= 1;
+    // An exponent beyond 10^18 either way saturates: the value is then far outside (0, 1) or
+    // far below 1e-19, and both are decided the same.
+    let exp_digits = exp_digits.trim_start_matches('0');
+    let magnitude: i128 = if exp_digits.len() > 18 {
+        10i128.pow(18)
+    } else {
+        exp_digits.parse().unwrap_or(0)
+    };
+    let exponent = if exp_negative { -magnitude } else { magnitude };
+    let digits = format!("{int_part}{frac_part}");
+    let significant = digits.trim_start_matches('0');
+    let trailing_zeros = significant.len() - significant.trim_end_matches('0').len();
+    let significant = significant.trim_end_matches('0');
+    if significant.is_empty() {
+        return Err(OutOfRange);
     }
-    if numerator == 0 {
-        scale = 0;
+    // The value is `significant × 10^power`, and lies in [10^(len - 1 + power), 10^(len + power)).
+    let power = exponent - frac_part.len() as i128 + trailing_zeros as i128;
+    let len = significant.len() as i128;
+    if len + power > 0 {
+        return Err(OutOfRange);
     }
-    let numerator = i64::try_from(if negative { -numerator } else { numerator }).ok()?;
-    Some((numerator, u32::try_from(scale).ok()?))
+    let scale = -power;
+    if scale <= i128::from(MAX_FACTOR_SCALE) {
+        // At most 18 digits: fits an i64.
+        let numerator = significant.parse::<i64>().map_err(|_| TooPrecise)?;
+        return Ok((numerator, scale as u32));
+    }
+    if len + power <= -19 || (significant == "1" && power == -19) {
+        return Ok((1, 19));
+    }
+    Err(TooPrecise)
 }

@@ -1,4 +1,4 @@
-use super::schema::{decimal, default_entry_matchers};
+use super::schema::{default_entry_matchers, factor_decimal, FactorProblem};
 use super::*;
 use crate::event::{EventType, Scalar};
 use crate::rules::{Audience, Cap, Decay, Inactivity, Matcher, Output, Predicate, Test};
@@ -227,14 +227,87 @@ fn factor_is_kept_as_an_exact_decimal() {
 }
 
 #[test]
-fn decimal_reads_plain_and_exponent_forms() {
-    assert_eq!(decimal("0.57"), Some((57, 2)));
-    assert_eq!(decimal("1e-5"), Some((1, 5)));
-    assert_eq!(decimal("1.5E2"), Some((150, 0)));
-    assert_eq!(decimal("-0.25"), Some((-25, 2)));
-    assert_eq!(decimal("0.0"), Some((0, 0)));
-    assert_eq!(decimal("inf"), None);
-    assert_eq!(decimal("1e99"), None);
+fn factor_decimal_reads_plain_and_exponent_forms() {
+    use FactorProblem::{OutOfRange, TooPrecise};
+    assert_eq!(factor_decimal("0.57"), Ok((57, 2)));
+    assert_eq!(factor_decimal("+0.5"), Ok((5, 1)));
+    assert_eq!(factor_decimal("1e-5"), Ok((1, 5)));
+    assert_eq!(factor_decimal("5.7E-1"), Ok((57, 2)));
+    assert_eq!(factor_decimal("0.000_1"), Ok((1, 4)));
+    assert_eq!(
+        factor_decimal("0.123456789012345678"),
+        Ok((123_456_789_012_345_678, 18))
+    );
+    for out in [
+        "1.0", "1", "1.5E2", "-0.25", "0.0", "-0.0", "0e-3", "inf", "-inf", "nan", "1e99",
+    ] {
+        assert_eq!(factor_decimal(out), Err(OutOfRange), "{out}");
+    }
+    // 19 places above 1e-19: not kept exactly, so refused.
+    for precise in [
+        "0.1234567890123456789",
+        "0.85051305748992833806",
+        "5e-19",
+        "1.1e-19",
+    ] {
+        assert_eq!(factor_decimal(precise), Err(TooPrecise), "{precise}");
+    }
+    // At or below 1e-19 every 64-bit score decays to 0, as with 1e-19 itself.
+    for tiny in [
+        "1e-19",
+        "0.0000000000000000001",
+        "9e-20",
+        "1e-400",
+        "1e-99999999999999999999",
+    ] {
+        assert_eq!(factor_decimal(tiny), Ok((1, 19)), "{tiny}");
+    }
+}
+
+/// A factor is read from the literal as written: through a binary float,
+/// `0.29999999999999999` was 0.3, and `0.99999999999999995` was 1.0 and refused.
+#[test]
+fn factor_is_the_decimal_written_not_its_nearest_float() {
+    for (text, numerator, scale) in [
+        ("0.29999999999999999", 29_999_999_999_999_999, 17),
+        ("0.99999999999999995", 99_999_999_999_999_995, 17),
+        ("0.99999999999999999", 99_999_999_999_999_999, 17),
+        ("1e-400", 1, 19),
+    ] {
+        let rules = parse(&format!(
+            "[inactivity]\nwindow = \"14d\"\nfactor = {text}\n"
+        ));
+        assert_eq!(
+            rules.inactivity.map(|i| i.decay),
+            Some(Decay::Factor { numerator, scale }),
+            "{text}"
+        );
+    }
+    // 10 × 0.29999999999999999 = 2.9999999999999999, truncated: 2 (0.3 gave 3).
+    assert_eq!(
+        Decay::Factor {
+            numerator: 29_999_999_999_999_999,
+            scale: 17
+        }
+        .apply(10),
+        2
+    );
+    assert_eq!(
+        Decay::Factor {
+            numerator: 1,
+            scale: 19
+        }
+        .apply(i64::MAX),
+        0
+    );
+    assert_eq!(
+        Decay::Factor {
+            numerator: 1,
+            scale: 19
+        }
+        .apply(i64::MIN),
+        0
+    );
 }
 
 #[test]
@@ -364,10 +437,10 @@ fn reports_a_factor_outside_zero_to_one() {
 #[test]
 fn reports_a_factor_too_precise_to_keep_exact() {
     expect_error(
-        "[inactivity]\nwindow = \"7d\"\nfactor = 1e-30\n",
+        "[inactivity]\nwindow = \"7d\"\nfactor = 0.85051305748992833806\n",
         3,
         "inactivity.factor",
-        "decimal places",
+        "more than 18 decimal places",
     );
 }
 
