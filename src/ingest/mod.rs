@@ -85,11 +85,12 @@ impl Ingest {
     pub async fn run(self, shutdown: Shutdown) -> Result<()> {
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, "ingest API listening (POST /users/track)");
-        server::serve(
+        crate::ops::serve::serve(
             self.listener,
             server::router(self.app),
-            self.header_timeout,
+            crate::ops::serve::Bounds::ingest(self.header_timeout),
             shutdown,
+            "ingest API",
         )
         .await;
         Ok(())

@@ -8,16 +8,15 @@
 //! record was not acknowledged in time). Authentication comes before the rate limit so that
 //! callers without a key cannot spend the callers' allowance.
 //!
-//! Connections are served by [`serve`] rather than `axum::serve`, which sets no timer and so
-//! leaves hyper's header-read timeout off: a client sending half its headers would hold its
-//! connection for ever.
+//! Connections are served by [`crate::ops::serve`] rather than `axum::serve`, which sets no
+//! timer and so leaves hyper's header-read timeout off: a client sending half its headers would
+//! hold its connection for ever.
 
 use super::braze::{self, errors_json, Array, Batch, IdBasis, Options};
 use super::producer::EventProducer;
 use crate::codec::Format;
 use crate::config::Secret;
 use crate::ops::telemetry;
-use crate::runtime::shutdown::Shutdown;
 use crate::runtime::sync::lock_unpoisoned;
 use crate::timestamp::{wall_clock_millis, Millis};
 use axum::body::Body;
@@ -26,8 +25,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -289,67 +286,6 @@ fn count_objects(batch: &Batch) {
         metrics::counter!(telemetry::INGEST_OBJECTS, "array" => name, "outcome" => "refused")
             .increment(refused as u64);
     }
-}
-
-/// Serves `router` on `listener` over HTTP/1.1 until `shutdown`, then waits for the requests in
-/// flight (and their Kafka acknowledgements). A connection that has not sent a request's
-/// headers within `header_timeout` of opening (or of its previous answer) is closed; the body
-/// has its own limit in [`App::body_timeout`].
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    header_timeout: Duration,
-    shutdown: Shutdown,
-) {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    let service = TowerToHyperService::new(router);
-    // Every connection task holds a `done` receiver: once `done_tx.closed()` resolves, every
-    // connection has finished.
-    let (done_tx, done_rx) = tokio::sync::watch::channel(());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors, mostly: a pause lets connections close rather
-                    // than spinning on the error.
-                    tracing::warn!(error = %e, "ingest API: accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = shutdown.wait() => break,
-        };
-        let connection = http.serve_connection(TokioIo::new(stream), service.clone());
-        let (mut stop, done) = (stop_rx.clone(), done_rx.clone());
-        tokio::spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            let mut stopping = false;
-            loop {
-                tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, "ingest API connection ended");
-                        }
-                        break;
-                    }
-                    _ = stop.wait_for(|stop| *stop), if !stopping => {
-                        // Finishes the request in flight, then closes.
-                        stopping = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
-                }
-            }
-            drop(done);
-        });
-    }
-    drop(listener);
-    stop_tx.send_replace(true);
-    drop(done_rx);
-    done_tx.closed().await;
 }
 
 /// This process's name in request ids: host (or process id) and start time.

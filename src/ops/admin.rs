@@ -6,6 +6,7 @@
 //! partitions) is ready: it is doing all it can. One that has not yet received its first
 //! assignment is not, so a rolling restart waits for each instance to be back at work.
 
+use crate::ops::serve::Bounds;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::sync::lock_unpoisoned;
 use axum::http::StatusCode;
@@ -183,33 +184,101 @@ pub async fn serve(
                 }
             }),
         )
-        .merge(routes);
+        .merge(routes)
+        .fallback(no_such_path);
     spawn_server(listener, app, shutdown, "admin server");
     tracing::info!(%addr, "admin endpoint listening (/metrics, /healthz, /readyz)");
     Ok(addr)
 }
 
-/// Serves `app` on `listener` on a task of its own until `shutdown`; a failure is logged as
-/// `<what> failed`.
+/// Any other path: a JSON 404 naming it, as every other answer of the port is JSON (an empty
+/// 404 read as "not JSON" in `leadscore lookup`).
+async fn no_such_path(uri: axum::http::Uri) -> axum::response::Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({
+            "error": format!(
+                "no such path: {} (this port serves /metrics, /healthz, /readyz and, on the \
+                 scorer, /v1/leads/{{user_id}})",
+                uri.path()
+            )
+        })),
+    )
+        .into_response()
+}
+
+/// Serves `app` on `listener` on a task of its own until `shutdown`, within the admin port's
+/// bounds ([`Bounds::ADMIN`]: a header timeout and a connection limit).
 pub(crate) fn spawn_server(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: Shutdown,
     what: &'static str,
 ) {
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "{what} failed");
-        }
-    });
+    tokio::spawn(crate::ops::serve::serve(
+        listener,
+        app,
+        Bounds::ADMIN,
+        shutdown,
+        what,
+    ));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The admin port itself closes a connection that never sends its headers, and answers
+    /// every other path with JSON. Before, `axum::serve` held such a connection for ever (an
+    /// outside-style check held 19,985 of them and `/healthz` stopped answering), and a path
+    /// no route serves was an empty 404.
+    #[tokio::test]
+    async fn the_admin_port_closes_silent_connections_and_answers_unknown_paths_in_json() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let shutdown = Shutdown::new();
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
+        let addr = serve(
+            "127.0.0.1:0",
+            Health::new(),
+            handle,
+            shutdown.clone(),
+            Router::new(),
+        )
+        .await
+        .expect("the admin port binds");
+        let mut silent = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        let mut rest = Vec::new();
+        // The read ends (end of stream, or a reset) only when the server closes.
+        let _ = tokio::time::timeout(
+            Bounds::ADMIN.header_timeout + std::time::Duration::from_secs(20),
+            silent.read_to_end(&mut rest),
+        )
+        .await
+        .expect("the admin port closes a connection that sends nothing");
+
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        s.write_all(b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("writes");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.expect("an answer");
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let body: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("/v1/nothing")),
+            "{body}"
+        );
+        shutdown.trigger();
+    }
 
     #[test]
     fn ready_only_once_joined_restored_consuming_and_every_condition_holds() {
