@@ -196,6 +196,57 @@ fn every_lead_looked_up_through_one_instance_equals_simulate() {
     assert_eq!(status, 401);
     assert_eq!(get(a.admin_port, "/metrics", &[]).unwrap().0, 200);
     assert_eq!(get(a.admin_port, "/healthz", &[]).unwrap().0, 200);
+    // The scheme's case does not matter (RFC 9110); before, `bearer` was refused.
+    let lower = format!("bearer {TOKEN}");
+    let (status, _, body) = get(
+        a.admin_port,
+        &format!("/v1/leads/{some}"),
+        &[("Authorization", &lower)],
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    // A path no route serves, and an id that is not UTF-8: JSON answers naming the problem
+    // (before, an empty 404 and a text/plain 400).
+    let auth = format!("Bearer {TOKEN}");
+    for (path, want) in [
+        ("/v1/leads/", 404),
+        ("/nothing-here", 404),
+        ("/v1/leads/%FF", 400),
+    ] {
+        let (status, _, body) = get(a.admin_port, path, &[("Authorization", &auth)]).unwrap();
+        assert_eq!(status, want, "{path}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(body["error"].is_string(), "{path}: {body}");
+    }
+
+    // Users `.` and `..`: a URL path cannot carry them (dot segments are removed), so the
+    // forwarder and `leadscore lookup` ask for them as `/v1/leads?user_id=`. Before, both
+    // asked for `/v1/leads` and failed on an empty 404.
+    let dot_records: Vec<(&str, String)> = [".", ".."]
+        .into_iter()
+        .map(|dots| {
+            let event = format!(
+                r#"{{"user_id":"{dots}","time":"2026-01-05T00:00:00Z","type":"email_added","value":"dots@example.com"}}"#
+            );
+            (dots, event)
+        })
+        .collect();
+    produce_all(&producer(&setup.broker), &setup.names.input, &dot_records);
+    setup.wait_caught_up(records.len() + 2, Duration::from_secs(60));
+    for dots in [".", ".."] {
+        for port in [a.admin_port, b.admin_port] {
+            let out = output_of(
+                Command::new(BIN)
+                    .args(["lookup", dots, "--json", "--url"])
+                    .arg(format!("http://127.0.0.1:{port}"))
+                    .arg("--token-file")
+                    .arg(token_file(&setup)),
+            );
+            let view: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+            assert_eq!(view["user_id"], dots, "{view}");
+            assert_eq!(view["enrolled"], true, "{view}");
+        }
+    }
 
     // The command line, through b this time, text and JSON.
     let run = |args: &[&str]| {

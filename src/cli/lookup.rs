@@ -44,7 +44,7 @@ pub(super) fn run_lookup(args: LookupArgs) -> Result<ExitCode> {
             .ok()
             .filter(|t| !t.is_empty()),
     };
-    let mut url = reqwest::Url::parse(&args.url)
+    let url = reqwest::Url::parse(&args.url)
         .with_context(|| format!("--url {:?} is not a URL", args.url))?;
     if !matches!(url.scheme(), "http" | "https") {
         bail!(
@@ -52,10 +52,8 @@ pub(super) fn run_lookup(args: LookupArgs) -> Result<ExitCode> {
             args.url
         );
     }
-    url.path_segments_mut()
-        .map_err(|()| anyhow::anyhow!("--url {:?} cannot take a path", args.url))?
-        .pop_if_empty()
-        .extend(["v1", "leads", &args.user_id]);
+    let url = crate::scorer::lookup::lead_url(url, &args.user_id)
+        .ok_or_else(|| anyhow::anyhow!("--url {:?} cannot take a path", args.url))?;
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

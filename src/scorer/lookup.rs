@@ -20,7 +20,8 @@ use crate::ops::telemetry as t;
 use crate::partitioner::partition_for;
 use crate::runtime::kafka;
 use crate::runtime::sync::lock_unpoisoned;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -249,7 +250,8 @@ impl Lookup {
     /// The routes to serve on the admin port.
     pub fn routes(self: &Arc<Self>) -> Router {
         Router::new()
-            .route("/v1/leads/{user_id}", get(handle))
+            .route("/v1/leads/{user_id}", get(handle_path))
+            .route("/v1/leads", get(handle_query))
             .with_state(self.clone())
     }
 
@@ -485,10 +487,52 @@ fn unavailable(message: String) -> Response {
     )
 }
 
-/// `GET /v1/leads/{user_id}`.
-async fn handle(
+/// `GET /v1/leads/?user_id=...`: the query form of [`handle_path`], for the ids a URL path
+/// cannot carry: `.` and `..` are dot segments, which URL parsers (the `url` crate, browsers)
+/// remove, percent-encoded or not, so `/v1/leads/..` would ask for `/v1/leads`.
+#[derive(serde::Deserialize)]
+struct LeadQuery {
+    user_id: Option<String>,
+}
+
+/// `GET /v1/leads?user_id={user_id}`.
+async fn handle_query(
     State(lookup): State<Arc<Lookup>>,
-    Path(user_id): Path<String>,
+    query: Result<Query<LeadQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let user_id = match query {
+        Ok(Query(LeadQuery { user_id: Some(u) })) => Ok(u),
+        Ok(Query(LeadQuery { user_id: None })) => Err(
+            "give the user id in the path, /v1/leads/{user_id} (percent-encoded), or as \
+             /v1/leads?user_id={user_id}"
+                .to_string(),
+        ),
+        Err(e) => Err(format!(
+            "the query string cannot be read: {}",
+            e.body_text()
+        )),
+    };
+    handle(lookup, user_id, headers).await
+}
+
+/// `GET /v1/leads/{user_id}`.
+async fn handle_path(
+    State(lookup): State<Arc<Lookup>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let user_id = path
+        .map(|Path(u)| u)
+        .map_err(|e| format!("the user id in the path cannot be read: {}", e.body_text()));
+    handle(lookup, user_id, headers).await
+}
+
+/// A lookup of `user_id` (or of an id that could not be read, answered 400 once the caller
+/// is authorized).
+async fn handle(
+    lookup: Arc<Lookup>,
+    user_id: Result<String, String>,
     headers: HeaderMap,
 ) -> Response {
     if !lookup.enabled {
@@ -500,10 +544,7 @@ async fn handle(
     }
     let auth = headers.get(header::AUTHORIZATION);
     if !lookup.tokens.is_empty() {
-        let given = auth
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+        let given = auth.and_then(|v| v.to_str().ok()).and_then(bearer_token);
         let ok = given.is_some_and(|g| {
             lookup.tokens.iter().fold(false, |any, t| {
                 constant_time_eq(t.as_bytes(), g.as_bytes()) | any
@@ -517,6 +558,16 @@ async fn handle(
             );
         }
     }
+    let user_id = match user_id {
+        Ok(u) => u,
+        Err(message) => {
+            return answer(
+                LookupResult::BadRequest,
+                StatusCode::BAD_REQUEST,
+                json!({ "error": message }),
+            )
+        }
+    };
     if user_id.is_empty() || user_id.len() > MAX_USER_ID_BYTES {
         return answer(
             LookupResult::BadRequest,
@@ -566,6 +617,32 @@ async fn handle(
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme's case does not matter
+/// (RFC 9110, 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("Bearer").then(|| token.trim())
+}
+
+/// The lookup URL of `user_id` under `base` (an instance's admin URL): `/v1/leads/{user_id}`,
+/// percent-encoded, or for `.` and `..`, which a path cannot carry (dot segments are removed),
+/// `/v1/leads?user_id=...`. `None` if `base` cannot take a path (`mailto:` and the like).
+pub fn lead_url(mut base: reqwest::Url, user_id: &str) -> Option<reqwest::Url> {
+    let dots = user_id == "." || user_id == "..";
+    {
+        let mut segments = base.path_segments_mut().ok()?;
+        segments.pop_if_empty().extend(["v1", "leads"]);
+        if !dots {
+            segments.push(user_id);
+        }
+    }
+    base.set_query(None);
+    if dots {
+        base.query_pairs_mut().append_pair("user_id", user_id);
+    }
+    Some(base)
+}
+
 /// Asks the owner at `base` and relays its answer (status, body, `Retry-After`).
 async fn forward(
     client: &reqwest::Client,
@@ -573,12 +650,12 @@ async fn forward(
     user_id: &str,
     auth: Option<&HeaderValue>,
 ) -> Response {
-    let Ok(mut url) = reqwest::Url::parse(base) else {
+    let Some(url) = reqwest::Url::parse(base)
+        .ok()
+        .and_then(|base| lead_url(base, user_id))
+    else {
         return unavailable(format!("the owner's advertised URL {base:?} is not a URL"));
     };
-    if let Ok(mut segments) = url.path_segments_mut() {
-        segments.pop_if_empty().extend(["v1", "leads", user_id]);
-    }
     let mut request = client.get(url).header(FORWARDED_HEADER, "1");
     if let Some(a) = auth {
         request = request.header(header::AUTHORIZATION, a.clone());
@@ -620,6 +697,66 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `.` and `..` go in the query: in a path the URL parser removes them (before, both
+    /// became a request for `/v1/leads`); every other id is one percent-encoded segment that
+    /// reads back as itself.
+    #[test]
+    fn a_lead_url_carries_every_user_id_dots_included() {
+        let base = reqwest::Url::parse("http://scorer-0:9464/").expect("a URL");
+        for id in [".", ".."] {
+            let url = lead_url(base.clone(), id).expect("a lead URL");
+            assert_eq!(url.path(), "/v1/leads", "{id}");
+            let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+            assert_eq!(pairs, [("user_id".to_string(), id.to_string())], "{url}");
+        }
+        for id in [
+            "u1", "a/b", "...", "./x", "x/..", "%2e%2e", "q?x#y", "100%", " lead", "ü",
+        ] {
+            let url = lead_url(base.clone(), id).expect("a lead URL");
+            let segments: Vec<&str> = url.path_segments().expect("a path").collect();
+            assert_eq!(segments.len(), 3, "{id}: {url}");
+            let decoded = percent_decode(segments[2]);
+            assert_eq!(
+                (segments[..2].to_vec(), decoded.as_str()),
+                (vec!["v1", "leads"], id)
+            );
+            assert_eq!(url.query(), None, "{url}");
+        }
+        // A base with a path keeps it.
+        let under = reqwest::Url::parse("http://h/admin").expect("a URL");
+        assert_eq!(
+            lead_url(under, "..").expect("a URL").as_str(),
+            "http://h/admin/v1/leads?user_id=.."
+        );
+    }
+
+    fn percent_decode(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' && i + 2 < b.len() {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).expect("ASCII");
+                out.push(u8::from_str_radix(hex, 16).expect("hex"));
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER t0k", "  Bearer   t0k  "] {
+            assert_eq!(bearer_token(value), Some("t0k"), "{value:?}");
+        }
+        for value in ["Basic t0k", "Bearert0k", "t0k", ""] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+    }
 
     #[test]
     fn a_later_claim_wins_and_a_tombstone_releases_only_its_own_partitions() {
