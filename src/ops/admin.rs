@@ -234,7 +234,7 @@ mod tests {
     /// no route serves was an empty 404.
     #[tokio::test]
     async fn the_admin_port_closes_silent_connections_and_answers_unknown_paths_in_json() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use crate::ops::serve::probe::{exchange, opened, until_closed};
         let shutdown = Shutdown::new();
         let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
             .build_recorder()
@@ -248,26 +248,19 @@ mod tests {
         )
         .await
         .expect("the admin port binds");
-        let mut silent = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("connects");
-        let mut rest = Vec::new();
-        // The read ends (end of stream, or a reset) only when the server closes.
-        let _ = tokio::time::timeout(
+        let silent = opened(addr, b"").await;
+        until_closed(
+            silent,
             Bounds::ADMIN.header_timeout + std::time::Duration::from_secs(20),
-            silent.read_to_end(&mut rest),
+        )
+        .await;
+
+        let answer = exchange(
+            addr,
+            b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
         .await
-        .expect("the admin port closes a connection that sends nothing");
-
-        let mut s = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("connects");
-        s.write_all(b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("writes");
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).await.expect("an answer");
+        .expect("an answer");
         assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
         let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
         let body: serde_json::Value = serde_json::from_str(body).expect("a JSON body");

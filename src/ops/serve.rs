@@ -115,11 +115,46 @@ pub async fn serve(
     done_tx.closed().await;
 }
 
+/// Raw-TCP clients for the tests of the ports served here.
+#[cfg(test)]
+pub(crate) mod probe {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// A connection to `addr` that has sent `bytes` (a request's start, or nothing).
+    pub async fn opened(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+        let mut s = TcpStream::connect(addr).await.expect("connects");
+        s.write_all(bytes).await.expect("writes");
+        s
+    }
+
+    /// What the server sends before it closes `s`; fails the test unless it closes within
+    /// `within`. (The read ends, at the end of the stream or a reset, only when it closes.)
+    pub async fn until_closed(mut s: TcpStream, within: Duration) -> Vec<u8> {
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(within, s.read_to_end(&mut rest))
+            .await
+            .expect("the server closes the connection in time");
+        rest
+    }
+
+    /// Sends a whole `request` on a new connection and reads the answer to its end.
+    pub async fn exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(request).await?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await?;
+        Ok(answer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::probe::{exchange, opened, until_closed};
     use super::*;
     use axum::routing::get;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn server(bounds: Bounds) -> (std::net::SocketAddr, Shutdown) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -132,15 +167,6 @@ mod tests {
         (addr, shutdown)
     }
 
-    async fn get_healthz(addr: std::net::SocketAddr) -> std::io::Result<String> {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await?;
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).await?;
-        Ok(answer)
-    }
-
     /// A connection that never finishes its headers is closed after the header timeout; before,
     /// the admin port (served by `axum::serve`) held it for ever.
     #[tokio::test]
@@ -151,21 +177,10 @@ mod tests {
         })
         .await;
         // One sends half its headers, one sends nothing at all.
-        let mut half = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("connects");
-        half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-a: ")
-            .await
-            .expect("writes");
-        let mut silent = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("connects");
-        for slow in [&mut half, &mut silent] {
-            let mut rest = Vec::new();
-            // The read ends (end of stream, or a reset) only when the server closes.
-            let _ = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest))
-                .await
-                .expect("the server closes a slow connection within the test's 10 s");
+        let half = opened(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-a: ").await;
+        let silent = opened(addr, b"").await;
+        for slow in [half, silent] {
+            let rest = until_closed(slow, Duration::from_secs(10)).await;
             let text = String::from_utf8_lossy(&rest);
             assert!(text.is_empty() || text.contains("408"), "{text}");
         }
@@ -184,19 +199,21 @@ mod tests {
         .await;
         let mut held = Vec::new();
         for _ in 0..2 {
-            let mut s = tokio::net::TcpStream::connect(addr)
-                .await
-                .expect("connects");
-            s.write_all(b"GET /hea").await.expect("writes");
-            held.push(s);
+            held.push(opened(addr, b"GET /hea").await);
         }
         // Give the server time to accept both.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let started = std::time::Instant::now();
-        let answer = tokio::time::timeout(Duration::from_secs(10), get_healthz(addr))
-            .await
-            .expect("answered once a slot frees, within the test's 10 s")
-            .expect("a readable answer");
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            exchange(
+                addr,
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            ),
+        )
+        .await
+        .expect("answered once a slot frees, within the test's 10 s")
+        .expect("a readable answer");
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(
             started.elapsed() >= Duration::from_millis(300),

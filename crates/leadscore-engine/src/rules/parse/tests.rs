@@ -206,6 +206,14 @@ triggers = [{ type = "session_start", app_id = "web" }, { type = "attribute_chan
     );
 }
 
+/// The decay of an `[inactivity]` table with `factor = <text>`.
+fn decay_of(text: &str) -> Option<Decay> {
+    let rules = parse(&format!(
+        "[inactivity]\nwindow = \"14d\"\nfactor = {text}\n"
+    ));
+    rules.inactivity.map(|i| i.decay)
+}
+
 #[test]
 fn factor_is_kept_as_an_exact_decimal() {
     for (text, numerator, scale) in [
@@ -215,11 +223,8 @@ fn factor_is_kept_as_an_exact_decimal() {
         ("1e-5", 1, 5),
         ("2.5e-1", 25, 2),
     ] {
-        let rules = parse(&format!(
-            "[inactivity]\nwindow = \"14d\"\nfactor = {text}\n"
-        ));
         assert_eq!(
-            rules.inactivity.map(|i| i.decay),
+            decay_of(text),
             Some(Decay::Factor { numerator, scale }),
             "{text}"
         );
@@ -274,11 +279,8 @@ fn factor_is_the_decimal_written_not_its_nearest_float() {
         ("0.99999999999999999", 99_999_999_999_999_999, 17),
         ("1e-400", 1, 19),
     ] {
-        let rules = parse(&format!(
-            "[inactivity]\nwindow = \"14d\"\nfactor = {text}\n"
-        ));
         assert_eq!(
-            rules.inactivity.map(|i| i.decay),
+            decay_of(text),
             Some(Decay::Factor { numerator, scale }),
             "{text}"
         );
