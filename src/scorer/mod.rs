@@ -354,8 +354,9 @@ impl Core {
     }
 
     /// Re-produces a record found off its user's home partition to the home partition of the
-    /// input topic, keyed by the user, with the original bytes and a header naming its original
-    /// position (or the one it already carried). The home partition's owner scores it there, in
+    /// input topic, keyed by the user, with the original bytes and a header naming its position
+    /// here (never one it carried in: a header copied with it from elsewhere, or set by its
+    /// producer, would give it another record's identity). The home partition's owner scores it there, in
     /// the order the copies arrive; the copy is part of this batch, so it is durable before this
     /// offset is committed, and a copy re-sent after a crash is a duplicate of the first
     /// (docs/crash-safety.md, "Records off their home partition").
@@ -365,13 +366,9 @@ impl Core {
         user_id: &str,
         home: i32,
         reason: MisroutedReason,
-        already_from: Option<&str>,
     ) -> Result<(), ScorerError> {
         metrics::counter!(t::EVENTS_MISROUTED, "reason" => reason.as_str()).increment(1);
-        let origin = match already_from {
-            Some(o) => o.to_string(),
-            None => format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset()),
-        };
+        let origin = format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset());
         let headers = OwnedHeaders::new().insert(Header {
             key: REROUTED_FROM_HEADER,
             value: Some(origin.as_bytes()),
@@ -415,17 +412,43 @@ impl MisroutedReason {
 /// consumed at, which stands as its `event_id` when it has none.
 pub const REROUTED_FROM_HEADER: &str = "leadscore-rerouted-from";
 
-/// The original position a re-routed record names, if it is one.
-fn rerouted_from(msg: &BorrowedMessage<'_>) -> Option<String> {
+/// The original position a re-routed copy names, if the record is one: a header naming a
+/// position of the record's own topic, on another partition than the record's (a copy is made
+/// on its user's home partition, from a record that was not) that the topic has. Anything else
+/// is not this scorer's copy (a header carried over by a mirror or a replay into another
+/// topic, or set by hand) and is ignored, so the record keeps its own position as identity:
+/// a header taken at its word would make it a duplicate of the record it names.
+fn rerouted_from(msg: &BorrowedMessage<'_>, partitions: i32) -> Option<String> {
     let headers = msg.headers()?;
-    headers
+    let value = headers
         .iter()
         .find(|h| h.key == REROUTED_FROM_HEADER)
         .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        // Bounded: a topic name is at most 249 bytes.
-        .filter(|v| !v.is_empty() && v.len() <= 300)
-        .map(str::to_string)
+        .and_then(|v| std::str::from_utf8(v).ok())?;
+    copied_from(value, msg.topic(), msg.partition(), partitions).then(|| value.to_string())
+}
+
+/// Whether `value` names a position `topic/partition/offset` of `topic`, on a partition other
+/// than `at`, below `partitions`, at an offset of zero or more.
+fn copied_from(value: &str, topic: &str, at: i32, partitions: i32) -> bool {
+    let Some((partition, offset)) = value
+        .strip_prefix(topic)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|rest| rest.split_once('/'))
+    else {
+        return false;
+    };
+    let canonical = |s: &str| s == "0" || !s.starts_with(['0', '+', '-']);
+    match (partition.parse::<i32>(), offset.parse::<i64>()) {
+        (Ok(q), Ok(o)) => {
+            canonical(partition)
+                && canonical(offset)
+                && q != at
+                && (0..partitions).contains(&q)
+                && o >= 0
+        }
+        _ => false,
+    }
 }
 
 impl kafka::PartitionOwner for Core {
@@ -671,13 +694,7 @@ impl Service for Core {
             } else {
                 MisroutedReason::WrongPartition
             };
-            return self.reroute(
-                msg,
-                input.user_id(),
-                home,
-                reason,
-                rerouted_from(msg).as_deref(),
-            );
+            return self.reroute(msg, input.user_id(), home, reason);
         }
         if key.is_none() {
             // On its home partition already: scored here, only counted.
@@ -698,7 +715,7 @@ impl Service for Core {
                     // A re-routed record keeps the identity of its original position, so a
                     // second copy (re-produced after a crash) is a duplicate
                     // (docs/crash-safety.md).
-                    event.event_id = rerouted_from(msg).map(Into::into);
+                    event.event_id = rerouted_from(msg, self.input_partitions).map(Into::into);
                 }
                 let outcome = owned.partition.process(
                     &self.engine,
@@ -869,6 +886,36 @@ impl Service for Core {
                 .producer
                 .inner()
                 .abort_transaction(kafka::SETUP_TIMEOUT);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copied_from;
+
+    /// Only a position of the record's own topic, on another partition that the topic has, at
+    /// an offset, written as the scorer writes it, names a re-routed copy's origin.
+    #[test]
+    fn a_rerouting_header_counts_only_when_it_can_be_the_scorers_own() {
+        let t = "lead-events";
+        for (value, own) in [
+            ("lead-events/1/0", true),
+            ("lead-events/5/12345", true),
+            ("lead-events/0/7", false), // the record's own partition: no copy
+            ("lead-events/6/7", false), // a partition the topic does not have
+            ("lead-events/-1/7", false),
+            ("lead-events/1/-7", false),
+            ("lead-events/01/7", false), // not as the scorer writes it
+            ("lead-events/1/+7", false),
+            ("lead-events/1", false),
+            ("lead-events/1/7/8", false),
+            ("other-topic/1/7", false), // carried over from another topic
+            ("lead-events.v2/1/7", false),
+            ("lead-events-x/1/7", false),
+            ("", false),
+        ] {
+            assert_eq!(copied_from(value, t, 0, 6), own, "{value}");
         }
     }
 }

@@ -371,6 +371,63 @@ fn a_tombstone_off_its_home_partition_is_rerouted_and_deletes_the_user() {
     assert_eq!(last.get(&b"u1"[..]), Some(&None), "an output tombstone");
 }
 
+/// The re-routing header is the scorer's own: a copy of it that came with a record from
+/// elsewhere (a mirror or replay that copies headers, or a producer setting it) must not make
+/// an event a duplicate of another. A header on a record at its home partition that names that
+/// same partition is not a re-routed copy's, and a misrouted record is re-routed under its own
+/// position, whatever header it carries: so none of these three events without ids is lost.
+#[test]
+fn a_copied_rerouting_header_makes_no_event_a_duplicate() {
+    let setup = ScorerRig::new("forged-header", PARTITIONS);
+    let _scorer = setup.scorer("s", &[]);
+    let p = producer(&setup.broker);
+    let user = "fh1";
+    let home = leadscore::partitioner::partition_for(user.as_bytes(), PARTITIONS);
+    let elsewhere = (home + 1) % PARTITIONS;
+    let external =
+        |rest: &str| event_json(user, "10:00", &format!(r#""type":"external_score",{rest}"#));
+    let first = external(r#""score":10"#);
+    produce(&p, &setup.names.input, Some(user.as_bytes()), &first);
+    p.flush(Duration::from_secs(30)).expect("flush");
+    setup.wait_caught_up(1, Duration::from_secs(60));
+    // The position of the first event, which is its identity: what the copied headers name.
+    let named = format!("{}/{home}/0", setup.names.input);
+    let send = |partition: i32, payload: &[u8]| {
+        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: "leadscore-rerouted-from",
+            value: Some(named.as_bytes()),
+        });
+        let rec: rdkafka::producer::BaseRecord<'_, [u8], [u8]> =
+            rdkafka::producer::BaseRecord::to(&setup.names.input)
+                .key(user.as_bytes())
+                .payload(payload)
+                .partition(partition)
+                .headers(headers);
+        p.send(rec)
+            .unwrap_or_else(|(e, _)| panic!("produce with a header: {e}"));
+    };
+    let misrouted = external(r#""increment":5"#);
+    send(elsewhere, &misrouted);
+    send(home, &external(r#""increment":100"#));
+    p.flush(Duration::from_secs(30)).expect("flush");
+    // The first event, the two sent with the header, and the misrouted one's copy.
+    setup.wait_caught_up(4, Duration::from_secs(60));
+    let states = setup.changelog_states();
+    assert_eq!(states[user].score, 115, "{:?}", states[user]);
+    let input = read_all(&setup.broker, &setup.names.input);
+    let copy = input
+        .iter()
+        .find(|r| r.partition == home && r.payload.as_deref() == Some(&misrouted[..]))
+        .expect("the misrouted event's copy on the home partition");
+    assert_eq!(
+        copy.headers
+            .get("leadscore-rerouted-from")
+            .map(String::as_str),
+        Some(format!("{}/{elsewhere}/0", setup.names.input).as_str()),
+        "re-routed under its own position"
+    );
+}
+
 /// Issue 12.5: a keyless tombstone names no user: a dead letter, and nobody is deleted.
 #[test]
 fn a_keyless_tombstone_is_dead_lettered() {
