@@ -4,8 +4,8 @@
 use super::retry::{RetryHint, SfError};
 use super::wire::{
     collection_body, collection_outcomes, encode_path_segment, every, is_invalid_session,
-    parse_limit_info, rest_error, sobject_outcome, token_from_reply, CallFailure, LeadOutcome,
-    LeadUpdate, Reply,
+    parse_limit_info, redact_echo, rest_error, scrub, sobject_outcome, token_from_reply,
+    CallFailure, LeadOutcome, LeadUpdate, Reply,
 };
 use super::{
     CONNECTION_ERROR, MAX_ANSWER_BYTES_PER_CALL, MAX_ANSWER_BYTES_PER_LEAD, MAX_COLLECTION_RECORDS,
@@ -252,6 +252,7 @@ impl SalesforceClient {
         let mut answer = self
             .send_data(endpoint, &url, &body, &token, limit, report)
             .await;
+        let mut used = token.clone();
         if matches!(&answer, Ok(reply) if is_invalid_session(reply)) {
             tracing::info!(
                 endpoint = endpoint.label(),
@@ -261,32 +262,39 @@ impl SalesforceClient {
                 Ok(fresh) => {
                     answer = self
                         .send_data(endpoint, &url, &body, &fresh, limit, report)
-                        .await
+                        .await;
+                    used = fresh;
                 }
                 Err(f) => return every(chunk.len(), f),
             }
         }
+        // What the answer may have echoed of the requests: nothing of it is logged or kept.
+        let hidden = [self.secret.expose(), token.expose(), used.expose()];
         let reply = match answer {
             Ok(reply) => reply,
-            Err(f) => return every(chunk.len(), f),
+            Err(f) => {
+                let error = scrub(f.error, &hidden);
+                return every(chunk.len(), CallFailure { error, ..f });
+            }
         };
         if reply.status == 401 {
             counter!(SALESFORCE_AUTH_FAILURES, "cause" => "session_refused").increment(1);
             tracing::error!(
                 endpoint = endpoint.label(),
-                error = %rest_error(&reply),
+                error = %scrub(rest_error(&reply), &hidden),
                 "Salesforce authentication failure: a session was refused even with a fresh token"
             );
         }
-        let outcomes = match endpoint {
+        let mut outcomes = match endpoint {
             Endpoint::Collection => {
                 let ids: Vec<&str> = chunk.iter().map(|l| l.lead_id.as_str()).collect();
                 collection_outcomes(&reply, &ids)
             }
             _ => vec![sobject_outcome(&reply)],
         };
-        for (lead, outcome) in chunk.iter().zip(&outcomes) {
-            if let Err(e) = &outcome.result {
+        for (lead, outcome) in chunk.iter().zip(&mut outcomes) {
+            if let Err(e) = &mut outcome.result {
+                *e = scrub(e.clone(), &hidden);
                 tracing::debug!(lead_id = %lead.lead_id, status = ?outcome.http_status, error_code = %e.error_code, hint = e.hint.as_str(), "Salesforce rejected a lead update");
             }
         }
@@ -313,10 +321,12 @@ impl SalesforceClient {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::ACCEPT, "application/json")
             .body(body.to_string());
-        self.send(endpoint, request, limit, report).await
+        let hidden = [self.secret.expose(), token.expose()];
+        self.send(endpoint, request, limit, &hidden, report).await
     }
 
-    /// Sends a request and reads the answer, at most `max_body` bytes of it, counting it
+    /// Sends a request and reads the answer, at most `max_body` bytes of it, with the values
+    /// of `hidden` that it echoes redacted ([`redact_echo`]), counting it
     /// (report and metrics) and recording `Sforce-Limit-Info`. A longer body is a
     /// [`RESPONSE_TOO_LARGE`] failure, found without reading more than `max_body` + one piece.
     async fn send(
@@ -324,6 +334,7 @@ impl SalesforceClient {
         endpoint: Endpoint,
         request: reqwest::RequestBuilder,
         max_body: usize,
+        hidden: &[&str],
         report: &mut CallReport,
     ) -> Result<Reply, CallFailure> {
         report.api_calls += 1;
@@ -351,7 +362,12 @@ impl SalesforceClient {
                 }
                 tracing::debug!(endpoint = endpoint.label(), status, "Salesforce answered");
                 match body {
-                    Some(body) => Ok(Reply { status, body }),
+                    // Before any excerpt of it is taken: an answer that echoes the request
+                    // holds what was sent to authenticate it.
+                    Some(body) => Ok(Reply {
+                        status,
+                        body: redact_echo(body, hidden),
+                    }),
                     None => {
                         let error = SfError {
                             error_code: RESPONSE_TOO_LARGE.to_string(),
@@ -430,7 +446,13 @@ impl SalesforceClient {
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&form);
         let reply = match self
-            .send(Endpoint::Token, request, MAX_ANSWER_BYTES_PER_LEAD, report)
+            .send(
+                Endpoint::Token,
+                request,
+                MAX_ANSWER_BYTES_PER_LEAD,
+                &[self.secret.expose()],
+                report,
+            )
             .await
         {
             Ok(reply) => reply,
@@ -443,6 +465,8 @@ impl SalesforceClient {
                 Ok(token)
             }
             Err(error) => {
+                // An OAuth error or a proxy's page can quote the form, secret and all.
+                let error = scrub(error, &[self.secret.expose()]);
                 if error.hint == RetryHint::AuthFailure {
                     counter!(SALESFORCE_AUTH_FAILURES, "cause" => "token_refused").increment(1);
                     tracing::error!(status = reply.status, error = %error, "Salesforce authentication failure: the token request was refused");

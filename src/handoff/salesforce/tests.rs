@@ -688,3 +688,201 @@ async fn refused_credentials_are_counted_as_authentication_failures() {
         ],
     );
 }
+
+/// How an [`echo_server`] answers a request: its status and body.
+type Answer = Box<dyn Fn(&str) -> (u16, String) + Send + Sync>;
+
+/// A server that answers every request with `answer(request)`: the request as received (head
+/// and body), so a test can echo it back as a proxy's error page or a careless endpoint would.
+/// Closes each connection after its answer.
+async fn echo_server(
+    answer: impl Fn(&str) -> (u16, String) + Send + Sync + 'static,
+) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // The head, then as many body bytes as content-length says.
+            let complete = |r: &[u8]| {
+                let text = String::from_utf8_lossy(r);
+                let Some(end) = text.find("\r\n\r\n") else {
+                    return false;
+                };
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                r.len() >= end + 4 + length
+            };
+            while !complete(&request) {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let (status, body) = answer(&String::from_utf8_lossy(&request));
+            let head = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(body.as_bytes()).await;
+        }
+    });
+    (format!("http://{addr}"), task)
+}
+
+/// SPEC 6: the secret is never logged. An endpoint (or a proxy before it) that echoes the
+/// request in its error puts the client secret, or the bearer token, into the answer; the
+/// errors made of that answer (logged, and written to the outcome and dead-letter topics)
+/// must not carry either, in any form the request had them: as sent, form-encoded or in a
+/// JSON string.
+#[tokio::test]
+async fn an_answer_echoing_the_request_leaks_neither_the_secret_nor_the_token() {
+    // Characters that form-encoding and JSON both change.
+    let secret = "s3cr3t+Echo/Me \"quoted\"";
+    let token = "00Dxx0000001gPL!AR8AQJXg5oj8jXSgxJfA0lBog.echo";
+    let answers: Vec<Answer> = vec![
+        // An OAuth error whose description quotes the request.
+        Box::new(|r: &str| {
+            let e = json!({"error": "invalid_client", "error_description": r});
+            (400, e.to_string())
+        }),
+        // A proxy's page that is not JSON at all.
+        Box::new(|r: &str| (502, format!("bad gateway for: {r}"))),
+        // A token, then Salesforce errors quoting the PATCH request (its Authorization too).
+        Box::new(move |r: &str| {
+            if r.starts_with("POST") {
+                (200, json!({"access_token": token}).to_string())
+            } else {
+                let e = json!([{"message": r, "errorCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION"}]);
+                (400, e.to_string())
+            }
+        }),
+        Box::new(move |r: &str| {
+            if r.starts_with("POST") {
+                (200, json!({"access_token": token}).to_string())
+            } else {
+                (503, format!("<html>upstream said: {r}</html>"))
+            }
+        }),
+    ];
+    let mut checked = 0;
+    for answer in answers {
+        let (url, server) = echo_server(answer).await;
+        let client = client_for(&url, secret, Duration::from_secs(5));
+        let mut shown = Vec::new();
+        if let Err(e) = client.ensure_token().await {
+            shown.push(format!("{e} {e:?}"));
+        }
+        for leads in [&updates([1])[..], &updates([1, 2])[..]] {
+            let report = client.update_leads(leads).await;
+            for outcome in &report.outcomes {
+                if let Err(e) = &outcome.result {
+                    shown.push(format!("{e} {e:?}"));
+                }
+            }
+        }
+        server.abort();
+        for text in &shown {
+            for (what, form) in [
+                ("secret", secret.to_string()),
+                (
+                    "form-encoded secret",
+                    "s3cr3t%2BEcho%2FMe+%22quoted%22".to_string(),
+                ),
+                (
+                    "JSON-escaped secret",
+                    r#"s3cr3t+Echo/Me \"quoted\""#.to_string(),
+                ),
+                ("token", token.to_string()),
+            ] {
+                assert!(!text.contains(&form), "the {what} leaked: {text}");
+            }
+        }
+        assert!(
+            shown.iter().any(|t| t.contains("[redacted]")),
+            "the echo reached the errors, redacted: {shown:?}"
+        );
+        checked += shown.len();
+    }
+    assert!(checked >= 8, "{checked} errors checked");
+}
+
+/// An error message of most of a megabyte (within the answer cap), or a thousand blamed fields, is cut to a bound before it
+/// is logged or copied into the outcome and the dead letter: a record that size could be
+/// refused by Kafka, which stops the handoff, and each restart would repeat the call.
+#[tokio::test]
+async fn a_huge_error_message_is_cut_to_a_bound() {
+    let (url, server) = echo_server(|r: &str| {
+        if r.starts_with("POST") {
+            (
+                200,
+                json!({"access_token": "tok-for-the-huge-answer"}).to_string(),
+            )
+        } else {
+            let fields: Vec<String> = (0..1000).map(|i| format!("Field{i}__c")).collect();
+            let e = json!([{
+                "message": "x".repeat(MAX_ANSWER_BYTES_PER_LEAD - 64 * 1024),
+                "errorCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+                "fields": fields,
+            }]);
+            (400, e.to_string())
+        }
+    })
+    .await;
+    let client = client_for(&url, SECRET, Duration::from_secs(5));
+    let report = client.update_leads(&updates([1])).await;
+    server.abort();
+    let e = error_of(&report.outcomes[0]);
+    assert_eq!(e.error_code, "FIELD_CUSTOM_VALIDATION_EXCEPTION");
+    assert!(
+        e.message.len() < MAX_ERROR_MESSAGE + 64,
+        "{}",
+        e.message.len()
+    );
+    assert!(e.message.ends_with("more bytes)"), "says it was cut");
+    assert_eq!(e.fields.len(), MAX_ERROR_FIELDS);
+    assert!(e.to_string().len() < 4 * MAX_ERROR_MESSAGE);
+}
+
+/// A token that cannot be sent in a header (a line break in it) is no token: not cached, the
+/// leads kept for a retry, instead of every call failing before it is sent, each lead
+/// dead-lettered as a connection error, for as long as the token stayed cached.
+#[tokio::test]
+async fn a_token_that_cannot_be_a_header_is_refused_and_the_leads_kept() {
+    let (url, server) = echo_server(|r: &str| {
+        if r.starts_with("POST") {
+            (
+                200,
+                json!({"access_token": "00Dxx!AR8\r\nX-Evil: 1"}).to_string(),
+            )
+        } else {
+            (204, String::new())
+        }
+    })
+    .await;
+    let client = client_for(&url, SECRET, Duration::from_secs(5));
+    let (status, error) = token_failure(&client).await;
+    assert_eq!(
+        (status, error.error_code.as_str()),
+        (Some(200), UNEXPECTED_RESPONSE)
+    );
+    assert!(!client.has_token());
+    let report = client.update_leads(&updates([1, 2])).await;
+    server.abort();
+    for outcome in &report.outcomes {
+        let e = error_of(outcome);
+        assert_ne!(e.hint, RetryHint::Permanent, "{outcome:?}");
+        assert_ne!(e.error_code, CONNECTION_ERROR, "{outcome:?}");
+    }
+}

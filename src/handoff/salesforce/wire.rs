@@ -132,9 +132,21 @@ pub(super) fn is_invalid_session(reply: &Reply) -> bool {
 pub(super) fn token_from_reply(reply: &Reply) -> Result<Secret, SfError> {
     let error = if reply.status == 200 {
         match serde_json::from_str::<TokenAnswer>(&reply.body) {
-            Ok(answer) if !answer.access_token.is_empty() => {
+            // A token must go into an `Authorization` header: one that cannot (a control
+            // character, a line break) would fail every call made with it, before sending,
+            // for as long as it stayed cached.
+            Ok(answer)
+                if !answer.access_token.is_empty()
+                    && reqwest::header::HeaderValue::from_str(&answer.access_token).is_ok() =>
+            {
                 return Ok(Secret::new(answer.access_token))
             }
+            Ok(answer) if !answer.access_token.is_empty() => SfError::classified(
+                Some(200),
+                UNEXPECTED_RESPONSE,
+                "HTTP 200 from the token endpoint with an access_token that cannot be sent in a header",
+                Vec::new(),
+            ),
             // The body could hold a token under another name: no excerpt of it.
             _ => SfError::classified(
                 Some(200),
@@ -319,4 +331,102 @@ pub(super) fn excerpt(body: &str) -> String {
         out.push_str("...");
     }
     out
+}
+
+/// The longest error message kept from an answer, in bytes: a message is logged and copied
+/// into the lead's outcome and dead letter, and an answer of any size could otherwise make a
+/// record Kafka refuses (which stops the service, and a restart repeats the call).
+pub(super) const MAX_ERROR_MESSAGE: usize = 2048;
+
+/// The most blamed fields kept from an answer, each cut to [`MAX_ERROR_MESSAGE`] too.
+pub(super) const MAX_ERROR_FIELDS: usize = 32;
+
+/// `error` fit to be logged and published: every form in which its text could hold one of
+/// `hidden` (the client secret, the bearer token) replaced by `[redacted]`, as sent, as a form
+/// encodes it and as a JSON string escapes it, since an endpoint or a proxy can echo the
+/// request in its error (SPEC 6: the secret is never logged); then its message and fields cut
+/// to bounds.
+pub(super) fn scrub(mut error: SfError, hidden: &[&str]) -> SfError {
+    let forms = hidden_forms(hidden, 1);
+    let clean = |text: &mut String| {
+        redact(text, &forms);
+        cut(text, MAX_ERROR_MESSAGE);
+    };
+    clean(&mut error.error_code);
+    clean(&mut error.message);
+    error.fields.truncate(MAX_ERROR_FIELDS);
+    error.fields.iter_mut().for_each(clean);
+    error
+}
+
+/// The shortest value [`redact_echo`] takes out of a whole answer: a shorter one could be a
+/// piece of the answer's own syntax (a key, an id), which redacting would garble. Client
+/// secrets and tokens are far longer; [`scrub`] still takes a short one out of the errors.
+const MIN_REDACTED_IN_ANSWER: usize = 8;
+
+/// An answer's body with every form of `hidden` (see [`scrub`]) it holds redacted, before
+/// anything is read from it, so that no excerpt of it can carry part of a secret.
+pub(super) fn redact_echo(mut body: String, hidden: &[&str]) -> String {
+    redact(&mut body, &hidden_forms(hidden, MIN_REDACTED_IN_ANSWER));
+    body
+}
+
+/// Each of `hidden` at least `min` bytes long as sent, as a form encodes it and as a JSON
+/// string escapes it.
+fn hidden_forms(hidden: &[&str], min: usize) -> Vec<String> {
+    let mut forms: Vec<String> = hidden
+        .iter()
+        .filter(|h| h.len() >= min)
+        .flat_map(|h| {
+            let json = serde_json::to_string(h).unwrap_or_default();
+            let json = json
+                .strip_prefix('"')
+                .and_then(|j| j.strip_suffix('"'))
+                .unwrap_or_default()
+                .to_string();
+            [h.to_string(), form_encoded(h), json]
+        })
+        .filter(|f| !f.is_empty())
+        .collect();
+    // Longest first, so that no shorter form leaves part of a longer one behind.
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms
+}
+
+fn redact(text: &mut String, forms: &[String]) {
+    for form in forms {
+        if text.contains(form.as_str()) {
+            *text = text.replace(form.as_str(), "[redacted]");
+        }
+    }
+}
+
+/// `text` as `application/x-www-form-urlencoded` writes it (the token request's form): letters,
+/// digits and `*-._` as they are, a space as `+`, every other byte as `%XX`.
+fn form_encoded(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for b in text.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Cuts `text` to at most `max` bytes (at a character boundary), saying how much went.
+fn cut(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let dropped = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("... ({dropped} more bytes)"));
 }
