@@ -136,6 +136,9 @@ struct CoreState {
     batch_started: Option<Instant>,
     /// When a token was last asked for while idle without one.
     token_asked: Option<Instant>,
+    /// Shutdown interrupted `resolve` in a wait (a backoff or a pause): the checkpoints that
+    /// follow on the way out (the final one, the revoke's) call nothing more.
+    interrupted: bool,
 }
 
 pub struct Core {
@@ -255,8 +258,11 @@ impl Core {
         let mut queue: Vec<Pending> = std::mem::take(&mut st.pending);
         let mut round = 0u32;
         while !queue.is_empty() {
-            if self.shutdown.is_triggered() && round > 0 {
+            // On shutdown, leads not yet tried get their one call (a batch is finished, as a
+            // call in flight is); leads in a wait get none: the wait is the point of it.
+            if self.shutdown.is_triggered() && (round > 0 || st.interrupted) {
                 st.pending = queue;
+                st.interrupted = true;
                 return Ok(false);
             }
             round += 1;

@@ -365,6 +365,56 @@ fn the_daily_api_limit_pauses_calls_and_keeps_the_leads() {
     );
 }
 
+/// SPEC 6 pauses the calls at the API limit, and a retry waits out its backoff: a SIGTERM in
+/// either wait ends the handoff without another call (the leads stay unresolved, so nothing
+/// of them is checkpointed and the next start calls again). It once made one or two calls at
+/// once, from the final checkpoint and the revoke, each counted as an attempt.
+#[test]
+fn sigterm_during_a_limit_pause_or_a_backoff_makes_no_more_calls() {
+    for (name, faults, wait) in [
+        (
+            "term-limit",
+            Faults {
+                daily_limit: Some(0),
+                ..Faults::default()
+            },
+            ("HANDOFF__LIMIT_PAUSE", "60s"),
+        ),
+        (
+            "term-backoff",
+            Faults {
+                unavailable_rate: 1.0,
+                ..Faults::default()
+            },
+            ("HANDOFF__BACKOFF_INITIAL", "60s"),
+        ),
+    ] {
+        let setup = Setup::new(name, 1, config(faults));
+        let records: Vec<_> = (0..3usize)
+            .map(|n| keyed(&format!("u{n}"), 1, 150, "Open", &salesforce_lead_id(n)))
+            .collect();
+        setup.send(&records);
+        let mut h = setup.handoff_with(&[wait, ("HANDOFF__BACKOFF_MAX", "60s")]);
+        let lead_calls = || {
+            setup
+                .standin
+                .requests()
+                .iter()
+                .filter(|r| r.path != "/services/oauth2/token")
+                .count()
+        };
+        wait_until(Duration::from_secs(60), "the first call", || {
+            lead_calls() >= 1
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let before = lead_calls();
+        assert_eq!(before, 1, "{name}: one call, then the wait");
+        assert!(h.terminate().success(), "{name}: SIGTERM exits 0");
+        assert_eq!(lead_calls(), before, "{name}: no call after SIGTERM");
+        assert!(setup.outcomes().is_empty(), "{name}: no lead resolved");
+    }
+}
+
 /// Started while Salesforce cannot be reached, the handoff is alive but not ready; it becomes
 /// ready once a token can be had, with no lead to hand off. Then its /metrics pass promtool and
 /// move as leads are handed off, retried and dead-lettered.
