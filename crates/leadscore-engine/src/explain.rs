@@ -85,7 +85,11 @@ pub fn lead_view(engine: &Engine, user_id: &str, st: &UserState) -> Value {
 /// print it): the score and status, then why, newest change first.
 pub fn render_text(view: &Value) -> String {
     let mut out = String::new();
+    // Strings from the input (a user id, a status, an event id) as they are when printable;
+    // quoted and escaped when they hold a control character, so they cannot add lines to the
+    // text or send escape sequences to a terminal.
     let s = |v: &Value| match v {
+        Value::String(s) if s.chars().any(char::is_control) => format!("{s:?}"),
         Value::String(s) => s.clone(),
         Value::Null => "-".to_string(),
         other => other.to_string(),
@@ -231,6 +235,21 @@ tracked_attributes = ["lead_status"]
 
     /// A timer due past the last instant RFC 3339 can name never fires (no clock reaches it),
     /// and shows as none rather than with a year of more than four digits.
+    #[test]
+    fn control_characters_from_the_input_are_escaped_in_the_text() {
+        let view = serde_json::json!({
+            "user_id": "u\nforged line",
+            "score": 1,
+            "attributes": {"lead_status": "\u{1b}[2JOpen"},
+            "changes": [{"time": "t", "delta": 1, "previous_score": 0, "score": 1,
+                         "reason": {"kind": "rule", "event_id": "e\r\n1"}}],
+        });
+        let text = render_text(&view);
+        assert_eq!(text.lines().count(), 5, "{text}");
+        assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
+        assert!(text.contains(r#""u\nforged line""#), "{text}");
+    }
+
     #[test]
     fn a_timer_due_past_year_9999_shows_as_none() {
         let e = engine(20);

@@ -503,8 +503,16 @@ pub(super) fn scalar_map(
         .map(|(k, v)| {
             let value = scalar(
                 || {
-                    let (head, cut) = truncate(&k);
-                    format!("{field}.{head}{}", if cut { "..." } else { "" })
+                    // A key from the input goes into an error line: as it is when it is
+                    // plain, quoted and escaped otherwise, so no control character, line
+                    // break or quote of it can forge or split the line.
+                    let plain = k.chars().all(|c| !c.is_control() && c != '"' && c != '\\');
+                    if plain {
+                        let (head, cut) = truncate(&k);
+                        format!("{field}.{head}{}", if cut { "..." } else { "" })
+                    } else {
+                        format!("{field}[{}]", Quoted(&k))
+                    }
                 },
                 v,
                 "a string, number or boolean",

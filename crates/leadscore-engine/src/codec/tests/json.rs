@@ -527,6 +527,27 @@ fn rejects_properties_that_are_not_scalars_naming_the_property() {
     }
 }
 
+/// A property's name goes into the error line as it is only when plain: one with a line break,
+/// a control character or a quote is quoted and escaped, so the input cannot forge or split
+/// the `FILE:LINE: reason` line (docs/semantics.md) or the dead letter's message header.
+#[test]
+fn a_property_name_with_line_breaks_or_quotes_is_escaped_in_the_error() {
+    let base = format!(r#""user_id":"u1","time":"{T0}","type":"custom_event","name":"n""#);
+    let key = r#"x\"\nevents.jsonl:7: everything is fine\u001b[2J"#;
+    let msg = rejects(
+        &format!(r#"{{{base},"properties":{{"{key}":null}}}}"#),
+        "wrong_type",
+    );
+    assert!(
+        !msg.contains('\n') && !msg.chars().any(char::is_control),
+        "{msg:?}"
+    );
+    assert_eq!(
+        msg,
+        r#"field "properties["x\"\nevents.jsonl:7: everything is fine\u{1b}[2J"]": expected a string, number or boolean, found null"#
+    );
+}
+
 #[test]
 fn rejects_properties_that_are_not_an_object() {
     let msg = rejects(
