@@ -1947,3 +1947,34 @@ fn an_attribute_value_written_minus_zero_is_the_float_minus_zero() {
         run.raw[0]
     );
 }
+
+/// `--partitions` below 1 and an `--explain-depth` beyond the scorer's bound are usage errors
+/// that name the flag, not a run with a value the scorer could never have.
+#[test]
+fn simulate_refuses_partitions_below_one_and_an_explain_depth_past_the_scorers_bound() {
+    let rules = "[entry]\non = [{ type = \"email_added\" }]\n";
+    let line =
+        b"{\"user_id\":\"u\",\"time\":\"2026-01-05T10:00:00Z\",\"type\":\"session_start\"}\n";
+    for args in [
+        &["--partitions", "0"][..],
+        &["--partitions=-5"],
+        &["--explain", "u", "--explain-depth", "100000"],
+        &["--explain", "u", "--explain-depth", "1001"],
+    ] {
+        let run = simulate_unchecked(rules, line, args);
+        assert_eq!(run.code, Some(2), "{args:?}: a usage error\n{}", run.stderr);
+        let flag = args
+            .iter()
+            .find(|a| a.starts_with("--") && *a != &"--explain");
+        let flag = flag
+            .map(|f| f.split('=').next().unwrap_or(f))
+            .unwrap_or_default();
+        assert!(
+            run.stderr.contains(flag),
+            "{args:?}: names {flag}\n{}",
+            run.stderr
+        );
+    }
+    let run = simulate(rules, line, &["--explain", "u", "--json", "--explain-depth", "1000"]);
+    assert_eq!(run.code, Some(0));
+}

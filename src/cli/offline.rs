@@ -28,7 +28,7 @@ pub(super) struct SimulateArgs {
     changes: bool,
     /// Split the events into this many partitions by user id (Kafka's default
     /// partitioner), each with its own clock, as the scorer would see them.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
     partitions: i32,
     /// A line whose `time` is further than this ahead of the wall clock is a bad line and
     /// moves no clock, as the scorer dead-letters it (scorer.max_future_skew).
@@ -41,8 +41,14 @@ pub(super) struct SimulateArgs {
     /// With --explain: the JSON view (as GET /v1/leads/{user_id} answers) instead of text.
     #[arg(long, requires = "explain")]
     json: bool,
-    /// With --explain: how many recent changes each user keeps (scorer.explain_depth).
-    #[arg(long, default_value_t = crate::history::DEFAULT_DEPTH)]
+    /// With --explain: how many recent changes each user keeps (scorer.explain_depth, at most
+    /// 1000).
+    #[arg(
+        long,
+        default_value_t = crate::history::DEFAULT_DEPTH,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+            .range(0..=crate::config::MAX_EXPLAIN_DEPTH as u64)
+    )]
     explain_depth: usize,
 }
 

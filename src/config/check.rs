@@ -24,7 +24,7 @@ fn ensure(
 }
 
 /// `scorer.explain_depth` at most: 1000 kept changes are about 25 KB of every user's state.
-const MAX_EXPLAIN_DEPTH: usize = 1000;
+pub const MAX_EXPLAIN_DEPTH: usize = 1000;
 
 impl Settings {
     /// Checks across fields and of ranges the types do not express, so a bad setting stops the

@@ -46,6 +46,7 @@ use toml::{Table, Value};
 use crate::codec::Format;
 
 mod check;
+pub use check::MAX_EXPLAIN_DEPTH;
 mod env;
 mod handoff;
 mod ingest;
