@@ -1975,6 +1975,10 @@ fn simulate_refuses_partitions_below_one_and_an_explain_depth_past_the_scorers_b
             run.stderr
         );
     }
-    let run = simulate(rules, line, &["--explain", "u", "--json", "--explain-depth", "1000"]);
+    let run = simulate(
+        rules,
+        line,
+        &["--explain", "u", "--json", "--explain-depth", "1000"],
+    );
     assert_eq!(run.code, Some(0));
 }

@@ -247,7 +247,20 @@ impl Settings {
             !self.log.level.is_empty(),
             &["log.level"],
             NON_EMPTY,
-        )
+        )?;
+        // A directive the filter cannot read would be dropped with a note on stderr and the
+        // service started at another level than asked for.
+        match tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(sources.invalid(
+                &["log.level"],
+                format!(
+                    "{:?} is not a log filter ({e}): a level (error, warn, info, debug, trace) \
+                     or directives such as \"info,leadscore=debug\"",
+                    self.log.level
+                ),
+            )),
+        }
     }
 
     /// `handoff.status_order`, `handoff_status` and `skip_statuses` must describe one funnel.

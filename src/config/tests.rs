@@ -302,6 +302,14 @@ fn cross_field_errors_name_the_field() {
             "scorer.explain_depth: must be at most 1000",
         ),
         (
+            "[log]\nlevel = \"not a [filter\"\n",
+            "log.level: \"not a [filter\" is not a log filter",
+        ),
+        (
+            "[log]\nlevel = \"info,leadscore=loud\"\n",
+            "log.level: \"info,leadscore=loud\" is not a log filter",
+        ),
+        (
             "[handoff]\ngroup_id = \"leadscore-scorer\"\n",
             "handoff.group_id: must differ from scorer.group_id",
         ),
