@@ -9,17 +9,32 @@ use std::collections::{HashMap, HashSet};
 /// What the handoff remembers about a user.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LeadState {
-    /// Handed off (or given up on) since it last became eligible.
+    /// Handed off since it last became eligible.
     pub handed_off: bool,
     /// The last `lead_status` seen, to notice a change; a change without one leaves it.
     pub status: Option<String>,
+    /// `stable_hash` of a lead id refused as invalid (dead-lettered without a call) since the
+    /// lead last became eligible: the same id is not dead-lettered again on every change,
+    /// while another id (the attribute fixed at its source) hands the lead off.
+    pub refused_id: Option<u64>,
 }
 
+/// The encoding of a state without a refused id, which every version reads.
 const LEAD_STATE_VERSION: u8 = 1;
+/// The encoding of a state with one: the version, the flag, the hash (8 bytes, little-endian),
+/// then the status.
+const LEAD_STATE_REFUSED: u8 = 2;
 
 impl LeadState {
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = vec![LEAD_STATE_VERSION, self.handed_off as u8];
+        let mut v = match self.refused_id {
+            None => vec![LEAD_STATE_VERSION, self.handed_off as u8],
+            Some(h) => {
+                let mut v = vec![LEAD_STATE_REFUSED, self.handed_off as u8];
+                v.extend_from_slice(&h.to_le_bytes());
+                v
+            }
+        };
         if let Some(s) = &self.status {
             v.extend_from_slice(s.as_bytes());
         }
@@ -27,17 +42,30 @@ impl LeadState {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<LeadState> {
-        match bytes {
-            [LEAD_STATE_VERSION, flag @ (0 | 1)] => Some(LeadState {
-                handed_off: *flag == 1,
-                status: None,
-            }),
-            [LEAD_STATE_VERSION, flag @ (0 | 1), rest @ ..] => Some(LeadState {
-                handed_off: *flag == 1,
-                status: Some(std::str::from_utf8(rest).ok()?.to_string()),
-            }),
-            _ => None,
-        }
+        let (handed_off, refused_id, status) = match bytes {
+            [LEAD_STATE_VERSION, flag @ (0 | 1), rest @ ..] => (*flag == 1, None, rest),
+            [LEAD_STATE_REFUSED, flag @ (0 | 1), rest @ ..] if rest.len() >= 8 => {
+                let (hash, rest) = rest.split_at(8);
+                let hash = u64::from_le_bytes(hash.try_into().ok()?);
+                (*flag == 1, Some(hash), rest)
+            }
+            _ => return None,
+        };
+        let status = match status {
+            [] => None,
+            s => Some(std::str::from_utf8(s).ok()?.to_string()),
+        };
+        Some(LeadState {
+            handed_off,
+            status,
+            refused_id,
+        })
+    }
+
+    /// Records that `lead_id` was refused as invalid: the lead stays eligible for another id.
+    pub fn refuse(&mut self, lead_id: &str) {
+        self.handed_off = false;
+        self.refused_id = Some(crate::state::stable_hash(lead_id.as_bytes()));
     }
 }
 
@@ -49,6 +77,8 @@ pub enum Skip {
     AtOrBeyondHandoffStatus,
     AlreadyHandedOff,
     NoLeadId,
+    /// The lead id is the one refused as invalid last time: dead-lettered once already.
+    RefusedLeadId,
 }
 
 /// Where a status stands in the funnel (`handoff.status_order`, `handoff_status`,
@@ -144,6 +174,7 @@ pub fn decide(
         if st.status.as_deref().map(status_key) != Some(status_key(&now)) {
             if funnel.is_recycle(st.status.as_deref(), Some(&now)) {
                 st.handed_off = false;
+                st.refused_id = None;
             }
             st.status = Some(now);
         }
@@ -170,6 +201,10 @@ pub fn decide(
             None => return Err(Skip::NoLeadId),
         },
     };
+    if st.refused_id == Some(crate::state::stable_hash(lead_id.as_bytes())) {
+        return Err(Skip::RefusedLeadId);
+    }
     st.handed_off = true;
+    st.refused_id = None;
     Ok(lead_id)
 }

@@ -699,7 +699,8 @@ impl Service for Core {
                 st.pending.push(lead);
             } else {
                 // No call: an id like `..` or `a/b` would change the request's path. The lead
-                // is given up on (decide marked it) until it becomes eligible again.
+                // stays eligible, for another id: the same one is not dead-lettered again.
+                owned.update_if_changed(&change.user_id, |l| l.refuse(&lead.lead_id));
                 self.record_outcome(&lead, None, Some(&invalid_lead_id(&lead.lead_id)))?;
             }
         }

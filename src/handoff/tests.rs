@@ -279,10 +279,22 @@ fn lead_state_round_trips() {
         LeadState {
             handed_off: true,
             status: Some("Open".into()),
+            refused_id: None,
         },
         LeadState {
             handed_off: false,
             status: Some(String::new()),
+            refused_id: None,
+        },
+        LeadState {
+            handed_off: false,
+            status: Some("Nurture".into()),
+            refused_id: Some(u64::MAX - 7),
+        },
+        LeadState {
+            handed_off: true,
+            status: None,
+            refused_id: Some(0),
         },
     ] {
         let back = LeadState::decode(&st.encode());
@@ -294,4 +306,55 @@ fn lead_state_round_trips() {
         assert_eq!(back, Some(want));
     }
     assert_eq!(LeadState::decode(&[9, 0]), None);
+    assert_eq!(
+        LeadState::decode(&[2, 0, 1, 2, 3]),
+        None,
+        "a hash cut short"
+    );
+    // What a version without refused ids wrote reads the same.
+    assert_eq!(
+        LeadState::decode(b"\x01\x01Open"),
+        Some(LeadState {
+            handed_off: true,
+            status: Some("Open".into()),
+            refused_id: None,
+        })
+    );
+}
+
+/// SPEC 6: a lead is handed off when it has not been since it last became eligible. A lead
+/// whose id was refused as invalid was not: the same id is not refused again on every change,
+/// and once the id is fixed at its source, the next change over the threshold hands it off.
+#[test]
+fn a_lead_whose_invalid_id_is_fixed_is_handed_off() {
+    let s = HandoffSettings {
+        lead_id_attribute: Some("sfid".into()),
+        ..settings()
+    };
+    let with_id = |score: i64, id: &str| {
+        let mut c = change("u", score, Some("Open"));
+        let mut attrs: Vec<(String, Scalar)> = c
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_owned()))
+            .collect();
+        attrs.push(("sfid".into(), Scalar::Str(id.into())));
+        c.attributes = attrs.into_iter().collect();
+        c
+    };
+    let mut st = LeadState::default();
+    assert_eq!(
+        run(&mut st, &with_id(110, "not-a-valid-id"), &s),
+        Ok("not-a-valid-id".into())
+    );
+    // The handoff found it invalid and dead-lettered it.
+    st.refuse("not-a-valid-id");
+    let st = &mut LeadState::decode(&st.encode()).expect("round trip");
+    assert_eq!(
+        run(st, &with_id(120, "not-a-valid-id"), &s),
+        Err(Skip::RefusedLeadId)
+    );
+    let fixed = "00Q5e00000KC001AAA";
+    assert_eq!(run(st, &with_id(130, fixed), &s), Ok(fixed.to_string()));
+    assert_eq!(run(st, &with_id(140, fixed), &s), ALREADY);
 }

@@ -688,6 +688,26 @@ fn bad_lead_ids_and_mismatched_keys_are_dead_lettered_without_a_call() {
     assert!(failed
         .iter()
         .all(|o| o["error"]["errorCode"] == "INVALID_LEAD_ID" && o["http_status"].is_null()));
+
+    // Then, after a restart (the refusals are state, checkpointed): a further change with the
+    // same invalid id is not dead-lettered again, and one whose id was fixed at its source
+    // hands the lead off (SPEC 6: it was never handed off since it became eligible).
+    let fixed = salesforce_lead_id(5);
+    setup.send(&[
+        keyed("bad0", 2, 160, "Open", bad[0]),
+        keyed("bad4", 2, 160, "Open", &fixed),
+    ]);
+    let mut h = setup.handoff();
+    wait_until(Duration::from_secs(60), "the fixed lead", || {
+        setup.standin.patch_count(&fixed) == 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(h.terminate().success());
+    assert_eq!(
+        dead_letters(&setup).len(),
+        bad.len() + 1,
+        "the same invalid id is not dead-lettered again"
+    );
 }
 
 #[test]
