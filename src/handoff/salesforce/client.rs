@@ -368,6 +368,15 @@ impl SalesforceClient {
                         status,
                         body: redact_echo(body, hidden),
                     }),
+                    // A lone PATCH's 2xx says all there is to say: its body is not read for
+                    // anything (README: any 2xx is a success, whatever its body), so one past
+                    // the cap is a success too, not a retry of an update that was made.
+                    None if endpoint == Endpoint::Sobject && (200..300).contains(&status) => {
+                        Ok(Reply {
+                            status,
+                            body: String::new(),
+                        })
+                    }
                     None => {
                         let error = SfError {
                             error_code: RESPONSE_TOO_LARGE.to_string(),
