@@ -17,23 +17,44 @@ pub struct LeadState {
     /// lead last became eligible: the same id is not dead-lettered again on every change,
     /// while another id (the attribute fixed at its source) hands the lead off.
     pub refused_id: Option<u64>,
+    /// `stable_hash`es of the ids of the last [`RECENT_CHANGES`] score changes read, oldest
+    /// first: a change read again (the scorer republishes the changes after its last
+    /// checkpoint when it restarts after a crash) is a duplicate, dropped by its `event_id` as
+    /// SPEC 4 says a consumer can, so that a recycle among them cannot hand the lead off twice.
+    pub recent: Vec<u64>,
 }
 
-/// The encoding of a state without a refused id, which every version reads.
+/// How many change ids a lead remembers: more than a scorer's crash replays of one user in
+/// any realistic span (the changes after its last checkpoint, a few seconds' worth), 64 bytes
+/// of state at most.
+pub const RECENT_CHANGES: usize = 8;
+
+/// The encoding of a state with neither a refused id nor recent changes, which every version
+/// reads: the version, the flag, the status.
 const LEAD_STATE_VERSION: u8 = 1;
-/// The encoding of a state with one: the version, the flag, the hash (8 bytes, little-endian),
-/// then the status.
-const LEAD_STATE_REFUSED: u8 = 2;
+/// The encoding with them: the version, the flag, `1` and the refused id's hash (8 bytes,
+/// little-endian) or `0`, the number of recent change hashes and each (8 bytes), the status.
+const LEAD_STATE_V2: u8 = 2;
 
 impl LeadState {
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = match self.refused_id {
-            None => vec![LEAD_STATE_VERSION, self.handed_off as u8],
-            Some(h) => {
-                let mut v = vec![LEAD_STATE_REFUSED, self.handed_off as u8];
-                v.extend_from_slice(&h.to_le_bytes());
-                v
+        let mut v = if self.refused_id.is_none() && self.recent.is_empty() {
+            vec![LEAD_STATE_VERSION, self.handed_off as u8]
+        } else {
+            let mut v = vec![LEAD_STATE_V2, self.handed_off as u8];
+            match self.refused_id {
+                Some(h) => {
+                    v.push(1);
+                    v.extend_from_slice(&h.to_le_bytes());
+                }
+                None => v.push(0),
             }
+            let recent = &self.recent[self.recent.len().saturating_sub(RECENT_CHANGES)..];
+            v.push(recent.len() as u8);
+            for h in recent {
+                v.extend_from_slice(&h.to_le_bytes());
+            }
+            v
         };
         if let Some(s) = &self.status {
             v.extend_from_slice(s.as_bytes());
@@ -42,30 +63,55 @@ impl LeadState {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<LeadState> {
-        let (handed_off, refused_id, status) = match bytes {
-            [LEAD_STATE_VERSION, flag @ (0 | 1), rest @ ..] => (*flag == 1, None, rest),
-            [LEAD_STATE_REFUSED, flag @ (0 | 1), rest @ ..] if rest.len() >= 8 => {
-                let (hash, rest) = rest.split_at(8);
-                let hash = u64::from_le_bytes(hash.try_into().ok()?);
-                (*flag == 1, Some(hash), rest)
+        let hash = |b: &[u8]| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?));
+        let mut st = LeadState::default();
+        let status = match bytes {
+            [LEAD_STATE_VERSION, flag @ (0 | 1), rest @ ..] => {
+                st.handed_off = *flag == 1;
+                rest
+            }
+            [LEAD_STATE_V2, flag @ (0 | 1), has @ (0 | 1), rest @ ..] => {
+                st.handed_off = *flag == 1;
+                let mut rest = rest;
+                if *has == 1 {
+                    st.refused_id = Some(hash(rest)?);
+                    rest = &rest[8..];
+                }
+                let (&n, mut rest) = rest.split_first()?;
+                if n as usize > RECENT_CHANGES {
+                    return None;
+                }
+                for _ in 0..n {
+                    st.recent.push(hash(rest)?);
+                    rest = &rest[8..];
+                }
+                rest
             }
             _ => return None,
         };
-        let status = match status {
-            [] => None,
-            s => Some(std::str::from_utf8(s).ok()?.to_string()),
-        };
-        Some(LeadState {
-            handed_off,
-            status,
-            refused_id,
-        })
+        if !status.is_empty() {
+            st.status = Some(std::str::from_utf8(status).ok()?.to_string());
+        }
+        Some(st)
     }
 
     /// Records that `lead_id` was refused as invalid: the lead stays eligible for another id.
     pub fn refuse(&mut self, lead_id: &str) {
         self.handed_off = false;
         self.refused_id = Some(crate::state::stable_hash(lead_id.as_bytes()));
+    }
+
+    /// Whether the change with this id was read already; otherwise remembers it.
+    fn seen_before(&mut self, change_id: &str) -> bool {
+        let h = crate::state::stable_hash(change_id.as_bytes());
+        if self.recent.contains(&h) {
+            return true;
+        }
+        if self.recent.len() >= RECENT_CHANGES {
+            self.recent.remove(0);
+        }
+        self.recent.push(h);
+        false
     }
 }
 
@@ -79,6 +125,8 @@ pub enum Skip {
     NoLeadId,
     /// The lead id is the one refused as invalid last time: dead-lettered once already.
     RefusedLeadId,
+    /// A change read before (its `event_id` is among the lead's recent ones): a replay.
+    Duplicate,
 }
 
 /// Where a status stands in the funnel (`handoff.status_order`, `handoff_status`,
@@ -162,6 +210,9 @@ pub fn decide(
     s: &HandoffSettings,
     funnel: &Funnel,
 ) -> Result<String, Skip> {
+    if st.seen_before(&change.event_id().to_string()) {
+        return Err(Skip::Duplicate);
+    }
     let status = match change.attribute(&s.status_attribute) {
         Some(ScalarRef::Str(v)) => Some(v.to_owned()),
         Some(other) => Some(other.to_string()),

@@ -39,8 +39,11 @@ fn settings() -> HandoffSettings {
 }
 
 fn change(user: &str, score: i64, status: Option<&str>) -> ScoreChange {
+    // Every change its own id, as the scorer gives them: a repeated id is a replay.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     ScoreChange {
-        id: format!("c-{score}").into(),
+        id: format!("c-{score}-{n}").into(),
         user_id: user.into(),
         time: 0,
         previous_score: 0,
@@ -280,21 +283,31 @@ fn lead_state_round_trips() {
             handed_off: true,
             status: Some("Open".into()),
             refused_id: None,
+            recent: Vec::new(),
         },
         LeadState {
             handed_off: false,
             status: Some(String::new()),
             refused_id: None,
+            recent: Vec::new(),
         },
         LeadState {
             handed_off: false,
             status: Some("Nurture".into()),
             refused_id: Some(u64::MAX - 7),
+            recent: vec![1, u64::MAX],
         },
         LeadState {
             handed_off: true,
             status: None,
             refused_id: Some(0),
+            recent: Vec::new(),
+        },
+        LeadState {
+            handed_off: false,
+            status: Some("Open".into()),
+            refused_id: None,
+            recent: (0..RECENT_CHANGES as u64).collect(),
         },
     ] {
         let back = LeadState::decode(&st.encode());
@@ -318,8 +331,41 @@ fn lead_state_round_trips() {
             handed_off: true,
             status: Some("Open".into()),
             refused_id: None,
+            recent: Vec::new(),
         })
     );
+}
+
+/// SPEC 4: a consumer drops a duplicate change by its `event_id`. The scorer republishes the
+/// changes after its last checkpoint when it restarts after a crash: read again, a recycle
+/// among them (Open over the threshold, MQL, SQL, Nurture) must not hand the lead off a third
+/// time, nor move its status back. A change read once more after more than the remembered
+/// ones is read as new (the bound on the state).
+#[test]
+fn a_replayed_change_is_a_duplicate_and_changes_nothing() {
+    let s = settings();
+    let mut st = LeadState::default();
+    let story = [
+        change("u", 105, Some("Open")),
+        change("u", 105, Some("MQL")),
+        change("u", 105, Some("SQL")),
+        change("u", 105, Some("Nurture")),
+    ];
+    let first: Vec<Outcome> = story.iter().map(|c| run(&mut st, c, &s)).collect();
+    assert_eq!(
+        first,
+        [Ok("u".to_string()), BEYOND, BEYOND, Ok("u".to_string())]
+    );
+    let st = &mut LeadState::decode(&st.encode()).expect("round trip");
+    let before = st.clone();
+    for c in &story {
+        assert_eq!(run(st, c, &s), Err(Skip::Duplicate));
+    }
+    assert_eq!(*st, before, "a duplicate changes nothing");
+    for i in 0..RECENT_CHANGES {
+        let _ = run(st, &change("u", 90 + i as i64, Some("Nurture")), &s);
+    }
+    assert_ne!(run(st, &story[0], &s), Err(Skip::Duplicate));
 }
 
 /// SPEC 6: a lead is handed off when it has not been since it last became eligible. A lead

@@ -264,12 +264,25 @@ fn a_lead_whose_status_leaves_mql_is_handed_off_again() {
     wait_until(Duration::from_secs(60), "the second handoff", || {
         setup.outcomes().len() >= 2
     });
+    // The scorer republishes changes after a crash: the same four again, duplicates by their
+    // event_id (SPEC 4), recycle included, hand nothing off a third time.
+    send(&[
+        (1, 120, "Open"),
+        (2, 121, "MQL"),
+        (3, 125, "Nurture"),
+        (4, 126, "Nurture"),
+    ]);
+    // A change after them is read: its status (SQL) drops nothing, then a recycle hands off.
+    send(&[(5, 127, "SQL"), (6, 128, "Nurture")]);
+    wait_until(Duration::from_secs(60), "the third handoff", || {
+        setup.outcomes().len() >= 3
+    });
     std::thread::sleep(Duration::from_secs(1));
     assert!(h.terminate().success());
     assert_eq!(
         setup.standin.patch_count(&id),
-        2,
-        "handed off, then again after leaving MQL"
+        3,
+        "handed off, then again after leaving MQL, not for the replay, then after a recycle"
     );
     let reqs = setup.standin.requests();
     let patch = reqs
@@ -805,7 +818,10 @@ fn answers_that_do_not_match_the_records_are_retried_and_an_oversized_lone_succe
     let big = salesforce_lead_id(9);
     setup.send(&[keyed("u9", 1, 150, "Open", &big)]);
     wait_until(Duration::from_secs(60), "the outcome", || {
-        setup.outcomes().iter().any(|o| o["lead_id"] == big.as_str())
+        setup
+            .outcomes()
+            .iter()
+            .any(|o| o["lead_id"] == big.as_str())
     });
     assert!(h.terminate().success());
     assert!(dead_letters(&setup).is_empty());
