@@ -302,12 +302,43 @@ pub(super) fn collection_outcomes(reply: &Reply, ids: &[&str]) -> Vec<LeadOutcom
         .collect()
 }
 
-/// Whether a result's id names the record sent with `sent`: equal, or the 18-character form
-/// Salesforce answers for a 15-character id sent (the same id with a case-checksum suffix).
-fn same_id(answered: &str, sent: &str) -> bool {
+/// Whether a result's id names the record sent with `sent`: equal, or the same record in the
+/// other form. A 15-character id is case-sensitive; its 18-character form adds a suffix that
+/// encodes the case of its letters, so that it names the record whatever the case it is
+/// written in: `00q5e...` and `00Q5e...` are two records, and an 18-character id is theirs
+/// only with the right suffix.
+pub(super) fn same_id(answered: &str, sent: &str) -> bool {
+    let long = |id: &str| match id.len() {
+        15 => Some(format!("{id}{}", case_suffix(id)?)),
+        18 if id.is_ascii() => Some(id.to_string()),
+        _ => None,
+    };
     answered == sent
-        || (sent.len() == 15 && answered.len() == 18 && answered.starts_with(sent))
-        || (sent.len() == 18 && answered.len() == 15 && sent.starts_with(answered))
+        || (answered.len() == 18 || sent.len() == 18)
+            && matches!((long(answered), long(sent)), (Some(a), Some(b)) if a.eq_ignore_ascii_case(&b))
+}
+
+/// The three characters Salesforce appends to a 15-character id: for each five characters, a
+/// bit per upper-case letter, as one of `A`-`Z`, `0`-`5`.
+fn case_suffix(id15: &str) -> Option<String> {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
+    let bytes = id15.as_bytes();
+    if bytes.len() != 15 || !id15.is_ascii() {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks(5)
+            .map(|chunk| {
+                let bits = chunk
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.is_ascii_uppercase())
+                    .fold(0usize, |n, (i, _)| n | 1 << i);
+                ALPHABET[bits] as char
+            })
+            .collect(),
+    )
 }
 
 /// `(used, allowed)` from `Sforce-Limit-Info: api-usage=18/15000`, which may carry further

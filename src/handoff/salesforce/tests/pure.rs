@@ -267,6 +267,27 @@ fn new_rejects_settings_it_cannot_use() {
     assert_eq!(client.instance_url, "https://example.my.salesforce.com");
 }
 
+/// An 18-character id names the record of the 15-character id it extends only with the suffix
+/// Salesforce computes from the case of its letters, and in any case of its own; a
+/// 15-character id is case-sensitive.
+#[test]
+fn an_eighteen_character_id_names_a_record_by_its_case_suffix() {
+    for (answered, sent, same) in [
+        ("001A0000006Vm9rIAC", "001A0000006Vm9r", true), // Salesforce's documented example
+        ("001a0000006vm9riac", "001A0000006Vm9r", true), // 18 characters: any case
+        ("001A0000006Vm9r", "001A0000006VM9RIAC", true),
+        ("001A0000006Vm9rAAA", "001A0000006Vm9r", false), // another suffix: another record
+        ("00Q5e00000KC001AAA", "00Q5e00000KC001", false),
+        ("00Q5e00000KC001EAD", "00Q5e00000KC001", true),
+        ("00q5e00000kc001", "00Q5e00000KC001", false), // 15 characters: case counts
+        ("00q5e00000kc001AAA", "00Q5e00000KC001", false),
+        ("001A0000006Vm9rIAC", "001A0000006Vm9rIAC", true),
+        ("001A0000006Vm9rIA", "001A0000006Vm9r", false),
+    ] {
+        assert_eq!(same_id(answered, sent), same, "{answered} for {sent}");
+    }
+}
+
 #[test]
 fn collection_results_are_matched_to_records_by_position_and_id() {
     let sent = [
@@ -280,7 +301,7 @@ fn collection_results_are_matched_to_records_by_position_and_id() {
     let body = format!(
         "[{},{failure},{}]",
         success(sent[0]),
-        success("00Q000000000003ABC")
+        success("00Q000000000003EAA")
     );
     let exact = collection_outcomes(&reply(200, &body), &sent);
     assert_eq!(exact[0], ok(200));
