@@ -318,7 +318,15 @@ impl Loader<'_> {
                 output.tracked_attributes = items
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, item)| self.string(item, &index(key, i)))
+                    .filter_map(|(i, item)| {
+                        let name = self.string(item, &index(key, i))?;
+                        if name.is_empty() {
+                            // No attribute has an empty name: a typo, tracking nothing.
+                            self.error(item.span(), &index(key, i), "is empty: an attribute name");
+                            return None;
+                        }
+                        Some(name)
+                    })
                     .collect();
             }
         }

@@ -412,6 +412,16 @@ fn reports_wrong_types() {
 }
 
 #[test]
+fn an_empty_tracked_attribute_name_is_an_error_naming_its_place() {
+    expect_error(
+        "[output]\ntracked_attributes = [\"lead_status\", \"\"]\n",
+        2,
+        "output.tracked_attributes[2]",
+        "is empty: an attribute name",
+    );
+}
+
+#[test]
 fn reports_a_float_outside_factor_naming_the_key() {
     expect_error(
         "[[group]]\nname = \"g\"\ndelta = 1.5\ntriggers = [{ type = \"session_start\" }]\n",
