@@ -745,8 +745,8 @@ async fn echo_server(
 /// JSON string.
 #[tokio::test]
 async fn an_answer_echoing_the_request_leaks_neither_the_secret_nor_the_token() {
-    // Characters that form-encoding and JSON both change.
-    let secret = "s3cr3t+Echo/Me \"quoted\"";
+    // Characters that percent-encoding and JSON both change, a space, a slash, a quote.
+    let secret = "s3cr3t+Echo/Me \"quoted\" &more";
     let token = "00Dxx0000001gPL!AR8AQJXg5oj8jXSgxJfA0lBog.echo";
     let answers: Vec<Answer> = vec![
         // An OAuth error whose description quotes the request.
@@ -756,6 +756,21 @@ async fn an_answer_echoing_the_request_leaks_neither_the_secret_nor_the_token() 
         }),
         // A proxy's page that is not JSON at all.
         Box::new(|r: &str| (502, format!("bad gateway for: {r}"))),
+        // The secret in other encodings than the form's: a URL's `%20` and lower-case hex,
+        // JSON with `\/`, JSON escaped twice.
+        Box::new(|_: &str| {
+            let s = "s3cr3t+Echo/Me \"quoted\" &more";
+            let json = serde_json::to_string(s).unwrap_or_default();
+            let text = format!(
+                "s3cr3t%2BEcho%2FMe%20%22quoted%22%20%26more s3cr3t%2bEcho%2fMe+%22quoted%22+%26more {} {}",
+                json.replace('/', "\\/"),
+                serde_json::to_string(&json).unwrap_or_default()
+            );
+            (
+                400,
+                json!({"error": "invalid_client", "error_description": text}).to_string(),
+            )
+        }),
         // A token, then Salesforce errors quoting the PATCH request (its Authorization too).
         Box::new(move |r: &str| {
             if r.starts_with("POST") {
@@ -795,12 +810,20 @@ async fn an_answer_echoing_the_request_leaks_neither_the_secret_nor_the_token() 
                 ("secret", secret.to_string()),
                 (
                     "form-encoded secret",
-                    "s3cr3t%2BEcho%2FMe+%22quoted%22".to_string(),
+                    "s3cr3t%2BEcho%2FMe+%22quoted%22+%26more".to_string(),
                 ),
+                (
+                    "URL-encoded secret",
+                    "s3cr3t%2BEcho%2FMe%20%22quoted%22%20%26more".to_string(),
+                ),
+                ("lower-case hex secret", "s3cr3t%2bEcho%2fMe".to_string()),
                 (
                     "JSON-escaped secret",
                     r#"s3cr3t+Echo/Me \"quoted\""#.to_string(),
                 ),
+                ("JSON secret with \\/", r#"s3cr3t+Echo\/Me"#.to_string()),
+                ("twice-escaped secret", r#"Me \\\"quoted"#.to_string()),
+                ("secret's head", "s3cr3t".to_string()),
                 ("token", token.to_string()),
             ] {
                 assert!(!text.contains(&form), "the {what} leaked: {text}");
@@ -812,7 +835,7 @@ async fn an_answer_echoing_the_request_leaks_neither_the_secret_nor_the_token() 
         );
         checked += shown.len();
     }
-    assert!(checked >= 8, "{checked} errors checked");
+    assert!(checked >= 10, "{checked} errors checked");
 }
 
 /// An error message of most of a megabyte (within the answer cap), or a thousand blamed fields, is cut to a bound before it

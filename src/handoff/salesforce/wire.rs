@@ -402,23 +402,42 @@ pub(super) fn redact_echo(mut body: String, hidden: &[&str]) -> String {
     body
 }
 
-/// Each of `hidden` at least `min` bytes long as sent, as a form encodes it and as a JSON
-/// string escapes it.
+/// Each of `hidden` at least `min` bytes long in every form an echo is likely to hold it: as
+/// sent; percent-encoded as a form writes it (a space as `+`) or as a URL does (`%20`), with
+/// upper- or lower-case hex; as a JSON string escapes it, also with `/` as `\/`, and escaped
+/// twice (a JSON error quoting a JSON body).
 fn hidden_forms(hidden: &[&str], min: usize) -> Vec<String> {
+    let json = |s: &str| {
+        let quoted = serde_json::to_string(s).unwrap_or_default();
+        quoted
+            .strip_prefix('"')
+            .and_then(|j| j.strip_suffix('"'))
+            .unwrap_or_default()
+            .to_string()
+    };
     let mut forms: Vec<String> = hidden
         .iter()
         .filter(|h| h.len() >= min)
         .flat_map(|h| {
-            let json = serde_json::to_string(h).unwrap_or_default();
-            let json = json
-                .strip_prefix('"')
-                .and_then(|j| j.strip_suffix('"'))
-                .unwrap_or_default()
-                .to_string();
-            [h.to_string(), form_encoded(h), json]
+            let form = form_encoded(h);
+            let url = form.replace('+', "%20");
+            let lower = |s: &str| lower_hex(s);
+            let once = json(h);
+            [
+                h.to_string(),
+                lower(&form),
+                lower(&url),
+                form,
+                url,
+                once.replace('/', "\\/"),
+                json(&once),
+                once,
+            ]
         })
         .filter(|f| !f.is_empty())
         .collect();
+    forms.sort();
+    forms.dedup();
     // Longest first, so that no shorter form leaves part of a longer one behind.
     forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
     forms
@@ -443,6 +462,24 @@ fn form_encoded(text: &str) -> String {
             }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// `text` with the hex digits of its `%XX` escapes in lower case.
+fn lower_hex(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut left = 0;
+    for c in text.chars() {
+        if c == '%' {
+            left = 2;
+            out.push(c);
+        } else if left > 0 {
+            left -= 1;
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
         }
     }
     out
