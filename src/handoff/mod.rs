@@ -114,6 +114,8 @@ enum Pause {
     ApiLimit,
     /// The token request was refused, or a session was refused after a fresh token.
     Auth(String),
+    /// No token could be had: the token endpoint failed (not the credentials).
+    NoToken(String),
 }
 
 /// A lead waiting for its Salesforce outcome.
@@ -325,6 +327,13 @@ impl Core {
                                 p.attempts -= 1; // the credentials failed, not the lead
                                 retry.push(p);
                             }
+                            RetryHint::NoToken => {
+                                if pause.is_none() {
+                                    pause = Some(Pause::NoToken(e.to_string()));
+                                }
+                                p.attempts -= 1; // no call was made for the lead
+                                retry.push(p);
+                            }
                             RetryHint::Retry
                                 if p.attempts >= self.settings.handoff.max_attempts =>
                             {
@@ -362,6 +371,16 @@ impl Core {
                         %error,
                         "Salesforce authentication failure (check salesforce.client_id and the \
                          client secret): pausing calls, keeping the leads"
+                    );
+                    wait
+                }
+                Some(Pause::NoToken(error)) => {
+                    let wait = self.backoff.delay(round, salesforce::jitter());
+                    tracing::warn!(
+                        leads = queue.len(),
+                        pause_s = wait.as_secs_f64(),
+                        %error,
+                        "no Salesforce token (the token endpoint failed): pausing calls, keeping the leads"
                     );
                     wait
                 }

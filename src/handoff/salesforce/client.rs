@@ -465,7 +465,14 @@ impl SalesforceClient {
             .await
         {
             Ok(reply) => reply,
-            Err(f) => return Err(f),
+            // No answer (or one past the cap): no lead is at fault, none is called for.
+            Err(f) => {
+                let error = SfError {
+                    hint: RetryHint::NoToken,
+                    ..f.error
+                };
+                return Err(CallFailure { error, ..f });
+            }
         };
         match token_from_reply(&reply) {
             Ok(token) => {

@@ -24,6 +24,10 @@ pub enum RetryHint {
     /// after a fresh token): pause all calls and keep the leads, since no lead is at fault;
     /// an operator must fix the client id or secret.
     AuthFailure,
+    /// No token could be had for a reason other than refused credentials (the token endpoint
+    /// timed out, could not be reached or answered `5xx`): pause all calls and keep the leads,
+    /// without counting an attempt for any, since no call was made for them.
+    NoToken,
     /// Salesforce rejected this lead's update for good (`NOT_FOUND`, `MALFORMED_ID`, validation,
     /// ...): the lead goes to the dead-letter topic with the answer.
     Permanent,
@@ -36,6 +40,7 @@ impl RetryHint {
             RetryHint::Retry => "retry",
             RetryHint::PauseForLimit => "pause_for_limit",
             RetryHint::AuthFailure => "auth_failure",
+            RetryHint::NoToken => "no_token",
             RetryHint::Permanent => "permanent",
         }
     }

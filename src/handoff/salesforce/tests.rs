@@ -333,25 +333,60 @@ async fn connection_refused_is_retried_without_a_status() {
         listener.local_addr().expect("addr")
     };
     let client = client_for(&format!("http://{closed}"), SECRET, Duration::from_secs(5));
+    // No token can be had: the leads are kept (a pause, no attempt counted), as no call was
+    // made for them.
     let (status, error) = token_failure(&client).await;
-    let retry = (None, CONNECTION_ERROR, RetryHint::Retry);
-    assert_eq!((status, error.error_code.as_str(), error.hint), retry);
+    let kept = (None, CONNECTION_ERROR, RetryHint::NoToken);
+    assert_eq!((status, error.error_code.as_str(), error.hint), kept);
     let report = client.update_leads(&[update(1), update(2)]).await;
     assert_eq!(report.api_calls, 1);
-    assert_failed(&report.outcomes, None, CONNECTION_ERROR, RetryHint::Retry);
+    assert_failed(&report.outcomes, None, CONNECTION_ERROR, RetryHint::NoToken);
+}
+
+/// A token endpoint that fails (5xx, a timeout, no answer, a 200 without a usable token) is no
+/// lead's fault and makes no call for any: its leads are paused and kept, not retried towards
+/// `max_attempts` and dead-lettered; refused credentials stay an authentication failure.
+#[tokio::test]
+async fn a_failing_token_endpoint_keeps_the_leads() {
+    for (status, body, hint) in [
+        (503, "down".to_string(), RetryHint::NoToken),
+        (
+            500,
+            json!({"error": "server_error"}).to_string(),
+            RetryHint::NoToken,
+        ),
+        (
+            200,
+            json!({"token": "elsewhere"}).to_string(),
+            RetryHint::NoToken,
+        ),
+        (
+            400,
+            json!({"error": "invalid_client"}).to_string(),
+            RetryHint::AuthFailure,
+        ),
+    ] {
+        let (url, server) = echo_server(move |_: &str| (status, body.clone())).await;
+        let client = client_for(&url, SECRET, Duration::from_secs(5));
+        let report = client.update_leads(&updates([1, 2])).await;
+        server.abort();
+        for outcome in &report.outcomes {
+            assert_eq!(error_of(outcome).hint, hint, "{status}: {outcome:?}");
+        }
+    }
 }
 
 #[tokio::test]
 async fn timeout_is_retried_without_a_status() {
     let org = org(standin_config()).await;
-    org.client.ensure_token().await.expect("a token");
-    org.standin
-        .set_faults(faults(|f| f.latency = Duration::from_millis(500)));
     let slow = client_for(
         &org.standin.instance_url(),
         SECRET,
         Duration::from_millis(50),
     );
+    slow.ensure_token().await.expect("a token");
+    org.standin
+        .set_faults(faults(|f| f.latency = Duration::from_millis(500)));
     let report = slow.update_leads(&[update(1)]).await;
     assert_failed(&report.outcomes[..1], None, TIMEOUT, RetryHint::Retry);
 }
@@ -656,7 +691,7 @@ async fn a_50_mb_answer_is_never_read_whole() {
     let (url, server) = endless_server().await;
     let client = client_for(&url, SECRET, Duration::from_secs(30));
     let (status, error) = token_failure(&client).await;
-    let too_large = (Some(200), RESPONSE_TOO_LARGE, RetryHint::Retry);
+    let too_large = (Some(200), RESPONSE_TOO_LARGE, RetryHint::NoToken);
     assert_eq!((status, error.error_code.as_str(), error.hint), too_large);
     drop(client);
     let sent = server.await.expect("the server task");

@@ -166,7 +166,9 @@ pub(super) fn token_from_reply(reply: &Reply) -> Result<Secret, SfError> {
         }
     };
     let hint = match error.hint {
-        RetryHint::Retry => RetryHint::Retry,
+        // A 200 without a usable token is the endpoint's failure, not the credentials'.
+        _ if reply.status == 200 => RetryHint::NoToken,
+        RetryHint::Retry | RetryHint::NoToken => RetryHint::NoToken,
         RetryHint::PauseForLimit => RetryHint::PauseForLimit,
         RetryHint::AuthFailure | RetryHint::Permanent => RetryHint::AuthFailure,
     };

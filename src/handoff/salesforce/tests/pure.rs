@@ -207,12 +207,12 @@ fn unexpected_answers_say_what_was_wrong() {
 
     // Token answers: never Permanent, and a 200 body is never quoted (it may hold a token).
     let no_token = token_from_reply(&reply(200, r#"{"token":"abc"}"#)).expect_err("no token");
-    assert_eq!(no_token.hint, RetryHint::AuthFailure);
+    assert_eq!(no_token.hint, RetryHint::NoToken);
     assert!(!no_token.message.contains("abc"));
     let down = token_from_reply(&reply(503, "down")).expect_err("down");
     assert_eq!(
         (down.error_code.as_str(), down.hint),
-        (UNEXPECTED_RESPONSE, RetryHint::Retry)
+        (UNEXPECTED_RESPONSE, RetryHint::NoToken)
     );
 
     let long = "x".repeat(5000);
