@@ -305,10 +305,10 @@ pub(super) fn collection_outcomes(reply: &Reply, ids: &[&str]) -> Vec<LeadOutcom
 }
 
 /// Whether a result's id names the record sent with `sent`: equal, or the same record in the
-/// other form. A 15-character id is case-sensitive; its 18-character form adds a suffix that
-/// encodes the case of its letters, so that it names the record whatever the case it is
-/// written in: `00q5e...` and `00Q5e...` are two records, and an 18-character id is theirs
-/// only with the right suffix.
+/// other form. A 15-character id is case-sensitive, so an 18-character one that starts with it
+/// exactly is its record (whatever its suffix says); its 18-character form adds a suffix that
+/// encodes the case of its letters, so that it names the record in any case: `00q5e...EAD`
+/// is `00Q5e...`, and `00q5e...` with another suffix is another record.
 pub(super) fn same_id(answered: &str, sent: &str) -> bool {
     let long = |id: &str| match id.len() {
         15 => Some(format!("{id}{}", case_suffix(id)?)),
@@ -316,6 +316,8 @@ pub(super) fn same_id(answered: &str, sent: &str) -> bool {
         _ => None,
     };
     answered == sent
+        || (sent.len() == 15 && answered.len() == 18 && answered.starts_with(sent))
+        || (sent.len() == 18 && answered.len() == 15 && sent.starts_with(answered))
         || (answered.len() == 18 || sent.len() == 18)
             && matches!((long(answered), long(sent)), (Some(a), Some(b)) if a.eq_ignore_ascii_case(&b))
 }

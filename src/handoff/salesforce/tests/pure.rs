@@ -267,20 +267,22 @@ fn new_rejects_settings_it_cannot_use() {
     assert_eq!(client.instance_url, "https://example.my.salesforce.com");
 }
 
-/// An 18-character id names the record of the 15-character id it extends only with the suffix
-/// Salesforce computes from the case of its letters, and in any case of its own; a
-/// 15-character id is case-sensitive.
+/// An 18-character id names the record of the 15-character id it starts with exactly (a
+/// 15-character id is case-sensitive), and in any other case only with the suffix Salesforce
+/// computes from the case of that id's letters.
 #[test]
 fn an_eighteen_character_id_names_a_record_by_its_case_suffix() {
     for (answered, sent, same) in [
         ("001A0000006Vm9rIAC", "001A0000006Vm9r", true), // Salesforce's documented example
         ("001a0000006vm9riac", "001A0000006Vm9r", true), // 18 characters: any case
         ("001A0000006Vm9r", "001A0000006VM9RIAC", true),
-        ("001A0000006Vm9rAAA", "001A0000006Vm9r", false), // another suffix: another record
-        ("00Q5e00000KC001AAA", "00Q5e00000KC001", false),
+        ("001A0000006Vm9rAAA", "001A0000006Vm9r", true), // the id sent, exactly: its record
+        ("001a0000006vm9rAAA", "001A0000006Vm9r", false), // another case, another suffix
+        ("00Q5e00000KC001AAA", "00Q5e00000KC001", true),
         ("00Q5e00000KC001EAD", "00Q5e00000KC001", true),
         ("00q5e00000kc001", "00Q5e00000KC001", false), // 15 characters: case counts
         ("00q5e00000kc001AAA", "00Q5e00000KC001", false),
+        ("00q5e00000kc001ead", "00Q5e00000KC001", true),
         ("001A0000006Vm9rIAC", "001A0000006Vm9rIAC", true),
         ("001A0000006Vm9rIA", "001A0000006Vm9r", false),
     ] {
