@@ -79,6 +79,23 @@ impl Settings {
                     owner.table()
                 )));
             }
+            // librdkafka judges the property now, so that its verdict names the file or the
+            // variable the property came from (at client creation it could name only the
+            // property). A credential's value is never quoted.
+            let value = self.kafka.properties.get(key).map_or("", String::as_str);
+            if let Err(e) = rdkafka::ClientConfig::new()
+                .set(name, value)
+                .create_native_config()
+            {
+                let mut said = match e {
+                    rdkafka::error::KafkaError::ClientConfig(_, description, _, _) => description,
+                    other => other.to_string(),
+                };
+                if is_sensitive_kafka_property(name) && !value.is_empty() {
+                    said = said.replace(value, "[redacted]");
+                }
+                return Err(error(format!("librdkafka refuses it: {said}")));
+            }
         }
         Ok(())
     }

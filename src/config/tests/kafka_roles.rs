@@ -11,7 +11,7 @@ const ROLE_TABLES: &str = r#"
     linger_ms = 20
     fetch_wait_max_ms = 50
     [kafka.producer]
-    compression_codec = "zstd"
+    compression_codec = "lz4"
     client_id = "producer"
     [kafka.consumer]
     "fetch.min.bytes" = 1000
@@ -36,7 +36,7 @@ fn producer_and_consumer_tables_reach_only_their_own_clients() {
     let produced = [
         Some("k:9092"),
         Some("producer"),
-        Some("zstd"),
+        Some("lz4"),
         Some("20"),
         None,
         None,
@@ -170,7 +170,7 @@ fn a_property_in_the_other_kinds_table_is_rejected_naming_it() {
 #[test]
 fn role_table_credentials_are_redacted_and_other_values_shown() {
     let s = load(
-        "[kafka.producer]\nsasl_password = \"prod-hunter2\"\ncompression_codec = \"zstd\"\n",
+        "[kafka.producer]\nsasl_password = \"prod-hunter2\"\ncompression_codec = \"lz4\"\n",
         &[("LEADSCORE__KAFKA__CONSUMER__SASL_PASSWORD", "cons-hunter2")],
     )
     .expect("loads");
@@ -179,7 +179,7 @@ fn role_table_credentials_are_redacted_and_other_values_shown() {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }
     assert!(
-        shown.contains(r#""producer.compression.codec": "zstd""#),
+        shown.contains(r#""producer.compression.codec": "lz4""#),
         "a known property's value is shown: {shown}"
     );
 }
@@ -221,7 +221,7 @@ fn a_role_table_from_the_environment_replaces_the_files() {
     assert_eq!(
         producer.get("compression.codec"),
         Some("gzip"),
-        "the file's zstd is gone"
+        "the file's lz4 is gone"
     );
     assert_eq!(producer.get("client.id"), Some("shared"));
     let consumer = consumer_config(&s.kafka.properties);
