@@ -68,6 +68,16 @@ impl Setup {
     }
 }
 
+/// Requests to the stand-in other than for a token.
+fn lead_calls(setup: &Setup) -> usize {
+    setup
+        .standin
+        .requests()
+        .iter()
+        .filter(|r| r.path != "/services/oauth2/token")
+        .count()
+}
+
 fn config(faults: Faults) -> StandinConfig {
     StandinConfig {
         client_id: "leadscore-dev".into(),
@@ -408,14 +418,7 @@ fn sigterm_during_a_limit_pause_or_a_backoff_makes_no_more_calls() {
             .collect();
         setup.send(&records);
         let mut h = setup.handoff_with(&[wait, ("HANDOFF__BACKOFF_MAX", "60s")]);
-        let lead_calls = || {
-            setup
-                .standin
-                .requests()
-                .iter()
-                .filter(|r| r.path != "/services/oauth2/token")
-                .count()
-        };
+        let lead_calls = || lead_calls(&setup);
         wait_until(Duration::from_secs(60), "the first call", || {
             lead_calls() >= 1
         });

@@ -1,6 +1,6 @@
 //! What a new owner of the handoff's partitions does with the state it restores.
 
-use super::{config, keyed, Setup};
+use super::{config, keyed, lead_calls, Setup};
 use crate::common::*;
 use leadscore::dev::standin::Faults;
 use leadscore::generator::salesforce_lead_id;
@@ -52,14 +52,4 @@ fn a_restored_checkpoint_ahead_of_the_group_commit_is_committed_without_new_inpu
         calls,
         "the restored leads were not handed off again"
     );
-}
-
-/// Requests to the stand-in other than for a token.
-fn lead_calls(setup: &Setup) -> usize {
-    setup
-        .standin
-        .requests()
-        .iter()
-        .filter(|r| r.path != "/services/oauth2/token")
-        .count()
 }

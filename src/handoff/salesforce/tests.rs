@@ -773,6 +773,20 @@ async fn echo_server(
     (format!("http://{addr}"), task)
 }
 
+/// An [`echo_server`] answer: a token request gets `token`, every other request `data(request)`.
+fn token_then(
+    token: &'static str,
+    data: impl Fn(&str) -> (u16, String) + Send + Sync + 'static,
+) -> impl Fn(&str) -> (u16, String) + Send + Sync + 'static {
+    move |r: &str| {
+        if r.starts_with("POST") {
+            (200, json!({ "access_token": token }).to_string())
+        } else {
+            data(r)
+        }
+    }
+}
+
 /// SPEC 6: the secret is never logged. An endpoint (or a proxy before it) that echoes the
 /// request in its error puts the client secret, or the bearer token, into the answer; the
 /// errors made of that answer (logged, and written to the outcome and dead-letter topics)
@@ -807,21 +821,13 @@ async fn an_answer_echoing_the_request_leaks_neither_the_secret_nor_the_token() 
             )
         }),
         // A token, then Salesforce errors quoting the PATCH request (its Authorization too).
-        Box::new(move |r: &str| {
-            if r.starts_with("POST") {
-                (200, json!({"access_token": token}).to_string())
-            } else {
-                let e = json!([{"message": r, "errorCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION"}]);
-                (400, e.to_string())
-            }
-        }),
-        Box::new(move |r: &str| {
-            if r.starts_with("POST") {
-                (200, json!({"access_token": token}).to_string())
-            } else {
-                (503, format!("<html>upstream said: {r}</html>"))
-            }
-        }),
+        Box::new(token_then(token, |r: &str| {
+            let e = json!([{"message": r, "errorCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION"}]);
+            (400, e.to_string())
+        })),
+        Box::new(token_then(token, |r: &str| {
+            (503, format!("<html>upstream said: {r}</html>"))
+        })),
     ];
     let mut checked = 0;
     for answer in answers {
@@ -878,22 +884,15 @@ async fn an_answer_echoing_the_request_leaks_neither_the_secret_nor_the_token() 
 /// refused by Kafka, which stops the handoff, and each restart would repeat the call.
 #[tokio::test]
 async fn a_huge_error_message_is_cut_to_a_bound() {
-    let (url, server) = echo_server(|r: &str| {
-        if r.starts_with("POST") {
-            (
-                200,
-                json!({"access_token": "tok-for-the-huge-answer"}).to_string(),
-            )
-        } else {
-            let fields: Vec<String> = (0..1000).map(|i| format!("Field{i}__c")).collect();
-            let e = json!([{
-                "message": "x".repeat(MAX_ANSWER_BYTES_PER_LEAD - 64 * 1024),
-                "errorCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION",
-                "fields": fields,
-            }]);
-            (400, e.to_string())
-        }
-    })
+    let (url, server) = echo_server(token_then("tok-for-the-huge-answer", |_: &str| {
+        let fields: Vec<String> = (0..1000).map(|i| format!("Field{i}__c")).collect();
+        let e = json!([{
+            "message": "x".repeat(MAX_ANSWER_BYTES_PER_LEAD - 64 * 1024),
+            "errorCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+            "fields": fields,
+        }]);
+        (400, e.to_string())
+    }))
     .await;
     let client = client_for(&url, SECRET, Duration::from_secs(5));
     let report = client.update_leads(&updates([1])).await;
@@ -915,16 +914,9 @@ async fn a_huge_error_message_is_cut_to_a_bound() {
 /// dead-lettered as a connection error, for as long as the token stayed cached.
 #[tokio::test]
 async fn a_token_that_cannot_be_a_header_is_refused_and_the_leads_kept() {
-    let (url, server) = echo_server(|r: &str| {
-        if r.starts_with("POST") {
-            (
-                200,
-                json!({"access_token": "00Dxx!AR8\r\nX-Evil: 1"}).to_string(),
-            )
-        } else {
-            (204, String::new())
-        }
-    })
+    let (url, server) = echo_server(token_then("00Dxx!AR8\r\nX-Evil: 1", |_: &str| {
+        (204, String::new())
+    }))
     .await;
     let client = client_for(&url, SECRET, Duration::from_secs(5));
     let (status, error) = token_failure(&client).await;
