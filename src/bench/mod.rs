@@ -144,7 +144,7 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
             let st = &states[u];
             x = x.wrapping_add(st.score as u64);
             if let Some(s) = st.seen.first() {
-                x = x.wrapping_add(s.time as u64);
+                x = x.wrapping_add(s.time() as u64);
             }
             x = x.wrapping_add(st.attributes.iter().next().map_or(0, |(k, _)| k.len()) as u64);
             x = x.wrapping_add(e.user_id.bytes().next().map_or(0, u64::from));

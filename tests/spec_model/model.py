@@ -17,7 +17,8 @@ follows these documented decisions:
   2^53); `gt` / `gte` / `lt` / `lte` compare as 64-bit floats;
 - a change's `delta` is `score - previous_score` saturated to the i64 range;
 - event ids are remembered until the clock reaches `r + 2 * dedupe_window` (`r` the later of
-  the event time and the clock when recorded), at most 4,096 per user, first recorded dropped
+  the event time and the clock when recorded, its distance from the event time rounded up to a
+  multiple of 2^k, k = max(0, bit length - 9)), at most 4,096 per user, first recorded dropped
   first;
 - cap usage (PRUNE = True, the default): a group's usage of a window is dropped, when the group
   next meets a capped event, only once the window ended at or before the re-entry start, more
@@ -28,6 +29,13 @@ follows these documented decisions:
   exact decimal factors truncating toward zero, change ids `<kind>:<user>@<ms>#<n>`.
 """
 import sys, json, re, tomllib, argparse, collections
+
+
+def round_late(late):
+    """docs/semantics.md: how far the clock was past an id's event time when it was recorded,
+    as kept: exact below 512 ms, else rounded up to a multiple of 2^(bit length - 9)."""
+    k = max(0, late.bit_length() - 9)
+    return -(-late >> k) << k
 from datetime import datetime, timezone
 from decimal import Decimal
 from fractions import Fraction
@@ -377,7 +385,7 @@ class Partition:
                 else:
                     STATS['same_id_applied'] += 1
             u.ids.pop(eid, None)
-            u.ids[eid] = (t, max(t, self.clock))
+            u.ids[eid] = (t, t + round_late(max(t, self.clock) - t))
             while len(u.ids) > MAX_IDS:
                 del u.ids[next(iter(u.ids))]
         before = self.snapshot(u)

@@ -9,7 +9,7 @@
 use crate::attributes::Attributes;
 use crate::event::{Scalar, ScalarRef};
 use crate::history::History;
-use crate::timestamp::Millis;
+use crate::timestamp::{Millis, MAX_MILLIS, MIN_MILLIS};
 use thiserror::Error;
 
 /// The encoding version this build writes. Readers accept every version up to this one.
@@ -120,17 +120,96 @@ pub struct CapUsage {
     pub used: u64,
 }
 
-/// An applied event id, for duplicate detection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An applied event id, for duplicate detection, in 16 bytes (issue 14, memory per user: a
+/// user holds one per event id within two dedupe windows, ten or more for an active one).
+///
+/// The id's hash takes 8 bytes; the event's time and the recording clock share the other 8:
+/// the time exact, as an offset from [`MIN_MILLIS`] in 49 bits (every validated event time,
+/// years 0000 to 9999, fits; one outside is clamped into that range), and how far the clock
+/// was past it when the id was recorded in 15 bits, a 9-bit mantissa and a power of two,
+/// **rounded up**: exact below 512 ms, within 1/256 of itself above. Only retention reads the
+/// recording clock, and SPEC 3.8 lets an id be forgotten no sooner than two windows after it:
+/// rounding up keeps a late event's id a little longer (at most 0.4% of its lateness: under 6
+/// minutes for an event a day late), never shorter. Rounding a rounded value changes nothing,
+/// so a state read back from the changelog equals the one written.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct SeenEvent {
     /// 64-bit FNV-1a hash of the event id: ids can be long, a collision within one user's
     /// window is about one in 10^17.
     pub id_hash: u64,
+    /// Bits 15-63: the event time minus [`MIN_MILLIS`]; bits 0-14: the lateness code
+    /// ([`late_code`]).
+    packed: u64,
+}
+
+/// Bits of [`SeenEvent::packed`] holding the lateness code.
+const LATE_BITS: u32 = 15;
+/// Bits of the lateness code's mantissa.
+const MANTISSA_BITS: u32 = 9;
+
+/// `late` milliseconds as a 15-bit code: below 512 the value itself; above, a mantissa in
+/// 256..512 and a shift, the value rounded up to the next one the code can hold.
+fn late_code(late: u64) -> u64 {
+    let m_max = 1u64 << MANTISSA_BITS;
+    if late < m_max {
+        return late;
+    }
+    let mut shift = u64::BITS - late.leading_zeros() - MANTISSA_BITS;
+    let mut m = late.div_ceil(1u64 << shift);
+    if m == m_max {
+        m = m_max / 2;
+        shift += 1;
+    }
+    (u64::from(shift) << MANTISSA_BITS) | m
+}
+
+/// The milliseconds a [`late_code`] stands for, saturated to `i64::MAX`.
+fn late_value(code: u64) -> i64 {
+    let shift = (code >> MANTISSA_BITS) as u32;
+    let m = code & ((1u64 << MANTISSA_BITS) - 1);
+    if shift > 0 && m.leading_zeros() < shift {
+        return i64::MAX;
+    }
+    i64::try_from(m << shift).unwrap_or(i64::MAX)
+}
+
+impl SeenEvent {
+    /// The id hashed to `id_hash`, applied at `time`, recorded at partition clock `recorded`
+    /// (taken as `time` when before it).
+    pub fn new(id_hash: u64, time: Millis, recorded: Millis) -> SeenEvent {
+        let time = time.clamp(MIN_MILLIS, MAX_MILLIS);
+        let late = recorded.saturating_sub(time).max(0) as u64;
+        SeenEvent {
+            id_hash,
+            packed: ((time - MIN_MILLIS) as u64) << LATE_BITS | late_code(late),
+        }
+    }
+
     /// The event's time: the start of its dedupe window.
-    pub time: Millis,
-    /// The partition clock when the id was recorded (never before `time`): retention counts
-    /// from here, so a late event's id is not forgotten as soon as it is recorded (SPEC 3.8).
-    pub recorded: Millis,
+    #[inline]
+    pub fn time(self) -> Millis {
+        (self.packed >> LATE_BITS) as i64 + MIN_MILLIS
+    }
+
+    /// The partition clock when the id was recorded (never before `time`), rounded up as the
+    /// type says: retention counts from here, so a late event's id is not forgotten as soon as
+    /// it is recorded (SPEC 3.8).
+    #[inline]
+    pub fn recorded(self) -> Millis {
+        self.time()
+            .saturating_add(late_value(self.packed & ((1 << LATE_BITS) - 1)))
+    }
+}
+
+/// As the three values it holds.
+impl std::fmt::Debug for SeenEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeenEvent")
+            .field("id_hash", &self.id_hash)
+            .field("time", &self.time())
+            .field("recorded", &self.recorded())
+            .finish()
+    }
 }
 
 impl UserState {
@@ -224,11 +303,12 @@ impl UserState {
         let mut prev = base;
         for s in &self.seen {
             out.extend_from_slice(&s.id_hash.to_le_bytes());
-            put_i64(out, s.time - prev);
+            let time = s.time();
+            put_i64(out, time.wrapping_sub(prev));
             // Version 2: how far the clock was past the event time when it was recorded; zero
             // (one byte) for an event that arrived in order.
-            put_u64(out, s.recorded.saturating_sub(s.time).max(0) as u64);
-            prev = s.time;
+            put_u64(out, s.recorded().saturating_sub(time).max(0) as u64);
+            prev = time;
         }
         // Version 3.
         self.history.encode_into(out);
@@ -289,11 +369,7 @@ impl UserState {
             } else {
                 time
             };
-            st.seen.push(SeenEvent {
-                id_hash,
-                time,
-                recorded,
-            });
+            st.seen.push(SeenEvent::new(id_hash, time, recorded));
         }
         if version >= 3 {
             st.history = History::decode(&mut r)?;
@@ -508,16 +584,8 @@ mod tests {
                 used: 15,
             }]),
             seen: vec![
-                SeenEvent {
-                    id_hash: 1,
-                    time: 1_789_999_000_000,
-                    recorded: 1_789_999_000_000,
-                },
-                SeenEvent {
-                    id_hash: u64::MAX,
-                    time: 1_790_000_000_000,
-                    recorded: 1_790_900_000_000,
-                },
+                SeenEvent::new(1, 1_789_999_000_000, 1_789_999_000_000),
+                SeenEvent::new(u64::MAX, 1_790_000_000_000, 1_790_900_000_000),
             ],
             last_offset: 123_456.into(),
             history: History::default(),
@@ -608,14 +676,52 @@ mod tests {
         v1.extend([0xd0, 0x0f]); // time 1000 (zigzag 2000 as a varint)
         let st = UserState::decode(&v1).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(st.score, 42);
-        assert_eq!(
-            st.seen,
-            vec![SeenEvent {
-                id_hash: 7,
-                time: 1000,
-                recorded: 1000
-            }]
-        );
+        assert_eq!(st.seen, vec![SeenEvent::new(7, 1000, 1000)]);
+    }
+
+    /// A remembered id takes 16 bytes, keeps its event time exact and its recording clock
+    /// never earlier than given and at most 1/256 of the lateness later (exact below 512 ms);
+    /// building one from what it holds gives it back unchanged (a changelog round trip).
+    #[test]
+    fn a_remembered_id_keeps_its_time_exact_and_rounds_its_recording_clock_up() {
+        assert_eq!(std::mem::size_of::<SeenEvent>(), 16);
+        let times = [
+            MIN_MILLIS,
+            -1,
+            0,
+            1_767_571_200_000,
+            MAX_MILLIS - 1,
+            MAX_MILLIS,
+        ];
+        let mut lates: Vec<i64> = vec![0, 1, 511, 512, 513, 1023, 1024, 1025, 86_400_000];
+        // Every power of two and its neighbours, up to the widest span of valid times.
+        for b in 9..62 {
+            lates.extend([(1i64 << b) - 1, 1i64 << b, (1i64 << b) + 1, (3i64 << b) / 2]);
+        }
+        let mut checked = 0;
+        for &time in &times {
+            for &late in &lates {
+                let given = time.saturating_add(late);
+                let s = SeenEvent::new(9, time, given);
+                assert_eq!((s.id_hash, s.time()), (9, time));
+                let kept = s.recorded();
+                let slack = if late < 512 { 0 } else { late / 256 };
+                assert!(
+                    kept >= given && kept - given <= slack,
+                    "{time} + {late}: {kept}"
+                );
+                assert_eq!(SeenEvent::new(9, s.time(), kept), s, "{time} + {late}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, times.len() * lates.len());
+        // A clock before the time counts as the time; times outside years 0000-9999 (no
+        // validated event has one) are clamped into them rather than wrapped.
+        assert_eq!(SeenEvent::new(1, 5_000, 10).recorded(), 5_000);
+        assert_eq!(SeenEvent::new(1, i64::MIN, i64::MIN).time(), MIN_MILLIS);
+        assert_eq!(SeenEvent::new(1, i64::MAX, i64::MAX).time(), MAX_MILLIS);
+        // The widest lateness saturates, far past any clock.
+        assert!(SeenEvent::new(1, MIN_MILLIS, i64::MAX).recorded() >= MIN_MILLIS + i64::MAX);
     }
 
     #[test]
@@ -643,14 +749,7 @@ mod tests {
             3
         ]
         .into();
-        extreme.seen = vec![
-            SeenEvent {
-                id_hash: u64::MAX,
-                time: i64::MIN,
-                recorded: i64::MAX,
-            };
-            5
-        ];
+        extreme.seen = vec![SeenEvent::new(u64::MAX, i64::MIN, i64::MAX); 5];
         for st in [UserState::default(), typical(), with_history(20), extreme] {
             let bytes = st.encode();
             assert!(bytes.len() <= st.encoded_len_bound(), "{st:?}");

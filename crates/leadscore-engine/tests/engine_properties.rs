@@ -292,9 +292,8 @@ fn strip_offsets(users: &BTreeMap<String, UserState>) -> BTreeMap<String, UserSt
                     seen: st
                         .seen
                         .iter()
-                        .map(|s| leadscore_engine::state::SeenEvent {
-                            recorded: s.time,
-                            ..*s
+                        .map(|s| {
+                            leadscore_engine::state::SeenEvent::new(s.id_hash, s.time(), s.time())
                         })
                         .collect(),
                     ..st.clone()

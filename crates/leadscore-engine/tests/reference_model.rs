@@ -440,7 +440,12 @@ impl Model {
             if before {
                 self.stats.bump("id forgotten, applied again");
             }
-            u.seen.push((id.to_string(), e.time, clock));
+            // docs/semantics.md: the recording clock is kept with its distance from the event
+            // time rounded up to a multiple of 2^k, k = max(0, bit length - 9).
+            let late = (clock - e.time) as u64;
+            let k = (u64::BITS - late.leading_zeros()).saturating_sub(9);
+            let rec = e.time + (late.div_ceil(1 << k) << k) as Millis;
+            u.seen.push((id.to_string(), e.time, rec));
             // docs/semantics.md: at most 4,096 ids per user, the first recorded dropped first
             if u.seen.len() > 4096 {
                 u.seen.remove(0);

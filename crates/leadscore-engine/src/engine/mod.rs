@@ -18,7 +18,7 @@ use std::sync::Arc;
 /// bound on state size against a user flooded with distinct ids, set far above what a real user
 /// sends within two dedupe windows (4,096 in the default 48 hours is one event every 42 seconds,
 /// day and night), so that SPEC 3.8's retention holds for every realistic user. A full list is
-/// about 50 KB of state record (12 bytes an id) and 96 KB in memory; its scan per event costs a
+/// about 50 KB of state record (12 bytes an id) and 64 KB in memory; its scan per event costs a
 /// flooded user microseconds, nobody else anything.
 pub const MAX_SEEN_IDS: usize = 4096;
 
@@ -639,7 +639,7 @@ impl Engine {
     ) -> bool {
         let window = self.rules.dedupe_window;
         let horizon = clock.saturating_sub(window.saturating_mul(2));
-        st.seen.retain(|s| s.recorded.max(s.time) > horizon);
+        st.seen.retain(|s| s.recorded().max(s.time()) > horizon);
         // Ids expire in bursts (a session's worth at a time): give back a list's spare room
         // once it is more than the list itself, so an active user's past peak does not stay
         // in its state (issue 14: memory per user).
@@ -648,7 +648,7 @@ impl Engine {
         }
         let h = stable_hash(id.as_bytes());
         if let Some(i) = st.seen.iter().position(|s| s.id_hash == h) {
-            if time < st.seen[i].time.saturating_add(window) {
+            if time < st.seen[i].time().saturating_add(window) {
                 return true;
             }
             st.seen.remove(i);
@@ -657,11 +657,7 @@ impl Engine {
             st.seen.remove(0);
         }
         grow(&mut st.seen);
-        st.seen.push(SeenEvent {
-            id_hash: h,
-            time,
-            recorded: clock.max(time),
-        });
+        st.seen.push(SeenEvent::new(h, time, clock.max(time)));
         false
     }
 }
