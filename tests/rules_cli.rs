@@ -1,6 +1,6 @@
 //! `leadscore rules check` as a user runs it: exit status with and without `--strict`, warnings
 //! on stderr with file, line and key, and files that must be refused at once (`/dev/zero`, a
-//! directory), also when the scorer is pointed at them.
+//! directory, a named pipe nobody writes to), also when the scorer is pointed at them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -51,6 +51,16 @@ fn rules_file(name: &str, text: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::write(&path, text).expect("write the rules file");
     path
+}
+
+/// A named pipe with no writer in this test binary's scratch directory: opening it for reading
+/// waited for a writer, forever (before `small_file`).
+fn fifo(name: &str) -> String {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_file(&path);
+    let made = Command::new("mkfifo").arg(&path).status().expect("mkfifo");
+    assert!(made.success(), "mkfifo {}", path.display());
+    path.to_str().expect("UTF-8").to_string()
 }
 
 #[test]
@@ -115,7 +125,12 @@ fn errors_fail_with_or_without_strict() {
 fn rules_check_refuses_dev_zero_and_a_directory_at_once() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules");
     let dir = dir.to_str().expect("UTF-8");
-    for (file, why) in [("/dev/zero", "larger than 1 MiB"), (dir, "is a directory")] {
+    let pipe = fifo("rules-check.fifo");
+    for (file, why) in [
+        ("/dev/zero", "larger than 1 MiB"),
+        (dir, "is a directory"),
+        (&pipe, "no writer"),
+    ] {
         let out = check(&[file]);
         assert_eq!(out.status.code(), Some(1), "{file}");
         let err = stderr(&out);
@@ -130,7 +145,12 @@ fn rules_check_refuses_dev_zero_and_a_directory_at_once() {
 fn scorer_refuses_dev_zero_and_a_directory_as_rules_at_once() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules");
     let dir = dir.to_str().expect("UTF-8");
-    for (file, why) in [("/dev/zero", "larger than 1 MiB"), (dir, "is a directory")] {
+    let pipe = fifo("scorer-rules.fifo");
+    for (file, why) in [
+        ("/dev/zero", "larger than 1 MiB"),
+        (dir, "is a directory"),
+        (&pipe, "no writer"),
+    ] {
         let child = leadscore()
             .arg("score")
             .env("LEADSCORE__SCORER__RULES", file)

@@ -63,15 +63,11 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// The settings file's text, read to at most one byte past [`MAX_CONFIG_BYTES`].
 fn read_settings_file(path: &Path, name: &str) -> Result<String, ConfigError> {
-    use std::io::Read;
     let read = |source| ConfigError::Read {
         file: name.to_string(),
         source,
     };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(read)?;
+    let bytes = leadscore_engine::small_file::read_capped(path, MAX_CONFIG_BYTES).map_err(read)?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
         return Err(ConfigError::TooLarge {
             file: name.to_string(),

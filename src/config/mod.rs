@@ -148,10 +148,7 @@ pub(crate) trait CappedFileError {
 /// A small text file (a secret, keys, a password), read to at most one byte past `max`: enough to
 /// tell it from a wrong file (`/dev/zero`, a log) without filling the memory.
 pub(crate) fn read_capped_text<E: CappedFileError>(path: &Path, max: u64) -> Result<String, E> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|file| file.take(max + 1).read_to_end(&mut bytes))
+    let bytes = leadscore_engine::small_file::read_capped(path, max)
         .map_err(|e| E::unreadable(path.to_path_buf(), e))?;
     if bytes.len() as u64 > max {
         return Err(E::too_large(path.to_path_buf(), max));

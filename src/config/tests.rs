@@ -677,6 +677,52 @@ fn a_settings_file_is_read_only_up_to_its_cap() {
     assert!(e.ends_with("cannot read: not UTF-8 text"), "{e}");
 }
 
+/// A settings file or a secret file that is a named pipe nobody writes to: opening it waited
+/// for a writer forever (the service never started, SIGTERM included, and said nothing). Now
+/// each is an error at once that says what the path is.
+#[test]
+fn a_named_pipe_with_no_writer_as_settings_or_secret_is_an_error_not_a_hang() {
+    let dir = ScratchDir::new("config-test-fifo").expect("scratch dir");
+    let path = dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let settings_path = path.clone();
+    std::thread::spawn(move || {
+        let settings = Settings::load(Some(&settings_path))
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        let secret = SalesforceSettings {
+            client_secret_env: "TEST_SECRET".to_string(),
+            client_secret_file: Some(settings_path),
+            ..SalesforceSettings::default()
+        }
+        .client_secret_with(|_| None)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+        let _ = tx.send((settings, secret));
+    });
+    // A guard so a regression fails instead of hanging the suite; not a timing assertion.
+    let (settings, secret) = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("still waiting for a writer after a minute");
+    let settings = settings.expect_err("a pipe is not a settings file");
+    assert!(
+        settings.starts_with(&format!("config {}", path.display())),
+        "{settings}"
+    );
+    assert!(settings.contains("no writer"), "{settings}");
+    let secret = secret.expect_err("a pipe is not a secret");
+    assert!(
+        secret.starts_with("Salesforce client secret file"),
+        "{secret}"
+    );
+    assert!(secret.contains("no writer"), "{secret}");
+}
+
 /// librdkafka refuses a `message.timeout.ms` (set from `ingest.produce_timeout`) not above
 /// `linger.ms`: a tiny timeout failed at start with librdkafka's words instead of the setting's.
 #[test]

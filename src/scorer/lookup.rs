@@ -104,18 +104,17 @@ pub fn read_tokens(path: &std::path::Path) -> Result<Vec<String>, LookupSetupErr
         path: path.display().to_string(),
         reason,
     };
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-    let mut text = String::new();
-    // Bounded: `/dev/zero` or a wrong path to a large file is an error, not a hang.
-    file.take(MAX_TOKEN_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| err(format!("cannot read it as UTF-8 text: {e}")))?;
-    if text.len() as u64 > MAX_TOKEN_FILE_BYTES {
+    // Bounded in size and time: `/dev/zero`, a wrong path to a large file or a pipe that never
+    // ends is an error, not a hang.
+    let bytes = leadscore_engine::small_file::read_capped(path, MAX_TOKEN_FILE_BYTES)
+        .map_err(|e| err(e.to_string()))?;
+    if bytes.len() as u64 > MAX_TOKEN_FILE_BYTES {
         return Err(err(format!(
             "larger than {MAX_TOKEN_FILE_BYTES} bytes: is it the right file?"
         )));
     }
+    let text =
+        String::from_utf8(bytes).map_err(|e| err(format!("cannot read it as UTF-8 text: {e}")))?;
     let tokens: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -819,6 +818,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/dev/zero"), "{e}");
+        // A named pipe nobody writes to: an error at once, not a scorer that never starts.
+        let pipe = f.with_extension("fifo");
+        let _ = std::fs::remove_file(&pipe);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = read_tokens(&pipe).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&pipe);
+        assert!(e.contains("no writer"), "{e}");
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));

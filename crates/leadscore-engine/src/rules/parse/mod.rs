@@ -150,17 +150,11 @@ pub fn check_file(path: &Path) -> Result<Checked, RulesErrors> {
 
 /// The file's text, at most [`MAX_RULES_BYTES`] of it, or why not.
 fn read_capped(path: &Path) -> Result<String, String> {
-    use std::io::Read;
     let cannot = |e: std::io::Error| format!("cannot read the rules file: {e}");
-    let file = std::fs::File::open(path).map_err(cannot)?;
-    if file.metadata().map_err(cannot)?.is_dir() {
+    if std::fs::metadata(path).map_err(cannot)?.is_dir() {
         return Err("cannot read the rules file: it is a directory".into());
     }
-    let mut bytes = Vec::new();
-    // One byte past the cap tells "exactly at the cap" from "larger".
-    file.take(MAX_RULES_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(cannot)?;
+    let bytes = crate::small_file::read_capped(path, MAX_RULES_BYTES as u64).map_err(cannot)?;
     if bytes.len() > MAX_RULES_BYTES {
         return Err(format!(
             "is larger than {} MiB, the limit for a rules file (is this the right file?)",
