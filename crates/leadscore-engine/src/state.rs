@@ -488,13 +488,17 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Makes room for one more element, growing by half instead of doubling, and from empty to
-/// two instead of four: these lists live in every user's state, mostly short, so a doubled
-/// capacity was up to half of a user's memory. Pushes stay amortised O(1).
+/// Makes room for one more element, exactly: these lists live in every user's state, mostly
+/// short, so spare capacity was a large share of a user's memory (doubling: up to half; growing
+/// by half: 13 ids held for 10). The allocator (mimalloc, the binary's global allocator) grows a
+/// block in place while the new size stays within its size class, so a push costs a `realloc`
+/// call that returns the same block, and a copy only when the class is full (every eighth to
+/// fifth push for these sizes): `bench` measured no change in either engine rate (three
+/// alternating pairs), and 40 B less per user at 1M users (issue 14).
 #[inline]
 pub(crate) fn grow<T>(v: &mut Vec<T>) {
     if v.len() == v.capacity() {
-        v.reserve_exact((v.len() / 2).max(2));
+        v.reserve_exact(1);
     }
 }
 

@@ -318,6 +318,17 @@ fn an_event_applied_twice_gives_two_change_ids() {
     assert_eq!(r.changes.len(), 3);
 }
 
+/// The list of remembered ids holds exactly its ids: no spare room per user (issue 14).
+#[test]
+fn remembered_ids_take_no_spare_room() {
+    let e = rules("");
+    let mut events = vec![email("u", T0)];
+    events.extend((0..10).map(|i| with_id(session("u", T0 + i), &format!("s{i}"))));
+    let r = run(&e, &events);
+    let seen = &r.user("u").seen;
+    assert_eq!((seen.len(), seen.capacity()), (10, 10));
+}
+
 #[test]
 fn expired_ids_give_their_room_back() {
     // A burst of 40 ids, then, past their retention, one more: the list holds one id, and its
