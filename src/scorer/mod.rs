@@ -711,6 +711,10 @@ impl Service for Core {
         // The user to write tombstones for, when the record deleted one.
         let (outcome, deleted) = match input {
             Input::Event(mut event) => {
+                if let Err(err) = owned.partition.admit(&owned.users, &event, offset) {
+                    // Past the user's bounds: bad input, moving no clock (SPEC 2).
+                    return self.dead_letter(msg, &err);
+                }
                 if event.event_id.is_none() {
                     // A re-routed record keeps the identity of its original position, so a
                     // second copy (re-produced after a crash) is a duplicate

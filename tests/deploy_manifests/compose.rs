@@ -478,7 +478,14 @@ fn compose_creates_every_topic_the_scorer_and_the_handoff_need_as_they_would() {
             "{changelog}"
         );
     }
-    for dlq in [&scorer.topics.dlq, &handoff.topics.handoffs_dlq] {
+    // Dead letters carry the original record; a changelog, a user's state (bounded, but past
+    // Kafka's default 1 MB for some rules): both as large as the services produce.
+    for dlq in [
+        &scorer.topics.dlq,
+        &handoff.topics.handoffs_dlq,
+        &scorer.topics.changelog,
+        &handoff.topics.handoff_changelog,
+    ] {
         assert_eq!(
             by_name(dlq)
                 .configs

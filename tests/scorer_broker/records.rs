@@ -428,6 +428,62 @@ fn a_copied_rerouting_header_makes_no_event_a_duplicate() {
     );
 }
 
+/// One user's attributes are bounded (64 KiB encoded): an event that would take them past it is
+/// a dead letter naming the attribute and the limit, and nothing of it is applied. Without the
+/// bound (found by an outside check, 2026-12-05), a producer setting thousands of attributes
+/// on one user grew its changelog record past Kafka's default 1 MB, and the scorer stopped at
+/// that checkpoint, and again at every restart. A removal always applies, and makes room.
+#[test]
+fn attributes_past_the_per_user_bound_are_dead_lettered_not_applied() {
+    let setup = ScorerRig::new("attr-bound", 1);
+    let _scorer = setup.scorer("s", &[]);
+    let p = producer(&setup.broker);
+    let value = "x".repeat(4000);
+    let mut sent = 0;
+    let mut send = |rest: String| {
+        produce(
+            &p,
+            &setup.names.input,
+            Some(b"u1"),
+            &event_json("u1", "10:00", &rest),
+        );
+        sent += 1;
+    };
+    send(r#""type":"email_added","value":"u1@example.com""#.into());
+    // About 4 KB each: sixteen fit, the next four do not.
+    for i in 0..20 {
+        send(format!(
+            r#""type":"attribute_changed","name":"a{i:02}","value":"{value}""#
+        ));
+    }
+    send(r#""type":"attribute_changed","name":"a00","value":null"#.into());
+    send(format!(
+        r#""type":"attribute_changed","name":"a20","value":"{value}""#
+    ));
+    p.flush(Duration::from_secs(30)).expect("flush");
+    setup.wait_caught_up(sent, Duration::from_secs(60));
+    let dlq = read_all(&setup.broker, &setup.names.dlq);
+    let refused: Vec<String> = dlq
+        .iter()
+        .map(|r| {
+            assert_eq!(r.headers["leadscore.error.reason"], "invalid_value");
+            let message = &r.headers["leadscore.error.message"];
+            assert!(message.contains("65536 bytes per user"), "{message}");
+            message.split('"').nth(3).unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(refused, ["a16", "a17", "a18", "a19"]);
+    let states = setup.changelog_states();
+    let names: Vec<String> = states["u1"]
+        .attributes
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let mut expected: Vec<String> = (1..16).map(|i| format!("a{i:02}")).collect();
+    expected.extend(["a20".to_string(), "email".to_string()]);
+    assert_eq!(names, expected);
+}
+
 /// Issue 12.5: a keyless tombstone names no user: a dead letter, and nobody is deleted.
 #[test]
 fn a_keyless_tombstone_is_dead_lettered() {

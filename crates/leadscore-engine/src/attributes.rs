@@ -140,8 +140,15 @@ impl Attributes {
         true
     }
 
+    /// The length [`Attributes::encoded_len`] would have after `set(name, value)`, computed
+    /// without building anything: for the per-user bound ([`crate::engine::MAX_ATTRIBUTE_BYTES`]).
+    pub fn len_after_set(&self, name: &str, value: Option<&Scalar>) -> usize {
+        let replaced = self.find(name.as_bytes()).map_or(0, |e| e.end - e.start);
+        self.bytes.len() - replaced + value.map_or(0, |v| entry_len(name, v))
+    }
+
     /// The bytes of the entries, without their count (what the state record copies).
-    pub(crate) fn encoded_len(&self) -> usize {
+    pub fn encoded_len(&self) -> usize {
         self.bytes.len()
     }
 

@@ -162,6 +162,28 @@ impl Partition {
         self.timers.first().map(|t| t.due)
     }
 
+    /// Checks an event against its user's bounds before anything of it counts, the clock
+    /// included: an event whose attribute would take the user's attributes past
+    /// [`crate::engine::MAX_ATTRIBUTE_BYTES`] is bad input (`invalid_value`), which the caller
+    /// dead-letters (SPEC 2: a dead-lettered record moves no clock) instead of processing it.
+    /// A replay (at or below the user's last offset) passes: [`Partition::process`] skips it,
+    /// whatever the state holds now. Only attribute events look the user up.
+    pub fn admit<S: UserStore>(
+        &self,
+        store: &S,
+        event: &Event,
+        offset: i64,
+    ) -> Result<(), crate::codec::DecodeError> {
+        if crate::engine::attribute_of(event).is_none() {
+            return Ok(());
+        }
+        let st = store.get(&event.user_id);
+        if st.is_some_and(|st| st.last_offset.get().is_some_and(|o| offset <= o)) {
+            return Ok(());
+        }
+        crate::engine::attribute_error(st, event).map_or(Ok(()), Err)
+    }
+
     /// Processes one event: counts its time in the clock, fires the timers due by then, then
     /// applies it. An event at or below the user's `last_offset` is a replay and changes nothing.
     /// A `user_deleted` event deletes the user ([`Partition::delete`]) after its time is counted.
@@ -328,6 +350,68 @@ mod tests {
             partition: 0,
             offset,
         }
+    }
+
+    /// A user's attributes stay within `MAX_ATTRIBUTE_BYTES`: `admit` refuses the event that
+    /// would pass it (naming the attribute and the limit) before anything of it counts, the
+    /// clock included; a removal, a replay and a shorter value pass; `apply` called directly
+    /// does not set it either.
+    #[test]
+    fn an_attribute_past_the_users_bound_is_refused_before_the_clock_moves() {
+        use crate::engine::MAX_ATTRIBUTE_BYTES;
+        let e = engine();
+        let mut p = Partition::new();
+        let mut store: BTreeMap<String, UserState> = BTreeMap::new();
+        let mut out = Vec::new();
+        let attr = |name: &str, time: Millis, value: Option<&str>| {
+            let mut ev = Event::new("u", time, EventType::AttributeChanged);
+            ev.name = Some(name.into());
+            ev.value = value.map(|v| Scalar::Str(v.into()));
+            ev
+        };
+        let big = "v".repeat(4000);
+        let mut offset = 0;
+        let mut refused = Vec::new();
+        for i in 0..20 {
+            let ev = attr(&format!("a{i:02}"), T0 + i, Some(&big));
+            match p.admit(&store, &ev, offset) {
+                Ok(()) => {
+                    p.process(&e, &mut store, &ev, origin(offset), &mut out);
+                }
+                Err(err) => {
+                    assert_eq!(err.reason(), "invalid_value");
+                    let text = err.to_string();
+                    assert!(text.contains(&format!("\"a{i:02}\"")), "{text}");
+                    assert!(text.contains(&format!("{MAX_ATTRIBUTE_BYTES} bytes per user")));
+                    refused.push(i);
+                }
+            }
+            offset += 1;
+        }
+        assert_eq!(refused, (16..20).collect::<Vec<_>>());
+        assert_eq!(p.clock(), Some(T0 + 15), "a refused event moves no clock");
+        let held = store["u"].attributes.encoded_len();
+        assert!(held <= MAX_ATTRIBUTE_BYTES, "{held}");
+        // A shorter value and a removal pass; the removal makes room for one more.
+        let shorter = attr("a01", T0 + 30, Some("short"));
+        assert!(p.admit(&store, &shorter, offset).is_ok());
+        let removal = attr("a02", T0 + 31, None);
+        assert!(p.admit(&store, &removal, offset).is_ok());
+        p.process(&e, &mut store, &removal, origin(offset), &mut out);
+        offset += 1;
+        let again = attr("a16", T0 + 32, Some(&big));
+        assert!(p.admit(&store, &again, offset).is_ok());
+        // A replay passes whatever the state now holds (`process` skips it).
+        let refused_now = attr("a17", T0 + 33, Some(&big));
+        assert!(p.admit(&store, &refused_now, offset).is_ok());
+        p.process(&e, &mut store, &again, origin(offset), &mut out);
+        assert!(p.admit(&store, &refused_now, offset).is_ok(), "a replay");
+        assert!(p.admit(&store, &refused_now, offset + 1).is_err());
+        // `apply` on its own keeps the bound too: the attribute is not set.
+        let mut st = store["u"].clone();
+        let before = st.attributes.clone();
+        e.apply(&mut st, &refused_now, origin(offset + 1), T0 + 33, &mut out);
+        assert_eq!(st.attributes, before);
     }
 
     #[test]

@@ -176,6 +176,13 @@ pub fn run_guarded(
         } else {
             *next_offset
         };
+        // As the scorer dead-letters it: an event past its user's bounds is a bad line.
+        if let Line::Event(event) = &item {
+            if let Err(e) = partition.admit(&sim.users, event, offset) {
+                sim.bad_line(index + 1, e.to_string());
+                continue;
+            }
+        }
         *next_offset += 1;
         let origin = Origin {
             topic: SIMULATED_TOPIC,
@@ -330,6 +337,27 @@ delta = -1
         // scored.
         let u1 = &sim.users["u1"];
         assert_eq!((u1.enrolled, u1.score), (true, 1));
+    }
+
+    /// An attribute that would take its user past the per-user bound is a bad line, as the
+    /// scorer dead-letters it: not applied, and the run goes on.
+    #[test]
+    fn an_attribute_past_the_users_bound_is_a_bad_line() {
+        let big = "v".repeat(4000);
+        let mut text = String::new();
+        for i in 0..18 {
+            let rest = format!(r#""type":"attribute_changed","name":"a{i:02}","value":"{big}""#);
+            text.push_str(&line("u1", &at(0), &rest));
+            text.push('\n');
+        }
+        let sim = match run_bytes(text.as_bytes()) {
+            Ok(sim) => sim,
+            Err(e) => panic!("{e}"),
+        };
+        let bad: Vec<usize> = sim.bad_lines.iter().map(|b| b.line).collect();
+        assert_eq!(bad, [17, 18], "{:?}", sim.bad_lines);
+        assert!(sim.bad_lines[0].reason.contains("\"a16\""));
+        assert_eq!(sim.users["u1"].attributes.len(), 16);
     }
 
     /// Past [`MAX_BAD_LINES_LISTED`] bad lines are counted, not kept.

@@ -31,10 +31,16 @@ impl TopicSpec {
         t
     }
 
-    /// A compacted changelog topic.
+    /// A compacted changelog topic. It takes records as large as the services produce, as a
+    /// dead-letter topic does: a user's state record is bounded (docs/operations.md, "The most
+    /// one user can hold"), but the bound is past Kafka's default of 1 MB for rules with many
+    /// capped groups or a deep explain history, and a state record the topic refuses would
+    /// stop the service at every checkpoint. (A topic created beforehand keeps its own limit.)
     pub fn compacted(name: &str, partitions: i32, replication: i32) -> TopicSpec {
         let mut t = TopicSpec::new(name, partitions, replication);
         t.config.push(("cleanup.policy".into(), "compact".into()));
+        t.config
+            .push(("max.message.bytes".into(), MAX_RECORD_BYTES.into()));
         t
     }
 }

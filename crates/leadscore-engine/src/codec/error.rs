@@ -151,7 +151,7 @@ impl DecodeError {
 
 /// Prints a string from the input quoted and escaped, cut to a length that suits a log line and
 /// a dead-letter header (the input may be a 64 KiB string).
-pub(super) struct Quoted<'a>(pub(super) &'a str);
+pub(crate) struct Quoted<'a>(pub(crate) &'a str);
 
 impl fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

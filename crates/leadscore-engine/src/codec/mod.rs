@@ -68,7 +68,7 @@ pub use change::{change_to_json, decode_change, encode_change, encode_change_int
 pub use error::{check_not_future, check_time_not_future, DecodeError, UnknownKind, UnknownType};
 pub use event::{check_key, decode_event, decode_tombstone_key, encode_event};
 
-use error::Quoted;
+pub(crate) use error::Quoted;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;

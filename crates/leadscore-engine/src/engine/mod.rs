@@ -22,6 +22,56 @@ use std::sync::Arc;
 /// flooded user microseconds, nobody else anything.
 pub const MAX_SEEN_IDS: usize = 4096;
 
+/// The most bytes one user's attributes may take (encoded, as the state record holds them):
+/// names and values together. A real lead has a few dozen attributes, a few KiB; without a
+/// bound, a producer setting thousands of attributes on one user grew its state record past
+/// what Kafka takes (1 MB by default), and the scorer stopped on that user's checkpoint, again
+/// at every restart. An event whose attribute would take the user past it is bad input
+/// ([`attribute_error`]): the scorer dead-letters it, `simulate` reports it as a bad line, and
+/// nothing of it is applied. A change that does not grow the attributes (a removal, a shorter
+/// or equal value) always applies, even to a state over the bound.
+pub const MAX_ATTRIBUTE_BYTES: usize = 64 * 1024;
+
+/// The attribute an event sets or removes, if it is one that does: `attribute_changed` (its
+/// `name`, `value` null removes) and `email_added` (`email`).
+pub(crate) fn attribute_of(ev: &Event) -> Option<(&str, Option<&Scalar>)> {
+    match ev.kind {
+        EventType::AttributeChanged => ev.name.as_deref().map(|n| (n, ev.value.as_ref())),
+        EventType::EmailAdded => Some(("email", ev.value.as_ref())),
+        _ => None,
+    }
+}
+
+/// Whether setting the event's attribute keeps the user's attributes within
+/// [`MAX_ATTRIBUTE_BYTES`] (or does not grow them).
+fn attribute_fits(st: &UserState, name: &str, value: Option<&Scalar>) -> bool {
+    let after = st.attributes.len_after_set(name, value);
+    after <= MAX_ATTRIBUTE_BYTES || after <= st.attributes.encoded_len()
+}
+
+/// Why `ev` cannot be applied to the user whose state is `st` (none when it can): its
+/// attribute would take the user's attributes past [`MAX_ATTRIBUTE_BYTES`]. An
+/// `invalid_value` naming the attribute and the sizes, for the dead-letter topic.
+pub fn attribute_error(st: Option<&UserState>, ev: &Event) -> Option<crate::codec::DecodeError> {
+    let (name, value) = attribute_of(ev)?;
+    let empty = UserState::default();
+    let st = st.unwrap_or(&empty);
+    if attribute_fits(st, name, value) {
+        return None;
+    }
+    Some(crate::codec::DecodeError::InvalidValue {
+        field: "value".into(),
+        detail: format!(
+            "setting attribute {} would take user {}'s attributes to {} bytes, over the limit \
+             of {MAX_ATTRIBUTE_BYTES} bytes per user (names and values); remove attributes \
+             the user no longer needs first",
+            crate::codec::Quoted(name),
+            crate::codec::Quoted(&ev.user_id),
+            st.attributes.len_after_set(name, value),
+        ),
+    })
+}
+
 /// The most cap windows kept per capped group and user (`Engine::score_within_cap`): the
 /// event's own, and the latest others up to this many in all: a week of hourly windows and
 /// more. Ordinary traffic keeps a few; only a user scoring through a capped group in more
@@ -254,15 +304,14 @@ impl Engine {
         prefetch_attributes(ev);
 
         // 1. Attributes, whether or not the user is enrolled.
-        let attribute_change = match ev.kind {
-            EventType::AttributeChanged => ev.name.as_deref().is_some_and(|name| {
-                st.set_attribute(name, ev.value.as_ref()) && self.is_tracked(name)
-            }),
-            EventType::EmailAdded => {
-                st.set_attribute("email", ev.value.as_ref()) && self.is_tracked("email")
-            }
-            _ => false,
-        };
+        // Past the per-user bound the attribute is not set: the scorer and `simulate` refuse
+        // such an event before it gets here (`attribute_error`); this keeps the bound for
+        // every other caller.
+        let attribute_change = attribute_of(ev).is_some_and(|(name, value)| {
+            attribute_fits(st, name, value)
+                && st.set_attribute(name, value)
+                && self.is_tracked(name)
+        });
 
         // 2. Enrollment: the enrolling event is also scored.
         let kind = kind_index(ev.kind);
