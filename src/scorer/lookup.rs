@@ -681,6 +681,24 @@ async fn forward(
             Err(e) => return unavailable(format!("the owner at {base} broke off: {e}")),
         }
     }
+    if status == StatusCode::OK {
+        // The owner is named by a record of the instances topic: an answer for another user
+        // (a wrong or forged claim) is never relayed as this lead's.
+        let answered = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                v.get("user_id")
+                    .and_then(|u| u.as_str())
+                    .map(str::to_string)
+            });
+        if answered.as_deref() != Some(user_id) {
+            return unavailable(format!(
+                "the owner at {base} answered for another user ({}), not this one: only \
+                 leadscore's scorers may write to the instances topic (docs/operations.md)",
+                answered.map_or_else(|| "no user_id".to_string(), |u| format!("{u:?}"))
+            ));
+        }
+    }
     metrics::counter!(t::LOOKUPS, "result" => LookupResult::Forwarded.as_str()).increment(1);
     let mut r = (status, body).into_response();
     r.headers_mut().insert(
@@ -696,6 +714,49 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One HTTP answer to the first request on a local port, for [`forward`]: its URL.
+    async fn answering(body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("address"));
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut request = vec![0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        });
+        url
+    }
+
+    /// Found by an outside check: a record written to the instances topic by anyone could
+    /// name a server whose answer (another user's, or made up) was relayed as the lead's.
+    /// An answer for another user is now a 503 that says why; one for this user is relayed.
+    #[tokio::test]
+    async fn an_owners_answer_for_another_user_is_not_relayed() {
+        let client = reqwest::Client::new();
+        let forged = answering(r#"{"user_id":"x","score":999999}"#).await;
+        let r = forward(&client, &forged, "alice", None).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("another user"), "{text}");
+        let right = answering(r#"{"user_id":"alice","score":3}"#).await;
+        let r = forward(&client, &right, "alice", None).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        assert_eq!(&body[..], br#"{"user_id":"alice","score":3}"#);
+    }
 
     /// `.` and `..` go in the query: in a path the URL parser removes them (before, both
     /// became a request for `/v1/leads`); every other id is one percent-encoded segment that
