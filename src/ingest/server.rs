@@ -54,9 +54,11 @@ pub struct App {
 
 /// The API's routes.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/users/track", post(track))
-        .with_state(app)
+    crate::ops::serve::json_errors(
+        Router::new()
+            .route("/users/track", post(track))
+            .with_state(app),
+    )
 }
 
 /// Compares `given` with every key in time that depends only on the lengths, never on where

@@ -186,6 +186,7 @@ pub async fn serve(
         )
         .merge(routes)
         .fallback(no_such_path);
+    let app = crate::ops::serve::json_errors(app);
     spawn_server(listener, app, shutdown, "admin server");
     tracing::info!(%addr, "admin endpoint listening (/metrics, /healthz, /readyz)");
     Ok(addr)
