@@ -19,7 +19,7 @@ pub fn lead_view(engine: &Engine, user_id: &str, st: &UserState) -> Value {
         .map(|(k, v)| (k.to_string(), v.to_json()))
         .collect();
     let caps: Vec<Value> = st
-        .caps
+        .caps()
         .iter()
         .filter_map(|c| {
             // Usage of a group no longer in the rules (or no longer capped) limits nothing.

@@ -55,26 +55,19 @@ impl ChangeNote {
     }
 }
 
-/// The encoded notes, oldest first.
+/// The encoded notes, oldest first, in one exact-size block: the note count (2 bytes,
+/// little-endian), then the notes; no block at all while there are none.
 ///
-/// The buffer is a box, its spare room after `len` (24 bytes in every user's state instead of
-/// a `Vec`'s 24 and a count padded to 32: issue 14, memory per user).
-#[derive(Clone, Debug, Default)]
+/// One box, 16 bytes in every user's state: the count lives in the block and the block is its
+/// own length (it had a length and a count beside it, 24 bytes; issue 14, memory per user).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct History {
-    /// The notes in `bytes[..len]`; the rest is room to grow into.
+    /// Empty, or the count and the notes. Never a count of 0 with a block: no notes, no block.
     bytes: Box<[u8]>,
-    len: u32,
-    count: u16,
 }
 
-/// Two histories are equal when they hold the same notes, whatever room each has spare.
-impl PartialEq for History {
-    fn eq(&self, other: &History) -> bool {
-        self.count == other.count && self.used() == other.used()
-    }
-}
-
-impl Eq for History {}
+/// Bytes of the count at the start of the block.
+const COUNT_BYTES: usize = 2;
 
 fn kind_bits(kind: ReasonKind) -> u8 {
     match kind {
@@ -92,24 +85,31 @@ const SOURCE_CUT: u8 = 1 << 5;
 
 impl History {
     pub fn len(&self) -> usize {
-        self.count as usize
+        self.count() as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.bytes.is_empty()
     }
 
-    /// Encoded size in bytes.
+    fn count(&self) -> u16 {
+        match &*self.bytes {
+            [a, b, ..] => u16::from_le_bytes([*a, *b]),
+            _ => 0,
+        }
+    }
+
+    /// Encoded size in bytes (the notes, without the count).
     pub fn encoded_len(&self) -> usize {
-        self.len as usize
+        self.used().len()
     }
 
-    /// The notes' block, for the engine's prefetch hints: its start and where the next note
-    /// goes.
+    /// The notes' block, for the engine's prefetch hints: its start and its end, where the
+    /// next note goes.
     #[inline]
     pub(crate) fn ends(&self) -> (*const u8, *const u8) {
         let p = self.bytes.as_ptr();
-        (p, p.wrapping_add(self.len as usize))
+        (p, p.wrapping_add(self.bytes.len()))
     }
 
     /// The heap bytes the notes hold.
@@ -120,16 +120,16 @@ impl History {
     /// The encoded notes.
     #[inline]
     fn used(&self) -> &[u8] {
-        &self.bytes[..self.len as usize]
+        self.bytes.get(COUNT_BYTES..).unwrap_or_default()
     }
 
     /// Appends a change, dropping the oldest notes beyond `depth` (0 keeps nothing).
     ///
-    /// The oldest notes go first, so a full history reuses their room. When the buffer must
-    /// grow, it grows by the note alone: every user holds one, and doubling left a third of it
-    /// empty (143 bytes held for 93 used, per user, at 100k users), growing by a quarter more
-    /// a fifth. The allocator grows the block in place within its size class, so this costs a
-    /// `realloc` call, rarely a copy (see `state::grow`).
+    /// The oldest notes go first, then the note is appended and the block fitted to its
+    /// length: every user holds one, and spare room was a large share of it (doubling left a
+    /// third of it empty, 143 bytes held for 93 used per user at 100k users; growing by a
+    /// quarter, a fifth). The allocator grows or shrinks the block in place within its size
+    /// class, so this costs a `realloc` call, rarely a copy (see `state::grow`).
     pub fn push(&mut self, change: &ScoreChange, group: Option<u32>, depth: usize) {
         if depth == 0 {
             self.clear();
@@ -137,8 +137,22 @@ impl History {
         }
         // The most notes a history keeps: the count's range, less one.
         let depth = depth.min(u16::MAX as usize - 1);
-        if self.len() >= depth {
-            self.drop_oldest(self.len() + 1 - depth);
+        let mut count = self.count() as usize;
+        // Worked on through a `Vec` over the same block, handed back exact-size.
+        let mut out = Vec::from(std::mem::take(&mut self.bytes));
+        if out.is_empty() {
+            out.extend_from_slice(&[0; COUNT_BYTES]);
+        }
+        if count >= depth {
+            let drop = count + 1 - depth;
+            let mut r = Reader::new(&out[COUNT_BYTES..]);
+            for _ in 0..drop {
+                // Notes this buffer wrote itself always decode.
+                let _ = read_note_ref(&mut r);
+            }
+            let cut_at = r.pos();
+            out.drain(COUNT_BYTES..COUNT_BYTES + cut_at);
+            count -= drop.min(count);
         }
         let with_source = change.reason.source_event_id.as_ref();
         let cut = with_source.is_some_and(|s| s.len() > MAX_SOURCE_BYTES);
@@ -167,13 +181,7 @@ impl History {
             } else {
                 0
             };
-        // Written through a `Vec` over the same block, handed back whole (spare room zeroed, so
-        // `into_boxed_slice` keeps the block as it is).
-        let mut out = Vec::from(std::mem::take(&mut self.bytes));
-        out.truncate(self.len as usize);
-        if out.capacity() - out.len() < size {
-            out.reserve_exact(size);
-        }
+        out.reserve_exact(size);
         out.push(tag);
         put_i64(&mut out, change.time);
         put_i64(&mut out, change.previous_score);
@@ -188,44 +196,27 @@ impl History {
         if change.windows > 1 {
             put_u64(&mut out, change.windows as u64);
         }
-        // At most 65,534 notes of at most 190 bytes each: within a u32.
-        self.len = out.len() as u32;
-        out.resize(out.capacity(), 0);
+        // At most 65,534 notes: within the count's range.
+        out[..COUNT_BYTES].copy_from_slice(&(count as u16 + 1).to_le_bytes());
         self.bytes = out.into_boxed_slice();
-        self.count += 1;
-    }
-
-    /// Drops the `n` oldest notes in one move.
-    fn drop_oldest(&mut self, n: usize) {
-        let mut r = Reader::new(self.used());
-        for _ in 0..n {
-            // Notes this buffer wrote itself always decode.
-            let _ = read_note_ref(&mut r);
-        }
-        let cut_at = r.pos();
-        self.bytes.copy_within(cut_at..self.len as usize, 0);
-        self.len -= cut_at as u32;
-        self.count -= n.min(self.count as usize) as u16;
     }
 
     pub fn clear(&mut self) {
         self.bytes = Box::default();
-        self.len = 0;
-        self.count = 0;
     }
 
     /// The notes, oldest first.
     pub fn notes(&self) -> Vec<ChangeNote> {
         let mut r = Reader::new(self.used());
-        (0..self.count)
+        (0..self.count())
             .map_while(|_| read_note(&mut r).ok())
             .collect()
     }
 
     /// The state encoding: the note count, the byte length, the notes.
     pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
-        put_u64(out, self.count as u64);
-        put_u64(out, self.len as u64);
+        put_u64(out, self.count() as u64);
+        put_u64(out, self.encoded_len() as u64);
         out.extend_from_slice(self.used());
     }
 
@@ -233,16 +224,23 @@ impl History {
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<History, StateError> {
         let count = u16::try_from(r.u64()?).map_err(|_| StateError::Corrupt("history count"))?;
         let n = r.len()?;
-        let len = u32::try_from(n).map_err(|_| StateError::Corrupt("history length"))?;
-        let bytes: Box<[u8]> = r.take(n)?.into();
-        let mut check = Reader::new(&bytes);
+        let notes = r.take(n)?;
+        let mut check = Reader::new(notes);
         for _ in 0..count {
             read_note_ref(&mut check)?;
         }
-        if check.pos() != bytes.len() {
+        if check.pos() != notes.len() {
             return Err(StateError::Corrupt("history length"));
         }
-        Ok(History { bytes, len, count })
+        if count == 0 {
+            return Ok(History::default());
+        }
+        let mut bytes = Vec::with_capacity(COUNT_BYTES + notes.len());
+        bytes.extend_from_slice(&count.to_le_bytes());
+        bytes.extend_from_slice(notes);
+        Ok(History {
+            bytes: bytes.into_boxed_slice(),
+        })
     }
 }
 
@@ -376,20 +374,19 @@ mod tests {
         assert_eq!(notes[3].score(), 5);
     }
 
-    /// The buffer holds no spare room beyond the longest the notes have been: it grows by
-    /// each note exactly (the allocator grows it in place within its size class).
+    /// The block holds the notes and their count, nothing more: it is fitted to each push,
+    /// also when the oldest notes went.
     #[test]
-    fn the_buffer_grows_by_each_note_exactly() {
+    fn the_block_is_exactly_the_count_and_the_notes() {
         let mut h = History::default();
-        let mut peak = 0;
+        assert_eq!(h.heap_bytes(), 0, "no notes, no block");
         for i in 0..200 {
             h.push(
                 &change(i, ReasonKind::Rule, Some(&format!("evt-{i:07}")), 0),
                 Some(3),
                 20,
             );
-            peak = peak.max(h.encoded_len());
-            assert_eq!(h.heap_bytes(), peak, "push {i}");
+            assert_eq!(h.heap_bytes(), COUNT_BYTES + h.encoded_len(), "push {i}");
         }
         assert_eq!(h.len(), 20);
     }

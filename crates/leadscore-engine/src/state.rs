@@ -27,13 +27,12 @@ pub struct UserState {
     pub last_change: OptI64,
     /// When the inactivity timer is due; none while no timer runs.
     pub timer_due: OptI64,
-    /// `updated_at` of the last applied external score (none if it had none), to drop stale ones.
-    pub external_updated_at: OptI64,
-    /// What each capped group has applied per cap window. Exact size (a box: no capacity word
-    /// in every user's state), rebuilt when a capped event changes it.
-    pub caps: Box<[CapUsage]>,
+    /// What most users never have (the last external score's `updated_at`, cap usage): see
+    /// [`Rare`]. Read and set through [`UserState::caps`], [`UserState::external_updated_at`]
+    /// and their setters, which keep it `None` while both are empty.
+    rare: Option<Box<Rare>>,
     /// Recently applied explicit event ids, for duplicate detection, oldest first.
-    pub seen: Vec<SeenEvent>,
+    pub seen: Box<[SeenEvent]>,
     /// Input offset of the last event applied to this user, so a replay after a crash skips the
     /// events this state already holds (see `docs/crash-safety.md`).
     pub last_offset: OptI64,
@@ -46,6 +45,20 @@ pub struct UserState {
     /// (docs/semantics.md, "Change ids"). It sits in
     /// the padding after `enrolled`: free in memory.
     pub changes: u32,
+}
+
+/// The parts of a user's state that most users never have, in a block of their own: one
+/// pointer in every state (null for most) instead of 24 bytes, so that `UserState` is 96 bytes
+/// and a user's map entry 128, an allocator size class, instead of 160 (issue 14, memory per
+/// user). A user with cap usage or a dated external score pays a 24-byte block.
+#[derive(Clone, Debug, PartialEq, Default)]
+struct Rare {
+    /// `updated_at` of the last applied external score (none if it had none), to drop stale
+    /// ones.
+    external_updated_at: OptI64,
+    /// What each capped group has applied per cap window. Exact size, rebuilt when a capped
+    /// event changes it.
+    caps: Box<[CapUsage]>,
 }
 
 /// An `Option<i64>` in 8 bytes instead of 16, for the times and the offset every user's state
@@ -224,6 +237,59 @@ impl UserState {
             .filter(|&t| t <= crate::timestamp::MAX_MILLIS)
     }
 
+    /// `updated_at` of the last applied external score (none if it had none), to drop stale
+    /// ones.
+    #[inline]
+    pub fn external_updated_at(&self) -> OptI64 {
+        self.rare
+            .as_ref()
+            .map_or(OptI64::NONE, |r| r.external_updated_at)
+    }
+
+    pub fn set_external_updated_at(&mut self, at: OptI64) {
+        if at.is_none() && self.rare.is_none() {
+            return;
+        }
+        self.rare
+            .get_or_insert_with(Box::default)
+            .external_updated_at = at;
+        self.drop_empty_rare();
+    }
+
+    /// What each capped group has applied per cap window.
+    #[inline]
+    pub fn caps(&self) -> &[CapUsage] {
+        self.rare.as_ref().map_or(&[], |r| &r.caps)
+    }
+
+    /// Takes the cap usage out to be worked on ([`UserState::set_caps`] puts it back).
+    pub fn take_caps(&mut self) -> Vec<CapUsage> {
+        self.rare
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.caps).into_vec())
+            .unwrap_or_default()
+    }
+
+    /// Replaces the cap usage, exact-size.
+    pub fn set_caps(&mut self, caps: Vec<CapUsage>) {
+        if caps.is_empty() && self.rare.is_none() {
+            return;
+        }
+        self.rare.get_or_insert_with(Box::default).caps = caps.into_boxed_slice();
+        self.drop_empty_rare();
+    }
+
+    /// No block for what is empty: the state compares equal to one that never had it.
+    fn drop_empty_rare(&mut self) {
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|r| r.external_updated_at.is_none() && r.caps.is_empty())
+        {
+            self.rare = None;
+        }
+    }
+
     #[inline]
     pub fn attribute(&self, name: &str) -> Option<ScalarRef<'_>> {
         self.attributes.get(name)
@@ -240,8 +306,10 @@ impl UserState {
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         self.attributes.heap_bytes()
-            + self.caps.len() * size_of::<CapUsage>()
-            + self.seen.capacity() * size_of::<SeenEvent>()
+            + self.rare.as_ref().map_or(0, |r| {
+                size_of::<Rare>() + r.caps.len() * size_of::<CapUsage>()
+            })
+            + self.seen.len() * size_of::<SeenEvent>()
             + self.history.heap_bytes()
     }
 
@@ -261,7 +329,7 @@ impl UserState {
             + VARINT
             + self.attributes.encoded_len()
             + VARINT
-            + self.caps.len() * 3 * VARINT
+            + self.caps().len() * 3 * VARINT
             + VARINT
             + self.seen.len() * (8 + 2 * VARINT)
             + 2 * VARINT
@@ -274,7 +342,7 @@ impl UserState {
         let flags = (self.enrolled as u8)
             | (self.last_change.is_some() as u8) << 1
             | (self.timer_due.is_some() as u8) << 2
-            | (self.external_updated_at.is_some() as u8) << 3
+            | (self.external_updated_at().is_some() as u8) << 3
             | (self.last_offset.is_some() as u8) << 4;
         out.push(flags);
         put_i64(out, self.score);
@@ -286,15 +354,15 @@ impl UserState {
         if let Some(t) = self.timer_due.get() {
             put_i64(out, t - base);
         }
-        if let Some(t) = self.external_updated_at.get() {
+        if let Some(t) = self.external_updated_at().get() {
             put_i64(out, t - base);
         }
         if let Some(o) = self.last_offset.get() {
             put_i64(out, o);
         }
         self.attributes.encode_into(out);
-        put_u64(out, self.caps.len() as u64);
-        for c in &self.caps {
+        put_u64(out, self.caps().len() as u64);
+        for c in self.caps() {
             put_u64(out, c.group as u64);
             put_i64(out, c.window);
             put_u64(out, c.used);
@@ -339,7 +407,7 @@ impl UserState {
             st.timer_due = base.wrapping_add(r.i64()?).into();
         }
         if flags & 8 != 0 {
-            st.external_updated_at = base.wrapping_add(r.i64()?).into();
+            st.set_external_updated_at(base.wrapping_add(r.i64()?).into());
         }
         if flags & 16 != 0 {
             st.last_offset = r.i64()?.into();
@@ -355,9 +423,9 @@ impl UserState {
                 used: r.u64()?,
             });
         }
-        st.caps = caps.into_boxed_slice();
+        st.set_caps(caps);
         let n = r.len()?;
-        st.seen.reserve_exact(n);
+        let mut seen = Vec::with_capacity(n);
         let mut prev = base;
         for _ in 0..n {
             let id_hash = u64::from_le_bytes(r.array()?);
@@ -369,8 +437,9 @@ impl UserState {
             } else {
                 time
             };
-            st.seen.push(SeenEvent::new(id_hash, time, recorded));
+            seen.push(SeenEvent::new(id_hash, time, recorded));
         }
+        st.seen = seen.into_boxed_slice();
         if version >= 3 {
             st.history = History::decode(&mut r)?;
         }
@@ -488,20 +557,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Makes room for one more element, exactly: these lists live in every user's state, mostly
-/// short, so spare capacity was a large share of a user's memory (doubling: up to half; growing
-/// by half: 13 ids held for 10). The allocator (mimalloc, the binary's global allocator) grows a
-/// block in place while the new size stays within its size class, so a push costs a `realloc`
-/// call that returns the same block, and a copy only when the class is full (every eighth to
-/// fifth push for these sizes): `bench` measured no change in either engine rate (three
-/// alternating pairs), and 40 B less per user at 1M users (issue 14).
-#[inline]
-pub(crate) fn grow<T>(v: &mut Vec<T>) {
-    if v.len() == v.capacity() {
-        v.reserve_exact(1);
-    }
-}
-
 /// Byte equality tuned for the short names of attributes, properties and events: the length
 /// first, then at most two overlapping word loads for up to 16 bytes, without a `memcmp` call.
 #[inline]
@@ -581,16 +636,19 @@ mod tests {
             .collect(),
             last_change: 1_790_000_000_000.into(),
             timer_due: 1_790_604_800_000.into(),
-            external_updated_at: 1_789_000_000_000.into(),
-            caps: Box::new([CapUsage {
-                group: 7,
-                window: 20_717,
-                used: 15,
-            }]),
+            rare: Some(Box::new(Rare {
+                external_updated_at: 1_789_000_000_000.into(),
+                caps: Box::new([CapUsage {
+                    group: 7,
+                    window: 20_717,
+                    used: 15,
+                }]),
+            })),
             seen: vec![
                 SeenEvent::new(1, 1_789_999_000_000, 1_789_999_000_000),
                 SeenEvent::new(u64::MAX, 1_790_000_000_000, 1_790_900_000_000),
-            ],
+            ]
+            .into(),
             last_offset: 123_456.into(),
             history: History::default(),
             changes: 300,
@@ -680,7 +738,7 @@ mod tests {
         v1.extend([0xd0, 0x0f]); // time 1000 (zigzag 2000 as a varint)
         let st = UserState::decode(&v1).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(st.score, 42);
-        assert_eq!(st.seen, vec![SeenEvent::new(7, 1000, 1000)]);
+        assert_eq!(&*st.seen, [SeenEvent::new(7, 1000, 1000)]);
     }
 
     /// A remembered id takes 16 bytes, keeps its event time exact and its recording clock
@@ -728,6 +786,23 @@ mod tests {
         assert!(SeenEvent::new(1, MIN_MILLIS, i64::MAX).recorded() >= MIN_MILLIS + i64::MAX);
     }
 
+    /// A user's state is 96 bytes, so that with its key and changelog hash a map entry is
+    /// 128, an allocator size class (issue 14, memory per user); empty parts hold no block.
+    #[test]
+    fn a_state_is_96_bytes_and_its_rare_parts_take_no_block_when_empty() {
+        assert_eq!(std::mem::size_of::<UserState>(), 96);
+        let mut st = typical();
+        assert!(st.rare.is_some());
+        st.set_external_updated_at(OptI64::NONE);
+        assert!(st.rare.is_some(), "the caps are still there");
+        st.set_caps(Vec::new());
+        assert!(st.rare.is_none());
+        assert_eq!(
+            UserState::decode(&st.encode()).map(|d| d.rare.is_none()),
+            Ok(true)
+        );
+    }
+
     #[test]
     fn encoding_round_trips() {
         for st in [UserState::default(), typical()] {
@@ -742,18 +817,17 @@ mod tests {
         extreme.score = i64::MIN;
         extreme.last_change = OptI64::NONE;
         extreme.timer_due = (i64::MIN + 1).into();
-        extreme.external_updated_at = (i64::MIN + 1).into();
+        extreme.set_external_updated_at((i64::MIN + 1).into());
         extreme.last_offset = i64::MAX.into();
-        extreme.caps = vec![
+        extreme.set_caps(vec![
             CapUsage {
                 group: u32::MAX,
                 window: i64::MIN,
                 used: u64::MAX,
             };
             3
-        ]
-        .into();
-        extreme.seen = vec![SeenEvent::new(u64::MAX, i64::MIN, i64::MAX); 5];
+        ]);
+        extreme.seen = vec![SeenEvent::new(u64::MAX, i64::MIN, i64::MAX); 5].into();
         for st in [UserState::default(), typical(), with_history(20), extreme] {
             let bytes = st.encode();
             assert!(bytes.len() <= st.encoded_len_bound(), "{st:?}");

@@ -281,24 +281,18 @@ fn strip_offsets(users: &BTreeMap<String, UserState>) -> BTreeMap<String, UserSt
     users
         .iter()
         .map(|(u, st)| {
-            (
-                u.clone(),
-                UserState {
-                    last_offset: Default::default(),
-                    // The history names input positions as source ids when events have none.
-                    history: Default::default(),
-                    // When an id was recorded is partition-clock bookkeeping (SPEC 3.8
-                    // retention), which interleavings change by design.
-                    seen: st
-                        .seen
-                        .iter()
-                        .map(|s| {
-                            leadscore_engine::state::SeenEvent::new(s.id_hash, s.time(), s.time())
-                        })
-                        .collect(),
-                    ..st.clone()
-                },
-            )
+            let mut st = st.clone();
+            st.last_offset = Default::default();
+            // The history names input positions as source ids when events have none.
+            st.history = Default::default();
+            // When an id was recorded is partition-clock bookkeeping (SPEC 3.8 retention),
+            // which interleavings change by design.
+            st.seen = st
+                .seen
+                .iter()
+                .map(|s| leadscore_engine::state::SeenEvent::new(s.id_hash, s.time(), s.time()))
+                .collect();
+            (u.clone(), st)
         })
         .collect()
 }

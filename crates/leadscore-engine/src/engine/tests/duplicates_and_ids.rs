@@ -318,30 +318,21 @@ fn an_event_applied_twice_gives_two_change_ids() {
     assert_eq!(r.changes.len(), 3);
 }
 
-/// The list of remembered ids holds exactly its ids: no spare room per user (issue 14).
-#[test]
-fn remembered_ids_take_no_spare_room() {
-    let e = rules("");
-    let mut events = vec![email("u", T0)];
-    events.extend((0..10).map(|i| with_id(session("u", T0 + i), &format!("s{i}"))));
-    let r = run(&e, &events);
-    let seen = &r.user("u").seen;
-    assert_eq!((seen.len(), seen.capacity()), (10, 10));
-}
-
 #[test]
 fn expired_ids_give_their_room_back() {
-    // A burst of 40 ids, then, past their retention, one more: the list holds one id, and its
-    // spare room is back to a few entries instead of the burst's 40.
+    // A burst of 40 ids, then, past their retention, one more: the list holds one id, in a
+    // block of one (the list is an exact-size box: no spare room to keep).
     let e = rules("");
     let mut events = vec![email("u", T0)];
     events.extend((0..40).map(|i| with_id(session("u", T0 + i), &format!("burst{i}"))));
     let mut r = run(&e, &events);
-    assert!(r.user("u").seen.capacity() >= 40);
+    assert_eq!(r.user("u").seen.len(), 40);
     r.process(&e, &with_id(session("u", T0 + 10 * D), "later"), 100);
-    let seen = &r.user("u").seen;
-    assert_eq!(seen.len(), 1);
-    assert!(seen.capacity() <= 4, "capacity {}", seen.capacity());
+    assert_eq!(r.user("u").seen.len(), 1);
+    assert_eq!(
+        r.user("u").heap_bytes(),
+        r.user("u").attributes.encoded_len() + 16 + r.user("u").history.heap_bytes()
+    );
 }
 
 /// SPEC 3.8: an id may be forgotten only two windows after it was recorded, so a retry within

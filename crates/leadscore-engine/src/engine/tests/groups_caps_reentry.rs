@@ -63,7 +63,7 @@ fn cap_windows_are_aligned_to_the_epoch_in_utc() {
 
 /// The daily windows (days since the epoch) of u's cap usage, sorted.
 fn cap_days(r: &Run) -> Vec<i64> {
-    let mut days: Vec<i64> = r.users["u"].caps.iter().map(|c| c.window).collect();
+    let mut days: Vec<i64> = r.users["u"].caps().iter().map(|c| c.window).collect();
     days.sort_unstable();
     days
 }
@@ -130,7 +130,7 @@ triggers = [{ type = "session_start" }]
     later.push(session("u", T0 + 9 * D));
     later.push(session("u", T0 + 9 * D + 2 * H));
     let r = run(&e, &later);
-    let mut hours: Vec<i64> = r.users["u"].caps.iter().map(|c| c.window).collect();
+    let mut hours: Vec<i64> = r.users["u"].caps().iter().map(|c| c.window).collect();
     hours.sort_unstable();
     assert_eq!(hours, [(T0 + 9 * D) / H, (T0 + 9 * D + 2 * H) / H]);
 }
