@@ -46,7 +46,7 @@ impl Bounds {
 /// `router` with a JSON body on every error answer that has none (axum's 405 for a method a
 /// route does not take, a 404 of a route table without its own fallback), naming the status,
 /// the method and the path, so that every answer of the admin port and the ingest API a client
-/// reads is JSON with an `error` (found by an outside check, 2026-12-05). Answers with a body
+/// reads is JSON with an `error` (found by an outside check, 2026-12-04). Answers with a body
 /// are left as they are. (A request line or headers too long for the server are answered by
 /// hyper before any route, 414 or 431 with no body: docs/operations.md.)
 pub fn json_errors(router: Router) -> Router {

@@ -543,7 +543,7 @@ mod tests {
     }
 
     /// What a user costs in the table: a key with its flag in 24 bytes, and a user's entry
-    /// within the allocator's 128-byte size class (issue 14; 160 before 2026-12-05).
+    /// within the allocator's 128-byte size class (issue 14; 160 before 2026-12-04's fourth session).
     #[test]
     fn a_users_entry_fits_128_bytes() {
         assert_eq!(std::mem::size_of::<Key>(), 24);

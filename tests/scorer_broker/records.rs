@@ -430,7 +430,7 @@ fn a_copied_rerouting_header_makes_no_event_a_duplicate() {
 
 /// One user's attributes are bounded (64 KiB encoded): an event that would take them past it is
 /// a dead letter naming the attribute and the limit, and nothing of it is applied. Without the
-/// bound (found by an outside check, 2026-12-05), a producer setting thousands of attributes
+/// bound (found by an outside check, 2026-12-04), a producer setting thousands of attributes
 /// on one user grew its changelog record past Kafka's default 1 MB, and the scorer stopped at
 /// that checkpoint, and again at every restart. A removal always applies, and makes room.
 #[test]
