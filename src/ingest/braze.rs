@@ -109,6 +109,14 @@ pub enum BodyError {
     TooMany { array: &'static str, count: usize },
     #[error("the request has no attributes, events or purchases")]
     Nothing,
+    /// A key twice in one object: serde_json would keep the last value, the scorer's own
+    /// decoder refuses such an event, and a guess could lose an array of events or score
+    /// another user.
+    #[error(
+        "the key {key} appears more than once in {place}; which of its values counts would be a \
+         guess, so the body is refused"
+    )]
+    RepeatedKey { key: String, place: String },
 }
 
 /// How this request's event ids are made (see the module doc).
@@ -195,8 +203,7 @@ pub fn valid_idempotency_key(key: &str) -> bool {
 /// Translates a `users/track` body. `Err` refuses the whole request; `Ok` may still hold
 /// nothing valid (see [`Batch::nothing_valid`]), with every object's error.
 pub fn translate(body: &[u8], opts: &Options<'_>) -> Result<Batch, BodyError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| BodyError::Malformed(e.to_string()))?;
+    let value = strict::parse(body)?;
     let Value::Object(mut top) = value else {
         return Err(BodyError::NotObject);
     };
@@ -710,5 +717,6 @@ fn complete_clock(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+mod strict;
 #[cfg(test)]
 mod tests;

@@ -552,3 +552,43 @@ fn an_attributes_object_is_processed_only_when_something_of_it_goes() {
     let none = run(json!({"attributes": [{"external_id": "u1", "lead_score": null}]}));
     assert!(none.nothing_valid());
 }
+
+#[test]
+fn a_repeated_key_anywhere_in_the_body_refuses_it_naming_the_key_and_where() {
+    let refuse = |body: &str| {
+        translate(body.as_bytes(), &opts(IdBasis::Request("r")))
+            .unwrap_err()
+            .to_string()
+    };
+    let event =
+        |name: &str| format!(r#"{{"external_id":"u1","name":"{name}","time":"2026-01-05T09:00:00Z"}}"#);
+    // Last-wins would drop event a without a word.
+    let m = refuse(&format!(
+        r#"{{"events":[{}],"events":[{}]}}"#,
+        event("a"),
+        event("b")
+    ));
+    assert!(m.contains("'events'") && m.contains("top-level object"), "{m}");
+    // Last-wins would score user d.
+    let m = refuse(r#"{"attributes":[{"external_id":"c","external_id":"d","lead_score":1}]}"#);
+    assert!(m.contains("'external_id'") && m.contains("attributes[0]"), "{m}");
+    let m = refuse(
+        r#"{"events":[{"external_id":"u","name":"x","time":"2026-01-05T09:00:00Z","properties":{"p":1,"p":2}}]}"#,
+    );
+    assert!(m.contains("'p'") && m.contains("events[0].properties"), "{m}");
+    let m = refuse(r#"{"partner":{"a b":{"x":1,"x":1}},"events":[]}"#);
+    assert!(m.contains("'x'") && m.contains(r#"partner["a b"]"#), "{m}");
+    // The same key in two objects is no repetition.
+    let batch = run(json!({"attributes": [
+        {"external_id": "u1", "lead_score": 1},
+        {"external_id": "u2", "lead_score": 2},
+    ]}));
+    assert_eq!(batch.attributes_processed, 2);
+    // Nesting stays bounded as serde_json bounds it: refused, not a stack overflow.
+    let deep = format!(r#"{{"partner":{}{}}}"#, "[".repeat(200), "]".repeat(200));
+    let refused = translate(deep.as_bytes(), &opts(IdBasis::Request("r")));
+    assert!(
+        matches!(&refused, Err(BodyError::Malformed(m)) if m.contains("recursion limit")),
+        "{refused:?}"
+    );
+}
