@@ -31,6 +31,12 @@
 //! per value still allow an event of about 130 KB (256 properties of 255-character names and
 //! values).
 //!
+//! # Parsed strictly
+//!
+//! A key repeated in any object and an integer literal outside the 64-bit range anywhere refuse
+//! the whole body ([`BodyError::RepeatedKey`], [`BodyError::IntegerOutOfRange`]): serde_json's
+//! `Value` would keep the last value, or round the integer to a float, without a word.
+//!
 //! # Event ids
 //!
 //! Braze has no idempotency key, so a caller's retry would count twice. With an
@@ -117,6 +123,13 @@ pub enum BodyError {
          guess, so the body is refused"
     )]
     RepeatedKey { key: String, place: String },
+    /// An integer literal no 64-bit integer holds: serde_json would turn it into the nearest
+    /// float (a score of -2^63 - 1 into -2^63), altering it without a word.
+    #[error(
+        "{place}: the integer {literal} is outside the 64-bit range \
+         (-9223372036854775808 to 9223372036854775807)"
+    )]
+    IntegerOutOfRange { literal: String, place: String },
 }
 
 /// How this request's event ids are made (see the module doc).
@@ -403,7 +416,7 @@ fn attribute_event(
             Value::Number(n) => integer(n).map(ScoreOp::Set),
             Value::Object(inc) if inc.len() == 1 => match inc.get("inc") {
                 Some(Value::Number(n)) => integer(n).map(ScoreOp::Increment),
-                _ => None,
+                _ => Err(NotInteger::Fraction),
             },
             // Braze's null removes an attribute; a lead always has a score.
             Value::Null => {
@@ -412,10 +425,16 @@ fn attribute_event(
                      send an integer or {{\"inc\": integer}}"
                 ))
             }
-            _ => None,
+            _ => Err(NotInteger::Fraction),
         };
-        let op = op.ok_or_else(|| {
-            format!("'{name}' (the score) must be an integer or {{\"inc\": integer}}")
+        let op = op.map_err(|why| match why {
+            NotInteger::Fraction => {
+                format!("'{name}' (the score) must be an integer or {{\"inc\": integer}}")
+            }
+            NotInteger::OutOfRange => format!(
+                "'{name}' (the score) is outside the 64-bit integer range \
+                 (-9223372036854775808 to 9223372036854775807)"
+            ),
         })?;
         let mut event = Event::new(user, opts.received, EventType::ExternalScore);
         event.score = Some(op);
@@ -441,16 +460,34 @@ fn attribute_event(
     Ok(event)
 }
 
+/// Why a number is no integer score.
+enum NotInteger {
+    /// A fraction, or not a number at all.
+    Fraction,
+    /// Whole, but at or beyond ±2^63.
+    OutOfRange,
+}
+
 /// A JSON number as an integer score: an integer, or a float with no fraction (`45.0`, as
-/// Python's `json` writes a float score) that an `i64` holds exactly.
-fn integer(n: &Number) -> Option<i64> {
+/// Python's `json` writes a float score) strictly inside (-2^63, 2^63). -2^63 itself is refused
+/// too: it is the float every integer literal from -2^63 - 1 down to about -2^63 - 1024 rounds
+/// to, so taking it would turn those into `i64::MIN` (the parser refuses such literals, and
+/// this keeps a float written as -9.223372036854775808e18 from doing the same).
+fn integer(n: &Number) -> Result<i64, NotInteger> {
     if let Some(i) = n.as_i64() {
-        return Some(i);
+        return Ok(i);
     }
-    let f = n.as_f64()?;
-    // 2^63 is exactly representable; every whole float below it in magnitude fits an i64.
+    let f = n.as_f64().unwrap_or(f64::NAN);
+    if f.fract() != 0.0 {
+        return Err(NotInteger::Fraction);
+    }
+    // 2^63 is exactly representable; every whole float strictly inside it fits an i64.
     const LIMIT: f64 = 9_223_372_036_854_775_808.0;
-    (f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f)).then_some(f as i64)
+    if f > -LIMIT && f < LIMIT {
+        Ok(f as i64)
+    } else {
+        Err(NotInteger::OutOfRange)
+    }
 }
 
 /// Refuses an event the scorer would dead-letter after its caller was told "success": one whose

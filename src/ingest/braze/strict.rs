@@ -1,16 +1,22 @@
-//! The body parsed strictly. serde_json's own `Value` keeps the last of a repeated key without
-//! a word; here a repeated key refuses the body, naming the key and where it is. Nesting stays
-//! bounded by serde_json's recursion limit (128), which applies to this visitor as to its own.
+//! The body parsed strictly. serde_json's own `Value` keeps the last of a repeated key and
+//! turns an integer literal beyond 64 bits into a float, both without a word; here either
+//! refuses the body, naming the key or the literal and where it is. Nesting stays bounded by
+//! serde_json's recursion limit (128), which applies to this visitor as to its own.
 
 use super::BodyError;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::ops::Range;
 
-/// Parses `body` as a JSON value, refusing a repeated key in any object.
+/// Parses `body` as a JSON value, refusing a repeated key in any object and an integer literal
+/// outside the signed 64-bit range anywhere.
 pub(super) fn parse(body: &[u8]) -> Result<Value, BodyError> {
     let context = Context {
+        body,
+        long_integers: long_integer_literals(body),
+        numbers: Cell::new(0),
         refused: RefCell::new(None),
     };
     let mut de = serde_json::Deserializer::from_slice(body);
@@ -85,27 +91,84 @@ impl Place<'_> {
 }
 
 /// What the visitors share.
-struct Context {
+struct Context<'b> {
+    body: &'b [u8],
+    /// The integer literals of more than 18 digits: their ordinal among the body's numbers,
+    /// and where they are. serde_json hands one it cannot hold as an `i64` or `u64` over as a
+    /// float, indistinguishable from a float literal but for this.
+    long_integers: Vec<(usize, Range<usize>)>,
+    /// Numbers visited so far: serde_json visits them in the order of the text.
+    numbers: Cell<usize>,
     /// Why the body was refused, when the visitor refused it.
     refused: RefCell<Option<BodyError>>,
 }
 
-impl Context {
+impl Context<'_> {
+    fn next_number(&self) -> usize {
+        let n = self.numbers.get();
+        self.numbers.set(n + 1);
+        n
+    }
+
     fn refuse<E: de::Error>(&self, why: BodyError) -> E {
         let message = why.to_string();
         *self.refused.borrow_mut() = Some(why);
         E::custom(message)
     }
+
+    fn out_of_range<E: de::Error>(&self, literal: &str, place: &Place<'_>) -> E {
+        let (_, literal) = quote_key(literal);
+        self.refuse(BodyError::IntegerOutOfRange {
+            literal,
+            place: place.describe("the body"),
+        })
+    }
+}
+
+/// The integer literals (no fraction, no exponent) of more than 18 digits outside strings, as
+/// (ordinal among the numbers, byte range). Run before parsing; on a body that is not JSON its
+/// answer does not matter, the parser refusing it.
+fn long_integer_literals(body: &[u8]) -> Vec<(usize, Range<usize>)> {
+    let mut found = Vec::new();
+    let (mut i, mut ordinal) = (0, 0);
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                i += 1;
+                while i < body.len() && body[i] != b'"' {
+                    i += if body[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < body.len()
+                    && matches!(body[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let token = &body[start..i];
+                let integer = !token.iter().any(|b| matches!(b, b'.' | b'e' | b'E'));
+                let digits = token.iter().filter(|b| b.is_ascii_digit()).count();
+                if integer && digits > 18 {
+                    found.push((ordinal, start..i));
+                }
+                ordinal += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    found
 }
 
 /// Deserializes a [`Value`] at `place`.
 #[derive(Clone, Copy)]
-struct ValueSeed<'p> {
+struct ValueSeed<'p, 'b> {
     place: &'p Place<'p>,
-    context: &'p Context,
+    context: &'p Context<'b>,
 }
 
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
@@ -113,7 +176,7 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for ValueSeed<'_> {
+impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -125,14 +188,26 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
 
     fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        self.context.next_number();
         Ok(Value::Number(v.into()))
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        self.context.next_number();
+        if i64::try_from(v).is_err() {
+            return Err(self.context.out_of_range(&v.to_string(), self.place));
+        }
         Ok(Value::Number(v.into()))
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        let ordinal = self.context.next_number();
+        let long = &self.context.long_integers;
+        if let Ok(i) = long.binary_search_by_key(&ordinal, |(n, _)| *n) {
+            // An integer literal that came as a float: beyond what a u64 or i64 holds.
+            let text = String::from_utf8_lossy(&self.context.body[long[i].1.clone()]);
+            return Err(self.context.out_of_range(&text, self.place));
+        }
         Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
 

@@ -592,3 +592,68 @@ fn a_repeated_key_anywhere_in_the_body_refuses_it_naming_the_key_and_where() {
         "{refused:?}"
     );
 }
+
+#[test]
+fn a_score_or_inc_beyond_the_64_bit_range_is_refused_never_turned_into_the_minimum() {
+    // An integer literal outside the 64-bit range: the body is refused, naming the field.
+    for literal in [
+        "-9223372036854775809",
+        "-9223372036854776832",
+        "9223372036854775808",
+        "-99999999999999999999999",
+    ] {
+        for (score, place) in [
+            (literal.to_string(), "attributes[0].lead_score"),
+            (format!(r#"{{"inc":{literal}}}"#), "attributes[0].lead_score.inc"),
+        ] {
+            let body =
+                format!(r#"{{"attributes":[{{"external_id":"u1","lead_score":{score}}}]}}"#);
+            let refused = translate(body.as_bytes(), &opts(IdBasis::Request("r")));
+            let m = refused.map(|b| b.events).unwrap_err().to_string();
+            assert!(m.contains(place) && m.contains(literal), "{m}");
+        }
+    }
+    // A float equal to -2^63 is not inside the range either: refused in errors. The largest
+    // float below 2^63 is a whole number an i64 holds.
+    let batch = run(json!({"attributes": [
+        {"external_id": "u1", "lead_score": -9.223372036854775808e18},
+        {"external_id": "u2", "lead_score": {"inc": -9.223372036854775808e18}},
+        {"external_id": "u3", "lead_score": 9.2233720368547748e18},
+    ]}));
+    let refused: Vec<usize> = batch.errors.iter().map(|e| e.index).collect();
+    assert_eq!(refused, [0, 1], "{:?}", batch.errors);
+    assert!(
+        batch.errors.iter().all(|e| e.message.contains("64-bit")),
+        "{:?}",
+        batch.errors
+    );
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(
+        batch.events[0].score,
+        Some(ScoreOp::Set(9_223_372_036_854_774_784))
+    );
+}
+
+#[test]
+fn an_integer_value_beyond_64_bits_refuses_the_body_rather_than_becoming_a_float() {
+    for (body, place) in [
+        (
+            r#"{"events":[{"external_id":"u1","name":"x","time":"2026-01-05T09:00:00Z","properties":{"n":123456789012345678901234567890}}]}"#,
+            "events[0].properties.n",
+        ),
+        (
+            r#"{"attributes":[{"external_id":"u1","visits":18446744073709551615}]}"#,
+            "attributes[0].visits",
+        ),
+    ] {
+        let refused = translate(body.as_bytes(), &opts(IdBasis::Request("r")));
+        let m = refused.map(|b| b.events).unwrap_err().to_string();
+        assert!(m.contains(place) && m.contains("64-bit"), "{m}");
+    }
+    // A float written as a float stays the float it is; "-0" and a long literal in a string
+    // are no integers out of range.
+    let batch = run(json!({"events": [{"external_id": "u1", "name": "x",
+        "time": "2026-01-05T09:00:00Z",
+        "properties": {"n": 1.5e29, "s": "123456789012345678901234567890"}}]}));
+    assert_eq!(batch.events[0].property("n"), Some(&Scalar::Float(1.5e29)));
+}
