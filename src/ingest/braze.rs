@@ -40,8 +40,9 @@
 //! # Event ids
 //!
 //! Braze has no idempotency key, so a caller's retry would count twice. With an
-//! `Idempotency-Key` header every event id is derived from the key and the object's place in
-//! the request, so a retry of the same request is a duplicate to the scorer. Without one, an
+//! `Idempotency-Key` header every event id is derived from the key, a digest of the body and
+//! the object's place in the request, so a retry of the same request is a duplicate to the
+//! scorer, and another body sent under a reused key is not mistaken for one. Without one, an
 //! event or purchase id is derived from its content (the same user, name, time and properties
 //! are the same event), and an attribute update's id is unique to the request (the same
 //! `{"inc": 5}` sent twice on purpose must count twice).
@@ -135,7 +136,7 @@ pub enum BodyError {
 /// How this request's event ids are made (see the module doc).
 #[derive(Clone, Copy, Debug)]
 pub enum IdBasis<'a> {
-    /// The caller's `Idempotency-Key` header.
+    /// The caller's `Idempotency-Key` header ([`translate`] adds the body's digest to it).
     IdempotencyKey(&'a str),
     /// No key: an id unique to this request (for attribute updates).
     Request(&'a str),
@@ -217,6 +218,22 @@ pub fn valid_idempotency_key(key: &str) -> bool {
 /// nothing valid (see [`Batch::nothing_valid`]), with every object's error.
 pub fn translate(body: &[u8], opts: &Options<'_>) -> Result<Batch, BodyError> {
     let value = strict::parse(body)?;
+    // With a key, the ids also carry a digest of the body: a retry (the same JSON, whatever its
+    // spacing or key order, serde_json's map being sorted) has the same ids and is dropped as
+    // a duplicate; another body under a reused key has other ids, so it is never dropped as
+    // the first one's copy.
+    let keyed;
+    let opts = &match opts.ids {
+        IdBasis::IdempotencyKey(key) => {
+            let digest = fnv1a_128(value.to_string().as_bytes());
+            keyed = format!("{key}:{digest:032x}");
+            Options {
+                ids: IdBasis::IdempotencyKey(&keyed),
+                ..*opts
+            }
+        }
+        IdBasis::Request(_) => *opts,
+    };
     let Value::Object(mut top) = value else {
         return Err(BodyError::NotObject);
     };

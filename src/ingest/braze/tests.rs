@@ -520,7 +520,11 @@ fn the_score_attribute_goes_after_the_other_attributes_of_its_object() {
         .collect()
     };
     assert_eq!(ids(), ids());
-    assert_eq!(ids()[3], "braze:k:attributes:0:lead_score");
+    let score = &ids()[3];
+    assert!(
+        score.starts_with("braze:k:") && score.ends_with(":attributes:0:lead_score"),
+        "{score}"
+    );
 }
 
 #[test]
@@ -656,4 +660,34 @@ fn an_integer_value_beyond_64_bits_refuses_the_body_rather_than_becoming_a_float
         "time": "2026-01-05T09:00:00Z",
         "properties": {"n": 1.5e29, "s": "123456789012345678901234567890"}}]}));
     assert_eq!(batch.events[0].property("n"), Some(&Scalar::Float(1.5e29)));
+}
+
+#[test]
+fn a_reused_idempotency_key_with_another_body_gets_other_ids_and_a_retry_the_same() {
+    let ids = |body: &str| -> Vec<String> {
+        translate(body.as_bytes(), &opts(IdBasis::IdempotencyKey("batch-2")))
+            .unwrap()
+            .events
+            .into_iter()
+            .map(|e| e.event_id.unwrap().to_string())
+            .collect()
+    };
+    let inc = |n: i64| json!({"attributes": [{"external_id": "u1", "lead_score": {"inc": n}}]});
+    let event = |name: &str| {
+        json!({"events": [{"external_id": "u1", "name": name, "time": "2026-01-05T09:00:00Z"}]})
+    };
+    // A retry, even with other spacing and key order: the same ids, dropped as a duplicate.
+    let five = ids(&inc(5).to_string());
+    assert_eq!(five, ids(&inc(5).to_string()));
+    assert_eq!(
+        five,
+        ids(r#"{ "attributes" : [ {"lead_score": {"inc": 5}, "external_id": "u1"} ] }"#)
+    );
+    // Another body under the same key: other ids, so the scorer counts it too (5 + 7).
+    assert_ne!(five, ids(&inc(7).to_string()));
+    assert_ne!(
+        ids(&event("a").to_string()),
+        ids(&event("b").to_string())
+    );
+    assert!(five[0].starts_with("braze:batch-2:"), "{five:?}");
 }
