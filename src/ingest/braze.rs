@@ -263,9 +263,15 @@ pub fn translate(body: &[u8], opts: &Options<'_>) -> Result<Batch, BodyError> {
     for (index, object) in attributes.iter().enumerate() {
         let mut errors = Vec::new();
         match attribute_events(object, index, opts, &mut errors) {
-            // Every attribute refused: the object is refused too, or the answer would count
-            // as processed an object of which nothing was stored.
-            Ok(produced) if produced.is_empty() && !errors.is_empty() => {}
+            // Nothing produced: the object is refused, or the answer would count as processed
+            // an object of which nothing was stored. With no attribute at all, say so.
+            Ok(produced) if produced.is_empty() => {
+                if errors.is_empty() {
+                    errors.push(
+                        "the object has no attribute to update besides 'external_id'".into(),
+                    );
+                }
+            }
             Ok(mut produced) => {
                 batch.attributes_processed += 1;
                 batch.events.append(&mut produced);
@@ -591,8 +597,14 @@ fn properties(object: &Map<String, Value>) -> Result<Vec<(String, Scalar)>, Stri
     for (key, value) in props {
         check_name("a property name", key)?;
         match scalar(value) {
-            // A null property is the same as no property to every predicate.
-            Some(None) => {}
+            // Not a property value to the scorer (its decoder refuses it) and not the same as
+            // no property to a rule author: refused, never silently left out.
+            Some(None) => {
+                return Err(format!(
+                    "property '{key}': null is not supported (a property is a string, number \
+                     or boolean); leave the property out"
+                ))
+            }
             Some(Some(v)) => {
                 check_string_value(&format!("property '{key}'"), &Some(v.clone()))?;
                 out.push((key.clone(), v));

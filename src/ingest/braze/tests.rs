@@ -536,11 +536,11 @@ fn an_attributes_object_is_processed_only_when_something_of_it_goes() {
         {"external_id": "u4", "tags": ["a"]},
         {"external_id": "u5"},
     ]}));
-    // u1 (a score cannot be removed) and u4 (an array) produce nothing: refused. u2's 45.0 is
-    // the integer 45. u3's plan goes though its score does not. u5 has nothing to refuse.
-    assert_eq!(batch.attributes_processed, 3, "{:?}", batch.errors);
+    // u1 (a score cannot be removed), u4 (an array) and u5 (no attribute) produce nothing:
+    // refused. u2's 45.0 is the integer 45. u3's plan goes though its score does not.
+    assert_eq!(batch.attributes_processed, 2, "{:?}", batch.errors);
     let indexes: Vec<usize> = batch.errors.iter().map(|e| e.index).collect();
-    assert_eq!(indexes, vec![0, 2, 3]);
+    assert_eq!(indexes, vec![0, 2, 3, 4]);
     assert!(
         batch.errors[0].message.contains("null"),
         "{:?}",
@@ -550,7 +550,7 @@ fn an_attributes_object_is_processed_only_when_something_of_it_goes() {
         .events
         .iter()
         .any(|e| &*e.user_id == "u2" && e.score == Some(ScoreOp::Set(45))));
-    assert_eq!(batch.answer()["attributes_processed"], 3);
+    assert_eq!(batch.answer()["attributes_processed"], 2);
 
     // Nothing valid at all: the request is answered 400.
     let none = run(json!({"attributes": [{"external_id": "u1", "lead_score": null}]}));
@@ -690,4 +690,43 @@ fn a_reused_idempotency_key_with_another_body_gets_other_ids_and_a_retry_the_sam
         ids(&event("b").to_string())
     );
     assert!(five[0].starts_with("braze:batch-2:"), "{five:?}");
+}
+
+#[test]
+fn an_attributes_object_with_nothing_to_update_is_reported_not_counted() {
+    let batch = run(json!({"attributes": [
+        {"external_id": "x"},
+        {"external_id": "y", "plan": "pro"},
+        {"external_id": "z", "_update_existing_only": true},
+    ]}));
+    assert_eq!(batch.attributes_processed, 1, "{:?}", batch.errors);
+    let refused: Vec<usize> = batch.errors.iter().map(|e| e.index).collect();
+    assert_eq!(refused, [0, 2]);
+    assert!(
+        batch.errors[0].message.contains("no attribute"),
+        "{:?}",
+        batch.errors
+    );
+    let none = run(json!({"attributes": [{"external_id": "x"}]}));
+    assert!(none.nothing_valid());
+}
+
+#[test]
+fn a_null_property_refuses_its_event_as_other_unsupported_values_do() {
+    let batch = run(json!({
+        "events": [{"external_id": "u1", "name": "x", "time": "2026-01-05T09:00:00Z",
+            "properties": {"plan": null, "n": 1}}],
+        "purchases": [{"external_id": "u1", "product_id": "p", "currency": "USD", "price": 1,
+            "time": "2026-01-05T09:00:00Z", "properties": {"plan": null}}],
+    }));
+    assert!(batch.nothing_valid());
+    assert_eq!(batch.errors.len(), 2);
+    assert!(
+        batch
+            .errors
+            .iter()
+            .all(|e| e.message.contains("property 'plan'") && e.message.contains("null")),
+        "{:?}",
+        batch.errors
+    );
 }
