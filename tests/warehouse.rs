@@ -716,16 +716,29 @@ fn import_counts_rows_without_a_user_id_or_updated_at_and_keeps_its_watermark() 
          ('v3', 6, '2026-01-05 10:00:02+00'), (NULL, 7, '2026-01-05 10:00:03+00'), \
          ('v4', 8, '2026-01-05 10:00:03+00')",
     );
+    // Rows whose event the scorer would dead-letter: a time outside years 0000-9999, a user id
+    // making the event larger than scorer.max_event_bytes.
+    pg.sql(
+        "INSERT INTO imp_nulls VALUES ('ancient', 10, '-infinity'), \
+         ('bc', 11, '4713-01-01 00:00:00+00 BC'), \
+         (repeat('l', 70000), 12, '2026-01-05 10:00:02.5+00')",
+    );
     let extra = [
         ("WAREHOUSE__IMPORT_TABLE", "imp_nulls"),
         ("WAREHOUSE__BATCH_SIZE", "2"),
     ];
     let mut import = warehouse(&rig, &pg, "import", "1", &extra);
-    // Two null user ids, an empty one, a null score, a null updated_at: five passed over.
+    // Two null user ids, an empty one, a null score, a null updated_at, and the three the
+    // scorer would dead-letter: eight passed over.
     wait_until(Duration::from_secs(30), "every row counted", || {
         counter(&import, "leadscore_warehouse_rows_imported_total") == Some(3.0)
-            && counter(&import, "leadscore_warehouse_rows_skipped_total") == Some(5.0)
+            && counter(&import, "leadscore_warehouse_rows_skipped_total") == Some(8.0)
     });
+    let log = import.log_text();
+    assert!(
+        log.contains("ancient") && log.contains("0000-9999") && log.contains("65536"),
+        "each row and why it was passed over:\n{log}"
+    );
     pg.sql("INSERT INTO imp_nulls VALUES ('v5', 9, '2026-01-05 11:00:00+00')");
     wait_until(Duration::from_secs(30), "a later row imported", || {
         counter(&import, "leadscore_warehouse_rows_imported_total") == Some(4.0)
@@ -734,7 +747,7 @@ fn import_counts_rows_without_a_user_id_or_updated_at_and_keeps_its_watermark() 
     // Nothing counted twice, nothing imported twice.
     assert_eq!(
         counter(&import, "leadscore_warehouse_rows_skipped_total"),
-        Some(5.0)
+        Some(8.0)
     );
     let mut users = imported_users(&rig);
     users.sort();

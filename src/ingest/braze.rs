@@ -49,7 +49,7 @@
 
 use crate::codec::{decode_event, encode_event, Format, Limits};
 use crate::event::{Event, EventType, Scalar, ScoreOp};
-use crate::timestamp::{parse_rfc3339, Millis};
+use crate::timestamp::{format_rfc3339, parse_rfc3339, Millis, MAX_MILLIS, MIN_MILLIS};
 use serde::Serialize;
 use serde_json::{Map, Number, Value};
 
@@ -513,25 +513,41 @@ fn integer(n: &Number) -> Result<i64, NotInteger> {
     }
 }
 
-/// Refuses an event the scorer would dead-letter after its caller was told "success": one whose
-/// encoding is over `opts.max_event_bytes`, or one the scorer's decoder refuses. The encoding is
-/// the one the producer sends (same format, same event, id included).
+/// Refuses an event the scorer would dead-letter after its caller was told "success"
+/// ([`scorer_refusal`] with the request's format and limit).
 fn check_size(event: &Event, opts: &Options<'_>) -> Result<(), String> {
-    let bytes = encode_event(opts.format, event);
-    if bytes.len() > opts.max_event_bytes {
+    scorer_refusal(event, opts.format, opts.max_event_bytes)
+}
+
+/// Why the scorer would dead-letter `event`, if it would: a time outside years 0000-9999, an
+/// encoding (in `format`, as the producer sends it, id included) over `max_event_bytes`, or
+/// anything else the scorer's decoder refuses. The ingest API refuses such an object in
+/// `errors`, and `warehouse import` passes such a row over, so neither produces what can only
+/// be dead-lettered.
+pub fn scorer_refusal(event: &Event, format: Format, max_event_bytes: usize) -> Result<(), String> {
+    // Checked before encoding: JSON would print such a time with a year the decoder cannot read,
+    // and the message should say what is wrong, not how it fails to parse.
+    if !(MIN_MILLIS..=MAX_MILLIS).contains(&event.time) {
+        return Err(format!(
+            "the time {} is outside years 0000-9999, so the scorer would dead-letter it",
+            format_rfc3339(event.time)
+        ));
+    }
+    let bytes = encode_event(format, event);
+    if bytes.len() > max_event_bytes {
         return Err(format!(
             "the event is {} bytes encoded, over the scorer's limit of {} bytes \
              (scorer.max_event_bytes), so the scorer would dead-letter it",
             bytes.len(),
-            opts.max_event_bytes
+            max_event_bytes
         ));
     }
     // Whatever else the scorer's decoder refuses (an empty email, a user id it reserves) is
     // refused here too, in its words: the record read back exactly as the scorer will read it.
     let limits = Limits {
-        max_bytes: opts.max_event_bytes,
+        max_bytes: max_event_bytes,
     };
-    match decode_event(opts.format, Some(event.user_id.as_bytes()), &bytes, &limits) {
+    match decode_event(format, Some(event.user_id.as_bytes()), &bytes, &limits) {
         Ok(_) => Ok(()),
         Err(e) => Err(format!(
             "the scorer would dead-letter this event ({}): {e}",

@@ -24,8 +24,10 @@
 
 use super::db::{self, DbError, PgError};
 use super::{to_micros, to_millis};
+use crate::codec::Format;
 use crate::config::{quote_identifier, Settings, WarehouseSettings};
 use crate::event::{Event, EventType, ScoreOp};
+use crate::ingest::braze::scorer_refusal;
 use crate::ingest::producer::{EventProducer, ProduceFailure};
 use crate::ops::admin::Health;
 use crate::ops::telemetry;
@@ -69,12 +71,18 @@ pub enum Skip {
     Missing,
     /// A score that is not a number, or outside the 64-bit range.
     BadScore(&'static str),
+    /// An event the scorer would dead-letter ([`scorer_refusal`], as the ingest API checks
+    /// its events): a time outside years 0000-9999 (`-infinity`, a date BC), an event over
+    /// `scorer.max_event_bytes` (a user id of tens of kilobytes). Why, in words.
+    Unscorable(String),
 }
 
 /// How many rows with a bad score are logged one by one per batch; the rest are summed up.
 const BAD_ROWS_LOGGED: usize = 10;
 /// How much of a bad score value a log line quotes.
 const SCORE_QUOTED_CHARS: usize = 64;
+/// How much of a user id a log line quotes (one can be tens of kilobytes).
+const USER_QUOTED_CHARS: usize = 128;
 /// How often, at most, the rows with a null `updated_at` are counted (a query of its own).
 const TIMELESS_CHECK_EVERY: Duration = Duration::from_secs(60);
 
@@ -206,8 +214,15 @@ pub fn parse_score(text: &str) -> Result<i64, &'static str> {
     i64::try_from(value).map_err(|_| OUT_OF_RANGE)
 }
 
-/// The event of one row, or why there is none.
-pub fn row_event(import_name: &str, row: &Row) -> Result<Event, Skip> {
+/// The event of one row, or why there is none. `format` and `max_event_bytes` are the
+/// scorer's (`scorer.input_format`, `scorer.max_event_bytes`): an event it would dead-letter is
+/// no event.
+pub fn row_event(
+    import_name: &str,
+    row: &Row,
+    format: Format,
+    max_event_bytes: usize,
+) -> Result<Event, Skip> {
     let user = row
         .user_id
         .as_deref()
@@ -225,6 +240,7 @@ pub fn row_event(import_name: &str, row: &Row) -> Result<Event, Skip> {
         )
         .into(),
     );
+    scorer_refusal(&event, format, max_event_bytes).map_err(Skip::Unscorable)?;
     Ok(event)
 }
 
@@ -419,11 +435,14 @@ impl Importer {
         let mut events = Vec::with_capacity(rows.len());
         let mut missing = 0usize;
         let mut bad: Vec<(&Row, &'static str)> = Vec::new();
+        let mut unscorable: Vec<(&Row, String)> = Vec::new();
+        let scorer = &self.settings.scorer;
         for row in &rows {
-            match row_event(name, row) {
+            match row_event(name, row, scorer.input_format, scorer.max_event_bytes) {
                 Ok(event) => events.push(event),
                 Err(Skip::Missing) => missing += 1,
                 Err(Skip::BadScore(reason)) => bad.push((row, reason)),
+                Err(Skip::Unscorable(reason)) => unscorable.push((row, reason)),
             }
         }
         self.producer
@@ -462,7 +481,25 @@ impl Importer {
                 "more warehouse rows of this batch passed over for their score"
             );
         }
-        let skipped = missing + bad.len();
+        for (row, reason) in unscorable.iter().take(BAD_ROWS_LOGGED) {
+            let user = row.user_id.as_deref().unwrap_or_default();
+            tracing::warn!(
+                table = %self.settings.warehouse.import_table,
+                user_id = %user.chars().take(USER_QUOTED_CHARS).collect::<String>(),
+                user_id_bytes = user.len(),
+                updated_at = %format_rfc3339(to_millis(row.updated_at)),
+                updated_at_us = %to_micros(row.updated_at),
+                reason = %reason,
+                "warehouse row passed over: the scorer would dead-letter its event"
+            );
+        }
+        if unscorable.len() > BAD_ROWS_LOGGED {
+            tracing::warn!(
+                rows = unscorable.len() - BAD_ROWS_LOGGED,
+                "more warehouse rows of this batch passed over: the scorer would dead-letter them"
+            );
+        }
+        let skipped = missing + bad.len() + unscorable.len();
         if skipped > 0 {
             metrics::counter!(telemetry::WAREHOUSE_ROWS_SKIPPED).increment(skipped as u64);
         }
@@ -486,6 +523,7 @@ enum PollError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Limits;
     use std::time::UNIX_EPOCH;
 
     #[test]
@@ -496,7 +534,7 @@ mod tests {
             score: Some("42".into()),
             updated_at: at,
         };
-        let e = row_event("imports", &row).expect("an event");
+        let e = event_of(&row).expect("an event");
         assert_eq!(e.kind, EventType::ExternalScore);
         assert_eq!(e.score, Some(ScoreOp::Set(42)));
         assert_eq!(e.time, 1_767_607_200_123);
@@ -509,13 +547,13 @@ mod tests {
             score: None,
             ..row.clone()
         };
-        assert_eq!(row_event("imports", &no_score).err(), Some(Skip::Missing));
+        assert_eq!(event_of(&no_score).err(), Some(Skip::Missing));
         let huge = Row {
             score: Some("100000000000000000000".into()),
             ..row.clone()
         };
         assert_eq!(
-            row_event("imports", &huge).err(),
+            event_of(&huge).err(),
             Some(Skip::BadScore("outside the 64-bit integer range"))
         );
         let no_user = Row {
@@ -523,14 +561,47 @@ mod tests {
             ..row
         };
         assert_eq!(
-            row_event("imports", &no_user.clone()).err(),
+            event_of(&no_user.clone()).err(),
             Some(Skip::Missing)
         );
         let null_user = Row {
             user_id: None,
             ..no_user
         };
-        assert_eq!(row_event("imports", &null_user).err(), Some(Skip::Missing));
+        assert_eq!(event_of(&null_user).err(), Some(Skip::Missing));
+    }
+
+    /// A row's event, checked against the scorer's default limits in JSON.
+    fn event_of(row: &Row) -> Result<Event, Skip> {
+        row_event("imports", row, Format::Json, Limits::DEFAULT_MAX_BYTES)
+    }
+
+    #[test]
+    fn a_row_whose_event_the_scorer_would_dead_letter_is_passed_over_saying_why() {
+        let row = |user: &str, updated_at: SystemTime| Row {
+            user_id: Some(user.to_string()),
+            score: Some("1".into()),
+            updated_at,
+        };
+        // '-infinity' as tokio-postgres reads it: i64::MIN microseconds before 2000-01-01.
+        let y2000 = UNIX_EPOCH + Duration::from_secs(946_684_800);
+        let minus_infinity = y2000 - Duration::from_micros(i64::MIN.unsigned_abs());
+        let before_year_0 = crate::warehouse::from_millis(crate::timestamp::MIN_MILLIS - 1);
+        let after_9999 = crate::warehouse::from_millis(crate::timestamp::MAX_MILLIS + 1);
+        for at in [minus_infinity, before_year_0, after_9999] {
+            let refused = event_of(&row("u1", at));
+            let why = format!("{:?}", refused.as_ref().err());
+            assert!(why.contains("0000-9999"), "{:?}: {why}", to_millis(at));
+        }
+        // A user id that makes the event larger than the scorer takes (70,000 characters: a
+        // 140 KB event, the id repeating it): refused with the sizes.
+        let now = UNIX_EPOCH + Duration::from_secs(1_767_607_200);
+        let why = format!("{:?}", event_of(&row(&"u".repeat(70_000), now)).err());
+        assert!(why.contains("65536"), "{why}");
+        // The edges of the range and a long user id that fits are imported.
+        let edge = crate::warehouse::from_millis(crate::timestamp::MIN_MILLIS);
+        assert!(event_of(&row("u1", edge)).is_ok());
+        assert!(event_of(&row(&"u".repeat(20_000), now)).is_ok());
     }
 
     #[test]
