@@ -16,6 +16,8 @@
 //!   replay after a crash replays the changes before the tombstone and then the tombstone
 //!   itself (offsets past it are committed only once it was applied), so the user ends
 //!   forgotten; changes after it (a new life) are written again.
+//! - A change whose Kafka key is not its user id is passed over, logged and counted, as a record
+//!   that does not decode: its tombstone would be keyed differently from the row it wrote.
 //! - No record stops the export: U+0000, which PostgreSQL's text and jsonb cannot hold, becomes
 //!   U+FFFD; a record whose values PostgreSQL still refuses is passed over, counted and logged
 //!   with its partition and offset ([`refused_record`]). A closed connection is re-opened and
@@ -24,7 +26,7 @@
 use super::db::{self, DbError, PgError, RECONNECT_GIVE_UP};
 use super::from_millis;
 use crate::change::ScoreChange;
-use crate::codec::{decode_change, Format};
+use crate::codec::{check_key, decode_change, Format};
 use crate::config::{quote_identifier, Settings, WarehouseSettings};
 use crate::ops::admin::Health;
 use crate::ops::telemetry;
@@ -576,7 +578,31 @@ fn decode(format: Format, key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<
             Some(Err(_)) => Err("a tombstone whose key is not UTF-8".to_string()),
         };
     };
-    decode_change(format, payload)
-        .map(Record::Change)
-        .map_err(|e| e.to_string())
+    let change = decode_change(format, payload).map_err(|e| e.to_string())?;
+    // Keyed by another user, the change would be written under its user_id while that user's
+    // tombstone, keyed by the same key as the change, would never find it. The handoff
+    // dead-letters such a record (key_mismatch); here it is passed over. No key: nothing to
+    // disagree with, as the handoff reads it.
+    if let Some(key) = key {
+        check_key(key, &change.user_id).map_err(|e| format!("{} ({e})", e.reason()))?;
+    }
+    Ok(Record::Change(change))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHANGE: &[u8] = br#"{"event_id":"external:bc4#1","user_id":"bc4-other","time":"2026-01-05T10:00:00Z","previous_score":0,"score":5,"delta":5,"reason":{"kind":"external","event_id":"s1"},"attributes":{}}"#;
+
+    #[test]
+    fn a_change_keyed_by_another_user_is_passed_over_naming_both() {
+        // A later tombstone keyed bc4 would not find a row written under bc4-other.
+        let refused = decode(Format::Json, Some(b"bc4"), Some(CHANGE));
+        let why = refused.err().expect("a key that is not the user id is refused");
+        assert!(why.contains("bc4") && why.contains("bc4-other"), "{why}");
+        assert!(decode(Format::Json, Some(b"bc4-other"), Some(CHANGE)).is_ok());
+        // Without a key there is nothing to disagree with, as the handoff reads it.
+        assert!(decode(Format::Json, None, Some(CHANGE)).is_ok());
+    }
 }
