@@ -754,3 +754,91 @@ fn import_counts_rows_without_a_user_id_or_updated_at_and_keeps_its_watermark() 
     assert_eq!(users, ["v1", "v3", "v4", "v5"]);
     import.stop();
 }
+
+/// An inactivity change covering `windows` windows, as the scorer writes it in JSON.
+fn inactivity_json(id: &str, user: &str, windows: u32) -> String {
+    serde_json::json!({
+        "event_id": id,
+        "user_id": user,
+        "time": "2026-01-05T10:00:00Z",
+        "previous_score": 10,
+        "score": 9,
+        "delta": -1,
+        "reason": {"kind": "inactivity"},
+        "windows": windows,
+        "attributes": {"lead_status": "Open"},
+    })
+    .to_string()
+}
+
+#[test]
+fn export_keeps_every_window_count_and_passes_over_a_change_keyed_by_another_user() {
+    let (rig, pg) = warehouse_rig("wh-export-windows");
+    produce_all(
+        &producer(&rig.broker),
+        &rig.names.output,
+        &[
+            ("w1", inactivity_json("inactivity:w1#1", "w1", u32::MAX)),
+            // Keyed bc4, about bc4-other: a tombstone keyed bc4 would never remove its row.
+            ("bc4", change_json("external:bc4#1", "bc4-other", 5, "Open")),
+            ("after", change_json("external:after#1", "after", 9, "Open")),
+        ],
+    );
+    let mut export = warehouse(&rig, &pg, "export", "1", &[]);
+    wait_until(Duration::from_secs(60), "the last change exported", || {
+        pg.try_sql("SELECT count(*) FROM lead_scores WHERE user_id = 'after'")
+            .is_ok_and(|n| n == "1")
+    });
+    // The table the exporter creates holds every window count exactly, never clamped.
+    assert_eq!(
+        pg.sql("SELECT windows FROM lead_score_changes WHERE user_id = 'w1'"),
+        u32::MAX.to_string()
+    );
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM lead_score_changes WHERE user_id LIKE 'bc4%'"),
+        0
+    );
+    assert_eq!(
+        counter(&export, "leadscore_warehouse_changes_skipped_total"),
+        Some(1.0)
+    );
+    let log = export.log_text();
+    assert!(
+        log.contains("bc4-other") && log.contains("does not match"),
+        "the key and the user id are named:\n{log}"
+    );
+    export.stop();
+
+    // A history table created before with an integer column cannot hold the count: the change
+    // is passed over, logged and counted, not written altered.
+    pg.sql(
+        "CREATE TABLE int4_changes (LIKE lead_score_changes INCLUDING ALL); \
+         ALTER TABLE int4_changes ALTER COLUMN windows TYPE integer",
+    );
+    let mut export = warehouse(
+        &rig,
+        &pg,
+        "export",
+        "int4",
+        &[
+            ("WAREHOUSE__CHANGES_TABLE", "int4_changes"),
+            ("WAREHOUSE__SCORES_TABLE", "int4_scores"),
+            ("WAREHOUSE__EXPORT_GROUP_ID", "int4"),
+        ],
+    );
+    wait_until(Duration::from_secs(60), "the last change exported", || {
+        pg.try_sql("SELECT count(*) FROM int4_scores WHERE user_id = 'after'")
+            .is_ok_and(|n| n == "1")
+    });
+    assert_eq!(count(&pg, "SELECT count(*) FROM int4_changes"), 1);
+    assert_eq!(
+        counter(&export, "leadscore_warehouse_changes_skipped_total"),
+        Some(2.0)
+    );
+    let log = export.log_text();
+    assert!(
+        log.contains("22003") && log.contains("inactivity:w1#1"),
+        "the refusal names the change and the server's reason:\n{log}"
+    );
+    export.stop();
+}

@@ -120,7 +120,7 @@ impl Sql {
                     reason_kind text NOT NULL,
                     reason_group text,
                     source_event_id text,
-                    windows integer NOT NULL,
+                    windows bigint NOT NULL,
                     attributes jsonb NOT NULL,
                     kafka_partition integer NOT NULL,
                     kafka_offset bigint NOT NULL,
@@ -142,7 +142,8 @@ impl Sql {
                 "INSERT INTO {changes} (event_id, user_id, time, previous_score, score, delta, \
                  reason_kind, reason_group, source_event_id, windows, attributes, \
                  kafka_partition, kafka_offset) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::jsonb, $12, $13) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::bigint, $11::text::jsonb, \
+                 $12, $13) \
                  ON CONFLICT (event_id) DO NOTHING"
             ),
             upsert_score: format!(
@@ -530,7 +531,10 @@ async fn apply(
             "the change's time is outside PostgreSQL's timestamptz range",
         ));
     };
-    let windows = i32::try_from(change.windows).unwrap_or(i32::MAX);
+    // Sent as bigint whatever the column: a table created by an older version has an integer
+    // column, into which PostgreSQL refuses a count beyond 2^31 - 1 (SQLSTATE 22003), so the
+    // change is passed over and counted, never written clamped.
+    let windows = i64::from(change.windows);
     let inserted = tx
         .execute(
             &statements.insert,
