@@ -795,7 +795,10 @@ fn export_keeps_every_window_count_and_passes_over_a_change_keyed_by_another_use
         u32::MAX.to_string()
     );
     assert_eq!(
-        count(&pg, "SELECT count(*) FROM lead_score_changes WHERE user_id LIKE 'bc4%'"),
+        count(
+            &pg,
+            "SELECT count(*) FROM lead_score_changes WHERE user_id LIKE 'bc4%'"
+        ),
         0
     );
     assert_eq!(

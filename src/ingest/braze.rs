@@ -267,9 +267,8 @@ pub fn translate(body: &[u8], opts: &Options<'_>) -> Result<Batch, BodyError> {
             // an object of which nothing was stored. With no attribute at all, say so.
             Ok(produced) if produced.is_empty() => {
                 if errors.is_empty() {
-                    errors.push(
-                        "the object has no attribute to update besides 'external_id'".into(),
-                    );
+                    errors
+                        .push("the object has no attribute to update besides 'external_id'".into());
                 }
             }
             Ok(mut produced) => {

@@ -603,7 +603,9 @@ mod tests {
     fn a_change_keyed_by_another_user_is_passed_over_naming_both() {
         // A later tombstone keyed bc4 would not find a row written under bc4-other.
         let refused = decode(Format::Json, Some(b"bc4"), Some(CHANGE));
-        let why = refused.err().expect("a key that is not the user id is refused");
+        let why = refused
+            .err()
+            .expect("a key that is not the user id is refused");
         assert!(why.contains("bc4") && why.contains("bc4-other"), "{why}");
         assert!(decode(Format::Json, Some(b"bc4-other"), Some(CHANGE)).is_ok());
         // Without a key there is nothing to disagree with, as the handoff reads it.

@@ -560,10 +560,7 @@ mod tests {
             user_id: Some(String::new()),
             ..row
         };
-        assert_eq!(
-            event_of(&no_user.clone()).err(),
-            Some(Skip::Missing)
-        );
+        assert_eq!(event_of(&no_user.clone()).err(), Some(Skip::Missing));
         let null_user = Row {
             user_id: None,
             ..no_user

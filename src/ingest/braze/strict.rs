@@ -24,7 +24,9 @@ pub(super) fn parse(body: &[u8]) -> Result<Value, BodyError> {
         place: &Place::Top,
         context: &context,
     };
-    let parsed = seed.deserialize(&mut de).and_then(|value| de.end().map(|()| value));
+    let parsed = seed
+        .deserialize(&mut de)
+        .and_then(|value| de.end().map(|()| value));
     match (parsed, context.refused.into_inner()) {
         (Ok(value), _) => Ok(value),
         (Err(_), Some(refused)) => Err(refused),

@@ -564,22 +564,32 @@ fn a_repeated_key_anywhere_in_the_body_refuses_it_naming_the_key_and_where() {
             .unwrap_err()
             .to_string()
     };
-    let event =
-        |name: &str| format!(r#"{{"external_id":"u1","name":"{name}","time":"2026-01-05T09:00:00Z"}}"#);
+    let event = |name: &str| {
+        format!(r#"{{"external_id":"u1","name":"{name}","time":"2026-01-05T09:00:00Z"}}"#)
+    };
     // Last-wins would drop event a without a word.
     let m = refuse(&format!(
         r#"{{"events":[{}],"events":[{}]}}"#,
         event("a"),
         event("b")
     ));
-    assert!(m.contains("'events'") && m.contains("top-level object"), "{m}");
+    assert!(
+        m.contains("'events'") && m.contains("top-level object"),
+        "{m}"
+    );
     // Last-wins would score user d.
     let m = refuse(r#"{"attributes":[{"external_id":"c","external_id":"d","lead_score":1}]}"#);
-    assert!(m.contains("'external_id'") && m.contains("attributes[0]"), "{m}");
+    assert!(
+        m.contains("'external_id'") && m.contains("attributes[0]"),
+        "{m}"
+    );
     let m = refuse(
         r#"{"events":[{"external_id":"u","name":"x","time":"2026-01-05T09:00:00Z","properties":{"p":1,"p":2}}]}"#,
     );
-    assert!(m.contains("'p'") && m.contains("events[0].properties"), "{m}");
+    assert!(
+        m.contains("'p'") && m.contains("events[0].properties"),
+        "{m}"
+    );
     let m = refuse(r#"{"partner":{"a b":{"x":1,"x":1}},"events":[]}"#);
     assert!(m.contains("'x'") && m.contains(r#"partner["a b"]"#), "{m}");
     // The same key in two objects is no repetition.
@@ -608,10 +618,12 @@ fn a_score_or_inc_beyond_the_64_bit_range_is_refused_never_turned_into_the_minim
     ] {
         for (score, place) in [
             (literal.to_string(), "attributes[0].lead_score"),
-            (format!(r#"{{"inc":{literal}}}"#), "attributes[0].lead_score.inc"),
+            (
+                format!(r#"{{"inc":{literal}}}"#),
+                "attributes[0].lead_score.inc",
+            ),
         ] {
-            let body =
-                format!(r#"{{"attributes":[{{"external_id":"u1","lead_score":{score}}}]}}"#);
+            let body = format!(r#"{{"attributes":[{{"external_id":"u1","lead_score":{score}}}]}}"#);
             let refused = translate(body.as_bytes(), &opts(IdBasis::Request("r")));
             let m = refused.map(|b| b.events).unwrap_err().to_string();
             assert!(m.contains(place) && m.contains(literal), "{m}");
@@ -619,10 +631,11 @@ fn a_score_or_inc_beyond_the_64_bit_range_is_refused_never_turned_into_the_minim
     }
     // A float equal to -2^63 is not inside the range either: refused in errors. The largest
     // float below 2^63 is a whole number an i64 holds.
+    let two_63 = 2f64.powi(63);
     let batch = run(json!({"attributes": [
-        {"external_id": "u1", "lead_score": -9.223372036854775808e18},
-        {"external_id": "u2", "lead_score": {"inc": -9.223372036854775808e18}},
-        {"external_id": "u3", "lead_score": 9.2233720368547748e18},
+        {"external_id": "u1", "lead_score": -two_63},
+        {"external_id": "u2", "lead_score": {"inc": -two_63}},
+        {"external_id": "u3", "lead_score": two_63 - 1024.0},
     ]}));
     let refused: Vec<usize> = batch.errors.iter().map(|e| e.index).collect();
     assert_eq!(refused, [0, 1], "{:?}", batch.errors);
@@ -673,9 +686,7 @@ fn a_reused_idempotency_key_with_another_body_gets_other_ids_and_a_retry_the_sam
             .collect()
     };
     let inc = |n: i64| json!({"attributes": [{"external_id": "u1", "lead_score": {"inc": n}}]});
-    let event = |name: &str| {
-        json!({"events": [{"external_id": "u1", "name": name, "time": "2026-01-05T09:00:00Z"}]})
-    };
+    let event = |name: &str| json!({"events": [{"external_id": "u1", "name": name, "time": "2026-01-05T09:00:00Z"}]});
     // A retry, even with other spacing and key order: the same ids, dropped as a duplicate.
     let five = ids(&inc(5).to_string());
     assert_eq!(five, ids(&inc(5).to_string()));
@@ -685,10 +696,7 @@ fn a_reused_idempotency_key_with_another_body_gets_other_ids_and_a_retry_the_sam
     );
     // Another body under the same key: other ids, so the scorer counts it too (5 + 7).
     assert_ne!(five, ids(&inc(7).to_string()));
-    assert_ne!(
-        ids(&event("a").to_string()),
-        ids(&event("b").to_string())
-    );
+    assert_ne!(ids(&event("a").to_string()), ids(&event("b").to_string()));
     assert!(five[0].starts_with("braze:batch-2:"), "{five:?}");
 }
 
