@@ -9,7 +9,8 @@
 //! - [`timestamp`], [`duration`]: event time and rules durations.
 //! - [`event`], [`change`]: the input event and the score change.
 //! - [`codec`], [`proto`]: JSON and protobuf, validated.
-//! - [`rules`]: the rules file, its loader, its warnings.
+//! - [`rules`]: the rules file's model, parser and warnings (the file is read by
+//!   [`config::rules_file`], bounded in size and time).
 //! - [`state`]: per-user state and its versioned encoding (the changelog record);
 //!   [`history`]: the recent changes each user keeps, and [`explain`]: the lead view built
 //!   from them (lookup, `simulate --explain`).

@@ -159,7 +159,7 @@ fn engine_changes() -> Vec<ScoreChange> {
     let mut out = Vec::new();
     for rules in ["seed-canvas.toml", "b2b-saas.toml"] {
         let path = repo("examples/rules").join(rules);
-        let rules: Rules = leadscore::rules::load_file(&path).expect("rules");
+        let rules: Rules = leadscore::config::rules_file::load(&path).expect("rules");
         let sim =
             leadscore::simulate::run(&Engine::new(rules), &jsonl[..], Some(end)).expect("simulate");
         assert!(sim.bad_lines.is_empty(), "{:?}", sim.bad_lines);

@@ -58,7 +58,7 @@ fn scorer_output_read_by_aiokafka(format: &str) -> (Value, BTreeMap<String, Valu
         .collect();
 
     let rules = rules_path("seed-canvas.toml");
-    let engine = Engine::new(leadscore::rules::load_file(&rules).expect("rules"));
+    let engine = Engine::new(leadscore::config::rules_file::load(&rules).expect("rules"));
     let simulated = leadscore::simulate::run_partitioned(&engine, &jsonl[..], None, PARTITIONS)
         .expect("simulate");
     let expected: BTreeMap<String, Value> = simulated

@@ -58,7 +58,7 @@ const TOPIC: &str = "bench";
 pub fn run(opts: &BenchOptions) -> Result<String> {
     let (rules, rules_name) = match &opts.rules {
         Some(path) => (
-            rules::load_file(path).map_err(|e| anyhow!("invalid rules:\n{e}"))?,
+            crate::config::rules_file::load(path).map_err(|e| anyhow!("invalid rules:\n{e}"))?,
             path.display().to_string(),
         ),
         None => (

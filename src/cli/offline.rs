@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn load_rules(path: &std::path::Path) -> Result<rules::Rules> {
-    rules::load_file(path).map_err(|e| anyhow::anyhow!("invalid rules:\n{e}"))
+    crate::config::rules_file::load(path).map_err(|e| anyhow::anyhow!("invalid rules:\n{e}"))
 }
 
 /// `leadscore simulate`.
@@ -126,7 +126,7 @@ pub(super) fn run_simulate(args: SimulateArgs) -> Result<ExitCode> {
 pub(super) fn rules_check(files: &[PathBuf], strict: bool) -> ExitCode {
     let mut ok = true;
     for f in files {
-        match rules::check_file(f) {
+        match crate::config::rules_file::check(f) {
             Ok(rules::Checked { rules: r, warnings }) => {
                 for w in &warnings {
                     eprintln!("{w}");

@@ -67,7 +67,7 @@ fn read_settings_file(path: &Path, name: &str) -> Result<String, ConfigError> {
         file: name.to_string(),
         source,
     };
-    let bytes = leadscore_engine::small_file::read_capped(path, MAX_CONFIG_BYTES).map_err(read)?;
+    let bytes = super::small_file::read_capped(path, MAX_CONFIG_BYTES).map_err(read)?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
         return Err(ConfigError::TooLarge {
             file: name.to_string(),

@@ -32,6 +32,12 @@
 //! value came from one, since that is what the operator must find and fix. Unknown keys are
 //! rejected everywhere but `[kafka]`: a misspelled setting silently taking its default is the
 //! kind of mistake found only in production.
+//!
+//! # Files an operator names
+//!
+//! The settings file, the rules file ([`rules_file`]) and the secret, password, API key and
+//! token files are read by [`small_file`]: bounded in size and in time, so a wrong path
+//! (`/dev/zero`, a log, a named pipe nobody writes to) is an error naming it, never a hang.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -52,8 +58,10 @@ mod handoff;
 mod ingest;
 mod kafka;
 mod load;
+pub mod rules_file;
 mod salesforce;
 mod scorer;
+pub mod small_file;
 mod warehouse;
 
 pub use handoff::{status_key, HandoffSettings, LeadIdPattern, DEFAULT_STATUS_ORDER};
@@ -148,8 +156,8 @@ pub(crate) trait CappedFileError {
 /// A small text file (a secret, keys, a password), read to at most one byte past `max`: enough to
 /// tell it from a wrong file (`/dev/zero`, a log) without filling the memory.
 pub(crate) fn read_capped_text<E: CappedFileError>(path: &Path, max: u64) -> Result<String, E> {
-    let bytes = leadscore_engine::small_file::read_capped(path, max)
-        .map_err(|e| E::unreadable(path.to_path_buf(), e))?;
+    let bytes =
+        small_file::read_capped(path, max).map_err(|e| E::unreadable(path.to_path_buf(), e))?;
     if bytes.len() as u64 > max {
         return Err(E::too_large(path.to_path_buf(), max));
     }

@@ -106,7 +106,7 @@ pub fn read_tokens(path: &std::path::Path) -> Result<Vec<String>, LookupSetupErr
     };
     // Bounded in size and time: `/dev/zero`, a wrong path to a large file or a pipe that never
     // ends is an error, not a hang.
-    let bytes = leadscore_engine::small_file::read_capped(path, MAX_TOKEN_FILE_BYTES)
+    let bytes = crate::config::small_file::read_capped(path, MAX_TOKEN_FILE_BYTES)
         .map_err(|e| err(e.to_string()))?;
     if bytes.len() as u64 > MAX_TOKEN_FILE_BYTES {
         return Err(err(format!(

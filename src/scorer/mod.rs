@@ -498,7 +498,7 @@ impl OwnsPartitions for Core {
 fn load_rules_logging_warnings(
     path: &std::path::Path,
 ) -> Result<crate::rules::Rules, crate::rules::RulesErrors> {
-    let checked = crate::rules::check_file(path)?;
+    let checked = crate::config::rules_file::check(path)?;
     for w in &checked.warnings {
         tracing::warn!(
             file = %w.file,

@@ -309,7 +309,8 @@ fn assert_image_ships_rules(rules: &Path, origin: &str) {
         "{origin}: scorer.rules {} is not where the Dockerfile copies {source}",
         rules.display()
     );
-    leadscore::rules::load_file(&root().join(&source)).unwrap_or_else(|e| panic!("{source}: {e}"));
+    leadscore::config::rules_file::load(&root().join(&source))
+        .unwrap_or_else(|e| panic!("{source}: {e}"));
 }
 
 #[test]

@@ -21,8 +21,6 @@
 //! - [`partition`]: one partition's clock and timer index driving the engine over a user store.
 //! - [`partitioner`]: Kafka's murmur2 partitioner (a user's home partition).
 //! - [`simulate`]: the offline simulator (`leadscore simulate`).
-//! - [`small_file`]: reading a file an operator names (rules, settings, secrets) within a size
-//!   and a time bound.
 //! - [`generator`] (feature `generator`): deterministic, realistic input events for the demo,
 //!   the benchmarks and tests.
 
@@ -42,7 +40,6 @@ pub mod partitioner;
 pub mod proto;
 pub mod rules;
 pub mod simulate;
-pub mod small_file;
 pub mod state;
 pub mod timestamp;
 

@@ -5,7 +5,7 @@ mod lint;
 mod parse;
 
 pub use parse::{
-    check_file, check_str, load_file, parse_str, Checked, RuleError, RuleWarning, RulesErrors,
+    check_bytes, check_str, parse_bytes, parse_str, Checked, RuleError, RuleWarning, RulesErrors,
     MAX_RULES_BYTES,
 };
 

@@ -28,7 +28,6 @@ mod schema;
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
-use std::path::Path;
 
 use toml::de::{DeString, DeTable, DeValue};
 use toml::Spanned;
@@ -39,7 +38,7 @@ use crate::timestamp::Millis;
 /// One problem in a rules file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleError {
-    /// The file as given to [`parse_str`] or [`load_file`].
+    /// The file as given to [`parse_str`] or [`check_bytes`].
     pub file: String,
     /// 1-based; 0 when the error concerns the whole file (it could not be read).
     pub line: usize,
@@ -128,45 +127,48 @@ impl fmt::Display for RulesErrors {
 /// (`/dev/zero`, a log file) from being read until memory runs out.
 pub const MAX_RULES_BYTES: usize = 1 << 20;
 
-/// Reads and parses the rules file at `path`. An unreadable file is a single error with line 0.
-pub fn load_file(path: &Path) -> Result<Rules, RulesErrors> {
-    check_file(path).map(|c| c.rules)
+/// Parses and validates a rules file's bytes, `file` naming it in the errors: at most
+/// [`MAX_RULES_BYTES`] of UTF-8 text (the bytes of a longer file, up to one past the cap, tell
+/// it apart), else a single error on line 0. Reading the file is the caller's (the `leadscore`
+/// package's `config::rules_file`, bounded in size and time): this crate does no I/O.
+pub fn check_bytes(bytes: &[u8], file: &str) -> Result<Checked, RulesErrors> {
+    if bytes.len() > MAX_RULES_BYTES {
+        return Err(RulesErrors::unreadable(
+            file,
+            format!(
+                "is larger than {} MiB, the limit for a rules file (is this the right file?)",
+                MAX_RULES_BYTES >> 20
+            ),
+        ));
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(source) => check_str(source, file),
+        Err(e) => Err(RulesErrors::unreadable(
+            file,
+            format!(
+                "is not UTF-8 text (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
+        )),
+    }
 }
 
-/// [`load_file`] keeping the warnings.
-pub fn check_file(path: &Path) -> Result<Checked, RulesErrors> {
-    let file = path.display().to_string();
-    match read_capped(path) {
-        Ok(source) => check_str(&source, &file),
-        Err(message) => Err(RulesErrors(vec![RuleError {
-            file,
+/// [`check_bytes`] without the warnings.
+pub fn parse_bytes(bytes: &[u8], file: &str) -> Result<Rules, RulesErrors> {
+    check_bytes(bytes, file).map(|c| c.rules)
+}
+
+impl RulesErrors {
+    /// A rules file that cannot be read, or is not a rules file at all: one error on line 0.
+    pub fn unreadable(file: &str, message: String) -> RulesErrors {
+        RulesErrors(vec![RuleError {
+            file: file.to_string(),
             line: 0,
             column: 0,
             key: String::new(),
             message,
-        }])),
+        }])
     }
-}
-
-/// The file's text, at most [`MAX_RULES_BYTES`] of it, or why not.
-fn read_capped(path: &Path) -> Result<String, String> {
-    let cannot = |e: std::io::Error| format!("cannot read the rules file: {e}");
-    if std::fs::metadata(path).map_err(cannot)?.is_dir() {
-        return Err("cannot read the rules file: it is a directory".into());
-    }
-    let bytes = crate::small_file::read_capped(path, MAX_RULES_BYTES as u64).map_err(cannot)?;
-    if bytes.len() > MAX_RULES_BYTES {
-        return Err(format!(
-            "is larger than {} MiB, the limit for a rules file (is this the right file?)",
-            MAX_RULES_BYTES >> 20
-        ));
-    }
-    String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "is not UTF-8 text (invalid byte at offset {})",
-            e.utf8_error().valid_up_to()
-        )
-    })
 }
 
 /// Parses and validates a rules file; `file` names it in the errors.
