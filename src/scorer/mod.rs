@@ -40,6 +40,11 @@ use thiserror::Error;
 pub mod lookup;
 use lookup::Lookup;
 
+/// How long the scorer waits at start for the lookup directory topic to be found or created:
+/// it is optional (without it lookups answer for this instance's partitions only), so a broker
+/// that does not answer costs seconds of start-up, not librdkafka's one-minute request timeout.
+const DIRECTORY_SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, Error)]
 pub enum ScorerError {
     #[error("setting scorer.rules is required: the rules file to score with")]
@@ -573,9 +578,21 @@ impl Scorer {
             .into_iter()
             .partition(|s| settings.admin.lookup && s.name == instances);
         let counts = kafka::ensure_topics(&props, &required).await?;
+        // Bounded apart too: a broker that cannot create it (the embedded dev-broker, for any
+        // group but the default) left a create request waiting librdkafka's full request
+        // timeout, a minute of start-up with nothing in the log (found by an outside check).
+        let directory_setup = tokio::time::timeout(
+            DIRECTORY_SETUP_TIMEOUT,
+            kafka::ensure_topics(&props, &directory),
+        );
         let directory = match directory.is_empty() {
             true => None,
-            false => match kafka::ensure_topics(&props, &directory).await {
+            false => match directory_setup.await.unwrap_or_else(|_| {
+                Err(kafka::KafkaSetupError::CreateTopic {
+                    topic: instances.clone(),
+                    reason: format!("no answer within {} s", DIRECTORY_SETUP_TIMEOUT.as_secs()),
+                })
+            }) {
                 Ok(_) => Some(instances),
                 Err(e) => {
                     tracing::warn!(
@@ -711,15 +728,18 @@ impl Service for Core {
         // The user to write tombstones for, when the record deleted one.
         let (outcome, deleted) = match input {
             Input::Event(mut event) => {
-                if let Err(err) = owned.partition.admit(&owned.users, &event, offset) {
-                    // Past the user's bounds: bad input, moving no clock (SPEC 2).
-                    return self.dead_letter(msg, &err);
-                }
                 if event.event_id.is_none() {
                     // A re-routed record keeps the identity of its original position, so a
                     // second copy (re-produced after a crash) is a duplicate
                     // (docs/crash-safety.md).
                     event.event_id = rerouted_from(msg, self.input_partitions).map(Into::into);
+                }
+                if let Err(err) = owned
+                    .partition
+                    .admit(&self.engine, &owned.users, &event, offset)
+                {
+                    // Past the user's bounds: bad input, moving no clock (SPEC 2).
+                    return self.dead_letter(msg, &err);
                 }
                 let outcome = owned.partition.process(
                     &self.engine,

@@ -166,10 +166,13 @@ impl Partition {
     /// included: an event whose attribute would take the user's attributes past
     /// [`crate::engine::MAX_ATTRIBUTE_BYTES`] is bad input (`invalid_value`), which the caller
     /// dead-letters (SPEC 2: a dead-lettered record moves no clock) instead of processing it.
-    /// A replay (at or below the user's last offset) passes: [`Partition::process`] skips it,
-    /// whatever the state holds now. Only attribute events look the user up.
+    /// What [`Partition::process`] would skip before the attributes step passes, whatever the
+    /// state holds now: a replay (at or below the user's last offset) and a duplicate (SPEC
+    /// 3.8: it changes nothing, and its time counts in the clock like any event's). Only
+    /// attribute events look the user up.
     pub fn admit<S: UserStore>(
         &self,
+        engine: &Engine,
         store: &S,
         event: &Event,
         offset: i64,
@@ -178,8 +181,16 @@ impl Partition {
             return Ok(());
         }
         let st = store.get(&event.user_id);
-        if st.is_some_and(|st| st.last_offset.get().is_some_and(|o| offset <= o)) {
-            return Ok(());
+        if let Some(st) = st {
+            if st.last_offset.get().is_some_and(|o| offset <= o) {
+                return Ok(());
+            }
+            let clock = self.clock.map_or(event.time, |c| c.max(event.time));
+            if let Some(id) = &event.event_id {
+                if engine.is_duplicate(st, id, event.time, clock) {
+                    return Ok(());
+                }
+            }
         }
         crate::engine::attribute_error(st, event).map_or(Ok(()), Err)
     }
@@ -352,6 +363,59 @@ mod tests {
         }
     }
 
+    /// Found by an outside check: a producer's retry of an attribute event, a duplicate by
+    /// SPEC 3.8, was dead-lettered once the user's attributes were full (the bound checked
+    /// before the duplicate), so its time did not count in the clock and a decay due by then
+    /// did not fire. A duplicate passes `admit` and is dropped as one, counting its time.
+    #[test]
+    fn a_duplicate_retry_passes_admit_when_the_attributes_are_full() {
+        let e = engine();
+        let mut p = Partition::new();
+        let mut store: BTreeMap<String, UserState> = BTreeMap::new();
+        let mut out = Vec::new();
+        let attr = |name: &str, time: Millis, value: Option<&str>, id: &str| {
+            let mut ev = Event::new("u", time, EventType::AttributeChanged);
+            ev.name = Some(name.into());
+            ev.value = value.map(|v| Scalar::Str(v.into()));
+            ev.event_id = Some(id.into());
+            ev
+        };
+        let big = "v".repeat(4000);
+        let mut offset = 0;
+        let mut run = |p: &mut Partition, store: &mut BTreeMap<String, UserState>, ev: &Event| {
+            let admitted = p.admit(&e, store, ev, offset);
+            let outcome = admitted
+                .is_ok()
+                .then(|| p.process(&e, store, ev, origin(offset), &mut out));
+            offset += 1;
+            (admitted.is_ok(), outcome)
+        };
+        let first = attr("cx", T0, Some(&big), "d-x");
+        assert!(run(&mut p, &mut store, &first).0);
+        run(&mut p, &mut store, &attr("cx", T0 + 1, None, "rm"));
+        for i in 0..16 {
+            let fill = attr(
+                &format!("a{i:02}"),
+                T0 + 2 + i,
+                Some(&big),
+                &format!("f{i}"),
+            );
+            assert!(run(&mut p, &mut store, &fill).0, "filler {i}");
+        }
+        // A new attribute would pass the bound ...
+        let fresh = attr("cy", T0 + 100, Some(&big), "new");
+        assert_eq!(run(&mut p, &mut store, &fresh), (false, None));
+        // ... but the retry of the first event, 23 hours on, is a duplicate: admitted, dropped
+        // as one, and its time counts.
+        let retry = attr("cx", T0 + 23 * 60 * M, Some(&big), "d-x");
+        assert_eq!(
+            run(&mut p, &mut store, &retry),
+            (true, Some(Outcome::Duplicate))
+        );
+        assert_eq!(p.clock(), Some(T0 + 23 * 60 * M));
+        assert_eq!(store["u"].attribute("cx"), None);
+    }
+
     /// A user's attributes stay within `MAX_ATTRIBUTE_BYTES`: `admit` refuses the event that
     /// would pass it (naming the attribute and the limit) before anything of it counts, the
     /// clock included; a removal, a replay and a shorter value pass; `apply` called directly
@@ -374,7 +438,7 @@ mod tests {
         let mut refused = Vec::new();
         for i in 0..20 {
             let ev = attr(&format!("a{i:02}"), T0 + i, Some(&big));
-            match p.admit(&store, &ev, offset) {
+            match p.admit(&e, &store, &ev, offset) {
                 Ok(()) => {
                     p.process(&e, &mut store, &ev, origin(offset), &mut out);
                 }
@@ -394,19 +458,22 @@ mod tests {
         assert!(held <= MAX_ATTRIBUTE_BYTES, "{held}");
         // A shorter value and a removal pass; the removal makes room for one more.
         let shorter = attr("a01", T0 + 30, Some("short"));
-        assert!(p.admit(&store, &shorter, offset).is_ok());
+        assert!(p.admit(&e, &store, &shorter, offset).is_ok());
         let removal = attr("a02", T0 + 31, None);
-        assert!(p.admit(&store, &removal, offset).is_ok());
+        assert!(p.admit(&e, &store, &removal, offset).is_ok());
         p.process(&e, &mut store, &removal, origin(offset), &mut out);
         offset += 1;
         let again = attr("a16", T0 + 32, Some(&big));
-        assert!(p.admit(&store, &again, offset).is_ok());
+        assert!(p.admit(&e, &store, &again, offset).is_ok());
         // A replay passes whatever the state now holds (`process` skips it).
         let refused_now = attr("a17", T0 + 33, Some(&big));
-        assert!(p.admit(&store, &refused_now, offset).is_ok());
+        assert!(p.admit(&e, &store, &refused_now, offset).is_ok());
         p.process(&e, &mut store, &again, origin(offset), &mut out);
-        assert!(p.admit(&store, &refused_now, offset).is_ok(), "a replay");
-        assert!(p.admit(&store, &refused_now, offset + 1).is_err());
+        assert!(
+            p.admit(&e, &store, &refused_now, offset).is_ok(),
+            "a replay"
+        );
+        assert!(p.admit(&e, &store, &refused_now, offset + 1).is_err());
         // `apply` on its own keeps the bound too: the attribute is not set.
         let mut st = store["u"].clone();
         let before = st.attributes.clone();

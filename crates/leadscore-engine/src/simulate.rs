@@ -178,7 +178,7 @@ pub fn run_guarded(
         };
         // As the scorer dead-letters it: an event past its user's bounds is a bad line.
         if let Line::Event(event) = &item {
-            if let Err(e) = partition.admit(&sim.users, event, offset) {
+            if let Err(e) = partition.admit(engine, &sim.users, event, offset) {
                 sim.bad_line(index + 1, e.to_string());
                 continue;
             }

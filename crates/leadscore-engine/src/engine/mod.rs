@@ -672,6 +672,21 @@ impl Engine {
         st.attributes.select_sorted(&self.tracked_sorted)
     }
 
+    /// Whether an event with the explicit id `id` at `time` is a duplicate for the user whose
+    /// state is `st` at partition clock `clock` (SPEC 3.8): what [`Engine::apply`] would find
+    /// first, recording nothing. (At most one remembered id has a given hash: recording one
+    /// drops the older.)
+    pub fn is_duplicate(&self, st: &UserState, id: &str, time: Millis, clock: Millis) -> bool {
+        let window = self.rules.dedupe_window;
+        let horizon = clock.saturating_sub(window.saturating_mul(2));
+        let h = stable_hash(id.as_bytes());
+        st.seen.iter().any(|s| {
+            s.id_hash == h
+                && s.recorded().max(s.time()) > horizon
+                && time < s.time().saturating_add(window)
+        })
+    }
+
     /// SPEC 3.8: a duplicate is an event whose id the user has applied at a time `t0` with
     /// `time < t0 + dedupe_window`. Otherwise the id is recorded with this event's time and the
     /// partition clock.
