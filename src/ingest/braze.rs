@@ -43,8 +43,9 @@
 //! `Idempotency-Key` header every event id is derived from the key, a digest of the body and
 //! the object's place in the request, so a retry of the same request is a duplicate to the
 //! scorer, and another body sent under a reused key is not mistaken for one. Without one, an
-//! event or purchase id is derived from its content (the same user, name, time and properties
-//! are the same event), and an attribute update's id is unique to the request (the same
+//! event or purchase id is derived from its content as produced (the same user, name, app,
+//! time and property values are the same event, however the request spelled them), and an
+//! attribute update's id is unique to the request (the same
 //! `{"inc": 5}` sent twice on purpose must count twice).
 
 use crate::codec::{decode_event, encode_event, Format, Limits};
@@ -634,25 +635,67 @@ fn properties(object: &Map<String, Value>) -> Result<Vec<(String, Scalar)>, Stri
     Ok(out)
 }
 
-/// The id of an event or purchase (see the module doc).
-fn content_id(
-    array: Array,
-    index: usize,
-    object: &Map<String, Value>,
-    opts: &Options<'_>,
-) -> String {
+/// The id of an event or purchase (see the module doc): with a key, its place in the request;
+/// without one, a digest of the event as produced, so that the same user, name, app, time and
+/// properties are the same event however the request wrote them (a time with `+01:00` or
+/// `+0100`, a price of `1` or `1.0`, a purchase's `quantity` of 1 given or left to its default:
+/// an outside check found each of these pairs counted twice when the id hashed the JSON text).
+fn content_id(array: Array, index: usize, event: &Event, opts: &Options<'_>) -> String {
     match opts.ids {
         IdBasis::IdempotencyKey(key) => format!("braze:{key}:{}:{index}", array.as_str()),
-        IdBasis::Request(_) => {
-            // serde_json's map is sorted by key, so equal objects print equal.
-            let text = Value::Object(object.clone()).to_string();
-            format!(
-                "braze:{}:{:032x}",
-                array.as_str(),
-                fnv1a_128(text.as_bytes())
-            )
+        IdBasis::Request(_) => format!(
+            "braze:{}:{:032x}",
+            array.as_str(),
+            fnv1a_128(&event_digest_input(event))
+        ),
+    }
+}
+
+/// The bytes an event's content id hashes: its user, name, app and time (milliseconds), then
+/// its properties in name order, each string with its length before it (so no two events
+/// share the bytes) and each number as the value it is (an integral float as the integer).
+fn event_digest_input(event: &Event) -> Vec<u8> {
+    fn put(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    let mut out = Vec::new();
+    put(&mut out, &event.user_id);
+    put(&mut out, event.name.as_deref().unwrap_or_default());
+    match &event.app_id {
+        Some(app) => {
+            out.push(1);
+            put(&mut out, app);
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(&event.time.to_le_bytes());
+    let mut properties: Vec<&(String, Scalar)> = event.properties.iter().collect();
+    properties.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, value) in properties {
+        put(&mut out, name);
+        match value {
+            Scalar::Str(v) => {
+                out.push(b's');
+                put(&mut out, v);
+            }
+            Scalar::Bool(v) => out.extend_from_slice(&[b'b', u8::from(*v)]),
+            Scalar::Int(v) => {
+                out.push(b'i');
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            // 2^63 as a float is past every i64: the check keeps `as` exact.
+            Scalar::Float(v) if v.fract() == 0.0 && v.abs() < 2f64.powi(63) => {
+                out.push(b'i');
+                out.extend_from_slice(&(*v as i64).to_le_bytes());
+            }
+            Scalar::Float(v) => {
+                out.push(b'f');
+                out.extend_from_slice(&v.to_bits().to_le_bytes());
+            }
         }
     }
+    out
 }
 
 /// FNV-1a, 128 bits: a stable content hash for ids (not for security).
@@ -674,7 +717,7 @@ fn custom_event(object: &Value, index: usize, opts: &Options<'_>) -> Result<Even
     event.name = Some(name);
     event.app_id = optional_string(object, "app_id")?;
     event.properties = properties(object)?;
-    event.event_id = Some(content_id(Array::Events, index, object, opts).into());
+    event.event_id = Some(content_id(Array::Events, index, &event, opts).into());
     Ok(event)
 }
 
@@ -728,7 +771,7 @@ fn purchase_event(object: &Value, index: usize, opts: &Options<'_>) -> Result<Ev
         }
         event.properties.push((key, value));
     }
-    event.event_id = Some(content_id(Array::Purchases, index, object, opts).into());
+    event.event_id = Some(content_id(Array::Purchases, index, &event, opts).into());
     Ok(event)
 }
 

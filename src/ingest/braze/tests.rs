@@ -328,6 +328,43 @@ fn event_ids_follow_the_idempotency_key_or_the_content() {
     assert!(a[1].starts_with("braze:events:"));
 }
 
+/// Found by an outside check: without a key, the id hashed the JSON text, so one event written
+/// two ways (a time's offset as `+01:00` or `+0100`, a price of `1` or `1.0`, a purchase's
+/// default `quantity` left out or given) got two ids and a re-serialized retry counted twice.
+/// The id is now the produced event's; another value is another event.
+#[test]
+fn a_content_id_is_the_events_not_its_spelling() {
+    let id = |body: Value| -> String {
+        let batch = translate(body.to_string().as_bytes(), &opts(IdBasis::Request("r")))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(batch.events.len(), 1, "{body}");
+        batch.events[0]
+            .event_id
+            .as_deref()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let event = |time: &str, price: Value| {
+        json!({"events": [{"external_id": "u1", "name": "x", "time": time,
+            "properties": {"price": price, "plan": "pro"}}]})
+    };
+    let base = id(event("2026-01-05T10:00:00+01:00", json!(1)));
+    assert_eq!(base, id(event("2026-01-05T10:00:00+0100", json!(1))));
+    assert_eq!(base, id(event("2026-01-05T09:00:00Z", json!(1.0))));
+    assert_ne!(base, id(event("2026-01-05T09:00:00Z", json!(2))));
+    assert_ne!(base, id(event("2026-01-05T09:00:01Z", json!(1))));
+    let purchase = |quantity: Option<i64>| {
+        let mut p = json!({"external_id": "u1", "product_id": "seat", "currency": "USD",
+            "price": 10, "time": "2026-01-05T09:00:00Z"});
+        if let Some(q) = quantity {
+            p["quantity"] = json!(q);
+        }
+        json!({"purchases": [p]})
+    };
+    assert_eq!(id(purchase(None)), id(purchase(Some(1))));
+    assert_ne!(id(purchase(None)), id(purchase(Some(2))));
+}
+
 #[test]
 fn idempotency_keys_are_short_printable_ascii() {
     assert!(valid_idempotency_key("6f1c2a3e-retry"));
