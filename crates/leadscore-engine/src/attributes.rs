@@ -121,16 +121,27 @@ impl Attributes {
     /// The buffer is kept at its exact size: a user's attributes change rarely, and a spare
     /// half in every user's buffer would cost more memory than the copies save time.
     pub fn set(&mut self, name: &str, value: Option<&Scalar>) -> bool {
+        self.set_within(name, value, usize::MAX)
+    }
+
+    /// [`Attributes::set`], unless it would take the entries past `max` bytes and grow them
+    /// (then nothing changes and the result is false): the per-user bound
+    /// ([`crate::engine::MAX_ATTRIBUTE_BYTES`]) checked in the same scan that finds the entry.
+    pub fn set_within(&mut self, name: &str, value: Option<&Scalar>, max: usize) -> bool {
         let (range, value) = match (self.find(name.as_bytes()), value) {
             (Ok(e), Some(v)) if e.value().same(v) => return false,
             (Ok(e), v) => (e.start..e.end, v),
             (Err(at), Some(v)) => (at..at, Some(v)),
             (Err(_), None) => return false,
         };
+        let size = value.map_or(0, |v| entry_len(name, v));
+        let len = self.bytes.len() - range.len() + size;
+        if len > max && len > self.bytes.len() {
+            return false;
+        }
         // One exact-size buffer, written once: cheaper than splicing into the old one and
         // then fitting it.
-        let size = value.map_or(0, |v| entry_len(name, v));
-        let mut out = Vec::with_capacity(self.bytes.len() - range.len() + size);
+        let mut out = Vec::with_capacity(len);
         out.extend_from_slice(&self.bytes[..range.start]);
         if let Some(v) = value {
             put_entry(&mut out, name, v);

@@ -42,13 +42,6 @@ pub(crate) fn attribute_of(ev: &Event) -> Option<(&str, Option<&Scalar>)> {
     }
 }
 
-/// Whether setting the event's attribute keeps the user's attributes within
-/// [`MAX_ATTRIBUTE_BYTES`] (or does not grow them).
-fn attribute_fits(st: &UserState, name: &str, value: Option<&Scalar>) -> bool {
-    let after = st.attributes.len_after_set(name, value);
-    after <= MAX_ATTRIBUTE_BYTES || after <= st.attributes.encoded_len()
-}
-
 /// Why `ev` cannot be applied to the user whose state is `st` (none when it can): its
 /// attribute would take the user's attributes past [`MAX_ATTRIBUTE_BYTES`]. An
 /// `invalid_value` naming the attribute and the sizes, for the dead-letter topic.
@@ -56,7 +49,8 @@ pub fn attribute_error(st: Option<&UserState>, ev: &Event) -> Option<crate::code
     let (name, value) = attribute_of(ev)?;
     let empty = UserState::default();
     let st = st.unwrap_or(&empty);
-    if attribute_fits(st, name, value) {
+    let after = st.attributes.len_after_set(name, value);
+    if after <= MAX_ATTRIBUTE_BYTES || after <= st.attributes.encoded_len() {
         return None;
     }
     Some(crate::codec::DecodeError::InvalidValue {
@@ -67,7 +61,7 @@ pub fn attribute_error(st: Option<&UserState>, ev: &Event) -> Option<crate::code
              the user no longer needs first",
             crate::codec::Quoted(name),
             crate::codec::Quoted(&ev.user_id),
-            st.attributes.len_after_set(name, value),
+            after,
         ),
     })
 }
@@ -308,9 +302,7 @@ impl Engine {
         // such an event before it gets here (`attribute_error`); this keeps the bound for
         // every other caller.
         let attribute_change = attribute_of(ev).is_some_and(|(name, value)| {
-            attribute_fits(st, name, value)
-                && st.set_attribute(name, value)
-                && self.is_tracked(name)
+            st.attributes.set_within(name, value, MAX_ATTRIBUTE_BYTES) && self.is_tracked(name)
         });
 
         // 2. Enrollment: the enrolling event is also scored.
