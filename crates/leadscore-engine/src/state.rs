@@ -214,6 +214,22 @@ impl SeenEvent {
     }
 }
 
+impl SeenEvent {
+    /// Whether the id is still remembered with the forgetting horizon at `horizon` (SPEC 3.8:
+    /// kept while the later of its time and its recording clock is after it).
+    #[inline]
+    pub(crate) fn kept_after(self, horizon: Millis) -> bool {
+        self.recorded().max(self.time()) > horizon
+    }
+
+    /// Whether an event with this id at `time` is its duplicate: before its time plus the
+    /// dedupe `window`.
+    #[inline]
+    pub(crate) fn catches(self, time: Millis, window: Millis) -> bool {
+        time < self.time().saturating_add(window)
+    }
+}
+
 /// As the three values it holds.
 impl std::fmt::Debug for SeenEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
