@@ -741,21 +741,24 @@ mod tests {
     #[tokio::test]
     async fn an_owners_answer_for_another_user_is_not_relayed() {
         let client = reqwest::Client::new();
-        let forged = answering(r#"{"user_id":"x","score":999999}"#).await;
-        let r = forward(&client, &forged, "alice", None).await;
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let body = axum::body::to_bytes(r.into_body(), 1 << 16)
-            .await
-            .expect("body");
-        let text = String::from_utf8_lossy(&body);
+        let relayed = |answer: &'static str| {
+            let client = client.clone();
+            async move {
+                let owner = answering(answer).await;
+                let r = forward(&client, &owner, "alice", None).await;
+                let status = r.status();
+                let body = axum::body::to_bytes(r.into_body(), 1 << 16)
+                    .await
+                    .expect("body");
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        let (status, text) = relayed(r#"{"user_id":"x","score":999999}"#).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(text.contains("another user"), "{text}");
-        let right = answering(r#"{"user_id":"alice","score":3}"#).await;
-        let r = forward(&client, &right, "alice", None).await;
-        assert_eq!(r.status(), StatusCode::OK);
-        let body = axum::body::to_bytes(r.into_body(), 1 << 16)
-            .await
-            .expect("body");
-        assert_eq!(&body[..], br#"{"user_id":"alice","score":3}"#);
+        let (status, text) = relayed(r#"{"user_id":"alice","score":3}"#).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(text, r#"{"user_id":"alice","score":3}"#);
     }
 
     /// `.` and `..` go in the query: in a path the URL parser removes them (before, both

@@ -363,6 +363,14 @@ mod tests {
         }
     }
 
+    /// User `u` setting (or with `None` removing) a string attribute.
+    fn attr_event(name: &str, time: Millis, value: Option<&str>) -> Event {
+        let mut ev = Event::new("u", time, EventType::AttributeChanged);
+        ev.name = Some(name.into());
+        ev.value = value.map(|v| Scalar::Str(v.into()));
+        ev
+    }
+
     /// Found by an outside check: a producer's retry of an attribute event, a duplicate by
     /// SPEC 3.8, was dead-lettered once the user's attributes were full (the bound checked
     /// before the duplicate), so its time did not count in the clock and a decay due by then
@@ -374,9 +382,7 @@ mod tests {
         let mut store: BTreeMap<String, UserState> = BTreeMap::new();
         let mut out = Vec::new();
         let attr = |name: &str, time: Millis, value: Option<&str>, id: &str| {
-            let mut ev = Event::new("u", time, EventType::AttributeChanged);
-            ev.name = Some(name.into());
-            ev.value = value.map(|v| Scalar::Str(v.into()));
+            let mut ev = attr_event(name, time, value);
             ev.event_id = Some(id.into());
             ev
         };
@@ -427,12 +433,7 @@ mod tests {
         let mut p = Partition::new();
         let mut store: BTreeMap<String, UserState> = BTreeMap::new();
         let mut out = Vec::new();
-        let attr = |name: &str, time: Millis, value: Option<&str>| {
-            let mut ev = Event::new("u", time, EventType::AttributeChanged);
-            ev.name = Some(name.into());
-            ev.value = value.map(|v| Scalar::Str(v.into()));
-            ev
-        };
+        let attr = attr_event;
         let big = "v".repeat(4000);
         let mut offset = 0;
         let mut refused = Vec::new();

@@ -425,12 +425,11 @@ fn hidden_forms(hidden: &[&str], min: usize) -> Vec<String> {
         .flat_map(|h| {
             let form = form_encoded(h);
             let url = form.replace('+', "%20");
-            let lower = |s: &str| lower_hex(s);
             let once = json(h);
             [
                 h.to_string(),
-                lower(&form),
-                lower(&url),
+                lower_hex(&form),
+                lower_hex(&url),
                 form,
                 url,
                 once.replace('/', "\\/"),
