@@ -403,3 +403,23 @@ fn answers_during_a_rebalance_are_503_or_correct_never_wrong() {
     assert!(tally.get(&200).copied().unwrap_or(0) > 0, "{tally:?}");
     eprintln!("answers during the rebalances: {tally:?}");
 }
+
+/// Found by an outside check: with lookup on and its directory topic missing on a broker that
+/// never answers creating it (the mock implements no CreateTopics), the scorer's start waited
+/// librdkafka's one-minute request timeout with nothing in the log. It now gives the directory
+/// 10 s, warns, and starts, answering for its own partitions. The 40 s wait is the guard that
+/// tells the two apart (four times the bound, a third under the old wait), not a speed
+/// measurement.
+#[test]
+fn a_directory_topic_that_cannot_be_made_holds_the_start_for_seconds_only() {
+    let rig = ScorerRig::new("lookup-no-directory", PARTITIONS);
+    std::fs::write(token_file(&rig), format!("{TOKEN}\n")).expect("token file");
+    let s = lookup_scorer(&rig, "s");
+    wait_until(Duration::from_secs(40), "the scorer to be ready", || {
+        owned(&s) == PARTITIONS as usize
+    });
+    if BrokerKind::from_env() == BrokerKind::Mock {
+        let log = s.log_text();
+        assert!(log.contains("directory topic is missing"), "{log}");
+    }
+}
