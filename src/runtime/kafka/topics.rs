@@ -156,3 +156,23 @@ pub fn check_copartitioned(
     }
     Ok(expected)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state record is bounded but can pass Kafka's default 1 MB (rules with many capped
+    /// groups, a deep explain history); a changelog that refused one stopped the service at
+    /// every checkpoint. The changelogs leadscore creates take what its producer sends, as the
+    /// dead-letter topics do.
+    #[test]
+    fn changelogs_and_dead_letter_topics_take_records_as_large_as_the_producer_sends() {
+        let config = |t: TopicSpec| t.config.into_iter().collect::<BTreeMap<_, _>>();
+        let changelog = config(TopicSpec::compacted("c", 3, 1));
+        assert_eq!(changelog["cleanup.policy"], "compact");
+        let dlq = config(TopicSpec::dead_letter("d", 3, 1));
+        for c in [changelog, dlq] {
+            assert_eq!(c["max.message.bytes"], MAX_RECORD_BYTES.to_string());
+        }
+    }
+}
