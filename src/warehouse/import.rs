@@ -463,42 +463,21 @@ impl Importer {
                 "warehouse rows without a user id or score passed over"
             );
         }
-        for (row, reason) in bad.iter().take(BAD_ROWS_LOGGED) {
-            let score = row.score.as_deref().unwrap_or_default();
-            tracing::warn!(
-                table = %self.settings.warehouse.import_table,
-                user_id = row.user_id.as_deref().unwrap_or_default(),
-                updated_at = %format_rfc3339(to_millis(row.updated_at)),
-                updated_at_us = %to_micros(row.updated_at),
-                score = %score.chars().take(SCORE_QUOTED_CHARS).collect::<String>(),
-                reason,
-                "warehouse row passed over: its score is not a 64-bit integer"
-            );
-        }
-        if bad.len() > BAD_ROWS_LOGGED {
-            tracing::warn!(
-                rows = bad.len() - BAD_ROWS_LOGGED,
-                "more warehouse rows of this batch passed over for their score"
-            );
-        }
-        for (row, reason) in unscorable.iter().take(BAD_ROWS_LOGGED) {
-            let user = row.user_id.as_deref().unwrap_or_default();
-            tracing::warn!(
-                table = %self.settings.warehouse.import_table,
-                user_id = %user.chars().take(USER_QUOTED_CHARS).collect::<String>(),
-                user_id_bytes = user.len(),
-                updated_at = %format_rfc3339(to_millis(row.updated_at)),
-                updated_at_us = %to_micros(row.updated_at),
-                reason = %reason,
-                "warehouse row passed over: the scorer would dead-letter its event"
-            );
-        }
-        if unscorable.len() > BAD_ROWS_LOGGED {
-            tracing::warn!(
-                rows = unscorable.len() - BAD_ROWS_LOGGED,
-                "more warehouse rows of this batch passed over: the scorer would dead-letter them"
-            );
-        }
+        let table = &self.settings.warehouse.import_table;
+        log_passed_over(
+            table,
+            bad.iter().map(|(row, reason)| (*row, *reason)),
+            "its score is not a 64-bit integer",
+            "for their score",
+        );
+        log_passed_over(
+            table,
+            unscorable
+                .iter()
+                .map(|(row, reason)| (*row, reason.as_str())),
+            "the scorer would dead-letter its event",
+            "the scorer would dead-letter them",
+        );
         let skipped = missing + bad.len() + unscorable.len();
         if skipped > 0 {
             metrics::counter!(telemetry::WAREHOUSE_ROWS_SKIPPED).increment(skipped as u64);
@@ -506,6 +485,38 @@ impl Importer {
         tracing::debug!(rows = rows.len(), "warehouse batch imported");
         *watermark = Some(next);
         Ok(rows.len())
+    }
+}
+
+/// Logs the rows of a batch passed over for one reason: the first [`BAD_ROWS_LOGGED`] one by
+/// one (user id and score cut to what a log line quotes: either can be tens of kilobytes),
+/// the rest as a count.
+fn log_passed_over<'r>(
+    table: &str,
+    rows: impl ExactSizeIterator<Item = (&'r Row, &'r str)>,
+    why: &str,
+    rest: &str,
+) {
+    let n = rows.len();
+    for (row, reason) in rows.take(BAD_ROWS_LOGGED) {
+        let user = row.user_id.as_deref().unwrap_or_default();
+        let score = row.score.as_deref().unwrap_or_default();
+        tracing::warn!(
+            table = %table,
+            user_id = %user.chars().take(USER_QUOTED_CHARS).collect::<String>(),
+            user_id_bytes = user.len(),
+            updated_at = %format_rfc3339(to_millis(row.updated_at)),
+            updated_at_us = %to_micros(row.updated_at),
+            score = %score.chars().take(SCORE_QUOTED_CHARS).collect::<String>(),
+            reason = %reason,
+            "warehouse row passed over: {why}"
+        );
+    }
+    if n > BAD_ROWS_LOGGED {
+        tracing::warn!(
+            rows = n - BAD_ROWS_LOGGED,
+            "more warehouse rows of this batch passed over: {rest}"
+        );
     }
 }
 
