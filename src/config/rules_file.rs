@@ -11,11 +11,6 @@ pub fn check(path: &Path) -> Result<Checked, RulesErrors> {
     let file = path.display().to_string();
     let cannot =
         |why: String| RulesErrors::unreadable(&file, format!("cannot read the rules file: {why}"));
-    match std::fs::metadata(path) {
-        Err(e) => return Err(cannot(e.to_string())),
-        Ok(m) if m.is_dir() => return Err(cannot("it is a directory".into())),
-        Ok(_) => {}
-    }
     let bytes = super::small_file::read_capped(path, MAX_RULES_BYTES as u64)
         .map_err(|e| cannot(e.to_string()))?;
     check_bytes(&bytes, &file)

@@ -21,8 +21,9 @@ const POLL: Duration = Duration::from_millis(10);
 
 /// The file's bytes, at most `max + 1` of them (one past the cap tells "larger than the cap"
 /// from "exactly at it": the caller checks). Errors name the reason: as `open`/`read` give it,
-/// or [`io::ErrorKind::TimedOut`] for a pipe or device that does not end within [`WAIT`], or
-/// [`io::ErrorKind::UnexpectedEof`] for a pipe that ended with nothing in it.
+/// "it is a directory", [`io::ErrorKind::TimedOut`] for a pipe or device that does not end
+/// within [`WAIT`], or [`io::ErrorKind::UnexpectedEof`] for a pipe that ended with nothing in
+/// it.
 pub fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     read_capped_within(path, max, WAIT)
 }
@@ -41,7 +42,11 @@ pub fn read_capped_within(path: &Path, max: u64, wait: Duration) -> io::Result<V
         options.custom_flags(O_NONBLOCK);
     }
     let mut file = options.open(path)?;
-    let pipe = is_pipe(&file.metadata()?);
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(io::Error::other("it is a directory"));
+    }
+    let pipe = is_pipe(&meta);
     let deadline = Instant::now() + wait;
     let limit = usize::try_from(max.saturating_add(1)).unwrap_or(usize::MAX);
     let mut bytes = Vec::new();
