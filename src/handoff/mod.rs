@@ -39,7 +39,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -120,6 +120,9 @@ enum Pause {
 
 /// A lead waiting for its Salesforce outcome.
 struct Pending {
+    /// The input partition its change came from: a revoked partition's leads are dropped
+    /// with it (the next owner replays them from the last checkpoint).
+    partition: i32,
     user_id: String,
     lead_id: String,
     score: i64,
@@ -141,6 +144,33 @@ struct CoreState {
     /// Shutdown interrupted `resolve` in a wait (a backoff or a pause): the checkpoints that
     /// follow on the way out (the final one, the revoke's) call nothing more.
     interrupted: bool,
+    /// The batch in `pending` waits out a backoff or a limit pause. Meanwhile the service loop
+    /// goes on polling with the partitions paused, so the consumer stays in its group however
+    /// long the wait (`max.poll.interval.ms`), and rebalances are served.
+    wait: Option<Wait>,
+    /// Whether this service paused its assignment for a wait (and must resume it).
+    paused: bool,
+}
+
+/// A batch's wait between two rounds of calls.
+#[derive(Clone, Copy)]
+struct Wait {
+    until: Instant,
+    /// Rounds of calls made so far (the backoff grows with them).
+    round: u32,
+    /// When the batch's first round started (for the batch duration histogram).
+    started: Instant,
+}
+
+/// Where [`Core::resolve`] left a batch.
+#[derive(Debug, PartialEq, Eq)]
+enum Resolved {
+    /// Every lead has an outcome.
+    Done,
+    /// Leads wait out a backoff or a pause (`CoreState::wait`); nothing may be checkpointed.
+    Waiting,
+    /// Shutdown came during a wait: the leads left are not called again (replay redoes them).
+    Interrupted,
 }
 
 pub struct Core {
@@ -252,20 +282,40 @@ impl Core {
         Ok(())
     }
 
-    /// Resolves every pending lead: Salesforce calls with retries, backoff and limit pauses,
-    /// until each has an outcome. Returns false when shutdown interrupted it (nothing of the
-    /// unresolved leads may then be checkpointed).
-    fn resolve(&self, st: &mut CoreState) -> Result<bool, HandoffError> {
-        let started = Instant::now();
-        let mut queue: Vec<Pending> = std::mem::take(&mut st.pending);
-        let mut round = 0u32;
-        while !queue.is_empty() {
+    /// Resolves the pending leads: rounds of Salesforce calls with retries, until each lead
+    /// has an outcome ([`Resolved::Done`]) or a backoff or limit pause must be waited out
+    /// ([`Resolved::Waiting`]: the leads stay pending and `st.wait` says until when; called
+    /// again, it goes on from there once the wait is over). Returns [`Resolved::Interrupted`]
+    /// when shutdown came during a wait. Only after `Done` may the input be checkpointed.
+    ///
+    /// It never sleeps: the wait is spent in the service loop, which keeps polling (the
+    /// partitions paused), so a pause longer than `max.poll.interval.ms` does not make the
+    /// consumer leave its group.
+    fn resolve(&self, st: &mut CoreState) -> Result<Resolved, HandoffError> {
+        let (mut round, started) = match st.wait {
+            Some(w) => {
+                if self.shutdown.is_triggered() || st.interrupted {
+                    // Leads in a wait get no call on the way out: the wait is the point of it.
+                    st.interrupted = true;
+                    return Ok(Resolved::Interrupted);
+                }
+                if Instant::now() < w.until {
+                    return Ok(Resolved::Waiting);
+                }
+                (w.round, w.started)
+            }
+            None => (0, Instant::now()),
+        };
+        st.wait = None;
+        let queue: Vec<Pending> = std::mem::take(&mut st.pending);
+        // One round of calls; what is left waits, and the next call goes on after the wait.
+        if !queue.is_empty() {
             // On shutdown, leads not yet tried get their one call (a batch is finished, as a
             // call in flight is); leads in a wait get none: the wait is the point of it.
             if self.shutdown.is_triggered() && (round > 0 || st.interrupted) {
                 st.pending = queue;
                 st.interrupted = true;
-                return Ok(false);
+                return Ok(Resolved::Interrupted);
             }
             round += 1;
             let mut retry = Vec::new();
@@ -303,6 +353,7 @@ impl Core {
                         }),
                     });
                     let mut p = Pending {
+                        partition: p.partition,
                         user_id: p.user_id.clone(),
                         lead_id: p.lead_id.clone(),
                         score: p.score,
@@ -347,57 +398,53 @@ impl Core {
                     }
                 }
             }
-            queue = retry;
-            if queue.is_empty() {
-                break;
+            if !retry.is_empty() {
+                let wait = match pause {
+                    Some(Pause::ApiLimit) => {
+                        metrics::counter!(HANDOFF_LIMIT_PAUSES).increment(1);
+                        tracing::warn!(
+                            leads = retry.len(),
+                            pause_s = self.settings.handoff.limit_pause.as_secs(),
+                            "Salesforce API limit reached: pausing calls, keeping the leads"
+                        );
+                        self.settings.handoff.limit_pause
+                    }
+                    Some(Pause::Auth(error)) => {
+                        // Counted by the client (leadscore_salesforce_auth_failures_total); a
+                        // refused credential is probed as often as a long outage.
+                        let wait = self.settings.handoff.backoff_max;
+                        tracing::error!(
+                            leads = retry.len(),
+                            pause_s = wait.as_secs_f64(),
+                            %error,
+                            "Salesforce authentication failure (check salesforce.client_id and the \
+                             client secret): pausing calls, keeping the leads"
+                        );
+                        wait
+                    }
+                    Some(Pause::NoToken(error)) => {
+                        let wait = self.backoff.delay(round, salesforce::jitter());
+                        tracing::warn!(
+                            leads = retry.len(),
+                            pause_s = wait.as_secs_f64(),
+                            %error,
+                            "no Salesforce token (the token endpoint failed): pausing calls, keeping the leads"
+                        );
+                        wait
+                    }
+                    None => self.backoff.delay(round, salesforce::jitter()),
+                };
+                st.pending = retry;
+                st.wait = Some(Wait {
+                    until: Instant::now() + wait,
+                    round,
+                    started,
+                });
+                return Ok(Resolved::Waiting);
             }
-            let wait = match pause {
-                Some(Pause::ApiLimit) => {
-                    metrics::counter!(HANDOFF_LIMIT_PAUSES).increment(1);
-                    tracing::warn!(
-                        leads = queue.len(),
-                        pause_s = self.settings.handoff.limit_pause.as_secs(),
-                        "Salesforce API limit reached: pausing calls, keeping the leads"
-                    );
-                    self.settings.handoff.limit_pause
-                }
-                Some(Pause::Auth(error)) => {
-                    // Counted by the client (leadscore_salesforce_auth_failures_total); a
-                    // refused credential is probed as often as a long outage.
-                    let wait = self.settings.handoff.backoff_max;
-                    tracing::error!(
-                        leads = queue.len(),
-                        pause_s = wait.as_secs_f64(),
-                        %error,
-                        "Salesforce authentication failure (check salesforce.client_id and the \
-                         client secret): pausing calls, keeping the leads"
-                    );
-                    wait
-                }
-                Some(Pause::NoToken(error)) => {
-                    let wait = self.backoff.delay(round, salesforce::jitter());
-                    tracing::warn!(
-                        leads = queue.len(),
-                        pause_s = wait.as_secs_f64(),
-                        %error,
-                        "no Salesforce token (the token endpoint failed): pausing calls, keeping the leads"
-                    );
-                    wait
-                }
-                None => self.backoff.delay(round, salesforce::jitter()),
-            };
-            self.sleep(wait);
         }
         metrics::histogram!(HANDOFF_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
-        Ok(true)
-    }
-
-    /// Sleeps, waking early on shutdown.
-    fn sleep(&self, d: Duration) {
-        let until = Instant::now() + d;
-        while Instant::now() < until && !self.shutdown.is_triggered() {
-            std::thread::sleep(Duration::from_millis(20).min(until - Instant::now()));
-        }
+        Ok(Resolved::Done)
     }
 
     fn update_gauges(&self, st: &CoreState) {
@@ -412,6 +459,17 @@ impl kafka::PartitionOwner for Core {
     }
 
     fn revoked(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]) {
+        // Partitions paused for a wait are resumed before they go: librdkafka keeps a
+        // partition's pause across a rebalance, so one given back to this instance would stay
+        // paused with nothing waiting. If a wait remains, the next turn pauses again.
+        let mut st = self.lock();
+        if st.paused {
+            if let Err(e) = kafka::pause_assignment(consumer, false) {
+                tracing::warn!(error = %e, "resuming the paused partitions before a revocation");
+            }
+            st.paused = false;
+        }
+        drop(st);
         owned::revoked(self, consumer, partitions)
     }
 }
@@ -455,7 +513,14 @@ impl OwnsPartitions for Core {
     }
 
     fn remove_owned(&self, p: i32) {
-        self.lock().owned.remove(&p);
+        let mut st = self.lock();
+        st.owned.remove(&p);
+        // Leads of the partition still waiting (the revoke's checkpoint came during a wait):
+        // nothing of them was checkpointed, so the next owner replays and calls for them.
+        st.pending.retain(|l| l.partition != p);
+        if st.pending.is_empty() {
+            st.wait = None;
+        }
     }
 
     fn owned_changed(&self) {
@@ -708,6 +773,7 @@ impl Service for Core {
         }
         if let Ok(lead_id) = decision {
             let lead = Pending {
+                partition: p,
                 user_id: change.user_id.to_string(),
                 lead_id,
                 score: change.score,
@@ -755,16 +821,37 @@ impl Service for Core {
     fn checkpoint_due(&self, idle: bool) -> bool {
         let h = &self.settings.handoff;
         let st = self.lock();
+        if let Some(w) = st.wait {
+            // A batch waiting: due when its wait is over (its calls go on), not before.
+            return Instant::now() >= w.until;
+        }
         let waited = st.batch_started.is_some_and(|b| b.elapsed() >= h.linger);
         st.pending.len() >= h.max_batch || (st.processed > 0 && (idle || waited))
     }
 
-    /// Resolves the pending leads, then checkpoints every partition.
+    /// While a batch waits, the assignment is paused: records are not taken (the batch would
+    /// grow without bound through a long pause) but the consumer is polled, so it stays in its
+    /// group. Partitions assigned during the wait are paused at the next turn; records they
+    /// delivered before that join the batch. Resumed once the batch is resolved.
+    fn tick(&self, consumer: &ServiceConsumer<Core>) -> Result<(), HandoffError> {
+        let mut st = self.lock();
+        let waiting = st.wait.is_some();
+        if !waiting && !st.paused {
+            return Ok(());
+        }
+        kafka::pause_assignment(consumer, waiting)?;
+        st.paused = waiting;
+        Ok(())
+    }
+
+    /// Resolves the pending leads, then checkpoints every partition. While the leads wait
+    /// (a backoff, a limit pause) or after shutdown interrupted them, nothing is checkpointed:
+    /// the next call goes on, or replay redoes them.
     fn checkpoint(&self, consumer: &ServiceConsumer<Core>) -> Result<(), HandoffError> {
         let mut st = self.lock();
         let st = &mut *st;
-        if !st.pending.is_empty() && !self.resolve(st)? {
-            return Ok(()); // interrupted: replay will redo it
+        if (!st.pending.is_empty() || st.wait.is_some()) && self.resolve(st)? != Resolved::Done {
+            return Ok(());
         }
         let parts: Vec<PartitionCheckpoint> = st
             .owned

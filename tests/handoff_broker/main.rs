@@ -39,6 +39,11 @@ impl Setup {
     }
 
     fn handoff_with(&self, extra: &[(&str, &str)]) -> Service {
+        self.handoff_logging_to("h.log", extra)
+    }
+
+    /// [`Setup::handoff_with`], logging to `log` in the test's directory: for a second instance.
+    fn handoff_logging_to(&self, log: &str, extra: &[(&str, &str)]) -> Service {
         let port = free_port();
         let mut env = self.env(port, SECRET);
         env.extend(settings_env(&[
@@ -51,7 +56,7 @@ impl Setup {
             ("HANDOFF__LIMIT_PAUSE", "1s"),
         ]));
         env.extend(settings_env(extra));
-        Service::spawn("handoff", &env, port, self.dir.path().join("h.log"))
+        Service::spawn("handoff", &env, port, self.dir.path().join(log))
     }
 
     /// Produces keyed score changes to the scorer's output topic, all there when it returns.
@@ -385,6 +390,122 @@ fn the_daily_api_limit_pauses_calls_and_keeps_the_leads() {
     assert!(
         read_all(&setup.broker, &setup.handoffs_dlq).is_empty(),
         "nothing dead-lettered"
+    );
+}
+
+/// A limit pause longer than `max.poll.interval.ms` keeps the handoff in its group: it goes on
+/// polling, its partitions paused, while it waits, and when the limit lifts every lead is
+/// handed off once. It once slept through the pause without polling: librdkafka then left the
+/// group mid-pause ("maximum poll interval exceeded"), and another instance could take the
+/// partitions and call for the same leads.
+#[test]
+fn a_limit_pause_longer_than_the_poll_interval_keeps_the_group() {
+    let setup = Setup::new(
+        "longpause",
+        2,
+        config(Faults {
+            daily_limit: Some(1),
+            ..Faults::default()
+        }),
+    );
+    let records: Vec<_> = (0..20usize)
+        .map(|n| keyed(&format!("u{n}"), 1, 150, "Open", &salesforce_lead_id(n)))
+        .collect();
+    setup.send(&records);
+    let mut h = setup.handoff_with(&[
+        ("HANDOFF__MAX_BATCH", "5"),
+        ("HANDOFF__LIMIT_PAUSE", "10s"),
+        // librdkafka's least: the session timeout (6 s here).
+        ("KAFKA__MAX_POLL_INTERVAL_MS", "6000"),
+    ]);
+    wait_until(Duration::from_secs(60), "the limit to be reached", || {
+        h.log_text().contains("API limit reached")
+    });
+    setup.standin.set_faults(Faults::default());
+    setup.standin.reset_limit();
+    // The pause (10 s) outlasts the poll interval (6 s) before any further call.
+    wait_until(
+        Duration::from_secs(60),
+        "every lead after the pause",
+        || setup.standin.leads().len() == 20,
+    );
+    wait_until(Duration::from_secs(30), "20 outcomes", || {
+        setup.outcomes().len() >= 20
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(h.terminate().success());
+    let log = h.log_text();
+    assert!(
+        !log.to_ascii_lowercase().contains("poll interval"),
+        "the handoff left its group during the pause:\n{log}"
+    );
+    let outcomes = setup.outcomes();
+    let leads: BTreeSet<&str> = outcomes
+        .iter()
+        .filter_map(|o| o["lead_id"].as_str())
+        .collect();
+    assert_eq!((outcomes.len(), leads.len()), (20, 20), "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| o["status"] == "handed_off"),
+        "{outcomes:?}"
+    );
+}
+
+/// A second instance joining while the first waits out a limit pause: the waiting instance
+/// serves the rebalance at once (it polls), leaves the leads of the partitions it gave up to
+/// their next owner, takes its new partition unpaused, and every lead is handed off once,
+/// long before the pause would have ended. It once slept through the pause inside its
+/// checkpoint: Kafka's group waits for it (up to `max.poll.interval.ms`); the mock broker
+/// instead drops it from the group after a session timeout, so it got no partition until the
+/// pause was over. (A first version of the fix left its new partition paused: librdkafka keeps
+/// a partition's pause across a rebalance.)
+#[test]
+fn a_rebalance_during_a_limit_pause_is_served_and_loses_no_lead() {
+    let setup = Setup::new(
+        "pausejoin",
+        2,
+        config(Faults {
+            daily_limit: Some(0),
+            ..Faults::default()
+        }),
+    );
+    let records: Vec<_> = (0..10usize)
+        .map(|n| keyed(&format!("u{n}"), 1, 150, "Open", &salesforce_lead_id(n)))
+        .collect();
+    setup.send(&records);
+    let pause = [("HANDOFF__LIMIT_PAUSE", "120s")];
+    let mut a = setup.handoff_with(&pause);
+    wait_until(Duration::from_secs(60), "the limit to be reached", || {
+        a.log_text().contains("API limit reached")
+    });
+    setup.standin.set_faults(Faults::default());
+    setup.standin.reset_limit();
+    let mut b = setup.handoff_logging_to("h2.log", &pause);
+    wait_until(
+        Duration::from_secs(60),
+        "the waiting instance to take part in the rebalance",
+        || a.log_text().matches("partitions assigned").count() >= 2,
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "every lead, well within the pause",
+        || setup.standin.leads().len() == 10,
+    );
+    wait_until(Duration::from_secs(30), "10 outcomes", || {
+        setup.outcomes().len() >= 10
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(b.terminate().success());
+    assert!(a.terminate().success());
+    let outcomes = setup.outcomes();
+    let leads: BTreeSet<&str> = outcomes
+        .iter()
+        .filter_map(|o| o["lead_id"].as_str())
+        .collect();
+    assert_eq!((outcomes.len(), leads.len()), (10, 10), "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| o["status"] == "handed_off"),
+        "{outcomes:?}"
     );
 }
 

@@ -195,6 +195,21 @@ pub fn leave_group<C: ConsumerContext>(consumer: &BaseConsumer<C>, timeout: Dura
     }
 }
 
+/// Pauses (or resumes) fetching for every partition the consumer holds now. Paused, a consumer
+/// is still polled: it stays in its group and serves rebalances, however long the pause. A
+/// resumed partition goes on from the last record handed to the application.
+pub fn pause_assignment<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    pause: bool,
+) -> Result<(), KafkaError> {
+    let assignment = consumer.assignment()?;
+    if pause {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    }
+}
+
 /// The consumer's current group member id (empty when not a member).
 fn member_id<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> String {
     use rdkafka::bindings as rd;
