@@ -464,7 +464,7 @@ impl kafka::PartitionOwner for Core {
         // paused with nothing waiting. If a wait remains, the next turn pauses again.
         let mut st = self.lock();
         if st.paused {
-            if let Err(e) = kafka::pause_assignment(consumer, false) {
+            if let Err(e) = kafka::resume_assignment(consumer, false) {
                 tracing::warn!(error = %e, "resuming the paused partitions before a revocation");
             }
             st.paused = false;
@@ -831,16 +831,22 @@ impl Service for Core {
 
     /// While a batch waits, the assignment is paused: records are not taken (the batch would
     /// grow without bound through a long pause) but the consumer is polled, so it stays in its
-    /// group. Partitions assigned during the wait are paused at the next turn; records they
-    /// delivered before that join the batch. Resumed once the batch is resolved.
+    /// group. A rebalance resumes the partitions it revokes; if the wait goes on, the new
+    /// assignment is paused at the next turn (records delivered before that join the batch).
+    /// Resumed once the batch is resolved.
     fn tick(&self, consumer: &ServiceConsumer<Core>) -> Result<(), HandoffError> {
         let mut st = self.lock();
-        let waiting = st.wait.is_some();
-        if !waiting && !st.paused {
-            return Ok(());
+        match (st.wait.is_some(), st.paused) {
+            (true, false) => {
+                kafka::pause_assignment(consumer)?;
+                st.paused = true;
+            }
+            (false, true) => {
+                kafka::resume_assignment(consumer, true)?;
+                st.paused = false;
+            }
+            _ => {}
         }
-        kafka::pause_assignment(consumer, waiting)?;
-        st.paused = waiting;
         Ok(())
     }
 

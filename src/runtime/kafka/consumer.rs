@@ -195,19 +195,35 @@ pub fn leave_group<C: ConsumerContext>(consumer: &BaseConsumer<C>, timeout: Dura
     }
 }
 
-/// Pauses (or resumes) fetching for every partition the consumer holds now. Paused, a consumer
-/// is still polled: it stays in its group and serves rebalances, however long the pause. A
-/// resumed partition goes on from the last record handed to the application.
-pub fn pause_assignment<C: ConsumerContext>(
+/// Pauses fetching for every partition the consumer holds now. Paused, a consumer is still
+/// polled: it stays in its group and serves rebalances, however long the pause.
+pub fn pause_assignment<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Result<(), KafkaError> {
+    consumer.pause(&consumer.assignment()?)
+}
+
+/// Resumes fetching for every partition the consumer holds now. With `rewind`, each resumed
+/// partition that has handed records over fetches again from [`FETCH_REWIND`] before the next
+/// one, as a partition does after an assignment: librdkafka resumes at that record, which can
+/// sit inside a batch, and some brokers return nothing of such a batch (tansu stalled there).
+/// The records already handled are then skipped as they arrive again.
+pub fn resume_assignment<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
-    pause: bool,
+    rewind: bool,
 ) -> Result<(), KafkaError> {
-    let assignment = consumer.assignment()?;
-    if pause {
-        consumer.pause(&assignment)
-    } else {
-        consumer.resume(&assignment)
+    consumer.resume(&consumer.assignment()?)?;
+    if !rewind {
+        return Ok(());
     }
+    let mut seek = TopicPartitionList::new();
+    for e in consumer.position()?.elements() {
+        if let Offset::Offset(next) = e.offset() {
+            seek.add_partition_offset(e.topic(), e.partition(), Offset::Offset(rewound(next, 0)))?;
+        }
+    }
+    if seek.count() > 0 {
+        consumer.seek_partitions(seek, Duration::ZERO)?;
+    }
+    Ok(())
 }
 
 /// The consumer's current group member id (empty when not a member).
