@@ -26,6 +26,7 @@ use crate::ops::telemetry::{
     HANDOFFS, HANDOFF_BATCH_SECONDS, HANDOFF_CHANGES, HANDOFF_DEAD_LETTERED, HANDOFF_LIMIT_PAUSES,
     HANDOFF_RETRIES, HANDOFF_WITHOUT_LEAD_ID,
 };
+use crate::runtime::blocking::blocking;
 use crate::runtime::changelog::{Changelog, PartitionCheckpoint};
 use crate::runtime::kafka::{self, Record, ServiceConsumer, ServiceProducer, TopicSpec};
 use crate::runtime::keyed_state::KeyedState;
@@ -652,12 +653,19 @@ impl Handoff {
             &settings.topics.output,
             &settings.topics.handoff_changelog,
         )?;
-        let producer = ServiceProducer::new(&props, None)?;
-        let changelog = Changelog::open(
-            &settings.handoff.state_dir,
-            &settings.topics.handoff_changelog,
-            &props,
-        )?;
+        // Opening the store reads the disk: off the runtime's workers, as the scorer does.
+        let producer = {
+            let props = props.clone();
+            blocking(move || ServiceProducer::new(&props, None)).await?
+        };
+        let changelog = {
+            let (dir, topic, props) = (
+                settings.handoff.state_dir.clone(),
+                settings.topics.handoff_changelog.clone(),
+                props.clone(),
+            );
+            blocking(move || Changelog::open(&dir, &topic, &props)).await?
+        };
         health.set_condition(crate::ops::admin::Condition::SalesforceToken, false);
         match client.ensure_token().await {
             Ok(()) => health.set_condition(crate::ops::admin::Condition::SalesforceToken, true),
