@@ -30,9 +30,7 @@ use crate::codec::{check_key, decode_change, Format};
 use crate::config::{quote_identifier, Settings, WarehouseSettings};
 use crate::ops::admin::Health;
 use crate::ops::telemetry;
-use crate::runtime::kafka::{
-    consumer_config, redact_error, HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS,
-};
+use crate::runtime::kafka::{consumer_config, redact_error};
 use crate::runtime::shutdown::Shutdown;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -256,14 +254,8 @@ impl Exporter {
         // The shared `[kafka]` properties and `[kafka.consumer]`.
         let mut cfg = consumer_config(&settings.kafka.properties);
         cfg.set("group.id", &settings.warehouse.export_group_id);
-        for (key, value) in [
-            ("session.timeout.ms", SESSION_TIMEOUT_MS),
-            ("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS),
-            ("auto.offset.reset", "earliest"),
-        ] {
-            if cfg.get(key).is_none() {
-                cfg.set(key, value);
-            }
+        if cfg.get("auto.offset.reset").is_none() {
+            cfg.set("auto.offset.reset", "earliest");
         }
         cfg.set("enable.auto.commit", "false");
         // Changes of an exactly-once scorer count once committed.

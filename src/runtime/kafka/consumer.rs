@@ -144,8 +144,6 @@ pub fn group_consumer<O: PartitionOwner>(
         }
     }
     cfg.set("group.id", group_id);
-    set_default(&mut cfg, "session.timeout.ms", SESSION_TIMEOUT_MS);
-    set_default(&mut cfg, "heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS);
     cfg.set("enable.auto.commit", "false");
     cfg.set("enable.auto.offset.store", "false");
     set_default(&mut cfg, "auto.offset.reset", "earliest");

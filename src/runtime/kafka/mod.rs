@@ -123,9 +123,21 @@ pub fn client_config(properties: &BTreeMap<String, String>) -> ClientConfig {
 }
 
 /// A consumer's configuration: shared properties and `[kafka.consumer]` (see
-/// [`role_properties`]).
+/// [`role_properties`]), with leadscore's session timeout and heartbeat unless they set their
+/// own. Every consumer gets them, a restore reader too although it joins no group: librdkafka
+/// refuses a `max.poll.interval.ms` under the session timeout, and against its 45 s default
+/// one set for the services (say 30 s) made each restore fail.
 pub fn consumer_config(properties: &BTreeMap<String, String>) -> ClientConfig {
-    role_config(properties, KafkaRole::Consumer)
+    let mut cfg = role_config(properties, KafkaRole::Consumer);
+    for (key, value) in [
+        ("session.timeout.ms", SESSION_TIMEOUT_MS),
+        ("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS),
+    ] {
+        if cfg.get(key).is_none() {
+            cfg.set(key, value);
+        }
+    }
+    cfg
 }
 
 /// What replaces a value that must not be shown.

@@ -201,3 +201,25 @@ fn a_sealed_epoch_waits_for_its_own_records_and_earlier_ones_only() {
     assert_eq!(producer.delivered(slow, false).ok(), Some(true));
     assert_eq!(producer.inner().in_flight_count(), 0);
 }
+
+/// librdkafka refuses a consumer whose `max.poll.interval.ms` is under its session timeout.
+/// The restore reader joins no group, but it once kept librdkafka's 45 s session timeout while
+/// the services' consumers had leadscore's 6 s: a `max.poll.interval.ms` of 30 s in `[kafka]`
+/// was fine for them and made every restore fail ("Client creation error").
+#[test]
+fn a_max_poll_interval_the_group_consumer_takes_the_restore_reader_takes_too() {
+    let props: BTreeMap<String, String> = [
+        ("bootstrap.servers", "127.0.0.1:1"),
+        ("max.poll.interval.ms", "6000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    if let Err(e) = reader(&props) {
+        panic!("the restore reader refused max.poll.interval.ms=6000: {e}");
+    }
+    // An operator's own session timeout still wins, and a bad pair is still refused.
+    let mut own = props.clone();
+    own.insert("session.timeout.ms".into(), "10000".into());
+    assert!(reader(&own).is_err());
+}
