@@ -151,6 +151,10 @@ struct CoreState {
     wait: Option<Wait>,
     /// Whether this service paused its assignment for a wait (and must resume it).
     paused: bool,
+    /// Until when every call waits: the org's API limit or a refused credential, which no
+    /// lead's own retry can change. Kept across rebalances: leads of a partition given back
+    /// wait for the rest of the pause instead of calling into the same limit.
+    calls_paused_until: Option<Instant>,
 }
 
 /// A batch's wait between two rounds of calls.
@@ -305,7 +309,21 @@ impl Core {
                 }
                 (w.round, w.started)
             }
-            None => (0, Instant::now()),
+            None => {
+                // A new batch during a pause (a rebalance gave up the waiting one) waits for
+                // what is left of it.
+                if let Some(until) = st.calls_paused_until.filter(|u| Instant::now() < *u) {
+                    if !st.pending.is_empty() {
+                        st.wait = Some(Wait {
+                            until,
+                            round: 0,
+                            started: Instant::now(),
+                        });
+                        return Ok(Resolved::Waiting);
+                    }
+                }
+                (0, Instant::now())
+            }
         };
         st.wait = None;
         let queue: Vec<Pending> = std::mem::take(&mut st.pending);
@@ -400,6 +418,7 @@ impl Core {
                 }
             }
             if !retry.is_empty() {
+                let org_wide = matches!(pause, Some(Pause::ApiLimit | Pause::Auth(_)));
                 let wait = match pause {
                     Some(Pause::ApiLimit) => {
                         metrics::counter!(HANDOFF_LIMIT_PAUSES).increment(1);
@@ -435,9 +454,13 @@ impl Core {
                     }
                     None => self.backoff.delay(round, salesforce::jitter()),
                 };
+                let until = Instant::now() + wait;
+                if org_wide {
+                    st.calls_paused_until = Some(until);
+                }
                 st.pending = retry;
                 st.wait = Some(Wait {
-                    until: Instant::now() + wait,
+                    until,
                     round,
                     started,
                 });

@@ -453,8 +453,8 @@ fn a_limit_pause_longer_than_the_poll_interval_keeps_the_group() {
 
 /// A second instance joining while the first waits out a limit pause: the waiting instance
 /// serves the rebalance at once (it polls), leaves the leads of the partitions it gave up to
-/// their next owner, takes its new partition unpaused, and every lead is handed off once,
-/// long before the pause would have ended. It once slept through the pause inside its
+/// their next owner, takes its new partition unpaused (its leads are called when its pause
+/// is over), and every lead is handed off once. It once slept through the pause inside its
 /// checkpoint: Kafka's group waits for it (up to `max.poll.interval.ms`); the mock broker
 /// instead drops it from the group after a session timeout, so it got no partition until the
 /// pause was over. (A first version of the fix left its new partition paused: librdkafka keeps
@@ -473,7 +473,7 @@ fn a_rebalance_during_a_limit_pause_is_served_and_loses_no_lead() {
         .map(|n| keyed(&format!("u{n}"), 1, 150, "Open", &salesforce_lead_id(n)))
         .collect();
     setup.send(&records);
-    let pause = [("HANDOFF__LIMIT_PAUSE", "120s")];
+    let pause = [("HANDOFF__LIMIT_PAUSE", "15s")];
     let mut a = setup.handoff_with(&pause);
     wait_until(Duration::from_secs(60), "the limit to be reached", || {
         a.log_text().contains("API limit reached")
@@ -488,7 +488,7 @@ fn a_rebalance_during_a_limit_pause_is_served_and_loses_no_lead() {
     );
     wait_until(
         Duration::from_secs(60),
-        "every lead, well within the pause",
+        "every lead, the first instance's after its pause",
         || setup.standin.leads().len() == 10,
     );
     wait_until(Duration::from_secs(30), "10 outcomes", || {
@@ -507,6 +507,46 @@ fn a_rebalance_during_a_limit_pause_is_served_and_loses_no_lead() {
         outcomes.iter().all(|o| o["status"] == "handed_off"),
         "{outcomes:?}"
     );
+}
+
+/// A limit pause outlasts a rebalance: the instance that met the limit calls nothing for the
+/// partition it gets back until its pause is over. A rebalance once cut the pause short: the
+/// waiting leads were given up with the revoked partitions, and when a partition came back its
+/// leads were called at once, into the same spent limit.
+#[test]
+fn a_rebalance_does_not_cut_a_limit_pause_short() {
+    let setup = Setup::new(
+        "pausekeep",
+        2,
+        config(Faults {
+            daily_limit: Some(0),
+            ..Faults::default()
+        }),
+    );
+    let records: Vec<_> = (0..10usize)
+        .map(|n| keyed(&format!("u{n}"), 1, 150, "Open", &salesforce_lead_id(n)))
+        .collect();
+    setup.send(&records);
+    let pause = [("HANDOFF__LIMIT_PAUSE", "120s")];
+    let mut a = setup.handoff_with(&pause);
+    let limits_met = |s: &Service| s.log_text().matches("API limit reached").count();
+    wait_until(Duration::from_secs(60), "the limit to be reached", || {
+        limits_met(&a) == 1
+    });
+    let mut b = setup.handoff_logging_to("h2.log", &pause);
+    wait_until(Duration::from_secs(60), "the rebalance", || {
+        a.log_text().matches("partitions assigned").count() >= 2
+            && b.log_text().contains("partitions assigned")
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        limits_met(&a),
+        1,
+        "the first instance called again within its pause:\n{}",
+        a.log_text()
+    );
+    assert!(b.terminate().success());
+    assert!(a.terminate().success());
 }
 
 /// SPEC 6 pauses the calls at the API limit, and a retry waits out its backoff: a SIGTERM in
