@@ -155,7 +155,12 @@ struct CoreState {
     /// lead's own retry can change. Kept across rebalances: leads of a partition given back
     /// wait for the rest of the pause instead of calling into the same limit.
     calls_paused_until: Option<Instant>,
+    /// When the lag of the paused partitions was last read from the broker.
+    lag_read: Option<Instant>,
 }
+
+/// How often the lag of paused partitions is read from the broker's watermarks.
+const PAUSED_LAG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A batch's wait between two rounds of calls.
 #[derive(Clone, Copy)]
@@ -871,12 +876,19 @@ impl Service for Core {
             (true, false) => {
                 kafka::pause_assignment(consumer)?;
                 st.paused = true;
+                st.lag_read = None;
             }
             (false, true) => {
                 kafka::resume_assignment(consumer, true)?;
                 st.paused = false;
             }
             _ => {}
+        }
+        if st.paused && st.lag_read.is_none_or(|t| t.elapsed() >= PAUSED_LAG_EVERY) {
+            st.lag_read = Some(Instant::now());
+            kafka::report_paused_lag(consumer, |p| {
+                st.owned.get(&p).and_then(KeyedState::checkpointed_offset)
+            });
         }
         Ok(())
     }

@@ -288,7 +288,7 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Count,
         labels: PARTITION,
         owner: Owner::Both,
-        help: "Consumer lag per owned partition of the consumed topic, from librdkafka statistics.",
+        help: "Consumer lag per owned partition of the consumed topic, from librdkafka statistics (from the broker's watermarks while the handoff pauses its partitions).",
     },
     Metric {
         name: RESTORE_RECORDS,

@@ -220,6 +220,11 @@ impl<V> KeyedState<V> {
     }
 
     /// The application metadata of the last checkpoint (restored or written).
+    /// The input position of the last checkpoint (restored or made): where the group resumes.
+    pub fn checkpointed_offset(&self) -> Option<i64> {
+        self.checkpointed.as_ref().map(|(next, _)| *next)
+    }
+
     pub fn checkpointed_app(&self) -> Option<&[u8]> {
         self.checkpointed.as_ref().map(|(_, app)| app.as_slice())
     }

@@ -22,6 +22,9 @@ pub struct OwnerContext<O: PartitionOwner> {
     topic: String,
     /// The partitions this instance owns, for the lag gauges.
     owned: Mutex<BTreeSet<i32>>,
+    /// The assignment is paused ([`pause_assignment`]): librdkafka fetches nothing, so its
+    /// statistics' lag stands still; [`report_paused_lag`] reads it from the broker instead.
+    paused: AtomicBool,
 }
 
 impl<O: PartitionOwner> OwnerContext<O> {
@@ -35,6 +38,9 @@ pub type ServiceConsumer<O> = BaseConsumer<OwnerContext<O>>;
 impl<O: PartitionOwner> ClientContext for OwnerContext<O> {
     /// Consumer lag of the owned partitions, every `statistics.interval.ms`.
     fn stats(&self, stats: rdkafka::statistics::Statistics) {
+        if self.paused.load(Ordering::Relaxed) {
+            return;
+        }
         let owned = self.owned();
         let gauges = PartitionGauges::global();
         for topic in stats.topics.values().filter(|t| t.topic == self.topic) {
@@ -157,6 +163,7 @@ pub fn group_consumer<O: PartitionOwner>(
             owner,
             topic: topic.to_string(),
             owned: Mutex::new(BTreeSet::new()),
+            paused: AtomicBool::new(false),
         },
     )?;
     consumer.subscribe(&[topic])?;
@@ -194,9 +201,14 @@ pub fn leave_group<C: ConsumerContext>(consumer: &BaseConsumer<C>, timeout: Dura
 }
 
 /// Pauses fetching for every partition the consumer holds now. Paused, a consumer is still
-/// polled: it stays in its group and serves rebalances, however long the pause.
-pub fn pause_assignment<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Result<(), KafkaError> {
-    consumer.pause(&consumer.assignment()?)
+/// polled: it stays in its group and serves rebalances, however long the pause. Its lag then
+/// comes from [`report_paused_lag`].
+pub fn pause_assignment<O: PartitionOwner>(
+    consumer: &ServiceConsumer<O>,
+) -> Result<(), KafkaError> {
+    consumer.pause(&consumer.assignment()?)?;
+    consumer.context().paused.store(true, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Resumes fetching for every partition the consumer holds now. With `rewind`, each resumed
@@ -204,11 +216,12 @@ pub fn pause_assignment<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Resul
 /// one, as a partition does after an assignment: librdkafka resumes at that record, which can
 /// sit inside a batch, and some brokers return nothing of such a batch (tansu stalled there).
 /// The records already handled are then skipped as they arrive again.
-pub fn resume_assignment<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
+pub fn resume_assignment<O: PartitionOwner>(
+    consumer: &ServiceConsumer<O>,
     rewind: bool,
 ) -> Result<(), KafkaError> {
     consumer.resume(&consumer.assignment()?)?;
+    consumer.context().paused.store(false, Ordering::Relaxed);
     if !rewind {
         return Ok(());
     }
@@ -222,6 +235,33 @@ pub fn resume_assignment<C: ConsumerContext>(
         consumer.seek_partitions(seek, Duration::ZERO)?;
     }
     Ok(())
+}
+
+/// How long [`report_paused_lag`] waits for one partition's watermarks.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The consumer lag of each owned partition while the assignment is paused, from the broker's
+/// high watermark and `committed` (the partition's committed input position; everything from
+/// the low watermark when none): the records not yet handled grow through a pause, and the lag
+/// alerts must see them. One metadata round trip per partition, so call it every few seconds,
+/// not per poll. A partition whose watermarks cannot be had keeps its last figure.
+pub fn report_paused_lag<O: PartitionOwner>(
+    consumer: &ServiceConsumer<O>,
+    committed: impl Fn(i32) -> Option<i64>,
+) {
+    let context = consumer.context();
+    let owned: Vec<i32> = context.owned().iter().copied().collect();
+    for p in owned {
+        match consumer.fetch_watermarks(&context.topic, p, WATERMARK_TIMEOUT) {
+            Ok((low, high)) => {
+                let lag = (high - committed(p).unwrap_or(low).max(low)).max(0);
+                PartitionGauges::global().set(telemetry::CONSUMER_LAG, p, lag as f64);
+            }
+            Err(e) => {
+                tracing::debug!(partition = p, error = %e, "no watermarks for the paused lag")
+            }
+        }
+    }
 }
 
 /// The consumer's current group member id (empty when not a member).
