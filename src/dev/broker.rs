@@ -104,21 +104,9 @@ impl DevBroker {
     /// [`DevBroker::start`], terminating TLS on `listen` when `tls` is given.
     pub async fn start_with(listen: &str, tls: Option<&Tls>) -> Result<DevBroker, DevBrokerError> {
         let acceptor = tls.map(Tls::acceptor).transpose()?;
-        let handle: BaseProducer = ClientConfig::new()
-            .create()
-            .map_err(|e| DevBrokerError::Start(e.to_string()))?;
-        // SAFETY: the handle is valid and kept alive in the returned struct, which destroys the
-        // cluster before dropping the handle.
-        let cluster = unsafe { rd::rd_kafka_mock_cluster_new(handle.client().native_ptr(), 1) };
-        if cluster.is_null() {
-            return Err(DevBrokerError::Start(
-                "rd_kafka_mock_cluster_new failed".into(),
-            ));
-        }
-        // SAFETY: cluster is non-null; the returned string is owned by the cluster.
-        let inner_addr = unsafe { CStr::from_ptr(rd::rd_kafka_mock_cluster_bootstraps(cluster)) }
-            .to_string_lossy()
-            .into_owned();
+        // Everything that can fail comes before the cluster exists: an error return after it
+        // would drop the client handle with the cluster alive, which librdkafka ends with an
+        // assertion (an abort, not an error message).
         let listener =
             TcpListener::bind(listen)
                 .await
@@ -134,6 +122,21 @@ impl DevBroker {
             })?;
         let host = CString::new(addr.ip().to_string())
             .map_err(|e| DevBrokerError::Start(e.to_string()))?;
+        let handle: BaseProducer = ClientConfig::new()
+            .create()
+            .map_err(|e| DevBrokerError::Start(e.to_string()))?;
+        // SAFETY: the handle is valid and kept alive in the returned struct, which destroys the
+        // cluster before dropping the handle.
+        let cluster = unsafe { rd::rd_kafka_mock_cluster_new(handle.client().native_ptr(), 1) };
+        if cluster.is_null() {
+            return Err(DevBrokerError::Start(
+                "rd_kafka_mock_cluster_new failed".into(),
+            ));
+        }
+        // SAFETY: cluster is non-null; the returned string is owned by the cluster.
+        let inner_addr = unsafe { CStr::from_ptr(rd::rd_kafka_mock_cluster_bootstraps(cluster)) }
+            .to_string_lossy()
+            .into_owned();
         // SAFETY: cluster is valid; host is a NUL-terminated string copied by librdkafka.
         unsafe {
             rd::rd_kafka_mock_broker_set_host_port(cluster, 1, host.as_ptr(), addr.port() as i32);
@@ -246,5 +249,22 @@ impl Drop for DevBroker {
     fn drop(&mut self) {
         // SAFETY: created by rd_kafka_mock_cluster_new and destroyed once, before the handle.
         unsafe { rd::rd_kafka_mock_cluster_destroy(self.cluster) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An address already in use is an error naming it. It once aborted the process: the
+    /// error return dropped librdkafka's handle with the mock cluster still alive.
+    #[tokio::test]
+    async fn an_address_in_use_is_an_error_not_an_abort() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let addr = taken.local_addr().expect("its address").to_string();
+        match DevBroker::start(&addr).await {
+            Err(e) => assert!(e.to_string().contains(&addr), "{e}"),
+            Ok(_) => panic!("{addr} is in use, yet the broker started"),
+        }
     }
 }
