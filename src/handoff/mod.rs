@@ -159,9 +159,6 @@ struct CoreState {
     lag_read: Option<Instant>,
 }
 
-/// The shortest wait for which the handoff pauses its partitions.
-const PAUSE_AT_LEAST: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// How often the lag of paused partitions is read from the broker's watermarks.
 const PAUSED_LAG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -868,26 +865,20 @@ impl Service for Core {
         st.pending.len() >= h.max_batch || (st.processed > 0 && (idle || waited))
     }
 
-    /// While a batch waits a second or more, the assignment is paused: records are not taken
-    /// (the batch would grow without bound through a long pause) but the consumer is polled,
-    /// so it stays in its group. A rebalance resumes the partitions it revokes; if the wait goes
-    /// on, the new assignment is paused at the next turn (records delivered before that join
-    /// the batch). Resumed once the batch is resolved.
+    /// While a batch waits, the assignment is paused: records are not taken (the batch would
+    /// grow without bound through a long pause) but the consumer is polled, so it stays in its
+    /// group. A rebalance resumes the partitions it revokes; if the wait goes on, the new
+    /// assignment is paused at the next turn (records delivered before that join the batch).
+    /// Resumed once the batch is resolved.
     fn tick(&self, consumer: &ServiceConsumer<Core>) -> Result<(), HandoffError> {
         let mut st = self.lock();
-        // A short wait (a retry's first backoffs) is polled through unpaused, its records
-        // joining the batch: a pause ends with a resume that fetches up to `FETCH_REWIND`
-        // records per partition again, more than a second's records cost.
-        let long_wait = st
-            .wait
-            .is_some_and(|w| w.until.saturating_duration_since(Instant::now()) >= PAUSE_AT_LEAST);
-        match (long_wait, st.paused) {
+        match (st.wait.is_some(), st.paused) {
             (true, false) => {
                 kafka::pause_assignment(consumer)?;
                 st.paused = true;
                 st.lag_read = None;
             }
-            (false, true) if st.wait.is_none() => {
+            (false, true) => {
                 kafka::resume_assignment(consumer, true)?;
                 st.paused = false;
             }
