@@ -24,6 +24,17 @@ pub struct HandoffBenchOptions {
     pub leads: usize,
     /// Added by the stand-in to every answer: a stand-in for Salesforce's network time.
     pub latency: Duration,
+    /// The share of calls the stand-in answers 503 (retried after a backoff).
+    pub unavailable_rate: f64,
+}
+
+/// `--unavailable-rate`: a share from 0 to 1.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        Ok(r) => Err(format!("{r} is not a share from 0 to 1")),
+        Err(e) => Err(format!("{s:?} is not a number: {e}")),
+    }
 }
 
 impl Default for HandoffBenchOptions {
@@ -31,6 +42,7 @@ impl Default for HandoffBenchOptions {
         HandoffBenchOptions {
             leads: 5_000,
             latency: Duration::from_millis(20),
+            unavailable_rate: 0.0,
         }
     }
 }
@@ -56,6 +68,7 @@ pub async fn run(opts: &HandoffBenchOptions) -> Result<String> {
             client_secret: Secret::new(secret),
             faults: Faults {
                 latency: opts.latency,
+                unavailable_rate: opts.unavailable_rate,
                 ..Faults::default()
             },
             ..StandinConfig::default()
@@ -119,8 +132,8 @@ pub async fn run(opts: &HandoffBenchOptions) -> Result<String> {
         if done >= opts.leads {
             break;
         }
-        if started.elapsed() > Duration::from_secs(120) {
-            anyhow::bail!("only {done} of {} leads handed off in 120 s", opts.leads);
+        if started.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("only {done} of {} leads handed off in 600 s", opts.leads);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -143,7 +156,7 @@ pub async fn run(opts: &HandoffBenchOptions) -> Result<String> {
         "| batch settings | max_batch {max_batch}, linger {} ms | defaults |",
         linger.as_millis()
     );
-    let _ = writeln!(out, "\nmachine: available_parallelism = {}; leads = {}; stand-in latency {} ms per answer; broker = librdkafka mock cluster (3 partitions); release build",
-        std::thread::available_parallelism().map_or(1, |n| n.get()), opts.leads, opts.latency.as_millis());
+    let _ = writeln!(out, "\nmachine: available_parallelism = {}; leads = {}; stand-in latency {} ms per answer, {}% of calls answered 503; broker = librdkafka mock cluster (3 partitions); release build",
+        std::thread::available_parallelism().map_or(1, |n| n.get()), opts.leads, opts.latency.as_millis(), opts.unavailable_rate * 100.0);
     Ok(out)
 }

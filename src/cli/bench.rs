@@ -13,7 +13,7 @@ pub(super) fn run_bench(
     rules: Option<PathBuf>,
     seed: u64,
     scorer: bool,
-    handoff: bool,
+    handoff: Option<f64>,
     lookup: bool,
 ) -> Result<ExitCode> {
     let table = if lookup {
@@ -25,10 +25,15 @@ pub(super) fn run_bench(
             seed,
             lookups: d.lookups,
         })?
-    } else if handoff {
+    } else if let Some(unavailable_rate) = handoff {
         telemetry::init_logging(false, "warn,rdkafka::client=off,librdkafka=error");
+        let d = crate::bench::handoff::HandoffBenchOptions::default();
         runtime()?.block_on(crate::bench::handoff::run(
-            &crate::bench::handoff::HandoffBenchOptions::default(),
+            &crate::bench::handoff::HandoffBenchOptions {
+                leads: users.unwrap_or(d.leads),
+                unavailable_rate,
+                ..d
+            },
         ))?
     } else if scorer {
         // rdkafka 0.39 also reports every partition-EOF event, which the bench and the

@@ -43,7 +43,8 @@ enum Command {
         /// within the embedded broker's retention].
         #[arg(long)]
         events: Option<usize>,
-        /// Generated users [default: 100000; with --scorer 20000].
+        /// Generated users [default: 100000; with --scorer 20000; with --handoff the leads,
+        /// 5000].
         #[arg(long)]
         users: Option<usize>,
         /// Rules file (default: the seed canvas).
@@ -62,6 +63,10 @@ enum Command {
         /// leads against the stand-in (5,000 leads, embedded broker).
         #[arg(long, conflicts_with_all = ["scorer", "rules"])]
         handoff: bool,
+        /// With --handoff: the share of calls the stand-in answers 503 (0 to 1), to measure
+        /// the handoff through retries [default: 0].
+        #[arg(long, value_name = "RATE", requires = "handoff", value_parser = crate::bench::handoff::parse_rate)]
+        unavailable_rate: Option<f64>,
         /// Benchmark the ingest API instead: requests and events per second with 75-event
         /// bodies, against a bare producer of the same events (embedded broker).
         #[arg(long, conflicts_with_all = ["scorer", "handoff", "lookup", "rules"])]
@@ -296,9 +301,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             seed,
             scorer,
             handoff,
+            unavailable_rate,
             lookup,
             ..
-        } => bench::run_bench(events, users, rules, seed, scorer, handoff, lookup),
+        } => bench::run_bench(
+            events,
+            users,
+            rules,
+            seed,
+            scorer,
+            handoff.then_some(unavailable_rate.unwrap_or(0.0)),
+            lookup,
+        ),
         Command::DevBroker {
             listen,
             partitions,

@@ -23,8 +23,8 @@ use crate::config::{LeadIdPattern, Settings};
 use crate::handoff::salesforce::{Backoff, LeadUpdate, RetryHint, SalesforceClient, SfError};
 use crate::ops::admin::Health;
 use crate::ops::telemetry::{
-    HANDOFFS, HANDOFF_BATCH_SECONDS, HANDOFF_CHANGES, HANDOFF_DEAD_LETTERED, HANDOFF_LIMIT_PAUSES,
-    HANDOFF_RETRIES, HANDOFF_WITHOUT_LEAD_ID,
+    HANDOFFS, HANDOFF_BATCH_SECONDS, HANDOFF_CHANGES, HANDOFF_CHANGES_REREAD,
+    HANDOFF_DEAD_LETTERED, HANDOFF_LIMIT_PAUSES, HANDOFF_RETRIES, HANDOFF_WITHOUT_LEAD_ID,
 };
 use crate::runtime::blocking::blocking;
 use crate::runtime::changelog::{Changelog, PartitionCheckpoint};
@@ -120,6 +120,7 @@ enum Pause {
 }
 
 /// A lead waiting for its Salesforce outcome.
+#[derive(Clone)]
 struct Pending {
     /// The input partition its change came from: a revoked partition's leads are dropped
     /// with it (the next owner replays them from the last checkpoint).
@@ -350,6 +351,12 @@ impl Core {
                     .max_batch
                     .clamp(1, salesforce::MAX_COLLECTION_RECORDS),
             ) {
+                if matches!(pause, Some(Pause::ApiLimit | Pause::Auth(_))) {
+                    // The org's limit or its credentials refused a call: every other call of
+                    // the round would meet the same answer, so the rest waits uncalled.
+                    retry.extend(chunk.iter().cloned());
+                    continue;
+                }
                 let updates: Vec<LeadUpdate> = chunk
                     .iter()
                     .map(|p| LeadUpdate {
@@ -376,14 +383,8 @@ impl Core {
                             hint: RetryHint::Retry,
                         }),
                     });
-                    let mut p = Pending {
-                        partition: p.partition,
-                        user_id: p.user_id.clone(),
-                        lead_id: p.lead_id.clone(),
-                        score: p.score,
-                        change_id: p.change_id.clone(),
-                        attempts: p.attempts + 1,
-                    };
+                    let mut p = p.clone();
+                    p.attempts += 1;
                     match o.result {
                         Ok(()) => self.record_outcome(&p, o.http_status, None)?,
                         Err(e) => match e.hint {
@@ -753,6 +754,7 @@ impl Service for Core {
             return Ok(());
         };
         if owned.is_processed(offset) {
+            metrics::counter!(HANDOFF_CHANGES_REREAD).increment(1);
             return Ok(());
         }
         metrics::counter!(HANDOFF_CHANGES).increment(1);
@@ -865,11 +867,12 @@ impl Service for Core {
         st.pending.len() >= h.max_batch || (st.processed > 0 && (idle || waited))
     }
 
-    /// While a batch waits, the assignment is paused: records are not taken (the batch would
-    /// grow without bound through a long pause) but the consumer is polled, so it stays in its
-    /// group. A rebalance resumes the partitions it revokes; if the wait goes on, the new
-    /// assignment is paused at the next turn (records delivered before that join the batch).
-    /// Resumed once the batch is resolved.
+    /// While a batch waits, the assignment is paused (from the turn the wait begins: the
+    /// service loop ticks right after a checkpoint, before the next poll): records are not taken (the batch would grow without bound through
+    /// a long pause) but the consumer is polled, so it stays in its group. A rebalance resumes
+    /// the partitions it revokes; if the wait goes on, the new assignment is paused at the next
+    /// turn (a record delivered before that joins the batch). Resumed once the batch is
+    /// resolved, each partition at its position ([`kafka::resume_assignment`]).
     fn tick(&self, consumer: &ServiceConsumer<Core>) -> Result<(), HandoffError> {
         let mut st = self.lock();
         match (st.wait.is_some(), st.paused) {
@@ -884,6 +887,7 @@ impl Service for Core {
             }
             _ => {}
         }
+        kafka::rewind_unanswered(consumer)?;
         if st.paused && st.lag_read.is_none_or(|t| t.elapsed() >= PAUSED_LAG_EVERY) {
             st.lag_read = Some(Instant::now());
             kafka::report_paused_lag(consumer, |p| {

@@ -38,6 +38,7 @@ pub const CHECKPOINTS: &str = "leadscore_checkpoints_total";
 // Handoff.
 pub const HANDOFFS: &str = "leadscore_handoffs_total";
 pub const HANDOFF_CHANGES: &str = "leadscore_handoff_changes_consumed_total";
+pub const HANDOFF_CHANGES_REREAD: &str = "leadscore_handoff_changes_reread_total";
 pub const HANDOFF_RETRIES: &str = "leadscore_handoff_retries_total";
 pub const HANDOFF_WITHOUT_LEAD_ID: &str = "leadscore_handoff_changes_without_lead_id_total";
 pub const HANDOFF_DEAD_LETTERED: &str = "leadscore_handoff_dead_lettered_total";
@@ -391,6 +392,14 @@ pub const METRICS: &[Metric] = &[
         labels: &[],
         owner: Owner::Handoff,
         help: "Score change records read by the handoff.",
+    },
+    Metric {
+        name: HANDOFF_CHANGES_REREAD,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        labels: &[],
+        owner: Owner::Handoff,
+        help: "Score change records fetched again and skipped, already handled: the records before a resume position that an assignment, or a resume on a broker that skips part of a batch, fetches again (docs/brokers.md).",
     },
     Metric {
         name: HANDOFF_WITHOUT_LEAD_ID,

@@ -22,7 +22,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// What the loop drives. Implemented by each service's core, which is also the
 /// [`PartitionOwner`] its consumer's rebalances go to.
 pub trait Service: PartitionOwner {
-    type Error: std::fmt::Display;
+    type Error: std::fmt::Display + From<rdkafka::error::KafkaError>;
     /// The service's name in log lines ("scorer", "handoff").
     const NAME: &'static str;
 
@@ -40,7 +40,7 @@ pub trait Service: PartitionOwner {
     /// under way when this returns ([`Service::settle`] waits for it).
     fn checkpoint(&self, consumer: &ServiceConsumer<Self>) -> Result<(), Self::Error>;
     /// Carries a checkpoint still under way forward without waiting: called at every turn of
-    /// the loop.
+    /// the loop, after the checkpoint (if one was due) and before the next poll.
     fn tick(&self, _consumer: &ServiceConsumer<Self>) -> Result<(), Self::Error> {
         Ok(())
     }
@@ -109,7 +109,9 @@ pub fn run<S: Service>(
         while !shutdown.is_triggered() {
             let idle = match consumer.poll(POLL) {
                 Some(Ok(m)) => {
-                    service.handle(&m)?;
+                    if kafka::check_resumed(consumer, &m)? {
+                        service.handle(&m)?;
+                    }
                     false
                 }
                 Some(Err(e)) => {
@@ -129,10 +131,12 @@ pub fn run<S: Service>(
             if idle {
                 service.on_idle()?;
             }
-            service.tick(consumer)?;
             if service.checkpoint_due(idle) {
                 service.checkpoint(consumer)?;
             }
+            // After the checkpoint, before the next poll: a handoff batch that began a wait
+            // in it pauses the partitions now, so no record polled meanwhile joins it.
+            service.tick(consumer)?;
         }
         service.checkpoint(consumer)?;
         service.settle(consumer)

@@ -83,6 +83,26 @@ fn lead_calls(setup: &Setup) -> usize {
         .count()
 }
 
+/// The leads of each call to the stand-in, in order (a single PATCH is one).
+fn records_per_call(setup: &Setup) -> Vec<usize> {
+    setup
+        .standin
+        .requests()
+        .iter()
+        .filter(|r| r.path != "/services/oauth2/token")
+        .map(|r| {
+            if r.path.ends_with("/composite/sobjects") {
+                serde_json::from_str::<serde_json::Value>(&r.body)
+                    .ok()
+                    .and_then(|b| b["records"].as_array().map(Vec::len))
+                    .unwrap_or(0)
+            } else {
+                1
+            }
+        })
+        .collect()
+}
+
 fn config(faults: Faults) -> StandinConfig {
     StandinConfig {
         client_id: "leadscore-dev".into(),
@@ -370,7 +390,21 @@ fn the_daily_api_limit_pauses_calls_and_keeps_the_leads() {
         before < 40,
         "calls paused before every lead went through ({before})"
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Each end of a pause (1 s) probes with one call. A record polled after the batch began
+    // its wait once joined it (6 leads in a batch of 5), and the probe then called for both
+    // of its chunks: two refused calls per pause end.
+    let calls_at_limit = lead_calls(&setup);
+    std::thread::sleep(Duration::from_millis(3_500));
+    let probes = lead_calls(&setup) - calls_at_limit;
+    assert!(
+        (2..=4).contains(&probes),
+        "one call per pause end: {probes} in 3.5 s"
+    );
+    let sizes = records_per_call(&setup);
+    assert!(
+        sizes.iter().all(|&n| (1..=5).contains(&n)),
+        "no call for more than a batch of 5: {sizes:?}"
+    );
     assert!(
         setup.outcomes().iter().all(|o| o["status"] == "handed_off"),
         "no lead was given up"
@@ -599,6 +633,55 @@ fn the_lag_keeps_growing_through_a_limit_pause() {
         205.0,
         "210 records, 5 of them committed"
     );
+}
+
+/// Each retry's backoff pauses the partitions, and they resume after it. Every resume used to
+/// fetch up to 10,000 records per partition again, on any broker (for tansu, which skips the
+/// rest of a batch when asked to resume inside it): an outside check saw 60,000 leads at a 20%
+/// rate of 503s take 49.7 s against 18.3 s without faults. Now a partition resumes at its
+/// position and is fetched again only when the broker skipped part of a batch: on the mock
+/// (which, as Apache Kafka, returns the whole batch) nothing is read twice; on tansu the
+/// partition is fetched again from before the position. Either way each lead has one outcome.
+#[test]
+fn a_backoff_resumes_without_fetching_the_partition_again() {
+    let setup = Setup::new(
+        "resume",
+        1,
+        config(Faults {
+            unavailable_rate: 0.3,
+            seed: 11,
+            ..Faults::default()
+        }),
+    );
+    let leads = 3_000;
+    let records: Vec<_> = (0..leads)
+        .map(|n| keyed(&format!("u{n}"), 1, 150, "Open", &salesforce_lead_id(n)))
+        .collect();
+    setup.send(&records);
+    let h = setup.handoff_with(&[("HANDOFF__MAX_BATCH", "200")]);
+    wait_until(Duration::from_secs(120), "every lead's outcome", || {
+        h.get("/metrics")
+            .is_some_and(|(_, text)| metric_sum(&text, "leadscore_handoffs_total") >= leads as f64)
+    });
+    let (_, text) = h.get("/metrics").expect("metrics answer");
+    assert!(
+        metric_sum(&text, "leadscore_handoff_retries_total") >= 10.0,
+        "the 503s made the batches wait: {text}"
+    );
+    let reread = metric_samples(&text, "leadscore_handoff_changes_reread_total");
+    assert_eq!(reread.len(), 1, "the reread counter is exported: {text}");
+    eprintln!("records fetched again and skipped: {}", reread[0].1);
+    if BrokerKind::from_env() == BrokerKind::Mock {
+        assert_eq!(reread[0].1, 0.0, "no record fetched twice");
+    }
+    let mut per_lead: BTreeMap<String, usize> = BTreeMap::new();
+    for o in setup.outcomes() {
+        *per_lead
+            .entry(o["lead_id"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per_lead.len(), leads, "every lead has an outcome");
+    assert!(per_lead.values().all(|&n| n == 1), "one outcome per lead");
 }
 
 /// SPEC 6 pauses the calls at the API limit, and a retry waits out its backoff: a SIGTERM in
