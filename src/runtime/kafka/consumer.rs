@@ -266,6 +266,18 @@ pub fn resume_assignment<O: PartitionOwner>(
     }
     consumer.resume(&consumer.assignment()?)?;
     context.paused.store(false, Ordering::Relaxed);
+    if watch {
+        // librdkafka resumes a partition by clearing a flag, without waking the broker thread,
+        // which may sleep up to a second before it fetches again; a seek to the same position
+        // starts the fetch now.
+        let watched: Vec<(i32, i64)> = lock_unpoisoned(&context.resumed)
+            .iter()
+            .map(|(&p, &(next, _))| (p, next))
+            .collect();
+        for (p, next) in watched {
+            consumer.seek(&context.topic, p, Offset::Offset(next), Duration::ZERO)?;
+        }
+    }
     Ok(())
 }
 
