@@ -684,6 +684,43 @@ fn a_backoff_resumes_without_fetching_the_partition_again() {
     assert!(per_lead.values().all(|&n| n == 1), "one outcome per lead");
 }
 
+/// A batch waiting out a backoff takes in no more leads. The record polled right after the
+/// wait began once joined the batch: with batches of 5, the retry round carried 6 leads and
+/// called twice (5 and 1), then the next batch held the other 4.
+#[test]
+fn a_batch_in_a_backoff_takes_in_no_more_leads() {
+    let setup = Setup::new(
+        "waitbatch",
+        1,
+        config(Faults {
+            unavailable_rate: 1.0,
+            ..Faults::default()
+        }),
+    );
+    let records: Vec<_> = (0..10usize)
+        .map(|n| keyed(&format!("u{n}"), 1, 150, "Open", &salesforce_lead_id(n)))
+        .collect();
+    setup.send(&records);
+    let h = setup.handoff_with(&[
+        ("HANDOFF__MAX_BATCH", "5"),
+        ("HANDOFF__BACKOFF_INITIAL", "2s"),
+        ("HANDOFF__BACKOFF_MAX", "2s"),
+    ]);
+    wait_until(Duration::from_secs(60), "the first call", || {
+        lead_calls(&setup) >= 1
+    });
+    setup.standin.set_faults(Faults::default());
+    wait_until(Duration::from_secs(60), "every lead", || {
+        setup.standin.leads().len() == 10
+    });
+    drop(h);
+    assert_eq!(
+        records_per_call(&setup),
+        vec![5, 5, 5],
+        "a refused batch of 5, its retry, the next batch"
+    );
+}
+
 /// SPEC 6 pauses the calls at the API limit, and a retry waits out its backoff: a SIGTERM in
 /// either wait ends the handoff without another call (the leads stay unresolved, so nothing
 /// of them is checkpointed and the next start calls again). It once made one or two calls at
