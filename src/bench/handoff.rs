@@ -28,11 +28,12 @@ pub struct HandoffBenchOptions {
     pub unavailable_rate: f64,
 }
 
-/// `--unavailable-rate`: a share from 0 to 1.
+/// `--unavailable-rate`: a share from 0 up to, not including, 1 (at 1 no lead is ever handed
+/// off, and the run could only time out).
 pub fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-        Ok(r) => Err(format!("{r} is not a share from 0 to 1")),
+        Ok(r) if (0.0..1.0).contains(&r) => Ok(r),
+        Ok(r) => Err(format!("{r} is not a share from 0 up to 1 (1 excluded)")),
         Err(e) => Err(format!("{s:?} is not a number: {e}")),
     }
 }

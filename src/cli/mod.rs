@@ -63,7 +63,7 @@ enum Command {
         /// leads against the stand-in (5,000 leads, embedded broker).
         #[arg(long, conflicts_with_all = ["scorer", "rules"])]
         handoff: bool,
-        /// With --handoff: the share of calls the stand-in answers 503 (0 to 1), to measure
+        /// With --handoff: the share of calls the stand-in answers 503 (0 to below 1), to measure
         /// the handoff through retries [default: 0].
         #[arg(long, value_name = "RATE", requires = "handoff", value_parser = crate::bench::handoff::parse_rate)]
         unavailable_rate: Option<f64>,

@@ -868,8 +868,9 @@ impl Service for Core {
     }
 
     /// While a batch waits, the assignment is paused (from the turn the wait begins: the
-    /// service loop ticks right after a checkpoint, before the next poll): records are not taken (the batch would grow without bound through
-    /// a long pause) but the consumer is polled, so it stays in its group. A rebalance resumes
+    /// service loop ticks right after a checkpoint, before the next poll): records are not
+    /// taken (the batch would grow without bound through a long pause) but the consumer is
+    /// polled, so it stays in its group. A rebalance resumes
     /// the partitions it revokes; if the wait goes on, the new assignment is paused at the next
     /// turn (a record delivered before that joins the batch). Resumed once the batch is
     /// resolved, each partition at its position ([`kafka::resume_assignment`]).
@@ -887,7 +888,6 @@ impl Service for Core {
             }
             _ => {}
         }
-        kafka::rewind_unanswered(consumer)?;
         if st.paused && st.lag_read.is_none_or(|t| t.elapsed() >= PAUSED_LAG_EVERY) {
             st.lag_read = Some(Instant::now());
             kafka::report_paused_lag(consumer, |p| {

@@ -137,6 +137,7 @@ pub fn run<S: Service>(
             // After the checkpoint, before the next poll: a handoff batch that began a wait
             // in it pauses the partitions now, so no record polled meanwhile joins it.
             service.tick(consumer)?;
+            kafka::rewind_unanswered(consumer)?;
         }
         service.checkpoint(consumer)?;
         service.settle(consumer)

@@ -26,22 +26,56 @@ pub struct OwnerContext<O: PartitionOwner> {
     /// The assignment is paused ([`pause_assignment`]): librdkafka fetches nothing, so its
     /// statistics' lag stands still; [`report_paused_lag`] reads it from the broker instead.
     paused: AtomicBool,
-    /// Partitions [`resume_assignment`] resumed at their position, each with that position
-    /// and when, until their first record comes ([`check_resumed`]) or
-    /// [`RESUME_ANSWER_WAIT`] passes without one ([`rewind_unanswered`]).
-    resumed: Mutex<HashMap<i32, (i64, Instant)>>,
-    /// Whether `resumed` holds any partition: the common case checks this alone.
-    any_resumed: AtomicBool,
+    /// Partitions [`resume_assignment`] resumed at their position, until their first record
+    /// comes ([`check_resumed`]) or [`RESUME_ANSWER_WAIT`] passes without one
+    /// ([`rewind_unanswered`]).
+    resumed: ResumeWatch,
+}
+
+/// Resumed partitions, each with its position and when it was resumed, and a flag that says
+/// whether there are any: the common case, nothing watched, reads the flag alone.
+#[derive(Default)]
+struct ResumeWatch {
+    partitions: Mutex<HashMap<i32, (i64, Instant)>>,
+    any: AtomicBool,
+}
+
+impl ResumeWatch {
+    fn watch(&self, positions: &[(i32, i64)]) {
+        let now = Instant::now();
+        let mut map = lock_unpoisoned(&self.partitions);
+        map.clear();
+        map.extend(positions.iter().map(|&(p, next)| (p, (next, now))));
+        self.any.store(!map.is_empty(), Ordering::Relaxed);
+    }
+
+    fn clear(&self) {
+        self.watch(&[]);
+    }
+
+    /// Takes the watched partitions `due` selects (given the partition, its position and
+    /// when it was resumed), returning each with its position.
+    fn take(&self, due: impl Fn(i32, i64, Instant) -> bool) -> Vec<(i32, i64)> {
+        if !self.any.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
+        let mut map = lock_unpoisoned(&self.partitions);
+        let taken: Vec<(i32, i64)> = map
+            .iter()
+            .filter(|(&p, &(next, at))| due(p, next, at))
+            .map(|(&p, &(next, _))| (p, next))
+            .collect();
+        for (p, _) in &taken {
+            map.remove(p);
+        }
+        self.any.store(!map.is_empty(), Ordering::Relaxed);
+        taken
+    }
 }
 
 impl<O: PartitionOwner> OwnerContext<O> {
     fn owned(&self) -> std::sync::MutexGuard<'_, BTreeSet<i32>> {
         lock_unpoisoned(&self.owned)
-    }
-
-    fn forget_resumed(&self) {
-        lock_unpoisoned(&self.resumed).clear();
-        self.any_resumed.store(false, Ordering::Relaxed);
     }
 }
 
@@ -79,7 +113,7 @@ impl<O: PartitionOwner> ConsumerContext for OwnerContext<O> {
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         // A partition assigned again starts from its own offset (`assigned`), which
         // `check_resumed` must not take for a gap.
-        self.forget_resumed();
+        self.resumed.clear();
         let topic = tpl
             .elements()
             .first()
@@ -179,8 +213,7 @@ pub fn group_consumer<O: PartitionOwner>(
             topic: topic.to_string(),
             owned: Mutex::new(BTreeSet::new()),
             paused: AtomicBool::new(false),
-            resumed: Mutex::new(HashMap::new()),
-            any_resumed: AtomicBool::new(false),
+            resumed: ResumeWatch::default(),
         },
     )?;
     consumer.subscribe(&[topic])?;
@@ -241,42 +274,35 @@ pub const RESUME_ANSWER_WAIT: Duration = Duration::from_millis(500);
 /// partition is then fetched again from [`FETCH_REWIND`] before the position: at once when its
 /// first record is past the position ([`check_resumed`]), after [`RESUME_ANSWER_WAIT`] when no
 /// record came ([`rewind_unanswered`]; also the case of a partition with nothing new, which
-/// then reads its last records again). (Every resume used to rewind: 10,000 records fetched
-/// again per partition for each backoff of the handoff, 49.7 s against 18.3 s for 60,000
-/// leads at a 20% rate of 503s.) Without `watch` (partitions resumed only to be revoked),
-/// nothing is watched.
+/// then reads its last records again). Every resume used to rewind, fetching up to 10,000
+/// records per partition again after each backoff of the handoff. Without `watch` (partitions
+/// resumed only to be revoked), nothing is watched.
 pub fn resume_assignment<O: PartitionOwner>(
     consumer: &ServiceConsumer<O>,
     watch: bool,
 ) -> Result<(), KafkaError> {
     let context = consumer.context();
-    if watch {
-        let mut resumed = lock_unpoisoned(&context.resumed);
-        let now = Instant::now();
-        for e in consumer.position()?.elements() {
-            if let Offset::Offset(next) = e.offset() {
-                resumed.insert(e.partition(), (next, now));
-            }
-        }
-        context
-            .any_resumed
-            .store(!resumed.is_empty(), Ordering::Relaxed);
+    let positions: Vec<(i32, i64)> = if watch {
+        consumer
+            .position()?
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(next) => Some((e.partition(), next)),
+                _ => None,
+            })
+            .collect()
     } else {
-        context.forget_resumed();
-    }
+        Vec::new()
+    };
+    context.resumed.watch(&positions);
     consumer.resume(&consumer.assignment()?)?;
     context.paused.store(false, Ordering::Relaxed);
-    if watch {
-        // librdkafka resumes a partition by clearing a flag, without waking the broker thread,
-        // which may sleep up to a second before it fetches again; a seek to the same position
-        // starts the fetch now.
-        let watched: Vec<(i32, i64)> = lock_unpoisoned(&context.resumed)
-            .iter()
-            .map(|(&p, &(next, _))| (p, next))
-            .collect();
-        for (p, next) in watched {
-            consumer.seek(&context.topic, p, Offset::Offset(next), Duration::ZERO)?;
-        }
+    // librdkafka resumes a partition by clearing a flag, without waking the broker thread,
+    // which may sleep up to a second before it fetches again; a seek to the same position
+    // starts the fetch now.
+    for (p, next) in positions {
+        consumer.seek(&context.topic, p, Offset::Offset(next), Duration::ZERO)?;
     }
     Ok(())
 }
@@ -294,20 +320,10 @@ pub fn check_resumed<O: PartitionOwner>(
     consumer: &ServiceConsumer<O>,
     msg: &BorrowedMessage<'_>,
 ) -> Result<bool, KafkaError> {
-    let context = consumer.context();
-    if !context.any_resumed.load(Ordering::Relaxed) {
-        return Ok(true);
-    }
-    let expected = {
-        let mut resumed = lock_unpoisoned(&context.resumed);
-        let expected = resumed.remove(&msg.partition());
-        if resumed.is_empty() {
-            context.any_resumed.store(false, Ordering::Relaxed);
-        }
-        expected
-    };
+    let p = msg.partition();
+    let expected = consumer.context().resumed.take(|q, _, _| q == p).pop();
     match expected {
-        Some((next, _)) if msg.offset() > next => {
+        Some((_, next)) if msg.offset() > next => {
             tracing::debug!(
                 partition = msg.partition(),
                 position = next,
@@ -323,30 +339,15 @@ pub fn check_resumed<O: PartitionOwner>(
 
 /// Fetches again, from [`FETCH_REWIND`] before its position, every partition watched since
 /// a resume ([`resume_assignment`]) that has had no record for [`RESUME_ANSWER_WAIT`]: the
-/// broker may be holding back the rest of a batch the position is inside. Call it at every
-/// turn of the service loop; it costs a flag read when nothing is watched.
+/// broker may be holding back the rest of a batch the position is inside. The service loop
+/// calls it at every turn; it costs a flag read when nothing is watched.
 pub fn rewind_unanswered<O: PartitionOwner>(
     consumer: &ServiceConsumer<O>,
 ) -> Result<(), KafkaError> {
-    let context = consumer.context();
-    if !context.any_resumed.load(Ordering::Relaxed) {
-        return Ok(());
-    }
-    let due: Vec<(i32, i64)> = {
-        let mut resumed = lock_unpoisoned(&context.resumed);
-        let due: Vec<(i32, i64)> = resumed
-            .iter()
-            .filter(|(_, (_, at))| at.elapsed() >= RESUME_ANSWER_WAIT)
-            .map(|(&p, &(next, _))| (p, next))
-            .collect();
-        for (p, _) in &due {
-            resumed.remove(p);
-        }
-        if resumed.is_empty() {
-            context.any_resumed.store(false, Ordering::Relaxed);
-        }
-        due
-    };
+    let due = consumer
+        .context()
+        .resumed
+        .take(|_, _, at| at.elapsed() >= RESUME_ANSWER_WAIT);
     for (p, next) in due {
         tracing::debug!(
             partition = p,
