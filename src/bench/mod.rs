@@ -146,7 +146,7 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
             if let Some(s) = st.seen.first() {
                 x = x.wrapping_add(s.time() as u64);
             }
-            x = x.wrapping_add(st.attributes.iter().next().map_or(0, |(k, _)| k.len()) as u64);
+            x = x.wrapping_add(st.attributes().iter().next().map_or(0, |(k, _)| k.len()) as u64);
             x = x.wrapping_add(e.user_id.bytes().next().map_or(0, u64::from));
             if let Some(id) = &e.event_id {
                 x = x.wrapping_add(id.bytes().next().map_or(0, u64::from));

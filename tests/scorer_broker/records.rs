@@ -326,7 +326,7 @@ fn deleted_users_leave_tombstones_and_start_from_nothing_through_a_restart() {
     assert_eq!((u1.score, u1.enrolled), (5, true), "{u1:?}");
     let u2 = &states["u2"];
     assert_eq!(
-        (u2.score, u2.enrolled, u2.attributes.len()),
+        (u2.score, u2.enrolled, u2.attributes().len()),
         (0, false, 0),
         "{u2:?}"
     );
@@ -475,7 +475,7 @@ fn attributes_past_the_per_user_bound_are_dead_lettered_not_applied() {
     assert_eq!(refused, ["a16", "a17", "a18", "a19"]);
     let states = setup.changelog_states();
     let names: Vec<String> = states["u1"]
-        .attributes
+        .attributes()
         .iter()
         .map(|(name, _)| name.to_string())
         .collect();

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 /// service adds where the state lives (`partition`, `owner`).
 pub fn lead_view(engine: &Engine, user_id: &str, st: &UserState) -> Value {
     let attributes: Map<String, Value> = st
-        .attributes
+        .attributes()
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_json()))
         .collect();

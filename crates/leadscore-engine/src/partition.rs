@@ -455,7 +455,7 @@ mod tests {
         }
         assert_eq!(refused, (16..20).collect::<Vec<_>>());
         assert_eq!(p.clock(), Some(T0 + 15), "a refused event moves no clock");
-        let held = store["u"].attributes.encoded_len();
+        let held = store["u"].attributes().encoded_len();
         assert!(held <= MAX_ATTRIBUTE_BYTES, "{held}");
         // A shorter value and a removal pass; the removal makes room for one more.
         let shorter = attr("a01", T0 + 30, Some("short"));
@@ -477,9 +477,9 @@ mod tests {
         assert!(p.admit(&e, &store, &refused_now, offset + 1).is_err());
         // `apply` on its own keeps the bound too: the attribute is not set.
         let mut st = store["u"].clone();
-        let before = st.attributes.clone();
+        let before = st.attributes().clone();
         e.apply(&mut st, &refused_now, origin(offset + 1), T0 + 33, &mut out);
-        assert_eq!(st.attributes, before);
+        assert_eq!(*st.attributes(), before);
     }
 
     #[test]

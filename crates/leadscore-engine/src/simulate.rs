@@ -227,7 +227,7 @@ enum Line {
 /// One user's line of `leadscore simulate` output.
 pub fn user_json(user_id: &str, st: &UserState) -> Value {
     let attributes: Map<String, Value> = st
-        .attributes
+        .attributes()
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_json()))
         .collect();
@@ -357,7 +357,7 @@ delta = -1
         let bad: Vec<usize> = sim.bad_lines.iter().map(|b| b.line).collect();
         assert_eq!(bad, [17, 18], "{:?}", sim.bad_lines);
         assert!(sim.bad_lines[0].reason.contains("\"a16\""));
-        assert_eq!(sim.users["u1"].attributes.len(), 16);
+        assert_eq!(sim.users["u1"].attributes().len(), 16);
     }
 
     /// Past [`MAX_BAD_LINES_LISTED`] bad lines are counted, not kept.
@@ -403,7 +403,7 @@ delta = -1
             (
                 st.score,
                 st.enrolled,
-                st.attributes.len(),
+                st.attributes().len(),
                 st.timer_due.get()
             ),
             (0, false, 0, None),
@@ -422,7 +422,7 @@ delta = -1
         let st = &sim.users["u1"];
         assert_eq!((st.score, st.enrolled), (1, true), "{st:?}");
         let attributes: Vec<_> = st
-            .attributes
+            .attributes()
             .iter()
             .map(|(k, v)| (k, v.to_owned()))
             .collect();

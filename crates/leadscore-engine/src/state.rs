@@ -21,8 +21,12 @@ pub struct UserState {
     pub score: i64,
     /// Set by the first event matching `entry.on`; never cleared.
     pub enrolled: bool,
-    /// Current attributes, sorted by name, encoded in one buffer.
-    pub attributes: Attributes,
+    /// Current attributes, sorted by name, encoded in one buffer. Private so that every
+    /// change goes through [`UserState::set_attribute`] or [`UserState::set_attribute_within`],
+    /// which forget the audience verdict below.
+    attributes: Attributes,
+    /// The engine's last audience verdict on these attributes ([`AudienceMemo`]).
+    pub(crate) audience: AudienceMemo,
     /// Event time of the last applied score change: the start of the re-entry wait.
     pub last_change: OptI64,
     /// When the inactivity timer is due; none while no timer runs.
@@ -45,6 +49,50 @@ pub struct UserState {
     /// (docs/semantics.md, "Change ids"). It sits in
     /// the padding after `enrolled`: free in memory.
     pub changes: u32,
+}
+
+/// An engine's audience verdict on a user's attributes as they stand, so that the events
+/// of a user whose attributes did not change since do not scan them again (issue 14: the
+/// audience scan was a sixth of `Engine::apply`'s time). Two bytes in the padding of
+/// [`UserState`], free in memory; never encoded (a decoded state has none).
+///
+/// The verdict is only good for the engine that gave it: it carries that engine's key
+/// ([`crate::engine::Engine`] draws a distinct one per construction), so a state that meets
+/// other rules (a test, a tool) is scanned again. Changing the attributes forgets it. Two states
+/// that differ only in it are equal: it is a cache, not state.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct AudienceMemo(u16);
+
+impl AudienceMemo {
+    /// The verdict of the engine keyed `key` (1 to [`AudienceMemo::MAX_KEY`]), if it gave one
+    /// since the attributes last changed. Key 0 never has one.
+    #[inline]
+    pub(crate) fn get(self, key: u16) -> Option<bool> {
+        (key != 0 && self.0 >> 1 == key).then_some(self.0 & 1 == 1)
+    }
+
+    #[inline]
+    pub(crate) fn set(&mut self, key: u16, verdict: bool) {
+        self.0 = (key << 1) | u16::from(verdict);
+    }
+
+    /// The largest engine key: the verdict bit takes the sixteenth.
+    pub(crate) const MAX_KEY: u16 = u16::MAX >> 1;
+}
+
+impl PartialEq for AudienceMemo {
+    fn eq(&self, _: &AudienceMemo) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for AudienceMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0 => f.write_str("none"),
+            m => write!(f, "engine {}: {}", m >> 1, m & 1 == 1),
+        }
+    }
 }
 
 /// The parts of a user's state that most users never have, in a block of their own: one
@@ -314,7 +362,24 @@ impl UserState {
     /// Sets (or with `None` removes) an attribute. Returns whether its value changed.
     #[inline]
     pub fn set_attribute(&mut self, name: &str, value: Option<&Scalar>) -> bool {
-        self.attributes.set(name, value)
+        self.set_attribute_within(name, value, usize::MAX)
+    }
+
+    /// [`UserState::set_attribute`] unless it would take the attributes past `max` bytes
+    /// ([`Attributes::set_within`]). Returns whether the value changed.
+    #[inline]
+    pub fn set_attribute_within(&mut self, name: &str, value: Option<&Scalar>, max: usize) -> bool {
+        let changed = self.attributes.set_within(name, value, max);
+        if changed {
+            self.audience = AudienceMemo::default();
+        }
+        changed
+    }
+
+    /// The user's attributes, sorted by name.
+    #[inline]
+    pub fn attributes(&self) -> &Attributes {
+        &self.attributes
     }
 
     /// The heap bytes this state holds (capacities, not lengths; no allocator overhead): with
@@ -650,6 +715,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            audience: AudienceMemo::default(),
             last_change: 1_790_000_000_000.into(),
             timer_due: 1_790_604_800_000.into(),
             rare: Some(Box::new(Rare {

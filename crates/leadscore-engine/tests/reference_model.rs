@@ -1100,7 +1100,7 @@ fn norm_state(st: &UserState) -> Final {
         score: st.score,
         enrolled: st.enrolled,
         attrs: st
-            .attributes
+            .attributes()
             .iter()
             .map(|(k, v)| (k.to_string(), show(&v.to_owned())))
             .collect(),

@@ -10,8 +10,9 @@ use crate::attributes::Attributes;
 use crate::change::{ChangeId, Reason, ReasonKind, ScoreChange};
 use crate::event::{Event, EventType, Origin, Scalar, ScoreOp};
 use crate::rules::{Cap, Decay, Matcher, Predicate, Rules};
-use crate::state::{bytes_eq, stable_hash, CapUsage, OptI64, SeenEvent, UserState};
+use crate::state::{bytes_eq, stable_hash, AudienceMemo, CapUsage, OptI64, SeenEvent, UserState};
 use crate::timestamp::Millis;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
 /// At most this many applied event ids are remembered per user; the first recorded go first. A
@@ -49,8 +50,8 @@ pub fn attribute_error(st: Option<&UserState>, ev: &Event) -> Option<crate::code
     let (name, value) = attribute_of(ev)?;
     let empty = UserState::default();
     let st = st.unwrap_or(&empty);
-    let after = st.attributes.len_after_set(name, value);
-    if after <= MAX_ATTRIBUTE_BYTES || after <= st.attributes.encoded_len() {
+    let after = st.attributes().len_after_set(name, value);
+    if after <= MAX_ATTRIBUTE_BYTES || after <= st.attributes().encoded_len() {
         return None;
     }
     Some(crate::codec::DecodeError::InvalidValue {
@@ -168,6 +169,23 @@ pub struct Engine {
     /// The audience's predicates, each with whether it is an `include`, sorted by attribute
     /// name: [`Engine::in_audience`] reads them all in one pass over the user's attributes.
     audience: Vec<(Predicate, bool)>,
+    /// This engine's key for the audience verdicts it leaves in user states
+    /// ([`crate::state::AudienceMemo`]): distinct per [`Engine::new`] in a process (clones
+    /// share it, as they share the rules); 0, no verdicts kept, once the keys run out.
+    audience_key: u16,
+}
+
+/// The next engine's audience key ([`Engine::audience_key`]).
+static NEXT_AUDIENCE_KEY: AtomicU16 = AtomicU16::new(1);
+
+/// A key no engine of this process has had, or 0 (keep no verdicts) when all are taken: a
+/// process builds one engine, a test process thousands, never 32,767.
+fn new_audience_key() -> u16 {
+    NEXT_AUDIENCE_KEY
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |k| {
+            (k <= AudienceMemo::MAX_KEY).then_some(k + 1)
+        })
+        .unwrap_or(0)
 }
 
 /// An event type as an index into the per-type tables.
@@ -231,6 +249,7 @@ impl Engine {
             triggers_by_kind,
             entry_by_kind,
             explain_depth: crate::history::DEFAULT_DEPTH,
+            audience_key: new_audience_key(),
         }
     }
 
@@ -302,7 +321,7 @@ impl Engine {
         // such an event before it gets here (`attribute_error`); this keeps the bound for
         // every other caller.
         let attribute_change = attribute_of(ev).is_some_and(|(name, value)| {
-            st.attributes.set_within(name, value, MAX_ATTRIBUTE_BYTES) && self.is_tracked(name)
+            st.set_attribute_within(name, value, MAX_ATTRIBUTE_BYTES) && self.is_tracked(name)
         });
 
         // 2. Enrollment: the enrolling event is also scored.
@@ -333,7 +352,7 @@ impl Engine {
             (Outcome::Scored, rules.score.clamp(target), None)
         } else if !st.enrolled {
             return self.finish(st, ev, origin, attribute_change, out, Outcome::NotEnrolled);
-        } else if !self.in_audience(st) {
+        } else if !self.in_audience_kept(st) {
             // 3. Audience, on the attributes after step 1.
             return self.finish(
                 st,
@@ -496,7 +515,7 @@ impl Engine {
         };
         // Events change attributes and enrollment, timers never do: checking once at `due`
         // is checking at every step of this advance.
-        if !st.enrolled || !self.in_audience(st) || to < due {
+        if !st.enrolled || !self.in_audience_kept(st) || to < due {
             return;
         }
         let window = inactivity.window.max(1);
@@ -584,11 +603,23 @@ impl Engine {
             .any(|t| bytes_eq(t.as_bytes(), name.as_bytes()))
     }
 
+    /// [`Engine::in_audience`], kept in the state until its attributes change: most events
+    /// of a user find them as the last event left them.
+    #[inline]
+    fn in_audience_kept(&self, st: &mut UserState) -> bool {
+        if let Some(verdict) = st.audience.get(self.audience_key) {
+            return verdict;
+        }
+        let verdict = self.in_audience(st);
+        st.audience.set(self.audience_key, verdict);
+        verdict
+    }
+
     /// Whether the user matches every `include` and no `exclude` predicate.
     #[inline]
     pub fn in_audience(&self, st: &UserState) -> bool {
         // Every include holds and no exclude does: each predicate's result equals `include`.
-        st.attributes.all_sorted(
+        st.attributes().all_sorted(
             &self.audience,
             |(p, _)| &p.key,
             |(p, include), value| p.test.eval_ref(value) == *include,
@@ -661,7 +692,7 @@ impl Engine {
     }
 
     fn snapshot(&self, st: &UserState) -> Attributes {
-        st.attributes.select_sorted(&self.tracked_sorted)
+        st.attributes().select_sorted(&self.tracked_sorted)
     }
 
     /// Whether an event with the explicit id `id` at `time` is a duplicate for the user whose
@@ -788,7 +819,7 @@ pub(crate) fn factor_steps(
 #[inline(always)]
 fn prefetch_inputs(st: &UserState, ev: &Event) {
     prefetch(st.seen.as_ptr());
-    prefetch(st.attributes.as_ptr());
+    prefetch(st.attributes().as_ptr());
     // Read and moved when a change is noted (about every other event).
     let (first, next) = st.history.ends();
     prefetch(first);

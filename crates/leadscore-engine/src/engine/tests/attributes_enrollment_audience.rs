@@ -85,6 +85,92 @@ fn audience_is_evaluated_on_the_attributes_after_the_event() {
     assert_eq!(r.score("u"), 3);
 }
 
+/// The audience verdict an engine keeps in a state (issue 14) is forgotten when an attribute
+/// changes, in both directions, and again and again on one user.
+#[test]
+fn a_kept_audience_verdict_follows_every_attribute_change() {
+    let employee = |t, v| attr("u", T0 + t, "is_employee", Some(Scalar::Bool(v)));
+    let events = [
+        email("u", T0),
+        session("u", T0 + 1),
+        employee(2, true),
+        session("u", T0 + 3),
+        session("u", T0 + 4),
+        employee(5, false),
+        session("u", T0 + 6),
+        attr("u", T0 + 7, "lifecycle_stage", s("customer")),
+        session("u", T0 + 8),
+        attr("u", T0 + 9, "lifecycle_stage", None),
+        session("u", T0 + 10),
+    ];
+    let r = run(&rules(""), &events);
+    let sessions: Vec<Outcome> = [1, 3, 4, 6, 8, 10].map(|i| r.outcomes[i]).to_vec();
+    use Outcome::{OutsideAudience as Out, Scored};
+    assert_eq!(sessions, [Scored, Out, Out, Scored, Out, Scored]);
+    assert_eq!(r.score("u"), 3);
+}
+
+/// A verdict is only good for the rules that gave it: a state scored by one engine and then
+/// handed to another with a different audience (a test, a tool, a rules change in a process
+/// that keeps its states) is judged by the second engine's audience, and the first engine's
+/// own verdict is not taken for the second's after it.
+#[test]
+fn a_kept_audience_verdict_is_not_taken_by_other_rules() {
+    let everyone = rules_on(
+        "",
+        &edit(
+            "exclude = [\n  { attribute = \"is_employee\", equals = true },",
+            "exclude = [",
+        ),
+    );
+    let strict = rules("");
+    let mut r = run(
+        &strict,
+        &[
+            email("u", T0),
+            attr("u", T0 + 1, "is_employee", Some(Scalar::Bool(true))),
+        ],
+    );
+    assert_eq!(
+        r.process(&strict, &session("u", T0 + 2), 2),
+        Outcome::OutsideAudience
+    );
+    assert_eq!(
+        r.process(&everyone, &session("u", T0 + 3), 3),
+        Outcome::Scored
+    );
+    assert_eq!(
+        r.process(&strict, &session("u", T0 + 4), 4),
+        Outcome::OutsideAudience
+    );
+    assert_eq!(
+        r.process(&everyone, &session("u", T0 + 5), 5),
+        Outcome::Scored
+    );
+    // A clone shares its engine's rules, and so its verdicts.
+    assert_eq!(
+        r.process(&strict.clone(), &session("u", T0 + 6), 6),
+        Outcome::OutsideAudience
+    );
+    assert_eq!(r.score("u"), 2);
+}
+
+/// The verdict is a cache, not state: a state that holds one equals (and encodes as) the
+/// same state without, so replays and restores compare equal.
+#[test]
+fn a_kept_audience_verdict_is_not_part_of_the_state() {
+    let r = run_base(&[email("u", T0), session("u", T0 + 1), session("u", T0 + 2)]);
+    let st = r.user("u");
+    assert_ne!(
+        format!("{:?}", st.audience),
+        "none",
+        "the sessions left a verdict"
+    );
+    let back = UserState::decode(&st.encode()).expect("decodes");
+    assert_eq!(format!("{:?}", back.audience), "none");
+    assert_eq!(&back, st);
+}
+
 #[test]
 fn include_predicates_must_all_hold() {
     let mut r = rules("").rules().clone();
