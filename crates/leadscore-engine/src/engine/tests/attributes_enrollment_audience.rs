@@ -131,27 +131,15 @@ fn a_kept_audience_verdict_is_not_taken_by_other_rules() {
             attr("u", T0 + 1, "is_employee", Some(Scalar::Bool(true))),
         ],
     );
-    assert_eq!(
-        r.process(&strict, &session("u", T0 + 2), 2),
-        Outcome::OutsideAudience
-    );
-    assert_eq!(
-        r.process(&everyone, &session("u", T0 + 3), 3),
-        Outcome::Scored
-    );
-    assert_eq!(
-        r.process(&strict, &session("u", T0 + 4), 4),
-        Outcome::OutsideAudience
-    );
-    assert_eq!(
-        r.process(&everyone, &session("u", T0 + 5), 5),
-        Outcome::Scored
-    );
-    // A clone shares its engine's rules, and so its verdicts.
-    assert_eq!(
-        r.process(&strict.clone(), &session("u", T0 + 6), 6),
-        Outcome::OutsideAudience
-    );
+    // Turn by turn; a clone shares its engine's rules, and so its verdicts.
+    let clone = strict.clone();
+    let turns = [&strict, &everyone, &strict, &everyone, &clone];
+    let outcomes: Vec<Outcome> = (2..)
+        .zip(turns)
+        .map(|(t, e)| r.process(e, &session("u", T0 + t), t))
+        .collect();
+    use Outcome::{OutsideAudience as Out, Scored};
+    assert_eq!(outcomes, [Out, Scored, Out, Scored, Out]);
     assert_eq!(r.score("u"), 2);
 }
 
