@@ -440,6 +440,9 @@ impl Model {
             if before {
                 self.stats.bump("id forgotten, applied again");
             }
+            // docs/semantics.md: an id applied again (not a duplicate: at or after the earlier
+            // event's time plus the window) takes the earlier application's place.
+            u.seen.retain(|(sid, _, _)| sid != id);
             // docs/semantics.md: the recording clock is kept with its distance from the event
             // time rounded up to a multiple of 2^k, k = max(0, bit length - 9).
             let late = (clock - e.time) as u64;
@@ -1775,7 +1778,22 @@ fn hand_picked_corners_match_the_reference_model() {
         e.event_id = Some(id.into());
         e
     };
+    let mut late_email = with_id(at("b", -24, EventType::EmailAdded), "e3");
+    late_email.value = Some(s("u@example.com"));
     let cases: Vec<(&str, Vec<Event>)> = vec![
+        (
+            // An id applied again (not a duplicate) takes the earlier application's place: the
+            // earlier one, recorded 23 hours late, has its recording clock rounded up past the
+            // later one's, so a model keeping both remembered it longer (found by an outside
+            // review with REFERENCE_CASES=7000, under CORNERS' zero dedupe window).
+            "id applied again",
+            vec![
+                at("a", 0, EventType::SessionStart),
+                with_id(at("b", -23, EventType::SessionStart), "e3"),
+                with_id(at("b", 0, EventType::SessionStart), "e3"),
+                late_email,
+            ],
+        ),
         (
             // an external score equal to the score still moves the remembered updated_at
             "no-op external score",
