@@ -53,31 +53,42 @@ pub struct UserState {
 
 /// An engine's audience verdict on a user's attributes as they stand, so that the events
 /// of a user whose attributes did not change since do not scan them again (issue 14: the
-/// audience scan was a sixth of `Engine::apply`'s time). Two bytes in the padding of
+/// audience scan was a sixth of `Engine::apply`'s time). Three bytes in the padding of
 /// [`UserState`], free in memory; never encoded (a decoded state has none).
 ///
 /// The verdict is only good for the engine that gave it: it carries that engine's key
-/// ([`crate::engine::Engine`] draws a distinct one per construction), so a state that meets
-/// other rules (a test, a tool) is scanned again. Changing the attributes forgets it. Two states
-/// that differ only in it are equal: it is a cache, not state.
+/// ([`crate::engine::Engine`] draws a distinct one per construction, up to
+/// [`AudienceMemo::MAX_KEY`] of them: a test process building an engine per generated case
+/// stays far below), so a state that meets other rules (a test, a tool) is scanned again.
+/// Changing the attributes forgets it. Two states that differ only in it are equal: it is a
+/// cache, not state.
 #[derive(Clone, Copy, Default)]
-pub(crate) struct AudienceMemo(u16);
+pub(crate) struct AudienceMemo([u8; 3]);
 
 impl AudienceMemo {
+    /// The largest engine key: 23 bits, the verdict takes the 24th.
+    pub(crate) const MAX_KEY: u32 = (1 << 23) - 1;
+
+    /// The key (bits 1-23) and the verdict (bit 0); 0 for none.
+    #[inline]
+    fn bits(self) -> u32 {
+        let [a, b, c] = self.0;
+        u32::from_le_bytes([a, b, c, 0])
+    }
+
     /// The verdict of the engine keyed `key` (1 to [`AudienceMemo::MAX_KEY`]), if it gave one
     /// since the attributes last changed. Key 0 never has one.
     #[inline]
-    pub(crate) fn get(self, key: u16) -> Option<bool> {
-        (key != 0 && self.0 >> 1 == key).then_some(self.0 & 1 == 1)
+    pub(crate) fn get(self, key: u32) -> Option<bool> {
+        let bits = self.bits();
+        (key != 0 && bits >> 1 == key).then_some(bits & 1 == 1)
     }
 
     #[inline]
-    pub(crate) fn set(&mut self, key: u16, verdict: bool) {
-        self.0 = (key << 1) | u16::from(verdict);
+    pub(crate) fn set(&mut self, key: u32, verdict: bool) {
+        let [a, b, c, _] = ((key & Self::MAX_KEY) << 1 | u32::from(verdict)).to_le_bytes();
+        self.0 = [a, b, c];
     }
-
-    /// The largest engine key: the verdict bit takes the sixteenth.
-    pub(crate) const MAX_KEY: u16 = u16::MAX >> 1;
 }
 
 impl PartialEq for AudienceMemo {
@@ -88,7 +99,7 @@ impl PartialEq for AudienceMemo {
 
 impl std::fmt::Debug for AudienceMemo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
+        match self.bits() {
             0 => f.write_str("none"),
             m => write!(f, "engine {}: {}", m >> 1, m & 1 == 1),
         }
@@ -866,6 +877,29 @@ mod tests {
         assert_eq!(SeenEvent::new(1, i64::MAX, i64::MAX).time(), MAX_MILLIS);
         // The widest lateness saturates, far past any clock.
         assert!(SeenEvent::new(1, MIN_MILLIS, i64::MAX).recorded() >= MIN_MILLIS + i64::MAX);
+    }
+
+    /// An audience verdict is read back by its own engine's key only, at every key from 1 to
+    /// the largest; key 0 (the keys ran out) keeps none.
+    #[test]
+    fn an_audience_verdict_is_read_back_by_its_key_only() {
+        let max = AudienceMemo::MAX_KEY;
+        for key in [1, 2, 255, 256, 65_535, 65_536, max - 1, max] {
+            for verdict in [false, true] {
+                let mut m = AudienceMemo::default();
+                assert_eq!(m.get(key), None);
+                m.set(key, verdict);
+                assert_eq!(m.get(key), Some(verdict), "key {key}");
+                for other in [key - 1, key ^ 1, key ^ 256, key ^ 65_536, max ^ key] {
+                    if other != key {
+                        assert_eq!(m.get(other), None, "key {key}, read by {other}");
+                    }
+                }
+            }
+        }
+        let mut m = AudienceMemo::default();
+        m.set(0, true);
+        assert_eq!(m.get(0), None);
     }
 
     /// A user's state is 96 bytes, so that with its key and changelog hash a map entry is

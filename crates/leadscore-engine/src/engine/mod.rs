@@ -12,7 +12,7 @@ use crate::event::{Event, EventType, Origin, Scalar, ScoreOp};
 use crate::rules::{Cap, Decay, Matcher, Predicate, Rules};
 use crate::state::{bytes_eq, stable_hash, AudienceMemo, CapUsage, OptI64, SeenEvent, UserState};
 use crate::timestamp::Millis;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// At most this many applied event ids are remembered per user; the first recorded go first. A
@@ -172,15 +172,15 @@ pub struct Engine {
     /// This engine's key for the audience verdicts it leaves in user states
     /// ([`crate::state::AudienceMemo`]): distinct per [`Engine::new`] in a process (clones
     /// share it, as they share the rules); 0, no verdicts kept, once the keys run out.
-    audience_key: u16,
+    audience_key: u32,
 }
 
 /// The next engine's audience key ([`Engine::audience_key`]).
-static NEXT_AUDIENCE_KEY: AtomicU16 = AtomicU16::new(1);
+static NEXT_AUDIENCE_KEY: AtomicU32 = AtomicU32::new(1);
 
 /// A key no engine of this process has had, or 0 (keep no verdicts) when all are taken: a
-/// process builds one engine, a test process thousands, never 32,767.
-fn new_audience_key() -> u16 {
+/// process builds one engine, a test process tens of thousands, never 8,388,607.
+fn new_audience_key() -> u32 {
     NEXT_AUDIENCE_KEY
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |k| {
             (k <= AudienceMemo::MAX_KEY).then_some(k + 1)
