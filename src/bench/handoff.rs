@@ -219,7 +219,8 @@ impl Outcomes {
             else {
                 anyhow::bail!("an outcome on lead-handoffs has no user_id or status: {outcome}");
             };
-            self.status.insert(user.to_string(), status == "handed_off");
+            self.status
+                .insert(user.to_string(), status == crate::handoff::HANDED_OFF);
         }
         Ok(())
     }

@@ -433,7 +433,7 @@ fn watch(
                 if let Ok(o) =
                     serde_json::from_slice::<serde_json::Value>(m.payload().unwrap_or_default())
                 {
-                    if o["status"] == "handed_off" {
+                    if o["status"] == crate::handoff::HANDED_OFF {
                         let user = o["user_id"].as_str().unwrap_or("?").to_string();
                         *s.handoffs.entry(user).or_default() += 1;
                     }

@@ -78,13 +78,18 @@ pub struct HandoffOutcome<'a> {
     pub time: crate::timestamp::Millis,
 }
 
+/// An outcome's `status` on `lead-handoffs` when the lead was handed off.
+pub const HANDED_OFF: &str = "handed_off";
+/// An outcome's `status` on `lead-handoffs` when the lead failed for good.
+pub const FAILED: &str = "failed";
+
 impl HandoffOutcome<'_> {
-    /// `handed_off` or `failed`.
+    /// [`HANDED_OFF`] or [`FAILED`].
     pub fn status(&self) -> &'static str {
         if self.error.is_none() {
-            "handed_off"
+            HANDED_OFF
         } else {
-            "failed"
+            FAILED
         }
     }
 
