@@ -6,17 +6,32 @@
 //! in exactly the encoding the state record uses for them (so encoding the state copies it), and
 //! reads decode values in place as [`ScalarRef`]s.
 //!
-//! An entry: the name (varint length and bytes), a tag (0 string, 1 integer, 2 float, 3 false,
-//! 4 true) and the value (a string as varint length and bytes, an integer as a zigzag varint, a
-//! float as 8 little-endian bytes). Entries are sorted by name, names unique. Only this module
-//! writes the buffer, from `&str`s, and [`Attributes::decode`] validates what it reads, so every
-//! buffer is well formed; a read that still met a damaged one would end, not panic.
+//! An entry in the state record (the changelog and the local store): the name (varint length
+//! and bytes), a tag (0 string, 1 integer, 2 float, 3 false, 4 true) and the value (a string as
+//! varint length and bytes, an integer as a zigzag varint, a float as 8 little-endian bytes).
+//! Entries are sorted by name, names unique.
+//!
+//! In memory the name is a reference instead: every user of a process has the same few
+//! attribute names (`email`, `lead_status`, ...), and written out in every user's buffer they
+//! were 47 of its 101 bytes (issue 14, memory per user; `leadscore bench`'s traffic). A name of
+//! [`names::MIN_LEN`] to [`names::MAX_LEN`] bytes is kept once per process, in a table of up
+//! to [`names::MAX`] names ([`names`]), and an entry starts with the varint `index × 2 + 1`;
+//! any other name (or any name once the table is full) is written inline as before, after the
+//! varint `length × 2`. The table only grows, so a name is interned in every buffer of the
+//! process or in none: two buffers with the same attributes are the same bytes. Encoding the
+//! state writes names out again; decoding interns them.
+//!
+//! Only this module writes the buffer, from `&str`s, and [`Attributes::decode`] validates what
+//! it reads, so every buffer is well formed; a read that still met a damaged one would end, not
+//! panic.
 
 use crate::event::{Scalar, ScalarRef};
 use crate::state::{
     bytes_cmp, bytes_eq, put_i64, put_u64, varint_len, zigzag_len, Reader, StateError,
 };
 use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::{LazyLock, OnceLock, RwLock};
 
 const STR: u8 = 0;
 const INT: u8 = 1;
@@ -35,6 +50,8 @@ pub struct Attributes {
 /// a scan past an entry reads only its name and skips its value.
 struct Entry<'a> {
     name: &'a [u8],
+    /// Where the tag is: the entry's value part, the same in memory and in the state record.
+    tag_at: usize,
     tag: u8,
     /// The value's bytes after the tag (for a string, after its length).
     raw: &'a [u8],
@@ -58,6 +75,11 @@ impl<'a> Entry<'a> {
             FALSE => ScalarRef::Bool(false),
             _ => ScalarRef::Bool(true),
         }
+    }
+
+    /// The entry's size in the state record, its name written out.
+    fn encoded_len(&self) -> usize {
+        varint_len(self.name.len() as u64) + self.name.len() + (self.end - self.tag_at)
     }
 }
 
@@ -128,23 +150,41 @@ impl Attributes {
     /// (then nothing changes and the result is false): the per-user bound
     /// ([`crate::engine::MAX_ATTRIBUTE_BYTES`]) checked in the same scan that finds the entry.
     pub fn set_within(&mut self, name: &str, value: Option<&Scalar>, max: usize) -> bool {
-        let (range, value) = match (self.find(name.as_bytes()), value) {
+        // `held`: where the entry replaced holds its name (an index or the name inline),
+        // copied for the new one instead of looking the name up in the table again.
+        let (range, value, replaced, held) = match (self.find(name.as_bytes()), value) {
             (Ok(e), Some(v)) if e.value().same(v) => return false,
-            (Ok(e), v) => (e.start..e.end, v),
-            (Err(at), Some(v)) => (at..at, Some(v)),
+            (Ok(e), v) => (e.start..e.end, v, e.encoded_len(), e.start..e.tag_at),
+            (Err(at), Some(v)) => (at..at, Some(v), 0, 0..0),
             (Err(_), None) => return false,
         };
-        let size = value.map_or(0, |v| entry_len(name, v));
+        let name_ref = match value {
+            Some(_) if held.is_empty() => Some(NameRef::of(name)),
+            _ => None,
+        };
+        let size = value.map_or(0, |v| {
+            value_len(v) + name_ref.map_or(held.len(), |n| n.len(name))
+        });
         let len = self.bytes.len() - range.len() + size;
-        if len > max && len > self.bytes.len() {
-            return false;
+        // The bound is on the state record's bytes, names written out: at most
+        // `WRITTEN_OUT_RATIO` times the buffer's, so counted only when that could pass it.
+        if max != usize::MAX && len.saturating_mul(WRITTEN_OUT_RATIO) > max {
+            let now = self.encoded_len();
+            let after = now - replaced + value.map_or(0, |v| encoded_entry_len(name, v));
+            if after > max && after > now {
+                return false;
+            }
         }
         // One exact-size buffer, written once: cheaper than splicing into the old one and
         // then fitting it.
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(&self.bytes[..range.start]);
         if let Some(v) = value {
-            put_entry(&mut out, name, v);
+            match name_ref {
+                Some(n) => n.put(&mut out, name),
+                None => out.extend_from_slice(&self.bytes[held]),
+            }
+            put_value(&mut out, v);
         }
         out.extend_from_slice(&self.bytes[range.end..]);
         self.bytes = out.into_boxed_slice();
@@ -154,13 +194,13 @@ impl Attributes {
     /// The length [`Attributes::encoded_len`] would have after `set(name, value)`, computed
     /// without building anything: for the per-user bound ([`crate::engine::MAX_ATTRIBUTE_BYTES`]).
     pub fn len_after_set(&self, name: &str, value: Option<&Scalar>) -> usize {
-        let replaced = self.find(name.as_bytes()).map_or(0, |e| e.end - e.start);
-        self.bytes.len() - replaced + value.map_or(0, |v| entry_len(name, v))
+        let replaced = self.find(name.as_bytes()).map_or(0, |e| e.encoded_len());
+        self.encoded_len() - replaced + value.map_or(0, |v| encoded_entry_len(name, v))
     }
 
-    /// The bytes of the entries, without their count (what the state record copies).
+    /// The bytes of the entries in the state record, names written out, without their count.
     pub fn encoded_len(&self) -> usize {
-        self.bytes.len()
+        self.entries().map(|e| e.encoded_len()).sum()
     }
 
     /// The heap bytes held (capacity).
@@ -174,26 +214,33 @@ impl Attributes {
         self.bytes.as_ptr()
     }
 
-    /// The state record's attribute section: the count, then the entries as they are.
+    /// The state record's attribute section: the count, then the entries, names written out.
     pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
         put_u64(out, self.len() as u64);
-        out.extend_from_slice(&self.bytes);
+        for e in self.entries() {
+            put_u64(out, e.name.len() as u64);
+            out.extend_from_slice(e.name);
+            out.extend_from_slice(&self.bytes[e.tag_at..e.end]);
+        }
     }
 
     /// Reads `n` entries of a state record, checking they are well formed (known tags, UTF-8
     /// names and strings) and sorted by name without repeats.
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Attributes, StateError> {
         let n = r.len()?;
-        let start = r.pos();
+        let mut out = Vec::new();
         let mut previous: Option<&[u8]> = None;
         for _ in 0..n {
             let len = r.len()?;
             let name = r.take(len)?;
-            std::str::from_utf8(name).map_err(|_| StateError::Corrupt("string is not UTF-8"))?;
-            if previous.is_some_and(|p| p >= name) {
+            let name = std::str::from_utf8(name)
+                .map_err(|_| StateError::Corrupt("string is not UTF-8"))?;
+            if previous.is_some_and(|p| p >= name.as_bytes()) {
                 return Err(StateError::Corrupt("attributes not sorted"));
             }
-            previous = Some(name);
+            previous = Some(name.as_bytes());
+            NameRef::of(name).put(&mut out, name);
+            let value_at = r.pos();
             match r.byte()? {
                 STR => {
                     let len = r.len()?;
@@ -209,9 +256,10 @@ impl Attributes {
                 FALSE | TRUE => {}
                 _ => return Err(StateError::Corrupt("unknown attribute tag")),
             }
+            out.extend_from_slice(r.bytes_between(value_at, r.pos()));
         }
         Ok(Attributes {
-            bytes: r.bytes_between(start, r.pos()).into(),
+            bytes: out.into_boxed_slice(),
         })
     }
 
@@ -321,13 +369,10 @@ impl<N: AsRef<str>> FromIterator<(N, Scalar)> for Attributes {
                 .get(i + 1)
                 .is_none_or(|(next, _)| next.as_ref() != pairs[i].0.as_ref())
         };
-        let size = (0..pairs.len())
-            .filter(|&i| last_of_name(i))
-            .map(|i| entry_len(pairs[i].0.as_ref(), &pairs[i].1))
-            .sum();
-        let mut out = Vec::with_capacity(size);
+        let mut out = Vec::new();
         for i in (0..pairs.len()).filter(|&i| last_of_name(i)) {
-            put_entry(&mut out, pairs[i].0.as_ref(), &pairs[i].1);
+            let name = pairs[i].0.as_ref();
+            put_entry(&mut out, name, NameRef::of(name), &pairs[i].1);
         }
         Attributes {
             bytes: out.into_boxed_slice(),
@@ -335,20 +380,72 @@ impl<N: AsRef<str>> FromIterator<(N, Scalar)> for Attributes {
     }
 }
 
-/// The encoded size of an entry.
-fn entry_len(name: &str, value: &Scalar) -> usize {
-    let value = match value {
+/// How many times its buffer's size the state record's attributes can be at most: a name
+/// held as an index (at least a byte) is written out in at most [`names::MAX_LEN`] + 1 bytes,
+/// and an entry takes at least two bytes in the buffer (its name and its tag).
+const WRITTEN_OUT_RATIO: usize = names::MAX_LEN / 2 + 1;
+
+/// The size of an entry's tag and value.
+fn value_len(value: &Scalar) -> usize {
+    1 + match value {
         Scalar::Str(s) => varint_len(s.len() as u64) + s.len(),
         Scalar::Int(i) => zigzag_len(*i),
         Scalar::Float(_) => 8,
         Scalar::Bool(_) => 0,
-    };
-    varint_len(name.len() as u64) + name.len() + 1 + value
+    }
 }
 
-fn put_entry(out: &mut Vec<u8>, name: &str, value: &Scalar) {
-    put_u64(out, name.len() as u64);
-    out.extend_from_slice(name.as_bytes());
+/// The size of an entry in the state record, its name written out.
+fn encoded_entry_len(name: &str, value: &Scalar) -> usize {
+    varint_len(name.len() as u64) + name.len() + value_len(value)
+}
+
+/// How an entry's name is held in memory: by its index in the process's table of names, or
+/// written inline.
+#[derive(Clone, Copy)]
+enum NameRef {
+    Interned(u32),
+    Inline,
+}
+
+impl NameRef {
+    /// `name`'s reference, interning it when it qualifies and the table has room.
+    fn of(name: &str) -> NameRef {
+        names::intern(name).map_or(NameRef::Inline, NameRef::Interned)
+    }
+
+    /// The varint that starts the entry: `index × 2 + 1`, or `length × 2`.
+    fn header(self, name: &str) -> u64 {
+        match self {
+            NameRef::Interned(i) => u64::from(i) << 1 | 1,
+            NameRef::Inline => (name.len() as u64) << 1,
+        }
+    }
+
+    /// The bytes the name takes in memory.
+    fn len(self, name: &str) -> usize {
+        let header = varint_len(self.header(name));
+        match self {
+            NameRef::Interned(_) => header,
+            NameRef::Inline => header + name.len(),
+        }
+    }
+
+    fn put(self, out: &mut Vec<u8>, name: &str) {
+        put_u64(out, self.header(name));
+        if let NameRef::Inline = self {
+            out.extend_from_slice(name.as_bytes());
+        }
+    }
+}
+
+fn put_entry(out: &mut Vec<u8>, name: &str, name_ref: NameRef, value: &Scalar) {
+    name_ref.put(out, name);
+    put_value(out, value);
+}
+
+/// An entry's tag and value.
+fn put_value(out: &mut Vec<u8>, value: &Scalar) {
     match value {
         Scalar::Str(s) => {
             out.push(STR);
@@ -404,10 +501,14 @@ impl<'a> Iterator for Entries<'a> {
         if start >= b.len() {
             return None;
         }
-        let (len, at) = varint(b, start)?;
-        let (name, at) = take(b, at, len)?;
-        let tag = *b.get(at)?;
-        let at = at + 1;
+        let (header, at) = varint(b, start)?;
+        let (name, tag_at) = if header & 1 == 1 {
+            (names::get(header >> 1)?.as_bytes(), at)
+        } else {
+            take(b, at, header >> 1)?
+        };
+        let tag = *b.get(tag_at)?;
+        let at = tag_at + 1;
         let (raw, end) = match tag {
             STR => {
                 let (len, at) = varint(b, at)?;
@@ -423,11 +524,100 @@ impl<'a> Iterator for Entries<'a> {
         self.pos = end;
         Some(Entry {
             name,
+            tag_at,
             tag,
             raw,
             start,
             end,
         })
+    }
+}
+
+/// The process's table of attribute names ([`Attributes`]' module docs): each name kept once,
+/// its index in every user's buffer instead. Bounded in count and length, so a producer that
+/// invents names cannot grow it past [`MAX`] × [`MAX_LEN`] bytes (64 KiB): past that its names
+/// are written inline, as before the table, and cost memory per user instead.
+pub(crate) mod names {
+    use super::{HashMap, LazyLock, OnceLock, RwLock};
+    use crate::hash::SeededState;
+
+    /// The most names the table holds.
+    pub(crate) const MAX: usize = 1024;
+    /// The shortest name interned: a shorter one inline takes no more than its index would.
+    pub(crate) const MIN_LEN: usize = 2;
+    /// The longest name interned.
+    pub(crate) const MAX_LEN: usize = 64;
+
+    /// Names by index, read without a lock on every scan of a buffer (a name, once set, never
+    /// changes), and the index by name, for writing an entry (with the user maps' fast seeded
+    /// hasher: the names come from the input).
+    pub(crate) struct Table<'a> {
+        slots: &'a [OnceLock<&'static str>],
+        index: RwLock<HashMap<&'static str, u32, SeededState>>,
+    }
+
+    impl<'a> Table<'a> {
+        pub(crate) fn new(slots: &'a [OnceLock<&'static str>]) -> Table<'a> {
+            Table {
+                slots,
+                index: RwLock::new(HashMap::default()),
+            }
+        }
+
+        /// `name`'s index, adding it when it is new, qualifies and there is room.
+        pub(crate) fn intern(&self, name: &str) -> Option<u32> {
+            if !(MIN_LEN..=MAX_LEN).contains(&name.len()) {
+                return None;
+            }
+            // A poisoned lock only means another thread panicked while holding it; the map
+            // it guards is always whole (one insert per write).
+            if let Some(&i) = self
+                .index
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(name)
+            {
+                return Some(i);
+            }
+            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(&i) = index.get(name) {
+                return Some(i);
+            }
+            let i = index.len();
+            let slot = self.slots.get(i)?;
+            let i = u32::try_from(i).ok()?;
+            // Leaked on purpose: at most `MAX` names of at most `MAX_LEN` bytes, for the life
+            // of the process.
+            let name: &'static str = Box::leak(name.into());
+            slot.set(name).ok()?;
+            index.insert(name, i);
+            Some(i)
+        }
+
+        /// The name at `index`, if there is one.
+        #[cfg(test)]
+        pub(crate) fn get(&self, index: u64) -> Option<&'static str> {
+            get_in(self.slots, index)
+        }
+    }
+
+    #[inline]
+    fn get_in(slots: &[OnceLock<&'static str>], index: u64) -> Option<&'static str> {
+        slots.get(usize::try_from(index).ok()?)?.get().copied()
+    }
+
+    static SLOTS: [OnceLock<&'static str>; MAX] = [const { OnceLock::new() }; MAX];
+    static TABLE: LazyLock<Table<'static>> = LazyLock::new(|| Table::new(&SLOTS));
+
+    pub(crate) fn intern(name: &str) -> Option<u32> {
+        TABLE.intern(name)
+    }
+
+    /// The process's name at `index`: straight from the slots, without the table's lazy
+    /// start (a name can only be there once the table has been made).
+    #[inline]
+    pub(crate) fn get(index: u64) -> Option<&'static str> {
+        get_in(&SLOTS, index)
     }
 }
 
@@ -481,6 +671,38 @@ mod tests {
             prop_assert_eq!(back, a);
         }
 
+        /// `set_within` refuses exactly the changes that would take the state record's
+        /// attributes (names written out, whether held as an index or inline) past `max` and
+        /// grow them, for bounds small enough that every path counts them.
+        #[test]
+        fn set_within_bounds_the_written_out_size(
+            ops in prop::collection::vec(("[a-e]{1,3}|[a-z]{60,70}", prop::option::of(scalar())), 0..40),
+            max in 0usize..400,
+        ) {
+            let mut a = Attributes::default();
+            let mut m: BTreeMap<String, Scalar> = BTreeMap::new();
+            let written = |m: &BTreeMap<String, Scalar>| -> usize {
+                m.iter().map(|(k, v)| encoded_entry_len(k, v)).sum()
+            };
+            for (name, value) in &ops {
+                let mut next = m.clone();
+                match value {
+                    Some(v) => { next.insert(name.clone(), v.clone()); }
+                    None => { next.remove(name); }
+                }
+                let (now, after) = (written(&m), written(&next));
+                let applies = next != m && (after <= max || after <= now);
+                prop_assert_eq!(a.set_within(name, value.as_ref(), max), applies);
+                if applies {
+                    m = next;
+                }
+                prop_assert_eq!(a.encoded_len(), written(&m));
+            }
+            let listed: Vec<(String, Scalar)> =
+                a.iter().map(|(k, v)| (k.to_string(), v.to_owned())).collect();
+            prop_assert_eq!(listed, m.into_iter().collect::<Vec<_>>());
+        }
+
         /// A change's snapshot holds exactly the named attributes the user has, with their
         /// values, in a buffer as a set-by-set build of the same pairs writes it (so its
         /// encoding and equality hold), for names before, between and after the user's own,
@@ -525,13 +747,23 @@ mod tests {
     }
 
     proptest! {
-        /// The size `set` allocates is the size `put_entry` writes.
+        /// The size `set` allocates is the size `put_entry` writes, and the size it counts
+        /// against the per-user bound is the size the state record writes, whether the name is
+        /// interned (2 to 64 bytes) or inline (shorter or longer).
         #[test]
         fn entry_len_is_the_written_size(name in "[a-z]{0,200}", value in scalar(), n in any::<i64>()) {
             for v in [value, Scalar::Int(n), Scalar::Str("x".repeat((n as u16) as usize))] {
+                let name_ref = NameRef::of(&name);
                 let mut out = Vec::new();
-                put_entry(&mut out, &name, &v);
-                prop_assert_eq!(entry_len(&name, &v), out.len());
+                put_entry(&mut out, &name, name_ref, &v);
+                prop_assert_eq!(name_ref.len(&name) + value_len(&v), out.len());
+                let a: Attributes = [(name.as_str(), v.clone())].into_iter().collect();
+                prop_assert_eq!(&*a.bytes, &out[..]);
+                let mut record = Vec::new();
+                a.encode_into(&mut record);
+                prop_assert_eq!(encoded_entry_len(&name, &v) + 1, record.len());
+                prop_assert_eq!(a.encoded_len() + 1, record.len());
+                prop_assert_eq!(a.len_after_set(&name, Some(&v)), a.encoded_len());
             }
         }
     }
@@ -563,7 +795,12 @@ mod tests {
             let mut out = Vec::new();
             put_u64(&mut out, entries.len() as u64);
             for (k, v) in entries {
-                put_entry(&mut out, k, v);
+                put_u64(&mut out, k.len() as u64);
+                out.extend_from_slice(k.as_bytes());
+                put_entry(&mut out, "", NameRef::Inline, v);
+                // `put_entry` wrote an empty inline name first: its header byte, 0.
+                let at = out.len() - value_len(v) - 1;
+                out.remove(at);
             }
             out
         };
@@ -605,5 +842,104 @@ mod tests {
             "an integer replaces a float"
         );
         assert_eq!(a.get("x").map(ScalarRef::to_owned), Some(Scalar::Int(0)));
+    }
+    /// The state record holds every name written out, in the format it had before names were
+    /// interned: the same bytes as writing each entry by hand, so a changelog written by an
+    /// older build decodes, and one written now is read by it.
+    #[test]
+    fn the_state_record_writes_names_out() {
+        let a: Attributes = [
+            ("email", Scalar::Str("a@b.c".into())),
+            ("x", Scalar::Int(-3)),
+            ("lead_status", Scalar::Str("Open".into())),
+            (&"n".repeat(70), Scalar::Bool(true)),
+        ]
+        .into_iter()
+        .collect();
+        let mut record = Vec::new();
+        a.encode_into(&mut record);
+        let mut expected = vec![4u8];
+        expected.extend_from_slice(&[5, b'e', b'm', b'a', b'i', b'l', STR, 5]);
+        expected.extend_from_slice(b"a@b.c");
+        expected.extend_from_slice(&[11]);
+        expected.extend_from_slice(b"lead_status");
+        expected.extend_from_slice(&[STR, 4]);
+        expected.extend_from_slice(b"Open");
+        expected.push(70);
+        expected.extend_from_slice("n".repeat(70).as_bytes());
+        expected.push(TRUE);
+        expected.extend_from_slice(&[1, b'x', INT, 5]);
+        assert_eq!(record, expected);
+        assert_eq!(a.encoded_len() + 1, record.len());
+        // In memory, a name of 2 to 64 bytes is an index (one or two bytes) while the
+        // process's table has room (this test binary's other tests fill it in any order).
+        let in_memory = |k: &str| match names::intern(k) {
+            Some(i) => varint_len(u64::from(i) << 1 | 1),
+            None => varint_len((k.len() as u64) << 1) + k.len(),
+        };
+        // Inline, the length is doubled: 70 takes two bytes.
+        assert!(
+            in_memory("x") == 2 && in_memory(&"n".repeat(70)) == 72,
+            "never interned"
+        );
+        let names = in_memory("email") + in_memory("lead_status") + 2 + 72;
+        assert_eq!(a.heap_bytes(), record.len() - 1 - (6 + 12 + 2 + 71) + names);
+        let back = Attributes::decode(&mut Reader::new(&record)).unwrap();
+        assert_eq!(back, a);
+    }
+
+    /// A full table interns nothing more and keeps what it has; names outside the lengths it
+    /// takes are never interned.
+    #[test]
+    fn the_name_table_is_bounded() {
+        let slots: Vec<OnceLock<&'static str>> = (0..3).map(|_| OnceLock::new()).collect();
+        let t = names::Table::new(&slots);
+        assert_eq!(t.intern("ab"), Some(0));
+        assert_eq!(t.intern("cd"), Some(1));
+        assert_eq!(t.intern("ab"), Some(0));
+        assert_eq!(t.intern("e"), None, "shorter than MIN_LEN");
+        assert_eq!(t.intern(&"f".repeat(names::MAX_LEN + 1)), None);
+        assert_eq!(t.intern(&"g".repeat(names::MAX_LEN)), Some(2));
+        assert_eq!(t.intern("hi"), None, "full");
+        assert_eq!(t.intern("cd"), Some(1), "still found when full");
+        assert_eq!(t.get(1), Some("cd"));
+        assert_eq!(t.get(3), None);
+        assert_eq!(t.get(u64::MAX), None);
+    }
+
+    /// Buffers that reach the same attributes by different paths (set in turn, collected,
+    /// decoded from the state record, a change's snapshot) are the same bytes, and hold each
+    /// name the table has as its index.
+    #[test]
+    fn interned_names_are_one_form_whatever_built_the_buffer() {
+        let pairs = [
+            ("country", Scalar::Str("DE".into())),
+            ("email", Scalar::Str("someone@example.com".into())),
+            ("lead_status", Scalar::Str("Open".into())),
+            (
+                "salesforce_lead_id",
+                Scalar::Str("00Q5g00000AbCdEfGH".into()),
+            ),
+        ];
+        let mut set = Attributes::default();
+        for (k, v) in pairs.iter().rev() {
+            set.set(k, Some(v));
+        }
+        let collected: Attributes = pairs.iter().cloned().collect();
+        let mut record = Vec::new();
+        set.encode_into(&mut record);
+        let decoded = Attributes::decode(&mut Reader::new(&record)).unwrap();
+        let picked = set.select_sorted(&["country", "email", "lead_status", "salesforce_lead_id"]);
+        assert_eq!(set, collected);
+        assert_eq!(set, decoded);
+        assert_eq!(set, picked);
+        let written: usize = pairs.iter().map(|(k, _)| 1 + k.len()).sum();
+        let held: usize = pairs
+            .iter()
+            .map(|(k, _)| {
+                names::intern(k).map_or(1 + k.len(), |i| varint_len(u64::from(i) << 1 | 1))
+            })
+            .sum();
+        assert_eq!(set.heap_bytes(), set.encoded_len() - written + held);
     }
 }
