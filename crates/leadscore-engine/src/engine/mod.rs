@@ -531,8 +531,12 @@ impl Engine {
         // new score. That event changed the score in between, so the user's count of changes
         // tells the two apart (as it does every change id); the count is state, so a replay
         // gives each decay the same one.
+        // The count takes every window, wrapping at 2^32 as counting them one by one would
+        // (docs/semantics.md, "Change ids"); the change's `windows`, a uint32 on the output,
+        // saturates instead.
         let windows = u32::try_from(steps).unwrap_or(u32::MAX);
-        let id = ChangeId::Count(st.changes.wrapping_add(windows));
+        let count = st.changes.wrapping_add(steps as u32);
+        let id = ChangeId::Count(count);
         let mut change = self.change(
             st,
             Arc::from(user_id),
@@ -547,6 +551,7 @@ impl Engine {
         );
         change.windows = windows;
         self.emit(st, None, change, out);
+        st.changes = count;
         if steps < due_count {
             // The next window is due by `to` too, and changes nothing: the timer ends there.
             st.timer_due = OptI64::NONE;

@@ -156,6 +156,32 @@ fn a_year_of_one_minute_windows_costs_one_change() {
     assert_eq!(r.user("u").timer_due, Some(T0 + 365 * D + M));
 }
 
+/// More than 2^32 windows in one advance (one-millisecond windows over 50 days): the user's
+/// count of changes, and so the change's id, counts every window, wrapping at 2^32 as firing
+/// them one by one would (docs/semantics.md, "Change ids"); the change's `windows`, a uint32 on
+/// the output, saturates. (An outside review found the id counting the saturated figure.)
+#[test]
+fn a_decay_over_more_than_2_pow_32_windows_counts_every_window_in_its_id() {
+    let e = rules("[inactivity]\nwindow = \"1ms\"\ndelta = -1\n");
+    let windows: i64 = 1 << 32;
+    let r = run_until(
+        &e,
+        &[external("u", T0, ScoreOp::Set(5), None)],
+        Some(T0 + windows),
+    );
+    assert_eq!(r.changes.len(), 2, "the external score and one decay");
+    let c = &r.changes[1];
+    // Due at T0 + 1ms, T0 + 2ms, ..., T0 + 2^32 ms.
+    assert_eq!(c.delta, -windows);
+    assert_eq!(c.windows, u32::MAX, "saturated");
+    // The external score was change 1; 2^32 windows later the count is 1 again, wrapped.
+    assert_eq!(
+        c.event_id().to_string(),
+        format!("inactivity:u@{}#1", T0 + windows)
+    );
+    assert_eq!(r.user("u").changes, 1);
+}
+
 /// The collapsed decay ends exactly where firing window by window ends, for every shape of
 /// decay and bounds, and however far the clock jumps.
 #[test]
