@@ -291,7 +291,8 @@ class Partition:
         if src is not None:
             ch['reason']['event_id'] = src
         if windows is not None:
-            ch['windows'] = windows
+            # A uint32 on the output: more windows than that say its maximum (docs/formats.md).
+            ch['windows'] = min(windows, 2**32 - 1)
         self.out.append(ch)
 
     def score_changed(self, u, t):

@@ -2,9 +2,9 @@
 //!
 //! As `(String, Scalar)` pairs, four attributes cost a `Vec` block of four 56-byte pairs plus a
 //! heap block per name and per string value: about 450 bytes and nine allocations per user, each
-//! a likely cache miss when the engine reads it. Here they are one buffer of about 100 bytes,
-//! in exactly the encoding the state record uses for them (so encoding the state copies it), and
-//! reads decode values in place as [`ScalarRef`]s.
+//! a likely cache miss when the engine reads it. Here they are one buffer of about 60 bytes
+//! (with the names below held once per process), in the state record's encoding but for the
+//! names, and reads decode values in place as [`ScalarRef`]s.
 //!
 //! An entry in the state record (the changelog and the local store): the name (varint length
 //! and bytes), a tag (0 string, 1 integer, 2 float, 3 false, 4 true) and the value (a string as
@@ -158,6 +158,28 @@ impl Attributes {
             (Err(at), Some(v)) => (at..at, Some(v), 0, 0..0),
             (Err(_), None) => return false,
         };
+        // The bound is on the state record's bytes, names written out: at most
+        // `WRITTEN_OUT_RATIO` times the buffer's, so counted only when that could pass it. A
+        // new name is counted inline here (never shorter than its index), and interned only
+        // once the change is taken: a refused one takes no place in the table.
+        if max != usize::MAX {
+            let most = value.map_or(0, |v| {
+                value_len(v)
+                    + if held.is_empty() {
+                        NameRef::Inline.len(name)
+                    } else {
+                        held.len()
+                    }
+            });
+            let len = (self.bytes.len() - range.len()).saturating_add(most);
+            if len.saturating_mul(WRITTEN_OUT_RATIO) > max {
+                let now = self.encoded_len();
+                let after = now - replaced + value.map_or(0, |v| encoded_entry_len(name, v));
+                if after > max && after > now {
+                    return false;
+                }
+            }
+        }
         let name_ref = match value {
             Some(_) if held.is_empty() => Some(NameRef::of(name)),
             _ => None,
@@ -166,15 +188,6 @@ impl Attributes {
             value_len(v) + name_ref.map_or(held.len(), |n| n.len(name))
         });
         let len = self.bytes.len() - range.len() + size;
-        // The bound is on the state record's bytes, names written out: at most
-        // `WRITTEN_OUT_RATIO` times the buffer's, so counted only when that could pass it.
-        if max != usize::MAX && len.saturating_mul(WRITTEN_OUT_RATIO) > max {
-            let now = self.encoded_len();
-            let after = now - replaced + value.map_or(0, |v| encoded_entry_len(name, v));
-            if after > max && after > now {
-                return false;
-            }
-        }
         // One exact-size buffer, written once: cheaper than splicing into the old one and
         // then fitting it.
         let mut out = Vec::with_capacity(len);
@@ -384,6 +397,9 @@ impl<N: AsRef<str>> FromIterator<(N, Scalar)> for Attributes {
 /// held as an index (at least a byte) is written out in at most [`names::MAX_LEN`] + 1 bytes,
 /// and an entry takes at least two bytes in the buffer (its name and its tag).
 const WRITTEN_OUT_RATIO: usize = names::MAX_LEN / 2 + 1;
+
+// The ratio above holds for an even `MAX_LEN` whose length varint is one byte.
+const _: () = assert!(names::MAX_LEN % 2 == 0 && names::MAX_LEN < 128);
 
 /// The size of an entry's tag and value.
 fn value_len(value: &Scalar) -> usize {
@@ -611,6 +627,17 @@ pub(crate) mod names {
 
     pub(crate) fn intern(name: &str) -> Option<u32> {
         TABLE.intern(name)
+    }
+
+    /// `name`'s index if the process's table has it, adding nothing.
+    #[cfg(test)]
+    pub(crate) fn find(name: &str) -> Option<u32> {
+        TABLE
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
     }
 
     /// The process's name at `index`: straight from the slots, without the table's lazy
@@ -886,6 +913,22 @@ mod tests {
         assert_eq!(a.heap_bytes(), record.len() - 1 - (6 + 12 + 2 + 71) + names);
         let back = Attributes::decode(&mut Reader::new(&record)).unwrap();
         assert_eq!(back, a);
+    }
+
+    /// An attribute refused by the bound leaves its name out of the process's table (which
+    /// would otherwise fill with the names of refused input).
+    #[test]
+    fn a_refused_attribute_takes_no_place_in_the_name_table() {
+        let name = "a_name_only_this_test_sets";
+        let mut a = Attributes::default();
+        assert!(!a.set_within(name, Some(&Scalar::Str("x".repeat(100))), 50));
+        assert!(a.is_empty());
+        assert_eq!(names::find(name), None);
+        assert!(a.set_within(name, Some(&Scalar::Int(1)), 50));
+        assert!(
+            names::find(name).is_some() || names::intern("zz").is_none(),
+            "interned once taken, unless the table is full"
+        );
     }
 
     /// A full table interns nothing more and keeps what it has; names outside the lengths it

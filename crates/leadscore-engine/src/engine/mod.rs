@@ -551,6 +551,7 @@ impl Engine {
         );
         change.windows = windows;
         self.emit(st, None, change, out);
+        // `emit` counted the saturated `windows`; the count is every window.
         st.changes = count;
         if steps < due_count {
             // The next window is due by `to` too, and changes nothing: the timer ends there.
