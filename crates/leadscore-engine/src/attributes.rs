@@ -211,6 +211,19 @@ impl Attributes {
         self.encoded_len() - replaced + value.map_or(0, |v| encoded_entry_len(name, v))
     }
 
+    /// Whether `set(name, value)` surely leaves [`Attributes::len_after_set`] within `max`,
+    /// known without a scan: the buffer with the new entry added whole (its name inline), times
+    /// the most the state record can be over the buffer. False means "count it", not "over".
+    #[inline]
+    pub fn surely_within(&self, name: &str, value: Option<&Scalar>, max: usize) -> bool {
+        let added = value.map_or(0, |v| NameRef::Inline.len(name) + value_len(v));
+        self.bytes
+            .len()
+            .saturating_add(added)
+            .saturating_mul(WRITTEN_OUT_RATIO)
+            <= max
+    }
+
     /// The bytes of the entries in the state record, names written out, without their count.
     pub fn encoded_len(&self) -> usize {
         self.entries().map(|e| e.encoded_len()).sum()
@@ -728,6 +741,21 @@ mod tests {
             let listed: Vec<(String, Scalar)> =
                 a.iter().map(|(k, v)| (k.to_string(), v.to_owned())).collect();
             prop_assert_eq!(listed, m.into_iter().collect::<Vec<_>>());
+        }
+
+        /// `surely_within` never says yes to a set that would take the state record's
+        /// attributes past the bound.
+        #[test]
+        fn surely_within_is_never_wrong(
+            pairs in prop::collection::vec(("[a-e]{1,3}|[a-z]{60,70}", scalar()), 0..20),
+            name in "[a-e]{1,3}|[a-z]{60,70}|[a-z]{120,130}",
+            value in prop::option::of(scalar()),
+            max in 0usize..4000,
+        ) {
+            let a: Attributes = pairs.into_iter().collect();
+            if a.surely_within(&name, value.as_ref(), max) {
+                prop_assert!(a.len_after_set(&name, value.as_ref()) <= max);
+            }
         }
 
         /// A change's snapshot holds exactly the named attributes the user has, with their
