@@ -291,8 +291,11 @@ impl Engine {
         if self.explain_depth > 0 {
             st.history.push(&change, group, self.explain_depth);
         }
-        // A collapsed decay counts as the windows it covers, as firing them one by one would.
-        st.changes = st.changes.wrapping_add(change.windows.max(1));
+        // The change's id carries the user's count of changes up to it: one more for an event,
+        // every window for a collapsed decay, as firing them one by one would count.
+        if let ChangeId::Count(n) = change.id {
+            st.changes = n;
+        }
         out.push(change);
     }
 
@@ -541,8 +544,7 @@ impl Engine {
         // (docs/semantics.md, "Change ids"); the change's `windows`, a uint32 on the output,
         // saturates instead.
         let windows = u32::try_from(steps).unwrap_or(u32::MAX);
-        let count = st.changes.wrapping_add(steps as u32);
-        let id = ChangeId::Count(count);
+        let id = ChangeId::Count(st.changes.wrapping_add(steps as u32));
         let mut change = self.change(
             st,
             Arc::from(user_id),
@@ -557,8 +559,6 @@ impl Engine {
         );
         change.windows = windows;
         self.emit(st, None, change, out);
-        // `emit` counted the saturated `windows`; the count is every window.
-        st.changes = count;
         if steps < due_count {
             // The next window is due by `to` too, and changes nothing: the timer ends there.
             st.timer_due = OptI64::NONE;
