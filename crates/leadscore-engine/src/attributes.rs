@@ -148,37 +148,20 @@ impl Attributes {
 
     /// [`Attributes::set`], unless it would take the entries past `max` bytes and grow them
     /// (then nothing changes and the result is false): the per-user bound
-    /// ([`crate::engine::MAX_ATTRIBUTE_BYTES`]) checked in the same scan that finds the entry.
+    /// ([`crate::engine::MAX_ATTRIBUTE_BYTES`]), as [`Attributes::size_past`] counts it.
     pub fn set_within(&mut self, name: &str, value: Option<&Scalar>, max: usize) -> bool {
         // `held`: where the entry replaced holds its name (an index or the name inline),
         // copied for the new one instead of looking the name up in the table again.
-        let (range, value, replaced, held) = match (self.find(name.as_bytes()), value) {
+        let (range, value, held) = match (self.find(name.as_bytes()), value) {
             (Ok(e), Some(v)) if e.value().same(v) => return false,
-            (Ok(e), v) => (e.start..e.end, v, e.encoded_len(), e.start..e.tag_at),
-            (Err(at), Some(v)) => (at..at, Some(v), 0, 0..0),
+            (Ok(e), v) => (e.start..e.end, v, e.start..e.tag_at),
+            (Err(at), Some(v)) => (at..at, Some(v), 0..0),
             (Err(_), None) => return false,
         };
-        // The bound is on the state record's bytes, names written out: at most
-        // `WRITTEN_OUT_RATIO` times the buffer's, so counted only when that could pass it. A
-        // new name is counted inline here (never shorter than its index), and interned only
-        // once the change is taken: a refused one takes no place in the table.
-        if max != usize::MAX {
-            let most = value.map_or(0, |v| {
-                value_len(v)
-                    + if held.is_empty() {
-                        NameRef::Inline.len(name)
-                    } else {
-                        held.len()
-                    }
-            });
-            let len = (self.bytes.len() - range.len()).saturating_add(most);
-            if len.saturating_mul(WRITTEN_OUT_RATIO) > max {
-                let now = self.encoded_len();
-                let after = now - replaced + value.map_or(0, |v| encoded_entry_len(name, v));
-                if after > max && after > now {
-                    return false;
-                }
-            }
+        // A new name is interned only once the change is taken: a refused one takes no
+        // place in the table.
+        if self.size_past(name, value, max).is_some() {
+            return false;
         }
         let name_ref = match value {
             Some(_) if held.is_empty() => Some(NameRef::of(name)),
@@ -211,11 +194,23 @@ impl Attributes {
         self.encoded_len() - replaced + value.map_or(0, |v| encoded_entry_len(name, v))
     }
 
+    /// The per-user bound ([`crate::engine::MAX_ATTRIBUTE_BYTES`]) as `set_within` keeps it:
+    /// [`Attributes::len_after_set`] when `set(name, value)` would take the state record's
+    /// attributes past `max` and grow them; `None` when the set is within it. Counted only
+    /// when [`Attributes::surely_within`] cannot tell (nearly never: no scan per event).
+    pub fn size_past(&self, name: &str, value: Option<&Scalar>, max: usize) -> Option<usize> {
+        if self.surely_within(name, value, max) {
+            return None;
+        }
+        let after = self.len_after_set(name, value);
+        (after > max && after > self.encoded_len()).then_some(after)
+    }
+
     /// Whether `set(name, value)` surely leaves [`Attributes::len_after_set`] within `max`,
     /// known without a scan: the buffer with the new entry added whole (its name inline), times
     /// the most the state record can be over the buffer. False means "count it", not "over".
     #[inline]
-    pub fn surely_within(&self, name: &str, value: Option<&Scalar>, max: usize) -> bool {
+    fn surely_within(&self, name: &str, value: Option<&Scalar>, max: usize) -> bool {
         let added = value.map_or(0, |v| NameRef::Inline.len(name) + value_len(v));
         self.bytes
             .len()

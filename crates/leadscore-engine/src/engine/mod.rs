@@ -50,16 +50,9 @@ pub fn attribute_error(st: Option<&UserState>, ev: &Event) -> Option<crate::code
     let (name, value) = attribute_of(ev)?;
     let empty = UserState::default();
     let st = st.unwrap_or(&empty);
-    if st
+    let after = st
         .attributes()
-        .surely_within(name, value, MAX_ATTRIBUTE_BYTES)
-    {
-        return None; // Nearly every event: no scan of the user's attributes.
-    }
-    let after = st.attributes().len_after_set(name, value);
-    if after <= MAX_ATTRIBUTE_BYTES || after <= st.attributes().encoded_len() {
-        return None;
-    }
+        .size_past(name, value, MAX_ATTRIBUTE_BYTES)?;
     Some(crate::codec::DecodeError::InvalidValue {
         field: "value".into(),
         detail: format!(
