@@ -52,6 +52,9 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
+/// The largest certificate chain or key file read, in bytes: a chain is a few kilobytes.
+const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
+
 impl Tls {
     fn acceptor(&self) -> Result<TlsAcceptor, DevBrokerError> {
         let err = |what: &'static str, path: &Path, detail: String| DevBrokerError::Tls {
@@ -59,8 +62,23 @@ impl Tls {
             path: path.to_path_buf(),
             detail,
         };
-        let certs = CertificateDer::pem_file_iter(&self.cert)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        // Read as every small file an operator names is (`config::small_file`): bounded in
+        // size and in time, so `/dev/zero` or a pipe nobody writes to is an error at once.
+        let read = |what: &'static str, path: &Path| {
+            let bytes = crate::config::small_file::read_capped(path, MAX_PEM_FILE_BYTES)
+                .map_err(|e| err(what, path, e.to_string()))?;
+            if bytes.len() as u64 > MAX_PEM_FILE_BYTES {
+                return Err(err(
+                    what,
+                    path,
+                    format!("larger than {MAX_PEM_FILE_BYTES} bytes: is it a PEM file?"),
+                ));
+            }
+            Ok(bytes)
+        };
+        let cert_pem = read("certificate", &self.cert)?;
+        let certs = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| err("certificate", &self.cert, e.to_string()))?;
         if certs.is_empty() {
             return Err(err(
@@ -69,7 +87,7 @@ impl Tls {
                 "no certificate in it".into(),
             ));
         }
-        let key = PrivateKeyDer::from_pem_file(&self.key)
+        let key = PrivateKeyDer::from_pem_slice(&read("key", &self.key)?)
             .map_err(|e| err("key", &self.key, e.to_string()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = ServerConfig::builder_with_provider(provider)
@@ -265,6 +283,45 @@ mod tests {
         match DevBroker::start(&addr).await {
             Err(e) => assert!(e.to_string().contains(&addr), "{e}"),
             Ok(_) => panic!("{addr} is in use, yet the broker started"),
+        }
+    }
+
+    /// The TLS files are read as every small file an operator names: `/dev/zero` or a file
+    /// past the cap is refused at once, naming it (they were read whole: `/dev/zero` took 5 GB
+    /// in 8 s), and a pipe nobody writes to is an error, not a wait.
+    #[test]
+    fn tls_files_are_read_with_a_bound() {
+        let dir = crate::dev::scratch::ScratchDir::new("tls").expect("a scratch directory");
+        let big = dir.path().join("big.pem");
+        let mut pem = b"-----BEGIN CERTIFICATE-----\n".to_vec();
+        pem.resize(MAX_PEM_FILE_BYTES as usize + 1, b'A');
+        std::fs::write(&big, &pem).expect("written");
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        for (cert, key) in [
+            (Path::new("/dev/zero"), Path::new("/dev/zero")),
+            (big.as_path(), big.as_path()),
+            (fifo.as_path(), fifo.as_path()),
+        ] {
+            let tls = Tls {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+            };
+            let started = std::time::Instant::now();
+            let e = tls.acceptor().err().expect("refused").to_string();
+            assert!(e.contains(&cert.display().to_string()), "{e}");
+            assert!(
+                started.elapsed() < crate::config::small_file::WAIT,
+                "{e}: took {:?}",
+                started.elapsed()
+            );
+            if cert != fifo.as_path() {
+                assert!(e.contains("larger than 1048576 bytes"), "{e}");
+            }
         }
     }
 }
