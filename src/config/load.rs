@@ -107,7 +107,7 @@ impl Settings {
             None => Table::new(),
             Some((name, text)) => text.parse::<Table>().map_err(|e| ConfigError::Syntax {
                 file: name.to_string(),
-                message: e.to_string().trim_end().to_string(),
+                message: syntax_message(text, &e),
             })?,
         };
         let sources = Sources {
@@ -218,4 +218,26 @@ fn section<T: DeserializeOwned + Default>(
         key: name.to_string(),
         message: error.message().to_string(),
     })
+}
+
+/// A TOML syntax error as the line and column it is at and what is wrong, **without the source
+/// line** that the parser's own message quotes: a typo on a credential's line (a missing
+/// quote after `sasl_password = "...`) would print the credential (README, "Running the
+/// scorer": errors never show a credential's value).
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let what = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let at = span.start.min(text.len());
+            let before = text.get(..at).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before
+                .rsplit('\n')
+                .next()
+                .map_or(0, |l| l.chars().count())
+                + 1;
+            format!("TOML parse error at line {line}, column {column}: {what}")
+        }
+        None => format!("TOML parse error: {what}"),
+    }
 }

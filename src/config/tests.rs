@@ -194,6 +194,34 @@ fn unknown_keys_are_rejected_with_their_path() {
     assert!(e.starts_with("config test.toml: TOML parse error"), "{e}");
 }
 
+/// A syntax error names the file, line and column and what is wrong, but never quotes the
+/// line: a typo on a credential's line printed the credential (the parser's own message
+/// shows the source line), into the logs of whatever started the service.
+#[test]
+fn a_syntax_error_on_a_credential_line_does_not_show_the_credential() {
+    for (file, line) in [
+        // A missing closing quote.
+        ("[kafka]\nsasl_password = \"hunter2secretXYZ\n", 2),
+        // The key twice.
+        (
+            "[kafka]\nsasl_password = \"hunter2secretXYZ\"\nsasl_password = \"hunter2secretXYZ\"\n",
+            3,
+        ),
+        // A URL with its password, the quote missing.
+        (
+            "[scorer]\n\n[warehouse]\nurl = \"postgresql://u:hunter2secretXYZ@db/x\n",
+            4,
+        ),
+    ] {
+        let e = load_err(file, &[]);
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(
+            e.starts_with(&format!("config test.toml: TOML parse error at line {line}, column ")),
+            "{e}"
+        );
+    }
+}
+
 #[test]
 fn kafka_properties_pass_through_verbatim_with_underscores_as_dots() {
     let file = r#"
