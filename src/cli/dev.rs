@@ -28,6 +28,10 @@ pub(super) fn run_dev_broker(
     tls: Option<&crate::dev::broker::Tls>,
 ) -> Result<ExitCode> {
     telemetry::init_logging(false, "info");
+    use crate::dev::broker::{check_topic, MAX_PARTITIONS};
+    if !(1..=MAX_PARTITIONS).contains(&partitions) {
+        anyhow::bail!("--partitions {partitions}: must be 1 to {MAX_PARTITIONS}");
+    }
     let mut wanted: Vec<(String, i32)> = Vec::new();
     for t in extra {
         let (name, n) = match t.rsplit_once(':') {
@@ -39,6 +43,7 @@ pub(super) fn run_dev_broker(
             ),
             None => (t.as_str(), partitions),
         };
+        check_topic(name, n).map_err(|e| anyhow::anyhow!("--topic {t:?}: {e}"))?;
         wanted.push((name.to_string(), n));
     }
     runtime()?.block_on(async move {
