@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// The largest answer read (a lead's view is a few KB).
-const MAX_ANSWER_BYTES: usize = 1 << 20;
+/// The largest answer read: the largest lead view (see its constant).
+const MAX_ANSWER_BYTES: usize = crate::scorer::lookup::MAX_VIEW_BYTES;
 
 #[derive(clap::Args, Debug)]
 pub(super) struct LookupArgs {

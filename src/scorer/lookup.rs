@@ -47,8 +47,13 @@ const RETRY_AFTER_SECONDS: &str = "1";
 /// How long a forwarded request may take, connection included.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The largest answer relayed from another instance (a view is a few KB).
-const MAX_FORWARDED_BYTES: usize = 1 << 20;
+/// The largest lead view relayed from another instance or read by `leadscore lookup`. A view
+/// is a few KB, but a producer can make one far larger: at the largest `scorer.explain_depth`
+/// (1,000), notes whose event ids are 128 bytes of control characters (six bytes each in
+/// JSON) and 64 KiB of such attributes come to about 1.25 MB
+/// (`the_largest_view_a_producer_can_make_fits_the_bound`); cap usage adds at most 192 windows
+/// per capped group of the rules. The bound was 1 MiB, and such a lead could not be looked up.
+pub(crate) const MAX_VIEW_BYTES: usize = 16 << 20;
 
 /// The longest user id looked up, in bytes (Kafka keys are rarely longer than a few dozen).
 const MAX_USER_ID_BYTES: usize = 1024;
@@ -669,12 +674,10 @@ async fn forward(
     let mut body = Vec::new();
     loop {
         match response.chunk().await {
-            Ok(Some(c)) if body.len() + c.len() <= MAX_FORWARDED_BYTES => {
-                body.extend_from_slice(&c)
-            }
+            Ok(Some(c)) if body.len() + c.len() <= MAX_VIEW_BYTES => body.extend_from_slice(&c),
             Ok(Some(_)) => {
                 return unavailable(format!(
-                    "the owner at {base} answered more than {MAX_FORWARDED_BYTES} bytes"
+                    "the owner at {base} answered more than {MAX_VIEW_BYTES} bytes"
                 ))
             }
             Ok(None) => break,
@@ -809,6 +812,67 @@ mod tests {
             }
         }
         String::from_utf8(out).expect("UTF-8")
+    }
+
+    /// Found by an outside review: a producer could make a lead whose view was larger than
+    /// the 1 MiB that forwarding and `leadscore lookup` read, so it could not be looked up
+    /// (a 503 through another instance, an error from the command). The largest view events
+    /// can make, at the largest explain depth, fits the bound with room to spare.
+    #[test]
+    fn the_largest_view_a_producer_can_make_fits_the_bound() {
+        use crate::codec::{decode_event, Format, Limits};
+        use crate::event::Origin;
+        let rules = crate::rules::parse_str(crate::rules::Rules::SEED_CANVAS, "seed")
+            .expect("the seed canvas");
+        let engine =
+            crate::engine::Engine::new(rules).with_explain_depth(crate::config::MAX_EXPLAIN_DEPTH);
+        let control = |n: usize| "\\u0001".repeat(n);
+        let mut lines: Vec<String> = (0..7)
+            .map(|i| {
+                format!(
+                    r#"{{"user_id":"w","time":"2026-01-01T00:00:00Z","type":"attribute_changed","name":"a{i}","value":"{}"}}"#,
+                    control(9_000)
+                )
+            })
+            .collect();
+        for i in 0..1_000 {
+            lines.push(format!(
+                r#"{{"user_id":"w","time":"2026-01-01T{:02}:{:02}:{:02}Z","event_id":"{}{i:04}","type":"external_score","score":{}}}"#,
+                1 + i / 3600,
+                i / 60 % 60,
+                i % 60,
+                control(124),
+                i + 1
+            ));
+        }
+        let mut st = crate::state::UserState::default();
+        let mut out = Vec::new();
+        for (offset, line) in lines.iter().enumerate() {
+            let ev = decode_event(
+                Format::Json,
+                Some(b"w"),
+                line.as_bytes(),
+                &Limits::default(),
+            )
+            .expect("a valid event");
+            let origin = Origin {
+                topic: "t",
+                partition: 0,
+                offset: offset as i64,
+            };
+            engine.apply(&mut st, &ev, origin, ev.time, &mut out);
+        }
+        assert_eq!(st.history.len(), crate::config::MAX_EXPLAIN_DEPTH);
+        assert_eq!(st.attributes().len(), 7, "every attribute within the bound");
+        let mut view = crate::explain::lead_view(&engine, "w", &st);
+        view["partition"] = json!(0);
+        view["owner"] = json!("http://scorer-0:9464");
+        let bytes = serde_json::to_vec(&view).expect("JSON").len();
+        assert!(bytes > 1 << 20, "{bytes}: not the largest view");
+        assert!(
+            bytes <= MAX_VIEW_BYTES / 2,
+            "{bytes} against {MAX_VIEW_BYTES}"
+        );
     }
 
     #[test]
