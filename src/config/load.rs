@@ -231,11 +231,7 @@ fn syntax_message(text: &str, e: &toml::de::Error) -> String {
             let at = span.start.min(text.len());
             let before = text.get(..at).unwrap_or(text);
             let line = before.matches('\n').count() + 1;
-            let column = before
-                .rsplit('\n')
-                .next()
-                .map_or(0, |l| l.chars().count())
-                + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
             format!("TOML parse error at line {line}, column {column}: {what}")
         }
         None => format!("TOML parse error: {what}"),

@@ -216,7 +216,9 @@ fn a_syntax_error_on_a_credential_line_does_not_show_the_credential() {
         let e = load_err(file, &[]);
         assert!(!e.contains("hunter2"), "{e}");
         assert!(
-            e.starts_with(&format!("config test.toml: TOML parse error at line {line}, column ")),
+            e.starts_with(&format!(
+                "config test.toml: TOML parse error at line {line}, column "
+            )),
             "{e}"
         );
     }
