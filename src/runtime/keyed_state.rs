@@ -322,7 +322,7 @@ impl<V> KeyedState<V> {
         Some(entry.value)
     }
 
-    /// The entry of `key`, created empty when missing, and the set of changed keys. A key
+    /// The entry of `key`, created empty when missing, and the list of changed keys. A key
     /// removed since the last checkpoint gets back its `logged` hash (the changelog still
     /// holds that record until the next one) and its place in `dirty`.
     #[inline]
@@ -695,64 +695,129 @@ mod model_tests {
 
     #[derive(Clone, Debug)]
     enum Op {
-        /// `update_if_changed` to this value (the same value: no change).
-        Set(usize, u8),
+        /// The engine's path, `UserStore::update`: marks the key changed whatever it does.
+        Update(usize, i64),
+        /// `update_if_changed` to this score (the same score: no change).
+        SetIfChanged(usize, i64),
+        /// `update_if_changed` changing nothing: creates an unchanged entry when missing.
+        Read(usize),
         Remove(usize),
-        Checkpoint,
+        /// A checkpoint at a new input position, or at the same one.
+        Checkpoint {
+            moved: bool,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => (0..KEYS.len(), 0u8..3).prop_map(|(k, v)| Op::Set(k, v)),
+            3 => (0..KEYS.len(), 0i64..3).prop_map(|(k, v)| Op::Update(k, v)),
+            3 => (0..KEYS.len(), 0i64..3).prop_map(|(k, v)| Op::SetIfChanged(k, v)),
+            1 => (0..KEYS.len()).prop_map(Op::Read),
             2 => (0..KEYS.len()).prop_map(Op::Remove),
-            1 => Just(Op::Checkpoint),
+            1 => any::<bool>().prop_map(|moved| Op::Checkpoint { moved }),
         ]
     }
 
+    fn state(score: i64) -> UserState {
+        let mut st = UserState::default();
+        st.score = score;
+        st
+    }
+
+    fn encode(st: &UserState) -> Vec<u8> {
+        st.score.to_le_bytes().to_vec()
+    }
+
+    /// The invariants the changed-flags rest on: an entry's flag says whether its key is in
+    /// `dirty`; a key without an entry is in `dirty` exactly when it is in `gone`; no key is in
+    /// `dirty` twice; every removed key that the changelog holds is in `gone`.
+    fn check_invariants(s: &KeyedState<UserState>) -> Result<(), TestCaseError> {
+        let listed: Vec<&str> = s.dirty.iter().map(Key::as_str).collect();
+        let once: BTreeSet<&str> = listed.iter().copied().collect();
+        prop_assert_eq!(listed.len(), once.len(), "twice in dirty: {:?}", listed);
+        for e in s.entries.iter() {
+            let key = e.key.as_str();
+            prop_assert_eq!(e.key.dirty(), once.contains(key), "{}", key);
+            prop_assert!(!s.gone.contains(key), "{} has an entry and is gone", key);
+        }
+        for key in &once {
+            if s.entry(key).is_none() {
+                prop_assert!(
+                    s.gone.contains(*key),
+                    "{} in dirty without entry or gone",
+                    key
+                );
+            }
+        }
+        for key in &s.gone {
+            prop_assert!(once.contains(key.as_str()), "{} gone, not in dirty", key);
+        }
+        for key in s.removed.keys() {
+            prop_assert!(s.gone.contains(key), "{} removed, not gone", key);
+        }
+        Ok(())
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
         /// Against a model of what the changelog must get: every checkpoint writes each key
         /// changed or removed since the last one exactly once (its value, or a tombstone when
         /// it is gone), nothing else, and its digest is a full recount of what the changelog
-        /// then holds. Keys removed and re-created, removed twice, changed back and forth,
-        /// and a restore's unconfirmed keys (repeated, with and without a state) included.
+        /// then holds; a checkpoint at the same position with nothing changed writes nothing.
+        /// Keys removed and re-created, removed twice, only read, changed back and forth, and
+        /// a restore's unconfirmed keys (repeated, with and without a state, with and without
+        /// a checkpoint) included; the flags' invariants hold after every call.
         #[test]
         fn checkpoints_write_each_changed_key_once_and_the_digest_recounts(
-            held in prop::collection::btree_map(0..KEYS.len(), 0u8..3, 0..4),
+            held in prop::collection::btree_map(0..KEYS.len(), 0i64..3, 0..4),
             unconfirmed in prop::collection::vec(0..KEYS.len(), 0..5),
+            checkpointed in any::<bool>(),
             ops in prop::collection::vec(op(), 0..60),
         ) {
-            let value = |v: u8| format!("v{v}");
-            let pairs: Vec<(&str, String)> =
-                held.iter().map(|(k, v)| (KEYS[*k], value(*v))).collect();
+            let pairs: Vec<(&str, Vec<u8>)> =
+                held.iter().map(|(k, v)| (KEYS[*k], encode(&state(*v)))).collect();
             let restored = Restored {
-                entries: pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
-                checkpoint: Some(Checkpoint {
+                entries: pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+                checkpoint: checkpointed.then(|| Checkpoint {
                     next_input_offset: 0,
-                    state: Some(StateDigest::of(pairs.iter().map(|(k, v)| (*k, v.as_bytes())))),
+                    state: Some(StateDigest::of(pairs.iter().map(|(k, v)| (*k, v.as_slice())))),
                     app: Vec::new(),
                 }),
                 unconfirmed: unconfirmed.iter().map(|k| KEYS[*k].to_string()).collect(),
                 ..Restored::default()
             };
             let mut s = KeyedState::restore(restored, |b: &[u8]| {
-                std::str::from_utf8(b).map(str::to_string)
+                b.try_into().map(|a| state(i64::from_le_bytes(a)))
             })
             .expect("readable");
-            // The model: the values held, what the changelog holds, the keys changed since.
-            let mut now: BTreeMap<&str, String> =
-                pairs.iter().map(|(k, v)| (*k, v.clone())).collect();
+            check_invariants(&s)?;
+            // The model: the scores held, what the changelog holds, the keys changed since.
+            let mut now: BTreeMap<&str, i64> =
+                held.iter().map(|(k, v)| (KEYS[*k], *v)).collect();
             let mut logged = now.clone();
             let mut changed: BTreeSet<&str> = unconfirmed.iter().map(|k| KEYS[*k]).collect();
             let mut offset = 0;
-            for op in ops.into_iter().chain([Op::Checkpoint]) {
+            s.processing(offset);
+            for op in ops.into_iter().chain([Op::Checkpoint { moved: true }]) {
                 match op {
-                    Op::Set(k, v) => {
+                    Op::Update(k, v) => {
                         let key = KEYS[k];
-                        s.update_if_changed(key, |x| *x = value(v));
-                        if now.get(key) != Some(&value(v)) {
+                        UserStore::update(&mut s, key, |st| st.score = v);
+                        changed.insert(key);
+                        now.insert(key, v);
+                    }
+                    Op::SetIfChanged(k, v) => {
+                        let key = KEYS[k];
+                        s.update_if_changed(key, |st| st.score = v);
+                        if now.get(key).copied().unwrap_or(0) != v {
                             changed.insert(key);
                         }
-                        now.insert(key, value(v));
+                        now.insert(key, v);
+                    }
+                    Op::Read(k) => {
+                        let key = KEYS[k];
+                        s.update_if_changed(key, |st| st.score);
+                        now.entry(key).or_insert(0);
                     }
                     Op::Remove(k) => {
                         let key = KEYS[k];
@@ -760,34 +825,45 @@ mod model_tests {
                         if had.is_some() {
                             changed.insert(key);
                         }
-                        prop_assert_eq!(s.remove(key), had);
+                        prop_assert_eq!(s.remove(key).map(|st| st.score), had);
                     }
-                    Op::Checkpoint => {
-                        offset += 1;
-                        s.processing(offset);
-                        let cp = s
-                            .checkpoint(0, Vec::new(), |v: &String| v.as_bytes().to_vec())
-                            .expect("a new position");
+                    Op::Checkpoint { moved } => {
+                        if moved {
+                            offset += 1;
+                            s.processing(offset);
+                        }
+                        let cp = s.checkpoint(0, Vec::new(), encode);
+                        let Some(cp) = cp else {
+                            prop_assert!(changed.is_empty(), "{:?} not written", changed);
+                            prop_assert!(!moved, "no checkpoint at a new position");
+                            continue;
+                        };
                         let keys: Vec<&str> = cp.records.iter().map(|(k, _)| k.as_str()).collect();
                         let once: BTreeSet<&str> = keys.iter().copied().collect();
                         prop_assert_eq!(keys.len(), once.len(), "a key written twice: {:?}", keys);
+                        prop_assert_eq!(&once, &changed);
                         for (k, v) in &cp.records {
-                            let want = now.get(k.as_str()).map(|v| v.as_bytes().to_vec());
-                            prop_assert_eq!(v, &want, "{}", k);
                             let key = KEYS.iter().copied().find(|x| x == k).unwrap_or_default();
+                            prop_assert_eq!(v, &now.get(key).map(|v| encode(&state(*v))), "{}", k);
                             match now.get(key) {
-                                Some(v) => logged.insert(key, v.clone()),
+                                Some(v) => logged.insert(key, *v),
                                 None => logged.remove(key),
                             };
                         }
-                        prop_assert_eq!(&once, &changed);
                         changed.clear();
                         prop_assert_eq!(
                             cp.checkpoint.state,
-                            Some(StateDigest::of(logged.iter().map(|(k, v)| (*k, v.as_bytes()))))
+                            Some(StateDigest::of(
+                                logged.iter().map(|(k, v)| (*k, encode(&state(*v))))
+                                    .collect::<Vec<_>>()
+                                    .iter()
+                                    .map(|(k, v)| (*k, v.as_slice()))
+                            ))
                         );
+                        prop_assert!(s.dirty.is_empty() && s.gone.is_empty() && s.removed.is_empty());
                     }
                 }
+                check_invariants(&s)?;
             }
         }
     }
