@@ -228,10 +228,7 @@ fn syntax_message(text: &str, e: &toml::de::Error) -> String {
     let what = e.message().trim_end();
     match e.span() {
         Some(span) => {
-            let at = span.start.min(text.len());
-            let before = text.get(..at).unwrap_or(text);
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            let (line, column) = crate::rules::line_column(text, span.start);
             format!("TOML parse error at line {line}, column {column}: {what}")
         }
         None => format!("TOML parse error: {what}"),

@@ -5,8 +5,8 @@ mod lint;
 mod parse;
 
 pub use parse::{
-    check_bytes, check_str, parse_bytes, parse_str, Checked, RuleError, RuleWarning, RulesErrors,
-    MAX_RULES_BYTES,
+    check_bytes, check_str, line_column, parse_bytes, parse_str, Checked, RuleError, RuleWarning,
+    RulesErrors, MAX_RULES_BYTES,
 };
 
 use crate::event::{Event, EventType, Scalar, ScalarRef};

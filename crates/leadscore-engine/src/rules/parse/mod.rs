@@ -176,6 +176,12 @@ pub fn parse_str(source: &str, file: &str) -> Result<Rules, RulesErrors> {
     check_str(source, file).map(|c| c.rules)
 }
 
+/// 1-based line and column (in characters) of byte `offset` in `source`, as rules errors
+/// give them: for the service's settings file's syntax errors too.
+pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    Loader::new(source, "").position(offset)
+}
+
 /// [`parse_str`] keeping the warnings about rules that can never do anything.
 pub fn check_str(source: &str, file: &str) -> Result<Checked, RulesErrors> {
     let mut loader = Loader::new(source, file);
