@@ -28,10 +28,8 @@ pub(super) fn run_dev_broker(
     tls: Option<&crate::dev::broker::Tls>,
 ) -> Result<ExitCode> {
     telemetry::init_logging(false, "info");
-    use crate::dev::broker::{check_topic, MAX_PARTITIONS};
-    if !(1..=MAX_PARTITIONS).contains(&partitions) {
-        anyhow::bail!("--partitions {partitions}: must be 1 to {MAX_PARTITIONS}");
-    }
+    use crate::dev::broker::{check_partitions, check_topic};
+    check_partitions(partitions).map_err(|e| anyhow::anyhow!("--partitions {partitions}: {e}"))?;
     let mut wanted: Vec<(String, i32)> = Vec::new();
     for t in extra {
         let (name, n) = match t.rsplit_once(':') {

@@ -62,22 +62,14 @@ impl Tls {
             path: path.to_path_buf(),
             detail,
         };
-        // Read as every small file an operator names is (`config::small_file`): bounded in
-        // size and in time, so `/dev/zero` or a pipe nobody writes to is an error at once.
+        // Read as every small file an operator names is (`config::read_capped_text`): bounded
+        // in size and in time, so `/dev/zero` or a pipe nobody writes to is an error at once.
         let read = |what: &'static str, path: &Path| {
-            let bytes = crate::config::small_file::read_capped(path, MAX_PEM_FILE_BYTES)
-                .map_err(|e| err(what, path, e.to_string()))?;
-            if bytes.len() as u64 > MAX_PEM_FILE_BYTES {
-                return Err(err(
-                    what,
-                    path,
-                    format!("larger than {MAX_PEM_FILE_BYTES} bytes: is it a PEM file?"),
-                ));
-            }
-            Ok(bytes)
+            crate::config::read_capped_text::<PemFileDetail>(path, MAX_PEM_FILE_BYTES)
+                .map_err(|PemFileDetail(detail)| err(what, path, detail))
         };
         let cert_pem = read("certificate", &self.cert)?;
-        let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| err("certificate", &self.cert, e.to_string()))?;
         if certs.is_empty() {
@@ -87,7 +79,7 @@ impl Tls {
                 "no certificate in it".into(),
             ));
         }
-        let key = PrivateKeyDer::from_pem_slice(&read("key", &self.key)?)
+        let key = PrivateKeyDer::from_pem_slice(read("key", &self.key)?.as_bytes())
             .map_err(|e| err("key", &self.key, e.to_string()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = ServerConfig::builder_with_provider(provider)
@@ -248,6 +240,19 @@ impl DevBroker {
     }
 }
 
+/// What reading a TLS file found wrong: the detail of [`DevBrokerError::Tls`].
+struct PemFileDetail(String);
+
+impl crate::config::CappedFileError for PemFileDetail {
+    fn unreadable(_: PathBuf, source: std::io::Error) -> Self {
+        PemFileDetail(source.to_string())
+    }
+
+    fn too_large(_: PathBuf, max: u64) -> Self {
+        PemFileDetail(format!("larger than {max} bytes: is it a PEM file?"))
+    }
+}
+
 /// The most partitions the dev-broker gives a topic: the mock holds every partition's log in
 /// memory (`bench --scale` uses 435 for 5M users); a hundred million took 8 GB in 8 s.
 pub const MAX_PARTITIONS: i32 = 10_000;
@@ -267,6 +272,11 @@ pub fn check_topic(topic: &str, partitions: i32) -> Result<(), String> {
             "{c:?} is not allowed in a topic name (letters, digits, '.', '_' and '-')"
         ));
     }
+    check_partitions(partitions)
+}
+
+/// Whether the mock can give a topic `partitions` partitions (1 to [`MAX_PARTITIONS`]).
+pub fn check_partitions(partitions: i32) -> Result<(), String> {
     if !(1..=MAX_PARTITIONS).contains(&partitions) {
         return Err(format!(
             "{partitions} partitions: the dev-broker gives a topic 1 to {MAX_PARTITIONS}"
