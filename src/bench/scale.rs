@@ -389,17 +389,17 @@ impl Built {
         self.events += 1;
     }
 
-    /// Empties the list of changed keys as a scorer's checkpoint does. The records are dropped unencoded:
-    /// only their effect on the held state matters here (the changelog is written from the
-    /// finished state, see [`write_changelog`]).
+    /// Empties the list of changed keys as a scorer's checkpoint does. The records are
+    /// dropped unencoded: only their effect on the held state matters here (the changelog is
+    /// written from the finished state, see [`write_changelog`]).
     fn checkpoint(&mut self) {
         drop(self.users.checkpoint(0, Vec::new(), |_| Vec::new()));
     }
 
     /// `Partition::process` events/s over `events` more events of generated traffic whose users
     /// are spread over all `users`, in the [`STRETCH_SPAN`] of event time after the build.
-    /// Checkpoints run between batches, outside the clock, so the list of changed keys stays as small as
-    /// in the scorer.
+    /// Checkpoints run between batches, outside the clock, so the list of changed keys stays as
+    /// small as in the scorer.
     fn stretch(&mut self, engine: &Engine, users: usize, events: usize, seed: u64) -> f64 {
         let stretch = traffic(
             GeneratorConfig {
