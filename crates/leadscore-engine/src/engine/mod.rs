@@ -6,7 +6,7 @@
 //! property tests all run exactly this code. The partition clock and the timer index live one
 //! level up, in [`crate::partition`].
 
-use crate::attributes::Attributes;
+use crate::attributes::{Attributes, Selection};
 use crate::change::{ChangeId, Reason, ReasonKind, ScoreChange};
 use crate::event::{Event, EventType, Origin, Scalar, ScoreOp};
 use crate::rules::{Cap, Decay, Matcher, Predicate, Rules};
@@ -152,9 +152,9 @@ pub struct Engine {
     rules: Rules,
     /// `stable_hash` of each group's name, the key of its cap usage in the state.
     group_keys: Vec<u32>,
-    /// The tracked attributes sorted by name, the order of a change's snapshot (which copies
-    /// them from the user's attributes in one pass).
-    tracked_sorted: Vec<Box<str>>,
+    /// The tracked attributes, which a change's snapshot copies from the user's attributes in
+    /// one pass.
+    tracked: Selection,
     /// Each group's name (in group order), shared by every change through the group.
     group_names: Vec<Arc<str>>,
     /// Per event type (indexed by [`kind_index`]): the group triggers of that type as
@@ -208,13 +208,7 @@ impl Engine {
             .iter()
             .map(|g| stable_hash(g.name.as_bytes()) as u32)
             .collect();
-        let mut tracked_sorted = rules.output.tracked_attributes.clone();
-        tracked_sorted.sort();
-        tracked_sorted.dedup();
-        let tracked_sorted = tracked_sorted
-            .into_iter()
-            .map(String::into_boxed_str)
-            .collect();
+        let tracked = Selection::new(&rules.output.tracked_attributes);
         let group_names = rules
             .groups
             .iter()
@@ -243,7 +237,7 @@ impl Engine {
             audience,
             rules,
             group_keys,
-            tracked_sorted,
+            tracked,
             group_names,
             triggers_by_kind,
             entry_by_kind,
@@ -603,7 +597,8 @@ impl Engine {
     /// Whether `name` is a tracked attribute.
     #[inline]
     fn is_tracked(&self, name: &str) -> bool {
-        self.tracked_sorted
+        self.tracked
+            .names()
             .iter()
             .any(|t| bytes_eq(t.as_bytes(), name.as_bytes()))
     }
@@ -697,7 +692,7 @@ impl Engine {
     }
 
     fn snapshot(&self, st: &UserState) -> Attributes {
-        st.attributes().select_sorted(&self.tracked_sorted)
+        st.attributes().select(&self.tracked)
     }
 
     /// Whether an event with the explicit id `id` at `time` is a duplicate for the user whose
