@@ -506,6 +506,7 @@ impl Engine {
     ) {
         debug_assert_eq!(st.timer_due, Some(due));
         st.timer_due = OptI64::NONE;
+        self.forget_ids(st, to);
         let Some(inactivity) = self.rules.inactivity else {
             return;
         };
@@ -693,6 +694,27 @@ impl Engine {
 
     fn snapshot(&self, st: &UserState) -> Attributes {
         st.attributes().select(&self.tracked)
+    }
+
+    /// Drops the remembered ids forgotten by partition clock `clock` (SPEC 3.8): what the
+    /// user's next event with an id would drop first, done while its state is at hand anyway.
+    /// An inactivity timer fires long after a user's last events (7 days in the seed canvas,
+    /// ids are kept 2 days), so an idle user does not hold ids nothing can match any more
+    /// until it comes back (issue 14: they were a quarter of the memory per user at 1M users).
+    /// The clock only moves forward, so an id forgotten now would be forgotten then: no
+    /// verdict changes.
+    fn forget_ids(&self, st: &mut UserState, clock: Millis) {
+        let (_, horizon) = self.dedupe_bounds(clock);
+        if st.seen.iter().all(|s| s.kept_after(horizon)) {
+            return;
+        }
+        let kept: Vec<SeenEvent> = st
+            .seen
+            .iter()
+            .filter(|s| s.kept_after(horizon))
+            .copied()
+            .collect();
+        st.seen = kept.into_boxed_slice();
     }
 
     /// Whether an event with the explicit id `id` at `time` is a duplicate for the user whose

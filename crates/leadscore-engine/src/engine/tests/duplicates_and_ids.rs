@@ -362,3 +362,43 @@ fn a_retry_is_a_duplicate_after_hundreds_of_other_ids() {
     assert_eq!(r.user("u").seen.len(), MAX_SEEN_IDS);
     assert_eq!(r.outcomes.last(), Some(&Outcome::Scored));
 }
+
+/// Issue 14 (memory per user): an inactivity timer firing drops the ids the partition clock
+/// has forgotten (SPEC 3.8: more than two windows behind the later of the event's time and
+/// the clock that recorded it) and keeps the rest, so an idle user holds no ids nothing can
+/// match; a retry of a kept id is still a duplicate, and a forgotten id's is not.
+#[test]
+fn an_inactivity_timer_drops_the_forgotten_ids_and_keeps_the_rest() {
+    // A 3-day window, so the timer fires while one id is forgotten and the other is not.
+    let e = rules("[inactivity]\nwindow = \"3d\"\ndelta = -1\n");
+    let events = [
+        email("u", T0),
+        // Scores: the timer is due at T0 + H + 3 days.
+        with_id(session("u", T0 + H), "old"),
+        // Changes nothing (no group), so the timer stays; at this clock "old" is still kept.
+        with_id(custom("u", T0 + 2 * D, "page_viewed"), "recent"),
+    ];
+    let mut r = run(&e, &events);
+    assert_eq!(
+        r.outcomes,
+        [Outcome::NoGroup, Outcome::Scored, Outcome::NoGroup]
+    );
+    assert_eq!(r.user("u").seen.len(), 2);
+    let due = T0 + H + 3 * D;
+    // Just before the timer: nothing fires, nothing is dropped.
+    r.advance(&e, due - 1);
+    assert_eq!(r.user("u").seen.len(), 2);
+    r.advance(&e, due);
+    assert_eq!(r.decays().len(), 1, "the timer fired");
+    // Horizon: due - 2 days = T0 + H + 1 day. "old" (T0 + H) is past it, "recent" is not.
+    let kept: Vec<u64> = r.user("u").seen.iter().map(|s| s.id_hash).collect();
+    assert_eq!(kept, [stable_hash(b"recent")]);
+    let retry = with_id(custom("u", T0 + 2 * D, "page_viewed"), "recent");
+    assert_eq!(r.process(&e, &retry, 3), Outcome::Duplicate);
+    // A forgotten id's event is not a duplicate (as at this clock without the timer): it
+    // meets the re-entry rule instead, the decay being a later change.
+    assert_eq!(
+        r.process(&e, &with_id(session("u", T0 + H), "old"), 4),
+        Outcome::ReentryWait
+    );
+}
