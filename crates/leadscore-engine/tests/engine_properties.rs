@@ -404,3 +404,28 @@ fn replay_after_a_crash_with_a_user_stored_after_a_late_external_score() {
         panic!("{e}");
     }
 }
+
+/// Found by an outside review of the change that drops forgotten ids when an inactivity timer
+/// fires (2026-12-06): the ids were forgotten by the clock of the advance that fired the timer,
+/// and a timer armed already due (by the late external score) fires at whichever advance comes
+/// first: at event 1's in the replay (clock T0 + 51 h, `x1` kept), at event 3's in the
+/// uninterrupted run (T0 + 95 h, `x1` dropped). Same changes, different stored states. They
+/// are forgotten by the last decayed window's time now, the same however the windows were
+/// split over advances.
+#[test]
+fn replay_after_a_crash_forgets_the_same_ids_as_the_uninterrupted_run() {
+    let mut email = Event::new("a", T0 + 24 * H, EventType::EmailAdded);
+    email.value = Some(Scalar::Str("a@example.com".into()));
+    email.event_id = Some("x1".into());
+    let mut external = Event::new("a", T0, EventType::ExternalScore);
+    external.score = Some(ScoreOp::Set(20));
+    let events = [
+        email,
+        Event::new("b", T0 + 51 * H, EventType::SessionStart),
+        external,
+        Event::new("b", T0 + 95 * H, EventType::SessionStart),
+    ];
+    if let Err(e) = replay_after_a_crash(&events, 1, 2, &[true, false, false, false]) {
+        panic!("{e}");
+    }
+}

@@ -506,7 +506,6 @@ impl Engine {
     ) {
         debug_assert_eq!(st.timer_due, Some(due));
         st.timer_due = OptI64::NONE;
-        self.forget_ids(st, to);
         let Some(inactivity) = self.rules.inactivity else {
             return;
         };
@@ -523,6 +522,10 @@ impl Engine {
             return;
         }
         let last = due.saturating_add((steps - 1).saturating_mul(window));
+        // By `last`, not `to`: a timer armed already due fires at whichever advance comes
+        // first, but its last decayed window is the same however the windows were split over
+        // advances, so the stored state is too (SPEC 3.9).
+        self.forget_ids(st, last);
         // The last window's due time alone does not name a decay: a late event can re-arm the
         // timer behind the clock, and the next advance decays the same windows again from the
         // new score. That event changed the score in between, so the user's count of changes
@@ -696,13 +699,13 @@ impl Engine {
         st.attributes().select(&self.tracked)
     }
 
-    /// Drops the remembered ids forgotten by partition clock `clock` (SPEC 3.8): what the
-    /// user's next event with an id would drop first, done while its state is at hand anyway.
-    /// An inactivity timer fires long after a user's last events (7 days in the seed canvas,
-    /// ids are kept 2 days), so an idle user does not hold ids nothing can match any more
-    /// until it comes back (issue 14: they were a quarter of the memory per user at 1M users).
-    /// The clock only moves forward, so an id forgotten now would be forgotten then: no
-    /// verdict changes.
+    /// Drops the remembered ids forgotten by partition clock `clock` (SPEC 3.8), `clock` being
+    /// at or before the partition clock: what the user's next event with an id would drop
+    /// first, done while its state is at hand anyway. Called when an inactivity timer decays
+    /// the score, long after a user's last events (7 days in the seed canvas, ids are kept 2
+    /// days), so an idle user does not hold ids nothing can match any more until it comes back
+    /// (issue 14: they were a quarter of the memory per user at 1M users). The clock only
+    /// moves forward, so an id forgotten now would be forgotten then: no verdict changes.
     fn forget_ids(&self, st: &mut UserState, clock: Millis) {
         let (_, horizon) = self.dedupe_bounds(clock);
         if st.seen.iter().all(|s| s.kept_after(horizon)) {
