@@ -297,7 +297,7 @@ impl Attributes {
         let mut runs = [(0usize, 0usize); MAX];
         let mut n = 0usize;
         let mut spilled: Vec<(usize, usize)> = Vec::new();
-        let mut left = selection.count;
+        let mut left = selection.names.len();
         let b = &*self.bytes;
         let mut pos = 0;
         while left > 0 && pos < b.len() {
@@ -313,7 +313,7 @@ impl Attributes {
                 };
                 (selection.has_name(name), tag_at)
             };
-            let Some(end) = value_end(b, tag_at) else {
+            let Some((_, _, end)) = value_at(b, tag_at) else {
                 break;
             };
             let start = pos;
@@ -527,19 +527,25 @@ fn take(bytes: &[u8], at: usize, n: u64) -> Option<(&[u8], usize)> {
     Some((bytes.get(at..end)?, end))
 }
 
-/// The position after the value whose tag is at `tag_at`.
+/// The value whose tag is at `tag_at`: the tag, the value's bytes after it (for a string,
+/// after its length) and the position after the value.
 #[inline]
-fn value_end(b: &[u8], tag_at: usize) -> Option<usize> {
+fn value_at(b: &[u8], tag_at: usize) -> Option<(u8, &[u8], usize)> {
+    let tag = *b.get(tag_at)?;
     let at = tag_at + 1;
-    match *b.get(tag_at)? {
+    let (raw, end) = match tag {
         STR => {
             let (len, at) = varint(b, at)?;
-            Some(take(b, at, len)?.1)
+            take(b, at, len)?
         }
-        INT => Some(varint(b, at)?.1),
-        FLOAT => Some(take(b, at, 8)?.1),
-        _ => Some(at),
-    }
+        INT => {
+            let (_, end) = varint(b, at)?;
+            (&b[at..end], end)
+        }
+        FLOAT => take(b, at, 8)?,
+        _ => (&b[at..at], at),
+    };
+    Some((tag, raw, end))
 }
 
 /// A fixed set of attribute names to pick out of users' buffers ([`Attributes::select`]): the
@@ -556,16 +562,14 @@ fn value_end(b: &[u8], tag_at: usize) -> Option<usize> {
 pub(crate) struct Selection {
     /// Bit `i % 64` of word `i / 64`: the table's name `i` is one of the names.
     interned: [u64; names::MAX / 64],
-    /// The names, sorted, without repeats.
+    /// The names, sorted, without repeats: a pass stops once it has found them all.
     names: Vec<Box<str>>,
-    /// How many distinct names: a pass stops once it has found them all.
-    count: usize,
 }
 
 impl Selection {
     pub(crate) fn new<T: AsRef<str>>(names: &[T]) -> Selection {
         let mut sorted: Vec<Box<str>> = names.iter().map(|n| n.as_ref().into()).collect();
-        sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        sorted.sort();
         sorted.dedup();
         let mut interned = [0u64; names::MAX / 64];
         for name in &sorted {
@@ -576,7 +580,6 @@ impl Selection {
         }
         Selection {
             interned,
-            count: sorted.len(),
             names: sorted,
         }
     }
@@ -615,20 +618,7 @@ impl<'a> Iterator for Entries<'a> {
         } else {
             take(b, at, header >> 1)?
         };
-        let tag = *b.get(tag_at)?;
-        let at = tag_at + 1;
-        let (raw, end) = match tag {
-            STR => {
-                let (len, at) = varint(b, at)?;
-                take(b, at, len)?
-            }
-            INT => {
-                let (_, end) = varint(b, at)?;
-                (&b[at..end], end)
-            }
-            FLOAT => take(b, at, 8)?,
-            _ => (&b[at..at], at),
-        };
+        let (tag, raw, end) = value_at(b, tag_at)?;
         self.pos = end;
         Some(Entry {
             name,
