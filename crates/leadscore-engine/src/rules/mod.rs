@@ -111,13 +111,18 @@ impl Decay {
 /// published (`kind = attribute`). Not in SPEC's seed example: the `[output]` table is optional.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Output {
+    /// Always holds [`LEAD_STATUS`] (SPEC 4: a change's snapshot has at least `lead_status`),
+    /// whether the rules file lists it or not.
     pub tracked_attributes: Vec<String>,
 }
+
+/// The attribute holding a lead's funnel status, which every change's snapshot carries.
+pub const LEAD_STATUS: &str = "lead_status";
 
 impl Default for Output {
     fn default() -> Self {
         Output {
-            tracked_attributes: vec!["lead_status".to_string()],
+            tracked_attributes: vec![LEAD_STATUS.to_string()],
         }
     }
 }

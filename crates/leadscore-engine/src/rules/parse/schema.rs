@@ -9,6 +9,7 @@ use toml::de::{DeTable, DeValue};
 use crate::event::EventType;
 use crate::rules::{
     Audience, Cap, Decay, Entry, Group, Inactivity, Matcher, Output, Rules, ScoreSettings,
+    LEAD_STATUS,
 };
 
 impl Loader<'_> {
@@ -329,6 +330,11 @@ impl Loader<'_> {
                     })
                     .collect();
             }
+        }
+        // SPEC 4: every change's snapshot holds at least `lead_status` (the handoff reads it),
+        // listed or not.
+        if !output.tracked_attributes.iter().any(|a| a == LEAD_STATUS) {
+            output.tracked_attributes.push(LEAD_STATUS.to_string());
         }
         output
     }

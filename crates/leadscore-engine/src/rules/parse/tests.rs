@@ -160,6 +160,18 @@ fn empty_file_takes_every_default() {
     assert_eq!(rules.output.tracked_attributes, ["lead_status"]);
 }
 
+/// SPEC 4: a change's snapshot holds at least `lead_status`, so a list without it (or an
+/// empty one) still tracks it, after the names given.
+#[test]
+fn lead_status_is_tracked_whether_listed_or_not() {
+    let rules = parse("[output]\ntracked_attributes = [\"sf_lead_id\"]\n");
+    assert_eq!(rules.output.tracked_attributes, ["sf_lead_id", "lead_status"]);
+    let rules = parse("[output]\ntracked_attributes = []\n");
+    assert_eq!(rules.output.tracked_attributes, ["lead_status"]);
+    let rules = parse("[output]\ntracked_attributes = [\"plan\", \"lead_status\"]\n");
+    assert_eq!(rules.output.tracked_attributes, ["plan", "lead_status"]);
+}
+
 #[test]
 fn entry_without_on_keeps_the_default_matchers() {
     let rules = parse("[entry]\nreentry_window = \"1h\"\n");
