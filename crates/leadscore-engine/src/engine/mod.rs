@@ -150,7 +150,7 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub struct Engine {
     rules: Rules,
-    /// `stable_hash` of each group's name, the key of its cap usage in the state.
+    /// [`crate::rules::group_key`] of each group's name, the key of its cap usage in the state.
     group_keys: Vec<u32>,
     /// The tracked attributes, which a change's snapshot copies from the user's attributes in
     /// one pass.
@@ -206,7 +206,7 @@ impl Engine {
         let group_keys = rules
             .groups
             .iter()
-            .map(|g| stable_hash(g.name.as_bytes()) as u32)
+            .map(|g| crate::rules::group_key(&g.name))
             .collect();
         let tracked = Selection::new(&rules.output.tracked_attributes);
         let group_names = rules

@@ -116,6 +116,13 @@ pub struct Output {
     pub tracked_attributes: Vec<String>,
 }
 
+/// The key a group's cap usage and explain notes are kept under in users' states: a 32-bit
+/// hash of its name, stable across reorderings of the rules file. No two groups of one rules
+/// file have the same key (the loader refuses such a file).
+pub fn group_key(name: &str) -> u32 {
+    crate::state::stable_hash(name.as_bytes()) as u32
+}
+
 /// The attribute holding a lead's funnel status, which every change's snapshot carries.
 pub const LEAD_STATUS: &str = "lead_status";
 

@@ -8,8 +8,8 @@ use toml::de::{DeTable, DeValue};
 
 use crate::event::EventType;
 use crate::rules::{
-    Audience, Cap, Decay, Entry, Group, Inactivity, Matcher, Output, Rules, ScoreSettings,
-    LEAD_STATUS,
+    group_key, Audience, Cap, Decay, Entry, Group, Inactivity, Matcher, Output, Rules,
+    ScoreSettings, LEAD_STATUS,
 };
 
 impl Loader<'_> {
@@ -104,12 +104,14 @@ impl Loader<'_> {
         ) else {
             return Vec::new();
         };
-        // Name -> where it was first used, for the duplicate-name error.
+        // Name -> where it was first used, for the duplicate-name error; cap key -> the name
+        // that has it.
         let mut seen: HashMap<String, (String, usize)> = HashMap::new();
+        let mut keys: HashMap<u32, String> = HashMap::new();
         let mut groups = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let path = index("group", i);
-            if let Some(group) = self.group(item, &path, &mut seen) {
+            if let Some(group) = self.group(item, &path, &mut seen, &mut keys) {
                 groups.push(group);
             }
         }
@@ -121,6 +123,7 @@ impl Loader<'_> {
         value: &Value<'_>,
         path: &str,
         seen: &mut HashMap<String, (String, usize)>,
+        keys: &mut HashMap<u32, String>,
     ) -> Option<Group> {
         let t = self.table(value, path, "a table ([[group]])")?;
         self.check_keys(
@@ -137,9 +140,18 @@ impl Loader<'_> {
                     "duplicate group name {name:?} (already used by {first} on line {line})"
                 );
                 self.error(v.span(), &key, message);
+            } else if let Some(other) = keys.get(&group_key(&name)) {
+                // A group's cap usage and its explain notes are kept under a 32-bit hash of
+                // its name (in every user's state): two names with one hash would share a cap.
+                let message = format!(
+                    "group name {name:?} has the same 32-bit key as group {other:?}, so the two \
+                     would share one cap: rename one of them"
+                );
+                self.error(v.span(), &key, message);
             } else {
                 let line = self.position(v.span().start).0;
                 seen.insert(name.clone(), (path.to_string(), line));
+                keys.insert(group_key(&name), name.clone());
             }
             Some(name)
         });

@@ -1,7 +1,7 @@
 use super::schema::{default_entry_matchers, factor_decimal, FactorProblem};
 use super::*;
 use crate::event::{EventType, Scalar};
-use crate::rules::{Audience, Cap, Decay, Inactivity, Matcher, Output, Predicate, Test};
+use crate::rules::{group_key, Audience, Cap, Decay, Inactivity, Matcher, Output, Predicate, Test};
 use std::path::Path;
 
 /// The rules file at `path` (a test's own: small and regular), read whole and parsed as the
@@ -165,7 +165,10 @@ fn empty_file_takes_every_default() {
 #[test]
 fn lead_status_is_tracked_whether_listed_or_not() {
     let rules = parse("[output]\ntracked_attributes = [\"sf_lead_id\"]\n");
-    assert_eq!(rules.output.tracked_attributes, ["sf_lead_id", "lead_status"]);
+    assert_eq!(
+        rules.output.tracked_attributes,
+        ["sf_lead_id", "lead_status"]
+    );
     let rules = parse("[output]\ntracked_attributes = []\n");
     assert_eq!(rules.output.tracked_attributes, ["lead_status"]);
     let rules = parse("[output]\ntracked_attributes = [\"plan\", \"lead_status\"]\n");
@@ -596,6 +599,23 @@ fn reports_a_duplicate_group_name() {
         "{MINIMAL_GROUP}\n[[group]]\nname = \"g\"\ndelta = 2\ntriggers = [{{ type = \"session_start\" }}]\n"
     );
     expect_error(&source, 7, "group[2].name", "group[1] on line 2");
+}
+
+/// Cap usage is kept under a 32-bit hash of the group's name: two names with one hash
+/// (found by search, an outside review's pair) would share one cap, so the file is refused.
+#[test]
+fn reports_two_group_names_with_one_cap_key() {
+    assert_eq!(group_key("g1222881"), group_key("g1414990"));
+    let source = "[[group]]\nname = \"g1222881\"\ndelta = 5\ntriggers = [{ type = \"session_start\" }]\n\
+                  cap = { points = 5, per = \"1d\" }\n\n\
+                  [[group]]\nname = \"g1414990\"\ndelta = 5\ntriggers = [{ type = \"email_added\" }]\n\
+                  cap = { points = 5, per = \"1d\" }\n";
+    expect_error(
+        source,
+        8,
+        "group[2].name",
+        "the same 32-bit key as group \"g1222881\"",
+    );
 }
 
 #[test]
