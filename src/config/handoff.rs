@@ -129,7 +129,8 @@ pub fn status_key(status: &str) -> String {
 /// nor can an id be only dots: the id is a URL path segment and must not change the path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeadIdPattern {
-    /// A Salesforce record id: 15 or 18 ASCII letters and digits (the default).
+    /// A Salesforce record id: 15 or 18 ASCII letters and digits, an 18-character one's last
+    /// three letters or `0`-`5` (its case suffix), the default.
     SalesforceId,
     /// A `[CLASS]{MIN,MAX}` pattern.
     Class {
@@ -212,7 +213,12 @@ impl LeadIdPattern {
         }
         match self {
             LeadIdPattern::SalesforceId => {
-                (id.len() == 15 || id.len() == 18) && id.bytes().all(|b| b.is_ascii_alphanumeric())
+                (id.len() == 15 || id.len() == 18)
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric())
+                    // An 18-character id's last three characters encode the case of the first
+                    // fifteen, five bits each, as `A`-`Z` or `0`-`5` (in any case: that form
+                    // is case-insensitive): a `6`-`9` there is no id.
+                    && !id.bytes().skip(15).any(|b| matches!(b, b'6'..=b'9'))
             }
             LeadIdPattern::Class { allowed, min, max } => {
                 (*min..=*max).contains(&id.len())

@@ -419,6 +419,9 @@ fn lead_ids_are_salesforce_ids_by_default() {
         "00Q000000000001",
         "00Q000000000001AAA",
         "00Q5g000004nuOjEAI",
+        // The 18-character form is case-insensitive, its suffix too.
+        "00q5g000004nuojeai",
+        "00Q000000000001A5Z",
     ] {
         assert!(ids.matches(good), "{good}");
     }
@@ -436,6 +439,10 @@ fn lead_ids_are_salesforce_ids_by_default() {
         "00Q-00000000001AA",
         "00Q 000000000001",
         "00Q00000000000ü",
+        // A case suffix encodes 5 bits a character, as A-Z or 0-5.
+        "00Q000000000001AA6",
+        "00Q000000000001A9A",
+        "00Q0000000000017AA",
     ] {
         assert!(!ids.matches(bad), "{bad:?}");
     }
