@@ -200,6 +200,21 @@ impl Settings {
             &["handoff.backoff_max", "handoff.backoff_initial"],
             "must not be less than handoff.backoff_initial",
         )?;
+        // A 403 REQUEST_LIMIT_EXCEEDED pauses the calls (SPEC 6): a pause of nothing would
+        // call again at once, into the same limit.
+        ensure(
+            sources,
+            !handoff.limit_pause.is_zero(),
+            &["handoff.limit_pause"],
+            NONZERO,
+        )?;
+        // A PATCH of no fields would answer 204 and change nothing: every lead "handed off".
+        ensure(
+            sources,
+            handoff.patch_body.as_object().is_some_and(|o| !o.is_empty()),
+            &["handoff.patch_body"],
+            "must set at least one field (the handoff status)",
+        )?;
         let status = &["handoff.status_attribute"];
         ensure(
             sources,

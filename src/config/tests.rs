@@ -166,6 +166,24 @@ fn patch_body_accepts_an_inline_table_or_a_json_string() {
     );
 }
 
+/// A body of no fields would mark every lead handed off and change nothing; a pause of nothing
+/// after 403 REQUEST_LIMIT_EXCEEDED would call again at once.
+#[test]
+fn an_empty_patch_body_and_a_zero_limit_pause_are_refused() {
+    assert_load_err(
+        "handoff.patch_body = {}",
+        &[],
+        "handoff.patch_body: must set at least one field",
+    );
+    assert_load_err("handoff.patch_body = '{}'", &[], "handoff.patch_body");
+    assert_load_err(
+        r#"handoff.limit_pause = "0s""#,
+        &[],
+        "handoff.limit_pause",
+    );
+    load(r#"handoff.limit_pause = "1ms""#, &[]).expect("a pause of 1 ms");
+}
+
 #[test]
 fn unknown_keys_are_rejected_with_their_path() {
     let e = load_err("[scorer]\nrulez = \"x.toml\"\n", &[]);
