@@ -184,9 +184,9 @@ impl Settings {
         )?;
         ensure(
             sources,
-            handoff.max_attempts >= 1,
+            handoff.max_attempts != Some(0),
             &["handoff.max_attempts"],
-            "must be at least 1",
+            "must be at least 1 (leave it unset to retry until the call succeeds)",
         )?;
         ensure(
             sources,
@@ -211,7 +211,10 @@ impl Settings {
         // A PATCH of no fields would answer 204 and change nothing: every lead "handed off".
         ensure(
             sources,
-            handoff.patch_body.as_object().is_some_and(|o| !o.is_empty()),
+            handoff
+                .patch_body
+                .as_object()
+                .is_some_and(|o| !o.is_empty()),
             &["handoff.patch_body"],
             "must set at least one field (the handoff status)",
         )?;

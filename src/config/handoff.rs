@@ -44,8 +44,12 @@ pub struct HandoffSettings {
     /// Leads per sObject Collections call; Salesforce accepts at most
     /// [`MAX_COLLECTION_RECORDS`] (200).
     pub max_batch: usize,
-    /// Attempts for retryable failures before the lead is dead-lettered with the last answer.
-    pub max_attempts: u32,
+    /// Attempts for retryable failures (timeouts, connection errors, 408, 429, 5xx,
+    /// `UNABLE_TO_LOCK_ROW`) before the lead is dead-lettered with the last answer; `None` (the
+    /// default): retried until the call succeeds, the backoff capped at `backoff_max` (SPEC 6:
+    /// those failures are retried, only other 4xx are dead-lettered, and no lead that should
+    /// be handed off is lost).
+    pub max_attempts: Option<u32>,
     /// The first retry delay; it doubles (with jitter) per attempt.
     #[serde(deserialize_with = "deserialize_duration")]
     pub backoff_initial: Duration,
@@ -73,7 +77,7 @@ impl Default for HandoffSettings {
             patch_body: serde_json::json!({ "lead_status": "MQL" }),
             linger: Duration::from_millis(200),
             max_batch: MAX_COLLECTION_RECORDS,
-            max_attempts: 8,
+            max_attempts: None,
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
             limit_pause: Duration::from_secs(60),

@@ -67,7 +67,10 @@ fn defaults_match_the_documented_values() {
     );
     assert_eq!(s.handoff.linger, Duration::from_millis(200));
     assert_eq!(s.handoff.max_batch, 200);
-    assert_eq!(s.handoff.max_attempts, 8);
+    assert_eq!(
+        s.handoff.max_attempts, None,
+        "retried until the call succeeds"
+    );
     assert_eq!(s.handoff.backoff_initial, Duration::from_millis(200));
     assert_eq!(s.handoff.backoff_max, Duration::from_secs(30));
     assert_eq!(s.handoff.limit_pause, Duration::from_secs(60));
@@ -176,11 +179,7 @@ fn an_empty_patch_body_and_a_zero_limit_pause_are_refused() {
         "handoff.patch_body: must set at least one field",
     );
     assert_load_err("handoff.patch_body = '{}'", &[], "handoff.patch_body");
-    assert_load_err(
-        r#"handoff.limit_pause = "0s""#,
-        &[],
-        "handoff.limit_pause",
-    );
+    assert_load_err(r#"handoff.limit_pause = "0s""#, &[], "handoff.limit_pause");
     load(r#"handoff.limit_pause = "1ms""#, &[]).expect("a pause of 1 ms");
 }
 

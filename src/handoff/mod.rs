@@ -389,7 +389,7 @@ impl Core {
                         }),
                     });
                     let mut p = p.clone();
-                    p.attempts += 1;
+                    p.attempts = p.attempts.saturating_add(1);
                     match o.result {
                         Ok(()) => self.record_outcome(&p, o.http_status, None)?,
                         Err(e) => match e.hint {
@@ -416,7 +416,11 @@ impl Core {
                                 retry.push(p);
                             }
                             RetryHint::Retry
-                                if p.attempts >= self.settings.handoff.max_attempts =>
+                                if self
+                                    .settings
+                                    .handoff
+                                    .max_attempts
+                                    .is_some_and(|max| p.attempts >= max) =>
                             {
                                 self.record_outcome(&p, o.http_status, Some(&e))?
                             }

@@ -1097,6 +1097,57 @@ fn a_refused_token_is_an_authentication_failure_not_an_api_limit() {
     assert!(read_all(&setup.broker, &setup.handoffs_dlq).is_empty());
 }
 
+/// SPEC 6: timeouts, connection errors, 408, 429 and 5xx are retried, and only other 4xx
+/// dead-lettered; no lead that should be handed off is lost. With the default settings an
+/// outage longer than any fixed number of attempts (the default was 8, about 25 s) keeps the
+/// lead until Salesforce answers again: it is handed off then, never dead-lettered.
+#[test]
+fn an_outage_of_any_length_keeps_the_lead_until_salesforce_answers() {
+    let setup = Setup::new(
+        "outage",
+        1,
+        config(Faults {
+            unavailable_rate: 1.0,
+            ..Faults::default()
+        }),
+    );
+    let id = salesforce_lead_id(1);
+    setup.send(&[keyed("u1", 1, 150, "Open", &id)]);
+    // Fast retries, so the outage outlasts many attempts in a second or two.
+    let mut h = setup.handoff_with(&[
+        ("HANDOFF__BACKOFF_INITIAL", "1ms"),
+        ("HANDOFF__BACKOFF_MAX", "10ms"),
+    ]);
+    wait_until(
+        Duration::from_secs(60),
+        "20 refused calls or an outcome",
+        || lead_calls(&setup) >= 20 || !setup.outcomes().is_empty(),
+    );
+    assert!(
+        setup.outcomes().is_empty(),
+        "an outcome during the outage: {:?}",
+        setup.outcomes()
+    );
+    setup.standin.set_faults(Faults::default());
+    wait_until(Duration::from_secs(60), "the outcome", || {
+        !setup.outcomes().is_empty()
+    });
+    let outcomes = setup.outcomes();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0]["status"], "handed_off", "{outcomes:?}");
+    assert!(
+        outcomes[0]["attempts"].as_u64().unwrap_or(0) > 20,
+        "{outcomes:?}"
+    );
+    assert_eq!(setup.standin.patch_count(&id), 1);
+    assert!(dead_letters(&setup).is_empty());
+    assert!(
+        h.terminate().success(),
+        "SIGTERM exits 0:\n{}",
+        h.log_text()
+    );
+}
+
 #[test]
 fn answers_that_do_not_match_the_records_are_retried_and_an_oversized_lone_success_counts() {
     let setup = Setup::new(
