@@ -125,7 +125,7 @@ impl Setup {
             let record = kafka::Record {
                 topic: &self.topic,
                 partition: Some(*p),
-                key: key.as_bytes(),
+                key: Some(key.as_bytes()),
                 payload: Some(value.as_bytes()),
                 headers: None,
             };

@@ -315,7 +315,7 @@ fn start_over(
     let record = Record {
         topic,
         partition: Some(p),
-        key: CHECKPOINT_KEY,
+        key: Some(CHECKPOINT_KEY),
         payload: Some(&checkpoint),
         headers: None,
     };
@@ -330,7 +330,7 @@ fn tombstone<'a>(topic: &'a str, p: i32, key: &'a [u8]) -> Record<'a> {
     Record {
         topic,
         partition: Some(p),
-        key,
+        key: Some(key),
         payload: None,
         headers: None,
     }

@@ -214,9 +214,10 @@ impl Core {
         lock_unpoisoned(&self.state)
     }
 
+    /// Produces a dead letter keyed `key` (`None`: no key, as the record it stands for had).
     fn dead_letter(
         &self,
-        key: &[u8],
+        key: Option<&[u8]>,
         payload: Option<&[u8]>,
         reason: &str,
         message: &str,
@@ -279,7 +280,7 @@ impl Core {
             Record {
                 topic: &self.settings.topics.handoffs,
                 partition: None,
-                key: p.user_id.as_bytes(),
+                key: Some(p.user_id.as_bytes()),
                 payload: Some(&bytes),
                 headers: Some(kafka::content_type_headers(kafka::JSON_CONTENT_TYPE)),
             },
@@ -288,7 +289,7 @@ impl Core {
         )?;
         if let Some(e) = error {
             self.dead_letter(
-                p.user_id.as_bytes(),
+                Some(p.user_id.as_bytes()),
                 Some(&bytes),
                 &e.error_code.to_ascii_lowercase(),
                 &e.to_string(),
@@ -774,7 +775,7 @@ impl Service for Core {
         }
         let reject = |e: codec::DecodeError| {
             self.dead_letter(
-                msg.key().unwrap_or_default(),
+                msg.key(),
                 msg.payload(),
                 e.reason(),
                 &e.to_string(),

@@ -892,7 +892,7 @@ impl Changelog {
                 Record {
                     topic: &self.topic,
                     partition: Some(p),
-                    key: key.as_bytes(),
+                    key: Some(key.as_bytes()),
                     payload: *value,
                     headers: None,
                 },
@@ -904,7 +904,7 @@ impl Changelog {
             Record {
                 topic: &self.topic,
                 partition: Some(p),
-                key: CHECKPOINT_KEY,
+                key: Some(CHECKPOINT_KEY),
                 payload: Some(&cp),
                 headers: None,
             },

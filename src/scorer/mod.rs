@@ -208,7 +208,7 @@ impl Core {
                 Record {
                     topic: &self.settings.topics.output,
                     partition: None,
-                    key: c.user_id.as_bytes(),
+                    key: Some(c.user_id.as_bytes()),
                     payload: Some(bytes),
                     headers: Some(kafka::content_type_headers(content_type)),
                 },
@@ -230,7 +230,7 @@ impl Core {
             Record {
                 topic: &self.settings.topics.output,
                 partition: None,
-                key: user_id.as_bytes(),
+                key: Some(user_id.as_bytes()),
                 payload: None,
                 headers: None,
             },
@@ -349,7 +349,7 @@ impl Core {
             Record {
                 topic: &self.settings.topics.dlq,
                 partition: None,
-                key: msg.key().unwrap_or_default(),
+                key: msg.key(),
                 payload: msg.payload(),
                 headers: Some(headers),
             },
@@ -382,7 +382,7 @@ impl Core {
             Record {
                 topic: msg.topic(),
                 partition: Some(home),
-                key: user_id.as_bytes(),
+                key: Some(user_id.as_bytes()),
                 payload: msg.payload(),
                 headers: Some(headers),
             },

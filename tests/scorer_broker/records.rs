@@ -506,6 +506,9 @@ fn a_keyless_tombstone_is_dead_lettered() {
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0].headers["leadscore.error.reason"], "missing_field");
     assert!(dlq[0].headers["leadscore.error.message"].contains("tombstone"));
+    // SPEC 2: the dead letter keeps the original key: none, not an empty one (which a replay
+    // to the input topic after a fix would turn into a `key_mismatch`).
+    assert_eq!(dlq[0].key, None);
     setup.wait_caught_up(2, Duration::from_secs(60));
     assert!(setup.changelog_states()["u1"].enrolled);
 }

@@ -395,7 +395,7 @@ fn send(
         Record {
             topic,
             partition,
-            key: &r.key,
+            key: Some(&r.key),
             payload: r.payload.as_deref(),
             headers: r.headers.clone(),
         },

@@ -302,7 +302,7 @@ impl Rig {
                 kafka::Record {
                     topic,
                     partition: Some(0),
-                    key: b"u",
+                    key: Some(b"u"),
                     payload: Some(b"change"),
                     headers: None,
                 },

@@ -116,7 +116,8 @@ pub struct Record<'a> {
     pub topic: &'a str,
     /// `None`: the configured partitioner picks by key.
     pub partition: Option<i32>,
-    pub key: &'a [u8],
+    /// `None`: a record without a key (a dead letter of a keyless record keeps it so).
+    pub key: Option<&'a [u8]>,
     /// `None` is a tombstone.
     pub payload: Option<&'a [u8]>,
     pub headers: Option<OwnedHeaders>,
@@ -204,7 +205,10 @@ impl ServiceProducer {
     ) -> Result<(), ProduceError> {
         let slot = (self.tracker.epoch.load(Ordering::Acquire) % EPOCH_SLOTS as u64) as usize;
         let mut rec: BaseRecord<'_, [u8], [u8], Sent> =
-            BaseRecord::with_opaque_to(r.topic, Sent { kind, slot }).key(r.key);
+            BaseRecord::with_opaque_to(r.topic, Sent { kind, slot });
+        if let Some(k) = r.key {
+            rec = rec.key(k);
+        }
         if let Some(p) = r.payload {
             rec = rec.payload(p);
         }

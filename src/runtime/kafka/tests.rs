@@ -162,7 +162,7 @@ fn a_sealed_epoch_waits_for_its_own_records_and_earlier_ones_only() {
                     Record {
                         topic,
                         partition: Some(0),
-                        key: format!("k{i}").as_bytes(),
+                        key: Some(format!("k{i}").as_bytes()),
                         payload: Some(b"v"),
                         headers: None,
                     },
