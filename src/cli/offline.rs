@@ -30,8 +30,9 @@ pub(super) struct SimulateArgs {
     /// partitioner), each with its own clock, as the scorer would see them.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
     partitions: i32,
-    /// A line whose `time` is further than this ahead of the wall clock is a bad line and
-    /// moves no clock, as the scorer dead-letters it (scorer.max_future_skew).
+    /// A line whose `time` is further than this ahead of the wall clock (or of --now, when
+    /// that is later: the simulation's present) is a bad line and moves no clock, as the scorer
+    /// dead-letters it (scorer.max_future_skew).
     #[arg(long, default_value = "1h")]
     max_future_skew: String,
     /// Print this user as `leadscore lookup` shows a lead: score, status and the recent
@@ -72,12 +73,15 @@ pub(super) fn run_simulate(args: SimulateArgs) -> Result<ExitCode> {
         .transpose()?;
     let file = std::fs::File::open(&events)
         .with_context(|| format!("cannot open events file {}", events.display()))?;
+    // A `--now` after the wall clock is the simulation's present: a replay of traffic dated
+    // after the day it runs is not "from the future" up to it.
+    let wall = timestamp::wall_clock_millis();
     let sim = simulate::run_guarded(
         &engine,
         BufReader::new(file),
         now,
         partitions,
-        timestamp::wall_clock_millis(),
+        now.map_or(wall, |now| now.max(wall)),
         max_future_skew,
     )
     .with_context(|| format!("reading {}", events.display()))?;
