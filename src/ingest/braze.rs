@@ -73,6 +73,14 @@ pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 /// Properties per event at most.
 pub const MAX_PROPERTIES: usize = 256;
 
+/// Attributes per attributes object at most (each becomes an event: without a bound one 1 MiB
+/// request of empty attributes made about 100,000 events for one user).
+pub const MAX_ATTRIBUTES: usize = 256;
+
+/// Errors an answer lists at most; the rest are counted in one last entry (a request of many
+/// refused attributes had an answer 13 times its size).
+pub const MAX_ERRORS_LISTED: usize = 100;
+
 /// The three arrays of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -203,8 +211,24 @@ impl Batch {
 }
 
 /// `errors` as JSON.
+///
+/// At most [`MAX_ERRORS_LISTED`] are listed; past them one more entry, placed at the first one
+/// left out, says how many more there are.
 pub fn errors_json(errors: &[ObjectError]) -> Value {
-    serde_json::to_value(errors).unwrap_or(Value::Null)
+    let listed = &errors[..errors.len().min(MAX_ERRORS_LISTED)];
+    let mut json = serde_json::to_value(listed).unwrap_or(Value::Null);
+    if let (Some(first_left), Value::Array(items)) = (errors.get(MAX_ERRORS_LISTED), &mut json) {
+        let more = ObjectError {
+            message: format!(
+                "{} more errors not listed (an answer lists {MAX_ERRORS_LISTED})",
+                errors.len() - MAX_ERRORS_LISTED
+            ),
+            input_array: first_left.input_array,
+            index: first_left.index,
+        };
+        items.push(serde_json::to_value(more).unwrap_or(Value::Null));
+    }
+    json
 }
 
 /// Whether `key` may be an `Idempotency-Key`: 1 to [`MAX_IDEMPOTENCY_KEY_BYTES`] printable
@@ -398,6 +422,15 @@ fn attribute_events(
 ) -> Result<Vec<Event>, String> {
     let object = as_object(object)?;
     let user = external_id(object)?;
+    let attributes = object
+        .keys()
+        .filter(|k| !ATTRIBUTE_CONTROL_KEYS.contains(&k.as_str()))
+        .count();
+    if attributes > MAX_ATTRIBUTES {
+        return Err(format!(
+            "the object has {attributes} attributes; at most {MAX_ATTRIBUTES}"
+        ));
+    }
     let mut events = Vec::new();
     // The score last, the others in key order: the score change then carries the attributes
     // this object set (a status set with the score is the status the score is handed off

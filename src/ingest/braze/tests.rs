@@ -405,6 +405,72 @@ fn long_names_and_values_are_refused_with_braze_limits() {
     assert!(batch.events.is_empty());
 }
 
+/// One object's attributes each become an event: past [`MAX_ATTRIBUTES`] the object is refused
+/// whole, naming the count (a 1 MiB body made about 100,000 events for one user); at it, all
+/// are taken.
+#[test]
+fn an_object_with_too_many_attributes_is_refused_whole() {
+    let object = |n: usize| {
+        let mut o: Map<String, Value> = (0..n).map(|i| (format!("a{i}"), Value::from(i))).collect();
+        o.insert("external_id".into(), "u1".into());
+        Value::Object(o)
+    };
+    let batch = run(json!({ "attributes": [object(MAX_ATTRIBUTES + 1)] }));
+    assert!(batch.events.is_empty());
+    assert_eq!(batch.errors.len(), 1, "{:?}", batch.errors);
+    assert_eq!(
+        batch.errors[0].message,
+        format!(
+            "the object has {} attributes; at most {MAX_ATTRIBUTES}",
+            MAX_ATTRIBUTES + 1
+        )
+    );
+    let batch = run(json!({ "attributes": [object(MAX_ATTRIBUTES)] }));
+    assert_eq!(batch.events.len(), MAX_ATTRIBUTES);
+    assert!(batch.errors.is_empty());
+}
+
+/// An answer lists at most [`MAX_ERRORS_LISTED`] errors, then one entry counting the rest, at
+/// the first one left out: 75 objects of 200 refused attributes each answered 15,000 entries.
+#[test]
+fn an_answer_lists_at_most_a_hundred_errors_and_counts_the_rest() {
+    let object = || {
+        let mut o: Map<String, Value> = (0..200).map(|i| (format!("a{i}"), json!([]))).collect();
+        o.insert("external_id".into(), "u1".into());
+        Value::Object(o)
+    };
+    let batch =
+        run(json!({ "attributes": (0..MAX_OBJECTS).map(|_| object()).collect::<Vec<_>>() }));
+    assert_eq!(batch.errors.len(), MAX_OBJECTS * 200);
+    let json = errors_json(&batch.errors);
+    let items = json.as_array().expect("an array");
+    assert_eq!(items.len(), MAX_ERRORS_LISTED + 1);
+    assert_eq!(
+        items[..MAX_ERRORS_LISTED],
+        *serde_json::to_value(&batch.errors[..MAX_ERRORS_LISTED])
+            .unwrap()
+            .as_array()
+            .unwrap()
+    );
+    let last = &items[MAX_ERRORS_LISTED];
+    assert_eq!(
+        last["type"],
+        format!(
+            "{} more errors not listed (an answer lists 100)",
+            MAX_OBJECTS * 200 - 100
+        )
+    );
+    assert_eq!(
+        (last["input_array"].as_str(), last["index"].as_u64()),
+        (Some("attributes"), Some(0))
+    );
+    // Within the limit, every error and no extra entry.
+    assert_eq!(
+        errors_json(&batch.errors[..3]).as_array().map(Vec::len),
+        Some(3)
+    );
+}
+
 /// 256 properties of 255-character names and values: within every per-value limit, yet about
 /// 130 KB encoded, twice the scorer's default `scorer.max_event_bytes`.
 fn huge_properties() -> Value {
