@@ -167,7 +167,7 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
         message(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "the body is larger than {} bytes (ingest.max_body_bytes) or was cut off",
+                "the body is larger than {} bytes (ingest.max_body_bytes)",
                 app.max_body_bytes
             ),
         )
@@ -182,7 +182,19 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
     let read = axum::body::to_bytes(body, app.max_body_bytes);
     let bytes = match tokio::time::timeout(app.body_timeout, read).await {
         Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => return too_large(),
+        // Over the limit (a body sent without a length): 413. Anything else (the client went
+        // away, a broken chunked encoding) is not a size: 400, so a client resends it as it
+        // is rather than cutting it down.
+        Ok(Err(e)) => {
+            let e = e.into_inner();
+            if e.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            return message(
+                StatusCode::BAD_REQUEST,
+                format!("the body was cut off before its end: {e}"),
+            );
+        }
         Err(_) => {
             return message(
                 StatusCode::REQUEST_TIMEOUT,
