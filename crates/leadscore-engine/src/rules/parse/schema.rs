@@ -2,6 +2,7 @@
 
 use super::access::{index, join, source_text};
 use super::{Loader, Value, DEFAULT_DEDUPE_WINDOW, MAX_FACTOR_SCALE, TOP_LEVEL_KEYS};
+use std::collections::hash_map::Entry as Slot;
 use std::collections::HashMap;
 
 use toml::de::{DeTable, DeValue};
@@ -104,14 +105,13 @@ impl Loader<'_> {
         ) else {
             return Vec::new();
         };
-        // Name -> where it was first used, for the duplicate-name error; cap key -> the name
-        // that has it.
-        let mut seen: HashMap<String, (String, usize)> = HashMap::new();
-        let mut keys: HashMap<u32, String> = HashMap::new();
+        // Cap key -> the name that has it and where it was first used: a name used twice has
+        // its key twice, as do two names whose keys collide.
+        let mut seen: HashMap<u32, (String, String, usize)> = HashMap::new();
         let mut groups = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let path = index("group", i);
-            if let Some(group) = self.group(item, &path, &mut seen, &mut keys) {
+            if let Some(group) = self.group(item, &path, &mut seen) {
                 groups.push(group);
             }
         }
@@ -122,8 +122,7 @@ impl Loader<'_> {
         &mut self,
         value: &Value<'_>,
         path: &str,
-        seen: &mut HashMap<String, (String, usize)>,
-        keys: &mut HashMap<u32, String>,
+        seen: &mut HashMap<u32, (String, String, usize)>,
     ) -> Option<Group> {
         let t = self.table(value, path, "a table ([[group]])")?;
         self.check_keys(
@@ -135,23 +134,29 @@ impl Loader<'_> {
         let name = self.required(t, value, path, "name", "").and_then(|v| {
             let key = join(path, "name");
             let name = self.string(v, &key)?;
-            if let Some((first, line)) = seen.get(&name) {
-                let message = format!(
-                    "duplicate group name {name:?} (already used by {first} on line {line})"
-                );
-                self.error(v.span(), &key, message);
-            } else if let Some(other) = keys.get(&group_key(&name)) {
-                // A group's cap usage and its explain notes are kept under a 32-bit hash of
-                // its name (in every user's state): two names with one hash would share a cap.
-                let message = format!(
-                    "group name {name:?} has the same 32-bit key as group {other:?}, so the two \
-                     would share one cap: rename one of them"
-                );
-                self.error(v.span(), &key, message);
-            } else {
-                let line = self.position(v.span().start).0;
-                seen.insert(name.clone(), (path.to_string(), line));
-                keys.insert(group_key(&name), name.clone());
+            match seen.entry(group_key(&name)) {
+                Slot::Occupied(e) if e.get().0 == name => {
+                    let (_, first, line) = e.get();
+                    let message = format!(
+                        "duplicate group name {name:?} (already used by {first} on line {line})"
+                    );
+                    self.error(v.span(), &key, message);
+                }
+                Slot::Occupied(e) => {
+                    let other = &e.get().0;
+                    // A group's cap usage and its explain notes are kept under a 32-bit hash
+                    // of its name (in every user's state): two names with one hash would
+                    // share a cap.
+                    let message = format!(
+                        "group name {name:?} has the same 32-bit key as group {other:?}, so \
+                         the two would share one cap: rename one of them"
+                    );
+                    self.error(v.span(), &key, message);
+                }
+                Slot::Vacant(e) => {
+                    let line = self.position(v.span().start).0;
+                    e.insert((name.clone(), path.to_string(), line));
+                }
             }
             Some(name)
         });
