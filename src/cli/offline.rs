@@ -73,15 +73,12 @@ pub(super) fn run_simulate(args: SimulateArgs) -> Result<ExitCode> {
         .transpose()?;
     let file = std::fs::File::open(&events)
         .with_context(|| format!("cannot open events file {}", events.display()))?;
-    // A `--now` after the wall clock is the simulation's present: a replay of traffic dated
-    // after the day it runs is not "from the future" up to it.
-    let wall = timestamp::wall_clock_millis();
     let sim = simulate::run_guarded(
         &engine,
         BufReader::new(file),
         now,
         partitions,
-        now.map_or(wall, |now| now.max(wall)),
+        timestamp::wall_clock_millis(),
         max_future_skew,
     )
     .with_context(|| format!("reading {}", events.display()))?;

@@ -94,7 +94,9 @@ pub fn run_partitioned(
 const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
 /// [`run_partitioned`] with the time guard explicit: a line whose `time` is more than
-/// `max_skew` after `wall` is a bad line and moves no clock, as in the scorer (SPEC 2).
+/// `max_skew` after `wall`, or after `now` when that is later (the simulation's present: a
+/// replay of traffic dated after the day it runs is not "from the future" up to it), is a bad
+/// line and moves no clock, as in the scorer (SPEC 2).
 pub fn run_guarded(
     engine: &Engine,
     input: impl BufRead,
@@ -104,6 +106,7 @@ pub fn run_guarded(
     max_skew: Millis,
 ) -> io::Result<Simulation> {
     let partitions = partitions.max(1);
+    let wall = now.map_or(wall, |now| now.max(wall));
     let mut sim = Simulation::default();
     let mut parts: Vec<(Partition, i64)> = (0..partitions).map(|_| (Partition::new(), 0)).collect();
     let limits = Limits::default();
