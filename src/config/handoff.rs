@@ -71,7 +71,7 @@ impl Default for HandoffSettings {
             status_order: DEFAULT_STATUS_ORDER.iter().map(|s| s.to_string()).collect(),
             handoff_status: "MQL".to_string(),
             skip_statuses: Vec::new(),
-            status_attribute: "lead_status".to_string(),
+            status_attribute: leadscore_engine::rules::LEAD_STATUS.to_string(),
             lead_id_attribute: None,
             lead_id_pattern: None,
             patch_body: serde_json::json!({ "lead_status": "MQL" }),
