@@ -41,37 +41,27 @@ impl Answer {
 /// with its size line; `end`: the last, empty chunk follows, else the sending side is shut
 /// after them (a body cut off).
 fn post_chunked(port: u16, chunks: &[&[u8]], end: bool) -> Answer {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to ingest");
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut raw = format!(
+    let head = format!(
         "POST /users/track HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
          Authorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
+    );
+    let mut body = Vec::new();
     for chunk in chunks {
-        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        raw.extend_from_slice(chunk);
-        raw.extend_from_slice(b"\r\n");
+        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(chunk);
+        body.extend_from_slice(b"\r\n");
     }
     if end {
-        raw.extend_from_slice(b"0\r\n\r\n");
+        body.extend_from_slice(b"0\r\n\r\n");
     } else {
         // A chunk announced longer than what comes before the connection's end.
-        raw.extend_from_slice(b"400\r\n{\"events\"");
+        body.extend_from_slice(b"400\r\n{\"events\"");
     }
-    let _ = s.write_all(&raw);
-    if !end {
-        let _ = s.shutdown(std::net::Shutdown::Write);
-    }
-    let mut answer = Vec::new();
-    let _ = s.read_to_end(&mut answer);
-    parse_answer(&String::from_utf8_lossy(&answer))
+    exchange(port, &head, &body, !end)
 }
 
 /// `POST path` with `headers` and `body` over HTTP/1.1, connection closed after the answer.
 fn post(port: u16, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to ingest");
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut head = format!(
         "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -80,9 +70,20 @@ fn post(port: u16, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer 
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
+    exchange(port, &head, body, false)
+}
+
+/// Sends `head` and `body` on a new connection (shutting its sending side after them when
+/// `cut_off`) and reads the answer to the connection's end.
+fn exchange(port: u16, head: &str, body: &[u8], cut_off: bool) -> Answer {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to ingest");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     s.write_all(head.as_bytes()).unwrap();
     // A server may answer (413) before reading the whole body and close: that is fine.
     let _ = s.write_all(body);
+    if cut_off {
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
     parse_answer(&String::from_utf8_lossy(&raw))
