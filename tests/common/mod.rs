@@ -395,10 +395,21 @@ impl Service {
         self.child.wait().expect("wait for leadscore")
     }
 
-    /// SIGTERM; the service must exit 0 (its log shows why not).
+    /// SIGTERM; the service must exit 0. A failure says how it ended (a code or a signal),
+    /// whether it had already ended before the SIGTERM, and its log.
     pub fn stop(&mut self) {
+        if let Some(status) = self.exited() {
+            panic!(
+                "the service had already ended ({status}) before SIGTERM:\n{}",
+                self.log_text()
+            );
+        }
         let status = self.terminate();
-        assert!(status.success(), "{status}:\n{}", self.log_text());
+        assert!(
+            status.success(),
+            "SIGTERM: the service ended with {status}, not 0:\n{}",
+            self.log_text()
+        );
     }
 
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {

@@ -313,7 +313,7 @@ fn a_lead_whose_status_leaves_mql_is_handed_off_again() {
         setup.outcomes().len() >= 3
     });
     std::thread::sleep(Duration::from_secs(1));
-    assert!(h.terminate().success());
+    h.stop();
     assert_eq!(
         setup.standin.patch_count(&id),
         3,
@@ -352,7 +352,7 @@ fn a_lead_that_reaches_sql_before_its_batch_is_sent_is_not_moved_back() {
         setup.standin.patch_count(&control) == 1
     });
     std::thread::sleep(Duration::from_millis(500));
-    assert!(h.terminate().success());
+    h.stop();
     assert_eq!(
         setup.standin.patch_count(&taken),
         0,
@@ -420,7 +420,7 @@ fn the_daily_api_limit_pauses_calls_and_keeps_the_leads() {
     wait_until(Duration::from_secs(30), "40 outcomes", || {
         setup.outcomes().len() >= 40
     });
-    assert!(h.terminate().success());
+    h.stop();
     assert!(
         read_all(&setup.broker, &setup.handoffs_dlq).is_empty(),
         "nothing dead-lettered"
@@ -467,7 +467,7 @@ fn a_limit_pause_longer_than_the_poll_interval_keeps_the_group() {
         setup.outcomes().len() >= 20
     });
     std::thread::sleep(Duration::from_secs(1));
-    assert!(h.terminate().success());
+    h.stop();
     let log = h.log_text();
     assert!(
         !log.to_ascii_lowercase().contains("poll interval"),
@@ -529,8 +529,8 @@ fn a_rebalance_during_a_limit_pause_is_served_and_loses_no_lead() {
         setup.outcomes().len() >= 10
     });
     std::thread::sleep(Duration::from_secs(1));
-    assert!(b.terminate().success());
-    assert!(a.terminate().success());
+    b.stop();
+    a.stop();
     let outcomes = setup.outcomes();
     let leads: BTreeSet<&str> = outcomes
         .iter()
@@ -579,8 +579,8 @@ fn a_rebalance_does_not_cut_a_limit_pause_short() {
         "the first instance called again within its pause:\n{}",
         a.log_text()
     );
-    assert!(b.terminate().success());
-    assert!(a.terminate().success());
+    b.stop();
+    a.stop();
 }
 
 /// Through a limit pause the partitions are paused, so librdkafka fetches nothing and its
@@ -941,7 +941,7 @@ fn readiness_waits_for_a_token_and_metrics_pass_promtool_and_move() {
     assert_eq!(sum("leadscore_restore_duration_seconds_count"), 2.0);
     assert!(sum("leadscore_store_keys") >= (leads + 1) as f64);
     assert!(sum("leadscore_store_bytes") > 0.0);
-    assert!(h.terminate().success());
+    h.stop();
     let log = h.log_text();
     assert!(
         log.contains("Salesforce answered") && log.contains("hyper"),
@@ -1003,7 +1003,7 @@ fn bad_lead_ids_and_mismatched_keys_are_dead_lettered_without_a_call() {
         setup.standin.patch_count(&good) == 1
     });
     std::thread::sleep(Duration::from_millis(500));
-    assert!(h.terminate().success());
+    h.stop();
 
     let mut dead = dead_letters(&setup);
     dead.sort();
@@ -1051,7 +1051,7 @@ fn bad_lead_ids_and_mismatched_keys_are_dead_lettered_without_a_call() {
         setup.standin.patch_count(&fixed) == 1
     });
     std::thread::sleep(Duration::from_millis(500));
-    assert!(h.terminate().success());
+    h.stop();
     assert_eq!(
         dead_letters(&setup).len(),
         bad.len() + 1,
@@ -1086,7 +1086,7 @@ fn a_refused_token_is_an_authentication_failure_not_an_api_limit() {
         metric_sum(&metrics, "leadscore_handoff_limit_pauses_total"),
         0.0
     );
-    assert!(h.terminate().success());
+    h.stop();
     let log = h.log_text();
     assert!(log.contains("invalid_client_id"), "the cause is logged");
     assert!(
@@ -1210,7 +1210,7 @@ fn answers_that_do_not_match_the_records_are_retried_and_an_oversized_lone_succe
             .iter()
             .any(|o| o["lead_id"] == big.as_str())
     });
-    assert!(h.terminate().success());
+    h.stop();
     assert!(dead_letters(&setup).is_empty());
     let last = setup.outcomes().pop().expect("an outcome");
     assert_eq!(last["status"], "handed_off");
@@ -1231,7 +1231,7 @@ fn handoff_outcomes_carry_a_json_content_type_and_their_time_as_record_timestamp
     wait_until(Duration::from_secs(60), "both outcomes", || {
         setup.outcomes().len() == 2
     });
-    assert!(h.terminate().success());
+    h.stop();
     let records = read_all(&setup.broker, &setup.handoffs);
     assert_eq!(records.len(), 2);
     for Read {
@@ -1282,7 +1282,7 @@ fn a_tombstone_forgets_the_lead_so_it_is_handed_off_again_after_recrossing() {
         || setup.outcomes().len() >= 2,
     );
     std::thread::sleep(Duration::from_secs(1));
-    assert!(h.terminate().success());
+    h.stop();
     assert_eq!(
         setup.standin.patch_count(&id),
         2,

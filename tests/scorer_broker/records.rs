@@ -158,7 +158,7 @@ fn score_changes_carry_their_event_time_as_record_timestamp_and_a_content_type()
         });
         let mut scorer = setup.scorer("s", &[("SCORER__OUTPUT_FORMAT", format)]);
         setup.wait_caught_up(events.len(), Duration::from_secs(120));
-        assert!(scorer.terminate().success());
+        scorer.stop();
         let records = read_all(&setup.broker, &setup.names.output);
         assert!(records.len() > 20, "{format}: {} changes", records.len());
         let wire = format.parse::<Format>().expect("format");
@@ -211,7 +211,7 @@ fn producer_and_consumer_properties_reach_only_their_clients_without_librdkafka_
         ],
     );
     setup.wait_caught_up(events.len(), Duration::from_secs(60));
-    assert!(scorer.terminate().success());
+    scorer.stop();
     let log = scorer.log_text();
     assert!(log.contains("partition restored"), "{log}");
     // librdkafka's CONFWARN: "Configuration property X is a producer property and will be
