@@ -707,8 +707,24 @@ pub(crate) mod names {
     static SLOTS: [OnceLock<&'static str>; MAX] = [const { OnceLock::new() }; MAX];
     static TABLE: LazyLock<Table<'static>> = LazyLock::new(|| Table::new(&SLOTS));
 
+    thread_local! {
+        /// The entries of the process's index this thread has used: a name's index never
+        /// changes once given, so a copy is never stale, and a hit takes no lock (the lock's
+        /// two atomic operations were a third of writing an attribute new to a user, issue
+        /// 14). At most [`MAX`] entries per thread.
+        static KNOWN: std::cell::RefCell<HashMap<&'static str, u32, SeededState>> =
+            std::cell::RefCell::new(HashMap::default());
+    }
+
     pub(crate) fn intern(name: &str) -> Option<u32> {
-        TABLE.intern(name)
+        if let Some(i) = KNOWN.with_borrow(|known| known.get(name).copied()) {
+            return Some(i);
+        }
+        let i = TABLE.intern(name)?;
+        if let Some(held) = get(u64::from(i)) {
+            KNOWN.with_borrow_mut(|known| known.insert(held, i));
+        }
+        Some(i)
     }
 
     /// `name`'s index if the process's table has it, adding nothing.
