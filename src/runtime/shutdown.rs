@@ -36,29 +36,50 @@ impl Shutdown {
         }
     }
 
-    /// Triggers shutdown on the first SIGTERM or SIGINT.
+    /// Triggers shutdown on the first SIGTERM or SIGINT. The handlers are installed before
+    /// this returns (not at the spawned task's first poll), so a signal that comes while the
+    /// service starts is never met by the default action, which ends the process at once
+    /// without a word (exit status "signal 15").
     pub fn on_signals(&self) {
         let s = self.clone();
+        #[cfg(unix)]
+        let streams = {
+            use tokio::signal::unix::{signal, SignalKind};
+            (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            )
+        };
         tokio::spawn(async move {
-            let ctrl_c = tokio::signal::ctrl_c();
             #[cfg(unix)]
-            {
-                use tokio::signal::unix::{signal, SignalKind};
-                match signal(SignalKind::terminate()) {
-                    Ok(mut term) => {
-                        tokio::select! {
-                            _ = ctrl_c => {},
-                            _ = term.recv() => {},
-                        }
+            match streams {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = int.recv() => {},
                     }
-                    Err(_) => {
-                        let _ = ctrl_c.await;
+                }
+                (term, int) => {
+                    // Not expected on Unix; if one could not be installed, wait for the other.
+                    tracing::warn!(
+                        "cannot install a signal handler (SIGTERM: {:?}, SIGINT: {:?})",
+                        term.as_ref().err(),
+                        int.as_ref().err()
+                    );
+                    match (term, int) {
+                        (Ok(mut t), _) => {
+                            t.recv().await;
+                        }
+                        (_, Ok(mut i)) => {
+                            i.recv().await;
+                        }
+                        _ => std::future::pending::<()>().await,
                     }
                 }
             }
             #[cfg(not(unix))]
             {
-                let _ = ctrl_c.await;
+                let _ = tokio::signal::ctrl_c().await;
             }
             tracing::info!("shutdown signal received; finishing the current batch");
             s.trigger();
