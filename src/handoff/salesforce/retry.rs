@@ -50,8 +50,9 @@ impl RetryHint {
 /// error) and Salesforce `errorCode` (or `statusCode` of a collection record).
 ///
 /// - [`RetryHint::Retry`]: no answer, `408`, `429`, `5xx`, `1xx` and `3xx` (no redirect is
-///   followed, so nothing happened), and `UNABLE_TO_LOCK_ROW` whatever the status (another
-///   transaction holds the row; it comes with `400` alone or `200` in a collection).
+///   followed, so nothing happened), and the [`TRANSIENT_CODES`] whatever the status: a
+///   collection's record fails with the code its lone update would have answered with its
+///   status, so a lead's fate does not depend on whether it was batched.
 /// - [`RetryHint::PauseForLimit`]: `REQUEST_LIMIT_EXCEEDED` (Salesforce sends it with `403`;
 ///   the code decides, so a collection record carrying it pauses too).
 /// - [`RetryHint::AuthFailure`]: `401`: a session refused even after the one
@@ -61,7 +62,7 @@ impl RetryHint {
 ///   (`NOT_FOUND`, `MALFORMED_ID`,
 ///   `ENTITY_IS_DELETED`, `FIELD_CUSTOM_VALIDATION_EXCEPTION`, `INVALID_FIELD`, ...).
 pub fn classify(http_status: Option<u16>, error_code: &str) -> RetryHint {
-    if error_code == "UNABLE_TO_LOCK_ROW" {
+    if TRANSIENT_CODES.contains(&error_code) {
         return RetryHint::Retry;
     }
     if error_code == "REQUEST_LIMIT_EXCEEDED" {
@@ -77,6 +78,19 @@ pub fn classify(http_status: Option<u16>, error_code: &str) -> RetryHint {
         Some(_) => RetryHint::Permanent,
     }
 }
+
+/// Salesforce error codes that say the org, not the lead, failed this time; retried whatever
+/// status carries them. `UNABLE_TO_LOCK_ROW`: another transaction holds the row (with `400`
+/// alone, `200` in a collection). `UNKNOWN_EXCEPTION`, `SERVER_UNAVAILABLE`,
+/// `REQUEST_RUNNING_TOO_LONG`: a server-side failure, a `500` or `503` for a lone update and a
+/// record error inside a collection's `200` (an outside review found a collection's
+/// `UNKNOWN_EXCEPTION` dead-lettered after one attempt while the same lead alone was retried).
+pub const TRANSIENT_CODES: [&str; 4] = [
+    "UNABLE_TO_LOCK_ROW",
+    "UNKNOWN_EXCEPTION",
+    "SERVER_UNAVAILABLE",
+    "REQUEST_RUNNING_TOO_LONG",
+];
 
 /// One failed update (or token request), as Salesforce explained it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

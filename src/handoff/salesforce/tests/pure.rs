@@ -21,6 +21,12 @@ fn classify_follows_the_spec_for_every_case() {
         (Some(400), "UNABLE_TO_LOCK_ROW", Retry),
         (Some(200), "UNABLE_TO_LOCK_ROW", Retry),
         (Some(503), "UNABLE_TO_LOCK_ROW", Retry),
+        // Server-side failures: retried alone (5xx) and as a record of a collection's 200.
+        (Some(500), "UNKNOWN_EXCEPTION", Retry),
+        (Some(200), "UNKNOWN_EXCEPTION", Retry),
+        (Some(200), "SERVER_UNAVAILABLE", Retry),
+        (Some(503), "SERVER_UNAVAILABLE", Retry),
+        (Some(200), "REQUEST_RUNNING_TOO_LONG", Retry),
         // The daily API limit.
         (Some(403), "REQUEST_LIMIT_EXCEEDED", PauseForLimit),
         (Some(200), "REQUEST_LIMIT_EXCEEDED", PauseForLimit),
