@@ -121,7 +121,7 @@ impl SalesforceClient {
             });
         }
         let api_version = settings.api_version.trim().to_string();
-        if api_version.is_empty() || api_version.contains('/') {
+        if !is_api_version(&api_version) {
             return Err(SalesforceError::Settings {
                 key: "api_version",
                 message: format!("{api_version:?} is not an API version such as \"v60.0\""),
@@ -548,4 +548,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+/// Whether `v` has the shape of a REST API version in a path: `v`, a major number, a dot and a
+/// minor one (`v60.0`). Anything else (`60.0`, `v60`, `latest`) makes every call a `404
+/// NOT_FOUND` that reads like a verdict on each lead (an outside review saw a typo dead-letter
+/// every lead), so it is refused when the handoff starts.
+pub(crate) fn is_api_version(v: &str) -> bool {
+    let Some((major, minor)) = v.strip_prefix('v').and_then(|r| r.split_once('.')) else {
+        return false;
+    };
+    let digits = |s: &str, max: usize| {
+        (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    digits(major, 3) && digits(minor, 2)
 }

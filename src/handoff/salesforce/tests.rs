@@ -48,6 +48,37 @@ fn client_for(instance_url: &str, secret: &str, timeout: Duration) -> Salesforce
     SalesforceClient::new(&settings, Secret::new(secret)).expect("valid settings")
 }
 
+#[test]
+fn an_api_version_of_another_shape_is_refused_naming_the_setting() {
+    for bad in ["60.0", "v60", "V60.0", "latest", "v60.0/", "v.0", "v60.", "v6000.0", "", " "] {
+        let settings = SalesforceSettings {
+            instance_url: "https://example.my.salesforce.com".to_string(),
+            client_id: "test-app".to_string(),
+            api_version: bad.to_string(),
+            ..SalesforceSettings::default()
+        };
+        match SalesforceClient::new(&settings, Secret::new(SECRET)) {
+            Err(e) => assert!(
+                e.to_string().contains("api_version") && e.to_string().contains("v60.0"),
+                "{bad:?}: {e}"
+            ),
+            Ok(_) => panic!("{bad:?} was taken as an API version"),
+        }
+    }
+    for good in ["v60.0", "v58.0", "v20.0", " v61.0 "] {
+        let settings = SalesforceSettings {
+            instance_url: "https://example.my.salesforce.com".to_string(),
+            client_id: "test-app".to_string(),
+            api_version: good.to_string(),
+            ..SalesforceSettings::default()
+        };
+        assert!(
+            SalesforceClient::new(&settings, Secret::new(SECRET)).is_ok(),
+            "{good:?} refused"
+        );
+    }
+}
+
 /// A stand-in org and a client for it; dropping it stops the stand-in.
 struct Org {
     standin: TestStandin,
