@@ -516,6 +516,25 @@ fn load_rules_logging_warnings(
     Ok(checked.rules)
 }
 
+/// The rules as the scorer runs them: every change's snapshot also holds the attributes the
+/// handoff decides by, `handoff.status_attribute` and `handoff.lead_id_attribute` (as read from
+/// the scorer's own settings), whether the rules file tracks them or not. Without the status in
+/// the snapshot a lead at SQL or Customer looked like one before MQL and was moved back to MQL
+/// (SPEC 6; an outside review), and without the lead id no change could be handed off.
+fn tracking_handoff_attributes(
+    mut rules: crate::rules::Rules,
+    handoff: &crate::config::HandoffSettings,
+) -> crate::rules::Rules {
+    let tracked = &mut rules.output.tracked_attributes;
+    let needed = std::iter::once(&handoff.status_attribute).chain(&handoff.lead_id_attribute);
+    for name in needed {
+        if !name.is_empty() && !tracked.contains(name) {
+            tracked.push(name.clone());
+        }
+    }
+    rules
+}
+
 /// The topics the scorer needs, created when missing; with lead lookup on, the instances'
 /// directory too (compacted, one partition: every instance reads all of it).
 pub fn topic_specs(settings: &Settings) -> Vec<TopicSpec> {
@@ -630,7 +649,8 @@ impl Scorer {
             max_bytes: settings.scorer.max_event_bytes,
         };
         let core = Arc::new(Core {
-            engine: Engine::new(rules).with_explain_depth(settings.scorer.explain_depth),
+            engine: Engine::new(tracking_handoff_attributes(rules, &settings.handoff))
+                .with_explain_depth(settings.scorer.explain_depth),
             producer,
             changelog,
             health,
@@ -917,6 +937,71 @@ impl Service for Core {
 #[cfg(test)]
 mod tests {
     use super::copied_from;
+
+    /// The scorer's changes carry what the handoff reads, named in the handoff settings, even
+    /// when the rules file tracks neither.
+    #[test]
+    fn changes_carry_the_handoff_status_and_lead_id_attributes_the_rules_do_not_track() {
+        use crate::change::ScoreChange;
+        use crate::event::{Event, EventType, Origin, Scalar, ScalarRef};
+        let rules = crate::rules::parse_str(
+            "[entry]\non = [{ type = \"session_start\" }]\n\
+             [[group]]\nname = \"s\"\ndelta = 150\ntriggers = [{ type = \"session_start\" }]\n\
+             [output]\ntracked_attributes = [\"email\"]\n",
+            "rules.toml",
+        )
+        .expect("rules");
+        let mut handoff = crate::config::HandoffSettings::default();
+        handoff.status_attribute = "sf_status".to_string();
+        handoff.lead_id_attribute = Some("sf_id".to_string());
+        let engine =
+            crate::engine::Engine::new(super::tracking_handoff_attributes(rules, &handoff));
+        let mut st = crate::state::UserState::default();
+        let mut out: Vec<ScoreChange> = Vec::new();
+        let origin = Origin {
+            topic: "lead-events",
+            partition: 0,
+            offset: 0,
+        };
+        let t = 1_767_571_200_000;
+        for (i, (name, value)) in [("sf_status", "SQL"), ("sf_id", "00Q000000000001AAA")]
+            .into_iter()
+            .enumerate()
+        {
+            let mut e = Event::new("u", t, EventType::AttributeChanged);
+            e.name = Some(name.into());
+            e.value = Some(Scalar::Str(value.to_string()));
+            engine.apply(
+                &mut st,
+                &e,
+                Origin {
+                    offset: i as i64,
+                    ..origin
+                },
+                t,
+                &mut out,
+            );
+        }
+        out.clear();
+        let e = Event::new("u", t + 1, EventType::SessionStart);
+        engine.apply(
+            &mut st,
+            &e,
+            Origin {
+                offset: 2,
+                ..origin
+            },
+            t + 1,
+            &mut out,
+        );
+        let change = out.last().expect("a score change");
+        assert_eq!(change.score, 150);
+        assert_eq!(change.attribute("sf_status"), Some(ScalarRef::Str("SQL")));
+        assert_eq!(
+            change.attribute("sf_id"),
+            Some(ScalarRef::Str("00Q000000000001AAA"))
+        );
+    }
 
     /// Only a position of the record's own topic, on another partition that the topic has, at
     /// an offset, written as the scorer writes it, names a re-routed copy's origin.
