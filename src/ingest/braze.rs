@@ -53,6 +53,7 @@ use crate::event::{Event, EventType, Scalar, ScoreOp};
 use crate::timestamp::{format_rfc3339, parse_rfc3339, Millis, MAX_MILLIS, MIN_MILLIS};
 use serde::Serialize;
 use serde_json::{Map, Number, Value};
+use std::collections::HashMap;
 
 /// Objects of each kind per request, as Braze documents.
 pub const MAX_OBJECTS: usize = 75;
@@ -311,11 +312,17 @@ pub fn translate(body: &[u8], opts: &Options<'_>) -> Result<Batch, BodyError> {
             }));
     }
     for (array, items) in [(Array::Events, events), (Array::Purchases, purchases)] {
+        // Content ids already given in this array, and how often.
+        let mut given: HashMap<String, usize> = HashMap::new();
         for (index, object) in items.iter().enumerate() {
             let result = match array {
                 Array::Purchases => purchase_event(object, index, opts),
                 _ => custom_event(object, index, opts),
             }
+            .map(|mut event| {
+                number_repeats(&mut event, &mut given, opts);
+                event
+            })
             .and_then(|event| check_size(&event, opts).map(|()| event));
             match result {
                 Ok(event) => {
@@ -681,6 +688,25 @@ fn content_id(array: Array, index: usize, event: &Event, opts: &Options<'_>) -> 
             array.as_str(),
             fnv1a_128(&event_digest_input(event))
         ),
+    }
+}
+
+/// Without an `Idempotency-Key`, the second and later events of one array of a request that
+/// share a content id get `:2`, `:3`, ... after it: objects sent twice in one request are two
+/// events, as Braze counts them (an outside review saw the scorer drop the second of two
+/// identical events answered "events_processed": 2), while a retry of the request numbers
+/// them the same way and is still dropped whole. With a key, the id holds the object's place.
+fn number_repeats(event: &mut Event, given: &mut HashMap<String, usize>, opts: &Options<'_>) {
+    if !matches!(opts.ids, IdBasis::Request(_)) {
+        return;
+    }
+    let Some(id) = event.event_id.as_deref() else {
+        return;
+    };
+    let count = given.entry(id.to_string()).or_insert(0);
+    *count += 1;
+    if *count > 1 {
+        event.event_id = Some(format!("{id}:{count}").into());
     }
 }
 

@@ -841,3 +841,41 @@ fn a_null_property_refuses_its_event_as_other_unsupported_values_do() {
         batch.errors
     );
 }
+
+#[test]
+fn identical_objects_in_one_request_are_each_counted_and_a_retry_is_still_dropped() {
+    let body = json!({
+        "events": [
+            {"external_id": "u1", "name": "demo_requested", "time": "2026-01-05T09:00:00Z"},
+            {"external_id": "u1", "name": "demo_requested", "time": "2026-01-05T09:00:00Z"},
+            {"external_id": "u1", "name": "other", "time": "2026-01-05T09:00:00Z"},
+            {"external_id": "u1", "name": "demo_requested", "time": "2026-01-05T09:00:00Z"},
+        ],
+        "purchases": [
+            {"external_id": "u1", "product_id": "p", "currency": "USD", "price": 1,
+             "time": "2026-01-05T09:00:00Z"},
+            {"external_id": "u1", "product_id": "p", "currency": "USD", "price": 1,
+             "time": "2026-01-05T09:00:00Z"},
+        ],
+    });
+    let ids = |body: &Value, request: &str| -> Vec<String> {
+        translate(
+            body.to_string().as_bytes(),
+            &opts(IdBasis::Request(request)),
+        )
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| e.event_id.unwrap().to_string())
+        .collect()
+    };
+    let first = ids(&body, "req-1");
+    assert_eq!(first.len(), 6);
+    let distinct: std::collections::HashSet<&String> = first.iter().collect();
+    assert_eq!(distinct.len(), 6, "{first:?}");
+    assert_eq!(first[1], format!("{}:2", first[0]));
+    assert_eq!(first[3], format!("{}:3", first[0]));
+    assert_eq!(first[5], format!("{}:2", first[4]));
+    // A retry (another request, the same body): the same ids, so the scorer drops it whole.
+    assert_eq!(first, ids(&body, "req-2"));
+}
