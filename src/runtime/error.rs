@@ -22,6 +22,23 @@ pub enum RuntimeError {
     Fatal(String),
 }
 
+/// An error with its causes, each once: what a library's own message leaves out (`reqwest`:
+/// "error sending request"; `tokio-postgres`: "invalid connection string", its cause naming
+/// the option).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
 /// `From` each runtime error into a service's error type through its `Runtime` variant, so
 /// `?` works on runtime calls in the service's code.
 macro_rules! from_runtime_errors {

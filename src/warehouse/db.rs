@@ -139,10 +139,11 @@ fn read_password(path: &Path) -> Result<String, DbError> {
 /// driven by a task of its own, which ends (and logs) when the server goes away.
 pub async fn connect(settings: &WarehouseSettings) -> Result<Client, DbError> {
     let url = settings.url.as_deref().ok_or(DbError::NoUrl)?;
-    // The parse error never quotes the URL: it may hold a password.
-    let mut config: Config = url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| DbError::BadUrl(e.to_string()))?;
+    // The parse error and its cause never quote the URL (it may hold a password): they name
+    // the option or the part that is wrong ("unknown option `pasword`").
+    let mut config: Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        DbError::BadUrl(crate::runtime::error::error_chain(&e))
+    })?;
     if config.get_ssl_mode() == SslMode::Require {
         return Err(DbError::TlsRequired);
     }
@@ -261,6 +262,35 @@ mod tests {
         let missing = read_password(&dir.join("none")).unwrap_err().to_string();
         assert!(missing.contains("none"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A mistyped connection string is refused naming what is wrong (the option, not only
+    /// "invalid connection string"), and never quoting the password.
+    #[tokio::test]
+    async fn a_mistyped_url_is_refused_naming_the_option_never_the_password() {
+        for (url, names) in [
+            (
+                "host=127.0.0.1 user=ls pasword=hunter2-secret dbname=wh",
+                "pasword",
+            ),
+            (
+                "host=127.0.0.1 user=ls dbnme=wh password=hunter2-secret",
+                "dbnme",
+            ),
+            (
+                "postgres://ls:hunter2-secret@127.0.0.1/wh?sslmod=disable",
+                "sslmod",
+            ),
+        ] {
+            let settings = WarehouseSettings {
+                url: Some(url.to_string()),
+                ..WarehouseSettings::default()
+            };
+            let e = connect(&settings).await.err().expect("refused").to_string();
+            assert!(e.starts_with("warehouse.url: "), "{e}");
+            assert!(e.contains(names), "{url}: {e}");
+            assert!(!e.contains("hunter2"), "{url}: {e}");
+        }
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ use crate::ops::telemetry::{
     SALESFORCE_API_LIMIT, SALESFORCE_API_USAGE, SALESFORCE_AUTH_FAILURES, SALESFORCE_REQUESTS,
     SALESFORCE_TOKEN_REFRESHES,
 };
+use crate::runtime::error::error_chain;
 use crate::runtime::sync::lock_unpoisoned;
 use metrics::{counter, gauge};
 use serde_json::Value;
@@ -535,21 +536,6 @@ pub(super) fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// An error with its causes (`reqwest`'s own message says little: "error sending request").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
-}
-
 /// Whether `v` has the shape of a REST API version in a path: `v`, a major number, a dot and a
 /// minor one (`v60.0`). Anything else (`60.0`, `v60`, `latest`) makes every call a `404
 /// NOT_FOUND` that reads like a verdict on each lead (an outside review saw a typo dead-letter
@@ -558,8 +544,7 @@ pub(crate) fn is_api_version(v: &str) -> bool {
     let Some((major, minor)) = v.strip_prefix('v').and_then(|r| r.split_once('.')) else {
         return false;
     };
-    let digits = |s: &str, max: usize| {
-        (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
-    };
+    let digits =
+        |s: &str, max: usize| (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
     digits(major, 3) && digits(minor, 2)
 }

@@ -50,7 +50,9 @@ fn client_for(instance_url: &str, secret: &str, timeout: Duration) -> Salesforce
 
 #[test]
 fn an_api_version_of_another_shape_is_refused_naming_the_setting() {
-    for bad in ["60.0", "v60", "V60.0", "latest", "v60.0/", "v.0", "v60.", "v6000.0", "", " "] {
+    for bad in [
+        "60.0", "v60", "V60.0", "latest", "v60.0/", "v.0", "v60.", "v6000.0", "", " ",
+    ] {
         let settings = SalesforceSettings {
             instance_url: "https://example.my.salesforce.com".to_string(),
             client_id: "test-app".to_string(),
