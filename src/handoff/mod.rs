@@ -288,6 +288,16 @@ impl Core {
             kafka::Delivery::Output,
         )?;
         if let Some(e) = error {
+            // One line per lead dead-lettered (a rare event, bounded by the leads): an operator
+            // reading the log sees what Salesforce refused and why, not only a counter.
+            tracing::warn!(
+                lead_id = %p.lead_id,
+                change = %p.change_id,
+                http_status = ?http_status,
+                attempts = p.attempts,
+                error = %e,
+                "lead dead-lettered: Salesforce refused its update"
+            );
             self.dead_letter(
                 Some(p.user_id.as_bytes()),
                 Some(&bytes),
@@ -351,6 +361,8 @@ impl Core {
             round += 1;
             let mut retry = Vec::new();
             let mut pause: Option<Pause> = None;
+            // The last transient failure of the round, for its one log line.
+            let mut failure: Option<SfError> = None;
             for chunk in queue.chunks(
                 self.settings
                     .handoff
@@ -427,6 +439,7 @@ impl Core {
                             }
                             RetryHint::Retry => {
                                 metrics::counter!(HANDOFF_RETRIES).increment(1);
+                                failure = Some(e);
                                 retry.push(p);
                             }
                         },
@@ -468,7 +481,22 @@ impl Core {
                         );
                         wait
                     }
-                    None => self.backoff.delay(round, salesforce::jitter()),
+                    None => {
+                        let wait = self.backoff.delay(round, salesforce::jitter());
+                        // One line per round of calls, so at most one per backoff wait
+                        // (`handoff.backoff_max` once an outage lasts): an outage shows in
+                        // the log, not only as lag and `leadscore_handoff_retries_total`.
+                        if let Some(error) = &failure {
+                            tracing::warn!(
+                                leads = retry.len(),
+                                round,
+                                retry_in_s = wait.as_secs_f64(),
+                                %error,
+                                "Salesforce calls failed: retrying, keeping the leads"
+                            );
+                        }
+                        wait
+                    }
                 };
                 let until = Instant::now() + wait;
                 if org_wide {

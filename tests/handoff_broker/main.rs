@@ -877,6 +877,14 @@ fn readiness_waits_for_a_token_and_metrics_pass_promtool_and_move() {
         "entity_is_deleted"
     );
     assert!(dlq[0].headers["leadscore.error.message"].contains("ENTITY_IS_DELETED"));
+    // And the log says so, with the lead and the code (it said nothing before).
+    let log = h.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("lead dead-lettered")
+            && l.contains(&deleted)
+            && l.contains("ENTITY_IS_DELETED")),
+        "{log}"
+    );
     assert!(
         String::from_utf8_lossy(dlq[0].payload.as_deref().unwrap_or_default()).contains(&deleted)
     );
@@ -1141,11 +1149,14 @@ fn an_outage_of_any_length_keeps_the_lead_until_salesforce_answers() {
     );
     assert_eq!(setup.standin.patch_count(&id), 1);
     assert!(dead_letters(&setup).is_empty());
+    // The outage shows in the log, one line per round of calls (it said nothing before).
+    let log = h.log_text();
     assert!(
-        h.terminate().success(),
-        "SIGTERM exits 0:\n{}",
-        h.log_text()
+        log.lines()
+            .any(|l| l.contains("Salesforce calls failed: retrying") && l.contains("leads")),
+        "{log}"
     );
+    h.stop();
 }
 
 #[test]
