@@ -951,9 +951,11 @@ mod tests {
             "rules.toml",
         )
         .expect("rules");
-        let mut handoff = crate::config::HandoffSettings::default();
-        handoff.status_attribute = "sf_status".to_string();
-        handoff.lead_id_attribute = Some("sf_id".to_string());
+        let handoff = crate::config::HandoffSettings {
+            status_attribute: "sf_status".to_string(),
+            lead_id_attribute: Some("sf_id".to_string()),
+            ..Default::default()
+        };
         let engine =
             crate::engine::Engine::new(super::tracking_handoff_attributes(rules, &handoff));
         let mut st = crate::state::UserState::default();

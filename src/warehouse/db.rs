@@ -286,7 +286,7 @@ mod tests {
                 url: Some(url.to_string()),
                 ..WarehouseSettings::default()
             };
-            let e = connect(&settings).await.err().expect("refused").to_string();
+            let e = connect(&settings).await.expect_err("refused").to_string();
             assert!(e.starts_with("warehouse.url: "), "{e}");
             assert!(e.contains(names), "{url}: {e}");
             assert!(!e.contains("hunter2"), "{url}: {e}");

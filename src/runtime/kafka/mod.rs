@@ -46,6 +46,17 @@ pub enum KafkaSetupError {
     Client(#[from] KafkaError),
     #[error("cannot create topic {topic:?}: {reason}")]
     CreateTopic { topic: String, reason: String },
+    /// The brokers could not be asked what topics there are: nothing was reached, or nothing
+    /// answered (a wrong address, a broker down, a listener that is not Kafka).
+    #[error(
+        "cannot read the topics from the brokers at kafka.bootstrap.servers = {bootstrap:?}: \
+         {source} (is the address right, and a Kafka broker listening there?)"
+    )]
+    Metadata {
+        bootstrap: String,
+        #[source]
+        source: KafkaError,
+    },
     #[error("topic {topic:?} has {found} partitions but {expected_from:?} has {expected}: they must be co-partitioned (same partition count); recreate {topic:?} or fix the topic settings")]
     PartitionMismatch {
         topic: String,

@@ -52,7 +52,14 @@ pub async fn ensure_topics(
 ) -> Result<HashMap<String, i32>, KafkaSetupError> {
     let admin: Arc<AdminClient<DefaultClientContext>> =
         Arc::new(create(&client_config(properties), DefaultClientContext)?);
-    let existing = partition_counts_off_worker(&admin, specs).await?;
+    let bootstrap = properties
+        .get("bootstrap.servers")
+        .cloned()
+        .unwrap_or_default();
+    tracing::info!(%bootstrap, "reading the topics from Kafka");
+    let existing = partition_counts_off_worker(&admin, specs)
+        .await
+        .map_err(|e| naming_the_brokers(e, &bootstrap))?;
     let missing: Vec<&TopicSpec> = specs
         .iter()
         .filter(|s| !existing.contains_key(&s.name))
@@ -73,7 +80,19 @@ pub async fn ensure_topics(
             })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(SETUP_TIMEOUT));
-        for result in admin.create_topics(new.iter(), &opts).await? {
+        let names: Vec<&str> = missing.iter().map(|s| s.name.as_str()).collect();
+        tracing::info!(topics = ?names, "creating the missing topics");
+        let results = admin.create_topics(new.iter(), &opts).await.map_err(|e| {
+            KafkaSetupError::CreateTopic {
+                topic: names.join(", "),
+                reason: format!(
+                    "the request to create it failed: {e} (topics.* names a topic the \
+                     broker does not have and did not create: a typo, or a broker that \
+                     refuses to create topics; create it, or fix the name)"
+                ),
+            }
+        })?;
+        for result in results {
             match result {
                 Ok(_) => tracing::info!(topic = %topic_of(&result), "created topic"),
                 Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
@@ -100,6 +119,17 @@ pub async fn ensure_topics(
     match specs.iter().find(|s| !counts.contains_key(&s.name)) {
         Some(s) => Err(KafkaSetupError::Missing(s.name.clone())),
         None => Ok(counts),
+    }
+}
+
+/// A failure to read the metadata, naming the brokers asked; other errors as they are.
+fn naming_the_brokers(e: KafkaSetupError, bootstrap: &str) -> KafkaSetupError {
+    match e {
+        KafkaSetupError::Client(source) => KafkaSetupError::Metadata {
+            bootstrap: bootstrap.to_string(),
+            source,
+        },
+        other => other,
     }
 }
 
@@ -174,5 +204,23 @@ mod tests {
         for c in [changelog, dlq] {
             assert_eq!(c["max.message.bytes"], MAX_RECORD_BYTES.to_string());
         }
+    }
+
+    /// A metadata fetch that reached no broker says which brokers were asked and which
+    /// setting names them (it said "kafka client: Meta data fetch error:
+    /// BrokerTransportFailure" alone); other errors pass as they are.
+    #[test]
+    fn a_failed_metadata_fetch_names_the_bootstrap_servers() {
+        let failed = KafkaSetupError::Client(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::BrokerTransportFailure,
+        ));
+        let e = naming_the_brokers(failed, "127.0.0.1:1").to_string();
+        assert!(
+            e.contains("kafka.bootstrap.servers") && e.contains("127.0.0.1:1"),
+            "{e}"
+        );
+        assert!(e.contains("BrokerTransportFailure"), "the cause stays: {e}");
+        let missing = naming_the_brokers(KafkaSetupError::Missing("t".into()), "b:9092");
+        assert!(matches!(missing, KafkaSetupError::Missing(_)));
     }
 }
