@@ -76,7 +76,10 @@ where
         )
         .await
         .with_context(|| format!("admin endpoint on {}", settings.admin.listen))?;
-        lookup.set_address(&settings, addr);
+        // Only the scorer serves lookups: the handoff announced a route it answers 404.
+        if scorer {
+            lookup.set_address(&settings, addr);
+        }
         let result = service(settings, health, shutdown.clone(), lookup).await;
         shutdown.trigger();
         result?;

@@ -4,6 +4,10 @@ use super::kafka::{flatten_kafka, kafka_key};
 use super::load::Sources;
 use super::*;
 
+/// The prefix with one underscore: a variable under it whose name has a double underscore is
+/// a mistyped setting.
+const MISSPELLED_PREFIX: &str = "LEADSCORE_";
+
 /// One `LEADSCORE__...` variable.
 pub(super) struct EnvEntry {
     pub(super) var: String,
@@ -19,7 +23,8 @@ pub(super) fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
     let mut vars = Vec::new();
     for (name, value) in std::env::vars_os() {
         let lossy = name.to_string_lossy();
-        if !lossy.starts_with(ENV_PREFIX) {
+        // `LEADSCORE_` with one underscore too: [`parse_env`] refuses a setting spelled so.
+        if !lossy.starts_with(MISSPELLED_PREFIX) {
             continue;
         }
         match (name.to_str(), value.into_string()) {
@@ -43,6 +48,21 @@ pub(super) fn parse_env(
     let mut entries = Vec::new();
     for (var, raw) in env {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            if let Some(rest) = var.strip_prefix(MISSPELLED_PREFIX) {
+                if rest.contains(ENV_SEPARATOR) {
+                    // A setting with one underscore after the prefix was silently ignored (an
+                    // outside review); the variables leadscore reads by name
+                    // (`LEADSCORE_SALESFORCE_CLIENT_SECRET`) have no double underscore.
+                    return Err(ConfigError::EnvVar {
+                        message: format!(
+                            "looks like a setting, but settings are \
+                             LEADSCORE__SECTION__KEY, two underscores after LEADSCORE: \
+                             did you mean {ENV_PREFIX}{rest}?"
+                        ),
+                        var,
+                    });
+                }
+            }
             continue;
         };
         let segments: Vec<String> = rest.split(ENV_SEPARATOR).map(str::to_lowercase).collect();

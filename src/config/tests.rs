@@ -277,6 +277,28 @@ fn kafka_properties_pass_through_verbatim_with_underscores_as_dots() {
 }
 
 #[test]
+fn a_setting_with_one_underscore_after_leadscore_is_refused_not_ignored() {
+    let e = Settings::load_from(None, env(&[("LEADSCORE_SALESFORCE__CLIENT_ID", "abc")]))
+        .expect_err("a mistyped setting")
+        .to_string();
+    assert!(
+        e.contains("LEADSCORE_SALESFORCE__CLIENT_ID")
+            && e.contains("did you mean LEADSCORE__SALESFORCE__CLIENT_ID?"),
+        "{e}"
+    );
+    assert!(!e.contains("abc"), "never the value: {e}");
+    // Variables read by name, with one underscore and no double one, are not settings.
+    let s = Settings::load_from(
+        None,
+        env(&[
+            ("LEADSCORE_SALESFORCE_CLIENT_SECRET", "s"),
+            ("LEADSCORE_TEST_BROKER", "tansu"),
+        ]),
+    );
+    assert!(s.is_ok(), "{:?}", s.err().map(|e| e.to_string()));
+}
+
+#[test]
 fn env_var_names_the_source_in_errors() {
     let e = load_err("", &[("LEADSCORE__SCORER__BATCH_MAX_EVENTS", "0")]);
     assert_eq!(
