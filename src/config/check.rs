@@ -208,6 +208,27 @@ impl Settings {
             &["handoff.limit_pause"],
             NONZERO,
         )?;
+        // Waits past these keep leads (and, for a refused credential, every call) waiting for
+        // days on a typo (`9999d`: an outside review). A day covers Salesforce's rolling
+        // 24-hour API allowance; an hour of lingering is already far past any batching gain.
+        for (key, value, max, what) in [
+            ("handoff.linger", handoff.linger, HOUR, "1h"),
+            (
+                "handoff.backoff_initial",
+                handoff.backoff_initial,
+                DAY,
+                "24h",
+            ),
+            ("handoff.backoff_max", handoff.backoff_max, DAY, "24h"),
+            ("handoff.limit_pause", handoff.limit_pause, DAY, "24h"),
+        ] {
+            ensure(
+                sources,
+                value <= max,
+                &[key],
+                &format!("must be at most {what}: a lead would wait that long"),
+            )?;
+        }
         // A PATCH of no fields would answer 204 and change nothing: every lead "handed off".
         ensure(
             sources,
@@ -341,3 +362,6 @@ impl Settings {
         Ok(())
     }
 }
+
+const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);

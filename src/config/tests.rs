@@ -277,6 +277,42 @@ fn kafka_properties_pass_through_verbatim_with_underscores_as_dots() {
 }
 
 #[test]
+fn handoff_waits_past_a_day_or_lingering_past_an_hour_are_refused() {
+    for (var, value, key) in [
+        ("LEADSCORE__HANDOFF__LINGER", "9999d", "handoff.linger"),
+        ("LEADSCORE__HANDOFF__LINGER", "61m", "handoff.linger"),
+        (
+            "LEADSCORE__HANDOFF__BACKOFF_MAX",
+            "99999d",
+            "handoff.backoff_max",
+        ),
+        (
+            "LEADSCORE__HANDOFF__LIMIT_PAUSE",
+            "25h",
+            "handoff.limit_pause",
+        ),
+    ] {
+        let e = Settings::load_from(None, env(&[(var, value)]))
+            .expect_err(value)
+            .to_string();
+        assert!(
+            e.contains(key) && e.contains("at most"),
+            "{var}={value}: {e}"
+        );
+    }
+    for (var, value) in [
+        ("LEADSCORE__HANDOFF__LINGER", "1h"),
+        ("LEADSCORE__HANDOFF__BACKOFF_MAX", "24h"),
+        ("LEADSCORE__HANDOFF__LIMIT_PAUSE", "1h"),
+    ] {
+        assert!(
+            Settings::load_from(None, env(&[(var, value)])).is_ok(),
+            "{var}={value}"
+        );
+    }
+}
+
+#[test]
 fn a_setting_with_one_underscore_after_leadscore_is_refused_not_ignored() {
     let e = Settings::load_from(None, env(&[("LEADSCORE_SALESFORCE__CLIENT_ID", "abc")]))
         .expect_err("a mistyped setting")
