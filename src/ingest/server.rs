@@ -54,10 +54,11 @@ pub struct App {
 
 /// The API's routes.
 pub fn router(app: Arc<App>) -> Router {
-    crate::ops::serve::json_errors(
+    crate::ops::serve::json_errors_in(
         Router::new()
             .route("/users/track", post(track))
             .with_state(app),
+        "message",
     )
 }
 

@@ -50,13 +50,22 @@ impl Bounds {
 /// are left as they are. (A request line or headers too long for the server are answered by
 /// hyper before any route, 414 or 431 with no body: docs/operations.md.)
 pub fn json_errors(router: Router) -> Router {
-    router.layer(axum::middleware::map_response(with_json_error))
+    json_errors_in(router, "error")
+}
+
+/// [`json_errors`] with the text under `field`: the ingest API answers as Braze does, with a
+/// `message` (an outside review found its 404 and 405 in the admin port's shape).
+pub fn json_errors_in(router: Router, field: &'static str) -> Router {
+    router.layer(axum::middleware::map_response(
+        move |method, uri, response| with_json_error(method, uri, response, field),
+    ))
 }
 
 async fn with_json_error(
     method: axum::http::Method,
     uri: axum::http::Uri,
     response: axum::response::Response,
+    field: &'static str,
 ) -> axum::response::Response {
     use axum::body::HttpBody;
     let status = response.status();
@@ -66,14 +75,18 @@ async fn with_json_error(
         return response;
     }
     let (mut parts, _) = response.into_parts();
-    let body = serde_json::json!({
-        "error": format!(
+    let mut body = serde_json::Map::new();
+    body.insert(
+        field.to_string(),
+        format!(
             "{} {}: {method} {}",
             status.as_u16(),
             status.canonical_reason().unwrap_or("error"),
             cut(uri.path(), 256)
-        ),
-    });
+        )
+        .into(),
+    );
+    let body = serde_json::Value::Object(body);
     parts.headers.insert(
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/json"),
@@ -257,6 +270,32 @@ mod tests {
         assert!(
             no_path.ends_with(r#"{"error":"404 Not Found: GET /nope"}"#),
             "{no_path}"
+        );
+        // The ingest API's shape: Braze's `message`.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let braze = listener.local_addr().expect("bound");
+        let router = json_errors_in(
+            Router::new().route("/users/track", axum::routing::post(|| async { "ok" })),
+            "message",
+        );
+        tokio::spawn(serve(
+            listener,
+            router,
+            Bounds::ADMIN,
+            shutdown.clone(),
+            "test",
+        ));
+        let get_track = exchange(
+            braze,
+            b"GET /users/track HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .expect("an answer");
+        assert!(
+            get_track.ends_with(r#"{"message":"405 Method Not Allowed: GET /users/track"}"#),
+            "{get_track}"
         );
         let fine = ask("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
         assert!(
