@@ -108,6 +108,8 @@ impl IngestSettings {
     pub fn api_keys(&self) -> Result<Vec<Secret>, ApiKeysError> {
         let path = self.api_keys_file.as_ref().ok_or(ApiKeysError::NotSet)?;
         let text = read_capped_text::<ApiKeysError>(path, MAX_API_KEYS_FILE_BYTES)?;
+        // A byte order mark (a Windows editor's) is not part of the first key.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let mut keys = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let key = line.trim();
@@ -200,5 +202,29 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A keys file saved with a byte order mark (found by an outside review: refused as "not
+    /// printable ASCII", the mark unnamed) reads as the same file without it.
+    #[test]
+    fn a_keys_file_with_a_byte_order_mark_reads_as_without_it() {
+        let dir = std::env::temp_dir().join(format!("leadscore-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let path = dir.join("keys");
+        std::fs::write(&path, "\u{feff}k3y-0123456789abcdef\r\n# a comment\r\n").expect("written");
+        let settings = IngestSettings {
+            api_keys_file: Some(path),
+            ..IngestSettings::default()
+        };
+        let keys = settings.api_keys().map_err(|e| e.to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        let keys = keys.expect("the keys");
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].expose(), "k3y-0123456789abcdef");
     }
 }
