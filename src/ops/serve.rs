@@ -221,12 +221,20 @@ mod tests {
     use axum::routing::get;
 
     async fn server(bounds: Bounds) -> (std::net::SocketAddr, Shutdown) {
+        serving(
+            Router::new().route("/healthz", get(|| async { "ok" })),
+            bounds,
+        )
+        .await
+    }
+
+    /// `router` served on a loopback port.
+    async fn serving(router: Router, bounds: Bounds) -> (std::net::SocketAddr, Shutdown) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");
         let addr = listener.local_addr().expect("bound");
         let shutdown = Shutdown::new();
-        let router = Router::new().route("/healthz", get(|| async { "ok" }));
         tokio::spawn(serve(listener, router, bounds, shutdown.clone(), "test"));
         (addr, shutdown)
     }
@@ -236,19 +244,11 @@ mod tests {
     /// JSON with an `error`. Through `json_errors` they are; answers with a body are unchanged.
     #[tokio::test]
     async fn error_answers_without_a_body_get_a_json_one() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a loopback port");
-        let addr = listener.local_addr().expect("bound");
-        let shutdown = Shutdown::new();
-        let router = json_errors(Router::new().route("/healthz", get(|| async { "ok" })));
-        tokio::spawn(serve(
-            listener,
-            router,
+        let (addr, shutdown) = serving(
+            json_errors(Router::new().route("/healthz", get(|| async { "ok" }))),
             Bounds::ADMIN,
-            shutdown.clone(),
-            "test",
-        ));
+        )
+        .await;
         let ask = |request: &'static str| async move {
             exchange(addr, request.as_bytes()).await.expect("an answer")
         };
@@ -272,21 +272,14 @@ mod tests {
             "{no_path}"
         );
         // The ingest API's shape: Braze's `message`.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a loopback port");
-        let braze = listener.local_addr().expect("bound");
-        let router = json_errors_in(
-            Router::new().route("/users/track", axum::routing::post(|| async { "ok" })),
-            "message",
-        );
-        tokio::spawn(serve(
-            listener,
-            router,
+        let (braze, braze_shutdown) = serving(
+            json_errors_in(
+                Router::new().route("/users/track", axum::routing::post(|| async { "ok" })),
+                "message",
+            ),
             Bounds::ADMIN,
-            shutdown.clone(),
-            "test",
-        ));
+        )
+        .await;
         let get_track = exchange(
             braze,
             b"GET /users/track HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -303,6 +296,7 @@ mod tests {
             "{fine}"
         );
         shutdown.trigger();
+        braze_shutdown.trigger();
     }
 
     /// A connection that never finishes its headers is closed after the header timeout; before,
