@@ -345,6 +345,25 @@ impl Settings {
             let message = format!("{:?} is not in handoff.status_order", h.handoff_status);
             return Err(sources.invalid(&["handoff.handoff_status", order], message));
         };
+        // A body that sets another status of the funnel than the handoff status would move
+        // leads there while the handoff counts them at the handoff status (an outside review:
+        // `{"lead_status": "SQL"}` with MQL was taken). A body that sets no status (a checkbox
+        // a Salesforce flow reads) is left alone.
+        let fields = h.patch_body.as_object().into_iter().flatten();
+        for (field, value) in fields {
+            let Some(text) = value.as_str() else { continue };
+            let key = status_key(text);
+            if key != handoff_key && keys.contains(&key) {
+                let message = format!(
+                    "sets {field:?} to {text:?}, a status of handoff.status_order other than \
+                     handoff.handoff_status {:?}: set it to the handoff status",
+                    h.handoff_status
+                );
+                return Err(
+                    sources.invalid(&["handoff.patch_body", "handoff.handoff_status"], message)
+                );
+            }
+        }
         for skip in &h.skip_statuses {
             let key = status_key(skip);
             if key.is_empty() {

@@ -130,7 +130,7 @@ fn env_values_parse_as_toml_literals_or_strings() {
             ("LEADSCORE__SCORER__FOLLOW_WALL_CLOCK", "false"),
             ("LEADSCORE__HANDOFF__SKIP_STATUSES", r#"["MQL", "SQL"]"#),
             ("LEADSCORE__HANDOFF__STATUS_ATTRIBUTE", r#""status""#),
-            ("LEADSCORE__HANDOFF__PATCH_BODY", r#"{"Status": "Working"}"#),
+            ("LEADSCORE__HANDOFF__PATCH_BODY", r#"{"Status": "MQL"}"#),
             ("LEADSCORE__ADMIN__LISTEN", "127.0.0.1:9000"),
             // A number where a string belongs falls back to the text as written.
             ("LEADSCORE__SALESFORCE__CLIENT_ID", "12345"),
@@ -142,10 +142,7 @@ fn env_values_parse_as_toml_literals_or_strings() {
     assert!(!s.scorer.follow_wall_clock);
     assert_eq!(s.handoff.skip_statuses, ["MQL", "SQL"]);
     assert_eq!(s.handoff.status_attribute, "status");
-    assert_eq!(
-        s.handoff.patch_body,
-        serde_json::json!({"Status": "Working"})
-    );
+    assert_eq!(s.handoff.patch_body, serde_json::json!({"Status": "MQL"}));
     assert_eq!(s.admin.listen, "127.0.0.1:9000");
     assert_eq!(s.salesforce.client_id, "12345");
     assert_eq!(s.log.format, LogFormat::Json);
@@ -159,8 +156,8 @@ fn env_values_parse_as_toml_literals_or_strings() {
 
 #[test]
 fn patch_body_accepts_an_inline_table_or_a_json_string() {
-    let table = load(r#"handoff.patch_body = { Status = "Working" }"#, &[]).expect("table");
-    let json = load(r#"handoff.patch_body = '{"Status": "Working"}'"#, &[]).expect("json");
+    let table = load(r#"handoff.patch_body = { Status = "MQL" }"#, &[]).expect("table");
+    let json = load(r#"handoff.patch_body = '{"Status": "MQL"}'"#, &[]).expect("json");
     assert_eq!(table.handoff.patch_body, json.handoff.patch_body);
     assert_load_err(
         r#"handoff.patch_body = "[1, 2]""#,
@@ -274,6 +271,36 @@ fn kafka_properties_pass_through_verbatim_with_underscores_as_dots() {
         &[],
     );
     assert!(e.contains("kafka.bootstrap.servers: set twice"), "{e}");
+}
+
+#[test]
+fn a_patch_body_setting_another_funnel_status_than_the_handoff_status_is_refused() {
+    let e = Settings::load_from(
+        None,
+        env(&[(
+            "LEADSCORE__HANDOFF__PATCH_BODY",
+            r#"{"lead_status": "SQL"}"#,
+        )]),
+    )
+    .expect_err("SQL is not the handoff status")
+    .to_string();
+    assert!(
+        e.contains("handoff.patch_body") && e.contains("\"SQL\"") && e.contains("\"MQL\""),
+        "{e}"
+    );
+    // The handoff status in any case and spacing, or a body that sets no status, loads.
+    for body in [
+        r#"{"lead_status": " mql "}"#,
+        r#"{"Marketing_Qualified__c": true}"#,
+        r#"{"Status": "MQL", "Rating": "Hot"}"#,
+    ] {
+        let loaded = Settings::load_from(None, env(&[("LEADSCORE__HANDOFF__PATCH_BODY", body)]));
+        assert!(
+            loaded.is_ok(),
+            "{body}: {:?}",
+            loaded.err().map(|e| e.to_string())
+        );
+    }
 }
 
 #[test]
