@@ -112,6 +112,28 @@ pub(super) fn lint(rules: &Rules, line_of: &dyn Fn(&str) -> Option<usize>) -> Ve
         }
     }
 
+    // Every include predicate must hold (SPEC 3.3): two on one attribute that no value passes
+    // together leave the audience empty for good.
+    let include = &rules.audience.include;
+    for (j, later) in include.iter().enumerate() {
+        let clash = include[..j].iter().position(|earlier| {
+            earlier.key == later.key && contradicts(&earlier.test, &later.test)
+        });
+        if let Some(i) = clash {
+            let other = format!("audience.include[{}]", i + 1);
+            let at = line_of(&other).map_or(String::new(), |l| format!(" (line {l})"));
+            warn(
+                format!("audience.include[{}]", j + 1),
+                format!(
+                    "contradicts {other}{at}: no value of {:?}, and no missing one, passes both, \
+                     so no user is ever in the audience and no event scores (only \
+                     external_score events change scores)",
+                    later.key
+                ),
+            );
+        }
+    }
+
     if let (Some(min), Some(max)) = (rules.score.min, rules.score.max) {
         if min == max {
             warn(
@@ -262,6 +284,21 @@ fn covers(earlier: &Matcher, later: &Matcher) -> bool {
     })
 }
 
+/// Whether no value, and no missing one, passes both `a` and `b`, by [`Test::eval`]'s rules.
+/// Only cases that hold for every value are claimed: `exists = false` with a test that fails on
+/// a missing value, and number bounds that leave nothing between them (compared as `f64`, as
+/// `eval` compares). Value lists are not compared: `equals` is loose across numeric types.
+fn contradicts(a: &Test, b: &Test) -> bool {
+    let f = |n: &i64| *n as f64;
+    let one_way = |a: &Test, b: &Test| match (a, b) {
+        (Test::Exists(false), b) => !b.eval(None),
+        (Test::Gt(x), Test::Lt(y) | Test::Lte(y)) | (Test::Gte(x), Test::Lt(y)) => f(y) <= f(x),
+        (Test::Gte(x), Test::Lte(y)) => f(y) < f(x),
+        _ => false,
+    };
+    one_way(a, b) || one_way(b, a)
+}
+
 /// Whether `a` holding on a property value (or on a missing one) means `b` holds on it too, by
 /// [`Test::eval`]'s rules. Only cases that hold for every value, numbers included, are claimed.
 fn implies(a: &Test, b: &Test) -> bool {
@@ -343,6 +380,46 @@ mod tests {
 
     fn pairs(list: &[(usize, &str)]) -> Vec<(usize, String)> {
         list.iter().map(|(l, k)| (*l, k.to_string())).collect()
+    }
+
+    /// Found by an outside review: an include list no user can pass loaded without a word,
+    /// even under `--strict`.
+    #[test]
+    fn warns_about_include_predicates_that_contradict() {
+        for (a, b, part) in [
+            ("exists = true", "exists = false", "\"plan\""),
+            ("equals = \"pro\"", "exists = false", "no user"),
+            ("gt = 5", "lte = 5", "no user"),
+            ("gte = 6", "lt = 6", "no user"),
+            ("gte = 6", "lte = 5", "no user"),
+        ] {
+            let source = format!(
+                "[audience]\ninclude = [\n  {{ attribute = \"plan\", {a} }},\n  \
+                 {{ attribute = \"plan\", {b} }},\n]\n"
+            );
+            expect_one_warning(&source, 4, "audience.include[2]", part);
+            assert!(warnings(&source)[0].message.contains("(line 3)"));
+        }
+        // Predicates some value passes together, or on different attributes: no warning.
+        for (a, b) in [
+            ("gte = 5", "lte = 5"),
+            ("gt = 5", "lt = 7"),
+            ("exists = false", "not_in = [\"x\"]"),
+            ("equals = 1", "in = [1, 2]"),
+        ] {
+            let source = format!(
+                "[audience]\ninclude = [\n  {{ attribute = \"plan\", {a} }},\n  \
+                 {{ attribute = \"plan\", {b} }},\n]\n"
+            );
+            assert!(
+                found(&source).is_empty(),
+                "{a} / {b}: {:?}",
+                warnings(&source)
+            );
+        }
+        let other = "[audience]\ninclude = [\n  { attribute = \"a\", exists = true },\n  \
+                     { attribute = \"b\", exists = false },\n]\n";
+        assert!(found(other).is_empty());
     }
 
     #[test]
