@@ -213,17 +213,17 @@ mod tests {
     /// printable ASCII", the mark unnamed) reads as the same file without it.
     #[test]
     fn a_keys_file_with_a_byte_order_mark_reads_as_without_it() {
-        let dir = std::env::temp_dir().join(format!("leadscore-keys-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        let path = dir.join("keys");
+        let dir = crate::dev::scratch::ScratchDir::new("keys").expect("a scratch directory");
+        let path = dir.path().join("keys");
         std::fs::write(&path, "\u{feff}k3y-0123456789abcdef\r\n# a comment\r\n").expect("written");
         let settings = IngestSettings {
             api_keys_file: Some(path),
             ..IngestSettings::default()
         };
-        let keys = settings.api_keys().map_err(|e| e.to_string());
-        let _ = std::fs::remove_dir_all(&dir);
-        let keys = keys.expect("the keys");
+        let keys = settings
+            .api_keys()
+            .map_err(|e| e.to_string())
+            .expect("the keys");
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].expose(), "k3y-0123456789abcdef");
     }
