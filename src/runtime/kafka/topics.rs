@@ -57,9 +57,7 @@ pub async fn ensure_topics(
         .cloned()
         .unwrap_or_default();
     tracing::info!(%bootstrap, "reading the topics from Kafka");
-    let existing = partition_counts_off_worker(&admin, specs)
-        .await
-        .map_err(|e| naming_the_brokers(e, &bootstrap))?;
+    let existing = partition_counts_off_worker(&admin, specs, &bootstrap).await?;
     let missing: Vec<&TopicSpec> = specs
         .iter()
         .filter(|s| !existing.contains_key(&s.name))
@@ -109,13 +107,13 @@ pub async fn ensure_topics(
     }
     // Metadata can lag creation briefly.
     for _ in 0..50 {
-        let counts = partition_counts_off_worker(&admin, specs).await?;
+        let counts = partition_counts_off_worker(&admin, specs, &bootstrap).await?;
         if specs.iter().all(|s| counts.contains_key(&s.name)) {
             return Ok(counts);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let counts = partition_counts_off_worker(&admin, specs).await?;
+    let counts = partition_counts_off_worker(&admin, specs, &bootstrap).await?;
     match specs.iter().find(|s| !counts.contains_key(&s.name)) {
         Some(s) => Err(KafkaSetupError::Missing(s.name.clone())),
         None => Ok(counts),
@@ -140,12 +138,17 @@ fn topic_of(r: &Result<String, (String, RDKafkaErrorCode)>) -> &str {
 }
 
 /// [`partition_counts`] on the blocking pool: a metadata request waits on the network.
+/// The topics' partition counts, read off the async workers; a failure names the brokers
+/// asked (`bootstrap`).
 async fn partition_counts_off_worker(
     admin: &Arc<AdminClient<DefaultClientContext>>,
     specs: &[TopicSpec],
+    bootstrap: &str,
 ) -> Result<HashMap<String, i32>, KafkaSetupError> {
     let (admin, specs) = (admin.clone(), specs.to_vec());
-    crate::runtime::blocking::blocking(move || partition_counts(admin.inner(), &specs)).await
+    crate::runtime::blocking::blocking(move || partition_counts(admin.inner(), &specs))
+        .await
+        .map_err(|e| naming_the_brokers(e, bootstrap))
 }
 
 fn partition_counts<C: ClientContext>(
