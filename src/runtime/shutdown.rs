@@ -43,39 +43,18 @@ impl Shutdown {
     pub fn on_signals(&self) {
         let s = self.clone();
         #[cfg(unix)]
-        let streams = {
+        let (term, int) = {
             use tokio::signal::unix::{signal, SignalKind};
             (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
+                arrival(signal(SignalKind::terminate()), "SIGTERM"),
+                arrival(signal(SignalKind::interrupt()), "SIGINT"),
             )
         };
         tokio::spawn(async move {
             #[cfg(unix)]
-            match streams {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = term.recv() => {},
-                        _ = int.recv() => {},
-                    }
-                }
-                (term, int) => {
-                    // Not expected on Unix; if one could not be installed, wait for the other.
-                    tracing::warn!(
-                        "cannot install a signal handler (SIGTERM: {:?}, SIGINT: {:?})",
-                        term.as_ref().err(),
-                        int.as_ref().err()
-                    );
-                    match (term, int) {
-                        (Ok(mut t), _) => {
-                            t.recv().await;
-                        }
-                        (_, Ok(mut i)) => {
-                            i.recv().await;
-                        }
-                        _ => std::future::pending::<()>().await,
-                    }
-                }
+            tokio::select! {
+                () = term => {},
+                () = int => {},
             }
             #[cfg(not(unix))]
             {
@@ -84,5 +63,20 @@ impl Shutdown {
             tracing::info!("shutdown signal received; finishing the current batch");
             s.trigger();
         });
+    }
+}
+
+/// Resolves when the signal `stream` listens for arrives; never, when its handler could not be
+/// installed (not expected on Unix: said once, and the other signal still works).
+#[cfg(unix)]
+async fn arrival(stream: std::io::Result<tokio::signal::unix::Signal>, name: &'static str) {
+    match stream {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install the {name} handler");
+            std::future::pending::<()>().await
+        }
     }
 }
