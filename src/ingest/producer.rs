@@ -68,8 +68,10 @@ impl EventProducer {
             cfg.set("linger.ms", "5");
         }
         if cfg.get("message.timeout.ms").is_none() {
-            // A record not delivered by the time its request gives up fails, rather than being
-            // delivered long after the caller was told to retry.
+            // A record still queued when its request gives up fails instead of waiting on.
+            // This cannot take back a record the broker already has (sent, its answer not yet
+            // in): such a record can still be written after the caller got its 503, which
+            // therefore says the events may be stored (docs/ingest.md, "Answers").
             cfg.set(
                 "message.timeout.ms",
                 delivery_timeout.as_millis().max(1).to_string(),

@@ -258,7 +258,9 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
         tracing::warn!(error = %e, events = batch.events.len(), "events not acknowledged by Kafka");
         let mut response = message(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the events could not be stored; retry the request (with the same Idempotency-Key)",
+            "Kafka did not acknowledge the events within ingest.produce_timeout: some or all \
+             of them may still be stored; retry the request with the same Idempotency-Key \
+             (without one, a retried attribute update can apply twice)",
         );
         response
             .headers_mut()
