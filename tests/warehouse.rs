@@ -714,7 +714,7 @@ fn import_counts_rows_without_a_user_id_or_updated_at_and_keeps_its_watermark() 
          (NULL, 2, '2026-01-05 10:00:00+00'), ('', 3, '2026-01-05 10:00:01+00'), \
          ('v2', NULL, '2026-01-05 10:00:01+00'), ('timeless', 5, NULL), \
          ('v3', 6, '2026-01-05 10:00:02+00'), (NULL, 7, '2026-01-05 10:00:03+00'), \
-         ('v4', 8, '2026-01-05 10:00:03+00')",
+         ('v4', 8, '2026-01-05 10:00:03+00'), ('forever', 13, 'infinity')",
     );
     // Rows whose event the scorer would dead-letter: a time outside years 0000-9999, a user id
     // making the event larger than scorer.max_event_bytes.
@@ -728,17 +728,25 @@ fn import_counts_rows_without_a_user_id_or_updated_at_and_keeps_its_watermark() 
         ("WAREHOUSE__BATCH_SIZE", "2"),
     ];
     let mut import = warehouse(&rig, &pg, "import", "1", &extra);
-    // Two null user ids, an empty one, a null score, a null updated_at, and the three the
-    // scorer would dead-letter: eight passed over.
+    // Two null user ids, an empty one, a null score, a null and an infinite updated_at (never
+    // due: it was held silently before), and the three the scorer would dead-letter: nine
+    // passed over.
     wait_until(Duration::from_secs(30), "every row counted", || {
         counter(&import, "leadscore_warehouse_rows_imported_total") == Some(3.0)
-            && counter(&import, "leadscore_warehouse_rows_skipped_total") == Some(8.0)
+            && counter(&import, "leadscore_warehouse_rows_skipped_total") == Some(9.0)
     });
     let log = import.log_text();
     assert!(
         log.contains("ancient") && log.contains("0000-9999") && log.contains("65536"),
         "each row and why it was passed over:\n{log}"
     );
+    // The rows without a user id or score are named one by one too (they were a bare count).
+    assert!(
+        log.lines()
+            .any(|l| l.contains("user_id=v2") && l.contains("no score")),
+        "the row without a score, by its user id:\n{log}"
+    );
+    assert!(log.contains("null or infinite updated_at"), "{log}");
     pg.sql("INSERT INTO imp_nulls VALUES ('v5', 9, '2026-01-05 11:00:00+00')");
     wait_until(Duration::from_secs(30), "a later row imported", || {
         counter(&import, "leadscore_warehouse_rows_imported_total") == Some(4.0)
@@ -747,11 +755,62 @@ fn import_counts_rows_without_a_user_id_or_updated_at_and_keeps_its_watermark() 
     // Nothing counted twice, nothing imported twice.
     assert_eq!(
         counter(&import, "leadscore_warehouse_rows_skipped_total"),
-        Some(8.0)
+        Some(9.0)
     );
     let mut users = imported_users(&rig);
     users.sort();
     assert_eq!(users, ["v1", "v3", "v4", "v5"]);
+    import.stop();
+}
+
+/// Rows repeating a (user id, updated_at) pair: the one with the largest score is imported
+/// whatever the table's physical order, the others passed over, logged and counted. They all
+/// got one event id before, so the scorer kept whichever the table returned first (an outside
+/// review).
+#[test]
+fn rows_repeating_a_user_and_updated_at_import_the_largest_score_and_count_the_rest() {
+    let (rig, pg) = warehouse_rig("wh-import-pairs");
+    pg.sql("CREATE TABLE imp_pairs (user_id text, score bigint, updated_at timestamptz)");
+    pg.sql(
+        "INSERT INTO imp_pairs VALUES ('p1', 10, '2026-01-05 10:00:00+00'), \
+         ('p1', 30, '2026-01-05 10:00:00+00'), ('p1', 20, '2026-01-05 10:00:00+00'), \
+         ('p1', NULL, '2026-01-05 10:00:00+00'), ('p2', 5, '2026-01-05 10:00:00+00'), \
+         ('p1', 7, '2026-01-05 10:00:01+00'), ('p3', 40, '2026-01-05 10:00:02+00'), \
+         ('p3', 50, '2026-01-05 10:00:02+00')",
+    );
+    let mut import = warehouse(
+        &rig,
+        &pg,
+        "import",
+        "1",
+        &[("WAREHOUSE__IMPORT_TABLE", "imp_pairs")],
+    );
+    wait_until(Duration::from_secs(30), "every row counted", || {
+        counter(&import, "leadscore_warehouse_rows_imported_total") == Some(4.0)
+            && counter(&import, "leadscore_warehouse_rows_skipped_total") == Some(4.0)
+    });
+    let mut events: Vec<(String, i64)> = imported(&rig)
+        .into_iter()
+        .map(|(user, score, _)| (user, score))
+        .collect();
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            ("p1".to_string(), 7),
+            ("p1".to_string(), 30),
+            ("p2".to_string(), 5),
+            ("p3".to_string(), 50)
+        ]
+    );
+    let log = import.log_text();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("repeat the row imported before it"))
+            .count(),
+        4,
+        "each repeated row logged, p1's null score among them (it sorts last):\n{log}"
+    );
     import.stop();
 }
 

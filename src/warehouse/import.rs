@@ -112,7 +112,10 @@ impl Queries {
         // over) and can carry the watermark like any other.
         let user_c = format!("COALESCE({user}::text, '') COLLATE \"C\"");
         let select = format!("SELECT {user}::text, {score}::text, {at} FROM {table}");
-        let order = format!("ORDER BY {at}, {user_c} LIMIT $1");
+        // Two rows of one user with one `updated_at` are a loading mistake (the pair must be
+        // unique): the one with the largest score is read first, imported, and the others
+        // passed over, so which wins does not depend on the table's physical order.
+        let order = format!("ORDER BY {at}, {user_c}, {score} DESC NULLS LAST LIMIT $1");
         // Rows dated ahead of the clock are held until due: the watermark must not pass a time
         // that rows written now still carry. The earlier of the server's clock (what `now()`
         // writes) and the importer's (what the scorer's future-skew check is close to).
@@ -139,7 +142,11 @@ impl Queries {
                  AND ({at}, {user_c}) > ($2::timestamptz, $3::text COLLATE \"C\") {order}",
                 due("$4")
             ),
-            count_timeless: format!("SELECT count(*) FROM {table} WHERE {at} IS NULL"),
+            // `infinity` is never due, so never read either (`-infinity` is, and is passed
+            // over as outside years 0000-9999).
+            count_timeless: format!(
+                "SELECT count(*) FROM {table} WHERE {at} IS NULL OR {at} = 'infinity'"
+            ),
         }
     }
 }
@@ -383,7 +390,8 @@ impl Importer {
         }
     }
 
-    /// Counts the rows with a null `updated_at` (at most every [`TIMELESS_CHECK_EVERY`]): they
+    /// Counts the rows with a null or infinite `updated_at` (at most every
+    /// [`TIMELESS_CHECK_EVERY`]): they
     /// cannot be ordered after any watermark, so they are never read; each is counted as
     /// passed over once, when the number of such rows grows.
     async fn count_timeless(&self, timeless: &mut Timeless) {
@@ -401,7 +409,7 @@ impl Importer {
         {
             Ok(row) => u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
             Err(e) => {
-                tracing::warn!(error = %PgError(e), "counting the rows with a null updated_at failed");
+                tracing::warn!(error = %PgError(e), "counting the rows with a null or infinite updated_at failed");
                 return;
             }
         };
@@ -411,7 +419,7 @@ impl Importer {
                 table = %w.import_table,
                 column = %w.updated_at_column,
                 rows = n,
-                "warehouse rows with a null updated_at are never imported: they cannot be ordered after the watermark"
+                "warehouse rows with a null or infinite updated_at are never imported: they are never due, or cannot be ordered after the watermark"
             );
             metrics::counter!(telemetry::WAREHOUSE_ROWS_SKIPPED).increment(n - timeless.seen);
         }
@@ -433,14 +441,34 @@ impl Importer {
             user_id: last.user_id.clone().unwrap_or_default(),
         };
         let mut events = Vec::with_capacity(rows.len());
-        let mut missing = 0usize;
+        let mut missing: Vec<(&Row, &'static str)> = Vec::new();
         let mut bad: Vec<(&Row, &'static str)> = Vec::new();
         let mut unscorable: Vec<(&Row, String)> = Vec::new();
+        let mut repeated: Vec<(&Row, &'static str)> = Vec::new();
+        // The row the last event came from. The rows of one (user id, updated_at) pair are
+        // adjacent ([`Queries`]' order), and a batch never starts inside a pair (it starts
+        // after the watermark pair): the first of a pair with an event is the one imported.
+        let mut imported: Option<&Row> = None;
         let scorer = &self.settings.scorer;
         for row in &rows {
+            if imported.is_some_and(|i| i.updated_at == row.updated_at && i.user_id == row.user_id)
+            {
+                repeated.push((row, "another row of this user with this updated_at"));
+                continue;
+            }
             match row_event(name, row, scorer.input_format, scorer.max_event_bytes) {
-                Ok(event) => events.push(event),
-                Err(Skip::Missing) => missing += 1,
+                Ok(event) => {
+                    events.push(event);
+                    imported = Some(row);
+                }
+                Err(Skip::Missing) => missing.push((
+                    row,
+                    if row.user_id.as_deref().unwrap_or_default().is_empty() {
+                        "no user id"
+                    } else {
+                        "no score"
+                    },
+                )),
                 Err(Skip::BadScore(reason)) => bad.push((row, reason)),
                 Err(Skip::Unscorable(reason)) => unscorable.push((row, reason)),
             }
@@ -457,13 +485,13 @@ impl Importer {
             .map_err(DbError::from)?;
         // Counted once the batch is done: a batch retried after a failure is counted once.
         metrics::counter!(telemetry::WAREHOUSE_ROWS_IMPORTED).increment(events.len() as u64);
-        if missing > 0 {
-            tracing::warn!(
-                rows = missing,
-                "warehouse rows without a user id or score passed over"
-            );
-        }
         let table = &self.settings.warehouse.import_table;
+        log_passed_over(
+            table,
+            missing.iter().copied(),
+            "it has no user id or no score",
+            "without a user id or a score",
+        );
         log_passed_over(
             table,
             bad.iter().map(|(row, reason)| (*row, *reason)),
@@ -478,7 +506,14 @@ impl Importer {
             "the scorer would dead-letter its event",
             "the scorer would dead-letter them",
         );
-        let skipped = missing + bad.len() + unscorable.len();
+        log_passed_over(
+            table,
+            repeated.iter().copied(),
+            "its user id and updated_at repeat the row imported before it (the one with the \
+             largest score); keep the pair unique",
+            "repeating the user id and updated_at of an imported row",
+        );
+        let skipped = missing.len() + bad.len() + unscorable.len() + repeated.len();
         if skipped > 0 {
             metrics::counter!(telemetry::WAREHOUSE_ROWS_SKIPPED).increment(skipped as u64);
         }
