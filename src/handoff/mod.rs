@@ -37,7 +37,7 @@ use crate::runtime::sync::lock_unpoisoned;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -135,6 +135,14 @@ struct Pending {
     score: i64,
     change_id: String,
     attempts: u32,
+    /// Rounds of calls that left this lead to retry (its backoff grows with them).
+    rounds: u32,
+    /// When its next call may be made: `None` for a lead not called yet (the next round calls
+    /// it), else the end of its backoff or of a pause. A lead waiting holds its partition
+    /// (paused, not checkpointed); the other partitions go on.
+    not_before: Option<Instant>,
+    /// When it first went into a round (for the batch duration histogram).
+    since: Option<Instant>,
 }
 
 type Owned = KeyedState<LeadState>;
@@ -151,12 +159,11 @@ struct CoreState {
     /// Shutdown interrupted `resolve` in a wait (a backoff or a pause): the checkpoints that
     /// follow on the way out (the final one, the revoke's) call nothing more.
     interrupted: bool,
-    /// The batch in `pending` waits out a backoff or a limit pause. Meanwhile the service loop
-    /// goes on polling with the partitions paused, so the consumer stays in its group however
-    /// long the wait (`max.poll.interval.ms`), and rebalances are served.
-    wait: Option<Wait>,
-    /// Whether this service paused its assignment for a wait (and must resume it).
-    paused: bool,
+    /// The partitions this service paused because a lead of theirs waits (a backoff or a
+    /// pause) and must resume. Meanwhile the service loop goes on polling, so the consumer
+    /// stays in its group however long the wait (`max.poll.interval.ms`), rebalances are
+    /// served, and the other partitions are read and handed off as usual.
+    paused: BTreeSet<i32>,
     /// Until when every call waits: the org's API limit or a refused credential, which no
     /// lead's own retry can change. Kept across rebalances: leads of a partition given back
     /// wait for the rest of the pause instead of calling into the same limit.
@@ -167,27 +174,6 @@ struct CoreState {
 
 /// How often the lag of paused partitions is read from the broker's watermarks.
 const PAUSED_LAG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// A batch's wait between two rounds of calls.
-#[derive(Clone, Copy)]
-struct Wait {
-    until: Instant,
-    /// Rounds of calls made so far (the backoff grows with them).
-    round: u32,
-    /// When the batch's first round started (for the batch duration histogram).
-    started: Instant,
-}
-
-/// Where [`Core::resolve`] left a batch.
-#[derive(Debug, PartialEq, Eq)]
-enum Resolved {
-    /// Every lead has an outcome.
-    Done,
-    /// Leads wait out a backoff or a pause (`CoreState::wait`); nothing may be checkpointed.
-    Waiting,
-    /// Shutdown came during a wait: the leads left are not called again (replay redoes them).
-    Interrupted,
-}
 
 pub struct Core {
     settings: Settings,
@@ -309,61 +295,53 @@ impl Core {
         Ok(())
     }
 
-    /// Resolves the pending leads: rounds of Salesforce calls with retries, until each lead
-    /// has an outcome ([`Resolved::Done`]) or a backoff or limit pause must be waited out
-    /// ([`Resolved::Waiting`]: the leads stay pending and `st.wait` says until when; called
-    /// again, it goes on from there once the wait is over). Returns [`Resolved::Interrupted`]
-    /// when shutdown came during a wait. Only after `Done` may the input be checkpointed.
+    /// Resolves the pending leads that are due: one round of Salesforce calls for the leads
+    /// not called yet and those whose backoff or pause is over. A lead left to retry waits
+    /// (`not_before`) and holds its partition: that partition is neither read on nor
+    /// checkpointed until the lead has an outcome, while the others go on, so one lead that
+    /// Salesforce keeps failing stops only its own partition. An org-wide pause (the API limit,
+    /// a refused credential) holds every lead. Shutdown leaves the leads in a wait
+    /// uncalled (the wait is the point of it; replay redoes them) and gives the leads not
+    /// called yet their one call, as a call in flight is finished.
     ///
-    /// It never sleeps: the wait is spent in the service loop, which keeps polling (the
-    /// partitions paused), so a pause longer than `max.poll.interval.ms` does not make the
-    /// consumer leave its group.
-    fn resolve(&self, st: &mut CoreState) -> Result<Resolved, HandoffError> {
-        let (mut round, started) = match st.wait {
-            Some(w) => {
-                if self.shutdown.is_triggered() || st.interrupted {
-                    // Leads in a wait get no call on the way out: the wait is the point of it.
-                    st.interrupted = true;
-                    return Ok(Resolved::Interrupted);
-                }
-                if Instant::now() < w.until {
-                    return Ok(Resolved::Waiting);
-                }
-                (w.round, w.started)
-            }
-            None => {
-                // A new batch during a pause (a rebalance gave up the waiting one) waits for
-                // what is left of it.
-                if let Some(until) = st.calls_paused_until.filter(|u| Instant::now() < *u) {
-                    if !st.pending.is_empty() {
-                        st.wait = Some(Wait {
-                            until,
-                            round: 0,
-                            started: Instant::now(),
-                        });
-                        return Ok(Resolved::Waiting);
+    /// It never sleeps: the wait is spent in the service loop, which keeps polling, so a pause
+    /// longer than `max.poll.interval.ms` does not make the consumer leave its group.
+    fn resolve(&self, st: &mut CoreState) -> Result<(), HandoffError> {
+        let now = Instant::now();
+        let stopping = self.shutdown.is_triggered() || st.interrupted;
+        let org_pause = st.calls_paused_until.filter(|u| now < *u);
+        // A lead read while its partition has one in a wait does not join that one's retry:
+        // it waits for the partition to be resolved and goes in the next batch.
+        let held = waiting_partitions(&st.pending);
+        let (due, mut waiting): (Vec<Pending>, Vec<Pending>) =
+            std::mem::take(&mut st.pending).into_iter().partition(|l| {
+                org_pause.is_none()
+                    && match l.not_before {
+                        None => !st.interrupted && !held.contains(&l.partition),
+                        Some(t) => !stopping && now >= t,
                     }
-                }
-                (0, Instant::now())
+            });
+        if let Some(until) = org_pause {
+            // A lead read during the pause waits for what is left of it.
+            for l in waiting.iter_mut().filter(|l| l.not_before.is_none()) {
+                l.not_before = Some(until);
+                l.since.get_or_insert(now);
             }
-        };
-        st.wait = None;
-        let queue: Vec<Pending> = std::mem::take(&mut st.pending);
-        // One round of calls; what is left waits, and the next call goes on after the wait.
-        if !queue.is_empty() {
-            // On shutdown, leads not yet tried get their one call (a batch is finished, as a
-            // call in flight is); leads in a wait get none: the wait is the point of it.
-            if self.shutdown.is_triggered() && (round > 0 || st.interrupted) {
-                st.pending = queue;
-                st.interrupted = true;
-                return Ok(Resolved::Interrupted);
-            }
-            round += 1;
+        }
+        if !due.is_empty() {
+            let due: Vec<Pending> = due
+                .into_iter()
+                .map(|mut l| {
+                    l.since.get_or_insert(now);
+                    l
+                })
+                .collect();
+            let started = due.iter().filter_map(|l| l.since).min().unwrap_or(now);
             let mut retry = Vec::new();
             let mut pause: Option<Pause> = None;
             // The last transient failure of the round, for its one log line.
             let mut failure: Option<SfError> = None;
-            for chunk in queue.chunks(
+            for chunk in due.chunks(
                 self.settings
                     .handoff
                     .max_batch
@@ -446,8 +424,14 @@ impl Core {
                     }
                 }
             }
-            if !retry.is_empty() {
-                let org_wide = matches!(pause, Some(Pause::ApiLimit | Pause::Auth(_)));
+            if retry.is_empty() {
+                metrics::histogram!(HANDOFF_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+            } else {
+                // Without a token no call can be made either: that pause holds every lead too,
+                // or each lead read meanwhile would ask the failing token endpoint again.
+                let org_wide = pause.is_some();
+                // The most rounds a lead of this round has been through: the backoff's step.
+                let round = retry.iter().map(|l| l.rounds + 1).max().unwrap_or(1);
                 let wait = match pause {
                     Some(Pause::ApiLimit) => {
                         metrics::counter!(HANDOFF_LIMIT_PAUSES).increment(1);
@@ -456,7 +440,7 @@ impl Core {
                             pause_s = self.settings.handoff.limit_pause.as_secs(),
                             "Salesforce API limit reached: pausing calls, keeping the leads"
                         );
-                        self.settings.handoff.limit_pause
+                        Some(self.settings.handoff.limit_pause)
                     }
                     Some(Pause::Auth(error)) => {
                         // Counted by the client (leadscore_salesforce_auth_failures_total); a
@@ -469,9 +453,11 @@ impl Core {
                             "Salesforce authentication failure (check salesforce.client_id and the \
                              client secret): pausing calls, keeping the leads"
                         );
-                        wait
+                        Some(wait)
                     }
                     Some(Pause::NoToken(error)) => {
+                        // No call can be made without a token: every lead of the round waits
+                        // the same backoff.
                         let wait = self.backoff.delay(round, salesforce::jitter());
                         tracing::warn!(
                             leads = retry.len(),
@@ -479,40 +465,43 @@ impl Core {
                             %error,
                             "no Salesforce token (the token endpoint failed): pausing calls, keeping the leads"
                         );
-                        wait
+                        Some(wait)
                     }
-                    None => {
-                        let wait = self.backoff.delay(round, salesforce::jitter());
-                        // One line per round of calls, so at most one per backoff wait
-                        // (`handoff.backoff_max` once an outage lasts): an outage shows in
-                        // the log, not only as lag and `leadscore_handoff_retries_total`.
-                        if let Some(error) = &failure {
-                            tracing::warn!(
-                                leads = retry.len(),
-                                round,
-                                retry_in_s = wait.as_secs_f64(),
-                                %error,
-                                "Salesforce calls failed: retrying, keeping the leads"
-                            );
-                        }
-                        wait
-                    }
+                    None => None,
                 };
-                let until = Instant::now() + wait;
-                if org_wide {
-                    st.calls_paused_until = Some(until);
+                let now = Instant::now();
+                if let (true, Some(w)) = (org_wide, wait) {
+                    st.calls_paused_until = Some(now + w);
                 }
-                st.pending = retry;
-                st.wait = Some(Wait {
-                    until,
-                    round,
-                    started,
-                });
-                return Ok(Resolved::Waiting);
+                let leads = retry.len();
+                // One wait for the round's leads, so that they are retried together (in as
+                // few calls as before), the backoff stepped by the most rounds among them.
+                let wait_all =
+                    wait.unwrap_or_else(|| self.backoff.delay(round, salesforce::jitter()));
+                for mut l in retry {
+                    l.rounds = l.rounds.saturating_add(1);
+                    l.not_before = Some(now + wait_all);
+                    waiting.push(l);
+                }
+                // One line per round of calls, so at most one per backoff wait
+                // (`handoff.backoff_max` once an outage lasts): an outage shows in the log,
+                // not only as lag and `leadscore_handoff_retries_total`.
+                if let (None, Some(error)) = (&wait, &failure) {
+                    tracing::warn!(
+                        leads,
+                        round,
+                        retry_in_s = wait_all.as_secs_f64(),
+                        %error,
+                        "Salesforce calls failed: retrying, keeping the leads"
+                    );
+                }
             }
         }
-        metrics::histogram!(HANDOFF_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
-        Ok(Resolved::Done)
+        st.pending = waiting;
+        if !st.pending.is_empty() && (stopping || self.shutdown.is_triggered()) {
+            st.interrupted = true;
+        }
+        Ok(())
     }
 
     fn update_gauges(&self, st: &CoreState) {
@@ -531,11 +520,11 @@ impl kafka::PartitionOwner for Core {
         // partition's pause across a rebalance, so one given back to this instance would stay
         // paused with nothing waiting. If a wait remains, the next turn pauses again.
         let mut st = self.lock();
-        if st.paused {
+        if !st.paused.is_empty() {
             if let Err(e) = kafka::resume_assignment(consumer, false) {
                 tracing::warn!(error = %e, "resuming the paused partitions before a revocation");
             }
-            st.paused = false;
+            st.paused.clear();
         }
         drop(st);
         owned::revoked(self, consumer, partitions)
@@ -586,14 +575,22 @@ impl OwnsPartitions for Core {
         // Leads of the partition still waiting (the revoke's checkpoint came during a wait):
         // nothing of them was checkpointed, so the next owner replays and calls for them.
         st.pending.retain(|l| l.partition != p);
-        if st.pending.is_empty() {
-            st.wait = None;
-        }
+        st.paused.remove(&p);
     }
 
     fn owned_changed(&self) {
         self.update_gauges(&self.lock());
     }
+}
+
+/// The partitions with a lead in a wait (a backoff or a pause): paused, not checkpointed, and
+/// their leads read meanwhile wait too.
+fn waiting_partitions(pending: &[Pending]) -> BTreeSet<i32> {
+    pending
+        .iter()
+        .filter(|l| l.not_before.is_some())
+        .map(|l| l.partition)
+        .collect()
 }
 
 /// The Salesforce error codes (lower case) a lead can end on, which are metric label values as
@@ -855,6 +852,9 @@ impl Service for Core {
                 score: change.score,
                 change_id: change.event_id().to_string(),
                 attempts: 0,
+                rounds: 0,
+                not_before: None,
+                since: None,
             };
             if self.lead_ids.matches(&lead.lead_id) {
                 st.pending.push(lead);
@@ -897,36 +897,46 @@ impl Service for Core {
     fn checkpoint_due(&self, idle: bool) -> bool {
         let h = &self.settings.handoff;
         let st = self.lock();
-        if let Some(w) = st.wait {
-            // A batch waiting: due when its wait is over (its calls go on), not before.
-            return Instant::now() >= w.until;
+        let now = Instant::now();
+        // A lead waiting: due when its wait is over (its call goes on).
+        if st
+            .pending
+            .iter()
+            .any(|l| l.not_before.is_some_and(|t| now >= t))
+        {
+            return true;
         }
         let waited = st.batch_started.is_some_and(|b| b.elapsed() >= h.linger);
-        st.pending.len() >= h.max_batch || (st.processed > 0 && (idle || waited))
+        let held = waiting_partitions(&st.pending);
+        let new = st
+            .pending
+            .iter()
+            .filter(|l| l.not_before.is_none() && !held.contains(&l.partition))
+            .count();
+        new >= h.max_batch || (st.processed > 0 && (idle || waited))
     }
 
-    /// While a batch waits, the assignment is paused (from the turn the wait begins: the
-    /// service loop ticks right after a checkpoint, before the next poll): records are not
-    /// taken (the batch would grow without bound through a long pause) but the consumer is
-    /// polled, so it stays in its group. A rebalance resumes
-    /// the partitions it revokes; if the wait goes on, the new assignment is paused at the next
-    /// turn (a record delivered before that joins the batch). Resumed once the batch is
-    /// resolved, each partition at its position ([`kafka::resume_assignment`]).
+    /// A partition with a lead waiting (a backoff, a pause) is paused (from the turn the wait
+    /// begins: the service loop ticks right after a checkpoint, before the next poll): its
+    /// records are not taken (its leads would grow without bound through a long wait) but the
+    /// consumer is polled, so it stays in its group, and the other partitions are read on. A
+    /// rebalance resumes the partitions it revokes; if a wait goes on, the partition is paused
+    /// again at the next turn (a record delivered before that joins the pending leads). Resumed
+    /// once its leads are resolved, at its position ([`kafka::resume_partitions`]).
     fn tick(&self, consumer: &ServiceConsumer<Core>) -> Result<(), HandoffError> {
         let mut st = self.lock();
-        match (st.wait.is_some(), st.paused) {
-            (true, false) => {
-                kafka::pause_assignment(consumer)?;
-                st.paused = true;
+        let held = waiting_partitions(&st.pending);
+        let pause: Vec<i32> = held.difference(&st.paused).copied().collect();
+        let resume: Vec<i32> = st.paused.difference(&held).copied().collect();
+        if !pause.is_empty() {
+            kafka::pause_partitions(consumer, &pause)?;
+            if st.paused.is_empty() {
                 st.lag_read = None;
             }
-            (false, true) => {
-                kafka::resume_assignment(consumer, true)?;
-                st.paused = false;
-            }
-            _ => {}
         }
-        if st.paused && st.lag_read.is_none_or(|t| t.elapsed() >= PAUSED_LAG_EVERY) {
+        kafka::resume_partitions(consumer, &resume, !held.is_empty())?;
+        st.paused = held;
+        if !st.paused.is_empty() && st.lag_read.is_none_or(|t| t.elapsed() >= PAUSED_LAG_EVERY) {
             st.lag_read = Some(Instant::now());
             kafka::report_paused_lag(consumer, |p| {
                 st.owned.get(&p).and_then(KeyedState::checkpointed_offset)
@@ -935,25 +945,36 @@ impl Service for Core {
         Ok(())
     }
 
-    /// Resolves the pending leads, then checkpoints every partition. While the leads wait
-    /// (a backoff, a limit pause) or after shutdown interrupted them, nothing is checkpointed:
-    /// the next call goes on, or replay redoes them.
+    /// Resolves the pending leads that are due, then checkpoints every partition without a
+    /// lead left pending. A partition whose lead waits (a backoff, a pause) or was left by
+    /// shutdown is not checkpointed: the next call goes on, or replay redoes it; the others
+    /// are, so one lead Salesforce keeps failing holds back only its own partition.
     fn checkpoint(&self, consumer: &ServiceConsumer<Core>) -> Result<(), HandoffError> {
         let mut st = self.lock();
         let st = &mut *st;
-        if (!st.pending.is_empty() || st.wait.is_some()) && self.resolve(st)? != Resolved::Done {
-            return Ok(());
+        if !st.pending.is_empty() {
+            self.resolve(st)?;
         }
+        let held: BTreeSet<i32> = st.pending.iter().map(|l| l.partition).collect();
+        // The records read since are either checkpointed now or held with their partition,
+        // which is checkpointed once its leads are resolved.
+        st.processed = 0;
+        st.batch_started = None;
         let parts: Vec<PartitionCheckpoint> = st
             .owned
             .iter_mut()
+            .filter(|(p, _)| !held.contains(p))
             .filter_map(|(&p, owned)| owned.checkpoint(p, Vec::new(), LeadState::encode))
             .collect();
         let offsets: Vec<(i32, i64)> = st
             .owned
             .iter()
+            .filter(|(p, _)| !held.contains(p))
             .filter_map(|(p, o)| o.next_offset().map(|n| (*p, n)))
             .collect();
+        if parts.is_empty() && offsets.is_empty() {
+            return Ok(());
+        }
         self.changelog.commit(
             &self.producer,
             consumer,
@@ -962,8 +983,6 @@ impl Service for Core {
             &offsets,
             None,
         )?;
-        st.processed = 0;
-        st.batch_started = None;
         self.update_gauges(st);
         Ok(())
     }

@@ -721,6 +721,123 @@ fn a_batch_in_a_backoff_takes_in_no_more_leads() {
     );
 }
 
+/// The committed offsets of the handoff's group on the score changes, per partition.
+fn committed(setup: &Setup, partitions: i32) -> Vec<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let c: BaseConsumer = setup
+        .broker
+        .client()
+        .set("group.id", &setup.names.group)
+        .create()
+        .expect("offset reader");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        let _ = tpl.add_partition(&setup.names.output, p);
+    }
+    let committed = c
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .expect("committed offsets");
+    (0..partitions)
+        .map(|p| {
+            match committed
+                .find_partition(&setup.names.output, p)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            }
+        })
+        .collect()
+}
+
+/// One lead Salesforce keeps failing (an org-side fault on its record, `UNKNOWN_EXCEPTION`)
+/// holds back its own partition only: leads of the other partitions are handed off and their
+/// partitions checkpointed meanwhile, those behind it wait, and all go once the record is
+/// fixed. It held every partition: one batch for the whole assignment, paused whole while it
+/// waited (an outside review saw no call for any other lead in 20 s).
+#[test]
+fn a_lead_failing_for_good_holds_back_only_its_own_partition() {
+    const PARTITIONS: i32 = 3;
+    let stuck_lead = salesforce_lead_id(0);
+    let setup = Setup::new(
+        "stuck",
+        PARTITIONS,
+        config(Faults {
+            failing_leads: BTreeSet::from([stuck_lead.clone()]),
+            ..Faults::default()
+        }),
+    );
+    let home = |user: &str| leadscore::partitioner::partition_for(user.as_bytes(), PARTITIONS);
+    let held = home("stuck");
+    setup.send(&[keyed("stuck", 1, 150, "Open", &stuck_lead)]);
+    let h = setup.handoff_with(&[
+        ("HANDOFF__BACKOFF_INITIAL", "200ms"),
+        ("HANDOFF__BACKOFF_MAX", "1s"),
+    ]);
+    wait_until(Duration::from_secs(60), "the stuck lead's retries", || {
+        setup.standin.patch_count(&stuck_lead) == 0 && lead_calls(&setup) >= 2
+    });
+    // Then leads of every partition, the stuck one's included.
+    let users: Vec<String> = (1..=30usize).map(|n| format!("u{n}")).collect();
+    let records: Vec<_> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| keyed(u, 1, 150, "Open", &salesforce_lead_id(i + 1)))
+        .collect();
+    setup.send(&records);
+    let lead_of = |u: &String| salesforce_lead_id(users.iter().position(|x| x == u).unwrap() + 1);
+    let (behind, others): (Vec<&String>, Vec<&String>) =
+        users.iter().partition(|u| home(u) == held);
+    assert!(
+        !behind.is_empty() && !others.is_empty(),
+        "both kinds of lead"
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the other partitions' leads",
+        || {
+            let leads = setup.standin.leads();
+            others.iter().all(|u| leads.contains_key(&lead_of(u)))
+        },
+    );
+    // Their partitions are checkpointed (committed past their records), the held one is not.
+    let sent =
+        |p: i32| 1 + users.iter().filter(|u| home(u) == p).count() as i64 - i64::from(p != held);
+    wait_until(
+        Duration::from_secs(30),
+        "the other partitions committed",
+        || {
+            let c = committed(&setup, PARTITIONS);
+            (0..PARTITIONS)
+                .filter(|p| *p != held)
+                .all(|p| c[p as usize] == sent(p))
+        },
+    );
+    assert!(
+        committed(&setup, PARTITIONS)[held as usize] == 0,
+        "the held partition is not committed past its waiting lead"
+    );
+    let leads = setup.standin.leads();
+    assert!(
+        behind.iter().all(|u| !leads.contains_key(&lead_of(u))),
+        "the leads behind the stuck one wait with it"
+    );
+    // Fixed on the org: the stuck lead, then those behind it.
+    setup.standin.set_faults(Faults::default());
+    wait_until(Duration::from_secs(30), "every lead", || {
+        setup.standin.leads().len() == users.len() + 1
+    });
+    wait_until(
+        Duration::from_secs(30),
+        "the held partition committed",
+        || committed(&setup, PARTITIONS)[held as usize] == sent(held),
+    );
+    drop(h);
+    let outcomes = setup.outcomes();
+    assert_eq!(outcomes.len(), users.len() + 1, "one outcome per lead");
+}
+
 /// SPEC 6 pauses the calls at the API limit, and a retry waits out its backoff: a SIGTERM in
 /// either wait ends the handoff without another call (the leads stay unresolved, so nothing
 /// of them is checkpointed and the next start calls again). It once made one or two calls at

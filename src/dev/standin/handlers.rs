@@ -385,6 +385,14 @@ fn record_problem(inner: &mut Inner, id: &str) -> Option<Problem> {
             return Some(("NOT_FOUND", NOT_FOUND_MESSAGE.to_string(), Vec::new()));
         }
     }
+    if inner.cfg.faults.failing_leads.contains(id) {
+        return Some((
+            "UNKNOWN_EXCEPTION",
+            "An unexpected error occurred. Please include this ErrorId if you contact support"
+                .to_string(),
+            Vec::new(),
+        ));
+    }
     let lock_rate = inner.cfg.faults.lock_rate;
     if inner.chance(lock_rate) {
         return Some((
@@ -406,7 +414,8 @@ fn apply(inner: &mut Inner, id: &str, fields: Map<String, Value>) {
 }
 
 /// `PATCH .../sobjects/Lead/{id}`: `204`, or one REST error. Unknown and deleted leads are
-/// `404`; the other record problems (`MALFORMED_ID`, `UNABLE_TO_LOCK_ROW`) `400`.
+/// `404`, a failing lead's `UNKNOWN_EXCEPTION` `500`; the other record problems
+/// (`MALFORMED_ID`, `UNABLE_TO_LOCK_ROW`) `400`.
 fn patch_lead(inner: &mut Inner, id: &str, body: &[u8]) -> Response {
     if !is_salesforce_id(id) {
         let message = format!("Lead ID: id value of incorrect type: {id}");
@@ -424,6 +433,7 @@ fn patch_lead(inner: &mut Inner, id: &str, body: &[u8]) -> Response {
     if let Some((code, message, blamed)) = record_problem(inner, id) {
         let status = match code {
             "NOT_FOUND" | "ENTITY_IS_DELETED" => StatusCode::NOT_FOUND,
+            "UNKNOWN_EXCEPTION" => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };
         let blamed: Vec<&str> = blamed.iter().map(String::as_str).collect();

@@ -24,7 +24,7 @@ use crate::runtime::shutdown::Shutdown;
 use crate::runtime::sync::lock_unpoisoned;
 use axum::Router;
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -72,6 +72,10 @@ pub struct Faults {
     /// Successful updates answer with this many bytes of whitespace after their JSON (still
     /// valid JSON, a `200` for a lone lead), to test a client's cap on answers.
     pub answer_padding: usize,
+    /// Leads whose every update fails with `UNKNOWN_EXCEPTION` (a lone lead's with `500`), as
+    /// an org-side fault on one record does (a trigger or flow that throws), until the fault
+    /// is cleared.
+    pub failing_leads: BTreeSet<String>,
 }
 
 /// Garbled sObject Collections answers ([`Faults::collection_answer`]).

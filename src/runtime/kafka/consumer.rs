@@ -42,9 +42,14 @@ struct ResumeWatch {
 
 impl ResumeWatch {
     fn watch(&self, positions: &[(i32, i64)]) {
+        lock_unpoisoned(&self.partitions).clear();
+        self.watch_too(positions);
+    }
+
+    /// Watches `positions` besides the partitions watched already.
+    fn watch_too(&self, positions: &[(i32, i64)]) {
         let now = Instant::now();
         let mut map = lock_unpoisoned(&self.partitions);
-        map.clear();
         map.extend(positions.iter().map(|&(p, next)| (p, (next, now))));
         self.any.store(!map.is_empty(), Ordering::Relaxed);
     }
@@ -261,6 +266,30 @@ pub fn pause_assignment<O: PartitionOwner>(
     Ok(())
 }
 
+/// Pauses fetching for `partitions` of the consumed topic only (the others go on), as
+/// [`pause_assignment`] does for all: while any partition is paused, the lag of every owned
+/// partition comes from [`report_paused_lag`].
+pub fn pause_partitions<O: PartitionOwner>(
+    consumer: &ServiceConsumer<O>,
+    partitions: &[i32],
+) -> Result<(), KafkaError> {
+    if partitions.is_empty() {
+        return Ok(());
+    }
+    consumer.pause(&partition_list(&consumer.context().topic, partitions)?)?;
+    consumer.context().paused.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The list of `partitions` of `topic`.
+fn partition_list(topic: &str, partitions: &[i32]) -> Result<TopicPartitionList, KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    Ok(tpl)
+}
+
 /// How long a resumed partition may go without its first record before it is fetched again
 /// from [`FETCH_REWIND`] before its position ([`rewind_unanswered`]).
 pub const RESUME_ANSWER_WAIT: Duration = Duration::from_millis(500);
@@ -281,12 +310,35 @@ pub fn resume_assignment<O: PartitionOwner>(
     consumer: &ServiceConsumer<O>,
     watch: bool,
 ) -> Result<(), KafkaError> {
+    resume(consumer, None, watch, true)
+}
+
+/// Resumes `partitions` only, as [`resume_assignment`] resumes all; `others_paused`: whether
+/// partitions stay paused besides them (their lag still comes from [`report_paused_lag`]).
+pub fn resume_partitions<O: PartitionOwner>(
+    consumer: &ServiceConsumer<O>,
+    partitions: &[i32],
+    others_paused: bool,
+) -> Result<(), KafkaError> {
+    if partitions.is_empty() {
+        return Ok(());
+    }
+    resume(consumer, Some(partitions), true, !others_paused)
+}
+
+fn resume<O: PartitionOwner>(
+    consumer: &ServiceConsumer<O>,
+    only: Option<&[i32]>,
+    watch: bool,
+    none_left: bool,
+) -> Result<(), KafkaError> {
     let context = consumer.context();
     let positions: Vec<(i32, i64)> = if watch {
         consumer
             .position()?
             .elements()
             .iter()
+            .filter(|e| only.is_none_or(|o| o.contains(&e.partition())))
             .filter_map(|e| match e.offset() {
                 Offset::Offset(next) => Some((e.partition(), next)),
                 _ => None,
@@ -295,9 +347,17 @@ pub fn resume_assignment<O: PartitionOwner>(
     } else {
         Vec::new()
     };
-    context.resumed.watch(&positions);
-    consumer.resume(&consumer.assignment()?)?;
-    context.paused.store(false, Ordering::Relaxed);
+    match only {
+        None => context.resumed.watch(&positions),
+        Some(_) => context.resumed.watch_too(&positions),
+    }
+    match only {
+        None => consumer.resume(&consumer.assignment()?)?,
+        Some(partitions) => consumer.resume(&partition_list(&context.topic, partitions)?)?,
+    }
+    if none_left {
+        context.paused.store(false, Ordering::Relaxed);
+    }
     // librdkafka resumes a partition by clearing a flag, without waking the broker thread,
     // which may sleep up to a second before it fetches again; a seek to the same position
     // starts the fetch now.
