@@ -377,10 +377,39 @@ fn refuses_unauthenticated_malformed_oversized_and_over_75_requests() {
         );
     }
 
+    // A compressed body is named by its encoding, not refused as "not JSON" (415); a header
+    // given twice (which value counts?) is refused (400). Both were taken as they came.
+    let gzip = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+        ("Content-Encoding", "gzip"),
+    ];
+    let a = post(port, "/users/track", &gzip, b"\x1f\x8b\x08\x00");
+    assert_eq!(a.status, 415, "{}", a.body);
+    assert!(
+        a.body.contains("gzip") && a.body.contains("uncompressed"),
+        "{}",
+        a.body
+    );
+    let twice = [
+        ("Authorization", auth.as_str()),
+        ("Idempotency-Key", "a"),
+        ("Idempotency-Key", "b"),
+    ];
+    let a = post(port, "/users/track", &twice, ok.to_string().as_bytes());
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(
+        a.body
+            .contains("idempotency-key header is given more than once"),
+        "{}",
+        a.body
+    );
+
     // None of that reached Kafka; the one good request (JSON with a charset) did.
     let headers = [
         ("Authorization", auth.as_str()),
         ("Content-Type", "application/json; charset=UTF-8"),
+        ("Content-Encoding", "identity"),
     ];
     let a = post(port, "/users/track", &headers, ok.to_string().as_bytes());
     assert_eq!(a.status, 201, "{}", a.body);
@@ -396,7 +425,7 @@ fn refuses_unauthenticated_malformed_oversized_and_over_75_requests() {
     };
     assert_eq!(requests(401), Some(4.0));
     assert_eq!(requests(413), Some(2.0));
-    assert_eq!(requests(415), Some(2.0));
+    assert_eq!(requests(415), Some(3.0));
     assert_eq!(requests(201), Some(1.0));
     assert_eq!(requests(429), Some(0.0));
 }

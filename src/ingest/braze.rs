@@ -448,6 +448,15 @@ fn attribute_events(
         if ATTRIBUTE_CONTROL_KEYS.contains(&name.as_str()) {
             continue;
         }
+        // Another identifier beside `external_id` identifies, it is not an attribute of the
+        // user (it became an attribute named `braze_id`); reported, the rest of the object goes.
+        if ["braze_id", "user_alias"].contains(&name.as_str()) {
+            errors.push(format!(
+                "'{name}' is an identifier, not an attribute: it was not stored (leadscore \
+                 identifies users by 'external_id' only)"
+            ));
+            continue;
+        }
         let id = match opts.ids {
             IdBasis::IdempotencyKey(key) => format!("braze:{key}:attributes:{index}:{name}"),
             IdBasis::Request(request) => format!("braze:{request}:attributes:{index}:{name}"),

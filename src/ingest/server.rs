@@ -151,6 +151,34 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from(wait));
         return response;
     }
+    // A header the request must not repeat: which of two values would count is a guess.
+    for name in [
+        header::CONTENT_TYPE.as_str(),
+        "content-encoding",
+        "idempotency-key",
+    ] {
+        if headers.get_all(name).iter().count() > 1 {
+            return message(
+                StatusCode::BAD_REQUEST,
+                format!("the {name} header is given more than once: send it once"),
+            );
+        }
+    }
+    // A compressed body would be read as JSON and refused as "not JSON": name the encoding.
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
+        let encoding: String = String::from_utf8_lossy(encoding.as_bytes())
+            .chars()
+            .take(100)
+            .collect();
+        if !encoding.trim().eq_ignore_ascii_case("identity") {
+            return message(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Encoding {encoding:?} is not supported: send the body uncompressed"
+                ),
+            );
+        }
+    }
     if let Some(kind) = headers.get(header::CONTENT_TYPE) {
         if !is_json(kind) {
             // Quoted, at most 100 characters of it: the header is the caller's, of any length.

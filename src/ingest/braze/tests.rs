@@ -196,6 +196,26 @@ fn only_external_id_identifies_a_user_and_the_error_says_so() {
     );
 }
 
+/// Beside `external_id`, Braze's other identifiers are reported, not stored as attributes
+/// (`braze_id` became an attribute named `braze_id`); `phone` is a profile attribute there.
+#[test]
+fn another_identifier_beside_external_id_is_reported_not_stored_as_an_attribute() {
+    let batch = run(json!({"attributes": [{
+        "external_id": "u1",
+        "braze_id": "b1",
+        "user_alias": {"alias_name": "a", "alias_label": "l"},
+        "phone": "+15550100",
+        "lead_status": "Open",
+    }]}));
+    let names: Vec<Option<&str>> = batch.events.iter().map(|e| e.name.as_deref()).collect();
+    assert_eq!(names, [Some("lead_status"), Some("phone")]);
+    let messages: Vec<&str> = batch.errors.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(messages
+        .iter()
+        .all(|m| m.contains("is an identifier, not an attribute")));
+}
+
 #[test]
 fn events_need_a_name_and_an_iso_8601_time_not_too_far_ahead() {
     let batch = run(json!({"events": [
