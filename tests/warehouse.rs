@@ -354,6 +354,31 @@ fn tls_is_refused_plainly_and_a_missing_url_is_a_configuration_error() {
     assert!(run(Some(&tls)).contains("plain text only"));
 }
 
+/// An `updated_at` column without a time zone is refused at start, naming it: it was read as
+/// UTC but compared with the clock in the session's zone, so a row was held for hours in a
+/// database whose zone is behind UTC, with nothing logged (an outside review).
+#[test]
+fn an_updated_at_column_without_a_time_zone_is_refused_naming_it() {
+    let (rig, pg) = warehouse_rig("wh-naive-time");
+    pg.sql("CREATE TABLE imp_naive (user_id text, score bigint, updated_at timestamp)");
+    let mut import = warehouse(
+        &rig,
+        &pg,
+        "import",
+        "1",
+        &[("WAREHOUSE__IMPORT_TABLE", "imp_naive")],
+    );
+    wait_until(Duration::from_secs(30), "the import to exit", || {
+        import.exited().is_some()
+    });
+    let e = import.log_text();
+    assert!(
+        e.contains("warehouse.updated_at_column \"updated_at\"")
+            && e.contains("timestamp, not timestamptz"),
+        "{e}"
+    );
+}
+
 /// The value of counter `name` (no labels) on `service`'s `/metrics`, when it answers.
 fn counter(service: &Service, name: &str) -> Option<f64> {
     let (_, text) = service.get("/metrics")?;

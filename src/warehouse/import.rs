@@ -45,6 +45,17 @@ pub enum ImportError {
     Read { table: String, error: PgError },
     #[error(transparent)]
     Kafka(#[from] crate::runtime::kafka::KafkaSetupError),
+    #[error(
+        "warehouse.updated_at_column {column:?} of {table} is {found}, not timestamptz: a time \
+         without a zone is compared with the clock in the session's time zone, so rows would be \
+         held hours early or late; use a timestamptz column, or a view converting it \
+         (updated_at AT TIME ZONE 'UTC')"
+    )]
+    UpdatedAtType {
+        table: String,
+        column: String,
+        found: String,
+    },
 }
 
 /// Where the last acknowledged batch ended.
@@ -251,6 +262,29 @@ pub fn row_event(
     Ok(event)
 }
 
+/// Refuses an `updated_at` column of another type than `timestamptz` (a `timestamp` without
+/// zone was read as UTC but compared with the clock in the session's zone). A table that
+/// cannot be read yet (missing, no access) is the polls' to report, as before.
+async fn check_updated_at_type(
+    client: &Client,
+    queries: &Queries,
+    w: &WarehouseSettings,
+) -> Result<(), ImportError> {
+    let Ok(statement) = client.prepare(&queries.first).await else {
+        return Ok(());
+    };
+    match statement.columns().get(2).map(|c| c.type_()) {
+        Some(t) if *t != tokio_postgres::types::Type::TIMESTAMPTZ => {
+            Err(ImportError::UpdatedAtType {
+                table: w.import_table.clone(),
+                column: w.updated_at_column.clone(),
+                found: t.name().to_string(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The rows with a null `updated_at` last counted, and when.
 #[derive(Default)]
 struct Timeless {
@@ -274,6 +308,7 @@ impl Importer {
         let queries = Queries::new(&settings.warehouse);
         let client =
             db::connect_and_create(&settings.warehouse, &queries.create_watermarks).await?;
+        check_updated_at_type(&client, &queries, &settings.warehouse).await?;
         let producer = EventProducer::start(&settings, Duration::from_secs(60)).await?;
         health.set_consuming(true);
         health.joined();
