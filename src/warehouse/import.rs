@@ -693,9 +693,9 @@ mod tests {
             "{}",
             q.after
         );
-        assert!(q
-            .after
-            .contains(&format!("ORDER BY \"updated_at\", {user_c} LIMIT $1")));
+        assert!(q.after.contains(&format!(
+            "ORDER BY \"updated_at\", {user_c}, \"score\" DESC NULLS LAST LIMIT $1"
+        )));
     }
 
     #[test]
