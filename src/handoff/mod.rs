@@ -322,10 +322,19 @@ impl Core {
                     }
             });
         if let Some(until) = org_pause {
-            // A lead read during the pause waits for what is left of it.
-            for l in waiting.iter_mut().filter(|l| l.not_before.is_none()) {
-                l.not_before = Some(until);
-                l.since.get_or_insert(now);
+            // Every lead waits for what is left of the pause: one whose own backoff ends
+            // sooner too (else `checkpoint_due` would find it due at every turn of the pause),
+            // and one read meanwhile in a partition not held (which it now holds). A lead read
+            // in a held partition keeps waiting for its partition, as always.
+            for l in waiting.iter_mut() {
+                match l.not_before {
+                    Some(t) if t < until => l.not_before = Some(until),
+                    None if !held.contains(&l.partition) => {
+                        l.not_before = Some(until);
+                        l.since.get_or_insert(now);
+                    }
+                    _ => {}
+                }
             }
         }
         if !due.is_empty() {
@@ -336,7 +345,6 @@ impl Core {
                     l
                 })
                 .collect();
-            let started = due.iter().filter_map(|l| l.since).min().unwrap_or(now);
             let mut retry = Vec::new();
             let mut pause: Option<Pause> = None;
             // The last transient failure of the round, for its one log line.
@@ -424,9 +432,20 @@ impl Core {
                     }
                 }
             }
-            if retry.is_empty() {
-                metrics::histogram!(HANDOFF_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
-            } else {
+            // The leads this round resolved: how long since the first of them was first called.
+            let retried: std::collections::HashSet<(&str, &str)> = retry
+                .iter()
+                .map(|r: &Pending| (r.user_id.as_str(), r.change_id.as_str()))
+                .collect();
+            if let Some(first) = due
+                .iter()
+                .filter(|l| !retried.contains(&(l.user_id.as_str(), l.change_id.as_str())))
+                .filter_map(|l| l.since)
+                .min()
+            {
+                metrics::histogram!(HANDOFF_BATCH_SECONDS).record(first.elapsed().as_secs_f64());
+            }
+            if !retry.is_empty() {
                 // Without a token no call can be made either: that pause holds every lead too,
                 // or each lead read meanwhile would ask the failing token endpoint again.
                 let org_wide = pause.is_some();
@@ -908,12 +927,18 @@ impl Service for Core {
         }
         let waited = st.batch_started.is_some_and(|b| b.elapsed() >= h.linger);
         let held = waiting_partitions(&st.pending);
-        let new = st
-            .pending
-            .iter()
-            .filter(|l| l.not_before.is_none() && !held.contains(&l.partition))
-            .count();
-        new >= h.max_batch || (st.processed > 0 && (idle || waited))
+        // Leads not called yet whose partition holds none in a wait, the ones read while their
+        // partition was held among them: they are due once their partition is free, whether
+        // or not a record came since.
+        let new = if st.interrupted {
+            0
+        } else {
+            st.pending
+                .iter()
+                .filter(|l| l.not_before.is_none() && !held.contains(&l.partition))
+                .count()
+        };
+        new >= h.max_batch || ((st.processed > 0 || new > 0) && (idle || waited))
     }
 
     /// A partition with a lead waiting (a backoff, a pause) is paused (from the turn the wait

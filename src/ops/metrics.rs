@@ -442,7 +442,7 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Seconds,
         labels: &[],
         owner: Owner::Handoff,
-        help: "How long resolving one batch of leads took, retries included.",
+        help: "How long the leads resolved by one round of calls took since their first call, retries included.",
     },
     Metric {
         name: SALESFORCE_REQUESTS,

@@ -838,6 +838,81 @@ fn a_lead_failing_for_good_holds_back_only_its_own_partition() {
     assert_eq!(outcomes.len(), users.len() + 1, "one outcome per lead");
 }
 
+/// A lead whose backoff ends during an org-wide pause (the API limit, reached by another
+/// partition's lead) waits for the pause: the first version of the per-partition hold found it
+/// due at every turn of the service loop and checkpointed each time (an outside review of it).
+#[test]
+fn a_backoff_ending_inside_a_limit_pause_waits_for_the_pause_without_checkpointing_each_turn() {
+    const PARTITIONS: i32 = 3;
+    let home = |user: &str| leadscore::partitioner::partition_for(user.as_bytes(), PARTITIONS);
+    let failing = "f0";
+    let other = (1..)
+        .map(|n| format!("o{n}"))
+        .find(|u| home(u) != home(failing))
+        .expect("a user of another partition");
+    // A third partition with a record and no lead: it has a position to checkpoint.
+    let quiet = (1..)
+        .map(|n| format!("q{n}"))
+        .find(|u| home(u) != home(failing) && home(u) != home(&other))
+        .expect("a user of the third partition");
+    let setup = Setup::new(
+        "pausebackoff",
+        PARTITIONS,
+        config(Faults {
+            failing_leads: BTreeSet::from([salesforce_lead_id(0)]),
+            ..Faults::default()
+        }),
+    );
+    setup.send(&[
+        keyed(&quiet, 1, 50, "Open", &salesforce_lead_id(2)),
+        keyed(failing, 1, 150, "Open", &salesforce_lead_id(0)),
+    ]);
+    let h = setup.handoff_with(&[
+        ("HANDOFF__BACKOFF_INITIAL", "2s"),
+        ("HANDOFF__BACKOFF_MAX", "2s"),
+        ("HANDOFF__LIMIT_PAUSE", "6s"),
+    ]);
+    wait_until(
+        Duration::from_secs(60),
+        "the failing lead's first call",
+        || lead_calls(&setup) >= 1,
+    );
+    // The org's allowance is spent: the other partition's lead meets the limit.
+    setup.standin.set_faults(Faults {
+        failing_leads: BTreeSet::from([salesforce_lead_id(0)]),
+        daily_limit: Some(setup.standin.api_calls()),
+        ..Faults::default()
+    });
+    setup.send(&[keyed(&other, 1, 150, "Open", &salesforce_lead_id(1))]);
+    let calls = lead_calls(&setup);
+    wait_until(
+        Duration::from_secs(30),
+        "the call meeting the limit",
+        || lead_calls(&setup) > calls,
+    );
+    let checkpoints = || {
+        let (_, text) = h.get("/metrics").expect("metrics");
+        metric_samples(&text, "leadscore_checkpoints_total")
+            .iter()
+            .map(|(_, v)| v)
+            .sum::<f64>()
+    };
+    let before = checkpoints();
+    // Within the pause, past the failing lead's backoff (1 to 2 s after its first call).
+    std::thread::sleep(Duration::from_millis(3500));
+    let during = checkpoints() - before;
+    assert!(
+        during <= 3.0,
+        "{during} checkpoints in 3.5 s of a limit pause with nothing to call"
+    );
+    assert_eq!(
+        lead_calls(&setup),
+        calls + 1,
+        "no call during the pause, the failing lead's retry included"
+    );
+    drop(h);
+}
+
 /// SPEC 6 pauses the calls at the API limit, and a retry waits out its backoff: a SIGTERM in
 /// either wait ends the handoff without another call (the leads stay unresolved, so nothing
 /// of them is checkpointed and the next start calls again). It once made one or two calls at
