@@ -255,20 +255,10 @@ pub fn leave_group<C: ConsumerContext>(consumer: &BaseConsumer<C>, timeout: Dura
     }
 }
 
-/// Pauses fetching for every partition the consumer holds now. Paused, a consumer is still
-/// polled: it stays in its group and serves rebalances, however long the pause. Its lag then
-/// comes from [`report_paused_lag`].
-pub fn pause_assignment<O: PartitionOwner>(
-    consumer: &ServiceConsumer<O>,
-) -> Result<(), KafkaError> {
-    consumer.pause(&consumer.assignment()?)?;
-    consumer.context().paused.store(true, Ordering::Relaxed);
-    Ok(())
-}
-
-/// Pauses fetching for `partitions` of the consumed topic only (the others go on), as
-/// [`pause_assignment`] does for all: while any partition is paused, the lag of every owned
-/// partition comes from [`report_paused_lag`].
+/// Pauses fetching for `partitions` of the consumed topic (the others go on). Paused, a
+/// consumer is still polled: it stays in its group and serves rebalances, however long the
+/// pause. While any partition is paused, the lag of every owned partition comes from
+/// [`report_paused_lag`].
 pub fn pause_partitions<O: PartitionOwner>(
     consumer: &ServiceConsumer<O>,
     partitions: &[i32],
@@ -276,18 +266,18 @@ pub fn pause_partitions<O: PartitionOwner>(
     if partitions.is_empty() {
         return Ok(());
     }
-    consumer.pause(&partition_list(&consumer.context().topic, partitions)?)?;
+    consumer.pause(&partition_list(&consumer.context().topic, partitions))?;
     consumer.context().paused.store(true, Ordering::Relaxed);
     Ok(())
 }
 
 /// The list of `partitions` of `topic`.
-fn partition_list(topic: &str, partitions: &[i32]) -> Result<TopicPartitionList, KafkaError> {
+fn partition_list(topic: &str, partitions: &[i32]) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
         tpl.add_partition(topic, *p);
     }
-    Ok(tpl)
+    tpl
 }
 
 /// How long a resumed partition may go without its first record before it is fetched again
@@ -348,12 +338,14 @@ fn resume<O: PartitionOwner>(
         Vec::new()
     };
     match only {
-        None => context.resumed.watch(&positions),
-        Some(_) => context.resumed.watch_too(&positions),
-    }
-    match only {
-        None => consumer.resume(&consumer.assignment()?)?,
-        Some(partitions) => consumer.resume(&partition_list(&context.topic, partitions)?)?,
+        None => {
+            context.resumed.watch(&positions);
+            consumer.resume(&consumer.assignment()?)?;
+        }
+        Some(partitions) => {
+            context.resumed.watch_too(&positions);
+            consumer.resume(&partition_list(&context.topic, partitions))?;
+        }
     }
     if none_left {
         context.paused.store(false, Ordering::Relaxed);

@@ -137,9 +137,8 @@ fn topic_of(r: &Result<String, (String, RDKafkaErrorCode)>) -> &str {
     }
 }
 
-/// [`partition_counts`] on the blocking pool: a metadata request waits on the network.
-/// The topics' partition counts, read off the async workers; a failure names the brokers
-/// asked (`bootstrap`).
+/// [`partition_counts`] on the blocking pool (a metadata request waits on the network); a
+/// failure names the brokers asked (`bootstrap`).
 async fn partition_counts_off_worker(
     admin: &Arc<AdminClient<DefaultClientContext>>,
     specs: &[TopicSpec],
