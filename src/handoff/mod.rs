@@ -313,7 +313,7 @@ impl Core {
         // A lead read while its partition has one in a wait does not join that one's retry:
         // it waits for the partition to be resolved and goes in the next batch.
         let held = waiting_partitions(&st.pending);
-        let (due, mut waiting): (Vec<Pending>, Vec<Pending>) =
+        let (mut due, mut waiting): (Vec<Pending>, Vec<Pending>) =
             std::mem::take(&mut st.pending).into_iter().partition(|l| {
                 org_pause.is_none()
                     && match l.not_before {
@@ -338,14 +338,12 @@ impl Core {
             }
         }
         if !due.is_empty() {
-            let due: Vec<Pending> = due
-                .into_iter()
-                .map(|mut l| {
-                    l.since.get_or_insert(now);
-                    l
-                })
-                .collect();
+            for l in &mut due {
+                l.since.get_or_insert(now);
+            }
             let mut retry = Vec::new();
+            // When the first of the leads this round resolves was first called.
+            let mut resolved_since: Option<Instant> = None;
             let mut pause: Option<Pause> = None;
             // The last transient failure of the round, for its one log line.
             let mut failure: Option<SfError> = None;
@@ -389,6 +387,7 @@ impl Core {
                     });
                     let mut p = p.clone();
                     p.attempts = p.attempts.saturating_add(1);
+                    let (since, retried) = (p.since.unwrap_or(now), retry.len());
                     match o.result {
                         Ok(()) => self.record_outcome(&p, o.http_status, None)?,
                         Err(e) => match e.hint {
@@ -430,25 +429,15 @@ impl Core {
                             }
                         },
                     }
+                    if retry.len() == retried {
+                        resolved_since = Some(resolved_since.map_or(since, |r| r.min(since)));
+                    }
                 }
             }
-            // The leads this round resolved: how long since the first of them was first called.
-            let retried: std::collections::HashSet<(&str, &str)> = retry
-                .iter()
-                .map(|r: &Pending| (r.user_id.as_str(), r.change_id.as_str()))
-                .collect();
-            if let Some(first) = due
-                .iter()
-                .filter(|l| !retried.contains(&(l.user_id.as_str(), l.change_id.as_str())))
-                .filter_map(|l| l.since)
-                .min()
-            {
+            if let Some(first) = resolved_since {
                 metrics::histogram!(HANDOFF_BATCH_SECONDS).record(first.elapsed().as_secs_f64());
             }
             if !retry.is_empty() {
-                // Without a token no call can be made either: that pause holds every lead too,
-                // or each lead read meanwhile would ask the failing token endpoint again.
-                let org_wide = pause.is_some();
                 // The most rounds a lead of this round has been through: the backoff's step.
                 let round = retry.iter().map(|l| l.rounds + 1).max().unwrap_or(1);
                 let wait = match pause {
@@ -489,7 +478,10 @@ impl Core {
                     None => None,
                 };
                 let now = Instant::now();
-                if let (true, Some(w)) = (org_wide, wait) {
+                // Every pause holds every lead: the org's limit and refused credentials meet
+                // each call, and without a token no call can be made (each lead read meanwhile
+                // would ask the failing token endpoint again).
+                if let Some(w) = wait {
                     st.calls_paused_until = Some(now + w);
                 }
                 let leads = retry.len();
