@@ -349,6 +349,9 @@ pub fn translate(body: &[u8], opts: &Options<'_>) -> Result<Batch, BodyError> {
 
 /// Identifier fields Braze accepts in place of `external_id`.
 const OTHER_IDENTIFIERS: &[&str] = &["braze_id", "user_alias", "phone"];
+/// Those of them that beside `external_id` are still identifiers, not attributes (`phone` is
+/// then the user's phone attribute).
+const IDENTIFIERS_ONLY: &[&str] = &["braze_id", "user_alias"];
 
 /// The object's user id: its `external_id`.
 fn external_id(object: &Map<String, Value>) -> Result<String, String> {
@@ -450,7 +453,7 @@ fn attribute_events(
         }
         // Another identifier beside `external_id` identifies, it is not an attribute of the
         // user (it became an attribute named `braze_id`); reported, the rest of the object goes.
-        if ["braze_id", "user_alias"].contains(&name.as_str()) {
+        if IDENTIFIERS_ONLY.contains(&name.as_str()) {
             errors.push(format!(
                 "'{name}' is an identifier, not an attribute: it was not stored (leadscore \
                  identifies users by 'external_id' only)"

@@ -166,10 +166,7 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
     }
     // A compressed body would be read as JSON and refused as "not JSON": name the encoding.
     if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
-        let encoding: String = String::from_utf8_lossy(encoding.as_bytes())
-            .chars()
-            .take(100)
-            .collect();
+        let encoding = quoted(encoding);
         if !encoding.trim().eq_ignore_ascii_case("identity") {
             return message(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -181,11 +178,7 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
     }
     if let Some(kind) = headers.get(header::CONTENT_TYPE) {
         if !is_json(kind) {
-            // Quoted, at most 100 characters of it: the header is the caller's, of any length.
-            let kind: String = String::from_utf8_lossy(kind.as_bytes())
-                .chars()
-                .take(100)
-                .collect();
+            let kind = quoted(kind);
             return message(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!("Content-Type {kind:?} is not JSON: send Content-Type: application/json"),
@@ -300,6 +293,15 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
     count_objects(&batch);
     metrics::counter!(telemetry::INGEST_EVENTS).increment(batch.events.len() as u64);
     answer(StatusCode::CREATED, batch.answer())
+}
+
+/// A header's value as an answer quotes it: at most 100 characters of it, since the header is
+/// the caller's, of any length.
+fn quoted(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes())
+        .chars()
+        .take(100)
+        .collect()
 }
 
 /// Whether a `Content-Type` is JSON: `application/json` or a `+json` type, any parameters
