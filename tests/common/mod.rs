@@ -278,29 +278,41 @@ pub fn wait_group_caught_up(
     produced: usize,
     timeout: Duration,
 ) {
+    let n = partition_count(broker, topic).expect("input topic");
+    wait_until(timeout, "the group to catch up", || {
+        committed_offsets(broker, group, topic, n)
+            .is_some_and(|c| c.iter().sum::<i64>() == produced as i64)
+    });
+}
+
+/// `group`'s committed offset on each of the first `partitions` partitions of `topic` (0 where
+/// it has none), or `None` when the broker does not answer.
+pub fn committed_offsets(
+    broker: &Broker,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Option<Vec<i64>> {
     let c: BaseConsumer = broker
         .client()
         .set("group.id", group)
         .create()
         .expect("offset reader");
-    let n = partition_count(broker, topic).expect("input topic");
-    wait_until(timeout, "the group to catch up", || {
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..n {
-            let _ = tpl.add_partition(topic, p);
-        }
-        let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
-            return false;
-        };
-        let done: i64 = (0..n)
-            .filter_map(|p| committed.find_partition(topic, p))
-            .map(|e| match e.offset() {
-                Offset::Offset(o) => o,
-                _ => 0,
-            })
-            .sum();
-        done == produced as i64
-    });
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        let _ = tpl.add_partition(topic, p);
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
+    Some(
+        (0..partitions)
+            .map(
+                |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o,
+                    _ => 0,
+                },
+            )
+            .collect(),
+    )
 }
 
 /// A scratch directory removed on drop.

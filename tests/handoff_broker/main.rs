@@ -723,32 +723,13 @@ fn a_batch_in_a_backoff_takes_in_no_more_leads() {
 
 /// The committed offsets of the handoff's group on the score changes, per partition.
 fn committed(setup: &Setup, partitions: i32) -> Vec<i64> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{Offset, TopicPartitionList};
-    let c: BaseConsumer = setup
-        .broker
-        .client()
-        .set("group.id", &setup.names.group)
-        .create()
-        .expect("offset reader");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        let _ = tpl.add_partition(&setup.names.output, p);
-    }
-    let committed = c
-        .committed_offsets(tpl, Duration::from_secs(5))
-        .expect("committed offsets");
-    (0..partitions)
-        .map(|p| {
-            match committed
-                .find_partition(&setup.names.output, p)
-                .map(|e| e.offset())
-            {
-                Some(Offset::Offset(o)) => o,
-                _ => 0,
-            }
-        })
-        .collect()
+    committed_offsets(
+        &setup.broker,
+        &setup.names.group,
+        &setup.names.output,
+        partitions,
+    )
+    .expect("committed offsets")
 }
 
 /// One lead Salesforce keeps failing (an org-side fault on its record, `UNKNOWN_EXCEPTION`)
