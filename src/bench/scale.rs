@@ -281,7 +281,7 @@ fn measure_size(
         &properties,
     )?;
     // Last, as it grows the states: the sizes and the changelog are of the build's traffic.
-    let engine_rate = built.stretch(engine, users, opts.stretch, opts.seed);
+    let engine_rate = built.stretch(engine, users, opts.stretch, opts.seed)?;
     drop(built);
 
     let expected = held as i64 + i64::from(parts);
@@ -400,7 +400,7 @@ impl Built {
     /// are spread over all `users`, in the [`STRETCH_SPAN`] of event time after the build.
     /// Checkpoints run between batches, outside the clock, so the list of changed keys stays as
     /// small as in the scorer.
-    fn stretch(&mut self, engine: &Engine, users: usize, events: usize, seed: u64) -> f64 {
+    fn stretch(&mut self, engine: &Engine, users: usize, events: usize, seed: u64) -> Result<f64> {
         let stretch = traffic(
             GeneratorConfig {
                 users: events.div_ceil(EVENTS_PER_USER),
@@ -413,6 +413,20 @@ impl Built {
             |local| spread(local, users),
             self.events,
         );
+        // Decoded from their records in arrival order before the clock starts, as the
+        // scorer's decoder hands events over (each with strings of its own, laid out in the
+        // order they are read), as `leadscore bench` runs them.
+        let records = Records::encode(&stretch);
+        drop(stretch);
+        let limits = Limits::default();
+        let stretch: Vec<Event> = records
+            .iter()
+            .map(|(key, payload)| {
+                codec::decode_event(Format::Protobuf, Some(key), payload, &limits)
+                    .map_err(|e| anyhow!("a generated event does not decode: {e}"))
+            })
+            .collect::<Result<_>>()?;
+        drop(records);
         let mut out = Vec::new();
         let mut timed = Duration::ZERO;
         for batch in stretch.chunks(self.batch) {
@@ -423,7 +437,7 @@ impl Built {
             timed += started.elapsed();
             self.checkpoint();
         }
-        stretch.len() as f64 / timed.as_secs_f64().max(1e-9)
+        Ok(stretch.len() as f64 / timed.as_secs_f64().max(1e-9))
     }
 }
 
