@@ -84,7 +84,7 @@ fn a_built_state_holds_every_active_user_with_nothing_left_to_checkpoint() -> Re
             .is_none(),
         "the dirty set is empty, as after a scorer's checkpoint"
     );
-    let rate = built.stretch(&engine, 300, 2_000, 7);
+    let rate = built.stretch(&engine, 300, 2_000, 7)?;
     assert!(rate > 0.0 && rate.is_finite());
     assert_eq!(built.events, 5_000);
     assert!(built.users.len() <= 300, "the stretch adds no users");
