@@ -104,105 +104,75 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
         }
     }
 
-    // The events the engine runs take are decoded from their protobuf payloads, one after the
-    // other in arrival order, as the scorer's decoder hands them over: each with its own
-    // strings, laid out in the order they are read. The generator's events share one user id
-    // per user, scattered over the heap, so every event's first read of its user id was a
-    // cache miss the scorer does not have.
-    let events: Vec<Event> = proto
+    // The events the engine rows take are decoded from their protobuf payloads before the
+    // clock starts, one after the other in arrival order, so that each event's strings lie
+    // together and in the order they are read, as a stream of decoded records leaves them.
+    // The generator lays out each user's events together and then sorts all of them by time,
+    // so reading its events in arrival order jumped about the heap: a cache miss per event
+    // (hashing the user id, reading the event's strings) that a scorer, which processes each
+    // record just after decoding it, does not have. (The decode rows below still read the
+    // generator's events' keys, as they always did.)
+    let decoded: Vec<Event> = proto
         .iter()
         .zip(&events)
         .map(|(p, e)| codec::decode_event(Format::Protobuf, Some(e.user_id.as_bytes()), p, &limits))
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow!("a generated event does not decode: {e}"))?;
 
-    // The whole-partition path as the scorer runs it: clock, inactivity timers, duplicate and
-    // replay checks over the scorer's own store (`KeyedState`: inline keys, changed-flags and
-    // the list of changed keys), its input position noted per event and a checkpoint every
-    // `scorer.batch_max_events` events inside the clock (the flags cleared; encoding and
-    // producing the records is the scorer bench's part, `bench --scorer`).
+    // The whole-partition path over the scorer's own store (`KeyedState`: inline keys,
+    // changed-flags and the list of changed keys), with what the scorer does around it per
+    // record: the input position noted, the event admitted against its user's bounds
+    // (`Partition::admit`: an attribute event looks its user up a second time) and, every
+    // `scorer.batch_max_events` events, a checkpoint of the store, all inside the clock. Run
+    // twice: with the checkpoint's bookkeeping alone (each changed key looked up, its flag
+    // cleared, its record hashed into the digest) and with every changed state encoded too,
+    // the changelog's cost. Left out: decoding (its own rows), publishing the changes and the
+    // records (`bench --scorer` measures the whole service against its pipe), rdkafka and
+    // the metrics.
     let batch = crate::config::Settings::default()
         .scorer
         .batch_max_events
         .max(1);
-    let (keyed_time, (keyed, keyed_changes)) = measure(|| {
-        let mut partition = Partition::new();
-        let mut store: KeyedState<UserState> = KeyedState::default();
-        let mut out = Vec::new();
-        let mut changes = 0usize;
-        for (i, e) in events.iter().enumerate() {
-            store.processing(i as i64);
-            black_box(partition.process(&engine, &mut store, e, origin(i), &mut out));
-            changes += out.len();
-            out.clear();
-            if (i + 1) % batch == 0 {
-                drop(black_box(store.checkpoint(0, Vec::new(), |_| Vec::new())));
+    let keyed_run = |encode: fn(&UserState) -> Vec<u8>| {
+        measure(|| {
+            let mut partition = Partition::new();
+            let mut store: KeyedState<UserState> = KeyedState::default();
+            let mut out = Vec::new();
+            let mut changes = 0usize;
+            for (i, e) in decoded.iter().enumerate() {
+                store.processing(i as i64);
+                if partition.admit(&engine, &store, e, i as i64).is_ok() {
+                    black_box(partition.process(&engine, &mut store, e, origin(i), &mut out));
+                    changes += out.len();
+                    out.clear();
+                }
+                if (i + 1) % batch == 0 {
+                    drop(black_box(store.checkpoint(0, Vec::new(), encode)));
+                }
             }
-        }
-        (store, changes)
-    });
+            (store, changes)
+        })
+    };
+    let (keyed_time, (keyed, keyed_changes)) = keyed_run(|_| Vec::new());
+    let (encoded_time, _) = keyed_run(UserState::encode);
 
-    // The same path over a plain `HashMap` store with the scorer's hasher (keys as `String`s,
-    // states in the table's buckets): the store this figure was measured on until 2026-12-07,
-    // kept as the comparison.
+    // The same events and admission over a plain `HashMap` store with the scorer's hasher
+    // (keys as `String`s, states in the table's buckets), with no checkpoints: the store this
+    // figure was measured on until 2026-12-07, kept as the comparison.
     let (partition_time, (store, partition_changes)) = measure(|| {
         let mut partition = Partition::new();
         let mut store: UserMap<UserState> = UserMap::default();
         let mut out = Vec::new();
         let mut changes = 0usize;
-        for (i, e) in events.iter().enumerate() {
-            black_box(partition.process(&engine, &mut store, e, origin(i), &mut out));
-            changes += out.len();
-            out.clear();
+        for (i, e) in decoded.iter().enumerate() {
+            if partition.admit(&engine, &store, e, i as i64).is_ok() {
+                black_box(partition.process(&engine, &mut store, e, origin(i), &mut out));
+                changes += out.len();
+                out.clear();
+            }
         }
         (store, changes)
     });
-
-    // The engine alone: states pre-indexed in a Vec, no map lookups, no timer index.
-    let (index, users) = index_users(&events);
-    let (engine_time, (engine_changes, states)) = measure(|| {
-        let mut states = vec![UserState::default(); users];
-        let mut out = Vec::new();
-        let mut clock = i64::MIN;
-        let mut changes = 0usize;
-        for (i, (e, &u)) in events.iter().zip(&index).enumerate() {
-            clock = clock.max(e.time);
-            black_box(engine.apply(&mut states[u], e, origin(i), clock, &mut out));
-            changes += out.len();
-            out.clear();
-        }
-        black_box(&states);
-        (changes, states)
-    });
-
-    // The memory floor under `Engine::apply`: the same events in the same order, touching only
-    // what it reads first (the user's state, its oldest remembered id and first attribute, the
-    // event's user and id), each a likely cache miss. What `apply` takes beyond this is work.
-    let (floor_time, _) = measure(|| {
-        let mut x = 0u64;
-        for (e, &u) in events.iter().zip(&index) {
-            let st = &states[u];
-            x = x.wrapping_add(st.score as u64);
-            if let Some(s) = st.seen.first() {
-                x = x.wrapping_add(s.time() as u64);
-            }
-            x = x.wrapping_add(st.attributes().iter().next().map_or(0, |(k, _)| k.len()) as u64);
-            x = x.wrapping_add(e.user_id.bytes().next().map_or(0, u64::from));
-            if let Some(id) = &e.event_id {
-                x = x.wrapping_add(id.bytes().next().map_or(0, u64::from));
-            }
-        }
-        black_box(x)
-    });
-    drop(states);
-
-    let (baseline_time, _) = measure(|| {
-        for p in &json {
-            let _ = black_box(serde_json::from_slice::<serde_json::Value>(black_box(p)));
-        }
-    });
-    let (json_time, _) = measure(|| decode_all(Format::Json, &events, &json, &limits));
-    let (proto_time, _) = measure(|| decode_all(Format::Protobuf, &events, &proto, &limits));
 
     // Two stores, one path: the same states and changes, or one of the figures is of
     // something else.
@@ -218,6 +188,54 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
         );
     }
     drop(keyed);
+
+    // The engine alone: states pre-indexed in a Vec, no map lookups, no timer index.
+    let (index, users) = index_users(&decoded);
+    let (engine_time, (engine_changes, states)) = measure(|| {
+        let mut states = vec![UserState::default(); users];
+        let mut out = Vec::new();
+        let mut clock = i64::MIN;
+        let mut changes = 0usize;
+        for (i, (e, &u)) in decoded.iter().zip(&index).enumerate() {
+            clock = clock.max(e.time);
+            black_box(engine.apply(&mut states[u], e, origin(i), clock, &mut out));
+            changes += out.len();
+            out.clear();
+        }
+        black_box(&states);
+        (changes, states)
+    });
+
+    // The memory floor under `Engine::apply`: the same events in the same order, touching only
+    // what it reads first (the user's state, its oldest remembered id and first attribute, the
+    // event's user and id), each a likely cache miss. What `apply` takes beyond this is work.
+    let (floor_time, _) = measure(|| {
+        let mut x = 0u64;
+        for (e, &u) in decoded.iter().zip(&index) {
+            let st = &states[u];
+            x = x.wrapping_add(st.score as u64);
+            if let Some(s) = st.seen.first() {
+                x = x.wrapping_add(s.time() as u64);
+            }
+            x = x.wrapping_add(st.attributes().iter().next().map_or(0, |(k, _)| k.len()) as u64);
+            x = x.wrapping_add(e.user_id.bytes().next().map_or(0, u64::from));
+            if let Some(id) = &e.event_id {
+                x = x.wrapping_add(id.bytes().next().map_or(0, u64::from));
+            }
+        }
+        black_box(x)
+    });
+    drop(states);
+    drop(decoded);
+
+    let (baseline_time, _) = measure(|| {
+        for p in &json {
+            let _ = black_box(serde_json::from_slice::<serde_json::Value>(black_box(p)));
+        }
+    });
+    let (json_time, _) = measure(|| decode_all(Format::Json, &events, &json, &limits));
+    let (proto_time, _) = measure(|| decode_all(Format::Protobuf, &events, &proto, &limits));
+
     let mut sizes: Vec<usize> = store.values().map(|st| st.encode().len()).collect();
     sizes.sort_unstable();
     let mean_state = sizes.iter().sum::<usize>() as f64 / sizes.len().max(1) as f64;
@@ -237,12 +255,17 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
         (
             "engine, Partition::process (events/s)",
             format!("{:.0}", rate(keyed_time)),
-            format!("whole-partition path on the scorer's store (KeyedState, a checkpoint every {batch} events); {keyed_changes} score changes incl. inactivity"),
+            format!("whole-partition path on the scorer's store (KeyedState), each event admitted first, a checkpoint's bookkeeping every {batch} events (states not encoded); {keyed_changes} score changes incl. inactivity"),
+        ),
+        (
+            "engine, Partition::process with checkpoints encoded (events/s)",
+            format!("{:.0}", rate(encoded_time)),
+            "the same, each checkpoint also encoding every changed state (the changelog's records, UserState::encode)".to_string(),
         ),
         (
             "engine, Partition::process, HashMap store (events/s)",
             format!("{:.0}", rate(partition_time)),
-            format!("the same path over a HashMap<String, UserState> with the scorer's hasher (this figure's store until 2026-12-07); {partition_changes} score changes"),
+            format!("the same path over a HashMap<String, UserState> with the scorer's hasher, no checkpoints (this figure's store until 2026-12-07); {partition_changes} score changes"),
         ),
         (
             "engine, Engine::apply (events/s)",
@@ -441,8 +464,9 @@ pub fn assert_positive(
 mod tests {
     use super::*;
 
-    const METRICS: [&str; 20] = [
+    const METRICS: [&str; 21] = [
         "engine, Partition::process (events/s)",
+        "engine, Partition::process with checkpoints encoded (events/s)",
         "engine, Partition::process, HashMap store (events/s)",
         "engine, Engine::apply (events/s)",
         "engine memory floor (events/s)",

@@ -372,10 +372,20 @@ impl Built {
         Ok(b)
     }
 
-    /// The scorer's path for one event: the input position, then `Partition::process`.
+    /// The scorer's path for one event: the input position, the event admitted against its
+    /// user's bounds (one the scorer would dead-letter is not processed), then
+    /// `Partition::process`.
     fn process(&mut self, engine: &Engine, e: &Event, out: &mut Vec<crate::change::ScoreChange>) {
         let offset = self.events as i64;
         self.users.processing(offset);
+        if self
+            .partition
+            .admit(engine, &self.users, e, offset)
+            .is_err()
+        {
+            self.events += 1;
+            return;
+        }
         let origin = Origin {
             topic: TOPIC,
             partition: 0,
