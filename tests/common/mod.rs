@@ -279,30 +279,31 @@ pub fn wait_group_caught_up(
     timeout: Duration,
 ) {
     let n = partition_count(broker, topic).expect("input topic");
+    let reader = offset_reader(broker, group);
     wait_until(timeout, "the group to catch up", || {
-        committed_offsets(broker, group, topic, n)
+        committed_offsets(&reader, topic, n)
             .is_some_and(|c| c.iter().sum::<i64>() == produced as i64)
     });
 }
 
-/// `group`'s committed offset on each of the first `partitions` partitions of `topic` (0 where
-/// it has none), or `None` when the broker does not answer.
-pub fn committed_offsets(
-    broker: &Broker,
-    group: &str,
-    topic: &str,
-    partitions: i32,
-) -> Option<Vec<i64>> {
-    let c: BaseConsumer = broker
+/// A client that reads `group`'s committed offsets ([`committed_offsets`]); made once per
+/// wait, not per reading (each client starts its own threads and connections).
+pub fn offset_reader(broker: &Broker, group: &str) -> BaseConsumer {
+    broker
         .client()
         .set("group.id", group)
         .create()
-        .expect("offset reader");
+        .expect("offset reader")
+}
+
+/// The committed offset of `reader`'s group on each of the first `partitions` partitions of
+/// `topic` (0 where it has none), or `None` when the broker does not answer.
+pub fn committed_offsets(reader: &BaseConsumer, topic: &str, partitions: i32) -> Option<Vec<i64>> {
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         let _ = tpl.add_partition(topic, p);
     }
-    let committed = c.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
+    let committed = reader.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
     Some(
         (0..partitions)
             .map(

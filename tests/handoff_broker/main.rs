@@ -724,8 +724,7 @@ fn a_batch_in_a_backoff_takes_in_no_more_leads() {
 /// The committed offsets of the handoff's group on the score changes, per partition.
 fn committed(setup: &Setup, partitions: i32) -> Vec<i64> {
     committed_offsets(
-        &setup.broker,
-        &setup.names.group,
+        &offset_reader(&setup.broker, &setup.names.group),
         &setup.names.output,
         partitions,
     )
