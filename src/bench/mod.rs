@@ -134,22 +134,16 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
         .max(1);
     let keyed_run = |encode: fn(&UserState) -> Vec<u8>| {
         measure(|| {
-            let mut partition = Partition::new();
-            let mut store: KeyedState<UserState> = KeyedState::default();
+            let mut path = ScorerPath::new(TOPIC);
             let mut out = Vec::new();
             let mut changes = 0usize;
-            for (i, e) in decoded.iter().enumerate() {
-                store.processing(i as i64);
-                if partition.admit(&engine, &store, e, i as i64).is_ok() {
-                    black_box(partition.process(&engine, &mut store, e, origin(i), &mut out));
-                    changes += out.len();
-                    out.clear();
-                }
-                if (i + 1) % batch == 0 {
-                    drop(black_box(store.checkpoint(0, Vec::new(), encode)));
+            for e in &decoded {
+                changes += path.process(&engine, e, &mut out);
+                if path.events % batch == 0 {
+                    path.checkpoint(encode);
                 }
             }
-            (store, changes)
+            (path.users, changes)
         })
     };
     let (keyed_time, (keyed, keyed_changes)) = keyed_run(|_| Vec::new());
@@ -372,6 +366,68 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
         if cfg!(debug_assertions) { "debug" } else { "release" },
     );
     Ok(report)
+}
+
+/// One input partition driven as the scorer drives it, record by record: the input position
+/// noted, the event admitted against its user's bounds (one the scorer would dead-letter is
+/// not processed), then `Partition::process` over the scorer's store. `leadscore bench`'s
+/// `Partition::process` rows and `bench --scale` both run it.
+pub(crate) struct ScorerPath {
+    pub(crate) users: KeyedState<UserState>,
+    pub(crate) partition: Partition,
+    /// Records taken, which are also the next input offset.
+    pub(crate) events: usize,
+    /// The input topic named in the events' origins.
+    topic: &'static str,
+}
+
+impl ScorerPath {
+    pub(crate) fn new(topic: &'static str) -> ScorerPath {
+        ScorerPath {
+            users: KeyedState::default(),
+            partition: Partition::new(),
+            events: 0,
+            topic,
+        }
+    }
+
+    /// Takes the next record's event; returns how many score changes it made (`out` is left
+    /// empty).
+    pub(crate) fn process(
+        &mut self,
+        engine: &Engine,
+        e: &Event,
+        out: &mut Vec<crate::change::ScoreChange>,
+    ) -> usize {
+        let offset = self.events as i64;
+        self.events += 1;
+        self.users.processing(offset);
+        if self
+            .partition
+            .admit(engine, &self.users, e, offset)
+            .is_err()
+        {
+            return 0;
+        }
+        let origin = Origin {
+            topic: self.topic,
+            partition: 0,
+            offset,
+        };
+        black_box(
+            self.partition
+                .process(engine, &mut self.users, e, origin, out),
+        );
+        let changes = out.len();
+        out.clear();
+        changes
+    }
+
+    /// A checkpoint of the store, its records encoded with `encode` and dropped: the changed
+    /// keys looked up, their flags cleared, the digest kept.
+    pub(crate) fn checkpoint(&mut self, encode: fn(&UserState) -> Vec<u8>) {
+        drop(black_box(self.users.checkpoint(0, Vec::new(), encode)));
+    }
 }
 
 /// Runs `f` once to warm up, then once timed.

@@ -20,14 +20,15 @@
 //! the figures.
 
 use super::scorer::measure_restore;
+use super::ScorerPath;
 use crate::codec::{self, Format, Limits};
 use crate::config::Settings;
 use crate::dev::broker::DevBroker;
 use crate::dev::scratch::ScratchDir;
 use crate::engine::Engine;
-use crate::event::{Event, Origin};
+use crate::event::Event;
 use crate::generator::{self, GeneratorConfig};
-use crate::partition::{Partition, UserStore};
+use crate::partition::UserStore;
 use crate::partitioner::partition_for;
 use crate::rules::{self, Rules};
 use crate::runtime::changelog::Changelog;
@@ -248,10 +249,10 @@ fn measure_size(
 ) -> Result<Row> {
     let rss = resident_in_child(users, opts.seed)?;
     let mut built = Built::build(engine, users, opts.seed)?;
-    let events = built.events;
-    let held = built.users.len().max(1);
+    let events = built.path.events;
+    let held = built.path.users.len().max(1);
     let (mut encoded_total, mut record_bytes) = (0usize, 0usize);
-    for (k, st) in built.users.entries() {
+    for (k, st) in built.path.users.entries() {
         let len = st.encode().len();
         encoded_total += len;
         record_bytes += k.len() + len + RECORD_OVERHEAD;
@@ -315,12 +316,9 @@ fn measure_size(
 // ---------------------------------------------------------------------------------------------
 
 /// One instance's state: one partition's clock and timers over a [`KeyedState`] of every user,
-/// as the scorer's `Owned` holds them.
+/// as the scorer's `Owned` holds them, driven record by record as the scorer drives them.
 struct Built {
-    users: KeyedState<UserState>,
-    partition: Partition,
-    /// Events processed, which are also the next input offset.
-    events: usize,
+    path: ScorerPath,
     /// The scorer's `batch_max_events`: a checkpoint after each that many events.
     batch: usize,
 }
@@ -329,9 +327,7 @@ impl Built {
     /// Builds `users` users' state from their traffic, [`CHUNK_USERS`] users at a time.
     fn build(engine: &Engine, users: usize, seed: u64) -> Result<Built> {
         let mut b = Built {
-            users: KeyedState::default(),
-            partition: Partition::new(),
-            events: 0,
+            path: ScorerPath::new(TOPIC),
             batch: Settings::default().scorer.batch_max_events.max(1),
         };
         let mut out = Vec::new();
@@ -350,7 +346,7 @@ impl Built {
                     ..GeneratorConfig::default()
                 },
                 |local| first + local,
-                b.events,
+                b.path.events,
             );
             // Held encoded, in two large buffers, and decoded one event at a time as the
             // scorer decodes its input: the generated events are freed all together first, so
@@ -363,7 +359,7 @@ impl Built {
                 let e = codec::decode_event(Format::Protobuf, Some(key), payload, &limits)
                     .map_err(|e| anyhow!("a generated event does not decode: {e}"))?;
                 b.process(engine, &e, &mut out);
-                if b.events % b.batch == 0 {
+                if b.path.events % b.batch == 0 {
                     b.checkpoint();
                 }
             }
@@ -372,38 +368,16 @@ impl Built {
         Ok(b)
     }
 
-    /// The scorer's path for one event: the input position, the event admitted against its
-    /// user's bounds (one the scorer would dead-letter is not processed), then
-    /// `Partition::process`.
+    /// The scorer's path for one event ([`ScorerPath::process`]).
     fn process(&mut self, engine: &Engine, e: &Event, out: &mut Vec<crate::change::ScoreChange>) {
-        let offset = self.events as i64;
-        self.users.processing(offset);
-        if self
-            .partition
-            .admit(engine, &self.users, e, offset)
-            .is_err()
-        {
-            self.events += 1;
-            return;
-        }
-        let origin = Origin {
-            topic: TOPIC,
-            partition: 0,
-            offset,
-        };
-        black_box(
-            self.partition
-                .process(engine, &mut self.users, e, origin, out),
-        );
-        out.clear();
-        self.events += 1;
+        self.path.process(engine, e, out);
     }
 
     /// Empties the list of changed keys as a scorer's checkpoint does. The records are
     /// dropped unencoded: only their effect on the held state matters here (the changelog is
     /// written from the finished state, see [`write_changelog`]).
     fn checkpoint(&mut self) {
-        drop(self.users.checkpoint(0, Vec::new(), |_| Vec::new()));
+        self.path.checkpoint(|_| Vec::new());
     }
 
     /// `Partition::process` events/s over `events` more events of generated traffic whose users
@@ -416,12 +390,16 @@ impl Built {
                 users: events.div_ceil(EVENTS_PER_USER),
                 events,
                 seed: chunk_seed(seed, u64::MAX),
-                start: self.partition.clock().unwrap_or(generator::DEFAULT_START),
+                start: self
+                    .path
+                    .partition
+                    .clock()
+                    .unwrap_or(generator::DEFAULT_START),
                 span: STRETCH_SPAN,
                 ..GeneratorConfig::default()
             },
             |local| spread(local, users),
-            self.events,
+            self.path.events,
         );
         // Decoded from their records in arrival order before the clock starts, as the
         // scorer's decoder hands events over (each with strings of its own, laid out in the
@@ -604,7 +582,7 @@ pub fn child(users: usize, seed: u64) -> Result<String> {
     let built = Built::build(&engine, users, seed)?;
     release_free_memory();
     let rss = Rss {
-        users: built.users.len(),
+        users: built.path.users.len(),
         before_kib,
         after_kib: vm_rss_kib()?,
     };
@@ -664,20 +642,21 @@ fn write_changelog(
     let changelog = Changelog::open(dir, topic, properties)?;
     let producer = ServiceProducer::new(properties, None).context("creating the producer")?;
     let mut keys: Vec<Vec<&str>> = vec![Vec::new(); parts as usize];
-    for (k, _) in built.users.entries() {
+    for (k, _) in built.path.users.entries() {
         keys[partition_for(k.as_bytes(), parts) as usize].push(k);
     }
     // The scorer's checkpoint metadata: its partition clock, 8 bytes big-endian.
     let clock = built
+        .path
         .partition
         .clock()
         .map(|c| c.to_be_bytes().to_vec())
         .unwrap_or_default();
     for (p, keys) in (0..parts).zip(&keys) {
         let mut state = KeyedState::<UserState>::default();
-        state.processing(built.events as i64 - 1);
+        state.processing(built.path.events as i64 - 1);
         for k in keys {
-            if let Some(st) = built.users.get(k) {
+            if let Some(st) = built.path.users.get(k) {
                 UserStore::update(&mut state, k, |s| *s = st.clone());
             }
         }

@@ -71,14 +71,15 @@ fn chunks_of_traffic_neither_share_users_nor_event_ids() {
 fn a_built_state_holds_every_active_user_with_nothing_left_to_checkpoint() -> Result<()> {
     let engine = seed_canvas_engine()?;
     let mut built = Built::build(&engine, 300, 7)?;
-    assert_eq!(built.events, 3_000);
+    assert_eq!(built.path.events, 3_000);
     assert!(
-        built.users.len() > 250 && built.users.len() <= 300,
+        built.path.users.len() > 250 && built.path.users.len() <= 300,
         "{}",
-        built.users.len()
+        built.path.users.len()
     );
     assert!(
         built
+            .path
             .users
             .checkpoint(0, Vec::new(), UserState::encode)
             .is_none(),
@@ -86,8 +87,8 @@ fn a_built_state_holds_every_active_user_with_nothing_left_to_checkpoint() -> Re
     );
     let rate = built.stretch(&engine, 300, 2_000, 7)?;
     assert!(rate > 0.0 && rate.is_finite());
-    assert_eq!(built.events, 5_000);
-    assert!(built.users.len() <= 300, "the stretch adds no users");
+    assert_eq!(built.path.events, 5_000);
+    assert!(built.path.users.len() <= 300, "the stretch adds no users");
     Ok(())
 }
 
