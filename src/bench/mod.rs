@@ -132,13 +132,17 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
         .scorer
         .batch_max_events
         .max(1);
-    let keyed_run = |encode: fn(&UserState) -> Vec<u8>| {
+    let keyed_run = |encode: fn(&UserState) -> Vec<u8>, ahead: bool| {
         measure(|| {
             let mut path = ScorerPath::new(TOPIC);
             let mut out = Vec::new();
             let mut changes = 0usize;
-            for e in &decoded {
-                changes += path.process(&engine, e, &mut out);
+            for i in 0..decoded.len() {
+                changes += if ahead {
+                    path.process_looking_ahead(&engine, &decoded, i, &mut out)
+                } else {
+                    path.process(&engine, &decoded[i], &mut out)
+                };
                 if path.events % batch == 0 {
                     path.checkpoint(encode);
                 }
@@ -146,8 +150,24 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
             (path.users, changes)
         })
     };
-    let (keyed_time, (keyed, keyed_changes)) = keyed_run(|_| Vec::new());
-    let (encoded_time, _) = keyed_run(UserState::encode);
+    let (keyed_time, (keyed, keyed_changes)) = keyed_run(|_| Vec::new(), false);
+    let (encoded_time, _) = keyed_run(UserState::encode, false);
+    // The same path looking ahead, as a scorer holding a window of records could (it does
+    // not: it takes records one at a time; docs/scale.md, "lookahead").
+    let (ahead_time, (ahead, ahead_changes)) = keyed_run(|_| Vec::new(), true);
+    if ahead_changes != keyed_changes
+        || ahead.len() != keyed.len()
+        || ahead.entries().any(|(k, st)| keyed.get(k) != Some(st))
+        || ahead.state_digest() != keyed.state_digest()
+    {
+        bail!(
+            "Partition::process gave other results looking ahead ({ahead_changes} against \
+             {keyed_changes} changes, {} against {} users)",
+            ahead.len(),
+            keyed.len()
+        );
+    }
+    drop(ahead);
 
     // The same events and admission over a plain `HashMap` store with the scorer's hasher
     // (keys as `String`s, states in the table's buckets), with no checkpoints: the store this
@@ -249,6 +269,11 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
             "engine, Partition::process (events/s)",
             format!("{:.0}", rate(keyed_time)),
             format!("whole-partition path on the scorer's store (KeyedState), each event admitted first, a checkpoint's bookkeeping every {batch} events (states not encoded); {keyed_changes} score changes incl. inactivity"),
+        ),
+        (
+            "engine, Partition::process looking ahead (events/s)",
+            format!("{:.0}", rate(ahead_time)),
+            format!("the same, each event's user loaded ahead through the store's hints (its bucket {AHEAD_BUCKET} events ahead, its entry {AHEAD_ENTRY}, its state's blocks {AHEAD_STATE}), as a scorer holding a window of records could; the scorer does not"),
         ),
         (
             "engine, Partition::process with checkpoints encoded (events/s)",
@@ -379,6 +404,8 @@ pub(crate) struct ScorerPath {
     pub(crate) events: usize,
     /// The input topic named in the events' origins.
     topic: &'static str,
+    /// The key hashes of the window's events, by position modulo [`WINDOW`].
+    hashes: [u64; WINDOW],
 }
 
 impl ScorerPath {
@@ -388,6 +415,7 @@ impl ScorerPath {
             partition: Partition::new(),
             events: 0,
             topic,
+            hashes: [0; WINDOW],
         }
     }
 
@@ -423,12 +451,56 @@ impl ScorerPath {
         changes
     }
 
+    /// [`ScorerPath::process`] of `events[i]`, with the users of the events after it loaded
+    /// ahead through [`KeyedState`]'s hints, as a scorer holding a window of records could:
+    /// the bucket [`AHEAD_BUCKET`] events ahead, the entry [`AHEAD_ENTRY`] ahead, the state's
+    /// blocks [`AHEAD_STATE`] ahead. Each event's key is hashed once, as it enters the window.
+    pub(crate) fn process_looking_ahead(
+        &mut self,
+        engine: &Engine,
+        events: &[Event],
+        i: usize,
+        out: &mut Vec<crate::change::ScoreChange>,
+    ) -> usize {
+        // Each event's key is hashed once, as it enters the window (the first call fills it).
+        let first = if i == 0 { 0 } else { i + AHEAD_BUCKET };
+        let end = (i + AHEAD_BUCKET + 1).min(events.len());
+        for (j, e) in events.iter().enumerate().take(end).skip(first) {
+            let h = self.users.key_hash(&e.user_id);
+            self.hashes[j % WINDOW] = h;
+            self.users.prefetch_bucket(h);
+        }
+        if i + AHEAD_ENTRY < events.len() {
+            self.users
+                .prefetch_entry(self.hashes[(i + AHEAD_ENTRY) % WINDOW]);
+        }
+        if i + AHEAD_STATE < events.len() {
+            self.users.prefetch_value(
+                self.hashes[(i + AHEAD_STATE) % WINDOW],
+                leadscore_engine::engine::prefetch_state,
+            );
+        }
+        self.process(engine, &events[i], out)
+    }
+
     /// A checkpoint of the store, its records encoded with `encode` and dropped: the changed
     /// keys looked up, their flags cleared, the digest kept.
     pub(crate) fn checkpoint(&mut self, encode: fn(&UserState) -> Vec<u8>) {
         drop(black_box(self.users.checkpoint(0, Vec::new(), encode)));
     }
 }
+
+/// Records a scorer holding a window would see ahead of the one it processes: the ring of
+/// key hashes [`ScorerPath::process_looking_ahead`] keeps.
+const WINDOW: usize = 32;
+/// How far ahead of the record processed its user's bucket in the table is loaded.
+pub(crate) const AHEAD_BUCKET: usize = 16;
+/// How far ahead its entry is loaded (its bucket loaded by then).
+pub(crate) const AHEAD_ENTRY: usize = 8;
+/// How far ahead its state's blocks are loaded (its entry loaded by then).
+pub(crate) const AHEAD_STATE: usize = 3;
+const _: () =
+    assert!(AHEAD_BUCKET < WINDOW && AHEAD_ENTRY < AHEAD_BUCKET && AHEAD_STATE < AHEAD_ENTRY);
 
 /// Runs `f` once to warm up, then once timed.
 /// Timed runs of each measurement after its warm-up; the fastest is reported. This machine's
@@ -519,8 +591,9 @@ pub fn assert_positive(
 mod tests {
     use super::*;
 
-    const METRICS: [&str; 21] = [
+    const METRICS: [&str; 22] = [
         "engine, Partition::process (events/s)",
+        "engine, Partition::process looking ahead (events/s)",
         "engine, Partition::process with checkpoints encoded (events/s)",
         "engine, Partition::process, HashMap store (events/s)",
         "engine, Engine::apply (events/s)",

@@ -158,12 +158,14 @@ struct Row {
     restore: Duration,
     restore_rate: f64,
     bare_rate: f64,
+    /// The engine rate of the stretch's batches processed looking ahead.
+    ahead_rate: f64,
 }
 
-/// The CSV columns, in order; the first ten are the table's.
+/// The CSV columns, in order, as the table's.
 const CSV_HEADER: &str = "users,events,engine_events_per_s,resident_bytes_per_user,\
 encoded_bytes_per_user,changelog_partitions,restore_s,restore_records_per_s,\
-bare_consumer_records_per_s,ratio,low_watermark_max";
+bare_consumer_records_per_s,ratio,low_watermark_max,engine_events_per_s_looking_ahead";
 
 impl Row {
     fn ratio(&self) -> f64 {
@@ -171,7 +173,7 @@ impl Row {
     }
 
     /// The figures as the table and the CSV both show them, in column order.
-    fn cells(&self) -> [String; 11] {
+    fn cells(&self) -> [String; 12] {
         [
             self.users.to_string(),
             self.events.to_string(),
@@ -186,6 +188,7 @@ impl Row {
             // The largest low watermark of the changelog: a row exists only when
             // `check_complete` found every one at 0.
             "0".to_string(),
+            format!("{:.0}", self.ahead_rate),
         ]
     }
 
@@ -282,7 +285,7 @@ fn measure_size(
         &properties,
     )?;
     // Last, as it grows the states: the sizes and the changelog are of the build's traffic.
-    let engine_rate = built.stretch(engine, users, opts.stretch, opts.seed)?;
+    let (engine_rate, ahead_rate) = built.stretch(engine, users, opts.stretch, opts.seed)?;
     drop(built);
 
     let expected = held as i64 + i64::from(parts);
@@ -302,6 +305,7 @@ fn measure_size(
         users,
         events,
         engine_rate,
+        ahead_rate,
         resident: rss.per_user(),
         encoded: encoded_total as f64 / held as f64,
         partitions,
@@ -383,8 +387,17 @@ impl Built {
     /// `Partition::process` events/s over `events` more events of generated traffic whose users
     /// are spread over all `users`, in the [`STRETCH_SPAN`] of event time after the build.
     /// Checkpoints run between batches, outside the clock, so the list of changed keys stays as
-    /// small as in the scorer.
-    fn stretch(&mut self, engine: &Engine, users: usize, events: usize, seed: u64) -> Result<f64> {
+    /// small as in the scorer. Every second batch is processed looking ahead
+    /// ([`ScorerPath::process_looking_ahead`]), timed apart: returns the rate of each kind of
+    /// batch, the scorer's own path first. Alternating batches see the same state at the same
+    /// size and the same drift of this machine's speed.
+    fn stretch(
+        &mut self,
+        engine: &Engine,
+        users: usize,
+        events: usize,
+        seed: u64,
+    ) -> Result<(f64, f64)> {
         let stretch = traffic(
             GeneratorConfig {
                 users: events.div_ceil(EVENTS_PER_USER),
@@ -416,16 +429,28 @@ impl Built {
             .collect::<Result<_>>()?;
         drop(records);
         let mut out = Vec::new();
-        let mut timed = Duration::ZERO;
-        for batch in stretch.chunks(self.batch) {
+        // [the scorer's path, looking ahead]: events and time.
+        let mut timed = [(0usize, Duration::ZERO); 2];
+        // Two batches at least, so that each kind has one.
+        let size = self.batch.min(stretch.len().div_ceil(2)).max(1);
+        for (k, batch) in stretch.chunks(size).enumerate() {
+            let ahead = k % 2;
             let started = Instant::now();
-            for e in batch {
-                self.process(engine, e, &mut out);
+            if ahead == 1 {
+                for i in 0..batch.len() {
+                    self.path.process_looking_ahead(engine, batch, i, &mut out);
+                }
+            } else {
+                for e in batch {
+                    self.process(engine, e, &mut out);
+                }
             }
-            timed += started.elapsed();
+            timed[ahead].0 += batch.len();
+            timed[ahead].1 += started.elapsed();
             self.checkpoint();
         }
-        Ok(stretch.len() as f64 / timed.as_secs_f64().max(1e-9))
+        let rate = |(n, t): (usize, Duration)| n as f64 / t.as_secs_f64().max(1e-9);
+        Ok((rate(timed[0]), rate(timed[1])))
     }
 }
 
@@ -759,7 +784,7 @@ fn report(opts: &ScaleOptions, rows: &[Row]) -> String {
     let mut out = String::from(
         "| users | events | engine events/s | resident B/user | encoded B/user | changelog \
          partitions | restore s | restore records/s | bare consumer records/s | ratio | low \
-         watermarks |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+         watermarks | engine events/s looking ahead |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&r.table_line());
@@ -770,8 +795,10 @@ fn report(opts: &ScaleOptions, rows: &[Row]) -> String {
         out,
         "\nevents: the generated traffic that built the state ({EVENTS_PER_USER} per user, \
          {CHUNK_USERS} users at a time); engine events/s: Partition::process over a KeyedState, \
-         timed over {} further events spread over all users, checkpoints between batches \
-         untimed; resident: VmRSS of a child holding only the state and its timer index, after \
+         as the scorer runs it, timed over every other batch of {} further events spread over \
+         all users, checkpoints between batches untimed; looking ahead: the other batches, each \
+         event's user loaded ahead through the store's hints as a scorer holding a window of \
+         records could (the scorer does not); resident: VmRSS of a child holding only the state and its timer index, after \
          minus before, per user held; restore: a fresh Changelog restoring every partition into \
          an empty directory, {RESTORE_PARALLELISM} at once as an assignment does; ratio: \
          restore records/s / bare consumer records/s; low watermarks: the largest of the changelog's (0: the mock dropped nothing)\n\

@@ -47,6 +47,10 @@ pub struct KeyedState<V> {
     /// The input position and metadata of the last checkpoint, to skip one that would repeat
     /// it.
     checkpointed: Option<(i64, Vec<u8>)>,
+    /// Where the table's control bytes start, as of the last [`KeyedState::slot`] (0 before
+    /// any): only for the lookahead hints' addresses, which tolerate it being stale (the
+    /// table is only ever grown by `slot`, which sets it again).
+    ctrl: usize,
 }
 
 /// One key, its value and the [`entry_hash`] of the bytes the changelog holds for it (8 bytes
@@ -228,6 +232,7 @@ impl<V> KeyedState<V> {
             digest,
             next_offset: checkpointed.as_ref().map(|(next, _)| *next),
             checkpointed,
+            ctrl: 0,
         })
     }
 
@@ -337,8 +342,8 @@ impl<V> KeyedState<V> {
             |e| e.key.as_bytes() == b,
             |e| hash_key(hasher, e.key.as_bytes()),
         );
-        let entry = match entry {
-            hashbrown::hash_table::Entry::Occupied(o) => o.into_mut(),
+        let occupied = match entry {
+            hashbrown::hash_table::Entry::Occupied(o) => o,
             hashbrown::hash_table::Entry::Vacant(v) => {
                 // Re-created since its removal: its key is in `dirty` already.
                 let in_dirty = !self.gone.is_empty() && self.gone.remove(key);
@@ -347,9 +352,14 @@ impl<V> KeyedState<V> {
                     logged: self.removed.remove(key).unwrap_or(0),
                     value: V::default(),
                 });
-                v.insert(created).into_mut()
+                v.insert(created)
             }
         };
+        let index = occupied.bucket_index();
+        let entry = occupied.into_mut();
+        self.ctrl = (entry as *const Box<Entry<V>> as usize)
+            + (index + 1) * std::mem::size_of::<Box<Entry<V>>>();
+        let entry = &mut **entry;
         (entry, &mut self.dirty)
     }
 
@@ -415,6 +425,77 @@ impl<V> KeyedState<V> {
             },
         })
     }
+}
+
+/// Hints for a caller that knows which keys come next (a window of records looked ahead):
+/// each loads part of a key's way through the table into the cache, so that its update later
+/// finds it there (docs/scale.md, "lookahead"). They read the table only where an earlier
+/// hint should have loaded it, and are hints only: a wrong guess (another key in the bucket, a
+/// table grown since) loads a useless line, never changes a result.
+impl<V> KeyedState<V> {
+    /// The hash the table keeps `key` under, for the hints below.
+    #[inline]
+    pub fn key_hash(&self, key: &str) -> u64 {
+        hash_key(&self.hasher, key.as_bytes())
+    }
+
+    /// First hint, well ahead: the key's group of control bytes and the bucket slots beside
+    /// it, from the table's layout (hashbrown keeps the slots before the control bytes, in
+    /// reverse order), without reading either.
+    #[inline]
+    pub fn prefetch_bucket(&self, hash: u64) {
+        let buckets = self.entries.num_buckets();
+        if self.ctrl == 0 || buckets == 0 {
+            return;
+        }
+        let pos = (hash as usize) & (buckets - 1);
+        prefetch(self.ctrl.wrapping_add(pos) as *const u8);
+        // The slots of the group's first buckets, where a key nearly always sits.
+        let slot = self.ctrl.wrapping_sub((pos + 1) * SLOT);
+        prefetch(slot as *const u8);
+        prefetch(slot.wrapping_sub(7 * SLOT) as *const u8);
+    }
+
+    /// Second hint, once the bucket is loaded: the entry in the first bucket whose control
+    /// byte matches the hash.
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) {
+        if let Some(e) = self.first_candidate(hash) {
+            let p = (e as *const Entry<V>).cast::<u8>();
+            prefetch(p);
+            prefetch(p.wrapping_add(64));
+        }
+    }
+
+    /// Third hint, once the entry is loaded: `f` over that entry's value, to load what it
+    /// points to.
+    #[inline]
+    pub fn prefetch_value(&self, hash: u64, f: impl FnOnce(&V)) {
+        if let Some(e) = self.first_candidate(hash) {
+            f(&e.value);
+        }
+    }
+
+    /// The entry of the first bucket whose control byte matches `hash`, keys not compared.
+    #[inline]
+    fn first_candidate(&self, hash: u64) -> Option<&Entry<V>> {
+        let i = self.entries.iter_hash_buckets(hash).next()?;
+        self.entries.get_bucket(i).map(|e| &**e)
+    }
+}
+
+/// Bytes of one bucket slot: a pointer.
+const SLOT: usize = std::mem::size_of::<Box<Entry<()>>>();
+
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a hint that never faults, for any address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// The scorer's users: the engine updates them through [`UserStore`], which marks each
@@ -614,6 +695,45 @@ mod tests {
         k.set_dirty(true);
         assert!(k.dirty());
         assert_eq!(k.as_str(), "k".repeat(INLINE_KEY + 1));
+    }
+
+    /// The lookahead hints compute bucket addresses from hashbrown's layout (slots before the
+    /// control bytes, in reverse order); this fails if a new hashbrown lays its table out
+    /// otherwise (the hints would then load useless lines, never change a result). The first
+    /// candidate is the key's own entry for nearly every key.
+    #[test]
+    fn the_hints_find_each_keys_bucket_and_entry_as_the_table_lays_them_out() {
+        let mut s: KeyedState<u64> = KeyedState::default();
+        s.prefetch_bucket(s.key_hash("none yet")); // no table yet: nothing to load, no fault
+        s.prefetch_entry(s.key_hash("none yet"));
+        let keys: Vec<String> = (0..5_000).map(|i| format!("user-{i:07}")).collect();
+        let mut own = 0;
+        for (n, k) in keys.iter().enumerate() {
+            s.update_if_changed(k, |v| *v = n as u64);
+            // After every insert (the table grows as it goes), every key so far, checked at
+            // powers of two to keep it quick.
+            if !(n + 1).is_power_of_two() && n + 1 != keys.len() {
+                continue;
+            }
+            for k in &keys[..=n] {
+                let h = s.key_hash(k);
+                let i = s
+                    .entries
+                    .find_bucket_index(h, |e| e.key.as_str() == k)
+                    .expect("inserted");
+                let slot = s.entries.get_bucket(i).expect("occupied") as *const _ as usize;
+                assert_eq!(slot, s.ctrl - (i + 1) * SLOT, "{k}: bucket {i}");
+                let mut seen = None;
+                s.prefetch_value(h, |v| seen = Some(*v));
+                if seen == s.get(k).copied() {
+                    own += 1;
+                }
+                s.prefetch_bucket(h);
+                s.prefetch_entry(h);
+            }
+        }
+        let checked: usize = (0..13).map(|b| 1usize << b).sum::<usize>() + keys.len();
+        assert!(own * 100 >= checked * 99, "{own} of {checked}");
     }
 
     #[test]

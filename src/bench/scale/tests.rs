@@ -67,6 +67,58 @@ fn chunks_of_traffic_neither_share_users_nor_event_ids() {
     assert!(spread_to.len() > 250, "{}", spread_to.len());
 }
 
+/// The lookahead hints change nothing: the same events looking ahead or not leave the same
+/// states, changes and digest.
+#[test]
+fn looking_ahead_leaves_the_same_state_as_the_scorers_path() -> Result<()> {
+    let engine = seed_canvas_engine()?;
+    let events: Vec<Event> = traffic(
+        GeneratorConfig {
+            users: 400,
+            events: 6_000,
+            seed: 11,
+            ..GeneratorConfig::default()
+        },
+        |local| local,
+        0,
+    );
+    let run = |ahead: bool| {
+        let mut path = ScorerPath::new(TOPIC);
+        let mut out = Vec::new();
+        let mut changes = 0;
+        for (k, batch) in events.chunks(700).enumerate() {
+            for i in 0..batch.len() {
+                changes += if ahead {
+                    path.process_looking_ahead(&engine, batch, i, &mut out)
+                } else {
+                    path.process(&engine, &batch[i], &mut out)
+                };
+            }
+            // Checkpoints (and so the table's growth between them) as the scorer has them.
+            if k % 2 == 1 {
+                path.checkpoint(UserState::encode);
+            }
+        }
+        path.checkpoint(UserState::encode);
+        (path, changes)
+    };
+    let (plain, plain_changes) = run(false);
+    let (ahead, ahead_changes) = run(true);
+    assert!(plain_changes > 1_000, "{plain_changes}");
+    assert_eq!(ahead_changes, plain_changes);
+    assert_eq!(ahead.users.len(), plain.users.len());
+    assert_eq!(ahead.users.state_digest(), plain.users.state_digest());
+    for (user, st) in plain.users.entries() {
+        assert_eq!(ahead.users.get(user), Some(st), "{user}");
+    }
+    assert_eq!(ahead.partition.clock(), plain.partition.clock());
+    assert_eq!(
+        ahead.partition.pending_timers(),
+        plain.partition.pending_timers()
+    );
+    Ok(())
+}
+
 #[test]
 fn a_built_state_holds_every_active_user_with_nothing_left_to_checkpoint() -> Result<()> {
     let engine = seed_canvas_engine()?;
@@ -85,8 +137,12 @@ fn a_built_state_holds_every_active_user_with_nothing_left_to_checkpoint() -> Re
             .is_none(),
         "the dirty set is empty, as after a scorer's checkpoint"
     );
-    let rate = built.stretch(&engine, 300, 2_000, 7)?;
+    let (rate, ahead) = built.stretch(&engine, 300, 2_000, 7)?;
     assert!(rate > 0.0 && rate.is_finite());
+    assert!(
+        ahead > 0.0 && ahead.is_finite(),
+        "a stretch of one batch still has both kinds"
+    );
     assert_eq!(built.path.events, 5_000);
     assert!(built.path.users.len() <= 300, "the stretch adds no users");
     Ok(())
@@ -106,6 +162,7 @@ fn the_table_and_the_csv_have_a_row_per_size() -> Result<()> {
         restore: Duration::from_millis(1500),
         restore_rate: 2e5,
         bare_rate: 1e5,
+        ahead_rate: 1.5e6,
     };
     let rows = [row(2_000), row(5_000)];
     write_csv(&csv, &rows)?;
@@ -114,7 +171,7 @@ fn the_table_and_the_csv_have_a_row_per_size() -> Result<()> {
     assert_eq!(lines[0], CSV_HEADER);
     assert_eq!(
         lines[1],
-        "2000,20000,1000000,400.0,250.0,2,1.500,200000,100000,2.000,0"
+        "2000,20000,1000000,400.0,250.0,2,1.500,200000,100000,2.000,0,1500000"
     );
     assert_eq!(lines.len(), 3);
     let opts = ScaleOptions {

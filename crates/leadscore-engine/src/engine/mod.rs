@@ -837,18 +837,26 @@ pub(crate) fn factor_steps(
     (end as i64, steps as i64)
 }
 
-/// Asks the CPU to start loading, all at once, the heap data this event will read: the user's
-/// id lists and attributes and the event's strings. Each is a likely cache miss (states and
-/// events are scattered over memory); issued together they overlap instead of stalling one
-/// after the other. A hint only: nothing is read, so dangling or empty pointers are harmless.
+/// Loads into the cache the blocks of a user's state that [`Engine::apply`] reads first (the
+/// remembered ids, the attributes, both ends of the explain history): a hint for a caller
+/// that knows which user comes next, and `apply`'s own first step.
 #[inline(always)]
-fn prefetch_inputs(st: &UserState, ev: &Event) {
+pub fn prefetch_state(st: &UserState) {
     prefetch(st.seen.as_ptr());
     prefetch(st.attributes().as_ptr());
     // Read and moved when a change is noted (about every other event).
     let (first, next) = st.history.ends();
     prefetch(first);
     prefetch(next);
+}
+
+/// Asks the CPU to start loading, all at once, the heap data this event will read: the user's
+/// id lists and attributes and the event's strings. Each is a likely cache miss (states and
+/// events are scattered over memory); issued together they overlap instead of stalling one
+/// after the other. A hint only: nothing is read, so dangling or empty pointers are harmless.
+#[inline(always)]
+fn prefetch_inputs(st: &UserState, ev: &Event) {
+    prefetch_state(st);
     if let Some(id) = &ev.event_id {
         prefetch(id.as_ptr());
     }
