@@ -99,7 +99,7 @@ fn scale_bench_reports_a_row_per_size_in_the_table_and_the_csv() {
             "bare consumer records/s",
             "ratio",
             "low watermarks",
-            "engine events/s looking ahead"
+            "engine events/s one at a time"
         ],
         "{report}"
     );
@@ -128,7 +128,7 @@ fn scale_bench_reports_a_row_per_size_in_the_table_and_the_csv() {
     for c in CHARTED.iter().chain(&[
         "users",
         "low_watermark_max",
-        "engine_events_per_s_looking_ahead",
+        "engine_events_per_s_one_at_a_time",
     ]) {
         assert!(columns.contains(c), "{c} missing from {columns:?}");
     }

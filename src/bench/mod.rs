@@ -139,7 +139,7 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
             let mut changes = 0usize;
             for i in 0..decoded.len() {
                 changes += if ahead {
-                    path.process_looking_ahead(&engine, &decoded, i, &mut out)
+                    path.process_at(&engine, &decoded, i, &mut out)
                 } else {
                     path.process(&engine, &decoded[i], &mut out)
                 };
@@ -150,24 +150,24 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
             (path.users, changes)
         })
     };
-    let (keyed_time, (keyed, keyed_changes)) = keyed_run(|_| Vec::new(), false);
-    let (encoded_time, _) = keyed_run(UserState::encode, false);
-    // The same path looking ahead, as a scorer holding a window of records could (it does
-    // not: it takes records one at a time; docs/scale.md, "lookahead").
-    let (ahead_time, (ahead, ahead_changes)) = keyed_run(|_| Vec::new(), true);
-    if ahead_changes != keyed_changes
-        || ahead.len() != keyed.len()
-        || ahead.entries().any(|(k, st)| keyed.get(k) != Some(st))
-        || ahead.state_digest() != keyed.state_digest()
+    let (keyed_time, (keyed, keyed_changes)) = keyed_run(|_| Vec::new(), true);
+    let (encoded_time, _) = keyed_run(UserState::encode, true);
+    // The same path one record at a time, as the scorer took them until 2026-12-07, with no
+    // user loaded ahead: the hints must change nothing.
+    let (single_time, (single, single_changes)) = keyed_run(|_| Vec::new(), false);
+    if single_changes != keyed_changes
+        || single.len() != keyed.len()
+        || single.entries().any(|(k, st)| keyed.get(k) != Some(st))
+        || single.state_digest() != keyed.state_digest()
     {
         bail!(
-            "Partition::process gave other results looking ahead ({ahead_changes} against \
-             {keyed_changes} changes, {} against {} users)",
-            ahead.len(),
-            keyed.len()
+            "Partition::process gave other results looking ahead ({keyed_changes} against \
+             {single_changes} changes, {} against {} users)",
+            keyed.len(),
+            single.len()
         );
     }
-    drop(ahead);
+    drop(single);
 
     // The same events and admission over a plain `HashMap` store with the scorer's hasher
     // (keys as `String`s, states in the table's buckets), with no checkpoints: the store this
@@ -268,12 +268,12 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
         (
             "engine, Partition::process (events/s)",
             format!("{:.0}", rate(keyed_time)),
-            format!("whole-partition path on the scorer's store (KeyedState), each event admitted first, a checkpoint's bookkeeping every {batch} events (states not encoded); {keyed_changes} score changes incl. inactivity"),
+            format!("whole-partition path on the scorer's store (KeyedState), each event admitted first, the users of the next {} loaded ahead as the scorer does, a checkpoint's bookkeeping every {batch} events (states not encoded); {keyed_changes} score changes incl. inactivity", crate::scorer::LOOKAHEAD),
         ),
         (
-            "engine, Partition::process looking ahead (events/s)",
-            format!("{:.0}", rate(ahead_time)),
-            format!("the same, each event's user loaded ahead through the store's hints (its bucket {AHEAD_BUCKET} events ahead, its entry {AHEAD_ENTRY}, its state's blocks {AHEAD_STATE}), as a scorer holding a window of records could; the scorer does not"),
+            "engine, Partition::process one record at a time (events/s)",
+            format!("{:.0}", rate(single_time)),
+            "the same with no user loaded ahead (the scorer until 2026-12-07)".to_string(),
         ),
         (
             "engine, Partition::process with checkpoints encoded (events/s)",
@@ -404,8 +404,6 @@ pub(crate) struct ScorerPath {
     pub(crate) events: usize,
     /// The input topic named in the events' origins.
     topic: &'static str,
-    /// The key hashes of the window's events, by position modulo [`WINDOW`].
-    hashes: [u64; WINDOW],
 }
 
 impl ScorerPath {
@@ -415,7 +413,6 @@ impl ScorerPath {
             partition: Partition::new(),
             events: 0,
             topic,
-            hashes: [0; WINDOW],
         }
     }
 
@@ -451,32 +448,26 @@ impl ScorerPath {
         changes
     }
 
-    /// [`ScorerPath::process`] of `events[i]`, with the users of the events after it loaded
-    /// ahead through [`KeyedState`]'s hints, as a scorer holding a window of records could:
-    /// the bucket [`AHEAD_BUCKET`] events ahead, the entry [`AHEAD_ENTRY`] ahead, the state's
-    /// blocks [`AHEAD_STATE`] ahead. Each event's key is hashed once, as it enters the window.
-    pub(crate) fn process_looking_ahead(
+    /// `events[i]` as the scorer takes it: the users of the [`crate::scorer::LOOKAHEAD`]
+    /// records after it loaded ahead ([`KeyedState::look_ahead`]), then
+    /// [`ScorerPath::process`].
+    pub(crate) fn process_at(
         &mut self,
         engine: &Engine,
         events: &[Event],
         i: usize,
         out: &mut Vec<crate::change::ScoreChange>,
     ) -> usize {
-        // Each event's key is hashed once, as it enters the window (the first call fills it).
-        let first = if i == 0 { 0 } else { i + AHEAD_BUCKET };
-        let end = (i + AHEAD_BUCKET + 1).min(events.len());
-        for (j, e) in events.iter().enumerate().take(end).skip(first) {
-            let h = self.users.key_hash(&e.user_id);
-            self.hashes[j % WINDOW] = h;
-            self.users.prefetch_bucket(h);
-        }
-        if i + AHEAD_ENTRY < events.len() {
-            self.users
-                .prefetch_entry(self.hashes[(i + AHEAD_ENTRY) % WINDOW]);
-        }
-        if i + AHEAD_STATE < events.len() {
-            self.users.prefetch_value(
-                self.hashes[(i + AHEAD_STATE) % WINDOW],
+        for (d, next) in events
+            .iter()
+            .enumerate()
+            .skip(i + 1)
+            .take(crate::scorer::LOOKAHEAD)
+            .map(|(j, e)| (j - i, e))
+        {
+            self.users.look_ahead(
+                next.user_id.as_bytes(),
+                d,
                 leadscore_engine::engine::prefetch_state,
             );
         }
@@ -489,18 +480,6 @@ impl ScorerPath {
         drop(black_box(self.users.checkpoint(0, Vec::new(), encode)));
     }
 }
-
-/// Records a scorer holding a window would see ahead of the one it processes: the ring of
-/// key hashes [`ScorerPath::process_looking_ahead`] keeps.
-const WINDOW: usize = 32;
-/// How far ahead of the record processed its user's bucket in the table is loaded.
-pub(crate) const AHEAD_BUCKET: usize = 16;
-/// How far ahead its entry is loaded (its bucket loaded by then).
-pub(crate) const AHEAD_ENTRY: usize = 8;
-/// How far ahead its state's blocks are loaded (its entry loaded by then).
-pub(crate) const AHEAD_STATE: usize = 3;
-const _: () =
-    assert!(AHEAD_BUCKET < WINDOW && AHEAD_ENTRY < AHEAD_BUCKET && AHEAD_STATE < AHEAD_ENTRY);
 
 /// Runs `f` once to warm up, then once timed.
 /// Timed runs of each measurement after its warm-up; the fastest is reported. This machine's
@@ -593,7 +572,7 @@ mod tests {
 
     const METRICS: [&str; 22] = [
         "engine, Partition::process (events/s)",
-        "engine, Partition::process looking ahead (events/s)",
+        "engine, Partition::process one record at a time (events/s)",
         "engine, Partition::process with checkpoints encoded (events/s)",
         "engine, Partition::process, HashMap store (events/s)",
         "engine, Engine::apply (events/s)",

@@ -158,14 +158,15 @@ struct Row {
     restore: Duration,
     restore_rate: f64,
     bare_rate: f64,
-    /// The engine rate of the stretch's batches processed looking ahead.
-    ahead_rate: f64,
+    /// The engine rate of the stretch's batches processed one record at a time, no user
+    /// loaded ahead.
+    single_rate: f64,
 }
 
 /// The CSV columns, in order, as the table's.
 const CSV_HEADER: &str = "users,events,engine_events_per_s,resident_bytes_per_user,\
 encoded_bytes_per_user,changelog_partitions,restore_s,restore_records_per_s,\
-bare_consumer_records_per_s,ratio,low_watermark_max,engine_events_per_s_looking_ahead";
+bare_consumer_records_per_s,ratio,low_watermark_max,engine_events_per_s_one_at_a_time";
 
 impl Row {
     fn ratio(&self) -> f64 {
@@ -188,7 +189,7 @@ impl Row {
             // The largest low watermark of the changelog: a row exists only when
             // `check_complete` found every one at 0.
             "0".to_string(),
-            format!("{:.0}", self.ahead_rate),
+            format!("{:.0}", self.single_rate),
         ]
     }
 
@@ -285,7 +286,7 @@ fn measure_size(
         &properties,
     )?;
     // Last, as it grows the states: the sizes and the changelog are of the build's traffic.
-    let (engine_rate, ahead_rate) = built.stretch(engine, users, opts.stretch, opts.seed)?;
+    let (engine_rate, single_rate) = built.stretch(engine, users, opts.stretch, opts.seed)?;
     drop(built);
 
     let expected = held as i64 + i64::from(parts);
@@ -305,7 +306,7 @@ fn measure_size(
         users,
         events,
         engine_rate,
-        ahead_rate,
+        single_rate,
         resident: rss.per_user(),
         encoded: encoded_total as f64 / held as f64,
         partitions,
@@ -387,10 +388,11 @@ impl Built {
     /// `Partition::process` events/s over `events` more events of generated traffic whose users
     /// are spread over all `users`, in the [`STRETCH_SPAN`] of event time after the build.
     /// Checkpoints run between batches, outside the clock, so the list of changed keys stays as
-    /// small as in the scorer. Every second batch is processed looking ahead
-    /// ([`ScorerPath::process_looking_ahead`]), timed apart: returns the rate of each kind of
-    /// batch, the scorer's own path first. Alternating batches see the same state at the same
-    /// size and the same drift of this machine's speed.
+    /// small as in the scorer. Every second batch is processed as the scorer processes records
+    /// ([`ScorerPath::process_at`], the next records' users loaded ahead), the others one
+    /// record at a time with nothing loaded ahead (the scorer until 2026-12-07), each kind
+    /// timed apart: returns the two rates, the scorer's first. Alternating batches see the
+    /// same state at the same size and the same drift of this machine's speed.
     fn stretch(
         &mut self,
         engine: &Engine,
@@ -429,24 +431,24 @@ impl Built {
             .collect::<Result<_>>()?;
         drop(records);
         let mut out = Vec::new();
-        // [the scorer's path, looking ahead]: events and time.
+        // [the scorer's path, one record at a time]: events and time.
         let mut timed = [(0usize, Duration::ZERO); 2];
         // Two batches at least, so that each kind has one.
         let size = self.batch.min(stretch.len().div_ceil(2)).max(1);
         for (k, batch) in stretch.chunks(size).enumerate() {
-            let ahead = k % 2;
+            let kind = k % 2;
             let started = Instant::now();
-            if ahead == 1 {
+            if kind == 0 {
                 for i in 0..batch.len() {
-                    self.path.process_looking_ahead(engine, batch, i, &mut out);
+                    self.path.process_at(engine, batch, i, &mut out);
                 }
             } else {
                 for e in batch {
                     self.process(engine, e, &mut out);
                 }
             }
-            timed[ahead].0 += batch.len();
-            timed[ahead].1 += started.elapsed();
+            timed[kind].0 += batch.len();
+            timed[kind].1 += started.elapsed();
             self.checkpoint();
         }
         let rate = |(n, t): (usize, Duration)| n as f64 / t.as_secs_f64().max(1e-9);
@@ -784,7 +786,7 @@ fn report(opts: &ScaleOptions, rows: &[Row]) -> String {
     let mut out = String::from(
         "| users | events | engine events/s | resident B/user | encoded B/user | changelog \
          partitions | restore s | restore records/s | bare consumer records/s | ratio | low \
-         watermarks | engine events/s looking ahead |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         watermarks | engine events/s one at a time |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&r.table_line());
@@ -795,10 +797,10 @@ fn report(opts: &ScaleOptions, rows: &[Row]) -> String {
         out,
         "\nevents: the generated traffic that built the state ({EVENTS_PER_USER} per user, \
          {CHUNK_USERS} users at a time); engine events/s: Partition::process over a KeyedState, \
-         as the scorer runs it, timed over every other batch of {} further events spread over \
-         all users, checkpoints between batches untimed; looking ahead: the other batches, each \
-         event's user loaded ahead through the store's hints as a scorer holding a window of \
-         records could (the scorer does not); resident: VmRSS of a child holding only the state and its timer index, after \
+         as the scorer runs it (the next records' users loaded ahead), timed over every other \
+         batch of {} further events spread over all users, checkpoints between batches \
+         untimed; one at a time: the other batches, nothing loaded ahead (the scorer until \
+         2026-12-07); resident: VmRSS of a child holding only the state and its timer index, after \
          minus before, per user held; restore: a fresh Changelog restoring every partition into \
          an empty directory, {RESTORE_PARALLELISM} at once as an assignment does; ratio: \
          restore records/s / bare consumer records/s; low watermarks: the largest of the changelog's (0: the mock dropped nothing)\n\

@@ -427,23 +427,44 @@ impl<V> KeyedState<V> {
     }
 }
 
-/// Hints for a caller that knows which keys come next (a window of records looked ahead):
-/// each loads part of a key's way through the table into the cache, so that its update later
-/// finds it there (docs/scale.md, "lookahead"). They read the table only where an earlier
-/// hint should have loaded it, and are hints only: a wrong guess (another key in the bucket, a
-/// table grown since) loads a useless line, never changes a result.
+/// Hints for a caller that knows which keys come next (the scorer holds the next few records
+/// of its input, [`crate::runtime::service::Service::LOOKAHEAD`]): each loads part of a key's
+/// way through the table into the cache, so that its update later finds it there instead of
+/// waiting on up to three cache misses one after the other (docs/scale.md, "lookahead"). They
+/// read the table only where an earlier hint should have loaded it, and are hints only: a wrong
+/// guess (another key in the bucket, a table grown since, a key the table lacks) loads a
+/// useless line, never changes a result.
 impl<V> KeyedState<V> {
-    /// The hash the table keeps `key` under, for the hints below.
+    /// Loads what the update of `key`, `distance` records from now, reads next: for the next
+    /// record (1) the state's own blocks through `value`, for the one after (2) its entry,
+    /// for any later one its bucket. Called for each of the next records as each record is
+    /// taken, a key gets all three, one per record, each once the one before has loaded.
     #[inline]
-    pub fn key_hash(&self, key: &str) -> u64 {
-        hash_key(&self.hasher, key.as_bytes())
+    pub fn look_ahead(&self, key: &[u8], distance: usize, value: impl FnOnce(&V)) {
+        let hash = hash_key(&self.hasher, key);
+        match distance {
+            0 => {}
+            1 => {
+                if let Some(e) = self.first_candidate(hash) {
+                    value(&e.value);
+                }
+            }
+            2 => {
+                if let Some(e) = self.first_candidate(hash) {
+                    let p = (e as *const Entry<V>).cast::<u8>();
+                    prefetch(p);
+                    prefetch(p.wrapping_add(64));
+                }
+            }
+            _ => self.prefetch_bucket(hash),
+        }
     }
 
-    /// First hint, well ahead: the key's group of control bytes and the bucket slots beside
-    /// it, from the table's layout (hashbrown keeps the slots before the control bytes, in
-    /// reverse order), without reading either.
+    /// The key's group of control bytes and the bucket slots beside it, from the table's
+    /// layout (hashbrown keeps the slots before the control bytes, in reverse order), without
+    /// reading either.
     #[inline]
-    pub fn prefetch_bucket(&self, hash: u64) {
+    fn prefetch_bucket(&self, hash: u64) {
         let buckets = self.entries.num_buckets();
         if self.ctrl == 0 || buckets == 0 {
             return;
@@ -454,26 +475,6 @@ impl<V> KeyedState<V> {
         let slot = self.ctrl.wrapping_sub((pos + 1) * SLOT);
         prefetch(slot as *const u8);
         prefetch(slot.wrapping_sub(7 * SLOT) as *const u8);
-    }
-
-    /// Second hint, once the bucket is loaded: the entry in the first bucket whose control
-    /// byte matches the hash.
-    #[inline]
-    pub fn prefetch_entry(&self, hash: u64) {
-        if let Some(e) = self.first_candidate(hash) {
-            let p = (e as *const Entry<V>).cast::<u8>();
-            prefetch(p);
-            prefetch(p.wrapping_add(64));
-        }
-    }
-
-    /// Third hint, once the entry is loaded: `f` over that entry's value, to load what it
-    /// points to.
-    #[inline]
-    pub fn prefetch_value(&self, hash: u64, f: impl FnOnce(&V)) {
-        if let Some(e) = self.first_candidate(hash) {
-            f(&e.value);
-        }
     }
 
     /// The entry of the first bucket whose control byte matches `hash`, keys not compared.
@@ -704,8 +705,10 @@ mod tests {
     #[test]
     fn the_hints_find_each_keys_bucket_and_entry_as_the_table_lays_them_out() {
         let mut s: KeyedState<u64> = KeyedState::default();
-        s.prefetch_bucket(s.key_hash("none yet")); // no table yet: nothing to load, no fault
-        s.prefetch_entry(s.key_hash("none yet"));
+        // No table yet: nothing to load, no fault.
+        for d in 0..4 {
+            s.look_ahead(b"none yet", d, |_| panic!("no entry"));
+        }
         let keys: Vec<String> = (0..5_000).map(|i| format!("user-{i:07}")).collect();
         let mut own = 0;
         for (n, k) in keys.iter().enumerate() {
@@ -716,7 +719,7 @@ mod tests {
                 continue;
             }
             for k in &keys[..=n] {
-                let h = s.key_hash(k);
+                let h = hash_key(&s.hasher, k.as_bytes());
                 let i = s
                     .entries
                     .find_bucket_index(h, |e| e.key.as_str() == k)
@@ -724,16 +727,24 @@ mod tests {
                 let slot = s.entries.get_bucket(i).expect("occupied") as *const _ as usize;
                 assert_eq!(slot, s.ctrl - (i + 1) * SLOT, "{k}: bucket {i}");
                 let mut seen = None;
-                s.prefetch_value(h, |v| seen = Some(*v));
+                s.look_ahead(k.as_bytes(), 1, |v| seen = Some(*v));
                 if seen == s.get(k).copied() {
                     own += 1;
                 }
-                s.prefetch_bucket(h);
-                s.prefetch_entry(h);
+                for d in [0, 2, 3, 9] {
+                    s.look_ahead(k.as_bytes(), d, |_| panic!("only the next record's value"));
+                }
             }
         }
         let checked: usize = (0..13).map(|b| 1usize << b).sum::<usize>() + keys.len();
         assert!(own * 100 >= checked * 99, "{own} of {checked}");
+        // A key the table lacks loads at most another key's value, and changes nothing.
+        let before: Vec<(String, u64)> = s.entries().map(|(k, v)| (k.to_string(), *v)).collect();
+        for d in 0..4 {
+            s.look_ahead(b"user-absent", d, |_| {});
+        }
+        let after: Vec<(String, u64)> = s.entries().map(|(k, v)| (k.to_string(), *v)).collect();
+        assert_eq!(before, after);
     }
 
     #[test]

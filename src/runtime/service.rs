@@ -2,6 +2,15 @@
 //! service, let the service work while the input is idle, checkpoint when its batch is due, and
 //! on shutdown finish the batch, checkpoint and leave the group.
 //!
+//! A service may ask to see a few records ahead ([`Service::LOOKAHEAD`]): the loop then holds
+//! up to that many records already fetched (polled without waiting) behind the one it hands
+//! over, still one record per turn, in the order polled. Held records are handed over even
+//! after a rebalance that ran inside a later poll: the service skips those of partitions it no
+//! longer owns and those at or below its position, as it skips any record it should not
+//! process. So only a service that never pauses, resumes or seeks its input may look ahead
+//! (the scorer; not the handoff). On shutdown or an error the held records are dropped
+//! unprocessed, like records not yet fetched.
+//!
 //! A failure inside a rebalance callback, which cannot return an error, is parked in
 //! [`Faults`]: the loop ends on it at its next turn, and from then on nothing may be
 //! checkpointed (the in-memory state may be ahead of what is durable; the next owner replays
@@ -13,6 +22,7 @@ use crate::runtime::shutdown::Shutdown;
 use crate::runtime::sync::lock_unpoisoned;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
+use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -28,8 +38,23 @@ pub trait Service: PartitionOwner {
 
     fn health(&self) -> &Health;
     fn faults(&self) -> &Faults;
+    /// How many records after the one handed over [`Service::handle_ahead`] sees: 0 (the
+    /// default) polls each record when the last is done. Only for a service that never
+    /// pauses, resumes or seeks its input (see the module's notes).
+    const LOOKAHEAD: usize = 0;
     /// Processes one input record.
     fn handle(&self, msg: &BorrowedMessage<'_>) -> Result<(), Self::Error>;
+    /// Processes one input record, `ahead` the records polled after it (at most
+    /// [`Service::LOOKAHEAD`], nearest first), which it may only look at: each is handed over
+    /// in a later turn. By default, [`Service::handle`].
+    fn handle_ahead(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        ahead: &VecDeque<BorrowedMessage<'_>>,
+    ) -> Result<(), Self::Error> {
+        let _ = ahead;
+        self.handle(msg)
+    }
     /// Called when a poll found nothing: the input is caught up.
     fn on_idle(&self) -> Result<(), Self::Error> {
         Ok(())
@@ -106,25 +131,36 @@ pub fn run<S: Service>(
 ) -> Result<(), S::Error> {
     service.health().set_consuming(true);
     let result = (|| {
+        // The record to hand over next, then those polled after it.
+        let mut window: VecDeque<BorrowedMessage<'_>> = VecDeque::with_capacity(S::LOOKAHEAD + 1);
         while !shutdown.is_triggered() {
-            let idle = match consumer.poll(POLL) {
-                Some(Ok(m)) => {
-                    if kafka::check_resumed(consumer, &m)? {
-                        service.handle(&m)?;
+            let mut idle = false;
+            if window.is_empty() {
+                match consumer.poll(POLL) {
+                    Some(Ok(m)) => window.push_back(m),
+                    Some(Err(e)) => {
+                        consumer_error::<S>(consumer, &e)?;
+                        idle = true;
                     }
-                    false
+                    None => idle = true,
                 }
-                Some(Err(e)) => {
-                    // A fatal error (another instance took this one's `group.instance.id`)
-                    // ends the consumer for good: stop rather than sit idle and look ready.
-                    if let Some((code, reason)) = consumer.client().fatal_error() {
-                        return Err(S::fatal(fatal_message(code, &reason)));
+            }
+            // Records fetched already, without waiting, up to the service's lookahead.
+            while !window.is_empty() && window.len() <= S::LOOKAHEAD {
+                match consumer.poll(Duration::ZERO) {
+                    Some(Ok(m)) => window.push_back(m),
+                    Some(Err(e)) => {
+                        consumer_error::<S>(consumer, &e)?;
+                        break;
                     }
-                    tracing::warn!(error = %e, "consumer error");
-                    true
+                    None => break,
                 }
-                None => true,
-            };
+            }
+            if let Some(m) = window.pop_front() {
+                if kafka::check_resumed(consumer, &m)? {
+                    service.handle_ahead(&m, &window)?;
+                }
+            }
             if let Some(f) = service.faults().take_fatal() {
                 return Err(S::fatal(f));
             }
@@ -155,6 +191,20 @@ pub fn run<S: Service>(
         }
     }
     result
+}
+
+/// A consumer error: a fatal one (another instance took this one's `group.instance.id`) ends
+/// the consumer for good, so the service stops rather than sit idle and look ready; any other
+/// is logged.
+fn consumer_error<S: Service>(
+    consumer: &ServiceConsumer<S>,
+    e: &rdkafka::error::KafkaError,
+) -> Result<(), S::Error> {
+    if let Some((code, reason)) = consumer.client().fatal_error() {
+        return Err(S::fatal(fatal_message(code, &reason)));
+    }
+    tracing::warn!(error = %e, "consumer error");
+    Ok(())
 }
 
 /// The error a fatal consumer error ends the service with.

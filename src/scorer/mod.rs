@@ -682,22 +682,21 @@ impl Scorer {
     }
 }
 
-impl Service for Core {
-    type Error = ScorerError;
-    const NAME: &'static str = "scorer";
+/// Records the scorer holds behind the one it processes: their users are loaded into the
+/// cache meanwhile ([`KeyedState::look_ahead`]), the buckets three records ahead, the entries
+/// two, the states' blocks one, so that each record's update finds its user there instead of
+/// waiting on up to three cache misses in a row (docs/scale.md, "lookahead"). The scorer never
+/// pauses, resumes or seeks its input, and skips a held record whose partition it no longer
+/// owns or has processed already, as [`Service::LOOKAHEAD`] requires.
+pub const LOOKAHEAD: usize = 3;
 
-    fn health(&self) -> &Health {
-        &self.health
-    }
-
-    fn faults(&self) -> &Faults {
-        &self.faults
-    }
-
-    /// Processes one input record.
-    fn handle(&self, msg: &BorrowedMessage<'_>) -> Result<(), ScorerError> {
-        let mut st = self.lock();
-        let st = &mut *st;
+impl Core {
+    /// [`Service::handle`] with the state locked.
+    fn handle_locked(
+        &self,
+        st: &mut CoreState,
+        msg: &BorrowedMessage<'_>,
+    ) -> Result<(), ScorerError> {
         let p = msg.partition();
         let offset = msg.offset();
         let Some(owned) = st.owned.get_mut(&p) else {
@@ -803,6 +802,43 @@ impl Service for Core {
             self.publish_tombstone(&user)?;
         }
         Ok(())
+    }
+}
+
+impl Service for Core {
+    type Error = ScorerError;
+    const NAME: &'static str = "scorer";
+    const LOOKAHEAD: usize = LOOKAHEAD;
+
+    fn health(&self) -> &Health {
+        &self.health
+    }
+
+    fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Processes one input record.
+    fn handle(&self, msg: &BorrowedMessage<'_>) -> Result<(), ScorerError> {
+        self.handle_locked(&mut self.lock(), msg)
+    }
+
+    /// Loads the users of the records `ahead` (by their keys, each in the state of its
+    /// partition), then processes `msg`.
+    fn handle_ahead(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        ahead: &VecDeque<BorrowedMessage<'_>>,
+    ) -> Result<(), ScorerError> {
+        let mut st = self.lock();
+        for (i, next) in ahead.iter().enumerate() {
+            if let (Some(owned), Some(key)) = (st.owned.get(&next.partition()), next.key()) {
+                owned
+                    .users
+                    .look_ahead(key, i + 1, leadscore_engine::engine::prefetch_state);
+            }
+        }
+        self.handle_locked(&mut st, msg)
     }
 
     /// When the input is idle (caught up): with `follow_wall_clock`, each partition's clock

@@ -67,10 +67,10 @@ fn chunks_of_traffic_neither_share_users_nor_event_ids() {
     assert!(spread_to.len() > 250, "{}", spread_to.len());
 }
 
-/// The lookahead hints change nothing: the same events looking ahead or not leave the same
-/// states, changes and digest.
+/// The lookahead hints change nothing: the same events, with the next users loaded ahead or
+/// not, leave the same states, changes and digest.
 #[test]
-fn looking_ahead_leaves_the_same_state_as_the_scorers_path() -> Result<()> {
+fn loading_users_ahead_leaves_the_same_state_as_one_record_at_a_time() -> Result<()> {
     let engine = seed_canvas_engine()?;
     let events: Vec<Event> = traffic(
         GeneratorConfig {
@@ -89,7 +89,7 @@ fn looking_ahead_leaves_the_same_state_as_the_scorers_path() -> Result<()> {
         for (k, batch) in events.chunks(700).enumerate() {
             for i in 0..batch.len() {
                 changes += if ahead {
-                    path.process_looking_ahead(&engine, batch, i, &mut out)
+                    path.process_at(&engine, batch, i, &mut out)
                 } else {
                     path.process(&engine, &batch[i], &mut out)
                 };
@@ -162,7 +162,7 @@ fn the_table_and_the_csv_have_a_row_per_size() -> Result<()> {
         restore: Duration::from_millis(1500),
         restore_rate: 2e5,
         bare_rate: 1e5,
-        ahead_rate: 1.5e6,
+        single_rate: 1.5e6,
     };
     let rows = [row(2_000), row(5_000)];
     write_csv(&csv, &rows)?;
