@@ -2,8 +2,9 @@
 //! partition, the users' state in memory, durable in the changelog and the local store; every
 //! score change to the output topic; bad input to the dead-letter topic.
 //!
-//! One thread polls the consumer and processes each record as it arrives; every
-//! `batch_max_events` records or `batch_max_wait` it checkpoints (see [`crate::runtime::changelog`] and
+//! One thread polls the consumer and processes the records in the order they arrive, holding
+//! the next [`LOOKAHEAD`] behind the one it processes to load their users into the cache
+//! meanwhile; every `batch_max_events` records or `batch_max_wait` it checkpoints (see [`crate::runtime::changelog`] and
 //! `docs/crash-safety.md`). Rebalance callbacks run inside `poll`, on the same thread, so a
 //! revocation always finds the work before it either checkpointed or checkpoints it first.
 
