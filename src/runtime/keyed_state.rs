@@ -9,6 +9,7 @@ use crate::runtime::changelog::{
 };
 use crate::state::UserState;
 use hashbrown::HashTable;
+use leadscore_engine::engine::prefetch;
 use leadscore_engine::hash::SeededState;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -487,17 +488,6 @@ impl<V> KeyedState<V> {
 
 /// Bytes of one bucket slot: a pointer.
 const SLOT: usize = std::mem::size_of::<Box<Entry<()>>>();
-
-#[inline(always)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a hint that never faults, for any address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
 
 /// The scorer's users: the engine updates them through [`UserStore`], which marks each
 /// updated user changed.

@@ -885,8 +885,10 @@ fn prefetch_attributes(ev: &Event) {
     }
 }
 
+/// Asks the CPU to start loading the cache line at `p`: a hint that reads nothing into the
+/// program, so any address, dangling or null, is harmless (a no-op off x86-64).
 #[inline(always)]
-fn prefetch<T>(p: *const T) {
+pub fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `prefetcht0` is a hint that never faults and reads nothing into the program, for
     // any address; SSE is part of the x86_64 baseline.
