@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape
 
 # (CSV column, panel title, unit shown on the axis, colour)
 METRICS = [
-    ("engine_events_per_s", "Engine: Partition::process", "events/s", "#1f77b4"),
+    ("engine_events_per_s", "Engine: Partition::process (the scorer's path)", "events/s", "#1f77b4"),
     ("resident_bytes_per_user", "Resident memory per user", "bytes", "#d62728"),
     ("restore_s", "Full changelog restore", "seconds", "#2ca02c"),
 ]

@@ -431,7 +431,7 @@ impl<V> KeyedState<V> {
 /// Hints for a caller that knows which keys come next (the scorer holds the next few records
 /// of its input, [`crate::runtime::service::Service::LOOKAHEAD`]): each loads part of a key's
 /// way through the table into the cache, so that its update later finds it there instead of
-/// waiting on up to three cache misses one after the other (docs/scale.md, "lookahead"). They
+/// waiting on up to three cache misses one after the other (docs/scale.md, "Lookahead", under "Against the targets"). They
 /// read the table only where an earlier hint should have loaded it, and are hints only: a wrong
 /// guess (another key in the bucket, a table grown since, a key the table lacks) loads a
 /// useless line, never changes a result.
@@ -700,7 +700,7 @@ mod tests {
             s.look_ahead(b"none yet", d, |_| panic!("no entry"));
         }
         let keys: Vec<String> = (0..5_000).map(|i| format!("user-{i:07}")).collect();
-        let mut own = 0;
+        let (mut own, mut near) = (0, 0);
         for (n, k) in keys.iter().enumerate() {
             s.update_if_changed(k, |v| *v = n as u64);
             // After every insert (the table grows as it goes), every key so far, checked at
@@ -716,6 +716,12 @@ mod tests {
                     .expect("inserted");
                 let slot = s.entries.get_bucket(i).expect("occupied") as *const _ as usize;
                 assert_eq!(slot, s.ctrl - (i + 1) * SLOT, "{k}: bucket {i}");
+                // The probe starts where the hints load: the bucket at the hash's low bits,
+                // and the key sits within the first group of 16 from there.
+                let mask = s.entries.num_buckets() - 1;
+                if i.wrapping_sub(h as usize) & mask < 16 {
+                    near += 1;
+                }
                 let mut seen = None;
                 s.look_ahead(k.as_bytes(), 1, |v| seen = Some(*v));
                 if seen == s.get(k).copied() {
@@ -728,6 +734,7 @@ mod tests {
         }
         let checked: usize = (0..13).map(|b| 1usize << b).sum::<usize>() + keys.len();
         assert!(own * 100 >= checked * 99, "{own} of {checked}");
+        assert!(near * 100 >= checked * 99, "{near} of {checked}");
         // A key the table lacks loads at most another key's value, and changes nothing.
         let before: Vec<(String, u64)> = s.entries().map(|(k, v)| (k.to_string(), *v)).collect();
         for d in 0..4 {

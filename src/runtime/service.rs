@@ -156,13 +156,15 @@ pub fn run<S: Service>(
                     None => break,
                 }
             }
+            // A failure a rebalance callback parked during these polls ends the loop before
+            // any record polled with it is handed over.
+            if let Some(f) = service.faults().take_fatal() {
+                return Err(S::fatal(f));
+            }
             if let Some(m) = window.pop_front() {
                 if kafka::check_resumed(consumer, &m)? {
                     service.handle_ahead(&m, &window)?;
                 }
-            }
-            if let Some(f) = service.faults().take_fatal() {
-                return Err(S::fatal(f));
             }
             if idle {
                 service.on_idle()?;

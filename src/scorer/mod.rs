@@ -686,7 +686,7 @@ impl Scorer {
 /// Records the scorer holds behind the one it processes: their users are loaded into the
 /// cache meanwhile ([`KeyedState::look_ahead`]), the buckets three records ahead, the entries
 /// two, the states' blocks one, so that each record's update finds its user there instead of
-/// waiting on up to three cache misses in a row (docs/scale.md, "lookahead"). The scorer never
+/// waiting on up to three cache misses in a row (docs/scale.md, "Lookahead", under "Against the targets"). The scorer never
 /// pauses, resumes or seeks its input, and skips a held record whose partition it no longer
 /// owns or has processed already, as [`Service::LOOKAHEAD`] requires.
 pub const LOOKAHEAD: usize = 3;
