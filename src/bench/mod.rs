@@ -274,7 +274,7 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
         (
             "engine, Partition::process one record at a time (events/s)",
             format!("{:.0}", rate(single_time)),
-            "the same with no user loaded ahead (the scorer until 2026-12-07)".to_string(),
+            "the same with no record's user loaded ahead (the scorer until 2026-12-07; its checkpoints still load their keys ahead)".to_string(),
         ),
         (
             "engine, Partition::process with checkpoints encoded (events/s)",

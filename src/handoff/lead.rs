@@ -259,3 +259,6 @@ pub fn decide(
     st.refused_id = None;
     Ok(lead_id)
 }
+
+/// A lead's state is one small block: nothing beyond its entry to load ahead.
+impl crate::runtime::keyed_state::LoadAhead for LeadState {}

@@ -136,13 +136,6 @@ impl Key {
         }
     }
 
-    fn into_string(self) -> String {
-        match self {
-            Key::Boxed { key, .. } => key.into(),
-            inline => inline.as_str().to_string(),
-        }
-    }
-
     fn as_str(&self) -> &str {
         match self {
             // Copied from a `&str` whole: always UTF-8, the fallback is unreachable.
@@ -368,12 +361,19 @@ impl<V> KeyedState<V> {
     /// the input position, the state's digest and `app`; `None` before any record, or when
     /// nothing changed since the last checkpoint. Once written, the keys count as unchanged.
     /// A changed key the state lacks (a dropped record's) is written as a tombstone.
+    ///
+    /// The changed keys are known in advance, so each key's way through the table and its
+    /// value's blocks are loaded ahead ([`KeyedState::look_ahead`], [`LoadAhead`]) while the
+    /// keys before it are encoded: the states have gone cold since their records.
     pub fn checkpoint(
         &mut self,
         p: i32,
         app: Vec<u8>,
         encode: impl Fn(&V) -> Vec<u8>,
-    ) -> Option<PartitionCheckpoint> {
+    ) -> Option<PartitionCheckpoint>
+    where
+        V: LoadAhead,
+    {
         let next = self.next_offset?;
         if self.dirty.is_empty()
             && self
@@ -385,10 +385,13 @@ impl<V> KeyedState<V> {
         }
         let mut records = Vec::with_capacity(self.dirty.len());
         self.gone.clear();
-        // Drained, not taken: the list keeps its room for the next span, as the set did.
+        // Emptied, not dropped: the list keeps its room for the next span, as the set did.
         let mut dirty = std::mem::take(&mut self.dirty);
-        for key in dirty.drain(..) {
-            let key = key.into_string();
+        for (i, key) in dirty.iter().enumerate() {
+            for (d, next) in dirty.iter().enumerate().skip(i + 1).take(CHECKPOINT_AHEAD) {
+                self.look_ahead(next.as_bytes(), d - i, V::load_ahead);
+            }
+            let key = key.as_str().to_string();
             let b = key.as_bytes();
             match self
                 .entries
@@ -414,6 +417,7 @@ impl<V> KeyedState<V> {
                 }
             }
         }
+        dirty.clear();
         self.dirty = dirty;
         self.checkpointed = Some((next, app.clone()));
         Some(PartitionCheckpoint {
@@ -485,6 +489,26 @@ impl<V> KeyedState<V> {
         self.entries.get_bucket(i).map(|e| &**e)
     }
 }
+
+/// How many changed keys ahead a checkpoint loads (the scorer's own lookahead, as
+/// [`KeyedState::look_ahead`]'s three steps need).
+const CHECKPOINT_AHEAD: usize = 3;
+
+/// What a value's encoding reads beyond its entry, loaded ahead by a checkpoint: a hint only.
+pub trait LoadAhead {
+    /// Loads the value's heap blocks into the cache; by default nothing.
+    fn load_ahead(&self) {}
+}
+
+/// The blocks `UserState::encode` and `Engine::apply` read first.
+impl LoadAhead for UserState {
+    fn load_ahead(&self) {
+        leadscore_engine::engine::prefetch_state(self);
+    }
+}
+
+impl LoadAhead for String {}
+impl LoadAhead for u64 {}
 
 /// Bytes of one bucket slot: a pointer.
 const SLOT: usize = std::mem::size_of::<Box<Entry<()>>>();
