@@ -459,19 +459,12 @@ impl ScorerPath {
         i: usize,
         out: &mut Vec<crate::change::ScoreChange>,
     ) -> usize {
-        for (d, next) in events
-            .iter()
-            .enumerate()
-            .skip(i + 1)
-            .take(crate::scorer::LOOKAHEAD)
-            .map(|(j, e)| (j - i, e))
-        {
-            self.users.look_ahead(
-                next.user_id.as_bytes(),
-                d,
-                leadscore_engine::engine::prefetch_state,
-            );
-        }
+        self.users.look_ahead_all(
+            events[i + 1..]
+                .iter()
+                .take(crate::scorer::LOOKAHEAD)
+                .map(|e| e.user_id.as_bytes()),
+        );
         self.process(engine, &events[i], out)
     }
 

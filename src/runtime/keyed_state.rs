@@ -388,9 +388,12 @@ impl<V> KeyedState<V> {
         // Emptied, not dropped: the list keeps its room for the next span, as the set did.
         let mut dirty = std::mem::take(&mut self.dirty);
         for (i, key) in dirty.iter().enumerate() {
-            for (d, next) in dirty.iter().enumerate().skip(i + 1).take(CHECKPOINT_AHEAD) {
-                self.look_ahead(next.as_bytes(), d - i, V::load_ahead);
-            }
+            self.look_ahead_all(
+                dirty[i + 1..]
+                    .iter()
+                    .take(CHECKPOINT_AHEAD)
+                    .map(Key::as_bytes),
+            );
             let key = key.as_str().to_string();
             let b = key.as_bytes();
             match self
@@ -439,19 +442,19 @@ impl<V> KeyedState<V> {
 /// read the table only where an earlier hint should have loaded it, and are hints only: a wrong
 /// guess (another key in the bucket, a table grown since, a key the table lacks) loads a
 /// useless line, never changes a result.
-impl<V> KeyedState<V> {
+impl<V: LoadAhead> KeyedState<V> {
     /// Loads what the update of `key`, `distance` records from now, reads next: for the next
-    /// record (1) the state's own blocks through `value`, for the one after (2) its entry,
+    /// record (1) the value's own blocks ([`LoadAhead`]), for the one after (2) its entry,
     /// for any later one its bucket. Called for each of the next records as each record is
     /// taken, a key gets all three, one per record, each once the one before has loaded.
     #[inline]
-    pub fn look_ahead(&self, key: &[u8], distance: usize, value: impl FnOnce(&V)) {
+    pub fn look_ahead(&self, key: &[u8], distance: usize) {
         let hash = hash_key(&self.hasher, key);
         match distance {
             0 => {}
             1 => {
                 if let Some(e) = self.first_candidate(hash) {
-                    value(&e.value);
+                    e.value.load_ahead();
                 }
             }
             2 => {
@@ -462,6 +465,15 @@ impl<V> KeyedState<V> {
                 }
             }
             _ => self.prefetch_bucket(hash),
+        }
+    }
+
+    /// [`KeyedState::look_ahead`] for the keys of the next records, nearest first (each at
+    /// its distance: 1, 2, ...).
+    #[inline]
+    pub fn look_ahead_all<'k>(&self, next: impl IntoIterator<Item = &'k [u8]>) {
+        for (i, key) in next.into_iter().enumerate() {
+            self.look_ahead(key, i + 1);
         }
     }
 
@@ -508,7 +520,6 @@ impl LoadAhead for UserState {
 }
 
 impl LoadAhead for String {}
-impl LoadAhead for u64 {}
 
 /// Bytes of one bucket slot: a pointer.
 const SLOT: usize = std::mem::size_of::<Box<Entry<()>>>();
@@ -718,15 +729,24 @@ mod tests {
     /// candidate is the key's own entry for nearly every key.
     #[test]
     fn the_hints_find_each_keys_bucket_and_entry_as_the_table_lays_them_out() {
-        let mut s: KeyedState<u64> = KeyedState::default();
+        /// A value that counts the loads asked of it.
+        #[derive(Clone, Debug, Default, PartialEq)]
+        struct Counted(u64, std::cell::Cell<u32>);
+        impl LoadAhead for Counted {
+            fn load_ahead(&self) {
+                self.1.set(self.1.get() + 1);
+            }
+        }
+        let loads = |s: &KeyedState<Counted>| s.entries().map(|(_, v)| v.1.get()).sum::<u32>();
+        let mut s: KeyedState<Counted> = KeyedState::default();
         // No table yet: nothing to load, no fault.
         for d in 0..4 {
-            s.look_ahead(b"none yet", d, |_| panic!("no entry"));
+            s.look_ahead(b"none yet", d);
         }
         let keys: Vec<String> = (0..5_000).map(|i| format!("user-{i:07}")).collect();
         let (mut own, mut near) = (0, 0);
         for (n, k) in keys.iter().enumerate() {
-            s.update_if_changed(k, |v| *v = n as u64);
+            s.update_if_changed(k, |v| v.0 = n as u64);
             // After every insert (the table grows as it goes), every key so far, checked at
             // powers of two to keep it quick.
             if !(n + 1).is_power_of_two() && n + 1 != keys.len() {
@@ -746,25 +766,27 @@ mod tests {
                 if i.wrapping_sub(h as usize) & mask < 16 {
                     near += 1;
                 }
-                let mut seen = None;
-                s.look_ahead(k.as_bytes(), 1, |v| seen = Some(*v));
-                if seen == s.get(k).copied() {
+                let own_before = s.get(k).map_or(0, |v| v.1.get());
+                let all_before = loads(&s);
+                s.look_ahead(k.as_bytes(), 1);
+                if s.get(k).map_or(0, |v| v.1.get()) == own_before + 1 {
                     own += 1;
                 }
                 for d in [0, 2, 3, 9] {
-                    s.look_ahead(k.as_bytes(), d, |_| panic!("only the next record's value"));
+                    s.look_ahead(k.as_bytes(), d);
                 }
+                assert_eq!(loads(&s), all_before + 1, "only the next record's value");
             }
         }
         let checked: usize = (0..13).map(|b| 1usize << b).sum::<usize>() + keys.len();
         assert!(own * 100 >= checked * 99, "{own} of {checked}");
         assert!(near * 100 >= checked * 99, "{near} of {checked}");
         // A key the table lacks loads at most another key's value, and changes nothing.
-        let before: Vec<(String, u64)> = s.entries().map(|(k, v)| (k.to_string(), *v)).collect();
+        let before: Vec<(String, u64)> = s.entries().map(|(k, v)| (k.to_string(), v.0)).collect();
         for d in 0..4 {
-            s.look_ahead(b"user-absent", d, |_| {});
+            s.look_ahead(b"user-absent", d);
         }
-        let after: Vec<(String, u64)> = s.entries().map(|(k, v)| (k.to_string(), *v)).collect();
+        let after: Vec<(String, u64)> = s.entries().map(|(k, v)| (k.to_string(), v.0)).collect();
         assert_eq!(before, after);
     }
 

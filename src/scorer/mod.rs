@@ -834,9 +834,7 @@ impl Service for Core {
         let mut st = self.lock();
         for (i, next) in ahead.iter().enumerate() {
             if let (Some(owned), Some(key)) = (st.owned.get(&next.partition()), next.key()) {
-                owned
-                    .users
-                    .look_ahead(key, i + 1, leadscore_engine::engine::prefetch_state);
+                owned.users.look_ahead(key, i + 1);
             }
         }
         self.handle_locked(&mut st, msg)
