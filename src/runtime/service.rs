@@ -11,6 +11,13 @@
 //! (the scorer; not the handoff). On shutdown or an error the held records are dropped
 //! unprocessed, like records not yet fetched.
 //!
+//! A partition is caught up when its input has been read to the end, which librdkafka reports
+//! in order with the records (`enable.partition.eof`, set on every service consumer): the loop
+//! hands that over as [`Service::reached_end`] once the records polled before it are done. An
+//! empty poll does not say it: rdkafka returns nothing from a poll that handled a rebalance or
+//! a commit's answer, with records still waiting (a restarted scorer's first poll did, and its
+//! restored clocks jumped to the wall clock before the backlog was read; an outside review).
+//!
 //! A failure inside a rebalance callback, which cannot return an error, is parked in
 //! [`Faults`]: the loop ends on it at its next turn, and from then on nothing may be
 //! checkpointed (the in-memory state may be ahead of what is durable; the next owner replays
@@ -21,6 +28,7 @@ use crate::runtime::kafka::{self, PartitionOwner, ServiceConsumer};
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::sync::lock_unpoisoned;
 use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
@@ -28,6 +36,23 @@ use std::time::Duration;
 
 /// How long one poll waits for a record before the service counts the input as idle.
 const POLL: Duration = Duration::from_millis(50);
+
+/// What one poll gave the loop, kept in the order polled: a record, or the end of a
+/// partition's input (every record of the partition before it polled).
+pub enum Polled<'a> {
+    Record(BorrowedMessage<'a>),
+    End(i32),
+}
+
+impl<'a> Polled<'a> {
+    /// The record, if this is one.
+    pub fn record(&self) -> Option<&BorrowedMessage<'a>> {
+        match self {
+            Polled::Record(m) => Some(m),
+            Polled::End(_) => None,
+        }
+    }
+}
 
 /// What the loop drives. Implemented by each service's core, which is also the
 /// [`PartitionOwner`] its consumer's rebalances go to.
@@ -44,18 +69,24 @@ pub trait Service: PartitionOwner {
     const LOOKAHEAD: usize = 0;
     /// Processes one input record.
     fn handle(&self, msg: &BorrowedMessage<'_>) -> Result<(), Self::Error>;
-    /// Processes one input record, `ahead` the records polled after it (at most
-    /// [`Service::LOOKAHEAD`], nearest first), which it may only look at: each is handed over
-    /// in a later turn. By default, [`Service::handle`].
+    /// Processes one input record, `ahead` what was polled after it (at most
+    /// [`Service::LOOKAHEAD`] items, nearest first), which it may only look at: each is handed
+    /// over in a later turn. By default, [`Service::handle`].
     fn handle_ahead(
         &self,
         msg: &BorrowedMessage<'_>,
-        ahead: &VecDeque<BorrowedMessage<'_>>,
+        ahead: &VecDeque<Polled<'_>>,
     ) -> Result<(), Self::Error> {
         let _ = ahead;
         self.handle(msg)
     }
-    /// Called when a poll found nothing: the input is caught up.
+    /// Called when `partition`'s input has been read to its end, every record polled before
+    /// it handed over: the partition is caught up until its next record comes.
+    fn reached_end(&self, partition: i32) {
+        let _ = partition;
+    }
+    /// Called when a poll found nothing. Not the same as caught up (see the module's notes):
+    /// a service that acts on being caught up keeps track of [`Service::reached_end`].
     fn on_idle(&self) -> Result<(), Self::Error> {
         Ok(())
     }
@@ -132,12 +163,13 @@ pub fn run<S: Service>(
     service.health().set_consuming(true);
     let result = (|| {
         // The record to hand over next, then those polled after it.
-        let mut window: VecDeque<BorrowedMessage<'_>> = VecDeque::with_capacity(S::LOOKAHEAD + 1);
+        let mut window: VecDeque<Polled<'_>> = VecDeque::with_capacity(S::LOOKAHEAD + 1);
         while !shutdown.is_triggered() {
             let mut idle = false;
             if window.is_empty() {
                 match consumer.poll(POLL) {
-                    Some(Ok(m)) => window.push_back(m),
+                    Some(Ok(m)) => window.push_back(Polled::Record(m)),
+                    Some(Err(KafkaError::PartitionEOF(p))) => window.push_back(Polled::End(p)),
                     Some(Err(e)) => {
                         consumer_error::<S>(consumer, &e)?;
                         idle = true;
@@ -148,7 +180,8 @@ pub fn run<S: Service>(
             // Records fetched already, without waiting, up to the service's lookahead.
             while !window.is_empty() && window.len() <= S::LOOKAHEAD {
                 match consumer.poll(Duration::ZERO) {
-                    Some(Ok(m)) => window.push_back(m),
+                    Some(Ok(m)) => window.push_back(Polled::Record(m)),
+                    Some(Err(KafkaError::PartitionEOF(p))) => window.push_back(Polled::End(p)),
                     Some(Err(e)) => {
                         consumer_error::<S>(consumer, &e)?;
                         break;
@@ -161,10 +194,12 @@ pub fn run<S: Service>(
             if let Some(f) = service.faults().take_fatal() {
                 return Err(S::fatal(f));
             }
-            if let Some(m) = window.pop_front() {
-                if kafka::check_resumed(consumer, &m)? {
+            match window.pop_front() {
+                Some(Polled::Record(m)) if kafka::check_resumed(consumer, &m)? => {
                     service.handle_ahead(&m, &window)?;
                 }
+                Some(Polled::End(p)) => service.reached_end(p),
+                Some(Polled::Record(_)) | None => {}
             }
             if idle {
                 service.on_idle()?;

@@ -25,7 +25,7 @@ use crate::runtime::error::{from_runtime_errors, RuntimeError};
 use crate::runtime::kafka::{self, Record, ServiceConsumer, ServiceProducer, TopicSpec};
 use crate::runtime::keyed_state::KeyedState;
 use crate::runtime::owned::{self, OwnsPartitions};
-use crate::runtime::service::{self, Faults, Service};
+use crate::runtime::service::{self, Faults, Polled, Service};
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::sync::lock_unpoisoned;
 use crate::state::UserState;
@@ -78,6 +78,11 @@ fn decode_clock(app: &[u8]) -> Option<Millis> {
 pub struct Owned {
     partition: Partition,
     users: KeyedState<UserState>,
+    /// The partition's input has been read to its end and no record came since
+    /// ([`Service::reached_end`]): only then does its clock follow the wall clock (SPEC 3.7,
+    /// "once the partition is caught up"). False when restored: a restarted scorer reads its
+    /// backlog in event time first.
+    caught_up: bool,
 }
 
 /// The metric series every record touches, looked up once. A `metrics::counter!` call finds
@@ -279,7 +284,12 @@ impl Core {
             duration_ms = duration.as_millis() as u64,
             "partition restored"
         );
-        Ok((Owned { partition, users }, next))
+        let owned = Owned {
+            partition,
+            users,
+            caught_up: false,
+        };
+        Ok((owned, next))
     }
 }
 
@@ -703,6 +713,8 @@ impl Core {
         let Some(owned) = st.owned.get_mut(&p) else {
             return Ok(()); // Not ours (any more): the new owner will process it.
         };
+        // Polled before the partition's end, if one comes: read to the end only from there.
+        owned.caught_up = false;
         if owned.users.is_processed(offset) {
             return Ok(()); // Already processed: fetched early on purpose, or delivered twice.
         }
@@ -829,10 +841,10 @@ impl Service for Core {
     fn handle_ahead(
         &self,
         msg: &BorrowedMessage<'_>,
-        ahead: &VecDeque<BorrowedMessage<'_>>,
+        ahead: &VecDeque<Polled<'_>>,
     ) -> Result<(), ScorerError> {
         let mut st = self.lock();
-        for (i, next) in ahead.iter().enumerate() {
+        for (i, next) in ahead.iter().filter_map(Polled::record).enumerate() {
             if let (Some(owned), Some(key)) = (st.owned.get(&next.partition()), next.key()) {
                 owned.users.look_ahead(key, i + 1);
             }
@@ -840,9 +852,17 @@ impl Service for Core {
         self.handle_locked(&mut st, msg)
     }
 
-    /// When the input is idle (caught up): with `follow_wall_clock`, each partition's clock
-    /// moves on to the wall clock; either way, the timers due by the clock fire. (A late event
-    /// can arm a timer already due; an idle partition has no next event to fire it.)
+    fn reached_end(&self, partition: i32) {
+        if let Some(owned) = self.lock().owned.get_mut(&partition) {
+            owned.caught_up = true;
+        }
+    }
+
+    /// When a poll found nothing: with `follow_wall_clock`, the clock of each partition read
+    /// to its end ([`Owned::caught_up`]) moves on to the wall clock; in every partition, the
+    /// timers due by its clock fire. (A late event can arm a timer already due; an idle
+    /// partition has no next event to fire it.) A partition with records still to read keeps
+    /// its clock: an empty poll does not mean caught up (`runtime::service`).
     fn on_idle(&self) -> Result<(), ScorerError> {
         let mut st = self.lock();
         let st = &mut *st;
@@ -857,7 +877,10 @@ impl Service for Core {
             let Some(clock) = owned.partition.clock() else {
                 continue;
             };
-            let to = wall.map_or(clock, |w| w.max(clock));
+            let to = match wall {
+                Some(w) if owned.caught_up => w.max(clock),
+                _ => clock,
+            };
             if to == clock && owned.partition.next_due().is_none_or(|d| d > clock) {
                 continue;
             }

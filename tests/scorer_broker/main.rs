@@ -629,3 +629,64 @@ fn a_restored_checkpoint_ahead_of_the_group_commit_is_committed_without_new_inpu
     );
     second.stop();
 }
+
+/// SPEC 3.7: the clock follows the wall clock only once the partition is caught up. A
+/// restarted scorer (with `follow_wall_clock`, the default) restores a partition with its
+/// clock and then has a backlog to read: the backlog is scored in event time first. The
+/// first poll after an assignment, or after an asynchronous commit, returns nothing while
+/// the backlog waits (rdkafka hands the rebalance or commit event over as an empty poll), and
+/// that empty poll was taken for "caught up": the restored clock jumped to the wall clock,
+/// the user decayed through eleven months, and the backlog's session met the re-entry wait
+/// of that decay and scored nothing (an outside review).
+#[test]
+fn a_restarted_scorer_reads_its_backlog_in_event_time_before_following_the_wall_clock() {
+    let setup = ScorerRig::new("backlog-clock", 1);
+    let p = producer(&setup.broker);
+    let ev = |time: &str, rest: &str| {
+        (
+            "u1",
+            format!(r#"{{"user_id":"u1","time":"{time}",{rest}}}"#).into_bytes(),
+        )
+    };
+    let before = vec![
+        ev(
+            "2026-01-05T10:00:00Z",
+            r#""type":"email_added","value":"u1@x.io""#,
+        ),
+        ev("2026-01-05T10:05:00Z", r#""type":"session_start""#),
+    ];
+    {
+        // The rig's scorer does not follow the wall clock: the first run ends at 10:05.
+        let _first = setup.scorer("s", &[]);
+        produce_all(&p, &setup.names.input, &before);
+        setup.wait_caught_up(before.len(), Duration::from_secs(60));
+    }
+    let backlog = vec![ev("2026-01-06T10:00:00Z", r#""type":"session_start""#)];
+    produce_all(&p, &setup.names.input, &backlog);
+    let _second = setup.scorer("s", &[("SCORER__FOLLOW_WALL_CLOCK", "true")]);
+    setup.wait_caught_up(before.len() + backlog.len(), Duration::from_secs(60));
+    let mut changes = Vec::new();
+    wait_until(Duration::from_secs(30), "the decay once caught up", || {
+        changes = read_all(&setup.broker, &setup.names.output)
+            .iter()
+            .map(|r| {
+                let c =
+                    codec::decode_change(Format::Json, r.payload.as_deref().unwrap_or_default())
+                        .expect("score changes decode");
+                (c.reason.kind.as_str().to_string(), c.time, c.score)
+            })
+            .collect();
+        changes.iter().any(|(kind, _, _)| kind == "inactivity")
+    });
+    let t = |s: &str| leadscore::timestamp::parse_rfc3339(s).expect("a time");
+    // The backlog's session scores at its own time, then the clock catches up with the wall
+    // clock and the score decays from 2 to 0 (two 7-day windows after the session).
+    assert_eq!(
+        changes,
+        vec![
+            ("rule".to_string(), t("2026-01-05T10:05:00Z"), 1),
+            ("rule".to_string(), t("2026-01-06T10:00:00Z"), 2),
+            ("inactivity".to_string(), t("2026-01-20T10:00:00Z"), 0),
+        ]
+    );
+}

@@ -206,6 +206,9 @@ pub fn group_consumer<O: PartitionOwner>(
     cfg.set("group.id", group_id);
     cfg.set("enable.auto.commit", "false");
     cfg.set("enable.auto.offset.store", "false");
+    // The service loop learns that a partition is caught up from its end-of-partition event,
+    // never from an empty poll (`runtime::service`).
+    cfg.set("enable.partition.eof", "true");
     set_default(&mut cfg, "auto.offset.reset", "earliest");
     set_default(&mut cfg, "statistics.interval.ms", "5000");
     if read_committed {
