@@ -379,26 +379,14 @@ fn time_value(field: &'static str, v: Loose<'_>) -> Result<Millis, DecodeError> 
         }),
         Loose::Timestamp(ts) => millis_from_timestamp(&ts)
             .map_err(|detail| invalid(field, format!("invalid timestamp: {detail}"))),
-        // Epoch milliseconds, as JavaScript's `Date.now()` gives them.
-        Loose::Int(_) | Loose::BigUint(_) | Loose::Float(_) => {
-            let ms = integer(field, v, TIME_EXPECTED)?;
-            if (MIN_MILLIS..=MAX_MILLIS).contains(&ms) {
-                Ok(ms)
-            } else {
-                Err(invalid(
-                    field,
-                    format!(
-                        "{ms} epoch milliseconds is outside years 0000-9999 \
-                         ({MIN_MILLIS}..={MAX_MILLIS})"
-                    ),
-                ))
-            }
-        }
+        // SPEC 2: an RFC 3339 timestamp. A number (epoch seconds or milliseconds) is the wrong
+        // type: read as either unit it could put the event years away from where its producer
+        // meant it, and move the clock there (an outside review).
         other => Err(wrong_type(field, TIME_EXPECTED, &other)),
     }
 }
 
-const TIME_EXPECTED: &str = "an RFC 3339 timestamp string or integer epoch milliseconds";
+const TIME_EXPECTED: &str = "an RFC 3339 timestamp string";
 
 /// A protobuf timestamp as epoch milliseconds (truncated), within the range RFC 3339 can print,
 /// so that both formats accept the same instants.

@@ -17,12 +17,11 @@
 //! - **A JSON `null` counts as absent**, except for `value`, where null means "remove the
 //!   attribute" and a missing `value` key is an error (so a forgotten field never deletes data).
 //! - **Integral floats are integers**: wherever an integer is expected (`score`, `increment`,
-//!   epoch-millisecond times, a change's scores), `5.0`, `-0` and `1e2` read as `5`, `0` and
+//!   a change's scores), `5.0`, `-0` and `1e2` read as `5`, `0` and
 //!   `100` (Python's `json.dumps` writes floats); `5.5` or a float outside the 64-bit range is
 //!   still an error naming the field.
 //! - **Times** (`time`, `updated_at`) are an RFC 3339 string ([`crate::timestamp`] has the
-//!   exact forms) or a JSON integer of epoch milliseconds (JavaScript's `Date.now()`), in the
-//!   same range, years 0000 to 9999.
+//!   exact forms), years 0000 to 9999; a number is the wrong type (SPEC 2).
 //! - **An unknown `type`** (a JSON string, or a protobuf enum number this version lacks) is not
 //!   an invalid event: once `user_id`, the key, `time` and `event_id` check out, it decodes to
 //!   [`DecodeError::UnknownType`], which the scorer skips and counts by default
