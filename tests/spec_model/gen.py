@@ -3,8 +3,7 @@
 
 A few users, each usually enrolled and in the audience at the start, then bursts, hourly
 traffic, idle gaps of days, events late by minutes to twelve days (past the seven-day late
-horizon of cap usage), re-sent duplicates (same id, moved times, other users), epoch-millisecond
-and offset times, external scores near the 64-bit limits, deletions and unknown types. The same
+horizon of cap usage), re-sent duplicates (same id, moved times, other users), offset times, external scores near the 64-bit limits, deletions and unknown types. The same
 seed always gives the same events (Python 3.11 standard library only).
 """
 import sys, json, random
@@ -18,8 +17,8 @@ LIMIT = int(datetime(2026, 10, 20, tzinfo=timezone.utc).timestamp() * 1000)
 
 
 def fmt(ms, rnd):
-    if rnd.random() < 0.1:
-        return ms  # epoch millis
+    # RFC 3339 only: SPEC 2 makes a number the wrong type (epoch milliseconds were sent here
+    # until 2026-12-07, when leadscore still read them).
     sec, rem = divmod(ms, 1000)
     s = datetime.fromtimestamp(sec, tz=timezone.utc).strftime('%Y-%m-%dT%H:%M:%S')
     if rem:

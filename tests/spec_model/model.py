@@ -61,8 +61,7 @@ TRE = re.compile(r'^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(\.\d+)?([Zz]|
 
 
 def ptime(v):
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return int(v)
+    # SPEC 2: an RFC 3339 timestamp; gen.py writes no other form.
     m = TRE.match(v)
     y, mo, d, H, M, S = (int(x) for x in m.groups()[:6])
     frac = m.group(7)
