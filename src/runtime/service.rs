@@ -38,10 +38,11 @@ use std::time::Duration;
 const POLL: Duration = Duration::from_millis(50);
 
 /// What one poll gave the loop, kept in the order polled: a record, or the end of a
-/// partition's input (every record of the partition before it polled).
+/// partition's input (every record of the partition before it polled), with the count of
+/// rebalances when it was polled ([`kafka::OwnerContext::rebalances`]).
 pub enum Polled<'a> {
     Record(BorrowedMessage<'a>),
-    End(i32),
+    End { partition: i32, rebalances: u64 },
 }
 
 impl<'a> Polled<'a> {
@@ -49,7 +50,7 @@ impl<'a> Polled<'a> {
     pub fn record(&self) -> Option<&BorrowedMessage<'a>> {
         match self {
             Polled::Record(m) => Some(m),
-            Polled::End(_) => None,
+            Polled::End { .. } => None,
         }
     }
 }
@@ -81,9 +82,11 @@ pub trait Service: PartitionOwner {
         self.handle(msg)
     }
     /// Called when `partition`'s input has been read to its end, every record polled before
-    /// it handed over: the partition is caught up until its next record comes.
-    fn reached_end(&self, partition: i32) {
+    /// it handed over and no rebalance since: the partition is caught up until its next
+    /// record comes.
+    fn reached_end(&self, partition: i32) -> Result<(), Self::Error> {
         let _ = partition;
+        Ok(())
     }
     /// Called when a poll found nothing. Not the same as caught up (see the module's notes):
     /// a service that acts on being caught up keeps track of [`Service::reached_end`].
@@ -169,7 +172,7 @@ pub fn run<S: Service>(
             if window.is_empty() {
                 match consumer.poll(POLL) {
                     Some(Ok(m)) => window.push_back(Polled::Record(m)),
-                    Some(Err(KafkaError::PartitionEOF(p))) => window.push_back(Polled::End(p)),
+                    Some(Err(KafkaError::PartitionEOF(p))) => window.push_back(end_of(consumer, p)),
                     Some(Err(e)) => {
                         consumer_error::<S>(consumer, &e)?;
                         idle = true;
@@ -181,7 +184,7 @@ pub fn run<S: Service>(
             while !window.is_empty() && window.len() <= S::LOOKAHEAD {
                 match consumer.poll(Duration::ZERO) {
                     Some(Ok(m)) => window.push_back(Polled::Record(m)),
-                    Some(Err(KafkaError::PartitionEOF(p))) => window.push_back(Polled::End(p)),
+                    Some(Err(KafkaError::PartitionEOF(p))) => window.push_back(end_of(consumer, p)),
                     Some(Err(e)) => {
                         consumer_error::<S>(consumer, &e)?;
                         break;
@@ -198,8 +201,15 @@ pub fn run<S: Service>(
                 Some(Polled::Record(m)) if kafka::check_resumed(consumer, &m)? => {
                     service.handle_ahead(&m, &window)?;
                 }
-                Some(Polled::End(p)) => service.reached_end(p),
-                Some(Polled::Record(_)) | None => {}
+                // An end polled before a rebalance may be of a partition assigned again
+                // since, with its records to read again: dropped (a later one will come).
+                Some(Polled::End {
+                    partition,
+                    rebalances,
+                }) if rebalances == consumer.context().rebalances() => {
+                    service.reached_end(partition)?;
+                }
+                Some(Polled::Record(_) | Polled::End { .. }) | None => {}
             }
             if idle {
                 service.on_idle()?;
@@ -228,6 +238,14 @@ pub fn run<S: Service>(
         }
     }
     result
+}
+
+/// The end of `partition` just polled, with the count of rebalances it belongs to.
+fn end_of<S: Service>(consumer: &ServiceConsumer<S>, partition: i32) -> Polled<'static> {
+    Polled::End {
+        partition,
+        rebalances: consumer.context().rebalances(),
+    }
 }
 
 /// A consumer error: a fatal one (another instance took this one's `group.instance.id`) ends

@@ -262,6 +262,54 @@ impl Core {
         self.changelog.update_store_gauges(users);
     }
 
+    /// With `follow_wall_clock`, the clock of each partition read to its end
+    /// ([`Owned::caught_up`]) moves on to the wall clock; in every partition, the timers due
+    /// by its clock fire. (A late event can arm a timer already due; an idle partition has no
+    /// next event to fire it.) A partition with records still to read keeps its clock: an
+    /// empty poll does not mean caught up (`runtime::service`). `only`: one partition, else
+    /// all.
+    fn advance_clocks(&self, st: &mut CoreState, only: Option<i32>) -> Result<(), ScorerError> {
+        let wall = self
+            .settings
+            .scorer
+            .follow_wall_clock
+            .then(crate::timestamp::wall_clock_millis);
+        let mut changes = std::mem::take(&mut st.changes_buf);
+        changes.clear();
+        for (p, owned) in st.owned.iter_mut() {
+            if only.is_some_and(|o| o != *p) {
+                continue;
+            }
+            let Some(clock) = owned.partition.clock() else {
+                continue;
+            };
+            let to = match wall {
+                Some(w) if owned.caught_up => w.max(clock),
+                _ => clock,
+            };
+            if to == clock && owned.partition.next_due().is_none_or(|d| d > clock) {
+                continue;
+            }
+            owned
+                .partition
+                .advance(&self.engine, &mut owned.users, to, &mut changes);
+        }
+        let published = if changes.is_empty() {
+            Ok(())
+        } else {
+            self.ensure_transaction(st)
+                .and_then(|()| self.publish(&changes, &mut st.encode_buf))
+        };
+        if published.is_ok() && !changes.is_empty() {
+            if st.pending == 0 {
+                st.batch_started = Some(Instant::now());
+            }
+            st.pending += 1;
+        }
+        st.changes_buf = changes;
+        published
+    }
+
     fn restore(&self, p: i32) -> Result<(Owned, Option<i64>), ScorerError> {
         let restored = self.changelog.restore(p)?;
         let (records_read, warm, duration) =
@@ -852,52 +900,22 @@ impl Service for Core {
         self.handle_locked(&mut st, msg)
     }
 
-    fn reached_end(&self, partition: i32) {
-        if let Some(owned) = self.lock().owned.get_mut(&partition) {
-            owned.caught_up = true;
-        }
+    /// A partition read to its end is caught up: its clock moves on to the wall clock now
+    /// (with `follow_wall_clock`), without waiting for a poll that finds nothing in any
+    /// partition, which busy partitions beside it may never leave.
+    fn reached_end(&self, partition: i32) -> Result<(), ScorerError> {
+        let mut st = self.lock();
+        let Some(owned) = st.owned.get_mut(&partition) else {
+            return Ok(());
+        };
+        owned.caught_up = true;
+        self.advance_clocks(&mut st, Some(partition))
     }
 
-    /// When a poll found nothing: with `follow_wall_clock`, the clock of each partition read
-    /// to its end ([`Owned::caught_up`]) moves on to the wall clock; in every partition, the
-    /// timers due by its clock fire. (A late event can arm a timer already due; an idle
-    /// partition has no next event to fire it.) A partition with records still to read keeps
-    /// its clock: an empty poll does not mean caught up (`runtime::service`).
+    /// When a poll found nothing: [`Core::advance_clocks`] over every partition.
     fn on_idle(&self) -> Result<(), ScorerError> {
         let mut st = self.lock();
-        let st = &mut *st;
-        let wall = self
-            .settings
-            .scorer
-            .follow_wall_clock
-            .then(crate::timestamp::wall_clock_millis);
-        let mut changes = std::mem::take(&mut st.changes_buf);
-        changes.clear();
-        for owned in st.owned.values_mut() {
-            let Some(clock) = owned.partition.clock() else {
-                continue;
-            };
-            let to = match wall {
-                Some(w) if owned.caught_up => w.max(clock),
-                _ => clock,
-            };
-            if to == clock && owned.partition.next_due().is_none_or(|d| d > clock) {
-                continue;
-            }
-            owned
-                .partition
-                .advance(&self.engine, &mut owned.users, to, &mut changes);
-        }
-        if !changes.is_empty() {
-            self.ensure_transaction(st)?;
-            self.publish(&changes, &mut st.encode_buf)?;
-            if st.pending == 0 {
-                st.batch_started = Some(Instant::now());
-            }
-            st.pending += 1;
-        }
-        st.changes_buf = changes;
-        Ok(())
+        self.advance_clocks(&mut st, None)
     }
 
     fn checkpoint_due(&self, idle: bool) -> bool {

@@ -30,6 +30,9 @@ pub struct OwnerContext<O: PartitionOwner> {
     /// comes ([`check_resumed`]) or [`RESUME_ANSWER_WAIT`] passes without one
     /// ([`rewind_unanswered`]).
     resumed: ResumeWatch,
+    /// How many rebalance callbacks have run: what was polled before one may be of an
+    /// assignment that is gone (see [`OwnerContext::rebalances`]).
+    rebalances: AtomicU64,
 }
 
 /// Resumed partitions, each with its position and when it was resumed, and a flag that says
@@ -82,6 +85,13 @@ impl<O: PartitionOwner> OwnerContext<O> {
     fn owned(&self) -> std::sync::MutexGuard<'_, BTreeSet<i32>> {
         lock_unpoisoned(&self.owned)
     }
+
+    /// How many rebalance callbacks have run so far. An end-of-partition event polled before
+    /// a rebalance may be of a partition revoked and assigned again since, whose records are
+    /// to be read again: the service loop drops such an event instead of handing it over.
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::Acquire)
+    }
 }
 
 pub type ServiceConsumer<O> = BaseConsumer<OwnerContext<O>>;
@@ -115,6 +125,7 @@ impl<O: PartitionOwner> ConsumerContext for OwnerContext<O> {
             consumer.rebalance_protocol(),
             RebalanceProtocol::Cooperative
         );
+        self.rebalances.fetch_add(1, Ordering::AcqRel);
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         // A partition assigned again starts from its own offset (`assigned`), which
         // `check_resumed` must not take for a gap.
@@ -222,6 +233,7 @@ pub fn group_consumer<O: PartitionOwner>(
             owned: Mutex::new(BTreeSet::new()),
             paused: AtomicBool::new(false),
             resumed: ResumeWatch::default(),
+            rebalances: AtomicU64::new(0),
         },
     )?;
     consumer.subscribe(&[topic])?;
