@@ -202,7 +202,8 @@ pub fn run<S: Service>(
                     service.handle_ahead(&m, &window)?;
                 }
                 // An end polled before a rebalance may be of a partition assigned again
-                // since, with its records to read again: dropped (a later one will come).
+                // since, with its records to read again: dropped. The next end comes after
+                // the partition's next records, or after its next assignment.
                 Some(Polled::End {
                     partition,
                     rebalances,
