@@ -170,25 +170,15 @@ pub fn run<S: Service>(
         while !shutdown.is_triggered() {
             let mut idle = false;
             if window.is_empty() {
-                match consumer.poll(POLL) {
-                    Some(Ok(m)) => window.push_back(Polled::Record(m)),
-                    Some(Err(KafkaError::PartitionEOF(p))) => window.push_back(end_of(consumer, p)),
-                    Some(Err(e)) => {
-                        consumer_error::<S>(consumer, &e)?;
-                        idle = true;
-                    }
+                match poll_one::<S>(consumer, POLL)? {
+                    Some(item) => window.push_back(item),
                     None => idle = true,
                 }
             }
             // Records fetched already, without waiting, up to the service's lookahead.
             while !window.is_empty() && window.len() <= S::LOOKAHEAD {
-                match consumer.poll(Duration::ZERO) {
-                    Some(Ok(m)) => window.push_back(Polled::Record(m)),
-                    Some(Err(KafkaError::PartitionEOF(p))) => window.push_back(end_of(consumer, p)),
-                    Some(Err(e)) => {
-                        consumer_error::<S>(consumer, &e)?;
-                        break;
-                    }
+                match poll_one::<S>(consumer, Duration::ZERO)? {
+                    Some(item) => window.push_back(item),
                     None => break,
                 }
             }
@@ -241,12 +231,24 @@ pub fn run<S: Service>(
     result
 }
 
-/// The end of `partition` just polled, with the count of rebalances it belongs to.
-fn end_of<S: Service>(consumer: &ServiceConsumer<S>, partition: i32) -> Polled<'static> {
-    Polled::End {
-        partition,
-        rebalances: consumer.context().rebalances(),
-    }
+/// One poll: a record, or a partition's end with the count of rebalances it belongs to; `None`
+/// when it found nothing or a consumer error (logged; a fatal one ends the loop).
+fn poll_one<'c, S: Service>(
+    consumer: &'c ServiceConsumer<S>,
+    timeout: Duration,
+) -> Result<Option<Polled<'c>>, S::Error> {
+    Ok(match consumer.poll(timeout) {
+        Some(Ok(m)) => Some(Polled::Record(m)),
+        Some(Err(KafkaError::PartitionEOF(partition))) => Some(Polled::End {
+            partition,
+            rebalances: consumer.context().rebalances(),
+        }),
+        Some(Err(e)) => {
+            consumer_error::<S>(consumer, &e)?;
+            None
+        }
+        None => None,
+    })
 }
 
 /// A consumer error: a fatal one (another instance took this one's `group.instance.id`) ends
