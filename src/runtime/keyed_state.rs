@@ -136,6 +136,13 @@ impl Key {
         }
     }
 
+    fn into_string(self) -> String {
+        match self {
+            Key::Boxed { key, .. } => key.into(),
+            inline => inline.as_str().to_string(),
+        }
+    }
+
     fn as_str(&self) -> &str {
         match self {
             // Copied from a `&str` whole: always UTF-8, the fallback is unreachable.
@@ -387,14 +394,16 @@ impl<V> KeyedState<V> {
         self.gone.clear();
         // Emptied, not dropped: the list keeps its room for the next span, as the set did.
         let mut dirty = std::mem::take(&mut self.dirty);
-        for (i, key) in dirty.iter().enumerate() {
+        let mut keys = dirty.drain(..);
+        while let Some(key) = keys.next() {
             self.look_ahead_all(
-                dirty[i + 1..]
+                keys.as_slice()
                     .iter()
                     .take(CHECKPOINT_AHEAD)
                     .map(Key::as_bytes),
             );
-            let key = key.as_str().to_string();
+            // Moved out: a long key's own block becomes the record's, no copy.
+            let key = key.into_string();
             let b = key.as_bytes();
             match self
                 .entries
@@ -420,7 +429,7 @@ impl<V> KeyedState<V> {
                 }
             }
         }
-        dirty.clear();
+        drop(keys);
         self.dirty = dirty;
         self.checkpointed = Some((next, app.clone()));
         Some(PartitionCheckpoint {
