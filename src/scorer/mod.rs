@@ -168,6 +168,17 @@ struct CoreState {
     commits: VecDeque<PendingCommit>,
 }
 
+impl CoreState {
+    /// One more unit of work for the next checkpoint (a record, a restored position to commit,
+    /// a round of timers), starting the batch's clock when it is the first.
+    fn add_pending(&mut self) {
+        if self.pending == 0 {
+            self.batch_started = Some(Instant::now());
+        }
+        self.pending += 1;
+    }
+}
+
 impl Core {
     fn lock(&self) -> MutexGuard<'_, CoreState> {
         lock_unpoisoned(&self.state)
@@ -276,10 +287,8 @@ impl Core {
             .then(crate::timestamp::wall_clock_millis);
         let mut changes = std::mem::take(&mut st.changes_buf);
         changes.clear();
-        for (p, owned) in st.owned.iter_mut() {
-            if only.is_some_and(|o| o != *p) {
-                continue;
-            }
+        let partitions = st.owned.iter_mut();
+        for (_, owned) in partitions.filter(|(p, _)| only.is_none_or(|o| o == **p)) {
             let Some(clock) = owned.partition.clock() else {
                 continue;
             };
@@ -299,13 +308,8 @@ impl Core {
         } else {
             self.ensure_transaction(st)
                 .and_then(|()| self.publish(&changes, &mut st.encode_buf))
+                .map(|()| st.add_pending())
         };
-        if published.is_ok() && !changes.is_empty() {
-            if st.pending == 0 {
-                st.batch_started = Some(Instant::now());
-            }
-            st.pending += 1;
-        }
         st.changes_buf = changes;
         published
     }
@@ -537,11 +541,7 @@ impl OwnsPartitions for Core {
     }
 
     fn resumed_at_checkpoint(&self) {
-        let mut st = self.lock();
-        if st.pending == 0 {
-            st.batch_started = Some(Instant::now());
-        }
-        st.pending += 1;
+        self.lock().add_pending();
     }
 
     fn remove_owned(&self, p: i32) {
@@ -767,10 +767,7 @@ impl Core {
             return Ok(()); // Already processed: fetched early on purpose, or delivered twice.
         }
         self.metrics.consumed.increment(1);
-        if st.pending == 0 {
-            st.batch_started = Some(Instant::now());
-        }
-        st.pending += 1;
+        st.add_pending();
         self.ensure_transaction(st)?;
         let Some(owned) = st.owned.get_mut(&p) else {
             return Ok(());
