@@ -58,11 +58,14 @@ pub fn run(engine: &Engine, input: impl BufRead, now: Option<Millis>) -> io::Res
     run_partitioned(engine, input, now, 1)
 }
 
-/// The longest line read: past it without a line end the input is not JSON lines (`/dev/zero`,
-/// a binary file) and the run stops with an error instead of filling the memory. A line longer
-/// than an event may be ([`Limits::DEFAULT_MAX_BYTES`]) but within this is a bad line, as an
-/// oversized record is for the scorer.
+/// The longest line held: a line longer than an event may be ([`Limits::DEFAULT_MAX_BYTES`])
+/// is a bad line, as an oversized record is for the scorer; one longer than this is read on to
+/// its end without being kept, and is a bad line too.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// The longest line read to its end: past it without a line end the input is not JSON lines
+/// (`/dev/zero`, a binary file) and the run stops with an error instead of reading for ever.
+pub const MAX_SKIPPED_LINE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Bad lines kept with their reasons; past this many they are only counted, so a large file of
 /// the wrong shape does not hold a reason per line.
@@ -88,6 +91,29 @@ pub fn run_partitioned(
         crate::timestamp::wall_clock_millis(),
         DEFAULT_MAX_FUTURE_SKEW,
     )
+}
+
+/// Reads on to the end of a line of which `read` bytes were read already, keeping nothing:
+/// its length (without the line end), or `None` past [`MAX_SKIPPED_LINE_BYTES`] without one.
+/// The end of the input ends the line.
+fn skip_line(input: &mut impl BufRead, read: u64) -> io::Result<Option<u64>> {
+    let mut size = read;
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(Some(size));
+        }
+        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+            input.consume(i + 1);
+            return Ok(Some(size + i as u64));
+        }
+        let n = buf.len();
+        input.consume(n);
+        size += n as u64;
+        if size > MAX_SKIPPED_LINE_BYTES {
+            return Ok(None);
+        }
+    }
 }
 
 /// The UTF-8 byte order mark.
@@ -126,14 +152,28 @@ pub fn run_guarded(
                 line.pop();
             }
         } else if line.len() > MAX_LINE_BYTES {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "line {}: no line end within {MAX_LINE_BYTES} bytes; the input is one JSON \
-                     event per line (is it the right file?)",
-                    index + 1
-                ),
-            ));
+            // Too long to hold: read on to its end, keeping nothing, and report it as the
+            // oversized record it would be in the scorer (SPEC 2: never fatal).
+            match skip_line(&mut input, line.len() as u64)? {
+                Some(size) => {
+                    let e = codec::DecodeError::Oversized {
+                        size: usize::try_from(size).unwrap_or(usize::MAX),
+                        limit: limits.max_bytes,
+                    };
+                    sim.bad_line(index + 1, e.to_string());
+                    continue;
+                }
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "line {}: no line end within {MAX_SKIPPED_LINE_BYTES} bytes; the \
+                             input is one JSON event per line (is it the right file?)",
+                            index + 1
+                        ),
+                    ))
+                }
+            }
         }
         // A UTF-8 byte order mark opening the file (Windows tools write one) is not part of
         // the first event.
@@ -307,8 +347,8 @@ delta = -1
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert_eq!(
             e.to_string(),
-            "line 1: no line end within 1048576 bytes; the input is one JSON event per line (is \
-             it the right file?)"
+            "line 1: no line end within 67108864 bytes; the input is one JSON event per line \
+             (is it the right file?)"
         );
         // After good lines too, naming the line.
         let good = line("u1", &at(0), r#""type":"email_added","value":"a@x.io""#);
@@ -340,6 +380,38 @@ delta = -1
         // scored.
         let u1 = &sim.users["u1"];
         assert_eq!((u1.enrolled, u1.score), (true, 1));
+    }
+
+    /// A line longer than [`MAX_LINE_BYTES`] with an end (within
+    /// [`MAX_SKIPPED_LINE_BYTES`]) is a bad line too, read on to its end without being held:
+    /// it stopped the run before (SPEC 2: bad input is never fatal). So is one ended by the
+    /// end of the input.
+    #[test]
+    fn a_line_too_long_to_hold_is_a_bad_line_and_the_run_goes_on() {
+        let email = line("u1", &at(0), r#""type":"email_added","value":"a@x.io""#);
+        let session = line("u1", &at(1), r#""type":"session_start""#);
+        let pad = "x".repeat(MAX_LINE_BYTES + MAX_LINE_BYTES / 2);
+        let long = format!(r#"{{"user_id":"u2","pad":"{pad}"}}"#);
+        let input = format!("{email}\n{long}\n{session}\n{long}");
+        // A small buffer: the skipped line spans many reads.
+        let sim = match run_bytes(io::BufReader::with_capacity(4096, input.as_bytes())) {
+            Ok(sim) => sim,
+            Err(e) => panic!("{e}"),
+        };
+        let bad: Vec<(usize, &str)> = sim
+            .bad_lines
+            .iter()
+            .map(|b| (b.line, b.reason.as_str()))
+            .collect();
+        let reason = format!(
+            "payload is {} bytes, over the {}-byte limit",
+            long.len(),
+            Limits::default().max_bytes
+        );
+        assert_eq!(bad, [(2, reason.as_str()), (4, reason.as_str())]);
+        let u1 = &sim.users["u1"];
+        assert_eq!((u1.enrolled, u1.score), (true, 1));
+        assert!(!sim.users.contains_key("u2"));
     }
 
     /// An attribute that would take its user past the per-user bound is a bad line, as the
