@@ -95,6 +95,7 @@ impl Default for HandoffSettings {
 /// picklist values for new and worked leads.
 pub const DEFAULT_STATUS_ORDER: &[&str] = &[
     "Nurture",
+    "Nurturing",
     "Recycled",
     "New",
     "Open",
@@ -104,6 +105,7 @@ pub const DEFAULT_STATUS_ORDER: &[&str] = &[
     "MQL",
     "SAL",
     "SQL",
+    "Qualified",
     "Opportunity",
     "Converted",
     "Closed - Converted",

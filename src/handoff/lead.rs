@@ -11,7 +11,8 @@ use std::collections::{HashMap, HashSet};
 pub struct LeadState {
     /// Handed off since it last became eligible.
     pub handed_off: bool,
-    /// The last `lead_status` seen, to notice a change; a change without one leaves it.
+    /// The last `lead_status` seen, to notice a change; a change without one leaves it, and
+    /// so does a move from MQL or beyond to a status the funnel does not list.
     pub status: Option<String>,
     /// `stable_hash` of a lead id refused as invalid (dead-lettered without a call) since the
     /// lead last became eligible: the same id is not dead-lettered again on every change,
@@ -185,20 +186,32 @@ impl Funnel {
         status.is_some_and(|s| self.place(s) == Place::AtOrBeyond)
     }
 
-    /// A recycle: a move back to a status before the handoff status, from the handoff status or
-    /// beyond, or from a later listed status. Moves forward (`Open` to `Working`), moves
-    /// between unlisted statuses and a first status are not: a lead handed off while `Open`
-    /// whose CRM then shows `Working` was not sent back by anyone. ([`decide`] never passes a
-    /// cleared status: the lead keeps its last one.)
+    /// A recycle: a move back to a listed status before the handoff status, from the handoff
+    /// status or beyond, or from a later listed status. Moves forward (`Open` to `Working`),
+    /// moves between unlisted statuses and a first status are not: a lead handed off while
+    /// `Open` whose CRM then shows `Working` was not sent back by anyone. Nor is a move from
+    /// the handoff status or beyond to an unlisted status ([`Funnel::leaves_for_unlisted`]).
+    /// ([`decide`] never passes a cleared status: the lead keeps its last one.)
     pub fn is_recycle(&self, from: Option<&str>, to: Option<&str>) -> bool {
         let (Some(from), Some(to)) = (from, to) else {
             return false;
         };
         match (self.place(from), self.place(to)) {
-            (Place::AtOrBeyond, Place::Before(_) | Place::Unlisted) => true,
+            (Place::AtOrBeyond, Place::Before(_)) => true,
             (Place::Before(was), Place::Before(now)) => now < was,
             _ => false,
         }
+    }
+
+    /// A move from the handoff status or beyond to a status not in the funnel: taken as still
+    /// with Sales (fail closed), so a lead at SQL whose CRM shows a status the funnel does not
+    /// list (`Lost` in an org that added it) is never PATCHed back to MQL (SPEC 6): [`decide`]
+    /// keeps the lead's last status, as for a cleared one, until a move to a listed status.
+    pub fn leaves_for_unlisted(&self, from: Option<&str>, to: Option<&str>) -> bool {
+        let (Some(from), Some(to)) = (from, to) else {
+            return false;
+        };
+        self.place(from) == Place::AtOrBeyond && self.place(to) == Place::Unlisted
     }
 }
 
@@ -223,11 +236,15 @@ pub fn decide(
     // drops the field cannot send an SQL lead back to MQL (README, "Recycle").
     if let Some(now) = status {
         if st.status.as_deref().map(status_key) != Some(status_key(&now)) {
-            if funnel.is_recycle(st.status.as_deref(), Some(&now)) {
-                st.handed_off = false;
-                st.refused_id = None;
+            // A move from MQL or beyond to an unlisted status is not a move either: the lead
+            // stays where it was, with Sales (fail closed).
+            if !funnel.leaves_for_unlisted(st.status.as_deref(), Some(&now)) {
+                if funnel.is_recycle(st.status.as_deref(), Some(&now)) {
+                    st.handed_off = false;
+                    st.refused_id = None;
+                }
+                st.status = Some(now);
             }
-            st.status = Some(now);
         }
     }
     // The funnel before the threshold: a lead that reached MQL or beyond says so at any score,

@@ -216,9 +216,36 @@ fn unlisted_statuses_count_as_before_the_handoff_status_unless_skipped() {
     let mut s = settings();
     s.skip_statuses = vec!["Sales Accepted".to_string()];
     // Unlisted: handed off; moves among unlisted or to a listed earlier status are no
-    // recycle, a move from beyond is.
-    let story = "120 Contacted, 121 Engaged, 122 Open, 123 sales accepted, 124 Engaged";
-    assert_story(&s, story, &[HANDED, ALREADY, ALREADY, BEYOND, HANDED]);
+    // recycle, nor is a move from beyond to an unlisted status (fail closed); a move from
+    // beyond to a listed status before the handoff status is.
+    let story = "120 Contacted, 121 Engaged, 122 Open, 123 sales accepted, 124 Engaged, 125 Open";
+    assert_story(
+        &s,
+        story,
+        &[HANDED, ALREADY, ALREADY, BEYOND, BEYOND, HANDED],
+    );
+}
+
+/// A lead at SQL whose CRM then shows a status the funnel does not list is still with Sales:
+/// never PATCHed back to MQL (SPEC 6), handed off before or not, until its status moves back
+/// to a listed one before MQL. (Unlisted after SQL counted as a recycle and handed the lead
+/// off again.) Salesforce's newer default picklist (`Nurturing`, `Qualified`) is listed.
+#[test]
+fn a_lead_leaving_sql_for_an_unlisted_status_is_never_moved_back_to_mql() {
+    let s = settings();
+    let story = "120 Open, 121 SQL, 122 Lost, 123 Lost, 124 Working";
+    assert_story(&s, story, &[HANDED, BEYOND, BEYOND, BEYOND, HANDED]);
+    // Sales took it before any handoff.
+    assert_story(
+        &s,
+        "50 SQL, 150 Lost, 160 Working",
+        &[BEYOND, BEYOND, HANDED],
+    );
+    assert_story(
+        &s,
+        "120 New, 121 Qualified, 122 Nurturing",
+        &[HANDED, BEYOND, HANDED],
+    );
 }
 
 #[test]
@@ -228,9 +255,11 @@ fn an_orgs_own_funnel_and_handoff_status_are_followed() {
         .map(String::from)
         .to_vec();
     s.handoff_status = "marketing qualified".to_string();
-    // MQL is not in this org's funnel: before the handoff status.
-    let story = "120 Lead, 121 Sales Qualified, 122 MQL, 123 Won";
-    assert_story(&s, story, &[HANDED, BEYOND, HANDED, BEYOND]);
+    // MQL is not in this org's funnel: a move there from Sales Qualified is no move at all.
+    let story = "120 Lead, 121 Sales Qualified, 122 MQL, 123 Won, 124 Lead";
+    assert_story(&s, story, &[HANDED, BEYOND, BEYOND, BEYOND, HANDED]);
+    // Unlisted counts as before the handoff status for a lead that was never beyond it.
+    assert_story(&s, "120 MQL", &[HANDED]);
 }
 
 #[test]
