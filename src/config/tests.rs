@@ -430,6 +430,14 @@ fn cross_field_errors_name_the_field() {
             "handoff.group_id: must differ from scorer.group_id",
         ),
         (
+            "[warehouse]\nexport_group_id = \"leadscore-handoff\"\n",
+            "warehouse.export_group_id: must differ from handoff.group_id",
+        ),
+        (
+            "[warehouse]\nexport_group_id = \"leadscore-scorer\"\n",
+            "warehouse.export_group_id: must differ from scorer.group_id",
+        ),
+        (
             "[salesforce]\ninstance_url = \"example.com\"\n",
             "salesforce.instance_url:",
         ),
@@ -470,8 +478,8 @@ fn the_funnel_settings_must_describe_one_funnel() {
             "handoff.status_order: \"Open\" and \"open\" are the same status",
         ),
         (
-            "handoff_status = \"Qualified\"",
-            "handoff.handoff_status: \"Qualified\" is not in handoff.status_order",
+            "handoff_status = \"Marketing Qualified\"",
+            "handoff.handoff_status: \"Marketing Qualified\" is not in handoff.status_order",
         ),
         (
             "skip_statuses = [\"MQL\", \"working\"]",

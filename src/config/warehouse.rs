@@ -146,6 +146,23 @@ impl Settings {
         if w.export_group_id.is_empty() {
             return Err(sources.invalid(&["warehouse.export_group_id"], "must not be empty"));
         }
+        // The export reads `lead-score-changes` as the handoff does: one group would share
+        // its partitions out between the two, and leads on the export's would never be handed
+        // off. (The scorer's group reads the input: sharing it would split that.)
+        for (other, key) in [
+            (&self.handoff.group_id, "handoff.group_id"),
+            (&self.scorer.group_id, "scorer.group_id"),
+        ] {
+            if &w.export_group_id == other {
+                return Err(sources.invalid(
+                    &["warehouse.export_group_id", key],
+                    format!(
+                        "must differ from {key}: each consumer of the changes needs a group of \
+                         its own"
+                    ),
+                ));
+            }
+        }
         if w.url.as_deref() == Some("") {
             return Err(sources.invalid(&["warehouse.url"], "must not be empty"));
         }
