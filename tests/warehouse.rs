@@ -377,6 +377,27 @@ fn an_updated_at_column_without_a_time_zone_is_refused_naming_it() {
             && e.contains("timestamp, not timestamptz"),
         "{e}"
     );
+    // A table missing at start skips the check; created later with a `date` column, its
+    // rows are refused by every poll, naming the column, and the import goes on (it
+    // panicked reading the first row: an outside review).
+    let mut late = warehouse(
+        &rig,
+        &pg,
+        "import",
+        "2",
+        &[("WAREHOUSE__IMPORT_TABLE", "imp_late")],
+    );
+    wait_until(Duration::from_secs(30), "the import to poll", || {
+        late.log_text().contains("warehouse import started")
+    });
+    pg.sql("CREATE TABLE imp_late (user_id text, score bigint, updated_at date)");
+    pg.sql("INSERT INTO imp_late VALUES ('u1', 5, '2026-01-05')");
+    wait_until(
+        Duration::from_secs(30),
+        "the poll to refuse the column",
+        || late.log_text().contains("date, not timestamptz"),
+    );
+    assert!(late.exited().is_none(), "{}", late.log_text());
 }
 
 /// The value of counter `name` (no labels) on `service`'s `/metrics`, when it answers.
@@ -394,13 +415,12 @@ fn imported_users(rig: &ScorerRig) -> Vec<String> {
 fn import_holds_rows_dated_ahead_of_the_clock_until_due_and_loses_nothing() {
     let (rig, pg) = warehouse_rig("wh-import-future");
     create_import_table(&pg);
+    // f1 is two hours ahead (beyond scorer.max_future_skew: the scorer would dead-letter it),
+    // there before the import starts; f4 a few seconds ahead. f2 and f3 are written
+    // afterwards with current times.
+    pg.sql("INSERT INTO lead_score_imports VALUES ('f1', 61, now() + interval '2 hours')");
     let mut import = warehouse(&rig, &pg, "import", "1", &[]);
-    // f1 is two hours ahead (beyond scorer.max_future_skew: the scorer would dead-letter it);
-    // f4 a few seconds ahead. f2 and f3 are written afterwards with current times.
-    pg.sql(
-        "INSERT INTO lead_score_imports VALUES ('f1', 61, now() + interval '2 hours'), \
-         ('f4', 64, now() + interval '4 seconds')",
-    );
+    pg.sql("INSERT INTO lead_score_imports VALUES ('f4', 64, now() + interval '4 seconds')");
     std::thread::sleep(Duration::from_millis(1_000));
     pg.sql(
         "INSERT INTO lead_score_imports VALUES ('f2', 62, now()), \
@@ -433,6 +453,12 @@ fn import_holds_rows_dated_ahead_of_the_clock_until_due_and_loses_nothing() {
     wait_until(Duration::from_secs(30), "f5 imported", || {
         imported_users(&rig).contains(&"f5".to_string())
     });
+    // The row held far ahead is reported, not waited on unseen (an outside review).
+    let log = import.log_text();
+    assert!(
+        log.contains("ahead are held until due") && log.contains("rows=1"),
+        "{log}"
+    );
     import.stop();
 }
 

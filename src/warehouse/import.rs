@@ -106,6 +106,8 @@ struct Queries {
     first: String,
     after: String,
     count_timeless: String,
+    /// Rows dated after `$1` (not `infinity`): held until due.
+    count_far_ahead: String,
 }
 
 impl Queries {
@@ -157,6 +159,9 @@ impl Queries {
             // over as outside years 0000-9999).
             count_timeless: format!(
                 "SELECT count(*) FROM {table} WHERE {at} IS NULL OR {at} = 'infinity'"
+            ),
+            count_far_ahead: format!(
+                "SELECT count(*) FROM {table} WHERE {at} > $1::timestamptz AND {at} <> 'infinity'"
             ),
         }
     }
@@ -285,10 +290,11 @@ async fn check_updated_at_type(
     }
 }
 
-/// The rows with a null `updated_at` last counted, and when.
+/// The rows with a null `updated_at` last counted, and when; and the rows dated far ahead.
 #[derive(Default)]
 struct Timeless {
     seen: u64,
+    far_ahead: u64,
     checked: Option<Instant>,
 }
 
@@ -359,14 +365,34 @@ impl Importer {
             table: self.settings.warehouse.import_table.clone(),
             error: PgError(e),
         })?;
-        Ok(rows
-            .iter()
-            .map(|r| Row {
-                user_id: r.get(0),
-                score: r.get(1),
-                updated_at: r.get(2),
+        // The column's type is checked at start, but the table may have been created or
+        // altered since (a missing table is the polls' to report): a `date` column would fail
+        // every read, and a `timestamp` without zone would be read in the wrong zone.
+        let wrong_type = rows
+            .first()
+            .and_then(|r| r.columns().get(2))
+            .map(|c| c.type_())
+            .filter(|t| **t != tokio_postgres::types::Type::TIMESTAMPTZ);
+        if let Some(t) = wrong_type {
+            return Err(ImportError::UpdatedAtType {
+                table: self.settings.warehouse.import_table.clone(),
+                column: self.settings.warehouse.updated_at_column.clone(),
+                found: t.name().to_string(),
+            });
+        }
+        let read_error = |e| ImportError::Read {
+            table: self.settings.warehouse.import_table.clone(),
+            error: PgError(e),
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(Row {
+                    user_id: r.try_get(0).map_err(read_error)?,
+                    score: r.try_get(1).map_err(read_error)?,
+                    updated_at: r.try_get(2).map_err(read_error)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Polls, produces, stores the watermark, until shutdown. A failure of Kafka or of the
@@ -448,6 +474,7 @@ impl Importer {
                 return;
             }
         };
+        self.count_far_ahead(timeless).await;
         if n > timeless.seen {
             let w = &self.settings.warehouse;
             tracing::warn!(
@@ -459,6 +486,38 @@ impl Importer {
             metrics::counter!(telemetry::WAREHOUSE_ROWS_SKIPPED).increment(n - timeless.seen);
         }
         timeless.seen = n;
+    }
+
+    /// Warns when rows dated more than `scorer.max_future_skew` ahead are waiting (their
+    /// number changed since the last check): they are held until due, which for a mistyped
+    /// year (2206 for 2026) is never in practice, and would otherwise wait unseen.
+    async fn count_far_ahead(&self, timeless: &mut Timeless) {
+        let skew = self.settings.scorer.max_future_skew;
+        let Some(after) = SystemTime::now().checked_add(skew) else {
+            return;
+        };
+        let n = match self
+            .client
+            .query_one(&self.queries.count_far_ahead, &[&after])
+            .await
+        {
+            Ok(row) => u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(error = %PgError(e), "counting the rows dated far ahead failed");
+                return;
+            }
+        };
+        if n > 0 && n != timeless.far_ahead {
+            let w = &self.settings.warehouse;
+            tracing::warn!(
+                table = %w.import_table,
+                column = %w.updated_at_column,
+                rows = n,
+                ahead = ?skew,
+                "warehouse rows dated more than scorer.max_future_skew ahead are held until due (is the year right?)"
+            );
+        }
+        timeless.far_ahead = n;
     }
 
     /// One batch: read, produce and wait for Kafka, store the watermark. Returns the rows read.
