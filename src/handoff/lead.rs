@@ -1,7 +1,7 @@
 //! What the handoff keeps per user and who gets handed off (SPEC 6 "Who"): the lead state,
 //! the funnel of `handoff.status_order`, and [`decide`], all pure.
 
-use crate::change::ScoreChange;
+use crate::change::{ChangeId, ScoreChange};
 use crate::config::{status_key, HandoffSettings};
 use crate::event::ScalarRef;
 use std::collections::{HashMap, HashSet};
@@ -23,6 +23,19 @@ pub struct LeadState {
     /// checkpoint when it restarts after a crash) is a duplicate, dropped by its `event_id` as
     /// SPEC 4 says a consumer can, so that a recycle among them cannot hand the lead off twice.
     pub recent: Vec<u64>,
+    /// For the changes named as the scorer names them (`<kind>:<user>@<time>#<count>`): the
+    /// largest time and the largest count read. A change with neither larger is a replay,
+    /// however many changes came after it: the scorer republishes every change after its last
+    /// checkpoint, which can be more than [`RECENT_CHANGES`] of one user, and a replayed
+    /// recycle with an old status could send a lead at SQL back to MQL (an outside review).
+    pub newest: Option<Newest>,
+}
+
+/// The largest time and change count a lead has read ([`LeadState::newest`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Newest {
+    pub time: i64,
+    pub count: u32,
 }
 
 /// How many change ids a lead remembers: more than a scorer's crash replays of one user in
@@ -36,13 +49,22 @@ const LEAD_STATE_VERSION: u8 = 1;
 /// The encoding with them: the version, the flag, `1` and the refused id's hash (8 bytes,
 /// little-endian) or `0`, the number of recent change hashes and each (8 bytes), the status.
 const LEAD_STATE_V2: u8 = 2;
+/// Version 2 with [`LeadState::newest`] before the status: `1`, the time (8 bytes) and the
+/// count (4 bytes), little-endian, or `0`.
+const LEAD_STATE_V3: u8 = 3;
 
 impl LeadState {
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = if self.refused_id.is_none() && self.recent.is_empty() {
+        let mut v = if self.refused_id.is_none() && self.recent.is_empty() && self.newest.is_none()
+        {
             vec![LEAD_STATE_VERSION, self.handed_off as u8]
         } else {
-            let mut v = vec![LEAD_STATE_V2, self.handed_off as u8];
+            let version = if self.newest.is_some() {
+                LEAD_STATE_V3
+            } else {
+                LEAD_STATE_V2
+            };
+            let mut v = vec![version, self.handed_off as u8];
             match self.refused_id {
                 Some(h) => {
                     v.push(1);
@@ -54,6 +76,11 @@ impl LeadState {
             v.push(recent.len() as u8);
             for h in recent {
                 v.extend_from_slice(&h.to_le_bytes());
+            }
+            if let Some(n) = self.newest {
+                v.push(1);
+                v.extend_from_slice(&n.time.to_le_bytes());
+                v.extend_from_slice(&n.count.to_le_bytes());
             }
             v
         };
@@ -71,7 +98,8 @@ impl LeadState {
                 st.handed_off = *flag == 1;
                 rest
             }
-            [LEAD_STATE_V2, flag @ (0 | 1), has @ (0 | 1), rest @ ..] => {
+            [version @ (LEAD_STATE_V2 | LEAD_STATE_V3), flag @ (0 | 1), has @ (0 | 1), rest @ ..] =>
+            {
                 st.handed_off = *flag == 1;
                 let mut rest = rest;
                 if *has == 1 {
@@ -85,6 +113,20 @@ impl LeadState {
                 for _ in 0..n {
                     st.recent.push(hash(rest)?);
                     rest = &rest[8..];
+                }
+                if *version == LEAD_STATE_V3 {
+                    let (&has, more) = rest.split_first()?;
+                    rest = more;
+                    match has {
+                        0 => {}
+                        1 => {
+                            let time = i64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+                            let count = u32::from_le_bytes(rest.get(8..12)?.try_into().ok()?);
+                            st.newest = Some(Newest { time, count });
+                            rest = &rest[12..];
+                        }
+                        _ => return None,
+                    }
                 }
                 rest
             }
@@ -102,8 +144,33 @@ impl LeadState {
         self.refused_id = Some(crate::state::stable_hash(lead_id.as_bytes()));
     }
 
+    /// Whether `change` was read already: by its time and count when the scorer named it
+    /// (a change with neither larger than the newest read is a replay), else by its id among
+    /// the recent ones. Otherwise remembers it.
+    fn seen_before(&mut self, change: &ScoreChange) -> bool {
+        if let ChangeId::Count(count) = change.id {
+            if let Some(n) = self.newest {
+                // The count wraps (docs/semantics.md, "Change ids"): compared as a distance.
+                let not_later = (count.wrapping_sub(n.count) as i32) <= 0;
+                if not_later && change.time <= n.time {
+                    return true;
+                }
+            }
+            let n = self.newest.get_or_insert(Newest {
+                time: change.time,
+                count,
+            });
+            n.time = n.time.max(change.time);
+            if (count.wrapping_sub(n.count) as i32) > 0 {
+                n.count = count;
+            }
+            return false;
+        }
+        self.seen_id_before(&change.event_id().to_string())
+    }
+
     /// Whether the change with this id was read already; otherwise remembers it.
-    fn seen_before(&mut self, change_id: &str) -> bool {
+    fn seen_id_before(&mut self, change_id: &str) -> bool {
         let h = crate::state::stable_hash(change_id.as_bytes());
         if self.recent.contains(&h) {
             return true;
@@ -223,7 +290,7 @@ pub fn decide(
     s: &HandoffSettings,
     funnel: &Funnel,
 ) -> Result<String, Skip> {
-    if st.seen_before(&change.event_id().to_string()) {
+    if st.seen_before(change) {
         return Err(Skip::Duplicate);
     }
     let status = match change.attribute(&s.status_attribute) {

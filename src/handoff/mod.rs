@@ -16,7 +16,7 @@ pub mod salesforce;
 #[cfg(test)]
 mod tests;
 
-pub use lead::{decide, Funnel, LeadState, Skip, RECENT_CHANGES};
+pub use lead::{decide, Funnel, LeadState, Newest, Skip, RECENT_CHANGES};
 
 use crate::codec::{self, Format};
 use crate::config::{LeadIdPattern, Settings};

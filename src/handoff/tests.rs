@@ -1,7 +1,7 @@
 //! The handoff service's pure parts: who is handed off, lead state, dead-letter labels, lead ids.
 
 use super::*;
-use crate::change::{Reason, ReasonKind, ScoreChange};
+use crate::change::{ChangeId, Reason, ReasonKind, ScoreChange};
 use crate::config::HandoffSettings;
 use crate::event::Scalar;
 
@@ -313,30 +313,49 @@ fn lead_state_round_trips() {
             status: Some("Open".into()),
             refused_id: None,
             recent: Vec::new(),
+            newest: None,
         },
         LeadState {
             handed_off: false,
             status: Some(String::new()),
             refused_id: None,
             recent: Vec::new(),
+            newest: None,
         },
         LeadState {
             handed_off: false,
             status: Some("Nurture".into()),
             refused_id: Some(u64::MAX - 7),
             recent: vec![1, u64::MAX],
+            newest: None,
         },
         LeadState {
             handed_off: true,
             status: None,
             refused_id: Some(0),
             recent: Vec::new(),
+            newest: None,
         },
         LeadState {
             handed_off: false,
             status: Some("Open".into()),
             refused_id: None,
             recent: (0..RECENT_CHANGES as u64).collect(),
+            newest: None,
+        },
+        LeadState {
+            handed_off: true,
+            status: Some("SQL".into()),
+            refused_id: Some(7),
+            recent: vec![3],
+            newest: Some(Newest {
+                time: -1,
+                count: u32::MAX,
+            }),
+        },
+        LeadState {
+            newest: Some(Newest { time: 1, count: 2 }),
+            ..LeadState::default()
         },
     ] {
         let back = LeadState::decode(&st.encode());
@@ -361,6 +380,7 @@ fn lead_state_round_trips() {
             status: Some("Open".into()),
             refused_id: None,
             recent: Vec::new(),
+            newest: None,
         })
     );
 }
@@ -395,6 +415,51 @@ fn a_replayed_change_is_a_duplicate_and_changes_nothing() {
         let _ = run(st, &change("u", 90 + i as i64, Some("Nurture")), &s);
     }
     assert_ne!(run(st, &story[0], &s), Err(Skip::Duplicate));
+}
+
+/// The changes the scorer republishes after a crash can be more than the remembered ids of one
+/// user (every change since its last checkpoint). Named as the scorer names them, each is a
+/// replay while neither its time nor its count is past the newest read: a replayed recycle
+/// (SQL to Nurture) among them did move an SQL lead's status back and hand it off
+/// to MQL again (an outside review). A change after them, late or not, is new.
+#[test]
+fn a_replay_longer_than_the_remembered_ids_is_still_a_duplicate() {
+    let s = settings();
+    let named = |count: u32, minute: i64, score: i64, status: &str| {
+        let mut c = change("u", score, Some(status));
+        c.id = ChangeId::Count(count);
+        c.time = 1_790_000_000_000 + minute * 60_000;
+        c
+    };
+    let mut story = vec![
+        named(1, 0, 105, "Open"),
+        named(2, 1, 106, "SQL"),
+        named(3, 2, 107, "Nurture"),
+        named(4, 3, 108, "Open"),
+        named(5, 4, 109, "SQL"),
+    ];
+    // More changes at SQL than the remembered ids, one of them a late event's (an earlier time).
+    for i in 0..RECENT_CHANGES as u32 + 2 {
+        let minute = if i == 3 { -30 } else { 5 + i as i64 };
+        story.push(named(6 + i, minute, 110 + i as i64, "SQL"));
+    }
+    let mut st = LeadState::default();
+    let first: Vec<Outcome> = story.iter().map(|c| run(&mut st, c, &s)).collect();
+    assert_eq!(first[..5], [handed(), BEYOND, handed(), ALREADY, BEYOND]);
+    let st = &mut LeadState::decode(&st.encode()).expect("round trip");
+    let before = st.clone();
+    for c in &story {
+        assert_eq!(run(st, c, &s), Err(Skip::Duplicate), "{}", c.event_id());
+    }
+    assert_eq!(*st, before, "a duplicate changes nothing");
+    // The next change, even a late event's, is read.
+    let late = named(6 + RECENT_CHANGES as u32 + 2, -60, 200, "Nurture");
+    assert_eq!(run(st, &late, &s), handed());
+}
+
+/// A handoff of lead `u`, with its id.
+fn handed() -> Outcome {
+    Ok("u".to_string())
 }
 
 /// SPEC 6: a lead is handed off when it has not been since it last became eligible. A lead
