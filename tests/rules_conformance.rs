@@ -474,6 +474,12 @@ fn group_structure_errors_name_the_group_and_key() {
             "score.name",
             "expected a string",
         ),
+        (
+            format!("[[group]]\nname = \"\"\ndelta = 1\n{TRIGGER}"),
+            2,
+            "group[1].name",
+            "must not be empty: score changes name the group (reason.group)",
+        ),
     ];
     for (text, line, key, fragment) in cases {
         assert_refused(&text, line, key, fragment);

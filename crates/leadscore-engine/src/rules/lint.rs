@@ -701,7 +701,7 @@ triggers = [
     #[test]
     fn warns_about_a_blank_group_name() {
         let source = [
-            group("", &[r#"{ type = "session_start" }"#]),
+            group(" ", &[r#"{ type = "session_start" }"#]),
             group("  ", &[r#"{ type = "custom_event" }"#]),
         ]
         .concat();

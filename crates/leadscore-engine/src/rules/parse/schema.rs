@@ -134,6 +134,16 @@ impl Loader<'_> {
         let name = self.required(t, value, path, "name", "").and_then(|v| {
             let key = join(path, "name");
             let name = self.string(v, &key)?;
+            if name.is_empty() {
+                // `reason.group` of its changes would be empty: refused by the change schema,
+                // and read as no group at all from protobuf (an empty string is its default).
+                self.error(
+                    v.span(),
+                    &key,
+                    "must not be empty: score changes name the group (reason.group)",
+                );
+                return None;
+            }
             match seen.entry(group_key(&name)) {
                 Slot::Occupied(e) if e.get().0 == name => {
                     let (_, first, line) = e.get();
