@@ -453,15 +453,16 @@ pub const METRICS: &[Metric] = &[
                 name: "endpoint",
                 values: Values::Fixed(&["token", "sobject", "collection"]),
             },
-            // 1xx and 3xx cannot happen: the HTTP client answers neither (it follows
-            // redirects), so they are not registered at zero.
+            // 3xx happens: the client follows no redirect (a redirect is retried, README,
+            // failure policy). 1xx reaches no caller through the HTTP client, but the label
+            // says what any status would be counted as.
             Label {
                 name: "status_class",
-                values: Values::Fixed(&["2xx", "4xx", "5xx", "error"]),
+                values: Values::Fixed(&["1xx", "2xx", "3xx", "4xx", "5xx", "error"]),
             },
         ],
         owner: Owner::Handoff,
-        help: "HTTP requests to Salesforce, by endpoint (token, sobject, collection) and status class (2xx, 4xx, 5xx, error = no answer).",
+        help: "HTTP requests to Salesforce, by endpoint (token, sobject, collection) and status class (1xx to 5xx, error = no answer).",
     },
     Metric {
         name: SALESFORCE_TOKEN_REFRESHES,
@@ -664,7 +665,7 @@ mod tests {
             .iter()
             .filter(|(n, _)| *n == SALESFORCE_REQUESTS)
             .collect();
-        assert_eq!(requests.len(), 3 * 4);
+        assert_eq!(requests.len(), 3 * 6);
         // The shared runtime's counters belong to both services, the scorer's to it alone.
         assert!(series.iter().any(|(n, _)| *n == CHECKPOINTS));
         assert!(!series.iter().any(|(n, _)| *n == EVENTS_SKIPPED));

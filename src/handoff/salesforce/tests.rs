@@ -966,3 +966,24 @@ async fn a_token_that_cannot_be_a_header_is_refused_and_the_leads_kept() {
         assert_ne!(e.error_code, CONNECTION_ERROR, "{outcome:?}");
     }
 }
+
+/// Every `status_class` the client can count is a value the metrics table declares (and so
+/// registers at zero): a 3xx, which the client answers as it follows no redirect, was counted
+/// under a value the table did not list (an outside review).
+#[test]
+fn every_status_class_counted_is_declared_in_the_metrics_table() {
+    let declared = crate::ops::metrics::METRICS
+        .iter()
+        .find(|m| m.name == crate::ops::metrics::SALESFORCE_REQUESTS)
+        .and_then(|m| m.labels.iter().find(|l| l.name == "status_class"))
+        .and_then(|l| l.values.list())
+        .expect("the status_class label");
+    for status in 100..=599u16 {
+        let class = status_class(status);
+        assert!(
+            declared.contains(&class),
+            "{status}: {class} not in {declared:?}"
+        );
+    }
+    assert!(declared.contains(&"error"), "no answer");
+}
