@@ -303,3 +303,51 @@ fn records_of_an_incomplete_checkpoint_do_not_make_a_later_restart_distrust_its_
     let after = all_failures();
     assert_eq!(after, before, "nothing counted as a failure");
 }
+
+/// A damaged data block of one partition's table file: fjall reads blocks only when the keys
+/// are, so the store opens, loading the partition fails, and so did clearing it before its
+/// restore from the changelog (it reads the keys to delete them): every restore of the
+/// partition failed, on every start (an outside review). Now the partition is restored from
+/// the changelog and the store is marked for rebuilding: the next start restores everything
+/// from the changelog once, the one after is warm.
+#[test]
+fn a_damaged_data_block_is_restored_from_the_changelog_and_the_store_rebuilt() {
+    let _serial = serial();
+    let setup = Setup::new("store-bad-block");
+    setup.run("a", 0);
+    {
+        let store = leadscore::runtime::store::LocalStore::open(&setup.state("a")).expect("open");
+        store.flush_to_tables().expect("flush");
+    }
+    let mut damaged = 0;
+    let mut stack = vec![setup.fjall("a").join("partitions/p1")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.parent().is_some_and(|p| p.ends_with("segments")) {
+                let mut bytes = std::fs::read(&path).expect("read");
+                let at = bytes.len() / 4;
+                let end = (at + 64).min(bytes.len());
+                bytes[at..end].fill(0xa5);
+                std::fs::write(&path, bytes).expect("write");
+                damaged += 1;
+            }
+        }
+    }
+    assert!(damaged > 0, "no table file of p1 written");
+    let before = failures("unreadable");
+    let want = setup.changelog_users();
+    let restore = setup.restore("a");
+    assert_eq!(restore.warm, BTreeSet::from([0, 2]), "p1 restored warm");
+    assert_eq!(restore.users, want);
+    assert_eq!(failures("unreadable") - before, 1.0, "counted once");
+    // Rebuilt at the next start: everything from the changelog once, then warm again.
+    let rebuilt = setup.restore("a");
+    assert!(rebuilt.warm.is_empty(), "{:?} warm", rebuilt.warm);
+    assert_eq!(rebuilt.users, want);
+    let again = setup.restore("a");
+    assert_eq!(again.warm, all_partitions());
+    assert_eq!(again.users, want);
+}

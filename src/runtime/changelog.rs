@@ -500,7 +500,7 @@ impl Changelog {
             }),
             Err((reason, detail)) => {
                 self.distrust(p, reason, &detail);
-                self.store.clear_partition(p)?;
+                self.clear_local(p)?;
                 Ok(WarmStart::Cold {
                     records_read: replay.records_read,
                 })
@@ -589,7 +589,7 @@ impl Changelog {
             Ok(x) => x,
             Err(e) => {
                 self.distrust(p, VerifyFailure::Unreadable, &e.to_string());
-                self.store.clear_partition(p)?;
+                self.clear_local(p)?;
                 return Ok(None);
             }
         };
@@ -599,7 +599,7 @@ impl Changelog {
             if !entries.is_empty() {
                 let detail = format!("{} keys but no meta", entries.len());
                 self.distrust(p, VerifyFailure::NoMeta, &detail);
-                self.store.clear_partition(p)?;
+                self.clear_local(p)?;
             }
             return Ok(None);
         };
@@ -610,14 +610,14 @@ impl Changelog {
                 meta.changelog_offset
             );
             self.distrust(p, VerifyFailure::Ahead, &detail);
-            self.store.clear_partition(p)?;
+            self.clear_local(p)?;
             return Ok(None);
         }
         let checkpoint = match Checkpoint::decode(&meta.app) {
             Ok(cp) => cp,
             Err(e) => {
                 self.distrust(p, VerifyFailure::Unreadable, &e.to_string());
-                self.store.clear_partition(p)?;
+                self.clear_local(p)?;
                 return Ok(None);
             }
         };
@@ -637,6 +637,26 @@ impl Changelog {
 
     /// A local copy not to be trusted: a warning naming the partition and what is wrong, and
     /// the counter by reason.
+    /// Clears partition `p`'s local copy before it is restored wholly from the changelog. A
+    /// copy too damaged to clear (its keys cannot be read) condemns the store instead
+    /// ([`LocalStore::condemn`]: rebuilt at the next start): the restore goes on from the
+    /// changelog either way, instead of failing on every start.
+    fn clear_local(&self, p: i32) -> Result<(), ChangelogError> {
+        match self.store.clear_partition(p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_damaged() => {
+                tracing::warn!(
+                    partition = p,
+                    error = %e,
+                    "the local copy cannot be cleared; restoring the partition from the changelog, and the local store is rebuilt at the next start"
+                );
+                self.store.condemn()?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn distrust(&self, p: i32, reason: VerifyFailure, detail: &str) {
         tracing::warn!(
             partition = p,

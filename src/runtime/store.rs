@@ -51,6 +51,10 @@ use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMo
 
 /// The store's directory name under the service's state directory.
 const STORE_DIR: &str = "state.fjall";
+/// Beside the store: written when a partition's copy was too damaged to clear
+/// ([`LocalStore::condemn`]); the next [`LocalStore::open`] reports the store as damaged, so the
+/// caller destroys it and restores wholly from the changelog.
+const CONDEMNED: &str = "state.fjall.condemned";
 
 /// The fjall partition that holds every Kafka partition's [`PartitionMeta`].
 const META_PARTITION: &str = "meta";
@@ -111,6 +115,7 @@ pub enum Op {
     Clear(i32),
     Stats(i32),
     DiskBytes,
+    Condemn,
 }
 
 impl fmt::Display for Op {
@@ -123,6 +128,7 @@ impl fmt::Display for Op {
             Op::Clear(p) => write!(f, "clear partition {p}"),
             Op::Stats(p) => write!(f, "stats of partition {p}"),
             Op::DiskBytes => f.write_str("measure disk use"),
+            Op::Condemn => f.write_str("mark for rebuilding"),
         }
     }
 }
@@ -237,6 +243,16 @@ impl LocalStore {
             op: Op::Open,
             source,
         })?;
+        if dir.join(CONDEMNED).exists() {
+            return Err(StoreError::Damaged {
+                path,
+                op: Op::Open,
+                detail: format!(
+                    "condemned by the last run ({CONDEMNED}): a partition's copy could not be \
+                     read or cleared"
+                ),
+            });
+        }
         let fail = |e| StoreError::from_fjall(&path, Op::Open, e);
         let keyspace = Config::new(&path).open().map_err(fail)?;
         let meta = keyspace
@@ -264,6 +280,42 @@ impl LocalStore {
         result.map_err(|source| StoreError::Io {
             path,
             op: Op::Destroy,
+            source,
+        })?;
+        let marker = dir.join(CONDEMNED);
+        match std::fs::remove_file(&marker) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::Io {
+                path: marker,
+                op: Op::Destroy,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes every memtable out to table files and waits for it (the store does that on its
+    /// own as the journal grows, [`LocalStore::write`]): for tests that damage table files.
+    pub fn flush_to_tables(&self) -> Result<(), StoreError> {
+        for name in self.keyspace.list_partitions() {
+            self.keyspace
+                .open_partition(&name, PartitionCreateOptions::default())
+                .and_then(|part| part.rotate_memtable_and_wait())
+                .map_err(|e| self.err(Op::DiskBytes, e))?;
+        }
+        Ok(())
+    }
+
+    /// Marks the store for rebuilding at the next [`LocalStore::open`]: for a partition whose
+    /// copy cannot even be cleared (a damaged data block, which fjall reads only when the keys
+    /// are: the store opens fine, and every restore of the partition failed on it, a crash
+    /// loop). Its copy is not used meanwhile (every load of it fails), and writes to it still
+    /// work.
+    pub fn condemn(&self) -> Result<(), StoreError> {
+        let dir = self.path.parent().unwrap_or(&self.path);
+        let marker = dir.join(CONDEMNED);
+        std::fs::write(&marker, b"").map_err(|source| StoreError::Io {
+            path: marker,
+            op: Op::Condemn,
             source,
         })
     }

@@ -350,3 +350,72 @@ fn store_is_send() {
     fn assert_send<T: Send>() {}
     assert_send::<LocalStore>();
 }
+
+/// A damaged data block is read only when the keys are: the store opens, and loading the
+/// partition fails, and so does clearing it (it reads the keys to delete them). Every restore
+/// of the partition then failed and the service exited, on every start (an outside review).
+/// Condemned, the store opens as damaged next time, so the caller rebuilds it, and a rebuilt
+/// store opens clean.
+#[test]
+fn a_partition_too_damaged_to_clear_condemns_the_store() {
+    let dir = scratch("damaged-block");
+    {
+        let store = LocalStore::open(dir.path()).unwrap();
+        let value = vec![b'v'; 200];
+        let keys: Vec<String> = (0..3_000).map(|i| format!("user-{i:06}")).collect();
+        let changes: Vec<(&str, Option<&[u8]>)> = keys
+            .iter()
+            .map(|k| (k.as_str(), Some(value.as_slice())))
+            .collect();
+        store.write(0, &changes, &meta(1, b"")).unwrap();
+        store
+            .keyspace
+            .open_partition("p0", PartitionCreateOptions::default())
+            .unwrap()
+            .rotate_memtable_and_wait()
+            .unwrap();
+    }
+    // Scribble over the middle of each table file of partition 0: its data blocks.
+    let mut damaged = 0;
+    let mut stack = vec![dir.path().join(STORE_DIR).join("partitions").join("p0")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.parent().is_some_and(|p| p.ends_with("segments")) {
+                let mut bytes = std::fs::read(&path).unwrap();
+                let mid = bytes.len() / 3;
+                bytes[mid..mid + 256].fill(0xa5);
+                std::fs::write(&path, bytes).unwrap();
+                damaged += 1;
+            }
+        }
+    }
+    assert!(damaged > 0, "no table file written");
+    let store = LocalStore::open(dir.path()).expect("opens: blocks are read lazily");
+    let load = store.load_partition(0).map(|(m, e)| (m, e.len()));
+    assert!(load.as_ref().is_err_and(StoreError::is_damaged), "{load:?}");
+    let clear = store.clear_partition(0);
+    assert!(
+        clear.as_ref().is_err_and(StoreError::is_damaged),
+        "{clear:?}"
+    );
+    // Writes still work meanwhile.
+    store
+        .write(1, &[("a", Some(b"1".as_slice()))], &meta(2, b""))
+        .unwrap();
+    store.condemn().unwrap();
+    drop(store);
+    let err = match LocalStore::open(dir.path()) {
+        Ok(_) => panic!("a condemned store opened"),
+        Err(e) => e,
+    };
+    assert!(
+        err.is_damaged() && err.to_string().contains("condemned"),
+        "{err}"
+    );
+    LocalStore::destroy(dir.path()).unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    assert_eq!(store.load_partition(0).unwrap(), (None, Vec::new()));
+}
