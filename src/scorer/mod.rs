@@ -273,12 +273,10 @@ impl Core {
         self.changelog.update_store_gauges(users);
     }
 
-    /// With `follow_wall_clock`, the clock of each partition read to its end
-    /// ([`Owned::caught_up`]) moves on to the wall clock; in every partition, the timers due
-    /// by its clock fire. (A late event can arm a timer already due; an idle partition has no
-    /// next event to fire it.) A partition with records still to read keeps its clock: an
-    /// empty poll does not mean caught up (`runtime::service`). `only`: one partition, else
-    /// all.
+    /// Each partition read to its end ([`Owned::caught_up`]) fires the timers due by its
+    /// clock, which first moves on to the wall clock with `follow_wall_clock` ([`idle_target`]).
+    /// A partition with records still to read is left alone: an empty poll does not mean
+    /// caught up (`runtime::service`). `only`: one partition, else all.
     fn advance_clocks(&self, st: &mut CoreState, only: Option<i32>) -> Result<(), ScorerError> {
         let wall = self
             .settings
@@ -292,9 +290,8 @@ impl Core {
             let Some(clock) = owned.partition.clock() else {
                 continue;
             };
-            let to = match wall {
-                Some(w) if owned.caught_up => w.max(clock),
-                _ => clock,
+            let Some(to) = idle_target(clock, owned.caught_up, wall) else {
+                continue;
             };
             if to == clock && owned.partition.next_due().is_none_or(|d| d > clock) {
                 continue;
@@ -1007,9 +1004,42 @@ impl Service for Core {
     }
 }
 
+/// Where a partition's clock moves when its records run out (its end, or a poll that found
+/// nothing): to the wall clock `wall` (given with `follow_wall_clock`) once the partition is
+/// read to its end, never back; nowhere while records remain. Then the timers due by it fire.
+///
+/// A partition with records left fires nothing, not even the timers due by its unchanged
+/// clock (a late event can arm one already due): SPEC 3.7 checks the clock, and fires what is
+/// due, before each event, so they fire before the next one. Fired at an empty poll in the
+/// middle of a backlog (rdkafka returns one after a rebalance or a commit's answer), a
+/// collapsed decay was split into two changes at a moment no input decides, one of them with
+/// the id of the unsplit change and another delta: a replay could publish the other split,
+/// and a consumer dropping repeats by id would add up the wrong total (an outside review).
+/// Once the partition is read to its end, what is due fires (as `simulate` fires it at the
+/// end of its input).
+fn idle_target(clock: Millis, caught_up: bool, wall: Option<Millis>) -> Option<Millis> {
+    caught_up.then(|| wall.map_or(clock, |w| w.max(clock)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::copied_from;
+
+    /// Records left to read: the clock stays and nothing fires, whatever the wall clock.
+    /// Read to the end: timers fire, at the wall clock when it is followed and ahead.
+    #[test]
+    fn a_partition_with_records_left_fires_nothing_when_the_poll_comes_back_empty() {
+        use super::idle_target;
+        assert_eq!(idle_target(1_000, false, None), None);
+        assert_eq!(idle_target(1_000, false, Some(5_000)), None);
+        assert_eq!(idle_target(1_000, true, None), Some(1_000));
+        assert_eq!(idle_target(1_000, true, Some(5_000)), Some(5_000));
+        assert_eq!(
+            idle_target(9_000, true, Some(5_000)),
+            Some(9_000),
+            "never back"
+        );
+    }
 
     /// The scorer's changes carry what the handoff reads, named in the handoff settings, even
     /// when the rules file tracks neither.
