@@ -101,6 +101,11 @@ pub enum ChangelogError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "the state directory {path} is in use by another process (another instance with the \
+         same state_dir, or one still stopping): each instance needs a directory of its own"
+    )]
+    StateDirInUse { path: PathBuf },
     #[error("changelog produce: {0}")]
     Produce(#[from] ProduceError),
     #[error("kafka transaction: {0}")]
@@ -305,6 +310,50 @@ pub struct Changelog {
     properties: BTreeMap<String, String>,
     /// When the store's disk use was last measured (it walks the directory).
     disk_measured: Mutex<Option<Instant>>,
+    /// The state directory's lock ([`lock_state_dir`]), held while this is open.
+    _lock: std::fs::File,
+}
+
+/// The lock file in a state directory.
+const LOCK_FILE: &str = "LOCK";
+
+/// Locks state directory `dir` for this process (an exclusive `flock` on `dir/LOCK`, released
+/// when the file is closed, also when the process dies): fjall takes no lock, and two processes
+/// writing one store (two instances started with the same `state_dir`, or a restart while the
+/// old process still stops) would damage it (an outside review).
+fn lock_state_dir(dir: &Path) -> Result<std::fs::File, ChangelogError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| ChangelogError::StateDir {
+            path: path.clone(),
+            source,
+        })?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        extern "C" {
+            fn flock(fd: i32, operation: i32) -> i32;
+        }
+        // LOCK_EX | LOCK_NB (the same values on Linux and the BSDs).
+        const LOCK_EX_NB: i32 = 2 | 4;
+        // SAFETY: `flock` takes a descriptor this `File` owns, open for the call, and an
+        // integer; it touches no memory of ours.
+        if unsafe { flock(file.as_raw_fd(), LOCK_EX_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
+                ChangelogError::StateDirInUse {
+                    path: dir.to_path_buf(),
+                }
+            } else {
+                ChangelogError::StateDir { path, source: e }
+            });
+        }
+    }
+    Ok(file)
 }
 
 /// How often [`Changelog::update_store_gauges`] measures the store's disk use.
@@ -356,6 +405,7 @@ impl Changelog {
             path: dir.to_path_buf(),
             source,
         })?;
+        let lock = lock_state_dir(dir)?;
         let store = match LocalStore::open(dir) {
             Ok(s) => s,
             Err(e) if e.is_damaged() => {
@@ -374,6 +424,7 @@ impl Changelog {
             store,
             properties: properties.clone(),
             disk_measured: Mutex::new(None),
+            _lock: lock,
         })
     }
 

@@ -432,3 +432,24 @@ fn checkpoints_under_way_reach_the_changelog_in_order() {
     assert_eq!(rig.log_end(), 4);
     assert_eq!(rig.producer.checkpoint_offset("log", 0), Some(3));
 }
+
+/// Two processes writing one local store would damage it, and fjall takes no lock: a second
+/// open of a state directory in use fails at once, naming it, until the first closes (an
+/// outside review).
+#[test]
+fn a_state_directory_in_use_is_refused_naming_it() {
+    let dir = crate::dev::scratch::ScratchDir::new("changelog-lock").expect("scratch");
+    let props = BTreeMap::new();
+    let first = Changelog::open(dir.path(), "changelog", &props).expect("first open");
+    let second = Changelog::open(dir.path(), "changelog", &props);
+    match second {
+        Err(e @ ChangelogError::StateDirInUse { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(&dir.path().display().to_string()), "{text}");
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("a state directory in use was opened twice"),
+    }
+    drop(first);
+    Changelog::open(dir.path(), "changelog", &props).expect("open after the first closed");
+}
