@@ -122,10 +122,13 @@ impl Outcome {
         Outcome::UnknownType,
     ];
 
-    /// The outcomes of an event that changed no score: [`Outcome::ALL`] but `Scored`, the
+    /// The outcomes of an event that changed no score: [`Outcome::ALL`] but `Scored` and
+    /// `Deleted` (a deletion has a counter of its own, `leadscore_users_deleted_total`), the
     /// label values of the skipped-events counter.
     pub fn skipped() -> impl Iterator<Item = Outcome> {
-        Outcome::ALL.into_iter().filter(|o| *o != Outcome::Scored)
+        Outcome::ALL
+            .into_iter()
+            .filter(|o| !matches!(o, Outcome::Scored | Outcome::Deleted))
     }
 
     /// A bounded label value.
