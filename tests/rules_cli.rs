@@ -167,3 +167,42 @@ fn scorer_refuses_dev_zero_and_a_directory_as_rules_at_once() {
         assert!(err.contains(why), "{err}");
     }
 }
+
+/// A reader that leaves early (`... | head`) ends the output, not the report: `simulate` still
+/// lists its bad lines on stderr and exits 1 (it exited 0 and said nothing), and `rules check`
+/// still exits by the files (it panicked with 101 on the closed pipe). Both write into a
+/// closed pipe here.
+#[test]
+fn a_reader_that_leaves_early_changes_neither_report_nor_status() {
+    let dir = std::env::temp_dir().join(format!("leadscore-closed-pipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let events = dir.join("events.jsonl");
+    let mut text = String::new();
+    for i in 0..2_000 {
+        text.push_str(&format!(
+            "{{\"user_id\":\"u{i}\",\"time\":\"2026-01-05T10:00:00Z\",\"type\":\"email_added\",\"value\":\"a@x.io\"}}\n"
+        ));
+    }
+    text.push_str("not json\n");
+    std::fs::write(&events, text).expect("events");
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules/seed-canvas.toml");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let mut child = leadscore().args(args).spawn().expect("spawn");
+        drop(child.stdout.take());
+        finish(child)
+    };
+    let out = run(&[
+        "simulate".as_ref(),
+        "--rules".as_ref(),
+        rules.as_os_str(),
+        "--events".as_ref(),
+        events.as_os_str(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(":2001: "), "{stderr}");
+    let out = run(&["rules".as_ref(), "check".as_ref(), rules.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -82,28 +82,42 @@ pub(super) fn run_simulate(args: SimulateArgs) -> Result<ExitCode> {
         max_future_skew,
     )
     .with_context(|| format!("reading {}", events.display()))?;
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
-    if let Some(user) = &explain {
-        let Some(st) = sim.users.get(user) else {
-            anyhow::bail!("user {user:?} has no state after {}", events.display());
-        };
-        let view = crate::explain::lead_view(&engine, user, st);
-        if json {
-            writeln!(out, "{view}")?;
+    // The output, then the bad lines on stderr and the exit status: a reader that left early
+    // (`leadscore simulate | head`) ends the output, not the report (1 when lines were bad).
+    let written = (|| -> anyhow::Result<()> {
+        let stdout = io::stdout();
+        let mut out = io::BufWriter::new(stdout.lock());
+        if let Some(user) = &explain {
+            let Some(st) = sim.users.get(user) else {
+                anyhow::bail!("user {user:?} has no state after {}", events.display());
+            };
+            let view = crate::explain::lead_view(&engine, user, st);
+            if json {
+                writeln!(out, "{view}")?;
+            } else {
+                write!(out, "{}", crate::explain::render_text(&view))?;
+            }
+        } else if changes {
+            for c in &sim.changes {
+                writeln!(out, "{}", codec::change_to_json(c))?;
+            }
         } else {
-            write!(out, "{}", crate::explain::render_text(&view))?;
+            for (user, st) in &sim.users {
+                writeln!(out, "{}", simulate::user_json(user, st))?;
+            }
         }
-    } else if changes {
-        for c in &sim.changes {
-            writeln!(out, "{}", codec::change_to_json(c))?;
-        }
-    } else {
-        for (user, st) in &sim.users {
-            writeln!(out, "{}", simulate::user_json(user, st))?;
+        out.flush()?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let reader_left = e.chain().any(|c| {
+            c.downcast_ref::<io::Error>()
+                .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+        });
+        if !reader_left {
+            return Err(e);
         }
     }
-    out.flush()?;
     for bad in &sim.bad_lines {
         eprintln!("{}:{}: {}", events.display(), bad.line, bad.reason);
     }
@@ -134,7 +148,10 @@ pub(super) fn rules_check(files: &[PathBuf], strict: bool) -> ExitCode {
                 }
                 // --strict: a warning fails the check like an error.
                 ok &= !strict || warnings.is_empty();
-                println!(
+                // A reader that left (`rules check | head`) changes nothing: the status says
+                // whether the files were good (`println!` panicked on the closed pipe).
+                let _ = writeln!(
+                    io::stdout(),
                     "{}: ok{}: score {:?}, {} entry matcher(s), {} group(s), {} audience predicate(s), inactivity {}",
                     f.display(),
                     match warnings.len() {
@@ -149,7 +166,7 @@ pub(super) fn rules_check(files: &[PathBuf], strict: bool) -> ExitCode {
                         Some(i) => format!("every {}", crate::duration::format(i.window)),
                         None => "off".to_string(),
                     }
-                )
+                );
             }
             Err(errors) => {
                 ok = false;
