@@ -42,10 +42,19 @@ impl Setup {
         self.handoff_logging_to("h.log", extra)
     }
 
-    /// [`Setup::handoff_with`], logging to `log` in the test's directory: for a second instance.
+    /// [`Setup::handoff_with`], logging to `log` in the test's directory: for a second instance,
+    /// which keeps its state beside it (`h2.log`, `h2/`): two processes never share a state
+    /// directory, which the service refuses (its lock).
     fn handoff_logging_to(&self, log: &str, extra: &[(&str, &str)]) -> Service {
         let port = free_port();
         let mut env = self.env(port, SECRET);
+        if log != "h.log" {
+            let state = self.dir.path().join(log.trim_end_matches(".log"));
+            env.extend(settings_env(&[(
+                "HANDOFF__STATE_DIR",
+                &state.display().to_string(),
+            )]));
+        }
         env.extend(settings_env(&[
             ("KAFKA__SESSION_TIMEOUT_MS", "6000"),
             ("KAFKA__HEARTBEAT_INTERVAL_MS", "500"),
