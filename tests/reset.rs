@@ -151,6 +151,23 @@ fn reset_refuses_while_a_scorer_of_the_group_runs_and_changes_nothing() {
         .filter(|r| r.payload.is_none())
         .count();
     assert_eq!(tombstones, 0, "the refused reset wrote to the changelog");
+
+    // Without the group check, the live scorer's lock on its state directory refuses it (it
+    // deleted the store under the running scorer: an outside review).
+    let out = reset(&rig, &["--skip-group-check", "--yes"]);
+    assert!(!out.status.success(), "reset ran beside a live scorer");
+    let err = stderr(&out);
+    assert!(err.contains("is in use by another process"), "{err}");
+    assert!(
+        state_dir(&rig).join("state.fjall").exists(),
+        "the local store was touched"
+    );
+    let tombstones = read_all(&rig.broker, &rig.names.changelog)
+        .iter()
+        .skip(changelog_before)
+        .filter(|r| r.payload.is_none())
+        .count();
+    assert_eq!(tombstones, 0, "the refused reset wrote to the changelog");
     scorer.stop();
 }
 

@@ -149,8 +149,9 @@ pub(super) fn rules_check(files: &[PathBuf], strict: bool) -> ExitCode {
                 // --strict: a warning fails the check like an error.
                 ok &= !strict || warnings.is_empty();
                 // A reader that left (`rules check | head`) changes nothing: the status says
-                // whether the files were good (`println!` panicked on the closed pipe).
-                let _ = writeln!(
+                // whether the files were good (`println!` panicked on the closed pipe). Any
+                // other failure to write is an error.
+                let written = writeln!(
                     io::stdout(),
                     "{}: ok{}: score {:?}, {} entry matcher(s), {} group(s), {} audience predicate(s), inactivity {}",
                     f.display(),
@@ -167,6 +168,12 @@ pub(super) fn rules_check(files: &[PathBuf], strict: bool) -> ExitCode {
                         None => "off".to_string(),
                     }
                 );
+                if let Err(e) = written {
+                    if e.kind() != io::ErrorKind::BrokenPipe {
+                        eprintln!("error: writing to standard output: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
             }
             Err(errors) => {
                 ok = false;

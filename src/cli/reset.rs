@@ -121,6 +121,12 @@ pub fn run(args: ResetArgs) -> Result<ExitCode> {
     } else {
         check_no_members(&probe, &t.group)?
     };
+    // The state directory's lock, held to the end: a service still using it (the group check
+    // skipped, or not seeing it) refuses the reset instead of losing its store under it.
+    let _lock = match &store {
+        Some(_) => Some(crate::runtime::changelog::lock_state_dir(&t.state_dir)?),
+        None => None,
+    };
     let partitions = partition_count(&probe, &t.changelog)?;
 
     println!(

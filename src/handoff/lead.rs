@@ -149,6 +149,14 @@ impl LeadState {
     /// the recent ones. Otherwise remembers it.
     fn seen_before(&mut self, change: &ScoreChange) -> bool {
         if let ChangeId::Count(count) = change.id {
+            // A state written before version 3 remembers the scorer's ids in `recent` only:
+            // until it has a newest, a change among them is still a replay.
+            if self.newest.is_none() && !self.recent.is_empty() {
+                let h = crate::state::stable_hash(change.event_id().to_string().as_bytes());
+                if self.recent.contains(&h) {
+                    return true;
+                }
+            }
             if let Some(n) = self.newest {
                 // The count wraps (docs/semantics.md, "Change ids"): compared as a distance.
                 let not_later = (count.wrapping_sub(n.count) as i32) <= 0;

@@ -321,7 +321,7 @@ const LOCK_FILE: &str = "LOCK";
 /// when the file is closed, also when the process dies): fjall takes no lock, and two processes
 /// writing one store (two instances started with the same `state_dir`, or a restart while the
 /// old process still stops) would damage it (an outside review).
-fn lock_state_dir(dir: &Path) -> Result<std::fs::File, ChangelogError> {
+pub fn lock_state_dir(dir: &Path) -> Result<std::fs::File, ChangelogError> {
     let path = dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -686,8 +686,6 @@ impl Changelog {
         }))
     }
 
-    /// A local copy not to be trusted: a warning naming the partition and what is wrong, and
-    /// the counter by reason.
     /// Clears partition `p`'s local copy before it is restored wholly from the changelog. A
     /// copy too damaged to clear (its keys cannot be read) condemns the store instead
     /// ([`LocalStore::condemn`]: rebuilt at the next start): the restore goes on from the
@@ -708,6 +706,8 @@ impl Changelog {
         }
     }
 
+    /// A local copy not to be trusted: a warning naming the partition and what is wrong, and
+    /// the counter by reason.
     fn distrust(&self, p: i32, reason: VerifyFailure, detail: &str) {
         tracing::warn!(
             partition = p,
