@@ -116,6 +116,21 @@ fn by_user(changes: &[(String, i64)]) -> BTreeMap<String, Vec<i64>> {
     out
 }
 
+/// A refused reset changed nothing: the local store is there, and no tombstone was written to
+/// the changelog after its first `before` records.
+fn assert_untouched(rig: &ScorerRig, before: usize) {
+    assert!(
+        state_dir(rig).join("state.fjall").exists(),
+        "the local store was touched"
+    );
+    let tombstones = read_all(&rig.broker, &rig.names.changelog)
+        .iter()
+        .skip(before)
+        .filter(|r| r.payload.is_none())
+        .count();
+    assert_eq!(tombstones, 0, "the refused reset wrote to the changelog");
+}
+
 #[test]
 fn reset_refuses_while_a_scorer_of_the_group_runs_and_changes_nothing() {
     let rig = ScorerRig::new("reset-refuses", 2);
@@ -141,16 +156,7 @@ fn reset_refuses_while_a_scorer_of_the_group_runs_and_changes_nothing() {
             "the refusal names the group and its members: {err}"
         );
     }
-    assert!(
-        state_dir(&rig).join("state.fjall").exists(),
-        "the local store was touched"
-    );
-    let tombstones = read_all(&rig.broker, &rig.names.changelog)
-        .iter()
-        .skip(changelog_before)
-        .filter(|r| r.payload.is_none())
-        .count();
-    assert_eq!(tombstones, 0, "the refused reset wrote to the changelog");
+    assert_untouched(&rig, changelog_before);
 
     // Without the group check, the live scorer's lock on its state directory refuses it (it
     // deleted the store under the running scorer: an outside review).
@@ -158,16 +164,7 @@ fn reset_refuses_while_a_scorer_of_the_group_runs_and_changes_nothing() {
     assert!(!out.status.success(), "reset ran beside a live scorer");
     let err = stderr(&out);
     assert!(err.contains("is in use by another process"), "{err}");
-    assert!(
-        state_dir(&rig).join("state.fjall").exists(),
-        "the local store was touched"
-    );
-    let tombstones = read_all(&rig.broker, &rig.names.changelog)
-        .iter()
-        .skip(changelog_before)
-        .filter(|r| r.payload.is_none())
-        .count();
-    assert_eq!(tombstones, 0, "the refused reset wrote to the changelog");
+    assert_untouched(&rig, changelog_before);
     scorer.stop();
 }
 
