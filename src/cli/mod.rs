@@ -217,6 +217,15 @@ enum RulesCommand {
     },
 }
 
+/// Whether `e` is the reader of standard output having left (`leadscore ... | head`): a
+/// closed pipe anywhere in its chain.
+pub(super) fn reader_left(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Parses the command line and runs it. Exit codes: 0 success, 1 the input had errors
 /// (reported on stderr), 2 usage errors.
 pub fn run() -> ExitCode {
@@ -224,14 +233,7 @@ pub fn run() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         // `leadscore simulate | head`: the reader left; not an error.
-        Err(e)
-            if e.chain().any(|c| {
-                c.downcast_ref::<io::Error>()
-                    .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
-            }) =>
-        {
-            ExitCode::SUCCESS
-        }
+        Err(e) if reader_left(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));
             ExitCode::from(1)

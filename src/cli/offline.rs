@@ -110,11 +110,7 @@ pub(super) fn run_simulate(args: SimulateArgs) -> Result<ExitCode> {
         Ok(())
     })();
     if let Err(e) = written {
-        let reader_left = e.chain().any(|c| {
-            c.downcast_ref::<io::Error>()
-                .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
-        });
-        if !reader_left {
+        if !super::reader_left(&e) {
             return Err(e);
         }
     }
