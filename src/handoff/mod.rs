@@ -526,7 +526,7 @@ impl kafka::PartitionOwner for Core {
         owned::assigned(self, partitions)
     }
 
-    fn revoked(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]) {
+    fn revoked(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32], lost: bool) {
         // Partitions paused for a wait are resumed before they go: librdkafka keeps a
         // partition's pause across a rebalance, so one given back to this instance would stay
         // paused with nothing waiting. If a wait remains, the next turn pauses again.
@@ -538,7 +538,7 @@ impl kafka::PartitionOwner for Core {
             st.paused.clear();
         }
         drop(st);
-        owned::revoked(self, consumer, partitions)
+        owned::revoked(self, consumer, partitions, lost)
     }
 }
 

@@ -74,10 +74,18 @@ pub fn assigned<S: OwnsPartitions>(service: &S, partitions: &[i32]) -> Vec<(i32,
 }
 
 /// The revocation step of [`kafka::PartitionOwner::revoked`].
-pub fn revoked<S: OwnsPartitions>(service: &S, consumer: &ServiceConsumer<S>, partitions: &[i32]) {
+pub fn revoked<S: OwnsPartitions>(
+    service: &S,
+    consumer: &ServiceConsumer<S>,
+    partitions: &[i32],
+    lost: bool,
+) {
     // After a failure the in-memory state may be ahead of what is durable: never checkpoint
-    // it; the next owner replays from the last good checkpoint.
-    if !service.faults().failed() {
+    // it; the next owner replays from the last good checkpoint. Partitions the group already
+    // gave away (`lost`) are not checkpointed either: their new owner may have checkpointed
+    // later states since, which this instance's older ones would overwrite in the changelog
+    // (a zombie's write); under exactly_once the fenced transaction would refuse it anyway.
+    if !service.faults().failed() && !lost {
         if let Err(e) = service
             .checkpoint(consumer)
             .and_then(|()| service.settle(consumer))

@@ -7,7 +7,8 @@
 //! over, still one record per turn, in the order polled. Held records are handed over even
 //! after a rebalance that ran inside a later poll: the service skips those of partitions it no
 //! longer owns and those at or below its position, as it skips any record it should not
-//! process. So only a service that never pauses, resumes or seeks its input may look ahead
+//! process. After a lost assignment (checkpointed by no one) they are dropped instead
+//! ([`Polled::current`]). So only a service that never pauses, resumes or seeks its input may look ahead
 //! (the scorer; not the handoff). On shutdown or an error the held records are dropped
 //! unprocessed, like records not yet fetched.
 //!
@@ -37,20 +38,41 @@ use std::time::Duration;
 /// How long one poll waits for a record before the service counts the input as idle.
 const POLL: Duration = Duration::from_millis(50);
 
-/// What one poll gave the loop, kept in the order polled: a record, or the end of a
+/// What one poll gave the loop, kept in the order polled: a record, with the count of lost
+/// assignments when it was polled ([`kafka::OwnerContext::losses`]), or the end of a
 /// partition's input (every record of the partition before it polled), with the count of
 /// rebalances when it was polled ([`kafka::OwnerContext::rebalances`]).
 pub enum Polled<'a> {
-    Record(BorrowedMessage<'a>),
-    End { partition: i32, rebalances: u64 },
+    Record {
+        message: BorrowedMessage<'a>,
+        losses: u64,
+    },
+    End {
+        partition: i32,
+        rebalances: u64,
+    },
 }
 
 impl<'a> Polled<'a> {
     /// The record, if this is one.
     pub fn record(&self) -> Option<&BorrowedMessage<'a>> {
         match self {
-            Polled::Record(m) => Some(m),
+            Polled::Record { message, .. } => Some(message),
             Polled::End { .. } => None,
+        }
+    }
+
+    /// Whether this item still means what it meant when polled, given the consumer's counts
+    /// of rebalances and of lost assignments now. A record polled before a lost assignment is
+    /// stale: its partition was dropped without a checkpoint, so if it comes back its records
+    /// are read again from the last one, this record after those before it. An end polled
+    /// before any rebalance is stale: its partition may have been assigned again since, with
+    /// its records to read again. A record outlives an ordinary rebalance: the revocation
+    /// checkpointed, and the service skips what it no longer owns or has passed.
+    pub fn current(&self, rebalances_now: u64, losses_now: u64) -> bool {
+        match self {
+            Polled::Record { losses, .. } => *losses == losses_now,
+            Polled::End { rebalances, .. } => *rebalances == rebalances_now,
         }
     }
 }
@@ -187,20 +209,19 @@ pub fn run<S: Service>(
             if let Some(f) = service.faults().take_fatal() {
                 return Err(S::fatal(f));
             }
+            // A stale item (`Polled::current`) is dropped: a record polled before a lost
+            // assignment is read again in order; after an end polled before a rebalance, the
+            // next end comes after the partition's next records, or its next assignment.
+            let ctx = consumer.context();
             match window.pop_front() {
-                Some(Polled::Record(m)) if kafka::check_resumed(consumer, &m)? => {
-                    service.handle_ahead(&m, &window)?;
+                Some(item) if !item.current(ctx.rebalances(), ctx.losses()) => {}
+                Some(Polled::Record { message, .. })
+                    if kafka::check_resumed(consumer, &message)? =>
+                {
+                    service.handle_ahead(&message, &window)?;
                 }
-                // An end polled before a rebalance may be of a partition assigned again
-                // since, with its records to read again: dropped. The next end comes after
-                // the partition's next records, or after its next assignment.
-                Some(Polled::End {
-                    partition,
-                    rebalances,
-                }) if rebalances == consumer.context().rebalances() => {
-                    service.reached_end(partition)?;
-                }
-                Some(Polled::Record(_) | Polled::End { .. }) | None => {}
+                Some(Polled::End { partition, .. }) => service.reached_end(partition)?,
+                Some(Polled::Record { .. }) | None => {}
             }
             if idle {
                 service.on_idle()?;
@@ -238,7 +259,10 @@ fn poll_one<'c, S: Service>(
     timeout: Duration,
 ) -> Result<Option<Polled<'c>>, S::Error> {
     Ok(match consumer.poll(timeout) {
-        Some(Ok(m)) => Some(Polled::Record(m)),
+        Some(Ok(message)) => Some(Polled::Record {
+            message,
+            losses: consumer.context().losses(),
+        }),
         Some(Err(KafkaError::PartitionEOF(partition))) => Some(Polled::End {
             partition,
             rebalances: consumer.context().rebalances(),
@@ -279,6 +303,173 @@ fn fatal_message(code: rdkafka::types::RDKafkaErrorCode, reason: &str) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::message::Message;
+    use rdkafka::Offset;
+    use std::collections::BTreeMap;
+    use std::sync::mpsc;
+    use std::sync::Arc;
+
+    /// A service looking ahead as the scorer does, which handles every record of a partition it
+    /// owns and resumes a partition at its beginning (it never checkpoints). At `pause_at` it
+    /// tells the test and waits for its word.
+    struct Recorder {
+        health: Arc<Health>,
+        faults: Faults,
+        owned: Mutex<bool>,
+        handled: Mutex<Vec<i64>>,
+        pause_at: i64,
+        at_pause: Mutex<mpsc::Sender<()>>,
+        resume: Mutex<mpsc::Receiver<()>>,
+    }
+
+    impl PartitionOwner for Recorder {
+        fn assigned(&self, _c: &ServiceConsumer<Self>, partitions: &[i32]) -> Vec<(i32, Offset)> {
+            *lock_unpoisoned(&self.owned) = true;
+            partitions.iter().map(|&p| (p, Offset::Beginning)).collect()
+        }
+
+        /// A revocation is marked in the handled offsets: -1 when lost, -2 otherwise. After a
+        /// lost one the partition is taken as owned again at once: the race where the
+        /// assignment comes back before the records held ahead are handed over.
+        fn revoked(&self, _c: &ServiceConsumer<Self>, _partitions: &[i32], lost: bool) {
+            lock_unpoisoned(&self.handled).push(if lost { -1 } else { -2 });
+            if !lost {
+                *lock_unpoisoned(&self.owned) = false;
+            }
+        }
+    }
+
+    impl Service for Recorder {
+        type Error = KafkaError;
+        const NAME: &'static str = "recorder";
+        const LOOKAHEAD: usize = 3;
+
+        fn health(&self) -> &Health {
+            &self.health
+        }
+
+        fn faults(&self) -> &Faults {
+            &self.faults
+        }
+
+        fn handle(&self, msg: &BorrowedMessage<'_>) -> Result<(), KafkaError> {
+            if !*lock_unpoisoned(&self.owned) {
+                return Ok(());
+            }
+            lock_unpoisoned(&self.handled).push(msg.offset());
+            if lock_unpoisoned(&self.handled).len() == 1 + self.pause_at as usize {
+                let _ = lock_unpoisoned(&self.at_pause).send(());
+                let _ = lock_unpoisoned(&self.resume).recv();
+            }
+            Ok(())
+        }
+
+        fn checkpoint_due(&self, _idle: bool) -> bool {
+            false
+        }
+
+        fn checkpoint(&self, _consumer: &ServiceConsumer<Self>) -> Result<(), KafkaError> {
+            Ok(())
+        }
+
+        fn fatal(message: String) -> KafkaError {
+            panic!("unexpected fatal failure: {message}")
+        }
+    }
+
+    /// A member the group expired (its session ran out while it was busy, and another member
+    /// may own its partitions now) is told its revocation is of a lost assignment, so it does
+    /// not checkpoint (review of 2026-12-07's fourth session); a member leaving on its own is
+    /// not. Records held ahead when the assignment is lost are of partitions dropped without a
+    /// checkpoint: if they come back, their records are read again from the last checkpoint,
+    /// and a held record handed over first would be processed ahead of those before it.
+    #[test]
+    fn a_lost_assignment_is_revoked_as_lost_and_its_held_records_are_read_again_in_order() {
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        const RECORDS: i64 = 60;
+        const PAUSE_AT: i64 = 20;
+        let mock = MockCluster::new(1).expect("mock cluster");
+        mock.create_topic("held-in", 1, 1).expect("topic");
+        let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .create()
+            .expect("producer");
+        for i in 0..RECORDS {
+            let payload = i.to_string();
+            producer
+                .send(
+                    BaseRecord::<(), _>::to("held-in")
+                        .partition(0)
+                        .payload(&payload),
+                )
+                .expect("queued");
+        }
+        producer.flush(Duration::from_secs(30)).expect("flushed");
+        let (at_pause_tx, at_pause) = mpsc::channel();
+        let (resume, resume_rx) = mpsc::channel();
+        let shutdown = Shutdown::new();
+        let service = Arc::new(Recorder {
+            health: Health::new(),
+            faults: Faults::default(),
+            owned: Mutex::new(false),
+            handled: Mutex::new(Vec::new()),
+            pause_at: PAUSE_AT,
+            at_pause: Mutex::new(at_pause_tx),
+            resume: Mutex::new(resume_rx),
+        });
+        let props = BTreeMap::from([
+            ("bootstrap.servers".to_string(), mock.bootstrap_servers()),
+            ("heartbeat.interval.ms".to_string(), "100".to_string()),
+        ]);
+        let consumer =
+            kafka::group_consumer(&props, "held-group", "held-in", service.clone(), false)
+                .expect("group consumer");
+        let looping = {
+            let service = service.clone();
+            let shutdown = shutdown.clone();
+            std::thread::spawn(move || {
+                run(&*service, &consumer, &shutdown).map_err(|e| e.to_string())
+            })
+        };
+        at_pause
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the loop reached the pause");
+        // The coordinator expires the member while it is busy with record PAUSE_AT.
+        mock.request_errors(
+            RDKafkaApiKey::Heartbeat,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID],
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        resume.send(()).expect("resume");
+        // Every record read again after the loss, in order from the first.
+        let read_again = || {
+            let handled = lock_unpoisoned(&service.handled);
+            let lost = handled.iter().position(|&o| o == -1);
+            lost.map(|at| (handled[..at].to_vec(), handled[at + 1..].to_vec()))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while read_again().is_none_or(|(_, after)| after.len() < RECORDS as usize) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the records were not all read again: {:?}",
+                lock_unpoisoned(&service.handled)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        shutdown.trigger();
+        looping.join().expect("loop thread").expect("loop");
+        let (before, after) = read_again().expect("the loss was seen");
+        let up_to = before.len() as i64;
+        assert!(up_to > PAUSE_AT, "{before:?}");
+        assert_eq!(before, (0..up_to).collect::<Vec<_>>());
+        assert_eq!(
+            after,
+            (0..RECORDS).chain([-2]).collect::<Vec<_>>(),
+            "after the loss, then the revocation of a clean stop"
+        );
+    }
 
     #[test]
     fn the_first_failure_is_reported_once_and_failed_sticks() {

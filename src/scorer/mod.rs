@@ -200,6 +200,29 @@ impl Core {
         self.settings.scorer.guarantee == Guarantee::ExactlyOnce
     }
 
+    /// The assignment was lost (librdkafka loses all of it at once): the work since the last
+    /// checkpoint is the new owner's to redo. Under exactly_once the open transaction, which
+    /// holds that work's changes, is aborted, so the next checkpoint cannot commit them beside
+    /// the new owner's copies.
+    fn drop_unfinished_batch(&self) {
+        let mut st = self.lock();
+        if self.exactly_once() && st.in_transaction {
+            if let Err(e) = self
+                .producer
+                .inner()
+                .abort_transaction(kafka::SETUP_TIMEOUT)
+            {
+                self.faults.fail(
+                    <Core as Service>::NAME,
+                    format!("aborting the transaction of lost partitions: {e}"),
+                );
+            }
+            st.in_transaction = false;
+        }
+        st.pending = 0;
+        st.batch_started = None;
+    }
+
     fn ensure_transaction(&self, st: &mut CoreState) -> Result<(), ScorerError> {
         if self.exactly_once() && !st.in_transaction {
             self.producer.inner().begin_transaction()?;
@@ -521,8 +544,11 @@ impl kafka::PartitionOwner for Core {
         owned::assigned(self, partitions)
     }
 
-    fn revoked(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]) {
-        owned::revoked(self, consumer, partitions)
+    fn revoked(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32], lost: bool) {
+        if lost {
+            self.drop_unfinished_batch();
+        }
+        owned::revoked(self, consumer, partitions, lost)
     }
 }
 

@@ -10,8 +10,12 @@ pub trait PartitionOwner: Send + Sync + Sized + 'static {
     /// Restores the partitions' state; returns, per partition, where to resume consuming
     /// (`Offset::Stored` to use the group's committed offset).
     fn assigned(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]) -> Vec<(i32, Offset)>;
-    /// Makes everything processed so far on these partitions durable, then drops them.
-    fn revoked(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32]);
+    /// Makes everything processed so far on these partitions durable, then drops them. When
+    /// `lost`, the group already took the partitions away (the session expired, or
+    /// `max.poll.interval.ms` passed): another member may own them and have written their
+    /// changelog since, so nothing is made durable; they are dropped, and their owner replays
+    /// from the last checkpoint.
+    fn revoked(&self, consumer: &ServiceConsumer<Self>, partitions: &[i32], lost: bool);
 }
 
 /// The consumer context: routes rebalances to the [`PartitionOwner`], and keeps the metrics
@@ -33,6 +37,10 @@ pub struct OwnerContext<O: PartitionOwner> {
     /// How many rebalance callbacks have run: what was polled before one may be of an
     /// assignment that is gone (see [`OwnerContext::rebalances`]).
     rebalances: AtomicU64,
+    /// How many revocations were of a lost assignment: what was polled before one belongs to
+    /// partitions this instance stopped owning without a checkpoint (see
+    /// [`OwnerContext::losses`]).
+    losses: AtomicU64,
 }
 
 /// Resumed partitions, each with its position and when it was resumed, and a flag that says
@@ -91,6 +99,14 @@ impl<O: PartitionOwner> OwnerContext<O> {
     /// to be read again: the service loop drops such an event instead of handing it over.
     pub fn rebalances(&self) -> u64 {
         self.rebalances.load(Ordering::Acquire)
+    }
+
+    /// How many revocations so far were of a lost assignment. A record polled before one is
+    /// past the position its partition is resumed at if assigned again (nothing was
+    /// checkpointed), so handing it over would process it ahead of the records before it:
+    /// the service loop drops it, and it is read again in order.
+    pub fn losses(&self) -> u64 {
+        self.losses.load(Ordering::Acquire)
     }
 }
 
@@ -162,7 +178,19 @@ impl<O: PartitionOwner> ConsumerContext for OwnerContext<O> {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.owner.revoked(consumer, &partitions);
+                let lost = consumer.assignment_lost();
+                if lost {
+                    tracing::warn!(
+                        ?partitions,
+                        "partitions lost: the group gave them away (session expired or \
+                         max.poll.interval.ms passed); dropped without a checkpoint, their \
+                         owner replays from the last one"
+                    );
+                }
+                self.owner.revoked(consumer, &partitions, lost);
+                if lost {
+                    self.losses.fetch_add(1, Ordering::AcqRel);
+                }
                 let count = {
                     let mut owned = self.owned();
                     for p in &partitions {
@@ -234,6 +262,7 @@ pub fn group_consumer<O: PartitionOwner>(
             paused: AtomicBool::new(false),
             resumed: ResumeWatch::default(),
             rebalances: AtomicU64::new(0),
+            losses: AtomicU64::new(0),
         },
     )?;
     consumer.subscribe(&[topic])?;
