@@ -115,6 +115,7 @@ pub enum Op {
     Clear(i32),
     Stats(i32),
     DiskBytes,
+    Flush,
     Condemn,
 }
 
@@ -128,6 +129,7 @@ impl fmt::Display for Op {
             Op::Clear(p) => write!(f, "clear partition {p}"),
             Op::Stats(p) => write!(f, "stats of partition {p}"),
             Op::DiskBytes => f.write_str("measure disk use"),
+            Op::Flush => f.write_str("flush to tables"),
             Op::Condemn => f.write_str("mark for rebuilding"),
         }
     }
@@ -300,7 +302,7 @@ impl LocalStore {
             self.keyspace
                 .open_partition(&name, PartitionCreateOptions::default())
                 .and_then(|part| part.rotate_memtable_and_wait())
-                .map_err(|e| self.err(Op::DiskBytes, e))?;
+                .map_err(|e| self.err(Op::Flush, e))?;
         }
         Ok(())
     }

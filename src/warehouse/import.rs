@@ -278,16 +278,24 @@ async fn check_updated_at_type(
     let Ok(statement) = client.prepare(&queries.first).await else {
         return Ok(());
     };
-    match statement.columns().get(2).map(|c| c.type_()) {
-        Some(t) if *t != tokio_postgres::types::Type::TIMESTAMPTZ => {
-            Err(ImportError::UpdatedAtType {
-                table: w.import_table.clone(),
-                column: w.updated_at_column.clone(),
-                found: t.name().to_string(),
-            })
-        }
-        _ => Ok(()),
+    match updated_at_type_error(statement.columns(), w) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
+}
+
+/// The error for an `updated_at` column (the third of the import query's `columns`) of another
+/// type than `timestamptz`, if it is one.
+fn updated_at_type_error(
+    columns: &[tokio_postgres::Column],
+    w: &WarehouseSettings,
+) -> Option<ImportError> {
+    let t = columns.get(2)?.type_();
+    (*t != tokio_postgres::types::Type::TIMESTAMPTZ).then(|| ImportError::UpdatedAtType {
+        table: w.import_table.clone(),
+        column: w.updated_at_column.clone(),
+        found: t.name().to_string(),
+    })
 }
 
 /// The rows with a null `updated_at` last counted, and when; and the rows dated far ahead.
@@ -361,29 +369,17 @@ impl Importer {
                     .await
             }
         }
-        .map_err(|e| ImportError::Read {
-            table: self.settings.warehouse.import_table.clone(),
-            error: PgError(e),
-        })?;
+        .map_err(|e| self.read_error(e))?;
         // The column's type is checked at start, but the table may have been created or
         // altered since (a missing table is the polls' to report): a `date` column would fail
         // every read, and a `timestamp` without zone would be read in the wrong zone.
         let wrong_type = rows
             .first()
-            .and_then(|r| r.columns().get(2))
-            .map(|c| c.type_())
-            .filter(|t| **t != tokio_postgres::types::Type::TIMESTAMPTZ);
-        if let Some(t) = wrong_type {
-            return Err(ImportError::UpdatedAtType {
-                table: self.settings.warehouse.import_table.clone(),
-                column: self.settings.warehouse.updated_at_column.clone(),
-                found: t.name().to_string(),
-            });
+            .and_then(|r| updated_at_type_error(r.columns(), &self.settings.warehouse));
+        if let Some(e) = wrong_type {
+            return Err(e);
         }
-        let read_error = |e| ImportError::Read {
-            table: self.settings.warehouse.import_table.clone(),
-            error: PgError(e),
-        };
+        let read_error = |e| self.read_error(e);
         rows.iter()
             .map(|r| {
                 Ok(Row {
@@ -393,6 +389,29 @@ impl Importer {
                 })
             })
             .collect()
+    }
+
+    fn read_error(&self, error: tokio_postgres::Error) -> ImportError {
+        ImportError::Read {
+            table: self.settings.warehouse.import_table.clone(),
+            error: PgError(error),
+        }
+    }
+
+    /// Runs a `count(*)` query; a failure is logged as counting `what`, and gives `None`.
+    async fn count(
+        &self,
+        query: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        what: &str,
+    ) -> Option<u64> {
+        match self.client.query_one(query, params).await {
+            Ok(row) => Some(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)),
+            Err(e) => {
+                tracing::warn!(error = %PgError(e), "counting {what} failed");
+                None
+            }
+        }
     }
 
     /// Polls, produces, stores the watermark, until shutdown. A failure of Kafka or of the
@@ -463,16 +482,9 @@ impl Importer {
             return;
         }
         timeless.checked = Some(Instant::now());
-        let n = match self
-            .client
-            .query_one(&self.queries.count_timeless, &[])
-            .await
-        {
-            Ok(row) => u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
-            Err(e) => {
-                tracing::warn!(error = %PgError(e), "counting the rows with a null or infinite updated_at failed");
-                return;
-            }
+        let what = "the rows with a null or infinite updated_at";
+        let Some(n) = self.count(&self.queries.count_timeless, &[], what).await else {
+            return;
         };
         self.count_far_ahead(timeless).await;
         if n > timeless.seen {
@@ -496,16 +508,12 @@ impl Importer {
         let Some(after) = SystemTime::now().checked_add(skew) else {
             return;
         };
-        let n = match self
-            .client
-            .query_one(&self.queries.count_far_ahead, &[&after])
+        let what = "the rows dated far ahead";
+        let Some(n) = self
+            .count(&self.queries.count_far_ahead, &[&after], what)
             .await
-        {
-            Ok(row) => u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
-            Err(e) => {
-                tracing::warn!(error = %PgError(e), "counting the rows dated far ahead failed");
-                return;
-            }
+        else {
+            return;
         };
         if n > 0 && n != timeless.far_ahead {
             let w = &self.settings.warehouse;
