@@ -13,12 +13,15 @@ use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a connection may take to send a request's headers, and how many connections are
-/// served at once.
+/// How long a connection may take to send a request's headers, and to take an answer, and how
+/// many connections are served at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bounds {
     /// A connection that has not sent a request's headers within this long of opening (or of
-    /// its previous answer, when kept alive) is closed.
+    /// its previous answer, when kept alive) is closed. It is also the longest an answer's
+    /// write may wait for the client to read ([`StallGuard`]): a client that sends requests
+    /// and never reads the answers (they fill the socket's buffers, and the write waits) is
+    /// closed then, instead of being held for ever and keeping a stop waiting for it.
     pub header_timeout: Duration,
     /// Connections served at once. The next one is accepted when one closes; until then it
     /// waits in the kernel's listen queue, costing this process nothing.
@@ -149,6 +152,7 @@ pub async fn serve(
             },
             () = shutdown.wait() => break,
         };
+        let stream = StallGuard::new(stream, bounds.header_timeout);
         let connection = http.serve_connection(TokioIo::new(stream), service.clone());
         let (mut stop, done) = (stop_rx.clone(), done_rx.clone());
         tokio::spawn(async move {
@@ -177,6 +181,103 @@ pub async fn serve(
     stop_tx.send_replace(true);
     drop(done_rx);
     done_tx.closed().await;
+}
+
+/// A connection whose writes fail with `TimedOut` once one has waited `limit` for the client
+/// to read: hyper sets no timer on writing an answer, so a client that pipelines requests and
+/// reads nothing held its connection (and a stop waiting for it) for ever (an outside check,
+/// 2026-12-07). Reads are untouched: hyper's header timeout bounds them, and a request's body
+/// has the route's own timeout.
+struct StallGuard {
+    stream: tokio::net::TcpStream,
+    limit: Duration,
+    /// Set when a write found the socket full, cleared when a write goes through.
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl StallGuard {
+    fn new(stream: tokio::net::TcpStream, limit: Duration) -> StallGuard {
+        StallGuard {
+            stream,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// A write's result, with the stall timer: `Pending` starts it (or keeps it), anything
+    /// else stops it; a timer run out is an error.
+    fn watch<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        result: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::task::Poll;
+        if result.is_ready() {
+            self.stalled = None;
+            return result;
+        }
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match std::future::Future::poll(timer.as_mut(), cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read no answer for {limit:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for StallGuard {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for StallGuard {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let result = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.watch(cx, result)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let result = std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.watch(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let result = std::pin::Pin::new(&mut self.stream).poll_flush(cx);
+        self.watch(cx, result)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let result = std::pin::Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.watch(cx, result)
+    }
 }
 
 /// Raw-TCP clients for the tests of the ports served here.
@@ -317,6 +418,35 @@ mod tests {
             assert!(text.is_empty() || text.contains("408"), "{text}");
         }
         shutdown.trigger();
+    }
+
+    /// Found by an outside check: a client that pipelined requests and read no answer held its
+    /// connection for ever (hyper's write of the answer waited on a full socket), and a stop
+    /// waited for it as long. Now the write gives up after the header timeout, and the stop
+    /// finishes.
+    #[tokio::test]
+    async fn a_client_that_reads_no_answer_does_not_hold_a_stop() {
+        let big = "x".repeat(1 << 20);
+        let router = Router::new().route("/big", get(move || async move { big.clone() }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let addr = listener.local_addr().expect("bound");
+        let shutdown = Shutdown::new();
+        let bounds = Bounds {
+            header_timeout: Duration::from_millis(300),
+            max_connections: 8,
+        };
+        let serving = tokio::spawn(serve(listener, router, bounds, shutdown.clone(), "test"));
+        // 64 answers of 1 MiB: far more than the socket buffers hold.
+        let requests = "GET /big HTTP/1.1\r\nHost: x\r\n\r\n".repeat(64);
+        let _unread = opened(addr, requests.as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(10), serving)
+            .await
+            .expect("the stop finished while the client still held its connection")
+            .expect("the serving task");
     }
 
     /// At the limit, another connection waits until one closes, and is then answered: the
