@@ -141,6 +141,13 @@ pub enum BodyError {
          (-9223372036854775808 to 9223372036854775807)"
     )]
     IntegerOutOfRange { literal: String, place: String },
+    /// More values and keys than any request within the limits holds (see
+    /// [`strict::MAX_VALUES`]): refused before they are all held.
+    #[error(
+        "the body holds more than {max} JSON values and keys; a request within the limits \
+         (75 objects per array, 256 attributes or properties each) holds far fewer"
+    )]
+    TooManyValues { max: usize },
 }
 
 /// How this request's event ids are made (see the module doc).
@@ -912,6 +919,6 @@ fn complete_clock(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-mod strict;
+pub mod strict;
 #[cfg(test)]
 mod tests;

@@ -65,6 +65,7 @@ impl Ingest {
             producer,
             instance: server::instance_name(),
             requests: AtomicU64::new(0),
+            bodies: server::BodyBudget::new(server::BodyBudget::BYTES),
         });
         // The admin endpoint's readiness is a consumer's; the API is ready once it can produce.
         health.set_consuming(true);

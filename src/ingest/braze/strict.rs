@@ -1,7 +1,8 @@
 //! The body parsed strictly. serde_json's own `Value` keeps the last of a repeated key and
 //! turns an integer literal beyond 64 bits into a float, both without a word; here either
 //! refuses the body, naming the key or the literal and where it is. Nesting stays bounded by
-//! serde_json's recursion limit (128), which applies to this visitor as to its own.
+//! serde_json's recursion limit (128), which applies to this visitor as to its own, and the
+//! values and keys of a body by [`MAX_VALUES`].
 
 use super::BodyError;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -10,13 +11,21 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::ops::Range;
 
-/// Parses `body` as a JSON value, refusing a repeated key in any object and an integer literal
-/// outside the signed 64-bit range anywhere.
+/// The most values and object keys a body may hold. The largest request the limits allow
+/// (75 objects in each array, 256 attributes or properties each) has about 60,000 values
+/// and as many keys. Parsed, a value costs about ten times its text: without a bound, one
+/// 1 MiB body of `[0,0,...]` (half a million values) took 50-70 MB to parse (an outside
+/// check, 2026-12-07), so a few at once outgrew the ingest pod's memory limit.
+pub const MAX_VALUES: usize = 150_000;
+
+/// Parses `body` as a JSON value, refusing a repeated key in any object, an integer literal
+/// outside the signed 64-bit range anywhere, and more than [`MAX_VALUES`] values and keys.
 pub(super) fn parse(body: &[u8]) -> Result<Value, BodyError> {
     let context = Context {
         body,
         long_integers: long_integer_literals(body),
         numbers: Cell::new(0),
+        values: Cell::new(0),
         refused: RefCell::new(None),
     };
     let mut de = serde_json::Deserializer::from_slice(body);
@@ -101,6 +110,8 @@ struct Context<'b> {
     long_integers: Vec<(usize, Range<usize>)>,
     /// Numbers visited so far: serde_json visits them in the order of the text.
     numbers: Cell<usize>,
+    /// Values and object keys met so far, against [`MAX_VALUES`].
+    values: Cell<usize>,
     /// Why the body was refused, when the visitor refused it.
     refused: RefCell<Option<BodyError>>,
 }
@@ -110,6 +121,16 @@ impl Context<'_> {
         let n = self.numbers.get();
         self.numbers.set(n + 1);
         n
+    }
+
+    /// Counts one more value or key; past [`MAX_VALUES`], refuses the body.
+    fn count_value<E: de::Error>(&self) -> Result<(), E> {
+        let n = self.values.get() + 1;
+        self.values.set(n);
+        if n > MAX_VALUES {
+            return Err(self.refuse(BodyError::TooManyValues { max: MAX_VALUES }));
+        }
+        Ok(())
     }
 
     fn refuse<E: de::Error>(&self, why: BodyError) -> E {
@@ -174,6 +195,7 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        self.context.count_value()?;
         d.deserialize_any(self)
     }
 }
@@ -251,6 +273,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            self.context.count_value()?;
             if object.contains_key(&key) {
                 return Err(self.context.refuse(BodyError::RepeatedKey {
                     key: named(&key),

@@ -295,6 +295,45 @@ fn a_body_is_refused_whole_when_it_is_not_a_users_track_body() {
     );
 }
 
+/// Found by an outside check: a 1 MiB body of half a million values took 50-70 MB to parse.
+/// Past [`strict::MAX_VALUES`] values and keys a body is refused; the largest body within the
+/// limits on objects, attributes and properties is not.
+#[test]
+fn a_body_of_more_values_than_any_request_within_the_limits_is_refused() {
+    let translated =
+        |body: &Value| translate(body.to_string().as_bytes(), &opts(IdBasis::Request("r")));
+    let zeros = vec![0; strict::MAX_VALUES];
+    assert_eq!(
+        translated(&json!({ "partner": zeros })).unwrap_err(),
+        BodyError::TooManyValues {
+            max: strict::MAX_VALUES
+        }
+    );
+    let many = |prefix: &str| -> serde_json::Map<String, Value> {
+        (0..MAX_PROPERTIES)
+            .map(|i| (format!("{prefix}{i}"), json!(i)))
+            .collect()
+    };
+    let objects = |f: &dyn Fn(usize) -> Value| (0..MAX_OBJECTS).map(f).collect::<Vec<_>>();
+    let largest = json!({
+        "attributes": objects(&|i| {
+            let mut object = many("a");
+            object.insert("external_id".into(), json!(format!("u{i}")));
+            Value::Object(object)
+        }),
+        "events": objects(&|i| json!({"external_id": format!("u{i}"), "name": "x", "time": "2026-01-05T09:00:00Z", "properties": many("p")})),
+        "purchases": objects(&|i| json!({"external_id": format!("u{i}"), "product_id": "p", "currency": "EUR", "price": 1.5, "time": "2026-01-05T09:00:00Z", "properties": many("p")})),
+    });
+    if let Err(e) = translated(&largest) {
+        assert_ne!(
+            e,
+            BodyError::TooManyValues {
+                max: strict::MAX_VALUES
+            }
+        );
+    }
+}
+
 #[test]
 fn seventy_five_of_each_kind_are_accepted() {
     let objects = |f: &dyn Fn(usize) -> Value| (0..MAX_OBJECTS).map(f).collect::<Vec<_>>();
