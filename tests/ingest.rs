@@ -404,6 +404,20 @@ fn refuses_unauthenticated_malformed_oversized_and_over_75_requests() {
         "{}",
         a.body
     );
+    // Two keys, the right one second (an outside check found the first counting): refused.
+    let wrong = format!("Bearer {ROTATED}x");
+    let two_keys = [
+        ("Authorization", wrong.as_str()),
+        ("Authorization", auth.as_str()),
+    ];
+    let a = post(port, "/users/track", &two_keys, ok.to_string().as_bytes());
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(
+        a.body
+            .contains("authorization header is given more than once"),
+        "{}",
+        a.body
+    );
 
     // None of that reached Kafka; the one good request (JSON with a charset) did.
     let headers = [

@@ -164,6 +164,14 @@ async fn track(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> R
 }
 
 async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
+    // Two keys: which one counts would be a guess (the first did, so a wrong key then the
+    // right one was refused and the other way round accepted).
+    if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "the authorization header is given more than once: send it once",
+        );
+    }
     // The scheme is case-insensitive (RFC 9110); the key is not.
     let given = headers
         .get(header::AUTHORIZATION)
@@ -220,7 +228,10 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
             let kind = quoted(kind);
             return message(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("Content-Type {kind:?} is not JSON: send Content-Type: application/json"),
+                format!(
+                    "Content-Type {kind:?} is not JSON in UTF-8: send Content-Type: \
+                     application/json"
+                ),
             );
         }
     }
@@ -372,7 +383,17 @@ fn is_json(kind: &HeaderValue) -> bool {
         return false;
     };
     let sub = sub.to_ascii_lowercase();
-    top.eq_ignore_ascii_case("application") && (sub == "json" || sub.ends_with("+json"))
+    // JSON is UTF-8 (RFC 8259); a body declared in another charset would be read as UTF-8
+    // all the same, and refused as "not JSON" or its text altered.
+    let other_charset = kind.split(';').skip(1).any(|parameter| {
+        parameter.split_once('=').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("charset")
+                && !value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        })
+    });
+    top.eq_ignore_ascii_case("application")
+        && (sub == "json" || sub.ends_with("+json"))
+        && !other_charset
 }
 
 fn count_objects(batch: &Batch) {
@@ -422,9 +443,12 @@ mod tests {
             "application/json",
             "Application/JSON; charset=utf-8",
             "application/vnd.api+json",
+            "application/json; charset=\"UTF-8\"",
         ] {
             assert!(json(kind), "{kind}");
         }
+        // Found by an outside check: read as UTF-8 whatever it said.
+        assert!(!json("application/json; charset=iso-8859-1"));
         for kind in [
             "text/plain",
             "application/x-www-form-urlencoded",
