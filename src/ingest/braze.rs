@@ -141,6 +141,10 @@ pub enum BodyError {
          (-9223372036854775808 to 9223372036854775807)"
     )]
     IntegerOutOfRange { literal: String, place: String },
+    /// A non-zero number literal too small for a 64-bit float (`1e-400`), which a parser reads
+    /// as 0: a score or property altered without a word.
+    #[error("{place}: the number {literal} is too small for a 64-bit float and would read as 0")]
+    NumberUnderflow { literal: String, place: String },
     /// More values and keys than any request within the limits holds (see
     /// [`strict::MAX_VALUES`]): refused before they are all held.
     #[error(

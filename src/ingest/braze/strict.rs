@@ -148,9 +148,10 @@ impl Context<'_> {
     }
 }
 
-/// The integer literals (no fraction, no exponent) of more than 18 digits outside strings, as
-/// (ordinal among the numbers, byte range). Run before parsing; on a body that is not JSON its
-/// answer does not matter, the parser refusing it.
+/// The integer literals (no fraction, no exponent) of more than 18 digits outside strings, and
+/// the non-zero literals with an exponent, as (ordinal among the numbers, byte range). Run
+/// before parsing; on a body that is not JSON its answer does not matter, the parser refusing
+/// it.
 fn long_integer_literals(body: &[u8]) -> Vec<(usize, Range<usize>)> {
     let mut found = Vec::new();
     let (mut i, mut ordinal) = (0, 0);
@@ -173,7 +174,13 @@ fn long_integer_literals(body: &[u8]) -> Vec<(usize, Range<usize>)> {
                 let token = &body[start..i];
                 let integer = !token.iter().any(|b| matches!(b, b'.' | b'e' | b'E'));
                 let digits = token.iter().filter(|b| b.is_ascii_digit()).count();
-                if integer && digits > 18 {
+                // A mantissa with a digit other than 0 and an exponent: a float that may be
+                // too small for an f64, which serde_json reads as 0.
+                let mantissa = token.split(|b| matches!(b, b'e' | b'E')).next();
+                let may_vanish = !integer
+                    && token.iter().any(|b| matches!(b, b'e' | b'E'))
+                    && mantissa.is_some_and(|m| m.iter().any(|b| matches!(b, b'1'..=b'9')));
+                if (integer && digits > 18) || may_vanish {
                     found.push((ordinal, start..i));
                 }
                 ordinal += 1;
@@ -228,9 +235,21 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
         let ordinal = self.context.next_number();
         let long = &self.context.long_integers;
         if let Ok(i) = long.binary_search_by_key(&ordinal, |(n, _)| *n) {
-            // An integer literal that came as a float: beyond what a u64 or i64 holds.
             let text = String::from_utf8_lossy(&self.context.body[long[i].1.clone()]);
-            return Err(self.context.out_of_range(&text, self.place));
+            let integer = !text.contains(['.', 'e', 'E']);
+            if integer {
+                // An integer literal that came as a float: beyond what a u64 or i64 holds.
+                return Err(self.context.out_of_range(&text, self.place));
+            }
+            if v == 0.0 {
+                // A non-zero literal below the smallest f64 (`1e-400`): read as 0 it would
+                // pass as an integer score of 0 (an outside check, 2026-12-07).
+                let (_, literal) = quote_key(&text);
+                return Err(self.context.refuse(BodyError::NumberUnderflow {
+                    literal,
+                    place: self.place.describe("the body"),
+                }));
+            }
         }
         Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
     }

@@ -295,6 +295,30 @@ fn a_body_is_refused_whole_when_it_is_not_a_users_track_body() {
     );
 }
 
+/// Found by an outside check: `1e-400` was read as 0 and taken as a score of 0. Small numbers
+/// that an f64 holds, and zeros with an exponent, still read.
+#[test]
+fn a_number_too_small_for_a_float_is_refused_not_read_as_zero() {
+    let translated = |body: &str| translate(body.as_bytes(), &opts(IdBasis::Request("r")));
+    let e =
+        translated(r#"{"attributes": [{"external_id": "u", "lead_score": 1e-400}]}"#).unwrap_err();
+    assert_eq!(
+        e,
+        BodyError::NumberUnderflow {
+            literal: "1e-400".into(),
+            place: "attributes[0].lead_score".into()
+        }
+    );
+    for fine in ["0e5", "0.0e-400", "1e-300", "-2.5E-10"] {
+        let body = format!(
+            r#"{{"events": [{{"external_id": "u", "name": "x", "time": "2026-01-05T09:00:00Z", "properties": {{"p": {fine}}}}}]}}"#
+        );
+        if let Err(e) = translated(&body) {
+            panic!("{fine}: {e}");
+        }
+    }
+}
+
 /// Found by an outside check: a 1 MiB body of half a million values took 50-70 MB to parse.
 /// Past [`strict::MAX_VALUES`] values and keys a body is refused; the largest body within the
 /// limits on objects, attributes and properties is not.
