@@ -113,6 +113,13 @@ impl<O: PartitionOwner> OwnerContext<O> {
 pub type ServiceConsumer<O> = BaseConsumer<OwnerContext<O>>;
 
 impl<O: PartitionOwner> ClientContext for OwnerContext<O> {
+    /// Client errors, logged; reaching a partition's end is not one (librdkafka reports an
+    /// empty partition's end at start as a global error: logged at ERROR, an alert on error
+    /// lines fired on a healthy start; an outside check, 2026-12-07).
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(error, reason);
+    }
+
     /// Consumer lag of the owned partitions, every `statistics.interval.ms`.
     fn stats(&self, stats: rdkafka::statistics::Statistics) {
         if self.paused.load(Ordering::Relaxed) {
@@ -534,9 +541,15 @@ pub struct ReaderContext;
 
 impl ClientContext for ReaderContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
-            tracing::error!(error = %error, reason, "kafka client error");
-        }
+        log_client_error(error, reason);
+    }
+}
+
+/// Logs a client error at ERROR, except reaching a partition's end, which the services and the
+/// restore reader expect (`enable.partition.eof`).
+fn log_client_error(error: KafkaError, reason: &str) {
+    if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+        tracing::error!(error = %error, reason, "kafka client error");
     }
 }
 
