@@ -749,6 +749,14 @@ impl Changelog {
                 // brokers under-report) says when the end is reached.
                 None => tracing::debug!(partition = p, "restore: waiting for the changelog"),
                 Some(Err(KafkaError::PartitionEOF(_))) => break,
+                // A broker that cannot be reached (one of several bootstrap addresses down,
+                // a leader moving) is waited out, as the services' own loop does; the restore
+                // goes on when the partition's leader answers.
+                Some(Err(e))
+                    if kafka::is_transient(&e) && reader.client().fatal_error().is_none() =>
+                {
+                    tracing::warn!(partition = p, error = %e, "restore: waiting out a broker error");
+                }
                 Some(Err(e)) => return Err(kerr(e)),
                 Some(Ok(m)) if m.offset() < from => {
                     // Fetched early on purpose (kafka::FETCH_REWIND), or delivered twice.

@@ -453,3 +453,34 @@ fn a_state_directory_in_use_is_refused_naming_it() {
     drop(first);
     Changelog::open(dir.path(), "changelog", &props).expect("open after the first closed");
 }
+
+/// Found by an outside check: with one of two bootstrap brokers unreachable, the restore
+/// reader's poll returned a transport error for it, and the restore failed with it, so
+/// `score` and `handoff` exited at every start. A transient error is waited out, as the
+/// services' own consumer loop does.
+#[test]
+fn a_restore_waits_out_an_unreachable_bootstrap_broker() {
+    let rig = Rig::new("restore-unreachable");
+    let mut in_flight = VecDeque::from([rig.begin(7)]);
+    rig.changelog
+        .drive(&rig.producer, &rig.consumer, &mut in_flight, 0)
+        .expect("checkpointed");
+    let dir = crate::dev::scratch::ScratchDir::new("restore-unreachable-2").expect("scratch");
+    // Slow answers keep the restore reading while the connection to the other one fails.
+    for broker in [1, 2] {
+        rig.mock
+            .broker_round_trip_time(broker, Duration::from_millis(300))
+            .expect("round trip");
+    }
+    let unreachable = format!("{},127.0.0.1:1", rig.mock.bootstrap_servers());
+    let props = BTreeMap::from([("bootstrap.servers".to_string(), unreachable)]);
+    let other = Changelog::open(dir.path(), "log", &props).expect("changelog");
+    let restored = other
+        .restore(0)
+        .expect("restored despite the unreachable broker");
+    assert_eq!(
+        restored.entries.get("u").map(Vec::as_slice),
+        Some(&b"state"[..])
+    );
+    assert_eq!(restored.checkpoint.map(|c| c.next_input_offset), Some(7));
+}

@@ -545,6 +545,30 @@ impl ClientContext for ReaderContext {
     }
 }
 
+/// Whether a consumer error is the kind that passes: a broker unreachable or restarting, a
+/// request timed out, a partition's leader moving. Anything else (an unknown topic, no
+/// authorisation, a corrupt record) stays until someone acts on it.
+pub fn is_transient(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::Resolve
+                | C::OperationTimedOut
+                | C::RequestTimedOut
+                | C::NetworkException
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+                | C::BrokerNotAvailable
+                | C::NotCoordinator
+                | C::CoordinatorLoadInProgress
+                | C::CoordinatorNotAvailable
+        )
+    )
+}
+
 /// Logs a client error at ERROR, except reaching a partition's end, which the services and the
 /// restore reader expect (`enable.partition.eof`).
 fn log_client_error(error: KafkaError, reason: &str) {
