@@ -206,3 +206,25 @@ fn a_reader_that_leaves_early_changes_neither_report_nor_status() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Found by an outside check: `simulate --partitions 2147483647` allocated 100 GB and aborted;
+/// 100,000,000 took 4.7 GB. The count is bounded as the dev-broker's is.
+#[test]
+fn simulate_refuses_more_partitions_than_a_topic_is_given() {
+    let rules = rules_file("partitions-bound.toml", "");
+    let out = leadscore()
+        .args([
+            "simulate",
+            "--events",
+            "/dev/null",
+            "--partitions",
+            "2147483647",
+        ])
+        .arg("--rules")
+        .arg(&rules)
+        .output()
+        .expect("runs");
+    let stderr = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not in 1..=10000"), "{stderr}");
+}

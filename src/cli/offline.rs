@@ -27,8 +27,9 @@ pub(super) struct SimulateArgs {
     #[arg(long, conflicts_with = "explain")]
     changes: bool,
     /// Split the events into this many partitions by user id (Kafka's default
-    /// partitioner), each with its own clock, as the scorer would see them.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    /// partitioner), each with its own clock, as the scorer would see them. At most 10,000
+    /// (the dev-broker's limit too).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=i64::from(crate::dev::broker::MAX_PARTITIONS)))]
     partitions: i32,
     /// A line whose `time` is further than this ahead of the wall clock (or of --now, when
     /// that is later: the simulation's present) is a bad line and moves no clock, as the scorer

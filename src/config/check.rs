@@ -110,6 +110,19 @@ impl Settings {
                 return Err(sources.invalid(&[key, other], message));
             }
         }
+        // The lead lookup directory (compacted, one partition) written into another topic
+        // would put its records among score changes or events (an outside check).
+        let instances = self.instances_topic();
+        if let Some((other, _)) = names.iter().find(|(_, n)| **n == instances) {
+            let key = if self.topics.instances.is_some() {
+                "topics.instances"
+            } else {
+                "scorer.group_id"
+            };
+            let message =
+                format!("the lead lookup directory topic {instances:?} must differ from {other}");
+            return Err(sources.invalid(&[key, other], message));
+        }
         let topics = &self.topics;
         ensure(
             sources,
@@ -304,6 +317,23 @@ impl Settings {
             &["log.level"],
             NON_EMPTY,
         )?;
+        // A bare word is a target's name to the filter, not a level: `warning` enabled the
+        // logs of a target named so and nothing else, not even errors (an outside check).
+        let levels = ["off", "error", "warn", "info", "debug", "trace"];
+        let not_a_level = self.log.level.split(',').map(str::trim).find(|d| {
+            !d.is_empty()
+                && !d.contains(['=', '[', ':'])
+                && !levels.iter().any(|l| d.eq_ignore_ascii_case(l))
+        });
+        if let Some(word) = not_a_level {
+            return Err(sources.invalid(
+                &["log.level"],
+                format!(
+                    "{word:?} is not a level: use error, warn, info, debug, trace or off, or \
+                     target=level (\"info,leadscore=debug\")"
+                ),
+            ));
+        }
         // A directive the filter cannot read would be dropped with a note on stderr and the
         // service started at another level than asked for.
         match tracing_subscriber::EnvFilter::try_new(&self.log.level) {

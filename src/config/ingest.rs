@@ -11,6 +11,11 @@ pub const MAX_API_KEYS_FILE_BYTES: u64 = 64 * 1024;
 /// The shortest API key accepted: a short key can be guessed, whatever the rate limit.
 pub const MIN_API_KEY_LEN: usize = 16;
 
+/// The largest `ingest.max_body_bytes`: the bytes the request bodies in flight may hold between
+/// them (`ingest::server::BodyBudget`). Without a ceiling, one 3 GB request took 5.2 GB
+/// resident (an outside check, 2026-12-07).
+pub const MAX_BODY_BYTES: usize = 32 << 20;
+
 /// `leadscore ingest` (docs/ingest.md).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -156,7 +161,7 @@ impl Settings {
             let message = format!("\"{listen}\" is not a socket address like 0.0.0.0:9470: {e}");
             return Err(sources.invalid(&["ingest.listen"], message));
         }
-        let checks: [(bool, &str, &str); 6] = [
+        let checks: [(bool, &str, &str); 7] = [
             (
                 !ingest.score_attribute.is_empty(),
                 "ingest.score_attribute",
@@ -166,6 +171,12 @@ impl Settings {
                 ingest.max_body_bytes > 0,
                 "ingest.max_body_bytes",
                 "must be greater than 0",
+            ),
+            (
+                ingest.max_body_bytes <= MAX_BODY_BYTES,
+                "ingest.max_body_bytes",
+                "must be at most 33554432 (32 MiB, what the bodies in flight may hold between \
+                 them; Braze's own limit is far lower)",
             ),
             (
                 ingest.rate_limit > 0,

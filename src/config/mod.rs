@@ -65,7 +65,9 @@ pub mod small_file;
 mod warehouse;
 
 pub use handoff::{status_key, HandoffSettings, LeadIdPattern, DEFAULT_STATUS_ORDER};
-pub use ingest::{ApiKeysError, IngestSettings, MAX_API_KEYS_FILE_BYTES, MIN_API_KEY_LEN};
+pub use ingest::{
+    ApiKeysError, IngestSettings, MAX_API_KEYS_FILE_BYTES, MAX_BODY_BYTES, MIN_API_KEY_LEN,
+};
 pub use kafka::{
     is_sensitive_kafka_property, split_role, KafkaRole, KafkaSettings, CONSUMER_ONLY_PROPERTIES,
     CONSUMER_PREFIX, PRODUCER_ONLY_PROPERTIES, PRODUCER_PREFIX,

@@ -429,6 +429,24 @@ fn cross_field_errors_name_the_field() {
             "[handoff]\ngroup_id = \"leadscore-scorer\"\n",
             "handoff.group_id: must differ from scorer.group_id",
         ),
+        // Found by an outside check: the lookup directory written into the score changes,
+        // logging silenced by a level word the filter took for a target, a 3 GB body.
+        (
+            "[topics]\ninstances = \"lead-score-changes\"\n",
+            "topics.instances: the lead lookup directory topic \"lead-score-changes\" must differ from topics.output",
+        ),
+        (
+            "[log]\nlevel = \"warning\"\n",
+            "log.level: \"warning\" is not a level",
+        ),
+        (
+            "[log]\nlevel = \"info,Verbose\"\n",
+            "log.level: \"Verbose\" is not a level",
+        ),
+        (
+            "[ingest]\nmax_body_bytes = 99999999999999\n",
+            "ingest.max_body_bytes: must be at most 33554432",
+        ),
         (
             "[warehouse]\nexport_group_id = \"leadscore-handoff\"\n",
             "warehouse.export_group_id: must differ from handoff.group_id",

@@ -66,7 +66,7 @@ pub struct BodyBudget {
 
 impl BodyBudget {
     /// 32 MiB: hundreds of Braze requests of typical size at once, 32 of the largest.
-    pub const BYTES: u64 = 32 << 20;
+    pub const BYTES: u64 = crate::config::MAX_BODY_BYTES as u64;
 
     pub fn new(bytes: u64) -> BodyBudget {
         let size_kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX >> 4);
