@@ -75,7 +75,7 @@ pub(super) fn run_lookup(args: LookupArgs) -> Result<ExitCode> {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(1)
             .clamp(1, 10);
-        let body = read_bounded(response)?;
+        let body = read_bounded(response, BODY_DEADLINE)?;
         if status == reqwest::StatusCode::SERVICE_UNAVAILABLE
             && Instant::now() + Duration::from_secs(wait) <= deadline
         {
@@ -91,6 +91,8 @@ pub(super) fn run_lookup(args: LookupArgs) -> Result<ExitCode> {
         )
     })?;
     if status.is_success() {
+        check_view(&view, &args.user_id)
+            .with_context(|| format!("{} answered {status}", args.url))?;
         if args.json {
             println!("{view}");
         } else {
@@ -103,15 +105,102 @@ pub(super) fn run_lookup(args: LookupArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(1))
 }
 
-fn read_bounded(response: reqwest::blocking::Response) -> Result<Vec<u8>> {
+/// How long an answer's body may take to arrive, all of it. The client's timeout bounds each
+/// read, so a body sent a byte at a time would otherwise never end (an outside check).
+const BODY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The answer's body: at most [`MAX_ANSWER_BYTES`], all of it within `within`.
+fn read_bounded(mut response: reqwest::blocking::Response, within: Duration) -> Result<Vec<u8>> {
     use std::io::Read;
+    let deadline = Instant::now() + within;
     let mut body = Vec::new();
-    response
-        .take(MAX_ANSWER_BYTES as u64 + 1)
-        .read_to_end(&mut body)
-        .context("reading the answer")?;
-    if body.len() > MAX_ANSWER_BYTES {
-        bail!("the answer is larger than {MAX_ANSWER_BYTES} bytes: is --url a leadscore scorer?");
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if Instant::now() > deadline {
+            bail!("the answer did not arrive within {within:?}: is --url a leadscore scorer?");
+        }
+        let n = response.read(&mut chunk).context("reading the answer")?;
+        if n == 0 {
+            return Ok(body);
+        }
+        body.extend_from_slice(&chunk[..n]);
+        if body.len() > MAX_ANSWER_BYTES {
+            bail!(
+                "the answer is larger than {MAX_ANSWER_BYTES} bytes: is --url a leadscore scorer?"
+            );
+        }
     }
-    Ok(body)
+}
+
+/// A successful answer must be a lookup of `user_id`: its `user_id` and an integer `score`.
+/// Any other JSON (`{}`, another service's) was printed as a lead with no score (an outside
+/// check).
+fn check_view(view: &serde_json::Value, user_id: &str) -> Result<()> {
+    let same_user = view.get("user_id").and_then(serde_json::Value::as_str) == Some(user_id);
+    let scored = view.get("score").is_some_and(serde_json::Value::is_i64);
+    if !(same_user && scored) {
+        bail!(
+            "the answer is not a lookup of {user_id:?} (its user_id and an integer score): is \
+             --url a leadscore scorer?"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Found by an outside check: any JSON answer was printed as a lead.
+    #[test]
+    fn only_a_lookup_of_the_user_asked_for_is_a_lead() {
+        let good = serde_json::json!({"user_id": "u1", "score": 5, "enrolled": true});
+        assert!(check_view(&good, "u1").is_ok());
+        for other in [
+            serde_json::json!({}),
+            serde_json::json!([]),
+            serde_json::json!(5),
+            serde_json::json!({"user_id": 5, "score": "high"}),
+            serde_json::json!({"user_id": "u2", "score": 5}),
+            serde_json::json!({"user_id": "u1", "score": 1.5}),
+        ] {
+            let e = check_view(&other, "u1").expect_err(&other.to_string());
+            assert!(e.to_string().contains("is not a lookup of \"u1\""), "{e}");
+        }
+    }
+
+    /// Found by an outside check: a body sent a byte a second kept `lookup` waiting for ever,
+    /// each read within the client's timeout.
+    #[test]
+    fn a_body_that_trickles_in_is_given_up_at_the_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let addr = listener.local_addr().expect("bound");
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("a connection");
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n{");
+            for _ in 0..100 {
+                std::thread::sleep(Duration::from_millis(100));
+                if s.write_all(b" ").is_err() {
+                    return;
+                }
+            }
+        });
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        let response = client
+            .get(format!("http://{addr}/v1/leads/u1"))
+            .send()
+            .expect("headers");
+        let started = Instant::now();
+        let e = read_bounded(response, Duration::from_millis(500)).expect_err("given up");
+        assert!(e.to_string().contains("did not arrive within"), "{e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }
