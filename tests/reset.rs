@@ -239,3 +239,29 @@ fn after_a_reset_a_new_scorer_starts_over_from_the_beginning_of_the_input() {
     );
     assert_eq!(rig.changelog_states(), first_states);
 }
+
+/// Found by an outside check: with no broker at the configured address the reset waited for
+/// the group check and then advised `--skip-group-check`, naming no address. It now says that no
+/// broker answered, and where, and changes nothing.
+#[test]
+fn a_reset_with_no_broker_names_the_address_and_does_not_advise_skipping_the_check() {
+    let dir = TempDir::new("reset-no-broker");
+    let config = dir.path().join("leadscore.toml");
+    std::fs::write(&config, "[kafka]\nbootstrap_servers = \"127.0.0.1:1\"\n").expect("config");
+    let out = Command::new(BIN)
+        .arg("reset")
+        .arg("--config")
+        .arg(&config)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir.path())
+        .output()
+        .expect("run leadscore reset");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no Kafka broker answered at \"127.0.0.1:1\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--skip-group-check"), "{stderr}");
+}

@@ -116,6 +116,19 @@ pub fn run(args: ResetArgs) -> Result<ExitCode> {
     // Everything that can refuse comes first, before anything is changed.
     let store = local_store(&t.state_dir)?;
     let probe: BaseConsumer = client(props, DefaultConsumerContext).context("kafka client")?;
+    // No broker at all is said as such, before the group check: its failure would advise
+    // skipping the check, which is the wrong cure for a wrong address (an outside check).
+    if let Err(e) = probe.fetch_metadata(None, BROKER_PROBE) {
+        let bootstrap = kafka::role_properties(props, crate::config::KafkaRole::Consumer)
+            .get("bootstrap.servers")
+            .cloned()
+            .unwrap_or_default();
+        bail!(
+            "no Kafka broker answered at {bootstrap:?} within {} s ({e}): check \
+             kafka.bootstrap_servers and that the brokers run; nothing was changed",
+            BROKER_PROBE.as_secs()
+        );
+    }
     let group_check = if args.skip_group_check {
         "skipped (--skip-group-check)".to_string()
     } else {
@@ -206,6 +219,9 @@ where
     cfg.create_with_context(context)
         .map_err(|e| kafka::redact_error(e, &cfg))
 }
+
+/// How long `reset` waits for any broker to answer before saying none does.
+const BROKER_PROBE: Duration = Duration::from_secs(10);
 
 /// The store under `state_dir` if there is one to delete; an error if the path holds
 /// something that is not a leadscore store, which a reset must not touch.
