@@ -45,6 +45,25 @@ impl Settings {
     /// reserves for the other kind of client (it would be ignored there, with a warning at
     /// every start). Values are never quoted: they may be credentials.
     fn check_kafka(&self, sources: &Sources<'_>) -> Result<(), ConfigError> {
+        /// librdkafka properties a service always sets itself, and what to set instead.
+        const SET_BY_LEADSCORE: &[(&str, &str)] = &[
+            (
+                "group.id",
+                "set scorer.group_id, handoff.group_id or warehouse.export_group_id",
+            ),
+            (
+                "enable.auto.commit",
+                "offsets are committed with each checkpoint (docs/crash-safety.md)",
+            ),
+            (
+                "enable.auto.offset.store",
+                "offsets are committed with each checkpoint (docs/crash-safety.md)",
+            ),
+            (
+                "enable.partition.eof",
+                "the services need it to know when a partition is caught up",
+            ),
+        ];
         for key in self.kafka.properties.keys() {
             let (table, name) = split_role(key);
             // The variable that set this key, or the one that set its whole table.
@@ -65,6 +84,18 @@ impl Settings {
             {
                 return Err(error(format!(
                     "must be a table of librdkafka properties ([kafka.{table}]), not a value"
+                )));
+            }
+            // Properties each service sets itself, after these: one given here would be
+            // dropped without a word (an outside check set `group.id` and the service ran
+            // under its own group id).
+            if let Some(instead) = SET_BY_LEADSCORE
+                .iter()
+                .find(|(property, _)| *property == name)
+                .map(|(_, instead)| instead)
+            {
+                return Err(error(format!(
+                    "{name:?} is set by leadscore itself and would be ignored: {instead}"
                 )));
             }
             let owner = KafkaRole::of_property(name);

@@ -440,6 +440,10 @@ fn cross_field_errors_name_the_field() {
             "log.level: \"warning\" is not a level",
         ),
         (
+            "[kafka]\n\"group.id\" = \"sneaky\"\n",
+            "kafka.group.id: \"group.id\" is set by leadscore itself and would be ignored: set scorer.group_id",
+        ),
+        (
             "[log]\nlevel = \"info,Verbose\"\n",
             "log.level: \"Verbose\" is not a level",
         ),
