@@ -26,15 +26,16 @@ fn load_settings(config: Option<PathBuf>) -> Result<Settings> {
     Ok(settings)
 }
 
+/// A started service, to run on a blocking thread until it stops.
+type Run = Box<dyn FnOnce() -> Result<()> + Send>;
+
 pub(super) fn run_score(config: Option<PathBuf>) -> Result<ExitCode> {
     run_service(
         config,
         true,
         |settings, health, shutdown, lookup| async move {
             let scorer = Scorer::start_with(settings, health, lookup).await?;
-            let result = tokio::task::spawn_blocking(move || scorer.run(shutdown)).await;
-            result.context("scorer thread panicked")??;
-            Ok(())
+            Ok(Box::new(move || Ok(scorer.run(shutdown)?)) as Run)
         },
     )
 }
@@ -42,21 +43,26 @@ pub(super) fn run_score(config: Option<PathBuf>) -> Result<ExitCode> {
 pub(super) fn run_handoff(config: Option<PathBuf>) -> Result<ExitCode> {
     run_service(config, false, |settings, health, shutdown, _| async move {
         let handoff = crate::handoff::Handoff::start(settings, health, shutdown).await?;
-        let result = tokio::task::spawn_blocking(move || handoff.run()).await;
-        result.context("handoff thread panicked")??;
-        Ok(())
+        Ok(Box::new(move || Ok(handoff.run()?)) as Run)
     })
 }
 
+/// How long a stop during a service's start waits for the start's blocking steps (a broker
+/// request, the store being opened) before the process exits without them.
+const STOP_DURING_START: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What both services share: settings, signals, the admin endpoint, then the service itself;
-/// when it ends, the admin endpoint stops too.
-fn run_service<F, Fut>(config: Option<PathBuf>, scorer: bool, service: F) -> Result<ExitCode>
+/// when it ends, the admin endpoint stops too. A signal during the start (no broker yet, a
+/// topic being created) ends it there: nothing was processed, so there is nothing to finish
+/// (before, the start's own waits of 30-60 s ran out first; an outside check).
+fn run_service<F, Fut>(config: Option<PathBuf>, scorer: bool, start: F) -> Result<ExitCode>
 where
     F: FnOnce(Settings, Arc<Health>, Shutdown, Arc<Lookup>) -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
+    Fut: std::future::Future<Output = Result<Run>>,
 {
     let settings = load_settings(config)?;
-    runtime()?.block_on(async move {
+    let runtime = runtime()?;
+    let result = runtime.block_on(async move {
         let shutdown = Shutdown::new();
         shutdown.on_signals();
         let health = Health::new();
@@ -80,9 +86,24 @@ where
         if scorer {
             lookup.set_address(&settings, addr);
         }
-        let result = service(settings, health, shutdown.clone(), lookup).await;
+        let started = tokio::select! {
+            started = start(settings, health, shutdown.clone(), lookup) => started,
+            () = shutdown.wait() => {
+                tracing::info!("stopped during the start: nothing was processed");
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        let result = match started {
+            Ok(run) => tokio::task::spawn_blocking(run)
+                .await
+                .context("service thread panicked")
+                .and_then(|r| r),
+            Err(e) => Err(e),
+        };
         shutdown.trigger();
         result?;
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    runtime.shutdown_timeout(STOP_DURING_START);
+    result
 }
