@@ -124,7 +124,9 @@ pub enum BodyError {
     NotArray(&'static str),
     #[error("'{array}' has {count} objects; at most {MAX_OBJECTS} are allowed per request")]
     TooMany { array: &'static str, count: usize },
-    #[error("the request has no attributes, events or purchases")]
+    #[error(
+        "the request has no attributes, events or purchases (its arrays are missing or empty)"
+    )]
     Nothing,
     /// A key twice in one object: serde_json would keep the last value, the scorer's own
     /// decoder refuses such an event, and a guess could lose an array of events or score
@@ -293,7 +295,9 @@ pub fn translate(body: &[u8], opts: &Options<'_>) -> Result<Batch, BodyError> {
             Some(_) => return Err(BodyError::NotArray(array.as_str())),
         }
     }
-    if !batch.present.iter().any(|p| *p) {
+    // No array, or only empty ones: said as such, not as "no valid object" with an empty
+    // list of errors (an outside check).
+    if batch.objects.iter().sum::<usize>() == 0 {
         return Err(BodyError::Nothing);
     }
     let [attributes, events, purchases] = arrays;

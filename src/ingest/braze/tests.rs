@@ -282,6 +282,11 @@ fn a_body_is_refused_whole_when_it_is_not_a_users_track_body() {
         BodyError::NotArray("events")
     );
     assert_eq!(refuse(br#"{"partner": "x"}"#), BodyError::Nothing);
+    // Found by an outside check: empty arrays were "no valid object" with no error listed.
+    assert_eq!(
+        refuse(br#"{"attributes": [], "events": [], "purchases": null}"#),
+        BodyError::Nothing
+    );
     let many: Vec<Value> = (0..76)
         .map(|i| json!({"external_id": format!("u{i}"), "name": "x", "time": "2026-01-05T09:00:00Z"}))
         .collect();
