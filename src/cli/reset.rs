@@ -119,10 +119,7 @@ pub fn run(args: ResetArgs) -> Result<ExitCode> {
     // No broker at all is said as such, before the group check: its failure would advise
     // skipping the check, which is the wrong cure for a wrong address (an outside check).
     if let Err(e) = probe.fetch_metadata(None, BROKER_PROBE) {
-        let bootstrap = kafka::role_properties(props, crate::config::KafkaRole::Consumer)
-            .get("bootstrap.servers")
-            .cloned()
-            .unwrap_or_default();
+        let bootstrap = kafka::bootstrap_servers(props);
         bail!(
             "no Kafka broker answered at {bootstrap:?} within {} s ({e}): check \
              kafka.bootstrap_servers and that the brokers run; nothing was changed",

@@ -8,9 +8,9 @@
 //! after a rebalance that ran inside a later poll: the service skips those of partitions it no
 //! longer owns and those at or below its position, as it skips any record it should not
 //! process. After a lost assignment (checkpointed by no one) they are dropped instead
-//! ([`Polled::current`]). So only a service that never pauses, resumes or seeks its input may look ahead
-//! (the scorer; not the handoff). On shutdown or an error the held records are dropped
-//! unprocessed, like records not yet fetched.
+//! ([`Polled::current`]). So only a service that never pauses, resumes or seeks its input may
+//! look ahead (the scorer; not the handoff). On shutdown or an error the held records are
+//! dropped unprocessed, like records not yet fetched.
 //!
 //! A partition is caught up when its input has been read to the end, which librdkafka reports
 //! in order with the records (`enable.partition.eof`, set on every service consumer): the loop

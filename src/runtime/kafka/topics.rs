@@ -45,6 +45,14 @@ impl TopicSpec {
     }
 }
 
+/// The brokers the clients bootstrap from (`bootstrap.servers`), as messages name them.
+pub fn bootstrap_servers(properties: &BTreeMap<String, String>) -> String {
+    properties
+        .get("bootstrap.servers")
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// Creates the missing topics and returns every topic's partition count.
 pub async fn ensure_topics(
     properties: &BTreeMap<String, String>,
@@ -52,10 +60,7 @@ pub async fn ensure_topics(
 ) -> Result<HashMap<String, i32>, KafkaSetupError> {
     let admin: Arc<AdminClient<DefaultClientContext>> =
         Arc::new(create(&client_config(properties), DefaultClientContext)?);
-    let bootstrap = properties
-        .get("bootstrap.servers")
-        .cloned()
-        .unwrap_or_default();
+    let bootstrap = bootstrap_servers(properties);
     tracing::info!(%bootstrap, "reading the topics from Kafka");
     let existing = partition_counts_off_worker(&admin, specs, &bootstrap).await?;
     let missing: Vec<&TopicSpec> = specs
