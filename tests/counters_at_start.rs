@@ -86,7 +86,7 @@ fn a_fresh_handoff_exports_every_outcome_and_reason_at_zero() {
         &text,
         "leadscore_handoffs_total",
         "outcome",
-        &["handed_off", "failed"],
+        leadscore::handoff::OUTCOME_STATUSES,
     );
     let mut reasons: Vec<&str> = leadscore::codec::DecodeError::REASONS.to_vec();
     reasons.extend(["not_found", "entity_is_deleted", "timeout", "other"]);

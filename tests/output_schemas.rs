@@ -11,7 +11,7 @@ use leadscore::engine::Engine;
 use leadscore::event::Scalar;
 use leadscore::generator::{self, GeneratorConfig};
 use leadscore::handoff::salesforce::{RetryHint, SfError};
-use leadscore::handoff::{invalid_lead_id, HandoffOutcome};
+use leadscore::handoff::{invalid_lead_id, HandoffOutcome, Resolution};
 use leadscore::proto::v1 as pb;
 use leadscore::rules::Rules;
 use leadscore::runtime::kafka;
@@ -354,15 +354,27 @@ fn every_handoff_outcome_validates() {
     let validation = sf_error("FIELD_CUSTOM_VALIDATION_EXCEPTION", &["Status", "Company"]);
     let timeout = sf_error("TIMEOUT", &[]);
     let invalid = invalid_lead_id("../etc");
-    let cases: [(Option<u16>, u32, Option<&SfError>, Millis); 6] = [
-        (Some(204), 1, None, 1_767_607_262_345),
-        (Some(200), 3, None, 1_767_607_262_000),
-        (Some(404), 1, Some(&not_found), 1_767_607_262_000),
-        (Some(400), 2, Some(&validation), 1_767_607_262_001),
-        (None, 5, Some(&timeout), 1_767_607_262_000),
-        (None, 0, Some(&invalid), 1_767_607_262_000),
+    let cases: [(Option<u16>, u32, Resolution, Millis); 8] = [
+        (Some(204), 1, Resolution::HandedOff, 1_767_607_262_345),
+        (Some(200), 3, Resolution::HandedOff, 1_767_607_262_000),
+        (
+            Some(404),
+            1,
+            Resolution::Failed(&not_found),
+            1_767_607_262_000,
+        ),
+        (
+            Some(400),
+            2,
+            Resolution::Failed(&validation),
+            1_767_607_262_001,
+        ),
+        (None, 5, Resolution::Failed(&timeout), 1_767_607_262_000),
+        (None, 0, Resolution::Failed(&invalid), 1_767_607_262_000),
+        (None, 0, Resolution::Superseded, 1_767_607_262_000),
+        (None, 2, Resolution::Superseded, 1_767_607_262_000),
     ];
-    for (i, (http_status, attempts, error, time)) in cases.into_iter().enumerate() {
+    for (i, (http_status, attempts, resolution, time)) in cases.into_iter().enumerate() {
         let outcome = HandoffOutcome {
             user_id: "u1",
             lead_id: "00Q5e00000AbCdEfGH",
@@ -370,12 +382,17 @@ fn every_handoff_outcome_validates() {
             change_event_id: "rule:u1@1767607260000#8",
             attempts,
             http_status,
-            error,
+            resolution,
             time,
         };
         let value: Value = serde_json::from_slice(&outcome.encode()).expect("JSON");
         assert_valid(&v, &format!("outcome {i}"), &value);
         assert_eq!(value["status"], outcome.status());
+        assert_eq!(
+            value["error"].is_null(),
+            !matches!(resolution, Resolution::Failed(_)),
+            "outcome {i}: an error iff failed"
+        );
     }
     let handed_off = HandoffOutcome {
         user_id: "u1",
@@ -384,7 +401,7 @@ fn every_handoff_outcome_validates() {
         change_event_id: "x",
         attempts: 1,
         http_status: Some(204),
-        error: None,
+        resolution: Resolution::HandedOff,
         time: 0,
     };
     let good: Value = serde_json::from_slice(&handed_off.encode()).expect("JSON");
@@ -394,6 +411,10 @@ fn every_handoff_outcome_validates() {
     let mut bad = good.clone();
     bad["status"] = json!("failed");
     assert_invalid(&v, "failed without an error", &bad);
+    let mut bad = good.clone();
+    bad["status"] = json!("superseded");
+    bad["error"] = json!({"errorCode": "NOT_FOUND", "message": "m", "fields": []});
+    assert_invalid(&v, "superseded with an error", &bad);
     let mut bad = good;
     bad["status"] = json!("pending");
     assert_invalid(&v, "an unknown status", &bad);

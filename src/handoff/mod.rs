@@ -72,32 +72,53 @@ pub struct HandoffOutcome<'a> {
     pub attempts: u32,
     /// The answer's status for this lead; `None` when there was no answer.
     pub http_status: Option<u16>,
-    /// `None`: handed off.
-    pub error: Option<&'a SfError>,
+    pub resolution: Resolution<'a>,
     /// When the outcome was decided (epoch milliseconds).
     pub time: crate::timestamp::Millis,
+}
+
+/// How a lead's handoff ended.
+#[derive(Debug, Clone, Copy)]
+pub enum Resolution<'a> {
+    /// Salesforce accepted the update.
+    HandedOff,
+    /// A permanent error, retries used up, or an invalid lead id: the lead is dead-lettered.
+    Failed(&'a SfError),
+    /// A later change showed the lead at MQL or beyond before its update was accepted, so the
+    /// update was withdrawn (a PATCH then would move the lead back, SPEC 6). SPEC 6 asks for
+    /// every outcome on `lead-handoffs`: this one says no further call is made. An attempt
+    /// made before (a timeout, a retryable answer) may still have reached Salesforce.
+    Superseded,
 }
 
 /// An outcome's `status` on `lead-handoffs` when the lead was handed off.
 pub const HANDED_OFF: &str = "handed_off";
 /// An outcome's `status` on `lead-handoffs` when the lead failed for good.
 pub const FAILED: &str = "failed";
+/// An outcome's `status` on `lead-handoffs` when its update was withdrawn
+/// ([`Resolution::Superseded`]).
+pub const SUPERSEDED: &str = "superseded";
+/// Every `status` an outcome can have: the label values of `leadscore_handoffs_total`.
+pub const OUTCOME_STATUSES: &[&str] = &[HANDED_OFF, FAILED, SUPERSEDED];
 
 impl HandoffOutcome<'_> {
-    /// [`HANDED_OFF`] or [`FAILED`].
+    /// [`HANDED_OFF`], [`FAILED`] or [`SUPERSEDED`].
     pub fn status(&self) -> &'static str {
-        if self.error.is_none() {
-            HANDED_OFF
-        } else {
-            FAILED
+        match self.resolution {
+            Resolution::HandedOff => HANDED_OFF,
+            Resolution::Failed(_) => FAILED,
+            Resolution::Superseded => SUPERSEDED,
         }
     }
 
     /// The JSON value, keys sorted.
     pub fn encode(&self) -> Vec<u8> {
-        let error = self
-            .error
-            .map(|e| json!({"errorCode": e.error_code, "message": e.message, "fields": e.fields}));
+        let error = match self.resolution {
+            Resolution::Failed(e) => {
+                Some(json!({"errorCode": e.error_code, "message": e.message, "fields": e.fields}))
+            }
+            Resolution::HandedOff | Resolution::Superseded => None,
+        };
         json!({
             "user_id": self.user_id,
             "lead_id": self.lead_id,
@@ -245,7 +266,7 @@ impl Core {
         &self,
         p: &Pending,
         http_status: Option<u16>,
-        error: Option<&SfError>,
+        resolution: Resolution<'_>,
     ) -> Result<(), HandoffError> {
         // The outcome happened when it was decided: that is both its `time` and its record
         // timestamp (docs/formats.md).
@@ -257,7 +278,7 @@ impl Core {
             change_event_id: &p.change_id,
             attempts: p.attempts,
             http_status,
-            error,
+            resolution,
             time: now,
         };
         metrics::counter!(HANDOFFS, "outcome" => outcome.status()).increment(1);
@@ -273,7 +294,7 @@ impl Core {
             kafka::record_timestamp(now, now),
             kafka::Delivery::Output,
         )?;
-        if let Some(e) = error {
+        if let Resolution::Failed(e) = resolution {
             // One line per lead dead-lettered (a rare event, bounded by the leads): an operator
             // reading the log sees what Salesforce refused and why, not only a counter.
             tracing::warn!(
@@ -389,10 +410,10 @@ impl Core {
                     p.attempts = p.attempts.saturating_add(1);
                     let (since, retried) = (p.since.unwrap_or(now), retry.len());
                     match o.result {
-                        Ok(()) => self.record_outcome(&p, o.http_status, None)?,
+                        Ok(()) => self.record_outcome(&p, o.http_status, Resolution::HandedOff)?,
                         Err(e) => match e.hint {
                             RetryHint::Permanent => {
-                                self.record_outcome(&p, o.http_status, Some(&e))?
+                                self.record_outcome(&p, o.http_status, Resolution::Failed(&e))?
                             }
                             RetryHint::PauseForLimit => {
                                 pause = Some(Pause::ApiLimit);
@@ -420,7 +441,7 @@ impl Core {
                                     .max_attempts
                                     .is_some_and(|max| p.attempts >= max) =>
                             {
-                                self.record_outcome(&p, o.http_status, Some(&e))?
+                                self.record_outcome(&p, o.http_status, Resolution::Failed(&e))?
                             }
                             RetryHint::Retry => {
                                 metrics::counter!(HANDOFF_RETRIES).increment(1);
@@ -851,9 +872,15 @@ impl Service for Core {
             self.no_lead_id();
         }
         if decision == Err(Skip::AtOrBeyondHandoffStatus) {
-            // Sales took the lead while its handoff waited for its batch: the PATCH would move
-            // it back, so it is not sent.
-            st.pending.retain(|p| *p.user_id != *change.user_id);
+            // Sales took the lead while its handoff waited for its batch (or for a retry): the
+            // PATCH would move it back, so it is not sent, and the outcome says so.
+            let (withdrawn, kept) = std::mem::take(&mut st.pending)
+                .into_iter()
+                .partition(|p| *p.user_id == *change.user_id);
+            st.pending = kept;
+            for lead in withdrawn {
+                self.record_outcome(&lead, None, Resolution::Superseded)?;
+            }
         }
         if let Ok(lead_id) = decision {
             let lead = Pending {
@@ -873,7 +900,8 @@ impl Service for Core {
                 // No call: an id like `..` or `a/b` would change the request's path. The lead
                 // stays eligible, for another id: the same one is not dead-lettered again.
                 owned.update_if_changed(&change.user_id, |l| l.refuse(&lead.lead_id));
-                self.record_outcome(&lead, None, Some(&invalid_lead_id(&lead.lead_id)))?;
+                let error = invalid_lead_id(&lead.lead_id);
+                self.record_outcome(&lead, None, Resolution::Failed(&error))?;
             }
         }
         Ok(())

@@ -380,10 +380,10 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Count,
         labels: &[Label {
             name: "outcome",
-            values: Values::Fixed(&["handed_off", "failed"]),
+            values: Values::Fixed(&["handed_off", "failed", "superseded"]),
         }],
         owner: Owner::Handoff,
-        help: "Leads with a handoff outcome, by outcome (handed_off, failed).",
+        help: "Leads with a handoff outcome, by outcome (handed_off, failed, superseded).",
     },
     Metric {
         name: HANDOFF_CHANGES,

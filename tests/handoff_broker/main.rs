@@ -367,9 +367,28 @@ fn a_lead_that_reaches_sql_before_its_batch_is_sent_is_not_moved_back() {
         0,
         "an SQL lead is never PATCHed"
     );
+    // Every outcome is on lead-handoffs (SPEC 6): the withdrawn one says so, with the change
+    // that made the lead eligible, no call and no error.
     let outcomes = setup.outcomes();
-    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
-    assert_eq!(outcomes[0]["lead_id"], control.as_str());
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    let of = |lead: &str| {
+        outcomes
+            .iter()
+            .find(|o| o["lead_id"] == lead)
+            .unwrap_or_else(|| panic!("no outcome for {lead}: {outcomes:?}"))
+    };
+    assert_eq!(of(&control)["status"], "handed_off");
+    let withdrawn = of(&taken);
+    assert_eq!(withdrawn["status"], "superseded", "{withdrawn}");
+    assert_eq!(withdrawn["user_id"], "u1");
+    assert_eq!(withdrawn["change_event_id"], "u1-c1");
+    assert_eq!(withdrawn["score"], 150);
+    assert_eq!(withdrawn["attempts"], 0);
+    assert!(withdrawn["http_status"].is_null() && withdrawn["error"].is_null());
+    assert!(
+        dead_letters(&setup).is_empty(),
+        "a superseded lead is not a dead letter"
+    );
 }
 
 #[test]
