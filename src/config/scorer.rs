@@ -84,7 +84,8 @@ pub struct ScorerSettings {
     /// Once a partition has caught up, its clock follows the wall clock, so inactivity timers
     /// fire even when no events arrive. Tests turn it off to keep time in event time only.
     pub follow_wall_clock: bool,
-    /// An event whose `time` is further than this ahead of the wall clock is dead-lettered
+    /// An event whose `time` is further than this ahead of the wall clock its record was
+    /// written at (the record timestamp, `scorer::written_at`) is dead-lettered
     /// (`invalid_value`) and never moves a partition clock: one mis-dated record (a year typed
     /// as 2099) would otherwise decay every lead of its partition and be checkpointed.
     #[serde(deserialize_with = "deserialize_duration")]

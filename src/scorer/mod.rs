@@ -387,10 +387,12 @@ impl Input {
 impl Core {
     /// Decodes one input record, with the check only the scorer makes (SPEC 2): a time too far
     /// ahead of the wall clock, checked before the record can touch any partition clock.
+    /// Decodes an input record. Its event time may be at most `max_skew` ahead of `written`,
+    /// the wall clock the record was written at ([`written_at`]).
     fn decode_input(
         &self,
         msg: &BorrowedMessage<'_>,
-        now: Millis,
+        written: Millis,
         max_skew: Millis,
     ) -> Result<Input, codec::DecodeError> {
         let Some(payload) = msg.payload() else {
@@ -399,11 +401,11 @@ impl Core {
         let s = &self.settings.scorer;
         match codec::decode_event(s.input_format, msg.key(), payload, &self.limits) {
             Ok(e) => {
-                codec::check_not_future(&e, now, max_skew)?;
+                codec::check_not_future(&e, written, max_skew)?;
                 Ok(Input::Event(e))
             }
             Err(codec::DecodeError::UnknownType(u)) if s.unknown_types == UnknownTypes::Skip => {
-                codec::check_time_not_future(u.time, now, max_skew)?;
+                codec::check_time_not_future(u.time, written, max_skew)?;
                 Ok(Input::UnknownType(*u))
             }
             Err(e) => Err(e),
@@ -461,7 +463,9 @@ impl Core {
             key: REROUTED_FROM_HEADER,
             value: Some(origin.as_bytes()),
         });
-        self.producer.send(
+        // With the original record timestamp: the home partition judges the event's time
+        // against when it was first written, as this partition did ([`written_at`]).
+        self.producer.send_at(
             Record {
                 topic: msg.topic(),
                 partition: Some(home),
@@ -469,10 +473,24 @@ impl Core {
                 payload: msg.payload(),
                 headers: Some(headers),
             },
+            msg.timestamp().to_millis().filter(|&t| t > 0),
             kafka::Delivery::Output,
         )?;
         Ok(())
     }
+}
+
+/// The wall clock an input record was written at, which its event's time is checked against
+/// (SPEC 2: at most `scorer.max_future_skew` ahead): the record's timestamp (the producer's
+/// create time, or the broker's append time), or `now` when the record has none or has one
+/// after `now`. Judged by when it was written, a record gets the same answer each time it is
+/// read, after a crash, a rebalance or a reset (SPEC 3.9); judged by when it is read, a record
+/// dead-lettered just past the skew would be accepted by a replay minutes later.
+pub fn written_at(timestamp: rdkafka::Timestamp, now: Millis) -> Millis {
+    timestamp
+        .to_millis()
+        .filter(|&t| t > 0)
+        .map_or(now, |t| t.min(now))
 }
 
 /// Why a record was not on its user's home partition (a bounded label set).
@@ -797,9 +815,9 @@ impl Core {
         };
         owned.users.processing(offset);
         let key = msg.key();
-        let now = crate::timestamp::wall_clock_millis();
+        let written = written_at(msg.timestamp(), crate::timestamp::wall_clock_millis());
         let max_skew = self.settings.scorer.max_future_skew.as_millis() as Millis;
-        let input = match self.decode_input(msg, now, max_skew) {
+        let input = match self.decode_input(msg, written, max_skew) {
             Ok(input) => input,
             Err(err) => return self.dead_letter(msg, &err),
         };
@@ -1065,6 +1083,25 @@ mod tests {
             Some(9_000),
             "never back"
         );
+    }
+
+    /// The guard's clock is the record's own timestamp, never later than now; a record with
+    /// no timestamp (librdkafka's -1) or a zero one is read against now.
+    #[test]
+    fn an_event_is_checked_against_when_its_record_was_written() {
+        use super::written_at;
+        use rdkafka::Timestamp;
+        let now = 1_767_607_260_000;
+        let hour_ago = now - 3_600_000;
+        assert_eq!(written_at(Timestamp::CreateTime(hour_ago), now), hour_ago);
+        assert_eq!(
+            written_at(Timestamp::LogAppendTime(hour_ago), now),
+            hour_ago
+        );
+        assert_eq!(written_at(Timestamp::CreateTime(now + 5_000), now), now);
+        assert_eq!(written_at(Timestamp::NotAvailable, now), now);
+        assert_eq!(written_at(Timestamp::CreateTime(0), now), now);
+        assert_eq!(written_at(Timestamp::CreateTime(-1), now), now);
     }
 
     /// The scorer's changes carry what the handoff reads, named in the handoff settings, even

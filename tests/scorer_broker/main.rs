@@ -603,6 +603,55 @@ fn a_far_future_record_is_dead_lettered_and_moves_no_clock() {
     assert!(!states.contains_key("zz"));
 }
 
+/// SPEC 3.9 and the future-time guard: an event is judged against the wall clock its record
+/// was written at (the record timestamp), not whenever it is read, so a replay after a crash,
+/// a rebalance or a reset decides as the first read did. Before, the guard read the scorer's
+/// clock: a record dead-lettered just past `max_future_skew` was accepted by a replay minutes
+/// later, and the two runs ended with different states. Here a record written an hour ago
+/// (its timestamp) with an event dated 50 minutes from now was 1 h 50 min ahead when written:
+/// dead-lettered, though within the default 1 h of the scorer's clock now. The same event in a
+/// record written now is accepted.
+#[test]
+fn an_event_is_judged_against_the_time_its_record_was_written() {
+    use rdkafka::producer::BaseRecord;
+    let setup = ScorerRig::new("future-written", 1);
+    let _scorer = setup.scorer("s", &[]);
+    let p = producer(&setup.broker);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64;
+    let time = leadscore::timestamp::format_rfc3339(now + 50 * 60_000);
+    let ev = |user: &str| {
+        format!(
+            r#"{{"user_id":"{user}","time":"{time}","type":"email_added","value":"{user}@x.io"}}"#
+        )
+    };
+    let (old, new) = (ev("written-an-hour-ago"), ev("written-now"));
+    p.send(
+        BaseRecord::to(&setup.names.input)
+            .key("written-an-hour-ago")
+            .payload(old.as_str())
+            .timestamp(now - 60 * 60_000),
+    )
+    .unwrap_or_else(|(e, _)| panic!("produce: {e}"));
+    p.send(
+        BaseRecord::to(&setup.names.input)
+            .key("written-now")
+            .payload(new.as_str()),
+    )
+    .unwrap_or_else(|(e, _)| panic!("produce: {e}"));
+    p.flush(Duration::from_secs(60)).expect("flush");
+    setup.wait_caught_up(2, Duration::from_secs(60));
+    let dlq = read_all(&setup.broker, &setup.names.dlq);
+    let keys: Vec<&[u8]> = dlq.iter().filter_map(|r| r.key.as_deref()).collect();
+    assert_eq!(keys, [b"written-an-hour-ago".as_slice()], "{dlq:?}");
+    assert_eq!(dlq[0].headers["leadscore.error.reason"], "invalid_value");
+    let states = setup.changelog_states();
+    assert!(states.contains_key("written-now"), "{states:?}");
+    assert!(!states.contains_key("written-an-hour-ago"), "{states:?}");
+}
+
 /// A new owner that restores a partition whose changelog checkpoint is ahead of the group's
 /// committed offset (a commit lost to a rebalance, or a crash between the checkpoint and the
 /// asynchronous commit) commits the checkpoint's position, even when no new input arrives:
