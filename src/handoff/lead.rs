@@ -290,6 +290,26 @@ impl Funnel {
     }
 }
 
+/// The status a change shows, when it is one the funnel does not list and the lead is at the
+/// handoff status or beyond: [`decide`] keeps the lead's last status then
+/// ([`Funnel::leaves_for_unlisted`]), so the lead stays ineligible until a listed status comes.
+/// The handoff logs such a status, since an org's own recycle status missing from
+/// `handoff.status_order` would otherwise hold its leads silently.
+pub fn unlisted_status(
+    st: &LeadState,
+    change: &ScoreChange,
+    s: &HandoffSettings,
+    funnel: &Funnel,
+) -> Option<String> {
+    let now = match change.attribute(&s.status_attribute)? {
+        ScalarRef::Str(v) => v.to_owned(),
+        other => other.to_string(),
+    };
+    funnel
+        .leaves_for_unlisted(st.status.as_deref(), Some(&now))
+        .then_some(now)
+}
+
 /// SPEC 6 "Who", as a pure function: updates the user's handoff state for one score change and
 /// says whether to hand the lead off now (and under which lead id).
 pub fn decide(

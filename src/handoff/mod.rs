@@ -16,7 +16,7 @@ pub mod salesforce;
 #[cfg(test)]
 mod tests;
 
-pub use lead::{decide, Funnel, LeadState, Newest, Skip, RECENT_CHANGES};
+pub use lead::{decide, unlisted_status, Funnel, LeadState, Newest, Skip, RECENT_CHANGES};
 
 use crate::codec::{self, Format};
 use crate::config::{LeadIdPattern, Settings};
@@ -213,8 +213,13 @@ pub struct Core {
     /// Whether a lead due for handoff without a lead id was logged (once per process: the
     /// counter tells how often).
     warned_no_lead_id: AtomicBool,
+    /// The unlisted statuses logged so far ([`Core::unlisted_status`]).
+    unlisted_logged: Mutex<std::collections::HashSet<String>>,
     state: Mutex<CoreState>,
 }
+
+/// How many distinct unlisted statuses the handoff logs, at most.
+const UNLISTED_LOGGED: usize = 32;
 
 impl Core {
     fn lock(&self) -> MutexGuard<'_, CoreState> {
@@ -259,6 +264,20 @@ impl Core {
                  tracked_attributes (counted in {HANDOFF_WITHOUT_LEAD_ID}; logged once)"
             );
         }
+    }
+
+    /// A lead at MQL or beyond moved to `status`, which `handoff.status_order` does not list:
+    /// it keeps its last listed status ([`unlisted_status`]). Logged once per status, for the
+    /// first [`UNLISTED_LOGGED`] statuses (a producer inventing statuses cannot fill the log).
+    fn unlisted_status(&self, status: &str) {
+        let mut seen = lock_unpoisoned(&self.unlisted_logged);
+        if seen.len() >= UNLISTED_LOGGED || !seen.insert(status.to_string()) {
+            return;
+        }
+        tracing::warn!(
+            status,
+            "a lead at the handoff status or beyond moved to a lead_status that              handoff.status_order does not list: it keeps its last listed status and is not              handed off again until a listed status before the handoff status comes. If this              status is a recycle, add it to handoff.status_order before the handoff status; if              it means Sales has the lead, to handoff.skip_statuses (logged once per status)"
+        );
     }
 
     /// Publishes one lead's outcome (and, for a failure, its dead letter).
@@ -781,6 +800,7 @@ impl Handoff {
             runtime: tokio::runtime::Handle::current(),
             shutdown,
             warned_no_lead_id: AtomicBool::new(false),
+            unlisted_logged: Mutex::default(),
             state: Mutex::new(CoreState::default()),
             settings,
         });
@@ -865,9 +885,14 @@ impl Service for Core {
         let Some(owned) = st.owned.get_mut(&p) else {
             return Ok(());
         };
+        let mut unlisted = None;
         let decision = owned.update_if_changed(&change.user_id, |lead| {
+            unlisted = unlisted_status(lead, &change, &self.settings.handoff, &self.funnel);
             decide(lead, &change, &self.settings.handoff, &self.funnel)
         });
+        if let Some(status) = unlisted {
+            self.unlisted_status(&status);
+        }
         if decision == Err(Skip::NoLeadId) {
             self.no_lead_id();
         }

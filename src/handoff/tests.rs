@@ -187,6 +187,31 @@ fn a_cleared_status_keeps_the_last_one_for_eligibility_and_recycles() {
     );
 }
 
+/// A lead at MQL or beyond that moves to a status the funnel does not list keeps its last
+/// listed status; `unlisted_status` names the move (the handoff logs it), and only that one.
+#[test]
+fn a_move_from_mql_or_beyond_to_an_unlisted_status_is_named() {
+    let s = settings();
+    let mut st = LeadState::default();
+    let steps = [
+        (150, "Open", None),
+        (150, "Lost", None), // unlisted, but the lead is before MQL: a status like any other
+        (150, "SQL", None),
+        (150, "Lost", Some("Lost")),
+        (150, "Parked", Some("Parked")),
+        (150, "Nurture", None),
+    ];
+    for (score, status, want) in steps {
+        let c = change("u", score, Some(status));
+        let got = unlisted_status(&st, &c, &s, &Funnel::new(&s));
+        assert_eq!(got.as_deref(), want, "{status}");
+        let _ = run(&mut st, &c, &s);
+    }
+    // Kept at SQL through the unlisted statuses, so the move to Nurture was a recycle.
+    assert_eq!(st.status.as_deref(), Some("Nurture"));
+    assert!(st.handed_off, "handed off again after the recycle");
+}
+
 #[test]
 fn a_recycle_to_a_status_before_the_handoff_status_re_arms_the_lead() {
     let s = settings();
