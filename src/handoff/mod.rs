@@ -316,13 +316,20 @@ impl Core {
         if let Resolution::Failed(e) = resolution {
             // One line per lead dead-lettered (a rare event, bounded by the leads): an operator
             // reading the log sees what Salesforce refused and why, not only a counter.
+            let why = if p.attempts == 0 {
+                "lead dead-lettered without a call: its lead id is not a lead id"
+            } else if e.hint == RetryHint::Permanent {
+                "lead dead-lettered: Salesforce refused its update"
+            } else {
+                "lead dead-lettered: its calls kept failing until handoff.max_attempts"
+            };
             tracing::warn!(
                 lead_id = %p.lead_id,
                 change = %p.change_id,
                 http_status = ?http_status,
                 attempts = p.attempts,
                 error = %e,
-                "lead dead-lettered: Salesforce refused its update"
+                "{why}"
             );
             self.dead_letter(
                 Some(p.user_id.as_bytes()),
@@ -705,7 +712,8 @@ pub fn invalid_lead_id(lead_id: &str) -> SfError {
         error_code: INVALID_LEAD_ID.to_string(),
         message: format!(
             "lead id {shown:?} is not a lead id (handoff.lead_id_pattern; default: a Salesforce \
-             id, 15 or 18 letters and digits); no call made"
+             id, 15 or 18 ASCII letters and digits, an 18-character one ending in three of \
+             A-Z, a-z, 0-5); no call made"
         ),
         fields: Vec::new(),
         hint: RetryHint::Permanent,

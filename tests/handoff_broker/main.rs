@@ -1245,6 +1245,13 @@ fn bad_lead_ids_and_mismatched_keys_are_dead_lettered_without_a_call() {
     assert!(failed
         .iter()
         .all(|o| o["error"]["errorCode"] == "INVALID_LEAD_ID" && o["http_status"].is_null()));
+    // The log says no call was made (not that Salesforce refused anything).
+    let log = h.log_text();
+    assert!(
+        log.contains("lead dead-lettered without a call: its lead id is not a lead id"),
+        "{log}"
+    );
+    assert!(!log.contains("Salesforce refused its update"), "{log}");
 
     // Then, after a restart (the refusals are state, checkpointed): a further change with the
     // same invalid id is not dead-lettered again, and one whose id was fixed at its source
