@@ -817,7 +817,8 @@ fn import_counts_rows_without_a_user_id_or_updated_at_and_keeps_its_watermark() 
 /// Rows repeating a (user id, updated_at) pair: the one with the largest score is imported
 /// whatever the table's physical order, the others passed over, logged and counted. They all
 /// got one event id before, so the scorer kept whichever the table returned first (an outside
-/// review).
+/// review). The scores compare as numbers: they were compared as their text (9 over 100), the
+/// poll's `ORDER BY` naming the text column it selected (a later outside review).
 #[test]
 fn rows_repeating_a_user_and_updated_at_import_the_largest_score_and_count_the_rest() {
     let (rig, pg) = warehouse_rig("wh-import-pairs");
@@ -827,7 +828,9 @@ fn rows_repeating_a_user_and_updated_at_import_the_largest_score_and_count_the_r
          ('p1', 30, '2026-01-05 10:00:00+00'), ('p1', 20, '2026-01-05 10:00:00+00'), \
          ('p1', NULL, '2026-01-05 10:00:00+00'), ('p2', 5, '2026-01-05 10:00:00+00'), \
          ('p1', 7, '2026-01-05 10:00:01+00'), ('p3', 40, '2026-01-05 10:00:02+00'), \
-         ('p3', 50, '2026-01-05 10:00:02+00')",
+         ('p3', 50, '2026-01-05 10:00:02+00'), \
+         ('p4', 9, '2026-01-05 10:00:03+00'), ('p4', 100, '2026-01-05 10:00:03+00'), \
+         ('p5', -10, '2026-01-05 10:00:04+00'), ('p5', -1, '2026-01-05 10:00:04+00')",
     );
     let mut import = warehouse(
         &rig,
@@ -837,8 +840,8 @@ fn rows_repeating_a_user_and_updated_at_import_the_largest_score_and_count_the_r
         &[("WAREHOUSE__IMPORT_TABLE", "imp_pairs")],
     );
     wait_until(Duration::from_secs(30), "every row counted", || {
-        counter(&import, "leadscore_warehouse_rows_imported_total") == Some(4.0)
-            && counter(&import, "leadscore_warehouse_rows_skipped_total") == Some(4.0)
+        counter(&import, "leadscore_warehouse_rows_imported_total") == Some(6.0)
+            && counter(&import, "leadscore_warehouse_rows_skipped_total") == Some(6.0)
     });
     let mut events: Vec<(String, i64)> = imported(&rig)
         .into_iter()
@@ -851,7 +854,10 @@ fn rows_repeating_a_user_and_updated_at_import_the_largest_score_and_count_the_r
             ("p1".to_string(), 7),
             ("p1".to_string(), 30),
             ("p2".to_string(), 5),
-            ("p3".to_string(), 50)
+            ("p3".to_string(), 50),
+            // Compared as numbers, not as their text: 100 over 9, -1 over -10.
+            ("p4".to_string(), 100),
+            ("p5".to_string(), -1)
         ]
     );
     let log = import.log_text();
@@ -859,7 +865,7 @@ fn rows_repeating_a_user_and_updated_at_import_the_largest_score_and_count_the_r
         log.lines()
             .filter(|l| l.contains("repeat the row imported before it"))
             .count(),
-        4,
+        6,
         "each repeated row logged, p1's null score among them (it sorts last):\n{log}"
     );
     import.stop();
@@ -952,6 +958,82 @@ fn export_keeps_every_window_count_and_passes_over_a_change_keyed_by_another_use
     assert!(
         log.contains("22003") && log.contains("inactivity:w1#1"),
         "the refusal names the change and the server's reason:\n{log}"
+    );
+    export.stop();
+}
+
+/// A role with only the privileges docs/ingest.md lists ("Access"), on tables made for it in
+/// advance, runs both commands. Both ran `CREATE TABLE IF NOT EXISTS` at every start, which
+/// PostgreSQL refuses without `CREATE` on the schema even when the table exists, and the
+/// export `CREATE INDEX IF NOT EXISTS`, which only the table's owner may run (an outside
+/// review): a least-privilege deployment could not start.
+#[test]
+fn a_role_without_create_runs_both_commands_on_tables_made_in_advance() {
+    let (rig, pg) = warehouse_rig("wh-least-privilege");
+    pg.sql("CREATE TABLE imp_lp (user_id text, score bigint, updated_at timestamptz)");
+    // The commands create their own tables as the owner first, then hand them over.
+    let mut import = warehouse(
+        &rig,
+        &pg,
+        "import",
+        "owner",
+        &[("WAREHOUSE__IMPORT_TABLE", "imp_lp")],
+    );
+    wait_until(Duration::from_secs(30), "the watermark table", || {
+        pg.try_sql("SELECT to_regclass('leadscore_import_watermarks') IS NOT NULL")
+            .is_ok_and(|t| t == "t")
+    });
+    import.stop();
+    let mut export = warehouse(&rig, &pg, "export", "owner", &[]);
+    wait_until(Duration::from_secs(30), "the export tables", || {
+        pg.try_sql("SELECT to_regclass('lead_scores') IS NOT NULL")
+            .is_ok_and(|t| t == "t")
+    });
+    export.stop();
+    pg.sql(
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC; CREATE ROLE lp LOGIN; \
+         GRANT SELECT ON imp_lp TO lp; \
+         GRANT SELECT, INSERT, UPDATE ON leadscore_import_watermarks TO lp; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON lead_score_changes, lead_scores TO lp",
+    );
+    let as_lp = pg.url().replace("user=postgres", "user=lp");
+
+    pg.sql("INSERT INTO imp_lp VALUES ('lp-imported', 42, '2026-01-05 10:00:00+00')");
+    let mut import = warehouse(
+        &rig,
+        &pg,
+        "import",
+        "lp",
+        &[
+            ("WAREHOUSE__IMPORT_TABLE", "imp_lp"),
+            ("WAREHOUSE__URL", &as_lp),
+        ],
+    );
+    wait_until(Duration::from_secs(30), "the row imported", || {
+        imported_users(&rig) == ["lp-imported"]
+    });
+    import.stop();
+
+    let p = producer(&rig.broker);
+    produce_all(
+        &p,
+        &rig.names.output,
+        &[
+            ("lp1", change_json("external:lp1#1", "lp1", 5, "Open")),
+            ("lp2", change_json("external:lp2#1", "lp2", 7, "Open")),
+        ],
+    );
+    produce_tombstone(&p, &rig.names.output, Some(b"lp2"));
+    rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).expect("flush");
+    let mut export = warehouse(&rig, &pg, "export", "lp", &[("WAREHOUSE__URL", &as_lp)]);
+    wait_until(
+        Duration::from_secs(60),
+        "lp1 written and lp2 forgotten",
+        || {
+            pg.try_sql("SELECT string_agg(user_id, ',') FROM lead_scores")
+                .is_ok_and(|users| users == "lp1")
+                && count(&pg, "SELECT count(*) FROM lead_score_changes") == 1
+        },
     );
     export.stop();
 }

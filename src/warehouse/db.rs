@@ -92,8 +92,13 @@ pub enum DbError {
          text only (TCP or Unix socket); use sslmode=disable, or a TLS-terminating proxy"
     )]
     TlsRequired,
-    #[error("cannot connect to the warehouse: {0}")]
-    Connect(PgError),
+    #[error("cannot connect to the warehouse at {at}: {source}")]
+    Connect { at: String, source: PgError },
+    #[error(
+        "warehouse: cannot create {what}: {source} (create it in advance, as docs/ingest.md \
+         shows, or grant CREATE on its schema)"
+    )]
+    Create { what: String, source: PgError },
     #[error("warehouse: {0}")]
     Sql(PgError),
     #[error("warehouse password file {} (warehouse.password_file): {message}", .path.display())]
@@ -159,10 +164,10 @@ pub async fn connect(settings: &WarehouseSettings) -> Result<Client, DbError> {
         // A server that does not answer must not hold a reconnection for ever.
         config.connect_timeout(CONNECT_TIMEOUT);
     }
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| DbError::Connect(PgError(e)))?;
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| DbError::Connect {
+        at: where_to(&config),
+        source: PgError(e),
+    })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::error!(error = %PgError(e), "warehouse connection lost");
@@ -171,14 +176,68 @@ pub async fn connect(settings: &WarehouseSettings) -> Result<Client, DbError> {
     Ok(client)
 }
 
-/// Connects (see [`connect`]), then runs `schema`: the statements creating the tables a command
-/// needs when they are missing.
+/// Where a connection goes, for its errors: `host:port` of each host the URL names (a Unix
+/// socket's directory for a socket), and the database. No user or password.
+fn where_to(config: &Config) -> String {
+    use tokio_postgres::config::Host;
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Unix(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
+            }
+        })
+        .collect();
+    let hosts = if hosts.is_empty() {
+        "the default host".to_string()
+    } else {
+        hosts.join(", ")
+    };
+    match config.get_dbname() {
+        Some(db) => format!("{hosts}, database {db:?}"),
+        None => hosts,
+    }
+}
+
+/// A table or index a command needs, created when missing. Its `CREATE` runs only when
+/// `to_regclass` finds nothing of that name, so a role with no `CREATE` on the schema (or not
+/// owning a table or index made for it) runs against relations created in advance.
+#[derive(Clone, Debug)]
+pub struct Create {
+    /// The relation's name as SQL writes it (quoted; schema-qualified when configured so).
+    pub name: String,
+    /// What it is, for errors: `table "lead_scores" (warehouse.scores_table)`.
+    pub what: String,
+    /// The statement creating it (`IF NOT EXISTS`: two commands starting at once both pass).
+    pub sql: String,
+}
+
+/// Connects (see [`connect`]), then creates what `schema` lists that is missing.
 pub async fn connect_and_create(
     settings: &WarehouseSettings,
-    schema: &str,
+    schema: &[Create],
 ) -> Result<Client, DbError> {
     let client = connect(settings).await?;
-    client.batch_execute(schema).await?;
+    for c in schema {
+        let missing: bool = client
+            .query_one("SELECT to_regclass($1::text) IS NULL", &[&c.name])
+            .await?
+            .get(0);
+        if missing {
+            client
+                .batch_execute(&c.sql)
+                .await
+                .map_err(|e| DbError::Create {
+                    what: c.what.clone(),
+                    source: PgError(e),
+                })?;
+        }
+    }
     Ok(client)
 }
 
@@ -196,7 +255,7 @@ pub const RECONNECT_GIVE_UP: Duration = Duration::from_secs(15 * 60);
 /// attempts, for at most [`RECONNECT_GIVE_UP`]. `Ok(None)` when shutdown came first.
 pub async fn reconnect(
     settings: &WarehouseSettings,
-    schema: &str,
+    schema: &[Create],
     shutdown: &Shutdown,
 ) -> Result<Option<Client>, DbError> {
     reconnect_within(settings, schema, shutdown, RECONNECT_GIVE_UP).await
@@ -204,7 +263,7 @@ pub async fn reconnect(
 
 async fn reconnect_within(
     settings: &WarehouseSettings,
-    schema: &str,
+    schema: &[Create],
     shutdown: &Shutdown,
     give_up: Duration,
 ) -> Result<Option<Client>, DbError> {
@@ -306,7 +365,7 @@ mod tests {
         };
         let shutdown = Shutdown::new();
         let started = Instant::now();
-        let e = reconnect_within(&settings, "", &shutdown, Duration::from_secs(1))
+        let e = reconnect_within(&settings, &[], &shutdown, Duration::from_secs(1))
             .await
             .unwrap_err()
             .to_string();
@@ -320,17 +379,22 @@ mod tests {
             e.contains("cannot connect") && e.contains("error connecting to server:"),
             "the cause, not only the kind: {e}"
         );
+        // Where it tried, as libpq says it (not the user or a password).
+        assert!(
+            e.contains(&format!("at 127.0.0.1:{port}, database \"x\":")),
+            "where: {e}"
+        );
         let bad = WarehouseSettings {
             url: Some("sslmode=require host=127.0.0.1".into()),
             ..WarehouseSettings::default()
         };
-        let e = reconnect_within(&bad, "", &shutdown, Duration::from_secs(600))
+        let e = reconnect_within(&bad, &[], &shutdown, Duration::from_secs(600))
             .await
             .unwrap_err();
         assert!(matches!(e, DbError::TlsRequired), "{e}");
         shutdown.trigger();
         assert!(
-            reconnect_within(&settings, "", &shutdown, Duration::from_secs(600))
+            reconnect_within(&settings, &[], &shutdown, Duration::from_secs(600))
                 .await
                 .unwrap()
                 .is_none()

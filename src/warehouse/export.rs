@@ -91,7 +91,7 @@ impl WriteError {
 
 /// The table definitions and statements, from the settings' (already checked) names.
 struct Sql {
-    schema: String,
+    schema: Vec<db::Create>,
     insert_change: String,
     upsert_score: String,
     forget_score: String,
@@ -103,39 +103,62 @@ impl Sql {
         let scores = quote_identifier(&w.scores_table).unwrap_or_default();
         let changes = quote_identifier(&w.changes_table).unwrap_or_default();
         // The index lives in the table's schema; its name is the table's with a suffix.
-        let table_name = w.changes_table.rsplit('.').next().unwrap_or_default();
-        let index = quote_identifier(&format!("{table_name}_user_time"))
+        let (table_schema, table_name) = match w.changes_table.rsplit_once('.') {
+            Some((schema, name)) => (Some(schema), name),
+            None => (None, w.changes_table.as_str()),
+        };
+        let index_name = format!("{table_name}_user_time");
+        let index = quote_identifier(&index_name)
             .unwrap_or_else(|| "\"leadscore_changes_user_time\"".to_string());
+        // Looked up in the table's schema: that is where `CREATE INDEX` puts it.
+        let index_qualified = table_schema
+            .and_then(|schema| quote_identifier(&format!("{schema}.{index_name}")))
+            .unwrap_or_else(|| index.clone());
         Sql {
-            schema: format!(
-                "CREATE TABLE IF NOT EXISTS {changes} (
-                    event_id text PRIMARY KEY,
-                    user_id text NOT NULL,
-                    time timestamptz NOT NULL,
-                    previous_score bigint NOT NULL,
-                    score bigint NOT NULL,
-                    delta bigint NOT NULL,
-                    reason_kind text NOT NULL,
-                    reason_group text,
-                    source_event_id text,
-                    windows bigint NOT NULL,
-                    attributes jsonb NOT NULL,
-                    kafka_partition integer NOT NULL,
-                    kafka_offset bigint NOT NULL,
-                    exported_at timestamptz NOT NULL DEFAULT now()
-                );
-                CREATE INDEX IF NOT EXISTS {changes_index} ON {changes} (user_id, time);
-                CREATE TABLE IF NOT EXISTS {scores} (
-                    user_id text PRIMARY KEY,
-                    score bigint NOT NULL,
-                    lead_status text,
-                    attributes jsonb NOT NULL,
-                    last_change_event_id text NOT NULL,
-                    last_change_time timestamptz NOT NULL,
-                    updated_at timestamptz NOT NULL DEFAULT now()
-                );",
-                changes_index = index,
-            ),
+            schema: vec![
+                db::Create {
+                    name: changes.clone(),
+                    what: format!("table {changes} (warehouse.changes_table)"),
+                    sql: format!(
+                        "CREATE TABLE IF NOT EXISTS {changes} (
+                            event_id text PRIMARY KEY,
+                            user_id text NOT NULL,
+                            time timestamptz NOT NULL,
+                            previous_score bigint NOT NULL,
+                            score bigint NOT NULL,
+                            delta bigint NOT NULL,
+                            reason_kind text NOT NULL,
+                            reason_group text,
+                            source_event_id text,
+                            windows bigint NOT NULL,
+                            attributes jsonb NOT NULL,
+                            kafka_partition integer NOT NULL,
+                            kafka_offset bigint NOT NULL,
+                            exported_at timestamptz NOT NULL DEFAULT now()
+                        )"
+                    ),
+                },
+                db::Create {
+                    name: index_qualified.clone(),
+                    what: format!("index {index_qualified} on {changes} (user_id, time)"),
+                    sql: format!("CREATE INDEX IF NOT EXISTS {index} ON {changes} (user_id, time)"),
+                },
+                db::Create {
+                    name: scores.clone(),
+                    what: format!("table {scores} (warehouse.scores_table)"),
+                    sql: format!(
+                        "CREATE TABLE IF NOT EXISTS {scores} (
+                            user_id text PRIMARY KEY,
+                            score bigint NOT NULL,
+                            lead_status text,
+                            attributes jsonb NOT NULL,
+                            last_change_event_id text NOT NULL,
+                            last_change_time timestamptz NOT NULL,
+                            updated_at timestamptz NOT NULL DEFAULT now()
+                        )"
+                    ),
+                },
+            ],
             insert_change: format!(
                 "INSERT INTO {changes} (event_id, user_id, time, previous_score, score, delta, \
                  reason_kind, reason_group, source_event_id, windows, attributes, \

@@ -100,7 +100,7 @@ const TIMELESS_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// The SQL of one poll, from the settings' (already checked) names.
 #[derive(Clone, Debug)]
 struct Queries {
-    create_watermarks: String,
+    create_watermarks: [db::Create; 1],
     load_watermark: String,
     store_watermark: String,
     first: String,
@@ -128,7 +128,9 @@ impl Queries {
         // Two rows of one user with one `updated_at` are a loading mistake (the pair must be
         // unique): the one with the largest score is read first, imported, and the others
         // passed over, so which wins does not depend on the table's physical order.
-        let order = format!("ORDER BY {at}, {user_c}, {score} DESC NULLS LAST LIMIT $1");
+        // The score named with its table: a bare name in `ORDER BY` means the output column
+        // first, which is the score's text, and "9" sorts after "100" (an outside review).
+        let order = format!("ORDER BY {at}, {user_c}, {table}.{score} DESC NULLS LAST LIMIT $1");
         // Rows dated ahead of the clock are held until due: the watermark must not pass a time
         // that rows written now still carry. The earlier of the server's clock (what `now()`
         // writes) and the importer's (what the scorer's future-skew check is close to).
@@ -138,11 +140,15 @@ impl Queries {
             )
         };
         Queries {
-            create_watermarks: format!(
-                "CREATE TABLE IF NOT EXISTS {wm} (name text PRIMARY KEY, \
-                 updated_at timestamptz NOT NULL, user_id text NOT NULL, \
-                 stored_at timestamptz NOT NULL DEFAULT now())"
-            ),
+            create_watermarks: [db::Create {
+                name: wm.clone(),
+                what: format!("table {wm} (warehouse.watermark_table)"),
+                sql: format!(
+                    "CREATE TABLE IF NOT EXISTS {wm} (name text PRIMARY KEY, \
+                     updated_at timestamptz NOT NULL, user_id text NOT NULL, \
+                     stored_at timestamptz NOT NULL DEFAULT now())"
+                ),
+            }],
             load_watermark: format!("SELECT updated_at, user_id FROM {wm} WHERE name = $1"),
             store_watermark: format!(
                 "INSERT INTO {wm} (name, updated_at, user_id) VALUES ($1, $2, $3) \
@@ -761,7 +767,8 @@ mod tests {
             q.after
         );
         assert!(q.after.contains(&format!(
-            "ORDER BY \"updated_at\", {user_c}, \"score\" DESC NULLS LAST LIMIT $1"
+            "ORDER BY \"updated_at\", {user_c}, \"lead_score_imports\".\"score\" DESC NULLS LAST \
+             LIMIT $1"
         )));
     }
 
