@@ -217,6 +217,17 @@ pub struct Create {
     pub sql: String,
 }
 
+impl Create {
+    /// The table `name` (quoted) of the setting `setting`, with these columns.
+    pub fn table(name: &str, setting: &str, columns: &str) -> Create {
+        Create {
+            name: name.to_string(),
+            what: format!("table {name} ({setting})"),
+            sql: format!("CREATE TABLE IF NOT EXISTS {name} ({columns})"),
+        }
+    }
+}
+
 /// Connects (see [`connect`]), then creates what `schema` lists that is missing.
 pub async fn connect_and_create(
     settings: &WarehouseSettings,

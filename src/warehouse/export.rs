@@ -116,48 +116,40 @@ impl Sql {
             .unwrap_or_else(|| index.clone());
         Sql {
             schema: vec![
-                db::Create {
-                    name: changes.clone(),
-                    what: format!("table {changes} (warehouse.changes_table)"),
-                    sql: format!(
-                        "CREATE TABLE IF NOT EXISTS {changes} (
-                            event_id text PRIMARY KEY,
-                            user_id text NOT NULL,
-                            time timestamptz NOT NULL,
-                            previous_score bigint NOT NULL,
-                            score bigint NOT NULL,
-                            delta bigint NOT NULL,
-                            reason_kind text NOT NULL,
-                            reason_group text,
-                            source_event_id text,
-                            windows bigint NOT NULL,
-                            attributes jsonb NOT NULL,
-                            kafka_partition integer NOT NULL,
-                            kafka_offset bigint NOT NULL,
-                            exported_at timestamptz NOT NULL DEFAULT now()
-                        )"
-                    ),
-                },
+                db::Create::table(
+                    &changes,
+                    "warehouse.changes_table",
+                    "event_id text PRIMARY KEY,
+                    user_id text NOT NULL,
+                    time timestamptz NOT NULL,
+                    previous_score bigint NOT NULL,
+                    score bigint NOT NULL,
+                    delta bigint NOT NULL,
+                    reason_kind text NOT NULL,
+                    reason_group text,
+                    source_event_id text,
+                    windows bigint NOT NULL,
+                    attributes jsonb NOT NULL,
+                    kafka_partition integer NOT NULL,
+                    kafka_offset bigint NOT NULL,
+                    exported_at timestamptz NOT NULL DEFAULT now()",
+                ),
                 db::Create {
                     name: index_qualified.clone(),
                     what: format!("index {index_qualified} on {changes} (user_id, time)"),
                     sql: format!("CREATE INDEX IF NOT EXISTS {index} ON {changes} (user_id, time)"),
                 },
-                db::Create {
-                    name: scores.clone(),
-                    what: format!("table {scores} (warehouse.scores_table)"),
-                    sql: format!(
-                        "CREATE TABLE IF NOT EXISTS {scores} (
-                            user_id text PRIMARY KEY,
-                            score bigint NOT NULL,
-                            lead_status text,
-                            attributes jsonb NOT NULL,
-                            last_change_event_id text NOT NULL,
-                            last_change_time timestamptz NOT NULL,
-                            updated_at timestamptz NOT NULL DEFAULT now()
-                        )"
-                    ),
-                },
+                db::Create::table(
+                    &scores,
+                    "warehouse.scores_table",
+                    "user_id text PRIMARY KEY,
+                    score bigint NOT NULL,
+                    lead_status text,
+                    attributes jsonb NOT NULL,
+                    last_change_event_id text NOT NULL,
+                    last_change_time timestamptz NOT NULL,
+                    updated_at timestamptz NOT NULL DEFAULT now()",
+                ),
             ],
             insert_change: format!(
                 "INSERT INTO {changes} (event_id, user_id, time, previous_score, score, delta, \

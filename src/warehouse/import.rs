@@ -140,15 +140,12 @@ impl Queries {
             )
         };
         Queries {
-            create_watermarks: [db::Create {
-                name: wm.clone(),
-                what: format!("table {wm} (warehouse.watermark_table)"),
-                sql: format!(
-                    "CREATE TABLE IF NOT EXISTS {wm} (name text PRIMARY KEY, \
-                     updated_at timestamptz NOT NULL, user_id text NOT NULL, \
-                     stored_at timestamptz NOT NULL DEFAULT now())"
-                ),
-            }],
+            create_watermarks: [db::Create::table(
+                &wm,
+                "warehouse.watermark_table",
+                "name text PRIMARY KEY, updated_at timestamptz NOT NULL, \
+                 user_id text NOT NULL, stored_at timestamptz NOT NULL DEFAULT now()",
+            )],
             load_watermark: format!("SELECT updated_at, user_id FROM {wm} WHERE name = $1"),
             store_watermark: format!(
                 "INSERT INTO {wm} (name, updated_at, user_id) VALUES ($1, $2, $3) \
