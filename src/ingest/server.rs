@@ -163,14 +163,22 @@ async fn track(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> R
     response
 }
 
+/// A 400 naming the first of `names` the request gives more than once, if any.
+fn repeated(headers: &HeaderMap, names: &[&str]) -> Option<Response> {
+    let name = names
+        .iter()
+        .find(|name| headers.get_all(**name).iter().count() > 1)?;
+    Some(message(
+        StatusCode::BAD_REQUEST,
+        format!("the {name} header is given more than once: send it once"),
+    ))
+}
+
 async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
     // Two keys: which one counts would be a guess (the first did, so a wrong key then the
     // right one was refused and the other way round accepted).
-    if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "the authorization header is given more than once: send it once",
-        );
+    if let Some(refused) = repeated(headers, &[header::AUTHORIZATION.as_str()]) {
+        return refused;
     }
     // The scheme is case-insensitive (RFC 9110); the key is not.
     let given = headers
@@ -199,17 +207,13 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
         return response;
     }
     // A header the request must not repeat: which of two values would count is a guess.
-    for name in [
+    let once = [
         header::CONTENT_TYPE.as_str(),
         "content-encoding",
         "idempotency-key",
-    ] {
-        if headers.get_all(name).iter().count() > 1 {
-            return message(
-                StatusCode::BAD_REQUEST,
-                format!("the {name} header is given more than once: send it once"),
-            );
-        }
+    ];
+    if let Some(refused) = repeated(headers, &once) {
+        return refused;
     }
     // A compressed body would be read as JSON and refused as "not JSON": name the encoding.
     if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
