@@ -110,8 +110,18 @@ struct Queries {
     count_far_ahead: String,
 }
 
+/// How much of a score's text a poll reads: a score in the 64-bit range is at most a few dozen
+/// characters (more only with a long fraction, whose cut keeps its rounding), and a `text`
+/// column could hold a gigabyte.
+const SCORE_READ_CHARS: usize = 4_097;
+
 impl Queries {
-    fn new(w: &WarehouseSettings) -> Queries {
+    /// `max_event_bytes` is the scorer's: a user id longer than half of it makes an event the
+    /// scorer would refuse (the id is in it twice), so a poll reads no more of an id than
+    /// that and a character: the rows of a batch cannot hold more, however long the values
+    /// in the table (a batch of ten 30 MB user ids took 774 MB before).
+    fn new(w: &WarehouseSettings, max_event_bytes: usize) -> Queries {
+        let id_chars = max_event_bytes / 2 + 1;
         let q = |name: &str| quote_identifier(name).unwrap_or_default();
         let (table, wm) = (q(&w.import_table), q(&w.watermark_table));
         let (user, score, at) = (
@@ -124,7 +134,16 @@ impl Queries {
         // A null user id orders as the empty one: such rows are read (and counted as passed
         // over) and can carry the watermark like any other.
         let user_c = format!("COALESCE({user}::text, '') COLLATE \"C\"");
-        let select = format!("SELECT {user}::text, {score}::text, {at} FROM {table}");
+        let select = format!(
+            "SELECT left({user}::text, {id_chars}), left({score}::text, {SCORE_READ_CHARS}), \
+             {at} FROM {table}"
+        );
+        // A watermark on a cut user id (as long as a poll reads one) stands for every id that
+        // starts with it at its time, all too long for an event: they are not read again.
+        let past_cut = format!(
+            "NOT ({at} = $2::timestamptz AND char_length($3::text) >= {id_chars} \
+             AND starts_with(COALESCE({user}::text, ''), $3::text))"
+        );
         // Two rows of one user with one `updated_at` are a loading mistake (the pair must be
         // unique): the one with the largest score is read first, imported, and the others
         // passed over, so which wins does not depend on the table's physical order.
@@ -155,7 +174,8 @@ impl Queries {
             first: format!("{select} WHERE {} {order}", due("$2")),
             after: format!(
                 "{select} WHERE {} \
-                 AND ({at}, {user_c}) > ($2::timestamptz, $3::text COLLATE \"C\") {order}",
+                 AND ({at}, {user_c}) > ($2::timestamptz, $3::text COLLATE \"C\") \
+                 AND {past_cut} {order}",
                 due("$4")
             ),
             // `infinity` is never due, so never read either (`-infinity` is, and is passed
@@ -322,7 +342,7 @@ impl Importer {
     /// Connects to the warehouse and Kafka, creates the watermark table when missing.
     pub async fn start(settings: Settings, health: Arc<Health>) -> Result<Importer, ImportError> {
         telemetry::register_at_zero(telemetry::Owner::Warehouse);
-        let queries = Queries::new(&settings.warehouse);
+        let queries = Queries::new(&settings.warehouse, settings.scorer.max_event_bytes);
         let client =
             db::connect_and_create(&settings.warehouse, &queries.create_watermarks).await?;
         check_updated_at_type(&client, &queries, &settings.warehouse).await?;
@@ -754,7 +774,8 @@ mod tests {
 
     #[test]
     fn the_poll_compares_the_pair_so_equal_times_are_neither_lost_nor_repeated() {
-        let q = Queries::new(&Settings::default().warehouse);
+        let settings = Settings::default();
+        let q = Queries::new(&settings.warehouse, settings.scorer.max_event_bytes);
         let user_c = "COALESCE(\"user_id\"::text, '') COLLATE \"C\"";
         assert!(
             q.after.contains(&format!(
@@ -771,7 +792,8 @@ mod tests {
 
     #[test]
     fn the_poll_reads_only_rows_due_by_both_clocks() {
-        let q = Queries::new(&Settings::default().warehouse);
+        let settings = Settings::default();
+        let q = Queries::new(&settings.warehouse, settings.scorer.max_event_bytes);
         let due = |clock: &str| {
             format!("\"updated_at\" <= LEAST(statement_timestamp(), {clock}::timestamptz)")
         };
