@@ -503,6 +503,17 @@ fn a_bad_api_keys_file_is_a_clear_configuration_error() {
         !message.contains("secret"),
         "the key is never printed: {message}"
     );
+    // The shipped template's placeholder (deploy/kubernetes/ingest-secret.yaml) is public: a
+    // deployment applied as it is must not open the API to anyone who read the repository
+    // (an outside review found it accepted).
+    let template = rig.dir.path().join("template");
+    let placeholder = "REPLACE_ME_WITH_A_LONG_RANDOM_KEY";
+    std::fs::write(&template, format!("{placeholder}\n")).unwrap();
+    let message = run(Some(&template));
+    assert!(
+        message.contains("line 1") && message.contains("placeholder"),
+        "{message}"
+    );
 }
 
 #[test]

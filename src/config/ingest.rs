@@ -10,6 +10,8 @@ pub const MAX_API_KEYS_FILE_BYTES: u64 = 64 * 1024;
 
 /// The shortest API key accepted: a short key can be guessed, whatever the rate limit.
 pub const MIN_API_KEY_LEN: usize = 16;
+/// How the shipped templates' placeholder keys begin; no key may contain it.
+const PLACEHOLDER: &str = "REPLACE_ME";
 
 /// The largest `ingest.max_body_bytes`: the bytes the request bodies in flight may hold between
 /// them (`ingest::server::BodyBudget`). Without a ceiling, one 3 GB request took 5.2 GB
@@ -136,6 +138,14 @@ impl IngestSettings {
             if key.len() < MIN_API_KEY_LEN {
                 return Err(bad(format!(
                     "the key is shorter than {MIN_API_KEY_LEN} characters, too easy to guess"
+                )));
+            }
+            // The templates' placeholders are public: a Secret applied as shipped must not
+            // open the API to anyone who read the repository.
+            if key.contains(PLACEHOLDER) {
+                return Err(bad(format!(
+                    "the key is the template's placeholder ({PLACEHOLDER}...): put a long \
+                     random key there (deploy/kubernetes/ingest-secret.yaml says how)"
                 )));
             }
             keys.push(Secret::new(key));

@@ -251,6 +251,22 @@ fn handoff_deployment_settings_agree_with_the_scorer_and_point_at_a_real_org() {
         sf.instance_url
     );
     assert!(!sf.client_id.is_empty(), "salesforce.client_id");
+    // The funnel shipped for an org is the stock one: a status dropped from the copy (it had
+    // lost `Nurturing` and `Qualified`) counts as before MQL, and a lead Sales qualified was
+    // PATCHed back to MQL (an outside review).
+    let h = &handoff.handoff;
+    assert_eq!(
+        h.status_order,
+        leadscore::config::DEFAULT_STATUS_ORDER,
+        "handoff.status_order: the default picklist, in order"
+    );
+    // A real org's Lead field is `Status` (the stand-in takes any field; SPEC 6's seed body
+    // names `lead_status`, the scorer's attribute).
+    assert_eq!(
+        h.patch_body,
+        serde_json::json!({"Status": "MQL"}),
+        "handoff.patch_body sets the Lead's standard Status field"
+    );
 }
 
 #[test]
