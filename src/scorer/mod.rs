@@ -482,15 +482,22 @@ impl Core {
 
 /// The wall clock an input record was written at, which its event's time is checked against
 /// (SPEC 2: at most `scorer.max_future_skew` ahead): the record's timestamp (the producer's
-/// create time, or the broker's append time), or `now` when the record has none or has one
-/// after `now`. Judged by when it was written, a record gets the same answer each time it is
-/// read, after a crash, a rebalance or a reset (SPEC 3.9); judged by when it is read, a record
-/// dead-lettered just past the skew would be accepted by a replay minutes later.
-pub fn written_at(timestamp: rdkafka::Timestamp, now: Millis) -> Millis {
+/// create time, or the broker's append time) when it is at most `max_skew` ahead of `now`,
+/// else `now` (no timestamp, or one further ahead: a record stamped with a mis-dated event's
+/// time must not carry the event past the guard). Judged by when it was written, a record gets
+/// the same answer each time it is read, after a crash, a rebalance or a reset (SPEC 3.9);
+/// judged by when it is read, a record dead-lettered just past the skew was accepted by a
+/// replay minutes later. A timestamp up to `max_skew` ahead is trusted, not capped at `now`,
+/// so that a producer whose clock runs a little ahead (or that stamps records with their event
+/// times, as Flink and Kafka Streams do) gets the same answer on every read too (an outside
+/// check); the price is that an event may then be up to twice the skew ahead of the scorer's
+/// clock. Only a record with no timestamp, or one more than the skew ahead, is judged by the
+/// clock of each read.
+pub fn written_at(timestamp: rdkafka::Timestamp, now: Millis, max_skew: Millis) -> Millis {
     timestamp
         .to_millis()
-        .filter(|&t| t > 0)
-        .map_or(now, |t| t.min(now))
+        .filter(|&t| t > 0 && t <= now.saturating_add(max_skew))
+        .unwrap_or(now)
 }
 
 /// Why a record was not on its user's home partition (a bounded label set).
@@ -815,8 +822,9 @@ impl Core {
         };
         owned.users.processing(offset);
         let key = msg.key();
-        let written = written_at(msg.timestamp(), crate::timestamp::wall_clock_millis());
         let max_skew = self.settings.scorer.max_future_skew.as_millis() as Millis;
+        let now = crate::timestamp::wall_clock_millis();
+        let written = written_at(msg.timestamp(), now, max_skew);
         let input = match self.decode_input(msg, written, max_skew) {
             Ok(input) => input,
             Err(err) => return self.dead_letter(msg, &err),
@@ -1085,23 +1093,31 @@ mod tests {
         );
     }
 
-    /// The guard's clock is the record's own timestamp, never later than now; a record with
-    /// no timestamp (librdkafka's -1) or a zero one is read against now.
+    /// The guard's clock is the record's own timestamp, trusted up to the skew ahead of now
+    /// (a producer clock a little ahead gets the same answer on every read); a record with no
+    /// timestamp (librdkafka's -1), a zero one, or one further ahead is read against now.
     #[test]
     fn an_event_is_checked_against_when_its_record_was_written() {
         use super::written_at;
         use rdkafka::Timestamp;
-        let now = 1_767_607_260_000;
+        let (now, skew) = (1_767_607_260_000, 3_600_000);
         let hour_ago = now - 3_600_000;
-        assert_eq!(written_at(Timestamp::CreateTime(hour_ago), now), hour_ago);
+        let check = |t| written_at(t, now, skew);
+        assert_eq!(check(Timestamp::CreateTime(hour_ago)), hour_ago);
+        assert_eq!(check(Timestamp::LogAppendTime(hour_ago)), hour_ago);
+        assert_eq!(check(Timestamp::CreateTime(now + 150_000)), now + 150_000);
+        assert_eq!(check(Timestamp::CreateTime(now + skew)), now + skew);
+        assert_eq!(check(Timestamp::CreateTime(now + skew + 1)), now);
+        assert_eq!(check(Timestamp::NotAvailable), now);
+        assert_eq!(check(Timestamp::CreateTime(0)), now);
+        assert_eq!(check(Timestamp::CreateTime(-1)), now);
+        // The same record read 2.5 minutes later, its producer's clock 2.5 minutes ahead: the
+        // same clock, so the same answer (an outside check found the first read used now).
+        let ts = Timestamp::CreateTime(now + 150_000);
         assert_eq!(
-            written_at(Timestamp::LogAppendTime(hour_ago), now),
-            hour_ago
+            written_at(ts, now, skew),
+            written_at(ts, now + 150_000, skew)
         );
-        assert_eq!(written_at(Timestamp::CreateTime(now + 5_000), now), now);
-        assert_eq!(written_at(Timestamp::NotAvailable, now), now);
-        assert_eq!(written_at(Timestamp::CreateTime(0), now), now);
-        assert_eq!(written_at(Timestamp::CreateTime(-1), now), now);
     }
 
     /// The scorer's changes carry what the handoff reads, named in the handoff settings, even
