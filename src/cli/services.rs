@@ -47,6 +47,11 @@ pub(super) fn run_handoff(config: Option<PathBuf>) -> Result<ExitCode> {
     })
 }
 
+/// How long a Kafka service may take to stop after SIGTERM before the process exits without
+/// finishing: under the 60 s grace period the manifests give (docs/operations.md). A stop
+/// takes seconds when the broker answers.
+const STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(50);
+
 /// How long a stop during a service's start waits for the start's blocking steps (a broker
 /// request, the store being opened) before the process exits without them.
 const STOP_DURING_START: std::time::Duration = std::time::Duration::from_secs(2);
@@ -64,7 +69,7 @@ where
     let runtime = runtime()?;
     let result = runtime.block_on(async move {
         let shutdown = Shutdown::new();
-        shutdown.on_signals();
+        shutdown.on_signals_within(STOP_DEADLINE);
         let health = Health::new();
         // Lead lookup is the scorer's: the handoff serves the common routes only.
         let lookup = Lookup::new(&settings)?;

@@ -402,10 +402,15 @@ impl Service {
 
     /// SIGTERM, then waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal_term();
+        self.child.wait().expect("wait for leadscore")
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn signal_term(&self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        self.child.wait().expect("wait for leadscore")
     }
 
     /// SIGTERM; the service must exit 0. A failure says how it ended (a code or a signal),
