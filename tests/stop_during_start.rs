@@ -78,22 +78,25 @@ fn a_stop_while_no_broker_answers_ends_the_start_at_once() {
 
 /// SIGTERM after the broker went away: the final checkpoint's deliveries and the consumer's
 /// close can wait for a broker that never comes back, and a scorer stopped that way was still
-/// running a quarter of an hour later, a second SIGTERM ignored (an outside check, on the
-/// embedded broker with six partitions; not reproduced here, where the scorer stops in
-/// seconds). The process now exits 50 s after the first signal at the latest, or at a second
-/// one, saying why: this checks the stop stays within that bound.
+/// running a quarter of an hour later (an outside check). The process now exits 50 s after
+/// the first signal at the latest (status 1, saying why). Here the broker dies while the
+/// scorer processes a batch, and it stops in 6-10 s; the bound is what is checked. (With a
+/// task also waiting for a second signal, to exit at once, this scorer took the whole 50 s,
+/// three runs out of three: that task is gone.)
 #[test]
 fn a_stop_with_the_broker_gone_ends_within_the_stop_deadline() {
     let mut rig = ScorerRig::new("stop-broker-gone", 6);
     let mut scorer = rig.scorer("s", &[]);
     let (_, records) = rig.produce_generated(&traffic(50, 300, 3));
     rig.wait_caught_up(records.len(), Duration::from_secs(60));
-    // More input the scorer holds when the broker goes: a checkpoint is under way.
+    // More input, and the broker gone while the scorer processes it: its outputs wait for
+    // deliveries that cannot come.
     produce_all(
         &producer(&rig.broker),
         &rig.names.input,
         &rig.generated(&traffic(50, 300, 4)).1,
     );
+    std::thread::sleep(Duration::from_millis(150));
     let _ = rig.broker.child.kill();
     std::thread::sleep(Duration::from_secs(3));
     let signalled = Instant::now();
@@ -112,5 +115,6 @@ fn a_stop_with_the_broker_gone_ends_within_the_stop_deadline() {
         status.is_some(),
         "still running {took:?} after SIGTERM:\n{log}"
     );
-    assert!(took < Duration::from_secs(55), "{took:?}:\n{log}");
+    eprintln!("stopped {took:?} after SIGTERM, {status:?}");
+    assert!(took < Duration::from_secs(58), "{took:?}:\n{log}");
 }
