@@ -80,9 +80,8 @@ fn a_stop_while_no_broker_answers_ends_the_start_at_once() {
 /// close can wait for a broker that never comes back, and a scorer stopped that way was still
 /// running a quarter of an hour later (an outside check). The process now exits 50 s after
 /// the first signal at the latest (status 1, saying why). Here the broker dies while the
-/// scorer processes a batch, and it stops in 6-10 s; the bound is what is checked. (With a
-/// task also waiting for a second signal, to exit at once, this scorer took the whole 50 s,
-/// three runs out of three: that task is gone.)
+/// scorer processes a batch: it stops in about 6 s when no checkpoint was waiting for
+/// deliveries, and meets the bound otherwise (runs of both kinds seen here).
 #[test]
 fn a_stop_with_the_broker_gone_ends_within_the_stop_deadline() {
     let mut rig = ScorerRig::new("stop-broker-gone", 6);

@@ -276,7 +276,11 @@ impl Core {
         }
         tracing::warn!(
             status,
-            "a lead at the handoff status or beyond moved to a lead_status that              handoff.status_order does not list: it keeps its last listed status and is not              handed off again until a listed status before the handoff status comes. If this              status is a recycle, add it to handoff.status_order before the handoff status; if              it means Sales has the lead, to handoff.skip_statuses (logged once per status)"
+            "a lead at the handoff status or beyond moved to a lead_status that \
+             handoff.status_order does not list: it keeps its last listed status and is not \
+             handed off again until a listed status before the handoff status comes. If this \
+             status is a recycle, add it to handoff.status_order before the handoff status; if \
+             it means Sales has the lead, to handoff.skip_statuses (logged once per status)"
         );
     }
 

@@ -380,7 +380,7 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Count,
         labels: &[Label {
             name: "outcome",
-            values: Values::Fixed(&["handed_off", "failed", "superseded"]),
+            values: Values::Fixed(crate::handoff::OUTCOME_STATUSES),
         }],
         owner: Owner::Handoff,
         help: "Leads with a handoff outcome, by outcome (handed_off, failed, superseded).",

@@ -59,10 +59,19 @@ impl Shutdown {
     fn watch_signals(&self, deadline: Option<Duration>) {
         let s = self.clone();
         #[cfg(unix)]
-        let mut signals = Signals::install();
+        let (term, int) = {
+            use tokio::signal::unix::{signal, SignalKind};
+            (
+                arrival(signal(SignalKind::terminate()), "SIGTERM"),
+                arrival(signal(SignalKind::interrupt()), "SIGINT"),
+            )
+        };
         tokio::spawn(async move {
             #[cfg(unix)]
-            let first = signals.next().await;
+            let first = tokio::select! {
+                () = term => "SIGTERM",
+                () = int => "SIGINT",
+            };
             #[cfg(not(unix))]
             let first = {
                 let _ = tokio::signal::ctrl_c().await;
@@ -73,67 +82,44 @@ impl Shutdown {
                 "shutdown signal received; finishing the current batch"
             );
             s.trigger();
-            let Some(deadline) = deadline else { return };
-            let watchdog = std::thread::Builder::new()
-                .name("stop-deadline".into())
-                .spawn(move || {
-                    std::thread::sleep(deadline);
-                    tracing::error!(
-                        deadline = ?deadline,
-                        "the service did not stop within {deadline:?} of the signal (a broker \
-                         or database that stopped answering?); exiting without finishing: the \
-                         next start replays from the last checkpoint"
-                    );
-                    std::process::exit(1);
-                });
-            if let Err(e) = watchdog {
-                tracing::warn!(error = %e, "cannot start the stop deadline's thread");
+            if let Some(deadline) = deadline {
+                stop_deadline(deadline);
             }
-            // No wait for a second signal here: a task left waiting for one kept the scorer
-            // from stopping in time when its broker was gone (the stop took the whole 50 s
-            // where it takes 6 s without that task; not understood, so not done).
         });
     }
 }
 
-/// The SIGTERM and SIGINT handlers, installed once, awaited as often as signals come.
-#[cfg(unix)]
-struct Signals {
-    term: Option<tokio::signal::unix::Signal>,
-    int: Option<tokio::signal::unix::Signal>,
+/// Exits the process (status 1, saying why) `deadline` from now, from a thread of its own:
+/// the runtime may be the thing that does not stop.
+fn stop_deadline(deadline: Duration) {
+    let watchdog = std::thread::Builder::new()
+        .name("stop-deadline".into())
+        .spawn(move || {
+            std::thread::sleep(deadline);
+            tracing::error!(
+                deadline = ?deadline,
+                "the service did not stop within {deadline:?} of the signal (a broker or \
+                 database that stopped answering?); exiting without finishing: the next start \
+                 replays from the last checkpoint"
+            );
+            std::process::exit(1);
+        });
+    if let Err(e) = watchdog {
+        tracing::warn!(error = %e, "cannot start the stop deadline's thread");
+    }
 }
 
+/// Resolves when the signal `stream` listens for arrives; never, when its handler could not be
+/// installed (not expected on Unix: said once, and the other signal still works).
 #[cfg(unix)]
-impl Signals {
-    fn install() -> Signals {
-        use tokio::signal::unix::{signal, SignalKind};
-        let install = |kind, name: &str| match signal(kind) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                // Not expected on Unix: said once, and the other signal still works.
-                tracing::warn!(error = %e, "cannot install the {name} handler");
-                None
-            }
-        };
-        Signals {
-            term: install(SignalKind::terminate(), "SIGTERM"),
-            int: install(SignalKind::interrupt(), "SIGINT"),
+async fn arrival(stream: std::io::Result<tokio::signal::unix::Signal>, name: &'static str) {
+    match stream {
+        Ok(mut s) => {
+            s.recv().await;
         }
-    }
-
-    /// The name of the next signal to arrive; never, when neither handler is installed.
-    async fn next(&mut self) -> &'static str {
-        async fn arrival(signal: &mut Option<tokio::signal::unix::Signal>) {
-            match signal {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        }
-        tokio::select! {
-            () = arrival(&mut self.term) => "SIGTERM",
-            () = arrival(&mut self.int) => "SIGINT",
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install the {name} handler");
+            std::future::pending::<()>().await
         }
     }
 }
