@@ -166,6 +166,11 @@ struct CoreState {
     /// At-least-once: the checkpoints whose writes are under way, oldest first (at most
     /// [`CHECKPOINTS_IN_FLIGHT`]).
     commits: VecDeque<PendingCommit>,
+    /// By home partition: the records this instance re-routed there ([`Core::reroute`]) and
+    /// has not read back there yet. A home partition with copies on their way is not caught
+    /// up ([`Core::follows_wall_clock`]). Forgotten for a partition when it is assigned: its
+    /// copies may have been read by the owner before.
+    rerouted: HashMap<i32, u64>,
 }
 
 impl CoreState {
@@ -296,11 +301,11 @@ impl Core {
         self.changelog.update_store_gauges(users);
     }
 
-    /// Each partition read to its end ([`Owned::caught_up`]) fires the timers due by its
+    /// Each caught-up partition ([`Core::follows_wall_clock`]) fires the timers due by its
     /// clock, which first moves on to the wall clock with `follow_wall_clock` ([`idle_target`]).
     /// A partition with records still to read is left alone: an empty poll does not mean
-    /// caught up (`runtime::service`). `only`: one partition, else all.
-    fn advance_clocks(&self, st: &mut CoreState, only: Option<i32>) -> Result<(), ScorerError> {
+    /// caught up (`runtime::service`).
+    fn advance_clocks(&self, st: &mut CoreState) -> Result<(), ScorerError> {
         let wall = self
             .settings
             .scorer
@@ -308,12 +313,14 @@ impl Core {
             .then(crate::timestamp::wall_clock_millis);
         let mut changes = std::mem::take(&mut st.changes_buf);
         changes.clear();
-        let partitions = st.owned.iter_mut();
-        for (_, owned) in partitions.filter(|(p, _)| only.is_none_or(|o| o == **p)) {
+        let all_read = st.owned.values().all(|o| o.caught_up);
+        for (p, owned) in st.owned.iter_mut() {
             let Some(clock) = owned.partition.clock() else {
                 continue;
             };
-            let Some(to) = idle_target(clock, owned.caught_up, wall) else {
+            let copies = st.rerouted.get(p).copied().unwrap_or(0);
+            let caught_up = follows_wall_clock(owned.caught_up, all_read, copies);
+            let Some(to) = idle_target(clock, caught_up, wall) else {
                 continue;
             };
             if to == clock && owned.partition.next_due().is_none_or(|d| d > clock) {
@@ -585,7 +592,9 @@ impl OwnsPartitions for Core {
     }
 
     fn insert_owned(&self, p: i32, owned: Owned) {
-        self.lock().owned.insert(p, owned);
+        let mut st = self.lock();
+        st.rerouted.remove(&p);
+        st.owned.insert(p, owned);
     }
 
     fn resumed_at_checkpoint(&self) {
@@ -811,7 +820,15 @@ impl Core {
         };
         // Polled before the partition's end, if one comes: read to the end only from there.
         owned.caught_up = false;
-        if owned.users.is_processed(offset) {
+        let processed = owned.users.is_processed(offset);
+        if msg.headers().is_some() && rerouted_from(msg, self.input_partitions).is_some() {
+            // A copy read back: one fewer on its way here (a copy another instance made, or
+            // one made before this assignment, is not counted, hence saturating).
+            if let Some(n) = st.rerouted.get_mut(&p) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        if processed {
             return Ok(()); // Already processed: fetched early on purpose, or delivered twice.
         }
         self.metrics.consumed.increment(1);
@@ -837,7 +854,9 @@ impl Core {
             } else {
                 MisroutedReason::WrongPartition
             };
-            return self.reroute(msg, input.user_id(), home, reason);
+            let sent = self.reroute(msg, input.user_id(), home, reason);
+            *st.rerouted.entry(home).or_default() += 1;
+            return sent;
         }
         if key.is_none() {
             // On its home partition already: scored here, only counted.
@@ -955,13 +974,15 @@ impl Service for Core {
             return Ok(());
         };
         owned.caught_up = true;
-        self.advance_clocks(&mut st, Some(partition))
+        // The last of the instance's partitions to reach its end lets the others follow the
+        // wall clock too.
+        self.advance_clocks(&mut st)
     }
 
     /// When a poll found nothing: [`Core::advance_clocks`] over every partition.
     fn on_idle(&self) -> Result<(), ScorerError> {
         let mut st = self.lock();
-        self.advance_clocks(&mut st, None)
+        self.advance_clocks(&mut st)
     }
 
     fn checkpoint_due(&self, idle: bool) -> bool {
@@ -1069,6 +1090,21 @@ impl Service for Core {
 /// and a consumer dropping repeats by id would add up the wrong total (an outside review).
 /// Once the partition is read to its end, what is due fires (as `simulate` fires it at the
 /// end of its input).
+/// Whether a partition counts as caught up (SPEC 3.7), so that its clock may follow the wall
+/// clock: read to its end (`at_end`), and so is every partition this instance owns
+/// (`all_read`), and none of the records this instance re-routed to it is still on its way
+/// (`copies_on_the_way`). A record produced off its user's home partition (a producer with
+/// librdkafka's default partitioner, or no key) is scored on the home partition only after the
+/// partition it landed on is read that far: until then the home partition has not seen all
+/// its input, however far it has read its own. Before this, a home partition that reached its
+/// end while a backlog of its users' events still sat on the others jumped to the wall clock
+/// between a user's events, firing months of decays after the first ones and again after the
+/// later ones. Partitions of other instances are not known here: their copies can still
+/// arrive after the jump (README, "Which partitioner").
+fn follows_wall_clock(at_end: bool, all_read: bool, copies_on_the_way: u64) -> bool {
+    at_end && all_read && copies_on_the_way == 0
+}
+
 fn idle_target(clock: Millis, caught_up: bool, wall: Option<Millis>) -> Option<Millis> {
     caught_up.then(|| wall.map_or(clock, |w| w.max(clock)))
 }

@@ -125,6 +125,105 @@ fn misrouted_and_keyless_records_are_scored_once_in_the_home_partition() {
     assert!(scorer.terminate().success(), "SIGTERM exits 0");
 }
 
+/// A backlog of old events produced with librdkafka's default partitioner, then read by one
+/// scorer following the wall clock: a home partition that reaches its end while the scorer's
+/// other partitions still hold records for its users (to be re-routed to it) is not caught
+/// up yet, so its clock does not jump to the wall clock between a user's events. Before, it
+/// did: the inactivity decays of months fired after a user's first re-routed events and
+/// again after the later ones, and most users ended far below `simulate --now`.
+#[test]
+fn a_home_partition_waits_for_rerouted_records_before_following_the_wall_clock() {
+    let setup = ScorerRig::new("misrouted-wall", PARTITIONS);
+    // A decay by half per week, so scores depend on every window fired; events within an
+    // hour, so no timer is due before the wall clock moves the clocks.
+    let seed = std::fs::read_to_string(rules_path("seed-canvas.toml")).expect("seed rules");
+    let cut = seed
+        .find("[inactivity]")
+        .expect("seed canvas has an inactivity rule");
+    let rules = setup.dir.path().join("halving.toml");
+    std::fs::write(
+        &rules,
+        format!(
+            "{}[inactivity]\nwindow = \"7d\"\nfactor = 0.5\n",
+            &seed[..cut]
+        ),
+    )
+    .expect("write rules");
+    let cfg = GeneratorConfig {
+        span: 3_600_000,
+        ..traffic(200, 3_000, 31)
+    };
+    let (events_file, records) = setup.generated(&cfg);
+    let crc32: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        setup
+            .broker
+            .client()
+            .set("partitioner", "consistent_random")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+    produce_all(&crc32, &setup.names.input, &records);
+    let rules_setting = rules.display().to_string();
+    let mut scorer = setup.scorer(
+        "s",
+        &[
+            ("SCORER__RULES", &rules_setting),
+            ("SCORER__FOLLOW_WALL_CLOCK", "true"),
+        ],
+    );
+    let simulate_now = |now: i64| -> BTreeMap<String, serde_json::Value> {
+        let out = output_of(
+            Command::new(BIN)
+                .args(["simulate", "--rules"])
+                .arg(&rules)
+                .arg("--events")
+                .arg(&events_file)
+                .args(["--partitions", &PARTITIONS.to_string(), "--now"])
+                .arg(leadscore::timestamp::format_rfc3339(now)),
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("simulate prints JSON");
+                (v["user_id"].as_str().unwrap_or_default().to_string(), v)
+            })
+            .collect()
+    };
+    let millis = leadscore::timestamp::wall_clock_millis;
+    // The scorer's clocks follow the wall clock between two readings of it, so each user's
+    // state is simulate's at one of them (a window can end in between).
+    let mut diffs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let before = simulate_now(millis());
+        let actual: BTreeMap<String, serde_json::Value> = setup
+            .changelog_states()
+            .iter()
+            .map(|(u, st)| (u.clone(), state_json(u, st)))
+            .collect();
+        let after = simulate_now(millis());
+        diffs = before
+            .iter()
+            .filter(|(u, want)| {
+                let got = actual.get(*u);
+                got != Some(*want) && got != after.get(*u)
+            })
+            .map(|(u, want)| format!("{u}: simulate {want}\n  scorer   {:?}", actual.get(u)))
+            .collect();
+        if diffs.is_empty() && actual.len() == before.len() {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} users differ, first:\n{}",
+        diffs.len(),
+        diffs.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
+    );
+    assert!(scorer.terminate().success(), "SIGTERM exits 0");
+}
+
 /// librdkafka's `consistent_random` partition of a key: CRC32 modulo the partition count.
 fn crc32_partition(key: &[u8], partitions: i32) -> i32 {
     let mut crc = 0xffff_ffffu32;
