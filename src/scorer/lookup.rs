@@ -631,15 +631,28 @@ fn bearer_token(value: &str) -> Option<&str> {
 /// The lookup URL of `user_id` under `base` (an instance's admin URL): `/v1/leads/{user_id}`,
 /// percent-encoded, or for `.` and `..`, which a path cannot carry (dot segments are removed),
 /// `/v1/leads?user_id=...`. `None` if `base` cannot take a path (`mailto:` and the like).
+///
+/// Every byte of the id but the unreserved ones (RFC 3986: letters, digits, `-._~`) is
+/// encoded here, before the URL parser sees it: the parser drops tabs and line breaks from
+/// what it is given, so `dup\tid` pushed as a segment asked for `dupid` (an outside check).
 pub fn lead_url(mut base: reqwest::Url, user_id: &str) -> Option<reqwest::Url> {
+    if base.cannot_be_a_base() {
+        return None;
+    }
     let dots = user_id == "." || user_id == "..";
-    {
-        let mut segments = base.path_segments_mut().ok()?;
-        segments.pop_if_empty().extend(["v1", "leads"]);
-        if !dots {
-            segments.push(user_id);
+    let mut path = base.path().trim_end_matches('/').to_string();
+    path.push_str("/v1/leads");
+    if !dots {
+        path.push('/');
+        for b in user_id.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                path.push(char::from(b));
+            } else {
+                path.push_str(&format!("%{b:02X}"));
+            }
         }
     }
+    base.set_path(&path);
     base.set_query(None);
     if dots {
         base.query_pairs_mut().append_pair("user_id", user_id);
@@ -777,7 +790,22 @@ mod tests {
             assert_eq!(pairs, [("user_id".to_string(), id.to_string())], "{url}");
         }
         for id in [
-            "u1", "a/b", "...", "./x", "x/..", "%2e%2e", "q?x#y", "100%", " lead", "ü",
+            "u1",
+            "a/b",
+            "...",
+            "./x",
+            "x/..",
+            "%2e%2e",
+            "q?x#y",
+            "100%",
+            " lead",
+            "ü",
+            // The URL parser drops tabs and line breaks from what it parses (an outside
+            // check: `dup\tid` was asked as `dupid`, a forwarded lookup got the wrong lead).
+            "dup\tid",
+            "a\nb\rc",
+            "\t",
+            "x\u{0}y\u{7f}",
         ] {
             let url = lead_url(base.clone(), id).expect("a lead URL");
             let segments: Vec<&str> = url.path_segments().expect("a path").collect();
