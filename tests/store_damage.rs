@@ -49,6 +49,8 @@ fn utf8(b: &[u8]) -> Result<String, std::str::Utf8Error> {
 struct Setup {
     _broker: Broker,
     topic: String,
+    /// A second changelog topic, empty: the first one deleted and created again.
+    recreated: String,
     props: BTreeMap<String, String>,
     dir: TempDir,
 }
@@ -64,11 +66,16 @@ struct Restore {
 impl Setup {
     fn new(test: &str) -> Setup {
         let names = Names::new(test);
-        let broker = Broker::start(&[(&names.changelog, PARTITIONS, true)]);
+        let recreated = format!("{}-recreated", names.changelog);
+        let broker = Broker::start(&[
+            (&names.changelog, PARTITIONS, true),
+            (&recreated, PARTITIONS, true),
+        ]);
         let props = broker.properties();
         Setup {
             _broker: broker,
             topic: names.changelog,
+            recreated,
             props,
             dir: TempDir::new(test),
         }
@@ -302,6 +309,43 @@ fn records_of_an_incomplete_checkpoint_do_not_make_a_later_restart_distrust_its_
     assert_eq!(setup.changelog_users(), c.users);
     let after = all_failures();
     assert_eq!(after, before, "nothing counted as a failure");
+}
+
+/// A changelog that ends before the local copy's checkpoint (deleted and created again,
+/// truncated, or another cluster's) while the local copy holds state: the restore refuses,
+/// naming the partition, the offsets and what to do, and keeps the copy. Before, it trusted
+/// Kafka: the copy was cleared and the partition restored empty, and the scorer went on from
+/// its group's committed input offsets with every user's score gone (an outside check: 53
+/// of 1,080 users ended with other scores).
+#[test]
+fn a_changelog_that_ends_before_the_local_copy_is_refused_and_the_copy_kept() {
+    let _serial = serial();
+    let setup = Setup::new("store-ahead");
+    setup.run("a", 0);
+    let want = setup.changelog_users();
+    let before = failures("ahead");
+    let changelog =
+        Changelog::open(&setup.state("a"), &setup.recreated, &setup.props).expect("open");
+    for p in 0..PARTITIONS {
+        let err = match changelog.restore(p) {
+            Ok(r) => panic!("partition {p} restored {} users", r.entries.len()),
+            Err(e) => e.to_string(),
+        };
+        for needle in [
+            setup.recreated.as_str(),
+            &format!("partition {p}"),
+            "local copy",
+            "leadscore reset",
+        ] {
+            assert!(err.contains(needle), "{needle:?} not in: {err}");
+        }
+    }
+    assert_eq!(failures("ahead") - before, PARTITIONS as f64);
+    drop(changelog);
+    // The copy is still there: with its own changelog the restart is warm, every user back.
+    let again = setup.restore("a");
+    assert_eq!(again.warm, all_partitions());
+    assert_eq!(again.users, want);
 }
 
 /// A damaged data block of one partition's table file: fjall reads blocks only when the keys
