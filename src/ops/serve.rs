@@ -110,6 +110,11 @@ fn cut(s: &str, max: usize) -> String {
     format!("{}...", &s[..end])
 }
 
+/// The most a connection buffers of a request's head (request line and headers) before it is
+/// answered 431: 4,096 connections at this bound hold 64 MiB at most (hyper's default, about
+/// 400 KB each, let unfinished heads take gigabytes).
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
 /// Serves `router` on `listener` over HTTP/1.1 within `bounds` until `shutdown`, then waits
 /// for the requests in flight to be answered. `what` names the port in logs.
 pub async fn serve(
@@ -121,7 +126,8 @@ pub async fn serve(
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(bounds.header_timeout);
+        .header_read_timeout(bounds.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
     let service = TowerToHyperService::new(router);
     let slots = Arc::new(tokio::sync::Semaphore::new(bounds.max_connections.max(1)));
     // Every connection task holds a `done` receiver: once `done_tx.closed()` resolves, every
@@ -398,6 +404,29 @@ mod tests {
         );
         shutdown.trigger();
         braze_shutdown.trigger();
+    }
+
+    /// A request's head (request line and headers) is held in at most [`MAX_HEAD_BYTES`]:
+    /// a longer one is answered 431 and the connection closed. Before, hyper's default let each
+    /// connection buffer about 400 KB of unfinished headers, so 800 connections sending them
+    /// slowly, no key needed, took the ingest API to 465 MB (an outside check).
+    #[tokio::test]
+    async fn a_request_head_over_the_bound_is_refused() {
+        let (addr, shutdown) = server(Bounds::ADMIN).await;
+        let long = format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(MAX_HEAD_BYTES)
+        );
+        let answer = exchange(addr, long.as_bytes()).await.unwrap_or_default();
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+        // A head within the bound is served.
+        let fits = format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(MAX_HEAD_BYTES / 2)
+        );
+        let answer = exchange(addr, fits.as_bytes()).await.expect("an answer");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        shutdown.trigger();
     }
 
     /// A connection that never finishes its headers is closed after the header timeout; before,
