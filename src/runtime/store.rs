@@ -223,6 +223,45 @@ impl StoreError {
     }
 }
 
+/// What fjall asserts of `<store>/journals` at open (it panics otherwise): every entry a
+/// regular file named by a number, optionally with `.sealed` (`.DS_Store` and `._*` are
+/// skipped). Anything else there is damage naming the entry (an outside check put a directory,
+/// then a link to `/dev/zero`, in place of a journal file: every start panicked).
+fn check_journals(store: &Path) -> Result<(), StoreError> {
+    let journals = store.join("journals");
+    let damaged = |detail: String| StoreError::Damaged {
+        path: store.to_path_buf(),
+        op: Op::Open,
+        detail,
+    };
+    let entries = match std::fs::read_dir(&journals) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(damaged(format!("{}: {e}", journals.display()))),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| damaged(format!("{}: {e}", journals.display())))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == ".DS_Store" || name.starts_with("._") {
+            continue;
+        }
+        let file = entry.file_type().is_ok_and(|t| t.is_file());
+        let numbered = name
+            .strip_suffix(".sealed")
+            .unwrap_or(&name)
+            .parse::<u64>()
+            .is_ok();
+        if !file || !numbered {
+            return Err(damaged(format!(
+                "{} is not a journal file (a regular file named by a number)",
+                entry.path().display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The durable local copy of all owned partitions' state of one service and input topic.
 pub struct LocalStore {
     /// `<dir>/state.fjall`, named in every error.
@@ -255,11 +294,31 @@ impl LocalStore {
                 ),
             });
         }
+        check_journals(&path)?;
         let fail = |e| StoreError::from_fjall(&path, Op::Open, e);
-        let keyspace = Config::new(&path).open().map_err(fail)?;
-        let meta = keyspace
-            .open_partition(META_PARTITION, PartitionCreateOptions::default())
-            .map_err(fail)?;
+        // fjall asserts what it expects of its files rather than returning an error; a panic
+        // there is damage too (the check above covers the cases known).
+        let opened = std::panic::catch_unwind(|| {
+            let keyspace = Config::new(&path).open()?;
+            let meta =
+                keyspace.open_partition(META_PARTITION, PartitionCreateOptions::default())?;
+            Ok((keyspace, meta))
+        });
+        let (keyspace, meta) = match opened {
+            Ok(opened) => opened.map_err(fail)?,
+            Err(panic) => {
+                let detail = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                return Err(StoreError::Damaged {
+                    path,
+                    op: Op::Open,
+                    detail: format!("the store engine gave up opening it: {detail}"),
+                });
+            }
+        };
         Ok(LocalStore {
             path,
             keyspace,

@@ -419,3 +419,50 @@ fn a_partition_too_damaged_to_clear_condemns_the_store() {
     let store = LocalStore::open(dir.path()).unwrap();
     assert_eq!(store.load_partition(0).unwrap(), (None, Vec::new()));
 }
+
+/// What the engine asserts of its journal directory (every entry a regular file named by a
+/// number) is checked first: a directory, a link or a stray file there made every open panic
+/// inside fjall, on every start, naming neither the store nor the file (an outside check).
+/// Now the store is damaged, naming the entry, and is rebuilt from the changelog.
+#[test]
+fn a_journal_entry_that_is_not_a_journal_file_is_damage_not_a_panic() {
+    for (case, damage) in [
+        (
+            "dir",
+            &(|p: &Path| std::fs::create_dir(p).unwrap()) as &dyn Fn(&Path),
+        ),
+        ("link", &|p: &Path| {
+            std::os::unix::fs::symlink("/dev/zero", p).unwrap()
+        }),
+        ("stray", &|p: &Path| {
+            std::fs::write(p.with_file_name("notes.txt"), b"x").unwrap();
+            std::fs::write(p, b"").unwrap();
+        }),
+    ] {
+        let dir = scratch(&format!("journal-{case}"));
+        {
+            let store = LocalStore::open(dir.path()).unwrap();
+            store
+                .write(0, &[("a", Some(b"1".as_slice()))], &meta(10, b""))
+                .unwrap();
+        }
+        let journals = dir.path().join(STORE_DIR).join("journals");
+        let first = std::fs::read_dir(&journals)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .min()
+            .expect("a journal file");
+        std::fs::remove_file(&first).unwrap();
+        damage(&first);
+        let opened = std::panic::catch_unwind(|| LocalStore::open(dir.path()));
+        let err = match opened {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => panic!("{case}: opened"),
+            Err(_) => panic!("{case}: the open panicked"),
+        };
+        assert!(err.is_damaged(), "{case}: {err}");
+        assert!(err.to_string().contains("journals"), "{case}: {err}");
+        LocalStore::destroy(dir.path()).unwrap();
+        LocalStore::open(dir.path()).expect("a rebuilt store opens");
+    }
+}
