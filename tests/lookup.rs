@@ -194,6 +194,19 @@ fn every_lead_looked_up_through_one_instance_equals_simulate() {
     )
     .unwrap();
     assert_eq!(status, 401);
+    // Two Authorization headers, a valid one among them: refused, whichever comes first
+    // (before, the first one decided).
+    let valid = format!("Bearer {TOKEN}");
+    let wrong = "Bearer lookup-test-token-0123456788";
+    for pair in [[valid.as_str(), wrong], [wrong, valid.as_str()]] {
+        let (status, _, body) = get(
+            a.admin_port,
+            &format!("/v1/leads/{some}"),
+            &[("Authorization", pair[0]), ("Authorization", pair[1])],
+        )
+        .unwrap();
+        assert_eq!(status, 400, "{pair:?}: {body}");
+    }
     assert_eq!(get(a.admin_port, "/metrics", &[]).unwrap().0, 200);
     assert_eq!(get(a.admin_port, "/healthz", &[]).unwrap().0, 200);
     // The scheme's case does not matter (RFC 9110); before, `bearer` was refused.
@@ -208,10 +221,12 @@ fn every_lead_looked_up_through_one_instance_equals_simulate() {
     // A path no route serves, and an id that is not UTF-8: JSON answers naming the problem
     // (before, an empty 404 and a text/plain 400).
     let auth = format!("Bearer {TOKEN}");
+    // The query form too: `%FF` was read lossily as U+FFFD (an outside check).
     for (path, want) in [
         ("/v1/leads/", 404),
         ("/nothing-here", 404),
         ("/v1/leads/%FF", 400),
+        ("/v1/leads?user_id=%FF", 400),
     ] {
         let (status, _, body) = get(a.admin_port, path, &[("Authorization", &auth)]).unwrap();
         assert_eq!(status, want, "{path}: {body}");

@@ -31,6 +31,7 @@ pub(super) struct LookupArgs {
 }
 
 pub(super) fn run_lookup(args: LookupArgs) -> Result<ExitCode> {
+    check_user_id(&args.user_id)?;
     let retry_for = crate::duration::parse(&args.retry_for)
         .with_context(|| format!("--retry-for {:?}", args.retry_for))?;
     let token = match &args.token_file {
@@ -147,12 +148,36 @@ fn check_view(view: &serde_json::Value, user_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// The id's bounds, checked before any request: an empty id asked for `/v1/leads/`, which
+/// the scorer answers 404 "no such path" (an outside check) instead of naming the bound.
+fn check_user_id(user_id: &str) -> Result<()> {
+    let max = crate::scorer::lookup::MAX_USER_ID_BYTES;
+    if user_id.is_empty() || user_id.len() > max {
+        bail!(
+            "a user id is 1 to {max} bytes (this one is {})",
+            user_id.len()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
 
     /// Found by an outside check: any JSON answer was printed as a lead.
+    #[test]
+    fn an_empty_or_overlong_user_id_is_refused_before_any_request() {
+        assert!(check_user_id("")
+            .unwrap_err()
+            .to_string()
+            .contains("1 to 1024 bytes"));
+        assert!(check_user_id(&"u".repeat(1025)).is_err());
+        assert!(check_user_id(&"u".repeat(1024)).is_ok());
+        assert!(check_user_id("dup\tid").is_ok());
+    }
+
     #[test]
     fn only_a_lookup_of_the_user_asked_for_is_a_lead() {
         let good = serde_json::json!({"user_id": "u1", "score": 5, "enrolled": true});
