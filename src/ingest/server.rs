@@ -392,7 +392,9 @@ fn is_json(kind: &HeaderValue) -> bool {
     let other_charset = kind.split(';').skip(1).any(|parameter| {
         parameter.split_once('=').is_some_and(|(name, value)| {
             name.trim().eq_ignore_ascii_case("charset")
-                && !value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+                && !["utf-8", "utf8"]
+                    .iter()
+                    .any(|utf8| value.trim().trim_matches('"').eq_ignore_ascii_case(utf8))
         })
     });
     top.eq_ignore_ascii_case("application")
@@ -448,6 +450,10 @@ mod tests {
             "Application/JSON; charset=utf-8",
             "application/vnd.api+json",
             "application/json; charset=\"UTF-8\"",
+            // `utf8` is a common alias (MySQL's name, many clients send it): refused with 415
+            // before (an outside check).
+            "application/json; charset=utf8",
+            "application/json; charset=UTF8",
         ] {
             assert!(json(kind), "{kind}");
         }
