@@ -40,6 +40,8 @@ pub fn lead_view(engine: &Engine, user_id: &str, st: &UserState) -> Value {
         .notes()
         .iter()
         .rev()
+        // A state restored from a deeper setting holds more until its next change cuts it.
+        .take(engine.explain_depth())
         .map(|n| {
             let mut reason = Map::new();
             reason.insert("kind".into(), n.kind.as_str().into());
@@ -268,5 +270,21 @@ tracked_attributes = ["lead_status"]
         assert_eq!(v["changes"].as_array().unwrap().len(), 2);
         let sim = simulate::run(&engine(0), EVENTS.as_bytes(), None).unwrap();
         assert!(sim.users["u1"].history.is_empty());
+        // A state restored from a run with a deeper history (the setting lowered since) is
+        // shown to the engine's depth, newest first, before its next change cuts it (an
+        // outside check saw 20 changes shown at depth 3).
+        let deep = simulate::run(&engine(20), EVENTS.as_bytes(), None).unwrap();
+        let st = &deep.users["u1"];
+        let all = lead_view(&engine(20), "u1", st)["changes"].clone();
+        assert!(all.as_array().unwrap().len() > 2);
+        let v = lead_view(&engine(2), "u1", st);
+        assert_eq!(
+            v["changes"].as_array().unwrap()[..],
+            all.as_array().unwrap()[..2]
+        );
+        assert!(lead_view(&engine(0), "u1", st)["changes"]
+            .as_array()
+            .unwrap()
+            .is_empty());
     }
 }
