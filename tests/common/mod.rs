@@ -615,13 +615,24 @@ pub fn simulate(
     events: &Path,
     partitions: i32,
 ) -> BTreeMap<String, serde_json::Value> {
+    simulate_with(rules, events, partitions, &[])
+}
+
+/// [`simulate`] with more arguments (`--now TIME`).
+pub fn simulate_with(
+    rules: &Path,
+    events: &Path,
+    partitions: i32,
+    more: &[&str],
+) -> BTreeMap<String, serde_json::Value> {
     let out = output_of(
         Command::new(BIN)
             .args(["simulate", "--rules"])
             .arg(rules)
             .arg("--events")
             .arg(events)
-            .args(["--partitions", &partitions.to_string()]),
+            .args(["--partitions", &partitions.to_string()])
+            .args(more),
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -39,14 +39,7 @@ fn misrouted_and_keyless_records_are_scored_once_in_the_home_partition() {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let mut scorer = setup.scorer("s", &extra);
-    let crc32: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
-        setup
-            .broker
-            .client()
-            .set("partitioner", "consistent_random")
-            .set("linger.ms", "5")
-            .create()
-            .expect("producer");
+    let crc32 = crc32_producer(&setup);
     let misplaced = records
         .iter()
         .filter(|(k, _)| {
@@ -154,14 +147,7 @@ fn a_home_partition_waits_for_rerouted_records_before_following_the_wall_clock()
         ..traffic(200, 3_000, 31)
     };
     let (events_file, records) = setup.generated(&cfg);
-    let crc32: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
-        setup
-            .broker
-            .client()
-            .set("partitioner", "consistent_random")
-            .set("linger.ms", "5")
-            .create()
-            .expect("producer");
+    let crc32 = crc32_producer(&setup);
     produce_all(&crc32, &setup.names.input, &records);
     let rules_setting = rules.display().to_string();
     let mut scorer = setup.scorer(
@@ -171,23 +157,9 @@ fn a_home_partition_waits_for_rerouted_records_before_following_the_wall_clock()
             ("SCORER__FOLLOW_WALL_CLOCK", "true"),
         ],
     );
-    let simulate_now = |now: i64| -> BTreeMap<String, serde_json::Value> {
-        let out = output_of(
-            Command::new(BIN)
-                .args(["simulate", "--rules"])
-                .arg(&rules)
-                .arg("--events")
-                .arg(&events_file)
-                .args(["--partitions", &PARTITIONS.to_string(), "--now"])
-                .arg(leadscore::timestamp::format_rfc3339(now)),
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).expect("simulate prints JSON");
-                (v["user_id"].as_str().unwrap_or_default().to_string(), v)
-            })
-            .collect()
+    let simulate_now = |now: i64| {
+        let now = leadscore::timestamp::format_rfc3339(now);
+        simulate_with(&rules, &events_file, PARTITIONS, &["--now", &now])
     };
     let millis = leadscore::timestamp::wall_clock_millis;
     // The scorer's clocks follow the wall clock between two readings of it, so each user's
@@ -222,6 +194,20 @@ fn a_home_partition_waits_for_rerouted_records_before_following_the_wall_clock()
         diffs.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
     );
     assert!(scorer.terminate().success(), "SIGTERM exits 0");
+}
+
+/// A producer with librdkafka's default partitioner (`consistent_random`: CRC32 of the key),
+/// not Kafka's murmur2.
+fn crc32_producer(
+    setup: &ScorerRig,
+) -> rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> {
+    setup
+        .broker
+        .client()
+        .set("partitioner", "consistent_random")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
 }
 
 /// librdkafka's `consistent_random` partition of a key: CRC32 modulo the partition count.
