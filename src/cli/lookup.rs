@@ -102,8 +102,22 @@ pub(super) fn run_lookup(args: LookupArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let message = view["error"].as_str().unwrap_or("no message");
-    eprintln!("{}: {status}: {message}", args.user_id);
+    eprintln!("{}", error_line(&args.user_id, status, message));
     Ok(ExitCode::from(1))
+}
+
+/// A refused lookup's line: the id and the server's message quoted and escaped when they hold
+/// a control character (an id with a line break or an escape sequence, which the server's
+/// message repeats), as the lead's text view prints them (an outside check saw the raw id).
+fn error_line(user_id: &str, status: reqwest::StatusCode, message: &str) -> String {
+    let shown = |s: &str| {
+        if s.chars().any(char::is_control) {
+            format!("{s:?}")
+        } else {
+            s.to_string()
+        }
+    };
+    format!("{}: {status}: {}", shown(user_id), shown(message))
 }
 
 /// How long an answer's body may take to arrive, all of it. The client's timeout bounds each
@@ -167,6 +181,25 @@ mod tests {
     use std::io::Write;
 
     /// Found by an outside check: any JSON answer was printed as a lead.
+    #[test]
+    fn a_refusal_line_escapes_control_characters() {
+        let line = error_line(
+            "inj\nfake  score 999",
+            reqwest::StatusCode::NOT_FOUND,
+            "no lead \"inj\nfake\u{1b}[2J\"",
+        );
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(!line.contains('\u{1b}'), "{line:?}");
+        assert!(
+            line.starts_with(r#""inj\nfake  score 999": 404 Not Found: "#),
+            "{line}"
+        );
+        assert_eq!(
+            error_line("u1", reqwest::StatusCode::NOT_FOUND, "no lead"),
+            "u1: 404 Not Found: no lead"
+        );
+    }
+
     #[test]
     fn an_empty_or_overlong_user_id_is_refused_before_any_request() {
         assert!(check_user_id("")

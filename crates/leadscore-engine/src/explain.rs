@@ -149,7 +149,12 @@ pub fn render_text(view: &Value) -> String {
             let _ = write!(why, " x{}", s(w));
         }
         if let Some(e) = r.get("event_id") {
-            let _ = write!(why, " (event {})", s(e));
+            let cut = if r["event_id_truncated"] == true {
+                "..., cut"
+            } else {
+                ""
+            };
+            let _ = write!(why, " (event {}{cut})", s(e));
         }
         let delta = c["delta"].as_i64().unwrap_or(0);
         let _ = writeln!(
@@ -250,6 +255,18 @@ tracked_attributes = ["lead_status"]
         assert_eq!(text.lines().count(), 5, "{text}");
         assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
         assert!(text.contains(r#""u\nforged line""#), "{text}");
+        // A source event id cut to its first 128 bytes says so, as the JSON does (an outside
+        // check: the text showed the cut id as if whole).
+        let cut = serde_json::json!({
+            "user_id": "u", "score": 1,
+            "changes": [{"time": "t", "delta": 1, "previous_score": 0, "score": 1,
+                         "reason": {"kind": "rule", "event_id": "e-1", "event_id_truncated": true}}],
+        });
+        assert!(
+            render_text(&cut).contains("(event e-1..., cut)"),
+            "{}",
+            render_text(&cut)
+        );
     }
 
     #[test]
