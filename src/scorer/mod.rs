@@ -168,7 +168,7 @@ struct CoreState {
     commits: VecDeque<PendingCommit>,
     /// By home partition: the records this instance re-routed there ([`Core::reroute`]) and
     /// has not read back there yet. A home partition with copies on their way is not caught
-    /// up ([`Core::follows_wall_clock`]). Forgotten for a partition when it is assigned: its
+    /// up ([`follows_wall_clock`]). Forgotten for a partition when it is assigned: its
     /// copies may have been read by the owner before.
     rerouted: HashMap<i32, u64>,
 }
@@ -301,7 +301,7 @@ impl Core {
         self.changelog.update_store_gauges(users);
     }
 
-    /// Each caught-up partition ([`Core::follows_wall_clock`]) fires the timers due by its
+    /// Each caught-up partition ([`follows_wall_clock`]) fires the timers due by its
     /// clock, which first moves on to the wall clock with `follow_wall_clock` ([`idle_target`]).
     /// A partition with records still to read is left alone: an empty poll does not mean
     /// caught up (`runtime::service`).
@@ -1077,19 +1077,6 @@ impl Service for Core {
     }
 }
 
-/// Where a partition's clock moves when its records run out (its end, or a poll that found
-/// nothing): to the wall clock `wall` (given with `follow_wall_clock`) once the partition is
-/// read to its end, never back; nowhere while records remain. Then the timers due by it fire.
-///
-/// A partition with records left fires nothing, not even the timers due by its unchanged
-/// clock (a late event can arm one already due): SPEC 3.7 checks the clock, and fires what is
-/// due, before each event, so they fire before the next one. Fired at an empty poll in the
-/// middle of a backlog (rdkafka returns one after a rebalance or a commit's answer), a
-/// collapsed decay was split into two changes at a moment no input decides, one of them with
-/// the id of the unsplit change and another delta: a replay could publish the other split,
-/// and a consumer dropping repeats by id would add up the wrong total (an outside review).
-/// Once the partition is read to its end, what is due fires (as `simulate` fires it at the
-/// end of its input).
 /// Whether a partition counts as caught up (SPEC 3.7), so that its clock may follow the wall
 /// clock: read to its end (`at_end`), and so is every partition this instance owns
 /// (`all_read`), and none of the records this instance re-routed to it is still on its way
@@ -1105,6 +1092,20 @@ fn follows_wall_clock(at_end: bool, all_read: bool, copies_on_the_way: u64) -> b
     at_end && all_read && copies_on_the_way == 0
 }
 
+/// Where a partition's clock moves when its records run out (its end, or a poll that found
+/// nothing): to the wall clock `wall` (given with `follow_wall_clock`) once the partition
+/// counts as caught up ([`follows_wall_clock`]), never back; nowhere while records remain.
+/// Then the timers due by it fire.
+///
+/// A partition with records left fires nothing, not even the timers due by its unchanged
+/// clock (a late event can arm one already due): SPEC 3.7 checks the clock, and fires what is
+/// due, before each event, so they fire before the next one. Fired at an empty poll in the
+/// middle of a backlog (rdkafka returns one after a rebalance or a commit's answer), a
+/// collapsed decay was split into two changes at a moment no input decides, one of them with
+/// the id of the unsplit change and another delta: a replay could publish the other split,
+/// and a consumer dropping repeats by id would add up the wrong total (an outside review).
+/// Once the partition is read to its end, what is due fires (as `simulate` fires it at the
+/// end of its input).
 fn idle_target(clock: Millis, caught_up: bool, wall: Option<Millis>) -> Option<Millis> {
     caught_up.then(|| wall.map_or(clock, |w| w.max(clock)))
 }
