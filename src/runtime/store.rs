@@ -236,8 +236,12 @@ fn check_journals(store: &Path) -> Result<(), StoreError> {
     };
     let entries = match std::fs::read_dir(&journals) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(damaged(format!("{}: {e}", journals.display()))),
+        // Something else where the directory should be.
+        Err(e) if std::fs::symlink_metadata(&journals).is_ok_and(|m| !m.is_dir()) => {
+            return Err(damaged(format!("{}: {e}", journals.display())))
+        }
+        // Missing (a new store), or not readable (permissions): fjall's own open says what.
+        Err(_) => return Ok(()),
     };
     for entry in entries {
         let entry = entry.map_err(|e| damaged(format!("{}: {e}", journals.display())))?;
