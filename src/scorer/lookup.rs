@@ -534,6 +534,7 @@ fn query_user_id(query: Option<&str>) -> Result<String, String> {
                 b'%' => {
                     let hex = rest
                         .get(..2)
+                        .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                         .and_then(|h| std::str::from_utf8(h).ok())
                         .and_then(|h| u8::from_str_radix(h, 16).ok())
                         .ok_or("user_id has a % not followed by two hex digits")?;
@@ -1006,7 +1007,13 @@ mod tests {
         assert_eq!(id(Some("x=1&user_id=..")), Ok("..".to_string()));
         assert_eq!(id(Some("user_id=a+b%09c")), Ok("a b\tc".to_string()));
         assert_eq!(id(Some("user_id=%C3%BC")), Ok("ü".to_string()));
-        for bad in ["user_id=%FF", "user_id=%C0%80", "user_id=%ZZ", "user_id=1%"] {
+        for bad in [
+            "user_id=%FF",
+            "user_id=%C0%80",
+            "user_id=%ZZ",
+            "user_id=1%",
+            "user_id=%+f",
+        ] {
             let e = id(Some(bad)).unwrap_err();
             assert!(e.contains("user_id"), "{bad}: {e}");
         }
