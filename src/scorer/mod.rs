@@ -821,7 +821,9 @@ impl Core {
         // Polled before the partition's end, if one comes: read to the end only from there.
         owned.caught_up = false;
         let processed = owned.users.is_processed(offset);
-        if msg.headers().is_some() && rerouted_from(msg, self.input_partitions).is_some() {
+        // Read once: it counts the copy back here, and names the event when it has no id.
+        let copy_of = rerouted_from(msg, self.input_partitions);
+        if copy_of.is_some() {
             // A copy read back: one fewer on its way here (a copy another instance made, or
             // one made before this assignment, is not counted, hence saturating).
             if let Some(n) = st.rerouted.get_mut(&p) {
@@ -877,7 +879,7 @@ impl Core {
                     // A re-routed record keeps the identity of its original position, so a
                     // second copy (re-produced after a crash) is a duplicate
                     // (docs/crash-safety.md).
-                    event.event_id = rerouted_from(msg, self.input_partitions).map(Into::into);
+                    event.event_id = copy_of.map(Into::into);
                 }
                 if let Err(err) = owned
                     .partition
