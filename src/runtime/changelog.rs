@@ -138,6 +138,11 @@ pub enum ChangelogError {
     },
 }
 
+/// One more local copy not trusted, by reason ([`t::STORE_VERIFY_FAILURES`]).
+fn count_failure(reason: VerifyFailure) {
+    metrics::counter!(t::STORE_VERIFY_FAILURES, "reason" => reason.as_str()).increment(1);
+}
+
 /// A partition's state after a restore.
 #[derive(Debug, Default)]
 pub struct Restored {
@@ -567,18 +572,10 @@ impl Changelog {
         // Kafka-compatible brokers under-report (tansu: every warm restart there was taken
         // for this, an outside check).
         if replay.records_read == 0 {
-            let detail = format!(
-                "the local copy is at changelog offset {local_offset}, the changelog has no record there or after"
-            );
             if keys > 0 {
-                metrics::counter!(t::STORE_VERIFY_FAILURES, "reason" => VerifyFailure::Ahead.as_str())
-                    .increment(1);
-                tracing::error!(
-                    partition = p,
-                    reason = VerifyFailure::Ahead.as_str(),
-                    detail,
-                    "local state is ahead of the changelog"
-                );
+                // Counted here; the error itself, which says it all, is logged by the service
+                // it stops.
+                count_failure(VerifyFailure::Ahead);
                 return Err(ChangelogError::Ahead {
                     topic: self.topic.clone(),
                     partition: p,
@@ -588,6 +585,9 @@ impl Changelog {
                 });
             }
             // No state to lose: the changelog is trusted as it is.
+            let detail = format!(
+                "the local copy is at changelog offset {local_offset}, the changelog has no record there or after"
+            );
             self.distrust(p, VerifyFailure::Ahead, &detail);
             self.clear_local(p)?;
             return Ok(WarmStart::Cold { records_read: 0 });
@@ -753,7 +753,7 @@ impl Changelog {
             detail,
             "local state does not match the changelog; restoring the partition wholly from the changelog"
         );
-        metrics::counter!(t::STORE_VERIFY_FAILURES, "reason" => reason.as_str()).increment(1);
+        count_failure(reason);
     }
 
     /// Reads changelog partition `p` from `from` to its end into `out`. User records are held
