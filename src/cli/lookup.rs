@@ -110,14 +110,8 @@ pub(super) fn run_lookup(args: LookupArgs) -> Result<ExitCode> {
 /// a control character (an id with a line break or an escape sequence, which the server's
 /// message repeats), as the lead's text view prints them (an outside check saw the raw id).
 fn error_line(user_id: &str, status: reqwest::StatusCode, message: &str) -> String {
-    let shown = |s: &str| {
-        if s.chars().any(char::is_control) {
-            format!("{s:?}")
-        } else {
-            s.to_string()
-        }
-    };
-    format!("{}: {status}: {}", shown(user_id), shown(message))
+    use crate::explain::printable;
+    format!("{}: {status}: {}", printable(user_id), printable(message))
 }
 
 /// How long an answer's body may take to arrive, all of it. The client's timeout bounds each
@@ -165,12 +159,8 @@ fn check_view(view: &serde_json::Value, user_id: &str) -> Result<()> {
 /// The id's bounds, checked before any request: an empty id asked for `/v1/leads/`, which
 /// the scorer answers 404 "no such path" (an outside check) instead of naming the bound.
 fn check_user_id(user_id: &str) -> Result<()> {
-    let max = crate::scorer::lookup::MAX_USER_ID_BYTES;
-    if user_id.is_empty() || user_id.len() > max {
-        bail!(
-            "a user id is 1 to {max} bytes (this one is {})",
-            user_id.len()
-        );
+    if let Some(bound) = crate::scorer::lookup::user_id_out_of_bounds(user_id) {
+        bail!("{bound} (this one is {})", user_id.len());
     }
     Ok(())
 }

@@ -56,7 +56,14 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) const MAX_VIEW_BYTES: usize = 16 << 20;
 
 /// The longest user id looked up, in bytes (Kafka keys are rarely longer than a few dozen).
-pub const MAX_USER_ID_BYTES: usize = 1024;
+const MAX_USER_ID_BYTES: usize = 1024;
+
+/// The bound a user id to look up is past, if any: 1 to [`MAX_USER_ID_BYTES`] bytes. The
+/// scorer answers 400 with it; `leadscore lookup` says it before asking.
+pub fn user_id_out_of_bounds(user_id: &str) -> Option<String> {
+    (user_id.is_empty() || user_id.len() > MAX_USER_ID_BYTES)
+        .then(|| format!("a user id is 1 to {MAX_USER_ID_BYTES} bytes"))
+}
 
 /// The largest token file read.
 const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
@@ -622,11 +629,11 @@ async fn handle(
             )
         }
     };
-    if user_id.is_empty() || user_id.len() > MAX_USER_ID_BYTES {
+    if let Some(bound) = user_id_out_of_bounds(&user_id) {
         return answer(
             LookupResult::BadRequest,
             StatusCode::BAD_REQUEST,
-            json!({"error": format!("a user id is 1 to {MAX_USER_ID_BYTES} bytes")}),
+            json!({ "error": bound }),
         );
     }
     let Some(core) = lookup.core.get().and_then(std::sync::Weak::upgrade) else {

@@ -83,6 +83,17 @@ pub fn lead_view(engine: &Engine, user_id: &str, st: &UserState) -> Value {
     })
 }
 
+/// `s` as it is when printable; quoted and escaped when it holds a control character, so a
+/// string from the input (a user id, a status, an event id, a message repeating one) cannot
+/// add lines to a terminal's text or send it escape sequences.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        std::borrow::Cow::Owned(format!("{s:?}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// The short human form of a [`lead_view`] (as `leadscore lookup` and `simulate --explain`
 /// print it): the score and status, then why, newest change first.
 pub fn render_text(view: &Value) -> String {
@@ -91,8 +102,7 @@ pub fn render_text(view: &Value) -> String {
     // quoted and escaped when they hold a control character, so they cannot add lines to the
     // text or send escape sequences to a terminal.
     let s = |v: &Value| match v {
-        Value::String(s) if s.chars().any(char::is_control) => format!("{s:?}"),
-        Value::String(s) => s.clone(),
+        Value::String(s) => printable(s).into_owned(),
         Value::Null => "-".to_string(),
         other => other.to_string(),
     };
