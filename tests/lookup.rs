@@ -294,6 +294,17 @@ fn every_lead_looked_up_through_one_instance_equals_simulate() {
         .expect("run leadscore lookup");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    // An empty id is refused by the command, naming the bound (it asked for `/v1/leads/`,
+    // and printed the server's 404 "no such path").
+    let out = Command::new(BIN)
+        .args(["lookup", "", "--url", &a_url])
+        .arg("--token-file")
+        .arg(token_file(&setup))
+        .output()
+        .expect("run leadscore lookup");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("1 to 1024 bytes"), "{stderr}");
 
     // simulate --explain prints the same view offline.
     let out = output_of(

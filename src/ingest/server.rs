@@ -391,10 +391,9 @@ fn is_json(kind: &HeaderValue) -> bool {
     // all the same, and refused as "not JSON" or its text altered.
     let other_charset = kind.split(';').skip(1).any(|parameter| {
         parameter.split_once('=').is_some_and(|(name, value)| {
+            let value = value.trim().trim_matches('"');
             name.trim().eq_ignore_ascii_case("charset")
-                && !["utf-8", "utf8"]
-                    .iter()
-                    .any(|utf8| value.trim().trim_matches('"').eq_ignore_ascii_case(utf8))
+                && !(value.eq_ignore_ascii_case("utf-8") || value.eq_ignore_ascii_case("utf8"))
         })
     });
     top.eq_ignore_ascii_case("application")

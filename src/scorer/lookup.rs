@@ -32,6 +32,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -705,7 +706,7 @@ pub fn lead_url(mut base: reqwest::Url, user_id: &str) -> Option<reqwest::Url> {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
                 path.push(char::from(b));
             } else {
-                path.push_str(&format!("%{b:02X}"));
+                let _ = write!(path, "%{b:02X}");
             }
         }
     }
