@@ -13,7 +13,8 @@
 //! A leap second (`:60`) is accepted and mapped to the last millisecond of its minute
 //! (`23:59:60.5Z` reads as `23:59:59.999Z`): event time stays monotonic across it without
 //! inventing a time that belongs to the next minute. Epoch milliseconds, like Unix time, have no
-//! slot for a leap second of their own.
+//! slot for a leap second of their own. Only the minute 23:59 in UTC may have one (RFC 3339
+//! section 5.7: leap seconds end a UTC day); `18:00:60Z` is refused.
 //!
 //! Years run from 0000 to 9999 (four digits, as RFC 3339 requires); a local time whose offset
 //! would move the UTC instant outside that range is rejected, so every parsed value prints back
@@ -52,6 +53,11 @@ pub enum TimestampError {
     Minute(u8),
     #[error("second {0} out of range")]
     Second(u8),
+    #[error(
+        "second 60 (a leap second) at {hour:02}:{minute:02}, which is not 23:59 in UTC: leap \
+         seconds are inserted only at the end of a UTC day"
+    )]
+    LeapSecond { hour: u8, minute: u8 },
     #[error("offset hour {0} out of range")]
     OffsetHour(u8),
     #[error("offset minute {0} out of range")]
@@ -158,6 +164,12 @@ pub fn parse_rfc3339(s: &str) -> Result<Millis, TimestampError> {
     }
 
     let (second, millis) = if second == 60 {
+        // RFC 3339 section 5.7: a leap second ends a UTC day, so its minute is 23:59 in UTC
+        // (05:29 at +05:30); anywhere else `:60` is a mistake, not a time.
+        let local_minute = i64::from(hour) * 60 + i64::from(minute);
+        if (local_minute - offset_ms / 60_000).rem_euclid(1440) != 23 * 60 + 59 {
+            return Err(TimestampError::LeapSecond { hour, minute });
+        }
         (59, 999)
     } else {
         (second, millis)
@@ -408,6 +420,33 @@ mod tests {
         assert_eq!(p("2016-12-31T23:59:60Z"), p("2016-12-31T23:59:59.999Z"));
         assert_eq!(p("2016-12-31T23:59:60.5Z"), p("2016-12-31T23:59:59.999Z"));
         assert!(p("2016-12-31T23:59:60Z") < p("2017-01-01T00:00:00Z"));
+        // The same leap second in local time.
+        assert_eq!(
+            p("2017-01-01T05:29:60+05:30"),
+            p("2016-12-31T23:59:59.999Z")
+        );
+        assert_eq!(
+            p("2016-12-31T18:59:60-05:00"),
+            p("2016-12-31T23:59:59.999Z")
+        );
+    }
+
+    /// Found by an outside check (2026-12-07): `18:00:60Z` was read as `18:00:59.999Z`.
+    #[test]
+    fn a_leap_second_anywhere_but_the_end_of_a_utc_day_is_refused() {
+        for input in [
+            "2026-01-05T18:00:60Z",
+            "2016-12-31T23:58:60Z",
+            "2016-12-31T23:59:60+01:00",
+            "2017-01-01T00:00:60Z",
+        ] {
+            let e = err(input);
+            assert!(
+                e.starts_with("second 60 (a leap second) at "),
+                "{input}: {e}"
+            );
+        }
+        assert!(err("2026-01-05T18:00:60Z").contains("at 18:00,"));
     }
 
     #[test]
