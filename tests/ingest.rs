@@ -693,3 +693,91 @@ fn a_request_answered_503_is_told_its_events_may_be_stored_and_its_objects_are_n
         Some(1.0)
     );
 }
+
+/// The process's peak resident memory (`VmHWM`), in bytes.
+fn peak_resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no VmHWM line in {status}"));
+    kib * 1024
+}
+
+/// Found by an outside check (2026-12-07): the events a request turns into were held,
+/// without bound, until Kafka acknowledged them; 30 requests of 167 KB took the process to
+/// 370 MB while the broker was paused. Requests past the budget for events in flight now wait
+/// for room without holding their events, and are stored once there is room.
+#[test]
+fn the_events_waiting_for_kafka_are_bounded_in_memory() {
+    let rig = ingest_rig("ingest-events-memory");
+    let (ingest, port) = ingest(
+        &rig,
+        &[
+            ("INGEST__PRODUCE_TIMEOUT", "40s"),
+            ("KAFKA__PRODUCER__MESSAGE_TIMEOUT_MS", "60000"),
+        ],
+    );
+    // 75 objects of 256 attributes: 19,200 events from a body of about 230 KB. Requests this
+    // size take the events' budget two at a time.
+    let objects: Vec<Value> = (0..75)
+        .map(|i| {
+            let mut object = serde_json::Map::new();
+            object.insert("external_id".into(), json!(format!("user-{i}")));
+            for a in 0..256 {
+                object.insert(format!("a{a}"), json!(a * 1000 + i));
+            }
+            Value::Object(object)
+        })
+        .collect();
+    let body = json!({ "attributes": objects });
+    const REQUESTS: usize = 32;
+    const EVENTS_EACH: usize = 75 * 256;
+    let before = peak_resident_bytes(ingest.pid());
+
+    // The broker paused: nothing is acknowledged, every request that produces holds its events.
+    let broker = rig.broker.child.id().to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &broker])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig} {broker}");
+    };
+    signal("-STOP");
+    let senders: Vec<_> = (0..REQUESTS)
+        .map(|_| {
+            let body = body.clone();
+            std::thread::spawn(move || track(port, Some(KEY), &body))
+        })
+        .collect();
+    // Every request has had its body read and translated well before this.
+    std::thread::sleep(Duration::from_secs(6));
+    let paused_peak = peak_resident_bytes(ingest.pid());
+    signal("-CONT");
+    let answers: Vec<Answer> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+
+    for a in &answers {
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+    let (_, metrics) = ingest.get("/metrics").expect("metrics");
+    assert_eq!(
+        metric_samples(&metrics, "leadscore_ingest_events_produced_total")
+            .iter()
+            .map(|(_, v)| v)
+            .sum::<f64>(),
+        (REQUESTS * EVENTS_EACH) as f64,
+        "{metrics}"
+    );
+    // About 24 MiB per request of events in flight (measured with one request): 350 MiB for
+    // all of them unbounded (270 MiB with 24 requests, before the bound), the 64 MiB budget
+    // (two such requests), the bodies and the translations under way (93-105 MiB measured
+    // with 32 and 48 requests) bounded.
+    let grown = paused_peak.saturating_sub(before) >> 20;
+    assert!(
+        grown < 150,
+        "the process grew by {grown} MiB while the broker was paused (from {} MiB)",
+        before >> 20
+    );
+}

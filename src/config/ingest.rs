@@ -14,7 +14,7 @@ pub const MIN_API_KEY_LEN: usize = 16;
 const PLACEHOLDER: &str = "REPLACE_ME";
 
 /// The largest `ingest.max_body_bytes`: the bytes the request bodies in flight may hold between
-/// them (`ingest::server::BodyBudget`). Without a ceiling, one 3 GB request took 5.2 GB
+/// them (`ingest::server::ByteBudget::BODIES`). Without a ceiling, one 3 GB request took 5.2 GB
 /// resident (an outside check, 2026-12-07).
 pub const MAX_BODY_BYTES: usize = 32 << 20;
 

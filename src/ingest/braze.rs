@@ -202,6 +202,18 @@ impl Batch {
         self.attributes_processed + self.events_processed + self.purchases_processed == 0
     }
 
+    /// What the batch's events take in memory until Kafka acknowledges them, an estimate
+    /// from measurement: each event's fields as held here, the Kafka client's copy of its
+    /// record (about as long again: the encoding adds the field names and the user id), and
+    /// [`PER_EVENT_BYTES`] for the structures around each. The ingest API reserves it before it
+    /// produces ([`crate::ingest::server::ByteBudget::EVENTS`]).
+    pub fn in_flight_bytes(&self) -> u64 {
+        self.events
+            .iter()
+            .map(|event| 2 * field_bytes(event) + PER_EVENT_BYTES)
+            .sum()
+    }
+
     /// The answer's body: Braze's success shape, with `errors` when some objects were refused.
     pub fn answer(&self) -> Value {
         let mut body = Map::new();
@@ -222,6 +234,34 @@ impl Batch {
         }
         Value::Object(body)
     }
+}
+
+/// [`Batch::in_flight_bytes`]' allowance per event besides its fields, measured: a request of
+/// 75 objects of 256 attributes (19,200 events of about 170 bytes encoded) took the process
+/// 25 MiB further until it was acknowledged, about 1,350 bytes per event, which the estimate
+/// gives it (the event itself, the Kafka client's message with its copies of key and payload,
+/// the delivery report's channel, and the allocators' rounding).
+const PER_EVENT_BYTES: u64 = 1024;
+
+/// The bytes of an event's variable fields, and its user id's (which its record's key and
+/// encoding each hold again, though the events of an object share one copy here).
+fn field_bytes(event: &Event) -> u64 {
+    let value_bytes = |value: &Scalar| match value {
+        Scalar::Str(s) => s.len(),
+        _ => 24,
+    };
+    let properties: usize = event
+        .properties
+        .iter()
+        .map(|(name, value)| name.len() + value_bytes(value) + 8)
+        .sum();
+    let text = event.user_id.len()
+        + event.event_id.as_ref().map_or(0, |id| id.len())
+        + event.name.as_ref().map_or(0, String::len)
+        + event.app_id.as_ref().map_or(0, String::len)
+        + event.value.as_ref().map_or(0, value_bytes)
+        + properties;
+    text as u64 + 64
 }
 
 /// `errors` as JSON.

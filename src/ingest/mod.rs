@@ -65,7 +65,8 @@ impl Ingest {
             producer,
             instance: server::instance_name(),
             requests: AtomicU64::new(0),
-            bodies: server::BodyBudget::new(server::BodyBudget::BYTES),
+            bodies: server::ByteBudget::new(server::ByteBudget::BODIES),
+            events: server::ByteBudget::new(server::ByteBudget::EVENTS),
         });
         // The admin endpoint's readiness is a consumer's; the API is ready once it can produce.
         health.set_consuming(true);

@@ -4,7 +4,8 @@
 //! A request goes through, in order: the API key (401), the rate limit (429 with
 //! `Retry-After`), the `Content-Type` (415 unless JSON or absent), the body size (413), the
 //! body's arrival within `ingest.body_timeout` (408), the `Idempotency-Key` header (400), the
-//! body itself (400 when it is refused whole or nothing in it is valid), then Kafka (503 when a
+//! body itself (400 when it is refused whole or nothing in it is valid), room for its events
+//! until Kafka acknowledges them (503 when none is given back in time), then Kafka (503 when a
 //! record was not acknowledged in time). Authentication comes before the rate limit so that
 //! callers without a key cannot spend the callers' allowance.
 //!
@@ -50,44 +51,66 @@ pub struct App {
     /// Names this process in request ids: host (or process id) and start time.
     pub instance: String,
     pub requests: AtomicU64,
-    /// The request bodies' share of memory ([`BodyBudget`]).
-    pub bodies: BodyBudget,
+    /// The request bodies' share of memory ([`ByteBudget::BODIES`]).
+    pub bodies: ByteBudget,
+    /// The share of the events not yet acknowledged ([`ByteBudget::EVENTS`]).
+    pub events: ByteBudget,
 }
 
-/// The bytes of request bodies held at once, across connections: each request reserves its
-/// declared length (`ingest.max_body_bytes` when it declares none) before its body is read,
-/// and gives it back once answered. Without it, 4,096 connections could each hold a body of up
-/// to `ingest.max_body_bytes` (an outside check held 1.3 GB with 1,000 stalled uploads, five
-/// times the ingest pod's memory limit).
-pub struct BodyBudget {
+/// Room in memory that requests share, counted in KiB: the request bodies held at once
+/// ([`ByteBudget::BODIES`]) and the events they turn into while Kafka has not acknowledged
+/// them ([`ByteBudget::EVENTS`]). A request takes its share before it holds the bytes and gives
+/// it back once answered; past the budget it waits for others, and is answered 503 if none
+/// gives room back in time. Without them, 4,096 connections could each hold a body of up to
+/// `ingest.max_body_bytes` (an outside check held 1.3 GB with 1,000 stalled uploads, five times
+/// the ingest pod's memory limit), and 30 requests of 167 KB held 370 MB of events while the
+/// broker was paused (another, 2026-12-07).
+pub struct ByteBudget {
     kib: tokio::sync::Semaphore,
     size_kib: u32,
 }
 
-impl BodyBudget {
-    /// 32 MiB: hundreds of Braze requests of typical size at once, 32 of the largest.
-    pub const BYTES: u64 = crate::config::MAX_BODY_BYTES as u64;
+impl ByteBudget {
+    /// 32 MiB of request bodies: hundreds of Braze requests of typical size at once, 32 of the
+    /// largest.
+    pub const BODIES: u64 = crate::config::MAX_BODY_BYTES as u64;
+    /// 64 MiB of events in flight, by [`Batch::in_flight_bytes`]: a request of 75 objects of
+    /// 256 attributes each is about 25 MiB of them (two at once), a typical request a few KiB
+    /// (thousands at once).
+    pub const EVENTS: u64 = 64 << 20;
 
-    pub fn new(bytes: u64) -> BodyBudget {
+    pub fn new(bytes: u64) -> ByteBudget {
         let size_kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX >> 4);
-        BodyBudget {
+        ByteBudget {
             kib: tokio::sync::Semaphore::new(size_kib as usize),
             size_kib,
         }
     }
 
-    /// Reserves room for a body of `bytes` (the whole budget at most), waiting up to `wait`
-    /// for other requests to give theirs back; `None` when they did not in time.
+    /// The KiB `bytes` take of this budget: the whole budget at most, so that a request larger
+    /// than all of it still goes through, alone.
+    fn share(&self, bytes: u64) -> u32 {
+        u32::try_from(bytes.div_ceil(1024).max(1))
+            .unwrap_or(u32::MAX)
+            .min(self.size_kib)
+    }
+
+    /// Reserves room for `bytes` (the whole budget at most), waiting up to `wait` for other
+    /// requests to give theirs back; `None` when they did not in time.
     pub async fn reserve(
         &self,
         bytes: u64,
         wait: Duration,
     ) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-        tokio::time::timeout(wait, self.kib.acquire_many(kib.min(self.size_kib)))
+        tokio::time::timeout(wait, self.kib.acquire_many(self.share(bytes)))
             .await
             .ok()?
             .ok()
+    }
+
+    /// Room for `bytes` if there is some now.
+    pub fn try_reserve(&self, bytes: u64) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.kib.try_acquire_many(self.share(bytes)).ok()
     }
 }
 
@@ -154,6 +177,15 @@ fn answer(status: StatusCode, body: Value) -> Response {
 
 fn message(status: StatusCode, text: impl Into<String>) -> Response {
     answer(status, json!({ "message": text.into() }))
+}
+
+/// A `503` saying `text`, with `Retry-After: 1`.
+fn unavailable(text: impl Into<String>) -> Response {
+    let mut response = message(StatusCode::SERVICE_UNAVAILABLE, text);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(1));
+    response
 }
 
 async fn track(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
@@ -259,18 +291,11 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
     // answered 503 if none does within the body timeout.
     let reserved = declared.unwrap_or(app.max_body_bytes as u64);
     let Some(_room) = app.bodies.reserve(reserved, app.body_timeout).await else {
-        let mut response = message(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "the ingest API holds as many request bodies as its memory allows ({} MiB at \
-                 once): retry",
-                BodyBudget::BYTES >> 20
-            ),
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(1));
-        return response;
+        return unavailable(format!(
+            "the ingest API holds as many request bodies as its memory allows ({} MiB at \
+             once): retry",
+            ByteBudget::BODIES >> 20
+        ));
     };
     let read = axum::body::to_bytes(body, app.max_body_bytes);
     let bytes = match tokio::time::timeout(app.body_timeout, read).await {
@@ -328,7 +353,7 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
             None => IdBasis::Request(&request_id),
         },
     };
-    let batch = match braze::translate(&bytes, &opts) {
+    let mut batch = match braze::translate(&bytes, &opts) {
         Ok(batch) => batch,
         Err(e) => return message(StatusCode::BAD_REQUEST, e.to_string()),
     };
@@ -342,22 +367,40 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
             }),
         );
     }
+    // Room for the events until Kafka acknowledges them. Without room now, the request lets
+    // its events go while it waits, so that waiting requests hold only their bodies (within
+    // their own budget), and makes them again once it has room: the same body and options
+    // give the same events, ids included.
+    let in_flight = batch.in_flight_bytes();
+    let _events_room = match app.events.try_reserve(in_flight) {
+        Some(room) => room,
+        None => {
+            drop(batch);
+            let Some(room) = app.events.reserve(in_flight, app.produce_timeout).await else {
+                return unavailable(format!(
+                    "the ingest API holds as many events waiting for Kafka as its memory \
+                     allows ({} MiB at once): nothing of this request was stored; retry",
+                    ByteBudget::EVENTS >> 20
+                ));
+            };
+            batch = match braze::translate(&bytes, &opts) {
+                Ok(batch) => batch,
+                Err(e) => return message(StatusCode::BAD_REQUEST, e.to_string()),
+            };
+            room
+        }
+    };
     if let Err(e) = app
         .producer
         .produce_all(&batch.events, app.produce_timeout)
         .await
     {
         tracing::warn!(error = %e, events = batch.events.len(), "events not acknowledged by Kafka");
-        let mut response = message(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return unavailable(
             "Kafka did not acknowledge the events within ingest.produce_timeout: some or all \
              of them may still be stored; retry the request with the same Idempotency-Key \
              (without one, a retried attribute update can apply twice)",
         );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(1));
-        return response;
     }
     // Counted only once answered 201 or 400: a 503's objects were neither accepted nor refused,
     // and its retry counts them.
@@ -474,7 +517,7 @@ mod tests {
     /// from one budget; past it a request waits, and gets nothing if none is given back.
     #[tokio::test]
     async fn bodies_past_the_budget_wait_for_room_and_get_it_when_one_is_answered() {
-        let budget = BodyBudget::new(3 << 20);
+        let budget = ByteBudget::new(3 << 20);
         let wait = Duration::from_millis(200);
         let first = budget.reserve(2 << 20, wait).await.expect("room for 2 MiB");
         let second = budget
@@ -494,6 +537,16 @@ mod tests {
         assert!(budget.reserve(u64::MAX, wait).await.is_none());
         drop(first);
         assert!(budget.reserve(u64::MAX, wait).await.is_some());
+        // Room now or none: what a request tries before it lets its events go to wait.
+        let all = budget
+            .try_reserve(3 << 20)
+            .expect("the whole budget is free");
+        assert!(budget.try_reserve(1).is_none(), "no room while it is held");
+        drop(all);
+        assert!(
+            budget.try_reserve(u64::MAX).is_some(),
+            "the whole budget again"
+        );
     }
 
     #[test]

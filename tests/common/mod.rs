@@ -394,6 +394,11 @@ impl Service {
         }
     }
 
+    /// The process id, for signals and /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no chance to flush or commit anything.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

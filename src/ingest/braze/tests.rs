@@ -967,3 +967,31 @@ fn identical_objects_in_one_request_are_each_counted_and_a_retry_is_still_droppe
     // A retry (another request, the same body): the same ids, so the scorer drops it whole.
     assert_eq!(first, ids(&body, "req-2"));
 }
+
+/// The events' share of memory until acknowledged grows with the events and with what they
+/// carry, and the same body translated twice (a request that waited for room) is the same
+/// batch, ids included.
+#[test]
+fn a_batchs_bytes_in_flight_grow_with_its_events_and_a_second_translation_is_the_same() {
+    let attributes = |count: usize, value: &str| {
+        let mut object = Map::new();
+        object.insert("external_id".into(), json!("u1"));
+        for a in 0..count {
+            object.insert(format!("a{a}"), json!(value));
+        }
+        json!({ "attributes": [Value::Object(object)] })
+    };
+    let one = run(attributes(1, "x")).in_flight_bytes();
+    let ten = run(attributes(10, "x")).in_flight_bytes();
+    let long = run(attributes(10, &"x".repeat(200))).in_flight_bytes();
+    assert!(one >= PER_EVENT_BYTES, "{one}");
+    assert!(ten >= 10 * one, "{ten} against {one}");
+    assert!(long >= ten + 10 * 2 * 199, "{long} against {ten}");
+    let body = attributes(3, "y").to_string();
+    let o = opts(IdBasis::Request("r-1"));
+    let (first, second) = (
+        translate(body.as_bytes(), &o),
+        translate(body.as_bytes(), &o),
+    );
+    assert_eq!(first.unwrap().events, second.unwrap().events);
+}
