@@ -81,6 +81,14 @@ impl Health {
         self.with(|h| h.joined = true);
     }
 
+    /// The group took this instance's partitions away without a rebalance it took part in
+    /// (its session expired: a paused broker, a stalled process): it is out of the group until
+    /// the next assignment, and `/readyz` says so instead of "ready with no partitions" (an
+    /// outside check saw a scorer stay ready for minutes that way, 2026-12-07).
+    pub fn left(&self) {
+        self.with(|h| h.joined = false);
+    }
+
     pub fn restoring(&self, p: i32) {
         self.with(|h| h.partitions.insert(p, false));
     }

@@ -99,6 +99,9 @@ pub fn revoked<S: OwnsPartitions>(
         service.remove_owned(p);
         service.health().released(p);
     }
+    if lost {
+        service.health().left();
+    }
     tracing::info!(?partitions, "partitions revoked");
     service.announce();
     service.owned_changed();

@@ -483,6 +483,57 @@ fn readyz_is_not_ready_while_restoring_and_ready_after() {
     assert!(log.contains("partition restored"), "{log}");
 }
 
+/// Found by an outside check (2026-12-07): with the broker paused past the session timeout,
+/// the scorer's partitions were lost and `/readyz` said ready with none assigned until the
+/// group gave them back (in two of that check's four runs, never). Out of the group, it is
+/// not ready; back in, it is again.
+#[test]
+fn readyz_is_not_ready_while_out_of_the_group_after_its_partitions_were_lost() {
+    let setup = ScorerRig::new("readyz-lost", 2);
+    let scorer = setup.scorer("only", &[]);
+    let readyz = || {
+        scorer.get("/readyz").map(|(code, body)| {
+            let v: serde_json::Value = serde_json::from_str(&body).expect("/readyz answers JSON");
+            (code, v)
+        })
+    };
+    wait_until(Duration::from_secs(60), "the scorer ready", || {
+        readyz().is_some_and(|(code, v)| code == 200 && v["assigned"] == serde_json::json!([0, 1]))
+    });
+    // The broker paused past the rig's 6 s session timeout: the group takes the partitions.
+    let broker = setup.broker.child.id().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &broker])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig} {broker}");
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_secs(10));
+    signal("-CONT");
+    // From the loss to the next assignment, every answer says not ready and not joined.
+    let mut out_of_group = Vec::new();
+    wait_until(
+        Duration::from_secs(120),
+        "the partitions back after the loss",
+        || {
+            let lost = scorer.log_text().contains("partitions lost");
+            let Some((code, v)) = readyz() else {
+                return false;
+            };
+            if lost && v["assigned"] == serde_json::json!([]) {
+                assert_eq!(code, 503, "ready with no partition after losing them: {v}");
+                assert_eq!(v["joined"], false, "{v}");
+                out_of_group.push(v);
+                return false;
+            }
+            !out_of_group.is_empty() && code == 200 && v["assigned"] == serde_json::json!([0, 1])
+        },
+    );
+    assert!(!out_of_group.is_empty(), "never seen out of the group");
+}
+
 /// Against a broker that only speaks TLS (the dev-broker terminating TLS with a self-signed
 /// certificate): a plaintext client gets nowhere, and the scorer, given `security.protocol=ssl`
 /// and the CA as `[kafka]` properties, scores everything. Mock only: the TLS listener is the
