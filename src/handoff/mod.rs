@@ -191,6 +191,28 @@ struct CoreState {
     calls_paused_until: Option<Instant>,
     /// When the lag of the paused partitions was last read from the broker.
     lag_read: Option<Instant>,
+    /// Partitions that may hold published records not read yet: from their assignment and
+    /// from each record until the consumer reports their end ([`Service::reached_end`]). A
+    /// lead read there is not called until then ([`held_for_unread`]): a later record of the
+    /// same lead may take it to MQL or beyond, and the call would move it back.
+    unread: BTreeSet<i32>,
+}
+
+/// The most leads pending at once while they wait for their partitions' ends: past it they
+/// are called as they come, in calls of `handoff.max_batch` (a backlog of any length cannot
+/// hold them without bound; about 300 bytes each).
+const UNREAD_HOLD_MAX: usize = 10_000;
+
+/// Whether `lead` waits for the rest of its partition to be read before it is called: it is
+/// new (not waiting out a retry or a pause, which holds its partition anyway), its partition
+/// has published records not read yet, and the leads pending are within [`UNREAD_HOLD_MAX`].
+///
+/// Found by an outside check (2026-12-07): after a restart the handoff replays a partition
+/// from its last checkpoint, and a call left as soon as `handoff.max_batch` leads were pending,
+/// before the lead's own later change to SQL (already published, further on in the replay)
+/// was read: the lead, PATCHed before the restart, was PATCHed back to MQL.
+fn held_for_unread(lead: &Pending, unread: &BTreeSet<i32>, pending: usize) -> bool {
+    lead.not_before.is_none() && unread.contains(&lead.partition) && pending <= UNREAD_HOLD_MAX
 }
 
 /// How often the lag of paused partitions is read from the broker's watermarks.
@@ -364,11 +386,16 @@ impl Core {
         // A lead read while its partition has one in a wait does not join that one's retry:
         // it waits for the partition to be resolved and goes in the next batch.
         let held = waiting_partitions(&st.pending);
+        let pending = st.pending.len();
         let (mut due, mut waiting): (Vec<Pending>, Vec<Pending>) =
             std::mem::take(&mut st.pending).into_iter().partition(|l| {
                 org_pause.is_none()
                     && match l.not_before {
-                        None => !st.interrupted && !held.contains(&l.partition),
+                        None => {
+                            !st.interrupted
+                                && !held.contains(&l.partition)
+                                && !held_for_unread(l, &st.unread, pending)
+                        }
                         Some(t) => !stopping && now >= t,
                     }
             });
@@ -620,7 +647,9 @@ impl OwnsPartitions for Core {
     }
 
     fn insert_owned(&self, p: i32, owned: Self::Owned) {
-        self.lock().owned.insert(p, owned);
+        let mut st = self.lock();
+        st.owned.insert(p, owned);
+        st.unread.insert(p);
     }
 
     fn resumed_at_checkpoint(&self) {
@@ -638,6 +667,7 @@ impl OwnsPartitions for Core {
         // nothing of them was checkpointed, so the next owner replays and calls for them.
         st.pending.retain(|l| l.partition != p);
         st.paused.remove(&p);
+        st.unread.remove(&p);
     }
 
     fn owned_changed(&self) {
@@ -844,6 +874,13 @@ impl Service for Core {
         &self.faults
     }
 
+    /// The partition is read to its end: its leads held for it ([`held_for_unread`]) are
+    /// called in the next round.
+    fn reached_end(&self, partition: i32) -> Result<(), HandoffError> {
+        self.lock().unread.remove(&partition);
+        Ok(())
+    }
+
     fn handle(&self, msg: &BorrowedMessage<'_>) -> Result<(), HandoffError> {
         let mut st = self.lock();
         let st = &mut *st;
@@ -852,6 +889,8 @@ impl Service for Core {
         let Some(owned) = st.owned.get_mut(&p) else {
             return Ok(());
         };
+        // More may follow: the partition's end, when the consumer reports it, says not.
+        st.unread.insert(p);
         if owned.is_processed(offset) {
             metrics::counter!(HANDOFF_CHANGES_REREAD).increment(1);
             return Ok(());
@@ -990,9 +1029,14 @@ impl Service for Core {
         let new = if st.interrupted {
             0
         } else {
+            let pending = st.pending.len();
             st.pending
                 .iter()
-                .filter(|l| l.not_before.is_none() && !held.contains(&l.partition))
+                .filter(|l| {
+                    l.not_before.is_none()
+                        && !held.contains(&l.partition)
+                        && !held_for_unread(l, &st.unread, pending)
+                })
                 .count()
         };
         new >= h.max_batch || ((st.processed > 0 || new > 0) && (idle || waited))

@@ -635,13 +635,19 @@ fn the_lag_keeps_growing_through_a_limit_pause() {
             .map(|n| keyed(&format!("u{n}"), 1, 150, "Open", &salesforce_lead_id(n)))
             .collect()
     };
-    setup.send(&batch(0, 10));
-    // Batches of 5: the first is handed off and committed, the second meets the limit.
+    // A first batch of 5 is handed off and committed; a second, sent after it, meets the
+    // limit. (Sent together, the ten would wait for the partition's end and go in one round,
+    // whose second call's leads would hold the partition's commit.)
+    setup.send(&batch(0, 5));
     let h = setup.handoff_with(&[
         ("HANDOFF__MAX_BATCH", "5"),
         ("HANDOFF__LIMIT_PAUSE", "120s"),
         ("KAFKA__STATISTICS_INTERVAL_MS", "500"),
     ]);
+    wait_until(Duration::from_secs(60), "the first batch committed", || {
+        committed(&setup, 1) == vec![5]
+    });
+    setup.send(&batch(5, 5));
     wait_until(Duration::from_secs(60), "the limit to be reached", || {
         h.log_text().contains("API limit reached")
     });
@@ -728,7 +734,7 @@ fn a_batch_in_a_backoff_takes_in_no_more_leads() {
     let records: Vec<_> = (0..10usize)
         .map(|n| keyed(&format!("u{n}"), 1, 150, "Open", &salesforce_lead_id(n)))
         .collect();
-    setup.send(&records);
+    setup.send(&records[..5]);
     let h = setup.handoff_with(&[
         ("HANDOFF__MAX_BATCH", "5"),
         ("HANDOFF__BACKOFF_INITIAL", "2s"),
@@ -737,6 +743,8 @@ fn a_batch_in_a_backoff_takes_in_no_more_leads() {
     wait_until(Duration::from_secs(60), "the first call", || {
         lead_calls(&setup) >= 1
     });
+    // Five more during the batch's backoff: they wait for it, they do not join it.
+    setup.send(&records[5..]);
     setup.standin.set_faults(Faults::default());
     wait_until(Duration::from_secs(60), "every lead", || {
         setup.standin.leads().len() == 10
@@ -764,6 +772,58 @@ fn committed(setup: &Setup, partitions: i32) -> Vec<i64> {
 /// partitions checkpointed meanwhile, those behind it wait, and all go once the record is
 /// fixed. It held every partition: one batch for the whole assignment, paused whole while it
 /// waited (an outside review saw no call for any other lead in 20 s).
+/// Found by an outside check (2026-12-07): a restart replays a partition from its last
+/// checkpoint, and a call left as soon as `handoff.max_batch` leads were pending, before the
+/// rest of the replayed records were read. A lead PATCHed before the restart whose status went
+/// to SQL later in those records was PATCHed back to MQL. Leads read while their partition has
+/// published records not read yet now wait for its end.
+#[test]
+fn a_replay_does_not_move_back_a_lead_that_reached_sql_later_in_the_replayed_records() {
+    let (x_lead, y_lead) = (salesforce_lead_id(1), salesforce_lead_id(2));
+    let setup = Setup::new(
+        "replay-sql",
+        1,
+        config(Faults {
+            failing_leads: BTreeSet::from([y_lead.clone()]),
+            ..Faults::default()
+        }),
+    );
+    let batch = [("HANDOFF__MAX_BATCH", "2"), ("HANDOFF__LINGER", "500ms")];
+    // X and Y in one batch: X is handed off, Y fails and holds the partition, which is not
+    // checkpointed past either.
+    setup.send(&[
+        keyed("x", 1, 150, "Open", &x_lead),
+        keyed("y", 1, 150, "Open", &y_lead),
+    ]);
+    let mut first = setup.handoff_with(&batch);
+    wait_until(Duration::from_secs(60), "X handed off, Y retried", || {
+        setup.standin.patch_count(&x_lead) == 1 && lead_calls(&setup) >= 3
+    });
+    // More leads, then X taken to SQL: read by no one yet (the partition waits with Y).
+    let fillers: Vec<String> = (3..=5).map(salesforce_lead_id).collect();
+    let mut records: Vec<_> = fillers
+        .iter()
+        .enumerate()
+        .map(|(i, lead)| keyed(&format!("f{i}"), 1, 150, "Open", lead))
+        .collect();
+    records.push(keyed("x", 2, 151, "SQL", &x_lead));
+    setup.send(&records);
+    first.stop();
+    // Salesforce fixed; the next instance replays from before X.
+    setup.standin.set_faults(Faults::default());
+    let second = setup.handoff_with(&batch);
+    wait_until(Duration::from_secs(60), "Y and the other leads", || {
+        setup.standin.patch_count(&y_lead) == 1
+            && fillers.iter().all(|l| setup.standin.patch_count(l) == 1)
+    });
+    assert_eq!(
+        setup.standin.patch_count(&x_lead),
+        1,
+        "X, at SQL further on in the replay, was PATCHed back to MQL: {}",
+        second.log_text()
+    );
+}
+
 #[test]
 fn a_lead_failing_for_good_holds_back_only_its_own_partition() {
     const PARTITIONS: i32 = 3;
