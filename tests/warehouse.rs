@@ -1085,3 +1085,62 @@ fn a_huge_user_id_is_read_only_as_far_as_needed_and_passed_over_once() {
     );
     import.stop();
 }
+
+/// Found by an outside check (2026-12-07): after a broker pause an exporter read nothing for
+/// minutes while `/readyz` said ready with no partition assigned (its readiness never looked
+/// at the group). It is ready once the group assigns it the partitions, not while out of it
+/// after losing them, and ready again when they come back.
+#[test]
+fn export_is_not_ready_while_out_of_its_group_after_its_partitions_were_lost() {
+    let (rig, pg) = warehouse_rig("wh-export-lost");
+    let export = warehouse(&rig, &pg, "export", "only", &[]);
+    let readyz = || {
+        export.get("/readyz").map(|(code, body)| {
+            let v: serde_json::Value = serde_json::from_str(&body).expect("/readyz answers JSON");
+            (code, v)
+        })
+    };
+    wait_until(Duration::from_secs(60), "the exporter ready", || {
+        readyz().is_some_and(|(code, v)| code == 200 && v["joined"] == true)
+    });
+    // The broker paused past the 6 s session timeout: the group takes the partitions.
+    let broker = rig.broker.child.id().to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &broker])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig} {broker}");
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_secs(10));
+    signal("-CONT");
+    let mut out_of_group = 0;
+    wait_until(
+        Duration::from_secs(120),
+        "back in the group after the loss",
+        || {
+            let lost = export.log_text().contains("partitions lost");
+            match readyz() {
+                Some((code, v)) if lost && v["joined"] == false => {
+                    assert_eq!(code, 503, "{v}");
+                    out_of_group += 1;
+                    false
+                }
+                Some((code, v)) => out_of_group > 0 && code == 200 && v["joined"] == true,
+                None => false,
+            }
+        },
+    );
+    // Still exporting: a change written after the pause reaches the warehouse.
+    produce_all(
+        &producer(&rig.broker),
+        &rig.names.output,
+        &[("after", change_json("external:after#1", "after", 7, "Open"))],
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the change after the pause",
+        || lead_scores(&pg).get("after") == Some(&7),
+    );
+}

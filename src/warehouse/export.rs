@@ -32,7 +32,9 @@ use crate::ops::admin::Health;
 use crate::ops::telemetry;
 use crate::runtime::kafka::{consumer_config, redact_error};
 use crate::runtime::shutdown::Shutdown;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -251,10 +253,35 @@ fn pg_time(ms: i64) -> Option<SystemTime> {
         .then(|| from_millis(ms))
 }
 
+/// The export group's rebalances, for readiness: joined at each assignment, out of the group
+/// when its partitions were lost (its session expired: a paused broker, a stalled process)
+/// until the next one. An outside check (2026-12-07) saw an exporter read nothing for minutes
+/// after a broker pause while `/readyz` said ready with no partition assigned.
+struct ExportContext {
+    health: Arc<Health>,
+}
+
+impl rdkafka::ClientContext for ExportContext {}
+
+impl ConsumerContext for ExportContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if matches!(rebalance, Rebalance::Revoke(_)) && consumer.assignment_lost() {
+            tracing::warn!("score changes' partitions lost: out of the export group until it assigns them again");
+            self.health.left();
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if matches!(rebalance, Rebalance::Assign(_)) {
+            self.health.joined();
+        }
+    }
+}
+
 /// The export loop.
 pub struct Exporter {
     client: Client,
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<ExportContext>,
     sql: Sql,
     settings: Settings,
     health: Arc<Health>,
@@ -275,7 +302,12 @@ impl Exporter {
         cfg.set("enable.auto.commit", "false");
         // Changes of an exactly-once scorer count once committed.
         cfg.set("isolation.level", "read_committed");
-        let consumer: StreamConsumer = cfg.create().map_err(|e| redact_error(e, &cfg))?;
+        let context = ExportContext {
+            health: Arc::clone(&health),
+        };
+        let consumer: StreamConsumer<ExportContext> = cfg
+            .create_with_context(context)
+            .map_err(|e| redact_error(e, &cfg))?;
         consumer.subscribe(&[&settings.topics.output])?;
         Ok(Exporter {
             client,
@@ -289,8 +321,8 @@ impl Exporter {
     /// Consumes until shutdown: batches of changes, each written in one transaction, then its
     /// offsets committed.
     pub async fn run(mut self, shutdown: Shutdown) -> Result<(), ExportError> {
+        // Joined once the group assigns the partitions (`ExportContext`).
         self.health.set_consuming(true);
-        self.health.joined();
         let format = self.settings.scorer.output_format;
         let max = self.settings.warehouse.export_batch;
         let topic = self.settings.topics.output.clone();
