@@ -705,6 +705,62 @@ fn peak_resident_bytes(pid: u32) -> u64 {
     kib * 1024
 }
 
+/// 75 objects of 256 attributes: 19,200 events from a body of about 230 KB. Requests this
+/// size take the events' budget two at a time.
+fn attribute_heavy_body() -> Value {
+    let objects: Vec<Value> = (0..75)
+        .map(|i| {
+            let mut object = serde_json::Map::new();
+            object.insert("external_id".into(), json!(format!("user-{i}")));
+            for a in 0..256 {
+                object.insert(format!("a{a}"), json!(a * 1000 + i));
+            }
+            Value::Object(object)
+        })
+        .collect();
+    json!({ "attributes": objects })
+}
+
+/// 75 custom events and 75 purchases of 256 properties each, named in one or two letters,
+/// every value "": 150 events from a body of about 310 KB, each property a name, a value and
+/// its JSON text in the Kafka client's copy.
+fn property_heavy_body() -> Value {
+    let properties: serde_json::Map<String, Value> = (0..256u32)
+        .map(|i| {
+            let letter = |n: u32| char::from(b'a' + n as u8);
+            let name = if i < 26 {
+                letter(i).to_string()
+            } else {
+                format!("{}{}", letter(i / 26 - 1), letter(i % 26))
+            };
+            (name, json!(""))
+        })
+        .collect();
+    let events: Vec<Value> = (0..75)
+        .map(|i| {
+            json!({"external_id": format!("user-{i}"), "name": "viewed",
+                   "time": "2026-01-05T10:00:00Z", "properties": properties})
+        })
+        .collect();
+    let purchases: Vec<Value> = (0..75)
+        .map(|i| {
+            json!({"external_id": format!("user-{i}"), "product_id": "pro", "currency": "EUR",
+                   "price": 9, "time": "2026-01-05T10:00:00Z", "properties": properties})
+        })
+        .collect();
+    json!({ "events": events, "purchases": purchases })
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to the rig's broker: paused, it acknowledges nothing.
+fn signal_broker(rig: &ScorerRig, sig: &str) {
+    let broker = rig.broker.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args([sig, &broker])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {sig} {broker}");
+}
+
 /// Found by an outside check (2026-12-07): the events a request turns into were held,
 /// without bound, until Kafka acknowledged them; 30 requests of 167 KB took the process to
 /// 370 MB while the broker was paused. Requests past the budget for events in flight now wait
@@ -719,32 +775,13 @@ fn the_events_waiting_for_kafka_are_bounded_in_memory() {
             ("KAFKA__PRODUCER__MESSAGE_TIMEOUT_MS", "60000"),
         ],
     );
-    // 75 objects of 256 attributes: 19,200 events from a body of about 230 KB. Requests this
-    // size take the events' budget two at a time.
-    let objects: Vec<Value> = (0..75)
-        .map(|i| {
-            let mut object = serde_json::Map::new();
-            object.insert("external_id".into(), json!(format!("user-{i}")));
-            for a in 0..256 {
-                object.insert(format!("a{a}"), json!(a * 1000 + i));
-            }
-            Value::Object(object)
-        })
-        .collect();
-    let body = json!({ "attributes": objects });
+    let body = attribute_heavy_body();
     const REQUESTS: usize = 32;
     const EVENTS_EACH: usize = 75 * 256;
     let before = peak_resident_bytes(ingest.pid());
 
     // The broker paused: nothing is acknowledged, every request that produces holds its events.
-    let broker = rig.broker.child.id().to_string();
-    let signal = |sig: &str| {
-        let status = std::process::Command::new("kill")
-            .args([sig, &broker])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {sig} {broker}");
-    };
+    let signal = |sig: &str| signal_broker(&rig, sig);
     signal("-STOP");
     let senders: Vec<_> = (0..REQUESTS)
         .map(|_| {
@@ -779,5 +816,183 @@ fn the_events_waiting_for_kafka_are_bounded_in_memory() {
         grown < 150,
         "the process grew by {grown} MiB while the broker was paused (from {} MiB)",
         before >> 20
+    );
+}
+
+/// Found by an outside check (2026-12-07): the estimate of a request's events counted no
+/// property, so requests of 150 events of 256 short, empty properties each reserved 0.9 MiB
+/// and took about 5 MB: 40 of them took the process to 211 MB against a paused broker. Counted,
+/// about eight of them fit the events' budget at once, and the others wait for room.
+#[test]
+fn property_heavy_requests_waiting_for_kafka_are_bounded_in_memory() {
+    let rig = ingest_rig("ingest-properties-memory");
+    let (ingest, port) = ingest(
+        &rig,
+        &[
+            ("INGEST__PRODUCE_TIMEOUT", "40s"),
+            ("KAFKA__PRODUCER__MESSAGE_TIMEOUT_MS", "60000"),
+        ],
+    );
+    let body = property_heavy_body();
+    const REQUESTS: usize = 40;
+    let before = peak_resident_bytes(ingest.pid());
+    signal_broker(&rig, "-STOP");
+    let senders: Vec<_> = (0..REQUESTS)
+        .map(|_| {
+            let body = body.clone();
+            std::thread::spawn(move || track(port, Some(KEY), &body))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(6));
+    let paused_peak = peak_resident_bytes(ingest.pid());
+    signal_broker(&rig, "-CONT");
+    for sender in senders {
+        let a = sender.join().unwrap();
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+    let grown = paused_peak.saturating_sub(before) >> 20;
+    eprintln!(
+        "40 property-heavy requests grew the process by {grown} MiB (from {} MiB)",
+        before >> 20
+    );
+    assert!(
+        grown < 120,
+        "the process grew by {grown} MiB while the broker was paused (from {} MiB)",
+        before >> 20
+    );
+}
+
+/// Sends a request on a connection of its own and returns the connection unread.
+fn send_only(port: u16, body: &Value) -> std::net::TcpStream {
+    let body = body.to_string();
+    let head = format!(
+        "POST /users/track HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Authorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to ingest");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    s
+}
+
+/// Found by an outside check (2026-12-07): a client that went away gave its events' room back
+/// while the Kafka client still held its records (rounds of 40 clients closing after 1 s took
+/// the process to 603 MB against a paused broker); and a request could take the produce
+/// timeout twice, once waiting for room and once for Kafka. The room is now held until every
+/// record's delivery report, and the wait and Kafka share one `ingest.produce_timeout`.
+#[test]
+fn the_events_room_outlives_a_client_that_left_and_a_request_waits_one_produce_timeout() {
+    let rig = ingest_rig("ingest-events-room");
+    // Records fail 6 s after they are sent; requests wait 3 s.
+    let (_ingest, port) = ingest(
+        &rig,
+        &[
+            ("INGEST__PRODUCE_TIMEOUT", "3s"),
+            ("KAFKA__PRODUCER__MESSAGE_TIMEOUT_MS", "6000"),
+        ],
+    );
+    let produce_timeout = Duration::from_secs(3);
+    // Two of these take the events' budget; a third waits for room.
+    let body = attribute_heavy_body();
+    signal_broker(&rig, "-STOP");
+    let started = std::time::Instant::now();
+    // Two clients send their requests and leave after a second: their records stay queued.
+    let leaving: Vec<_> = (0..2).map(|_| send_only(port, &body)).collect();
+    std::thread::sleep(Duration::from_secs(1));
+    drop(leaving);
+    std::thread::sleep(Duration::from_millis(500));
+    // Their room is still held: the next request waits for it, and is answered without room.
+    let waiting = {
+        let body = body.clone();
+        std::thread::spawn(move || track(port, Some(KEY), &body))
+    };
+    // This one waits for room too, gets it once their records fail (6 s after they were
+    // sent), and is answered when its one produce timeout is over, not one more after it.
+    std::thread::sleep(Duration::from_millis(2500));
+    let late = {
+        let body = body.clone();
+        std::thread::spawn(move || {
+            let sent = std::time::Instant::now();
+            (track(port, Some(KEY), &body), sent.elapsed())
+        })
+    };
+    let a = waiting.join().unwrap();
+    let (b, took) = late.join().unwrap();
+    eprintln!(
+        "the late request was answered after {took:?}, {:?} after the first were sent",
+        started.elapsed()
+    );
+    signal_broker(&rig, "-CONT");
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(
+        a.body
+            .contains("as many events waiting for Kafka as its memory allows"),
+        "the room of the clients that left was given back before their records: {}",
+        a.body
+    );
+    assert_eq!(b.status, 503, "{}", b.body);
+    assert!(
+        took < produce_timeout + produce_timeout / 2,
+        "answered after {took:?}, past one produce timeout of {produce_timeout:?}: {}",
+        b.body
+    );
+}
+
+/// Found by an outside check (2026-12-07): a request waited `ingest.body_timeout` for room for
+/// its body and then as long again for the body; and requests of any size queued behind
+/// stalled chunked uploads (each reserving `ingest.max_body_bytes`) for a body timeout. Small
+/// bodies have room of their own, and the wait and the read share one body timeout.
+#[test]
+fn stalled_uploads_hold_neither_small_requests_nor_a_request_past_one_body_timeout() {
+    let rig = ingest_rig("ingest-bodies-room");
+    let (_ingest, port) = ingest(
+        &rig,
+        &[
+            ("INGEST__BODY_TIMEOUT", "3s"),
+            ("INGEST__MAX_BODY_BYTES", &(32 << 20).to_string()),
+        ],
+    );
+    let body_timeout = Duration::from_secs(3);
+    // A chunked upload reserves the largest body, the whole budget here, and stalls.
+    let stall = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let head = format!(
+            "POST /users/track HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {KEY}\r\n\
+             Transfer-Encoding: chunked\r\n\r\n4\r\n{{\"ev\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s
+    };
+    let mut first = stall();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut second = stall();
+    let second_sent = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    // A small request is answered while both still wait.
+    let ok = json!({"events": [{"external_id": "u", "name": "x", "time": "2026-01-05T10:00:00Z"}]});
+    let a = track(port, Some(KEY), &ok);
+    assert_eq!(a.status, 201, "{}", a.body);
+    first.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(first.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the stalled upload was answered before the small request"
+    );
+    first.set_nonblocking(false).unwrap();
+    let limit = Duration::from_secs(15);
+    let (_, answer, _) = read_until_closed(&mut first, limit);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // The second waited for room, then for its body, within one body timeout in all.
+    let (_, answer, _) = read_until_closed(&mut second, limit);
+    let took = second_sent.elapsed();
+    eprintln!("the second stalled upload was answered after {took:?}");
+    assert!(
+        answer.starts_with("HTTP/1.1 503") || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert!(
+        took < body_timeout + body_timeout / 2,
+        "answered after {took:?}, past one body timeout of {body_timeout:?}: {answer}"
     );
 }

@@ -29,7 +29,8 @@ pub enum ProduceFailure {
     TimedOut(Duration),
 }
 
-/// The input topic's producer.
+/// The input topic's producer. A clone shares the Kafka client.
+#[derive(Clone)]
 pub struct EventProducer {
     producer: FutureProducer,
     topic: String,
@@ -97,53 +98,70 @@ impl EventProducer {
         events: &[Event],
         timeout: Duration,
     ) -> Result<(), ProduceFailure> {
-        let sent = async {
-            let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(events.len());
-            for event in events {
-                let payload = encode_event(self.format, event);
-                let key = event.user_id.as_bytes();
-                let partition = partition_for(key, self.partitions);
-                let mut record = FutureRecord::to(&self.topic)
-                    .key(key)
-                    .payload(&payload)
-                    .partition(partition);
-                loop {
-                    match self.producer.send_result(record) {
-                        Ok(future) => {
-                            pending.push(future);
-                            break;
-                        }
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                            record = back;
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
-                        Err((e, _)) => return Err(ProduceFailure::Kafka(e)),
-                    }
-                }
-            }
-            let total = pending.len();
-            let mut failed = 0;
-            let mut first = None;
-            for future in pending {
-                let error = match future.await {
-                    Ok(Ok(_)) => continue,
-                    Ok(Err((e, _))) => e.to_string(),
-                    Err(_) => "the producer was closed".to_string(),
-                };
-                failed += 1;
-                first.get_or_insert(error);
-            }
-            match first {
-                None => Ok(()),
-                Some(first) => Err(ProduceFailure::Undelivered {
-                    failed,
-                    total,
-                    first,
-                }),
-            }
-        };
+        let sent = async { EventProducer::delivered(self.send_all(events).await?).await };
         tokio::time::timeout(timeout, sent)
             .await
             .unwrap_or(Err(ProduceFailure::TimedOut(timeout)))
+    }
+
+    /// Hands `events` to the Kafka client in order (waiting while its queue is full) and
+    /// returns their delivery reports, to wait for with [`EventProducer::delivered`]. Once
+    /// sent, the client holds each record (its own copy) until its report: delivered, or failed
+    /// after `message.timeout.ms` at the latest, whether or not anyone still waits for it.
+    pub async fn send_all(&self, events: &[Event]) -> Result<Vec<DeliveryFuture>, ProduceFailure> {
+        let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(events.len());
+        for event in events {
+            let payload = encode_event(self.format, event);
+            let key = event.user_id.as_bytes();
+            let partition = partition_for(key, self.partitions);
+            let mut record = FutureRecord::to(&self.topic)
+                .key(key)
+                .payload(&payload)
+                .partition(partition);
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(future) => {
+                        pending.push(future);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((e, _)) => {
+                        // The records sent before are the Kafka client's until their reports
+                        // come: whoever holds room for them holds it until then.
+                        let _ = EventProducer::delivered(pending).await;
+                        return Err(ProduceFailure::Kafka(e));
+                    }
+                }
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Waits for every delivery report of `pending`, however long that takes (the Kafka client
+    /// gives each by `message.timeout.ms`): `Ok` when every record was acknowledged.
+    pub async fn delivered(pending: Vec<DeliveryFuture>) -> Result<(), ProduceFailure> {
+        let total = pending.len();
+        let mut failed = 0;
+        let mut first = None;
+        for future in pending {
+            let error = match future.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => e.to_string(),
+                Err(_) => "the producer was closed".to_string(),
+            };
+            failed += 1;
+            first.get_or_insert(error);
+        }
+        match first {
+            None => Ok(()),
+            Some(first) => Err(ProduceFailure::Undelivered {
+                failed,
+                total,
+                first,
+            }),
+        }
     }
 }

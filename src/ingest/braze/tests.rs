@@ -995,3 +995,57 @@ fn a_batchs_bytes_in_flight_grow_with_its_events_and_a_second_translation_is_the
     );
     assert_eq!(first.unwrap().events, second.unwrap().events);
 }
+
+/// Found by an outside check (2026-12-07): the estimate counted 0.9 MiB for a request of 150
+/// events of 256 short, empty properties each, which took about 5 MB each for 40 at once (13 MiB
+/// for one alone) against a paused broker. Every property is counted now, and requests heavy in
+/// attributes or in properties are both estimated above what they were measured to take.
+#[test]
+fn the_bytes_in_flight_count_every_property_and_err_high_for_heavy_requests() {
+    let letter = |n: u32| char::from(b'a' + n as u8);
+    let properties: Map<String, Value> = (0..256u32)
+        .map(|i| {
+            let name = if i < 26 {
+                letter(i).to_string()
+            } else {
+                format!("{}{}", letter(i / 26 - 1), letter(i % 26))
+            };
+            (name, json!(""))
+        })
+        .collect();
+    let time = crate::timestamp::format_rfc3339(NOW - 60_000);
+    let events: Vec<Value> = (0..75)
+        .map(|i| {
+            json!({"external_id": format!("user-{i}"), "name": "viewed", "time": time,
+                        "properties": properties})
+        })
+        .collect();
+    let purchases: Vec<Value> = (0..75)
+        .map(|i| {
+            json!({"external_id": format!("user-{i}"), "product_id": "pro",
+                        "currency": "EUR", "price": 9, "time": time, "properties": properties})
+        })
+        .collect();
+    let batch = run(json!({ "events": events, "purchases": purchases }));
+    assert_eq!(batch.events_processed + batch.purchases_processed, 150);
+    let heavy = batch.in_flight_bytes();
+    assert!(heavy >= 6 << 20, "{} KiB", heavy >> 10);
+
+    let objects: Vec<Value> = (0..75)
+        .map(|i| {
+            let mut object = Map::new();
+            object.insert("external_id".into(), json!(format!("user-{i}")));
+            for a in 0..256 {
+                object.insert(format!("a{a}"), json!(a * 1000 + i));
+            }
+            Value::Object(object)
+        })
+        .collect();
+    let attributes = run(json!({ "attributes": objects })).in_flight_bytes();
+    // Measured at 25 MiB; two such requests fit the events' budget at once, not three.
+    assert!(
+        (26 << 20..32 << 20).contains(&attributes),
+        "{} KiB",
+        attributes >> 10
+    );
+}
