@@ -751,14 +751,47 @@ fn property_heavy_body() -> Value {
     json!({ "events": events, "purchases": purchases })
 }
 
-/// Sends `sig` (`-STOP`, `-CONT`) to the rig's broker: paused, it acknowledges nothing.
-fn signal_broker(rig: &ScorerRig, sig: &str) {
-    let broker = rig.broker.child.id().to_string();
-    let status = std::process::Command::new("kill")
-        .args([sig, &broker])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill {sig} {broker}");
+/// Sends `requests` copies of `body` at once to an ingest API whose broker is paused, and
+/// returns the answers, how far the process's peak resident memory grew while the broker was
+/// paused (in MiB; every request has had its body read and translated well within the 6 s
+/// pause) and how many events it counts produced.
+fn growth_with_the_broker_paused(
+    test: &str,
+    body: &Value,
+    requests: usize,
+) -> (Vec<Answer>, u64, f64) {
+    let rig = ingest_rig(test);
+    let (ingest, port) = ingest(
+        &rig,
+        &[
+            ("INGEST__PRODUCE_TIMEOUT", "40s"),
+            ("KAFKA__PRODUCER__MESSAGE_TIMEOUT_MS", "60000"),
+        ],
+    );
+    let before = peak_resident_bytes(ingest.pid());
+    rig.broker.signal("-STOP");
+    let senders: Vec<_> = (0..requests)
+        .map(|_| {
+            let body = body.clone();
+            std::thread::spawn(move || track(port, Some(KEY), &body))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(6));
+    let paused_peak = peak_resident_bytes(ingest.pid());
+    rig.broker.signal("-CONT");
+    let answers: Vec<Answer> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+    let (_, metrics) = ingest.get("/metrics").expect("metrics");
+    let produced: f64 = metric_samples(&metrics, "leadscore_ingest_events_produced_total")
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
+    let grown = paused_peak.saturating_sub(before) >> 20;
+    eprintln!(
+        "{requests} requests grew the process by {grown} MiB (from {} MiB) and produced \
+         {produced} events",
+        before >> 20
+    );
+    (answers, grown, produced)
 }
 
 /// Found by an outside check (2026-12-07): the events a request turns into were held,
@@ -767,55 +800,25 @@ fn signal_broker(rig: &ScorerRig, sig: &str) {
 /// for room without holding their events, and are stored once there is room.
 #[test]
 fn the_events_waiting_for_kafka_are_bounded_in_memory() {
-    let rig = ingest_rig("ingest-events-memory");
-    let (ingest, port) = ingest(
-        &rig,
-        &[
-            ("INGEST__PRODUCE_TIMEOUT", "40s"),
-            ("KAFKA__PRODUCER__MESSAGE_TIMEOUT_MS", "60000"),
-        ],
-    );
-    let body = attribute_heavy_body();
-    const REQUESTS: usize = 32;
-    const EVENTS_EACH: usize = 75 * 256;
-    let before = peak_resident_bytes(ingest.pid());
-
-    // The broker paused: nothing is acknowledged, every request that produces holds its events.
-    let signal = |sig: &str| signal_broker(&rig, sig);
-    signal("-STOP");
-    let senders: Vec<_> = (0..REQUESTS)
-        .map(|_| {
-            let body = body.clone();
-            std::thread::spawn(move || track(port, Some(KEY), &body))
-        })
-        .collect();
-    // Every request has had its body read and translated well before this.
-    std::thread::sleep(Duration::from_secs(6));
-    let paused_peak = peak_resident_bytes(ingest.pid());
-    signal("-CONT");
-    let answers: Vec<Answer> = senders.into_iter().map(|t| t.join().unwrap()).collect();
-
+    // 75 objects of 256 attributes: 19,200 events each, which take the events' budget two at
+    // a time.
+    let (answers, grown, produced) =
+        growth_with_the_broker_paused("ingest-events-memory", &attribute_heavy_body(), 32);
     for a in &answers {
         assert_eq!(a.status, 201, "{}", a.body);
     }
-    let (_, metrics) = ingest.get("/metrics").expect("metrics");
     assert_eq!(
-        metric_samples(&metrics, "leadscore_ingest_events_produced_total")
-            .iter()
-            .map(|(_, v)| v)
-            .sum::<f64>(),
-        (REQUESTS * EVENTS_EACH) as f64,
-        "{metrics}"
+        produced,
+        (32 * 75 * 256) as f64,
+        "every event of every request"
     );
     // About 24 MiB per request of events in flight (measured with one request): 350 MiB for
     // all of them unbounded (270 MiB with 24 requests, before the bound), the 64 MiB budget
     // (two such requests), the bodies and the translations under way (93-105 MiB measured
     // with 32 and 48 requests) bounded.
-    let grown = paused_peak.saturating_sub(before) >> 20;
     assert!(
         grown < 150,
-        "the process grew by {grown} MiB while the broker was paused (from {} MiB)",
-        before >> 20
+        "the process grew by {grown} MiB while the broker was paused"
     );
 }
 
@@ -825,40 +828,14 @@ fn the_events_waiting_for_kafka_are_bounded_in_memory() {
 /// about eight of them fit the events' budget at once, and the others wait for room.
 #[test]
 fn property_heavy_requests_waiting_for_kafka_are_bounded_in_memory() {
-    let rig = ingest_rig("ingest-properties-memory");
-    let (ingest, port) = ingest(
-        &rig,
-        &[
-            ("INGEST__PRODUCE_TIMEOUT", "40s"),
-            ("KAFKA__PRODUCER__MESSAGE_TIMEOUT_MS", "60000"),
-        ],
-    );
-    let body = property_heavy_body();
-    const REQUESTS: usize = 40;
-    let before = peak_resident_bytes(ingest.pid());
-    signal_broker(&rig, "-STOP");
-    let senders: Vec<_> = (0..REQUESTS)
-        .map(|_| {
-            let body = body.clone();
-            std::thread::spawn(move || track(port, Some(KEY), &body))
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(6));
-    let paused_peak = peak_resident_bytes(ingest.pid());
-    signal_broker(&rig, "-CONT");
-    for sender in senders {
-        let a = sender.join().unwrap();
+    let (answers, grown, _) =
+        growth_with_the_broker_paused("ingest-properties-memory", &property_heavy_body(), 40);
+    for a in &answers {
         assert_eq!(a.status, 201, "{}", a.body);
     }
-    let grown = paused_peak.saturating_sub(before) >> 20;
-    eprintln!(
-        "40 property-heavy requests grew the process by {grown} MiB (from {} MiB)",
-        before >> 20
-    );
     assert!(
         grown < 120,
-        "the process grew by {grown} MiB while the broker was paused (from {} MiB)",
-        before >> 20
+        "the process grew by {grown} MiB while the broker was paused"
     );
 }
 
@@ -895,7 +872,7 @@ fn the_events_room_outlives_a_client_that_left_and_a_request_waits_one_produce_t
     let produce_timeout = Duration::from_secs(3);
     // Two of these take the events' budget; a third waits for room.
     let body = attribute_heavy_body();
-    signal_broker(&rig, "-STOP");
+    rig.broker.signal("-STOP");
     let started = std::time::Instant::now();
     // Two clients send their requests and leave after a second: their records stay queued.
     let leaving: Vec<_> = (0..2).map(|_| send_only(port, &body)).collect();
@@ -923,7 +900,7 @@ fn the_events_room_outlives_a_client_that_left_and_a_request_waits_one_produce_t
         "the late request was answered after {took:?}, {:?} after the first were sent",
         started.elapsed()
     );
-    signal_broker(&rig, "-CONT");
+    rig.broker.signal("-CONT");
     assert_eq!(a.status, 503, "{}", a.body);
     assert!(
         a.body

@@ -783,11 +783,12 @@ fn rfc3339_times_with_offsets_are_accepted_and_normalised_to_utc() {
         time_ok(r#""2024-02-29T10:00:00Z""#, "2024-02-29T10:00:00Z"),
         time_ok(r#""2000-02-29T10:00:00Z""#, "2000-02-29T10:00:00Z"),
         time_ok(r#""0000-02-29T10:00:00Z""#, "0000-02-29T10:00:00Z"),
-        // leap second: the last millisecond of its minute, whatever the fraction
+        // leap second: the last millisecond of its minute, whatever the fraction; only the
+        // minute 23:59 in UTC has one (10:00:60Z is refused, below)
         time_ok(r#""2026-12-31T23:59:60Z""#, "2026-12-31T23:59:59.999Z"),
         time_ok(r#""2026-06-30T23:59:60.123Z""#, "2026-06-30T23:59:59.999Z"),
-        time_ok(r#""2026-01-05T10:00:60Z""#, "2026-01-05T10:00:59.999Z"),
         time_ok(r#""2027-01-01T00:59:60+01:00""#, "2026-12-31T23:59:59.999Z"),
+        time_ok(r#""2026-12-31T18:29:60-05:30""#, "2026-12-31T23:59:59.999Z"),
         // years 0000 and 9999, after the offset
         time_ok(r#""0000-01-01T00:00:00Z""#, "0000-01-01T00:00:00Z"),
         time_ok(r#""0000-01-01T00:00:00-01:00""#, "0000-01-01T01:00:00Z"),
@@ -887,6 +888,14 @@ fn malformed_or_out_of_range_times_are_bad_lines_naming_the_field() {
         ("2026-01-05T24:00:00Z", "hour 24 out of range"),
         ("2026-01-05T10:60:00Z", "minute 60 out of range"),
         ("2026-01-05T10:00:61Z", "second 61 out of range"),
+        (
+            "2026-01-05T10:00:60Z",
+            "second 60 (a leap second) at 10:00, which is not 23:59 in UTC",
+        ),
+        (
+            "2026-12-31T23:59:60+01:00",
+            "second 60 (a leap second) at 23:59, which is not 23:59 in UTC",
+        ),
         ("2026-01-05T10:00:00+24:00", "offset hour 24 out of range"),
         ("2026-01-05T10:00:00-24:00", "offset hour 24 out of range"),
         ("2026-01-05T10:00:00+01:60", "offset minute 60 out of range"),

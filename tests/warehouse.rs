@@ -1104,17 +1104,9 @@ fn export_is_not_ready_while_out_of_its_group_after_its_partitions_were_lost() {
         readyz().is_some_and(|(code, v)| code == 200 && v["joined"] == true)
     });
     // The broker paused past the 6 s session timeout: the group takes the partitions.
-    let broker = rig.broker.child.id().to_string();
-    let signal = |sig: &str| {
-        let status = std::process::Command::new("kill")
-            .args([sig, &broker])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {sig} {broker}");
-    };
-    signal("-STOP");
+    rig.broker.signal("-STOP");
     std::thread::sleep(Duration::from_secs(10));
-    signal("-CONT");
+    rig.broker.signal("-CONT");
     let mut out_of_group = 0;
     wait_until(
         Duration::from_secs(120),

@@ -57,6 +57,17 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// Sends `sig` (`-STOP`, `-CONT`) to the broker's process: paused, it answers no one
+    /// (heartbeats, produce requests), as a broker that hangs.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig} {pid}");
+    }
+
     /// A broker with `topics` (name, partitions, compacted) created.
     pub fn start(topics: &[(&str, i32, bool)]) -> Broker {
         match BrokerKind::from_env() {

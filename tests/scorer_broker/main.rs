@@ -501,17 +501,9 @@ fn readyz_is_not_ready_while_out_of_the_group_after_its_partitions_were_lost() {
         readyz().is_some_and(|(code, v)| code == 200 && v["assigned"] == serde_json::json!([0, 1]))
     });
     // The broker paused past the rig's 6 s session timeout: the group takes the partitions.
-    let broker = setup.broker.child.id().to_string();
-    let signal = |sig: &str| {
-        let status = Command::new("kill")
-            .args([sig, &broker])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {sig} {broker}");
-    };
-    signal("-STOP");
+    setup.broker.signal("-STOP");
     std::thread::sleep(Duration::from_secs(10));
-    signal("-CONT");
+    setup.broker.signal("-CONT");
     // From the loss to the next assignment, every answer says not ready and not joined.
     let mut out_of_group = Vec::new();
     wait_until(
