@@ -97,6 +97,11 @@ impl ByteBudget {
     /// serves; that pool is a quarter of the budget.
     pub const SMALL_SHARE: u32 = 64;
 
+    /// What a budget of `bytes` holds at most, its small requests' pool included.
+    pub const fn held_at_most(bytes: u64) -> u64 {
+        bytes + bytes / 4
+    }
+
     pub fn new(bytes: u64) -> ByteBudget {
         let size_kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX >> 4);
         let small_pool = (size_kib / 4).max(1);
@@ -342,7 +347,7 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
         return unavailable(format!(
             "the ingest API holds as many request bodies as its memory allows ({} MiB at \
              once): retry",
-            (ByteBudget::BODIES + ByteBudget::BODIES / 4) >> 20
+            ByteBudget::held_at_most(ByteBudget::BODIES) >> 20
         ));
     };
     let read = axum::body::to_bytes(body, app.max_body_bytes);
@@ -430,9 +435,10 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Response {
                 return unavailable(format!(
                     "the ingest API holds as many events waiting for Kafka as its memory \
                      allows ({} MiB at once): nothing of this request was stored; retry",
-                    (ByteBudget::EVENTS + ByteBudget::EVENTS / 4) >> 20
+                    ByteBudget::held_at_most(ByteBudget::EVENTS) >> 20
                 ));
             };
+            // The same body and options, so the same events (a refusal cannot differ).
             batch = match braze::translate(&bytes, &opts) {
                 Ok(batch) => batch,
                 Err(e) => return message(StatusCode::BAD_REQUEST, e.to_string()),
